@@ -1,0 +1,20 @@
+//! Shared vocabulary of berth.
+//!
+//! Everything here is used by more than one layer and depends on nothing of
+//! ours: node identities and regions, content digests, repository names, and
+//! the versioned codec every stored or wire record goes through.
+//!
+//! Invariant: a value of one of these types has been validated. Code that
+//! holds a `Digest` or a `Region` never re-checks its shape.
+
+pub mod codec;
+pub mod digest;
+pub mod names;
+
+pub use codec::{decode_versioned, encode_versioned, CodecError};
+pub use digest::{Digest, DigestAlgorithm, DigestError};
+pub use names::{NameError, Region, RepoName};
+
+/// A node's identity in the cluster. Assigned once, by the cluster, when the
+/// node registers; never reused after the node is removed.
+pub type NodeId = u64;

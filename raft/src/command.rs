@@ -1,0 +1,211 @@
+//! What the metadata plane agrees on: commands, their responses, and the
+//! records they leave in the state machine.
+//!
+//! Every command is deterministic: anything that depends on the clock or on
+//! randomness (timestamps, generated secrets) is decided by the proposer and
+//! carried inside the command, so every replica applies the same bytes to the
+//! same state. Commands that race carry a condition and fail cleanly with
+//! [`MetaResponse::Conflict`] or [`MetaResponse::Refused`] when it does not
+//! hold; a refused command changes nothing.
+
+use std::collections::BTreeSet;
+
+use berth_common::{Digest, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// The payload of a Raft log entry. The variant is the command format
+/// version: a new format is a new variant, and old entries stay readable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaRequest {
+    V1(MetaCommand),
+}
+
+impl From<MetaCommand> for MetaRequest {
+    fn from(c: MetaCommand) -> Self {
+        MetaRequest::V1(c)
+    }
+}
+
+impl std::fmt::Display for MetaRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetaRequest::V1(c) => write!(f, "v1:{}", c.kind()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// The first command of a cluster: its identity and keys. Refused once
+    /// the cluster exists.
+    Bootstrap(ClusterRecord),
+    /// A node asks to be part of the cluster. With a join token, the token
+    /// is checked and its use counted in the same step, so two nodes cannot
+    /// race past a one-use token. The response is the assigned node id.
+    RegisterNode { registration: NodeRegistration, token: Option<TokenProof>, now_ms: u64 },
+    /// The operator's wish for a node's role; the leader's membership
+    /// reconciler makes it so.
+    SetNodeRole { node: NodeId, role: NodeRole },
+    /// Marks a node removed: it leaves the membership and its id is never
+    /// reused.
+    RemoveNode { node: NodeId },
+    CreateJoinToken(JoinTokenRecord),
+    RevokeJoinToken { id: String },
+    PutUser(UserRecord),
+    /// Creates a repository if it does not exist yet.
+    CreateRepository(RepositoryRecord),
+    PutManifest(ManifestRecord),
+    /// Deletes a manifest and every tag pointing at it.
+    DeleteManifest { repo: String, digest: Digest },
+    /// Points a tag at a manifest. With `if_current`, only when the tag
+    /// still points where the caller last saw it (`None` inside: absent).
+    SetTag { repo: String, tag: String, digest: Digest, pushed_at_ms: u64, if_current: Option<Option<Digest>> },
+    DeleteTag { repo: String, tag: String, if_current: Option<Digest> },
+    AddBlobHolder { digest: Digest, size: u64, node: NodeId },
+    RemoveBlobHolder { digest: Digest, node: NodeId },
+}
+
+impl MetaCommand {
+    /// A short name for logs; never the payload, which may hold secrets.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetaCommand::Bootstrap(_) => "bootstrap",
+            MetaCommand::RegisterNode { .. } => "register_node",
+            MetaCommand::SetNodeRole { .. } => "set_node_role",
+            MetaCommand::RemoveNode { .. } => "remove_node",
+            MetaCommand::CreateJoinToken(_) => "create_join_token",
+            MetaCommand::RevokeJoinToken { .. } => "revoke_join_token",
+            MetaCommand::PutUser(_) => "put_user",
+            MetaCommand::CreateRepository(_) => "create_repository",
+            MetaCommand::PutManifest(_) => "put_manifest",
+            MetaCommand::DeleteManifest { .. } => "delete_manifest",
+            MetaCommand::SetTag { .. } => "set_tag",
+            MetaCommand::DeleteTag { .. } => "delete_tag",
+            MetaCommand::AddBlobHolder { .. } => "add_blob_holder",
+            MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    Done,
+    /// The id given to a registered node.
+    NodeId(NodeId),
+    /// The command's precondition did not hold; the reason is for people.
+    Refused(String),
+    /// A conditional tag write lost a race; `current` is what the tag holds.
+    Conflict { current: Option<Digest> },
+    NotFound,
+}
+
+/// The cluster's identity and secrets. Replicated so that any node can sign
+/// a joining node's certificate and verify any node's tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub cluster_id: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    /// Private key (PKCS#8 PEM) that signs registry tokens.
+    pub token_signing_key_pem: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Voter when caught up, unless that would make the voter count even.
+    Auto,
+    /// Always a voter once caught up (operator's `promote`).
+    Voter,
+    /// Never a voter (`--learner`, operator's `demote`): edge regions.
+    Learner,
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeRole::Auto => "auto",
+            NodeRole::Voter => "voter",
+            NodeRole::Learner => "learner",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub region: String,
+    pub peer_addr: String,
+    pub http_addr: String,
+    pub role: NodeRole,
+}
+
+/// A joining node's proof: the token id and the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProof {
+    pub id: String,
+    pub secret_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub region: String,
+    pub peer_addr: String,
+    pub http_addr: String,
+    pub role: NodeRole,
+    pub removed: bool,
+    pub joined_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+    pub uses: u32,
+    /// `None`: any number of joins until it expires or is revoked.
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub superuser: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryRecord {
+    pub name: String,
+    pub public: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub repo: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// Blobs and child manifests this manifest references.
+    pub references: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub pushed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: Digest,
+    pub pushed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub holders: BTreeSet<NodeId>,
+}

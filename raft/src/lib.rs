@@ -1,0 +1,23 @@
+//! The metadata plane of berth: one Raft group (openraft) whose log and state
+//! machine live in RocksDB and whose members talk gRPC (tonic) over mutual TLS.
+//!
+//! Layout:
+//! - [`command`]: what is agreed on (`MetaCommand`) and the records it leaves;
+//! - [`state`]: the state machine's rules, independent of storage;
+//! - [`store`]: RocksDB log store and state machine;
+//! - [`network`]: the gRPC client side, with a link filter for fault tests;
+//! - [`server`]: the gRPC service every node runs;
+//! - [`meta`]: [`meta::MetaNodeHandle`], what the node uses: writes from any node
+//!   with forwarding to the leader, local and linearizable reads, membership.
+//!
+//! This crate never sees QUIC, blobs or HTTP.
+
+pub mod command;
+pub mod state;
+pub mod store;
+pub mod types;
+
+pub use command::*;
+pub use state::StateRead;
+pub use store::{MetaState, RocksStore};
+pub use types::*;

@@ -1,0 +1,389 @@
+//! The state machine's logic, apart from where it is stored.
+//!
+//! `apply` reads the current state through [`StateRead`] and returns the
+//! changes a command makes as a [`Changes`] list; the RocksDB state machine
+//! writes that list atomically with the new applied log id. Keeping the rules
+//! here, free of RocksDB, keeps them easy to read and to test.
+//!
+//! Key layout (one keyspace; the first byte names the record kind):
+//!
+//! | key | value |
+//! |---|---|
+//! | `c` | [`ClusterRecord`] |
+//! | `i` | next node id (u64) |
+//! | `n` + id (u64 BE) | [`NodeRecord`] |
+//! | `t` + token id | [`JoinTokenRecord`] |
+//! | `u` + user name | [`UserRecord`] |
+//! | `r` + repo | [`RepositoryRecord`] |
+//! | `m` + repo + `\0` + digest | [`ManifestRecord`] |
+//! | `g` + repo + `\0` + tag | [`TagRecord`] |
+//! | `b` + digest | [`BlobRecord`] |
+//!
+//! Values are `berth_common::codec` envelopes of format version
+//! [`RECORD_VERSION`].
+
+use berth_common::{decode_versioned, encode_versioned, CodecError};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::command::*;
+
+pub const RECORD_VERSION: u8 = 1;
+
+pub mod keys {
+    use berth_common::{Digest, NodeId};
+
+    pub const CLUSTER: &[u8] = b"c";
+    pub const NEXT_NODE_ID: &[u8] = b"i";
+    pub const NODE_PREFIX: &[u8] = b"n";
+    pub const TOKEN_PREFIX: &[u8] = b"t";
+    pub const USER_PREFIX: &[u8] = b"u";
+    pub const REPO_PREFIX: &[u8] = b"r";
+    pub const MANIFEST_PREFIX: &[u8] = b"m";
+    pub const TAG_PREFIX: &[u8] = b"g";
+    pub const BLOB_PREFIX: &[u8] = b"b";
+
+    fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = prefix.to_vec();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                k.push(0);
+            }
+            k.extend_from_slice(p);
+        }
+        k
+    }
+
+    pub fn node(id: NodeId) -> Vec<u8> {
+        join(NODE_PREFIX, &[&id.to_be_bytes()])
+    }
+    pub fn token(id: &str) -> Vec<u8> {
+        join(TOKEN_PREFIX, &[id.as_bytes()])
+    }
+    pub fn user(name: &str) -> Vec<u8> {
+        join(USER_PREFIX, &[name.as_bytes()])
+    }
+    pub fn repo(name: &str) -> Vec<u8> {
+        join(REPO_PREFIX, &[name.as_bytes()])
+    }
+    pub fn manifest(repo: &str, digest: &Digest) -> Vec<u8> {
+        join(MANIFEST_PREFIX, &[repo.as_bytes(), digest.to_string().as_bytes()])
+    }
+    /// Prefix of every tag of `repo`; tags sort lexically after it.
+    pub fn tags_of(repo: &str) -> Vec<u8> {
+        let mut k = join(TAG_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn tag(repo: &str, tag: &str) -> Vec<u8> {
+        join(TAG_PREFIX, &[repo.as_bytes(), tag.as_bytes()])
+    }
+    pub fn blob(digest: &Digest) -> Vec<u8> {
+        join(BLOB_PREFIX, &[digest.to_string().as_bytes()])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state read failed: {0}")]
+    Read(String),
+    #[error("record under key {key:?} is unreadable: {source}")]
+    Codec { key: String, source: CodecError },
+}
+
+/// Read access to the current state.
+pub trait StateRead {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.get_raw(key)? {
+            None => Ok(None),
+            Some(v) => decode(key, &v).map(Some),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StateError> {
+        self.scan_raw(prefix)?.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
+    decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
+}
+
+/// What one command changes, applied atomically by the store.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
+}
+
+impl Changes {
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        // Encoding our own plain records into a Vec cannot fail.
+        let bytes = encode_versioned(RECORD_VERSION, value).expect("records always encode");
+        self.puts.push((key, bytes));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.deletes.push(key);
+    }
+}
+
+/// Applies one command: returns its response and the changes to write.
+pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
+    let mut ch = Changes::default();
+    let resp = match cmd {
+        MetaCommand::Bootstrap(rec) => {
+            if state.get_raw(keys::CLUSTER)?.is_some() {
+                MetaResponse::Refused("the cluster is already initialized".into())
+            } else {
+                ch.put(keys::CLUSTER.to_vec(), rec);
+                MetaResponse::Done
+            }
+        }
+        MetaCommand::RegisterNode { registration, token, now_ms } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
+        MetaCommand::SetNodeRole { node, role } => match state.get::<NodeRecord>(&keys::node(*node))? {
+            Some(mut rec) if !rec.removed => {
+                rec.role = *role;
+                ch.put(keys::node(*node), &rec);
+                MetaResponse::Done
+            }
+            _ => MetaResponse::NotFound,
+        },
+        MetaCommand::RemoveNode { node } => match state.get::<NodeRecord>(&keys::node(*node))? {
+            Some(mut rec) if !rec.removed => {
+                rec.removed = true;
+                ch.put(keys::node(*node), &rec);
+                MetaResponse::Done
+            }
+            _ => MetaResponse::NotFound,
+        },
+        MetaCommand::CreateJoinToken(rec) => {
+            if state.get_raw(&keys::token(&rec.id))?.is_some() {
+                MetaResponse::Refused(format!("token {} exists", rec.id))
+            } else {
+                ch.put(keys::token(&rec.id), rec);
+                MetaResponse::Done
+            }
+        }
+        MetaCommand::RevokeJoinToken { id } => match state.get::<JoinTokenRecord>(&keys::token(id))? {
+            Some(mut rec) => {
+                rec.revoked = true;
+                ch.put(keys::token(id), &rec);
+                MetaResponse::Done
+            }
+            None => MetaResponse::NotFound,
+        },
+        MetaCommand::PutUser(rec) => {
+            ch.put(keys::user(&rec.name), rec);
+            MetaResponse::Done
+        }
+        MetaCommand::CreateRepository(rec) => {
+            if state.get_raw(&keys::repo(&rec.name))?.is_none() {
+                ch.put(keys::repo(&rec.name), rec);
+            }
+            MetaResponse::Done
+        }
+        MetaCommand::PutManifest(rec) => {
+            ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
+            MetaResponse::Done
+        }
+        MetaCommand::DeleteManifest { repo, digest } => {
+            if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
+                MetaResponse::NotFound
+            } else {
+                ch.delete(keys::manifest(repo, digest));
+                let prefix = keys::tags_of(repo);
+                for (k, v) in state.scan_raw(&prefix)? {
+                    let tag: TagRecord = decode(&k, &v)?;
+                    if &tag.digest == digest {
+                        ch.delete(k);
+                    }
+                }
+                MetaResponse::Done
+            }
+        }
+        MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current } => {
+            let key = keys::tag(repo, tag);
+            let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
+            match if_current {
+                Some(expected) if *expected != current => MetaResponse::Conflict { current },
+                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => MetaResponse::NotFound,
+                _ => {
+                    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms: *pushed_at_ms });
+                    MetaResponse::Done
+                }
+            }
+        }
+        MetaCommand::DeleteTag { repo, tag, if_current } => {
+            let key = keys::tag(repo, tag);
+            match state.get::<TagRecord>(&key)? {
+                None => MetaResponse::NotFound,
+                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => MetaResponse::Conflict { current: Some(t.digest) },
+                Some(_) => {
+                    ch.delete(key);
+                    MetaResponse::Done
+                }
+            }
+        }
+        MetaCommand::AddBlobHolder { digest, size, node } => {
+            let key = keys::blob(digest);
+            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
+            rec.holders.insert(*node);
+            ch.put(key, &rec);
+            MetaResponse::Done
+        }
+        MetaCommand::RemoveBlobHolder { digest, node } => {
+            let key = keys::blob(digest);
+            match state.get::<BlobRecord>(&key)? {
+                None => MetaResponse::NotFound,
+                Some(mut rec) => {
+                    rec.holders.remove(node);
+                    if rec.holders.is_empty() {
+                        ch.delete(key);
+                    } else {
+                        ch.put(key, &rec);
+                    }
+                    MetaResponse::Done
+                }
+            }
+        }
+    };
+    Ok((resp, ch))
+}
+
+fn register_node(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    reg: &NodeRegistration,
+    token: Option<&TokenProof>,
+    now_ms: u64,
+) -> Result<MetaResponse, StateError> {
+    if let Some(proof) = token {
+        let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {
+            return Ok(MetaResponse::Refused("join token is not known to this cluster".into()));
+        };
+        let refusal = if rec.secret_sha256 != proof.secret_sha256 {
+            Some("join token secret is wrong")
+        } else if rec.revoked {
+            Some("join token was revoked")
+        } else if now_ms >= rec.expires_at_ms {
+            Some("join token has expired")
+        } else if rec.max_uses.is_some_and(|m| rec.uses >= m) {
+            Some("join token has been used up")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return Ok(MetaResponse::Refused(why.into()));
+        }
+        rec.uses += 1;
+        ch.put(keys::token(&proof.id), &rec);
+    }
+    let nodes: Vec<NodeRecord> = state.scan(keys::NODE_PREFIX)?;
+    if let Some(n) = nodes.iter().find(|n| !n.removed && n.peer_addr == reg.peer_addr) {
+        return Ok(MetaResponse::Refused(format!("node {} is already registered at peer address {}", n.id, reg.peer_addr)));
+    }
+    let id: u64 = state.get(keys::NEXT_NODE_ID)?.unwrap_or(1);
+    ch.put(keys::NEXT_NODE_ID.to_vec(), &(id + 1));
+    ch.put(
+        keys::node(id),
+        &NodeRecord {
+            id,
+            region: reg.region.clone(),
+            peer_addr: reg.peer_addr.clone(),
+            http_addr: reg.http_addr.clone(),
+            role: reg.role,
+            removed: false,
+            joined_at_ms: now_ms,
+        },
+    );
+    Ok(MetaResponse::NodeId(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use berth_common::Digest;
+
+    use super::*;
+
+    /// A map-backed state, to test the rules without RocksDB.
+    #[derive(Default)]
+    struct MapState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+    impl StateRead for MapState {
+        fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+            Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+    }
+
+    impl MapState {
+        fn run(&self, cmd: MetaCommand) -> MetaResponse {
+            let (resp, ch) = apply(self, &cmd).unwrap();
+            let mut m = self.0.lock().unwrap();
+            for (k, v) in ch.puts {
+                m.insert(k, v);
+            }
+            for k in ch.deletes {
+                m.remove(&k);
+            }
+            resp
+        }
+    }
+
+    fn reg(addr: &str) -> NodeRegistration {
+        NodeRegistration { region: "eu".into(), peer_addr: addr.into(), http_addr: "h".into(), role: NodeRole::Auto }
+    }
+
+    fn token(id: &str, expires_at_ms: u64, max_uses: Option<u32>) -> JoinTokenRecord {
+        JoinTokenRecord { id: id.into(), secret_sha256: "s".into(), created_at_ms: 0, expires_at_ms, revoked: false, uses: 0, max_uses }
+    }
+
+    fn proof(id: &str, secret: &str) -> Option<TokenProof> {
+        Some(TokenProof { id: id.into(), secret_sha256: secret.into() })
+    }
+
+    #[test]
+    fn tokens_are_checked_atomically_with_registration() {
+        let s = MapState::default();
+        s.run(MetaCommand::CreateJoinToken(token("t1", 100, Some(1))));
+        let join = |addr: &str, p, now| s.run(MetaCommand::RegisterNode { registration: reg(addr), token: p, now_ms: now });
+        assert_eq!(join("a:1", proof("t1", "wrong"), 1), MetaResponse::Refused("join token secret is wrong".into()));
+        assert_eq!(join("a:1", proof("nope", "s"), 1), MetaResponse::Refused("join token is not known to this cluster".into()));
+        assert_eq!(join("a:1", proof("t1", "s"), 100), MetaResponse::Refused("join token has expired".into()));
+        assert_eq!(join("a:1", proof("t1", "s"), 1), MetaResponse::NodeId(1));
+        assert_eq!(join("a:2", proof("t1", "s"), 1), MetaResponse::Refused("join token has been used up".into()));
+        s.run(MetaCommand::CreateJoinToken(token("t2", 100, None)));
+        s.run(MetaCommand::RevokeJoinToken { id: "t2".into() });
+        assert_eq!(join("a:2", proof("t2", "s"), 1), MetaResponse::Refused("join token was revoked".into()));
+        assert!(matches!(join("a:1", None, 1), MetaResponse::Refused(_)), "same address twice");
+        assert_eq!(s.run(MetaCommand::RemoveNode { node: 1 }), MetaResponse::Done);
+        assert_eq!(join("a:1", None, 1), MetaResponse::NodeId(2), "a removed node's id is never reused");
+    }
+
+    #[test]
+    fn conditional_tags() {
+        let s = MapState::default();
+        let d1 = Digest::sha256_of(b"1");
+        let d2 = Digest::sha256_of(b"2");
+        let tag = |digest: &Digest, cond| MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: digest.clone(), pushed_at_ms: 1, if_current: cond };
+        assert_eq!(s.run(tag(&d1, None)), MetaResponse::NotFound, "tag of an unknown manifest");
+        for d in [&d1, &d2] {
+            s.run(MetaCommand::PutManifest(ManifestRecord { repo: "r".into(), digest: d.clone(), media_type: "m".into(), bytes: vec![], references: vec![], subject: None, pushed_at_ms: 0 }));
+        }
+        assert_eq!(s.run(tag(&d1, Some(None))), MetaResponse::Done);
+        assert_eq!(s.run(tag(&d2, Some(None))), MetaResponse::Conflict { current: Some(d1.clone()) });
+        assert_eq!(s.run(tag(&d2, Some(Some(d1.clone())))), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: Some(d1.clone()) }), MetaResponse::Conflict { current: Some(d2.clone()) });
+        assert_eq!(s.run(MetaCommand::DeleteManifest { repo: "r".into(), digest: d2.clone() }), MetaResponse::Done);
+        assert_eq!(s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(), None, "deleting a manifest drops its tags");
+    }
+}

@@ -1,0 +1,450 @@
+//! RocksDB storage of the metadata plane: the Raft log, the vote, and the
+//! state machine, in one database so that one synced write orders them all.
+//!
+//! Column families:
+//!
+//! | cf | keys | values |
+//! |---|---|---|
+//! | `log` | log index (u64 BE) | versioned [`Entry`] |
+//! | `raft` | `vote`, `committed`, `purged` | versioned openraft ids |
+//! | `sm_meta` | `applied`, `membership`, `snapshot` | versioned ids, snapshot meta + bytes |
+//! | `state` | see [`crate::state`] | versioned records |
+//!
+//! Invariants:
+//! - Log appends, vote and purge are written with `sync = true` before they
+//!   are acknowledged to openraft.
+//! - Each applied entry's state changes and its log id go in one
+//!   `WriteBatch`: after a crash the state machine is exactly at some applied
+//!   id and re-applies from there. Those batches are not synced on their own;
+//!   the WAL is shared, so the next synced log write persists them, and the
+//!   log is never purged past what was applied.
+//! - Installing a snapshot replaces the whole `state` family in one batch.
+//! - Every RocksDB call runs on a blocking thread, never on the async ones.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use berth_common::{decode_versioned, encode_versioned};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::command::{MetaRequest, MetaResponse};
+use crate::state::{self, StateError, StateRead};
+use crate::types::*;
+
+const CF_LOG: &str = "log";
+const CF_RAFT: &str = "raft";
+const CF_SM_META: &str = "sm_meta";
+const CF_STATE: &str = "state";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Format version of log entries and Raft bookkeeping values.
+const LOG_VERSION: u8 = 1;
+/// Format version of snapshot bodies.
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// An opened metadata database; hands out the log store and state machine.
+#[derive(Clone)]
+pub struct RocksStore {
+    db: Arc<DB>,
+}
+
+impl RocksStore {
+    pub fn open(path: &Path) -> Result<RocksStore, rocksdb::Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        let cfs = [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(RocksStore { db: Arc::new(db) })
+    }
+
+    pub fn log_store(&self) -> RocksLogStore {
+        RocksLogStore { db: self.db.clone() }
+    }
+
+    pub fn state_machine(&self) -> RocksStateMachine {
+        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// A read-only view of the applied state, for local reads.
+    pub fn state(&self) -> MetaState {
+        MetaState { db: self.db.clone() }
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("column family created at open")
+}
+
+fn sync_write() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Store, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Store, ErrorVerb::Write, e)
+}
+
+fn get_value<T: DeserializeOwned>(db: &DB, cf_name: &str, key: &[u8]) -> Result<Option<T>, StorageError> {
+    match db.get_cf(cf(db, cf_name), key).map_err(read_err)? {
+        None => Ok(None),
+        Some(v) => decode_versioned(LOG_VERSION, &v).map(Some).map_err(read_err),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    encode_versioned(LOG_VERSION, value).map_err(write_err)
+}
+
+/// Runs RocksDB work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StorageError> + Send + 'static) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(write_err(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// The Raft log and vote.
+#[derive(Clone)]
+pub struct RocksLogStore {
+    db: Arc<DB>,
+}
+
+impl RaftLogReader<TypeConfig> for RocksLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => Some(e + 1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let from = start.to_be_bytes();
+            for item in db.iterator_cf(cf(&db, CF_LOG), IteratorMode::From(&from, Direction::Forward)) {
+                let (k, v) = item.map_err(read_err)?;
+                let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| read_err(std::io::Error::other("bad log key")))?);
+                if end.is_some_and(|e| idx >= e) {
+                    break;
+                }
+                out.push(decode_versioned(LOG_VERSION, &v).map_err(|e| io_err(ErrorSubject::LogIndex(idx), ErrorVerb::Read, e))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RocksLogStore {
+    type LogReader = RocksLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let last_purged_log_id: Option<LogId> = get_value(&db, CF_RAFT, KEY_PURGED)?;
+            let last = match db.iterator_cf(cf(&db, CF_LOG), IteratorMode::End).next() {
+                None => None,
+                Some(item) => {
+                    let (_, v) = item.map_err(read_err)?;
+                    let e: Entry = decode_versioned(LOG_VERSION, &v).map_err(read_err)?;
+                    Some(e.log_id)
+                }
+            };
+            Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let bytes = encode(vote)?;
+        blocking(move || db.put_cf_opt(cf(&db, CF_RAFT), KEY_VOTE, bytes, &sync_write()).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || get_value(&db, CF_RAFT, KEY_VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let bytes = encode(&committed)?;
+        // Not synced: a lost `committed` only means re-learning it from the leader.
+        blocking(move || db.put_cf(cf(&db, CF_RAFT), KEY_COMMITTED, bytes).map_err(write_err)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || Ok(get_value::<Option<LogId>>(&db, CF_RAFT, KEY_COMMITTED)?.flatten())).await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        {
+            let log = cf(&self.db, CF_LOG);
+            for e in entries {
+                batch.put_cf(log, e.log_id.index.to_be_bytes(), encode(&e)?);
+            }
+        }
+        let db = self.db.clone();
+        let res = blocking(move || db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))).await;
+        callback.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        res
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf(&db, CF_LOG), log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
+            batch.delete_cf(cf(&db, CF_LOG), u64::MAX.to_be_bytes());
+            db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let purged = encode(&log_id)?;
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf(&db, CF_RAFT), KEY_PURGED, purged);
+            batch.delete_range_cf(cf(&db, CF_LOG), 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
+            db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        })
+        .await
+    }
+}
+
+/// A snapshot as stored and sent: the state family, key by key.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The stored current snapshot: its meta and its bytes.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The state machine, kept in the `state` column family.
+#[derive(Clone)]
+pub struct RocksStateMachine {
+    db: Arc<DB>,
+    /// Makes snapshot ids unique when two are built at the same log id.
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+struct DbState<'a>(&'a DB);
+
+impl StateRead for DbState<'_> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.get_cf(cf(self.0, CF_STATE), key).map_err(|e| StateError::Read(e.to_string()))
+    }
+
+    fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mut out = Vec::new();
+        for item in self.0.iterator_cf(cf(self.0, CF_STATE), IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| StateError::Read(e.to_string()))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl RocksStateMachine {
+    fn build(&self) -> Result<Snapshot, StorageError> {
+        let db = &self.db;
+        // One RocksDB snapshot so the records and the applied id agree.
+        let snap = db.snapshot();
+        let applied: Option<LogId> = match snap.get_cf(cf(db, CF_SM_META), KEY_APPLIED).map_err(read_err)? {
+            Some(v) => decode_versioned(LOG_VERSION, &v).map_err(read_err)?,
+            None => None,
+        };
+        let membership: StoredMembership = match snap.get_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP).map_err(read_err)? {
+            Some(v) => decode_versioned(LOG_VERSION, &v).map_err(read_err)?,
+            None => StoredMembership::default(),
+        };
+        let mut records = Vec::new();
+        for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            records.push((k.to_vec(), v.to_vec()));
+        }
+        let data = encode_versioned(SNAPSHOT_VERSION, &SnapshotBody { records }).map_err(write_err)?;
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
+        db.put_cf_opt(cf(db, CF_SM_META), KEY_SNAPSHOT, stored, &sync_write()).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built metadata snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+
+    fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id;
+            let mut batch = WriteBatch::default();
+            let resp = match &entry.payload {
+                EntryPayload::Blank => MetaResponse::Done,
+                EntryPayload::Normal(MetaRequest::V1(cmd)) => {
+                    let (resp, changes) = state::apply(&DbState(db), cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+                    let state_cf = cf(db, CF_STATE);
+                    for k in changes.deletes {
+                        batch.delete_cf(state_cf, k);
+                    }
+                    for (k, v) in changes.puts {
+                        batch.put_cf(state_cf, k, v);
+                    }
+                    resp
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(log_id), m.clone());
+                    batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&stored)?);
+                    MetaResponse::Done
+                }
+            };
+            batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&Some(log_id))?);
+            db.write(batch).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+            out.push(resp);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for RocksStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let me = self.clone();
+        blocking(move || me.build()).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for RocksStateMachine {
+    type SnapshotBuilder = RocksStateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let applied = get_value::<Option<LogId>>(&db, CF_SM_META, KEY_APPLIED)?.flatten();
+            let membership = get_value::<StoredMembership>(&db, CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
+            Ok((applied, membership))
+        })
+        .await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<MetaResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        blocking(move || Self::apply_blocking(&db, entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let meta = meta.clone();
+        let data = snapshot.into_inner();
+        blocking(move || {
+            let signature = meta.signature();
+            let snap_err = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, std::io::Error::other(e.to_string()));
+            let body: SnapshotBody = decode_versioned(SNAPSHOT_VERSION, &data).map_err(|e| snap_err(&e))?;
+            let mut batch = WriteBatch::default();
+            let state_cf = cf(&db, CF_STATE);
+            for item in db.iterator_cf(state_cf, IteratorMode::Start) {
+                let (k, _) = item.map_err(read_err)?;
+                batch.delete_cf(state_cf, k);
+            }
+            for (k, v) in body.records {
+                batch.put_cf(state_cf, k, v);
+            }
+            batch.put_cf(cf(&db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
+            batch.put_cf(cf(&db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+            let snapshot_id = meta.snapshot_id.clone();
+            batch.put_cf(cf(&db, CF_SM_META), KEY_SNAPSHOT, encode(&StoredSnapshot { meta, data })?);
+            db.write_opt(batch, &sync_write()).map_err(|e| snap_err(&e))?;
+            tracing::info!(%snapshot_id, "installed metadata snapshot");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            Ok(get_value::<StoredSnapshot>(&db, CF_SM_META, KEY_SNAPSHOT)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        })
+        .await
+    }
+}
+
+/// Local, read-only access to the applied metadata. Reads are as fresh as
+/// this node's applied index; use the node's linearizable read where an API
+/// needs more.
+#[derive(Clone)]
+pub struct MetaState {
+    db: Arc<DB>,
+}
+
+impl StateRead for MetaState {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        DbState(&self.db).get_raw(key)
+    }
+
+    fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        DbState(&self.db).scan_raw(prefix)
+    }
+}
