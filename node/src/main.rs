@@ -1,1 +1,347 @@
-fn main(){}
+//! The `berth` command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_gateway::*;
+use berth_node::client::{AdminClient, Target};
+use berth_node::runtime::{self, NodeAddrs};
+use berth_raft::{LinkFilter, MetaConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "berth: a container registry cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole local cluster in this process (Ctrl-C stops it).
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Where the nodes keep their data; reused on the next run.
+        #[arg(long, default_value = "./berth-dev")]
+        data_dir: PathBuf,
+        /// HTTP port of the first node; the others follow it.
+        #[arg(long, default_value_t = 5000)]
+        http_port: u16,
+    },
+    /// Create, grow, inspect and shrink the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run a node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct AddrArgs {
+    /// Where this node's data lives.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Region this node runs in (a-z, 0-9, '-').
+    #[arg(long, env = "BERTH_REGION")]
+    region: String,
+    /// Address the registry/API listener binds (ip:port).
+    #[arg(long, env = "BERTH_HTTP")]
+    http: String,
+    /// Address the peer listener binds (ip:port).
+    #[arg(long, env = "BERTH_PEER")]
+    peer: String,
+    /// URL clients use to reach --http (default: http://<--http>).
+    #[arg(long, env = "BERTH_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
+    /// host:port other nodes use to reach --peer (default: --peer).
+    #[arg(long, env = "BERTH_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+}
+
+impl AddrArgs {
+    fn addrs(&self) -> NodeAddrs {
+        NodeAddrs {
+            region: self.region.clone(),
+            http_listen: self.http.clone(),
+            peer_listen: self.peer.clone(),
+            http_advertise: self.advertise_http.clone(),
+            peer_advertise: self.advertise_peer.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a new cluster with this node as its first member.
+    Init {
+        #[command(flatten)]
+        addrs: AddrArgs,
+        /// File with the password of the `admin` superuser (else one is generated and printed once).
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
+    },
+    /// Register this node with a cluster; then run it with `berth node start`.
+    Join {
+        #[command(flatten)]
+        addrs: AddrArgs,
+        /// Peer address (host:port) of any member.
+        #[arg(long)]
+        seed: String,
+        /// Join token from `berth cluster init` or `berth cluster token create`.
+        #[arg(long, env = "BERTH_JOIN_TOKEN")]
+        token: String,
+        /// Never a voter: an edge node that serves and forwards but does not vote.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Show the members, their roles, the leader and replication lag.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Make a node a voter.
+    Promote {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a node a learner (it keeps serving, it stops voting).
+    Demote {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a node from the cluster for good (its id is never reused).
+    Remove {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move leadership to NODE (or to the best other voter).
+    TransferLeader {
+        node: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a join token; prints it alone on the last line.
+    Create {
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// How many nodes may join with it (default: any number until it expires).
+        #[arg(long)]
+        max_uses: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List join tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the node in the foreground; SIGTERM or Ctrl-C stops it cleanly.
+    Start {
+        #[arg(long, env = "BERTH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn fmt_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn print_status(s: &ClusterStatus) {
+    println!("cluster {}  leader {}  term {}  (answered by node {})", s.cluster_id, s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()), s.term, s.answered_by);
+    println!("{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}", "NODE", "REGION", "ROLE", "WANTED", "PEER", "HTTP", "MATCHED", "LAG");
+    for n in &s.nodes {
+        let id = if n.leader { format!("{}*", n.id) } else { n.id.to_string() };
+        let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}", id, n.region, n.role, n.desired_role, n.peer_addr, n.http_addr, opt(n.matched_index), opt(n.lag));
+    }
+    println!("* leader");
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev { nodes, data_dir, http_port } => {
+            let cluster = berth_node::dev::start(&berth_node::dev::DevOptions { nodes, data_dir: data_dir.clone(), http_port }).await?;
+            println!("berth dev: {} nodes, data in {}", cluster.nodes.len(), data_dir.display());
+            for n in &cluster.nodes {
+                println!("  node {} ({}): {}  peer {}", n.config.node_id, n.config.region, n.config.http_advertise, n.peer_addr);
+            }
+            match &cluster.admin_password {
+                Some(p) => println!("admin login: user admin, password {p} (shown once)"),
+                None => println!("admin login: user admin, password as printed when {} was created", data_dir.display()),
+            }
+            println!("try: berth cluster status --data-dir {}/node1", data_dir.display());
+            println!("Ctrl-C stops the cluster.");
+            wait_for_stop_signal().await;
+            for n in cluster.nodes {
+                n.shutdown().await;
+            }
+        }
+        Command::Cluster { command } => run_cluster(command).await?,
+        Command::Node { command: NodeCommand::Start { data_dir } } => {
+            let node = runtime::start_node(&data_dir, None, LinkFilter::default()).await?;
+            println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
+            wait_for_stop_signal().await;
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init { addrs, admin_password_file } => {
+            let password = match admin_password_file {
+                Some(f) => Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string()),
+                None => None,
+            };
+            let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
+            println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
+            println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);
+            if let Some(p) = &out.generated_password {
+                println!("admin password (shown once): {p}");
+            }
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+            println!("join other nodes with this token (valid 24h):");
+            println!("{}", out.token);
+        }
+        ClusterCommand::Join { addrs, seed, token, learner } => {
+            let cfg = runtime::join_cluster(&addrs.data_dir, &addrs.addrs(), &seed, &token, learner, MetaConfig::default()).await?;
+            println!("joined cluster {} as node {} (region {})", cfg.cluster_id, cfg.node_id, cfg.region);
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+        }
+        ClusterCommand::Status { target, json } => {
+            let s: ClusterStatus = AdminClient::new(&target)?.get("/api/v1/cluster/status").await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                print_status(&s);
+            }
+        }
+        ClusterCommand::Token { command } => match command {
+            TokenCommand::Create { ttl, max_uses, target, json } => {
+                let req = TokenCreateRequest { ttl_secs: Some(ttl.as_secs().max(1)), max_uses };
+                let t: CreatedToken = AdminClient::new(&target)?.post("/api/v1/cluster/tokens", &req).await?;
+                if json {
+                    print_json(&t)?;
+                } else {
+                    println!("token {} expires {}", t.id, fmt_ms(t.expires_at_ms));
+                    println!("{}", t.token);
+                }
+            }
+            TokenCommand::List { target, json } => {
+                let list: Vec<TokenInfo> = AdminClient::new(&target)?.get("/api/v1/cluster/tokens").await?;
+                if json {
+                    print_json(&list)?;
+                } else {
+                    println!("{:<14} {:<22} {:<22} {:<8} {:>6}", "ID", "CREATED", "EXPIRES", "REVOKED", "USES");
+                    for t in list {
+                        let uses = match t.max_uses {
+                            Some(m) => format!("{}/{}", t.uses, m),
+                            None => t.uses.to_string(),
+                        };
+                        println!("{:<14} {:<22} {:<22} {:<8} {:>6}", t.id, fmt_ms(t.created_at_ms), fmt_ms(t.expires_at_ms), t.revoked, uses);
+                    }
+                }
+            }
+            TokenCommand::Revoke { id, target } => {
+                AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/tokens/{id}")).await?;
+                println!("revoked token {id}");
+            }
+        },
+        ClusterCommand::Promote { node, target } => {
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
+            println!("node {node} will become a voter once caught up");
+        }
+        ClusterCommand::Demote { node, target } => {
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;
+            println!("node {node} will become a learner");
+        }
+        ClusterCommand::Remove { node, target } => {
+            AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/nodes/{node}")).await?;
+            println!("node {node} removed");
+        }
+        ClusterCommand::TransferLeader { node, target, json } => {
+            let r: TransferLeaderReply = AdminClient::new(&target)?.post("/api/v1/cluster/transfer-leader", &TransferLeaderRequest { to: node }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("leader moved from node {} to node {}", r.previous, r.leader);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    berth_node::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("berth: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+

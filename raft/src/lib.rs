@@ -13,11 +13,24 @@
 //! This crate never sees QUIC, blobs or HTTP.
 
 pub mod command;
+pub mod membership;
+pub mod meta;
+pub mod network;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod types;
+pub mod wire;
+
+/// Generated protobuf framing of the peer service.
+pub mod pb {
+    tonic::include_proto!("berth.peer.v1");
+}
 
 pub use command::*;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};
+pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
+pub use network::{LinkFilter, PeerTls, PEER_TLS_NAME};
+pub use server::JoinHandler;
 pub use types::*;

@@ -1,0 +1,102 @@
+//! The backend trait the node implements, and the admin API's documents.
+//! The CLI reads the same types, so both sides agree on the shapes.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// What a request carried in `Authorization`.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChange {
+    Promote,
+    Demote,
+    Remove,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Ok when the node has joined and caught up with the leader.
+    async fn ready(&self) -> Result<(), String>;
+    /// Ok when `creds` belong to a cluster administrator.
+    async fn authorize_admin(&self, creds: &Credentials) -> Result<(), ApiError>;
+    async fn cluster_status(&self) -> Result<ClusterStatus, ApiError>;
+    async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
+    async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError>;
+    async fn revoke_join_token(&self, id: &str) -> Result<(), ApiError>;
+    async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError>;
+    async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    /// The node that answered.
+    pub answered_by: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub region: String,
+    /// voter, learner, joining (registered, not yet in the membership) or removed.
+    pub role: String,
+    /// What the operator asked for: auto, voter or learner.
+    pub desired_role: String,
+    pub leader: bool,
+    pub peer_addr: String,
+    pub http_addr: String,
+    /// Highest log index the leader knows this node stores.
+    pub matched_index: Option<u64>,
+    /// Entries behind the leader's log; None when unknown.
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// Lifetime in seconds; default 24 h.
+    pub ttl_secs: Option<u64>,
+    /// How many nodes may join with it; default unlimited until expiry.
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub id: String,
+    /// The whole token to pass to `berth cluster join --token`; shown once.
+    pub token: String,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+    pub uses: u32,
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    pub to: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferLeaderReply {
+    pub previous: u64,
+    pub leader: u64,
+}

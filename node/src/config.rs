@@ -1,0 +1,133 @@
+//! `berth.toml`: a node's configuration, written by `cluster init` or
+//! `cluster join` into the data directory and read by `node start`.
+//!
+//! Every field is documented here; unknown fields are refused, so a typo
+//! fails loudly instead of being ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use berth_raft::MetaConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, assigned by the cluster when it registered.
+    pub node_id: u64,
+    /// The cluster this node belongs to (random, made by `cluster init`).
+    pub cluster_id: String,
+    /// Where this node runs; placement and voter spread use it.
+    pub region: String,
+    /// Address the registry/API HTTP listener binds.
+    pub http_listen: String,
+    /// How clients and other nodes reach the HTTP listener (a URL).
+    pub http_advertise: String,
+    /// Address the peer (Raft gRPC, mutual TLS) listener binds.
+    pub peer_listen: String,
+    /// How other nodes reach the peer listener (`host:port`).
+    pub peer_advertise: String,
+    /// Raft timing; the defaults suit regions 100–250 ms apart.
+    #[serde(default)]
+    pub raft: MetaConfig,
+}
+
+impl NodeConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.region.parse::<berth_common::Region>()?;
+        for (what, addr) in [("http_listen", &self.http_listen), ("peer_listen", &self.peer_listen)] {
+            addr.parse::<std::net::SocketAddr>().with_context(|| format!("{what} {addr:?} is not an ip:port address"))?;
+        }
+        if !(self.http_advertise.starts_with("http://") || self.http_advertise.starts_with("https://")) {
+            bail!("http_advertise {:?} must be an http:// or https:// URL", self.http_advertise);
+        }
+        if self.peer_advertise.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+            bail!("peer_advertise {:?} must be host:port with a non-zero port", self.peer_advertise);
+        }
+        self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Where things live inside a data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Layout {
+        Layout { dir: dir.to_path_buf() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("berth.toml")
+    }
+    pub fn meta(&self) -> PathBuf {
+        self.dir.join("meta")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+    pub fn node_cert(&self) -> PathBuf {
+        self.dir.join("tls/node.pem")
+    }
+    pub fn node_key(&self) -> PathBuf {
+        self.dir.join("tls/node.key")
+    }
+    /// A secret that makes the holder an administrator of this node's API:
+    /// how `berth cluster … --data-dir D` authenticates on the node's host.
+    pub fn operator_token(&self) -> PathBuf {
+        self.dir.join("operator.token")
+    }
+
+    pub fn load(&self) -> anyhow::Result<NodeConfig> {
+        let path = self.config();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (is this a berth data directory?)", path.display()))?;
+        let cfg: NodeConfig = toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
+        cfg.validate().with_context(|| format!("{} is invalid", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn read_tls(&self) -> anyhow::Result<berth_raft::PeerTls> {
+        let read = |p: PathBuf| std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()));
+        Ok(berth_raft::PeerTls { ca_pem: read(self.ca_cert())?, cert_pem: read(self.node_cert())?, key_pem: read(self.node_key())? })
+    }
+
+    pub fn read_operator_token(&self) -> anyhow::Result<String> {
+        let p = self.operator_token();
+        Ok(std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?.trim().to_string())
+    }
+
+    /// Refuses a directory that already holds a node.
+    pub fn ensure_fresh(&self) -> anyhow::Result<()> {
+        if self.config().exists() {
+            bail!("{} already holds a berth node ({} exists)", self.dir.display(), self.config().display());
+        }
+        Ok(())
+    }
+
+    /// Writes TLS material, operator token and config; the config last, so a
+    /// directory with a config is a complete one.
+    pub fn write_new(&self, cfg: &NodeConfig, tls: &berth_raft::PeerTls, operator_token: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.dir.join("tls")).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        write_private(&self.ca_cert(), &tls.ca_pem)?;
+        write_private(&self.node_cert(), &tls.cert_pem)?;
+        write_private(&self.node_key(), &tls.key_pem)?;
+        write_private(&self.operator_token(), operator_token)?;
+        let text = toml::to_string_pretty(cfg).context("encode config")?;
+        write_private(&self.config(), &format!("# berth node configuration; see node/src/config.rs for every field.\n{text}"))?;
+        Ok(())
+    }
+}
+
+/// Writes a file readable by its owner only, durably.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The berth node: wires the metadata plane (`berth-raft`) and the HTTP edge
+//! (`berth-gateway`), owns the cluster's certificates and join protocol, and
+//! provides the `berth` command.
+//!
+//! Layout:
+//! - [`config`]: `berth.toml` and the data directory layout;
+//! - [`pki`]: the cluster CA, node certificates, pinned first contact;
+//! - [`join`]: join tokens and the join handshake (both sides);
+//! - [`runtime`]: `cluster init`, `cluster join`, running a node;
+//! - [`backend`]: the gateway backend (admin API) over the metadata;
+//! - [`client`]: the CLI's admin API client;
+//! - [`dev`]: `berth dev`, a whole local cluster in one process.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod join;
+pub mod pki;
+pub mod runtime;
+
+/// Installs the one TLS crypto provider (ring) for the process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,174 @@
+//! The membership reconciler: the leader makes the Raft membership follow
+//! the node records in the state machine.
+//!
+//! Operators and joining nodes only write records (`RegisterNode`,
+//! `SetNodeRole`, `RemoveNode`); this loop, on whichever node leads, turns
+//! them into membership changes: registered nodes become learners, caught-up
+//! learners become voters, removed nodes leave. Because the desired state is
+//! in the replicated records, a leader change in the middle of a change
+//! loses nothing: the next leader picks up where the last stopped.
+//!
+//! Voter choice: nodes whose role is `Voter` always vote once caught up;
+//! `Auto` nodes fill up to [`MAX_VOTERS`], spread across regions (the region
+//! with the fewest voters so far goes first, then current voters, then the
+//! lowest id); the count is kept odd by leaving the last `Auto` pick a
+//! learner; `Learner` nodes never vote.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use berth_common::NodeId;
+use openraft::ChangeMembers;
+
+use crate::command::{NodeRecord, NodeRole};
+use crate::meta::MetaNodeHandle;
+use crate::state::{keys, StateRead};
+use crate::types::MetaNode;
+
+/// More voters make every commit wait for more acknowledgements; five
+/// survive two failures, which is what a multi-region registry needs.
+pub const MAX_VOTERS: usize = 5;
+
+/// A learner within this many entries of the leader's log may vote.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// Chooses the voter set. `caught_up` are the nodes allowed to vote now.
+pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, caught_up: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let active: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.removed && caught_up.contains(&n.id)).collect();
+    let mut chosen: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Voter).collect();
+    let mut per_region: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &chosen {
+        *per_region.entry(n.region.as_str()).or_default() += 1;
+    }
+    let mut auto: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Auto).collect();
+    let mut auto_picked = 0;
+    while chosen.len() < MAX_VOTERS && !auto.is_empty() {
+        let (i, _) = auto
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| (per_region.get(n.region.as_str()).copied().unwrap_or(0), !current_voters.contains(&n.id), n.id))
+            .expect("auto is not empty");
+        let n = auto.remove(i);
+        *per_region.entry(n.region.as_str()).or_default() += 1;
+        chosen.push(n);
+        auto_picked += 1;
+    }
+    if chosen.len() % 2 == 0 && auto_picked > 0 {
+        chosen.pop();
+    }
+    chosen.into_iter().map(|n| n.id).collect()
+}
+
+/// One reconciliation step, on the leader. Returns whether it changed
+/// anything.
+pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
+    if !meta.is_leader() {
+        return Ok(false);
+    }
+    let nodes: Vec<NodeRecord> = meta.state().scan(keys::NODE_PREFIX).map_err(|e| e.to_string())?;
+    let m = meta.metrics();
+    let membership = m.membership_config.membership().clone();
+    let members: BTreeMap<NodeId, MetaNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let raft = meta.raft();
+    let to_err = |e: &dyn std::fmt::Display| e.to_string();
+
+    // A membership change is in flight (joint config): let it finish first.
+    if membership.get_joint_config().len() > 1 {
+        return Ok(false);
+    }
+
+    // New nodes join as learners.
+    for n in nodes.iter().filter(|n| !n.removed && !members.contains_key(&n.id)) {
+        tracing::info!(node_id = n.id, region = %n.region, addr = %n.peer_addr, "adding learner");
+        raft.add_learner(n.id, MetaNode { peer_addr: n.peer_addr.clone(), region: n.region.clone() }, false).await.map_err(|e| to_err(&e))?;
+        return Ok(true);
+    }
+
+    let last = m.last_log_index.unwrap_or(0);
+    let matched = |id: NodeId| m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+    let caught_up: BTreeSet<NodeId> = members
+        .keys()
+        .copied()
+        .filter(|id| *id == meta.id() || voters.contains(id) || matched(*id).is_some_and(|i| i + CAUGHT_UP_ENTRIES >= last))
+        .collect();
+    let mut want = choose_voters(&nodes, &voters, &caught_up);
+    // Nodes unknown to the records (never the case after bootstrap) keep
+    // their vote rather than being dropped by accident.
+    for v in &voters {
+        if !nodes.iter().any(|n| n.id == *v) {
+            want.insert(*v);
+        }
+    }
+    if want.is_empty() {
+        return Ok(false);
+    }
+    if want != voters {
+        tracing::info!(from = ?voters, to = ?want, "changing voters");
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(want), true).await.map_err(|e| to_err(&e))?;
+        return Ok(true);
+    }
+
+    // Removed nodes that are still learners leave the membership.
+    let gone: BTreeSet<NodeId> = nodes.iter().filter(|n| n.removed && members.contains_key(&n.id) && !voters.contains(&n.id)).map(|n| n.id).collect();
+    if !gone.is_empty() {
+        tracing::info!(nodes = ?gone, "removing nodes from the membership");
+        raft.change_membership(ChangeMembers::RemoveNodes(gone), true).await.map_err(|e| to_err(&e))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Runs the reconciler until `shutdown` fires.
+pub async fn run(meta: MetaNodeHandle, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let period = Duration::from_millis(meta.config().heartbeat_ms.max(100) * 2);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        match reconcile_once(&meta).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "membership reconciliation failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId, region: &str, role: NodeRole) -> NodeRecord {
+        NodeRecord { id, region: region.into(), peer_addr: String::new(), http_addr: String::new(), role, removed: false, joined_at_ms: 0 }
+    }
+
+    fn ids(v: &[NodeId]) -> BTreeSet<NodeId> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn odd_and_spread() {
+        let nodes = vec![node(1, "a", NodeRole::Auto), node(2, "a", NodeRole::Auto), node(3, "b", NodeRole::Auto), node(4, "c", NodeRole::Auto)];
+        let all = ids(&[1, 2, 3, 4]);
+        // Four candidates: three voters, one per region.
+        assert_eq!(choose_voters(&nodes, &ids(&[1, 2, 3]), &all), ids(&[1, 3, 4]));
+        // Two: one voter (never an even count of auto voters).
+        assert_eq!(choose_voters(&nodes[..2], &ids(&[1]), &ids(&[1, 2])), ids(&[1]));
+        // Not caught up: not a voter yet.
+        assert_eq!(choose_voters(&nodes, &ids(&[1]), &ids(&[1, 2, 3])), ids(&[1, 2, 3]));
+    }
+
+    #[test]
+    fn roles_and_removal() {
+        let mut nodes = vec![node(1, "a", NodeRole::Auto), node(2, "b", NodeRole::Learner), node(3, "c", NodeRole::Auto), node(4, "d", NodeRole::Auto)];
+        let all = ids(&[1, 2, 3, 4]);
+        assert_eq!(choose_voters(&nodes, &ids(&[1]), &all), ids(&[1, 3, 4]), "a learner never votes");
+        nodes[2].removed = true;
+        assert_eq!(choose_voters(&nodes, &ids(&[1, 3, 4]), &all), ids(&[1]), "removed: gone, count kept odd");
+        nodes[1].role = NodeRole::Voter;
+        assert_eq!(choose_voters(&nodes, &ids(&[1]), &all), ids(&[1, 2, 4]));
+        let many: Vec<_> = (1..=9).map(|i| node(i, ["a", "b", "c"][(i % 3) as usize], NodeRole::Auto)).collect();
+        assert_eq!(choose_voters(&many, &BTreeSet::new(), &(1..=9).collect()).len(), MAX_VOTERS);
+    }
+}

@@ -1,0 +1,364 @@
+//! [`MetaNodeHandle`]: the metadata plane as the rest of a node sees it.
+//!
+//! - `write` works on any node: a follower forwards the command to the
+//!   leader, follows leader changes, and returns once the entry is applied
+//!   locally too, so the caller reads its own write on this node.
+//! - `state()` reads the local state machine (fast, possibly behind);
+//!   `read_barrier` makes the next local reads linearizable.
+//! - Membership follows the node records through [`crate::membership`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_common::NodeId;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{MetaCommand, MetaRequest, MetaResponse};
+use crate::network::{call, CallError, LinkFilter, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls};
+use crate::store::{MetaState, RocksStore};
+use crate::types::*;
+use crate::wire::{ForwardReply, LeaderView};
+
+/// Timing of the metadata group. Defaults suit regions 100–250 ms apart:
+/// a heartbeat is well under the election timeout even over the slowest
+/// link, and one LAN cluster still elects in about a second.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaConfig {
+    /// How often the leader sends heartbeats, in ms.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in
+    /// [election_min_ms, election_max_ms] (after the leader lease, which is
+    /// election_max_ms) starts an election.
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so that a slightly lagging
+    /// follower catches up from the log instead of a snapshot.
+    pub keep_entries_after_snapshot: u64,
+    /// Upper bound on one snapshot transfer, in ms.
+    pub install_snapshot_timeout_ms: u64,
+    /// How long a write may wait for a leader and a quorum before failing
+    /// with "unavailable", in ms.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+            install_snapshot_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl MetaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_min_ms {
+            return Err(format!("heartbeat_ms ({}) must be non-zero and at most half of election_min_ms ({})", self.heartbeat_ms, self.election_min_ms));
+        }
+        if self.election_min_ms >= self.election_max_ms {
+            return Err(format!("election_min_ms ({}) must be below election_max_ms ({})", self.election_min_ms, self.election_max_ms));
+        }
+        if self.snapshot_after_entries == 0 {
+            return Err("snapshot_after_entries must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn openraft(&self) -> Result<Config, MetaError> {
+        let cfg = Config {
+            cluster_name: "berth".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            install_snapshot_timeout: self.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            ..Default::default()
+        };
+        cfg.validate().map_err(|e| MetaError::Config(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetaError {
+    /// No leader, no quorum, or the leader could not be reached in time.
+    /// Callers map this to 503: the write may be retried.
+    #[error("metadata unavailable: {0}")]
+    Unavailable(String),
+    /// A forwarded write timed out after it was sent: it may or may not
+    /// have been applied.
+    #[error("metadata write outcome unknown: {0}")]
+    Unknown(String),
+    #[error("invalid metadata configuration: {0}")]
+    Config(String),
+    #[error("metadata storage failed: {0}")]
+    Fatal(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    store: RocksStore,
+    channels: PeerChannels,
+    filter: LinkFilter,
+    config: MetaConfig,
+}
+
+/// A running member (or not-yet-member) of the metadata group.
+#[derive(Clone)]
+pub struct MetaNodeHandle {
+    inner: Arc<Inner>,
+}
+
+impl MetaNodeHandle {
+    /// Starts the Raft node over an opened store. Serving the peer service
+    /// is separate ([`crate::server::serve`]).
+    pub async fn start(id: NodeId, store: RocksStore, tls: &PeerTls, filter: LinkFilter, config: MetaConfig) -> Result<MetaNodeHandle> {
+        config.validate().map_err(MetaError::Config)?;
+        let channels = PeerChannels::new(tls);
+        let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone() };
+        let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
+            .await
+            .map_err(|e| MetaError::Fatal(e.to_string()))?;
+        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config }) })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn config(&self) -> &MetaConfig {
+        &self.inner.config
+    }
+
+    pub fn filter(&self) -> &LinkFilter {
+        &self.inner.filter
+    }
+
+    /// The local applied state.
+    pub fn state(&self) -> MetaState {
+        self.inner.store.state()
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.metrics();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// Makes this node the first and only voter of a new group.
+    pub async fn initialize(&self, node: MetaNode) -> Result<()> {
+        let members = std::collections::BTreeMap::from([(self.inner.id, node)]);
+        self.inner.raft.initialize(members).await.map_err(|e| MetaError::Fatal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Waits until some leader is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let m = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("no leader after {timeout:?}: {e}")))?;
+        Ok(m.current_leader.expect("waited for a leader"))
+    }
+
+    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+        let m = self.metrics();
+        m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
+    }
+
+    async fn call_peer<Req: Serialize, Resp: serde::de::DeserializeOwned>(&self, to: NodeId, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
+        if !self.inner.filter.allows(self.inner.id, to) {
+            return Err(CallError::Cut { from: self.inner.id, to });
+        }
+        let channel = self.inner.channels.channel(addr)?;
+        call(channel, addr, rpc, req, timeout).await
+    }
+
+    /// Waits until this node has applied `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read-your-writes")
+            .await
+            .map(|_| ())
+            .map_err(|e| MetaError::Unavailable(format!("this node has not applied index {index} yet: {e}")))
+    }
+
+    /// Commits `cmd` through the leader and returns its response once it is
+    /// applied on this node.
+    pub async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+        let kind = cmd.kind();
+        let req = MetaRequest::from(cmd);
+        let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
+        let mut last_problem = String::from("no leader is known");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
+            }
+            let leader = self.metrics().current_leader;
+            if leader == Some(self.inner.id) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.inner.raft.client_write(req.clone())).await {
+                    Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
+                    Ok(Ok(r)) => return Ok(r.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => last_problem = "leadership changed".into(),
+                    Ok(Err(e)) => return Err(MetaError::Fatal(e.to_string())),
+                }
+            } else if let Some(leader) = leader {
+                match self.leader_addr(leader) {
+                    None => last_problem = format!("leader {leader} has no known address"),
+                    Some(addr) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &req, left).await {
+                            Ok(ForwardReply::Applied { log_id, response }) => {
+                                self.wait_applied(log_id.index, deadline).await?;
+                                return Ok(response);
+                            }
+                            Ok(ForwardReply::NotLeader { .. }) => last_problem = format!("node {leader} is no longer the leader"),
+                            Ok(other) => return Err(MetaError::Unavailable(format!("leader {leader} refused {kind}: {other:?}"))),
+                            // Nothing was sent: safe to retry.
+                            Err(e @ (CallError::Cut { .. } | CallError::Unreachable { .. })) => last_problem = e.to_string(),
+                            Err(e @ CallError::Timeout { .. }) => return Err(MetaError::Unknown(e.to_string())),
+                            Err(e) => return Err(MetaError::Unavailable(e.to_string())),
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// After this returns, local reads observe every write committed before
+    /// it was called (a linearizable read through the leader's read index).
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
+        loop {
+            if Instant::now() >= deadline {
+                return Err(MetaError::Unavailable("no leader confirmed a read index in time".into()));
+            }
+            match self.metrics().current_leader {
+                Some(l) if l == self.inner.id => match self.inner.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => tracing::debug!(error = %e, "read barrier on leader failed; retrying"),
+                },
+                Some(l) => {
+                    if let Some(addr) = self.leader_addr(l) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if let Ok(ForwardReply::ReadIndex { read_log_id }) = self.call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left).await {
+                            if let Some(id) = read_log_id {
+                                self.wait_applied(id.index, deadline).await?;
+                            }
+                            return Ok(());
+                        }
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks `to` to start an election now. Used by the leader during a
+    /// transfer, after its followers' leases ran out.
+    async fn ask_to_elect(&self, to: NodeId) -> Result<()> {
+        let addr = self.leader_addr(to).ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
+        let r: Result<(), String> = self.call_peer(to, &addr, PeerRpc::Elect, &(), Duration::from_secs(5)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        r.map_err(MetaError::Unavailable)
+    }
+
+    /// Run on the leader: hands leadership to `to` (or to the most caught-up
+    /// other voter) and returns the new leader.
+    ///
+    /// openraft 0.9 has no transfer primitive; voters refuse to vote while
+    /// they hold a leader lease (election_max_ms). So the leader stops
+    /// heartbeats and elections of its own, waits out the lease, and asks the
+    /// target to campaign — before any other follower's election timer,
+    /// which only runs out a random election timeout after the lease.
+    pub async fn hand_over_leadership(&self, to: Option<NodeId>) -> Result<NodeId> {
+        if !self.is_leader() {
+            return Err(MetaError::Unavailable("this node is not the leader".into()));
+        }
+        let m = self.metrics();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.inner.id).collect();
+        let matched = |id: NodeId| m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+        let target = match to {
+            Some(t) if t == self.inner.id => return Ok(t),
+            Some(t) if !voters.contains(&t) => return Err(MetaError::Unavailable(format!("node {t} is not a voter"))),
+            Some(t) => t,
+            None => *voters.iter().max_by_key(|v| matched(**v)).ok_or_else(|| MetaError::Unavailable("there is no other voter to take over".into()))?,
+        };
+        let rc = self.inner.raft.runtime_config();
+        rc.heartbeat(false);
+        rc.elect(false);
+        let lease = Duration::from_millis(self.inner.config.election_max_ms);
+        tokio::time::sleep(lease + Duration::from_millis(self.inner.config.election_min_ms / 5)).await;
+        let asked = self.ask_to_elect(target).await;
+        let waited = self
+            .inner
+            .raft
+            .wait(Some(lease * 3))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self.inner.id), "leadership moved")
+            .await;
+        rc.heartbeat(true);
+        rc.elect(true);
+        asked?;
+        let m = waited.map_err(|e| MetaError::Unavailable(format!("leadership did not move: {e}")))?;
+        Ok(m.current_leader.expect("waited for another leader"))
+    }
+
+    /// Transfers leadership from whichever node leads now.
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId> {
+        let leader = self.wait_for_leader(Duration::from_millis(self.inner.config.write_timeout_ms)).await?;
+        if leader == self.inner.id {
+            return self.hand_over_leadership(to).await;
+        }
+        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
+        let timeout = Duration::from_millis(self.inner.config.election_max_ms * 6 + 5_000);
+        let r: Result<NodeId, String> = self.call_peer(leader, &addr, PeerRpc::TransferLeader, &to, timeout).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        r.map_err(MetaError::Unavailable)
+    }
+
+    /// The leader's view of replication; from a follower, asked of the leader.
+    pub async fn leader_view(&self) -> Result<LeaderView> {
+        let m = self.metrics();
+        if m.current_leader == Some(self.inner.id) {
+            let matched = m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()).unwrap_or_default();
+            return Ok(LeaderView { leader: self.inner.id, term: m.current_term, last_log_index: m.last_log_index, committed: m.last_applied.map(|l| l.index), matched });
+        }
+        let leader = m.current_leader.ok_or_else(|| MetaError::Unavailable("no leader is known".into()))?;
+        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
+        let r: Result<LeaderView, String> = self.call_peer(leader, &addr, PeerRpc::Status, &(), Duration::from_secs(3)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        r.map_err(MetaError::Unavailable)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

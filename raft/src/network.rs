@@ -1,0 +1,243 @@
+//! The client side of the peer service: openraft's `RaftNetwork` over tonic,
+//! and calls for forwarding writes to the leader.
+//!
+//! Every connection is mutual TLS with the cluster CA: the server must
+//! present a certificate from the CA for the cluster-internal name
+//! [`PEER_TLS_NAME`], and we present ours. Channels are cached per address
+//! and connect lazily, so an unreachable peer costs nothing until used.
+//!
+//! [`LinkFilter`] sits in front of every outgoing call: tests cut links with
+//! it (in one direction or both) instead of sleeping or killing tasks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_common::NodeId;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::pb::peer_client::PeerClient;
+use crate::pb::Payload;
+use crate::types::*;
+use crate::wire::{from_payload, to_payload};
+
+/// The DNS name every node certificate carries and every peer connection
+/// verifies: membership in the cluster is what a certificate proves, not a
+/// host name, since nodes move between addresses.
+pub const PEER_TLS_NAME: &str = "peer.berth.internal";
+
+/// A node's TLS material, all PEM.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub ca_pem: String,
+    /// This node's certificate chain (leaf first, then the CA).
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl PeerTls {
+    pub fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(PEER_TLS_NAME)
+    }
+}
+
+/// Which directed links are cut. Shared by every node of an in-process
+/// cluster in tests; a real node's filter is always empty.
+#[derive(Clone, Default)]
+pub struct LinkFilter {
+    cut: Arc<Mutex<BTreeSet<(NodeId, NodeId)>>>,
+}
+
+impl LinkFilter {
+    pub fn allows(&self, from: NodeId, to: NodeId) -> bool {
+        !self.cut.lock().expect("link filter lock").contains(&(from, to))
+    }
+
+    /// Cuts `from → to` only.
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.cut.lock().expect("link filter lock").insert((from, to));
+    }
+
+    /// Cuts every link between `node` and `others`, both ways.
+    pub fn isolate(&self, node: NodeId, others: impl IntoIterator<Item = NodeId>) {
+        let mut cut = self.cut.lock().expect("link filter lock");
+        for o in others {
+            cut.insert((node, o));
+            cut.insert((o, node));
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.lock().expect("link filter lock").clear();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("link from node {from} to node {to} is cut")]
+    Cut { from: NodeId, to: NodeId },
+    #[error("peer {addr} unreachable: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("peer {addr} answered with an error: {status}")]
+    Status { addr: String, status: String },
+    #[error("peer {addr} sent an unreadable reply: {message}")]
+    Codec { addr: String, message: String },
+    #[error("call to peer {addr} timed out after {after:?}")]
+    Timeout { addr: String, after: Duration },
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, MetaNode, E> {
+        match self {
+            CallError::Cut { .. } | CallError::Unreachable { .. } | CallError::Timeout { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            CallError::Status { .. } | CallError::Codec { .. } => RPCError::Network(NetworkError::new(&self)),
+        }
+    }
+}
+
+/// A pool of channels to peers, by address.
+#[derive(Clone)]
+pub struct PeerChannels {
+    tls: ClientTlsConfig,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    pub fn new(tls: &PeerTls) -> PeerChannels {
+        PeerChannels { tls: tls.client_config(), channels: Default::default() }
+    }
+
+    pub fn channel(&self, addr: &str) -> Result<Channel, CallError> {
+        let mut map = self.channels.lock().expect("channel pool lock");
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let unreachable = |e: &dyn std::fmt::Display| CallError::Unreachable { addr: addr.to_string(), message: e.to_string() };
+        let ch = Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| unreachable(&e))?
+            .tls_config(self.tls.clone())
+            .map_err(|e| unreachable(&e))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Which peer-service method a call goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    Elect,
+    TransferLeader,
+    Status,
+    Join,
+}
+
+/// Calls `rpc` on the peer at `addr` with a versioned payload.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
+    let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
+    let mut client = PeerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let request = tonic::Request::new(Payload { data });
+    let fut = async {
+        match rpc {
+            PeerRpc::AppendEntries => client.append_entries(request).await,
+            PeerRpc::Vote => client.vote(request).await,
+            PeerRpc::InstallSnapshot => client.install_snapshot(request).await,
+            PeerRpc::Forward => client.forward(request).await,
+            PeerRpc::ReadIndex => client.read_index(request).await,
+            PeerRpc::Elect => client.elect(request).await,
+            PeerRpc::TransferLeader => client.transfer_leader(request).await,
+            PeerRpc::Status => client.status(request).await,
+            PeerRpc::Join => client.join(request).await,
+        }
+    };
+    let reply = match tokio::time::timeout(timeout, fut).await {
+        Err(_) => return Err(CallError::Timeout { addr: addr.to_string(), after: timeout }),
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+            return Err(CallError::Unreachable { addr: addr.to_string(), message: status.message().to_string() })
+        }
+        Ok(Err(status)) => return Err(CallError::Status { addr: addr.to_string(), status: format!("{:?}: {}", status.code(), status.message()) }),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    from_payload(&reply.data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })
+}
+
+/// openraft's network factory: one [`PeerNetwork`] per target.
+#[derive(Clone)]
+pub struct PeerNetworkFactory {
+    pub self_id: NodeId,
+    pub channels: PeerChannels,
+    pub filter: LinkFilter,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &MetaNode) -> PeerNetwork {
+        PeerNetwork { factory: self.clone(), target, addr: node.peer_addr.clone() }
+    }
+}
+
+pub struct PeerNetwork {
+    factory: PeerNetworkFactory,
+    target: NodeId,
+    addr: String,
+}
+
+impl PeerNetwork {
+    async fn raft_call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        rpc: PeerRpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, MetaNode, RaftError<NodeId, E>>> {
+        let from = self.factory.self_id;
+        if !self.factory.filter.allows(from, self.target) {
+            return Err(CallError::Cut { from, to: self.target }.into_rpc());
+        }
+        let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;
+        let reply: Result<Resp, RaftError<NodeId, E>> = call(channel, &self.addr, rpc, req, option.hard_ttl()).await.map_err(CallError::into_rpc)?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> {
+        self.raft_call(PeerRpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId, InstallSnapshotError>>> {
+        self.raft_call(PeerRpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> {
+        self.raft_call(PeerRpc::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

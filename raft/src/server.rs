@@ -1,0 +1,144 @@
+//! The peer service every node runs: Raft RPCs, forwarded writes, read
+//! barriers, election requests, and joins.
+//!
+//! TLS is tonic's: the server presents its node certificate and asks for the
+//! client's. A client certificate not signed by the cluster CA fails the
+//! handshake. A client without one gets through the handshake (a joining
+//! node has no certificate yet) but every call except `Join` refuses it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use crate::command::MetaRequest;
+use crate::meta::MetaNodeHandle;
+use crate::network::PeerTls;
+use crate::pb::peer_server::{Peer, PeerServer};
+use crate::pb::Payload;
+use crate::types::*;
+use crate::wire::{from_payload, to_payload, ForwardReply};
+
+/// Handles `Join` calls: the node crate owns certificates and tokens.
+#[async_trait]
+pub trait JoinHandler: Send + Sync + 'static {
+    /// Takes the joiner's request bytes, returns the reply bytes or a
+    /// one-line refusal.
+    async fn join(&self, request: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
+pub struct PeerService {
+    meta: MetaNodeHandle,
+    join: Arc<dyn JoinHandler>,
+}
+
+fn require_cluster_cert<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.peer_certs() {
+        Some(certs) if !certs.is_empty() => Ok(()),
+        _ => Err(Status::unauthenticated("a certificate from the cluster CA is required")),
+    }
+}
+
+fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
+    from_payload(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("unreadable payload: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    to_payload(value).map(|data| Response::new(Payload { data })).map_err(|e| Status::internal(format!("encode reply: {e}")))
+}
+
+fn write_reply(res: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, MetaNode>>>) -> ForwardReply {
+    match res {
+        Ok(r) => ForwardReply::Applied { log_id: r.log_id, response: r.data },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) },
+        Err(e) => ForwardReply::Failed(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let rpc = decode(req)?;
+        reply(&self.meta.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let rpc = decode(req)?;
+        reply(&self.meta.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let rpc = decode(req)?;
+        reply(&self.meta.raft().install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let cmd: MetaRequest = decode(req)?;
+        reply(&write_reply(self.meta.raft().client_write(cmd).await))
+    }
+
+    async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let out = match self.meta.raft().ensure_linearizable().await {
+            Ok(read_log_id) => ForwardReply::ReadIndex { read_log_id },
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) },
+            Err(e) => ForwardReply::Failed(e.to_string()),
+        };
+        reply(&out)
+    }
+
+    async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let out: Result<(), String> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());
+        reply(&out)
+    }
+
+
+    async fn transfer_leader(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let to: Option<u64> = decode(req)?;
+        let out: Result<u64, String> = self.meta.hand_over_leadership(to).await.map_err(|e| e.to_string());
+        reply(&out)
+    }
+
+    async fn status(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        require_cluster_cert(&req)?;
+        let out: Result<crate::wire::LeaderView, String> = if self.meta.is_leader() { self.meta.leader_view().await.map_err(|e| e.to_string()) } else { Err("not the leader".into()) };
+        reply(&out)
+    }
+
+    async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let out = self.join.join(req.into_inner().data).await;
+        reply(&out)
+    }
+}
+
+/// Serves the peer service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    meta: MetaNodeHandle,
+    join: Arc<dyn JoinHandler>,
+    tls: &PeerTls,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let tls_config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
+        .client_auth_optional(true);
+    let service = PeerServer::new(PeerService { meta, join }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    Server::builder()
+        .tls_config(tls_config)?
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
