@@ -1,0 +1,156 @@
+//! An in-process cluster: real nodes (RocksDB, tonic over mutual TLS on
+//! loopback, HTTP) as tasks of one test, with ports chosen by the OS and a
+//! shared link filter to cut links.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_common::Digest;
+use berth_node::runtime::{init_cluster, join_cluster, start_node, Listeners, NodeAddrs, RunningNode};
+use berth_raft::command::{ManifestRecord, MetaCommand, MetaResponse, TagRecord};
+use berth_raft::state::keys;
+use berth_raft::{LinkFilter, MetaConfig, StateRead};
+use tokio::net::TcpListener;
+
+/// Timing for tests on one machine: elections in a few hundred ms.
+pub fn fast_config() -> MetaConfig {
+    MetaConfig { heartbeat_ms: 50, election_min_ms: 300, election_max_ms: 600, write_timeout_ms: 8_000, ..MetaConfig::default() }
+}
+
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, RunningNode>,
+    pub dirs: BTreeMap<u64, PathBuf>,
+    pub filter: LinkFilter,
+    pub config: MetaConfig,
+    pub token: String,
+    made: usize,
+}
+
+pub async fn bind_pair() -> (Listeners, NodeAddrs) {
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = NodeAddrs {
+        region: String::new(),
+        http_listen: http.local_addr().unwrap().to_string(),
+        peer_listen: peer.local_addr().unwrap().to_string(),
+        http_advertise: None,
+        peer_advertise: None,
+    };
+    (Listeners { http, peer }, addrs)
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    berth_node::install_crypto_provider();
+}
+
+impl Cluster {
+    pub async fn new(n: usize, config: MetaConfig) -> Cluster {
+        init_logs();
+        let root = tempfile::tempdir().unwrap();
+        let (listeners, mut addrs) = bind_pair().await;
+        addrs.region = "region-1".into();
+        let dir = root.path().join("node-1");
+        let out = init_cluster(&dir, &addrs, Some("admin-password".into()), config.clone()).await.unwrap();
+        let filter = LinkFilter::default();
+        let node = start_node(&dir, Some(listeners), filter.clone()).await.unwrap();
+        let id = node.config.node_id;
+        let mut c = Cluster { root, nodes: BTreeMap::from([(id, node)]), dirs: BTreeMap::from([(id, dir)]), filter, config, token: out.token.to_string(), made: 1 };
+        for i in 2..=n {
+            c.add_node(&format!("region-{}", (i - 1) % 3 + 1)).await;
+        }
+        c
+    }
+
+    pub fn any(&self) -> &RunningNode {
+        self.nodes.values().next().expect("a running node")
+    }
+
+    pub fn node(&self, id: u64) -> &RunningNode {
+        &self.nodes[&id]
+    }
+
+    /// Joins a new node through any running node and starts it.
+    pub async fn add_node(&mut self, region: &str) -> u64 {
+        self.made += 1;
+        let (listeners, mut addrs) = bind_pair().await;
+        addrs.region = region.into();
+        let dir = self.root.path().join(format!("node-{}", self.made));
+        let seed = self.any().peer_addr.to_string();
+        let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone()).await.unwrap();
+        let node = start_node(&dir, Some(listeners), self.filter.clone()).await.unwrap();
+        self.nodes.insert(cfg.node_id, node);
+        self.dirs.insert(cfg.node_id, dir);
+        cfg.node_id
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("running node");
+        node.shutdown().await;
+    }
+
+    pub async fn restart(&mut self, id: u64) {
+        let node = start_node(&self.dirs[&id], None, self.filter.clone()).await.unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// The leader as every running node sees it, once they agree.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.meta.metrics().current_leader).collect();
+            if let Some(Some(l)) = leaders.first() {
+                if self.nodes.contains_key(l) && leaders.iter().all(|x| x == &Some(*l)) && self.nodes[l].meta.is_leader() {
+                    return *l;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {timeout:?}: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the voters, as the leader sees them, are exactly `ids`.
+    pub async fn wait_voters(&self, ids: &[u64], timeout: Duration) {
+        let want: Vec<u64> = ids.to_vec();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let l = self.wait_leader(timeout).await;
+            let m = self.nodes[&l].meta.metrics();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            if voters == want && m.membership_config.membership().get_joint_config().len() == 1 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "voters {voters:?}, wanted {want:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A manifest and a tag pointing at it: what a push leaves in the metadata.
+pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
+    let bytes = format!("{{\"schemaVersion\":2,\"n\":{n}}}").into_bytes();
+    let digest = Digest::sha256_of(&bytes);
+    let manifest = ManifestRecord { repo: repo.into(), digest: digest.clone(), media_type: "application/vnd.oci.image.manifest.v1+json".into(), bytes, references: vec![], subject: None, pushed_at_ms: n };
+    assert_eq!(node.meta.write(MetaCommand::PutManifest(manifest)).await.unwrap(), MetaResponse::Done);
+    let tag_cmd = MetaCommand::SetTag { repo: repo.into(), tag: tag.into(), digest: digest.clone(), pushed_at_ms: n, if_current: None };
+    assert_eq!(node.meta.write(tag_cmd).await.unwrap(), MetaResponse::Done);
+    digest
+}
+
+/// The tag as `node` has applied it, without waiting.
+pub fn tag_on(node: &RunningNode, repo: &str, tag: &str) -> Option<Digest> {
+    node.meta.state().get::<TagRecord>(&keys::tag(repo, tag)).unwrap().map(|t| t.digest)
+}
+
+/// Waits until `node` has applied the tag pointing at `digest`.
+pub async fn wait_tag(node: &RunningNode, repo: &str, tag: &str, digest: &Digest, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tag_on(node, repo, tag).as_ref() != Some(digest) {
+        assert!(tokio::time::Instant::now() < deadline, "node {} never saw {repo}:{tag} = {digest}", node.config.node_id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
