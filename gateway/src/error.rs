@@ -42,7 +42,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -62,10 +65,19 @@ pub struct ErrorEntry {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { errors: vec![ErrorEntry { code: self.code, message: self.message, detail: serde_json::Value::Null }] };
+        let body = ErrorBody {
+            errors: vec![ErrorEntry {
+                code: self.code,
+                message: self.message,
+                detail: serde_json::Value::Null,
+            }],
+        };
         let mut resp = (self.code.status(), Json(body)).into_response();
         if self.code == ErrorCode::Unauthorized {
-            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Basic realm=\"berth\""));
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"berth\""),
+            );
         }
         resp
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, UserRecord};
+use berth_raft::command::{
+    ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole,
+    UserRecord,
+};
 use berth_raft::{LinkFilter, MetaConfig, MetaNode, MetaNodeHandle, PeerTls, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,16 +36,26 @@ impl NodeAddrs {
     /// Fills in advertised addresses and checks everything.
     fn resolve(&self) -> anyhow::Result<(String, String)> {
         self.region.parse::<berth_common::Region>()?;
-        let http: SocketAddr = self.http_listen.parse().with_context(|| format!("--http {:?} is not an ip:port address", self.http_listen))?;
-        let peer: SocketAddr = self.peer_listen.parse().with_context(|| format!("--peer {:?} is not an ip:port address", self.peer_listen))?;
+        let http: SocketAddr = self
+            .http_listen
+            .parse()
+            .with_context(|| format!("--http {:?} is not an ip:port address", self.http_listen))?;
+        let peer: SocketAddr = self
+            .peer_listen
+            .parse()
+            .with_context(|| format!("--peer {:?} is not an ip:port address", self.peer_listen))?;
         let http_adv = match &self.http_advertise {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None if http.ip().is_unspecified() => bail!("--http binds {http}; give --advertise-http with the URL clients use"),
+            None if http.ip().is_unspecified() => {
+                bail!("--http binds {http}; give --advertise-http with the URL clients use")
+            }
             None => format!("http://{http}"),
         };
         let peer_adv = match &self.peer_advertise {
             Some(a) => a.clone(),
-            None if peer.ip().is_unspecified() => bail!("--peer binds {peer}; give --advertise-peer with the host:port other nodes use"),
+            None if peer.ip().is_unspecified() => bail!(
+                "--peer binds {peer}; give --advertise-peer with the host:port other nodes use"
+            ),
             None => peer.to_string(),
         };
         Ok((http_adv, peer_adv))
@@ -59,7 +72,10 @@ pub struct InitOutcome {
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
-    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hash password: {e}"))?.to_string())
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hash password: {e}"))?
+        .to_string())
 }
 
 async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<MetaResponse> {
@@ -72,7 +88,12 @@ async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<
 
 /// `berth cluster init`: a one-node cluster with its CA, keys, admin user
 /// and a first join token, written to `dir`.
-pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<String>, raft: MetaConfig) -> anyhow::Result<InitOutcome> {
+pub async fn init_cluster(
+    dir: &Path,
+    addrs: &NodeAddrs,
+    admin_password: Option<String>,
+    raft: MetaConfig,
+) -> anyhow::Result<InitOutcome> {
     let layout = Layout::new(dir);
     layout.ensure_fresh()?;
     let (http_advertise, peer_advertise) = addrs.resolve()?;
@@ -81,8 +102,16 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     let ca = pki::new_ca(&cluster_id)?;
     let node_key = pki::new_node_key()?;
     let node_id = 1;
-    let cert_pem = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
-    let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem: node_key.serialize_pem() };
+    let cert_pem = pki::sign_node_cert(
+        &ca,
+        node_id,
+        &rcgen::PublicKeyData::subject_public_key_info(&node_key),
+    )?;
+    let tls = PeerTls {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem,
+        key_pem: node_key.serialize_pem(),
+    };
     let config = NodeConfig {
         node_id,
         cluster_id: cluster_id.clone(),
@@ -104,10 +133,22 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     };
 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone()).await?;
+    let store = RocksStore::open(&layout.meta())
+        .with_context(|| format!("cannot open {}", layout.meta().display()))?;
+    let meta = MetaNodeHandle::start(
+        node_id,
+        store,
+        &tls,
+        LinkFilter::default(),
+        config.raft.clone(),
+    )
+    .await?;
     let result = async {
-        meta.initialize(MetaNode { peer_addr: config.peer_advertise.clone(), region: config.region.clone() }).await?;
+        meta.initialize(MetaNode {
+            peer_addr: config.peer_advertise.clone(),
+            region: config.region.clone(),
+        })
+        .await?;
         meta.wait_for_leader(Duration::from_secs(10)).await?;
         let now = now_ms();
         expect_done(
@@ -124,7 +165,12 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
         let registered = expect_done(
             &meta,
             MetaCommand::RegisterNode {
-                registration: NodeRegistration { region: config.region.clone(), peer_addr: config.peer_advertise.clone(), http_addr: config.http_advertise.clone(), role: NodeRole::Auto },
+                registration: NodeRegistration {
+                    region: config.region.clone(),
+                    peer_addr: config.peer_advertise.clone(),
+                    http_addr: config.http_advertise.clone(),
+                    role: NodeRole::Auto,
+                },
                 token: None,
                 now_ms: now,
             },
@@ -133,7 +179,16 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
         if registered != MetaResponse::NodeId(node_id) {
             bail!("first node registered as {registered:?}, expected node {node_id}");
         }
-        expect_done(&meta, MetaCommand::PutUser(UserRecord { name: "admin".into(), password_hash: hash_password(&password)?, superuser: true, created_at_ms: now })).await?;
+        expect_done(
+            &meta,
+            MetaCommand::PutUser(UserRecord {
+                name: "admin".into(),
+                password_hash: hash_password(&password)?,
+                superuser: true,
+                created_at_ms: now,
+            }),
+        )
+        .await?;
         let token = JoinToken::generate(&pki::fingerprint(&ca.cert_pem)?);
         expect_done(&meta, token_record(&token, DEFAULT_TOKEN_TTL, None)).await?;
         Ok(token)
@@ -142,7 +197,11 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     meta.shutdown().await;
     let token = result?;
     layout.write_new(&config, &tls, &random_hex(24))?;
-    Ok(InitOutcome { config, token, generated_password })
+    Ok(InitOutcome {
+        config,
+        token,
+        generated_password,
+    })
 }
 
 pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> MetaCommand {
@@ -160,13 +219,28 @@ pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> 
 
 /// `berth cluster join`: registers with the cluster through `seed` and
 /// writes this node's directory. The node runs with `node start`.
-pub async fn join_cluster(dir: &Path, addrs: &NodeAddrs, seed: &str, token: &str, learner: bool, raft: MetaConfig) -> anyhow::Result<NodeConfig> {
+pub async fn join_cluster(
+    dir: &Path,
+    addrs: &NodeAddrs,
+    seed: &str,
+    token: &str,
+    learner: bool,
+    raft: MetaConfig,
+) -> anyhow::Result<NodeConfig> {
     let layout = Layout::new(dir);
     layout.ensure_fresh()?;
     let (http_advertise, peer_advertise) = addrs.resolve()?;
     raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
     let token = JoinToken::parse(token)?;
-    let outcome = join::request_join(seed, &token, &addrs.region, &peer_advertise, &http_advertise, learner).await?;
+    let outcome = join::request_join(
+        seed,
+        &token,
+        &addrs.region,
+        &peer_advertise,
+        &http_advertise,
+        learner,
+    )
+    .await?;
     let config = NodeConfig {
         node_id: outcome.reply.node_id,
         cluster_id: outcome.reply.cluster_id.clone(),
@@ -177,7 +251,11 @@ pub async fn join_cluster(dir: &Path, addrs: &NodeAddrs, seed: &str, token: &str
         peer_advertise,
         raft,
     };
-    let tls = PeerTls { ca_pem: outcome.reply.ca_pem, cert_pem: outcome.reply.cert_pem, key_pem: outcome.key_pem };
+    let tls = PeerTls {
+        ca_pem: outcome.reply.ca_pem,
+        cert_pem: outcome.reply.cert_pem,
+        key_pem: outcome.key_pem,
+    };
     layout.write_new(&config, &tls, &random_hex(24))?;
     Ok(config)
 }
@@ -201,7 +279,11 @@ pub struct Listeners {
 
 /// Starts the node in `dir`. With `listeners`, serves on those instead of
 /// binding the configured addresses.
-pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFilter) -> anyhow::Result<RunningNode> {
+pub async fn start_node(
+    dir: &Path,
+    listeners: Option<Listeners>,
+    filter: LinkFilter,
+) -> anyhow::Result<RunningNode> {
     let layout = Layout::new(dir);
     let config = layout.load()?;
     let tls = layout.read_tls()?;
@@ -209,14 +291,24 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     let listeners = match listeners {
         Some(l) => l,
         None => Listeners {
-            http: TcpListener::bind(&config.http_listen).await.with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?,
-            peer: TcpListener::bind(&config.peer_listen).await.with_context(|| format!("cannot listen on {} (peer_listen)", config.peer_listen))?,
+            http: TcpListener::bind(&config.http_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (http_listen)", config.http_listen)
+                })?,
+            peer: TcpListener::bind(&config.peer_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (peer_listen)", config.peer_listen)
+                })?,
         },
     };
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
-    let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter, config.raft.clone()).await?;
+    let store = RocksStore::open(&layout.meta())
+        .with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
+    let meta =
+        MetaNodeHandle::start(config.node_id, store, &tls, filter, config.raft.clone()).await?;
     let (shutdown, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -228,12 +320,18 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_raft::server::serve(peer_meta, join_handler, &tls, peer_listener, peer_stop).await {
+        if let Err(e) =
+            berth_raft::server::serve(peer_meta, join_handler, &tls, peer_listener, peer_stop).await
+        {
             tracing::error!(error = %e, "peer service stopped");
         }
     }));
 
-    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), operator_token));
+    let backend = Arc::new(NodeBackend::new(
+        meta.clone(),
+        config.clone(),
+        operator_token,
+    ));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     tasks.push(tokio::spawn(async move {
@@ -244,7 +342,14 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
 
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
-    Ok(RunningNode { config, meta, http_addr, peer_addr, shutdown, tasks })
+    Ok(RunningNode {
+        config,
+        meta,
+        http_addr,
+        peer_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 impl RunningNode {
@@ -254,7 +359,10 @@ impl RunningNode {
         for mut t in self.tasks {
             // Graceful first; a peer holding a connection open must not keep
             // the node (and its RocksDB lock) alive.
-            if tokio::time::timeout(Duration::from_secs(3), &mut t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), &mut t)
+                .await
+                .is_err()
+            {
                 t.abort();
                 let _ = t.await;
             }

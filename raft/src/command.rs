@@ -42,27 +42,58 @@ pub enum MetaCommand {
     /// A node asks to be part of the cluster. With a join token, the token
     /// is checked and its use counted in the same step, so two nodes cannot
     /// race past a one-use token. The response is the assigned node id.
-    RegisterNode { registration: NodeRegistration, token: Option<TokenProof>, now_ms: u64 },
+    RegisterNode {
+        registration: NodeRegistration,
+        token: Option<TokenProof>,
+        now_ms: u64,
+    },
     /// The operator's wish for a node's role; the leader's membership
     /// reconciler makes it so.
-    SetNodeRole { node: NodeId, role: NodeRole },
+    SetNodeRole {
+        node: NodeId,
+        role: NodeRole,
+    },
     /// Marks a node removed: it leaves the membership and its id is never
     /// reused.
-    RemoveNode { node: NodeId },
+    RemoveNode {
+        node: NodeId,
+    },
     CreateJoinToken(JoinTokenRecord),
-    RevokeJoinToken { id: String },
+    RevokeJoinToken {
+        id: String,
+    },
     PutUser(UserRecord),
     /// Creates a repository if it does not exist yet.
     CreateRepository(RepositoryRecord),
     PutManifest(ManifestRecord),
     /// Deletes a manifest and every tag pointing at it.
-    DeleteManifest { repo: String, digest: Digest },
+    DeleteManifest {
+        repo: String,
+        digest: Digest,
+    },
     /// Points a tag at a manifest. With `if_current`, only when the tag
     /// still points where the caller last saw it (`None` inside: absent).
-    SetTag { repo: String, tag: String, digest: Digest, pushed_at_ms: u64, if_current: Option<Option<Digest>> },
-    DeleteTag { repo: String, tag: String, if_current: Option<Digest> },
-    AddBlobHolder { digest: Digest, size: u64, node: NodeId },
-    RemoveBlobHolder { digest: Digest, node: NodeId },
+    SetTag {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        pushed_at_ms: u64,
+        if_current: Option<Option<Digest>>,
+    },
+    DeleteTag {
+        repo: String,
+        tag: String,
+        if_current: Option<Digest>,
+    },
+    AddBlobHolder {
+        digest: Digest,
+        size: u64,
+        node: NodeId,
+    },
+    RemoveBlobHolder {
+        digest: Digest,
+        node: NodeId,
+    },
 }
 
 impl MetaCommand {
@@ -95,7 +126,9 @@ pub enum MetaResponse {
     /// The command's precondition did not hold; the reason is for people.
     Refused(String),
     /// A conditional tag write lost a race; `current` is what the tag holds.
-    Conflict { current: Option<Digest> },
+    Conflict {
+        current: Option<Digest>,
+    },
     NotFound,
 }
 

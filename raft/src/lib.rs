@@ -28,9 +28,9 @@ pub mod pb {
 }
 
 pub use command::*;
-pub use state::StateRead;
-pub use store::{MetaState, RocksStore};
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
 pub use network::{LinkFilter, PeerTls, PEER_TLS_NAME};
 pub use server::JoinHandler;
+pub use state::StateRead;
+pub use store::{MetaState, RocksStore};
 pub use types::*;

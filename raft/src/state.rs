@@ -66,7 +66,10 @@ pub mod keys {
         join(REPO_PREFIX, &[name.as_bytes()])
     }
     pub fn manifest(repo: &str, digest: &Digest) -> Vec<u8> {
-        join(MANIFEST_PREFIX, &[repo.as_bytes(), digest.to_string().as_bytes()])
+        join(
+            MANIFEST_PREFIX,
+            &[repo.as_bytes(), digest.to_string().as_bytes()],
+        )
     }
     /// Prefix of every tag of `repo`; tags sort lexically after it.
     pub fn tags_of(repo: &str) -> Vec<u8> {
@@ -104,12 +107,18 @@ pub trait StateRead {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StateError> {
-        self.scan_raw(prefix)?.iter().map(|(k, v)| decode(k, v)).collect()
+        self.scan_raw(prefix)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
     }
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
-    decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
+    decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
 /// What one command changes, applied atomically by the store.
@@ -132,7 +141,10 @@ impl Changes {
 }
 
 /// Applies one command: returns its response and the changes to write.
-pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
+pub fn apply(
+    state: &impl StateRead,
+    cmd: &MetaCommand,
+) -> Result<(MetaResponse, Changes), StateError> {
     let mut ch = Changes::default();
     let resp = match cmd {
         MetaCommand::Bootstrap(rec) => {
@@ -143,15 +155,21 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 MetaResponse::Done
             }
         }
-        MetaCommand::RegisterNode { registration, token, now_ms } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
-        MetaCommand::SetNodeRole { node, role } => match state.get::<NodeRecord>(&keys::node(*node))? {
-            Some(mut rec) if !rec.removed => {
-                rec.role = *role;
-                ch.put(keys::node(*node), &rec);
-                MetaResponse::Done
+        MetaCommand::RegisterNode {
+            registration,
+            token,
+            now_ms,
+        } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
+        MetaCommand::SetNodeRole { node, role } => {
+            match state.get::<NodeRecord>(&keys::node(*node))? {
+                Some(mut rec) if !rec.removed => {
+                    rec.role = *role;
+                    ch.put(keys::node(*node), &rec);
+                    MetaResponse::Done
+                }
+                _ => MetaResponse::NotFound,
             }
-            _ => MetaResponse::NotFound,
-        },
+        }
         MetaCommand::RemoveNode { node } => match state.get::<NodeRecord>(&keys::node(*node))? {
             Some(mut rec) if !rec.removed => {
                 rec.removed = true;
@@ -168,14 +186,16 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 MetaResponse::Done
             }
         }
-        MetaCommand::RevokeJoinToken { id } => match state.get::<JoinTokenRecord>(&keys::token(id))? {
-            Some(mut rec) => {
-                rec.revoked = true;
-                ch.put(keys::token(id), &rec);
-                MetaResponse::Done
+        MetaCommand::RevokeJoinToken { id } => {
+            match state.get::<JoinTokenRecord>(&keys::token(id))? {
+                Some(mut rec) => {
+                    rec.revoked = true;
+                    ch.put(keys::token(id), &rec);
+                    MetaResponse::Done
+                }
+                None => MetaResponse::NotFound,
             }
-            None => MetaResponse::NotFound,
-        },
+        }
         MetaCommand::PutUser(rec) => {
             ch.put(keys::user(&rec.name), rec);
             MetaResponse::Done
@@ -205,23 +225,45 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 MetaResponse::Done
             }
         }
-        MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current } => {
+        MetaCommand::SetTag {
+            repo,
+            tag,
+            digest,
+            pushed_at_ms,
+            if_current,
+        } => {
             let key = keys::tag(repo, tag);
             let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
             match if_current {
                 Some(expected) if *expected != current => MetaResponse::Conflict { current },
-                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => MetaResponse::NotFound,
+                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => {
+                    MetaResponse::NotFound
+                }
                 _ => {
-                    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms: *pushed_at_ms });
+                    ch.put(
+                        key,
+                        &TagRecord {
+                            digest: digest.clone(),
+                            pushed_at_ms: *pushed_at_ms,
+                        },
+                    );
                     MetaResponse::Done
                 }
             }
         }
-        MetaCommand::DeleteTag { repo, tag, if_current } => {
+        MetaCommand::DeleteTag {
+            repo,
+            tag,
+            if_current,
+        } => {
             let key = keys::tag(repo, tag);
             match state.get::<TagRecord>(&key)? {
                 None => MetaResponse::NotFound,
-                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => MetaResponse::Conflict { current: Some(t.digest) },
+                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => {
+                    MetaResponse::Conflict {
+                        current: Some(t.digest),
+                    }
+                }
                 Some(_) => {
                     ch.delete(key);
                     MetaResponse::Done
@@ -230,7 +272,10 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         }
         MetaCommand::AddBlobHolder { digest, size, node } => {
             let key = keys::blob(digest);
-            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
+            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord {
+                size: *size,
+                holders: Default::default(),
+            });
             rec.holders.insert(*node);
             ch.put(key, &rec);
             MetaResponse::Done
@@ -263,7 +308,9 @@ fn register_node(
 ) -> Result<MetaResponse, StateError> {
     if let Some(proof) = token {
         let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {
-            return Ok(MetaResponse::Refused("join token is not known to this cluster".into()));
+            return Ok(MetaResponse::Refused(
+                "join token is not known to this cluster".into(),
+            ));
         };
         let refusal = if rec.secret_sha256 != proof.secret_sha256 {
             Some("join token secret is wrong")
@@ -283,8 +330,14 @@ fn register_node(
         ch.put(keys::token(&proof.id), &rec);
     }
     let nodes: Vec<NodeRecord> = state.scan(keys::NODE_PREFIX)?;
-    if let Some(n) = nodes.iter().find(|n| !n.removed && n.peer_addr == reg.peer_addr) {
-        return Ok(MetaResponse::Refused(format!("node {} is already registered at peer address {}", n.id, reg.peer_addr)));
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| !n.removed && n.peer_addr == reg.peer_addr)
+    {
+        return Ok(MetaResponse::Refused(format!(
+            "node {} is already registered at peer address {}",
+            n.id, reg.peer_addr
+        )));
     }
     let id: u64 = state.get(keys::NEXT_NODE_ID)?.unwrap_or(1);
     ch.put(keys::NEXT_NODE_ID.to_vec(), &(id + 1));
@@ -321,7 +374,14 @@ mod tests {
             Ok(self.0.lock().unwrap().get(key).cloned())
         }
         fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
         }
     }
 
@@ -340,33 +400,80 @@ mod tests {
     }
 
     fn reg(addr: &str) -> NodeRegistration {
-        NodeRegistration { region: "eu".into(), peer_addr: addr.into(), http_addr: "h".into(), role: NodeRole::Auto }
+        NodeRegistration {
+            region: "eu".into(),
+            peer_addr: addr.into(),
+            http_addr: "h".into(),
+            role: NodeRole::Auto,
+        }
     }
 
     fn token(id: &str, expires_at_ms: u64, max_uses: Option<u32>) -> JoinTokenRecord {
-        JoinTokenRecord { id: id.into(), secret_sha256: "s".into(), created_at_ms: 0, expires_at_ms, revoked: false, uses: 0, max_uses }
+        JoinTokenRecord {
+            id: id.into(),
+            secret_sha256: "s".into(),
+            created_at_ms: 0,
+            expires_at_ms,
+            revoked: false,
+            uses: 0,
+            max_uses,
+        }
     }
 
     fn proof(id: &str, secret: &str) -> Option<TokenProof> {
-        Some(TokenProof { id: id.into(), secret_sha256: secret.into() })
+        Some(TokenProof {
+            id: id.into(),
+            secret_sha256: secret.into(),
+        })
     }
 
     #[test]
     fn tokens_are_checked_atomically_with_registration() {
         let s = MapState::default();
         s.run(MetaCommand::CreateJoinToken(token("t1", 100, Some(1))));
-        let join = |addr: &str, p, now| s.run(MetaCommand::RegisterNode { registration: reg(addr), token: p, now_ms: now });
-        assert_eq!(join("a:1", proof("t1", "wrong"), 1), MetaResponse::Refused("join token secret is wrong".into()));
-        assert_eq!(join("a:1", proof("nope", "s"), 1), MetaResponse::Refused("join token is not known to this cluster".into()));
-        assert_eq!(join("a:1", proof("t1", "s"), 100), MetaResponse::Refused("join token has expired".into()));
+        let join = |addr: &str, p, now| {
+            s.run(MetaCommand::RegisterNode {
+                registration: reg(addr),
+                token: p,
+                now_ms: now,
+            })
+        };
+        assert_eq!(
+            join("a:1", proof("t1", "wrong"), 1),
+            MetaResponse::Refused("join token secret is wrong".into())
+        );
+        assert_eq!(
+            join("a:1", proof("nope", "s"), 1),
+            MetaResponse::Refused("join token is not known to this cluster".into())
+        );
+        assert_eq!(
+            join("a:1", proof("t1", "s"), 100),
+            MetaResponse::Refused("join token has expired".into())
+        );
         assert_eq!(join("a:1", proof("t1", "s"), 1), MetaResponse::NodeId(1));
-        assert_eq!(join("a:2", proof("t1", "s"), 1), MetaResponse::Refused("join token has been used up".into()));
+        assert_eq!(
+            join("a:2", proof("t1", "s"), 1),
+            MetaResponse::Refused("join token has been used up".into())
+        );
         s.run(MetaCommand::CreateJoinToken(token("t2", 100, None)));
         s.run(MetaCommand::RevokeJoinToken { id: "t2".into() });
-        assert_eq!(join("a:2", proof("t2", "s"), 1), MetaResponse::Refused("join token was revoked".into()));
-        assert!(matches!(join("a:1", None, 1), MetaResponse::Refused(_)), "same address twice");
-        assert_eq!(s.run(MetaCommand::RemoveNode { node: 1 }), MetaResponse::Done);
-        assert_eq!(join("a:1", None, 1), MetaResponse::NodeId(2), "a removed node's id is never reused");
+        assert_eq!(
+            join("a:2", proof("t2", "s"), 1),
+            MetaResponse::Refused("join token was revoked".into())
+        );
+        assert!(
+            matches!(join("a:1", None, 1), MetaResponse::Refused(_)),
+            "same address twice"
+        );
+        assert_eq!(
+            s.run(MetaCommand::RemoveNode { node: 1 }),
+            MetaResponse::Done
+        );
+        assert_eq!(
+            join("a:1", None, 1),
+            MetaResponse::NodeId(2),
+            "a removed node's id is never reused"
+        );
     }
 
     #[test]
@@ -374,16 +481,58 @@ mod tests {
         let s = MapState::default();
         let d1 = Digest::sha256_of(b"1");
         let d2 = Digest::sha256_of(b"2");
-        let tag = |digest: &Digest, cond| MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: digest.clone(), pushed_at_ms: 1, if_current: cond };
-        assert_eq!(s.run(tag(&d1, None)), MetaResponse::NotFound, "tag of an unknown manifest");
+        let tag = |digest: &Digest, cond| MetaCommand::SetTag {
+            repo: "r".into(),
+            tag: "t".into(),
+            digest: digest.clone(),
+            pushed_at_ms: 1,
+            if_current: cond,
+        };
+        assert_eq!(
+            s.run(tag(&d1, None)),
+            MetaResponse::NotFound,
+            "tag of an unknown manifest"
+        );
         for d in [&d1, &d2] {
-            s.run(MetaCommand::PutManifest(ManifestRecord { repo: "r".into(), digest: d.clone(), media_type: "m".into(), bytes: vec![], references: vec![], subject: None, pushed_at_ms: 0 }));
+            s.run(MetaCommand::PutManifest(ManifestRecord {
+                repo: "r".into(),
+                digest: d.clone(),
+                media_type: "m".into(),
+                bytes: vec![],
+                references: vec![],
+                subject: None,
+                pushed_at_ms: 0,
+            }));
         }
         assert_eq!(s.run(tag(&d1, Some(None))), MetaResponse::Done);
-        assert_eq!(s.run(tag(&d2, Some(None))), MetaResponse::Conflict { current: Some(d1.clone()) });
+        assert_eq!(
+            s.run(tag(&d2, Some(None))),
+            MetaResponse::Conflict {
+                current: Some(d1.clone())
+            }
+        );
         assert_eq!(s.run(tag(&d2, Some(Some(d1.clone())))), MetaResponse::Done);
-        assert_eq!(s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: Some(d1.clone()) }), MetaResponse::Conflict { current: Some(d2.clone()) });
-        assert_eq!(s.run(MetaCommand::DeleteManifest { repo: "r".into(), digest: d2.clone() }), MetaResponse::Done);
-        assert_eq!(s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(), None, "deleting a manifest drops its tags");
+        assert_eq!(
+            s.run(MetaCommand::DeleteTag {
+                repo: "r".into(),
+                tag: "t".into(),
+                if_current: Some(d1.clone())
+            }),
+            MetaResponse::Conflict {
+                current: Some(d2.clone())
+            }
+        );
+        assert_eq!(
+            s.run(MetaCommand::DeleteManifest {
+                repo: "r".into(),
+                digest: d2.clone()
+            }),
+            MetaResponse::Done
+        );
+        assert_eq!(
+            s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(),
+            None,
+            "deleting a manifest drops its tags"
+        );
     }
 }
