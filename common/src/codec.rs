@@ -34,10 +34,7 @@ pub fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>,
 pub fn decode_versioned<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&found, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if found != version {
-        return Err(CodecError::UnknownVersion {
-            found,
-            expected: version,
-        });
+        return Err(CodecError::UnknownVersion { found, expected: version });
     }
     let (value, _) = bincode::serde::decode_from_slice(body, config())?;
     Ok(value)
@@ -53,16 +50,7 @@ mod tests {
         let back: (String, u64) = decode_versioned(3, &bytes).unwrap();
         assert_eq!(back, ("tag".to_string(), 7));
         let err = decode_versioned::<(String, u64)>(4, &bytes).unwrap_err();
-        assert!(matches!(
-            err,
-            CodecError::UnknownVersion {
-                found: 3,
-                expected: 4
-            }
-        ));
-        assert!(matches!(
-            decode_versioned::<u8>(1, &[]),
-            Err(CodecError::Empty)
-        ));
+        assert!(matches!(err, CodecError::UnknownVersion { found: 3, expected: 4 }));
+        assert!(matches!(decode_versioned::<u8>(1, &[]), Err(CodecError::Empty)));
     }
 }

@@ -34,15 +34,14 @@ pub enum DigestError {
     Malformed(String),
     #[error("digest algorithm {0:?} is not supported (sha256, sha512)")]
     UnsupportedAlgorithm(String),
-    #[error(
-        "digest {0:?} has a hex part of the wrong length or with characters other than 0-9a-f"
-    )]
+    #[error("digest {0:?} has a hex part of the wrong length or with characters other than 0-9a-f")]
     BadHex(String),
 }
 
 /// A validated content digest. The hex part is lowercase and of the length
-/// its algorithm produces.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// its algorithm produces. Serialized as its text (`sha256:…`), in JSON and
+/// in stored records alike, and checked again when read.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     algorithm: DigestAlgorithm,
     hex: String,
@@ -59,10 +58,7 @@ impl Digest {
 
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest {
-            algorithm: DigestAlgorithm::Sha256,
-            hex: hex::encode(sha2::Sha256::digest(bytes)),
-        }
+        Digest { algorithm: DigestAlgorithm::Sha256, hex: hex::encode(sha2::Sha256::digest(bytes)) }
     }
 
     /// The digest of `bytes` with this digest's algorithm.
@@ -79,26 +75,31 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_string()))?;
         let algorithm = match alg {
             "sha256" => DigestAlgorithm::Sha256,
             "sha512" => DigestAlgorithm::Sha512,
             "" => return Err(DigestError::Malformed(s.to_string())),
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
-        let valid = hex.len() == algorithm.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = hex.len() == algorithm.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadHex(s.to_string()));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_string() })
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -125,22 +126,10 @@ mod tests {
         assert_eq!(parsed, d);
         assert!(parsed.matches(b"hello"));
         assert!(!parsed.matches(b"hellO"));
-        assert!(matches!(
-            "sha256".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
-        assert!(matches!(
-            "md5:abcd".parse::<Digest>(),
-            Err(DigestError::UnsupportedAlgorithm(_))
-        ));
-        assert!(matches!(
-            "sha256:ABCD".parse::<Digest>(),
-            Err(DigestError::BadHex(_))
-        ));
+        assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Malformed(_))));
+        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
+        assert!(matches!("sha256:ABCD".parse::<Digest>(), Err(DigestError::BadHex(_))));
         let upper = d.to_string().to_uppercase().replace("SHA256", "sha256");
-        assert!(matches!(
-            upper.parse::<Digest>(),
-            Err(DigestError::BadHex(_))
-        ));
+        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadHex(_))));
     }
 }

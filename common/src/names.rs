@@ -32,8 +32,7 @@ impl FromStr for Region {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Region(s.to_string()))
         } else {
@@ -136,15 +135,10 @@ mod tests {
         for ok in ["a", "library/ubuntu", "my-org/app.v2/x__y", "a--b", "0/1"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
-        for bad in [
-            "", "A", "a//b", "/a", "a/", "../etc", "a/../b", "a_-b", "a___b", "-a", "a.", "a b",
-        ] {
+        for bad in ["", "A", "a//b", "/a", "a/", "../etc", "a/../b", "a_-b", "a___b", "-a", "a.", "a b"] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
-        assert!(matches!(
-            "a".repeat(256).parse::<RepoName>(),
-            Err(NameError::RepoTooLong(_))
-        ));
+        assert!(matches!("a".repeat(256).parse::<RepoName>(), Err(NameError::RepoTooLong(_))));
         assert_eq!("org/app".parse::<RepoName>().unwrap().namespace(), "org");
     }
 

@@ -1,16 +1,31 @@
 //! The one place where failures become HTTP statuses and error JSON.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-/// Error codes, with the OCI distribution spec's names where it has one.
+/// Error codes: the OCI distribution spec's, then berth's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
     Unauthorized,
     Denied,
+    Unsupported,
+    #[serde(rename = "TOOMANYREQUESTS")]
+    TooManyRequests,
+    /// A `Range` or `Content-Range` that does not fit (416).
+    RangeInvalid,
     NotFound,
     BadRequest,
     Conflict,
@@ -21,14 +36,18 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
         match self {
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Denied => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => StatusCode::NOT_FOUND,
+            BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid | NameInvalid | SizeInvalid | BadRequest => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Denied => StatusCode::FORBIDDEN,
+            Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Conflict => StatusCode::CONFLICT,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -38,14 +57,25 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    pub detail: serde_json::Value,
+    /// A status other than the code's usual one (e.g. 413 for a manifest
+    /// over the size limit, 405 for a method an endpoint lacks).
+    pub status: Option<StatusCode>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            message: message.into(),
-        }
+        ApiError { code, message: message.into(), detail: serde_json::Value::Null, status: None }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.detail = detail;
+        self
     }
 }
 
@@ -65,19 +95,11 @@ pub struct ErrorEntry {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            errors: vec![ErrorEntry {
-                code: self.code,
-                message: self.message,
-                detail: serde_json::Value::Null,
-            }],
-        };
-        let mut resp = (self.code.status(), Json(body)).into_response();
-        if self.code == ErrorCode::Unauthorized {
-            resp.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Basic realm=\"berth\""),
-            );
+        let status = self.status.unwrap_or(self.code.status());
+        let body = ErrorBody { errors: vec![ErrorEntry { code: self.code, message: self.message, detail: self.detail }] };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
         }
         resp
     }

@@ -10,10 +10,14 @@
 //! admin API under `/api/v1/cluster/…` that `berth cluster` uses.
 
 pub mod api;
+pub mod endpoint;
 pub mod error;
+pub mod registry;
 
 pub use api::*;
+pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
+pub use registry::*;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,49 +25,41 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 type Shared = Arc<dyn Backend>;
 
-/// Builds the router over `backend`.
-pub fn router(backend: Shared) -> Router {
+/// Builds the router: the registry API over `registry`, health and the
+/// admin API over `backend`.
+pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
+    let http = reqwest::Client::builder().build().expect("an HTTP client with default settings builds");
+    let v2 =
+        Router::new().route("/v2", any(handle_v2)).route("/v2/", any(handle_v2)).route("/v2/{*rest}", any(handle_v2)).with_state(V2State { registry, http });
     Router::new()
         .route("/health", get(handle_health))
         .route("/health/ready", get(handle_ready))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
-        .route(
-            "/api/v1/cluster/tokens",
-            post(handle_token_create).get(handle_token_list),
-        )
+        .route("/api/v1/cluster/tokens", post(handle_token_create).get(handle_token_list))
         .route("/api/v1/cluster/tokens/{id}", delete(handle_token_revoke))
         .route("/api/v1/cluster/nodes/{id}", delete(handle_node_remove))
-        .route(
-            "/api/v1/cluster/nodes/{id}/promote",
-            post(handle_node_promote),
-        )
-        .route(
-            "/api/v1/cluster/nodes/{id}/demote",
-            post(handle_node_demote),
-        )
-        .route(
-            "/api/v1/cluster/transfer-leader",
-            post(handle_transfer_leader),
-        )
+        .route("/api/v1/cluster/nodes/{id}/promote", post(handle_node_promote))
+        .route("/api/v1/cluster/nodes/{id}/demote", post(handle_node_demote))
+        .route("/api/v1/cluster/transfer-leader", post(handle_transfer_leader))
         .fallback(handle_not_found)
         .with_state(backend)
+        .merge(v2)
 }
 
 /// Serves `backend` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     backend: Shared,
+    registry: Arc<dyn Registry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(backend))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(backend, registry)).with_graceful_shutdown(shutdown).await
 }
 
 async fn handle_health() -> &'static str {
@@ -73,9 +69,7 @@ async fn handle_health() -> &'static str {
 async fn handle_ready(State(b): State<Shared>) -> Response {
     match b.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => {
-            ApiError::new(ErrorCode::Unavailable, format!("not ready: {why}")).into_response()
-        }
+        Err(why) => ApiError::new(ErrorCode::Unavailable, format!("not ready: {why}")).into_response(),
     }
 }
 
@@ -84,13 +78,11 @@ async fn handle_not_found() -> ApiError {
 }
 
 /// Credentials as they arrived; the backend decides what they are worth.
-fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(Credentials::None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "authorization header is not text"))?;
+    let value = value.to_str().map_err(|_| ApiError::new(ErrorCode::Unauthorized, "authorization header is not text"))?;
     if let Some(token) = value.strip_prefix("Bearer ") {
         return Ok(Credentials::Bearer(token.trim().to_string()));
     }
@@ -98,35 +90,20 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
         use base64::Engine;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|_| {
-                ApiError::new(ErrorCode::Unauthorized, "basic credentials are not base64")
-            })?;
-        let raw = String::from_utf8(raw).map_err(|_| {
-            ApiError::new(ErrorCode::Unauthorized, "basic credentials are not UTF-8")
-        })?;
-        let (user, password) = raw.split_once(':').ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthorized, "basic credentials lack a ':'")
-        })?;
-        return Ok(Credentials::Basic {
-            user: user.to_string(),
-            password: password.to_string(),
-        });
+            .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not base64"))?;
+        let raw = String::from_utf8(raw).map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not UTF-8"))?;
+        let (user, password) = raw.split_once(':').ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "basic credentials lack a ':'"))?;
+        return Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() });
     }
-    Err(ApiError::new(
-        ErrorCode::Unauthorized,
-        "unsupported authorization scheme",
-    ))
+    Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
 async fn admin(b: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    let creds = credentials(headers)?;
+    let creds = parse_credentials(headers)?;
     b.authorize_admin(&creds).await
 }
 
-async fn handle_cluster_status(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-) -> Result<Json<ClusterStatus>, ApiError> {
+async fn handle_cluster_status(State(b): State<Shared>, headers: HeaderMap) -> Result<Json<ClusterStatus>, ApiError> {
     admin(&b, &headers).await?;
     Ok(Json(b.cluster_status().await?))
 }
@@ -141,58 +118,34 @@ async fn handle_token_create(
     Ok((StatusCode::CREATED, Json(b.create_join_token(req).await?)))
 }
 
-async fn handle_token_list(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+async fn handle_token_list(State(b): State<Shared>, headers: HeaderMap) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     admin(&b, &headers).await?;
     Ok(Json(b.list_join_tokens().await?))
 }
 
-async fn handle_token_revoke(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn handle_token_revoke(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin(&b, &headers).await?;
     b.revoke_join_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn node_id(raw: &str) -> Result<u64, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("node id {raw:?} is not a number"),
-        )
-    })
+    raw.parse().map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("node id {raw:?} is not a number")))
 }
 
-async fn handle_node_remove(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn handle_node_remove(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin(&b, &headers).await?;
     b.set_node(node_id(&id)?, NodeChange::Remove).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn handle_node_promote(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn handle_node_promote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin(&b, &headers).await?;
     b.set_node(node_id(&id)?, NodeChange::Promote).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn handle_node_demote(
-    State(b): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn handle_node_demote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin(&b, &headers).await?;
     b.set_node(node_id(&id)?, NodeChange::Demote).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -2,16 +2,16 @@
 //! become metadata reads and writes.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_gateway::*;
-use berth_raft::command::{
-    ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, UserRecord,
-};
+use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole};
 use berth_raft::state::keys;
 use berth_raft::{MetaError, MetaNodeHandle, StateRead};
 
+use crate::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::join::JoinToken;
 use crate::pki;
@@ -23,24 +23,18 @@ const READY_LAG: u64 = 64;
 pub struct NodeBackend {
     meta: MetaNodeHandle,
     config: NodeConfig,
-    operator_token: String,
+    auth: Arc<Authenticator>,
 }
 
 impl NodeBackend {
-    pub fn new(meta: MetaNodeHandle, config: NodeConfig, operator_token: String) -> NodeBackend {
-        NodeBackend {
-            meta,
-            config,
-            operator_token,
-        }
+    pub fn new(meta: MetaNodeHandle, config: NodeConfig, auth: Arc<Authenticator>) -> NodeBackend {
+        NodeBackend { meta, config, auth }
     }
 }
 
 fn meta_err(e: MetaError) -> ApiError {
     match e {
-        MetaError::Unavailable(_) | MetaError::Unknown(_) => {
-            ApiError::new(ErrorCode::Unavailable, e.to_string())
-        }
+        MetaError::Unavailable(_) | MetaError::Unknown(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         _ => ApiError::new(ErrorCode::Internal, e.to_string()),
     }
 }
@@ -49,87 +43,28 @@ fn state_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
 }
 
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 #[async_trait]
 impl Backend for NodeBackend {
     async fn ready(&self) -> Result<(), String> {
         let m = self.meta.metrics();
-        if m.membership_config
-            .membership()
-            .get_node(&self.meta.id())
-            .is_none()
-        {
+        if m.membership_config.membership().get_node(&self.meta.id()).is_none() {
             return Err("this node is not (yet) a member of the metadata group".into());
         }
         let view = self.meta.leader_view().await.map_err(|e| e.to_string())?;
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let committed = view.committed.unwrap_or(0);
         if applied + READY_LAG < committed {
-            return Err(format!(
-                "applied index {applied} is behind the leader's {committed}"
-            ));
+            return Err(format!("applied index {applied} is behind the leader's {committed}"));
         }
         Ok(())
     }
 
     async fn authorize_admin(&self, creds: &Credentials) -> Result<(), ApiError> {
-        let denied = || ApiError::new(ErrorCode::Unauthorized, "invalid credentials");
-        match creds {
-            Credentials::None => Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "authentication required",
-            )),
-            Credentials::Bearer(t) if same_secret(t, &self.operator_token) => Ok(()),
-            Credentials::Bearer(_) => Err(denied()),
-            Credentials::Basic { user, password } => {
-                let rec: Option<UserRecord> = self
-                    .meta
-                    .state()
-                    .get(&keys::user(user))
-                    .map_err(state_err)?;
-                let Some(rec) = rec else { return Err(denied()) };
-                let password = password.clone();
-                let hash = rec.password_hash.clone();
-                let ok = tokio::task::spawn_blocking(move || {
-                    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                    PasswordHash::new(&hash)
-                        .map(|h| {
-                            argon2::Argon2::default()
-                                .verify_password(password.as_bytes(), &h)
-                                .is_ok()
-                        })
-                        .unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false);
-                if !ok {
-                    return Err(denied());
-                }
-                if !rec.superuser {
-                    return Err(ApiError::new(
-                        ErrorCode::Denied,
-                        format!("user {user} is not a cluster administrator"),
-                    ));
-                }
-                Ok(())
-            }
-        }
+        self.auth.require_admin(creds).await.map(|_| ())
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
-        let nodes: Vec<NodeRecord> = self
-            .meta
-            .state()
-            .scan(keys::NODE_PREFIX)
-            .map_err(state_err)?;
+        let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
         let m = self.meta.metrics();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -147,17 +82,8 @@ impl Backend for NodeBackend {
                 } else {
                     "joining"
                 };
-                let matched = view.as_ref().and_then(|v| {
-                    v.matched
-                        .iter()
-                        .find(|(id, _)| *id == n.id)
-                        .and_then(|(_, m)| *m)
-                });
-                let lag = view.as_ref().and_then(|v| {
-                    v.last_log_index
-                        .zip(matched)
-                        .map(|(last, m)| last.saturating_sub(m))
-                });
+                let matched = view.as_ref().and_then(|v| v.matched.iter().find(|(id, _)| *id == n.id).and_then(|(_, m)| *m));
+                let lag = view.as_ref().and_then(|v| v.last_log_index.zip(matched).map(|(last, m)| last.saturating_sub(m)));
                 NodeStatus {
                     id: n.id,
                     region: n.region,
@@ -181,30 +107,19 @@ impl Backend for NodeBackend {
     }
 
     async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError> {
-        let ttl = req
-            .ttl_secs
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_TTL);
+        let ttl = req.ttl_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_TTL);
         if ttl.is_zero() || ttl > Duration::from_secs(365 * 24 * 3600) {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                "ttl must be between 1 second and 365 days",
-            ));
+            return Err(ApiError::new(ErrorCode::BadRequest, "ttl must be between 1 second and 365 days"));
         }
         if req.max_uses == Some(0) {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                "max_uses must be at least 1",
-            ));
+            return Err(ApiError::new(ErrorCode::BadRequest, "max_uses must be at least 1"));
         }
         let cluster: ClusterRecord = self
             .meta
             .state()
             .get(keys::CLUSTER)
             .map_err(state_err)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::Unavailable, "cluster record not replicated yet")
-            })?;
+            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "cluster record not replicated yet"))?;
         let fp = pki::fingerprint(&cluster.ca_cert_pem).map_err(state_err)?;
         let token = JoinToken::generate(&fp);
         let cmd = token_record(&token, ttl, req.max_uses);
@@ -213,24 +128,13 @@ impl Backend for NodeBackend {
             _ => unreachable!("token_record makes a token"),
         };
         match self.meta.write(cmd).await.map_err(meta_err)? {
-            MetaResponse::Done => Ok(CreatedToken {
-                id: token.id.clone(),
-                token: token.to_string(),
-                expires_at_ms,
-            }),
-            other => Err(ApiError::new(
-                ErrorCode::Internal,
-                format!("token not created: {other:?}"),
-            )),
+            MetaResponse::Done => Ok(CreatedToken { id: token.id.clone(), token: token.to_string(), expires_at_ms }),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("token not created: {other:?}"))),
         }
     }
 
     async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
-        let tokens: Vec<JoinTokenRecord> = self
-            .meta
-            .state()
-            .scan(keys::TOKEN_PREFIX)
-            .map_err(state_err)?;
+        let tokens: Vec<JoinTokenRecord> = self.meta.state().scan(keys::TOKEN_PREFIX).map_err(state_err)?;
         Ok(tokens
             .into_iter()
             .map(|t| TokenInfo {
@@ -245,55 +149,28 @@ impl Backend for NodeBackend {
     }
 
     async fn revoke_join_token(&self, id: &str) -> Result<(), ApiError> {
-        match self
-            .meta
-            .write(MetaCommand::RevokeJoinToken { id: id.to_string() })
-            .await
-            .map_err(meta_err)?
-        {
+        match self.meta.write(MetaCommand::RevokeJoinToken { id: id.to_string() }).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
-            MetaResponse::NotFound => Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no join token {id}"),
-            )),
-            other => Err(ApiError::new(
-                ErrorCode::Internal,
-                format!("token not revoked: {other:?}"),
-            )),
+            MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no join token {id}"))),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("token not revoked: {other:?}"))),
         }
     }
 
     async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError> {
         let cmd = match change {
-            NodeChange::Promote => MetaCommand::SetNodeRole {
-                node,
-                role: NodeRole::Voter,
-            },
-            NodeChange::Demote => MetaCommand::SetNodeRole {
-                node,
-                role: NodeRole::Learner,
-            },
+            NodeChange::Promote => MetaCommand::SetNodeRole { node, role: NodeRole::Voter },
+            NodeChange::Demote => MetaCommand::SetNodeRole { node, role: NodeRole::Learner },
             NodeChange::Remove => MetaCommand::RemoveNode { node },
         };
         match self.meta.write(cmd).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
-            MetaResponse::NotFound => Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no active node {node}"),
-            )),
-            other => Err(ApiError::new(
-                ErrorCode::Internal,
-                format!("node not changed: {other:?}"),
-            )),
+            MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no active node {node}"))),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("node not changed: {other:?}"))),
         }
     }
 
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError> {
-        let previous = self
-            .meta
-            .wait_for_leader(Duration::from_secs(5))
-            .await
-            .map_err(meta_err)?;
+        let previous = self.meta.wait_for_leader(Duration::from_secs(5)).await.map_err(meta_err)?;
         let leader = self.meta.transfer_leader(to).await.map_err(meta_err)?;
         Ok(TransferLeaderReply { previous, leader })
     }

@@ -42,10 +42,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(target: &Target) -> anyhow::Result<AdminClient> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .context("http client")?;
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().context("http client")?;
         let (base, auth) = match (&target.data_dir, &target.endpoint) {
             (Some(dir), _) => {
                 let layout = Layout::new(dir);
@@ -64,12 +61,7 @@ impl AdminClient {
         Ok(AdminClient { base, auth, http })
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> anyhow::Result<Option<T>> {
+    async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<Option<T>> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         req = match &self.auth {
@@ -79,15 +71,9 @@ impl AdminClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer of {url}"))?;
+        let bytes = resp.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
         if !status.is_success() {
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
@@ -99,36 +85,22 @@ impl AdminClient {
         if bytes.is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("unreadable answer from {url}")
-        })?))
+        Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("unreadable answer from {url}"))?))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(reqwest::Method::GET, path, None::<&()>)
-            .await?
-            .context("empty answer")
+        self.send(reqwest::Method::GET, path, None::<&()>).await?.context("empty answer")
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-    ) -> anyhow::Result<T> {
-        self.send(reqwest::Method::POST, path, Some(body))
-            .await?
-            .context("empty answer")
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
+        self.send(reqwest::Method::POST, path, Some(body)).await?.context("empty answer")
     }
 
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
-        self.send::<serde_json::Value>(reqwest::Method::POST, path, None::<&()>)
-            .await
-            .map(|_| ())
+        self.send::<serde_json::Value>(reqwest::Method::POST, path, None::<&()>).await.map(|_| ())
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
-        self.send::<serde_json::Value>(reqwest::Method::DELETE, path, None::<&()>)
-            .await
-            .map(|_| ())
+        self.send::<serde_json::Value>(reqwest::Method::DELETE, path, None::<&()>).await.map(|_| ())
     }
 }

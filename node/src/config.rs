@@ -27,43 +27,34 @@ pub struct NodeConfig {
     pub peer_listen: String,
     /// How other nodes reach the peer listener (`host:port`).
     pub peer_advertise: String,
+    /// An upload session idle for this long is dropped with its staging file.
+    #[serde(default = "default_upload_timeout_secs")]
+    pub upload_timeout_secs: u64,
     /// Raft timing; the defaults suit regions 100–250 ms apart.
     #[serde(default)]
     pub raft: MetaConfig,
 }
 
+fn default_upload_timeout_secs() -> u64 {
+    3600
+}
+
 impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.region.parse::<berth_common::Region>()?;
-        for (what, addr) in [
-            ("http_listen", &self.http_listen),
-            ("peer_listen", &self.peer_listen),
-        ] {
-            addr.parse::<std::net::SocketAddr>()
-                .with_context(|| format!("{what} {addr:?} is not an ip:port address"))?;
+        for (what, addr) in [("http_listen", &self.http_listen), ("peer_listen", &self.peer_listen)] {
+            addr.parse::<std::net::SocketAddr>().with_context(|| format!("{what} {addr:?} is not an ip:port address"))?;
         }
-        if !(self.http_advertise.starts_with("http://")
-            || self.http_advertise.starts_with("https://"))
-        {
-            bail!(
-                "http_advertise {:?} must be an http:// or https:// URL",
-                self.http_advertise
-            );
+        if !(self.http_advertise.starts_with("http://") || self.http_advertise.starts_with("https://")) {
+            bail!("http_advertise {:?} must be an http:// or https:// URL", self.http_advertise);
         }
-        if self
-            .peer_advertise
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none_or(|p| p == 0)
-        {
-            bail!(
-                "peer_advertise {:?} must be host:port with a non-zero port",
-                self.peer_advertise
-            );
+        if self.peer_advertise.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+            bail!("peer_advertise {:?} must be host:port with a non-zero port", self.peer_advertise);
         }
-        self.raft
-            .validate()
-            .map_err(|e| anyhow::anyhow!("raft: {e}"))?;
+        if self.upload_timeout_secs == 0 {
+            bail!("upload_timeout_secs must be at least 1");
+        }
+        self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
         Ok(())
     }
 }
@@ -76,12 +67,13 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(dir: &Path) -> Layout {
-        Layout {
-            dir: dir.to_path_buf(),
-        }
+        Layout { dir: dir.to_path_buf() }
     }
     pub fn config(&self) -> PathBuf {
         self.dir.join("berth.toml")
+    }
+    pub fn blobs(&self) -> PathBuf {
+        self.dir.join("blobs")
     }
     pub fn meta(&self) -> PathBuf {
         self.dir.join("meta")
@@ -103,69 +95,40 @@ impl Layout {
 
     pub fn load(&self) -> anyhow::Result<NodeConfig> {
         let path = self.config();
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {} (is this a berth data directory?)",
-                path.display()
-            )
-        })?;
-        let cfg: NodeConfig =
-            toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("{} is invalid", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (is this a berth data directory?)", path.display()))?;
+        let cfg: NodeConfig = toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
+        cfg.validate().with_context(|| format!("{} is invalid", path.display()))?;
         Ok(cfg)
     }
 
     pub fn read_tls(&self) -> anyhow::Result<berth_raft::PeerTls> {
-        let read = |p: PathBuf| {
-            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
-        };
-        Ok(berth_raft::PeerTls {
-            ca_pem: read(self.ca_cert())?,
-            cert_pem: read(self.node_cert())?,
-            key_pem: read(self.node_key())?,
-        })
+        let read = |p: PathBuf| std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()));
+        Ok(berth_raft::PeerTls { ca_pem: read(self.ca_cert())?, cert_pem: read(self.node_cert())?, key_pem: read(self.node_key())? })
     }
 
     pub fn read_operator_token(&self) -> anyhow::Result<String> {
         let p = self.operator_token();
-        Ok(std::fs::read_to_string(&p)
-            .with_context(|| format!("cannot read {}", p.display()))?
-            .trim()
-            .to_string())
+        Ok(std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?.trim().to_string())
     }
 
     /// Refuses a directory that already holds a node.
     pub fn ensure_fresh(&self) -> anyhow::Result<()> {
         if self.config().exists() {
-            bail!(
-                "{} already holds a berth node ({} exists)",
-                self.dir.display(),
-                self.config().display()
-            );
+            bail!("{} already holds a berth node ({} exists)", self.dir.display(), self.config().display());
         }
         Ok(())
     }
 
     /// Writes TLS material, operator token and config; the config last, so a
     /// directory with a config is a complete one.
-    pub fn write_new(
-        &self,
-        cfg: &NodeConfig,
-        tls: &berth_raft::PeerTls,
-        operator_token: &str,
-    ) -> anyhow::Result<()> {
-        std::fs::create_dir_all(self.dir.join("tls"))
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+    pub fn write_new(&self, cfg: &NodeConfig, tls: &berth_raft::PeerTls, operator_token: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.dir.join("tls")).with_context(|| format!("cannot create {}", self.dir.display()))?;
         write_private(&self.ca_cert(), &tls.ca_pem)?;
         write_private(&self.node_cert(), &tls.cert_pem)?;
         write_private(&self.node_key(), &tls.key_pem)?;
         write_private(&self.operator_token(), operator_token)?;
         let text = toml::to_string_pretty(cfg).context("encode config")?;
-        write_private(
-            &self.config(),
-            &format!("# berth node configuration; see node/src/config.rs for every field.\n{text}"),
-        )?;
+        write_private(&self.config(), &format!("# berth node configuration; see node/src/config.rs for every field.\n{text}"))?;
         Ok(())
     }
 }

@@ -25,10 +25,7 @@ fn node_dir(root: &Path, i: usize) -> PathBuf {
 
 /// Ports of node `i` (1-based): HTTP at http_port + i - 1, peer 1000 above.
 fn addrs(opts: &DevOptions, i: usize) -> anyhow::Result<NodeAddrs> {
-    let http = opts
-        .http_port
-        .checked_add((i - 1) as u16)
-        .context("--http-port too high")?;
+    let http = opts.http_port.checked_add((i - 1) as u16).context("--http-port too high")?;
     let peer = http.checked_add(1000).context("--http-port too high")?;
     Ok(NodeAddrs {
         region: DEV_REGIONS[(i - 1) % DEV_REGIONS.len()].to_string(),
@@ -47,25 +44,15 @@ pub struct DevCluster {
 
 /// Creates (or restarts) the cluster and waits until every node is a member.
 pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
-    anyhow::ensure!(
-        (1..=9).contains(&opts.nodes),
-        "--nodes must be between 1 and 9"
-    );
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
+    anyhow::ensure!((1..=9).contains(&opts.nodes), "--nodes must be between 1 and 9");
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
     let mut admin_password = None;
     let mut nodes = Vec::new();
     let first = node_dir(&opts.data_dir, 1);
     let mut token = None;
     if !first.join("berth.toml").exists() {
         let password = crate::join::random_hex(8);
-        let out = init_cluster(
-            &first,
-            &addrs(opts, 1)?,
-            Some(password.clone()),
-            MetaConfig::default(),
-        )
-        .await?;
+        let out = init_cluster(&first, &addrs(opts, 1)?, Some(password.clone()), MetaConfig::default()).await?;
         admin_password = Some(password);
         token = Some(out.token.to_string());
     }
@@ -77,15 +64,7 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
                 Some(t) => t.clone(),
                 None => new_token(&nodes[0]).await?,
             };
-            join_cluster(
-                &dir,
-                &addrs(opts, i)?,
-                &nodes[0].peer_addr.to_string(),
-                &token,
-                false,
-                MetaConfig::default(),
-            )
-            .await?;
+            join_cluster(&dir, &addrs(opts, i)?, &nodes[0].peer_addr.to_string(), &token, false, MetaConfig::default()).await?;
         }
         nodes.push(start_node(&dir, None, LinkFilter::default()).await?);
     }
@@ -94,36 +73,19 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let m = meta.metrics();
-        if ids
-            .iter()
-            .all(|id| m.membership_config.membership().get_node(id).is_some())
-            && m.current_leader.is_some()
-        {
+        if ids.iter().all(|id| m.membership_config.membership().get_node(id).is_some()) && m.current_leader.is_some() {
             break;
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the dev cluster did not form within 30 s"
-        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the dev cluster did not form within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(DevCluster {
-        nodes,
-        admin_password,
-    })
+    Ok(DevCluster { nodes, admin_password })
 }
 
 async fn new_token(node: &RunningNode) -> anyhow::Result<String> {
     let cluster: berth_raft::ClusterRecord =
-        berth_raft::StateRead::get(&node.meta.state(), berth_raft::state::keys::CLUSTER)?
-            .context("cluster record missing")?;
+        berth_raft::StateRead::get(&node.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record missing")?;
     let token = crate::join::JoinToken::generate(&crate::pki::fingerprint(&cluster.ca_cert_pem)?);
-    node.meta
-        .write(crate::runtime::token_record(
-            &token,
-            Duration::from_secs(600),
-            Some(1),
-        ))
-        .await?;
+    node.meta.write(crate::runtime::token_record(&token, Duration::from_secs(600), Some(1))).await?;
     Ok(token.to_string())
 }

@@ -7,17 +7,23 @@
 //! - [`pki`]: the cluster CA, node certificates, pinned first contact;
 //! - [`join`]: join tokens and the join handshake (both sides);
 //! - [`runtime`]: `cluster init`, `cluster join`, running a node;
+//! - [`auth`]: who is asking (users in the metadata, the operator token);
 //! - [`backend`]: the gateway backend (admin API) over the metadata;
+//! - [`registry`], [`manifest`], [`uploads`]: the OCI distribution API's rules;
 //! - [`client`]: the CLI's admin API client;
 //! - [`dev`]: `berth dev`, a whole local cluster in one process.
 
+pub mod auth;
 pub mod backend;
 pub mod client;
 pub mod config;
 pub mod dev;
 pub mod join;
+pub mod manifest;
 pub mod pki;
+pub mod registry;
 pub mod runtime;
+pub mod uploads;
 
 /// Installs the one TLS crypto provider (ring) for the process.
 pub fn install_crypto_provider() {

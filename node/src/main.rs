@@ -180,12 +180,8 @@ enum NodeCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn wait_for_stop_signal() {
@@ -210,22 +206,13 @@ fn print_status(s: &ClusterStatus) {
     println!(
         "cluster {}  leader {}  term {}  (answered by node {})",
         s.cluster_id,
-        s.leader
-            .map(|l| l.to_string())
-            .unwrap_or_else(|| "none".into()),
+        s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
         s.term,
         s.answered_by
     );
-    println!(
-        "{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}",
-        "NODE", "REGION", "ROLE", "WANTED", "PEER", "HTTP", "MATCHED", "LAG"
-    );
+    println!("{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}", "NODE", "REGION", "ROLE", "WANTED", "PEER", "HTTP", "MATCHED", "LAG");
     for n in &s.nodes {
-        let id = if n.leader {
-            format!("{}*", n.id)
-        } else {
-            n.id.to_string()
-        };
+        let id = if n.leader { format!("{}*", n.id) } else { n.id.to_string() };
         let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
         println!(
             "{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}",
@@ -244,39 +231,17 @@ fn print_status(s: &ClusterStatus) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev {
-            nodes,
-            data_dir,
-            http_port,
-        } => {
-            let cluster = berth_node::dev::start(&berth_node::dev::DevOptions {
-                nodes,
-                data_dir: data_dir.clone(),
-                http_port,
-            })
-            .await?;
-            println!(
-                "berth dev: {} nodes, data in {}",
-                cluster.nodes.len(),
-                data_dir.display()
-            );
+        Command::Dev { nodes, data_dir, http_port } => {
+            let cluster = berth_node::dev::start(&berth_node::dev::DevOptions { nodes, data_dir: data_dir.clone(), http_port }).await?;
+            println!("berth dev: {} nodes, data in {}", cluster.nodes.len(), data_dir.display());
             for n in &cluster.nodes {
-                println!(
-                    "  node {} ({}): {}  peer {}",
-                    n.config.node_id, n.config.region, n.config.http_advertise, n.peer_addr
-                );
+                println!("  node {} ({}): {}  peer {}", n.config.node_id, n.config.region, n.config.http_advertise, n.peer_addr);
             }
             match &cluster.admin_password {
                 Some(p) => println!("admin login: user admin, password {p} (shown once)"),
-                None => println!(
-                    "admin login: user admin, password as printed when {} was created",
-                    data_dir.display()
-                ),
+                None => println!("admin login: user admin, password as printed when {} was created", data_dir.display()),
             }
-            println!(
-                "try: berth cluster status --data-dir {}/node1",
-                data_dir.display()
-            );
+            println!("try: berth cluster status --data-dir {}/node1", data_dir.display());
             println!("Ctrl-C stops the cluster.");
             wait_for_stop_signal().await;
             for n in cluster.nodes {
@@ -284,14 +249,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Cluster { command } => run_cluster(command).await?,
-        Command::Node {
-            command: NodeCommand::Start { data_dir },
-        } => {
+        Command::Node { command: NodeCommand::Start { data_dir } } => {
             let node = runtime::start_node(&data_dir, None, LinkFilter::default()).await?;
-            println!(
-                "node {} running: http {} peer {}",
-                node.config.node_id, node.http_addr, node.peer_addr
-            );
+            println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
             wait_for_stop_signal().await;
             node.shutdown().await;
         }
@@ -301,76 +261,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Init {
-            addrs,
-            admin_password_file,
-        } => {
+        ClusterCommand::Init { addrs, admin_password_file } => {
             let password = match admin_password_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(&f)
-                        .with_context(|| format!("cannot read {}", f.display()))?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                ),
+                Some(f) => {
+                    Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string())
+                }
                 None => None,
             };
-            let out = runtime::init_cluster(
-                &addrs.data_dir,
-                &addrs.addrs(),
-                password,
-                MetaConfig::default(),
-            )
-            .await?;
-            println!(
-                "initialized cluster {} in {}",
-                out.config.cluster_id,
-                addrs.data_dir.display()
-            );
-            println!(
-                "node {}: region {}, http {}, peer {}",
-                out.config.node_id,
-                out.config.region,
-                out.config.http_advertise,
-                out.config.peer_advertise
-            );
+            let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
+            println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
+            println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);
             if let Some(p) = &out.generated_password {
                 println!("admin password (shown once): {p}");
             }
-            println!(
-                "start it with: berth node start --data-dir {}",
-                addrs.data_dir.display()
-            );
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
             println!("join other nodes with this token (valid 24h):");
             println!("{}", out.token);
         }
-        ClusterCommand::Join {
-            addrs,
-            seed,
-            token,
-            learner,
-        } => {
-            let cfg = runtime::join_cluster(
-                &addrs.data_dir,
-                &addrs.addrs(),
-                &seed,
-                &token,
-                learner,
-                MetaConfig::default(),
-            )
-            .await?;
-            println!(
-                "joined cluster {} as node {} (region {})",
-                cfg.cluster_id, cfg.node_id, cfg.region
-            );
-            println!(
-                "start it with: berth node start --data-dir {}",
-                addrs.data_dir.display()
-            );
+        ClusterCommand::Join { addrs, seed, token, learner } => {
+            let cfg = runtime::join_cluster(&addrs.data_dir, &addrs.addrs(), &seed, &token, learner, MetaConfig::default()).await?;
+            println!("joined cluster {} as node {} (region {})", cfg.cluster_id, cfg.node_id, cfg.region);
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
         }
         ClusterCommand::Status { target, json } => {
-            let s: ClusterStatus = AdminClient::new(&target)?
-                .get("/api/v1/cluster/status")
-                .await?;
+            let s: ClusterStatus = AdminClient::new(&target)?.get("/api/v1/cluster/status").await?;
             if json {
                 print_json(&s)?;
             } else {
@@ -378,19 +292,9 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
             }
         }
         ClusterCommand::Token { command } => match command {
-            TokenCommand::Create {
-                ttl,
-                max_uses,
-                target,
-                json,
-            } => {
-                let req = TokenCreateRequest {
-                    ttl_secs: Some(ttl.as_secs().max(1)),
-                    max_uses,
-                };
-                let t: CreatedToken = AdminClient::new(&target)?
-                    .post("/api/v1/cluster/tokens", &req)
-                    .await?;
+            TokenCommand::Create { ttl, max_uses, target, json } => {
+                let req = TokenCreateRequest { ttl_secs: Some(ttl.as_secs().max(1)), max_uses };
+                let t: CreatedToken = AdminClient::new(&target)?.post("/api/v1/cluster/tokens", &req).await?;
                 if json {
                     print_json(&t)?;
                 } else {
@@ -399,64 +303,39 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 }
             }
             TokenCommand::List { target, json } => {
-                let list: Vec<TokenInfo> = AdminClient::new(&target)?
-                    .get("/api/v1/cluster/tokens")
-                    .await?;
+                let list: Vec<TokenInfo> = AdminClient::new(&target)?.get("/api/v1/cluster/tokens").await?;
                 if json {
                     print_json(&list)?;
                 } else {
-                    println!(
-                        "{:<14} {:<22} {:<22} {:<8} {:>6}",
-                        "ID", "CREATED", "EXPIRES", "REVOKED", "USES"
-                    );
+                    println!("{:<14} {:<22} {:<22} {:<8} {:>6}", "ID", "CREATED", "EXPIRES", "REVOKED", "USES");
                     for t in list {
                         let uses = match t.max_uses {
                             Some(m) => format!("{}/{}", t.uses, m),
                             None => t.uses.to_string(),
                         };
-                        println!(
-                            "{:<14} {:<22} {:<22} {:<8} {:>6}",
-                            t.id,
-                            fmt_ms(t.created_at_ms),
-                            fmt_ms(t.expires_at_ms),
-                            t.revoked,
-                            uses
-                        );
+                        println!("{:<14} {:<22} {:<22} {:<8} {:>6}", t.id, fmt_ms(t.created_at_ms), fmt_ms(t.expires_at_ms), t.revoked, uses);
                     }
                 }
             }
             TokenCommand::Revoke { id, target } => {
-                AdminClient::new(&target)?
-                    .delete(&format!("/api/v1/cluster/tokens/{id}"))
-                    .await?;
+                AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/tokens/{id}")).await?;
                 println!("revoked token {id}");
             }
         },
         ClusterCommand::Promote { node, target } => {
-            AdminClient::new(&target)?
-                .post_empty(&format!("/api/v1/cluster/nodes/{node}/promote"))
-                .await?;
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
             println!("node {node} will become a voter once caught up");
         }
         ClusterCommand::Demote { node, target } => {
-            AdminClient::new(&target)?
-                .post_empty(&format!("/api/v1/cluster/nodes/{node}/demote"))
-                .await?;
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;
             println!("node {node} will become a learner");
         }
         ClusterCommand::Remove { node, target } => {
-            AdminClient::new(&target)?
-                .delete(&format!("/api/v1/cluster/nodes/{node}"))
-                .await?;
+            AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/nodes/{node}")).await?;
             println!("node {node} removed");
         }
         ClusterCommand::TransferLeader { node, target, json } => {
-            let r: TransferLeaderReply = AdminClient::new(&target)?
-                .post(
-                    "/api/v1/cluster/transfer-leader",
-                    &TransferLeaderRequest { to: node },
-                )
-                .await?;
+            let r: TransferLeaderReply = AdminClient::new(&target)?.post("/api/v1/cluster/transfer-leader", &TransferLeaderRequest { to: node }).await?;
             if json {
                 print_json(&r)?;
             } else {
@@ -471,10 +350,7 @@ fn main() {
     let cli = Cli::parse();
     init_tracing();
     berth_node::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("berth: error: cannot start the async runtime: {e}");

@@ -10,10 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use berth_raft::PEER_TLS_NAME;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SubjectPublicKeyInfo,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SubjectPublicKeyInfo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -44,20 +41,11 @@ pub struct CaKeys {
 pub fn new_ca(cluster_id: &str) -> Result<CaKeys, PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("berth cluster {cluster_id} CA"));
+    params.distinguished_name.push(DnType::CommonName, format!("berth cluster {cluster_id} CA"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let cert = params.self_signed(&key)?;
-    Ok(CaKeys {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(CaKeys { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// A fresh private key for a node; only its public half leaves the node.
@@ -77,33 +65,20 @@ pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<Stri
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let public = SubjectPublicKeyInfo::from_der(spki_der)?;
     let mut params = CertificateParams::new(vec![PEER_TLS_NAME.to_string()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("berth node {node_id}"));
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.distinguished_name.push(DnType::CommonName, format!("berth node {node_id}"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let cert = params.signed_by(&public, &issuer)?;
     Ok(format!("{}{}", cert.pem(), ca.cert_pem))
 }
 
 fn first_cert_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .ok_or_else(|| PkiError::Pem("no certificate".into()))?
-        .map_err(|e| PkiError::Pem(e.to_string()))
+    CertificateDer::pem_slice_iter(pem.as_bytes()).next().ok_or_else(|| PkiError::Pem("no certificate".into()))?.map_err(|e| PkiError::Pem(e.to_string()))
 }
 
 /// Hex SHA-256 of the first certificate in `pem`.
 pub fn fingerprint(pem: &str) -> Result<String, PkiError> {
-    Ok(hex::encode(sha2::Sha256::digest(
-        first_cert_der(pem)?.as_ref(),
-    )))
+    Ok(hex::encode(sha2::Sha256::digest(first_cert_der(pem)?.as_ref())))
 }
 
 fn der_to_pem(der: &[u8]) -> String {
@@ -145,60 +120,31 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let prints: Vec<String> = intermediates
-            .iter()
-            .map(|c| hex::encode(sha2::Sha256::digest(c.as_ref())))
-            .collect();
+        let prints: Vec<String> = intermediates.iter().map(|c| hex::encode(sha2::Sha256::digest(c.as_ref()))).collect();
         let Some(pos) = prints.iter().position(|p| *p == self.fingerprint) else {
             *self.seen.lock().expect("seen lock") = Seen::Mismatch(prints);
             return Err(rustls::Error::General("CA fingerprint mismatch".into()));
         };
         let ca = intermediates[pos].clone().into_owned();
         let mut roots = RootCertStore::empty();
-        roots
-            .add(ca.clone())
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        roots.add(ca.clone()).map_err(|e| rustls::Error::General(e.to_string()))?;
         let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build().map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
         *self.seen.lock().expect("seen lock") = Seen::Matched(ca.as_ref().to_vec());
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -207,34 +153,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
 pub async fn fetch_pinned_ca(addr: &str, fingerprint: &str) -> Result<String, PkiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let seen = Arc::new(Mutex::new(Seen::Nothing));
-    let verifier = PinnedCaVerifier {
-        fingerprint: fingerprint.to_string(),
-        provider: provider.clone(),
-        seen: seen.clone(),
-    };
+    let verifier = PinnedCaVerifier { fingerprint: fingerprint.to_string(), provider: provider.clone(), seen: seen.clone() };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| PkiError::Handshake {
-            addr: addr.into(),
-            message: e.to_string(),
-        })?
+        .map_err(|e| PkiError::Handshake { addr: addr.into(), message: e.to_string() })?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| PkiError::Connect {
-        addr: addr.into(),
-        message: "timed out".into(),
-    })?
-    .map_err(|e| PkiError::Connect {
-        addr: addr.into(),
-        message: e.to_string(),
-    })?;
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| PkiError::Connect { addr: addr.into(), message: "timed out".into() })?
+        .map_err(|e| PkiError::Connect { addr: addr.into(), message: e.to_string() })?;
     let name = ServerName::try_from(PEER_TLS_NAME).expect("static name is valid");
     let handshake = connector.connect(name, tcp).await;
     let seen = std::mem::take(&mut *seen.lock().expect("seen lock"));
@@ -242,23 +172,9 @@ pub async fn fetch_pinned_ca(addr: &str, fingerprint: &str) -> Result<String, Pk
         (Ok(_), Seen::Matched(der)) => Ok(der_to_pem(&der)),
         (_, Seen::Mismatch(prints)) => Err(PkiError::CaMismatch {
             expected: fingerprint.to_string(),
-            presented: if prints.is_empty() {
-                "no CA certificate".into()
-            } else {
-                prints
-                    .iter()
-                    .map(|p| format!("sha256:{p}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
+            presented: if prints.is_empty() { "no CA certificate".into() } else { prints.iter().map(|p| format!("sha256:{p}")).collect::<Vec<_>>().join(", ") },
         }),
-        (Err(e), _) => Err(PkiError::Handshake {
-            addr: addr.into(),
-            message: e.to_string(),
-        }),
-        (Ok(_), Seen::Nothing) => Err(PkiError::Handshake {
-            addr: addr.into(),
-            message: "the seed's certificate was not checked".into(),
-        }),
+        (Err(e), _) => Err(PkiError::Handshake { addr: addr.into(), message: e.to_string() }),
+        (Ok(_), Seen::Nothing) => Err(PkiError::Handshake { addr: addr.into(), message: "the seed's certificate was not checked".into() }),
     }
 }

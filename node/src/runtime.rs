@@ -6,19 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_raft::command::{
-    ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole,
-    UserRecord,
-};
+use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, UserRecord};
 use berth_raft::{LinkFilter, MetaConfig, MetaNode, MetaNodeHandle, PeerTls, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Authenticator;
 use crate::backend::NodeBackend;
 use crate::config::{Layout, NodeConfig};
 use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
+use crate::registry::NodeRegistry;
+use crate::uploads::UploadManager;
+use berth_replication::BlobStore;
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -36,14 +37,8 @@ impl NodeAddrs {
     /// Fills in advertised addresses and checks everything.
     fn resolve(&self) -> anyhow::Result<(String, String)> {
         self.region.parse::<berth_common::Region>()?;
-        let http: SocketAddr = self
-            .http_listen
-            .parse()
-            .with_context(|| format!("--http {:?} is not an ip:port address", self.http_listen))?;
-        let peer: SocketAddr = self
-            .peer_listen
-            .parse()
-            .with_context(|| format!("--peer {:?} is not an ip:port address", self.peer_listen))?;
+        let http: SocketAddr = self.http_listen.parse().with_context(|| format!("--http {:?} is not an ip:port address", self.http_listen))?;
+        let peer: SocketAddr = self.peer_listen.parse().with_context(|| format!("--peer {:?} is not an ip:port address", self.peer_listen))?;
         let http_adv = match &self.http_advertise {
             Some(u) => u.trim_end_matches('/').to_string(),
             None if http.ip().is_unspecified() => {
@@ -53,9 +48,7 @@ impl NodeAddrs {
         };
         let peer_adv = match &self.peer_advertise {
             Some(a) => a.clone(),
-            None if peer.ip().is_unspecified() => bail!(
-                "--peer binds {peer}; give --advertise-peer with the host:port other nodes use"
-            ),
+            None if peer.ip().is_unspecified() => bail!("--peer binds {peer}; give --advertise-peer with the host:port other nodes use"),
             None => peer.to_string(),
         };
         Ok((http_adv, peer_adv))
@@ -72,10 +65,7 @@ pub struct InitOutcome {
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hash password: {e}"))?
-        .to_string())
+    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hash password: {e}"))?.to_string())
 }
 
 async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<MetaResponse> {
@@ -88,12 +78,7 @@ async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<
 
 /// `berth cluster init`: a one-node cluster with its CA, keys, admin user
 /// and a first join token, written to `dir`.
-pub async fn init_cluster(
-    dir: &Path,
-    addrs: &NodeAddrs,
-    admin_password: Option<String>,
-    raft: MetaConfig,
-) -> anyhow::Result<InitOutcome> {
+pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<String>, raft: MetaConfig) -> anyhow::Result<InitOutcome> {
     let layout = Layout::new(dir);
     layout.ensure_fresh()?;
     let (http_advertise, peer_advertise) = addrs.resolve()?;
@@ -102,16 +87,8 @@ pub async fn init_cluster(
     let ca = pki::new_ca(&cluster_id)?;
     let node_key = pki::new_node_key()?;
     let node_id = 1;
-    let cert_pem = pki::sign_node_cert(
-        &ca,
-        node_id,
-        &rcgen::PublicKeyData::subject_public_key_info(&node_key),
-    )?;
-    let tls = PeerTls {
-        ca_pem: ca.cert_pem.clone(),
-        cert_pem,
-        key_pem: node_key.serialize_pem(),
-    };
+    let cert_pem = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
+    let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem: node_key.serialize_pem() };
     let config = NodeConfig {
         node_id,
         cluster_id: cluster_id.clone(),
@@ -120,6 +97,7 @@ pub async fn init_cluster(
         http_advertise,
         peer_listen: addrs.peer_listen.clone(),
         peer_advertise,
+        upload_timeout_secs: 3600,
         raft,
     };
     config.validate()?;
@@ -133,22 +111,10 @@ pub async fn init_cluster(
     };
 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let store = RocksStore::open(&layout.meta())
-        .with_context(|| format!("cannot open {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(
-        node_id,
-        store,
-        &tls,
-        LinkFilter::default(),
-        config.raft.clone(),
-    )
-    .await?;
+    let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
+    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone()).await?;
     let result = async {
-        meta.initialize(MetaNode {
-            peer_addr: config.peer_advertise.clone(),
-            region: config.region.clone(),
-        })
-        .await?;
+        meta.initialize(MetaNode { peer_addr: config.peer_advertise.clone(), region: config.region.clone() }).await?;
         meta.wait_for_leader(Duration::from_secs(10)).await?;
         let now = now_ms();
         expect_done(
@@ -181,12 +147,7 @@ pub async fn init_cluster(
         }
         expect_done(
             &meta,
-            MetaCommand::PutUser(UserRecord {
-                name: "admin".into(),
-                password_hash: hash_password(&password)?,
-                superuser: true,
-                created_at_ms: now,
-            }),
+            MetaCommand::PutUser(UserRecord { name: "admin".into(), password_hash: hash_password(&password)?, superuser: true, created_at_ms: now }),
         )
         .await?;
         let token = JoinToken::generate(&pki::fingerprint(&ca.cert_pem)?);
@@ -197,11 +158,7 @@ pub async fn init_cluster(
     meta.shutdown().await;
     let token = result?;
     layout.write_new(&config, &tls, &random_hex(24))?;
-    Ok(InitOutcome {
-        config,
-        token,
-        generated_password,
-    })
+    Ok(InitOutcome { config, token, generated_password })
 }
 
 pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> MetaCommand {
@@ -219,28 +176,13 @@ pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> 
 
 /// `berth cluster join`: registers with the cluster through `seed` and
 /// writes this node's directory. The node runs with `node start`.
-pub async fn join_cluster(
-    dir: &Path,
-    addrs: &NodeAddrs,
-    seed: &str,
-    token: &str,
-    learner: bool,
-    raft: MetaConfig,
-) -> anyhow::Result<NodeConfig> {
+pub async fn join_cluster(dir: &Path, addrs: &NodeAddrs, seed: &str, token: &str, learner: bool, raft: MetaConfig) -> anyhow::Result<NodeConfig> {
     let layout = Layout::new(dir);
     layout.ensure_fresh()?;
     let (http_advertise, peer_advertise) = addrs.resolve()?;
     raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
     let token = JoinToken::parse(token)?;
-    let outcome = join::request_join(
-        seed,
-        &token,
-        &addrs.region,
-        &peer_advertise,
-        &http_advertise,
-        learner,
-    )
-    .await?;
+    let outcome = join::request_join(seed, &token, &addrs.region, &peer_advertise, &http_advertise, learner).await?;
     let config = NodeConfig {
         node_id: outcome.reply.node_id,
         cluster_id: outcome.reply.cluster_id.clone(),
@@ -249,13 +191,10 @@ pub async fn join_cluster(
         http_advertise,
         peer_listen: addrs.peer_listen.clone(),
         peer_advertise,
+        upload_timeout_secs: 3600,
         raft,
     };
-    let tls = PeerTls {
-        ca_pem: outcome.reply.ca_pem,
-        cert_pem: outcome.reply.cert_pem,
-        key_pem: outcome.key_pem,
-    };
+    let tls = PeerTls { ca_pem: outcome.reply.ca_pem, cert_pem: outcome.reply.cert_pem, key_pem: outcome.key_pem };
     layout.write_new(&config, &tls, &random_hex(24))?;
     Ok(config)
 }
@@ -265,6 +204,7 @@ pub async fn join_cluster(
 pub struct RunningNode {
     pub config: NodeConfig,
     pub meta: MetaNodeHandle,
+    pub uploads: Arc<UploadManager>,
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -279,11 +219,7 @@ pub struct Listeners {
 
 /// Starts the node in `dir`. With `listeners`, serves on those instead of
 /// binding the configured addresses.
-pub async fn start_node(
-    dir: &Path,
-    listeners: Option<Listeners>,
-    filter: LinkFilter,
-) -> anyhow::Result<RunningNode> {
+pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFilter) -> anyhow::Result<RunningNode> {
     let layout = Layout::new(dir);
     let config = layout.load()?;
     let tls = layout.read_tls()?;
@@ -291,24 +227,14 @@ pub async fn start_node(
     let listeners = match listeners {
         Some(l) => l,
         None => Listeners {
-            http: TcpListener::bind(&config.http_listen)
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {} (http_listen)", config.http_listen)
-                })?,
-            peer: TcpListener::bind(&config.peer_listen)
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {} (peer_listen)", config.peer_listen)
-                })?,
+            http: TcpListener::bind(&config.http_listen).await.with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?,
+            peer: TcpListener::bind(&config.peer_listen).await.with_context(|| format!("cannot listen on {} (peer_listen)", config.peer_listen))?,
         },
     };
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
-    let store = RocksStore::open(&layout.meta())
-        .with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
-    let meta =
-        MetaNodeHandle::start(config.node_id, store, &tls, filter, config.raft.clone()).await?;
+    let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
+    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter, config.raft.clone()).await?;
     let (shutdown, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -320,36 +246,39 @@ pub async fn start_node(
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) =
-            berth_raft::server::serve(peer_meta, join_handler, &tls, peer_listener, peer_stop).await
-        {
+        if let Err(e) = berth_raft::server::serve(peer_meta, join_handler, &tls, peer_listener, peer_stop).await {
             tracing::error!(error = %e, "peer service stopped");
         }
     }));
 
-    let backend = Arc::new(NodeBackend::new(
-        meta.clone(),
-        config.clone(),
-        operator_token,
-    ));
+    let blobs = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open blob store {}", layout.blobs().display()))?;
+    let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
+    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token));
+    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone()));
+    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), auth));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_gateway::serve(http_listener, backend, http_stop).await {
+        if let Err(e) = berth_gateway::serve(http_listener, backend, registry, http_stop).await {
             tracing::error!(error = %e, "http service stopped");
         }
     }));
 
+    tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
-    Ok(RunningNode {
-        config,
-        meta,
-        http_addr,
-        peer_addr,
-        shutdown,
-        tasks,
-    })
+    Ok(RunningNode { config, meta, uploads, http_addr, peer_addr, shutdown, tasks })
+}
+
+/// Drops idle upload sessions, a tenth of the timeout after they expire at worst.
+async fn expire_uploads(uploads: Arc<UploadManager>, mut shutdown: watch::Receiver<bool>) {
+    let period = (uploads.ttl() / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => { uploads.expire().await; }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 impl RunningNode {
@@ -359,10 +288,7 @@ impl RunningNode {
         for mut t in self.tasks {
             // Graceful first; a peer holding a connection open must not keep
             // the node (and its RocksDB lock) alive.
-            if tokio::time::timeout(Duration::from_secs(3), &mut t)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(3), &mut t).await.is_err() {
                 t.abort();
                 let _ = t.await;
             }

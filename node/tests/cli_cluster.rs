@@ -10,30 +10,18 @@ use serde_json::Value;
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 fn berth(args: &[&str]) -> Output {
-    Command::new(BERTH)
-        .args(args)
-        .env("BERTH_LOG", "warn")
-        .output()
-        .expect("run berth")
+    Command::new(BERTH).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = berth(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// A free port on `ip`, found by binding and releasing it.
 fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 struct Proc {
@@ -44,36 +32,21 @@ struct Proc {
 impl Proc {
     fn start(dir: &Path) -> Proc {
         let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let child = Command::new(BERTH)
-            .args(["node", "start", "--data-dir", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node");
-        Proc {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        }
+        let child =
+            Command::new(BERTH).args(["node", "start", "--data-dir", dir.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().expect("start node");
+        Proc { dir: dir.to_path_buf(), child: Some(child) }
     }
 
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
             c.wait().unwrap();
         }
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
         c.wait().unwrap()
     }
 }
@@ -85,16 +58,8 @@ impl Drop for Proc {
 }
 
 fn status(dir: &Path) -> Option<Value> {
-    let out = berth(&[
-        "cluster",
-        "status",
-        "--json",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    let out = berth(&["cluster", "status", "--json", "--data-dir", dir.to_str().unwrap()]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// Polls `status` on `dir` until `pred` holds.
@@ -116,13 +81,7 @@ fn wait_status(dir: &Path, what: &str, timeout: Duration, pred: impl Fn(&Value) 
 }
 
 fn voters(s: &Value) -> Vec<u64> {
-    s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["role"] == "voter")
-        .map(|n| n["id"].as_u64().unwrap())
-        .collect()
+    s["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == "voter").map(|n| n["id"].as_u64().unwrap()).collect()
 }
 
 #[test]
@@ -131,12 +90,7 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
     let dirs: Vec<PathBuf> = (1..=3).map(|i| root.path().join(format!("n{i}"))).collect();
     let regions = ["eu-west", "us-east", "ap-south"];
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let addr = |i: usize| {
-        (
-            format!("{}:{}", ips[i], free_port(ips[i])),
-            format!("{}:{}", ips[i], free_port(ips[i])),
-        )
-    };
+    let addr = |i: usize| (format!("{}:{}", ips[i], free_port(ips[i])), format!("{}:{}", ips[i], free_port(ips[i])));
 
     let pw = root.path().join("admin.pw");
     std::fs::write(&pw, "correct horse battery\n").unwrap();
@@ -156,14 +110,9 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
         pw.to_str().unwrap(),
     ]);
     let token = init.lines().last().unwrap().to_string();
-    assert!(
-        token.starts_with("berth1."),
-        "the join token stands alone on the last line: {init}"
-    );
+    assert!(token.starts_with("berth1."), "the join token stands alone on the last line: {init}");
     let mut procs = vec![Proc::start(&dirs[0])];
-    wait_status(&dirs[0], "first node up", Duration::from_secs(20), |s| {
-        s["leader"] == 1
-    });
+    wait_status(&dirs[0], "first node up", Duration::from_secs(20), |s| s["leader"] == 1);
 
     for i in 1..3 {
         let (http, peer) = addr(i);
@@ -185,9 +134,7 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
         ]);
         procs.push(Proc::start(&dirs[i]));
     }
-    let s = wait_status(&dirs[0], "three voters", Duration::from_secs(30), |s| {
-        voters(s).len() == 3 && s["leader"].is_u64()
-    });
+    let s = wait_status(&dirs[0], "three voters", Duration::from_secs(30), |s| voters(s).len() == 3 && s["leader"].is_u64());
     let table = ok(&["cluster", "status", "--data-dir", dirs[2].to_str().unwrap()]);
     for r in regions {
         assert!(table.contains(r), "table shows every region: {table}");
@@ -196,32 +143,14 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
 
     // From elsewhere: the endpoint and an admin login; a wrong password is refused.
     let endpoint = format!("http://{http0}");
-    let remote = ok(&[
-        "cluster",
-        "status",
-        "--json",
-        "--endpoint",
-        &endpoint,
-        "--password-file",
-        pw.to_str().unwrap(),
-    ]);
+    let remote = ok(&["cluster", "status", "--json", "--endpoint", &endpoint, "--password-file", pw.to_str().unwrap()]);
     assert!(remote.contains("\"cluster_id\""));
     let bad_pw = root.path().join("bad.pw");
     std::fs::write(&bad_pw, "wrong").unwrap();
-    let refused = berth(&[
-        "cluster",
-        "status",
-        "--endpoint",
-        &endpoint,
-        "--password-file",
-        bad_pw.to_str().unwrap(),
-    ]);
+    let refused = berth(&["cluster", "status", "--endpoint", &endpoint, "--password-file", bad_pw.to_str().unwrap()]);
     assert!(!refused.status.success());
     let line = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        line.contains("invalid credentials") && line.trim().lines().count() == 1,
-        "{line}"
-    );
+    assert!(line.contains("invalid credentials") && line.trim().lines().count() == 1, "{line}");
 
     // SIGKILL the leader: a survivor reports a new leader and takes writes.
     let leader = s["leader"].as_u64().unwrap();
@@ -229,45 +158,20 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
     procs[li].kill9();
     let killed_at = Instant::now();
     let survivor = &dirs[(li + 1) % 3];
-    let s2 = wait_status(survivor, "new leader", Duration::from_secs(20), |s| {
-        s["leader"].as_u64().is_some_and(|l| l != leader)
-    });
-    let created = ok(&[
-        "cluster",
-        "token",
-        "create",
-        "--ttl",
-        "1h",
-        "--data-dir",
-        survivor.to_str().unwrap(),
-    ]);
+    let s2 = wait_status(survivor, "new leader", Duration::from_secs(20), |s| s["leader"].as_u64().is_some_and(|l| l != leader));
+    let created = ok(&["cluster", "token", "create", "--ttl", "1h", "--data-dir", survivor.to_str().unwrap()]);
     assert!(created.lines().last().unwrap().starts_with("berth1."));
-    eprintln!(
-        "new leader {} after {:?}",
-        s2["leader"],
-        killed_at.elapsed()
-    );
+    eprintln!("new leader {} after {:?}", s2["leader"], killed_at.elapsed());
 
     // The killed node restarts from disk and rejoins as a follower.
     procs[li] = Proc::start(&dirs[li]);
-    wait_status(
-        &dirs[li],
-        "old leader rejoined",
-        Duration::from_secs(30),
-        |s| {
-            voters(s).len() == 3
-                && s["leader"].as_u64().is_some_and(|l| l != leader)
-                && s["nodes"].as_array().unwrap().iter().all(|n| n["lag"] == 0)
-        },
-    );
+    wait_status(&dirs[li], "old leader rejoined", Duration::from_secs(30), |s| {
+        voters(s).len() == 3 && s["leader"].as_u64().is_some_and(|l| l != leader) && s["nodes"].as_array().unwrap().iter().all(|n| n["lag"] == 0)
+    });
 
     // SIGTERM stops a node cleanly.
     for p in procs.iter_mut() {
-        assert!(
-            p.terminate().success(),
-            "clean exit on SIGTERM for {}",
-            p.dir.display()
-        );
+        assert!(p.terminate().success(), "clean exit on SIGTERM for {}", p.dir.display());
     }
 }
 
@@ -276,36 +180,8 @@ fn cli_errors_are_one_line_and_non_zero() {
     let root = tempfile::tempdir().unwrap();
     let d = root.path().join("n");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "cluster",
-                "init",
-                "--data-dir",
-                d.to_str().unwrap(),
-                "--region",
-                "EU",
-                "--http",
-                "127.0.0.1:1",
-                "--peer",
-                "127.0.0.1:2",
-            ],
-            "region",
-        ),
-        (
-            vec![
-                "cluster",
-                "init",
-                "--data-dir",
-                d.to_str().unwrap(),
-                "--region",
-                "eu",
-                "--http",
-                "nope",
-                "--peer",
-                "127.0.0.1:2",
-            ],
-            "--http",
-        ),
+        (vec!["cluster", "init", "--data-dir", d.to_str().unwrap(), "--region", "EU", "--http", "127.0.0.1:1", "--peer", "127.0.0.1:2"], "region"),
+        (vec!["cluster", "init", "--data-dir", d.to_str().unwrap(), "--region", "eu", "--http", "nope", "--peer", "127.0.0.1:2"], "--http"),
         (
             vec![
                 "cluster",
@@ -325,14 +201,8 @@ fn cli_errors_are_one_line_and_non_zero() {
             ],
             "join token is malformed",
         ),
-        (
-            vec!["cluster", "status", "--data-dir", d.to_str().unwrap()],
-            "cannot read",
-        ),
-        (
-            vec!["node", "start", "--data-dir", d.to_str().unwrap()],
-            "cannot read",
-        ),
+        (vec!["cluster", "status", "--data-dir", d.to_str().unwrap()], "cannot read"),
+        (vec!["node", "start", "--data-dir", d.to_str().unwrap()], "cannot read"),
         (vec!["cluster", "status"], "--data-dir"),
     ];
     for (args, expect) in cases {
@@ -341,9 +211,6 @@ fn cli_errors_are_one_line_and_non_zero() {
         assert!(!out.status.success(), "{args:?} must fail");
         assert!(err.contains(expect), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
-        assert!(
-            !d.join("berth.toml").exists(),
-            "{args:?} left a node behind"
-        );
+        assert!(!d.join("berth.toml").exists(), "{args:?} left a node behind");
     }
 }

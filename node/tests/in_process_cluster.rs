@@ -17,11 +17,7 @@ async fn three_nodes_commit_fail_over_and_rejoin() {
 
     // A write through a follower is forwarded, and readable there at once.
     let d1 = push(c.node(follower), "team/app", "v1", 1).await;
-    assert_eq!(
-        tag_on(c.node(follower), "team/app", "v1"),
-        Some(d1.clone()),
-        "read-your-writes on the node that took the write"
-    );
+    assert_eq!(tag_on(c.node(follower), "team/app", "v1"), Some(d1.clone()), "read-your-writes on the node that took the write");
     for n in c.nodes.values() {
         wait_tag(n, "team/app", "v1", &d1, T).await;
     }
@@ -39,11 +35,7 @@ async fn three_nodes_commit_fail_over_and_rejoin() {
     c.restart(leader).await;
     wait_tag(c.node(leader), "team/app", "v2", &d2, T).await;
     assert_eq!(tag_on(c.node(leader), "team/app", "v1"), Some(d1));
-    assert_eq!(
-        c.wait_leader(T).await,
-        new_leader,
-        "the restarted node does not disturb the leader"
-    );
+    assert_eq!(c.wait_leader(T).await, new_leader, "the restarted node does not disturb the leader");
     c.wait_voters(&[1, 2, 3], T).await;
 }
 
@@ -53,8 +45,7 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
     c.wait_voters(&[1, 2, 3, 4, 5], T).await;
     let leader = c.wait_leader(T).await;
     let cut = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    c.filter
-        .isolate(cut, c.nodes.keys().copied().filter(|id| *id != cut));
+    c.filter.isolate(cut, c.nodes.keys().copied().filter(|id| *id != cut));
 
     let writer = c.nodes.values().find(|n| n.config.node_id != cut).unwrap();
     let mut last = None;
@@ -63,21 +54,10 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
     }
     let last = last.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_ne!(
-        tag_on(c.node(cut), "p/q", "latest").as_ref(),
-        Some(&last),
-        "an isolated node cannot have seen the writes"
-    );
+    assert_ne!(tag_on(c.node(cut), "p/q", "latest").as_ref(), Some(&last), "an isolated node cannot have seen the writes");
     // The isolated node cannot write either: no leader answers it.
-    let refused = c
-        .node(cut)
-        .meta
-        .write(berth_raft::MetaCommand::RemoveNode { node: 99 })
-        .await;
-    assert!(
-        matches!(refused, Err(berth_raft::MetaError::Unavailable(_))),
-        "{refused:?}"
-    );
+    let refused = c.node(cut).meta.write(berth_raft::MetaCommand::RemoveNode { node: 99 }).await;
+    assert!(matches!(refused, Err(berth_raft::MetaError::Unavailable(_))), "{refused:?}");
 
     c.filter.heal();
     wait_tag(c.node(cut), "p/q", "latest", &last, T).await;
@@ -100,26 +80,17 @@ async fn a_late_node_catches_up_through_a_snapshot() {
     let leader = c.wait_leader(T).await;
     let deadline = tokio::time::Instant::now() + T;
     while c.node(leader).meta.metrics().purged.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leader never purged its log"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "leader never purged its log");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let late = c.add_node("region-2").await;
     wait_tag(c.node(late), "snap/repo", "t4", &last, T).await;
     let m = c.node(late).meta.metrics();
-    assert!(
-        m.snapshot.is_some(),
-        "the late node was brought up by a snapshot, not by the (purged) log"
-    );
+    assert!(m.snapshot.is_some(), "the late node was brought up by a snapshot, not by the (purged) log");
     for i in 0..5 {
         let tag = format!("t{i}");
-        assert_eq!(
-            tag_on(c.node(late), "snap/repo", &tag),
-            tag_on(c.node(leader), "snap/repo", &tag)
-        );
+        assert_eq!(tag_on(c.node(late), "snap/repo", &tag), tag_on(c.node(leader), "snap/repo", &tag));
     }
 }
 
@@ -129,12 +100,7 @@ async fn remove_and_re_add_under_a_new_id() {
     c.wait_voters(&[1, 2, 3], T).await;
     let victim = 3;
     let addr = c.node(victim).config.peer_advertise.clone();
-    let w = c
-        .node(1)
-        .meta
-        .write(berth_raft::MetaCommand::RemoveNode { node: victim })
-        .await
-        .unwrap();
+    let w = c.node(1).meta.write(berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
     assert_eq!(w, berth_raft::MetaResponse::Done);
     // Two left: the count is kept odd, so one voter and one learner.
     let deadline = tokio::time::Instant::now() + T;
@@ -145,10 +111,7 @@ async fn remove_and_re_add_under_a_new_id() {
         if mem.get_node(&victim).is_none() && mem.voter_ids().count() == 1 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {victim} never left: {mem:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "node {victim} never left: {mem:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.stop(victim).await;
@@ -158,11 +121,7 @@ async fn remove_and_re_add_under_a_new_id() {
     // The same machine joins again: a new id, and a voter once caught up.
     let again = c.add_node("region-3").await;
     assert_ne!(again, victim);
-    assert_ne!(
-        c.node(again).config.peer_advertise,
-        addr,
-        "new listener, new address"
-    );
+    assert_ne!(c.node(again).config.peer_advertise, addr, "new listener, new address");
     c.wait_voters(&[1, 2, again], T).await;
     let d = push(c.node(again), "re/add", "x", 1).await;
     for n in c.nodes.values() {
@@ -204,15 +163,8 @@ async fn leadership_transfer_moves_the_leader_where_asked() {
     let leader = c.wait_leader(T).await;
     let target = *c.nodes.keys().find(|id| **id != leader).unwrap();
     // Asked through a node that is not the leader.
-    let via = c
-        .nodes
-        .values()
-        .find(|n| n.config.node_id != leader)
-        .unwrap();
-    assert_eq!(
-        via.meta.transfer_leader(Some(target)).await.unwrap(),
-        target
-    );
+    let via = c.nodes.values().find(|n| n.config.node_id != leader).unwrap();
+    assert_eq!(via.meta.transfer_leader(Some(target)).await.unwrap(), target);
     assert_eq!(c.wait_leader(T).await, target);
     push(c.any(), "after/transfer", "x", 1).await;
 }

@@ -15,35 +15,16 @@ use common::*;
 async fn try_join(c: &Cluster, token: &str) -> anyhow::Result<u64> {
     let (_listeners, mut addrs) = bind_pair().await;
     addrs.region = "edge".into();
-    let dir = c
-        .root
-        .path()
-        .join(format!("joiner-{}", berth_node::join::random_hex(4)));
-    let out = join_cluster(
-        &dir,
-        &addrs,
-        &c.any().peer_addr.to_string(),
-        token,
-        false,
-        fast_config(),
-    )
-    .await;
+    let dir = c.root.path().join(format!("joiner-{}", berth_node::join::random_hex(4)));
+    let out = join_cluster(&dir, &addrs, &c.any().peer_addr.to_string(), token, false, fast_config()).await;
     if out.is_err() {
-        assert!(
-            !dir.join("berth.toml").exists(),
-            "a refused join leaves no node directory"
-        );
+        assert!(!dir.join("berth.toml").exists(), "a refused join leaves no node directory");
     }
     out.map(|cfg| cfg.node_id)
 }
 
 fn node_count(c: &Cluster) -> usize {
-    c.any()
-        .meta
-        .state()
-        .scan::<NodeRecord>(keys::NODE_PREFIX)
-        .unwrap()
-        .len()
+    c.any().meta.state().scan::<NodeRecord>(keys::NODE_PREFIX).unwrap().len()
 }
 
 fn err_line(e: anyhow::Error) -> String {
@@ -59,17 +40,11 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     let good = JoinToken::parse(&c.token).unwrap();
     let before = node_count(&c);
 
-    let wrong_secret = JoinToken {
-        secret: "0".repeat(48),
-        ..good.clone()
-    };
+    let wrong_secret = JoinToken { secret: "0".repeat(48), ..good.clone() };
     let e = err_line(try_join(&c, &wrong_secret.to_string()).await.unwrap_err());
     assert!(e.contains("join token secret is wrong"), "{e}");
 
-    let unknown = JoinToken {
-        id: "0".repeat(12),
-        ..good.clone()
-    };
+    let unknown = JoinToken { id: "0".repeat(12), ..good.clone() };
     let e = err_line(try_join(&c, &unknown.to_string()).await.unwrap_err());
     assert!(e.contains("join token is not known"), "{e}");
 
@@ -78,48 +53,26 @@ async fn bad_tokens_are_refused_and_change_nothing() {
 
     // Expired: a token that lived one millisecond.
     let short = JoinToken::generate(&good.ca_fingerprint);
-    c.any()
-        .meta
-        .write(token_record(&short, Duration::from_millis(1), None))
-        .await
-        .unwrap();
+    c.any().meta.write(token_record(&short, Duration::from_millis(1), None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let e = err_line(try_join(&c, &short.to_string()).await.unwrap_err());
     assert!(e.contains("join token has expired"), "{e}");
 
     // Revoked.
     let revoked = JoinToken::generate(&good.ca_fingerprint);
-    c.any()
-        .meta
-        .write(token_record(&revoked, Duration::from_secs(600), None))
-        .await
-        .unwrap();
-    c.any()
-        .meta
-        .write(MetaCommand::RevokeJoinToken {
-            id: revoked.id.clone(),
-        })
-        .await
-        .unwrap();
+    c.any().meta.write(token_record(&revoked, Duration::from_secs(600), None)).await.unwrap();
+    c.any().meta.write(MetaCommand::RevokeJoinToken { id: revoked.id.clone() }).await.unwrap();
     let e = err_line(try_join(&c, &revoked.to_string()).await.unwrap_err());
     assert!(e.contains("join token was revoked"), "{e}");
 
     // Used up.
     let once = JoinToken::generate(&good.ca_fingerprint);
-    c.any()
-        .meta
-        .write(token_record(&once, Duration::from_secs(600), Some(1)))
-        .await
-        .unwrap();
+    c.any().meta.write(token_record(&once, Duration::from_secs(600), Some(1))).await.unwrap();
     try_join(&c, &once.to_string()).await.unwrap();
     let e = err_line(try_join(&c, &once.to_string()).await.unwrap_err());
     assert!(e.contains("join token has been used up"), "{e}");
 
-    assert_eq!(
-        node_count(&c),
-        before + 1,
-        "only the one good join registered a node"
-    );
+    assert_eq!(node_count(&c), before + 1, "only the one good join registered a node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,10 +81,7 @@ async fn a_seed_whose_ca_does_not_match_the_token_is_refused_before_the_secret_i
     c.wait_leader(Duration::from_secs(10)).await;
     let good = JoinToken::parse(&c.token).unwrap();
     let before = node_count(&c);
-    let other_ca = JoinToken {
-        ca_fingerprint: "ab".repeat(32),
-        ..good
-    };
+    let other_ca = JoinToken { ca_fingerprint: "ab".repeat(32), ..good };
     let e = err_line(try_join(&c, &other_ca.to_string()).await.unwrap_err());
     assert!(e.contains("the seed's CA does not match the token"), "{e}");
     assert_eq!(node_count(&c), before);
@@ -150,11 +100,7 @@ async fn raw_append(addr: &str, tls: tonic::transport::ClientTlsConfig) -> Resul
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
     let mut client = berth_raft::pb::peer_client::PeerClient::new(channel);
-    client
-        .append_entries(berth_raft::pb::Payload { data: vec![1] })
-        .await
-        .map(|_| ())
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    client.append_entries(berth_raft::pb::Payload { data: vec![1] }).await.map(|_| ()).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -163,37 +109,20 @@ async fn peers_without_a_cluster_certificate_are_refused() {
     c.wait_leader(Duration::from_secs(10)).await;
     let addr = c.any().peer_addr.to_string();
     let ca_pem = std::fs::read_to_string(c.dirs[&1].join("tls/ca.pem")).unwrap();
-    let base = || {
-        tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem))
-            .domain_name(berth_raft::PEER_TLS_NAME)
-    };
+    let base =
+        || tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem)).domain_name(berth_raft::PEER_TLS_NAME);
 
     // No client certificate: the handshake passes (joiners need that), the call does not.
     let e = raw_append(&addr, base()).await.unwrap_err();
-    assert!(
-        e.contains("Unauthenticated") && e.contains("certificate from the cluster CA is required"),
-        "{e}"
-    );
+    assert!(e.contains("Unauthenticated") && e.contains("certificate from the cluster CA is required"), "{e}");
 
     // A certificate from another CA: the handshake itself fails.
     let rogue_ca = berth_node::pki::new_ca("rogue").unwrap();
     let key = berth_node::pki::new_node_key().unwrap();
-    let chain = berth_node::pki::sign_node_cert(
-        &rogue_ca,
-        7,
-        &rcgen::PublicKeyData::subject_public_key_info(&key),
-    )
-    .unwrap();
-    let rogue = base().identity(tonic::transport::Identity::from_pem(
-        chain,
-        key.serialize_pem(),
-    ));
+    let chain = berth_node::pki::sign_node_cert(&rogue_ca, 7, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+    let rogue = base().identity(tonic::transport::Identity::from_pem(chain, key.serialize_pem()));
     let e = raw_append(&addr, rogue).await.unwrap_err();
-    assert!(
-        !e.contains("Unauthenticated"),
-        "refused at the TLS layer, not by the service: {e}"
-    );
+    assert!(!e.contains("Unauthenticated"), "refused at the TLS layer, not by the service: {e}");
 
     // With the node's own certificate the same call reaches Raft (and fails
     // only because the payload is garbage).
@@ -210,35 +139,13 @@ async fn init_and_join_refuse_a_directory_that_holds_a_node() {
     let c = Cluster::new(1, fast_config()).await;
     let (_l, mut addrs) = bind_pair().await;
     addrs.region = "eu".into();
-    let e = berth_node::runtime::init_cluster(&c.dirs[&1], &addrs, None, fast_config())
-        .await
-        .err()
-        .expect("refused");
-    assert!(
-        format!("{e:#}").contains("already holds a berth node"),
-        "{e:#}"
-    );
-    let e = join_cluster(
-        &c.dirs[&1],
-        &addrs,
-        &c.any().peer_addr.to_string(),
-        &c.token,
-        false,
-        fast_config(),
-    )
-    .await
-    .err()
-    .expect("refused");
-    assert!(
-        format!("{e:#}").contains("already holds a berth node"),
-        "{e:#}"
-    );
+    let e = berth_node::runtime::init_cluster(&c.dirs[&1], &addrs, None, fast_config()).await.err().expect("refused");
+    assert!(format!("{e:#}").contains("already holds a berth node"), "{e:#}");
+    let e = join_cluster(&c.dirs[&1], &addrs, &c.any().peer_addr.to_string(), &c.token, false, fast_config()).await.err().expect("refused");
+    assert!(format!("{e:#}").contains("already holds a berth node"), "{e:#}");
     let e = berth_node::runtime::init_cluster(
         &c.root.path().join("x"),
-        &berth_node::runtime::NodeAddrs {
-            region: "Bad Region".into(),
-            ..addrs
-        },
+        &berth_node::runtime::NodeAddrs { region: "Bad Region".into(), ..addrs },
         None,
         fast_config(),
     )

@@ -65,7 +65,12 @@ pub enum MetaCommand {
     PutUser(UserRecord),
     /// Creates a repository if it does not exist yet.
     CreateRepository(RepositoryRecord),
-    PutManifest(ManifestRecord),
+    /// Stores a manifest, creates its repository if needed, and points
+    /// `tag` at it, in one step: a push is never half visible.
+    PutManifest {
+        record: ManifestRecord,
+        tag: Option<String>,
+    },
     /// Deletes a manifest and every tag pointing at it.
     DeleteManifest {
         repo: String,
@@ -90,6 +95,18 @@ pub enum MetaCommand {
         size: u64,
         node: NodeId,
     },
+    /// Makes a blob part of a repository (upload or mount) and records that
+    /// `node` holds a copy.
+    LinkBlob {
+        repo: String,
+        digest: Digest,
+        size: u64,
+        node: NodeId,
+    },
+    UnlinkBlob {
+        repo: String,
+        digest: Digest,
+    },
     RemoveBlobHolder {
         digest: Digest,
         node: NodeId,
@@ -108,11 +125,13 @@ impl MetaCommand {
             MetaCommand::RevokeJoinToken { .. } => "revoke_join_token",
             MetaCommand::PutUser(_) => "put_user",
             MetaCommand::CreateRepository(_) => "create_repository",
-            MetaCommand::PutManifest(_) => "put_manifest",
+            MetaCommand::PutManifest { .. } => "put_manifest",
             MetaCommand::DeleteManifest { .. } => "delete_manifest",
             MetaCommand::SetTag { .. } => "set_tag",
             MetaCommand::DeleteTag { .. } => "delete_tag",
             MetaCommand::AddBlobHolder { .. } => "add_blob_holder",
+            MetaCommand::LinkBlob { .. } => "link_blob",
+            MetaCommand::UnlinkBlob { .. } => "unlink_blob",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
         }
     }
@@ -235,6 +254,13 @@ pub struct ManifestRecord {
 pub struct TagRecord {
     pub digest: Digest,
     pub pushed_at_ms: u64,
+}
+
+/// A blob's membership in a repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobLink {
+    pub size: u64,
+    pub linked_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,41 +33,20 @@ pub const MAX_VOTERS: usize = 5;
 const CAUGHT_UP_ENTRIES: u64 = 64;
 
 /// Chooses the voter set. `caught_up` are the nodes allowed to vote now.
-pub fn choose_voters(
-    nodes: &[NodeRecord],
-    current_voters: &BTreeSet<NodeId>,
-    caught_up: &BTreeSet<NodeId>,
-) -> BTreeSet<NodeId> {
-    let active: Vec<&NodeRecord> = nodes
-        .iter()
-        .filter(|n| !n.removed && caught_up.contains(&n.id))
-        .collect();
-    let mut chosen: Vec<&NodeRecord> = active
-        .iter()
-        .copied()
-        .filter(|n| n.role == NodeRole::Voter)
-        .collect();
+pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, caught_up: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let active: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.removed && caught_up.contains(&n.id)).collect();
+    let mut chosen: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Voter).collect();
     let mut per_region: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &chosen {
         *per_region.entry(n.region.as_str()).or_default() += 1;
     }
-    let mut auto: Vec<&NodeRecord> = active
-        .iter()
-        .copied()
-        .filter(|n| n.role == NodeRole::Auto)
-        .collect();
+    let mut auto: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Auto).collect();
     let mut auto_picked = 0;
     while chosen.len() < MAX_VOTERS && !auto.is_empty() {
         let (i, _) = auto
             .iter()
             .enumerate()
-            .min_by_key(|(_, n)| {
-                (
-                    per_region.get(n.region.as_str()).copied().unwrap_or(0),
-                    !current_voters.contains(&n.id),
-                    n.id,
-                )
-            })
+            .min_by_key(|(_, n)| (per_region.get(n.region.as_str()).copied().unwrap_or(0), !current_voters.contains(&n.id), n.id))
             .expect("auto is not empty");
         let n = auto.remove(i);
         *per_region.entry(n.region.as_str()).or_default() += 1;
@@ -86,14 +65,10 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     if !meta.is_leader() {
         return Ok(false);
     }
-    let nodes: Vec<NodeRecord> = meta
-        .state()
-        .scan(keys::NODE_PREFIX)
-        .map_err(|e| e.to_string())?;
+    let nodes: Vec<NodeRecord> = meta.state().scan(keys::NODE_PREFIX).map_err(|e| e.to_string())?;
     let m = meta.metrics();
     let membership = m.membership_config.membership().clone();
-    let members: BTreeMap<NodeId, MetaNode> =
-        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let members: BTreeMap<NodeId, MetaNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let raft = meta.raft();
     let to_err = |e: &dyn std::fmt::Display| e.to_string();
@@ -104,40 +79,16 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     }
 
     // New nodes join as learners.
-    for n in nodes
-        .iter()
-        .filter(|n| !n.removed && !members.contains_key(&n.id))
-    {
+    for n in nodes.iter().filter(|n| !n.removed && !members.contains_key(&n.id)) {
         tracing::info!(node_id = n.id, region = %n.region, addr = %n.peer_addr, "adding learner");
-        raft.add_learner(
-            n.id,
-            MetaNode {
-                peer_addr: n.peer_addr.clone(),
-                region: n.region.clone(),
-            },
-            false,
-        )
-        .await
-        .map_err(|e| to_err(&e))?;
+        raft.add_learner(n.id, MetaNode { peer_addr: n.peer_addr.clone(), region: n.region.clone() }, false).await.map_err(|e| to_err(&e))?;
         return Ok(true);
     }
 
     let last = m.last_log_index.unwrap_or(0);
-    let matched = |id: NodeId| {
-        m.replication
-            .as_ref()
-            .and_then(|r| r.get(&id).cloned().flatten())
-            .map(|l| l.index)
-    };
-    let caught_up: BTreeSet<NodeId> = members
-        .keys()
-        .copied()
-        .filter(|id| {
-            *id == meta.id()
-                || voters.contains(id)
-                || matched(*id).is_some_and(|i| i + CAUGHT_UP_ENTRIES >= last)
-        })
-        .collect();
+    let matched = |id: NodeId| m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+    let caught_up: BTreeSet<NodeId> =
+        members.keys().copied().filter(|id| *id == meta.id() || voters.contains(id) || matched(*id).is_some_and(|i| i + CAUGHT_UP_ENTRIES >= last)).collect();
     let mut want = choose_voters(&nodes, &voters, &caught_up);
     // Nodes unknown to the records (never the case after bootstrap) keep
     // their vote rather than being dropped by accident.
@@ -151,23 +102,15 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     }
     if want != voters {
         tracing::info!(from = ?voters, to = ?want, "changing voters");
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(want), true)
-            .await
-            .map_err(|e| to_err(&e))?;
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(want), true).await.map_err(|e| to_err(&e))?;
         return Ok(true);
     }
 
     // Removed nodes that are still learners leave the membership.
-    let gone: BTreeSet<NodeId> = nodes
-        .iter()
-        .filter(|n| n.removed && members.contains_key(&n.id) && !voters.contains(&n.id))
-        .map(|n| n.id)
-        .collect();
+    let gone: BTreeSet<NodeId> = nodes.iter().filter(|n| n.removed && members.contains_key(&n.id) && !voters.contains(&n.id)).map(|n| n.id).collect();
     if !gone.is_empty() {
         tracing::info!(nodes = ?gone, "removing nodes from the membership");
-        raft.change_membership(ChangeMembers::RemoveNodes(gone), true)
-            .await
-            .map_err(|e| to_err(&e))?;
+        raft.change_membership(ChangeMembers::RemoveNodes(gone), true).await.map_err(|e| to_err(&e))?;
         return Ok(true);
     }
     Ok(false)
@@ -194,15 +137,7 @@ mod tests {
     use super::*;
 
     fn node(id: NodeId, region: &str, role: NodeRole) -> NodeRecord {
-        NodeRecord {
-            id,
-            region: region.into(),
-            peer_addr: String::new(),
-            http_addr: String::new(),
-            role,
-            removed: false,
-            joined_at_ms: 0,
-        }
+        NodeRecord { id, region: region.into(), peer_addr: String::new(), http_addr: String::new(), role, removed: false, joined_at_ms: 0 }
     }
 
     fn ids(v: &[NodeId]) -> BTreeSet<NodeId> {
@@ -211,58 +146,26 @@ mod tests {
 
     #[test]
     fn odd_and_spread() {
-        let nodes = vec![
-            node(1, "a", NodeRole::Auto),
-            node(2, "a", NodeRole::Auto),
-            node(3, "b", NodeRole::Auto),
-            node(4, "c", NodeRole::Auto),
-        ];
+        let nodes = vec![node(1, "a", NodeRole::Auto), node(2, "a", NodeRole::Auto), node(3, "b", NodeRole::Auto), node(4, "c", NodeRole::Auto)];
         let all = ids(&[1, 2, 3, 4]);
         // Four candidates: three voters, one per region.
-        assert_eq!(
-            choose_voters(&nodes, &ids(&[1, 2, 3]), &all),
-            ids(&[1, 3, 4])
-        );
+        assert_eq!(choose_voters(&nodes, &ids(&[1, 2, 3]), &all), ids(&[1, 3, 4]));
         // Two: one voter (never an even count of auto voters).
-        assert_eq!(
-            choose_voters(&nodes[..2], &ids(&[1]), &ids(&[1, 2])),
-            ids(&[1])
-        );
+        assert_eq!(choose_voters(&nodes[..2], &ids(&[1]), &ids(&[1, 2])), ids(&[1]));
         // Not caught up: not a voter yet.
-        assert_eq!(
-            choose_voters(&nodes, &ids(&[1]), &ids(&[1, 2, 3])),
-            ids(&[1, 2, 3])
-        );
+        assert_eq!(choose_voters(&nodes, &ids(&[1]), &ids(&[1, 2, 3])), ids(&[1, 2, 3]));
     }
 
     #[test]
     fn roles_and_removal() {
-        let mut nodes = vec![
-            node(1, "a", NodeRole::Auto),
-            node(2, "b", NodeRole::Learner),
-            node(3, "c", NodeRole::Auto),
-            node(4, "d", NodeRole::Auto),
-        ];
+        let mut nodes = vec![node(1, "a", NodeRole::Auto), node(2, "b", NodeRole::Learner), node(3, "c", NodeRole::Auto), node(4, "d", NodeRole::Auto)];
         let all = ids(&[1, 2, 3, 4]);
-        assert_eq!(
-            choose_voters(&nodes, &ids(&[1]), &all),
-            ids(&[1, 3, 4]),
-            "a learner never votes"
-        );
+        assert_eq!(choose_voters(&nodes, &ids(&[1]), &all), ids(&[1, 3, 4]), "a learner never votes");
         nodes[2].removed = true;
-        assert_eq!(
-            choose_voters(&nodes, &ids(&[1, 3, 4]), &all),
-            ids(&[1]),
-            "removed: gone, count kept odd"
-        );
+        assert_eq!(choose_voters(&nodes, &ids(&[1, 3, 4]), &all), ids(&[1]), "removed: gone, count kept odd");
         nodes[1].role = NodeRole::Voter;
         assert_eq!(choose_voters(&nodes, &ids(&[1]), &all), ids(&[1, 2, 4]));
-        let many: Vec<_> = (1..=9)
-            .map(|i| node(i, ["a", "b", "c"][(i % 3) as usize], NodeRole::Auto))
-            .collect();
-        assert_eq!(
-            choose_voters(&many, &BTreeSet::new(), &(1..=9).collect()).len(),
-            MAX_VOTERS
-        );
+        let many: Vec<_> = (1..=9).map(|i| node(i, ["a", "b", "c"][(i % 3) as usize], NodeRole::Auto)).collect();
+        assert_eq!(choose_voters(&many, &BTreeSet::new(), &(1..=9).collect()).len(), MAX_VOTERS);
     }
 }

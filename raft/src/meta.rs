@@ -16,9 +16,7 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{MetaCommand, MetaRequest, MetaResponse};
-use crate::network::{
-    call, CallError, LinkFilter, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls,
-};
+use crate::network::{call, CallError, LinkFilter, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView};
@@ -65,16 +63,10 @@ impl Default for MetaConfig {
 impl MetaConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_min_ms {
-            return Err(format!(
-                "heartbeat_ms ({}) must be non-zero and at most half of election_min_ms ({})",
-                self.heartbeat_ms, self.election_min_ms
-            ));
+            return Err(format!("heartbeat_ms ({}) must be non-zero and at most half of election_min_ms ({})", self.heartbeat_ms, self.election_min_ms));
         }
         if self.election_min_ms >= self.election_max_ms {
-            return Err(format!(
-                "election_min_ms ({}) must be below election_max_ms ({})",
-                self.election_min_ms, self.election_max_ms
-            ));
+            return Err(format!("election_min_ms ({}) must be below election_max_ms ({})", self.election_min_ms, self.election_max_ms));
         }
         if self.snapshot_after_entries == 0 {
             return Err("snapshot_after_entries must be at least 1".into());
@@ -133,39 +125,14 @@ pub struct MetaNodeHandle {
 impl MetaNodeHandle {
     /// Starts the Raft node over an opened store. Serving the peer service
     /// is separate ([`crate::server::serve`]).
-    pub async fn start(
-        id: NodeId,
-        store: RocksStore,
-        tls: &PeerTls,
-        filter: LinkFilter,
-        config: MetaConfig,
-    ) -> Result<MetaNodeHandle> {
+    pub async fn start(id: NodeId, store: RocksStore, tls: &PeerTls, filter: LinkFilter, config: MetaConfig) -> Result<MetaNodeHandle> {
         config.validate().map_err(MetaError::Config)?;
         let channels = PeerChannels::new(tls);
-        let network = PeerNetworkFactory {
-            self_id: id,
-            channels: channels.clone(),
-            filter: filter.clone(),
-        };
-        let raft = Raft::new(
-            id,
-            Arc::new(config.openraft()?),
-            network,
-            store.log_store(),
-            store.state_machine(),
-        )
-        .await
-        .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        Ok(MetaNodeHandle {
-            inner: Arc::new(Inner {
-                id,
-                raft,
-                store,
-                channels,
-                filter,
-                config,
-            }),
-        })
+        let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone() };
+        let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
+            .await
+            .map_err(|e| MetaError::Fatal(e.to_string()))?;
+        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config }) })
     }
 
     pub fn id(&self) -> NodeId {
@@ -201,11 +168,7 @@ impl MetaNodeHandle {
     /// Makes this node the first and only voter of a new group.
     pub async fn initialize(&self, node: MetaNode) -> Result<()> {
         let members = std::collections::BTreeMap::from([(self.inner.id, node)]);
-        self.inner
-            .raft
-            .initialize(members)
-            .await
-            .map_err(|e| MetaError::Fatal(e.to_string()))?;
+        self.inner.raft.initialize(members).await.map_err(|e| MetaError::Fatal(e.to_string()))?;
         Ok(())
     }
 
@@ -223,10 +186,7 @@ impl MetaNodeHandle {
 
     fn leader_addr(&self, leader: NodeId) -> Option<String> {
         let m = self.metrics();
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.peer_addr.clone())
+        m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
     }
 
     async fn call_peer<Req: Serialize, Resp: serde::de::DeserializeOwned>(
@@ -238,10 +198,7 @@ impl MetaNodeHandle {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         if !self.inner.filter.allows(self.inner.id, to) {
-            return Err(CallError::Cut {
-                from: self.inner.id,
-                to,
-            });
+            return Err(CallError::Cut { from: self.inner.id, to });
         }
         let channel = self.inner.channels.channel(addr)?;
         call(channel, addr, rpc, req, timeout).await
@@ -256,9 +213,7 @@ impl MetaNodeHandle {
             .applied_index_at_least(Some(index), "read-your-writes")
             .await
             .map(|_| ())
-            .map_err(|e| {
-                MetaError::Unavailable(format!("this node has not applied index {index} yet: {e}"))
-            })
+            .map_err(|e| MetaError::Unavailable(format!("this node has not applied index {index} yet: {e}")))
     }
 
     /// Commits `cmd` through the leader and returns its response once it is
@@ -270,24 +225,15 @@ impl MetaNodeHandle {
         let mut last_problem = String::from("no leader is known");
         loop {
             if Instant::now() >= deadline {
-                return Err(MetaError::Unavailable(format!(
-                    "{kind} not committed within {} ms: {last_problem}",
-                    self.inner.config.write_timeout_ms
-                )));
+                return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
             }
             let leader = self.metrics().current_leader;
             if leader == Some(self.inner.id) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, self.inner.raft.client_write(req.clone())).await {
-                    Err(_) => {
-                        return Err(MetaError::Unknown(format!(
-                            "{kind} was proposed but not committed within the timeout (no quorum?)"
-                        )))
-                    }
+                    Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
                     Ok(Ok(r)) => return Ok(r.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                        last_problem = "leadership changed".into()
-                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => last_problem = "leadership changed".into(),
                     Ok(Err(e)) => return Err(MetaError::Fatal(e.to_string())),
                 }
             } else if let Some(leader) = leader {
@@ -295,35 +241,16 @@ impl MetaNodeHandle {
                     None => last_problem = format!("leader {leader} has no known address"),
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        match self
-                            .call_peer::<_, ForwardReply>(
-                                leader,
-                                &addr,
-                                PeerRpc::Forward,
-                                &req,
-                                left,
-                            )
-                            .await
-                        {
+                        match self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &req, left).await {
                             Ok(ForwardReply::Applied { log_id, response }) => {
                                 self.wait_applied(log_id.index, deadline).await?;
                                 return Ok(response);
                             }
-                            Ok(ForwardReply::NotLeader { .. }) => {
-                                last_problem = format!("node {leader} is no longer the leader")
-                            }
-                            Ok(other) => {
-                                return Err(MetaError::Unavailable(format!(
-                                    "leader {leader} refused {kind}: {other:?}"
-                                )))
-                            }
+                            Ok(ForwardReply::NotLeader { .. }) => last_problem = format!("node {leader} is no longer the leader"),
+                            Ok(other) => return Err(MetaError::Unavailable(format!("leader {leader} refused {kind}: {other:?}"))),
                             // Nothing was sent: safe to retry.
-                            Err(e @ (CallError::Cut { .. } | CallError::Unreachable { .. })) => {
-                                last_problem = e.to_string()
-                            }
-                            Err(e @ CallError::Timeout { .. }) => {
-                                return Err(MetaError::Unknown(e.to_string()))
-                            }
+                            Err(e @ (CallError::Cut { .. } | CallError::Unreachable { .. })) => last_problem = e.to_string(),
+                            Err(e @ CallError::Timeout { .. }) => return Err(MetaError::Unknown(e.to_string())),
                             Err(e) => return Err(MetaError::Unavailable(e.to_string())),
                         }
                     }
@@ -339,26 +266,19 @@ impl MetaNodeHandle {
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
         loop {
             if Instant::now() >= deadline {
-                return Err(MetaError::Unavailable(
-                    "no leader confirmed a read index in time".into(),
-                ));
+                return Err(MetaError::Unavailable("no leader confirmed a read index in time".into()));
             }
             match self.metrics().current_leader {
-                Some(l) if l == self.inner.id => {
-                    match self.inner.raft.ensure_linearizable().await {
-                        Ok(_) => return Ok(()),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "read barrier on leader failed; retrying")
-                        }
+                Some(l) if l == self.inner.id => match self.inner.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "read barrier on leader failed; retrying")
                     }
-                }
+                },
                 Some(l) => {
                     if let Some(addr) = self.leader_addr(l) {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        if let Ok(ForwardReply::ReadIndex { read_log_id }) = self
-                            .call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left)
-                            .await
-                        {
+                        if let Ok(ForwardReply::ReadIndex { read_log_id }) = self.call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left).await {
                             if let Some(id) = read_log_id {
                                 self.wait_applied(id.index, deadline).await?;
                             }
@@ -375,13 +295,9 @@ impl MetaNodeHandle {
     /// Asks `to` to start an election now. Used by the leader during a
     /// transfer, after its followers' leases ran out.
     async fn ask_to_elect(&self, to: NodeId) -> Result<()> {
-        let addr = self
-            .leader_addr(to)
-            .ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
-        let r: Result<(), String> = self
-            .call_peer(to, &addr, PeerRpc::Elect, &(), Duration::from_secs(5))
-            .await
-            .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        let addr = self.leader_addr(to).ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
+        let r: Result<(), String> =
+            self.call_peer(to, &addr, PeerRpc::Elect, &(), Duration::from_secs(5)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }
 
@@ -398,68 +314,39 @@ impl MetaNodeHandle {
             return Err(MetaError::Unavailable("this node is not the leader".into()));
         }
         let m = self.metrics();
-        let voters: Vec<NodeId> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|v| *v != self.inner.id)
-            .collect();
-        let matched = |id: NodeId| {
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(&id).cloned().flatten())
-                .map(|l| l.index)
-        };
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.inner.id).collect();
+        let matched = |id: NodeId| m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
         let target = match to {
             Some(t) if t == self.inner.id => return Ok(t),
-            Some(t) if !voters.contains(&t) => {
-                return Err(MetaError::Unavailable(format!("node {t} is not a voter")))
-            }
+            Some(t) if !voters.contains(&t) => return Err(MetaError::Unavailable(format!("node {t} is not a voter"))),
             Some(t) => t,
-            None => *voters.iter().max_by_key(|v| matched(**v)).ok_or_else(|| {
-                MetaError::Unavailable("there is no other voter to take over".into())
-            })?,
+            None => *voters.iter().max_by_key(|v| matched(**v)).ok_or_else(|| MetaError::Unavailable("there is no other voter to take over".into()))?,
         };
         let rc = self.inner.raft.runtime_config();
         rc.heartbeat(false);
         rc.elect(false);
         let lease = Duration::from_millis(self.inner.config.election_max_ms);
-        tokio::time::sleep(lease + Duration::from_millis(self.inner.config.election_min_ms / 5))
-            .await;
+        tokio::time::sleep(lease + Duration::from_millis(self.inner.config.election_min_ms / 5)).await;
         let asked = self.ask_to_elect(target).await;
-        let waited = self
-            .inner
-            .raft
-            .wait(Some(lease * 3))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != Some(self.inner.id),
-                "leadership moved",
-            )
-            .await;
+        let waited =
+            self.inner.raft.wait(Some(lease * 3)).metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self.inner.id), "leadership moved").await;
         rc.heartbeat(true);
         rc.elect(true);
         asked?;
-        let m =
-            waited.map_err(|e| MetaError::Unavailable(format!("leadership did not move: {e}")))?;
+        let m = waited.map_err(|e| MetaError::Unavailable(format!("leadership did not move: {e}")))?;
         Ok(m.current_leader.expect("waited for another leader"))
     }
 
     /// Transfers leadership from whichever node leads now.
     pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId> {
-        let leader = self
-            .wait_for_leader(Duration::from_millis(self.inner.config.write_timeout_ms))
-            .await?;
+        let leader = self.wait_for_leader(Duration::from_millis(self.inner.config.write_timeout_ms)).await?;
         if leader == self.inner.id {
             return self.hand_over_leadership(to).await;
         }
-        let addr = self.leader_addr(leader).ok_or_else(|| {
-            MetaError::Unavailable(format!("leader {leader} has no known address"))
-        })?;
+        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
         let timeout = Duration::from_millis(self.inner.config.election_max_ms * 6 + 5_000);
-        let r: Result<NodeId, String> = self
-            .call_peer(leader, &addr, PeerRpc::TransferLeader, &to, timeout)
-            .await
-            .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        let r: Result<NodeId, String> =
+            self.call_peer(leader, &addr, PeerRpc::TransferLeader, &to, timeout).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }
 
@@ -467,11 +354,7 @@ impl MetaNodeHandle {
     pub async fn leader_view(&self) -> Result<LeaderView> {
         let m = self.metrics();
         if m.current_leader == Some(self.inner.id) {
-            let matched = m
-                .replication
-                .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
-                .unwrap_or_default();
+            let matched = m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()).unwrap_or_default();
             return Ok(LeaderView {
                 leader: self.inner.id,
                 term: m.current_term,
@@ -480,16 +363,10 @@ impl MetaNodeHandle {
                 matched,
             });
         }
-        let leader = m
-            .current_leader
-            .ok_or_else(|| MetaError::Unavailable("no leader is known".into()))?;
-        let addr = self.leader_addr(leader).ok_or_else(|| {
-            MetaError::Unavailable(format!("leader {leader} has no known address"))
-        })?;
-        let r: Result<LeaderView, String> = self
-            .call_peer(leader, &addr, PeerRpc::Status, &(), Duration::from_secs(3))
-            .await
-            .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        let leader = m.current_leader.ok_or_else(|| MetaError::Unavailable("no leader is known".into()))?;
+        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
+        let r: Result<LeaderView, String> =
+            self.call_peer(leader, &addr, PeerRpc::Status, &(), Duration::from_secs(3)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }
 

@@ -14,14 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_common::NodeId;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -62,19 +57,12 @@ pub struct LinkFilter {
 
 impl LinkFilter {
     pub fn allows(&self, from: NodeId, to: NodeId) -> bool {
-        !self
-            .cut
-            .lock()
-            .expect("link filter lock")
-            .contains(&(from, to))
+        !self.cut.lock().expect("link filter lock").contains(&(from, to))
     }
 
     /// Cuts `from → to` only.
     pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
-        self.cut
-            .lock()
-            .expect("link filter lock")
-            .insert((from, to));
+        self.cut.lock().expect("link filter lock").insert((from, to));
     }
 
     /// Cuts every link between `node` and `others`, both ways.
@@ -108,12 +96,8 @@ pub enum CallError {
 impl CallError {
     fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, MetaNode, E> {
         match self {
-            CallError::Cut { .. } | CallError::Unreachable { .. } | CallError::Timeout { .. } => {
-                RPCError::Unreachable(Unreachable::new(&self))
-            }
-            CallError::Status { .. } | CallError::Codec { .. } => {
-                RPCError::Network(NetworkError::new(&self))
-            }
+            CallError::Cut { .. } | CallError::Unreachable { .. } | CallError::Timeout { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            CallError::Status { .. } | CallError::Codec { .. } => RPCError::Network(NetworkError::new(&self)),
         }
     }
 }
@@ -127,10 +111,7 @@ pub struct PeerChannels {
 
 impl PeerChannels {
     pub fn new(tls: &PeerTls) -> PeerChannels {
-        PeerChannels {
-            tls: tls.client_config(),
-            channels: Default::default(),
-        }
+        PeerChannels { tls: tls.client_config(), channels: Default::default() }
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, CallError> {
@@ -138,10 +119,7 @@ impl PeerChannels {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let unreachable = |e: &dyn std::fmt::Display| CallError::Unreachable {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        };
+        let unreachable = |e: &dyn std::fmt::Display| CallError::Unreachable { addr: addr.to_string(), message: e.to_string() };
         let ch = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| unreachable(&e))?
             .tls_config(self.tls.clone())
@@ -171,20 +149,9 @@ pub enum PeerRpc {
 }
 
 /// Calls `rpc` on the peer at `addr` with a versioned payload.
-pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-    channel: Channel,
-    addr: &str,
-    rpc: PeerRpc,
-    req: &Req,
-    timeout: Duration,
-) -> Result<Resp, CallError> {
-    let data = to_payload(req).map_err(|e| CallError::Codec {
-        addr: addr.to_string(),
-        message: e.to_string(),
-    })?;
-    let mut client = PeerClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
+    let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
+    let mut client = PeerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
     let request = tonic::Request::new(Payload { data });
     let fut = async {
         match rpc {
@@ -200,30 +167,14 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         }
     };
     let reply = match tokio::time::timeout(timeout, fut).await {
-        Err(_) => {
-            return Err(CallError::Timeout {
-                addr: addr.to_string(),
-                after: timeout,
-            })
-        }
+        Err(_) => return Err(CallError::Timeout { addr: addr.to_string(), after: timeout }),
         Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-            return Err(CallError::Unreachable {
-                addr: addr.to_string(),
-                message: status.message().to_string(),
-            })
+            return Err(CallError::Unreachable { addr: addr.to_string(), message: status.message().to_string() })
         }
-        Ok(Err(status)) => {
-            return Err(CallError::Status {
-                addr: addr.to_string(),
-                status: format!("{:?}: {}", status.code(), status.message()),
-            })
-        }
+        Ok(Err(status)) => return Err(CallError::Status { addr: addr.to_string(), status: format!("{:?}: {}", status.code(), status.message()) }),
         Ok(Ok(r)) => r.into_inner(),
     };
-    from_payload(&reply.data).map_err(|e| CallError::Codec {
-        addr: addr.to_string(),
-        message: e.to_string(),
-    })
+    from_payload(&reply.data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })
 }
 
 /// openraft's network factory: one [`PeerNetwork`] per target.
@@ -238,11 +189,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &MetaNode) -> PeerNetwork {
-        PeerNetwork {
-            factory: self.clone(),
-            target,
-            addr: node.peer_addr.clone(),
-        }
+        PeerNetwork { factory: self.clone(), target, addr: node.peer_addr.clone() }
     }
 }
 
@@ -253,11 +200,7 @@ pub struct PeerNetwork {
 }
 
 impl PeerNetwork {
-    async fn raft_call<
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    >(
+    async fn raft_call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &self,
         rpc: PeerRpc,
         req: &Req,
@@ -265,21 +208,10 @@ impl PeerNetwork {
     ) -> Result<Resp, RPCError<NodeId, MetaNode, RaftError<NodeId, E>>> {
         let from = self.factory.self_id;
         if !self.factory.filter.allows(from, self.target) {
-            return Err(CallError::Cut {
-                from,
-                to: self.target,
-            }
-            .into_rpc());
+            return Err(CallError::Cut { from, to: self.target }.into_rpc());
         }
-        let channel = self
-            .factory
-            .channels
-            .channel(&self.addr)
-            .map_err(CallError::into_rpc)?;
-        let reply: Result<Resp, RaftError<NodeId, E>> =
-            call(channel, &self.addr, rpc, req, option.hard_ttl())
-                .await
-                .map_err(CallError::into_rpc)?;
+        let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;
+        let reply: Result<Resp, RaftError<NodeId, E>> = call(channel, &self.addr, rpc, req, option.hard_ttl()).await.map_err(CallError::into_rpc)?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -297,19 +229,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, MetaNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.raft_call(PeerRpc::InstallSnapshot, &rpc, &option)
-            .await
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId, InstallSnapshotError>>> {
+        self.raft_call(PeerRpc::InstallSnapshot, &rpc, &option).await
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> {
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> {
         self.raft_call(PeerRpc::Vote, &rpc, &option).await
     }
 

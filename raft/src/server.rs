@@ -41,37 +41,22 @@ pub struct PeerService {
 fn require_cluster_cert<T>(req: &Request<T>) -> Result<(), Status> {
     match req.peer_certs() {
         Some(certs) if !certs.is_empty() => Ok(()),
-        _ => Err(Status::unauthenticated(
-            "a certificate from the cluster CA is required",
-        )),
+        _ => Err(Status::unauthenticated("a certificate from the cluster CA is required")),
     }
 }
 
 fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
-    from_payload(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("unreadable payload: {e}")))
+    from_payload(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("unreadable payload: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
-    to_payload(value)
-        .map(|data| Response::new(Payload { data }))
-        .map_err(|e| Status::internal(format!("encode reply: {e}")))
+    to_payload(value).map(|data| Response::new(Payload { data })).map_err(|e| Status::internal(format!("encode reply: {e}")))
 }
 
-fn write_reply(
-    res: Result<
-        openraft::raft::ClientWriteResponse<TypeConfig>,
-        RaftError<u64, ClientWriteError<u64, MetaNode>>,
-    >,
-) -> ForwardReply {
+fn write_reply(res: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, MetaNode>>>) -> ForwardReply {
     match res {
-        Ok(r) => ForwardReply::Applied {
-            log_id: r.log_id,
-            response: r.data,
-        },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
-        },
+        Ok(r) => ForwardReply::Applied { log_id: r.log_id, response: r.data },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) },
         Err(e) => ForwardReply::Failed(e.to_string()),
     }
 }
@@ -107,9 +92,7 @@ impl Peer for PeerService {
         let out = match self.meta.raft().ensure_linearizable().await {
             Ok(read_log_id) => ForwardReply::ReadIndex { read_log_id },
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                ForwardReply::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                }
+                ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) }
             }
             Err(e) => ForwardReply::Failed(e.to_string()),
         };
@@ -118,34 +101,21 @@ impl Peer for PeerService {
 
     async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         require_cluster_cert(&req)?;
-        let out: Result<(), String> = self
-            .meta
-            .raft()
-            .trigger()
-            .elect()
-            .await
-            .map_err(|e| e.to_string());
+        let out: Result<(), String> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn transfer_leader(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         require_cluster_cert(&req)?;
         let to: Option<u64> = decode(req)?;
-        let out: Result<u64, String> = self
-            .meta
-            .hand_over_leadership(to)
-            .await
-            .map_err(|e| e.to_string());
+        let out: Result<u64, String> = self.meta.hand_over_leadership(to).await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn status(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         require_cluster_cert(&req)?;
-        let out: Result<crate::wire::LeaderView, String> = if self.meta.is_leader() {
-            self.meta.leader_view().await.map_err(|e| e.to_string())
-        } else {
-            Err("not the leader".into())
-        };
+        let out: Result<crate::wire::LeaderView, String> =
+            if self.meta.is_leader() { self.meta.leader_view().await.map_err(|e| e.to_string()) } else { Err("not the leader".into()) };
         reply(&out)
     }
 
@@ -167,12 +137,6 @@ pub async fn serve(
         .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
         .client_ca_root(Certificate::from_pem(&tls.ca_pem))
         .client_auth_optional(true);
-    let service = PeerServer::new(PeerService { meta, join })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    Server::builder()
-        .tls_config(tls_config)?
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    let service = PeerServer::new(PeerService { meta, join }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    Server::builder().tls_config(tls_config)?.add_service(service).serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
 }

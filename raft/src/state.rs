@@ -18,6 +18,8 @@
 //! | `m` + repo + `\0` + digest | [`ManifestRecord`] |
 //! | `g` + repo + `\0` + tag | [`TagRecord`] |
 //! | `b` + digest | [`BlobRecord`] |
+//! | `l` + repo + `\0` + digest | [`BlobLink`] |
+//! | `s` + repo + `\0` + subject + `\0` + digest | `()`: referrer index |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -41,6 +43,8 @@ pub mod keys {
     pub const MANIFEST_PREFIX: &[u8] = b"m";
     pub const TAG_PREFIX: &[u8] = b"g";
     pub const BLOB_PREFIX: &[u8] = b"b";
+    pub const LINK_PREFIX: &[u8] = b"l";
+    pub const REFERRER_PREFIX: &[u8] = b"s";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -66,10 +70,7 @@ pub mod keys {
         join(REPO_PREFIX, &[name.as_bytes()])
     }
     pub fn manifest(repo: &str, digest: &Digest) -> Vec<u8> {
-        join(
-            MANIFEST_PREFIX,
-            &[repo.as_bytes(), digest.to_string().as_bytes()],
-        )
+        join(MANIFEST_PREFIX, &[repo.as_bytes(), digest.to_string().as_bytes()])
     }
     /// Prefix of every tag of `repo`; tags sort lexically after it.
     pub fn tags_of(repo: &str) -> Vec<u8> {
@@ -79,6 +80,24 @@ pub mod keys {
     }
     pub fn tag(repo: &str, tag: &str) -> Vec<u8> {
         join(TAG_PREFIX, &[repo.as_bytes(), tag.as_bytes()])
+    }
+    pub fn link(repo: &str, digest: &Digest) -> Vec<u8> {
+        join(LINK_PREFIX, &[repo.as_bytes(), digest.to_string().as_bytes()])
+    }
+    /// Prefix of the referrers of `subject` in `repo`.
+    pub fn referrers_of(repo: &str, subject: &Digest) -> Vec<u8> {
+        let mut k = join(REFERRER_PREFIX, &[repo.as_bytes(), subject.to_string().as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn referrer(repo: &str, subject: &Digest, digest: &Digest) -> Vec<u8> {
+        join(REFERRER_PREFIX, &[repo.as_bytes(), subject.to_string().as_bytes(), digest.to_string().as_bytes()])
+    }
+    /// Prefix of every manifest of `repo`.
+    pub fn manifests_of(repo: &str) -> Vec<u8> {
+        let mut k = join(MANIFEST_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
     }
     pub fn blob(digest: &Digest) -> Vec<u8> {
         join(BLOB_PREFIX, &[digest.to_string().as_bytes()])
@@ -107,18 +126,12 @@ pub trait StateRead {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StateError> {
-        self.scan_raw(prefix)?
-            .iter()
-            .map(|(k, v)| decode(k, v))
-            .collect()
+        self.scan_raw(prefix)?.iter().map(|(k, v)| decode(k, v)).collect()
     }
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
-    decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
+    decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
 }
 
 /// What one command changes, applied atomically by the store.
@@ -141,10 +154,7 @@ impl Changes {
 }
 
 /// Applies one command: returns its response and the changes to write.
-pub fn apply(
-    state: &impl StateRead,
-    cmd: &MetaCommand,
-) -> Result<(MetaResponse, Changes), StateError> {
+pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
     let mut ch = Changes::default();
     let resp = match cmd {
         MetaCommand::Bootstrap(rec) => {
@@ -155,21 +165,15 @@ pub fn apply(
                 MetaResponse::Done
             }
         }
-        MetaCommand::RegisterNode {
-            registration,
-            token,
-            now_ms,
-        } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
-        MetaCommand::SetNodeRole { node, role } => {
-            match state.get::<NodeRecord>(&keys::node(*node))? {
-                Some(mut rec) if !rec.removed => {
-                    rec.role = *role;
-                    ch.put(keys::node(*node), &rec);
-                    MetaResponse::Done
-                }
-                _ => MetaResponse::NotFound,
+        MetaCommand::RegisterNode { registration, token, now_ms } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
+        MetaCommand::SetNodeRole { node, role } => match state.get::<NodeRecord>(&keys::node(*node))? {
+            Some(mut rec) if !rec.removed => {
+                rec.role = *role;
+                ch.put(keys::node(*node), &rec);
+                MetaResponse::Done
             }
-        }
+            _ => MetaResponse::NotFound,
+        },
         MetaCommand::RemoveNode { node } => match state.get::<NodeRecord>(&keys::node(*node))? {
             Some(mut rec) if !rec.removed => {
                 rec.removed = true;
@@ -186,16 +190,14 @@ pub fn apply(
                 MetaResponse::Done
             }
         }
-        MetaCommand::RevokeJoinToken { id } => {
-            match state.get::<JoinTokenRecord>(&keys::token(id))? {
-                Some(mut rec) => {
-                    rec.revoked = true;
-                    ch.put(keys::token(id), &rec);
-                    MetaResponse::Done
-                }
-                None => MetaResponse::NotFound,
+        MetaCommand::RevokeJoinToken { id } => match state.get::<JoinTokenRecord>(&keys::token(id))? {
+            Some(mut rec) => {
+                rec.revoked = true;
+                ch.put(keys::token(id), &rec);
+                MetaResponse::Done
             }
-        }
+            None => MetaResponse::NotFound,
+        },
         MetaCommand::PutUser(rec) => {
             ch.put(keys::user(&rec.name), rec);
             MetaResponse::Done
@@ -206,14 +208,24 @@ pub fn apply(
             }
             MetaResponse::Done
         }
-        MetaCommand::PutManifest(rec) => {
+        MetaCommand::PutManifest { record: rec, tag } => {
+            if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
+                ch.put(keys::repo(&rec.repo), &RepositoryRecord { name: rec.repo.clone(), public: false, created_at_ms: rec.pushed_at_ms });
+            }
             ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
+            if let Some(subject) = &rec.subject {
+                ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
+            }
+            if let Some(tag) = tag {
+                ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
+            }
             MetaResponse::Done
         }
         MetaCommand::DeleteManifest { repo, digest } => {
-            if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
-                MetaResponse::NotFound
-            } else {
+            if let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? {
+                if let Some(subject) = &rec.subject {
+                    ch.delete(keys::referrer(repo, subject, digest));
+                }
                 ch.delete(keys::manifest(repo, digest));
                 let prefix = keys::tags_of(repo);
                 for (k, v) in state.scan_raw(&prefix)? {
@@ -223,47 +235,27 @@ pub fn apply(
                     }
                 }
                 MetaResponse::Done
+            } else {
+                MetaResponse::NotFound
             }
         }
-        MetaCommand::SetTag {
-            repo,
-            tag,
-            digest,
-            pushed_at_ms,
-            if_current,
-        } => {
+        MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current } => {
             let key = keys::tag(repo, tag);
             let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
             match if_current {
                 Some(expected) if *expected != current => MetaResponse::Conflict { current },
-                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => {
-                    MetaResponse::NotFound
-                }
+                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => MetaResponse::NotFound,
                 _ => {
-                    ch.put(
-                        key,
-                        &TagRecord {
-                            digest: digest.clone(),
-                            pushed_at_ms: *pushed_at_ms,
-                        },
-                    );
+                    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms: *pushed_at_ms });
                     MetaResponse::Done
                 }
             }
         }
-        MetaCommand::DeleteTag {
-            repo,
-            tag,
-            if_current,
-        } => {
+        MetaCommand::DeleteTag { repo, tag, if_current } => {
             let key = keys::tag(repo, tag);
             match state.get::<TagRecord>(&key)? {
                 None => MetaResponse::NotFound,
-                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => {
-                    MetaResponse::Conflict {
-                        current: Some(t.digest),
-                    }
-                }
+                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => MetaResponse::Conflict { current: Some(t.digest) },
                 Some(_) => {
                     ch.delete(key);
                     MetaResponse::Done
@@ -272,13 +264,26 @@ pub fn apply(
         }
         MetaCommand::AddBlobHolder { digest, size, node } => {
             let key = keys::blob(digest);
-            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord {
-                size: *size,
-                holders: Default::default(),
-            });
+            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
             rec.holders.insert(*node);
             ch.put(key, &rec);
             MetaResponse::Done
+        }
+        MetaCommand::LinkBlob { repo, digest, size, node } => {
+            ch.put(keys::link(repo, digest), &BlobLink { size: *size, linked_at_ms: 0 });
+            let key = keys::blob(digest);
+            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
+            rec.holders.insert(*node);
+            ch.put(key, &rec);
+            MetaResponse::Done
+        }
+        MetaCommand::UnlinkBlob { repo, digest } => {
+            if state.get_raw(&keys::link(repo, digest))?.is_some() {
+                ch.delete(keys::link(repo, digest));
+                MetaResponse::Done
+            } else {
+                MetaResponse::NotFound
+            }
         }
         MetaCommand::RemoveBlobHolder { digest, node } => {
             let key = keys::blob(digest);
@@ -308,9 +313,7 @@ fn register_node(
 ) -> Result<MetaResponse, StateError> {
     if let Some(proof) = token {
         let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {
-            return Ok(MetaResponse::Refused(
-                "join token is not known to this cluster".into(),
-            ));
+            return Ok(MetaResponse::Refused("join token is not known to this cluster".into()));
         };
         let refusal = if rec.secret_sha256 != proof.secret_sha256 {
             Some("join token secret is wrong")
@@ -330,14 +333,8 @@ fn register_node(
         ch.put(keys::token(&proof.id), &rec);
     }
     let nodes: Vec<NodeRecord> = state.scan(keys::NODE_PREFIX)?;
-    if let Some(n) = nodes
-        .iter()
-        .find(|n| !n.removed && n.peer_addr == reg.peer_addr)
-    {
-        return Ok(MetaResponse::Refused(format!(
-            "node {} is already registered at peer address {}",
-            n.id, reg.peer_addr
-        )));
+    if let Some(n) = nodes.iter().find(|n| !n.removed && n.peer_addr == reg.peer_addr) {
+        return Ok(MetaResponse::Refused(format!("node {} is already registered at peer address {}", n.id, reg.peer_addr)));
     }
     let id: u64 = state.get(keys::NEXT_NODE_ID)?.unwrap_or(1);
     ch.put(keys::NEXT_NODE_ID.to_vec(), &(id + 1));
@@ -374,14 +371,7 @@ mod tests {
             Ok(self.0.lock().unwrap().get(key).cloned())
         }
         fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
+            Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
         }
     }
 
@@ -400,80 +390,33 @@ mod tests {
     }
 
     fn reg(addr: &str) -> NodeRegistration {
-        NodeRegistration {
-            region: "eu".into(),
-            peer_addr: addr.into(),
-            http_addr: "h".into(),
-            role: NodeRole::Auto,
-        }
+        NodeRegistration { region: "eu".into(), peer_addr: addr.into(), http_addr: "h".into(), role: NodeRole::Auto }
     }
 
     fn token(id: &str, expires_at_ms: u64, max_uses: Option<u32>) -> JoinTokenRecord {
-        JoinTokenRecord {
-            id: id.into(),
-            secret_sha256: "s".into(),
-            created_at_ms: 0,
-            expires_at_ms,
-            revoked: false,
-            uses: 0,
-            max_uses,
-        }
+        JoinTokenRecord { id: id.into(), secret_sha256: "s".into(), created_at_ms: 0, expires_at_ms, revoked: false, uses: 0, max_uses }
     }
 
     fn proof(id: &str, secret: &str) -> Option<TokenProof> {
-        Some(TokenProof {
-            id: id.into(),
-            secret_sha256: secret.into(),
-        })
+        Some(TokenProof { id: id.into(), secret_sha256: secret.into() })
     }
 
     #[test]
     fn tokens_are_checked_atomically_with_registration() {
         let s = MapState::default();
         s.run(MetaCommand::CreateJoinToken(token("t1", 100, Some(1))));
-        let join = |addr: &str, p, now| {
-            s.run(MetaCommand::RegisterNode {
-                registration: reg(addr),
-                token: p,
-                now_ms: now,
-            })
-        };
-        assert_eq!(
-            join("a:1", proof("t1", "wrong"), 1),
-            MetaResponse::Refused("join token secret is wrong".into())
-        );
-        assert_eq!(
-            join("a:1", proof("nope", "s"), 1),
-            MetaResponse::Refused("join token is not known to this cluster".into())
-        );
-        assert_eq!(
-            join("a:1", proof("t1", "s"), 100),
-            MetaResponse::Refused("join token has expired".into())
-        );
+        let join = |addr: &str, p, now| s.run(MetaCommand::RegisterNode { registration: reg(addr), token: p, now_ms: now });
+        assert_eq!(join("a:1", proof("t1", "wrong"), 1), MetaResponse::Refused("join token secret is wrong".into()));
+        assert_eq!(join("a:1", proof("nope", "s"), 1), MetaResponse::Refused("join token is not known to this cluster".into()));
+        assert_eq!(join("a:1", proof("t1", "s"), 100), MetaResponse::Refused("join token has expired".into()));
         assert_eq!(join("a:1", proof("t1", "s"), 1), MetaResponse::NodeId(1));
-        assert_eq!(
-            join("a:2", proof("t1", "s"), 1),
-            MetaResponse::Refused("join token has been used up".into())
-        );
+        assert_eq!(join("a:2", proof("t1", "s"), 1), MetaResponse::Refused("join token has been used up".into()));
         s.run(MetaCommand::CreateJoinToken(token("t2", 100, None)));
         s.run(MetaCommand::RevokeJoinToken { id: "t2".into() });
-        assert_eq!(
-            join("a:2", proof("t2", "s"), 1),
-            MetaResponse::Refused("join token was revoked".into())
-        );
-        assert!(
-            matches!(join("a:1", None, 1), MetaResponse::Refused(_)),
-            "same address twice"
-        );
-        assert_eq!(
-            s.run(MetaCommand::RemoveNode { node: 1 }),
-            MetaResponse::Done
-        );
-        assert_eq!(
-            join("a:1", None, 1),
-            MetaResponse::NodeId(2),
-            "a removed node's id is never reused"
-        );
+        assert_eq!(join("a:2", proof("t2", "s"), 1), MetaResponse::Refused("join token was revoked".into()));
+        assert!(matches!(join("a:1", None, 1), MetaResponse::Refused(_)), "same address twice");
+        assert_eq!(s.run(MetaCommand::RemoveNode { node: 1 }), MetaResponse::Done);
+        assert_eq!(join("a:1", None, 1), MetaResponse::NodeId(2), "a removed node's id is never reused");
     }
 
     #[test]
@@ -481,58 +424,30 @@ mod tests {
         let s = MapState::default();
         let d1 = Digest::sha256_of(b"1");
         let d2 = Digest::sha256_of(b"2");
-        let tag = |digest: &Digest, cond| MetaCommand::SetTag {
-            repo: "r".into(),
-            tag: "t".into(),
-            digest: digest.clone(),
-            pushed_at_ms: 1,
-            if_current: cond,
-        };
-        assert_eq!(
-            s.run(tag(&d1, None)),
-            MetaResponse::NotFound,
-            "tag of an unknown manifest"
-        );
+        let tag = |digest: &Digest, cond| MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: digest.clone(), pushed_at_ms: 1, if_current: cond };
+        assert_eq!(s.run(tag(&d1, None)), MetaResponse::NotFound, "tag of an unknown manifest");
         for d in [&d1, &d2] {
-            s.run(MetaCommand::PutManifest(ManifestRecord {
-                repo: "r".into(),
-                digest: d.clone(),
-                media_type: "m".into(),
-                bytes: vec![],
-                references: vec![],
-                subject: None,
-                pushed_at_ms: 0,
-            }));
+            s.run(MetaCommand::PutManifest {
+                tag: None,
+                record: ManifestRecord {
+                    repo: "r".into(),
+                    digest: d.clone(),
+                    media_type: "m".into(),
+                    bytes: vec![],
+                    references: vec![],
+                    subject: None,
+                    pushed_at_ms: 0,
+                },
+            });
         }
         assert_eq!(s.run(tag(&d1, Some(None))), MetaResponse::Done);
-        assert_eq!(
-            s.run(tag(&d2, Some(None))),
-            MetaResponse::Conflict {
-                current: Some(d1.clone())
-            }
-        );
+        assert_eq!(s.run(tag(&d2, Some(None))), MetaResponse::Conflict { current: Some(d1.clone()) });
         assert_eq!(s.run(tag(&d2, Some(Some(d1.clone())))), MetaResponse::Done);
         assert_eq!(
-            s.run(MetaCommand::DeleteTag {
-                repo: "r".into(),
-                tag: "t".into(),
-                if_current: Some(d1.clone())
-            }),
-            MetaResponse::Conflict {
-                current: Some(d2.clone())
-            }
+            s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: Some(d1.clone()) }),
+            MetaResponse::Conflict { current: Some(d2.clone()) }
         );
-        assert_eq!(
-            s.run(MetaCommand::DeleteManifest {
-                repo: "r".into(),
-                digest: d2.clone()
-            }),
-            MetaResponse::Done
-        );
-        assert_eq!(
-            s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(),
-            None,
-            "deleting a manifest drops its tags"
-        );
+        assert_eq!(s.run(MetaCommand::DeleteManifest { repo: "r".into(), digest: d2.clone() }), MetaResponse::Done);
+        assert_eq!(s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(), None, "deleting a manifest drops its tags");
     }
 }

@@ -30,13 +30,8 @@ use std::sync::Arc;
 
 use berth_common::{decode_versioned, encode_versioned};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
-use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, StorageIOError,
-};
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::command::{MetaRequest, MetaResponse};
@@ -72,30 +67,22 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
-        let cfs = [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE]
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(RocksStore { db: Arc::new(db) })
     }
 
     pub fn log_store(&self) -> RocksLogStore {
-        RocksLogStore {
-            db: self.db.clone(),
-        }
+        RocksLogStore { db: self.db.clone() }
     }
 
     pub fn state_machine(&self) -> RocksStateMachine {
-        RocksStateMachine {
-            db: self.db.clone(),
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-        }
+        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)) }
     }
 
     /// A read-only view of the applied state, for local reads.
     pub fn state(&self) -> MetaState {
-        MetaState {
-            db: self.db.clone(),
-        }
+        MetaState { db: self.db.clone() }
     }
 }
 
@@ -109,11 +96,7 @@ fn sync_write() -> WriteOptions {
     w
 }
 
-fn io_err(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -125,16 +108,10 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     io_err(ErrorSubject::Store, ErrorVerb::Write, e)
 }
 
-fn get_value<T: DeserializeOwned>(
-    db: &DB,
-    cf_name: &str,
-    key: &[u8],
-) -> Result<Option<T>, StorageError> {
+fn get_value<T: DeserializeOwned>(db: &DB, cf_name: &str, key: &[u8]) -> Result<Option<T>, StorageError> {
     match db.get_cf(cf(db, cf_name), key).map_err(read_err)? {
         None => Ok(None),
-        Some(v) => decode_versioned(LOG_VERSION, &v)
-            .map(Some)
-            .map_err(read_err),
+        Some(v) => decode_versioned(LOG_VERSION, &v).map(Some).map_err(read_err),
     }
 }
 
@@ -143,9 +120,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
 }
 
 /// Runs RocksDB work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StorageError> + Send + 'static) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(write_err(std::io::Error::other(e.to_string()))),
@@ -159,10 +134,7 @@ pub struct RocksLogStore {
 }
 
 impl RaftLogReader<TypeConfig> for RocksLogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
             Bound::Excluded(&s) => s + 1,
@@ -177,23 +149,13 @@ impl RaftLogReader<TypeConfig> for RocksLogStore {
         blocking(move || {
             let mut out = Vec::new();
             let from = start.to_be_bytes();
-            for item in db.iterator_cf(
-                cf(&db, CF_LOG),
-                IteratorMode::From(&from, Direction::Forward),
-            ) {
+            for item in db.iterator_cf(cf(&db, CF_LOG), IteratorMode::From(&from, Direction::Forward)) {
                 let (k, v) = item.map_err(read_err)?;
-                let idx = u64::from_be_bytes(
-                    k.as_ref()
-                        .try_into()
-                        .map_err(|_| read_err(std::io::Error::other("bad log key")))?,
-                );
+                let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| read_err(std::io::Error::other("bad log key")))?);
                 if end.is_some_and(|e| idx >= e) {
                     break;
                 }
-                out.push(
-                    decode_versioned(LOG_VERSION, &v)
-                        .map_err(|e| io_err(ErrorSubject::LogIndex(idx), ErrorVerb::Read, e))?,
-                );
+                out.push(decode_versioned(LOG_VERSION, &v).map_err(|e| io_err(ErrorSubject::LogIndex(idx), ErrorVerb::Read, e))?);
             }
             Ok(out)
         })
@@ -216,10 +178,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
                     Some(e.log_id)
                 }
             };
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id: last.or(last_purged_log_id),
-            })
+            Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
         })
         .await
     }
@@ -231,11 +190,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let db = self.db.clone();
         let bytes = encode(vote)?;
-        blocking(move || {
-            db.put_cf_opt(cf(&db, CF_RAFT), KEY_VOTE, bytes, &sync_write())
-                .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
-        })
-        .await
+        blocking(move || db.put_cf_opt(cf(&db, CF_RAFT), KEY_VOTE, bytes, &sync_write()).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -247,24 +202,15 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         let db = self.db.clone();
         let bytes = encode(&committed)?;
         // Not synced: a lost `committed` only means re-learning it from the leader.
-        blocking(move || {
-            db.put_cf(cf(&db, CF_RAFT), KEY_COMMITTED, bytes)
-                .map_err(write_err)
-        })
-        .await
+        blocking(move || db.put_cf(cf(&db, CF_RAFT), KEY_COMMITTED, bytes).map_err(write_err)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let db = self.db.clone();
-        blocking(move || Ok(get_value::<Option<LogId>>(&db, CF_RAFT, KEY_COMMITTED)?.flatten()))
-            .await
+        blocking(move || Ok(get_value::<Option<LogId>>(&db, CF_RAFT, KEY_COMMITTED)?.flatten())).await
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -277,16 +223,8 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
             }
         }
         let db = self.db.clone();
-        let res = blocking(move || {
-            db.write_opt(batch, &sync_write())
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
-        })
-        .await;
-        callback.log_io_completed(
-            res.as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
+        let res = blocking(move || db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))).await;
+        callback.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         res
     }
 
@@ -294,14 +232,9 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         let db = self.db.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
-            batch.delete_range_cf(
-                cf(&db, CF_LOG),
-                log_id.index.to_be_bytes(),
-                u64::MAX.to_be_bytes(),
-            );
+            batch.delete_range_cf(cf(&db, CF_LOG), log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
             batch.delete_cf(cf(&db, CF_LOG), u64::MAX.to_be_bytes());
-            db.write_opt(batch, &sync_write())
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
         })
         .await
     }
@@ -312,13 +245,8 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         blocking(move || {
             let mut batch = WriteBatch::default();
             batch.put_cf(cf(&db, CF_RAFT), KEY_PURGED, purged);
-            batch.delete_range_cf(
-                cf(&db, CF_LOG),
-                0u64.to_be_bytes(),
-                (log_id.index + 1).to_be_bytes(),
-            );
-            db.write_opt(batch, &sync_write())
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            batch.delete_range_cf(cf(&db, CF_LOG), 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
+            db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
         })
         .await
     }
@@ -349,17 +277,12 @@ struct DbState<'a>(&'a DB);
 
 impl StateRead for DbState<'_> {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.0
-            .get_cf(cf(self.0, CF_STATE), key)
-            .map_err(|e| StateError::Read(e.to_string()))
+        self.0.get_cf(cf(self.0, CF_STATE), key).map_err(|e| StateError::Read(e.to_string()))
     }
 
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let mut out = Vec::new();
-        for item in self.0.iterator_cf(
-            cf(self.0, CF_STATE),
-            IteratorMode::From(prefix, Direction::Forward),
-        ) {
+        for item in self.0.iterator_cf(cf(self.0, CF_STATE), IteratorMode::From(prefix, Direction::Forward)) {
             let (k, v) = item.map_err(|e| StateError::Read(e.to_string()))?;
             if !k.starts_with(prefix) {
                 break;
@@ -375,17 +298,11 @@ impl RocksStateMachine {
         let db = &self.db;
         // One RocksDB snapshot so the records and the applied id agree.
         let snap = db.snapshot();
-        let applied: Option<LogId> = match snap
-            .get_cf(cf(db, CF_SM_META), KEY_APPLIED)
-            .map_err(read_err)?
-        {
+        let applied: Option<LogId> = match snap.get_cf(cf(db, CF_SM_META), KEY_APPLIED).map_err(read_err)? {
             Some(v) => decode_versioned(LOG_VERSION, &v).map_err(read_err)?,
             None => None,
         };
-        let membership: StoredMembership = match snap
-            .get_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP)
-            .map_err(read_err)?
-        {
+        let membership: StoredMembership = match snap.get_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP).map_err(read_err)? {
             Some(v) => decode_versioned(LOG_VERSION, &v).map_err(read_err)?,
             None => StoredMembership::default(),
         };
@@ -394,29 +311,17 @@ impl RocksStateMachine {
             let (k, v) = item.map_err(read_err)?;
             records.push((k.to_vec(), v.to_vec()));
         }
-        let data =
-            encode_versioned(SNAPSHOT_VERSION, &SnapshotBody { records }).map_err(write_err)?;
+        let data = encode_versioned(SNAPSHOT_VERSION, &SnapshotBody { records }).map_err(write_err)?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
             None => format!("none-{seq}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let stored = encode(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
-        db.put_cf_opt(cf(db, CF_SM_META), KEY_SNAPSHOT, stored, &sync_write())
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
+        db.put_cf_opt(cf(db, CF_SM_META), KEY_SNAPSHOT, stored, &sync_write()).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built metadata snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 
     fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
@@ -427,8 +332,7 @@ impl RocksStateMachine {
             let resp = match &entry.payload {
                 EntryPayload::Blank => MetaResponse::Done,
                 EntryPayload::Normal(MetaRequest::V1(cmd)) => {
-                    let (resp, changes) = state::apply(&DbState(db), cmd)
-                        .map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+                    let (resp, changes) = state::apply(&DbState(db), cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
                     let state_cf = cf(db, CF_STATE);
                     for k in changes.deletes {
                         batch.delete_cf(state_cf, k);
@@ -445,8 +349,7 @@ impl RocksStateMachine {
                 }
             };
             batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&Some(log_id))?);
-            db.write(batch)
-                .map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+            db.write(batch).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
             out.push(resp);
         }
         Ok(out)
@@ -467,8 +370,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         let db = self.db.clone();
         blocking(move || {
             let applied = get_value::<Option<LogId>>(&db, CF_SM_META, KEY_APPLIED)?.flatten();
-            let membership =
-                get_value::<StoredMembership>(&db, CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
+            let membership = get_value::<StoredMembership>(&db, CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
             Ok((applied, membership))
         })
         .await
@@ -492,25 +394,15 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let meta = meta.clone();
         let data = snapshot.into_inner();
         blocking(move || {
             let signature = meta.signature();
-            let snap_err = |e: &dyn std::fmt::Display| {
-                io_err(
-                    ErrorSubject::Snapshot(Some(signature.clone())),
-                    ErrorVerb::Write,
-                    std::io::Error::other(e.to_string()),
-                )
-            };
-            let body: SnapshotBody =
-                decode_versioned(SNAPSHOT_VERSION, &data).map_err(|e| snap_err(&e))?;
+            let snap_err =
+                |e: &dyn std::fmt::Display| io_err(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, std::io::Error::other(e.to_string()));
+            let body: SnapshotBody = decode_versioned(SNAPSHOT_VERSION, &data).map_err(|e| snap_err(&e))?;
             let mut batch = WriteBatch::default();
             let state_cf = cf(&db, CF_STATE);
             for item in db.iterator_cf(state_cf, IteratorMode::Start) {
@@ -521,19 +413,10 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
                 batch.put_cf(state_cf, k, v);
             }
             batch.put_cf(cf(&db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
-            batch.put_cf(
-                cf(&db, CF_SM_META),
-                KEY_MEMBERSHIP,
-                encode(&meta.last_membership)?,
-            );
+            batch.put_cf(cf(&db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
             let snapshot_id = meta.snapshot_id.clone();
-            batch.put_cf(
-                cf(&db, CF_SM_META),
-                KEY_SNAPSHOT,
-                encode(&StoredSnapshot { meta, data })?,
-            );
-            db.write_opt(batch, &sync_write())
-                .map_err(|e| snap_err(&e))?;
+            batch.put_cf(cf(&db, CF_SM_META), KEY_SNAPSHOT, encode(&StoredSnapshot { meta, data })?);
+            db.write_opt(batch, &sync_write()).map_err(|e| snap_err(&e))?;
             tracing::info!(%snapshot_id, "installed metadata snapshot");
             Ok(())
         })
@@ -543,12 +426,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let db = self.db.clone();
         blocking(move || {
-            Ok(
-                get_value::<StoredSnapshot>(&db, CF_SM_META, KEY_SNAPSHOT)?.map(|s| Snapshot {
-                    meta: s.meta,
-                    snapshot: Box::new(Cursor::new(s.data)),
-                }),
-            )
+            Ok(get_value::<StoredSnapshot>(&db, CF_SM_META, KEY_SNAPSHOT)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
         })
         .await
     }

@@ -22,10 +22,7 @@ pub fn from_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
     /// The write was committed and applied on the leader at `log_id`.
-    Applied {
-        log_id: LogId,
-        response: MetaResponse,
-    },
+    Applied { log_id: LogId, response: MetaResponse },
     /// Reads applied up to `read_log_id` (or further) are linearizable.
     ReadIndex { read_log_id: Option<LogId> },
     /// The receiver is not the leader; here is who it thinks is.

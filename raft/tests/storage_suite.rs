@@ -6,12 +6,8 @@ use openraft::testing::{StoreBuilder, Suite};
 
 struct RocksBuilder;
 
-impl StoreBuilder<TypeConfig, RocksLogStore, RocksStateMachine, tempfile::TempDir>
-    for RocksBuilder
-{
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, RocksLogStore, RocksStateMachine), StorageError> {
+impl StoreBuilder<TypeConfig, RocksLogStore, RocksStateMachine, tempfile::TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, RocksLogStore, RocksStateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = RocksStore::open(dir.path()).expect("open rocksdb");
         Ok((dir, store.log_store(), store.state_machine()))

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_common::Digest;
-use berth_node::runtime::{
-    init_cluster, join_cluster, start_node, Listeners, NodeAddrs, RunningNode,
-};
+use berth_node::runtime::{init_cluster, join_cluster, start_node, Listeners, NodeAddrs, RunningNode};
 use berth_raft::command::{ManifestRecord, MetaCommand, MetaResponse, TagRecord};
 use berth_raft::state::keys;
 use berth_raft::{LinkFilter, MetaConfig, StateRead};
@@ -19,13 +17,7 @@ use tokio::net::TcpListener;
 
 /// Timing for tests on one machine: elections in a few hundred ms.
 pub fn fast_config() -> MetaConfig {
-    MetaConfig {
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
-        write_timeout_ms: 8_000,
-        ..MetaConfig::default()
-    }
+    MetaConfig { heartbeat_ms: 50, election_min_ms: 300, election_max_ms: 600, write_timeout_ms: 8_000, ..MetaConfig::default() }
 }
 
 pub struct Cluster {
@@ -53,10 +45,7 @@ pub async fn bind_pair() -> (Listeners, NodeAddrs) {
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
     berth_node::install_crypto_provider();
@@ -69,23 +58,12 @@ impl Cluster {
         let (listeners, mut addrs) = bind_pair().await;
         addrs.region = "region-1".into();
         let dir = root.path().join("node-1");
-        let out = init_cluster(&dir, &addrs, Some("admin-password".into()), config.clone())
-            .await
-            .unwrap();
+        let out = init_cluster(&dir, &addrs, Some("admin-password".into()), config.clone()).await.unwrap();
         let filter = LinkFilter::default();
-        let node = start_node(&dir, Some(listeners), filter.clone())
-            .await
-            .unwrap();
+        let node = start_node(&dir, Some(listeners), filter.clone()).await.unwrap();
         let id = node.config.node_id;
-        let mut c = Cluster {
-            root,
-            nodes: BTreeMap::from([(id, node)]),
-            dirs: BTreeMap::from([(id, dir)]),
-            filter,
-            config,
-            token: out.token.to_string(),
-            made: 1,
-        };
+        let mut c =
+            Cluster { root, nodes: BTreeMap::from([(id, node)]), dirs: BTreeMap::from([(id, dir)]), filter, config, token: out.token.to_string(), made: 1 };
         for i in 2..=n {
             c.add_node(&format!("region-{}", (i - 1) % 3 + 1)).await;
         }
@@ -107,12 +85,8 @@ impl Cluster {
         addrs.region = region.into();
         let dir = self.root.path().join(format!("node-{}", self.made));
         let seed = self.any().peer_addr.to_string();
-        let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone())
-            .await
-            .unwrap();
-        let node = start_node(&dir, Some(listeners), self.filter.clone())
-            .await
-            .unwrap();
+        let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone()).await.unwrap();
+        let node = start_node(&dir, Some(listeners), self.filter.clone()).await.unwrap();
         self.nodes.insert(cfg.node_id, node);
         self.dirs.insert(cfg.node_id, dir);
         cfg.node_id
@@ -124,9 +98,7 @@ impl Cluster {
     }
 
     pub async fn restart(&mut self, id: u64) {
-        let node = start_node(&self.dirs[&id], None, self.filter.clone())
-            .await
-            .unwrap();
+        let node = start_node(&self.dirs[&id], None, self.filter.clone()).await.unwrap();
         self.nodes.insert(id, node);
     }
 
@@ -134,23 +106,13 @@ impl Cluster {
     pub async fn wait_leader(&self, timeout: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let leaders: Vec<Option<u64>> = self
-                .nodes
-                .values()
-                .map(|n| n.meta.metrics().current_leader)
-                .collect();
+            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.meta.metrics().current_leader).collect();
             if let Some(Some(l)) = leaders.first() {
-                if self.nodes.contains_key(l)
-                    && leaders.iter().all(|x| x == &Some(*l))
-                    && self.nodes[l].meta.is_leader()
-                {
+                if self.nodes.contains_key(l) && leaders.iter().all(|x| x == &Some(*l)) && self.nodes[l].meta.is_leader() {
                     return *l;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no agreed leader within {timeout:?}: {leaders:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {timeout:?}: {leaders:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -166,10 +128,7 @@ impl Cluster {
             if voters == want && m.membership_config.membership().get_joint_config().len() == 1 {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "voters {voters:?}, wanted {want:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "voters {voters:?}, wanted {want:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -188,48 +147,22 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
         subject: None,
         pushed_at_ms: n,
     };
-    assert_eq!(
-        node.meta
-            .write(MetaCommand::PutManifest(manifest))
-            .await
-            .unwrap(),
-        MetaResponse::Done
-    );
-    let tag_cmd = MetaCommand::SetTag {
-        repo: repo.into(),
-        tag: tag.into(),
-        digest: digest.clone(),
-        pushed_at_ms: n,
-        if_current: None,
-    };
+    assert_eq!(node.meta.write(MetaCommand::PutManifest { record: manifest, tag: None }).await.unwrap(), MetaResponse::Done);
+    let tag_cmd = MetaCommand::SetTag { repo: repo.into(), tag: tag.into(), digest: digest.clone(), pushed_at_ms: n, if_current: None };
     assert_eq!(node.meta.write(tag_cmd).await.unwrap(), MetaResponse::Done);
     digest
 }
 
 /// The tag as `node` has applied it, without waiting.
 pub fn tag_on(node: &RunningNode, repo: &str, tag: &str) -> Option<Digest> {
-    node.meta
-        .state()
-        .get::<TagRecord>(&keys::tag(repo, tag))
-        .unwrap()
-        .map(|t| t.digest)
+    node.meta.state().get::<TagRecord>(&keys::tag(repo, tag)).unwrap().map(|t| t.digest)
 }
 
 /// Waits until `node` has applied the tag pointing at `digest`.
-pub async fn wait_tag(
-    node: &RunningNode,
-    repo: &str,
-    tag: &str,
-    digest: &Digest,
-    timeout: Duration,
-) {
+pub async fn wait_tag(node: &RunningNode, repo: &str, tag: &str, digest: &Digest, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     while tag_on(node, repo, tag).as_ref() != Some(digest) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {} never saw {repo}:{tag} = {digest}",
-            node.config.node_id
-        );
+        assert!(tokio::time::Instant::now() < deadline, "node {} never saw {repo}:{tag} = {digest}", node.config.node_id);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,464 @@
+//! The OCI distribution API (`/v2/…`) over the [`Registry`] trait.
+//!
+//! One catch-all route; the path is parsed once into an [`Endpoint`] and
+//! dispatched on (endpoint, method). Bodies stream in both directions: a
+//! blob never sits whole in memory here. Every response carries
+//! `Docker-Distribution-API-Version: registry/2.0`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_common::{Digest, RepoName};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Credentials;
+use crate::endpoint::{Endpoint, Reference};
+use crate::error::{ApiError, ErrorCode};
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
+
+/// Manifests larger than this are refused (the spec's recommended floor).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// The smallest chunk berth asks clients to send, beside the last one.
+pub const CHUNK_MIN_LENGTH: u64 = 0;
+
+pub const HDR_API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const HDR_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const HDR_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub const HDR_OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub const HDR_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+pub const HDR_CHUNK_MIN: HeaderName = HeaderName::from_static("oci-chunk-min-length");
+/// Set on a request one node forwards to another, so it is never forwarded twice.
+pub const HDR_FORWARDED: HeaderName = HeaderName::from_static("x-berth-forwarded");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// `GET /v2/`: who is asking, no repository.
+    Base,
+    Catalog,
+    Repo {
+        name: &'a RepoName,
+        action: Action,
+    },
+}
+
+/// An inclusive byte range: `start-` or `start-end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+pub struct BlobBody {
+    /// Size of the whole blob.
+    pub size: u64,
+    pub start: u64,
+    pub len: u64,
+    pub stream: ByteStream,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    pub id: String,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub digest: Digest,
+    pub bytes: Bytes,
+    pub subject: Option<Digest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+pub enum UploadOwner {
+    Local,
+    /// Base URL of the node that owns the session.
+    Remote(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+pub struct Page {
+    pub items: Vec<String>,
+    /// More items follow the last one returned.
+    pub more: bool,
+}
+
+/// What the registry API needs from a node.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    async fn authorize(&self, creds: &Credentials, scope: Scope<'_>) -> Result<(), ApiError>;
+    async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ApiError>;
+    async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError>;
+    async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError>;
+    /// Links a blob of `from` into `repo`; false when it cannot.
+    async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError>;
+    /// A whole blob in one request (`POST ?digest=`).
+    async fn blob_put(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
+    fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError>;
+    async fn upload_start(&self, repo: &RepoName) -> Result<UploadState, ApiError>;
+    async fn upload_patch(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError>;
+    async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, ApiError>;
+    async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
+    async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), ApiError>;
+    async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest, ApiError>;
+    async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError>;
+    async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
+    async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
+    async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError>;
+}
+
+type Shared = Arc<dyn Registry>;
+
+/// The state the `/v2` handler needs: the registry and an HTTP client for
+/// forwarding upload requests to the node that owns the session.
+#[derive(Clone)]
+pub struct V2State {
+    pub registry: Shared,
+    pub http: reqwest::Client,
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    let q = query?;
+    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn location(path: String) -> (HeaderName, HeaderValue) {
+    (header::LOCATION, hv(&path))
+}
+
+fn parse_n(query: Option<&str>) -> Result<Option<usize>, ApiError> {
+    match query_param(query, "n") {
+        None => Ok(None),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("n={v:?} is not a number")).with_status(StatusCode::BAD_REQUEST))
+        }
+    }
+}
+
+/// `Range: bytes=a-b` on a blob GET.
+fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+    let Some(v) = headers.get(header::RANGE) else { return Ok(None) };
+    let bad = || ApiError::new(ErrorCode::RangeInvalid, "Range must be bytes=<start>-[<end>]");
+    let s = v.to_str().map_err(|_| bad())?.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start = a.trim().parse().map_err(|_| bad())?;
+    let end = if b.trim().is_empty() { None } else { Some(b.trim().parse().map_err(|_| bad())?) };
+    Ok(Some(ByteRange { start, end }))
+}
+
+/// `Content-Range: <start>-<end>` on a PATCH (with or without `bytes `).
+fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let bad = || ApiError::new(ErrorCode::RangeInvalid, "Content-Range must be <start>-<end>");
+    let s = v.to_str().map_err(|_| bad())?;
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (start, end): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+fn upload_headers(repo: &RepoName, st: &UploadState) -> [(HeaderName, HeaderValue); 4] {
+    let range = if st.offset == 0 { "0-0".to_string() } else { format!("0-{}", st.offset - 1) };
+    [
+        location(format!("/v2/{repo}/blobs/uploads/{}", st.id)),
+        (header::RANGE, hv(&range)),
+        (HDR_UPLOAD_UUID, hv(&st.id)),
+        (HDR_CHUNK_MIN, hv(&CHUNK_MIN_LENGTH.to_string())),
+    ]
+}
+
+fn method_not_allowed(ep: &Endpoint, method: &Method) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported on {ep:?}")).with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    crate::parse_credentials(headers)
+}
+
+/// `/v2/*`: the whole distribution API.
+pub async fn handle_v2(State(st): State<V2State>, req: Request) -> Response {
+    let mut resp = match dispatch(&st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(HDR_API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let query = query.as_deref();
+    let rest = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")).unwrap_or("");
+    let ep = Endpoint::parse(rest)?;
+    let method = parts.method.clone();
+    let headers = parts.headers;
+    let creds = credentials(&headers)?;
+    let reg = &st.registry;
+
+    let scope = match (&ep, &method) {
+        (Endpoint::Base, _) => Scope::Base,
+        (Endpoint::Catalog, _) => Scope::Catalog,
+        (Endpoint::Tags(n) | Endpoint::Referrers(n, _), _) => Scope::Repo { name: n, action: Action::Pull },
+        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _), &Method::GET | &Method::HEAD) => Scope::Repo { name: n, action: Action::Pull },
+        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _), &Method::DELETE) => Scope::Repo { name: n, action: Action::Delete },
+        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _) | Endpoint::UploadStart(n) | Endpoint::Upload(n, _), _) => {
+            Scope::Repo { name: n, action: Action::Push }
+        }
+    };
+    reg.authorize(&creds, scope).await?;
+
+    // An upload session lives on the node that started it.
+    if let Endpoint::Upload(_, id) = &ep {
+        if let UploadOwner::Remote(base) = reg.upload_owner(id)? {
+            if headers.contains_key(HDR_FORWARDED) {
+                return Err(ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not on this node")));
+            }
+            return forward(&st.http, &base, &method, &path, query, &headers, body).await;
+        }
+    }
+
+    match (ep, method) {
+        (Endpoint::Base, Method::GET | Method::HEAD) => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
+        (Endpoint::Catalog, Method::GET) => {
+            let n = parse_n(query)?;
+            let last = query_param(query, "last");
+            let page = reg.catalog(n, last.as_deref()).await?;
+            let mut resp = axum::Json(serde_json::json!({ "repositories": page.items })).into_response();
+            if page.more {
+                if let (Some(n), Some(l)) = (n, page.items.last()) {
+                    resp.headers_mut().insert(header::LINK, hv(&format!("</v2/_catalog?n={n}&last={l}>; rel=\"next\"")));
+                }
+            }
+            Ok(resp)
+        }
+        (Endpoint::Tags(repo), Method::GET) => {
+            let n = parse_n(query)?;
+            let last = query_param(query, "last");
+            let page = reg.tags(&repo, n, last.as_deref()).await?;
+            let mut resp = axum::Json(serde_json::json!({ "name": repo.as_str(), "tags": page.items })).into_response();
+            if page.more {
+                if let (Some(n), Some(l)) = (n, page.items.last()) {
+                    resp.headers_mut().insert(header::LINK, hv(&format!("</v2/{repo}/tags/list?n={n}&last={l}>; rel=\"next\"")));
+                }
+            }
+            Ok(resp)
+        }
+        (Endpoint::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => {
+            let man = reg.manifest_get(&repo, &reference).await?;
+            let hdrs = [
+                (header::CONTENT_TYPE, hv(&man.media_type)),
+                (header::CONTENT_LENGTH, hv(&man.bytes.len().to_string())),
+                (HDR_CONTENT_DIGEST, hv(&man.digest.to_string())),
+                (header::ETAG, hv(&format!("\"{}\"", man.digest))),
+            ];
+            let body = if m == Method::HEAD { Body::empty() } else { Body::from(man.bytes) };
+            Ok((StatusCode::OK, hdrs, body).into_response())
+        }
+        (Endpoint::Manifest(repo, reference), Method::PUT) => {
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+            let bytes = read_limited(body, MAX_MANIFEST_BYTES).await?;
+            let out = reg.manifest_put(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let mut resp = (StatusCode::CREATED, [location(format!("/v2/{repo}/manifests/{}", out.digest)), (HDR_CONTENT_DIGEST, hv(&out.digest.to_string()))])
+                .into_response();
+            if let Some(s) = out.subject {
+                resp.headers_mut().insert(HDR_OCI_SUBJECT, hv(&s.to_string()));
+            }
+            Ok(resp)
+        }
+        (Endpoint::Manifest(repo, reference), Method::DELETE) => {
+            reg.manifest_delete(&repo, &reference).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Endpoint::Blob(repo, digest), Method::HEAD) => {
+            let size = reg.blob_stat(&repo, &digest).await?;
+            let hdrs = [
+                (header::CONTENT_LENGTH, hv(&size.to_string())),
+                (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            ];
+            Ok((StatusCode::OK, hdrs).into_response())
+        }
+        (Endpoint::Blob(repo, digest), Method::GET) => {
+            let range = parse_range(&headers)?;
+            let blob = reg.blob_read(&repo, &digest, range).await?;
+            let mut hdrs = vec![
+                (header::CONTENT_LENGTH, hv(&blob.len.to_string())),
+                (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+                (header::ETAG, hv(&format!("\"{digest}\""))),
+            ];
+            let status = if range.is_some() {
+                let end = blob.start + blob.len.saturating_sub(1);
+                hdrs.push((header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", blob.start, end, blob.size))));
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            let mut resp = Response::new(Body::from_stream(blob.stream));
+            *resp.status_mut() = status;
+            resp.headers_mut().extend(hdrs);
+            Ok(resp)
+        }
+        (Endpoint::Blob(repo, digest), Method::DELETE) => {
+            reg.blob_delete(&repo, &digest).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Endpoint::UploadStart(repo), Method::POST) => {
+            if let Some(mount) = query_param(query, "mount") {
+                let digest: Digest = mount.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+                if let Some(from) = query_param(query, "from") {
+                    let from: RepoName = from.parse().map_err(|e: berth_common::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))?;
+                    let may_read = reg.authorize(&creds, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
+                    if may_read && reg.blob_mount(&repo, &from, &digest).await? {
+                        return Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))])
+                            .into_response());
+                    }
+                }
+                // Cannot mount: fall back to a fresh upload session, as the spec says.
+            } else if let Some(d) = query_param(query, "digest") {
+                let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+                reg.blob_put(&repo, &digest, body_stream(body)).await?;
+                return Ok(
+                    (StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response()
+                );
+            }
+            let st = reg.upload_start(&repo).await?;
+            Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
+        }
+        (Endpoint::Upload(repo, id), Method::PATCH) => {
+            let range = parse_content_range(&headers)?;
+            let st = reg.upload_patch(&repo, &id, range, body_stream(body)).await?;
+            Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
+        }
+        (Endpoint::Upload(repo, id), Method::PUT) => {
+            let d = query_param(query, "digest").ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the final PUT of an upload needs ?digest="))?;
+            let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+            reg.upload_finish(&repo, &id, &digest, body_stream(body)).await?;
+            Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response())
+        }
+        (Endpoint::Upload(repo, id), Method::GET) => {
+            let st = reg.upload_status(&repo, &id).await?;
+            Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &st)).into_response())
+        }
+        (Endpoint::Upload(repo, id), Method::DELETE) => {
+            reg.upload_cancel(&repo, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Endpoint::Referrers(repo, subject), Method::GET) => {
+            let filter = query_param(query, "artifactType");
+            let manifests = reg.referrers(&repo, &subject, filter.as_deref()).await?;
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": manifests,
+            });
+            let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.oci.image.index.v1+json"))], axum::Json(index)).into_response();
+            if filter.is_some() {
+                resp.headers_mut().insert(HDR_FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+            }
+            Ok(resp)
+        }
+        (ep, m) => Err(method_not_allowed(&ep, &m)),
+    }
+}
+
+/// Reads at most `limit` bytes of a body; more is SIZE_INVALID (413).
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::new(ErrorCode::SizeInvalid, format!("manifest is larger than {limit} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Hop-by-hop headers, never forwarded.
+const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Sends an upload request to the node that owns the session and relays
+/// its answer, streaming the body both ways.
+async fn forward(
+    http: &reqwest::Client,
+    base: &str,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let url = match query {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
+    };
+    let mut req = http.request(method.clone(), &url).body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for (k, v) in headers {
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+            req = req.header(k, v);
+        }
+    }
+    req = req.header(HDR_FORWARDED, "1");
+    let resp = req.send().await.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("the node that owns this upload ({base}) is unreachable: {e}")))?;
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers() {
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            out = out.header(k, v);
+        }
+    }
+    out.body(Body::from_stream(resp.bytes_stream())).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}

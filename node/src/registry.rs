@@ -1,0 +1,348 @@
+//! The node's registry: the OCI distribution API's calls become metadata
+//! reads and writes (Raft) and blob store reads and writes (local disk).
+//!
+//! Reads are local. A read that misses asks the leader for a read index once
+//! and looks again, so a pull through one node right after a push through
+//! another does not see a stale "unknown". Until peer replication lands, a
+//! blob that is part of the repository but held only by other nodes is
+//! answered with BLOB_UNKNOWN and a message naming the holders.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_common::{Digest, NodeId, RepoName};
+use berth_gateway::*;
+use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
+use berth_raft::state::keys;
+use berth_raft::{MetaError, MetaNodeHandle, MetaState, StateRead};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Authenticator;
+use crate::join::now_ms;
+use crate::manifest;
+use crate::uploads::{blob_err, owner_of, write_body, UploadManager};
+
+/// Blobs are streamed to clients in reads of this size.
+const READ_CHUNK: usize = 256 << 10;
+
+pub struct NodeRegistry {
+    meta: MetaNodeHandle,
+    uploads: Arc<UploadManager>,
+    auth: Arc<Authenticator>,
+}
+
+pub fn meta_err(e: MetaError) -> ApiError {
+    match e {
+        MetaError::Unavailable(_) | MetaError::Unknown(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        _ => ApiError::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+fn state_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
+}
+
+fn unexpected(what: &str, r: MetaResponse) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("{what}: unexpected outcome {r:?}"))
+}
+
+impl NodeRegistry {
+    pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, auth: Arc<Authenticator>) -> NodeRegistry {
+        NodeRegistry { meta, uploads, auth }
+    }
+
+    fn state(&self) -> MetaState {
+        self.meta.state()
+    }
+
+    fn node_id(&self) -> NodeId {
+        self.meta.id()
+    }
+
+    /// A local read; on a miss, once more after a linearizable barrier.
+    async fn read_fresh<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ApiError> {
+        if let Some(v) = self.state().get(key).map_err(state_err)? {
+            return Ok(Some(v));
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            // Without a leader the local answer is the best there is.
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+            return Ok(None);
+        }
+        self.state().get(key).map_err(state_err)
+    }
+
+    async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
+        self.meta.write(cmd).await.map_err(meta_err)
+    }
+
+    async fn link(&self, repo: &RepoName, digest: &Digest) -> Result<BlobLink, ApiError> {
+        self.read_fresh(&keys::link(repo.as_str(), digest))
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {repo}")))
+    }
+
+    async fn record_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
+        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id() }).await? {
+            MetaResponse::Done => Ok(()),
+            other => Err(unexpected("link blob", other)),
+        }
+    }
+
+    /// BLOB_UNKNOWN for a blob of the repository that this node lacks.
+    fn held_elsewhere(&self, digest: &Digest) -> ApiError {
+        let holders: Vec<NodeId> =
+            self.state().get::<BlobRecord>(&keys::blob(digest)).ok().flatten().map(|r| r.holders.into_iter().collect()).unwrap_or_default();
+        ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is held by nodes {holders:?}, not by this node; fetching from peers is not available yet"))
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<(), ApiError> {
+        match self.read_fresh::<RepositoryRecord>(&keys::repo(repo.as_str())).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(ErrorCode::NameUnknown, format!("repository {repo} is not known"))),
+        }
+    }
+
+    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, ApiError> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => match self.read_fresh::<TagRecord>(&keys::tag(repo.as_str(), t)).await? {
+                Some(tag) => Ok(tag.digest),
+                None => {
+                    self.repo_exists(repo).await?;
+                    Err(ApiError::new(ErrorCode::ManifestUnknown, format!("tag {t} is not in repository {repo}")))
+                }
+            },
+        }
+    }
+
+    /// Manifests are content too: clients (containerd) fetch an index's
+    /// children through the blob endpoint.
+    async fn manifest_as_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Bytes>, ApiError> {
+        Ok(self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), digest)).map_err(state_err)?.map(|m| Bytes::from(m.bytes)))
+    }
+
+    fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+        if let Some(l) = last {
+            items.retain(|i| i.as_str() > l);
+        }
+        match n {
+            Some(n) if items.len() > n => {
+                items.truncate(n);
+                Page { items, more: true }
+            }
+            _ => Page { items, more: false },
+        }
+    }
+}
+
+/// Serves `bytes` (or a range of them) as a blob body.
+fn bytes_body(bytes: Bytes, range: Option<ByteRange>) -> Result<BlobBody, ApiError> {
+    let size = bytes.len() as u64;
+    let (start, len) = match range {
+        None => (0, size),
+        Some(r) => {
+            if r.start >= size || r.end.is_some_and(|e| e < r.start) {
+                return Err(ApiError::new(ErrorCode::RangeInvalid, format!("range {}-{:?} is outside a blob of {size} bytes", r.start, r.end)));
+            }
+            let end = r.end.unwrap_or(size - 1).min(size - 1);
+            (r.start, end - r.start + 1)
+        }
+    };
+    let part = bytes.slice(start as usize..(start + len) as usize);
+    Ok(BlobBody { size, start, len, stream: Box::pin(futures::stream::once(async move { Ok(part) })) })
+}
+
+/// The part of a key after `prefix`.
+fn suffix(key: &[u8], prefix: &[u8]) -> String {
+    String::from_utf8_lossy(&key[prefix.len()..]).into_owned()
+}
+
+#[async_trait]
+impl Registry for NodeRegistry {
+    async fn authorize(&self, creds: &Credentials, _scope: Scope<'_>) -> Result<(), ApiError> {
+        // Until organizations and permissions land: cluster administrators only.
+        self.auth.require_admin(creds).await.map(|_| ())
+    }
+
+    async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ApiError> {
+        if let Err(e) = self.link(repo, digest).await {
+            return self.manifest_as_blob(repo, digest).await?.map(|b| b.len() as u64).ok_or(e);
+        }
+        self.uploads.store().stat(digest).await.map_err(blob_err)?.ok_or_else(|| self.held_elsewhere(digest))
+    }
+
+    async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError> {
+        if let Err(e) = self.link(repo, digest).await {
+            let bytes = self.manifest_as_blob(repo, digest).await?.ok_or(e)?;
+            return bytes_body(bytes, range);
+        }
+        let range = range.map(|r| berth_replication::BlobRange { start: r.start, end: r.end });
+        let reader = self.uploads.store().open_read(digest, range).await.map_err(blob_err)?.ok_or_else(|| self.held_elsewhere(digest))?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader.file, READ_CHUNK);
+        Ok(BlobBody { size: reader.size, start: reader.start, len: reader.len, stream: Box::pin(stream) })
+    }
+
+    async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError> {
+        match self.write(MetaCommand::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await? {
+            MetaResponse::Done => Ok(()),
+            MetaResponse::NotFound => Err(ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {repo}"))),
+            other => Err(unexpected("delete blob", other)),
+        }
+    }
+
+    async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError> {
+        let Some(link) = self.read_fresh::<BlobLink>(&keys::link(from.as_str(), digest)).await? else { return Ok(false) };
+        let holder = if self.uploads.store().stat(digest).await.map_err(blob_err)?.is_some() {
+            self.node_id()
+        } else {
+            match self.state().get::<BlobRecord>(&keys::blob(digest)).map_err(state_err)?.and_then(|r| r.holders.into_iter().next()) {
+                Some(h) => h,
+                None => return Ok(false),
+            }
+        };
+        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder }).await? {
+            MetaResponse::Done => Ok(true),
+            other => Err(unexpected("mount blob", other)),
+        }
+    }
+
+    async fn blob_put(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
+        let store = self.uploads.store();
+        let mut staging = store.create_staging().await.map_err(blob_err)?;
+        write_body(&mut staging, body).await?;
+        let size = staging.commit(store, digest).await.map_err(blob_err)?;
+        self.record_blob(repo, digest, size).await
+    }
+
+    fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError> {
+        let unknown = || ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is unknown"));
+        let owner = owner_of(id).ok_or_else(unknown)?;
+        if owner == self.node_id() {
+            return Ok(UploadOwner::Local);
+        }
+        let node: NodeRecord = self.state().get(&keys::node(owner)).map_err(state_err)?.filter(|n: &NodeRecord| !n.removed).ok_or_else(unknown)?;
+        Ok(UploadOwner::Remote(node.http_addr))
+    }
+
+    async fn upload_start(&self, repo: &RepoName) -> Result<UploadState, ApiError> {
+        self.uploads.start(repo.as_str()).await
+    }
+
+    async fn upload_patch(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError> {
+        self.uploads.patch(repo.as_str(), id, range, body).await
+    }
+
+    async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, ApiError> {
+        self.uploads.status(repo.as_str(), id).await
+    }
+
+    async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
+        let size = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        self.record_blob(repo, digest, size).await
+    }
+
+    async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), ApiError> {
+        self.uploads.cancel(repo.as_str(), id).await
+    }
+
+    async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest, ApiError> {
+        let digest = self.resolve(repo, reference).await?;
+        let rec: ManifestRecord = match self.read_fresh(&keys::manifest(repo.as_str(), &digest)).await? {
+            Some(r) => r,
+            None => {
+                self.repo_exists(repo).await?;
+                return Err(ApiError::new(ErrorCode::ManifestUnknown, format!("manifest {digest} is not in repository {repo}")));
+            }
+        };
+        Ok(StoredManifest { media_type: rec.media_type, digest: rec.digest, bytes: Bytes::from(rec.bytes), subject: rec.subject })
+    }
+
+    async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError> {
+        let parsed = manifest::parse(&bytes, content_type)?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                if !d.matches(&bytes) {
+                    return Err(ApiError::new(ErrorCode::DigestInvalid, format!("the manifest's content does not have digest {d}")));
+                }
+                d.clone()
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        for b in &parsed.blobs {
+            if self.read_fresh::<BlobLink>(&keys::link(repo.as_str(), b)).await?.is_none() {
+                return Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("blob {b} is not in repository {repo}: push it first"))
+                    .with_detail(serde_json::json!({ "digest": b.to_string() })));
+            }
+        }
+        for c in &parsed.children {
+            if self.read_fresh::<ManifestRecord>(&keys::manifest(repo.as_str(), c)).await?.is_none() {
+                return Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("manifest {c} is not in repository {repo}: push it first"))
+                    .with_detail(serde_json::json!({ "digest": c.to_string() })));
+            }
+        }
+        let record = ManifestRecord {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            bytes: bytes.to_vec(),
+            references: parsed.blobs.into_iter().chain(parsed.children).collect(),
+            subject: parsed.subject.clone(),
+            pushed_at_ms: now_ms(),
+        };
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        match self.write(MetaCommand::PutManifest { record, tag }).await? {
+            MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
+            other => Err(unexpected("put manifest", other)),
+        }
+    }
+
+    async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError> {
+        let cmd = match reference {
+            Reference::Digest(d) => MetaCommand::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
+            Reference::Tag(t) => MetaCommand::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_current: None },
+        };
+        match self.write(cmd).await? {
+            MetaResponse::Done => Ok(()),
+            MetaResponse::NotFound => Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{reference} is not in repository {repo}"))),
+            other => Err(unexpected("delete manifest", other)),
+        }
+    }
+
+    async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
+        self.repo_exists(repo).await?;
+        let prefix = keys::tags_of(repo.as_str());
+        let names = self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| suffix(&k, &prefix)).collect();
+        Ok(Self::page(names, n, last))
+    }
+
+    async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
+        let repos: Vec<RepositoryRecord> = self.state().scan(keys::REPO_PREFIX).map_err(state_err)?;
+        Ok(Self::page(repos.into_iter().map(|r| r.name).collect(), n, last))
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError> {
+        let prefix = keys::referrers_of(repo.as_str(), subject);
+        let mut out = Vec::new();
+        for (k, _) in self.state().scan_raw(&prefix).map_err(state_err)? {
+            let Ok(digest) = suffix(&k, &prefix).parse::<Digest>() else { continue };
+            let Some(rec) = self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), &digest)).map_err(state_err)? else { continue };
+            let Ok(parsed) = manifest::parse(&rec.bytes, Some(&rec.media_type)) else { continue };
+            if artifact_type.is_some_and(|want| parsed.artifact_type.as_deref() != Some(want)) {
+                continue;
+            }
+            out.push(Descriptor {
+                media_type: rec.media_type,
+                digest,
+                size: rec.bytes.len() as u64,
+                artifact_type: parsed.artifact_type,
+                annotations: parsed.annotations.map(|a| a.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect()),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,190 @@
+//! Upload sessions: blobs pushed in pieces (`POST`, `PATCH`…, `PUT`).
+//!
+//! A session lives on the node that received its `POST`; its id starts with
+//! that node's id (`<node>-<random>`) so any other node can forward the
+//! session's requests to the owner. The staging file and the running hash
+//! stay here between requests; a session idle for longer than the upload
+//! timeout is dropped and its staging file removed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_common::{Digest, NodeId};
+use berth_gateway::{ApiError, ByteStream, ErrorCode, UploadState};
+use berth_replication::{BlobError, BlobStore, StagingBlob};
+use futures::StreamExt;
+
+struct Session {
+    repo: String,
+    staging: StagingBlob,
+    last_used: Instant,
+}
+
+pub struct UploadManager {
+    node_id: NodeId,
+    store: BlobStore,
+    ttl: Duration,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Session>>>>>,
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is unknown (finished, cancelled or expired)"))
+}
+
+pub fn blob_err(e: BlobError) -> ApiError {
+    match e {
+        BlobError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
+        BlobError::RangeInvalid { .. } => ApiError::new(ErrorCode::RangeInvalid, e.to_string()),
+        BlobError::Io { .. } => {
+            tracing::error!(error = %e, "blob store I/O failed");
+            ApiError::new(ErrorCode::Internal, "blob store I/O failed")
+        }
+    }
+}
+
+/// Streams `body` into `staging`. A broken client stream is the client's
+/// problem (BLOB_UPLOAD_INVALID); what arrived before the break stays.
+pub async fn write_body(staging: &mut StagingBlob, mut body: ByteStream) -> Result<u64, ApiError> {
+    let mut written = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")))?;
+        staging.write(&chunk).await.map_err(blob_err)?;
+        written += chunk.len() as u64;
+    }
+    Ok(written)
+}
+
+/// The node that owns upload `id`, if the id is well formed.
+pub fn owner_of(id: &str) -> Option<NodeId> {
+    let (node, rest) = id.split_once('-')?;
+    (rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+    node.parse().ok()
+}
+
+impl UploadManager {
+    pub fn new(node_id: NodeId, store: BlobStore, ttl: Duration) -> UploadManager {
+        UploadManager { node_id, store, ttl, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
+    pub fn in_progress(&self) -> usize {
+        self.sessions.lock().expect("sessions lock").len()
+    }
+
+    pub async fn start(&self, repo: &str) -> Result<UploadState, ApiError> {
+        let staging = self.store.create_staging().await.map_err(blob_err)?;
+        let id = format!("{}-{}", self.node_id, crate::join::random_hex(16));
+        let session = Session { repo: repo.to_string(), staging, last_used: Instant::now() };
+        self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Some(session))));
+        Ok(UploadState { id, offset: 0 })
+    }
+
+    fn slot(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Option<Session>>>, ApiError> {
+        self.sessions.lock().expect("sessions lock").get(id).cloned().ok_or_else(|| unknown(id))
+    }
+
+    fn forget(&self, id: &str) {
+        self.sessions.lock().expect("sessions lock").remove(id);
+    }
+
+    pub async fn patch(&self, repo: &str, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError> {
+        let slot = self.slot(id)?;
+        let mut guard = slot.lock().await;
+        let s = guard.as_mut().filter(|s| s.repo == repo).ok_or_else(|| unknown(id))?;
+        let offset = s.staging.len();
+        if let Some((start, _)) = range {
+            if start != offset {
+                return Err(ApiError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("chunk starts at {start}, but the upload has {offset} bytes: send the chunk that starts at {offset}"),
+                ));
+            }
+        }
+        let written = write_body(&mut s.staging, body).await;
+        s.last_used = Instant::now();
+        let written = written?;
+        if let Some((start, end)) = range {
+            if written != end - start + 1 {
+                // The bytes are in the hash now: the session cannot go on.
+                *guard = None;
+                self.forget(id);
+                return Err(ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("Content-Range {start}-{end} announced {} bytes, the body had {written}; upload cancelled", end - start + 1),
+                ));
+            }
+        }
+        Ok(UploadState { id: id.to_string(), offset: s.staging.len() })
+    }
+
+    pub async fn status(&self, repo: &str, id: &str) -> Result<UploadState, ApiError> {
+        let slot = self.slot(id)?;
+        let guard = slot.lock().await;
+        let s = guard.as_ref().filter(|s| s.repo == repo).ok_or_else(|| unknown(id))?;
+        Ok(UploadState { id: id.to_string(), offset: s.staging.len() })
+    }
+
+    /// Takes the last bytes, verifies the digest, stores the blob; returns
+    /// its size. The session ends either way.
+    pub async fn finish(&self, repo: &str, id: &str, digest: &Digest, body: ByteStream) -> Result<u64, ApiError> {
+        let slot = self.slot(id)?;
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_none_or(|s| s.repo != repo) {
+            return Err(unknown(id));
+        }
+        let mut s = guard.take().expect("checked above");
+        self.forget(id);
+        write_body(&mut s.staging, body).await?;
+        s.staging.commit(&self.store, digest).await.map_err(blob_err)
+    }
+
+    pub async fn cancel(&self, repo: &str, id: &str) -> Result<(), ApiError> {
+        let slot = self.slot(id)?;
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_none_or(|s| s.repo != repo) {
+            return Err(unknown(id));
+        }
+        *guard = None;
+        self.forget(id);
+        Ok(())
+    }
+
+    /// Drops sessions idle for longer than the timeout; returns how many.
+    pub async fn expire(&self) -> usize {
+        let slots: Vec<(String, Arc<tokio::sync::Mutex<Option<Session>>>)> =
+            self.sessions.lock().expect("sessions lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut dropped = 0;
+        for (id, slot) in slots {
+            // A session in use is not idle.
+            let Ok(mut guard) = slot.try_lock() else { continue };
+            if guard.as_ref().is_some_and(|s| s.last_used.elapsed() > self.ttl) {
+                *guard = None;
+                self.forget(&id);
+                dropped += 1;
+                tracing::info!(upload = %id, "upload session expired");
+            }
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_name_their_owner() {
+        assert_eq!(owner_of(&format!("7-{}", "a".repeat(32))), Some(7));
+        assert_eq!(owner_of("7-short"), None);
+        assert_eq!(owner_of("x-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), None);
+        assert_eq!(owner_of("nodash"), None);
+    }
+}

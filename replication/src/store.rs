@@ -1,0 +1,216 @@
+//! The local blob store: `<root>/sha256/ab/<hex>`, staging in `<root>/staging`.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use berth_common::{Digest, DigestAlgorithm};
+use sha2::Digest as _;
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+/// Bytes buffered before a write reaches the file: few large writes, not
+/// many small ones, whatever size the client's chunks are.
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store I/O on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("content does not match digest {expected} (computed {computed})")]
+    DigestMismatch { expected: Digest, computed: Digest },
+    #[error("range {start}-{end:?} is outside a blob of {size} bytes")]
+    RangeInvalid { start: u64, end: Option<u64>, size: u64 },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io { path: path.to_path_buf(), source }
+}
+
+/// A byte range as HTTP states it: `start-` or `start-end`, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// An open blob, positioned at the start of the requested range.
+pub struct BlobReader {
+    pub file: tokio::io::Take<File>,
+    /// Size of the whole blob.
+    pub size: u64,
+    /// First byte served and how many.
+    pub start: u64,
+    pub len: u64,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store and removes staging files left by a
+    /// previous run: their upload sessions died with it.
+    pub async fn open(root: &Path) -> Result<BlobStore, BlobError> {
+        let staging = root.join("staging");
+        if tokio::fs::try_exists(&staging).await.map_err(io(&staging))? {
+            tokio::fs::remove_dir_all(&staging).await.map_err(io(&staging))?;
+        }
+        tokio::fs::create_dir_all(&staging).await.map_err(io(&staging))?;
+        for alg in ["sha256", "sha512"] {
+            let d = root.join(alg);
+            tokio::fs::create_dir_all(&d).await.map_err(io(&d))?;
+        }
+        Ok(BlobStore { root: root.to_path_buf() })
+    }
+
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+    }
+
+    /// The blob's size, if this node holds it.
+    pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let p = self.path_of(digest);
+        match tokio::fs::metadata(&p).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// Opens the blob for reading `range` (the whole blob without one).
+    pub async fn open_read(&self, digest: &Digest, range: Option<BlobRange>) -> Result<Option<BlobReader>, BlobError> {
+        let p = self.path_of(digest);
+        let mut file = match File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        let size = file.metadata().await.map_err(io(&p))?.len();
+        let (start, len) = match range {
+            None => (0, size),
+            Some(r) => {
+                let end = r.end.unwrap_or(size.saturating_sub(1)).min(size.saturating_sub(1));
+                if r.start >= size || r.end.is_some_and(|e| e < r.start) {
+                    return Err(BlobError::RangeInvalid { start: r.start, end: r.end, size });
+                }
+                (r.start, end - r.start + 1)
+            }
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start)).await.map_err(io(&p))?;
+        }
+        Ok(Some(BlobReader { file: file.take(len), size, start, len }))
+    }
+
+    /// Removes the local copy; true if there was one.
+    pub async fn delete(&self, digest: &Digest) -> Result<bool, BlobError> {
+        let p = self.path_of(digest);
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// A new staging file to stream a blob into.
+    pub async fn create_staging(&self) -> Result<StagingBlob, BlobError> {
+        let name = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let path = self.root.join("staging").join(name);
+        let file = File::options().write(true).create_new(true).open(&path).await.map_err(io(&path))?;
+        Ok(StagingBlob { guard: StagingGuard { path: Some(path) }, file: BufWriter::with_capacity(WRITE_BUFFER, file), sha256: sha2::Sha256::new(), len: 0 })
+    }
+}
+
+/// Removes a staging file that was not committed, however its owner ends.
+struct StagingGuard {
+    path: Option<PathBuf>,
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            // Best effort and cheap (an unlink); a leftover is removed at the next start.
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A blob being written: hashed as it streams in.
+pub struct StagingBlob {
+    guard: StagingGuard,
+    file: BufWriter<File>,
+    sha256: sha2::Sha256,
+    len: u64,
+}
+
+impl StagingBlob {
+    fn path(&self) -> &Path {
+        self.guard.path.as_deref().expect("staging path is set until commit")
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.sha256.update(chunk);
+        self.file.write_all(chunk).await.map_err(|source| BlobError::Io { path: self.guard.path.clone().unwrap_or_default(), source })?;
+        self.len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Verifies the content against `expected` and moves it into place.
+    /// On a mismatch the staging file is removed and nothing is stored.
+    pub async fn commit(mut self, store: &BlobStore, expected: &Digest) -> Result<u64, BlobError> {
+        let path = self.path().to_path_buf();
+        self.file.flush().await.map_err(io(&path))?;
+        let file = self.file.into_inner();
+        file.sync_all().await.map_err(io(&path))?;
+        drop(file);
+        let computed = match expected.algorithm() {
+            DigestAlgorithm::Sha256 => format!("sha256:{}", hex::encode(self.sha256.finalize())),
+            // sha512 is rare: hash the file again rather than every upload twice.
+            DigestAlgorithm::Sha512 => {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                    let mut f = std::fs::File::open(&p)?;
+                    let mut h = sha2::Sha512::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    Ok(format!("sha512:{}", hex::encode(h.finalize())))
+                })
+                .await
+                .map_err(|e| io(&path)(std::io::Error::other(e)))?
+                .map_err(io(&path))?
+            }
+        };
+        let computed: Digest = computed.parse().expect("a computed digest is well formed");
+        if &computed != expected {
+            return Err(BlobError::DigestMismatch { expected: expected.clone(), computed });
+        }
+        let dest = store.path_of(expected);
+        let parent = dest.parent().expect("blob paths have a parent").to_path_buf();
+        tokio::fs::create_dir_all(&parent).await.map_err(io(&parent))?;
+        tokio::fs::rename(&path, &dest).await.map_err(io(&dest))?;
+        self.guard.path = None;
+        // The rename is durable only once the directory is.
+        let dir = parent.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
+            .await
+            .map_err(|e| io(&parent)(std::io::Error::other(e)))?
+            .map_err(io(&parent))?;
+        Ok(self.len)
+    }
+}

@@ -1,0 +1,90 @@
+//! The blob store's contract.
+
+use berth_common::Digest;
+use berth_replication::{BlobError, BlobRange, BlobStore};
+use tokio::io::AsyncReadExt;
+
+async fn put(store: &BlobStore, bytes: &[u8]) -> Digest {
+    let d = Digest::sha256_of(bytes);
+    let mut s = store.create_staging().await.unwrap();
+    for chunk in bytes.chunks(7) {
+        s.write(chunk).await.unwrap();
+    }
+    assert_eq!(s.commit(store, &d).await.unwrap(), bytes.len() as u64);
+    d
+}
+
+async fn read(store: &BlobStore, d: &Digest, range: Option<BlobRange>) -> Vec<u8> {
+    let mut r = store.open_read(d, range).await.unwrap().unwrap();
+    let mut out = Vec::new();
+    r.file.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out.len() as u64, r.len);
+    out
+}
+
+#[tokio::test]
+async fn commit_read_range_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let d = put(&store, &data).await;
+    assert_eq!(store.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(read(&store, &d, None).await, data);
+    assert_eq!(read(&store, &d, Some(BlobRange { start: 10, end: Some(19) })).await, &data[10..20]);
+    assert_eq!(read(&store, &d, Some(BlobRange { start: 9_990, end: None })).await, &data[9_990..]);
+    assert_eq!(read(&store, &d, Some(BlobRange { start: 9_990, end: Some(1 << 40) })).await, &data[9_990..], "an end past the blob is clamped");
+    for bad in [BlobRange { start: 10_000, end: None }, BlobRange { start: 20, end: Some(10) }] {
+        assert!(matches!(store.open_read(&d, Some(bad)).await, Err(BlobError::RangeInvalid { .. })));
+    }
+    assert!(store.delete(&d).await.unwrap());
+    assert!(!store.delete(&d).await.unwrap());
+    assert!(store.open_read(&d, None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_wrong_digest_stores_nothing_and_leaves_no_staging_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let claimed = Digest::sha256_of(b"what the client said");
+    let mut s = store.create_staging().await.unwrap();
+    s.write(b"what the client sent").await.unwrap();
+    match s.commit(&store, &claimed).await {
+        Err(BlobError::DigestMismatch { expected, computed }) => {
+            assert_eq!(expected, claimed);
+            assert_eq!(computed, Digest::sha256_of(b"what the client sent"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.stat(&claimed).await.unwrap(), None);
+    assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+    // An abandoned upload is cleaned up when dropped.
+    let mut s = store.create_staging().await.unwrap();
+    s.write(b"half").await.unwrap();
+    drop(s);
+    assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn sha512_digests_are_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let bytes = b"sha512 content";
+    use sha2::Digest as _;
+    let d: Digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes))).parse().unwrap();
+    let mut s = store.create_staging().await.unwrap();
+    s.write(bytes).await.unwrap();
+    s.commit(&store, &d).await.unwrap();
+    assert_eq!(read(&store, &d, None).await, bytes);
+    assert!(store.path_of(&d).to_string_lossy().contains("/sha512/"));
+}
+
+#[tokio::test]
+async fn leftover_staging_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let s = store.create_staging().await.unwrap();
+    std::mem::forget(s); // as if the process died mid-upload
+    assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1);
+    BlobStore::open(dir.path()).await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+}
