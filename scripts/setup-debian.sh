@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Installs what building and testing berth needs on Debian 12, once.
 # Safe to run again: it installs only what is missing.
+#
+# Build: clang/libclang (bindgen) and Debian's RocksDB.
+# Tests: the real registry clients the tests drive (docker's daemon,
+# podman, skopeo, buildah, containerd's ctr, curl) and oras from PyPI.
 set -euo pipefail
-packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates)
+packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
+          docker.io podman skopeo buildah containerd python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 if ((${#missing[@]})); then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
+python3 -c 'import oras, requests' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check oras requests

@@ -241,7 +241,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(p) => println!("admin login: user admin, password {p} (shown once)"),
                 None => println!("admin login: user admin, password as printed when {} was created", data_dir.display()),
             }
-            println!("try: berth cluster status --data-dir {}/node1", data_dir.display());
+            let first = &cluster.nodes[0];
+            let host = first.config.http_advertise.trim_start_matches("http://").trim_start_matches("https://");
+            println!("try:");
+            println!("  docker login {host} -u admin");
+            println!("  docker push {host}/team/app:1");
+            println!("  berth cluster status --data-dir {}", data_dir.join("node1").display());
             println!("Ctrl-C stops the cluster.");
             wait_for_stop_signal().await;
             for n in cluster.nodes {

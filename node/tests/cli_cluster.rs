@@ -1,88 +1,12 @@
 //! The operator's path with real processes: `berth cluster init`, `join`,
 //! `node start`, `status`, a SIGKILLed leader, a restart.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn berth(args: &[&str]) -> Output {
-    Command::new(BERTH).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = berth(args);
-    assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A free port on `ip`, found by binding and releasing it.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
-struct Proc {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(dir: &Path) -> Proc {
-        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let child =
-            Command::new(BERTH).args(["node", "start", "--data-dir", dir.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().expect("start node");
-        Proc { dir: dir.to_path_buf(), child: Some(child) }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        c.wait().unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn status(dir: &Path) -> Option<Value> {
-    let out = berth(&["cluster", "status", "--json", "--data-dir", dir.to_str().unwrap()]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-/// Polls `status` on `dir` until `pred` holds.
-fn wait_status(dir: &Path, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = status(dir) {
-            if pred(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("{what}: last status {s:#}");
-            }
-        } else if Instant::now() > deadline {
-            panic!("{what}: status never answered");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn voters(s: &Value) -> Vec<u64> {
-    s["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == "voter").map(|n| n["id"].as_u64().unwrap()).collect()
-}
+use common::procs::*;
 
 #[test]
 fn three_regions_through_the_cli_survive_a_killed_leader() {

@@ -1,0 +1,149 @@
+//! Real `berth` processes, started through the CLI as an operator would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+pub fn berth(args: &[&str]) -> Output {
+    Command::new(BERTH).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = berth(args);
+    assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free port on `ip`, found by binding and releasing it.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// A `berth node start` process, SIGKILLed when dropped.
+pub struct Proc {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn start(dir: &Path) -> Proc {
+        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+        let child =
+            Command::new(BERTH).args(["node", "start", "--data-dir", dir.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().expect("start node");
+        Proc { dir: dir.to_path_buf(), child: Some(child) }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn status(dir: &Path) -> Option<Value> {
+    let out = berth(&["cluster", "status", "--json", "--data-dir", dir.to_str().unwrap()]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Polls `status` on `dir` until `pred` holds.
+pub fn wait_status(dir: &Path, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = status(dir) {
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("{what}: last status {s:#}");
+            }
+        } else if Instant::now() > deadline {
+            panic!("{what}: status never answered");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn voters(s: &Value) -> Vec<u64> {
+    s["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == "voter").map(|n| n["id"].as_u64().unwrap()).collect()
+}
+
+/// A cluster of real processes: node i on 127.0.0.i, region per node.
+pub struct ProcCluster {
+    pub root: tempfile::TempDir,
+    pub dirs: Vec<PathBuf>,
+    pub procs: Vec<Proc>,
+    /// Each node's registry address (`127.0.0.i:port`).
+    pub http: Vec<String>,
+    pub peer: Vec<String>,
+    pub token: String,
+    pub password_file: PathBuf,
+    pub password: String,
+}
+
+pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+impl ProcCluster {
+    pub fn start(n: usize) -> ProcCluster {
+        let root = tempfile::tempdir().unwrap();
+        let password = "correct horse battery".to_string();
+        let password_file = root.path().join("admin.pw");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        let mut c = ProcCluster { root, dirs: vec![], procs: vec![], http: vec![], peer: vec![], token: String::new(), password_file, password };
+        for i in 0..n {
+            let ip = format!("127.0.0.{}", i + 1);
+            let http = format!("{ip}:{}", free_port(&ip));
+            let peer = format!("{ip}:{}", free_port(&ip));
+            let dir = c.root.path().join(format!("n{}", i + 1));
+            let d = dir.to_str().unwrap().to_string();
+            let region = REGIONS[i % REGIONS.len()];
+            if i == 0 {
+                let out = ok(&[
+                    "cluster",
+                    "init",
+                    "--data-dir",
+                    &d,
+                    "--region",
+                    region,
+                    "--http",
+                    &http,
+                    "--peer",
+                    &peer,
+                    "--admin-password-file",
+                    c.password_file.to_str().unwrap(),
+                ]);
+                c.token = out.lines().last().unwrap().to_string();
+            } else {
+                ok(&["cluster", "join", "--data-dir", &d, "--region", region, "--http", &http, "--peer", &peer, "--seed", &c.peer[0], "--token", &c.token]);
+            }
+            c.procs.push(Proc::start(&dir));
+            if i == 0 {
+                wait_status(&dir, "first node up", Duration::from_secs(20), |s| s["leader"] == 1);
+            }
+            c.dirs.push(dir);
+            c.http.push(http);
+            c.peer.push(peer);
+        }
+        let want = if n % 2 == 1 { n.min(5) } else { (n - 1).min(5) };
+        wait_status(&c.dirs[0], "voters", Duration::from_secs(30), |s| voters(s).len() == want && s["leader"].is_u64());
+        c
+    }
+}
