@@ -35,7 +35,7 @@ pub struct NodeConfig {
     pub raft: MetaConfig,
 }
 
-fn default_upload_timeout_secs() -> u64 {
+pub fn default_upload_timeout_secs() -> u64 {
     3600
 }
 

@@ -34,6 +34,23 @@ pub struct NodeAddrs {
 }
 
 impl NodeAddrs {
+    /// The configuration of a new node at these addresses, checked.
+    fn config(&self, node_id: u64, cluster_id: &str, http_advertise: String, peer_advertise: String, raft: MetaConfig) -> anyhow::Result<NodeConfig> {
+        let config = NodeConfig {
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            region: self.region.clone(),
+            http_listen: self.http_listen.clone(),
+            http_advertise,
+            peer_listen: self.peer_listen.clone(),
+            peer_advertise,
+            upload_timeout_secs: crate::config::default_upload_timeout_secs(),
+            raft,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Fills in advertised addresses and checks everything.
     fn resolve(&self) -> anyhow::Result<(String, String)> {
         self.region.parse::<berth_common::Region>()?;
@@ -89,18 +106,7 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     let node_id = 1;
     let cert_pem = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
     let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem: node_key.serialize_pem() };
-    let config = NodeConfig {
-        node_id,
-        cluster_id: cluster_id.clone(),
-        region: addrs.region.clone(),
-        http_listen: addrs.http_listen.clone(),
-        http_advertise,
-        peer_listen: addrs.peer_listen.clone(),
-        peer_advertise,
-        upload_timeout_secs: 3600,
-        raft,
-    };
-    config.validate()?;
+    let config = addrs.config(node_id, &cluster_id, http_advertise, peer_advertise, raft)?;
     let (password, generated_password) = match admin_password {
         Some(p) if p.len() < 8 => bail!("the admin password must be at least 8 characters"),
         Some(p) => (p, None),
@@ -183,17 +189,7 @@ pub async fn join_cluster(dir: &Path, addrs: &NodeAddrs, seed: &str, token: &str
     raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
     let token = JoinToken::parse(token)?;
     let outcome = join::request_join(seed, &token, &addrs.region, &peer_advertise, &http_advertise, learner).await?;
-    let config = NodeConfig {
-        node_id: outcome.reply.node_id,
-        cluster_id: outcome.reply.cluster_id.clone(),
-        region: addrs.region.clone(),
-        http_listen: addrs.http_listen.clone(),
-        http_advertise,
-        peer_listen: addrs.peer_listen.clone(),
-        peer_advertise,
-        upload_timeout_secs: 3600,
-        raft,
-    };
+    let config = addrs.config(outcome.reply.node_id, &outcome.reply.cluster_id, http_advertise, peer_advertise, raft)?;
     let tls = PeerTls { ca_pem: outcome.reply.ca_pem, cert_pem: outcome.reply.cert_pem, key_pem: outcome.key_pem };
     layout.write_new(&config, &tls, &random_hex(24))?;
     Ok(config)
