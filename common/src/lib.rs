@@ -9,10 +9,12 @@
 
 pub mod codec;
 pub mod digest;
+pub mod links;
 pub mod names;
 
 pub use codec::{decode_versioned, encode_versioned, CodecError};
 pub use digest::{Digest, DigestAlgorithm, DigestError};
+pub use links::LinkFilter;
 pub use names::{NameError, Region, RepoName};
 
 /// A node's identity in the cluster. Assigned once, by the cluster, when the

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// Raft timing; the defaults suit regions 100–250 ms apart.
     #[serde(default)]
     pub raft: MetaConfig,
+    /// Blob transport and replication: windows, reconciler, min_copies.
+    #[serde(default)]
+    pub replication: berth_replication::ReplicationConfig,
 }
 
 pub fn default_upload_timeout_secs() -> u64 {

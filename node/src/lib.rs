@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod backend;
 pub mod client;
+pub mod cluster_view;
 pub mod config;
 pub mod dev;
 pub mod join;

@@ -3,9 +3,9 @@
 //!
 //! Reads are local. A read that misses asks the leader for a read index once
 //! and looks again, so a pull through one node right after a push through
-//! another does not see a stale "unknown". Until peer replication lands, a
-//! blob that is part of the repository but held only by other nodes is
-//! answered with BLOB_UNKNOWN and a message naming the holders.
+//! another does not see a stale "unknown". A blob of the repository that
+//! this node lacks is streamed from the nearest holder while it is stored
+//! here; a manifest is acknowledged only once its blobs have `min_copies`.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use berth_gateway::*;
 use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
 use berth_raft::state::keys;
 use berth_raft::{MetaError, MetaNodeHandle, MetaState, StateRead};
+use berth_replication::Replicator;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -23,12 +24,10 @@ use crate::join::now_ms;
 use crate::manifest;
 use crate::uploads::{blob_err, owner_of, write_body, UploadManager};
 
-/// Blobs are streamed to clients in reads of this size.
-const READ_CHUNK: usize = 256 << 10;
-
 pub struct NodeRegistry {
     meta: MetaNodeHandle,
     uploads: Arc<UploadManager>,
+    replicator: Replicator,
     auth: Arc<Authenticator>,
 }
 
@@ -48,8 +47,8 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 }
 
 impl NodeRegistry {
-    pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, auth: Arc<Authenticator>) -> NodeRegistry {
-        NodeRegistry { meta, uploads, auth }
+    pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>) -> NodeRegistry {
+        NodeRegistry { meta, uploads, replicator, auth }
     }
 
     fn state(&self) -> MetaState {
@@ -85,16 +84,17 @@ impl NodeRegistry {
 
     async fn record_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
         match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id() }).await? {
-            MetaResponse::Done => Ok(()),
+            MetaResponse::Done => {
+                self.replicator.announce(digest, size).await;
+                Ok(())
+            }
             other => Err(unexpected("link blob", other)),
         }
     }
 
-    /// BLOB_UNKNOWN for a blob of the repository that this node lacks.
-    fn held_elsewhere(&self, digest: &Digest) -> ApiError {
-        let holders: Vec<NodeId> =
-            self.state().get::<BlobRecord>(&keys::blob(digest)).ok().flatten().map(|r| r.holders.into_iter().collect()).unwrap_or_default();
-        ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is held by nodes {holders:?}, not by this node; fetching from peers is not available yet"))
+    /// BLOB_UNKNOWN for a blob of the repository that no node holds.
+    fn held_nowhere(&self, digest: &Digest) -> ApiError {
+        ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is in the repository but no node holds a copy"))
     }
 
     async fn repo_exists(&self, repo: &RepoName) -> Result<(), ApiError> {
@@ -170,7 +170,11 @@ impl Registry for NodeRegistry {
         if let Err(e) = self.link(repo, digest).await {
             return self.manifest_as_blob(repo, digest).await?.map(|b| b.len() as u64).ok_or(e);
         }
-        self.uploads.store().stat(digest).await.map_err(blob_err)?.ok_or_else(|| self.held_elsewhere(digest))
+        if let Some(size) = self.uploads.store().stat(digest).await.map_err(blob_err)? {
+            return Ok(size);
+        }
+        let rec: Option<BlobRecord> = self.read_fresh(&keys::blob(digest)).await?;
+        rec.filter(|r| !r.holders.is_empty()).map(|r| r.size).ok_or_else(|| self.held_nowhere(digest))
     }
 
     async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError> {
@@ -179,9 +183,9 @@ impl Registry for NodeRegistry {
             return bytes_body(bytes, range);
         }
         let range = range.map(|r| berth_replication::BlobRange { start: r.start, end: r.end });
-        let reader = self.uploads.store().open_read(digest, range).await.map_err(blob_err)?.ok_or_else(|| self.held_elsewhere(digest))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader.file, READ_CHUNK);
-        Ok(BlobBody { size: reader.size, start: reader.start, len: reader.len, stream: Box::pin(stream) })
+        // Local disk, or streamed from the nearest holder while this node stores it.
+        let body = self.replicator.open(digest, range).await.map_err(blob_err)?.ok_or_else(|| self.held_nowhere(digest))?;
+        Ok(BlobBody { size: body.size, start: body.start, len: body.len, stream: body.stream })
     }
 
     async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError> {
@@ -282,6 +286,13 @@ impl Registry for NodeRegistry {
                     .with_detail(serde_json::json!({ "digest": c.to_string() })));
             }
         }
+        // Durability: every blob on min_copies nodes before the push is acknowledged.
+        let mut sized = Vec::with_capacity(parsed.blobs.len());
+        for b in &parsed.blobs {
+            let size = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?.map(|r| r.size).unwrap_or(0);
+            sized.push((b.clone(), size));
+        }
+        self.replicator.ensure_copies(&sized).await.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?;
         let record = ManifestRecord {
             repo: repo.to_string(),
             digest: digest.clone(),

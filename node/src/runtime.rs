@@ -14,12 +14,13 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::backend::NodeBackend;
+use crate::cluster_view::NodeView;
 use crate::config::{Layout, NodeConfig};
 use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
 use crate::registry::NodeRegistry;
 use crate::uploads::UploadManager;
-use berth_replication::BlobStore;
+use berth_replication::{BlobStore, Replicator, TlsPem};
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -46,6 +47,7 @@ impl NodeAddrs {
             peer_advertise,
             upload_timeout_secs: crate::config::default_upload_timeout_secs(),
             raft,
+            replication: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -201,6 +203,7 @@ pub struct RunningNode {
     pub config: NodeConfig,
     pub meta: MetaNodeHandle,
     pub uploads: Arc<UploadManager>,
+    pub replicator: Replicator,
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -219,6 +222,7 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     let layout = Layout::new(dir);
     let config = layout.load()?;
     let tls = layout.read_tls()?;
+    let blob_tls = TlsPem { ca_pem: tls.ca_pem.clone(), cert_pem: tls.cert_pem.clone(), key_pem: tls.key_pem.clone() };
     let operator_token = layout.read_operator_token()?;
     let listeners = match listeners {
         Some(l) => l,
@@ -230,7 +234,7 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter, config.raft.clone()).await?;
+    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone()).await?;
     let (shutdown, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -248,10 +252,14 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     }));
 
     let blobs = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open blob store {}", layout.blobs().display()))?;
+    let view = Arc::new(NodeView { meta: meta.clone(), region: config.region.clone() });
+    let (replicator, blob_tasks) = Replicator::start(blobs.clone(), view, peer_addr, &blob_tls, filter.clone(), config.replication.clone(), rx.clone())
+        .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
+    tasks.extend(blob_tasks);
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
     let auth = Arc::new(Authenticator::new(meta.clone(), operator_token));
     let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone()));
-    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), auth));
+    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     tasks.push(tokio::spawn(async move {
@@ -263,7 +271,7 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
-    Ok(RunningNode { config, meta, uploads, http_addr, peer_addr, shutdown, tasks })
+    Ok(RunningNode { config, meta, uploads, replicator, http_addr, peer_addr, shutdown, tasks })
 }
 
 /// Drops idle upload sessions, a tenth of the timeout after they expire at worst.
@@ -281,6 +289,7 @@ impl RunningNode {
     /// Stops serving, then stops Raft; returns when everything has ended.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.replicator.close();
         for mut t in self.tasks {
             // Graceful first; a peer holding a connection open must not keep
             // the node (and its RocksDB lock) alive.
@@ -289,6 +298,7 @@ impl RunningNode {
                 let _ = t.await;
             }
         }
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.replicator.wait_idle()).await;
         self.meta.shutdown().await;
         tracing::info!(node_id = self.config.node_id, "node stopped");
     }

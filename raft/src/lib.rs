@@ -27,9 +27,10 @@ pub mod pb {
     tonic::include_proto!("berth.peer.v1");
 }
 
+pub use berth_common::LinkFilter;
 pub use command::*;
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
-pub use network::{LinkFilter, PeerTls, PEER_TLS_NAME};
+pub use network::{PeerTls, PEER_TLS_NAME};
 pub use server::JoinHandler;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};

@@ -16,7 +16,9 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{MetaCommand, MetaRequest, MetaResponse};
-use crate::network::{call, CallError, LinkFilter, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls};
+use berth_common::LinkFilter;
+
+use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView};

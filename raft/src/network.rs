@@ -9,11 +9,11 @@
 //! [`LinkFilter`] sits in front of every outgoing call: tests cut links with
 //! it (in one direction or both) instead of sleeping or killing tasks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_common::NodeId;
+use berth_common::{LinkFilter, NodeId};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
@@ -45,37 +45,6 @@ impl PeerTls {
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .domain_name(PEER_TLS_NAME)
-    }
-}
-
-/// Which directed links are cut. Shared by every node of an in-process
-/// cluster in tests; a real node's filter is always empty.
-#[derive(Clone, Default)]
-pub struct LinkFilter {
-    cut: Arc<Mutex<BTreeSet<(NodeId, NodeId)>>>,
-}
-
-impl LinkFilter {
-    pub fn allows(&self, from: NodeId, to: NodeId) -> bool {
-        !self.cut.lock().expect("link filter lock").contains(&(from, to))
-    }
-
-    /// Cuts `from → to` only.
-    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
-        self.cut.lock().expect("link filter lock").insert((from, to));
-    }
-
-    /// Cuts every link between `node` and `others`, both ways.
-    pub fn isolate(&self, node: NodeId, others: impl IntoIterator<Item = NodeId>) {
-        let mut cut = self.cut.lock().expect("link filter lock");
-        for o in others {
-            cut.insert((node, o));
-            cut.insert((o, node));
-        }
-    }
-
-    pub fn heal(&self) {
-        self.cut.lock().expect("link filter lock").clear();
     }
 }
 

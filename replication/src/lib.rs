@@ -1,13 +1,310 @@
-//! The data plane of berth.
+//! The data plane of berth: blobs on local disk and between nodes.
 //!
-//! Today: the local content-addressed blob store ([`store`]). Peer-to-peer
-//! replication over QUIC builds on it (the replication issue).
+//! Layout:
+//! - [`store`]: the local content-addressed blob store;
+//! - [`transport`]: QUIC (quinn) with mutual TLS under the cluster CA;
+//! - [`protocol`]: the versioned peer protocol (HAVE, GET, REPLICATE, ANNOUNCE);
+//! - [`service`]: answering peers;
+//! - [`fetch`]: fetching from the nearest holders, shared by every reader;
+//! - [`reconcile`]: the pull-based background replication.
 //!
-//! Invariant: a file under `sha256/ab/<hex>` always holds exactly the bytes
-//! whose digest is its name. Writes go to a staging file, are hashed while
-//! streaming, fsynced, verified and only then renamed into place; a crash
-//! or a failed check leaves at most a staging file, removed on restart.
+//! Invariants:
+//! - A file under `sha256/ab/<hex>` always holds exactly the bytes whose
+//!   digest is its name (staging, hash while streaming, fsync, verify,
+//!   rename; a crash leaves at most a staging file, removed at start).
+//! - Bytes from a peer are trusted only after the digest checks out; a
+//!   client never receives a complete blob that did not.
+//! - This crate never sees Raft: what the cluster knows (who holds what,
+//!   where peers are) comes through [`ClusterView`], which the node
+//!   implements over the metadata.
 
+pub mod fetch;
+pub mod protocol;
+pub mod reconcile;
+pub mod service;
 pub mod store;
+pub mod transport;
 
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_common::{Digest, LinkFilter, NodeId};
+use serde::{Deserialize, Serialize};
+
+pub use fetch::{Fetch, Progress};
 pub use store::{BlobError, BlobRange, BlobReader, BlobStore, StagingBlob};
+pub use transport::{TlsPem, TransportConfig};
+
+use crate::protocol::{read_frame, write_frame, Reply, Request};
+use crate::transport::Transport;
+
+/// Another node, as the metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: NodeId,
+    pub region: String,
+    /// `host:port` of the node's peer listener (UDP for blobs, TCP for Raft).
+    pub addr: String,
+}
+
+/// Where the metadata says a blob is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    pub holders: BTreeSet<NodeId>,
+}
+
+/// What replication needs to know of the cluster, and the one thing it
+/// tells it: that this node now holds a blob.
+#[async_trait]
+pub trait ClusterView: Send + Sync + 'static {
+    fn self_id(&self) -> NodeId;
+    fn self_region(&self) -> String;
+    /// The other active nodes.
+    fn peers(&self) -> Vec<PeerInfo>;
+    fn blob(&self, digest: &Digest) -> Option<BlobInfo>;
+    /// Every blob with its placement.
+    fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
+    /// Records (through the metadata) that this node holds `digest`.
+    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    #[serde(flatten)]
+    pub transport: TransportConfig,
+    /// How often the background reconciler looks for missing blobs, ms.
+    pub reconcile_interval_ms: u64,
+    /// Blobs fetched at once by the reconciler.
+    pub fetch_concurrency: usize,
+    /// Copies (on distinct nodes, other regions first) every blob of a
+    /// manifest must have before the manifest PUT is acknowledged. Unset:
+    /// 2 when the cluster has 2 or more nodes, else 1.
+    pub min_copies: Option<usize>,
+    /// How long a manifest PUT may wait for `min_copies`, ms.
+    pub min_copies_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            transport: TransportConfig::default(),
+            reconcile_interval_ms: 2_000,
+            fetch_concurrency: 4,
+            min_copies: None,
+            min_copies_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Counters, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// GET requests this node answered for peers.
+    pub requests_served: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub requests_sent: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    /// Blobs fetched and committed.
+    pub fetched: AtomicU64,
+    /// Fetched copies discarded because their digest did not match.
+    pub corrupt: AtomicU64,
+}
+
+/// Faults a test can switch on in a node's blob service.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Flip one byte of every blob served to peers.
+    pub corrupt_served: AtomicBool,
+    /// Pause this long after every chunk served (a slow or dying holder), µs.
+    pub serve_delay_us: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    store: BlobStore,
+    view: Arc<dyn ClusterView>,
+    transport: Transport,
+    config: ReplicationConfig,
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    stats: Stats,
+    faults: Faults,
+    wake: tokio::sync::Notify,
+}
+
+/// The data plane of one node.
+#[derive(Clone)]
+pub struct Replicator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Replicator {
+    /// Binds the blob transport on `addr` (UDP) and starts serving peers and
+    /// reconciling until `shutdown` fires.
+    pub fn start(
+        store: BlobStore,
+        view: Arc<dyn ClusterView>,
+        addr: SocketAddr,
+        tls: &TlsPem,
+        filter: LinkFilter,
+        config: ReplicationConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Replicator, Vec<tokio::task::JoinHandle<()>>), transport::TransportError> {
+        let transport = Transport::bind(view.self_id(), addr, tls, &config.transport, filter)?;
+        let inner = Inner {
+            store,
+            view,
+            transport,
+            config,
+            fetches: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            faults: Faults::default(),
+            wake: tokio::sync::Notify::new(),
+        };
+        let r = Replicator { inner: Arc::new(inner) };
+        let tasks = vec![tokio::spawn(r.clone().serve(shutdown.clone())), tokio::spawn(r.clone().reconcile_loop(shutdown))];
+        Ok((r, tasks))
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.transport.local_addr()
+    }
+
+    /// Measured RTT to each peer this node has talked to.
+    pub fn rtts(&self) -> HashMap<NodeId, Duration> {
+        self.inner.transport.rtts()
+    }
+
+    /// Asks the reconciler to look now rather than at its next tick.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Closes every connection and stops accepting new ones.
+    pub fn close(&self) {
+        self.inner.transport.close();
+    }
+
+    /// Waits until the closed connections have been cleanly shut down.
+    pub async fn wait_idle(&self) {
+        self.inner.transport.endpoint().wait_idle().await;
+    }
+
+    /// How many copies a manifest's blobs need before it is acknowledged.
+    pub fn min_copies(&self) -> usize {
+        let nodes = self.inner.view.peers().len() + 1;
+        self.inner.config.min_copies.unwrap_or(if nodes >= 2 { 2 } else { 1 }).clamp(1, nodes)
+    }
+
+    /// Makes sure each blob is on at least `min_copies()` nodes, asking
+    /// peers (other regions first) to fetch it now. Errors when that cannot
+    /// be done within the configured timeout.
+    pub async fn ensure_copies(&self, blobs: &[(Digest, u64)]) -> Result<(), String> {
+        let need = self.min_copies();
+        let timeout = Duration::from_millis(self.inner.config.min_copies_timeout_ms);
+        let work = blobs.iter().map(|(d, size)| self.ensure_one(d, *size, need));
+        match tokio::time::timeout(timeout, futures::future::try_join_all(work)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(format!("blobs did not reach {need} copies within {timeout:?}")),
+        }
+    }
+
+    async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<(), String> {
+        let me = self.inner.view.self_id();
+        let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        let mut have = holders.len();
+        if have >= need {
+            return Ok(());
+        }
+        let my_region = self.inner.view.self_region();
+        let rtts = self.inner.transport.rtts();
+        let mut candidates: Vec<PeerInfo> = self.inner.view.peers().into_iter().filter(|p| !holders.contains(&p.id)).collect();
+        candidates.sort_by_key(|p| (p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
+        let source = if holders.contains(&me) { me } else { holders.iter().next().copied().unwrap_or(me) };
+        let mut last_error = String::from("no other node to copy to");
+        // Ask one more node at a time until enough said yes.
+        for peer in candidates {
+            match self.ask_replicate(&peer, digest, size, source).await {
+                Ok(()) => {
+                    have += 1;
+                    if have >= need {
+                        return Ok(());
+                    }
+                }
+                Err(e) => last_error = format!("node {}: {e}", peer.id),
+            }
+        }
+        Err(format!("blob {digest} is on {have} of the {need} nodes it needs ({last_error})"))
+    }
+
+    async fn ask_replicate(&self, peer: &PeerInfo, digest: &Digest, size: u64, from: NodeId) -> Result<(), String> {
+        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &Request::Replicate { digest: digest.clone(), size, from }).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        match read_frame::<Reply>(&mut recv).await.map_err(|e| e.to_string())? {
+            Reply::Replicated => Ok(()),
+            Reply::Failed(e) => Err(e),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// Tells peers that this node stored `digest`, so they fetch it soon.
+    pub async fn announce(&self, digest: &Digest, size: u64) {
+        for peer in self.inner.view.peers() {
+            let me = self.clone();
+            let d = digest.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = me.inner.transport.connect(peer.id, &peer.addr).await else { return };
+                let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
+                if write_frame(&mut send, &Request::Announce { digest: d, size }).await.is_ok() && send.finish().is_ok() {
+                    let _ = read_frame::<Reply>(&mut recv).await;
+                }
+            });
+        }
+    }
+
+    /// Opens `digest` for reading: the local copy, or a fetch in progress
+    /// from the nearest holder that this read follows. `None`: no node
+    /// holds it.
+    pub async fn open(&self, digest: &Digest, range: Option<BlobRange>) -> Result<Option<BlobBody>, BlobError> {
+        if let Some(r) = self.inner.store.open_read(digest, range).await? {
+            let stream = tokio_util::io::ReaderStream::with_capacity(r.file, 256 << 10);
+            return Ok(Some(BlobBody { size: r.size, start: r.start, len: r.len, local: true, stream: Box::pin(stream) }));
+        }
+        let Some(info) = self.inner.view.blob(digest).filter(|b| !b.holders.is_empty()) else { return Ok(None) };
+        let fetch = self.fetch(digest, info.size, None);
+        let (start, len, stream) = self.follow(fetch, range)?;
+        Ok(Some(BlobBody { size: info.size, start, len, local: false, stream: Box::pin(stream) }))
+    }
+}
+
+/// A blob being read, from disk or from a fetch.
+pub struct BlobBody {
+    pub size: u64,
+    pub start: u64,
+    pub len: u64,
+    /// Served from this node's disk (false: streamed from a peer).
+    pub local: bool,
+    pub stream: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}

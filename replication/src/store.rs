@@ -146,8 +146,17 @@ pub struct StagingBlob {
 }
 
 impl StagingBlob {
-    fn path(&self) -> &Path {
+    /// Where the bytes are being written; readers may follow along up to
+    /// what [`StagingBlob::flush`] reported.
+    pub fn path(&self) -> &Path {
         self.guard.path.as_deref().expect("staging path is set until commit")
+    }
+
+    /// Pushes buffered bytes to the file; returns how many the file holds.
+    pub async fn flush(&mut self) -> Result<u64, BlobError> {
+        let path = self.path().to_path_buf();
+        self.file.flush().await.map_err(io(&path))?;
+        Ok(self.len)
     }
 
     pub fn len(&self) -> u64 {

@@ -1,0 +1,70 @@
+//! The metadata as the data plane sees it (berth-replication's
+//! `ClusterView`): peers from the node records, placement from the blob
+//! records, and holder records written through Raft.
+
+use async_trait::async_trait;
+use berth_common::{Digest, NodeId};
+use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, NodeRecord};
+use berth_raft::state::keys;
+use berth_raft::{MetaNodeHandle, StateRead};
+use berth_replication::{BlobInfo, ClusterView, PeerInfo};
+
+pub struct NodeView {
+    pub meta: MetaNodeHandle,
+    pub region: String,
+}
+
+impl NodeView {
+    fn nodes(&self) -> Vec<NodeRecord> {
+        self.meta.state().scan(keys::NODE_PREFIX).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read node records");
+            Vec::new()
+        })
+    }
+}
+
+#[async_trait]
+impl ClusterView for NodeView {
+    fn self_id(&self) -> NodeId {
+        self.meta.id()
+    }
+
+    fn self_region(&self) -> String {
+        self.region.clone()
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let me = self.meta.id();
+        self.nodes().into_iter().filter(|n| !n.removed && n.id != me).map(|n| PeerInfo { id: n.id, region: n.region, addr: n.peer_addr }).collect()
+    }
+
+    fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
+        let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
+        Some(BlobInfo { size: rec.size, holders: rec.holders })
+    }
+
+    fn blobs(&self) -> Vec<(Digest, BlobInfo)> {
+        let raw = match self.meta.state().scan_raw(keys::BLOB_PREFIX) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read blob records");
+                return Vec::new();
+            }
+        };
+        raw.into_iter()
+            .filter_map(|(k, v)| {
+                let digest: Digest = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok()?.parse().ok()?;
+                let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
+                Some((digest, BlobInfo { size: rec.size, holders: rec.holders }))
+            })
+            .collect()
+    }
+
+    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String> {
+        match self.meta.write(MetaCommand::AddBlobHolder { digest: digest.clone(), size, node: self.meta.id() }).await {
+            Ok(MetaResponse::Done) => Ok(()),
+            Ok(other) => Err(format!("unexpected outcome {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Fetching blobs from peers: one fetch per blob however many ask, readers
+//! that follow the fetch as it lands, failover between holders at the byte
+//! reached, and no unverified blob ever served whole.
+//!
+//! A fetch writes into a staging file and publishes how many bytes are in
+//! it. Readers (clients pulling through this node while it fetches) read
+//! the staging file up to that mark, except the blob's last byte, which
+//! they get only once the digest checked out and the blob was committed:
+//! a client can never receive a complete blob with wrong content.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_common::{Digest, NodeId};
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+use crate::protocol::{read_frame, write_frame, GetReply, Request};
+use crate::store::{BlobError, BlobRange, StagingBlob};
+use crate::{PeerInfo, Replicator};
+
+/// Publish progress to readers at least every this many bytes.
+const PUBLISH_EVERY: u64 = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// `written` bytes of attempt `attempt` are in `path`.
+    Running {
+        attempt: u32,
+        path: PathBuf,
+        written: u64,
+    },
+    /// Attempt `attempt` was verified and committed to the store.
+    Done {
+        attempt: u32,
+    },
+    Failed(String),
+}
+
+pub struct Fetch {
+    pub digest: Digest,
+    pub size: u64,
+    pub progress: watch::Receiver<Progress>,
+}
+
+impl Fetch {
+    /// Waits until the fetch ends.
+    pub async fn wait(&self) -> Result<(), String> {
+        let mut rx = self.progress.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                Progress::Done { .. } => return Ok(()),
+                Progress::Failed(e) => return Err(e.clone()),
+                Progress::Running { .. } => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("fetch task ended".into());
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("{0}")]
+    Peer(String),
+    #[error("{0}")]
+    Store(#[from] BlobError),
+}
+
+impl Replicator {
+    /// Starts fetching `digest` (or joins the fetch in flight).
+    pub fn fetch(&self, digest: &Digest, size: u64, prefer: Option<NodeId>) -> Arc<Fetch> {
+        let mut map = self.inner.fetches.lock().expect("fetch map lock");
+        if let Some(f) = map.get(digest) {
+            return f.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::Running { attempt: 0, path: PathBuf::new(), written: 0 });
+        let fetch = Arc::new(Fetch { digest: digest.clone(), size, progress: rx });
+        map.insert(digest.clone(), fetch.clone());
+        drop(map);
+        let me = self.clone();
+        let d = digest.clone();
+        tokio::spawn(async move {
+            let outcome = me.run_fetch(&d, size, prefer, &tx).await;
+            me.inner.fetches.lock().expect("fetch map lock").remove(&d);
+            match outcome {
+                Ok(attempt) => {
+                    me.inner.stats.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = tx.send(Progress::Done { attempt });
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %d, error = %e, "blob fetch failed");
+                    let _ = tx.send(Progress::Failed(e));
+                }
+            }
+        });
+        fetch
+    }
+
+    /// Holders to fetch from, best first: `prefer`, then this region, then
+    /// by measured RTT. Holders that served bad bytes for this blob are out.
+    fn sources(&self, digest: &Digest, prefer: Option<NodeId>, exclude: &HashSet<NodeId>) -> Vec<PeerInfo> {
+        let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        let rtts = self.inner.transport.rtts();
+        let my_region = self.inner.view.self_region();
+        let mut peers: Vec<PeerInfo> =
+            self.inner.view.peers().into_iter().filter(|p| (holders.contains(&p.id) || Some(p.id) == prefer) && !exclude.contains(&p.id)).collect();
+        peers.sort_by_key(|p| (Some(p.id) != prefer, p.region != my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
+        peers
+    }
+
+    /// Fetches and commits the blob; returns the attempt that succeeded.
+    async fn run_fetch(&self, digest: &Digest, size: u64, prefer: Option<NodeId>, tx: &watch::Sender<Progress>) -> Result<u32, String> {
+        // Holders that sent bytes of a copy that failed verification.
+        let mut bad: HashSet<NodeId> = HashSet::new();
+        let mut last_error = String::from("no node holds this blob");
+        for attempt in 1..=3u32 {
+            let mut staging = self.inner.store.create_staging().await.map_err(|e| e.to_string())?;
+            let path = staging.path().to_path_buf();
+            let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: 0 });
+            let mut contributors = HashSet::new();
+            for peer in self.sources(digest, prefer, &bad) {
+                if staging.len() == size {
+                    break;
+                }
+                contributors.insert(peer.id);
+                match self.fetch_from(&peer, digest, &mut staging, size, tx, attempt).await {
+                    Ok(()) => {}
+                    Err(AttemptError::Store(e)) => return Err(e.to_string()),
+                    Err(AttemptError::Peer(e)) => {
+                        tracing::info!(digest = %digest, node_id = peer.id, error = %e, at = staging.len(), "holder failed; trying the next one from the byte reached");
+                        last_error = e;
+                    }
+                }
+            }
+            if staging.len() != size {
+                return Err(format!("blob {digest}: fetched {} of {size} bytes; {last_error}", staging.len()));
+            }
+            match staging.commit(&self.inner.store, digest).await {
+                Ok(_) => {
+                    self.inner.view.record_holder(digest, size).await.map_err(|e| format!("stored but not recorded: {e}"))?;
+                    return Ok(attempt);
+                }
+                Err(BlobError::DigestMismatch { computed, .. }) => {
+                    self.inner.stats.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(digest = %digest, %computed, holders = ?contributors, "peer bytes do not match the digest; discarded, fetching elsewhere");
+                    bad.extend(contributors);
+                    last_error = format!("bytes from {bad:?} did not match the digest");
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Appends the rest of the blob from one holder.
+    async fn fetch_from(
+        &self,
+        peer: &PeerInfo,
+        digest: &Digest,
+        staging: &mut StagingBlob,
+        size: u64,
+        tx: &watch::Sender<Progress>,
+        attempt: u32,
+    ) -> Result<(), AttemptError> {
+        let path = staging.path().to_path_buf();
+        let peer_err = |e: &dyn std::fmt::Display| AttemptError::Peer(e.to_string());
+        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| peer_err(&e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| peer_err(&e))?;
+        self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = staging.len();
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: None }).await.map_err(|e| peer_err(&e))?;
+        send.finish().map_err(|e| peer_err(&e))?;
+        match read_frame::<GetReply>(&mut recv).await.map_err(|e| peer_err(&e))? {
+            GetReply::Ok { size: theirs, .. } if theirs != size => return Err(AttemptError::Peer(format!("holder has {theirs} bytes, metadata says {size}"))),
+            GetReply::Ok { .. } => {}
+            GetReply::NotFound => return Err(AttemptError::Peer("holder does not have it".into())),
+            GetReply::RangeInvalid => return Err(AttemptError::Peer(format!("holder refused range {start}-"))),
+        }
+        let mut published = staging.len();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match recv.read(&mut buf).await.map_err(|e| peer_err(&e))? {
+                None | Some(0) => break,
+                Some(n) => n,
+            };
+            let room = (size - staging.len()) as usize;
+            if n > room {
+                return Err(AttemptError::Peer("holder sent more bytes than the blob has".into()));
+            }
+            staging.write(&buf[..n]).await?;
+            self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if staging.len() - published >= PUBLISH_EVERY || staging.len() == size {
+                published = staging.flush().await?;
+                let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: published });
+            }
+        }
+        let written = staging.flush().await?;
+        let _ = tx.send(Progress::Running { attempt, path, written });
+        if written < size {
+            return Err(AttemptError::Peer(format!("stream ended at byte {written} of {size}")));
+        }
+        Ok(())
+    }
+
+    /// A stream of `range` of a blob being fetched, following the fetch.
+    pub fn follow(
+        &self,
+        fetch: Arc<Fetch>,
+        range: Option<BlobRange>,
+    ) -> Result<(u64, u64, impl Stream<Item = std::io::Result<Bytes>> + Send + 'static), BlobError> {
+        let size = fetch.size;
+        let (start, len) = match range {
+            None => (0, size),
+            Some(r) => {
+                if r.start >= size || r.end.is_some_and(|e| e < r.start) {
+                    return Err(BlobError::RangeInvalid { start: r.start, end: r.end, size });
+                }
+                let end = r.end.unwrap_or(size - 1).min(size - 1);
+                (r.start, end - r.start + 1)
+            }
+        };
+        let store = self.inner.store.clone();
+        let digest = fetch.digest.clone();
+        let stream = async_stream_follow(store, digest, fetch, start, start + len);
+        Ok((start, len, stream))
+    }
+}
+
+/// Reads `[start, end)` of a blob being fetched, waiting for bytes to land.
+/// A reader is bound to the attempt whose file it opened: if the fetch
+/// starts over (bad bytes from a peer), the reader fails rather than mix
+/// bytes of two attempts.
+fn async_stream_follow(
+    store: crate::BlobStore,
+    digest: Digest,
+    fetch: Arc<Fetch>,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    struct Reader {
+        rx: watch::Receiver<Progress>,
+        file: Option<(u32, tokio::fs::File)>,
+        pos: u64,
+    }
+    let size = fetch.size;
+    let init = Reader { rx: fetch.progress.clone(), file: None, pos: start };
+    let fail = |m: String| Some((Err(std::io::Error::other(m)), None));
+    futures::stream::unfold(Some(init), move |st| {
+        let store = store.clone();
+        let digest = digest.clone();
+        async move {
+            let mut r = st?;
+            if r.pos >= end {
+                return None;
+            }
+            loop {
+                let progress = r.rx.borrow_and_update().clone();
+                // Readable up to: everything once verified, else all but the last byte.
+                let (attempt, avail) = match &progress {
+                    Progress::Done { attempt } => (*attempt, size),
+                    Progress::Running { attempt, written, .. } => (*attempt, (*written).min(size.saturating_sub(1))),
+                    Progress::Failed(e) => return fail(format!("fetch of {digest} failed: {e}")),
+                };
+                if let Some((opened, _)) = &r.file {
+                    if *opened != attempt {
+                        return fail(format!("fetch of {digest} started over after bad bytes from a peer"));
+                    }
+                }
+                if r.pos < avail.min(end) {
+                    if r.file.is_none() {
+                        let path = match &progress {
+                            Progress::Running { path, .. } => path.clone(),
+                            _ => store.path_of(&digest),
+                        };
+                        let opened = match tokio::fs::File::open(&path).await {
+                            Ok(f) => Ok(f),
+                            // Renamed into place just now: it is the committed blob.
+                            Err(_) => tokio::fs::File::open(store.path_of(&digest)).await,
+                        };
+                        let mut f = match opened {
+                            Ok(f) => f,
+                            Err(e) => return Some((Err(e), None)),
+                        };
+                        if let Err(e) = f.seek(std::io::SeekFrom::Start(r.pos)).await {
+                            return Some((Err(e), None));
+                        }
+                        r.file = Some((attempt, f));
+                    }
+                    let want = ((avail.min(end) - r.pos) as usize).min(READ_CHUNK);
+                    let mut buf = vec![0u8; want];
+                    let (_, f) = r.file.as_mut().expect("opened above");
+                    match f.read(&mut buf).await {
+                        Ok(0) => return fail(format!("fetch of {digest}: file ended before the published length")),
+                        Ok(n) => {
+                            buf.truncate(n);
+                            r.pos += n as u64;
+                            return Some((Ok(Bytes::from(buf)), Some(r)));
+                        }
+                        Err(e) => return Some((Err(e), None)),
+                    }
+                }
+                if r.rx.changed().await.is_err() && !matches!(*r.rx.borrow(), Progress::Done { .. }) {
+                    return fail("fetch ended".into());
+                }
+            }
+        }
+    })
+}
