@@ -25,6 +25,11 @@ impl LinkFilter {
         self.cut.lock().expect("link filter lock").insert((from, to));
     }
 
+    /// Restores `from → to`.
+    pub fn restore(&self, from: NodeId, to: NodeId) {
+        self.cut.lock().expect("link filter lock").remove(&(from, to));
+    }
+
     /// Cuts every link between `node` and `others`, both ways.
     pub fn isolate(&self, node: NodeId, others: impl IntoIterator<Item = NodeId>) {
         let mut cut = self.cut.lock().expect("link filter lock");

@@ -7,79 +7,14 @@ mod common;
 use std::time::Duration;
 
 use berth_common::Digest;
+use common::http::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// A client of one node, logged in as admin.
-#[derive(Clone)]
-struct Reg {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Reg {
-    fn new(node: &berth_node::runtime::RunningNode) -> Reg {
-        Reg { base: format!("http://{}", node.http_addr), http: reqwest::Client::new() }
-    }
-
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) };
-        self.http.request(method, url).basic_auth("admin", Some("admin-password"))
-    }
-
-    async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        let r = rb.send().await.unwrap();
-        let (s, h) = (r.status(), r.headers().clone());
-        (s, h, r.bytes().await.unwrap().to_vec())
-    }
-
-    /// Pushes a blob in one request; returns its digest.
-    async fn blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
-        let (s, h, _) = self.send(self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}")).body(bytes.to_vec())).await;
-        assert_eq!(s, StatusCode::CREATED);
-        assert_eq!(h["docker-content-digest"], d.to_string().as_str());
-        d
-    }
-
-    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        self.send(self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}")).header("content-type", media_type).body(body.to_vec())).await
-    }
-
-    /// A config and one layer pushed, and an OCI manifest for them.
-    async fn image(&self, repo: &str, seed: &str) -> Vec<u8> {
-        let config = self.blob(repo, format!("{{\"seed\":\"{seed}\"}}").as_bytes()).await;
-        let layer = self.blob(repo, format!("layer {seed}").as_bytes()).await;
-        manifest_json(&config, 2 + seed.len() as u64 + 10, &[(layer, 6 + seed.len() as u64)], None, None)
-    }
-
-    async fn status_of(&self, method: Method, path: &str) -> StatusCode {
-        self.send(self.req(method, path)).await.0
-    }
-}
-
-fn manifest_json(config: &Digest, config_size: u64, layers: &[(Digest, u64)], subject: Option<(&Digest, u64)>, artifact_type: Option<&str>) -> Vec<u8> {
-    let mut v = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": config_size},
-        "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
-    });
-    if let Some((d, s)) = subject {
-        v["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": s});
-    }
-    if let Some(a) = artifact_type {
-        v["artifactType"] = json!(a);
-        v["annotations"] = json!({"org.example.kind": a});
-    }
-    serde_json::to_vec(&v).unwrap()
-}
 
 /// A HEAD response carries no body: only the status tells.
 fn assert_head_error(resp: &(StatusCode, reqwest::header::HeaderMap, Vec<u8>), status: StatusCode) {
@@ -495,12 +430,25 @@ async fn a_write_without_quorum_is_a_503_with_a_message_and_changes_nothing() {
     c.wait_voters(&[1, 2, 3], Duration::from_secs(20)).await;
     let reg = Reg::new(c.node(1));
     let m = reg.image("q/app", "q").await;
+    // Let the blobs reach a second node, so what fails below is the quorum.
+    let man: Value = serde_json::from_slice(&m).unwrap();
+    let mut blobs = vec![man["config"]["digest"].as_str().unwrap().parse::<Digest>().unwrap()];
+    blobs.extend(man["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().parse::<Digest>().unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for d in &blobs {
+        while c.node(2).replicator.store().stat(d).await.unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "blobs never replicated");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: Vec<u64> = c.nodes.keys().copied().filter(|i| *i != 1).collect();
     for id in ids {
         c.stop(id).await;
     }
     let resp = reg.put_manifest("q/app", "v1", OCI_MANIFEST, &m).await;
     assert_error(&resp, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    assert!(String::from_utf8_lossy(&resp.2).contains("metadata"), "the message says the metadata is unavailable: {}", String::from_utf8_lossy(&resp.2));
     // Pulls of what is local keep working without a quorum.
     assert_eq!(reg.status_of(Method::GET, "/v2/").await, StatusCode::OK);
     assert_error(&reg.send(reg.req(Method::GET, "/v2/q/app/manifests/v1")).await, StatusCode::NOT_FOUND, "NAME_UNKNOWN");

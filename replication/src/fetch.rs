@@ -125,10 +125,23 @@ impl Replicator {
             let path = staging.path().to_path_buf();
             let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: 0 });
             let mut contributors = HashSet::new();
-            for peer in self.sources(digest, prefer, &bad) {
-                if staging.len() == size {
-                    break;
-                }
+            // Sources are looked up again after every failure: the metadata
+            // may have learnt of new holders since the fetch began.
+            let mut tried: HashSet<NodeId> = HashSet::new();
+            let mut idle_rounds = 0;
+            while staging.len() < size {
+                let skip: HashSet<NodeId> = bad.union(&tried).copied().collect();
+                let Some(peer) = self.sources(digest, prefer, &skip).into_iter().next() else {
+                    if idle_rounds >= 5 {
+                        break;
+                    }
+                    // Every holder failed: give them (not the liars) another chance.
+                    idle_rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tried.clear();
+                    continue;
+                };
+                tried.insert(peer.id);
                 contributors.insert(peer.id);
                 match self.fetch_from(&peer, digest, &mut staging, size, tx, attempt).await {
                     Ok(()) => {}

@@ -123,6 +123,9 @@ pub struct Faults {
     pub corrupt_served: AtomicBool,
     /// Pause this long after every chunk served (a slow or dying holder), µs.
     pub serve_delay_us: AtomicU64,
+    /// Refuse every peer connection and request (the blob service is
+    /// unreachable while Raft still works).
+    pub refuse_peers: AtomicBool,
 }
 
 pub(crate) struct Inner {

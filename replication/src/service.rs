@@ -15,6 +15,10 @@ impl Replicator {
                 _ = shutdown.changed() => return,
             };
             let Some(incoming) = incoming else { return };
+            if self.inner.faults.refuse_peers.load(std::sync::atomic::Ordering::Relaxed) {
+                incoming.refuse();
+                continue;
+            }
             let me = self.clone();
             tokio::spawn(async move {
                 let conn = match incoming.await {
@@ -37,6 +41,10 @@ impl Replicator {
     }
 
     async fn handle_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
+        if self.inner.faults.refuse_peers.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = send.reset(1u32.into());
+            return Err("refusing peers (fault injected)".into());
+        }
         let req: Request = read_frame(&mut recv).await.map_err(|e| e.to_string())?;
         match req {
             Request::Have { digests } => {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod procs;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub struct Cluster {
     pub config: MetaConfig,
     pub token: String,
     made: usize,
+    replication: Option<berth_replication::ReplicationConfig>,
 }
 
 pub async fn bind_pair() -> (Listeners, NodeAddrs) {
@@ -53,19 +55,43 @@ pub fn init_logs() {
     berth_node::install_crypto_provider();
 }
 
+/// Rewrites a node's berth.toml before it starts.
+fn tweak_config(dir: &std::path::Path, replication: &Option<berth_replication::ReplicationConfig>) {
+    if let Some(r) = replication {
+        let layout = berth_node::config::Layout::new(dir);
+        let mut cfg = layout.load().unwrap();
+        cfg.replication = r.clone();
+        std::fs::write(layout.config(), toml::to_string(&cfg).unwrap()).unwrap();
+    }
+}
+
 impl Cluster {
     pub async fn new(n: usize, config: MetaConfig) -> Cluster {
+        Cluster::with_replication(n, config, None).await
+    }
+
+    /// A cluster whose nodes use `replication` (and `config` for Raft).
+    pub async fn with_replication(n: usize, config: MetaConfig, replication: Option<berth_replication::ReplicationConfig>) -> Cluster {
         init_logs();
         let root = tempfile::tempdir().unwrap();
         let (listeners, mut addrs) = bind_pair().await;
         addrs.region = "region-1".into();
         let dir = root.path().join("node-1");
         let out = init_cluster(&dir, &addrs, Some("admin-password".into()), config.clone()).await.unwrap();
+        tweak_config(&dir, &replication);
         let filter = LinkFilter::default();
         let node = start_node(&dir, Some(listeners), filter.clone()).await.unwrap();
         let id = node.config.node_id;
-        let mut c =
-            Cluster { root, nodes: BTreeMap::from([(id, node)]), dirs: BTreeMap::from([(id, dir)]), filter, config, token: out.token.to_string(), made: 1 };
+        let mut c = Cluster {
+            root,
+            nodes: BTreeMap::from([(id, node)]),
+            dirs: BTreeMap::from([(id, dir)]),
+            filter,
+            config,
+            token: out.token.to_string(),
+            made: 1,
+            replication,
+        };
         for i in 2..=n {
             c.add_node(&format!("region-{}", (i - 1) % 3 + 1)).await;
         }
@@ -88,6 +114,7 @@ impl Cluster {
         let dir = self.root.path().join(format!("node-{}", self.made));
         let seed = self.any().peer_addr.to_string();
         let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone()).await.unwrap();
+        tweak_config(&dir, &self.replication);
         let node = start_node(&dir, Some(listeners), self.filter.clone()).await.unwrap();
         self.nodes.insert(cfg.node_id, node);
         self.dirs.insert(cfg.node_id, dir);

@@ -1,0 +1,219 @@
+//! Peer-to-peer blob replication with real nodes in one process: QUIC with
+//! mutual TLS on loopback, faults injected in the blob service.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use berth_common::Digest;
+use berth_replication::ReplicationConfig;
+use common::http::*;
+use common::*;
+use reqwest::{Method, StatusCode};
+
+const T: Duration = Duration::from_secs(30);
+
+fn repl(min_copies: Option<usize>) -> ReplicationConfig {
+    ReplicationConfig { reconcile_interval_ms: 300, min_copies, min_copies_timeout_ms: 5_000, ..ReplicationConfig::default() }
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+async fn holds(c: &Cluster, id: u64, d: &Digest) -> bool {
+    c.node(id).replicator.store().stat(d).await.unwrap().is_some()
+}
+
+async fn wait_held(c: &Cluster, ids: &[u64], d: &Digest) {
+    let deadline = Instant::now() + T;
+    for id in ids {
+        while !holds(c, *id, d).await {
+            assert!(Instant::now() < deadline, "node {id} never got {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn served(c: &Cluster, id: u64) -> u64 {
+    c.node(id).replicator.stats().requests_served.load(Ordering::Relaxed)
+}
+
+fn sent(c: &Cluster, id: u64) -> u64 {
+    c.node(id).replicator.stats().requests_sent.load(Ordering::Relaxed)
+}
+
+async fn get(reg: &Reg, path: &str) -> (StatusCode, Vec<u8>) {
+    let (s, _, b) = reg.send(reg.req(Method::GET, path)).await;
+    (s, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_push_every_node_holds_the_blob_and_pulls_stay_local() {
+    // Regions: 1 and 4 in region-1, 2 and 5 in region-2, 3 in region-3.
+    let c = Cluster::with_replication(5, fast_config(), Some(repl(None))).await;
+    c.wait_voters(&[1, 2, 3, 4, 5], T).await;
+    let r1 = Reg::new(c.node(1));
+    let blob = data(3 << 20, 1);
+    let d = r1.blob("geo/app", &blob).await;
+    wait_held(&c, &[1, 2, 3, 4, 5], &d).await;
+    // A region pays for one copy over the WAN: node 5 copied from node 2.
+    assert!(served(&c, 1) <= 3, "node 1 served {} copies; regions 2 and 3 need one each, plus its neighbour", served(&c, 1));
+
+    // A pull in region 3 after replication sends no request to anyone.
+    let before: Vec<u64> = (1..=5).map(|i| served(&c, i)).collect();
+    let r3 = Reg::new(c.node(3));
+    let (s, body) = get(&r3, &format!("/v2/geo/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob);
+    let after: Vec<u64> = (1..=5).map(|i| served(&c, i)).collect();
+    assert_eq!(before, after, "a pull of replicated content is served from local disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_right_after_the_push_streams_through_and_twenty_pulls_make_one_fetch() {
+    let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(1)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    // A slow holder, so the pulls below find the fetch in flight.
+    c.node(1).replicator.faults().serve_delay_us.store(20_000, Ordering::Relaxed);
+    c.node(2).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
+    let blob = data(6 << 20, 2);
+    let d = Reg::new(c.node(1)).blob("flight/app", &blob).await;
+    let sent_before = sent(&c, 3);
+    let r3 = Reg::new(c.node(3));
+    let pulls = (0..20).map(|_| {
+        let r3 = r3.clone();
+        let path = format!("/v2/flight/app/blobs/{d}");
+        async move { get(&r3, &path).await }
+    });
+    for (s, body) in futures::future::join_all(pulls).await {
+        assert_eq!(s, StatusCode::OK);
+        assert!(body == blob, "every pull got the whole blob, streamed through node 3");
+    }
+    assert_eq!(sent(&c, 3) - sent_before, 1, "20 concurrent pulls, one peer fetch");
+    assert!(holds(&c, 3, &d).await, "node 3 kept the copy it streamed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
+    let mut c = Cluster::with_replication(3, fast_config(), Some(repl(Some(2)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    // Node 3 cannot fetch for now (its own blob requests are cut).
+    c.filter.cut_one_way(3, 1);
+    c.filter.cut_one_way(3, 2);
+    let blob = data(12 << 20, 3);
+    let d = Reg::new(c.node(1)).blob("kill/app", &blob).await;
+    wait_held(&c, &[1, 2], &d).await;
+    assert!(!holds(&c, 3, &d).await);
+    // Both holders are slow; node 3 starts from one of them ...
+    for id in [1, 2] {
+        c.node(id).replicator.faults().serve_delay_us.store(25_000, Ordering::Relaxed);
+    }
+    c.filter.heal();
+    let mut fetch = c.node(3).replicator.fetch(&d, blob.len() as u64, None);
+    let deadline = Instant::now() + T;
+    loop {
+        let state = fetch.progress.borrow().clone();
+        match state {
+            berth_replication::Progress::Running { written, .. } if written >= 2 << 20 => break,
+            // A fetch begun while the links were cut may have given up: start another.
+            berth_replication::Progress::Failed(_) => fetch = c.node(3).replicator.fetch(&d, blob.len() as u64, None),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the fetch never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... which dies mid-transfer.
+    let bytes = |id: u64| c.node(id).replicator.stats().bytes_served.load(Ordering::Relaxed);
+    let (source, other) = if bytes(1) >= bytes(2) { (1, 2) } else { (2, 1) };
+    c.stop(source).await;
+    c.node(other).replicator.faults().serve_delay_us.store(0, Ordering::Relaxed);
+    fetch.wait().await.expect("the fetch completes from node 2");
+    let st = c.node(3).replicator.stats();
+    assert_eq!(st.bytes_fetched.load(Ordering::Relaxed), blob.len() as u64, "continued at the byte reached, nothing fetched twice");
+    assert_eq!(st.requests_sent.load(Ordering::Relaxed), 2, "one request to each holder");
+    assert!(c.node(3).replicator.stats().corrupt.load(Ordering::Relaxed) == 0);
+    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/kill/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
+    let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(2)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    c.filter.cut_one_way(3, 1);
+    c.filter.cut_one_way(3, 2);
+    let blob = data(2 << 20, 4);
+    let d = Reg::new(c.node(1)).blob("bad/app", &blob).await;
+    wait_held(&c, &[1, 2], &d).await;
+    c.node(1).replicator.faults().corrupt_served.store(true, Ordering::Relaxed);
+    // Only the liar is reachable at first.
+    c.filter.restore(3, 1);
+    let r3 = Reg::new(c.node(3));
+    let path = format!("/v2/bad/app/blobs/{d}");
+    // The first pull follows the liar's bytes: it must not end as a complete body.
+    let first = tokio::spawn({
+        let r3 = r3.clone();
+        let path = path.clone();
+        async move {
+            let resp = r3.req(Method::GET, &path).send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            resp.bytes().await.map(|b| (status, b.to_vec())).map_err(|e| e.to_string())
+        }
+    });
+    let deadline = Instant::now() + T;
+    while c.node(3).replicator.stats().corrupt.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the bad copy was never detected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!holds(&c, 3, &d).await, "the bad copy was not stored");
+    c.filter.heal();
+    match first.await.unwrap() {
+        Ok((s, body)) if s == StatusCode::OK && body.len() == blob.len() => assert!(body == blob, "a complete body is always the right one"),
+        Ok((s, body)) => assert!(s != StatusCode::OK || body.len() < blob.len()),
+        Err(e) => eprintln!("first pull cut short, as it must be: {e}"),
+    }
+    wait_held(&c, &[3], &d).await;
+    let (s, body) = get(&r3, &format!("/v2/bad/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob, "fetched again from the honest holder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn min_copies_holds_back_the_push_until_a_second_node_has_every_blob() {
+    let mut c = Cluster::with_replication(3, fast_config(), Some(repl(None))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let r1 = Reg::new(c.node(1));
+    // Every peer's blob service unreachable (Raft still works).
+    for id in [2, 3] {
+        c.node(id).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
+    }
+    let m = r1.image("dur/app", "one").await;
+    let (s, _, body) = r1.put_manifest("dur/app", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("UNAVAILABLE"));
+    assert_eq!(r1.status_of(Method::GET, "/v2/dur/app/manifests/v1").await, StatusCode::NOT_FOUND, "nothing committed");
+
+    // One peer back: the push is acknowledged, with a second copy in place.
+    c.node(2).replicator.faults().refuse_peers.store(false, Ordering::Relaxed);
+    let (s, _, _) = r1.put_manifest("dur/app", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // The node that took the push dies: the image is still pullable.
+    c.node(3).replicator.faults().refuse_peers.store(false, Ordering::Relaxed);
+    c.stop(1).await;
+    c.wait_leader(T).await;
+    let r3 = Reg::new(c.node(3));
+    let (s, man) = get(&r3, "/v2/dur/app/manifests/v1").await;
+    assert_eq!(s, StatusCode::OK);
+    let man: serde_json::Value = serde_json::from_slice(&man).unwrap();
+    let mut digests = vec![man["config"]["digest"].as_str().unwrap().to_string()];
+    digests.extend(man["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for d in digests {
+        let (s, body) = get(&r3, &format!("/v2/dur/app/blobs/{d}")).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        assert_eq!(Digest::sha256_of(&body).to_string(), d);
+    }
+}
