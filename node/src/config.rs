@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// Blob transport and replication: windows, reconciler, min_copies.
     #[serde(default)]
     pub replication: berth_replication::ReplicationConfig,
+    /// Online garbage collection of unreferenced blobs.
+    #[serde(default)]
+    pub gc: crate::gc::GcConfig,
 }
 
 pub fn default_upload_timeout_secs() -> u64 {

@@ -11,6 +11,7 @@
 //! - [`backend`]: the gateway backend (admin API) over the metadata;
 //! - [`registry`], [`manifest`], [`uploads`]: the OCI distribution API's rules;
 //! - [`client`]: the CLI's admin API client;
+//! - [`gc`]: online garbage collection of blobs;
 //! - [`dev`]: `berth dev`, a whole local cluster in one process.
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod client;
 pub mod cluster_view;
 pub mod config;
 pub mod dev;
+pub mod gc;
 pub mod join;
 pub mod manifest;
 pub mod pki;

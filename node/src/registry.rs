@@ -83,7 +83,7 @@ impl NodeRegistry {
     }
 
     async fn record_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
-        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id() }).await? {
+        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id(), now_ms: now_ms() }).await? {
             MetaResponse::Done => {
                 self.replicator.announce(digest, size).await;
                 Ok(())
@@ -206,7 +206,7 @@ impl Registry for NodeRegistry {
                 None => return Ok(false),
             }
         };
-        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder }).await? {
+        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() }).await? {
             MetaResponse::Done => Ok(true),
             other => Err(unexpected("mount blob", other)),
         }
@@ -298,7 +298,8 @@ impl Registry for NodeRegistry {
             digest: digest.clone(),
             media_type: parsed.media_type,
             bytes: bytes.to_vec(),
-            references: parsed.blobs.into_iter().chain(parsed.children).collect(),
+            blobs: parsed.blobs,
+            children: parsed.children,
             subject: parsed.subject.clone(),
             pushed_at_ms: now_ms(),
         };
@@ -308,6 +309,8 @@ impl Registry for NodeRegistry {
         };
         match self.write(MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
+            // A blob was garbage-collected between the check above and the commit.
+            MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),
             other => Err(unexpected("put manifest", other)),
         }
     }

@@ -16,6 +16,7 @@ use crate::auth::Authenticator;
 use crate::backend::NodeBackend;
 use crate::cluster_view::NodeView;
 use crate::config::{Layout, NodeConfig};
+use crate::gc::{collect_once, GcConfig, GcStats};
 use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
 use crate::registry::NodeRegistry;
@@ -48,6 +49,7 @@ impl NodeAddrs {
             upload_timeout_secs: crate::config::default_upload_timeout_secs(),
             raft,
             replication: Default::default(),
+            gc: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -204,6 +206,7 @@ pub struct RunningNode {
     pub meta: MetaNodeHandle,
     pub uploads: Arc<UploadManager>,
     pub replicator: Replicator,
+    pub gc_stats: Arc<GcStats>,
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -269,9 +272,25 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     }));
 
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
+    let gc_stats = Arc::new(GcStats::default());
+    tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
-    Ok(RunningNode { config, meta, uploads, replicator, http_addr, peer_addr, shutdown, tasks })
+    Ok(RunningNode { config, meta, uploads, replicator, gc_stats, http_addr, peer_addr, shutdown, tasks })
+}
+
+async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, stats: Arc<GcStats>, mut shutdown: watch::Receiver<bool>) {
+    if cfg.interval_secs == 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(cfg.interval_secs)) => {
+                collect_once(&meta, &store, Duration::from_secs(cfg.grace_secs), &stats).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Drops idle upload sessions, a tenth of the timeout after they expire at worst.

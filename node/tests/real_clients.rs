@@ -340,13 +340,23 @@ fn a_replicated_image_is_pulled_from_one_node_when_the_others_are_dead() {
     let multi = work.join("multi");
     multi_arch_layout(&multi);
     let layout = work.join("single");
-    run(Command::new("skopeo").args(["copy", "--override-arch", "amd64"]).arg(format!("oci:{}:multi", multi.display())).arg(format!("oci:{}:one", layout.display())));
+    run(Command::new("skopeo")
+        .args(["copy", "--override-arch", "amd64"])
+        .arg(format!("oci:{}:multi", multi.display()))
+        .arg(format!("oci:{}:one", layout.display())));
     let pushed_file = work.join("pushed.digest");
-    run(Command::new("skopeo").args(["copy", "--dest-tls-verify=false", "--dest-creds", &creds, "--digestfile"]).arg(&pushed_file).arg(format!("oci:{}:one", layout.display())).arg(format!("docker://{}/team/survivor:v1", c.http[0])));
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", &creds, "--digestfile"])
+        .arg(&pushed_file)
+        .arg(format!("oci:{}:one", layout.display()))
+        .arg(format!("docker://{}/team/survivor:v1", c.http[0])));
     let pushed = std::fs::read_to_string(&pushed_file).unwrap().trim().to_string();
 
     // Wait until node 3 holds every blob (its disk, so no peer is needed).
-    let man: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds]).arg(format!("docker://{}/team/survivor:v1", c.http[2])))).unwrap();
+    let man: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+        .arg(format!("docker://{}/team/survivor:v1", c.http[2]))))
+    .unwrap();
     let mut blobs = vec![man["config"]["digest"].as_str().unwrap().to_string()];
     blobs.extend(man["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -363,7 +373,10 @@ fn a_replicated_image_is_pulled_from_one_node_when_the_others_are_dead() {
     c.procs[0].kill9();
     c.procs[1].kill9();
     let out = work.join("pulled");
-    run(Command::new("skopeo").args(["copy", "--src-tls-verify=false", "--src-creds", &creds]).arg(format!("docker://{}/team/survivor:v1", c.http[2])).arg(format!("oci:{}:v1", out.display())));
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--src-creds", &creds])
+        .arg(format!("docker://{}/team/survivor:v1", c.http[2]))
+        .arg(format!("oci:{}:v1", out.display())));
     let pulled = run(Command::new("skopeo").args(["inspect", "--format", "{{.Digest}}"]).arg(format!("oci:{}:v1", out.display())));
     assert_eq!(pulled.trim(), pushed, "node 3 alone served the whole image");
 }

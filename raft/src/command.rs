@@ -8,7 +8,7 @@
 //! [`MetaResponse::Conflict`] or [`MetaResponse::Refused`] when it does not
 //! hold; a refused command changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::{Digest, NodeId};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,14 @@ pub enum MetaCommand {
         digest: Digest,
         size: u64,
         node: NodeId,
+        now_ms: u64,
+    },
+    /// Garbage collection: forgets a blob that no manifest references and
+    /// that no repository linked after `cutoff_ms`, all in one step; refused
+    /// if a push got to it meanwhile. Nodes then delete their copies.
+    SweepBlob {
+        digest: Digest,
+        cutoff_ms: u64,
     },
     UnlinkBlob {
         repo: String,
@@ -132,6 +140,7 @@ impl MetaCommand {
             MetaCommand::AddBlobHolder { .. } => "add_blob_holder",
             MetaCommand::LinkBlob { .. } => "link_blob",
             MetaCommand::UnlinkBlob { .. } => "unlink_blob",
+            MetaCommand::SweepBlob { .. } => "sweep_blob",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
         }
     }
@@ -244,8 +253,10 @@ pub struct ManifestRecord {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Vec<u8>,
-    /// Blobs and child manifests this manifest references.
-    pub references: Vec<Digest>,
+    /// Blobs (config and layers) this manifest references.
+    pub blobs: Vec<Digest>,
+    /// Child manifests (of an index).
+    pub children: Vec<Digest>,
     pub subject: Option<Digest>,
     pub pushed_at_ms: u64,
 }
@@ -266,5 +277,16 @@ pub struct BlobLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlobRecord {
     pub size: u64,
+    /// Nodes with a verified copy.
     pub holders: BTreeSet<NodeId>,
+    /// Manifests (in any repository) that reference the blob.
+    pub refs: u64,
+    /// Repositories the blob is linked into, and when it was last linked.
+    pub repos: BTreeMap<String, u64>,
+}
+
+impl BlobRecord {
+    pub fn new(size: u64) -> BlobRecord {
+        BlobRecord { size, holders: BTreeSet::new(), refs: 0, repos: BTreeMap::new() }
+    }
 }

@@ -27,6 +27,10 @@
 use berth_common::{decode_versioned, encode_versioned, CodecError};
 use serde::{de::DeserializeOwned, Serialize};
 
+use std::collections::BTreeMap;
+
+use berth_common::Digest;
+
 use crate::command::*;
 
 pub const RECORD_VERSION: u8 = 1;
@@ -208,21 +212,16 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
             }
             MetaResponse::Done
         }
-        MetaCommand::PutManifest { record: rec, tag } => {
-            if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
-                ch.put(keys::repo(&rec.repo), &RepositoryRecord { name: rec.repo.clone(), public: false, created_at_ms: rec.pushed_at_ms });
-            }
-            ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
-            if let Some(subject) = &rec.subject {
-                ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
-            }
-            if let Some(tag) = tag {
-                ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
-            }
-            MetaResponse::Done
-        }
+        MetaCommand::PutManifest { record: rec, tag } => put_manifest(state, &mut ch, rec, tag.as_deref())?,
         MetaCommand::DeleteManifest { repo, digest } => {
             if let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? {
+                let unique: std::collections::BTreeSet<&Digest> = rec.blobs.iter().collect();
+                for b in unique {
+                    if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {
+                        blob.refs = blob.refs.saturating_sub(1);
+                        ch.put(keys::blob(b), &blob);
+                    }
+                }
                 if let Some(subject) = &rec.subject {
                     ch.delete(keys::referrer(repo, subject, digest));
                 }
@@ -239,6 +238,18 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 MetaResponse::NotFound
             }
         }
+        MetaCommand::SweepBlob { digest, cutoff_ms } => match state.get::<BlobRecord>(&keys::blob(digest))? {
+            None => MetaResponse::NotFound,
+            Some(rec) if rec.refs > 0 => MetaResponse::Refused(format!("{} manifests reference it", rec.refs)),
+            Some(rec) if rec.repos.values().any(|t| t >= cutoff_ms) => MetaResponse::Refused("linked too recently".into()),
+            Some(rec) => {
+                for repo in rec.repos.keys() {
+                    ch.delete(keys::link(repo, digest));
+                }
+                ch.delete(keys::blob(digest));
+                MetaResponse::Done
+            }
+        },
         MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current } => {
             let key = keys::tag(repo, tag);
             let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
@@ -262,46 +273,84 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 }
             }
         }
-        MetaCommand::AddBlobHolder { digest, size, node } => {
+        // A copy of a blob the cluster has forgotten (swept) is not recorded:
+        // the node's sweeper deletes it.
+        MetaCommand::AddBlobHolder { digest, size: _, node } => match state.get::<BlobRecord>(&keys::blob(digest))? {
+            None => MetaResponse::NotFound,
+            Some(mut rec) => {
+                rec.holders.insert(*node);
+                ch.put(keys::blob(digest), &rec);
+                MetaResponse::Done
+            }
+        },
+        MetaCommand::LinkBlob { repo, digest, size, node, now_ms } => {
+            ch.put(keys::link(repo, digest), &BlobLink { size: *size, linked_at_ms: *now_ms });
             let key = keys::blob(digest);
-            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
+            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or_else(|| BlobRecord::new(*size));
             rec.holders.insert(*node);
-            ch.put(key, &rec);
-            MetaResponse::Done
-        }
-        MetaCommand::LinkBlob { repo, digest, size, node } => {
-            ch.put(keys::link(repo, digest), &BlobLink { size: *size, linked_at_ms: 0 });
-            let key = keys::blob(digest);
-            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or(BlobRecord { size: *size, holders: Default::default() });
-            rec.holders.insert(*node);
+            rec.repos.insert(repo.clone(), *now_ms);
             ch.put(key, &rec);
             MetaResponse::Done
         }
         MetaCommand::UnlinkBlob { repo, digest } => {
             if state.get_raw(&keys::link(repo, digest))?.is_some() {
                 ch.delete(keys::link(repo, digest));
+                if let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? {
+                    rec.repos.remove(repo);
+                    ch.put(keys::blob(digest), &rec);
+                }
                 MetaResponse::Done
             } else {
                 MetaResponse::NotFound
             }
         }
-        MetaCommand::RemoveBlobHolder { digest, node } => {
-            let key = keys::blob(digest);
-            match state.get::<BlobRecord>(&key)? {
-                None => MetaResponse::NotFound,
-                Some(mut rec) => {
-                    rec.holders.remove(node);
-                    if rec.holders.is_empty() {
-                        ch.delete(key);
-                    } else {
-                        ch.put(key, &rec);
-                    }
-                    MetaResponse::Done
-                }
+        // The record stays even with no holder left: what references the
+        // blob is still known, and a new upload restores a copy.
+        MetaCommand::RemoveBlobHolder { digest, node } => match state.get::<BlobRecord>(&keys::blob(digest))? {
+            None => MetaResponse::NotFound,
+            Some(mut rec) => {
+                rec.holders.remove(node);
+                ch.put(keys::blob(digest), &rec);
+                MetaResponse::Done
             }
-        }
+        },
     };
     Ok((resp, ch))
+}
+
+/// Stores a manifest. Every blob it names must still be linked into its
+/// repository (checked here, in the same step, so a concurrent sweep and
+/// a push cannot both win); the blobs' reference counts go up once per
+/// new manifest.
+fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
+    let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
+    let mut blobs = Vec::with_capacity(rec.blobs.len());
+    for b in &rec.blobs {
+        match state.get::<BlobRecord>(&keys::blob(b))? {
+            Some(blob) if blob.repos.contains_key(&rec.repo) => blobs.push((b, blob)),
+            _ => return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo))),
+        }
+    }
+    if is_new {
+        // One reference per manifest, however often it names the blob; the
+        // delete subtracts the same way.
+        let unique: BTreeMap<&Digest, BlobRecord> = blobs.into_iter().collect();
+        for (b, mut blob) in unique {
+            blob.refs += 1;
+            ch.put(keys::blob(b), &blob);
+        }
+    }
+    if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
+        ch.put(keys::repo(&rec.repo), &RepositoryRecord { name: rec.repo.clone(), public: false, created_at_ms: rec.pushed_at_ms });
+    }
+    ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
+    if let Some(subject) = &rec.subject {
+        ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
+    }
+    if let Some(tag) = tag {
+        ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
+    }
+    Ok(MetaResponse::Done)
 }
 
 fn register_node(
@@ -434,7 +483,8 @@ mod tests {
                     digest: d.clone(),
                     media_type: "m".into(),
                     bytes: vec![],
-                    references: vec![],
+                    blobs: vec![],
+                    children: vec![],
                     subject: None,
                     pushed_at_ms: 0,
                 },
@@ -449,5 +499,43 @@ mod tests {
         );
         assert_eq!(s.run(MetaCommand::DeleteManifest { repo: "r".into(), digest: d2.clone() }), MetaResponse::Done);
         assert_eq!(s.get::<TagRecord>(&keys::tag("r", "t")).unwrap(), None, "deleting a manifest drops its tags");
+    }
+
+    #[test]
+    fn reference_counts_and_sweeps() {
+        let s = MapState::default();
+        let (b, shared) = (Digest::sha256_of(b"b"), Digest::sha256_of(b"shared"));
+        let link = |repo: &str, d: &Digest, t| MetaCommand::LinkBlob { repo: repo.into(), digest: d.clone(), size: 1, node: 1, now_ms: t };
+        let manifest = |repo: &str, blobs: Vec<Digest>| ManifestRecord {
+            repo: repo.into(),
+            digest: Digest::sha256_of(format!("{repo}{blobs:?}").as_bytes()),
+            media_type: "m".into(),
+            bytes: vec![],
+            blobs,
+            children: vec![],
+            subject: None,
+            pushed_at_ms: 0,
+        };
+        let refs = |d: &Digest| s.get::<BlobRecord>(&keys::blob(d)).unwrap().map(|r| r.refs);
+        let sweep = |d: &Digest, cutoff_ms| MetaCommand::SweepBlob { digest: d.clone(), cutoff_ms };
+        s.run(link("x", &b, 10));
+        s.run(link("x", &shared, 10));
+        s.run(link("y", &shared, 10));
+        let mx = manifest("x", vec![b.clone(), shared.clone(), shared.clone()]);
+        let my = manifest("y", vec![shared.clone()]);
+        assert_eq!(s.run(MetaCommand::PutManifest { record: mx.clone(), tag: None }), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::PutManifest { record: mx.clone(), tag: None }), MetaResponse::Done, "pushing it again counts nothing twice");
+        assert_eq!(s.run(MetaCommand::PutManifest { record: my, tag: None }), MetaResponse::Done);
+        assert_eq!((refs(&b), refs(&shared)), (Some(1), Some(2)));
+        assert!(matches!(s.run(sweep(&b, 100)), MetaResponse::Refused(_)), "referenced");
+        s.run(MetaCommand::DeleteManifest { repo: "x".into(), digest: mx.digest.clone() });
+        assert_eq!((refs(&b), refs(&shared)), (Some(0), Some(1)));
+        assert!(matches!(s.run(sweep(&b, 5)), MetaResponse::Refused(_)), "linked after the cutoff");
+        assert!(matches!(s.run(sweep(&shared, 100)), MetaResponse::Refused(_)), "still referenced by y");
+        assert_eq!(s.run(sweep(&b, 100)), MetaResponse::Done);
+        assert_eq!(s.get_raw(&keys::link("x", &b)).unwrap(), None, "its links went with it");
+        // A push that raced the sweep loses cleanly; a late copy is not recorded.
+        assert!(matches!(s.run(MetaCommand::PutManifest { record: manifest("x", vec![b.clone()]), tag: None }), MetaResponse::Refused(_)));
+        assert_eq!(s.run(MetaCommand::AddBlobHolder { digest: b.clone(), size: 1, node: 2 }), MetaResponse::NotFound);
     }
 }

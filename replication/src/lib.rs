@@ -6,7 +6,8 @@
 //! - [`protocol`]: the versioned peer protocol (HAVE, GET, REPLICATE, ANNOUNCE);
 //! - [`service`]: answering peers;
 //! - [`fetch`]: fetching from the nearest holders, shared by every reader;
-//! - [`reconcile`]: the pull-based background replication.
+//! - [`reconcile`]: the pull-based background replication;
+//! - [`scrub`]: re-hashing stored blobs and repairing bad copies.
 //!
 //! Invariants:
 //! - A file under `sha256/ab/<hex>` always holds exactly the bytes whose
@@ -21,6 +22,7 @@
 pub mod fetch;
 pub mod protocol;
 pub mod reconcile;
+pub mod scrub;
 pub mod service;
 pub mod store;
 pub mod transport;
@@ -71,6 +73,8 @@ pub trait ClusterView: Send + Sync + 'static {
     fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
     /// Records (through the metadata) that this node holds `digest`.
     async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String>;
+    /// Records that this node no longer holds `digest` (a bad copy).
+    async fn drop_holder(&self, digest: &Digest) -> Result<(), String>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +92,10 @@ pub struct ReplicationConfig {
     pub min_copies: Option<usize>,
     /// How long a manifest PUT may wait for `min_copies`, ms.
     pub min_copies_timeout_ms: u64,
+    /// Scrub: how often every stored blob is re-hashed, s (0: never).
+    pub scrub_interval_secs: u64,
+    /// Scrub: bytes re-hashed per second at most, so it never starves pulls.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -98,6 +106,8 @@ impl Default for ReplicationConfig {
             fetch_concurrency: 4,
             min_copies: None,
             min_copies_timeout_ms: 30_000,
+            scrub_interval_secs: 24 * 3600,
+            scrub_bytes_per_sec: 64 << 20,
         }
     }
 }
@@ -114,6 +124,10 @@ pub struct Stats {
     pub fetched: AtomicU64,
     /// Fetched copies discarded because their digest did not match.
     pub corrupt: AtomicU64,
+    pub scrub_runs: AtomicU64,
+    /// Blobs re-hashed by scrub, and how many of them were bad.
+    pub scrub_checked: AtomicU64,
+    pub scrub_corrupt: AtomicU64,
 }
 
 /// Faults a test can switch on in a node's blob service.
@@ -169,7 +183,11 @@ impl Replicator {
             wake: tokio::sync::Notify::new(),
         };
         let r = Replicator { inner: Arc::new(inner) };
-        let tasks = vec![tokio::spawn(r.clone().serve(shutdown.clone())), tokio::spawn(r.clone().reconcile_loop(shutdown))];
+        let tasks = vec![
+            tokio::spawn(r.clone().serve(shutdown.clone())),
+            tokio::spawn(r.clone().reconcile_loop(shutdown.clone())),
+            tokio::spawn(r.clone().scrub_loop(shutdown)),
+        ];
         Ok((r, tasks))
     }
 

@@ -104,6 +104,79 @@ impl BlobStore {
         Ok(Some(BlobReader { file: file.take(len), size, start, len }))
     }
 
+    /// Every blob held here, with its size and when its file was written.
+    pub async fn list(&self) -> Result<Vec<(Digest, u64, std::time::SystemTime)>, BlobError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, u64, std::time::SystemTime)>, BlobError> {
+            let mut out = Vec::new();
+            for alg in ["sha256", "sha512"] {
+                let dir = root.join(alg);
+                for shard in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                    let shard = shard.map_err(io(&dir))?.path();
+                    if !shard.is_dir() {
+                        continue;
+                    }
+                    for f in std::fs::read_dir(&shard).map_err(io(&shard))? {
+                        let f = f.map_err(io(&shard))?;
+                        let Ok(digest) = format!("{alg}:{}", f.file_name().to_string_lossy()).parse::<Digest>() else { continue };
+                        let meta = f.metadata().map_err(io(&f.path()))?;
+                        out.push((digest, meta.len(), meta.modified().map_err(io(&f.path()))?));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BlobError::Io { path: self.root.clone(), source: std::io::Error::other(e) })?
+    }
+
+    /// Re-hashes a stored blob; true when its content matches its name.
+    pub async fn verify(&self, digest: &Digest) -> Result<bool, BlobError> {
+        let path = self.path_of(digest);
+        let d = digest.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, BlobError> {
+            let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+            let mut buf = vec![0u8; 1 << 20];
+            let hex = match d.algorithm() {
+                DigestAlgorithm::Sha256 => {
+                    let mut h = sha2::Sha256::new();
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(&path))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    hex::encode(h.finalize())
+                }
+                DigestAlgorithm::Sha512 => {
+                    let mut h = sha2::Sha512::new();
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(&path))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    hex::encode(h.finalize())
+                }
+            };
+            Ok(hex == d.hex())
+        })
+        .await
+        .map_err(|e| BlobError::Io { path: self.root.clone(), source: std::io::Error::other(e) })?
+    }
+
+    /// Moves a bad copy aside (for a post-mortem), out of the store.
+    pub async fn quarantine(&self, digest: &Digest) -> Result<PathBuf, BlobError> {
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let dest = dir.join(format!("{}-{}-{stamp}", digest.algorithm().name(), digest.hex()));
+        tokio::fs::rename(self.path_of(digest), &dest).await.map_err(io(&dest))?;
+        Ok(dest)
+    }
+
     /// Removes the local copy; true if there was one.
     pub async fn delete(&self, digest: &Digest) -> Result<bool, BlobError> {
         let p = self.path_of(digest);

@@ -172,7 +172,8 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
         digest: digest.clone(),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         bytes,
-        references: vec![],
+        blobs: vec![],
+        children: vec![],
         subject: None,
         pushed_at_ms: n,
     };

@@ -1,0 +1,100 @@
+//! Online garbage collection of blobs: no read-only window, no global lock.
+//!
+//! Two steps, each safe on its own:
+//! 1. On the leader: a blob that no manifest references and that no
+//!    repository linked within the grace period is forgotten with one
+//!    `SweepBlob` command. The state machine re-checks both conditions when
+//!    it applies the command, so a push that raced the sweep wins (its
+//!    manifest is refused and re-pushed, or the sweep is refused).
+//! 2. On every node: a local file older than the grace period whose blob
+//!    the metadata no longer knows is deleted. Uploads in progress live in
+//!    the staging area and fresh copies are younger than the grace period,
+//!    so neither is ever touched.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use berth_common::Digest;
+use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse};
+use berth_raft::state::keys;
+use berth_raft::{MetaNodeHandle, StateRead};
+use berth_replication::BlobStore;
+use serde::{Deserialize, Serialize};
+
+use crate::join::now_ms;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// An unreferenced blob is kept at least this long after it was last
+    /// linked (uploaded or mounted), so a push in flight never loses it.
+    pub grace_secs: u64,
+    /// How often a collection runs, s (0: never).
+    pub interval_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { grace_secs: 3600, interval_secs: 600 }
+    }
+}
+
+/// What one collection did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs forgotten by the cluster (leader only).
+    pub swept: u64,
+    /// Local files deleted.
+    pub deleted: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct GcStats {
+    pub runs: AtomicU64,
+    pub swept: AtomicU64,
+    pub deleted: AtomicU64,
+}
+
+/// One collection on this node.
+pub async fn collect_once(meta: &MetaNodeHandle, store: &BlobStore, grace: Duration, stats: &GcStats) -> GcReport {
+    let mut report = GcReport::default();
+    let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
+    if meta.is_leader() {
+        let records = meta.state().scan_raw(keys::BLOB_PREFIX).unwrap_or_default();
+        for (k, v) in records {
+            let Some(digest) = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok().and_then(|s| s.parse::<Digest>().ok()) else { continue };
+            let Ok(rec) = berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v) else { continue };
+            if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
+                continue;
+            }
+            match meta.write(MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms }).await {
+                Ok(MetaResponse::Done) => {
+                    report.swept += 1;
+                    tracing::info!(%digest, "blob swept: no manifest references it");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "gc stopped: metadata unavailable");
+                    break;
+                }
+            }
+        }
+    }
+    // Local copies of forgotten blobs. Look at the freshest metadata first.
+    if meta.read_barrier().await.is_ok() {
+        let cutoff = SystemTime::now() - grace;
+        for (digest, _, modified) in store.list().await.unwrap_or_default() {
+            if modified > cutoff {
+                continue;
+            }
+            if meta.state().get_raw(&keys::blob(&digest)).ok().flatten().is_none() && store.delete(&digest).await.unwrap_or(false) {
+                report.deleted += 1;
+                tracing::info!(%digest, "local copy of a swept blob deleted");
+            }
+        }
+    }
+    stats.runs.fetch_add(1, Ordering::Relaxed);
+    stats.swept.fetch_add(report.swept, Ordering::Relaxed);
+    stats.deleted.fetch_add(report.deleted, Ordering::Relaxed);
+    report
+}

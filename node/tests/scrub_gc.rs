@@ -1,0 +1,137 @@
+//! Scrub repairs a bad copy; garbage collection removes what no manifest
+//! references, on every node, while pulls go on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_common::Digest;
+use berth_node::gc::{collect_once, GcStats};
+use berth_replication::ReplicationConfig;
+use common::http::*;
+use common::*;
+use reqwest::{Method, StatusCode};
+
+const T: Duration = Duration::from_secs(30);
+
+fn repl() -> Option<ReplicationConfig> {
+    Some(ReplicationConfig { reconcile_interval_ms: 300, ..ReplicationConfig::default() })
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + T;
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
+    let c = Cluster::with_replication(3, fast_config(), repl()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let blob: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
+    let d = Reg::new(c.node(1)).blob("scrub/app", &blob).await;
+    let store3 = c.node(3).replicator.store().clone();
+    wait_until("node 3 gets a copy", || {
+        let s = store3.clone();
+        let d = d.clone();
+        async move { s.stat(&d).await.unwrap().is_some() }
+    })
+    .await;
+    // A bit rots on node 3's disk.
+    let path = store3.path_of(&d);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1234] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let report = c.node(3).replicator.scrub_once(u64::MAX).await;
+    assert_eq!((report.checked, report.corrupt), (1, 1));
+    wait_until("node 3 fetched a good copy again", || {
+        let s = store3.clone();
+        let d = d.clone();
+        async move { s.stat(&d).await.unwrap().is_some() && s.verify(&d).await.unwrap() }
+    })
+    .await;
+    let report = c.node(3).replicator.scrub_once(u64::MAX).await;
+    assert_eq!(report.corrupt, 0, "the repaired copy is clean");
+    let (s, _, body) = Reg::new(c.node(3)).send(Reg::new(c.node(3)).req(Method::GET, &format!("/v2/scrub/app/blobs/{d}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls_go_on() {
+    let c = Cluster::with_replication(3, fast_config(), repl()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let r = Reg::new(c.node(1));
+    // x:v1 and y:v1 share a layer; an abandoned upload references nothing.
+    let shared = r.blob("gc/x", b"shared layer").await;
+    r.send(r.req(Method::POST, &format!("/v2/gc/y/blobs/uploads/?mount={shared}&from=gc/x"))).await;
+    let cx = r.blob("gc/x", b"{\"config\":\"x\"}").await;
+    let cy = r.blob("gc/y", b"{\"config\":\"y\"}").await;
+    let abandoned = r.blob("gc/x", b"never referenced").await;
+    let mx = manifest_json(&cx, 14, &[(shared.clone(), 12)], None, None);
+    let my = manifest_json(&cy, 14, &[(shared.clone(), 12)], None, None);
+    assert_eq!(r.put_manifest("gc/x", "v1", OCI_MANIFEST, &mx).await.0, StatusCode::CREATED);
+    assert_eq!(r.put_manifest("gc/y", "v1", OCI_MANIFEST, &my).await.0, StatusCode::CREATED);
+    let all = [shared.clone(), cx.clone(), cy.clone(), abandoned.clone()];
+    for id in [1, 2, 3] {
+        for d in &all {
+            let s = c.node(id).replicator.store().clone();
+            let d = d.clone();
+            wait_until("every node holds every blob", || {
+                let s = s.clone();
+                let d = d.clone();
+                async move { s.stat(&d).await.unwrap().is_some() }
+            })
+            .await;
+        }
+    }
+    // x:v1 goes away.
+    assert_eq!(r.status_of(Method::DELETE, &format!("/v2/gc/x/manifests/{}", Digest::sha256_of(&mx))).await, StatusCode::ACCEPTED);
+
+    // Pulls of y run all through the collection.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let puller = tokio::spawn({
+        let reg = Reg::new(c.node(2));
+        let stop = stop.clone();
+        let (shared, cy) = (shared.clone(), cy.clone());
+        async move {
+            let mut pulls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["/v2/gc/y/manifests/v1".to_string(), format!("/v2/gc/y/blobs/{shared}"), format!("/v2/gc/y/blobs/{cy}")] {
+                    let (s, _, _) = reg.send(reg.req(Method::GET, &path)).await;
+                    assert_eq!(s, StatusCode::OK, "{path} during gc");
+                    pulls += 1;
+                }
+            }
+            pulls
+        }
+    });
+    // Within the grace period nothing goes.
+    let stats = GcStats::default();
+    let leader = c.wait_leader(T).await;
+    let report = collect_once(&c.node(leader).meta, c.node(leader).replicator.store(), Duration::from_secs(3600), &stats).await;
+    assert_eq!(report.swept, 0, "a fresh upload is never swept");
+    // After it, the leader sweeps and every node deletes its copies.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let grace = Duration::from_secs(1);
+    let report = collect_once(&c.node(leader).meta, c.node(leader).replicator.store(), grace, &stats).await;
+    assert_eq!(report.swept, 2, "the config of x and the abandoned upload");
+    for id in [1, 2, 3] {
+        collect_once(&c.node(id).meta, c.node(id).replicator.store(), grace, &stats).await;
+        let store = c.node(id).replicator.store();
+        assert!(store.stat(&cx).await.unwrap().is_none(), "node {id} deleted x's config");
+        assert!(store.stat(&abandoned).await.unwrap().is_none(), "node {id} deleted the abandoned blob");
+        assert!(store.stat(&shared).await.unwrap().is_some(), "node {id} kept the shared layer");
+        assert!(store.stat(&cy).await.unwrap().is_some(), "node {id} kept y's config");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(puller.await.unwrap() > 0);
+    let (s, _, _) = r.send(r.req(Method::GET, &format!("/v2/gc/x/blobs/{abandoned}"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The shared layer can be pushed into x again (it is still linked to y).
+    let (s, _, _) = r.send(r.req(Method::POST, &format!("/v2/gc/x/blobs/uploads/?mount={shared}&from=gc/y"))).await;
+    assert_eq!(s, StatusCode::CREATED);
+}
