@@ -33,6 +33,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn revoke_join_token(&self, id: &str) -> Result<(), ApiError>;
     async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError>;
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError>;
+    async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError>;
+    async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError>;
+}
+
+/// Where a namespace's blobs are kept in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementDoc {
+    /// `everywhere`, `regions` or `on-demand`.
+    pub policy: String,
+    /// With `regions`: which.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +56,15 @@ pub struct ClusterStatus {
     pub leader: Option<u64>,
     pub term: u64,
     pub nodes: Vec<NodeStatus>,
+    /// RTT from each node (row) to each peer, ms, as the blob transport measures it.
+    #[serde(default)]
+    pub rtt_ms: Vec<RttRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RttRow {
+    pub from: u64,
+    pub to: Vec<(u64, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -47,6 +47,7 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
         .route("/api/v1/cluster/nodes/{id}/promote", post(handle_node_promote))
         .route("/api/v1/cluster/nodes/{id}/demote", post(handle_node_demote))
         .route("/api/v1/cluster/transfer-leader", post(handle_transfer_leader))
+        .route("/api/v1/placement/{namespace}", get(handle_placement_get).put(handle_placement_set))
         .fallback(handle_not_found)
         .with_state(backend)
         .merge(v2)
@@ -159,4 +160,21 @@ async fn handle_transfer_leader(
     admin(&b, &headers).await?;
     let to = body.and_then(|Json(r)| r.to);
     Ok(Json(b.transfer_leader(to).await?))
+}
+
+async fn handle_placement_get(State(b): State<Shared>, headers: HeaderMap, Path(ns): Path<String>) -> Result<Json<PlacementDoc>, ApiError> {
+    admin(&b, &headers).await?;
+    Ok(Json(b.get_placement(&ns).await?))
+}
+
+async fn handle_placement_set(
+    State(b): State<Shared>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    admin(&b, &headers).await?;
+    let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    b.set_placement(&ns, doc).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

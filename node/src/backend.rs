@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_gateway::*;
-use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole};
+use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
 use berth_raft::state::keys;
 use berth_raft::{MetaError, MetaNodeHandle, StateRead};
+use berth_replication::Replicator;
 
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
@@ -24,11 +25,12 @@ pub struct NodeBackend {
     meta: MetaNodeHandle,
     config: NodeConfig,
     auth: Arc<Authenticator>,
+    replicator: Replicator,
 }
 
 impl NodeBackend {
-    pub fn new(meta: MetaNodeHandle, config: NodeConfig, auth: Arc<Authenticator>) -> NodeBackend {
-        NodeBackend { meta, config, auth }
+    pub fn new(meta: MetaNodeHandle, config: NodeConfig, auth: Arc<Authenticator>, replicator: Replicator) -> NodeBackend {
+        NodeBackend { meta, config, auth, replicator }
     }
 }
 
@@ -97,12 +99,20 @@ impl Backend for NodeBackend {
                 }
             })
             .collect();
+        let rtt_ms = self
+            .replicator
+            .rtt_matrix()
+            .await
+            .into_iter()
+            .map(|(from, row)| RttRow { from, to: row.into_iter().map(|(to, d)| (to, d.as_secs_f64() * 1000.0)).collect() })
+            .collect();
         Ok(ClusterStatus {
             cluster_id: self.config.cluster_id.clone(),
             answered_by: self.meta.id(),
             leader,
             term: view.map(|v| v.term).unwrap_or(m.current_term),
             nodes,
+            rtt_ms,
         })
     }
 
@@ -166,6 +176,41 @@ impl Backend for NodeBackend {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no active node {node}"))),
             other => Err(ApiError::new(ErrorCode::Internal, format!("node not changed: {other:?}"))),
+        }
+    }
+
+    async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError> {
+        let p: Placement = self.meta.state().get(&keys::placement(namespace)).map_err(state_err)?.unwrap_or_default();
+        Ok(match p {
+            Placement::Everywhere => PlacementDoc { policy: "everywhere".into(), regions: vec![] },
+            Placement::Regions(regions) => PlacementDoc { policy: "regions".into(), regions },
+            Placement::OnDemand => PlacementDoc { policy: "on-demand".into(), regions: vec![] },
+        })
+    }
+
+    async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError> {
+        let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+        if namespace.parse::<berth_common::RepoName>().is_err() || namespace.contains('/') {
+            return Err(bad(format!("{namespace:?} is not a namespace name")));
+        }
+        let placement = match (doc.policy.as_str(), doc.regions.is_empty()) {
+            ("everywhere", true) => Placement::Everywhere,
+            ("on-demand", true) => Placement::OnDemand,
+            ("regions", false) => {
+                for r in &doc.regions {
+                    r.parse::<berth_common::Region>().map_err(|e| bad(e.to_string()))?;
+                }
+                Placement::Regions(doc.regions)
+            }
+            ("regions", true) => return Err(bad("policy regions needs at least one region".into())),
+            (p, _) => return Err(bad(format!("policy {p:?} is not everywhere, regions (with regions) or on-demand"))),
+        };
+        match self.meta.write(MetaCommand::SetPlacement { namespace: namespace.to_string(), placement }).await.map_err(meta_err)? {
+            MetaResponse::Done => {
+                self.replicator.wake();
+                Ok(())
+            }
+            other => Err(ApiError::new(ErrorCode::Internal, format!("placement not set: {other:?}"))),
         }
     }
 

@@ -96,6 +96,10 @@ impl AdminClient {
         self.send(reqwest::Method::POST, path, Some(body)).await?.context("empty answer")
     }
 
+    pub async fn put(&self, path: &str, body: &impl Serialize) -> anyhow::Result<()> {
+        self.send::<serde_json::Value>(reqwest::Method::PUT, path, Some(body)).await.map(|_| ())
+    }
+
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(reqwest::Method::POST, path, None::<&()>).await.map(|_| ())
     }

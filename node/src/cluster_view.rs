@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId};
-use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, NodeRecord};
+use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, NodeRecord, Placement};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::{BlobInfo, ClusterView, PeerInfo};
@@ -15,6 +15,17 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// Whether placement asks this node to keep `rec`: some namespace it is
+    /// linked into wants this node's region.
+    fn wanted_here(&self, rec: &BlobRecord) -> bool {
+        let state = self.meta.state();
+        rec.repos.keys().any(|repo| {
+            let ns = repo.split('/').next().unwrap_or(repo);
+            let placement: Placement = state.get(&keys::placement(ns)).ok().flatten().unwrap_or_default();
+            placement.wants(&self.region)
+        })
+    }
+
     fn nodes(&self) -> Vec<NodeRecord> {
         self.meta.state().scan(keys::NODE_PREFIX).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read node records");
@@ -40,7 +51,7 @@ impl ClusterView for NodeView {
 
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
         let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
-        Some(BlobInfo { size: rec.size, holders: rec.holders })
+        Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders })
     }
 
     fn blobs(&self) -> Vec<(Digest, BlobInfo)> {
@@ -55,7 +66,7 @@ impl ClusterView for NodeView {
             .filter_map(|(k, v)| {
                 let digest: Digest = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok()?.parse().ok()?;
                 let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
-                Some((digest, BlobInfo { size: rec.size, holders: rec.holders }))
+                Some((digest, BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders }))
             })
             .collect()
     }

@@ -40,6 +40,38 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Where a namespace's blobs are kept (every region, some, or on demand).
+    Placement {
+        #[command(subcommand)]
+        command: PlacementCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlacementCommand {
+    /// Show a namespace's placement.
+    Get {
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a namespace's placement: one of --everywhere, --regions, --on-demand.
+    Set {
+        namespace: String,
+        /// Every node of every region keeps a copy (the default).
+        #[arg(long, conflicts_with_all = ["regions", "on_demand"])]
+        everywhere: bool,
+        /// Only the nodes of these regions keep a copy (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// Copies only where pushed (and min_copies) and where pulled.
+        #[arg(long, conflicts_with = "regions")]
+        on_demand: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -227,6 +259,27 @@ fn print_status(s: &ClusterStatus) {
         );
     }
     println!("* leader");
+    if !s.rtt_ms.is_empty() {
+        let ids: Vec<u64> = s.nodes.iter().filter(|n| n.role != "removed").map(|n| n.id).collect();
+        println!();
+        print!("{:<10}", "RTT ms");
+        for id in &ids {
+            print!("{:>9}", format!("to {id}"));
+        }
+        println!();
+        for row in &s.rtt_ms {
+            print!("{:<10}", format!("from {}", row.from));
+            for id in &ids {
+                let cell = if *id == row.from {
+                    "-".to_string()
+                } else {
+                    row.to.iter().find(|(to, _)| to == id).map(|(_, ms)| format!("{ms:.1}")).unwrap_or_else(|| "?".into())
+                };
+                print!("{cell:>9}");
+            }
+            println!();
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -254,6 +307,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Cluster { command } => run_cluster(command).await?,
+        Command::Placement { command: PlacementCommand::Get { namespace, target, json } } => {
+            let doc: PlacementDoc = AdminClient::new(&target)?.get(&format!("/api/v1/placement/{namespace}")).await?;
+            if json {
+                print_json(&doc)?;
+            } else if doc.regions.is_empty() {
+                println!("{namespace}: {}", doc.policy);
+            } else {
+                println!("{namespace}: {} {}", doc.policy, doc.regions.join(","));
+            }
+        }
+        Command::Placement { command: PlacementCommand::Set { namespace, everywhere, regions, on_demand, target } } => {
+            let doc = match (everywhere, regions.is_empty(), on_demand) {
+                (_, false, _) => PlacementDoc { policy: "regions".into(), regions },
+                (_, true, true) => PlacementDoc { policy: "on-demand".into(), regions: vec![] },
+                (true, true, false) => PlacementDoc { policy: "everywhere".into(), regions: vec![] },
+                (false, true, false) => anyhow::bail!("say where: --everywhere, --regions R1,R2 or --on-demand"),
+            };
+            AdminClient::new(&target)?.put(&format!("/api/v1/placement/{namespace}"), &doc).await?;
+            println!("placement of {namespace} set");
+        }
         Command::Node { command: NodeCommand::Start { data_dir } } => {
             let node = runtime::start_node(&data_dir, None, LinkFilter::default()).await?;
             println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);

@@ -261,7 +261,7 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     tasks.extend(blob_tasks);
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
     let auth = Arc::new(Authenticator::new(meta.clone(), operator_token));
-    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone()));
+    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;

@@ -64,6 +64,19 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
         assert!(table.contains(r), "table shows every region: {table}");
     }
     assert!(table.contains('*'), "table marks the leader: {table}");
+    // Every node measures its RTT to every other: the status shows the matrix.
+    wait_status(&dirs[0], "rtt matrix", Duration::from_secs(20), |s| {
+        let rows = s["rtt_ms"].as_array().unwrap();
+        rows.len() == 3 && rows.iter().all(|r| r["to"].as_array().unwrap().len() == 2)
+    });
+    assert!(ok(&["cluster", "status", "--data-dir", dirs[0].to_str().unwrap()]).contains("RTT ms"));
+    // Placement, set and read back through the CLI; nonsense refused.
+    let d0 = dirs[0].to_str().unwrap();
+    ok(&["placement", "set", "edge", "--regions", "eu-west,us-east", "--data-dir", d0]);
+    assert_eq!(ok(&["placement", "get", "edge", "--data-dir", d0]).trim(), "edge: regions eu-west,us-east");
+    let bad = berth(&["placement", "set", "edge", "--regions", "Not A Region", "--data-dir", d0]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("region"));
+    assert_eq!(ok(&["placement", "get", "edge", "--data-dir", d0]).trim(), "edge: regions eu-west,us-east", "a refused change changes nothing");
 
     // From elsewhere: the endpoint and an admin login; a wrong password is refused.
     let endpoint = format!("http://{http0}");

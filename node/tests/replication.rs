@@ -217,3 +217,30 @@ async fn min_copies_holds_back_the_push_until_a_second_node_has_every_blob() {
         assert_eq!(Digest::sha256_of(&body).to_string(), d);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
+    let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(1)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let set = |ns: &str, p: berth_raft::command::Placement| berth_raft::MetaCommand::SetPlacement { namespace: ns.into(), placement: p };
+    c.node(leader).meta.write(set("edge", berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()]))).await.unwrap();
+    c.node(leader).meta.write(set("lazy", berth_raft::command::Placement::OnDemand)).await.unwrap();
+    let r1 = Reg::new(c.node(1));
+    let edge = r1.blob("edge/app", &data(100_000, 7)).await;
+    let lazy = r1.blob("lazy/app", &data(100_000, 8)).await;
+    let every = r1.blob("plain/app", &data(100_000, 9)).await;
+    wait_held(&c, &[1, 2, 3], &every).await;
+    wait_held(&c, &[2], &edge).await;
+    // Give the reconcilers a few more rounds to do what they should not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!holds(&c, 3, &edge).await, "region-3 is not in edge's placement");
+    assert!(!holds(&c, 2, &lazy).await && !holds(&c, 3, &lazy).await, "on-demand blobs stay where they were pushed");
+    // Any node serves any blob all the same.
+    let r3 = Reg::new(c.node(3));
+    for (repo, d, seed) in [("edge/app", &edge, 7), ("lazy/app", &lazy, 8)] {
+        let (s, body) = get(&r3, &format!("/v2/{repo}/blobs/{d}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body == data(100_000, seed));
+    }
+}

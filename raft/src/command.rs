@@ -104,6 +104,11 @@ pub enum MetaCommand {
         node: NodeId,
         now_ms: u64,
     },
+    /// Where a namespace's blobs are kept.
+    SetPlacement {
+        namespace: String,
+        placement: Placement,
+    },
     /// Garbage collection: forgets a blob that no manifest references and
     /// that no repository linked after `cutoff_ms`, all in one step; refused
     /// if a push got to it meanwhile. Nodes then delete their copies.
@@ -141,6 +146,7 @@ impl MetaCommand {
             MetaCommand::LinkBlob { .. } => "link_blob",
             MetaCommand::UnlinkBlob { .. } => "unlink_blob",
             MetaCommand::SweepBlob { .. } => "sweep_blob",
+            MetaCommand::SetPlacement { .. } => "set_placement",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
         }
     }
@@ -265,6 +271,30 @@ pub struct ManifestRecord {
 pub struct TagRecord {
     pub digest: Digest,
     pub pushed_at_ms: u64,
+}
+
+/// Which nodes keep a copy of a namespace's blobs in the background.
+/// Whatever the policy, any node can serve any blob (fetching on a miss),
+/// and a push waits for `min_copies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Placement {
+    /// Every node of every region (the default).
+    #[default]
+    Everywhere,
+    /// Every node of these regions.
+    Regions(Vec<String>),
+    /// Only where it was pushed (and min_copies), and wherever it is pulled.
+    OnDemand,
+}
+
+impl Placement {
+    pub fn wants(&self, region: &str) -> bool {
+        match self {
+            Placement::Everywhere => true,
+            Placement::Regions(r) => r.iter().any(|x| x == region),
+            Placement::OnDemand => false,
+        }
+    }
 }
 
 /// A blob's membership in a repository.

@@ -19,6 +19,7 @@
 //! | `g` + repo + `\0` + tag | [`TagRecord`] |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
+//! | `p` + namespace | [`Placement`] |
 //! | `s` + repo + `\0` + subject + `\0` + digest | `()`: referrer index |
 //!
 //! Values are `berth_common::codec` envelopes of format version
@@ -48,6 +49,7 @@ pub mod keys {
     pub const TAG_PREFIX: &[u8] = b"g";
     pub const BLOB_PREFIX: &[u8] = b"b";
     pub const LINK_PREFIX: &[u8] = b"l";
+    pub const PLACEMENT_PREFIX: &[u8] = b"p";
     pub const REFERRER_PREFIX: &[u8] = b"s";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -84,6 +86,9 @@ pub mod keys {
     }
     pub fn tag(repo: &str, tag: &str) -> Vec<u8> {
         join(TAG_PREFIX, &[repo.as_bytes(), tag.as_bytes()])
+    }
+    pub fn placement(namespace: &str) -> Vec<u8> {
+        join(PLACEMENT_PREFIX, &[namespace.as_bytes()])
     }
     pub fn link(repo: &str, digest: &Digest) -> Vec<u8> {
         join(LINK_PREFIX, &[repo.as_bytes(), digest.to_string().as_bytes()])
@@ -237,6 +242,10 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
             } else {
                 MetaResponse::NotFound
             }
+        }
+        MetaCommand::SetPlacement { namespace, placement } => {
+            ch.put(keys::placement(namespace), placement);
+            MetaResponse::Done
         }
         MetaCommand::SweepBlob { digest, cutoff_ms } => match state.get::<BlobRecord>(&keys::blob(digest))? {
             None => MetaResponse::NotFound,

@@ -58,6 +58,8 @@ pub struct PeerInfo {
 pub struct BlobInfo {
     pub size: u64,
     pub holders: BTreeSet<NodeId>,
+    /// Placement asks this node to keep a copy in the background.
+    pub wanted_here: bool,
 }
 
 /// What replication needs to know of the cluster, and the one thing it
@@ -283,6 +285,36 @@ impl Replicator {
             Reply::Replicated => Ok(()),
             Reply::Failed(e) => Err(e),
             other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// Every node's RTT to every other, as each measures it: the matrix
+    /// `berth cluster status` shows. Nodes that do not answer are left out.
+    pub async fn rtt_matrix(&self) -> Vec<(NodeId, Vec<(NodeId, Duration)>)> {
+        let me = self.inner.view.self_id();
+        let mut rows = vec![(me, self.rtts().into_iter().collect::<Vec<_>>())];
+        let asks = self.inner.view.peers().into_iter().map(|peer| async move {
+            let conn = self.inner.transport.connect(peer.id, &peer.addr).await.ok()?;
+            let (mut send, mut recv) = conn.open_bi().await.ok()?;
+            write_frame(&mut send, &Request::Rtts).await.ok()?;
+            send.finish().ok()?;
+            match tokio::time::timeout(Duration::from_secs(2), read_frame::<Reply>(&mut recv)).await {
+                Ok(Ok(Reply::Rtts(r))) => Some((peer.id, r.into_iter().map(|(id, us)| (id, Duration::from_micros(us))).collect())),
+                _ => None,
+            }
+        });
+        rows.extend(futures::future::join_all(asks).await.into_iter().flatten());
+        for (_, row) in rows.iter_mut() {
+            row.sort_by_key(|(id, _)| *id);
+        }
+        rows.sort_by_key(|(id, _)| *id);
+        rows
+    }
+
+    /// Keeps a connection (and so a live RTT estimate) to every peer.
+    pub(crate) async fn probe_peers(&self) {
+        for peer in self.inner.view.peers() {
+            let _ = self.inner.transport.connect(peer.id, &peer.addr).await;
         }
     }
 

@@ -25,6 +25,8 @@ pub enum Request {
     Replicate { digest: Digest, size: u64, from: NodeId },
     /// A hint that the sender stored a blob; the receiver may reconcile sooner.
     Announce { digest: Digest, size: u64 },
+    /// The receiver's measured RTT to each of its peers.
+    Rtts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +47,8 @@ pub enum Reply {
     Replicated,
     Failed(String),
     Ack,
+    /// (peer, smoothed RTT in µs)
+    Rtts(Vec<(NodeId, u64)>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Background replication, pull-based: each node compares what placement
-//! says it should hold (today: every blob of every repository, on every
-//! node) with what it has, and fetches the difference from the nearest
+//! says it should hold (by default every blob of every repository, on every
+//! node; per namespace a list of regions or on-demand only) with what it has, and fetches the difference from the nearest
 //! holders with bounded concurrency. Being driven by the metadata, it picks
 //! up after a restart where it stopped.
 //!
@@ -24,6 +24,7 @@ impl Replicator {
                 _ = self.inner.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
+            self.probe_peers().await;
             let fetched = self.reconcile_once().await;
             if fetched > 0 {
                 tracing::info!(blobs = fetched, "replicated blobs from peers");
@@ -40,7 +41,7 @@ impl Replicator {
         let region_of = |id: u64| peers.iter().find(|p| p.id == id).map(|p| p.region.clone());
         view.blobs()
             .into_iter()
-            .filter(|(_, b)| !b.holders.contains(&me) && !b.holders.is_empty())
+            .filter(|(_, b)| b.wanted_here && !b.holders.contains(&me) && !b.holders.is_empty())
             .filter(|(_, b)| {
                 let in_region = b.holders.iter().any(|h| region_of(*h).as_deref() == Some(my_region.as_str()));
                 if in_region {

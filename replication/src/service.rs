@@ -98,6 +98,10 @@ impl Replicator {
                 };
                 write_frame(&mut send, &reply).await.map_err(|e| e.to_string())?;
             }
+            Request::Rtts => {
+                let rtts = self.rtts().into_iter().map(|(id, d)| (id, d.as_micros() as u64)).collect();
+                write_frame(&mut send, &Reply::Rtts(rtts)).await.map_err(|e| e.to_string())?;
+            }
             Request::Announce { .. } => {
                 self.wake();
                 write_frame(&mut send, &Reply::Ack).await.map_err(|e| e.to_string())?;
