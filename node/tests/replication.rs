@@ -244,3 +244,21 @@ async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
         assert!(body == data(100_000, seed));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_blob_is_fetched_in_ranges_from_several_holders() {
+    let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(2)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    // Node 3's region keeps no copy in the background: its pull below is the fetch.
+    let regions = berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()]);
+    c.node(c.wait_leader(T).await).meta.write(berth_raft::MetaCommand::SetPlacement { namespace: "big".into(), placement: regions }).await.unwrap();
+    let blob = data(72 << 20, 5);
+    let d = Reg::new(c.node(1)).blob("big/app", &blob).await;
+    wait_held(&c, &[1, 2], &d).await;
+    let before = (served(&c, 1), served(&c, 2));
+    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/big/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob, "72 MiB arrived intact");
+    assert!(served(&c, 1) > before.0 && served(&c, 2) > before.1, "both holders served a range");
+    assert_eq!(c.node(3).replicator.stats().bytes_fetched.load(Ordering::Relaxed), blob.len() as u64, "each byte fetched once");
+}

@@ -129,6 +129,16 @@ impl Replicator {
             // may have learnt of new holders since the fetch began.
             let mut tried: HashSet<NodeId> = HashSet::new();
             let mut idle_rounds = 0;
+            // Large blobs: ranges from several holders at once; whatever is
+            // left when that stops is fetched one holder at a time below.
+            let sources = self.sources(digest, prefer, &bad);
+            if size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2 {
+                contributors.extend(sources.iter().map(|p| p.id));
+                if let Err(e) = self.fetch_parallel(digest, size, &sources, &mut staging, tx, attempt).await {
+                    tracing::info!(digest = %digest, error = %e, at = staging.len(), "parallel fetch stopped; going on one holder at a time");
+                    last_error = e;
+                }
+            }
             while staging.len() < size {
                 let skip: HashSet<NodeId> = bad.union(&tried).copied().collect();
                 let Some(peer) = self.sources(digest, prefer, &skip).into_iter().next() else {
@@ -143,7 +153,7 @@ impl Replicator {
                 };
                 tried.insert(peer.id);
                 contributors.insert(peer.id);
-                match self.fetch_from(&peer, digest, &mut staging, size, tx, attempt).await {
+                match self.fetch_from(&peer, digest, &mut staging, size, size, tx, attempt).await {
                     Ok(()) => {}
                     Err(AttemptError::Store(e)) => return Err(e.to_string()),
                     Err(AttemptError::Peer(e)) => {
@@ -172,12 +182,131 @@ impl Replicator {
         Err(last_error)
     }
 
-    /// Appends the rest of the blob from one holder.
+    /// Fetches `size` bytes in up to four ranges from different holders at
+    /// once: the first range straight into `staging` (readers follow it),
+    /// the others into part files appended in order as they complete.
+    async fn fetch_parallel(
+        &self,
+        digest: &Digest,
+        size: u64,
+        sources: &[PeerInfo],
+        staging: &mut StagingBlob,
+        tx: &watch::Sender<Progress>,
+        attempt: u32,
+    ) -> Result<(), String> {
+        let parts = sources.len().min(4) as u64;
+        let start0 = staging.len();
+        let span = (size - start0).div_ceil(parts);
+        let bounds: Vec<(u64, u64)> = (0..parts).map(|i| (start0 + i * span, (start0 + (i + 1) * span).min(size))).filter(|(a, b)| a < b).collect();
+        let mut tasks = Vec::new();
+        for (i, (a, b)) in bounds.iter().copied().enumerate().skip(1) {
+            let me = self.clone();
+            let digest = digest.clone();
+            // Each part starts with its own holder and falls back to the others.
+            let mut order: Vec<PeerInfo> = sources.to_vec();
+            order.rotate_left(i % sources.len());
+            tasks.push(tokio::spawn(async move { me.fetch_part(&digest, a, b, &order).await }));
+        }
+        let (_, end0) = bounds[0];
+        let mut result = Ok(());
+        let mut first_ok = false;
+        for peer in sources {
+            match self.fetch_from(peer, digest, staging, end0, size, tx, attempt).await {
+                Ok(()) => {
+                    first_ok = true;
+                    break;
+                }
+                Err(AttemptError::Store(e)) => return Err(e.to_string()),
+                Err(AttemptError::Peer(e)) => result = Err(e),
+            }
+        }
+        let path = staging.path().to_path_buf();
+        for task in tasks {
+            let part = task.await.map_err(|e| e.to_string()).and_then(|r| r);
+            match part {
+                Ok(file) if first_ok && result.is_ok() => {
+                    let appended = append_file(staging, &file).await;
+                    let _ = tokio::fs::remove_file(&file).await;
+                    appended?;
+                    let written = staging.flush().await.map_err(|e| e.to_string())?;
+                    let _ = tx.send(Progress::Running { attempt, path: path.clone(), written });
+                }
+                Ok(file) => {
+                    let _ = tokio::fs::remove_file(&file).await;
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        if !first_ok && result.is_ok() {
+            result = Err("no holder served the first range".into());
+        }
+        result
+    }
+
+    /// Fetches `[start, end)` into a part file in the staging area.
+    async fn fetch_part(&self, digest: &Digest, start: u64, end: u64, order: &[PeerInfo]) -> Result<std::path::PathBuf, String> {
+        let path = self.inner.store.staging_dir().join(format!("part-{}-{start}-{:x}", digest.hex(), rand::random::<u64>()));
+        let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        let mut at = start;
+        let mut last = String::from("no holder");
+        for peer in order {
+            match self.read_range(peer, digest, at, end, &mut file).await {
+                Ok(n) => at += n,
+                Err((n, e)) => {
+                    at += n;
+                    last = e;
+                }
+            }
+            if at == end {
+                tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| e.to_string())?;
+                return Ok(path);
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+        Err(format!("range {start}-{end}: {last}"))
+    }
+
+    /// Copies `[start, end)` from `peer` into `out`; returns the bytes copied
+    /// (and on failure, how many arrived before it).
+    async fn read_range(&self, peer: &PeerInfo, digest: &Digest, start: u64, end: u64, out: &mut tokio::fs::File) -> Result<u64, (u64, String)> {
+        let fail = |n: u64, e: &dyn std::fmt::Display| (n, e.to_string());
+        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| fail(0, &e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(0, &e))?;
+        self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| fail(0, &e))?;
+        send.finish().map_err(|e| fail(0, &e))?;
+        match read_frame::<GetReply>(&mut recv).await.map_err(|e| fail(0, &e))? {
+            GetReply::Ok { len, .. } if len == end - start => {}
+            other => return Err((0, format!("holder answered {other:?}"))),
+        }
+        let mut n = 0u64;
+        let mut buf = vec![0u8; READ_CHUNK];
+        while n < end - start {
+            let got = match recv.read(&mut buf).await.map_err(|e| fail(n, &e))? {
+                None | Some(0) => break,
+                Some(got) => got.min((end - start - n) as usize),
+            };
+            tokio::io::AsyncWriteExt::write_all(out, &buf[..got]).await.map_err(|e| fail(n, &e))?;
+            n += got as u64;
+            self.inner.stats.bytes_fetched.fetch_add(got as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if n < end - start {
+            return Err((n, format!("stream ended at {} of {end}", start + n)));
+        }
+        Ok(n)
+    }
+
+    /// Appends the rest of the blob (up to `end`) from one holder.
     async fn fetch_from(
         &self,
         peer: &PeerInfo,
         digest: &Digest,
         staging: &mut StagingBlob,
+        end: u64,
         size: u64,
         tx: &watch::Sender<Progress>,
         attempt: u32,
@@ -188,7 +317,7 @@ impl Replicator {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| peer_err(&e))?;
         self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = staging.len();
-        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: None }).await.map_err(|e| peer_err(&e))?;
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| peer_err(&e))?;
         send.finish().map_err(|e| peer_err(&e))?;
         match read_frame::<GetReply>(&mut recv).await.map_err(|e| peer_err(&e))? {
             GetReply::Ok { size: theirs, .. } if theirs != size => return Err(AttemptError::Peer(format!("holder has {theirs} bytes, metadata says {size}"))),
@@ -203,21 +332,21 @@ impl Replicator {
                 None | Some(0) => break,
                 Some(n) => n,
             };
-            let room = (size - staging.len()) as usize;
+            let room = (end - staging.len()) as usize;
             if n > room {
-                return Err(AttemptError::Peer("holder sent more bytes than the blob has".into()));
+                return Err(AttemptError::Peer("holder sent more bytes than asked for".into()));
             }
             staging.write(&buf[..n]).await?;
             self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            if staging.len() - published >= PUBLISH_EVERY || staging.len() == size {
+            if staging.len() - published >= PUBLISH_EVERY || staging.len() == end {
                 published = staging.flush().await?;
                 let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: published });
             }
         }
         let written = staging.flush().await?;
         let _ = tx.send(Progress::Running { attempt, path, written });
-        if written < size {
-            return Err(AttemptError::Peer(format!("stream ended at byte {written} of {size}")));
+        if written < end {
+            return Err(AttemptError::Peer(format!("stream ended at byte {written} of {end}")));
         }
         Ok(())
     }
@@ -243,6 +372,19 @@ impl Replicator {
         let digest = fetch.digest.clone();
         let stream = async_stream_follow(store, digest, fetch, start, start + len);
         Ok((start, len, stream))
+    }
+}
+
+/// Appends a part file to the staging blob (hashing it on the way).
+async fn append_file(staging: &mut StagingBlob, file: &std::path::Path) -> Result<(), String> {
+    let mut f = tokio::fs::File::open(file).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        staging.write(&buf[..n]).await.map_err(|e| e.to_string())?;
     }
 }
 

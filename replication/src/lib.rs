@@ -94,6 +94,9 @@ pub struct ReplicationConfig {
     pub min_copies: Option<usize>,
     /// How long a manifest PUT may wait for `min_copies`, ms.
     pub min_copies_timeout_ms: u64,
+    /// Blobs at least this large are fetched in ranges from several
+    /// holders at once.
+    pub parallel_fetch_min_bytes: u64,
     /// Scrub: how often every stored blob is re-hashed, s (0: never).
     pub scrub_interval_secs: u64,
     /// Scrub: bytes re-hashed per second at most, so it never starves pulls.
@@ -108,6 +111,7 @@ impl Default for ReplicationConfig {
             fetch_concurrency: 4,
             min_copies: None,
             min_copies_timeout_ms: 30_000,
+            parallel_fetch_min_bytes: 64 << 20,
             scrub_interval_secs: 24 * 3600,
             scrub_bytes_per_sec: 64 << 20,
         }

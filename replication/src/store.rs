@@ -64,6 +64,11 @@ impl BlobStore {
         Ok(BlobStore { root: root.to_path_buf() })
     }
 
+    /// Where uploads and fetches in progress live; emptied at every start.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
