@@ -89,10 +89,21 @@ impl WanProxy {
     pub async fn start(listen: SocketAddr, target: SocketAddr, spec: LinkSpec) -> std::io::Result<WanProxy> {
         let tcp = TcpListener::bind(listen).await?;
         let addr = tcp.local_addr()?;
-        let udp = Arc::new(UdpSocket::bind(addr).await?);
+        let udp = Arc::new(udp_socket(addr)?);
         let tasks = vec![tokio::spawn(tcp_loop(tcp, target, spec)), tokio::spawn(udp_loop(udp, target, spec))];
         Ok(WanProxy { addr, tasks })
     }
+}
+
+/// A UDP socket with buffers as large as the kernel allows (up to 4 MiB),
+/// so bursts queue in the emulated link rather than drop at the proxy.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let std = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&std);
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    std.set_nonblocking(true)?;
+    UdpSocket::from_std(std)
 }
 
 async fn udp_loop(front: Arc<UdpSocket>, target: SocketAddr, spec: LinkSpec) {
@@ -105,7 +116,7 @@ async fn udp_loop(front: Arc<UdpSocket>, target: SocketAddr, spec: LinkSpec) {
         let to_target = match map.get(&client) {
             Some(tx) => tx.clone(),
             None => {
-                let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                let Ok(up) = udp_socket("127.0.0.1:0".parse().expect("a literal address")) else { continue };
                 if up.connect(target).await.is_err() {
                     continue;
                 }

@@ -139,37 +139,10 @@ impl BlobStore {
     pub async fn verify(&self, digest: &Digest) -> Result<bool, BlobError> {
         let path = self.path_of(digest);
         let d = digest.clone();
-        tokio::task::spawn_blocking(move || -> Result<bool, BlobError> {
-            let mut f = std::fs::File::open(&path).map_err(io(&path))?;
-            let mut buf = vec![0u8; 1 << 20];
-            let hex = match d.algorithm() {
-                DigestAlgorithm::Sha256 => {
-                    let mut h = sha2::Sha256::new();
-                    loop {
-                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(&path))?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    hex::encode(h.finalize())
-                }
-                DigestAlgorithm::Sha512 => {
-                    let mut h = sha2::Sha512::new();
-                    loop {
-                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(&path))?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    hex::encode(h.finalize())
-                }
-            };
-            Ok(hex == d.hex())
-        })
-        .await
-        .map_err(|e| BlobError::Io { path: self.root.clone(), source: std::io::Error::other(e) })?
+        let p = path.clone();
+        let hex =
+            tokio::task::spawn_blocking(move || hash_file(&p, d.algorithm())).await.map_err(|e| io(&path)(std::io::Error::other(e)))?.map_err(io(&path))?;
+        Ok(hex == digest.hex())
     }
 
     /// Moves a bad copy aside (for a post-mortem), out of the store.
@@ -198,6 +171,25 @@ impl BlobStore {
         let path = self.root.join("staging").join(name);
         let file = File::options().write(true).create_new(true).open(&path).await.map_err(io(&path))?;
         Ok(StagingBlob { guard: StagingGuard { path: Some(path) }, file: BufWriter::with_capacity(WRITE_BUFFER, file), sha256: sha2::Sha256::new(), len: 0 })
+    }
+}
+
+/// The hex digest of a file's content, with `alg`, off the async threads' hands.
+fn hash_file(path: &Path, alg: DigestAlgorithm) -> std::io::Result<String> {
+    fn run<H: sha2::Digest>(mut h: H, f: &mut std::fs::File) -> std::io::Result<String> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(f, &mut buf)?;
+            if n == 0 {
+                return Ok(hex::encode(h.finalize()));
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    let mut f = std::fs::File::open(path)?;
+    match alg {
+        DigestAlgorithm::Sha256 => run(sha2::Sha256::new(), &mut f),
+        DigestAlgorithm::Sha512 => run(sha2::Sha512::new(), &mut f),
     }
 }
 
@@ -263,24 +255,10 @@ impl StagingBlob {
         let computed = match expected.algorithm() {
             DigestAlgorithm::Sha256 => format!("sha256:{}", hex::encode(self.sha256.finalize())),
             // sha512 is rare: hash the file again rather than every upload twice.
-            DigestAlgorithm::Sha512 => {
+            alg => {
                 let p = path.clone();
-                tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-                    let mut f = std::fs::File::open(&p)?;
-                    let mut h = sha2::Sha512::new();
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let n = std::io::Read::read(&mut f, &mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    Ok(format!("sha512:{}", hex::encode(h.finalize())))
-                })
-                .await
-                .map_err(|e| io(&path)(std::io::Error::other(e)))?
-                .map_err(io(&path))?
+                let hex = tokio::task::spawn_blocking(move || hash_file(&p, alg)).await.map_err(|e| io(&path)(std::io::Error::other(e)))?.map_err(io(&path))?;
+                format!("{}:{hex}", alg.name())
             }
         };
         let computed: Digest = computed.parse().expect("a computed digest is well formed");
