@@ -4,10 +4,11 @@
 #
 # Build: clang/libclang (bindgen) and Debian's RocksDB.
 # Tests: the real registry clients the tests drive (docker's daemon,
-# podman, skopeo, buildah, containerd's ctr, curl) and oras from PyPI.
+# podman, skopeo, buildah, containerd's ctr, curl), promtool (package
+# prometheus; its daemon is not started) and oras from PyPI.
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
-          docker.io podman skopeo buildah containerd python3-pip)
+          docker.io podman skopeo buildah containerd python3-pip prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod endpoint;
 pub mod error;
+pub mod metrics;
 pub mod registry;
 
 pub use api::*;
@@ -40,6 +41,7 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
     Router::new()
         .route("/health", get(handle_health))
         .route("/health/ready", get(handle_ready))
+        .route("/metrics", get(handle_metrics))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
         .route("/api/v1/cluster/tokens", post(handle_token_create).get(handle_token_list))
         .route("/api/v1/cluster/tokens/{id}", delete(handle_token_revoke))
@@ -51,6 +53,12 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
         .fallback(handle_not_found)
         .with_state(backend)
         .merge(v2)
+        .layer(axum::middleware::from_fn(metrics::track))
+}
+
+async fn handle_metrics(State(b): State<Shared>) -> Response {
+    let text = b.metrics_text().await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Serves `backend` on `listener` until `shutdown` resolves.

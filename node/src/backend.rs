@@ -14,9 +14,11 @@ use berth_replication::Replicator;
 
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
+use crate::gc::GcStats;
 use crate::join::JoinToken;
 use crate::pki;
 use crate::runtime::{token_record, DEFAULT_TOKEN_TTL};
+use crate::uploads::UploadManager;
 
 /// A follower within this many entries of the leader counts as caught up.
 const READY_LAG: u64 = 64;
@@ -26,11 +28,20 @@ pub struct NodeBackend {
     config: NodeConfig,
     auth: Arc<Authenticator>,
     replicator: Replicator,
+    uploads: Arc<UploadManager>,
+    gc: Arc<GcStats>,
 }
 
 impl NodeBackend {
-    pub fn new(meta: MetaNodeHandle, config: NodeConfig, auth: Arc<Authenticator>, replicator: Replicator) -> NodeBackend {
-        NodeBackend { meta, config, auth, replicator }
+    pub fn new(
+        meta: MetaNodeHandle,
+        config: NodeConfig,
+        auth: Arc<Authenticator>,
+        replicator: Replicator,
+        uploads: Arc<UploadManager>,
+        gc: Arc<GcStats>,
+    ) -> NodeBackend {
+        NodeBackend { meta, config, auth, replicator, uploads, gc }
     }
 }
 
@@ -177,6 +188,10 @@ impl Backend for NodeBackend {
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no active node {node}"))),
             other => Err(ApiError::new(ErrorCode::Internal, format!("node not changed: {other:?}"))),
         }
+    }
+
+    async fn metrics_text(&self) -> String {
+        crate::metrics::render(&crate::metrics::Sources { meta: &self.meta, uploads: &self.uploads, replicator: &self.replicator, gc: &self.gc })
     }
 
     async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError> {

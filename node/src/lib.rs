@@ -23,6 +23,7 @@ pub mod dev;
 pub mod gc;
 pub mod join;
 pub mod manifest;
+pub mod metrics;
 pub mod pki;
 pub mod registry;
 pub mod runtime;

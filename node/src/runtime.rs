@@ -261,7 +261,9 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     tasks.extend(blob_tasks);
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
     let auth = Arc::new(Authenticator::new(meta.clone(), operator_token));
-    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone()));
+    let gc_stats = Arc::new(GcStats::default());
+    crate::metrics::handle();
+    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
@@ -272,7 +274,6 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     }));
 
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
-    let gc_stats = Arc::new(GcStats::default());
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");

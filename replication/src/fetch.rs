@@ -153,7 +153,10 @@ impl Replicator {
                 };
                 tried.insert(peer.id);
                 contributors.insert(peer.id);
-                match self.fetch_from(&peer, digest, &mut staging, size, size, tx, attempt).await {
+                let outcome = self.fetch_from(&peer, digest, &mut staging, size, size, tx, attempt).await;
+                metrics::counter!("berth_peer_fetches_total", "peer" => peer.id.to_string(), "outcome" => if outcome.is_ok() { "ok" } else { "error" })
+                    .increment(1);
+                match outcome {
                     Ok(()) => {}
                     Err(AttemptError::Store(e)) => return Err(e.to_string()),
                     Err(AttemptError::Peer(e)) => {
@@ -293,6 +296,7 @@ impl Replicator {
             tokio::io::AsyncWriteExt::write_all(out, &buf[..got]).await.map_err(|e| fail(n, &e))?;
             n += got as u64;
             self.inner.stats.bytes_fetched.fetch_add(got as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(got as u64);
         }
         if n < end - start {
             return Err((n, format!("stream ended at {} of {end}", start + n)));
@@ -338,6 +342,7 @@ impl Replicator {
             }
             staging.write(&buf[..n]).await?;
             self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(n as u64);
             if staging.len() - published >= PUBLISH_EVERY || staging.len() == end {
                 published = staging.flush().await?;
                 let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: published });

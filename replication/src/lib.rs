@@ -342,10 +342,12 @@ impl Replicator {
     /// holds it.
     pub async fn open(&self, digest: &Digest, range: Option<BlobRange>) -> Result<Option<BlobBody>, BlobError> {
         if let Some(r) = self.inner.store.open_read(digest, range).await? {
+            metrics::counter!("berth_blob_reads_total", "source" => "local").increment(1);
             let stream = tokio_util::io::ReaderStream::with_capacity(r.file, 256 << 10);
             return Ok(Some(BlobBody { size: r.size, start: r.start, len: r.len, local: true, stream: Box::pin(stream) }));
         }
         let Some(info) = self.inner.view.blob(digest).filter(|b| !b.holders.is_empty()) else { return Ok(None) };
+        metrics::counter!("berth_blob_reads_total", "source" => "peer").increment(1);
         let fetch = self.fetch(digest, info.size, None);
         let (start, len, stream) = self.follow(fetch, range)?;
         Ok(Some(BlobBody { size: info.size, start, len, local: false, stream: Box::pin(stream) }))

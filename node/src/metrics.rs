@@ -1,0 +1,115 @@
+//! `/metrics`: the Prometheus text format, names prefixed `berth_` with
+//! units in the names. Counters of the layers (requests, peer fetches)
+//! are recorded as they happen through the `metrics` facade; the state
+//! of the node (Raft, uploads, replication backlog, GC and scrub totals) is
+//! read when scraped.
+//!
+//! The recorder is process-wide: one node per process in production. In
+//! `berth dev` and in-process tests, nodes share it and the gauges show
+//! the node that was scraped last.
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::gc::GcStats;
+use crate::uploads::UploadManager;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets, seconds: sub-millisecond reads to slow WAN writes.
+const SECONDS_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Installs the process's recorder (once) and returns its handle.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS).ok()?;
+            match builder.install_recorder() {
+                Ok(h) => {
+                    describe();
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+pub struct Sources<'a> {
+    pub meta: &'a berth_raft::MetaNodeHandle,
+    pub uploads: &'a UploadManager,
+    pub replicator: &'a berth_replication::Replicator,
+    pub gc: &'a GcStats,
+}
+
+/// Reads the node's state into gauges and renders everything.
+pub fn render(src: &Sources<'_>) -> String {
+    let Some(handle) = handle() else { return String::new() };
+    let m = src.meta.metrics();
+    metrics::gauge!("berth_raft_term").set(m.current_term as f64);
+    metrics::gauge!("berth_raft_leader_id").set(m.current_leader.map(|l| l as f64).unwrap_or(-1.0));
+    metrics::gauge!("berth_raft_is_leader").set(if src.meta.is_leader() { 1.0 } else { 0.0 });
+    let last_log = m.last_log_index.unwrap_or(0);
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    metrics::gauge!("berth_raft_last_log_index").set(last_log as f64);
+    metrics::gauge!("berth_raft_applied_index").set(applied as f64);
+    metrics::gauge!("berth_raft_apply_lag_entries").set(last_log.saturating_sub(applied) as f64);
+    metrics::gauge!("berth_uploads_in_progress").set(src.uploads.in_progress() as f64);
+    let missing = src.replicator.missing();
+    metrics::gauge!("berth_replication_backlog_blobs").set(missing.len() as f64);
+    metrics::gauge!("berth_replication_backlog_bytes").set(missing.iter().map(|(_, b)| b.size).sum::<u64>() as f64);
+    let st = src.replicator.stats();
+    let c = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
+    c("berth_peer_requests_served_total", st.requests_served.load(Ordering::Relaxed));
+    c("berth_peer_served_bytes_total", st.bytes_served.load(Ordering::Relaxed));
+    c("berth_replication_fetched_blobs_total", st.fetched.load(Ordering::Relaxed));
+    c("berth_replication_corrupt_copies_total", st.corrupt.load(Ordering::Relaxed));
+    c("berth_scrub_runs_total", st.scrub_runs.load(Ordering::Relaxed));
+    c("berth_scrub_checked_blobs_total", st.scrub_checked.load(Ordering::Relaxed));
+    c("berth_scrub_repaired_blobs_total", st.scrub_corrupt.load(Ordering::Relaxed));
+    c("berth_gc_runs_total", src.gc.runs.load(Ordering::Relaxed));
+    c("berth_gc_swept_blobs_total", src.gc.swept.load(Ordering::Relaxed));
+    c("berth_gc_deleted_files_total", src.gc.deleted.load(Ordering::Relaxed));
+    handle.render()
+}
+
+/// Help text for every metric berth exports (promtool wants it, and so do
+/// the people reading a dashboard).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("berth_http_requests_total", "HTTP requests answered, by endpoint kind, method and status");
+    describe_histogram!(
+        "berth_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request (to the response head), by endpoint kind and method"
+    );
+    describe_counter!("berth_http_received_bytes_total", Unit::Bytes, "Request body bytes announced by Content-Length, by endpoint kind");
+    describe_counter!("berth_http_sent_bytes_total", Unit::Bytes, "Response body bytes announced by Content-Length, by endpoint kind");
+    describe_counter!("berth_blob_reads_total", "Blob reads served, by source: local disk or streamed from a peer");
+    describe_counter!("berth_peer_fetches_total", "Blob fetches from a peer, by peer node id and outcome");
+    describe_counter!("berth_peer_fetched_bytes_total", Unit::Bytes, "Blob bytes received from peers, by peer node id");
+    describe_counter!("berth_peer_requests_served_total", "Blob GET requests this node answered for peers");
+    describe_counter!("berth_peer_served_bytes_total", Unit::Bytes, "Blob bytes this node sent to peers");
+    describe_counter!("berth_replication_fetched_blobs_total", "Blobs fetched from peers and committed");
+    describe_counter!("berth_replication_corrupt_copies_total", "Fetched copies discarded because their digest did not match");
+    describe_gauge!("berth_replication_backlog_blobs", "Blobs placement wants here that this node does not hold yet");
+    describe_gauge!("berth_replication_backlog_bytes", Unit::Bytes, "Bytes of the blobs placement wants here that this node does not hold yet");
+    describe_gauge!("berth_raft_term", "Current Raft term");
+    describe_gauge!("berth_raft_leader_id", "Node id of the current Raft leader (-1: none known)");
+    describe_gauge!("berth_raft_is_leader", "1 when this node leads the metadata group");
+    describe_gauge!("berth_raft_last_log_index", "Index of the last entry in this node's Raft log");
+    describe_gauge!("berth_raft_applied_index", "Index of the last entry this node applied");
+    describe_gauge!("berth_raft_apply_lag_entries", "Entries in this node's log not yet applied");
+    describe_gauge!("berth_uploads_in_progress", "Upload sessions open on this node");
+    describe_counter!("berth_scrub_runs_total", "Scrub passes run");
+    describe_counter!("berth_scrub_checked_blobs_total", "Blobs re-hashed by scrub");
+    describe_counter!("berth_scrub_repaired_blobs_total", "Bad copies found by scrub (quarantined and fetched again)");
+    describe_counter!("berth_gc_runs_total", "Garbage collections run");
+    describe_counter!("berth_gc_swept_blobs_total", "Blobs the cluster forgot because nothing referenced them (on the leader)");
+    describe_counter!("berth_gc_deleted_files_total", "Local copies of forgotten blobs deleted");
+}
