@@ -34,14 +34,17 @@ type Shared = Arc<dyn Backend>;
 
 /// Builds the router: the registry API over `registry`, health and the
 /// admin API over `backend`.
-pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
-    let http = reqwest::Client::builder().build().expect("an HTTP client with default settings builds");
+///
+/// `http` is the client that forwards upload requests to the node that owns
+/// the session (it must trust the other nodes' certificates).
+pub fn router(backend: Shared, registry: Arc<dyn Registry>, http: reqwest::Client) -> Router {
     let v2 =
         Router::new().route("/v2", any(handle_v2)).route("/v2/", any(handle_v2)).route("/v2/{*rest}", any(handle_v2)).with_state(V2State { registry, http });
     Router::new()
         .route("/health", get(handle_health))
         .route("/health/ready", get(handle_ready))
         .route("/metrics", get(handle_metrics))
+        .route("/api/v1/cluster/ca", get(handle_ca))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
         .route("/api/v1/cluster/tokens", post(handle_token_create).get(handle_token_list))
         .route("/api/v1/cluster/tokens/{id}", delete(handle_token_revoke))
@@ -56,6 +59,12 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>) -> Router {
         .layer(axum::middleware::from_fn(metrics::track))
 }
 
+/// The cluster CA certificate: public, so clients can be told to trust it.
+async fn handle_ca(State(b): State<Shared>) -> Result<Response, ApiError> {
+    let pem = b.ca_pem().await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
 async fn handle_metrics(State(b): State<Shared>) -> Response {
     let text = b.metrics_text().await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
@@ -66,9 +75,10 @@ pub async fn serve(
     listener: TcpListener,
     backend: Shared,
     registry: Arc<dyn Registry>,
+    http: reqwest::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(backend, registry)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(backend, registry, http)).with_graceful_shutdown(shutdown).await
 }
 
 async fn handle_health() -> &'static str {
@@ -185,4 +195,55 @@ async fn handle_placement_set(
     let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     b.set_placement(&ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Serves the same API over TLS (HTTP/1.1 and HTTP/2 by ALPN) until
+/// `shutdown` resolves. The certificate comes from `tls`, whose resolver
+/// may swap it at any time: new connections get the new one, open
+/// connections keep theirs, so a rotation drops no request.
+pub async fn serve_tls(
+    listener: TcpListener,
+    backend: Shared,
+    registry: Arc<dyn Registry>,
+    http: reqwest::Client,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(backend, registry, http);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        connections.spawn(async move {
+            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+    Ok(())
 }

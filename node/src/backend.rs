@@ -190,6 +190,16 @@ impl Backend for NodeBackend {
         }
     }
 
+    async fn ca_pem(&self) -> Result<String, ApiError> {
+        let cluster: ClusterRecord = self
+            .meta
+            .state()
+            .get(keys::CLUSTER)
+            .map_err(state_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "cluster record not replicated yet"))?;
+        Ok(cluster.ca_cert_pem)
+    }
+
     async fn metrics_text(&self) -> String {
         crate::metrics::render(&crate::metrics::Sources { meta: &self.meta, uploads: &self.uploads, replicator: &self.replicator, gc: &self.gc })
     }

@@ -27,6 +27,10 @@ pub struct Target {
     /// File holding the administrator's password (else BERTH_PASSWORD).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// endpoint, e.g. the
+    /// output of `berth cluster ca export`.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 enum Auth {
@@ -42,7 +46,17 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(target: &Target) -> anyhow::Result<AdminClient> {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().context("http client")?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        let ca_file = match (&target.ca_cert, &target.data_dir) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(dir)) => Some(Layout::new(dir).ca_cert()),
+            _ => None,
+        };
+        if let Some(f) = ca_file.filter(|f| f.exists()) {
+            let pem = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", f.display()))?);
+        }
+        let http = builder.build().context("http client")?;
         let (base, auth) = match (&target.data_dir, &target.endpoint) {
             (Some(dir), _) => {
                 let layout = Layout::new(dir);

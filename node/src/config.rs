@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// Online garbage collection of unreferenced blobs.
     #[serde(default)]
     pub gc: crate::gc::GcConfig,
+    /// HTTPS on the registry/API listener: off, the operator's files, or a
+    /// certificate from the cluster CA.
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 pub fn default_upload_timeout_secs() -> u64 {
@@ -56,6 +60,9 @@ impl NodeConfig {
         }
         if self.peer_advertise.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
             bail!("peer_advertise {:?} must be host:port with a non-zero port", self.peer_advertise);
+        }
+        if self.tls.mode == crate::tls::TlsMode::Files && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+            bail!("tls mode files needs cert_file and key_file");
         }
         if self.upload_timeout_secs == 0 {
             bail!("upload_timeout_secs must be at least 1");

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pki;
 pub mod registry;
 pub mod runtime;
+pub mod tls;
 pub mod uploads;
 
 /// Installs the one TLS crypto provider (ring) for the process.

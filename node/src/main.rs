@@ -162,6 +162,11 @@ enum ClusterCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// The cluster CA, for clients that must trust cluster-signed HTTPS.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Move leadership to NODE (or to the best other voter).
     TransferLeader {
         node: Option<u64>,
@@ -169,6 +174,19 @@ enum ClusterCommand {
         target: Target,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the CA certificate (PEM) on stdout, and where clients look for it on stderr.
+    Export {
+        /// Data directory of a node on this host.
+        #[arg(long, env = "BERTH_DATA_DIR", conflicts_with = "endpoint")]
+        data_dir: Option<PathBuf>,
+        /// URL of any node (the CA is public: no login needed).
+        #[arg(long, env = "BERTH_ENDPOINT")]
+        endpoint: Option<String>,
     },
 }
 
@@ -208,6 +226,15 @@ enum NodeCommand {
     Start {
         #[arg(long, env = "BERTH_DATA_DIR")]
         data_dir: PathBuf,
+        /// Serve HTTPS with this PEM certificate (chain); re-read on change or SIGHUP.
+        #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key", conflicts_with = "tls_cluster")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert.
+        #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve HTTPS with a certificate from the cluster CA (see `berth cluster ca export`).
+        #[arg(long)]
+        tls_cluster: bool,
     },
 }
 
@@ -327,8 +354,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AdminClient::new(&target)?.put(&format!("/api/v1/placement/{namespace}"), &doc).await?;
             println!("placement of {namespace} set");
         }
-        Command::Node { command: NodeCommand::Start { data_dir } } => {
-            let node = runtime::start_node(&data_dir, None, LinkFilter::default()).await?;
+        Command::Node { command: NodeCommand::Start { data_dir, tls_cert, tls_key, tls_cluster } } => {
+            use berth_node::tls::{TlsConfig, TlsMode};
+            let tls = match (tls_cert, tls_key, tls_cluster) {
+                (Some(c), Some(k), _) => Some(TlsConfig { mode: TlsMode::Files, cert_file: Some(c), key_file: Some(k) }),
+                (_, _, true) => Some(TlsConfig { mode: TlsMode::Cluster, cert_file: None, key_file: None }),
+                _ => None,
+            };
+            let node = runtime::start_node_with(&data_dir, None, LinkFilter::default(), tls).await?;
             println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
             wait_for_stop_signal().await;
             node.shutdown().await;
@@ -400,6 +433,26 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 println!("revoked token {id}");
             }
         },
+        ClusterCommand::Ca { command: CaCommand::Export { data_dir, endpoint } } => {
+            let pem = match (data_dir, endpoint) {
+                (Some(d), _) => {
+                    let p = berth_node::config::Layout::new(&d).ca_cert();
+                    std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                (None, Some(url)) => {
+                    let url = format!("{}/api/v1/cluster/ca", url.trim_end_matches('/'));
+                    let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+                    anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+                    resp.text().await?
+                }
+                (None, None) => anyhow::bail!("say which node: --data-dir D on its host, or --endpoint URL"),
+            };
+            print!("{pem}");
+            eprintln!("Trust it per registry host:port:");
+            eprintln!("  docker:  /etc/docker/certs.d/<host:port>/ca.crt");
+            eprintln!("  podman, buildah, skopeo:  /etc/containers/certs.d/<host:port>/ca.crt, or --cert-dir DIR (DIR/ca.crt)");
+            eprintln!("  containerd (ctr):  --tlscacert FILE");
+        }
         ClusterCommand::Promote { node, target } => {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
             println!("node {node} will become a voter once caught up");

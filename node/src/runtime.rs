@@ -20,6 +20,7 @@ use crate::gc::{collect_once, GcConfig, GcStats};
 use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
 use crate::registry::NodeRegistry;
+use crate::tls::{ReloadingCert, TlsConfig, TlsMode};
 use crate::uploads::UploadManager;
 use berth_replication::{BlobStore, Replicator, TlsPem};
 
@@ -50,6 +51,7 @@ impl NodeAddrs {
             raft,
             replication: Default::default(),
             gc: Default::default(),
+            tls: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -222,8 +224,23 @@ pub struct Listeners {
 /// Starts the node in `dir`. With `listeners`, serves on those instead of
 /// binding the configured addresses.
 pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFilter) -> anyhow::Result<RunningNode> {
+    start_node_with(dir, listeners, filter, None).await
+}
+
+/// [`start_node`], with the `[tls]` section of the configuration replaced
+/// (the `node start --tls-*` flags).
+pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: LinkFilter, tls_override: Option<TlsConfig>) -> anyhow::Result<RunningNode> {
     let layout = Layout::new(dir);
-    let config = layout.load()?;
+    let mut config = layout.load()?;
+    if let Some(t) = tls_override {
+        config.tls = t;
+        config.validate()?;
+    }
+    // The operator's certificate is checked before anything starts.
+    let operator_cert = match (&config.tls.mode, &config.tls.cert_file, &config.tls.key_file) {
+        (TlsMode::Files, Some(c), Some(k)) => Some(crate::tls::load_files(c, k)?),
+        _ => None,
+    };
     let tls = layout.read_tls()?;
     let blob_tls = TlsPem { ca_pem: tls.ca_pem.clone(), cert_pem: tls.cert_pem.clone(), key_pem: tls.key_pem.clone() };
     let operator_token = layout.read_operator_token()?;
@@ -267,8 +284,30 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
+    let forwarder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(blob_tls.ca_pem.as_bytes()).context("cluster CA")?)
+        .build()
+        .context("http client")?;
+    let tls = match config.tls.mode {
+        TlsMode::Off => None,
+        TlsMode::Files => {
+            let resolver = ReloadingCert::new(operator_cert.expect("loaded above"));
+            let (c, k) = (config.tls.cert_file.clone().expect("validated"), config.tls.key_file.clone().expect("validated"));
+            tasks.push(tokio::spawn(crate::tls::watch_files(resolver.clone(), c, k, rx.clone())));
+            Some(crate::tls::server_config(resolver)?)
+        }
+        TlsMode::Cluster => {
+            let resolver = cluster_certificate(&meta, &config).await?;
+            tasks.push(tokio::spawn(renew_cluster_certificate(meta.clone(), config.clone(), resolver.clone(), rx.clone())));
+            Some(crate::tls::server_config(resolver)?)
+        }
+    };
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_gateway::serve(http_listener, backend, registry, http_stop).await {
+        let served = match tls {
+            None => berth_gateway::serve(http_listener, backend, registry, forwarder, http_stop).await,
+            Some(tls) => berth_gateway::serve_tls(http_listener, backend, registry, forwarder, tls, http_stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "http service stopped");
         }
     }));
@@ -290,6 +329,40 @@ async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, 
                 collect_once(&meta, &store, Duration::from_secs(cfg.grace_secs), &stats).await;
             }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A cluster-signed certificate for this node, once the cluster record (and
+/// its CA) has reached this node.
+async fn cluster_certificate(meta: &MetaNodeHandle, config: &NodeConfig) -> anyhow::Result<Arc<ReloadingCert>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let cluster = loop {
+        if let Some(c) = berth_raft::StateRead::get::<ClusterRecord>(&meta.state(), berth_raft::state::keys::CLUSTER)? {
+            break c;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "tls mode cluster: the cluster CA has not reached this node within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names = crate::tls::names_for(&config.http_advertise, &config.http_listen);
+    Ok(ReloadingCert::new(crate::tls::cluster_server_cert(&cluster.ca_cert_pem, &cluster.ca_key_pem, &names)?))
+}
+
+/// Renews the cluster-signed certificate when two thirds of its life passed.
+async fn renew_cluster_certificate(meta: MetaNodeHandle, config: NodeConfig, resolver: Arc<ReloadingCert>, mut shutdown: watch::Receiver<bool>) {
+    let renew_every = Duration::from_secs(crate::tls::CLUSTER_CERT_DAYS * 24 * 3600 * 2 / 3);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(renew_every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match cluster_certificate(&meta, &config).await {
+            Ok(fresh) => {
+                let ck = fresh.current();
+                resolver.swap((*ck).clone());
+                tracing::info!("cluster TLS certificate renewed");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "cluster TLS certificate not renewed; will retry"),
         }
     }
 }

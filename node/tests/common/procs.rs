@@ -33,9 +33,19 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(dir: &Path) -> Proc {
+        Proc::start_with(dir, &[])
+    }
+
+    /// `berth node start` with extra flags (e.g. `--tls-cluster`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Proc {
         let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let child =
-            Command::new(BERTH).args(["node", "start", "--data-dir", dir.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().expect("start node");
+        let child = Command::new(BERTH)
+            .args(["node", "start", "--data-dir", dir.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node");
         Proc { dir: dir.to_path_buf(), child: Some(child) }
     }
 
@@ -103,6 +113,12 @@ pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
 impl ProcCluster {
     pub fn start(n: usize) -> ProcCluster {
+        ProcCluster::start_with(n, &[])
+    }
+
+    /// Nodes started with `start_flags`; with `--tls-cluster` they advertise https.
+    pub fn start_with(n: usize, start_flags: &[&str]) -> ProcCluster {
+        let https = start_flags.contains(&"--tls-cluster");
         let root = tempfile::tempdir().unwrap();
         let password = "correct horse battery".to_string();
         let password_file = root.path().join("admin.pw");
@@ -115,6 +131,9 @@ impl ProcCluster {
             let dir = c.root.path().join(format!("n{}", i + 1));
             let d = dir.to_str().unwrap().to_string();
             let region = REGIONS[i % REGIONS.len()];
+            let scheme = if https { "https" } else { "http" };
+            let advertise = format!("{scheme}://{http}");
+            let pw = c.password_file.to_str().unwrap().to_string();
             if i == 0 {
                 let out = ok(&[
                     "cluster",
@@ -127,14 +146,34 @@ impl ProcCluster {
                     &http,
                     "--peer",
                     &peer,
+                    "--advertise-http",
+                    &advertise,
                     "--admin-password-file",
-                    c.password_file.to_str().unwrap(),
+                    &pw,
                 ]);
                 c.token = out.lines().last().unwrap().to_string();
             } else {
-                ok(&["cluster", "join", "--data-dir", &d, "--region", region, "--http", &http, "--peer", &peer, "--seed", &c.peer[0], "--token", &c.token]);
+                let seed = c.peer[0].clone();
+                ok(&[
+                    "cluster",
+                    "join",
+                    "--data-dir",
+                    &d,
+                    "--region",
+                    region,
+                    "--http",
+                    &http,
+                    "--peer",
+                    &peer,
+                    "--advertise-http",
+                    &advertise,
+                    "--seed",
+                    &seed,
+                    "--token",
+                    &c.token,
+                ]);
             }
-            c.procs.push(Proc::start(&dir));
+            c.procs.push(Proc::start_with(&dir, start_flags));
             if i == 0 {
                 wait_status(&dir, "first node up", Duration::from_secs(20), |s| s["leader"] == 1);
             }
