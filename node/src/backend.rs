@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use berth_gateway::*;
 use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
 use berth_raft::state::keys;
-use berth_raft::{MetaError, MetaNodeHandle, StateRead};
+use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::Replicator;
 
 use crate::auth::Authenticator;
@@ -17,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::gc::GcStats;
 use crate::join::JoinToken;
 use crate::pki;
+use crate::registry::{meta_err, state_err};
 use crate::runtime::{token_record, DEFAULT_TOKEN_TTL};
 use crate::uploads::UploadManager;
 
@@ -43,17 +44,6 @@ impl NodeBackend {
     ) -> NodeBackend {
         NodeBackend { meta, config, auth, replicator, uploads, gc }
     }
-}
-
-fn meta_err(e: MetaError) -> ApiError {
-    match e {
-        MetaError::Unavailable(_) | MetaError::Unknown(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
-        _ => ApiError::new(ErrorCode::Internal, e.to_string()),
-    }
-}
-
-fn state_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
 }
 
 #[async_trait]

@@ -38,7 +38,7 @@ pub fn meta_err(e: MetaError) -> ApiError {
     }
 }
 
-fn state_err(e: impl std::fmt::Display) -> ApiError {
+pub fn state_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
 }
 

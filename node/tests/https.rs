@@ -5,18 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::daemons::*;
 use common::procs::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Polls an https URL until it answers (the node is up).
 fn wait_https(url: &str, ca: &Path) {
@@ -120,36 +115,12 @@ fn cluster_certificates_serve_docker_skopeo_and_podman_over_https_and_http2() {
         }
     }
     let _cleanup = Cleanup(certs_d);
-    let d = c.root.path().join("docker");
-    for sub in ["data", "exec", "run"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let sock = d.join("run/docker.sock");
-    let mut dockerd = Command::new("dockerd")
-        .args(["--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=vfs"])
-        .arg("--data-root")
-        .arg(d.join("data"))
-        .arg("--exec-root")
-        .arg(d.join("exec"))
-        .arg("--pidfile")
-        .arg(d.join("run/docker.pid"))
-        .arg("-H")
-        .arg(format!("unix://{}", sock.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dockerd");
-    let host = format!("unix://{}", sock.display());
+    let (dockerd, host) = start_dockerd(c.root.path());
     let docker = || {
         let mut cmd = Command::new("docker");
         cmd.env("DOCKER_HOST", &host).env("DOCKER_CONFIG", work.join("docker-config"));
         cmd
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !docker().arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
-        assert!(Instant::now() < deadline, "dockerd never answered");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run(docker().args(["login", "-u", "admin", "-p", &pw, &c.http[0]]));
         let tar = work.join("rootfs.tar");
@@ -163,8 +134,7 @@ fn cluster_certificates_serve_docker_skopeo_and_podman_over_https_and_http2() {
         run(docker().args(["rmi", &image]));
         run(docker().args(["pull", &image]));
     }));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(dockerd.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = dockerd.wait();
+    drop(dockerd);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

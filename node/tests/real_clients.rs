@@ -9,102 +9,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_common::Digest;
+use common::daemons::*;
 use common::procs::*;
-
-/// Runs a command; panics with its output unless it succeeds.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? see scripts/setup-debian.sh)"));
-    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A daemon this test started; stopped (and waited for) when dropped.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_socket(sock: &Path, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "{what} did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_dockerd(root: &Path) -> (Daemon, String) {
-    let d = root.join("docker");
-    for sub in ["data", "exec", "run"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let sock = d.join("run/docker.sock");
-    let log = d.join("dockerd.log");
-    let child = Command::new("dockerd")
-        .args(["--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=vfs"])
-        .arg("--data-root")
-        .arg(d.join("data"))
-        .arg("--exec-root")
-        .arg(d.join("exec"))
-        .arg("--pidfile")
-        .arg(d.join("run/docker.pid"))
-        .arg("-H")
-        .arg(format!("unix://{}", sock.display()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start dockerd (apt-get install docker.io)");
-    let daemon = Daemon { name: "dockerd", child };
-    wait_for_socket(&sock, "dockerd", &log);
-    let host = format!("unix://{}", sock.display());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new("docker").env("DOCKER_HOST", &host).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
-        assert!(Instant::now() < deadline, "dockerd never answered: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (daemon, host)
-}
-
-fn start_containerd(root: &Path) -> (Daemon, PathBuf) {
-    let d = root.join("containerd");
-    std::fs::create_dir_all(&d).unwrap();
-    let sock = d.join("containerd.sock");
-    let log = d.join("containerd.log");
-    let child = Command::new("containerd")
-        .arg("--root")
-        .arg(d.join("root"))
-        .arg("--state")
-        .arg(d.join("state"))
-        .arg("--address")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start containerd (apt-get install containerd)");
-    let daemon = Daemon { name: "containerd", child };
-    wait_for_socket(&sock, "containerd", &log);
-    (daemon, sock)
-}
 
 /// The manifest digest a node answers for `repo:reference`.
 fn head_digest(http: &str, repo: &str, reference: &str, password: &str) -> Option<String> {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemons;
 pub mod http;
 pub mod procs;
 
