@@ -34,6 +34,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError>;
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError>;
     async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError>;
+    /// One metadata write that changes nothing (drills measure with it).
+    async fn probe_write(&self) -> Result<(), ApiError>;
     /// The cluster CA certificate, PEM.
     async fn ca_pem(&self) -> Result<String, ApiError>;
     /// The node's metrics in the Prometheus text format.

@@ -45,6 +45,7 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>, http: reqwest::Clien
         .route("/health/ready", get(handle_ready))
         .route("/metrics", get(handle_metrics))
         .route("/api/v1/cluster/ca", get(handle_ca))
+        .route("/api/v1/drill/probe", post(handle_probe))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
         .route("/api/v1/cluster/tokens", post(handle_token_create).get(handle_token_list))
         .route("/api/v1/cluster/tokens/{id}", delete(handle_token_revoke))
@@ -57,6 +58,12 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>, http: reqwest::Clien
         .with_state(backend)
         .merge(v2)
         .layer(axum::middleware::from_fn(metrics::track))
+}
+
+async fn handle_probe(State(b): State<Shared>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    admin(&b, &headers).await?;
+    b.probe_write().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The cluster CA certificate: public, so clients can be told to trust it.

@@ -180,6 +180,13 @@ impl Backend for NodeBackend {
         }
     }
 
+    async fn probe_write(&self) -> Result<(), ApiError> {
+        match self.meta.write(MetaCommand::Probe { at_ms: crate::join::now_ms() }).await.map_err(meta_err)? {
+            MetaResponse::Done => Ok(()),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("probe: {other:?}"))),
+        }
+    }
+
     async fn ca_pem(&self) -> Result<String, ApiError> {
         let cluster: ClusterRecord = self
             .meta

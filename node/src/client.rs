@@ -33,11 +33,13 @@ pub struct Target {
     pub ca_cert: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 enum Auth {
     Bearer(String),
     Basic(String, String),
 }
 
+#[derive(Clone)]
 pub struct AdminClient {
     base: String,
     auth: Auth,
@@ -73,6 +75,29 @@ impl AdminClient {
             (None, None) => bail!("say which node to ask: --data-dir D on the node's host, or --endpoint URL with an admin login"),
         };
         Ok(AdminClient { base, auth, http })
+    }
+
+    /// The same login against another node, when the login is valid there
+    /// (an admin login is; a node's operator token is not).
+    pub fn for_node(&self, base: &str) -> Option<AdminClient> {
+        match &self.auth {
+            Auth::Basic(..) => Some(AdminClient { base: base.trim_end_matches('/').to_string(), auth: self.auth.clone(), http: self.http.clone() }),
+            Auth::Bearer(_) => (base.trim_end_matches('/') == self.base).then(|| self.clone()),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GET `path`, only the status: for probes.
+    pub async fn status_of(&self, path: &str) -> Result<reqwest::StatusCode, reqwest::Error> {
+        let req = self.http.get(format!("{}{}", self.base, path)).timeout(std::time::Duration::from_secs(5));
+        let req = match &self.auth {
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+        };
+        Ok(req.send().await?.status())
     }
 
     async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<Option<T>> {

@@ -12,7 +12,8 @@
 //! - [`registry`], [`manifest`], [`uploads`]: the OCI distribution API's rules;
 //! - [`client`]: the CLI's admin API client;
 //! - [`gc`]: online garbage collection of blobs;
-//! - [`dev`]: `berth dev`, a whole local cluster in one process.
+//! - [`dev`]: `berth dev`, a whole local cluster in one process;
+//! - [`drill`]: `berth drill`, rehearsing failures on a live cluster.
 
 pub mod auth;
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod client;
 pub mod cluster_view;
 pub mod config;
 pub mod dev;
+pub mod drill;
 pub mod gc;
 pub mod join;
 pub mod manifest;

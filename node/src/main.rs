@@ -40,10 +40,29 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Rehearse failures on a live cluster, safely.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
     /// Where a namespace's blobs are kept (every region, some, or on demand).
     Placement {
         #[command(subcommand)]
         command: PlacementCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Move leadership away while probing writes and reads; report what clients saw.
+    Failover {
+        /// Hand leadership to this node (default: the best other voter).
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -334,6 +353,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Cluster { command } => run_cluster(command).await?,
+        Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
+            let report = berth_node::drill::failover(&AdminClient::new(&target)?, to).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                report.print();
+            }
+        }
         Command::Placement { command: PlacementCommand::Get { namespace, target, json } } => {
             let doc: PlacementDoc = AdminClient::new(&target)?.get(&format!("/api/v1/placement/{namespace}")).await?;
             if json {

@@ -89,6 +89,18 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
     let line = String::from_utf8_lossy(&refused.stderr);
     assert!(line.contains("invalid credentials") && line.trim().lines().count() == 1, "{line}");
 
+    // A failover drill through the CLI: leadership moves, reads never stop.
+    let drill: serde_json::Value =
+        serde_json::from_str(&ok(&["drill", "failover", "--json", "--endpoint", &endpoint, "--password-file", pw.to_str().unwrap()])).unwrap();
+    assert_ne!(drill["previous_leader"], drill["new_leader"], "{drill:#}");
+    assert_eq!(drill["reads_stopped"], false, "{drill:#}");
+    assert_eq!(drill["reads"].as_array().unwrap().len(), 3, "reads probed on every node: {drill:#}");
+    assert!(drill["reads"].as_array().unwrap().iter().all(|r| r["failed"] == 0), "{drill:#}");
+    assert!(drill["writes_ok"].as_u64().unwrap() > 10, "{drill:#}");
+    assert!(drill["write_unavailable_ms"].as_u64().unwrap() < 10_000, "{drill:#}");
+    eprintln!("drill: {drill}");
+    let s = wait_status(&dirs[0], "leader after the drill", Duration::from_secs(20), |s| s["leader"].is_u64());
+
     // SIGKILL the leader: a survivor reports a new leader and takes writes.
     let leader = s["leader"].as_u64().unwrap();
     let li = (leader - 1) as usize;

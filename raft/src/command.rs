@@ -104,6 +104,11 @@ pub enum MetaCommand {
         node: NodeId,
         now_ms: u64,
     },
+    /// Changes nothing: a write that proves the metadata takes writes
+    /// (`berth drill`).
+    Probe {
+        at_ms: u64,
+    },
     /// Where a namespace's blobs are kept.
     SetPlacement {
         namespace: String,
@@ -147,6 +152,7 @@ impl MetaCommand {
             MetaCommand::UnlinkBlob { .. } => "unlink_blob",
             MetaCommand::SweepBlob { .. } => "sweep_blob",
             MetaCommand::SetPlacement { .. } => "set_placement",
+            MetaCommand::Probe { .. } => "probe",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
         }
     }

@@ -62,7 +62,7 @@ pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, ca
 /// One reconciliation step, on the leader. Returns whether it changed
 /// anything.
 pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
-    if !meta.is_leader() {
+    if !meta.is_leader() || meta.handing_over() {
         return Ok(false);
     }
     let nodes: Vec<NodeRecord> = meta.state().scan(keys::NODE_PREFIX).map_err(|e| e.to_string())?;

@@ -116,6 +116,9 @@ struct Inner {
     channels: PeerChannels,
     filter: LinkFilter,
     config: MetaConfig,
+    /// Set while this leader hands leadership over: it proposes nothing new,
+    /// so its followers' leases can run out and the target can win.
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -134,7 +137,7 @@ impl MetaNodeHandle {
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config }) })
+        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default() }) })
     }
 
     pub fn id(&self) -> NodeId {
@@ -160,6 +163,11 @@ impl MetaNodeHandle {
 
     pub fn metrics(&self) -> RaftMetrics {
         self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// True while a leadership transfer away from this node is under way.
+    pub fn handing_over(&self) -> bool {
+        self.inner.handing_over.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -230,7 +238,9 @@ impl MetaNodeHandle {
                 return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
             }
             let leader = self.metrics().current_leader;
-            if leader == Some(self.inner.id) {
+            if leader == Some(self.inner.id) && self.handing_over() {
+                last_problem = "leadership is being handed over".into();
+            } else if leader == Some(self.inner.id) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, self.inner.raft.client_write(req.clone())).await {
                     Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
@@ -307,10 +317,12 @@ impl MetaNodeHandle {
     /// other voter) and returns the new leader.
     ///
     /// openraft 0.9 has no transfer primitive; voters refuse to vote while
-    /// they hold a leader lease (election_max_ms). So the leader stops
-    /// heartbeats and elections of its own, waits out the lease, and asks the
-    /// target to campaign — before any other follower's election timer,
-    /// which only runs out a random election timeout after the lease.
+    /// they hold a leader lease (election_max_ms), and every append renews
+    /// it. So the leader stops proposing (writes wait and then go to the new
+    /// leader), stops heartbeats and elections of its own, waits out the
+    /// lease, and asks the target to campaign — before any other follower's
+    /// election timer, which only runs out a random election timeout after
+    /// the lease.
     pub async fn hand_over_leadership(&self, to: Option<NodeId>) -> Result<NodeId> {
         if !self.is_leader() {
             return Err(MetaError::Unavailable("this node is not the leader".into()));
@@ -325,6 +337,7 @@ impl MetaNodeHandle {
             None => *voters.iter().max_by_key(|v| matched(**v)).ok_or_else(|| MetaError::Unavailable("there is no other voter to take over".into()))?,
         };
         let rc = self.inner.raft.runtime_config();
+        self.inner.handing_over.store(true, std::sync::atomic::Ordering::Relaxed);
         rc.heartbeat(false);
         rc.elect(false);
         let lease = Duration::from_millis(self.inner.config.election_max_ms);
@@ -334,6 +347,7 @@ impl MetaNodeHandle {
             self.inner.raft.wait(Some(lease * 3)).metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self.inner.id), "leadership moved").await;
         rc.heartbeat(true);
         rc.elect(true);
+        self.inner.handing_over.store(false, std::sync::atomic::Ordering::Relaxed);
         asked?;
         let m = waited.map_err(|e| MetaError::Unavailable(format!("leadership did not move: {e}")))?;
         Ok(m.current_leader.expect("waited for another leader"))

@@ -84,6 +84,10 @@ impl Peer for PeerService {
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         require_cluster_cert(&req)?;
         let cmd: MetaRequest = decode(req)?;
+        if self.meta.handing_over() {
+            // Not proposed: the caller retries at the next leader.
+            return reply(&ForwardReply::NotLeader { leader: None });
+        }
         reply(&write_reply(self.meta.raft().client_write(cmd).await))
     }
 

@@ -243,6 +243,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 MetaResponse::NotFound
             }
         }
+        MetaCommand::Probe { .. } => MetaResponse::Done,
         MetaCommand::SetPlacement { namespace, placement } => {
             ch.put(keys::placement(namespace), placement);
             MetaResponse::Done

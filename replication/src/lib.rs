@@ -298,14 +298,18 @@ impl Replicator {
         let me = self.inner.view.self_id();
         let mut rows = vec![(me, self.rtts().into_iter().collect::<Vec<_>>())];
         let asks = self.inner.view.peers().into_iter().map(|peer| async move {
-            let conn = self.inner.transport.connect(peer.id, &peer.addr).await.ok()?;
-            let (mut send, mut recv) = conn.open_bi().await.ok()?;
-            write_frame(&mut send, &Request::Rtts).await.ok()?;
-            send.finish().ok()?;
-            match tokio::time::timeout(Duration::from_secs(2), read_frame::<Reply>(&mut recv)).await {
-                Ok(Ok(Reply::Rtts(r))) => Some((peer.id, r.into_iter().map(|(id, us)| (id, Duration::from_micros(us))).collect())),
-                _ => None,
-            }
+            // A dead peer must not hold up `cluster status`: a second at most.
+            let ask = async {
+                let conn = self.inner.transport.connect(peer.id, &peer.addr).await.ok()?;
+                let (mut send, mut recv) = conn.open_bi().await.ok()?;
+                write_frame(&mut send, &Request::Rtts).await.ok()?;
+                send.finish().ok()?;
+                match read_frame::<Reply>(&mut recv).await {
+                    Ok(Reply::Rtts(r)) => Some((peer.id, r.into_iter().map(|(id, us)| (id, Duration::from_micros(us))).collect())),
+                    _ => None,
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
         });
         rows.extend(futures::future::join_all(asks).await.into_iter().flatten());
         for (_, row) in rows.iter_mut() {
