@@ -180,6 +180,25 @@ impl UploadManager {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn idle_sessions_expire_and_their_staging_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let uploads = UploadManager::new(1, store, Duration::from_millis(50));
+        let idle = uploads.start("r").await.unwrap();
+        let body: ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"half a layer")) }));
+        uploads.patch("r", &idle.id, None, body).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1);
+        assert_eq!(uploads.expire().await, 0, "not idle long enough yet");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let fresh = uploads.start("r").await.unwrap();
+        assert_eq!(uploads.expire().await, 1);
+        assert_eq!(uploads.in_progress(), 1);
+        assert_eq!(uploads.status("r", &idle.id).await.unwrap_err().code, ErrorCode::BlobUploadUnknown);
+        assert_eq!(uploads.status("r", &fresh.id).await.unwrap().offset, 0, "a fresh session stays");
+        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1, "the idle session's staging file is gone");
+    }
+
     #[test]
     fn upload_ids_name_their_owner() {
         assert_eq!(owner_of(&format!("7-{}", "a".repeat(32))), Some(7));
