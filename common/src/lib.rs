@@ -11,11 +11,13 @@ pub mod codec;
 pub mod digest;
 pub mod links;
 pub mod names;
+pub mod peer_tls;
 
 pub use codec::{decode_versioned, encode_versioned, CodecError};
 pub use digest::{Digest, DigestAlgorithm, DigestError};
 pub use links::LinkFilter;
 pub use names::{NameError, Region, RepoName};
+pub use peer_tls::{PeerTls, PEER_TLS_NAME};
 
 /// A node's identity in the cluster. Assigned once, by the cluster, when the
 /// node registers; never reused after the node is removed.

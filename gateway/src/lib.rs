@@ -159,22 +159,22 @@ fn node_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("node id {raw:?} is not a number")))
 }
 
-async fn handle_node_remove(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
-    b.set_node(node_id(&id)?, NodeChange::Remove).await?;
+async fn change_node(b: &Shared, headers: &HeaderMap, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
+    admin(b, headers).await?;
+    b.set_node(node_id(id)?, change).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn handle_node_remove(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &headers, &id, NodeChange::Remove).await
 }
 
 async fn handle_node_promote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
-    b.set_node(node_id(&id)?, NodeChange::Promote).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change_node(&b, &headers, &id, NodeChange::Promote).await
 }
 
 async fn handle_node_demote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
-    b.set_node(node_id(&id)?, NodeChange::Demote).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change_node(&b, &headers, &id, NodeChange::Demote).await
 }
 
 async fn handle_transfer_leader(

@@ -22,7 +22,7 @@ use crate::pki;
 use crate::registry::NodeRegistry;
 use crate::tls::{ReloadingCert, TlsConfig, TlsMode};
 use crate::uploads::UploadManager;
-use berth_replication::{BlobStore, Replicator, TlsPem};
+use berth_replication::{BlobStore, Replicator};
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -242,7 +242,6 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         _ => None,
     };
     let tls = layout.read_tls()?;
-    let blob_tls = TlsPem { ca_pem: tls.ca_pem.clone(), cert_pem: tls.cert_pem.clone(), key_pem: tls.key_pem.clone() };
     let operator_token = layout.read_operator_token()?;
     let listeners = match listeners {
         Some(l) => l,
@@ -265,15 +264,16 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let join_handler = join::handler(meta.clone());
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
+    let peer_tls = tls.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_raft::server::serve(peer_meta, join_handler, &tls, peer_listener, peer_stop).await {
+        if let Err(e) = berth_raft::server::serve(peer_meta, join_handler, &peer_tls, peer_listener, peer_stop).await {
             tracing::error!(error = %e, "peer service stopped");
         }
     }));
 
     let blobs = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open blob store {}", layout.blobs().display()))?;
     let view = Arc::new(NodeView { meta: meta.clone(), region: config.region.clone() });
-    let (replicator, blob_tasks) = Replicator::start(blobs.clone(), view, peer_addr, &blob_tls, filter.clone(), config.replication.clone(), rx.clone())
+    let (replicator, blob_tasks) = Replicator::start(blobs.clone(), view, peer_addr, &tls, filter.clone(), config.replication.clone(), rx.clone())
         .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
     tasks.extend(blob_tasks);
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
@@ -285,7 +285,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(blob_tls.ca_pem.as_bytes()).context("cluster CA")?)
+        .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).context("cluster CA")?)
         .build()
         .context("http client")?;
     let tls = match config.tls.mode {

@@ -58,7 +58,7 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
         ]);
         procs.push(Proc::start(&dirs[i]));
     }
-    let s = wait_status(&dirs[0], "three voters", Duration::from_secs(30), |s| voters(s).len() == 3 && s["leader"].is_u64());
+    wait_status(&dirs[0], "three voters", Duration::from_secs(30), |s| voters(s).len() == 3 && s["leader"].is_u64());
     let table = ok(&["cluster", "status", "--data-dir", dirs[2].to_str().unwrap()]);
     for r in regions {
         assert!(table.contains(r), "table shows every region: {table}");

@@ -28,9 +28,9 @@ pub mod pb {
 }
 
 pub use berth_common::LinkFilter;
+pub use berth_common::{PeerTls, PEER_TLS_NAME};
 pub use command::*;
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
-pub use network::{PeerTls, PEER_TLS_NAME};
 pub use server::JoinHandler;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{MetaCommand, MetaRequest, MetaResponse};
 use berth_common::LinkFilter;
 
-use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc, PeerTls};
+use berth_common::PeerTls;
+
+use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_common::{LinkFilter, NodeId};
+use berth_common::{LinkFilter, NodeId, PeerTls, PEER_TLS_NAME};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
@@ -25,27 +25,12 @@ use crate::pb::Payload;
 use crate::types::*;
 use crate::wire::{from_payload, to_payload};
 
-/// The DNS name every node certificate carries and every peer connection
-/// verifies: membership in the cluster is what a certificate proves, not a
-/// host name, since nodes move between addresses.
-pub const PEER_TLS_NAME: &str = "peer.berth.internal";
-
-/// A node's TLS material, all PEM.
-#[derive(Clone)]
-pub struct PeerTls {
-    pub ca_pem: String,
-    /// This node's certificate chain (leaf first, then the CA).
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl PeerTls {
-    pub fn client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .domain_name(PEER_TLS_NAME)
-    }
+/// tonic's client TLS for a node's identity: mutual TLS under the cluster CA.
+fn client_config(tls: &PeerTls) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        .domain_name(PEER_TLS_NAME)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +65,7 @@ pub struct PeerChannels {
 
 impl PeerChannels {
     pub fn new(tls: &PeerTls) -> PeerChannels {
-        PeerChannels { tls: tls.client_config(), channels: Default::default() }
+        PeerChannels { tls: client_config(tls), channels: Default::default() }
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, CallError> {

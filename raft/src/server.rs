@@ -19,11 +19,11 @@ use tonic::{Request, Response, Status};
 
 use crate::command::MetaRequest;
 use crate::meta::MetaNodeHandle;
-use crate::network::PeerTls;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
 use crate::types::*;
 use crate::wire::{from_payload, to_payload, ForwardReply};
+use berth_common::PeerTls;
 
 /// Handles `Join` calls: the node crate owns certificates and tokens.
 #[async_trait]

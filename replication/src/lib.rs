@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fetch::{Fetch, Progress};
 pub use store::{BlobError, BlobRange, BlobReader, BlobStore, StagingBlob};
-pub use transport::{TlsPem, TransportConfig};
+pub use transport::TransportConfig;
 
 use crate::protocol::{read_frame, write_frame, Reply, Request};
 use crate::transport::Transport;
@@ -172,7 +172,7 @@ impl Replicator {
         store: BlobStore,
         view: Arc<dyn ClusterView>,
         addr: SocketAddr,
-        tls: &TlsPem,
+        tls: &berth_common::PeerTls,
         filter: LinkFilter,
         config: ReplicationConfig,
         shutdown: tokio::sync::watch::Receiver<bool>,

@@ -12,16 +12,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_common::{LinkFilter, NodeId};
+use berth_common::{LinkFilter, NodeId, PeerTls, PEER_TLS_NAME};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ALPN;
-
-/// The DNS name every node certificate carries (see berth-raft's PEER_TLS_NAME).
-pub const PEER_TLS_NAME: &str = "peer.berth.internal";
 
 /// Knobs of the blob transport; the defaults suit 100–250 ms between regions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,14 +50,6 @@ pub enum TransportError {
     Connect { node: NodeId, addr: String, message: String },
 }
 
-/// PEM TLS material of this node.
-#[derive(Clone)]
-pub struct TlsPem {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
 fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
 }
@@ -76,7 +65,7 @@ fn transport_config(cfg: &TransportConfig) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-fn configs(tls: &TlsPem, cfg: &TransportConfig) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
+fn configs(tls: &PeerTls, cfg: &TransportConfig) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(tls_err)?;
     let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(tls_err)?;
@@ -118,7 +107,7 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn bind(self_id: NodeId, addr: SocketAddr, tls: &TlsPem, cfg: &TransportConfig, filter: LinkFilter) -> Result<Transport, TransportError> {
+    pub fn bind(self_id: NodeId, addr: SocketAddr, tls: &PeerTls, cfg: &TransportConfig, filter: LinkFilter) -> Result<Transport, TransportError> {
         let (server, client) = configs(tls, cfg)?;
         // A node restarted in the same process may find its old socket still
         // closing for a moment.
