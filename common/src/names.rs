@@ -70,7 +70,7 @@ impl RepoName {
 }
 
 /// One path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn valid_component(c: &str) -> bool {
+pub fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
     if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
         return false;

@@ -25,8 +25,8 @@ pub enum NodeChange {
 pub trait Backend: Send + Sync + 'static {
     /// Ok when the node has joined and caught up with the leader.
     async fn ready(&self) -> Result<(), String>;
-    /// Ok when `creds` belong to a cluster administrator.
-    async fn authorize_admin(&self, creds: &Credentials) -> Result<(), ApiError>;
+    /// Ok when the caller is a cluster administrator.
+    async fn authorize_admin(&self, caller: &crate::access::Caller) -> Result<(), ApiError>;
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError>;
     async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
     async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError>;

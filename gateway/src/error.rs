@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// Error codes: the OCI distribution spec's, then berth's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     BlobUnknown,
@@ -61,15 +61,22 @@ pub struct ApiError {
     /// A status other than the code's usual one (e.g. 413 for a manifest
     /// over the size limit, 405 for a method an endpoint lacks).
     pub status: Option<StatusCode>,
+    /// `WWW-Authenticate` of a 401 (default: basic auth).
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), detail: serde_json::Value::Null, status: None }
+        ApiError { code, message: message.into(), detail: serde_json::Value::Null, status: None, challenge: None }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> ApiError {
         self.status = Some(status);
+        self
+    }
+
+    pub fn with_challenge(mut self, challenge: String) -> ApiError {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -80,16 +87,17 @@ impl ApiError {
 }
 
 /// The wire shape: `{"errors":[{"code","message","detail"}]}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub errors: Vec<ErrorEntry>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorEntry {
     pub code: ErrorCode,
     pub message: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
@@ -99,7 +107,8 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { errors: vec![ErrorEntry { code: self.code, message: self.message, detail: self.detail }] };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
+            let challenge = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()).unwrap_or(HeaderValue::from_static("Basic realm=\"berth\""));
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         resp
     }

@@ -9,12 +9,15 @@
 //! Surface today: `/health`, `/health/ready`, and the cluster part of the
 //! admin API under `/api/v1/cluster/…` that `berth cluster` uses.
 
+pub mod access;
 pub mod api;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod metrics;
 pub mod registry;
 
+pub use access::{Access, Caller, IssuedToken, Principal, ResourceScope};
 pub use api::*;
 pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
@@ -32,14 +35,28 @@ use tokio::net::TcpListener;
 
 type Shared = Arc<dyn Backend>;
 
-/// Builds the router: the registry API over `registry`, health and the
-/// admin API over `backend`.
-///
-/// `http` is the client that forwards upload requests to the node that owns
-/// the session (it must trust the other nodes' certificates).
-pub fn router(backend: Shared, registry: Arc<dyn Registry>, http: reqwest::Client) -> Router {
-    let v2 =
-        Router::new().route("/v2", any(handle_v2)).route("/v2/", any(handle_v2)).route("/v2/{*rest}", any(handle_v2)).with_state(V2State { registry, http });
+/// Everything a node serves over HTTP.
+#[derive(Clone)]
+pub struct Services {
+    pub backend: Shared,
+    pub registry: Arc<dyn Registry>,
+    pub identity: Arc<dyn identity::Identity>,
+    /// Forwards upload requests to the node that owns the session (it must
+    /// trust the other nodes' certificates).
+    pub http: reqwest::Client,
+}
+
+/// Builds the router: the registry API and its token endpoint over
+/// `registry`, the identity API over `identity`, health and the cluster
+/// admin API over `backend`. `tls`: the router is served over HTTPS.
+pub fn router(services: Services, tls: bool) -> Router {
+    let Services { backend, registry, identity, http } = services;
+    let v2 = Router::new()
+        .route("/v2", any(handle_v2))
+        .route("/v2/", any(handle_v2))
+        .route("/v2/auth", any(access::handle_token))
+        .route("/v2/{*rest}", any(handle_v2))
+        .with_state(V2State { registry, http, tls });
     Router::new()
         .route("/health", get(handle_health))
         .route("/health/ready", get(handle_ready))
@@ -57,11 +74,12 @@ pub fn router(backend: Shared, registry: Arc<dyn Registry>, http: reqwest::Clien
         .fallback(handle_not_found)
         .with_state(backend)
         .merge(v2)
+        .merge(identity::routes(identity))
         .layer(axum::middleware::from_fn(metrics::track))
 }
 
-async fn handle_probe(State(b): State<Shared>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
+async fn handle_probe(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
+    admin(&b, &caller).await?;
     b.probe_write().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -78,14 +96,9 @@ async fn handle_metrics(State(b): State<Shared>) -> Response {
 }
 
 /// Serves `backend` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    backend: Shared,
-    registry: Arc<dyn Registry>,
-    http: reqwest::Client,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(backend, registry, http)).with_graceful_shutdown(shutdown).await
+pub async fn serve(listener: TcpListener, services: Services, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = router(services, false).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn handle_health() -> &'static str {
@@ -124,33 +137,32 @@ pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
-async fn admin(b: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    let creds = parse_credentials(headers)?;
-    b.authorize_admin(&creds).await
+async fn admin(b: &Shared, caller: &Caller) -> Result<(), ApiError> {
+    b.authorize_admin(caller).await
 }
 
-async fn handle_cluster_status(State(b): State<Shared>, headers: HeaderMap) -> Result<Json<ClusterStatus>, ApiError> {
-    admin(&b, &headers).await?;
+async fn handle_cluster_status(State(b): State<Shared>, caller: Caller) -> Result<Json<ClusterStatus>, ApiError> {
+    admin(&b, &caller).await?;
     Ok(Json(b.cluster_status().await?))
 }
 
 async fn handle_token_create(
     State(b): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Option<Json<TokenCreateRequest>>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    admin(&b, &headers).await?;
+    admin(&b, &caller).await?;
     let req = body.map(|Json(r)| r).unwrap_or_default();
     Ok((StatusCode::CREATED, Json(b.create_join_token(req).await?)))
 }
 
-async fn handle_token_list(State(b): State<Shared>, headers: HeaderMap) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    admin(&b, &headers).await?;
+async fn handle_token_list(State(b): State<Shared>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    admin(&b, &caller).await?;
     Ok(Json(b.list_join_tokens().await?))
 }
 
-async fn handle_token_revoke(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
+async fn handle_token_revoke(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    admin(&b, &caller).await?;
     b.revoke_join_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -159,46 +171,46 @@ fn node_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("node id {raw:?} is not a number")))
 }
 
-async fn change_node(b: &Shared, headers: &HeaderMap, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
-    admin(b, headers).await?;
+async fn change_node(b: &Shared, caller: &Caller, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
+    admin(b, caller).await?;
     b.set_node(node_id(id)?, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn handle_node_remove(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &headers, &id, NodeChange::Remove).await
+async fn handle_node_remove(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &caller, &id, NodeChange::Remove).await
 }
 
-async fn handle_node_promote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &headers, &id, NodeChange::Promote).await
+async fn handle_node_promote(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &caller, &id, NodeChange::Promote).await
 }
 
-async fn handle_node_demote(State(b): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &headers, &id, NodeChange::Demote).await
+async fn handle_node_demote(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &caller, &id, NodeChange::Demote).await
 }
 
 async fn handle_transfer_leader(
     State(b): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Option<Json<TransferLeaderRequest>>,
 ) -> Result<Json<TransferLeaderReply>, ApiError> {
-    admin(&b, &headers).await?;
+    admin(&b, &caller).await?;
     let to = body.and_then(|Json(r)| r.to);
     Ok(Json(b.transfer_leader(to).await?))
 }
 
-async fn handle_placement_get(State(b): State<Shared>, headers: HeaderMap, Path(ns): Path<String>) -> Result<Json<PlacementDoc>, ApiError> {
-    admin(&b, &headers).await?;
+async fn handle_placement_get(State(b): State<Shared>, caller: Caller, Path(ns): Path<String>) -> Result<Json<PlacementDoc>, ApiError> {
+    admin(&b, &caller).await?;
     Ok(Json(b.get_placement(&ns).await?))
 }
 
 async fn handle_placement_set(
     State(b): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(ns): Path<String>,
     body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&b, &headers).await?;
+    admin(&b, &caller).await?;
     let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     b.set_placement(&ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -210,13 +222,11 @@ async fn handle_placement_set(
 /// connections keep theirs, so a rotation drops no request.
 pub async fn serve_tls(
     listener: TcpListener,
-    backend: Shared,
-    registry: Arc<dyn Registry>,
-    http: reqwest::Client,
+    services: Services,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(backend, registry, http);
+    let app = router(services, true);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -242,6 +252,11 @@ pub async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            // What axum's `ConnectInfo` would give: handlers see the client address.
+            let app = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            });
             let service = hyper_util::service::TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await {

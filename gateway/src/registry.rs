@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::api::Credentials;
+use crate::access::{bearer_challenge, realm, Access, Caller, IssuedToken, ResourceScope};
 use crate::endpoint::{Endpoint, Reference};
 use crate::error::{ApiError, ErrorCode};
 
@@ -121,7 +121,15 @@ pub struct Page {
 /// What the registry API needs from a node.
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
-    async fn authorize(&self, creds: &Credentials, scope: Scope<'_>) -> Result<(), ApiError>;
+    /// The name tokens are issued for (`service=` in challenges).
+    fn service(&self) -> String;
+    /// May `caller` do what `scope` says? A push to a repository that does
+    /// not exist yet creates it, where the caller may create it.
+    async fn authorize(&self, caller: &Caller, scope: Scope<'_>) -> Result<Access, ApiError>;
+    /// The token endpoint: a JWT granting what was asked that the caller may do.
+    async fn issue_token(&self, caller: &Caller, scopes: &[ResourceScope]) -> Result<IssuedToken, ApiError>;
+    /// Records a usage-log entry (`pull_repo`, `push_repo`, `delete_tag`, …).
+    async fn audit(&self, access: &Access, kind: &'static str, repo: &RepoName, metadata: Vec<(&'static str, String)>);
     async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ApiError>;
     async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError>;
     async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError>;
@@ -139,7 +147,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError>;
     async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
-    async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
+    /// The repositories `access` may pull from.
+    async fn catalog(&self, access: &Access, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError>;
 }
 
@@ -151,6 +160,8 @@ type Shared = Arc<dyn Registry>;
 pub struct V2State {
     pub registry: Shared,
     pub http: reqwest::Client,
+    /// Served over TLS: the token realm is `https://…`.
+    pub tls: bool,
 }
 
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
@@ -219,10 +230,6 @@ fn method_not_allowed(ep: &Endpoint, method: &Method) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported on {ep:?}")).with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
-fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
-    crate::parse_credentials(headers)
-}
-
 /// `/v2/*`: the whole distribution API.
 pub async fn handle_v2(State(st): State<V2State>, req: Request) -> Response {
     let mut resp = match dispatch(&st, req).await {
@@ -241,8 +248,8 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
     let rest = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")).unwrap_or("");
     let ep = Endpoint::parse(rest)?;
     let method = parts.method.clone();
+    let caller = crate::access::caller_of(&parts.headers, &parts.extensions)?;
     let headers = parts.headers;
-    let creds = credentials(&headers)?;
     let reg = &st.registry;
 
     let scope = match (&ep, &method) {
@@ -255,7 +262,20 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             Scope::Repo { name: n, action: Action::Push }
         }
     };
-    reg.authorize(&creds, scope).await?;
+    let challenge_scope = match scope {
+        Scope::Base => None,
+        Scope::Catalog => Some("registry:catalog:*".to_string()),
+        Scope::Repo { name, action: Action::Pull } => Some(format!("repository:{name}:pull")),
+        Scope::Repo { name, action: Action::Push } => Some(format!("repository:{name}:pull,push")),
+        Scope::Repo { name, action: Action::Delete } => Some(format!("repository:{name}:delete")),
+    };
+    let access = match reg.authorize(&caller, scope).await {
+        Ok(a) => a,
+        Err(e) if e.code == ErrorCode::Unauthorized => {
+            return Err(e.with_challenge(bearer_challenge(&realm(&headers, st.tls), &reg.service(), challenge_scope.as_deref())));
+        }
+        Err(e) => return Err(e),
+    };
 
     // An upload session lives on the node that started it.
     if let Endpoint::Upload(_, id) = &ep {
@@ -272,7 +292,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         (Endpoint::Catalog, Method::GET) => {
             let n = parse_n(query)?;
             let last = query_param(query, "last");
-            let page = reg.catalog(n, last.as_deref()).await?;
+            let page = reg.catalog(&access, n, last.as_deref()).await?;
             let mut resp = axum::Json(serde_json::json!({ "repositories": page.items })).into_response();
             if page.more {
                 if let (Some(n), Some(l)) = (n, page.items.last()) {
@@ -301,13 +321,19 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                 (HDR_CONTENT_DIGEST, hv(&man.digest.to_string())),
                 (header::ETAG, hv(&format!("\"{}\"", man.digest))),
             ];
-            let body = if m == Method::HEAD { Body::empty() } else { Body::from(man.bytes) };
+            let body = if m == Method::HEAD {
+                Body::empty()
+            } else {
+                reg.audit(&access, "pull_repo", &repo, vec![("manifest_digest", man.digest.to_string()), ("reference", reference.to_string())]).await;
+                Body::from(man.bytes)
+            };
             Ok((StatusCode::OK, hdrs, body).into_response())
         }
         (Endpoint::Manifest(repo, reference), Method::PUT) => {
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
             let bytes = read_limited(body, MAX_MANIFEST_BYTES).await?;
             let out = reg.manifest_put(&repo, &reference, content_type.as_deref(), bytes).await?;
+            reg.audit(&access, "push_repo", &repo, vec![("manifest_digest", out.digest.to_string()), ("reference", reference.to_string())]).await;
             let mut resp = (StatusCode::CREATED, [location(format!("/v2/{repo}/manifests/{}", out.digest)), (HDR_CONTENT_DIGEST, hv(&out.digest.to_string()))])
                 .into_response();
             if let Some(s) = out.subject {
@@ -317,6 +343,8 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         }
         (Endpoint::Manifest(repo, reference), Method::DELETE) => {
             reg.manifest_delete(&repo, &reference).await?;
+            let kind = if matches!(reference, Reference::Tag(_)) { "delete_tag" } else { "delete_manifest" };
+            reg.audit(&access, kind, &repo, vec![("reference", reference.to_string())]).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Endpoint::Blob(repo, digest), Method::HEAD) => {
@@ -360,7 +388,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                 let digest: Digest = mount.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
                 if let Some(from) = query_param(query, "from") {
                     let from: RepoName = from.parse().map_err(|e: berth_common::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))?;
-                    let may_read = reg.authorize(&creds, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
+                    let may_read = reg.authorize(&caller, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
                     if may_read && reg.blob_mount(&repo, &from, &digest).await? {
                         return Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))])
                             .into_response());

@@ -1,100 +1,375 @@
-//! Who is asking: credentials checked against the users in the metadata.
+//! Who is asking: credentials checked against the identities in the
+//! metadata, so a robot made on one node logs in on every node at once and
+//! a deleted one stops everywhere.
+//!
+//! Accepted:
+//! - basic auth as a user (argon2), a robot (`ns+short` + its secret) or an
+//!   application token (user `$app`, or its owner, + the token);
+//! - bearer: a registry token (JWT, [`crate::jwt`]), an application token,
+//!   or the node's operator token.
 //!
 //! argon2 is slow on purpose, so a verified (user, password) pair is
-//! remembered for a few minutes, keyed by a hash of the password and tied
-//! to the stored hash it was checked against: a changed password or a
-//! deleted user invalidates it at the next request. Secrets are never
-//! logged.
+//! remembered for a few minutes, tied to the stored hash it was checked
+//! against: a changed password or a deleted user invalidates it at the next
+//! request. Failed logins are slowed down per account and per source
+//! address ([`Throttle`]). Secrets are never logged.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_gateway::{ApiError, Credentials, ErrorCode};
-use berth_raft::command::UserRecord;
+use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
+use berth_raft::command::{ClusterRecord, UserRecord};
+use berth_raft::identity::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
 use sha2::Digest as _;
 
-const CACHE_TTL: Duration = Duration::from_secs(300);
+use crate::audit::AuditLog;
+use crate::join::now_ms;
+use crate::jwt::{self, Claims, SigningKey};
+use crate::registry::state_err;
 
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The holder of this node's operator token (root on the node's host).
-    Operator,
-    User {
-        name: String,
-        superuser: bool,
-    },
+const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long registry tokens live.
+pub const TOKEN_TTL_SECS: u64 = 300;
+/// Prefix of application tokens (`bat_<id>_<secret>`).
+pub const APP_TOKEN_PREFIX: &str = "bat_";
+
+/// Compares secrets in time independent of where they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-impl Principal {
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::Operator | Principal::User { superuser: true, .. })
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A principal, and for a registry token, what the token grants.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub grants: Option<Vec<jwt::Grant>>,
+}
+
+/// Slows down guessing: after [`Throttle::FREE`] failures for an account
+/// (or [`Throttle::FREE_PER_SOURCE`] from an address), each further attempt
+/// must wait twice as long as the one before, up to a minute. A success
+/// clears the account's count.
+#[derive(Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Throttle {
+    const FREE: u32 = 5;
+    const FREE_PER_SOURCE: u32 = 20;
+    const MAX_WAIT: Duration = Duration::from_secs(60);
+    const FORGET_AFTER: Duration = Duration::from_secs(900);
+
+    fn keys(account: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
+        let mut k = vec![(format!("account:{account}"), Self::FREE)];
+        if let Some(ip) = ip {
+            k.push((format!("source:{ip}"), Self::FREE_PER_SOURCE));
+        }
+        k
+    }
+
+    /// How long the caller must still wait, if at all.
+    pub fn wait(&self, account: &str, ip: Option<IpAddr>) -> Option<Duration> {
+        let map = self.failures.lock().expect("throttle lock");
+        Self::keys(account, ip)
+            .into_iter()
+            .filter_map(|(k, free)| {
+                let (n, last) = map.get(&k)?;
+                let over = n.checked_sub(free)?;
+                let wait = Duration::from_secs(1u64 << over.min(6)).min(Self::MAX_WAIT);
+                wait.checked_sub(last.elapsed())
+            })
+            .max()
+    }
+
+    pub fn failed(&self, account: &str, ip: Option<IpAddr>) {
+        let mut map = self.failures.lock().expect("throttle lock");
+        if map.len() > 100_000 {
+            map.retain(|_, (_, last)| last.elapsed() < Self::FORGET_AFTER);
+        }
+        for (k, _) in Self::keys(account, ip) {
+            let e = map.entry(k).or_insert((0, Instant::now()));
+            if e.1.elapsed() > Self::FORGET_AFTER {
+                e.0 = 0;
+            }
+            e.0 += 1;
+            e.1 = Instant::now();
+        }
+    }
+
+    pub fn succeeded(&self, account: &str) {
+        self.failures.lock().expect("throttle lock").remove(&format!("account:{account}"));
     }
 }
 
 pub struct Authenticator {
     meta: MetaNodeHandle,
     operator_token: String,
+    audit: AuditLog,
+    throttle: Throttle,
     /// (user, sha256(password)) → (stored hash it matched, when).
     verified: Mutex<HashMap<(String, [u8; 32]), (String, Instant)>>,
+    /// Parsed signing keys by kid.
+    keys: Mutex<HashMap<String, Arc<SigningKey>>>,
 }
 
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn denied() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "invalid credentials")
 }
 
 impl Authenticator {
-    pub fn new(meta: MetaNodeHandle, operator_token: String) -> Authenticator {
-        Authenticator { meta, operator_token, verified: Mutex::new(HashMap::new()) }
+    pub fn new(meta: MetaNodeHandle, operator_token: String, audit: AuditLog) -> Authenticator {
+        Authenticator { meta, operator_token, audit, throttle: Throttle::default(), verified: Mutex::new(HashMap::new()), keys: Mutex::new(HashMap::new()) }
     }
 
-    /// Who `creds` are; `None` for anonymous. Wrong credentials are an error.
-    pub async fn authenticate(&self, creds: &Credentials) -> Result<Option<Principal>, ApiError> {
-        let denied = || ApiError::new(ErrorCode::Unauthorized, "invalid credentials");
-        match creds {
-            Credentials::None => Ok(None),
-            Credentials::Bearer(t) if same_secret(t.as_bytes(), self.operator_token.as_bytes()) => Ok(Some(Principal::Operator)),
-            Credentials::Bearer(_) => Err(denied()),
-            Credentials::Basic { user, password } => {
-                let rec: Option<UserRecord> =
-                    self.meta.state().get(&keys::user(user)).map_err(|e| ApiError::new(ErrorCode::Internal, format!("user lookup: {e}")))?;
-                let Some(rec) = rec else { return Err(denied()) };
-                let key = (user.clone(), <[u8; 32]>::from(sha2::Sha256::digest(password.as_bytes())));
-                let cached =
-                    self.verified.lock().expect("auth cache lock").get(&key).is_some_and(|(hash, at)| *hash == rec.password_hash && at.elapsed() < CACHE_TTL);
-                if !cached {
-                    let password = password.clone();
-                    let hash = rec.password_hash.clone();
-                    let ok = tokio::task::spawn_blocking(move || {
-                        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                        PasswordHash::new(&hash).map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
-                    })
-                    .await
-                    .unwrap_or(false);
-                    if !ok {
-                        tracing::info!(user = %user, "failed login");
-                        return Err(denied());
-                    }
-                    let mut cache = self.verified.lock().expect("auth cache lock");
-                    cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-                    cache.insert(key, (rec.password_hash.clone(), Instant::now()));
-                }
-                Ok(Some(Principal::User { name: rec.name, superuser: rec.superuser }))
+    /// The service name in challenges and the audience of tokens: the cluster id.
+    pub fn service(&self) -> String {
+        self.cluster().map(|c| c.cluster_id).unwrap_or_default()
+    }
+
+    fn cluster(&self) -> Option<ClusterRecord> {
+        self.meta.state().get(keys::CLUSTER).ok().flatten()
+    }
+
+    /// Who the caller is; `Anonymous` without credentials. Wrong
+    /// credentials are a 401, a throttled account a 429.
+    pub async fn authenticate(&self, caller: &Caller) -> Result<Authenticated, ApiError> {
+        let plain = |principal| Ok(Authenticated { principal, grants: None });
+        match &caller.creds {
+            Credentials::None => plain(Principal::Anonymous),
+            Credentials::Bearer(t) if same_secret(t.as_bytes(), self.operator_token.as_bytes()) => plain(Principal::Operator),
+            Credentials::Bearer(t) if t.starts_with(APP_TOKEN_PREFIX) => plain(self.app_token(t, None, caller.ip).await?),
+            Credentials::Bearer(t) => self.registry_token(t).await,
+            Credentials::Basic { user, password } if user == "$app" || password.starts_with(APP_TOKEN_PREFIX) => {
+                plain(self.app_token(password, Some(user), caller.ip).await?)
+            }
+            Credentials::Basic { user, password } if user.contains('+') => plain(self.robot(user, password, caller.ip).await?),
+            Credentials::Basic { user, password } => plain(self.user(user, password, caller.ip).await?),
+        }
+    }
+
+    /// A record, read locally; when it is missing or `ok` rejects it, read
+    /// again after catching up with the leader, so an identity made or
+    /// changed through another node a moment ago is known here.
+    async fn lookup<T: serde::de::DeserializeOwned>(&self, key: &[u8], ok: impl Fn(&T) -> bool) -> Result<Option<T>, ApiError> {
+        let local: Option<T> = self.meta.state().get(key).map_err(state_err)?;
+        if local.as_ref().is_some_and(&ok) {
+            return Ok(local);
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; checking credentials against local state");
+            return Ok(local);
+        }
+        self.meta.state().get(key).map_err(state_err)
+    }
+
+    fn throttled(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match self.throttle.wait(account, ip) {
+            Some(wait) => Err(ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; retry in {} s", wait.as_secs().max(1)))),
+            None => Ok(()),
+        }
+    }
+
+    async fn fail(&self, account: &str, ip: Option<IpAddr>, why: &'static str) -> ApiError {
+        tracing::info!(account, ?ip, why, "failed login");
+        self.throttle.failed(account, ip);
+        self.audit.login(false, account, ip, why);
+        denied()
+    }
+
+    async fn user(&self, user: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
+        // Before the cache: a guess that happens to be right waits like any other.
+        self.throttled(user, ip)?;
+        let mut rec: Option<UserRecord> = self.lookup(&keys::user(user), |_: &UserRecord| true).await?;
+        let key = (user.to_string(), <[u8; 32]>::from(sha2::Sha256::digest(password.as_bytes())));
+        let cached = rec.as_ref().is_some_and(|rec| {
+            self.verified.lock().expect("auth cache lock").get(&key).is_some_and(|(hash, at)| *hash == rec.password_hash && at.elapsed() < CACHE_TTL)
+        });
+        if cached {
+            let rec = rec.expect("cached implies a record");
+            return Ok(Principal::User { name: rec.name, superuser: rec.superuser });
+        }
+        let Some(mut rec) = rec.take() else { return Err(self.fail(user, ip, "no such user").await) };
+        if !verify_password(password, &rec.password_hash).await {
+            // The password may have changed through another node a moment ago.
+            let fresh = self.lookup(&keys::user(user), |_: &UserRecord| false).await?;
+            match fresh {
+                Some(f) if f.password_hash != rec.password_hash && verify_password(password, &f.password_hash).await => rec = f,
+                _ => return Err(self.fail(user, ip, "wrong password").await),
             }
         }
+        self.throttle.succeeded(user);
+        let mut cache = self.verified.lock().expect("auth cache lock");
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        cache.insert(key, (rec.password_hash.clone(), Instant::now()));
+        Ok(Principal::User { name: rec.name, superuser: rec.superuser })
+    }
+
+    async fn robot(&self, name: &str, secret: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
+        self.throttled(name, ip)?;
+        let (ns, short) = name.split_once('+').expect("caller checked the '+'");
+        let secret_hash = sha256_hex(secret);
+        let rec: Option<RobotRecord> =
+            self.lookup(&keys::robot(ns, short), |r: &RobotRecord| same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes())).await?;
+        match rec {
+            Some(r) if same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes()) => {
+                self.throttle.succeeded(name);
+                Ok(Principal::Robot { name: r.full_name() })
+            }
+            Some(_) => Err(self.fail(name, ip, "wrong robot token").await),
+            None => Err(self.fail(name, ip, "no such robot").await),
+        }
+    }
+
+    async fn app_token(&self, token: &str, user: Option<&str>, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
+        let (id, secret) = token.strip_prefix(APP_TOKEN_PREFIX).and_then(|t| t.split_once('_')).unwrap_or(("", ""));
+        let account = format!("$app:{id}");
+        self.throttled(&account, ip)?;
+        let secret_hash = sha256_hex(secret);
+        let matches = |r: &AppTokenRecord| same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes());
+        let rec: Option<AppTokenRecord> = if id.is_empty() { None } else { self.lookup(&keys::app_token(id), matches).await? };
+        let Some(rec) = rec.filter(matches) else {
+            return Err(self.fail(&account, ip, "unknown application token").await);
+        };
+        if rec.expires_at_ms.is_some_and(|e| e <= now_ms()) {
+            return Err(self.fail(&account, ip, "expired application token").await);
+        }
+        if user.is_some_and(|u| u != "$app" && u != rec.owner) {
+            return Err(self.fail(&account, ip, "application token of another user").await);
+        }
+        self.app_principal(rec)
+    }
+
+    fn app_principal(&self, rec: AppTokenRecord) -> Result<Principal, ApiError> {
+        let owner: Option<UserRecord> = self.meta.state().get(&keys::user(&rec.owner)).map_err(state_err)?;
+        let owner = owner.ok_or_else(denied)?;
+        Ok(Principal::App {
+            id: rec.id,
+            owner: rec.owner,
+            owner_superuser: owner.superuser,
+            scopes: rec.scopes.iter().map(|s: &TokenScope| s.as_str().to_string()).collect(),
+        })
+    }
+
+    /// The cluster's token keys: the ring after a rotation, else the key `init` made.
+    fn ring(&self) -> Result<Vec<TokenKey>, ApiError> {
+        let state = self.meta.state();
+        if let Some(ring) = state.get::<Vec<TokenKey>>(keys::TOKEN_KEYS).map_err(state_err)? {
+            return Ok(ring);
+        }
+        let c = self.cluster().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the cluster is not initialized"))?;
+        Ok(vec![TokenKey { kid: INITIAL_KID.into(), pkcs8_pem: c.token_signing_key_pem, created_at_ms: c.created_at_ms, retired_at_ms: None }])
+    }
+
+    fn key(&self, k: &TokenKey) -> Result<Arc<SigningKey>, ApiError> {
+        if let Some(key) = self.keys.lock().expect("key cache lock").get(&k.kid) {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(SigningKey::from_pem(&k.kid, &k.pkcs8_pem).map_err(|e| ApiError::new(ErrorCode::Internal, format!("token key {}: {e}", k.kid)))?);
+        self.keys.lock().expect("key cache lock").insert(k.kid.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signing_key(&self) -> Result<Arc<SigningKey>, ApiError> {
+        let ring = self.ring()?;
+        let active = ring.iter().rev().find(|k| k.retired_at_ms.is_none()).ok_or_else(|| ApiError::new(ErrorCode::Internal, "no active token key"))?;
+        self.key(active)
+    }
+
+    /// Signs a registry token.
+    pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        Ok(self.signing_key()?.sign(claims))
+    }
+
+    async fn registry_token(&self, token: &str) -> Result<Authenticated, ApiError> {
+        let bad = |e: jwt::JwtError| ApiError::new(ErrorCode::Unauthorized, e.to_string());
+        let header = jwt::peek_header(token).map_err(bad)?;
+        let now = now_ms();
+        let ring = self.ring()?;
+        // A retired key still verifies the tokens it signed before it retired.
+        let k = ring
+            .iter()
+            .filter(|k| k.retired_at_ms.is_none_or(|r| r + (TOKEN_TTL_SECS + jwt::LEEWAY_SECS) * 1000 > now))
+            .find(|k| Some(&k.kid) == header.kid.as_ref())
+            .ok_or(bad(jwt::JwtError::UnknownKey))?;
+        let key = self.key(k)?;
+        let claims = jwt::verify(token, key.public_key(), &self.service(), now / 1000).map_err(bad)?;
+        let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
+        let principal = match claims.berth_kind.as_str() {
+            "anonymous" => Principal::Anonymous,
+            "user" => {
+                let rec: UserRecord = self.lookup(&keys::user(&claims.sub), |_: &UserRecord| true).await?.ok_or_else(gone)?;
+                Principal::User { name: rec.name, superuser: rec.superuser }
+            }
+            "robot" => {
+                let (ns, short) = claims.sub.split_once('+').ok_or_else(gone)?;
+                let rec: RobotRecord = self.lookup(&keys::robot(ns, short), |_: &RobotRecord| true).await?.ok_or_else(gone)?;
+                Principal::Robot { name: rec.full_name() }
+            }
+            "app_token" => {
+                let id = claims.berth_app.as_deref().ok_or_else(gone)?;
+                let rec: AppTokenRecord = self.lookup(&keys::app_token(id), |_: &AppTokenRecord| true).await?.ok_or_else(gone)?;
+                if rec.expires_at_ms.is_some_and(|e| e <= now) {
+                    return Err(gone());
+                }
+                self.app_principal(rec)?
+            }
+            // Operator tokens are not exchanged for registry tokens.
+            _ => return Err(ApiError::new(ErrorCode::Unauthorized, "token names an unknown kind of account")),
+        };
+        Ok(Authenticated { principal, grants: Some(claims.access) })
     }
 
     /// Requires a cluster administrator.
-    pub async fn require_admin(&self, creds: &Credentials) -> Result<Principal, ApiError> {
-        match self.authenticate(creds).await? {
-            None => Err(ApiError::new(ErrorCode::Unauthorized, "authentication required")),
-            Some(p) if p.is_admin() => Ok(p),
-            Some(Principal::User { name, .. }) => Err(ApiError::new(ErrorCode::Denied, format!("user {name} is not a cluster administrator"))),
-            Some(Principal::Operator) => unreachable!("the operator is an administrator"),
+    pub async fn require_admin(&self, caller: &Caller) -> Result<Principal, ApiError> {
+        let p = self.authenticate(caller).await?.principal;
+        match p {
+            Principal::Anonymous => Err(ApiError::new(ErrorCode::Unauthorized, "authentication required")),
+            p if p.is_superuser() => Ok(p),
+            p => Err(ApiError::new(ErrorCode::Denied, format!("{} is not a cluster administrator", p.performer()))),
         }
+    }
+}
+
+/// argon2 verification, off the async threads (it is slow on purpose).
+async fn verify_password(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        PasswordHash::new(&hash).map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_backs_off_after_free_attempts_and_success_clears_it() {
+        let t = Throttle::default();
+        let ip = Some("10.9.8.7".parse().unwrap());
+        for _ in 0..Throttle::FREE {
+            assert_eq!(t.wait("eve", ip), None);
+            t.failed("eve", ip);
+        }
+        let w = t.wait("eve", ip).expect("slowed down after the free attempts");
+        assert!(w <= Duration::from_secs(1) && w > Duration::from_millis(500), "{w:?}");
+        t.failed("eve", ip);
+        assert!(t.wait("eve", ip).unwrap() > Duration::from_millis(1500));
+        // Another account from the same source is not yet slowed down.
+        assert_eq!(t.wait("bob", ip), None);
+        t.succeeded("eve");
+        assert_eq!(t.wait("eve", None), None);
     }
 }

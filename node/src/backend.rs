@@ -62,8 +62,8 @@ impl Backend for NodeBackend {
         Ok(())
     }
 
-    async fn authorize_admin(&self, creds: &Credentials) -> Result<(), ApiError> {
-        self.auth.require_admin(creds).await.map(|_| ())
+    async fn authorize_admin(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.auth.require_admin(caller).await.map(|_| ())
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {

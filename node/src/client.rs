@@ -3,13 +3,13 @@
 //! On a node's own host, `--data-dir D` finds the node's address and its
 //! operator token in D. From elsewhere, `--endpoint URL` with an admin
 //! login (`--user`, and the password from `--password-file` or
-//! `BERTH_PASSWORD`).
+//! `BERTH_PASSWORD`), or the application token `berth login` saved.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use berth_gateway::error::ErrorBody;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::config::Layout;
 
@@ -35,8 +35,71 @@ pub struct Target {
 
 #[derive(Clone)]
 enum Auth {
+    /// A node's operator token: valid on that node only.
     Bearer(String),
     Basic(String, String),
+    /// An application token: valid on every node.
+    AppToken(String),
+}
+
+/// What `berth login` keeps (never the password): an application token
+/// for one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedLogin {
+    pub endpoint: String,
+    pub user: String,
+    /// The application token's secret (`token_code`).
+    pub token: String,
+    /// The application token's id, to revoke it at `berth logout`.
+    pub uuid: String,
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl SavedLogin {
+    /// `$BERTH_CONFIG_DIR/login.json`, else `$HOME/.config/berth/login.json`.
+    pub fn path() -> anyhow::Result<PathBuf> {
+        let dir = match std::env::var_os("BERTH_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty()).context("set HOME or BERTH_CONFIG_DIR")?).join(".config/berth"),
+        };
+        Ok(dir.join("login.json"))
+    }
+
+    /// The saved login, if there is one.
+    pub fn load() -> anyhow::Result<Option<SavedLogin>> {
+        let path = Self::path()?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let login = serde_json::from_slice(&bytes).with_context(|| format!("{} is unreadable; run `berth login` again", path.display()))?;
+        Ok(Some(login))
+    }
+
+    /// Writes the login (mode 0600, its directory created 0700); returns where.
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = Self::path()?;
+        let dir = path.parent().context("the login file has no directory")?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = dir.join(".login.json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(self)?).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// The password from `file`, else from `BERTH_PASSWORD`; none if neither.
+pub fn read_password(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match file {
+        Some(f) => Ok(Some(std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string())),
+        None => Ok(std::env::var("BERTH_PASSWORD").ok()),
+    }
 }
 
 #[derive(Clone)]
@@ -47,41 +110,57 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// The client `target` says, else the saved login of `berth login`.
     pub fn new(target: &Target) -> anyhow::Result<AdminClient> {
-        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
-        let ca_file = match (&target.ca_cert, &target.data_dir) {
-            (Some(f), _) => Some(f.clone()),
-            (None, Some(dir)) => Some(Layout::new(dir).ca_cert()),
-            _ => None,
-        };
-        if let Some(f) = ca_file.filter(|f| f.exists()) {
-            let pem = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", f.display()))?);
-        }
-        let http = builder.build().context("http client")?;
-        let (base, auth) = match (&target.data_dir, &target.endpoint) {
+        let ca = target.ca_cert.as_deref();
+        match (&target.data_dir, &target.endpoint) {
             (Some(dir), _) => {
                 let layout = Layout::new(dir);
                 let cfg = layout.load()?;
-                (cfg.http_advertise.clone(), Auth::Bearer(layout.read_operator_token()?))
+                let token = layout.read_operator_token()?;
+                Self::build(&cfg.http_advertise, Auth::Bearer(token), Some(ca.map(Path::to_path_buf).unwrap_or_else(|| layout.ca_cert()).as_path()))
             }
-            (None, Some(url)) => {
-                let password = match &target.password_file {
-                    Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string(),
-                    None => std::env::var("BERTH_PASSWORD").context("give --password-file or set BERTH_PASSWORD for --endpoint")?,
-                };
-                (url.trim_end_matches('/').to_string(), Auth::Basic(target.user.clone(), password))
-            }
-            (None, None) => bail!("say which node to ask: --data-dir D on the node's host, or --endpoint URL with an admin login"),
-        };
-        Ok(AdminClient { base, auth, http })
+            (None, Some(url)) => match read_password(target.password_file.as_deref())? {
+                Some(password) => Self::with_password(url, &target.user, &password, ca),
+                None => match SavedLogin::load()?.filter(|l| l.endpoint.trim_end_matches('/') == url.trim_end_matches('/')) {
+                    Some(login) => Self::from_login(&login, ca),
+                    None => bail!("give --password-file or set BERTH_PASSWORD for --endpoint (or log in once with `berth login --endpoint {url}`)"),
+                },
+            },
+            (None, None) => match SavedLogin::load()? {
+                Some(login) => Self::from_login(&login, ca),
+                None => bail!("say which node to ask: --data-dir D on the node's host, --endpoint URL with an admin login, or log in once with `berth login`"),
+            },
+        }
+    }
+
+    /// A user's password login (what `berth login` checks before asking for a token).
+    pub fn with_password(endpoint: &str, user: &str, password: &str, ca_cert: Option<&Path>) -> anyhow::Result<AdminClient> {
+        Self::build(endpoint, Auth::Basic(user.to_string(), password.to_string()), ca_cert)
+    }
+
+    /// The saved login's token; `ca_cert` overrides the saved CA.
+    pub fn from_login(login: &SavedLogin, ca_cert: Option<&Path>) -> anyhow::Result<AdminClient> {
+        Self::build(&login.endpoint, Auth::AppToken(login.token.clone()), ca_cert.or(login.ca_cert.as_deref()))
+    }
+
+    fn build(base: &str, auth: Auth, ca_file: Option<&Path>) -> anyhow::Result<AdminClient> {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(f) = ca_file.filter(|f| f.exists()) {
+            let pem = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", f.display()))?);
+        }
+        let http = builder.build().context("http client")?;
+        Ok(AdminClient { base: base.trim_end_matches('/').to_string(), auth, http })
     }
 
     /// The same login against another node, when the login is valid there
     /// (an admin login is; a node's operator token is not).
     pub fn for_node(&self, base: &str) -> Option<AdminClient> {
         match &self.auth {
-            Auth::Basic(..) => Some(AdminClient { base: base.trim_end_matches('/').to_string(), auth: self.auth.clone(), http: self.http.clone() }),
+            Auth::Basic(..) | Auth::AppToken(_) => {
+                Some(AdminClient { base: base.trim_end_matches('/').to_string(), auth: self.auth.clone(), http: self.http.clone() })
+            }
             Auth::Bearer(_) => (base.trim_end_matches('/') == self.base).then(|| self.clone()),
         }
     }
@@ -94,7 +173,7 @@ impl AdminClient {
     pub async fn status_of(&self, path: &str) -> Result<reqwest::StatusCode, reqwest::Error> {
         let req = self.http.get(format!("{}{}", self.base, path)).timeout(std::time::Duration::from_secs(5));
         let req = match &self.auth {
-            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Bearer(t) | Auth::AppToken(t) => req.bearer_auth(t),
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
         };
         Ok(req.send().await?.status())
@@ -104,7 +183,7 @@ impl AdminClient {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         req = match &self.auth {
-            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Bearer(t) | Auth::AppToken(t) => req.bearer_auth(t),
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
         };
         if let Some(b) = body {
@@ -137,6 +216,11 @@ impl AdminClient {
 
     pub async fn put(&self, path: &str, body: &impl Serialize) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(reqwest::Method::PUT, path, Some(body)).await.map(|_| ())
+    }
+
+    /// PUT `body`, and the answer.
+    pub async fn put_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await?.context("empty answer")
     }
 
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {

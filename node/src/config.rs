@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// An upload session idle for this long is dropped with its staging file.
     #[serde(default = "default_upload_timeout_secs")]
     pub upload_timeout_secs: u64,
+    /// Usage-log records older than this many days are dropped (0: kept forever).
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u64,
     /// Raft timing; the defaults suit regions 100–250 ms apart.
     #[serde(default)]
     pub raft: MetaConfig,
@@ -43,6 +46,10 @@ pub struct NodeConfig {
     /// certificate from the cluster CA.
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+}
+
+pub fn default_audit_retention_days() -> u64 {
+    90
 }
 
 pub fn default_upload_timeout_secs() -> u64 {

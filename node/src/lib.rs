@@ -15,6 +15,7 @@
 //! - [`dev`]: `berth dev`, a whole local cluster in one process;
 //! - [`drill`]: `berth drill`, rehearsing failures on a live cluster.
 
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod client;
@@ -23,10 +24,13 @@ pub mod config;
 pub mod dev;
 pub mod drill;
 pub mod gc;
+pub mod identity;
 pub mod join;
+pub mod jwt;
 pub mod manifest;
 pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod registry;
 pub mod runtime;
 pub mod tls;

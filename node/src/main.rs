@@ -1,5 +1,7 @@
 //! The `berth` command.
 
+mod cli_identity;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use berth_node::client::{AdminClient, Target};
 use berth_node::runtime::{self, NodeAddrs};
 use berth_raft::{LinkFilter, MetaConfig};
 use clap::{Parser, Subcommand};
+use cli_identity::{LoginArgs, LogsArgs, OrgCommand, RepoCommand, RobotCommand, TeamCommand, UserCommand};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "berth: a container registry cluster")]
@@ -50,6 +53,42 @@ enum Command {
         #[command(subcommand)]
         command: PlacementCommand,
     },
+    /// Log in to a cluster once; later commands use the saved application token.
+    Login(LoginArgs),
+    /// Revoke the saved login's token and forget it.
+    Logout,
+    /// Users (superusers only), and who you are.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Teams of an organization and their members.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Robot accounts (`namespace+short`), for CI and other machines.
+    Robot {
+        #[command(subcommand)]
+        command: RobotCommand,
+    },
+    /// Your application tokens (for scripts and the registry login).
+    Token {
+        #[command(subcommand)]
+        command: cli_identity::TokenCommand,
+    },
+    /// Repositories, their visibility and permissions.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// The usage log: who did what, newest first.
+    Logs(LogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -194,6 +233,14 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Start signing registry tokens with a new key (tokens of the old one stay valid until they expire).
+    RotateTokenKey {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,7 +318,7 @@ async fn wait_for_stop_signal() {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -353,6 +400,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Cluster { command } => run_cluster(command).await?,
+        Command::Login(args) => cli_identity::run_login(args).await?,
+        Command::Logout => cli_identity::run_logout().await?,
+        Command::User { command } => cli_identity::run_user(command).await?,
+        Command::Org { command } => cli_identity::run_org(command).await?,
+        Command::Team { command } => cli_identity::run_team(command).await?,
+        Command::Robot { command } => cli_identity::run_robot(command).await?,
+        Command::Token { command } => cli_identity::run_token(command).await?,
+        Command::Repo { command } => cli_identity::run_repo(command).await?,
+        Command::Logs(args) => cli_identity::run_logs(args).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = berth_node::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {
@@ -498,6 +554,14 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 print_json(&r)?;
             } else {
                 println!("leader moved from node {} to node {}", r.previous, r.leader);
+            }
+        }
+        ClusterCommand::RotateTokenKey { target, json } => {
+            let r: identity::KeyRotated = AdminClient::new(&target)?.post("/api/v1/superuser/keys/rotate", &serde_json::Map::new()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("token signing key rotated; new kid {}", r.kid);
             }
         }
     }

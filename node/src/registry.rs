@@ -13,15 +13,19 @@ use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
 use berth_gateway::*;
 use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
+use berth_raft::identity::{namespace_of, IdentityCommand, Role};
 use berth_raft::state::keys;
 use berth_raft::{MetaError, MetaNodeHandle, MetaState, StateRead};
 use berth_replication::Replicator;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::auth::Authenticator;
+use crate::audit::AuditLog;
+use crate::auth::{Authenticator, TOKEN_TTL_SECS};
 use crate::join::now_ms;
+use crate::jwt;
 use crate::manifest;
+use crate::policy;
 use crate::uploads::{blob_err, owner_of, write_body, UploadManager};
 
 pub struct NodeRegistry {
@@ -29,6 +33,7 @@ pub struct NodeRegistry {
     uploads: Arc<UploadManager>,
     replicator: Replicator,
     auth: Arc<Authenticator>,
+    audit: AuditLog,
 }
 
 pub fn meta_err(e: MetaError) -> ApiError {
@@ -47,8 +52,47 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 }
 
 impl NodeRegistry {
-    pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>) -> NodeRegistry {
-        NodeRegistry { meta, uploads, replicator, auth }
+    pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>, audit: AuditLog) -> NodeRegistry {
+        NodeRegistry { meta, uploads, replicator, auth, audit }
+    }
+
+    /// The actions on `repo` a principal may have, of those asked for.
+    /// The principal's role on `repo` and whether it may create it. With
+    /// `fresh`, after catching up with the leader: a grant made through
+    /// another node a moment ago counts.
+    async fn rights(&self, p: &Principal, repo: &RepoName, fresh: bool) -> Result<(Option<RepositoryRecord>, Option<Role>, bool), ApiError> {
+        if fresh {
+            if let Err(e) = self.meta.read_barrier().await {
+                tracing::debug!(error = %e, "read barrier failed; authorizing on local state");
+            }
+        }
+        let rec: Option<RepositoryRecord> = self.read_fresh(&keys::repo(repo.as_str())).await?;
+        let state = self.state();
+        let role = policy::repo_role(&state, p, repo.as_str(), rec.as_ref()).map_err(state_err)?;
+        let may_create = rec.is_none() && policy::may_create(&state, p, repo.as_str()).map_err(state_err)?;
+        Ok((rec, role, may_create))
+    }
+
+    /// The actions on `repo` a principal may have, of those asked for.
+    async fn allowed_actions(&self, p: &Principal, repo: &RepoName, asked: &[String]) -> Result<Vec<String>, ApiError> {
+        let mut granted = Vec::new();
+        for fresh in [false, true] {
+            let (_, role, may_create) = self.rights(p, repo, fresh).await?;
+            let write = role >= Some(Role::Write) || may_create;
+            granted = asked
+                .iter()
+                .filter(|a| match a.as_str() {
+                    "pull" => role.is_some() || may_create,
+                    "push" | "delete" | "*" => write,
+                    _ => false,
+                })
+                .cloned()
+                .collect();
+            if granted.len() == asked.len() {
+                break;
+            }
+        }
+        Ok(granted)
     }
 
     fn state(&self) -> MetaState {
@@ -90,6 +134,19 @@ impl NodeRegistry {
             }
             other => Err(unexpected("link blob", other)),
         }
+    }
+
+    /// Creates `repo` on its first push, private, administered by its creator.
+    async fn create_repository(&self, repo: &RepoName, p: &Principal, caller: &Caller) -> Result<(), ApiError> {
+        let mut rec = RepositoryRecord::new(repo.as_str(), now_ms());
+        crate::identity::grant_creator(&mut rec, p);
+        match self.write(MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
+            // Refused: a concurrent push created it first.
+            MetaResponse::Done | MetaResponse::Refused(_) => {}
+            other => return Err(unexpected("create repository", other)),
+        }
+        self.audit.record("create_repo", p, caller.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
+        Ok(())
     }
 
     /// BLOB_UNKNOWN for a blob of the repository that no node holds.
@@ -161,9 +218,113 @@ fn suffix(key: &[u8], prefix: &[u8]) -> String {
 
 #[async_trait]
 impl Registry for NodeRegistry {
-    async fn authorize(&self, creds: &Credentials, _scope: Scope<'_>) -> Result<(), ApiError> {
-        // Until organizations and permissions land: cluster administrators only.
-        self.auth.require_admin(creds).await.map(|_| ())
+    fn service(&self) -> String {
+        self.auth.service()
+    }
+
+    async fn authorize(&self, caller: &Caller, scope: Scope<'_>) -> Result<Access, ApiError> {
+        let a = self.auth.authenticate(caller).await?;
+        let p = &a.principal;
+        let refuse = |what: String| match p {
+            Principal::Anonymous => ApiError::new(ErrorCode::Unauthorized, "authentication required"),
+            p => ApiError::new(ErrorCode::Denied, format!("{} may not {what}", p.performer())),
+        };
+        // A registry token allows at most what it names.
+        let token_allows = |kind: &str, name: &str, action: &str| {
+            a.grants.as_ref().is_none_or(|g| g.iter().any(|g| g.kind == kind && g.name == name && g.actions.iter().any(|x| x == action || x == "*")))
+        };
+        match scope {
+            Scope::Base => {
+                if *p == Principal::Anonymous {
+                    return Err(refuse(String::new()));
+                }
+                if let Credentials::Basic { user, .. } = &caller.creds {
+                    self.audit.login(true, user, caller.ip, "basic auth on /v2/");
+                }
+            }
+            Scope::Catalog => {
+                if *p == Principal::Anonymous || !token_allows("registry", "catalog", "*") {
+                    return Err(refuse("list the catalog".into()));
+                }
+            }
+            Scope::Repo { name, action } => {
+                let (word, need) = match action {
+                    Action::Pull => ("pull", Role::Read),
+                    Action::Push => ("push", Role::Write),
+                    Action::Delete => ("delete", Role::Write),
+                };
+                // Docker asks for push, and deletes with it; others ask for delete.
+                let in_token =
+                    token_allows("repository", name.as_str(), word) || (action == Action::Delete && token_allows("repository", name.as_str(), "push"));
+                if !in_token {
+                    return Err(refuse(format!("{word} {name} with this token")));
+                }
+                let mut rights = self.rights(p, name, false).await?;
+                if rights.1 < Some(need) && !(action == Action::Push && rights.2) {
+                    rights = self.rights(p, name, true).await?;
+                }
+                let (_, role, may_create) = rights;
+                if role < Some(need) {
+                    // The first push creates the repository, where the caller may.
+                    if action == Action::Push && may_create {
+                        self.create_repository(name, p, caller).await?;
+                    } else {
+                        return Err(refuse(format!("{word} {name}")));
+                    }
+                }
+            }
+        }
+        Ok(Access { principal: a.principal, ip: caller.ip })
+    }
+
+    async fn issue_token(&self, caller: &Caller, scopes: &[ResourceScope]) -> Result<IssuedToken, ApiError> {
+        let a = self.auth.authenticate(caller).await?;
+        if a.grants.is_some() {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "present credentials, not a registry token, to get a token"));
+        }
+        let p = a.principal;
+        if p == Principal::Operator {
+            return Err(ApiError::new(ErrorCode::Denied, "the operator token is used as is, not exchanged for registry tokens"));
+        }
+        let mut access = Vec::new();
+        for s in scopes {
+            let actions = match (s.kind.as_str(), s.name.as_str()) {
+                ("repository", name) => match name.parse::<RepoName>() {
+                    Ok(repo) => self.allowed_actions(&p, &repo, &s.actions).await?,
+                    Err(_) => Vec::new(),
+                },
+                ("registry", "catalog") if p != Principal::Anonymous => s.actions.iter().filter(|a| *a == "*").cloned().collect(),
+                _ => Vec::new(),
+            };
+            access.push(jwt::Grant { kind: s.kind.clone(), name: s.name.clone(), actions });
+        }
+        let now_s = now_ms() / 1000;
+        let (sub, app) = match &p {
+            Principal::App { id, owner, .. } => (owner.clone(), Some(id.clone())),
+            Principal::Anonymous => (String::new(), None),
+            other => (other.performer(), None),
+        };
+        let claims = jwt::Claims {
+            iss: jwt::ISSUER.into(),
+            sub,
+            aud: self.auth.service(),
+            exp: now_s + TOKEN_TTL_SECS,
+            nbf: now_s,
+            iat: now_s,
+            jti: hex::encode(rand::random::<[u8; 12]>()),
+            access,
+            berth_kind: p.kind().into(),
+            berth_app: app,
+        };
+        let token = self.auth.sign(&claims)?;
+        if let Credentials::Basic { user, .. } = &caller.creds {
+            self.audit.login(true, user, caller.ip, "token issued");
+        }
+        Ok(IssuedToken { access_token: token.clone(), token, expires_in: TOKEN_TTL_SECS, issued_at: crate::identity::rfc3339(now_s * 1000) })
+    }
+
+    async fn audit(&self, access: &Access, kind: &'static str, repo: &RepoName, metadata: Vec<(&'static str, String)>) {
+        self.audit.record(kind, &access.principal, access.ip, namespace_of(repo.as_str()), Some(repo.as_str()), metadata);
     }
 
     async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ApiError> {
@@ -334,9 +495,15 @@ impl Registry for NodeRegistry {
         Ok(Self::page(names, n, last))
     }
 
-    async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
-        let repos: Vec<RepositoryRecord> = self.state().scan(keys::REPO_PREFIX).map_err(state_err)?;
-        Ok(Self::page(repos.into_iter().map(|r| r.name).collect(), n, last))
+    async fn catalog(&self, access: &Access, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
+        let state = self.state();
+        let mut names = Vec::new();
+        for r in state.scan::<RepositoryRecord>(keys::REPO_PREFIX).map_err(state_err)? {
+            if policy::repo_role(&state, &access.principal, &r.name, Some(&r)).map_err(state_err)?.is_some() {
+                names.push(r.name);
+            }
+        }
+        Ok(Self::page(names, n, last))
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError> {

@@ -12,11 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::backend::NodeBackend;
 use crate::cluster_view::NodeView;
 use crate::config::{Layout, NodeConfig};
 use crate::gc::{collect_once, GcConfig, GcStats};
+use crate::identity::NodeIdentity;
 use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
 use crate::registry::NodeRegistry;
@@ -48,6 +50,7 @@ impl NodeAddrs {
             peer_listen: self.peer_listen.clone(),
             peer_advertise,
             upload_timeout_secs: crate::config::default_upload_timeout_secs(),
+            audit_retention_days: crate::config::default_audit_retention_days(),
             raft,
             replication: Default::default(),
             gc: Default::default(),
@@ -277,11 +280,14 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
     tasks.extend(blob_tasks);
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
-    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token));
+    let (audit, audit_task) = AuditLog::start(meta.clone(), config.region.clone(), config.audit_retention_days, rx.clone());
+    tasks.push(audit_task);
+    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()));
     let gc_stats = Arc::new(GcStats::default());
     crate::metrics::handle();
     let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone()));
-    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth));
+    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
+    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
@@ -302,10 +308,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
             Some(crate::tls::server_config(resolver)?)
         }
     };
+    let services = berth_gateway::Services { backend, registry, identity, http: forwarder };
     tasks.push(tokio::spawn(async move {
         let served = match tls {
-            None => berth_gateway::serve(http_listener, backend, registry, forwarder, http_stop).await,
-            Some(tls) => berth_gateway::serve_tls(http_listener, backend, registry, forwarder, tls, http_stop).await,
+            None => berth_gateway::serve(http_listener, services, http_stop).await,
+            Some(tls) => berth_gateway::serve_tls(http_listener, services, tls, http_stop).await,
         };
         if let Err(e) = served {
             tracing::error!(error = %e, "http service stopped");

@@ -46,11 +46,13 @@ async fn base_endpoint_and_authentication() {
 
     let anon = r[0].send(r[0].http.get(format!("{}/v2/", r[0].base))).await;
     assert_error(&anon, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    assert!(anon.1["www-authenticate"].to_str().unwrap().starts_with("Basic realm="));
+    let challenge = anon.1["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with(&format!("Bearer realm=\"{}/v2/auth\",service=\"", r[0].base)), "{challenge}");
     let wrong = r[0].send(r[0].http.get(format!("{}/v2/", r[0].base)).basic_auth("admin", Some("nope"))).await;
     assert_error(&wrong, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let anon_push = r[0].send(r[0].http.post(format!("{}/v2/x/blobs/uploads/", r[0].base))).await;
     assert_error(&anon_push, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert!(anon_push.1["www-authenticate"].to_str().unwrap().ends_with(",scope=\"repository:x:pull,push\""), "{:?}", anon_push.1);
     assert_eq!(r[0].status_of(Method::GET, "/v2/_catalog").await, StatusCode::OK);
 }
 

@@ -62,7 +62,10 @@ pub enum MetaCommand {
     RevokeJoinToken {
         id: String,
     },
+    /// Sets a user's record (password, superuser), creating it if needed.
     PutUser(UserRecord),
+    /// Organizations, teams, robots, tokens, permissions, audit records.
+    Identity(crate::identity::IdentityCommand),
     /// Creates a repository if it does not exist yet.
     CreateRepository(RepositoryRecord),
     /// Stores a manifest, creates its repository if needed, and points
@@ -142,6 +145,7 @@ impl MetaCommand {
             MetaCommand::CreateJoinToken(_) => "create_join_token",
             MetaCommand::RevokeJoinToken { .. } => "revoke_join_token",
             MetaCommand::PutUser(_) => "put_user",
+            MetaCommand::Identity(c) => c.kind(),
             MetaCommand::CreateRepository(_) => "create_repository",
             MetaCommand::PutManifest { .. } => "put_manifest",
             MetaCommand::DeleteManifest { .. } => "delete_manifest",
@@ -257,6 +261,25 @@ pub struct RepositoryRecord {
     pub name: String,
     pub public: bool,
     pub created_at_ms: u64,
+    pub description: String,
+    /// Roles of users and robots (`ns+short`).
+    pub users: BTreeMap<String, crate::identity::Role>,
+    /// Roles of teams of the repository's organization.
+    pub teams: BTreeMap<String, crate::identity::Role>,
+}
+
+impl RepositoryRecord {
+    /// A private repository with no grants.
+    pub fn new(name: &str, now_ms: u64) -> RepositoryRecord {
+        RepositoryRecord {
+            name: name.to_string(),
+            public: false,
+            created_at_ms: now_ms,
+            description: String::new(),
+            users: BTreeMap::new(),
+            teams: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

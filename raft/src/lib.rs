@@ -13,6 +13,7 @@
 //! This crate never sees QUIC, blobs or HTTP.
 
 pub mod command;
+pub mod identity;
 pub mod membership;
 pub mod meta;
 pub mod network;

@@ -21,6 +21,12 @@
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
 //! | `s` + repo + `\0` + subject + `\0` + digest | `()`: referrer index |
+//! | `o` + org | [`OrgRecord`](identity::OrgRecord) |
+//! | `T` + org + `\0` + team | [`TeamRecord`](identity::TeamRecord) |
+//! | `R` + namespace + `\0` + short name | [`RobotRecord`](identity::RobotRecord) |
+//! | `A` + token id | [`AppTokenRecord`](identity::AppTokenRecord) |
+//! | `K` | the token-signing keys, `Vec<`[`TokenKey`](identity::TokenKey)`>` |
+//! | `L` + time (ms, u64 BE) + id (u64 BE) | [`AuditRecord`](identity::AuditRecord) |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -33,6 +39,7 @@ use std::collections::BTreeMap;
 use berth_common::Digest;
 
 use crate::command::*;
+use crate::identity;
 
 pub const RECORD_VERSION: u8 = 1;
 
@@ -51,6 +58,12 @@ pub mod keys {
     pub const LINK_PREFIX: &[u8] = b"l";
     pub const PLACEMENT_PREFIX: &[u8] = b"p";
     pub const REFERRER_PREFIX: &[u8] = b"s";
+    pub const ORG_PREFIX: &[u8] = b"o";
+    pub const TEAM_PREFIX: &[u8] = b"T";
+    pub const ROBOT_PREFIX: &[u8] = b"R";
+    pub const APP_TOKEN_PREFIX: &[u8] = b"A";
+    pub const TOKEN_KEYS: &[u8] = b"K";
+    pub const AUDIT_PREFIX: &[u8] = b"L";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -111,6 +124,52 @@ pub mod keys {
     pub fn blob(digest: &Digest) -> Vec<u8> {
         join(BLOB_PREFIX, &[digest.to_string().as_bytes()])
     }
+    /// Prefix of the blob links of `repo`.
+    pub fn links_of(repo: &str) -> Vec<u8> {
+        let mut k = join(LINK_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
+    }
+    /// Prefix of every referrer entry of `repo`.
+    pub fn referrers_in(repo: &str) -> Vec<u8> {
+        let mut k = join(REFERRER_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
+    }
+    /// Prefix of the repositories of namespace `ns` (`ns/…`).
+    pub fn repos_in(ns: &str) -> Vec<u8> {
+        let mut k = repo(ns);
+        k.push(b'/');
+        k
+    }
+    pub fn org(name: &str) -> Vec<u8> {
+        join(ORG_PREFIX, &[name.as_bytes()])
+    }
+    pub fn team(org: &str, team: &str) -> Vec<u8> {
+        join(TEAM_PREFIX, &[org.as_bytes(), team.as_bytes()])
+    }
+    pub fn teams_of(org: &str) -> Vec<u8> {
+        let mut k = join(TEAM_PREFIX, &[org.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn robot(namespace: &str, short: &str) -> Vec<u8> {
+        join(ROBOT_PREFIX, &[namespace.as_bytes(), short.as_bytes()])
+    }
+    pub fn robots_of(namespace: &str) -> Vec<u8> {
+        let mut k = join(ROBOT_PREFIX, &[namespace.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn app_token(id: &str) -> Vec<u8> {
+        join(APP_TOKEN_PREFIX, &[id.as_bytes()])
+    }
+    pub fn audit(at_ms: u64, id: u64) -> Vec<u8> {
+        let mut k = AUDIT_PREFIX.to_vec();
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +185,8 @@ pub trait StateRead {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Up to `limit` (key, value) pairs with `from <= key < to`, in key order.
+    fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.get_raw(key)? {
@@ -139,7 +200,7 @@ pub trait StateRead {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
     decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
 }
 
@@ -151,13 +212,13 @@ pub struct Changes {
 }
 
 impl Changes {
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+    pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         // Encoding our own plain records into a Vec cannot fail.
         let bytes = encode_versioned(RECORD_VERSION, value).expect("records always encode");
         self.puts.push((key, bytes));
     }
 
-    fn delete(&mut self, key: Vec<u8>) {
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
         self.deletes.push(key);
     }
 }
@@ -207,6 +268,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
             }
             None => MetaResponse::NotFound,
         },
+        MetaCommand::Identity(cmd) => identity::apply(state, &mut ch, cmd)?,
         MetaCommand::PutUser(rec) => {
             ch.put(keys::user(&rec.name), rec);
             MetaResponse::Done
@@ -351,7 +413,7 @@ fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, 
         }
     }
     if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
-        ch.put(keys::repo(&rec.repo), &RepositoryRecord { name: rec.repo.clone(), public: false, created_at_ms: rec.pushed_at_ms });
+        ch.put(keys::repo(&rec.repo), &RepositoryRecord::new(&rec.repo, rec.pushed_at_ms));
     }
     ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
     if let Some(subject) = &rec.subject {
@@ -431,6 +493,9 @@ mod tests {
         }
         fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
             Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+            Ok(self.0.lock().unwrap().range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
         }
     }
 

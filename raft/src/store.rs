@@ -291,6 +291,17 @@ impl StateRead for DbState<'_> {
         }
         Ok(out)
     }
+    fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mut out = Vec::new();
+        for item in self.0.iterator_cf(cf(self.0, CF_STATE), IteratorMode::From(from, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| StateError::Read(e.to_string()))?;
+            if k.as_ref() >= to || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
 }
 
 impl RocksStateMachine {
@@ -447,5 +458,9 @@ impl StateRead for MetaState {
 
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         DbState(&self.db).scan_raw(prefix)
+    }
+
+    fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        DbState(&self.db).range_raw(from, to, limit)
     }
 }

@@ -1,0 +1,260 @@
+//! Who is calling, and the Docker token flow.
+//!
+//! Every request becomes a [`Caller`] (its credentials and address); the
+//! node turns that into a [`Principal`]. On `/v2`, a refusal of an
+//! anonymous caller is a 401 whose `WWW-Authenticate: Bearer` challenge
+//! names the token endpoint (`/v2/auth` on the node that answered), the
+//! cluster as the service, and the scope the request needed, so docker,
+//! podman, skopeo and containerd log in by themselves.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::Credentials;
+use crate::error::{ApiError, ErrorCode};
+use crate::registry::V2State;
+
+/// A request's credentials and where it came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub creds: Credentials,
+    pub ip: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, ApiError> {
+        Ok(caller_of(&parts.headers, &parts.extensions)?)
+    }
+}
+
+pub fn caller_of(headers: &HeaderMap, ext: &axum::http::Extensions) -> Result<Caller, ApiError> {
+    let creds = crate::parse_credentials(headers)?;
+    let ip = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    Ok(Caller { creds, ip })
+}
+
+/// An authenticated (or anonymous) caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    /// The holder of a node's operator token (root on the node's host).
+    Operator,
+    User {
+        name: String,
+        superuser: bool,
+    },
+    /// A robot account, `namespace+short`.
+    Robot {
+        name: String,
+    },
+    /// An application token acting for its owner within its scopes
+    /// (`repo:read`, …).
+    App {
+        id: String,
+        owner: String,
+        owner_superuser: bool,
+        scopes: Vec<String>,
+    },
+}
+
+impl Principal {
+    /// The name audit records and tokens carry.
+    pub fn performer(&self) -> String {
+        match self {
+            Principal::Anonymous => "(anonymous)".into(),
+            Principal::Operator => "(operator)".into(),
+            Principal::User { name, .. } | Principal::Robot { name } => name.clone(),
+            Principal::App { owner, .. } => owner.clone(),
+        }
+    }
+
+    /// `user`, `robot`, `app_token`, `operator` or `anonymous`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Operator => "operator",
+            Principal::User { .. } => "user",
+            Principal::Robot { .. } => "robot",
+            Principal::App { .. } => "app_token",
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match self {
+            Principal::App { scopes, .. } => scopes.iter().any(|s| s == scope),
+            _ => true,
+        }
+    }
+
+    /// Cluster-wide administrator: the operator, a superuser, or a
+    /// superuser's token with `super:user`.
+    pub fn is_superuser(&self) -> bool {
+        match self {
+            Principal::Operator | Principal::User { superuser: true, .. } => true,
+            Principal::App { owner_superuser: true, scopes, .. } => scopes.iter().any(|s| s == "super:user"),
+            _ => false,
+        }
+    }
+}
+
+/// What an authorized request may do, as far as the gateway needs to know.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub principal: Principal,
+    pub ip: Option<IpAddr>,
+}
+
+/// One `scope` of a token request: `repository:<name>:<actions>` or
+/// `registry:catalog:*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceScope {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl ResourceScope {
+    /// Parses one scope. The name may hold `host:port/…`, so the type ends
+    /// at the first colon and the actions start after the last.
+    pub fn parse(s: &str) -> Option<ResourceScope> {
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        if kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        let actions = actions.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+        Some(ResourceScope { kind: kind.to_string(), name: name.to_string(), actions })
+    }
+
+    /// Every scope in `values` (each may hold several, space-separated).
+    /// Unparseable ones are skipped: they are granted nothing.
+    pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<ResourceScope> {
+        values.into_iter().flat_map(|v| v.split(' ')).filter_map(ResourceScope::parse).collect()
+    }
+}
+
+impl std::fmt::Display for ResourceScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.kind, self.name, self.actions.join(","))
+    }
+}
+
+/// What the token endpoint answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+}
+
+/// Builds the `WWW-Authenticate` value for a refused `/v2` request.
+pub fn bearer_challenge(realm: &str, service: &str, scope: Option<&str>) -> String {
+    match scope {
+        Some(s) => format!("Bearer realm=\"{realm}\",service=\"{service}\",scope=\"{s}\""),
+        None => format!("Bearer realm=\"{realm}\",service=\"{service}\""),
+    }
+}
+
+/// The token endpoint's URL as the client reached this node.
+pub fn realm(headers: &HeaderMap, tls: bool) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("{}://{host}/v2/auth", if tls { "https" } else { "http" })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OAuthForm {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    scope: Option<String>,
+}
+
+/// `GET|POST /v2/auth`: the Docker token endpoint.
+///
+/// GET takes basic credentials (or none) and `scope=` parameters; POST is
+/// the OAuth2 password grant some clients (containerd) try first. What is
+/// granted is what was asked for intersected with what the caller may do;
+/// a partial or empty grant is a token, not an error. Wrong credentials are
+/// a 401.
+pub async fn handle_token(State(st): State<V2State>, req: axum::extract::Request) -> Response {
+    match token(&st, req).await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken, ApiError> {
+    let (parts, body) = req.into_parts();
+    let mut caller = caller_of(&parts.headers, &parts.extensions)?;
+    let query = parts.uri.query().unwrap_or("");
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let mut scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
+    if parts.method == Method::POST {
+        let bytes = axum::body::to_bytes(body, 64 << 10).await.map_err(|_| ApiError::new(ErrorCode::BadRequest, "token request body is too large"))?;
+        let form: OAuthForm = serde_urlencoded_form(&bytes)?;
+        match form.grant_type.as_deref() {
+            Some("password") => {
+                let (Some(user), Some(password)) = (form.username, form.password) else {
+                    return Err(ApiError::new(ErrorCode::BadRequest, "the password grant needs username and password"));
+                };
+                caller.creds = Credentials::Basic { user, password };
+            }
+            Some(other) => {
+                return Err(
+                    ApiError::new(ErrorCode::Unsupported, format!("grant_type {other} is not supported")).with_status(axum::http::StatusCode::BAD_REQUEST)
+                )
+            }
+            None => return Err(ApiError::new(ErrorCode::BadRequest, "grant_type is required")),
+        }
+        scopes.extend(form.scope);
+    } else if parts.method != Method::GET {
+        return Err(ApiError::new(ErrorCode::Unsupported, "the token endpoint takes GET or POST").with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
+    }
+    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+        if *service != st.registry.service() {
+            return Err(ApiError::new(ErrorCode::Denied, format!("this cluster issues tokens for service {:?}, not {service:?}", st.registry.service())));
+        }
+    }
+    let scopes = ResourceScope::parse_all(scopes.iter().map(String::as_str));
+    st.registry.issue_token(&caller, &scopes).await
+}
+
+fn serde_urlencoded_form(bytes: &[u8]) -> Result<OAuthForm, ApiError> {
+    let mut form = OAuthForm::default();
+    let mut fields: BTreeMap<String, String> = url::form_urlencoded::parse(bytes).into_owned().collect();
+    form.grant_type = fields.remove("grant_type");
+    form.username = fields.remove("username");
+    form.password = fields.remove("password");
+    form.scope = fields.remove("scope");
+    Ok(form)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_with_ports_and_lists() {
+        let s = ResourceScope::parse("repository:localhost:5000/team/app:pull,push").unwrap();
+        assert_eq!(s.kind, "repository");
+        assert_eq!(s.name, "localhost:5000/team/app");
+        assert_eq!(s.actions, vec!["pull", "push"]);
+        let c = ResourceScope::parse("registry:catalog:*").unwrap();
+        assert_eq!((c.kind.as_str(), c.name.as_str(), c.actions.clone()), ("registry", "catalog", vec!["*".to_string()]));
+        assert_eq!(ResourceScope::parse_all(["repository:a/b:pull repository:c:push", "junk"]).len(), 2);
+        assert!(ResourceScope::parse("repository").is_none());
+        assert!(ResourceScope::parse("repository::pull").is_none());
+    }
+}

@@ -1,0 +1,948 @@
+//! The identity part of the admin API, on Quay's paths and in Quay's
+//! shapes where Quay has them, so scripts written for Quay carry over:
+//! organizations, teams and members, robot accounts, repositories and
+//! their permissions, users, application tokens, usage logs.
+//!
+//! Handlers parse and authenticate; the node's [`Identity`] decides what
+//! the caller may do. The OpenAPI document at `/api/v1/openapi.json` is
+//! generated from the annotations here, so it cannot drift from the code.
+//!
+//! Repository names with more than two components (`org/team/app`) go in
+//! the `{repository}` segment with `/` encoded as `%2F`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::access::{Access, Caller};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrgCreate {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrgView {
+    pub name: String,
+    pub email: Option<String>,
+    /// The caller administers the organization.
+    pub is_admin: bool,
+    /// The caller is in one of its teams.
+    pub is_member: bool,
+    pub teams: BTreeMap<String, TeamView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrgList {
+    pub organizations: Vec<OrgView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct RobotCreate {
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RobotView {
+    /// `namespace+short`: the login name.
+    pub name: String,
+    pub description: String,
+    /// RFC 3339.
+    pub created: String,
+    /// The secret, only when just created or regenerated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RobotList {
+    pub robots: Vec<RobotView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TeamUpdate {
+    /// `member`, `creator` or `admin`.
+    pub role: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TeamView {
+    pub name: String,
+    pub description: String,
+    pub role: String,
+    pub member_count: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    pub name: String,
+    /// Always `user` (robots are users with `is_robot`).
+    pub kind: String,
+    pub is_robot: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TeamMembers {
+    pub name: String,
+    pub members: Vec<MemberView>,
+    pub can_edit: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepoCreate {
+    pub repository: String,
+    pub namespace: String,
+    /// `public` or `private`.
+    pub visibility: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepoCreated {
+    pub namespace: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepoView {
+    pub namespace: String,
+    pub name: String,
+    pub description: String,
+    pub is_public: bool,
+    pub kind: String,
+    pub is_organization: bool,
+    pub can_write: bool,
+    pub can_admin: bool,
+    /// Tag names.
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepoList {
+    pub repositories: Vec<RepoView>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepoListQuery {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only public repositories.
+    pub public: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepoUpdate {
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VisibilityChange {
+    /// `public` or `private`.
+    pub visibility: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Success {
+    pub success: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GranteeKind {
+    User,
+    Team,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoleRequest {
+    /// `read`, `write` or `admin`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PermissionView {
+    pub name: String,
+    pub role: String,
+    /// For user permissions: the grantee is a robot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_robot: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PermissionList {
+    pub permissions: BTreeMap<String, PermissionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CurrentUser {
+    pub username: String,
+    /// `user`, `robot`, `app_token`, `operator` or `anonymous`.
+    pub kind: String,
+    pub super_user: bool,
+    pub organizations: Vec<String>,
+    /// For an application token: its scopes.
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub username: String,
+    pub super_user: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserCreate {
+    pub username: String,
+    /// Generated (and returned once) when absent.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub superuser: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserCreated {
+    pub username: String,
+    /// Only when berth generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UserUpdate {
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub superuser: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppTokenCreate {
+    pub title: String,
+    /// Quay scopes (`repo:read`, `repo:write`, `repo:admin`, `repo:create`,
+    /// `user:read`, `user:admin`, `org:admin`, `super:user`); default: all
+    /// but `super:user`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Lifetime in seconds; none: until deleted.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppTokenView {
+    pub uuid: String,
+    pub title: String,
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339; absent: never.
+    pub expiration: Option<String>,
+    /// The secret, only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppTokenCreated {
+    pub token: AppTokenView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppTokenList {
+    pub tokens: Vec<AppTokenView>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Start of the window: RFC 3339, `MM/DD/YYYY` (Quay) or ms since the epoch. Default: 7 days ago.
+    pub starttime: Option<String>,
+    /// End of the window (exclusive), same forms. Default: now.
+    pub endtime: Option<String>,
+    /// Only records of this kind (`push_repo`, …).
+    pub kind: Option<String>,
+    /// The `next_page` of the previous answer (pages go back in time).
+    pub next_page: Option<String>,
+}
+
+/// Which records a log query covers, resolved from the path.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub namespace: Option<String>,
+    pub repo: Option<String>,
+    /// The caller's own actions (`/user/logs`).
+    pub performer_is_caller: bool,
+    pub query: LogQuery,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Performer {
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogView {
+    pub kind: String,
+    /// RFC 3339.
+    pub datetime: String,
+    pub performer: Performer,
+    pub namespace: Option<String>,
+    pub repository: Option<String>,
+    pub ip: Option<String>,
+    pub node: u64,
+    pub region: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub start_time: String,
+    pub end_time: String,
+    pub logs: Vec<LogView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyRotated {
+    /// The new signing key's id (`kid` in token headers).
+    pub kid: String,
+}
+
+/// What the identity API needs from a node.
+#[async_trait]
+pub trait Identity: Send + Sync + 'static {
+    /// Who the caller is; wrong credentials are a 401, none is anonymous.
+    async fn authenticate(&self, caller: &Caller) -> Result<Access, ApiError>;
+    async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError>;
+    async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError>;
+    async fn list_users(&self, who: &Access) -> Result<UserList, ApiError>;
+    async fn create_user(&self, who: &Access, req: UserCreate) -> Result<UserCreated, ApiError>;
+    async fn update_user(&self, who: &Access, name: &str, req: UserUpdate) -> Result<UserView, ApiError>;
+    async fn delete_user(&self, who: &Access, name: &str) -> Result<(), ApiError>;
+    async fn list_orgs(&self, who: &Access) -> Result<OrgList, ApiError>;
+    async fn create_org(&self, who: &Access, req: OrgCreate) -> Result<OrgView, ApiError>;
+    async fn get_org(&self, who: &Access, org: &str) -> Result<OrgView, ApiError>;
+    async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError>;
+    /// Robots of an organization, or of the caller (`namespace: None`).
+    async fn list_robots(&self, who: &Access, namespace: Option<&str>) -> Result<RobotList, ApiError>;
+    async fn put_robot(&self, who: &Access, namespace: Option<&str>, short: &str, req: RobotCreate) -> Result<RobotView, ApiError>;
+    async fn get_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<RobotView, ApiError>;
+    async fn delete_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<(), ApiError>;
+    async fn regenerate_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<RobotView, ApiError>;
+    async fn put_team(&self, who: &Access, org: &str, team: &str, req: TeamUpdate) -> Result<TeamView, ApiError>;
+    async fn delete_team(&self, who: &Access, org: &str, team: &str) -> Result<(), ApiError>;
+    async fn team_members(&self, who: &Access, org: &str, team: &str) -> Result<TeamMembers, ApiError>;
+    async fn add_team_member(&self, who: &Access, org: &str, team: &str, member: &str) -> Result<MemberView, ApiError>;
+    async fn remove_team_member(&self, who: &Access, org: &str, team: &str, member: &str) -> Result<(), ApiError>;
+    async fn create_repo(&self, who: &Access, req: RepoCreate) -> Result<RepoCreated, ApiError>;
+    async fn list_repos(&self, who: &Access, q: RepoListQuery) -> Result<RepoList, ApiError>;
+    async fn get_repo(&self, who: &Access, repo: &str) -> Result<RepoView, ApiError>;
+    async fn update_repo(&self, who: &Access, repo: &str, description: Option<String>, visibility: Option<String>) -> Result<(), ApiError>;
+    async fn delete_repo(&self, who: &Access, repo: &str) -> Result<(), ApiError>;
+    async fn list_permissions(&self, who: &Access, repo: &str, kind: GranteeKind) -> Result<PermissionList, ApiError>;
+    /// `role: None` removes the grant.
+    async fn set_permission(&self, who: &Access, repo: &str, kind: GranteeKind, name: &str, role: Option<&str>) -> Result<Option<PermissionView>, ApiError>;
+    async fn list_tokens(&self, who: &Access) -> Result<AppTokenList, ApiError>;
+    async fn create_token(&self, who: &Access, req: AppTokenCreate) -> Result<AppTokenCreated, ApiError>;
+    async fn delete_token(&self, who: &Access, id: &str) -> Result<(), ApiError>;
+    async fn logs(&self, who: &Access, filter: LogFilter) -> Result<LogPage, ApiError>;
+    async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError>;
+}
+
+type Shared = Arc<dyn Identity>;
+
+/// The identity routes under `/api/v1`, and the OpenAPI document.
+pub fn routes(identity: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/user/", get(user_get).put(user_password))
+        .route("/api/v1/user/robots", get(user_robot_list))
+        .route("/api/v1/user/robots/{short}", put(user_robot_put).get(user_robot_get).delete(user_robot_delete))
+        .route("/api/v1/user/robots/{short}/regenerate", post(user_robot_regenerate))
+        .route("/api/v1/user/apptoken", get(token_list).post(token_create))
+        .route("/api/v1/user/apptoken/{uuid}", get(token_get).delete(token_delete))
+        .route("/api/v1/user/logs", get(user_logs))
+        .route("/api/v1/superuser/users/", get(users_list).post(user_create))
+        .route("/api/v1/superuser/users/{username}", put(user_update).delete(user_delete))
+        .route("/api/v1/superuser/organizations/", get(orgs_list))
+        .route("/api/v1/superuser/logs", get(all_logs))
+        .route("/api/v1/superuser/keys/rotate", post(rotate_key))
+        .route("/api/v1/organization/", post(org_create))
+        .route("/api/v1/organization/{org}", get(org_get).delete(org_delete))
+        .route("/api/v1/organization/{org}/logs", get(org_logs))
+        .route("/api/v1/organization/{org}/robots", get(robot_list))
+        .route("/api/v1/organization/{org}/robots/{short}", put(robot_put).get(robot_get).delete(robot_delete))
+        .route("/api/v1/organization/{org}/robots/{short}/regenerate", post(robot_regenerate))
+        .route("/api/v1/organization/{org}/team/{team}", put(team_put).delete(team_delete))
+        .route("/api/v1/organization/{org}/team/{team}/members", get(team_members))
+        .route("/api/v1/organization/{org}/team/{team}/members/{member}", put(team_member_add).delete(team_member_remove))
+        .route("/api/v1/repository", get(repo_list).post(repo_create))
+        .route("/api/v1/repository/{namespace}/{repository}", get(repo_get).put(repo_update).delete(repo_delete))
+        .route("/api/v1/repository/{namespace}/{repository}/changevisibility", post(repo_visibility))
+        .route("/api/v1/repository/{namespace}/{repository}/logs", get(repo_logs))
+        .route("/api/v1/repository/{namespace}/{repository}/permissions/user/", get(perm_user_list))
+        .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
+        .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
+        .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
+        .with_state(identity)
+}
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth admin API", description = "Organizations, teams, robots, repositories, permissions, users, tokens and usage logs, on Quay's paths."),
+    paths(
+        user_get, user_password, user_robot_list, user_robot_put, user_robot_get, user_robot_delete, user_robot_regenerate,
+        token_list, token_create, token_get, token_delete, user_logs,
+        users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
+        org_create, org_get, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
+        team_put, team_delete, team_members, team_member_add, team_member_remove,
+        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs,
+        perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+    security(("basic" = []), ("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as JSON.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi()).into_response()
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+}
+
+async fn who(id: &Shared, caller: &Caller) -> Result<Access, ApiError> {
+    id.authenticate(caller).await
+}
+
+fn repo_name(ns: &str, repo: &str) -> String {
+    format!("{ns}/{repo}")
+}
+
+/// Path parameters: one name segment.
+#[derive(Deserialize)]
+struct RepoPath {
+    namespace: String,
+    repository: String,
+}
+
+impl RepoPath {
+    fn name(&self) -> String {
+        repo_name(&self.namespace, &self.repository)
+    }
+}
+
+#[derive(Deserialize)]
+struct RepoGranteePath {
+    namespace: String,
+    repository: String,
+    name: String,
+}
+
+const NS: &str = "Namespace (user or organization)";
+const REPO: &str = "Repository name within the namespace (`/` as `%2F`)";
+
+#[utoipa::path(get, path = "/api/v1/user/", tag = "user", responses((status = 200, body = CurrentUser), (status = 401, body = ErrorBody)))]
+async fn user_get(State(id): State<Shared>, caller: Caller) -> Result<Json<CurrentUser>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.current_user(&w).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/user/", tag = "user", request_body = PasswordChange,
+    responses((status = 204, description = "Password changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn user_password(State(id): State<Shared>, caller: Caller, b: Result<Json<PasswordChange>, JsonRejection>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.change_own_password(&w, body(b)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/user/robots", tag = "robot", responses((status = 200, body = RobotList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn user_robot_list(State(id): State<Shared>, caller: Caller) -> Result<Json<RobotList>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_robots(&w, None).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/user/robots/{short}", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
+    request_body(content = Option<RobotCreate>), responses((status = 201, body = RobotView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn user_robot_put(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(short): Path<String>,
+    b: Option<Json<RobotCreate>>,
+) -> Result<(StatusCode, Json<RobotView>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.put_robot(&w, None, &short, b.map(|Json(r)| r).unwrap_or_default()).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/user/robots/{short}", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
+    responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn user_robot_get(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<Json<RobotView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.get_robot(&w, None, &short).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/user/robots/{short}", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn user_robot_delete(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_robot(&w, None, &short).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/user/robots/{short}/regenerate", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
+    responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn user_robot_regenerate(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<Json<RobotView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.regenerate_robot(&w, None, &short).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/user/apptoken", tag = "token", responses((status = 200, body = AppTokenList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn token_list(State(id): State<Shared>, caller: Caller) -> Result<Json<AppTokenList>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_tokens(&w).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/user/apptoken", tag = "token", request_body = AppTokenCreate,
+    responses((status = 201, body = AppTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn token_create(
+    State(id): State<Shared>,
+    caller: Caller,
+    b: Result<Json<AppTokenCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<AppTokenCreated>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.create_token(&w, body(b)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
+    responses((status = 200, body = AppTokenView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn token_get(State(id): State<Shared>, caller: Caller, Path(uuid): Path<String>) -> Result<Json<AppTokenView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    let list = id.list_tokens(&w).await?;
+    list.tokens.into_iter().find(|t| t.uuid == uuid).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no token {uuid}")))
+}
+
+#[utoipa::path(delete, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn token_delete(State(id): State<Shared>, caller: Caller, Path(uuid): Path<String>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_token(&w, &uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logs(id: &Shared, caller: &Caller, filter: LogFilter) -> Result<Json<LogPage>, ApiError> {
+    let w = who(id, caller).await?;
+    Ok(Json(id.logs(&w, filter).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/user/logs", tag = "logs", params(LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn user_logs(State(id): State<Shared>, caller: Caller, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &caller, LogFilter { performer_is_caller: true, query: q, ..Default::default() }).await
+}
+
+#[utoipa::path(get, path = "/api/v1/superuser/logs", tag = "logs", params(LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn all_logs(State(id): State<Shared>, caller: Caller, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &caller, LogFilter { query: q, ..Default::default() }).await
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/logs", tag = "logs", params(("org" = String, Path, description = NS), LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn org_logs(State(id): State<Shared>, caller: Caller, Path(org): Path<String>, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &caller, LogFilter { namespace: Some(org), query: q, ..Default::default() }).await
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/logs", tag = "logs",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn repo_logs(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &caller, LogFilter { namespace: Some(p.namespace.clone()), repo: Some(p.name()), query: q, ..Default::default() }).await
+}
+
+#[utoipa::path(get, path = "/api/v1/superuser/users/", tag = "user", responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn users_list(State(id): State<Shared>, caller: Caller) -> Result<Json<UserList>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_users(&w).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/superuser/users/", tag = "user", request_body = UserCreate,
+    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn user_create(
+    State(id): State<Shared>,
+    caller: Caller,
+    b: Result<Json<UserCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<UserCreated>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.create_user(&w, body(b)?).await?)))
+}
+
+#[utoipa::path(put, path = "/api/v1/superuser/users/{username}", tag = "user", params(("username" = String, Path, description = "User name")),
+    request_body = UserUpdate, responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn user_update(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(username): Path<String>,
+    b: Result<Json<UserUpdate>, JsonRejection>,
+) -> Result<Json<UserView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.update_user(&w, &username, body(b)?).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/superuser/users/{username}", tag = "user", params(("username" = String, Path, description = "User name")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn user_delete(State(id): State<Shared>, caller: Caller, Path(username): Path<String>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_user(&w, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/superuser/organizations/", tag = "organization",
+    responses((status = 200, body = OrgList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn orgs_list(State(id): State<Shared>, caller: Caller) -> Result<Json<OrgList>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_orgs(&w).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/superuser/keys/rotate", tag = "cluster",
+    responses((status = 200, body = KeyRotated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn rotate_key(State(id): State<Shared>, caller: Caller) -> Result<Json<KeyRotated>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.rotate_token_key(&w).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/organization/", tag = "organization", request_body = OrgCreate,
+    responses((status = 201, body = OrgView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn org_create(State(id): State<Shared>, caller: Caller, b: Result<Json<OrgCreate>, JsonRejection>) -> Result<(StatusCode, Json<OrgView>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.create_org(&w, body(b)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),
+    responses((status = 200, body = OrgView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_get(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<Json<OrgView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.get_org(&w, &org).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn org_delete(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_org(&w, &org).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/robots", tag = "robot", params(("org" = String, Path, description = NS)),
+    responses((status = 200, body = RobotList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn robot_list(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<Json<RobotList>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_robots(&w, Some(&org)).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/organization/{org}/robots/{short}", tag = "robot",
+    params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
+    request_body(content = Option<RobotCreate>),
+    responses((status = 201, body = RobotView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn robot_put(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path((org, short)): Path<(String, String)>,
+    b: Option<Json<RobotCreate>>,
+) -> Result<(StatusCode, Json<RobotView>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.put_robot(&w, Some(&org), &short, b.map(|Json(r)| r).unwrap_or_default()).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/robots/{short}", tag = "robot",
+    params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
+    responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn robot_get(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<Json<RobotView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.get_robot(&w, Some(&org), &short).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organization/{org}/robots/{short}", tag = "robot",
+    params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn robot_delete(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_robot(&w, Some(&org), &short).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/organization/{org}/robots/{short}/regenerate", tag = "robot",
+    params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
+    responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn robot_regenerate(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<Json<RobotView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.regenerate_robot(&w, Some(&org), &short).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/organization/{org}/team/{team}", tag = "team",
+    params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name")), request_body = TeamUpdate,
+    responses((status = 200, body = TeamView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn team_put(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path((org, team)): Path<(String, String)>,
+    b: Result<Json<TeamUpdate>, JsonRejection>,
+) -> Result<Json<TeamView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.put_team(&w, &org, &team, body(b)?).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organization/{org}/team/{team}", tag = "team",
+    params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name")),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn team_delete(State(id): State<Shared>, caller: Caller, Path((org, team)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_team(&w, &org, &team).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/team/{team}/members", tag = "team",
+    params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name")),
+    responses((status = 200, body = TeamMembers), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn team_members(State(id): State<Shared>, caller: Caller, Path((org, team)): Path<(String, String)>) -> Result<Json<TeamMembers>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.team_members(&w, &org, &team).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/organization/{org}/team/{team}/members/{member}", tag = "team",
+    params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name"), ("member" = String, Path, description = "User or robot (`ns+short`)")),
+    responses((status = 200, body = MemberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn team_member_add(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path((org, team, member)): Path<(String, String, String)>,
+) -> Result<Json<MemberView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.add_team_member(&w, &org, &team, &member).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organization/{org}/team/{team}/members/{member}", tag = "team",
+    params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name"), ("member" = String, Path, description = "User or robot")),
+    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn team_member_remove(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path((org, team, member)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.remove_team_member(&w, &org, &team, &member).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/repository", tag = "repository", params(RepoListQuery),
+    responses((status = 200, body = RepoList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn repo_list(
+    State(id): State<Shared>,
+    caller: Caller,
+    q: Result<Query<RepoListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RepoList>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.list_repos(&w, q).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/repository", tag = "repository", request_body = RepoCreate,
+    responses((status = 201, body = RepoCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn repo_create(
+    State(id): State<Shared>,
+    caller: Caller,
+    b: Result<Json<RepoCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<RepoCreated>), ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok((StatusCode::CREATED, Json(id.create_repo(&w, body(b)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}", tag = "repository",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
+    responses((status = 200, body = RepoView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<RepoView>, ApiError> {
+    let w = who(&id, &caller).await?;
+    Ok(Json(id.get_repo(&w, &p.name()).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}", tag = "repository",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)), request_body = RepoUpdate,
+    responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_update(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(p): Path<RepoPath>,
+    b: Result<Json<RepoUpdate>, JsonRejection>,
+) -> Result<Json<Success>, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.update_repo(&w, &p.name(), Some(body(b)?.description), None).await?;
+    Ok(Json(Success { success: true }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}", tag = "repository",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
+    responses((status = 204, description = "Deleted with its tags and manifests"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<StatusCode, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.delete_repo(&w, &p.name()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/changevisibility", tag = "repository",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)), request_body = VisibilityChange,
+    responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_visibility(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(p): Path<RepoPath>,
+    b: Result<Json<VisibilityChange>, JsonRejection>,
+) -> Result<Json<Success>, ApiError> {
+    let w = who(&id, &caller).await?;
+    id.update_repo(&w, &p.name(), None, Some(body(b)?.visibility)).await?;
+    Ok(Json(Success { success: true }))
+}
+
+async fn perm_list(id: &Shared, caller: &Caller, p: &RepoPath, kind: GranteeKind) -> Result<Json<PermissionList>, ApiError> {
+    let w = who(id, caller).await?;
+    Ok(Json(id.list_permissions(&w, &p.name(), kind).await?))
+}
+
+async fn perm_get(id: &Shared, caller: &Caller, p: RepoGranteePath, kind: GranteeKind) -> Result<Json<PermissionView>, ApiError> {
+    let w = who(id, caller).await?;
+    let mut list = id.list_permissions(&w, &repo_name(&p.namespace, &p.repository), kind).await?;
+    list.permissions.remove(&p.name).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("{} has no permission here", p.name)))
+}
+
+async fn perm_put(
+    id: &Shared,
+    caller: &Caller,
+    p: RepoGranteePath,
+    kind: GranteeKind,
+    b: Result<Json<RoleRequest>, JsonRejection>,
+) -> Result<Json<PermissionView>, ApiError> {
+    let w = who(id, caller).await?;
+    let role = body(b)?.role;
+    let view = id.set_permission(&w, &repo_name(&p.namespace, &p.repository), kind, &p.name, Some(&role)).await?;
+    view.map(Json).ok_or_else(|| ApiError::new(ErrorCode::Internal, "the permission was set but not returned"))
+}
+
+async fn perm_delete(id: &Shared, caller: &Caller, p: RepoGranteePath, kind: GranteeKind) -> Result<StatusCode, ApiError> {
+    let w = who(id, caller).await?;
+    id.set_permission(&w, &repo_name(&p.namespace, &p.repository), kind, &p.name, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
+    responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_user_list(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<PermissionList>, ApiError> {
+    perm_list(&id, &caller, &p, GranteeKind::User).await
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
+    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_user_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<Json<PermissionView>, ApiError> {
+    perm_get(&id, &caller, p, GranteeKind::User).await
+}
+
+#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
+    request_body = RoleRequest,
+    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_user_put(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(p): Path<RepoGranteePath>,
+    b: Result<Json<RoleRequest>, JsonRejection>,
+) -> Result<Json<PermissionView>, ApiError> {
+    perm_put(&id, &caller, p, GranteeKind::User, b).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
+    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_user_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<StatusCode, ApiError> {
+    perm_delete(&id, &caller, p, GranteeKind::User).await
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
+    responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_team_list(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<PermissionList>, ApiError> {
+    perm_list(&id, &caller, &p, GranteeKind::Team).await
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
+    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_team_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<Json<PermissionView>, ApiError> {
+    perm_get(&id, &caller, p, GranteeKind::Team).await
+}
+
+#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
+    request_body = RoleRequest,
+    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_team_put(
+    State(id): State<Shared>,
+    caller: Caller,
+    Path(p): Path<RepoGranteePath>,
+    b: Result<Json<RoleRequest>, JsonRejection>,
+) -> Result<Json<PermissionView>, ApiError> {
+    perm_put(&id, &caller, p, GranteeKind::Team, b).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
+    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn perm_team_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<StatusCode, ApiError> {
+    perm_delete(&id, &caller, p, GranteeKind::Team).await
+}
