@@ -110,6 +110,9 @@ async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
     for id in [1, 2] {
         c.node(id).replicator.faults().serve_delay_us.store(25_000, Ordering::Relaxed);
     }
+    // Bytes each holder served before node 3 asked (node 1 served node 2).
+    let served = |id: u64| c.node(id).replicator.stats().bytes_served.load(Ordering::Relaxed);
+    let before = [served(1), served(2)];
     c.filter.heal();
     let mut fetch = c.node(3).replicator.fetch(&d, blob.len() as u64, None);
     let deadline = Instant::now() + T;
@@ -125,8 +128,8 @@ async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // ... which dies mid-transfer.
-    let bytes = |id: u64| c.node(id).replicator.stats().bytes_served.load(Ordering::Relaxed);
-    let (source, other) = if bytes(1) >= bytes(2) { (1, 2) } else { (2, 1) };
+    let to_node_3 = |id: u64| served(id) - before[id as usize - 1];
+    let (source, other) = if to_node_3(1) >= to_node_3(2) { (1, 2) } else { (2, 1) };
     c.stop(source).await;
     c.node(other).replicator.faults().serve_delay_us.store(0, Ordering::Relaxed);
     fetch.wait().await.expect("the fetch completes from node 2");
