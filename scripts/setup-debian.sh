@@ -5,7 +5,9 @@
 # Build: clang/libclang (bindgen) and Debian's RocksDB.
 # Tests: the real registry clients the tests drive (docker's daemon,
 # podman, skopeo, buildah, containerd's ctr, curl), promtool (package
-# prometheus; its daemon is not started) and oras from PyPI.
+# prometheus; its daemon is not started), and from PyPI oras, openapi-spec-validator
+# and schemathesis (Debian 12 marks its Python externally managed, hence
+# --break-system-packages).
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus)
@@ -20,4 +22,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
-python3 -c 'import oras, requests' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check oras requests
+# oras for the artifact tests; openapi-spec-validator and schemathesis check the admin API's OpenAPI document.
+if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis' 2>/dev/null || ! command -v schemathesis >/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis
+fi
