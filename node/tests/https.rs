@@ -95,11 +95,7 @@ fn cluster_certificates_serve_docker_skopeo_and_podman_over_https_and_http2() {
 
     // podman with --cert-dir.
     let pod = work.join("podman");
-    let podman = || {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root").arg(pod.join("storage")).arg("--runroot").arg(pod.join("run")).arg("--storage-driver=vfs");
-        cmd
-    };
+    let podman = || podman_in(&pod);
     let auth = work.join("auth.json");
     run(podman().args(["login", "-u", "admin", "-p", &pw, "--cert-dir"]).arg(&certs).arg("--authfile").arg(&auth).arg(&c.http[1]));
     run(podman().args(["pull", "--cert-dir"]).arg(&certs).arg("--authfile").arg(&auth).arg(format!("{}/tls/skopeo:v1", c.http[1])));

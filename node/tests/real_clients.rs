@@ -29,11 +29,6 @@ fn head_digest(http: &str, repo: &str, reference: &str, password: &str) -> Optio
     (code == "200").then(|| digest.trim().to_string())
 }
 
-fn digest_in(text: &str) -> String {
-    let i = text.find("sha256:").unwrap_or_else(|| panic!("no digest in {text:?}"));
-    text[i..i + 71].to_string()
-}
-
 /// A root filesystem tarball with one file in it.
 fn rootfs_tar(dir: &Path, content: &str) -> PathBuf {
     let src = dir.join(format!("rootfs-{content}"));
@@ -106,11 +101,7 @@ fn real_clients_push_and_pull_through_any_node() {
 
     // podman: login, push through node 2, pull back through node 2.
     let pod_root = work.join("podman");
-    let podman = || {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root").arg(pod_root.join("storage")).arg("--runroot").arg(pod_root.join("run")).arg("--storage-driver=vfs");
-        cmd
-    };
+    let podman = || podman_in(&pod_root);
     let authfile = work.join("podman-auth.json");
     run(podman().args(["login", "--tls-verify=false", "-u", "admin", "-p", &pw, "--authfile"]).arg(&authfile).arg(&n2));
     run(podman().arg("import").arg(rootfs_tar(&work, "podman")).arg("localhost/pod/app:v1"));

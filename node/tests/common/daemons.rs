@@ -97,3 +97,16 @@ pub fn start_containerd(root: &Path) -> (Daemon, PathBuf) {
     wait_for_socket(&sock, "containerd", &log);
     (daemon, sock)
 }
+
+/// podman with its storage under `root` (vfs: works without overlay here).
+pub fn podman_in(root: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root").arg(root.join("storage")).arg("--runroot").arg(root.join("run")).arg("--storage-driver=vfs");
+    cmd
+}
+
+/// The first `sha256:` digest in a tool's output.
+pub fn digest_in(text: &str) -> String {
+    let i = text.find("sha256:").unwrap_or_else(|| panic!("no digest in {text:?}"));
+    text[i..i + 71].to_string()
+}
