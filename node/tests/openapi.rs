@@ -34,11 +34,14 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
     let seed = std::env::var("BERTH_SCHEMATHESIS_SEED").unwrap_or_else(|_| rand::random::<u32>().to_string());
     println!("schemathesis seed {seed} (BERTH_SCHEMATHESIS_SEED replays it)");
     let base_for_st = base.clone();
+    // schemathesis keeps a cache in its working directory: the test's, not the checkout.
+    let root = c.root.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("schemathesis")
             .args(["run", &format!("{base_for_st}/api/v1/openapi.json"), "--checks", "not_a_server_error", "--max-examples", &examples, "--seed", &seed])
             .args(["-H", &format!("Authorization: Bearer {token}")])
             .env("NO_COLOR", "1")
+            .current_dir(&root)
             .output()
             .expect("schemathesis (pip install schemathesis)")
     })
