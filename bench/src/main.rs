@@ -2,6 +2,13 @@
 //! the same run on the same machine; absolute numbers alone mean little on
 //! a shared 2-core box.
 //!
+//! `berth-bench single`: push and pull of one large layer and of an image
+//! of many small layers on one berth node and on the CNCF distribution
+//! registry, beside the machine's SHA-256, loopback TCP and disk rates.
+//!
+//! `berth-bench pulls`: many clients pulling the same blob at once, on both
+//! registries: throughput, per-client latency, the server's peak RSS.
+//!
 //! `berth-bench replication`: a blob copied between two nodes by berth's
 //! blob transport (QUIC), against a plain TCP stream of the same bytes over
 //! the same path, on loopback and across an emulated WAN link.
@@ -19,6 +26,8 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod registry;
+
 #[derive(Parser)]
 #[command(name = "berth-bench")]
 struct Cli {
@@ -28,6 +37,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// One node: push and pull against the distribution registry and the machine's limits.
+    Single {
+        /// Size of the large layer, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Layers of the small image.
+        #[arg(long, default_value_t = 100)]
+        layers: u64,
+        /// Size of each small layer, KiB.
+        #[arg(long, default_value_t = 256)]
+        layer_kib: u64,
+        #[arg(long, default_value = "bench-results/single.json")]
+        out: std::path::PathBuf,
+    },
+    /// Concurrent pulls of one blob against the distribution registry.
+    Pulls {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Blob size, MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        #[arg(long, default_value = "bench-results/pulls.json")]
+        out: std::path::PathBuf,
+    },
     /// One blob between two nodes, against plain TCP over the same path.
     Replication {
         /// Blob size in MiB.
@@ -177,6 +210,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "error".into())).try_init();
     berth_node::install_crypto_provider();
     match Cli::parse().command {
+        Bench::Single { size_mib, layers, layer_kib, out } => single(size_mib, layers, layer_kib, &out).await?,
+        Bench::Pulls { clients, size_mib, out } => pulls(clients, size_mib, &out).await?,
         Bench::Replication { size_mib, rtt_ms, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");
             let digest = blob_digest(size_mib);
@@ -209,4 +244,145 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn write_json(out: &std::path::Path, doc: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(doc)?)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// One row of a result table: a ratio, the target it is held to, met or short.
+fn verdict(name: &str, ratio: f64, target: f64, higher_is_better: bool) -> serde_json::Value {
+    let met = if higher_is_better { ratio >= target } else { ratio <= target };
+    println!("{name:<52} {ratio:>8.2} {:>10} {:>6}", format!("{}{target}", if higher_is_better { ">= " } else { "<= " }), if met { "met" } else { "short" });
+    serde_json::json!({"figure": name, "value": ratio, "target": target, "met": met})
+}
+
+/// The registry figures of one server: MB/s for the large push and warm
+/// pull, seconds for the small image's push and pull.
+async fn registry_figures(s: &registry::Server, data: &registry::Data, size: u64, layers: u64, layer: u64) -> anyhow::Result<serde_json::Value> {
+    let c = registry::Client::new();
+    let digest = data.digest(size, 1);
+    eprintln!("{}: push {} MiB…", s.name, size >> 20);
+    let t = Instant::now();
+    c.push_blob(s, "bench/big", data, size, 1, &digest).await?;
+    let push = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    c.pull_blob(s, "bench/big", &digest).await?;
+    let t = Instant::now();
+    let n = c.pull_blob(s, "bench/big", &digest).await?;
+    anyhow::ensure!(n == size, "{} served {n} of {size} bytes", s.name);
+    let pull = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+
+    eprintln!("{}: an image of {layers} layers…", s.name);
+    let digests: Vec<String> = (0..=layers).map(|i| data.digest(layer, 100 + i)).collect();
+    let t = Instant::now();
+    for (i, d) in digests.iter().enumerate() {
+        c.push_blob(s, "bench/small", data, layer, 100 + i as u64, d).await?;
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": layer},
+        "layers": digests[1..].iter().map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": layer})).collect::<Vec<_>>(),
+    }))?;
+    c.put_manifest(s, "bench/small", "v1", manifest).await?;
+    let small_push = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    c.get_manifest(s, "bench/small", "v1").await?;
+    for d in &digests {
+        c.pull_blob(s, "bench/small", d).await?;
+    }
+    let small_pull = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"push_mb_s": push, "pull_mb_s": pull, "small_push_s": small_push, "small_pull_s": small_pull}))
+}
+
+async fn single(size_mib: u64, layers: u64, layer_kib: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    let size = (size_mib << 20).max(registry::CHUNK);
+    let data = registry::Data::new();
+    eprintln!("machine limits…");
+    let sha = registry::sha256_rate(&data, size);
+    let tcp = registry::tcp_rate(&data, size).await?;
+    let scratch = tempfile::tempdir()?;
+    let (disk_write, disk_read) = registry::disk_rates(scratch.path(), &data, size)?;
+    let b = {
+        let s = registry::start_berth().await?;
+        registry_figures(&s, &data, size, layers, layer_kib << 10).await?
+    };
+    let d = {
+        let s = registry::start_distribution().await?;
+        registry_figures(&s, &data, size, layers, layer_kib << 10).await?
+    };
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    println!("one node, one streaming client; {size_mib} MiB layer; image of {layers} x {layer_kib} KiB layers");
+    println!("machine: SHA-256 one core {sha:.0} MB/s, loopback TCP {tcp:.0} MB/s, disk write+fsync {disk_write:.0} MB/s, read {disk_read:.0} MB/s");
+    println!("{:<28} {:>12} {:>14}", "", "berth", "distribution");
+    println!("{:<28} {:>12.0} {:>14.0}", "push MB/s", f(&b, "push_mb_s"), f(&d, "push_mb_s"));
+    println!("{:<28} {:>12.0} {:>14.0}", "warm pull MB/s", f(&b, "pull_mb_s"), f(&d, "pull_mb_s"));
+    println!("{:<28} {:>12.2} {:>14.2}", "small image push s", f(&b, "small_push_s"), f(&d, "small_push_s"));
+    println!("{:<28} {:>12.2} {:>14.2}", "small image pull s", f(&b, "small_pull_s"), f(&d, "small_pull_s"));
+    println!();
+    println!("{:<52} {:>8} {:>10} {:>6}", "RATIO", "value", "target", "");
+    let verdicts = vec![
+        verdict("push / distribution push", f(&b, "push_mb_s") / f(&d, "push_mb_s"), 3.0, true),
+        verdict("push / one-core SHA-256", f(&b, "push_mb_s") / sha, 0.6, true),
+        verdict("warm pull / distribution warm pull", f(&b, "pull_mb_s") / f(&d, "pull_mb_s"), 1.0, true),
+        verdict("warm pull / loopback TCP", f(&b, "pull_mb_s") / tcp, 0.7, true),
+        verdict("small image push: distribution time / berth time", f(&d, "small_push_s") / f(&b, "small_push_s"), 1.0, true),
+        verdict("small image pull: distribution time / berth time", f(&d, "small_pull_s") / f(&b, "small_pull_s"), 1.0, true),
+    ];
+    let doc = serde_json::json!({
+        "bench": "single", "size_mib": size_mib, "layers": layers, "layer_kib": layer_kib,
+        "machine": {"sha256_mb_s": sha, "tcp_mb_s": tcp, "disk_write_fsync_mb_s": disk_write, "disk_read_mb_s": disk_read},
+        "berth": b, "distribution": d, "ratios": verdicts,
+    });
+    write_json(out, &doc)
+}
+
+async fn pulls(clients: usize, size_mib: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    let size = size_mib << 20;
+    let data = registry::Data::new();
+    let mut results = serde_json::Map::new();
+    for which in ["berth", "distribution"] {
+        let s = std::sync::Arc::new(if which == "berth" { registry::start_berth().await? } else { registry::start_distribution().await? });
+        let c = std::sync::Arc::new(registry::Client::new());
+        let digest = data.digest(size, 7);
+        c.push_blob(&s, "bench/many", &data, size, 7, &digest).await?;
+        c.pull_blob(&s, "bench/many", &digest).await?;
+        eprintln!("{which}: {clients} clients pulling {size_mib} MiB…");
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (s, c, digest) = (s.clone(), c.clone(), digest.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let n = c.pull_blob(&s, "bench/many", &digest).await?;
+                anyhow::ensure!(n == size, "short pull: {n} bytes");
+                Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64())
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await??);
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let rss = s.peak_rss_mib();
+        let (p50, p99) = (registry::percentile(&mut times, 50.0), registry::percentile(&mut times, 99.0));
+        results.insert(which.into(), serde_json::json!({"mb_s": (clients as u64 * size) as f64 / wall / 1e6, "p50_s": p50, "p99_s": p99, "peak_rss_mib": rss}));
+    }
+    let f = |w: &str, k: &str| results[w][k].as_f64().unwrap_or(0.0);
+    println!("{clients} clients pulling the same {size_mib} MiB blob at once");
+    println!("{:<22} {:>10} {:>10} {:>10} {:>14}", "", "MB/s", "p50 s", "p99 s", "peak RSS MiB");
+    for w in ["berth", "distribution"] {
+        println!("{w:<22} {:>10.0} {:>10.2} {:>10.2} {:>14.0}", f(w, "mb_s"), f(w, "p50_s"), f(w, "p99_s"), f(w, "peak_rss_mib"));
+    }
+    println!();
+    let verdicts = vec![
+        verdict("berth peak RSS MiB", f("berth", "peak_rss_mib"), 256.0, false),
+        verdict("throughput / distribution throughput", f("berth", "mb_s") / f("distribution", "mb_s"), 1.0, true),
+    ];
+    write_json(out, &serde_json::json!({"bench": "pulls", "clients": clients, "size_mib": size_mib, "results": results, "ratios": verdicts}))
 }
