@@ -173,7 +173,7 @@ pub fn realm(headers: &HeaderMap, tls: bool) -> String {
     format!("{}://{host}/v2/auth", if tls { "https" } else { "http" })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct OAuthForm {
     grant_type: Option<String>,
     username: Option<String>,
@@ -203,7 +203,7 @@ async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken,
     let mut scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
     if parts.method == Method::POST {
         let bytes = axum::body::to_bytes(body, 64 << 10).await.map_err(|_| ApiError::new(ErrorCode::BadRequest, "token request body is too large"))?;
-        let form: OAuthForm = serde_urlencoded_form(&bytes)?;
+        let form = OAuthForm::parse(&bytes);
         match form.grant_type.as_deref() {
             Some("password") => {
                 let (Some(user), Some(password)) = (form.username, form.password) else {
@@ -231,14 +231,16 @@ async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken,
     st.registry.issue_token(&caller, &scopes).await
 }
 
-fn serde_urlencoded_form(bytes: &[u8]) -> Result<OAuthForm, ApiError> {
-    let mut form = OAuthForm::default();
-    let mut fields: BTreeMap<String, String> = url::form_urlencoded::parse(bytes).into_owned().collect();
-    form.grant_type = fields.remove("grant_type");
-    form.username = fields.remove("username");
-    form.password = fields.remove("password");
-    form.scope = fields.remove("scope");
-    Ok(form)
+impl OAuthForm {
+    fn parse(bytes: &[u8]) -> OAuthForm {
+        let mut fields: BTreeMap<String, String> = url::form_urlencoded::parse(bytes).into_owned().collect();
+        OAuthForm {
+            grant_type: fields.remove("grant_type"),
+            username: fields.remove("username"),
+            password: fields.remove("password"),
+            scope: fields.remove("scope"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ impl Authenticator {
         }
     }
 
-    async fn fail(&self, account: &str, ip: Option<IpAddr>, why: &'static str) -> ApiError {
+    fn fail(&self, account: &str, ip: Option<IpAddr>, why: &'static str) -> ApiError {
         tracing::info!(account, ?ip, why, "failed login");
         self.throttle.failed(account, ip);
         self.audit.login(false, account, ip, why);
@@ -197,13 +197,13 @@ impl Authenticator {
             let rec = rec.expect("cached implies a record");
             return Ok(Principal::User { name: rec.name, superuser: rec.superuser });
         }
-        let Some(mut rec) = rec.take() else { return Err(self.fail(user, ip, "no such user").await) };
+        let Some(mut rec) = rec.take() else { return Err(self.fail(user, ip, "no such user")) };
         if !verify_password(password, &rec.password_hash).await {
             // The password may have changed through another node a moment ago.
             let fresh = self.lookup(&keys::user(user), |_: &UserRecord| false).await?;
             match fresh {
                 Some(f) if f.password_hash != rec.password_hash && verify_password(password, &f.password_hash).await => rec = f,
-                _ => return Err(self.fail(user, ip, "wrong password").await),
+                _ => return Err(self.fail(user, ip, "wrong password")),
             }
         }
         self.throttle.succeeded(user);
@@ -224,8 +224,8 @@ impl Authenticator {
                 self.throttle.succeeded(name);
                 Ok(Principal::Robot { name: r.full_name() })
             }
-            Some(_) => Err(self.fail(name, ip, "wrong robot token").await),
-            None => Err(self.fail(name, ip, "no such robot").await),
+            Some(_) => Err(self.fail(name, ip, "wrong robot token")),
+            None => Err(self.fail(name, ip, "no such robot")),
         }
     }
 
@@ -237,13 +237,13 @@ impl Authenticator {
         let matches = |r: &AppTokenRecord| same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes());
         let rec: Option<AppTokenRecord> = if id.is_empty() { None } else { self.lookup(&keys::app_token(id), matches).await? };
         let Some(rec) = rec.filter(matches) else {
-            return Err(self.fail(&account, ip, "unknown application token").await);
+            return Err(self.fail(&account, ip, "unknown application token"));
         };
         if rec.expires_at_ms.is_some_and(|e| e <= now_ms()) {
-            return Err(self.fail(&account, ip, "expired application token").await);
+            return Err(self.fail(&account, ip, "expired application token"));
         }
         if user.is_some_and(|u| u != "$app" && u != rec.owner) {
-            return Err(self.fail(&account, ip, "application token of another user").await);
+            return Err(self.fail(&account, ip, "application token of another user"));
         }
         self.app_principal(rec)
     }

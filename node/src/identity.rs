@@ -161,12 +161,11 @@ impl NodeIdentity {
         }
     }
 
-    fn repo_view(&self, who: &Access, rec: &RepositoryRecord, role: Option<Role>) -> Result<RepoView, ApiError> {
+    fn repo_view(&self, rec: &RepositoryRecord, role: Option<Role>) -> Result<RepoView, ApiError> {
         let ns = namespace_of(&rec.name).unwrap_or("");
         let prefix = keys::tags_of(&rec.name);
         let tags =
             self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()).collect();
-        let _ = who;
         Ok(RepoView {
             namespace: ns.to_string(),
             name: rec.name.strip_prefix(&format!("{ns}/")).unwrap_or(&rec.name).to_string(),
@@ -489,7 +488,7 @@ impl Identity for NodeIdentity {
             }
             let role = policy::repo_role(&state, &who.principal, &rec.name, Some(&rec)).map_err(state_err)?;
             if role.is_some() {
-                out.push(self.repo_view(who, &rec, role)?);
+                out.push(self.repo_view(&rec, role)?);
             }
         }
         Ok(RepoList { repositories: out })
@@ -497,7 +496,7 @@ impl Identity for NodeIdentity {
 
     async fn get_repo(&self, who: &Access, repo: &str) -> Result<RepoView, ApiError> {
         let (rec, role) = self.repo_with(who, repo, Role::Read)?;
-        self.repo_view(who, &rec, Some(role))
+        self.repo_view(&rec, Some(role))
     }
 
     async fn update_repo(&self, who: &Access, repo: &str, description: Option<String>, visibility: Option<String>) -> Result<(), ApiError> {
