@@ -360,6 +360,13 @@ async fn bad_tokens_are_refused() {
         async move { e.send(e.http.get(format!("{}/v2/lib/app/manifests/v1", e.node(3))).bearer_auth(t)).await }
     };
     assert_eq!(pull(good.clone()).await.0, StatusCode::OK, "node 2's token works on node 3");
+    // The OAuth2 password grant containerd tries first.
+    let form = format!("grant_type=password&username=admin&password={}&service={}&scope={}", ADMIN.1, e.service, url_encode(&scope));
+    let (s, v, _) = e.send(e.http.post(format!("{}/v2/auth", e.node(1))).header("content-type", "application/x-www-form-urlencoded").body(form)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(pull(v["access_token"].as_str().unwrap().to_string()).await.0, StatusCode::OK);
+    let (s, _, _) = e.send(e.http.post(format!("{}/v2/auth", e.node(1))).body("grant_type=refresh_token&refresh_token=x")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "grants berth does not issue are refused");
 
     let rec: ClusterRecord = e._c.node(1).meta.state().get(keys::CLUSTER).unwrap().unwrap();
     let cluster_key = SigningKey::from_pem("cluster", &rec.token_signing_key_pem).unwrap();
