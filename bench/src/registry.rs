@@ -230,7 +230,11 @@ impl Client {
     }
 
     pub async fn get_manifest(&self, s: &Server, repo: &str, tag: &str) -> anyhow::Result<Vec<u8>> {
-        let r = self.req(s, reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}")).header("accept", "application/vnd.oci.image.manifest.v1+json").send().await?;
+        let r = self
+            .req(s, reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("{} GET manifest: {}", s.name, r.status());
         }
