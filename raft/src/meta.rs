@@ -25,9 +25,13 @@ use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView};
 
-/// Timing of the metadata group. Defaults suit regions 100–250 ms apart:
-/// a heartbeat is well under the election timeout even over the slowest
-/// link, and one LAN cluster still elects in about a second.
+/// Timing of the metadata group. Defaults suit regions up to ~300 ms apart.
+///
+/// `heartbeat_ms` must exceed the largest round trip between two nodes:
+/// openraft 0.9 gives each AppendEntries call one heartbeat interval, so
+/// across a slower link every call times out and followers never catch up
+/// (`chaos-tests/tests/wan_raft.rs` holds this at 150 ms). A LAN-only
+/// cluster can use 100 / 500 / 1000 for faster failover.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetaConfig {
@@ -53,9 +57,9 @@ pub struct MetaConfig {
 impl Default for MetaConfig {
     fn default() -> Self {
         MetaConfig {
-            heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            heartbeat_ms: 400,
+            election_min_ms: 1200,
+            election_max_ms: 2400,
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
             install_snapshot_timeout_ms: 10_000,
