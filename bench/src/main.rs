@@ -51,6 +51,16 @@ enum Bench {
         #[arg(long, default_value = "bench-results/single.json")]
         out: std::path::PathBuf,
     },
+    /// Manifest commit latency on 3 nodes at 0 and an emulated RTT, and sustained tag writes.
+    Metadata {
+        #[arg(long, default_value_t = 100)]
+        rtt_ms: u64,
+        /// Sequential commits measured per RTT.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+        #[arg(long, default_value = "bench-results/metadata.json")]
+        out: std::path::PathBuf,
+    },
     /// Concurrent pulls of one blob against the distribution registry.
     Pulls {
         #[arg(long, default_value_t = 64)]
@@ -119,7 +129,7 @@ async fn node(dir: &std::path::Path, region: &str, link: Option<LinkSpec>, seed:
         http_advertise: None,
         peer_advertise: proxy.as_ref().map(|p| p.addr.to_string()),
     };
-    let raft = MetaConfig { heartbeat_ms: 100, election_min_ms: 1000, election_max_ms: 2000, ..MetaConfig::default() };
+    let raft = MetaConfig::default();
     match seed {
         None => {
             init_cluster(dir, &addrs, Some("bench-password".into()), raft).await?;
@@ -132,17 +142,85 @@ async fn node(dir: &std::path::Path, region: &str, link: Option<LinkSpec>, seed:
     Ok(Node { running, _proxy: proxy })
 }
 
+/// A join token of `n1`'s cluster.
+async fn join_token(n1: &Node) -> anyhow::Result<String> {
+    let cluster: berth_raft::ClusterRecord =
+        berth_raft::StateRead::get(&n1.running.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record")?;
+    let t = berth_node::join::JoinToken::generate(&berth_node::pki::fingerprint(&cluster.ca_cert_pem)?);
+    n1.running.meta.write(berth_node::runtime::token_record(&t, Duration::from_secs(600), None)).await?;
+    Ok(t.to_string())
+}
+
+/// Commit latency (ms, each write alone) and sustained tag writes per
+/// second, on 3 nodes whose peer links all have `link`.
+async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    use berth_raft::command::{ManifestRecord, MetaCommand};
+    let dir = tempfile::tempdir()?;
+    let n1 = node(&dir.path().join("n1"), "bench-a", link, None).await?;
+    let token = join_token(&n1).await?;
+    let seed = n1.running.peer_addr.to_string();
+    let mut others = Vec::new();
+    for (i, region) in [(2, "bench-b"), (3, "bench-c")] {
+        others.push(node(&dir.path().join(format!("n{i}")), region, link, Some((&seed, &token))).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n1.running.meta.metrics().membership_config.membership().voter_ids().count() < 3 {
+        anyhow::ensure!(Instant::now() < deadline, "the three nodes never became voters: {:?}", n1.running.meta.metrics().membership_config);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meta = n1.running.meta.clone();
+    let manifest = |i: usize| {
+        let bytes = format!("{{\"schemaVersion\":2,\"bench\":{i}}}").into_bytes();
+        ManifestRecord {
+            repo: "bench/meta".into(),
+            digest: Digest::sha256_of(&bytes),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes,
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            pushed_at_ms: i as u64,
+        }
+    };
+    let mut lat = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let t = Instant::now();
+        meta.write(MetaCommand::PutManifest { record: manifest(i), tag: Some(format!("t{i}")) }).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Sustained: 64 writers moving tags for 5 s.
+    let target = manifest(0).digest;
+    let stop = Instant::now() + Duration::from_secs(5);
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (meta, target) = (meta.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                let cmd = MetaCommand::SetTag { repo: "bench/meta".into(), tag: format!("w{w}"), digest: target.clone(), pushed_at_ms: n, if_current: None };
+                if meta.write(cmd).await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    for n in others {
+        n.running.shutdown().await;
+    }
+    n1.running.shutdown().await;
+    Ok((lat, total as f64 / 5.0))
+}
+
 /// MB/s of berth copying a `blocks` MiB blob from node 1 to node 2.
 async fn berth_copy(blocks: u64, digest: &Digest, link: Option<LinkSpec>) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let n1 = node(&dir.path().join("n1"), "bench-a", link, None).await?;
-    let token = {
-        let cluster: berth_raft::ClusterRecord =
-            berth_raft::StateRead::get(&n1.running.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record")?;
-        let t = berth_node::join::JoinToken::generate(&berth_node::pki::fingerprint(&cluster.ca_cert_pem)?);
-        n1.running.meta.write(berth_node::runtime::token_record(&t, Duration::from_secs(600), None)).await?;
-        t.to_string()
-    };
+    let token = join_token(&n1).await?;
     let seed = n1.running.peer_addr.to_string();
     let n2 = node(&dir.path().join("n2"), "bench-b", link, Some((&seed, &token))).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -212,6 +290,22 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Single { size_mib, layers, layer_kib, out } => single(size_mib, layers, layer_kib, &out).await?,
         Bench::Pulls { clients, size_mib, out } => pulls(clients, size_mib, &out).await?,
+        Bench::Metadata { rtt_ms, writes, out } => {
+            let mut rows = Vec::new();
+            println!("manifest commits on 3 voters from the leader; every peer link at the given RTT (userspace proxy)");
+            println!("{:>8} {:>10} {:>10} {:>14} {:>18}", "RTT ms", "p50 ms", "p99 ms", "tag writes/s", "p99 / (1.5 RTT+5)");
+            for rtt in [0, rtt_ms] {
+                eprintln!("rtt {rtt} ms…");
+                let link = (rtt > 0).then(|| LinkSpec::rtt(Duration::from_millis(rtt)));
+                let (mut lat, rate) = metadata_figures(link, writes).await?;
+                let (p50, p99) = (registry::percentile(&mut lat, 50.0), registry::percentile(&mut lat, 99.0));
+                let budget = 1.5 * rtt as f64 + 5.0;
+                println!("{rtt:>8} {p50:>10.1} {p99:>10.1} {rate:>14.0} {:>18.2}", p99 / budget);
+                rows.push(serde_json::json!({"rtt_ms": rtt, "p50_ms": p50, "p99_ms": p99, "tag_writes_per_s": rate, "p99_over_budget": p99 / budget, "met": p99 <= budget}));
+            }
+            println!("target: commit latency <= 1.5 x quorum RTT + 5 ms");
+            write_json(&out, &serde_json::json!({"bench": "metadata", "writes": writes, "rows": rows}))?;
+        }
         Bench::Replication { size_mib, rtt_ms, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");
             let digest = blob_digest(size_mib);
