@@ -269,7 +269,7 @@ pub async fn run_user(command: UserCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 pub enum OrgCommand {
-    /// List the organizations you are in (all of them for a superuser).
+    /// List every organization (superusers).
     List {
         #[command(flatten)]
         target: Target,

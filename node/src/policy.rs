@@ -117,33 +117,11 @@ pub fn may_create(state: &impl StateRead, p: &Principal, repo: &str) -> Result<b
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Mutex;
+    use std::collections::BTreeSet;
 
-    use berth_raft::state::{keys, StateError};
+    use berth_raft::state::{keys, MemState};
 
     use super::*;
-
-    #[derive(Default)]
-    struct Map(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-    impl StateRead for Map {
-        fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
-        }
-        fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-        fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self.0.lock().unwrap().range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-    }
-
-    impl Map {
-        fn put<T: serde::Serialize>(&self, k: Vec<u8>, v: &T) {
-            self.0.lock().unwrap().insert(k, berth_common::encode_versioned(berth_raft::state::RECORD_VERSION, v).unwrap());
-        }
-    }
 
     fn user(n: &str) -> Principal {
         Principal::User { name: n.into(), superuser: false }
@@ -151,7 +129,7 @@ mod tests {
 
     #[test]
     fn roles_combine_and_tokens_cap_them() {
-        let s = Map::default();
+        let s = MemState::default();
         let team = |name: &str, role, members: &[&str]| TeamRecord {
             org: "acme".into(),
             name: name.into(),

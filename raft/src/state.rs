@@ -474,44 +474,57 @@ fn register_node(
     Ok(MetaResponse::NodeId(id))
 }
 
+/// A state in a map, for testing rules without RocksDB (here and in the
+/// node's permission tests).
+#[derive(Default)]
+pub struct MemState(std::sync::Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl StateRead for MemState {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.lock().expect("state lock").get(key).cloned())
+    }
+    fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        Ok(self
+            .0
+            .lock()
+            .expect("state lock")
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        Ok(self.0.lock().expect("state lock").range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl MemState {
+    /// Applies `cmd` as the state machine would.
+    pub fn run(&self, cmd: MetaCommand) -> MetaResponse {
+        let (resp, ch) = apply(self, &cmd).expect("a map never fails to read");
+        let mut m = self.0.lock().expect("state lock");
+        for (k, v) in ch.puts {
+            m.insert(k, v);
+        }
+        for k in ch.deletes {
+            m.remove(&k);
+        }
+        resp
+    }
+
+    /// Writes a record directly.
+    pub fn put<T: Serialize>(&self, key: Vec<u8>, value: &T) {
+        self.0.lock().expect("state lock").insert(key, encode_versioned(RECORD_VERSION, value).expect("records always encode"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
     use berth_common::Digest;
 
     use super::*;
 
-    /// A map-backed state, to test the rules without RocksDB.
-    #[derive(Default)]
-    struct MapState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-    impl StateRead for MapState {
-        fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
-        }
-        fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self.0.lock().unwrap().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-        fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-            Ok(self.0.lock().unwrap().range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-    }
-
-    impl MapState {
-        fn run(&self, cmd: MetaCommand) -> MetaResponse {
-            let (resp, ch) = apply(self, &cmd).unwrap();
-            let mut m = self.0.lock().unwrap();
-            for (k, v) in ch.puts {
-                m.insert(k, v);
-            }
-            for k in ch.deletes {
-                m.remove(&k);
-            }
-            resp
-        }
-    }
+    type MapState = MemState;
 
     fn reg(addr: &str) -> NodeRegistration {
         NodeRegistration { region: "eu".into(), peer_addr: addr.into(), http_addr: "h".into(), role: NodeRole::Auto }
