@@ -278,6 +278,14 @@ impl Registry for NodeRegistry {
     }
 
     async fn issue_token(&self, caller: &Caller, scopes: &[ResourceScope]) -> Result<IssuedToken, ApiError> {
+        // A login sees every identity change committed anywhere before it
+        // (a robot deleted through another node a moment ago is refused
+        // here too). Without a leader, logins go on against local state.
+        if !matches!(caller.creds, Credentials::None) {
+            if let Err(e) = self.meta.read_barrier().await {
+                tracing::debug!(error = %e, "read barrier failed; logging in against local state");
+            }
+        }
         let a = self.auth.authenticate(caller).await?;
         if a.grants.is_some() {
             return Err(ApiError::new(ErrorCode::Unauthorized, "present credentials, not a registry token, to get a token"));
