@@ -294,14 +294,23 @@ impl Authenticator {
         let bad = |e: jwt::JwtError| ApiError::new(ErrorCode::Unauthorized, e.to_string());
         let header = jwt::peek_header(token).map_err(bad)?;
         let now = now_ms();
-        let ring = self.ring()?;
         // A retired key still verifies the tokens it signed before it retired.
-        let k = ring
-            .iter()
-            .filter(|k| k.retired_at_ms.is_none_or(|r| r + (TOKEN_TTL_SECS + jwt::LEEWAY_SECS) * 1000 > now))
-            .find(|k| Some(&k.kid) == header.kid.as_ref())
-            .ok_or(bad(jwt::JwtError::UnknownKey))?;
-        let key = self.key(k)?;
+        let find = |ring: Vec<TokenKey>| {
+            ring.into_iter()
+                .filter(|k| k.retired_at_ms.is_none_or(|r| r + (TOKEN_TTL_SECS + jwt::LEEWAY_SECS) * 1000 > now))
+                .find(|k| Some(&k.kid) == header.kid.as_ref())
+        };
+        let k = match find(self.ring()?) {
+            Some(k) => k,
+            // Perhaps a key rotated in through another node a moment ago.
+            None => {
+                if let Err(e) = self.meta.read_barrier().await {
+                    tracing::debug!(error = %e, "read barrier failed; verifying against local keys");
+                }
+                find(self.ring()?).ok_or(bad(jwt::JwtError::UnknownKey))?
+            }
+        };
+        let key = self.key(&k)?;
         let claims = jwt::verify(token, key.public_key(), &self.service(), now / 1000).map_err(bad)?;
         let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
         let principal = match claims.berth_kind.as_str() {
