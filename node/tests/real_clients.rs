@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_common::Digest;
@@ -80,15 +80,8 @@ fn real_clients_push_and_pull_through_any_node() {
     // docker: login, push through node 1, pull back, known through node 3.
     let (_dockerd, docker_host) = start_dockerd(c.root.path());
     let docker_config = work.join("docker-config");
-    let docker = || {
-        let mut cmd = Command::new("docker");
-        cmd.env("DOCKER_HOST", &docker_host).env("DOCKER_CONFIG", &docker_config);
-        cmd
-    };
-    let mut login =
-        docker().args(["login", "-u", "admin", "--password-stdin", &n1]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(login.stdin.as_mut().unwrap(), pw.as_bytes()).unwrap();
-    let out = login.wait_with_output().unwrap();
+    let docker = || docker_in(&docker_host, &docker_config);
+    let out = docker_login(docker(), &n1, "admin", &pw);
     assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
     let image = format!("{n1}/team/docker-app:v1");
     run(docker().arg("import").arg(rootfs_tar(&work, "docker")).arg(&image));

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::daemons::*;
 use common::procs::*;
@@ -60,23 +60,8 @@ fn robots_log_in_with_docker_skopeo_and_podman_and_a_deleted_robot_is_refused_ev
     std::fs::create_dir_all(&work).unwrap();
     let (_dockerd, docker_host) = start_dockerd(c.root.path());
     let docker_config = work.join("docker-config");
-    let docker = || {
-        let mut cmd = Command::new("docker");
-        cmd.env("DOCKER_HOST", &docker_host).env("DOCKER_CONFIG", &docker_config);
-        cmd
-    };
-    let login = |host: &str| {
-        let mut child = docker()
-            .args(["login", "-u", "acme+ci", "--password-stdin", host])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), secret.as_bytes()).unwrap();
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    };
+    let docker = || docker_in(&docker_host, &docker_config);
+    let login = |host: &str| docker_login(docker(), host, "acme+ci", &secret);
     let out = login(&n1);
     assert!(out.status.success(), "docker login as a robot: {}", String::from_utf8_lossy(&out.stderr));
     let src = work.join("rootfs");

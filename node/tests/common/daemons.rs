@@ -110,3 +110,19 @@ pub fn digest_in(text: &str) -> String {
     let i = text.find("sha256:").unwrap_or_else(|| panic!("no digest in {text:?}"));
     text[i..i + 71].to_string()
 }
+
+/// `docker` talking to the daemon at `host`, with its config in `config`.
+pub fn docker_in(host: &str, config: &Path) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_HOST", host).env("DOCKER_CONFIG", config);
+    cmd
+}
+
+/// `docker login` with the secret on standard input, as scripts should.
+pub fn docker_login(mut docker: Command, registry: &str, user: &str, secret: &str) -> std::process::Output {
+    let mut child =
+        docker.args(["login", "-u", user, "--password-stdin", registry]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), secret.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
