@@ -127,7 +127,8 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone()).await?;
+    let local_ip = config.peer_listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone(), local_ip).await?;
     let result = async {
         meta.initialize(MetaNode { peer_addr: config.peer_advertise.clone(), region: config.region.clone() }).await?;
         meta.wait_for_leader(Duration::from_secs(10)).await?;
@@ -256,7 +257,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone()).await?;
+    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone(), Some(peer_addr.ip())).await?;
     let (shutdown, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

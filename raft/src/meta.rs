@@ -135,10 +135,18 @@ pub struct MetaNodeHandle {
 
 impl MetaNodeHandle {
     /// Starts the Raft node over an opened store. Serving the peer service
-    /// is separate ([`crate::server::serve`]).
-    pub async fn start(id: NodeId, store: RocksStore, tls: &PeerTls, filter: LinkFilter, config: MetaConfig) -> Result<MetaNodeHandle> {
+    /// is separate ([`crate::server::serve`]). Outgoing calls leave from
+    /// `local_ip` when it is given and not a wildcard.
+    pub async fn start(
+        id: NodeId,
+        store: RocksStore,
+        tls: &PeerTls,
+        filter: LinkFilter,
+        config: MetaConfig,
+        local_ip: Option<std::net::IpAddr>,
+    ) -> Result<MetaNodeHandle> {
         config.validate().map_err(MetaError::Config)?;
-        let channels = PeerChannels::new(tls);
+        let channels = PeerChannels::new(tls, local_ip);
         let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone() };
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
             .await

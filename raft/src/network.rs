@@ -60,12 +60,15 @@ impl CallError {
 #[derive(Clone)]
 pub struct PeerChannels {
     tls: ClientTlsConfig,
+    /// Calls leave from this address (the node's peer listen address), so a
+    /// peer, a firewall or a WAN emulator sees the node's own IP.
+    local_ip: Option<std::net::IpAddr>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerChannels {
-    pub fn new(tls: &PeerTls) -> PeerChannels {
-        PeerChannels { tls: client_config(tls), channels: Default::default() }
+    pub fn new(tls: &PeerTls, local_ip: Option<std::net::IpAddr>) -> PeerChannels {
+        PeerChannels { tls: client_config(tls), local_ip: local_ip.filter(|ip| !ip.is_unspecified()), channels: Default::default() }
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, CallError> {
@@ -80,6 +83,7 @@ impl PeerChannels {
             .map_err(|e| unreachable(&e))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
+            .local_address(self.local_ip)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .connect_lazy();
