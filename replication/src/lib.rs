@@ -44,6 +44,14 @@ pub use transport::TransportConfig;
 use crate::protocol::{read_frame, write_frame, Reply, Request};
 use crate::transport::Transport;
 
+/// How long a push waits on the nodes asked for a copy of a blob before it
+/// asks one more (see [`Replicator::ensure_copies`]): 2 s, plus the time
+/// the copy itself takes at a modest 50 MB/s, so big blobs are not copied
+/// twice just for being big.
+fn hedge_after(size: u64) -> Duration {
+    Duration::from_secs(2) + Duration::from_secs_f64(size as f64 / 50e6)
+}
+
 /// Another node, as the metadata knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -265,16 +273,40 @@ impl Replicator {
         candidates.sort_by_key(|p| (p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
         let source = if holders.contains(&me) { me } else { holders.iter().next().copied().unwrap_or(me) };
         let mut last_error = String::from("no other node to copy to");
-        // Ask one more node at a time until enough said yes.
-        for peer in candidates {
-            match self.ask_replicate(&peer, digest, size, source).await {
-                Ok(()) => {
-                    have += 1;
-                    if have >= need {
-                        return Ok(());
+        // Ask as many nodes as are missing at once. A peer that died or was
+        // cut off a moment ago still looks connected until QUIC's idle
+        // timeout, and would hold the push that long: so while answers are
+        // outstanding, every [`hedge_after`] one more node is asked too. An
+        // extra copy costs little; a stalled push is what users notice.
+        let mut candidates = candidates.into_iter();
+        let mut asking = futures::stream::FuturesUnordered::new();
+        let ask = |peer: PeerInfo| async move { (peer.id, self.ask_replicate(&peer, digest, size, source).await) };
+        for peer in candidates.by_ref().take(need - have) {
+            asking.push(ask(peer));
+        }
+        loop {
+            let hedge = tokio::time::sleep(hedge_after(size));
+            tokio::select! {
+                answer = futures::StreamExt::next(&mut asking) => match answer {
+                    Some((_, Ok(()))) => {
+                        have += 1;
+                        if have >= need {
+                            return Ok(());
+                        }
+                    }
+                    Some((id, Err(e))) => {
+                        last_error = format!("node {id}: {e}");
+                        if let Some(peer) = candidates.next() {
+                            asking.push(ask(peer));
+                        }
+                    }
+                    None => break,
+                },
+                _ = hedge, if !asking.is_empty() => {
+                    if let Some(peer) = candidates.next() {
+                        asking.push(ask(peer));
                     }
                 }
-                Err(e) => last_error = format!("node {}: {e}", peer.id),
             }
         }
         Err(format!("blob {digest} is on {have} of the {need} nodes it needs ({last_error})"))
