@@ -39,6 +39,12 @@ pub const HDR_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters
 pub const HDR_CHUNK_MIN: HeaderName = HeaderName::from_static("oci-chunk-min-length");
 /// Set on a request one node forwards to another, so it is never forwarded twice.
 pub const HDR_FORWARDED: HeaderName = HeaderName::from_static("x-berth-forwarded");
+/// `X-Berth-Consistency: linearizable` on a tag or manifest read: the node
+/// first catches up with the leader, so the answer reflects every write
+/// acknowledged before the request (one round trip to the leader; 503 when
+/// there is no quorum). Without it a node answers from its own copy, which
+/// may lag by up to a heartbeat, or for as long as it is cut off.
+pub const HDR_CONSISTENCY: HeaderName = HeaderName::from_static("x-berth-consistency");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -147,6 +153,9 @@ pub trait Registry: Send + Sync + 'static {
     async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError>;
     async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
+    /// Waits until this node has applied every write the cluster had
+    /// acknowledged when the call began (a linearizable read barrier).
+    async fn catch_up(&self) -> Result<(), ApiError>;
     /// The repositories `access` may pull from.
     async fn catalog(&self, access: &Access, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError>;
@@ -284,6 +293,19 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                 return Err(ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not on this node")));
             }
             return forward(&st.http, &base, &method, &path, query, &headers, body).await;
+        }
+    }
+
+    if matches!(ep, Endpoint::Tags(_) | Endpoint::Manifest(..)) && matches!(method, Method::GET | Method::HEAD) {
+        match headers.get(HDR_CONSISTENCY).map(|v| v.as_bytes()) {
+            None => {}
+            Some(b"linearizable") => reg.catch_up().await?,
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("{HDR_CONSISTENCY}: {} is not a consistency level (use linearizable)", String::from_utf8_lossy(other)),
+                ))
+            }
         }
     }
 

@@ -496,6 +496,10 @@ impl Registry for NodeRegistry {
         }
     }
 
+    async fn catch_up(&self) -> Result<(), ApiError> {
+        self.meta.read_barrier().await.map_err(meta_err)
+    }
+
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
         self.repo_exists(repo).await?;
         let prefix = keys::tags_of(repo.as_str());
