@@ -15,9 +15,9 @@ pub mod peer_tls;
 
 pub use codec::{decode_versioned, encode_versioned, CodecError};
 pub use digest::{Digest, DigestAlgorithm, DigestError};
-pub use links::LinkFilter;
+pub use links::{Island, LinkFilter};
 pub use names::{NameError, Region, RepoName};
-pub use peer_tls::{PeerTls, PEER_TLS_NAME};
+pub use peer_tls::{node_common_name, node_id_of_cert, PeerTls, PEER_TLS_NAME};
 
 /// A node's identity in the cluster. Assigned once, by the cluster, when the
 /// node registers; never reused after the node is removed.

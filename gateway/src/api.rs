@@ -41,6 +41,50 @@ pub trait Backend: Send + Sync + 'static {
     /// The node's metrics in the Prometheus text format.
     async fn metrics_text(&self) -> String;
     async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError>;
+    /// Cuts this node off from every peer but `req.keep`, both ways, until
+    /// `req.duration_ms` from now (a region drill). `req` is validated.
+    async fn isolate(&self, req: IsolateRequest) -> Result<Isolation, ApiError>;
+    /// Ends this node's isolation now; nothing to do when there is none.
+    async fn end_isolation(&self) -> Result<(), ApiError>;
+}
+
+/// The shortest and longest isolation a drill may ask for. The upper bound
+/// keeps a forgotten drill from cutting a node off for long: the node heals
+/// by itself at the deadline.
+pub const ISOLATION_MIN_MS: u64 = 1_000;
+pub const ISOLATION_MAX_MS: u64 = 600_000;
+
+/// `POST /api/v1/drill/isolate`: what to cut this node off from, how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolateRequest {
+    /// How long the node stays cut off, ms (1 s to 10 min).
+    pub duration_ms: u64,
+    /// Nodes it may still talk to: the other nodes of its side of the
+    /// partition (a drill's region).
+    #[serde(default)]
+    pub keep: Vec<u64>,
+}
+
+impl IsolateRequest {
+    /// Checks the bounds; the message is the whole error.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(ISOLATION_MIN_MS..=ISOLATION_MAX_MS).contains(&self.duration_ms) {
+            return Err(format!("duration_ms must be between {ISOLATION_MIN_MS} (1 s) and {ISOLATION_MAX_MS} (10 min), not {}", self.duration_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to an isolation: who is cut off, and when it heals by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Isolation {
+    pub node: u64,
+    pub keep: Vec<u64>,
+    /// Wall-clock time of the node when it heals, ms since the epoch.
+    pub heals_at_ms: u64,
+    /// The same, relative: ms from the answer.
+    pub heals_in_ms: u64,
 }
 
 /// Where a namespace's blobs are kept in the background.
@@ -65,6 +109,10 @@ pub struct ClusterStatus {
     /// RTT from each node (row) to each peer, ms, as the blob transport measures it.
     #[serde(default)]
     pub rtt_ms: Vec<RttRow>,
+    /// Highest log index the answering node has applied: how a drill tells
+    /// that a node has caught up after rejoining. None from older nodes.
+    #[serde(default)]
+    pub applied_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

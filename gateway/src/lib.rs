@@ -7,7 +7,8 @@
 //! and tests can implement it with a fake.
 //!
 //! Surface today: `/health`, `/health/ready`, and the cluster part of the
-//! admin API under `/api/v1/cluster/…` that `berth cluster` uses.
+//! admin API under `/api/v1/cluster/…` and `/api/v1/drill/…` that
+//! `berth cluster` and `berth drill` use.
 
 pub mod access;
 pub mod api;
@@ -63,6 +64,7 @@ pub fn router(services: Services, tls: bool) -> Router {
         .route("/metrics", get(handle_metrics))
         .route("/api/v1/cluster/ca", get(handle_ca))
         .route("/api/v1/drill/probe", post(handle_probe))
+        .route("/api/v1/drill/isolate", post(handle_isolate).delete(handle_isolate_end))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
         .route("/api/v1/cluster/tokens", post(handle_token_create).get(handle_token_list))
         .route("/api/v1/cluster/tokens/{id}", delete(handle_token_revoke))
@@ -81,6 +83,27 @@ pub fn router(services: Services, tls: bool) -> Router {
 async fn handle_probe(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
     admin(&b, &caller).await?;
     b.probe_write().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cuts this node off from its peers for a while (`berth drill region`).
+/// Not in the OpenAPI document, like the rest of the cluster and drill
+/// API: a fuzzer holding the operator token must not partition the node.
+async fn handle_isolate(
+    State(b): State<Shared>,
+    caller: Caller,
+    body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Isolation>, ApiError> {
+    admin(&b, &caller).await?;
+    let Json(req) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    Ok(Json(b.isolate(req).await?))
+}
+
+/// Heals this node's isolation now, before its deadline.
+async fn handle_isolate_end(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
+    admin(&b, &caller).await?;
+    b.end_isolation().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -114,6 +114,7 @@ impl Backend for NodeBackend {
             term: view.map(|v| v.term).unwrap_or(m.current_term),
             nodes,
             rtt_ms,
+            applied_index: self.meta.metrics().last_applied.map(|l| l.index),
         })
     }
 
@@ -236,9 +237,42 @@ impl Backend for NodeBackend {
         }
     }
 
+    async fn isolate(&self, req: IsolateRequest) -> Result<Isolation, ApiError> {
+        let me = self.meta.id();
+        let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
+        if let Some(unknown) = req.keep.iter().find(|k| !nodes.iter().any(|n| n.id == **k && !n.removed)) {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("node {unknown} in keep is not an active node of the cluster")));
+        }
+        let keep: BTreeSet<u64> = req.keep.iter().copied().filter(|k| *k != me).collect();
+        let duration = Duration::from_millis(req.duration_ms);
+        let filter = self.meta.filter().clone();
+        filter.set_island(me, keep.clone(), std::time::Instant::now() + duration);
+        tracing::warn!(node_id = me, keep = ?keep, duration_ms = req.duration_ms, "drill: this node is cut off from every peer outside keep");
+        tokio::spawn(announce_heal(filter, me, duration));
+        Ok(Isolation { node: me, keep: keep.into_iter().collect(), heals_at_ms: crate::join::now_ms() + req.duration_ms, heals_in_ms: req.duration_ms })
+    }
+
+    async fn end_isolation(&self) -> Result<(), ApiError> {
+        let me = self.meta.id();
+        if self.meta.filter().end_island(me) {
+            tracing::warn!(node_id = me, "drill: isolation ended early; talking to every peer again");
+        }
+        Ok(())
+    }
+
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError> {
         let previous = self.meta.wait_for_leader(Duration::from_secs(5)).await.map_err(meta_err)?;
         let leader = self.meta.transfer_leader(to).await.map_err(meta_err)?;
         Ok(TransferLeaderReply { previous, leader })
+    }
+}
+
+/// Logs the end of an isolation at its deadline. The filter itself stops
+/// cutting at the deadline whether or not this runs (it checks the time on
+/// every call); this only tells the operator, and forgets the island.
+async fn announce_heal(filter: berth_raft::LinkFilter, me: u64, after: Duration) {
+    tokio::time::sleep(after).await;
+    if filter.forget_expired_island(me) {
+        tracing::warn!(node_id = me, "drill: isolation over; talking to every peer again");
     }
 }

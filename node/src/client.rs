@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use berth_gateway::error::ErrorBody;
+use berth_gateway::error::{ErrorBody, ErrorEntry};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::config::Layout;
@@ -102,6 +102,45 @@ pub fn read_password(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// What one probe request saw.
+#[derive(Debug)]
+pub enum Answer {
+    /// The node answered; for an error, with the first entry of its error JSON.
+    Status { status: reqwest::StatusCode, error: Option<ErrorEntry> },
+    /// No answer within the probe's time limit.
+    TimedOut,
+    /// No answer at all: connection refused or reset.
+    NoAnswer(String),
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Answer::Status { status, .. } if status.is_success())
+    }
+
+    /// What answers are grouped by in a report: `503 UNAVAILABLE`, `timeout`, ...
+    pub fn label(&self) -> String {
+        match self {
+            Answer::Status { status, error: Some(e) } => {
+                let code = serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                format!("{} {code}", status.as_u16())
+            }
+            Answer::Status { status, error: None } => status.as_u16().to_string(),
+            Answer::TimedOut => "timeout".into(),
+            Answer::NoAnswer(_) => "no answer".into(),
+        }
+    }
+
+    /// The error message the node gave, or why nothing came back.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Answer::Status { error, .. } => error.as_ref().map(|e| e.message.clone()),
+            Answer::TimedOut => None,
+            Answer::NoAnswer(why) => Some(why.clone()),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AdminClient {
     base: String,
@@ -169,23 +208,45 @@ impl AdminClient {
         &self.base
     }
 
-    /// GET `path`, only the status: for probes.
-    pub async fn status_of(&self, path: &str) -> Result<reqwest::StatusCode, reqwest::Error> {
-        let req = self.http.get(format!("{}{}", self.base, path)).timeout(std::time::Duration::from_secs(5));
-        let req = match &self.auth {
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
             Auth::Bearer(t) | Auth::AppToken(t) => req.bearer_auth(t),
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
+        }
+    }
+
+    /// GET `path`, only the status: for probes.
+    pub async fn status_of(&self, path: &str) -> Result<reqwest::StatusCode, reqwest::Error> {
+        let req = self.authed(self.http.get(format!("{}{}", self.base, path)).timeout(std::time::Duration::from_secs(5)));
         Ok(req.send().await?.status())
+    }
+
+    /// `method path` without a body, as a probe: what came back (the
+    /// status and, for an error, its code and message), or that nothing
+    /// did within `timeout`. Never an error: every outcome is a finding.
+    pub async fn probe(&self, method: reqwest::Method, path: &str, timeout: std::time::Duration) -> Answer {
+        let req = self.authed(self.http.request(method, format!("{}{}", self.base, path)).timeout(timeout));
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Answer::TimedOut,
+            Err(e) => return Answer::NoAnswer(e.to_string()),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            // Read the body so the connection is reused.
+            return match resp.bytes().await {
+                Ok(_) => Answer::Status { status, error: None },
+                Err(e) if e.is_timeout() => Answer::TimedOut,
+                Err(e) => Answer::NoAnswer(e.to_string()),
+            };
+        }
+        let error = resp.bytes().await.ok().and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok()).and_then(|b| b.errors.into_iter().next());
+        Answer::Status { status, error }
     }
 
     async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<Option<T>> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        req = match &self.auth {
-            Auth::Bearer(t) | Auth::AppToken(t) => req.bearer_auth(t),
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
+        let mut req = self.authed(self.http.request(method, &url));
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -4,6 +4,18 @@
 //! the cluster the way clients use it: metadata writes through the node the
 //! operator named, registry reads on every node the login reaches. It
 //! reports how long writes were unavailable and whether reads ever stopped.
+//!
+//! `region` cuts every node of one region off from the rest of the cluster
+//! for a while (each node is told through its admin API,
+//! `/api/v1/drill/isolate`, and stops sending to and hearing from the other
+//! side), then heals it. Meanwhile it probes: metadata writes through a
+//! node outside the region (they go on, after at most an election), writes
+//! through the cut-off nodes (refused, and how), reads on every node (served
+//! from local state, so they should never stop); after the heal, how long
+//! the region's nodes take to catch up. Safe by default: it refuses a drill
+//! that would stop every write (the nodes outside the region hold no
+//! majority of the voters) unless forced, and each node heals by itself
+//! shortly after the drill's end even if this command dies.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +23,10 @@ use berth_gateway::{ClusterStatus, TransferLeaderReply, TransferLeaderRequest};
 use serde::Serialize;
 
 use crate::client::AdminClient;
+
+pub mod region;
+
+pub use region::{region, RegionOptions, RegionPlan, RegionReport};
 
 /// Probing before and after the transfer.
 const BASELINE: Duration = Duration::from_millis(800);
@@ -42,7 +58,7 @@ pub struct FailoverReport {
 }
 
 /// Longest gap between successes, from the probe's start to its end.
-fn longest_gap(start: Instant, end: Instant, successes: &[Instant]) -> Duration {
+pub(crate) fn longest_gap(start: Instant, end: Instant, successes: &[Instant]) -> Duration {
     let mut last = start;
     let mut longest = Duration::ZERO;
     for t in successes.iter().chain(std::iter::once(&end)) {

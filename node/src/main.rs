@@ -103,6 +103,24 @@ enum DrillCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cut one region's nodes off from the rest for a while, then let them
+    /// rejoin; report what clients saw. Each node heals by itself shortly
+    /// after the drill's end even if this command dies.
+    Region {
+        /// The region to cut off (as `berth cluster status` shows it).
+        region: String,
+        /// How long the region stays cut off (1s to 10m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Drill even when the nodes outside the region hold no majority of
+        /// the voters, which stops every write for the duration.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -411,6 +429,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => cli_identity::run_logs(args).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = berth_node::drill::failover(&AdminClient::new(&target)?, to).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                report.print();
+            }
+        }
+        Command::Drill { command: DrillCommand::Region { region, duration, force, target, json } } => {
+            let opts = berth_node::drill::RegionOptions { region, duration, force };
+            let report = berth_node::drill::region(&AdminClient::new(&target)?, &opts).await?;
             if json {
                 print_json(&report)?;
             } else {

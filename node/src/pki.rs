@@ -65,7 +65,7 @@ pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<Stri
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let public = SubjectPublicKeyInfo::from_der(spki_der)?;
     let mut params = CertificateParams::new(vec![PEER_TLS_NAME.to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, format!("berth node {node_id}"));
+    params.distinguished_name.push(DnType::CommonName, berth_common::node_common_name(node_id));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let cert = params.signed_by(&public, &issuer)?;
@@ -176,5 +176,20 @@ pub async fn fetch_pinned_ca(addr: &str, fingerprint: &str) -> Result<String, Pk
         }),
         (Err(e), _) => Err(PkiError::Handshake { addr: addr.into(), message: e.to_string() }),
         (Ok(_), Seen::Nothing) => Err(PkiError::Handshake { addr: addr.into(), message: "the seed's certificate was not checked".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_read_the_node_id_back_from_a_node_certificate() {
+        let ca = new_ca("c0ffee").unwrap();
+        let key = new_node_key().unwrap();
+        let chain = sign_node_cert(&ca, 42, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+        assert_eq!(berth_common::node_id_of_cert(first_cert_der(&chain).unwrap().as_ref()), Some(42));
+        assert_eq!(berth_common::node_id_of_cert(first_cert_der(&ca.cert_pem).unwrap().as_ref()), None, "the CA is no node");
+        assert_eq!(berth_common::node_id_of_cert(b"not a certificate"), None);
     }
 }

@@ -228,16 +228,50 @@ impl MetaNodeHandle {
         call(channel, addr, rpc, req, timeout).await
     }
 
-    /// Waits until this node has applied `index`.
+    /// Why no write or read barrier through this node can succeed now, when
+    /// the node knows it: a drill made it an island whose side (the node
+    /// and the nodes it keeps) holds no majority of the voters, so no
+    /// leader it can reach can commit anything. Such a node refuses at once
+    /// instead of letting every client wait `write_timeout_ms` for nothing.
+    ///
+    /// The island's side is taken to be the whole partition: the drill sets
+    /// the same side on each of its members. Without an island a node
+    /// cannot tell a partition from a slow network, and waits as before.
+    pub fn cut_off_from_quorum(&self) -> Option<String> {
+        let me = self.inner.id;
+        let island = self.inner.filter.island(me)?;
+        let m = self.metrics();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let reachable = voters.iter().filter(|v| **v == me || island.keep.contains(v)).count();
+        if reachable * 2 > voters.len() {
+            return None;
+        }
+        Some(format!(
+            "node {me} is cut off by a drill for {} ms more: its side holds {reachable} of the {} voters, no quorum",
+            island.left().as_millis(),
+            voters.len()
+        ))
+    }
+
+    /// Waits until this node has applied `index`. Gives up early when the
+    /// node gets cut off meanwhile (a write forwarded just before a drill's
+    /// cut is committed, but its entry cannot reach this node until the
+    /// heal): the client hears so at once instead of at the deadline.
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.inner
-            .raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "read-your-writes")
-            .await
-            .map(|_| ())
-            .map_err(|e| MetaError::Unavailable(format!("this node has not applied index {index} yet: {e}")))
+        const CHECK_EVERY: Duration = Duration::from_millis(100);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = self.inner.raft.wait(Some(left.min(CHECK_EVERY))).applied_index_at_least(Some(index), "read-your-writes").await;
+            match waited {
+                Ok(_) => return Ok(()),
+                Err(e @ openraft::metrics::WaitError::ShuttingDown) => return Err(MetaError::Unavailable(e.to_string())),
+                Err(e) if left <= CHECK_EVERY => return Err(MetaError::Unavailable(format!("this node has not applied index {index} yet: {e}"))),
+                Err(_) => {}
+            }
+            if let Some(why) = self.cut_off_from_quorum() {
+                return Err(MetaError::Unavailable(format!("committed at index {index}, but this node cannot apply it now: {why}")));
+            }
+        }
     }
 
     /// Commits `cmd` through the leader and returns its response once it is
@@ -250,6 +284,9 @@ impl MetaNodeHandle {
         loop {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
+            }
+            if let Some(why) = self.cut_off_from_quorum() {
+                return Err(MetaError::Unavailable(format!("{kind} refused: {why}")));
             }
             let leader = self.metrics().current_leader;
             if leader == Some(self.inner.id) && self.handing_over() {
@@ -293,6 +330,9 @@ impl MetaNodeHandle {
         loop {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable("no leader confirmed a read index in time".into()));
+            }
+            if let Some(why) = self.cut_off_from_quorum() {
+                return Err(MetaError::Unavailable(why));
             }
             match self.metrics().current_leader {
                 Some(l) if l == self.inner.id => match self.inner.raft.ensure_linearizable().await {

@@ -7,7 +7,9 @@
 //! and connect lazily, so an unreachable peer costs nothing until used.
 //!
 //! [`LinkFilter`] sits in front of every outgoing call: tests cut links with
-//! it (in one direction or both) instead of sleeping or killing tasks.
+//! it (in one direction or both) instead of sleeping or killing tasks, and a
+//! region drill makes a node an island with it. The server side checks the
+//! same filter for incoming calls ([`crate::server`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

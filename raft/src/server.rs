@@ -5,6 +5,13 @@
 //! client's. A client certificate not signed by the cluster CA fails the
 //! handshake. A client without one gets through the handshake (a joining
 //! node has no certificate yet) but every call except `Join` refuses it.
+//!
+//! A partitioned node neither sends nor hears: when the node's link filter
+//! cuts anything, each call is first checked against it, the caller known
+//! by the node id in its certificate (which the handshake verified against
+//! the cluster CA, so nothing the caller says about itself is trusted).
+//! A refused call gets `UNAVAILABLE`, which the caller treats like an
+//! unreachable peer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +30,7 @@ use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
 use crate::types::*;
 use crate::wire::{from_payload, to_payload, ForwardReply};
-use berth_common::PeerTls;
+use berth_common::{node_id_of_cert, NodeId, PeerTls};
 
 /// Handles `Join` calls: the node crate owns certificates and tokens.
 #[async_trait]
@@ -45,6 +52,12 @@ fn require_cluster_cert<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// The node a call comes from, by its certificate; `None` without one.
+fn caller_id<T>(req: &Request<T>) -> Option<NodeId> {
+    let certs = req.peer_certs()?;
+    node_id_of_cert(certs.first()?.as_ref())
+}
+
 fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
     from_payload(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("unreadable payload: {e}")))
 }
@@ -61,28 +74,52 @@ fn write_reply(res: Result<openraft::raft::ClientWriteResponse<TypeConfig>, Raft
     }
 }
 
+impl PeerService {
+    /// Refuses a call from a node this node may not hear now (a cut link or
+    /// a drill's island). Identifying the caller costs a certificate parse,
+    /// so it is skipped while nothing is cut.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let filter = self.meta.filter();
+        if filter.is_clear() {
+            return Ok(());
+        }
+        let caller = caller_id(req);
+        if filter.admits(caller, self.meta.id()) {
+            return Ok(());
+        }
+        let who = caller.map(|c| format!("node {c}")).unwrap_or_else(|| "an unidentified caller".into());
+        Err(Status::unavailable(format!("node {} does not hear {who} now: the link is cut", self.meta.id())))
+    }
+
+    /// The checks every call between members passes first.
+    fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        require_cluster_cert(req)?;
+        self.admit(req)
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let rpc = decode(req)?;
         reply(&self.meta.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let rpc = decode(req)?;
         reply(&self.meta.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let rpc = decode(req)?;
         reply(&self.meta.raft().install_snapshot(rpc).await)
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let cmd: MetaRequest = decode(req)?;
         if self.meta.handing_over() {
             // Not proposed: the caller retries at the next leader.
@@ -92,7 +129,7 @@ impl Peer for PeerService {
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let out = match self.meta.raft().ensure_linearizable().await {
             Ok(read_log_id) => ForwardReply::ReadIndex { read_log_id },
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -104,26 +141,27 @@ impl Peer for PeerService {
     }
 
     async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let out: Result<(), String> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn transfer_leader(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let to: Option<u64> = decode(req)?;
         let out: Result<u64, String> = self.meta.hand_over_leadership(to).await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn status(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        require_cluster_cert(&req)?;
+        self.check_member(&req)?;
         let out: Result<crate::wire::LeaderView, String> =
             if self.meta.is_leader() { self.meta.leader_view().await.map_err(|e| e.to_string()) } else { Err("not the leader".into()) };
         reply(&out)
     }
 
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        self.admit(&req)?;
         let out = self.join.join(req.into_inner().data).await;
         reply(&out)
     }

@@ -1,11 +1,24 @@
 //! Answering peers: every incoming connection is mutual TLS (the transport
 //! refuses a peer without a certificate from the cluster CA), every stream
 //! one request.
+//!
+//! A peer this node may not hear (a cut link, a drill's island) gets its
+//! connection closed with [`CUT`], at the handshake or at its next request:
+//! a partitioned node neither fetches from nor serves the other side.
 
 use crate::protocol::{read_frame, write_frame, GetReply, Reply, Request};
 use crate::{bump, BlobError, BlobRange, Replicator};
 
 const SERVE_CHUNK: usize = 256 << 10;
+
+/// Application close code of a connection from a peer whose link is cut.
+pub const CUT: u32 = 2;
+
+/// Closes a connection from a peer this node may not hear now.
+fn close_cut(conn: &quinn::Connection) {
+    tracing::debug!(peer = ?crate::transport::peer_node_id(conn), "closing a blob connection: the link is cut");
+    conn.close(CUT.into(), b"link cut");
+}
 
 impl Replicator {
     pub(crate) async fn serve(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -28,7 +41,15 @@ impl Replicator {
                         return;
                     }
                 };
-                while let Ok((send, recv)) = conn.accept_bi().await {
+                loop {
+                    if !me.admits(&conn) {
+                        return close_cut(&conn);
+                    }
+                    let Ok((send, recv)) = conn.accept_bi().await else { return };
+                    // The link may have been cut while the connection idled.
+                    if !me.admits(&conn) {
+                        return close_cut(&conn);
+                    }
                     let me = me.clone();
                     tokio::spawn(async move {
                         if let Err(e) = me.handle_stream(send, recv).await {
@@ -38,6 +59,10 @@ impl Replicator {
                 }
             });
         }
+    }
+
+    fn admits(&self, conn: &quinn::Connection) -> bool {
+        self.inner.transport.admits(conn)
     }
 
     async fn handle_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {

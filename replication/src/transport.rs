@@ -98,6 +98,14 @@ fn configs(tls: &PeerTls, cfg: &TransportConfig) -> Result<(quinn::ServerConfig,
     Ok((server, client))
 }
 
+/// The node at the other end of `conn`, by its certificate; `None` when it
+/// presented no node certificate.
+pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
+    berth_common::node_id_of_cert(certs.first()?.as_ref())
+}
+
 /// This node's QUIC endpoint and its connections to peers.
 pub struct Transport {
     self_id: NodeId,
@@ -127,8 +135,7 @@ impl Transport {
         let _ = sock.set_recv_buffer_size(cfg.udp_buffer_bytes);
         let _ = sock.set_send_buffer_size(cfg.udp_buffer_bytes);
         let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind { addr, source: std::io::Error::other("no async runtime") })?;
-        let mut endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime).map_err(|source| TransportError::Bind { addr, source })?;
+        let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime).map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
         Ok(Transport { self_id, endpoint, filter, conns: Mutex::new(HashMap::new()) })
     }
@@ -143,6 +150,14 @@ impl Transport {
 
     pub fn allows(&self, to: NodeId) -> bool {
         self.filter.allows(self.self_id, to)
+    }
+
+    /// Whether a request arriving on `conn` may be heard: a partitioned
+    /// node hears nobody it may not talk to. The caller is known by the node
+    /// id in its certificate (verified against the cluster CA in the
+    /// handshake); the certificate is only parsed while something is cut.
+    pub fn admits(&self, conn: &quinn::Connection) -> bool {
+        self.filter.is_clear() || self.filter.admits(peer_node_id(conn), self.self_id)
     }
 
     /// A live connection to `node` at `addr`, reused when there is one.
@@ -163,9 +178,11 @@ impl Transport {
         Ok(conn)
     }
 
-    /// Smoothed RTT to each connected peer, as QUIC measures it.
+    /// Smoothed RTT to each connected peer, as QUIC measures it (not to a
+    /// peer whose link is cut: its idle connection says nothing).
     pub fn rtts(&self) -> HashMap<NodeId, Duration> {
-        self.conns.lock().expect("connection pool lock").iter().filter(|(_, c)| c.close_reason().is_none()).map(|(id, c)| (*id, c.rtt())).collect()
+        let conns = self.conns.lock().expect("connection pool lock");
+        conns.iter().filter(|(id, c)| c.close_reason().is_none() && self.allows(**id)).map(|(id, c)| (*id, c.rtt())).collect()
     }
 
     pub fn close(&self) {
