@@ -1,0 +1,254 @@
+//! The history checker. From what the clients saw, and from every node
+//! once faults have healed, it asserts:
+//! - no acknowledged manifest is lost (by tag unless the tag was deleted,
+//!   and by digest, on every node);
+//! - a linearizable tag read never returns a write older than one that was
+//!   acknowledged before the read began, nor a write that had not begun;
+//! - every pulled byte matches its digest;
+//! - after healing, all nodes converge: the same tags with the same
+//!   digests, and no copy the placement policy asks for is missing.
+//!
+//! It also measures what users would feel: the longest time no write was
+//! acknowledged through the unaffected nodes, and the pull errors there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use berth_common::Digest;
+
+use crate::cluster::{Cluster, PASSWORD};
+use crate::workload::{read_tag, Kind, Op, REPO};
+
+/// What one run of a scenario came to.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub acked_lost: usize,
+    pub longest_write_gap: Duration,
+    /// Failed local reads and pulls through nodes no fault touched.
+    pub pull_errors_unaffected: usize,
+    /// Failed linearizable reads (expected while there is no leader).
+    pub linearizable_read_failures: usize,
+    pub violations: Vec<String>,
+    /// How long convergence took after healing.
+    pub converged_in: Duration,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.acked_lost == 0
+    }
+}
+
+/// Checks the clients' history alone: byte integrity, linearizable reads,
+/// unavailability and errors through `unaffected` nodes over `[from, to]`.
+pub fn check_history(ops: &[Op], unaffected: &[usize], from: Instant, to: Instant) -> Verdict {
+    let mut v = Verdict { ops: ops.len(), ..Verdict::default() };
+    let writes: Vec<&Op> = ops.iter().filter(|o| o.is_write()).collect();
+    v.acked_writes = writes.iter().filter(|o| o.ok()).count();
+    let by_digest: HashMap<&Digest, &Op> = writes
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Kind::Push { digest, .. } | Kind::Move { digest, .. } => Some((digest, *o)),
+            _ => None,
+        })
+        .collect();
+
+    for op in ops {
+        match &op.kind {
+            Kind::Pull { digest, bytes_ok: false } => v.violations.push(format!("pull of {digest} through node {} returned bytes that do not match", op.node)),
+            Kind::Read { tag, linearizable: true, got } if op.ok() => {
+                if let Some(problem) = stale_read(tag, got.as_ref(), op, &writes, &by_digest) {
+                    v.violations.push(problem);
+                }
+            }
+            Kind::Read { linearizable: true, .. } => v.linearizable_read_failures += 1,
+            Kind::Read { linearizable: false, .. } | Kind::Pull { .. } if !op.ok() && unaffected.contains(&op.node) => v.pull_errors_unaffected += 1,
+            _ => {}
+        }
+    }
+
+    let mut acks: Vec<Instant> = writes.iter().filter(|o| o.ok() && unaffected.contains(&o.node)).map(|o| o.end).collect();
+    acks.sort();
+    let mut last = from;
+    for t in acks.iter().chain(std::iter::once(&to)) {
+        v.longest_write_gap = v.longest_write_gap.max(t.saturating_duration_since(last));
+        last = last.max(*t);
+    }
+    v
+}
+
+/// Why a linearizable read of `tag` that returned `got` is wrong, if it is.
+fn stale_read(tag: &str, got: Option<&Digest>, read: &Op, writes: &[&Op], by_digest: &HashMap<&Digest, &Op>) -> Option<String> {
+    let to_tag = |w: &&&Op| matches!(&w.kind, Kind::Move { tag: t, .. } if t == tag);
+    let superseded_before_read = |older_end: Option<Instant>| {
+        writes.iter().filter(to_tag).find(|w| w.ok() && w.end < read.start && older_end.is_none_or(|e| e < w.start)).map(|w| w.kind.clone())
+    };
+    match got {
+        None => superseded_before_read(None).map(|w| format!("linearizable read of {tag} on node {} found nothing after {w:?} was acknowledged", read.node)),
+        Some(d) => {
+            let Some(source) = by_digest.get(d) else {
+                return Some(format!("linearizable read of {tag} on node {} returned {d}, which no client wrote", read.node));
+            };
+            if source.start > read.end {
+                return Some(format!("linearizable read of {tag} on node {} returned {d}, written only after the read ended", read.node));
+            }
+            // Only an acknowledged source has a known end: an unacknowledged
+            // write may take effect any time after it began.
+            if !source.ok() {
+                return None;
+            }
+            superseded_before_read(Some(source.end))
+                .map(|w| format!("linearizable read of {tag} on node {} returned {d}, older than {w:?} acknowledged before the read", read.node))
+        }
+    }
+}
+
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = http.get(format!("{base}/metrics")).timeout(Duration::from_secs(3)).send().await.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn tags(http: &reqwest::Client, base: &str) -> Option<BTreeSet<String>> {
+    let r = http.get(format!("{base}/v2/{REPO}/tags/list")).basic_auth("admin", Some(PASSWORD)).timeout(Duration::from_secs(5)).send().await.ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    Some(v["tags"].as_array()?.iter().filter_map(|t| Some(t.as_str()?.to_string())).collect())
+}
+
+/// What one node holds now: tags with the digests they resolve to.
+async fn node_state(http: &reqwest::Client, base: &str) -> Option<BTreeMap<String, Option<Digest>>> {
+    let mut out = BTreeMap::new();
+    for t in tags(http, base).await? {
+        let d = read_tag(http, base, &t, false).await.ok()?;
+        out.insert(t, d);
+    }
+    Some(out)
+}
+
+/// After faults have healed: waits (up to `within`) until every member
+/// node holds the same tags and no wanted copy is missing, then checks
+/// that no acknowledged write is lost on any of them.
+pub async fn check_converged(cluster: &Cluster, ops: &[Op], within: Duration, v: &mut Verdict) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let members: Vec<usize> = cluster.nodes.iter().filter(|n| !n.removed && n.is_running()).map(|n| n.index).collect();
+    let started = Instant::now();
+    let deadline = started + within;
+    let mut last_problem;
+    loop {
+        last_problem = None;
+        let mut states = Vec::new();
+        for &i in &members {
+            let base = cluster.nodes[i].base();
+            match metric(&http, &base, "berth_replication_backlog_blobs").await {
+                Some(b) if b == 0.0 => {}
+                other => last_problem = Some(format!("node {i} still misses {other:?} wanted blobs")),
+            }
+            match node_state(&http, &base).await {
+                Some(s) => states.push((i, s)),
+                None => last_problem = Some(format!("node {i} did not list its tags")),
+            }
+        }
+        if last_problem.is_none() {
+            if let Some((first, s0)) = states.first() {
+                if let Some((i, _)) = states.iter().find(|(_, s)| s != s0) {
+                    last_problem = Some(format!("node {i} and node {first} hold different tags"));
+                }
+            }
+        }
+        if last_problem.is_none() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    v.converged_in = started.elapsed();
+    if let Some(p) = last_problem {
+        v.violations.push(format!("no convergence within {within:?}: {p}"));
+    }
+
+    let deleted: BTreeSet<&str> = ops.iter().filter_map(|o| if let Kind::Delete { tag } = &o.kind { Some(tag.as_str()) } else { None }).collect();
+    let mut lost = BTreeSet::new();
+    for &i in &members {
+        let base = cluster.nodes[i].base();
+        for op in ops.iter().filter(|o| o.ok()) {
+            let (tag, digest) = match &op.kind {
+                Kind::Push { tag, digest } => (Some(tag), digest),
+                Kind::Move { digest, .. } => (None, digest),
+                _ => continue,
+            };
+            let by_tag_ok = match tag.filter(|t| !deleted.contains(t.as_str())) {
+                Some(t) => read_tag(&http, &base, t, false).await.ok().flatten().as_ref() == Some(digest),
+                None => true,
+            };
+            let r = http.head(format!("{base}/v2/{REPO}/manifests/{digest}")).basic_auth("admin", Some(PASSWORD)).send().await;
+            let by_digest_ok = r.is_ok_and(|r| r.status().as_u16() == 200);
+            if !by_tag_ok || !by_digest_ok {
+                lost.insert(digest.clone());
+                v.violations.push(format!("node {i} lost acknowledged {:?} (by tag ok: {by_tag_ok}, by digest ok: {by_digest_ok})", op.kind));
+            }
+        }
+    }
+    v.acked_lost = lost.len();
+}
+
+/// One line per scenario, for the summary table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub runs: usize,
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub acked_lost: usize,
+    pub longest_write_gap: Duration,
+    pub pull_errors_unaffected: Option<usize>,
+    pub failed_runs: usize,
+}
+
+impl Row {
+    pub fn new(scenario: &str) -> Row {
+        Row {
+            scenario: scenario.into(),
+            runs: 0,
+            ops: 0,
+            acked_writes: 0,
+            acked_lost: 0,
+            longest_write_gap: Duration::ZERO,
+            pull_errors_unaffected: Some(0),
+            failed_runs: 0,
+        }
+    }
+
+    pub fn add(&mut self, v: &Verdict, unaffected_exists: bool) {
+        self.runs += 1;
+        self.ops += v.ops;
+        self.acked_writes += v.acked_writes;
+        self.acked_lost += v.acked_lost;
+        self.longest_write_gap = self.longest_write_gap.max(v.longest_write_gap);
+        self.pull_errors_unaffected = match (self.pull_errors_unaffected, unaffected_exists) {
+            (Some(p), true) => Some(p + v.pull_errors_unaffected),
+            _ => None,
+        };
+        self.failed_runs += usize::from(!v.passed());
+    }
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| scenario | runs | operations | acked writes | acked pushes lost | longest write unavailability | pull errors, unaffected nodes | failed runs |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let pulls = r.pull_errors_unaffected.map(|p| p.to_string()).unwrap_or_else(|| "n/a (every node faulted)".into());
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} s | {} | {} |\n",
+            r.scenario,
+            r.runs,
+            r.ops,
+            r.acked_writes,
+            r.acked_lost,
+            r.longest_write_gap.as_secs_f64(),
+            pulls,
+            r.failed_runs
+        ));
+    }
+    s
+}
