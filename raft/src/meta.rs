@@ -7,7 +7,7 @@
 //!   `read_barrier` makes the next local reads linearizable.
 //! - Membership follows the node records through [`crate::membership`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_common::NodeId;
@@ -115,6 +115,25 @@ pub enum MetaError {
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
+/// Keeps `since` at the moment this node last lost its leader (None while
+/// it knows one), from openraft's metrics.
+async fn track_leaderless(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, MetaNode>>, since: Arc<Mutex<Option<Instant>>>) {
+    loop {
+        let has_leader = metrics.borrow_and_update().current_leader.is_some();
+        {
+            let mut s = since.lock().expect("leaderless lock");
+            match (has_leader, *s) {
+                (true, _) => *s = None,
+                (false, None) => *s = Some(Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 struct Inner {
     id: NodeId,
     raft: Raft,
@@ -125,6 +144,8 @@ struct Inner {
     /// Set while this leader hands leadership over: it proposes nothing new,
     /// so its followers' leases can run out and the target can win.
     handing_over: std::sync::atomic::AtomicBool,
+    /// Since when this node has known no leader (None while it knows one).
+    leaderless_since: Arc<Mutex<Option<Instant>>>,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -151,7 +172,9 @@ impl MetaNodeHandle {
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default() }) })
+        let leaderless_since = Arc::new(Mutex::new(Some(Instant::now())));
+        tokio::spawn(track_leaderless(raft.metrics(), leaderless_since.clone()));
+        Ok(MetaNodeHandle { inner: Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default(), leaderless_since }) })
     }
 
     pub fn id(&self) -> NodeId {
@@ -253,6 +276,20 @@ impl MetaNodeHandle {
         ))
     }
 
+    /// Why a write should be refused at once because this node has known no
+    /// leader for longer than two full election timeouts: elections finish
+    /// well within that, so the node is on the minority side of a partition
+    /// (or the majority is down), and a client is better served by a 503 now
+    /// than by one at the end of the write timeout. A write that arrives
+    /// during an ordinary election still waits for its outcome.
+    fn leaderless_too_long(&self) -> Option<String> {
+        let since = (*self.inner.leaderless_since.lock().expect("leaderless lock"))?;
+        let patience = Duration::from_millis(2 * self.inner.config.election_max_ms);
+        let for_how_long = since.elapsed();
+        (for_how_long > patience)
+            .then(|| format!("node {} has known no leader for {} ms (it cannot reach a majority of the voters)", self.inner.id, for_how_long.as_millis()))
+    }
+
     /// Waits until this node has applied `index`. Gives up early when the
     /// node gets cut off meanwhile (a write forwarded just before a drill's
     /// cut is committed, but its entry cannot reach this node until the
@@ -285,7 +322,7 @@ impl MetaNodeHandle {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
             }
-            if let Some(why) = self.cut_off_from_quorum() {
+            if let Some(why) = self.cut_off_from_quorum().or_else(|| self.leaderless_too_long()) {
                 return Err(MetaError::Unavailable(format!("{kind} refused: {why}")));
             }
             let leader = self.metrics().current_leader;
@@ -331,7 +368,7 @@ impl MetaNodeHandle {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable("no leader confirmed a read index in time".into()));
             }
-            if let Some(why) = self.cut_off_from_quorum() {
+            if let Some(why) = self.cut_off_from_quorum().or_else(|| self.leaderless_too_long()) {
                 return Err(MetaError::Unavailable(why));
             }
             match self.metrics().current_leader {
