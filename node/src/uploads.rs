@@ -32,10 +32,19 @@ fn unknown(id: &str) -> ApiError {
     ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is unknown (finished, cancelled or expired)"))
 }
 
+/// Linux's "disk quota exceeded", which std has no stable kind for yet.
+const EDQUOT: i32 = 122;
+
 pub fn blob_err(e: BlobError) -> ApiError {
     match e {
         BlobError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
         BlobError::RangeInvalid { .. } => ApiError::new(ErrorCode::RangeInvalid, e.to_string()),
+        // A full disk is this node's problem, not the request's: 503 tells
+        // the client (and a load balancer) that another node may take it.
+        BlobError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(EDQUOT) => {
+            tracing::error!(error = %e, "blob store is out of space");
+            ApiError::new(ErrorCode::Unavailable, "this node has no space left for blobs; try another node")
+        }
         BlobError::Io { .. } => {
             tracing::error!(error = %e, "blob store I/O failed");
             ApiError::new(ErrorCode::Internal, "blob store I/O failed")
