@@ -117,7 +117,7 @@ impl Node {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.with_extension("log")).expect("open node log");
         let child = Command::new(berth_bin())
             .args(["node", "start", "--data-dir", self.dir.to_str().expect("utf-8 path")])
-            .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn,berth_raft::store=info".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

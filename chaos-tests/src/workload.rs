@@ -225,9 +225,12 @@ async fn client(c: usize, seed: u64, layer_size: usize, stop: Arc<AtomicBool>, t
     let mut n = 0u64;
     let mut mine: Vec<(String, Digest)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        // Clients live in regions: each mostly uses its home node (as a
+        // client behind a regional load balancer would), sometimes another.
         let (node, base) = {
             let t = targets.lock().expect("targets lock");
-            t[rng.random_range(0..t.len())].clone()
+            let home = c % t.len();
+            t[if rng.random_bool(0.75) { home } else { rng.random_range(0..t.len()) }].clone()
         };
         let roll: u32 = rng.random_range(0..100);
         let start = Instant::now();
