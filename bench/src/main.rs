@@ -11,7 +11,11 @@
 //!
 //! `berth-bench replication`: a blob copied between two nodes by berth's
 //! blob transport (QUIC), against a plain TCP stream of the same bytes over
-//! the same path, on loopback and across an emulated WAN link.
+//! the same path, on loopback and across an emulated WAN link (optionally
+//! rate-limited, then also as a fraction of the link rate).
+//!
+//! `berth-bench failover` and `berth-bench fanout`: on real processes, see
+//! [`cluster`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod cluster;
 mod registry;
 
 #[derive(Parser)]
@@ -79,8 +84,33 @@ enum Bench {
         /// Round trip of the emulated WAN link, ms.
         #[arg(long, default_value_t = 100)]
         rtt_ms: u64,
+        /// Bandwidth of the emulated WAN link, MB/s (0: unlimited).
+        #[arg(long, default_value_t = 50)]
+        rate_mb: u64,
         /// Where the JSON results go.
         #[arg(long, default_value = "bench-results/replication.json")]
+        out: std::path::PathBuf,
+    },
+    /// Write unavailability after the leader is SIGKILLed (real processes).
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// RTT between the three regions, ms.
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+        #[arg(long, default_value = "bench-results/failover.json")]
+        out: std::path::PathBuf,
+    },
+    /// One blob to 6 nodes in 3 regions against one copy (real processes).
+    Fanout {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        #[arg(long, default_value_t = 100)]
+        rtt_ms: u64,
+        /// Every link's and every node's uplink bandwidth, MB/s.
+        #[arg(long, default_value_t = 50)]
+        rate_mb: u64,
+        #[arg(long, default_value = "bench-results/fanout.json")]
         out: std::path::PathBuf,
     },
 }
@@ -306,28 +336,36 @@ async fn main() -> anyhow::Result<()> {
             println!("target: commit latency <= 1.5 x quorum RTT + 5 ms");
             write_json(&out, &serde_json::json!({"bench": "metadata", "writes": writes, "rows": rows}))?;
         }
-        Bench::Replication { size_mib, rtt_ms, out } => {
+        Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
+        Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
+        Bench::Replication { size_mib, rtt_ms, rate_mb, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");
             let digest = blob_digest(size_mib);
             let mut rows = Vec::new();
             for rtt in [0, rtt_ms] {
-                let link = (rtt > 0).then(|| LinkSpec::rtt(Duration::from_millis(rtt)));
+                let rate = (rtt > 0 && rate_mb > 0).then_some(rate_mb * 1_000_000);
+                let link = (rtt > 0).then(|| {
+                    let l = LinkSpec::rtt(Duration::from_millis(rtt));
+                    rate.map(|r| l.with_rate(r)).unwrap_or(l)
+                });
                 eprintln!("rtt {rtt} ms: berth…");
                 let berth = berth_copy(size_mib, &digest, link).await?;
                 eprintln!("rtt {rtt} ms: tcp…");
                 let tcp = tcp_copy(size_mib, link).await?;
-                rows.push(serde_json::json!({"rtt_ms": rtt, "berth_mb_s": berth, "tcp_mb_s": tcp, "ratio": berth / tcp}));
+                let of_link = rate.map(|r| berth * 1e6 / r as f64);
+                rows.push(serde_json::json!({"rtt_ms": rtt, "link_mb_s": rate.map(|r| r / 1_000_000), "berth_mb_s": berth, "tcp_mb_s": tcp, "ratio": berth / tcp, "of_link_rate": of_link}));
             }
             println!("replication of a {size_mib} MiB blob between two nodes (loopback; WAN emulated in userspace)");
-            println!("{:>8} {:>14} {:>14} {:>8}", "RTT ms", "berth MB/s", "TCP MB/s", "ratio");
+            println!("{:>8} {:>10} {:>14} {:>14} {:>12} {:>14}", "RTT ms", "link MB/s", "berth MB/s", "TCP MB/s", "berth/TCP", "berth/link");
             for r in &rows {
-                println!(
-                    "{:>8} {:>14.1} {:>14.1} {:>8.2}",
-                    r["rtt_ms"],
-                    r["berth_mb_s"].as_f64().unwrap_or(0.0),
-                    r["tcp_mb_s"].as_f64().unwrap_or(0.0),
-                    r["ratio"].as_f64().unwrap_or(0.0)
-                );
+                let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+                let link = r["link_mb_s"].as_u64().map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+                let of_link = r["of_link_rate"].as_f64().map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+                println!("{:>8} {link:>10} {:>14.1} {:>14.1} {:>12.2} {of_link:>14}", r["rtt_ms"], f("berth_mb_s"), f("tcp_mb_s"), f("ratio"));
+            }
+            if let Some(v) = rows.last().and_then(|r| r["of_link_rate"].as_f64()) {
+                println!("{:<52} {:>8} {:>10} {:>6}", "RATIO", "value", "target", "");
+                verdict("replication / emulated link rate", v, 0.8, true);
             }
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;

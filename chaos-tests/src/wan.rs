@@ -78,7 +78,8 @@ pub fn kernel_tcp_window() -> usize {
 /// dropped, like the queue limit of a `tbf` qdisc.
 const UDP_QUEUE_LIMIT: Duration = Duration::from_millis(50);
 
-/// Which host sent a packet; `None` for an address the WAN does not know.
+/// Which host sent a packet; `None` for an address the WAN does not know
+/// (links to and from it follow the default spec, with their own pacing).
 pub type Host = Option<usize>;
 
 struct Link {
@@ -94,12 +95,12 @@ struct WanState {
     /// second, and when it finishes sending what is queued.
     egress: HashMap<usize, (u64, Instant)>,
     default: LinkSpec,
-    links: HashMap<(Host, usize), Link>,
+    links: HashMap<(Host, Host), Link>,
     rng: u64,
 }
 
 impl WanState {
-    fn link(&mut self, from: Host, to: usize) -> &mut Link {
+    fn link(&mut self, from: Host, to: Host) -> &mut Link {
         let default = self.default;
         self.links.entry((from, to)).or_insert_with(|| Link { spec: default, cut: false, busy_until: Instant::now() })
     }
@@ -150,7 +151,7 @@ impl Wan {
 
     /// Sets the link `from → to` (one direction).
     pub fn set_link(&self, from: usize, to: usize, spec: LinkSpec) {
-        self.lock().link(Some(from), to).spec = spec;
+        self.lock().link(Some(from), Some(to)).spec = spec;
     }
 
     /// Sets both directions between `a` and `b`.
@@ -166,12 +167,12 @@ impl Wan {
     }
 
     pub fn spec(&self, from: usize, to: usize) -> LinkSpec {
-        self.lock().link(Some(from), to).spec
+        self.lock().link(Some(from), Some(to)).spec
     }
 
     /// Cuts `from → to` only.
     pub fn cut(&self, from: usize, to: usize) {
-        self.lock().link(Some(from), to).cut = true;
+        self.lock().link(Some(from), Some(to)).cut = true;
     }
 
     /// Cuts every link between the two groups, both ways.
@@ -179,8 +180,8 @@ impl Wan {
         let mut st = self.lock();
         for &x in a {
             for &y in b {
-                st.link(Some(x), y).cut = true;
-                st.link(Some(y), x).cut = true;
+                st.link(Some(x), Some(y)).cut = true;
+                st.link(Some(y), Some(x)).cut = true;
             }
         }
     }
@@ -192,7 +193,7 @@ impl Wan {
         }
     }
 
-    fn fate(&self, from: Host, to: usize, bytes: usize, datagram: bool) -> (Fate, Duration) {
+    fn fate(&self, from: Host, to: Host, bytes: usize, datagram: bool) -> (Fate, Duration) {
         let mut st = self.lock();
         let jitter_draw = st.random();
         let loss_draw = st.random();
@@ -289,7 +290,7 @@ fn datagram_line(mut deliver: impl FnMut(Vec<u8>) + Send + 'static) -> mpsc::Unb
 }
 
 /// Queues a datagram on `line` according to the link's fate.
-fn send_datagram(wan: &Wan, from: Host, to: usize, line: &mpsc::UnboundedSender<(Instant, Vec<u8>)>, pkt: &[u8]) -> bool {
+fn send_datagram(wan: &Wan, from: Host, to: Host, line: &mpsc::UnboundedSender<(Instant, Vec<u8>)>, pkt: &[u8]) -> bool {
     match wan.fate(from, to, pkt.len(), true).0 {
         Fate::Deliver(at) => line.send((at, pkt.to_vec())).is_ok(),
         Fate::Drop | Fate::Cut => true,
@@ -332,13 +333,7 @@ async fn udp_loop(wan: Wan, front: Arc<UdpSocket>, target: SocketAddr, me: usize
                         }
                     };
                     // Replies travel the reverse link, me → client.
-                    let Some(client_host) = from else {
-                        if to_client.send((Instant::now() + wan_back.lock().default.one_way_delay, b[..n].to_vec())).is_err() {
-                            return;
-                        }
-                        continue;
-                    };
-                    if !send_datagram(&wan_back, Some(me), client_host, &to_client, &b[..n]) {
+                    if !send_datagram(&wan_back, Some(me), from, &to_client, &b[..n]) {
                         return;
                     }
                 }
@@ -347,7 +342,7 @@ async fn udp_loop(wan: Wan, front: Arc<UdpSocket>, target: SocketAddr, me: usize
             upstreams.insert(client, line);
         }
         let line = &upstreams[&client];
-        send_datagram(&wan, from, me, line, &buf[..n]);
+        send_datagram(&wan, from, Some(me), line, &buf[..n]);
     }
 }
 
@@ -389,16 +384,8 @@ async fn pump(wan: Wan, mut src: tokio::net::tcp::OwnedReadHalf, mut dst: tokio:
             Ok(n) => n,
         };
         let Ok(permit) = window.clone().acquire_many_owned(n.min(window_size) as u32).await else { break };
-        // Back-to-client traffic from an unknown host, or to one, uses the default link.
         let (at, one_way) = loop {
-            let (fate, one_way) = match (from, to) {
-                (_, Some(t)) => wan.fate(from, t, n, false),
-                (Some(_), None) => {
-                    let d = wan.lock().default.one_way_delay;
-                    (Fate::Deliver(Instant::now() + d), d)
-                }
-                (None, None) => (Fate::Deliver(Instant::now()), Duration::ZERO),
-            };
+            let (fate, one_way) = wan.fate(from, to, n, false);
             match fate {
                 Fate::Deliver(at) => break (at, one_way),
                 // A cut link holds the bytes until it heals, as TCP retransmission would.
