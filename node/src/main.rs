@@ -596,13 +596,6 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 fn main() {
-    // `berth cluster status | head` should end quietly when head does, as
-    // other Unix tools do, not panic on a closed pipe (Rust ignores SIGPIPE
-    // by default). The node itself never writes to a pipe it depends on.
-    // SAFETY: no other thread exists yet, and SIG_DFL installs no handler.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-    }
     let cli = Cli::parse();
     init_tracing();
     berth_node::install_crypto_provider();
