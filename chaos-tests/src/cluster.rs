@@ -241,44 +241,15 @@ impl Cluster {
         let dir = self.root.path().join(format!("n{}", index + 1));
         let d = dir.to_str().expect("utf-8 path").to_string();
         let (http_s, peer_s, adv) = (http.to_string(), peer.to_string(), proxy.addr.to_string());
-        let out = if index == 0 {
-            let pw = self.password_file.to_str().expect("utf-8 path").to_string();
-            berth(&[
-                "cluster",
-                "init",
-                "--data-dir",
-                &d,
-                "--region",
-                region,
-                "--http",
-                &http_s,
-                "--peer",
-                &peer_s,
-                "--advertise-peer",
-                &adv,
-                "--admin-password-file",
-                &pw,
-            ])
+        let pw = self.password_file.to_str().expect("utf-8 path").to_string();
+        let mut args = vec!["cluster", if index == 0 { "init" } else { "join" }];
+        args.extend(["--data-dir", &d, "--region", region, "--http", &http_s, "--peer", &peer_s, "--advertise-peer", &adv]);
+        if index == 0 {
+            args.extend(["--admin-password-file", &pw]);
         } else {
-            berth(&[
-                "cluster",
-                "join",
-                "--data-dir",
-                &d,
-                "--region",
-                region,
-                "--http",
-                &http_s,
-                "--peer",
-                &peer_s,
-                "--advertise-peer",
-                &adv,
-                "--seed",
-                &self.seed_peer,
-                "--token",
-                &self.join_token,
-            ])
-        };
+            args.extend(["--seed", &self.seed_peer, "--token", &self.join_token]);
+        }
+        let out = berth(&args);
         assert!(out.status.success(), "node {index} failed to register: {}", String::from_utf8_lossy(&out.stderr));
         if index == 0 {
             self.join_token = String::from_utf8_lossy(&out.stdout).lines().last().expect("init prints the join token").trim().to_string();
