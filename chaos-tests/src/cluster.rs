@@ -344,7 +344,7 @@ impl Cluster {
         self.nodes.iter().position(|n| n.id == Some(id))
     }
 
-    /// Waits until some node other than the ones in `not` leads.
+    /// Waits (up to `within`) until a running node reports a leader; its index.
     pub async fn wait_leader(&self, within: Duration) -> Option<usize> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {

@@ -117,7 +117,6 @@ pub struct RunReport {
     pub seed: u64,
     pub verdict: Verdict,
     pub unaffected_exists: bool,
-    pub notes: Vec<String>,
 }
 
 fn targets(c: &Cluster) -> Vec<(usize, String)> {
@@ -165,19 +164,20 @@ pub async fn run(scenario: Scenario, seed: u64, secs: u64) -> RunReport {
         }
     }
     eprintln!(
-        "   {} ops, {} acked writes, {} lost, longest write gap {:.2} s, {} pull errors on unaffected nodes, converged in {:.1} s{}",
+        "   {} ops, {} acked writes, {} lost, longest write gap {:.2} s, {} pull errors on unaffected nodes, {} failed linearizable reads, converged in {:.1} s{}",
         verdict.ops,
         verdict.acked_writes,
         verdict.acked_lost,
         verdict.longest_write_gap.as_secs_f64(),
         verdict.pull_errors_unaffected,
+        verdict.linearizable_read_failures,
         verdict.converged_in.as_secs_f64(),
         faulted.notes.iter().map(|n| format!("; {n}")).collect::<String>()
     );
     for problem in &verdict.violations {
         eprintln!("   VIOLATION: {problem}");
     }
-    RunReport { scenario, seed, verdict, unaffected_exists: !unaffected.is_empty(), notes: faulted.notes }
+    RunReport { scenario, seed, verdict, unaffected_exists: !unaffected.is_empty() }
 }
 
 /// One line per operation, times in ms from the start of the run: for

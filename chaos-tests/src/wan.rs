@@ -166,10 +166,6 @@ impl Wan {
         self.lock().egress.insert(host, (bytes_per_sec, Instant::now()));
     }
 
-    pub fn spec(&self, from: usize, to: usize) -> LinkSpec {
-        self.lock().link(Some(from), Some(to)).spec
-    }
-
     /// Cuts `from → to` only.
     pub fn cut(&self, from: usize, to: usize) {
         self.lock().link(Some(from), Some(to)).cut = true;
