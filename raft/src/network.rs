@@ -149,7 +149,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &MetaNode) -> PeerNetwork {
-        PeerNetwork { factory: self.clone(), target, addr: node.peer_addr.clone() }
+        PeerNetwork { factory: self.clone(), target, addr: node.peer_addr.clone(), last_commit: None, notices_in_flight: Default::default() }
     }
 }
 
@@ -157,6 +157,40 @@ pub struct PeerNetwork {
     factory: PeerNetworkFactory,
     target: NodeId,
     addr: String,
+    /// The `leader_commit` of the last AppendEntries sent through this
+    /// client; `None` until it has sent one.
+    last_commit: Option<Option<LogId>>,
+    /// Commit notices sent without waiting for their replies, still out.
+    notices_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Whether an AppendEntries is a commit notice whose reply need not be
+/// awaited: no entries, a `leader_commit` beyond the one this client sent
+/// last, and a client that has sent before.
+///
+/// openraft 0.9 sends each follower one AppendEntries at a time. Right after
+/// every commit it sends an empty one that only carries the new commit
+/// index, so a write arriving just after the previous one committed (a
+/// `docker push` is a run of such writes) waits a whole round trip for the
+/// notice's reply before its entries go out: two round trips per commit
+/// across a WAN. The reply to an empty AppendEntries carries nothing the
+/// leader needs for progress (matching stays where it was), so we send the
+/// notice, answer "success" at once, and let the real reply land in a
+/// background task. A higher term or a lost log on the follower is still
+/// seen by the next entries or periodic heartbeat, which are awaited.
+///
+/// Never for a client's first call: openraft's leadership check (the read
+/// index behind linearizable reads) sends its heartbeats through a fresh
+/// client each time, so those are always awaited.
+/// Past this many unanswered commit notices to one follower (a slow or dead
+/// one: each gives up after a heartbeat interval) notices are awaited again.
+const MAX_NOTICES_IN_FLIGHT: usize = 4;
+
+fn is_commit_notice(last_commit: Option<&Option<LogId>>, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+    match last_commit {
+        Some(last) => rpc.entries.is_empty() && rpc.leader_commit > *last,
+        None => false,
+    }
 }
 
 impl PeerNetwork {
@@ -182,7 +216,30 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> {
-        self.raft_call(PeerRpc::AppendEntries, &rpc, &option).await
+        use std::sync::atomic::Ordering;
+        let notice = is_commit_notice(self.last_commit.as_ref(), &rpc)
+            && self.notices_in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_NOTICES_IN_FLIGHT).then_some(n + 1)).is_ok();
+        self.last_commit = Some(rpc.leader_commit);
+        if !notice {
+            return self.raft_call(PeerRpc::AppendEntries, &rpc, &option).await;
+        }
+        let me = PeerNetwork {
+            factory: self.factory.clone(),
+            target: self.target,
+            addr: self.addr.clone(),
+            last_commit: None,
+            notices_in_flight: self.notices_in_flight.clone(),
+        };
+        tokio::spawn(async move {
+            let reply: Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> =
+                me.raft_call(PeerRpc::AppendEntries, &rpc, &option).await;
+            me.notices_in_flight.fetch_sub(1, Ordering::AcqRel);
+            match reply {
+                Ok(AppendEntriesResponse::Success) => {}
+                other => tracing::debug!(target = me.target, reply = ?other, "commit notice not accepted; the next awaited call will see why"),
+            }
+        });
+        Ok(AppendEntriesResponse::Success)
     }
 
     async fn install_snapshot(
@@ -199,5 +256,34 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(leader_commit: Option<u64>, entries: usize) -> AppendEntriesRequest<TypeConfig> {
+        let id = |i: u64| LogId::new(openraft::CommittedLeaderId::new(1, 1), i);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(id(5)),
+            leader_commit: leader_commit.map(id),
+            entries: (0..entries as u64).map(|i| Entry { log_id: id(6 + i), payload: openraft::EntryPayload::Blank }).collect(),
+        }
+    }
+
+    #[test]
+    fn only_an_empty_call_that_moves_the_commit_on_a_used_client_goes_unawaited() {
+        let c4 = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 4));
+        // A fresh client (openraft's leadership check) is always awaited.
+        assert!(!is_commit_notice(None, &append(Some(5), 0)));
+        // The commit moved and nothing else is carried: a notice.
+        assert!(is_commit_notice(Some(&c4), &append(Some(5), 0)));
+        assert!(is_commit_notice(Some(&None), &append(Some(1), 0)));
+        // A periodic heartbeat (commit unchanged) and anything with entries are awaited.
+        assert!(!is_commit_notice(Some(&c4), &append(Some(4), 0)));
+        assert!(!is_commit_notice(Some(&c4), &append(Some(5), 1)));
+        assert!(!is_commit_notice(Some(&None), &append(None, 0)));
     }
 }
