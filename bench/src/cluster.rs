@@ -147,7 +147,22 @@ async fn spread(c: &Cluster, blocks: u64, digest: &Digest) -> anyhow::Result<(f6
         pending = still;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((pushed, started.elapsed().as_secs_f64()))
+    let done = started.elapsed().as_secs_f64();
+    // Who copied from whom: the relay chains as they ran.
+    for (i, n) in c.nodes.iter().enumerate().skip(1) {
+        let text = http.get(format!("{}/metrics", n.base())).send().await?.text().await?;
+        let from: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("berth_peer_fetched_bytes_total{"))
+            .filter_map(|l| {
+                let peer = l.split("peer=\"").nth(1)?.split('"').next()?;
+                let bytes: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                Some(format!("node {peer}: {:.0} MiB", bytes / BLOCK as f64))
+            })
+            .collect();
+        eprintln!("  node {i} (id {}) fetched from {}", n.id.unwrap_or(0), from.join(", "));
+    }
+    Ok((pushed, done))
 }
 
 pub async fn fanout(size_mib: u64, rtt_ms: u64, rate_mb: u64, out: &std::path::Path) -> anyhow::Result<()> {

@@ -15,15 +15,19 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// Whether placement asks this node to keep `rec`: some namespace it is
-    /// linked into wants this node's region.
-    fn wanted_here(&self, rec: &BlobRecord) -> bool {
+    /// Whether placement asks nodes of `region` to keep `rec`: some
+    /// namespace it is linked into wants that region.
+    fn wanted_in(&self, rec: &BlobRecord, region: &str) -> bool {
         let state = self.meta.state();
         rec.repos.keys().any(|repo| {
             let ns = repo.split('/').next().unwrap_or(repo);
             let placement: Placement = state.get(&keys::placement(ns)).ok().flatten().unwrap_or_default();
-            placement.wants(&self.region)
+            placement.wants(region)
         })
+    }
+
+    fn wanted_here(&self, rec: &BlobRecord) -> bool {
+        self.wanted_in(rec, &self.region)
     }
 
     fn nodes(&self) -> Vec<NodeRecord> {
@@ -52,6 +56,11 @@ impl ClusterView for NodeView {
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
         let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
         Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders })
+    }
+
+    fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
+        let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
+        rec.is_some_and(|rec| self.wanted_in(&rec, region))
     }
 
     fn blobs(&self) -> Vec<(Digest, BlobInfo)> {

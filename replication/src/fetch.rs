@@ -26,6 +26,9 @@ use crate::{PeerInfo, Replicator};
 /// Publish progress to readers at least every this many bytes.
 const PUBLISH_EVERY: u64 = 1 << 20;
 const READ_CHUNK: usize = 256 << 10;
+/// How often a fetch asks its relay again while the relay does not know
+/// the blob yet, 200 ms apart.
+const RELAY_WAITS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -69,6 +72,8 @@ impl Fetch {
 enum AttemptError {
     #[error("{0}")]
     Peer(String),
+    #[error("the node asked neither holds nor receives this blob")]
+    NotHeld,
     #[error("{0}")]
     Store(#[from] BlobError),
 }
@@ -132,7 +137,13 @@ impl Replicator {
             // Large blobs: ranges from several holders at once; whatever is
             // left when that stops is fetched one holder at a time below.
             let sources = self.sources(digest, prefer, &bad);
-            if size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2 {
+            // Copying from a relay (a node still receiving the blob itself)
+            // keeps to the relay: ranges from the holders would load the
+            // uplinks the relay chains spare.
+            let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+            let relay = prefer.filter(|p| !holders.contains(p) && !bad.contains(p));
+            let mut relay_waits = 0;
+            if relay.is_none() && size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2 {
                 contributors.extend(sources.iter().map(|p| p.id));
                 if let Err(e) = self.fetch_parallel(digest, size, &sources, &mut staging, tx, attempt).await {
                     tracing::info!(digest = %digest, error = %e, at = staging.len(), "parallel fetch stopped; going on one holder at a time");
@@ -159,9 +170,16 @@ impl Replicator {
                 match outcome {
                     Ok(()) => {}
                     Err(AttemptError::Store(e)) => return Err(e.to_string()),
-                    Err(AttemptError::Peer(e)) => {
+                    // A relay that has not yet learnt of the blob (its
+                    // metadata is a moment behind): ask it again shortly.
+                    Err(AttemptError::NotHeld) if Some(peer.id) == relay && relay_waits < RELAY_WAITS => {
+                        relay_waits += 1;
+                        tried.remove(&peer.id);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
                         tracing::info!(digest = %digest, node_id = peer.id, error = %e, at = staging.len(), "holder failed; trying the next one from the byte reached");
-                        last_error = e;
+                        last_error = e.to_string();
                     }
                 }
             }
@@ -220,7 +238,7 @@ impl Replicator {
                     break;
                 }
                 Err(AttemptError::Store(e)) => return Err(e.to_string()),
-                Err(AttemptError::Peer(e)) => result = Err(e),
+                Err(e) => result = Err(e.to_string()),
             }
         }
         let path = staging.path().to_path_buf();
@@ -326,7 +344,7 @@ impl Replicator {
         match read_frame::<GetReply>(&mut recv).await.map_err(|e| peer_err(&e))? {
             GetReply::Ok { size: theirs, .. } if theirs != size => return Err(AttemptError::Peer(format!("holder has {theirs} bytes, metadata says {size}"))),
             GetReply::Ok { .. } => {}
-            GetReply::NotFound => return Err(AttemptError::Peer("holder does not have it".into())),
+            GetReply::NotFound => return Err(AttemptError::NotHeld),
             GetReply::RangeInvalid => return Err(AttemptError::Peer(format!("holder refused range {start}-"))),
         }
         let mut published = staging.len();

@@ -79,6 +79,8 @@ pub trait ClusterView: Send + Sync + 'static {
     /// The other active nodes.
     fn peers(&self) -> Vec<PeerInfo>;
     fn blob(&self, digest: &Digest) -> Option<BlobInfo>;
+    /// Whether placement asks nodes of `region` to keep `digest`.
+    fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool;
     /// Every blob with its placement.
     fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
     /// Records (through the metadata) that this node holds `digest`.

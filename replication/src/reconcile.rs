@@ -4,16 +4,56 @@
 //! holders with bounded concurrency. Being driven by the metadata, it picks
 //! up after a restart where it stopped.
 //!
-//! A region pays for one WAN copy: while no node of this region holds a
-//! blob, only the region's lowest-id node that lacks it fetches it from
-//! afar; the others wait and then copy from their neighbour.
+//! A new blob reaches every node that wants it along a relay chain
+//! ([`relay_parent`]): each node copies from the node before it while that
+//! node is itself still receiving the blob, so every node's uplink carries
+//! one copy, however many nodes want it, and a region pays for one WAN copy.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_common::Digest;
+use berth_common::{Digest, NodeId};
 use futures::StreamExt;
 
 use crate::{BlobInfo, Replicator};
+
+/// The node `me` copies a blob from while it spreads, or `None` to fetch
+/// from the nearest holder.
+///
+/// `nodes` are the nodes that want the blob or hold it (with `me`), by
+/// region. They form one chain: region by region, starting at the region
+/// of the lowest-id holder and going on in name order (wrapping), and
+/// within a region holders first, then by id. Each node copies from the
+/// one before it, and serves the bytes it has while it still receives
+/// them. As GFS pushes its writes, the data goes linearly along a chain
+/// rather than down a tree: every uplink sends one copy at its full rate,
+/// so the whole fan-out takes about one copy's time plus a little per hop,
+/// where fetching every copy from the one holder splits its uplink as many
+/// ways as there are nodes (and a tree splits each inner node's).
+///
+/// Every node computes the chain from the same metadata, so they agree; a
+/// parent always comes earlier in one fixed order, so there are no cycles.
+/// A node whose parent fails or stalls falls back to the holders.
+pub fn relay_parent(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<NodeId>) -> Option<NodeId> {
+    if holders.contains(&me) {
+        return None;
+    }
+    let first_holder = nodes.iter().filter(|(id, _)| holders.contains(id)).min_by_key(|(id, _)| *id)?;
+    let mut regions: Vec<&str> = nodes.iter().map(|(_, r)| r.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let start = regions.iter().position(|r| *r == first_holder.1).expect("the holder's region is listed");
+    regions.rotate_left(start);
+    let chain: Vec<NodeId> = regions
+        .iter()
+        .flat_map(|region| {
+            let mut ids: Vec<NodeId> = nodes.iter().filter(|(_, r)| r == region).map(|(id, _)| *id).collect();
+            ids.sort_by_key(|id| (!holders.contains(id), *id));
+            ids
+        })
+        .collect();
+    // The chain starts with a holder, and `me` is none.
+    let at = chain.iter().position(|id| *id == me)?;
+    chain.get(at.checked_sub(1)?).copied()
+}
 
 impl Replicator {
     pub(crate) async fn reconcile_loop(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -36,21 +76,21 @@ impl Replicator {
     pub fn missing(&self) -> Vec<(Digest, BlobInfo)> {
         let view = &self.inner.view;
         let me = view.self_id();
-        let my_region = view.self_region();
-        let peers = view.peers();
-        let region_of = |id: u64| peers.iter().find(|p| p.id == id).map(|p| p.region.clone());
-        view.blobs()
-            .into_iter()
-            .filter(|(_, b)| b.wanted_here && !b.holders.contains(&me) && !b.holders.is_empty())
-            .filter(|(_, b)| {
-                let in_region = b.holders.iter().any(|h| region_of(*h).as_deref() == Some(my_region.as_str()));
-                if in_region {
-                    return true;
-                }
-                // Nobody here has it yet: the lowest-id node of the region fetches.
-                !peers.iter().any(|p| p.region == my_region && p.id < me && !b.holders.contains(&p.id))
-            })
-            .collect()
+        view.blobs().into_iter().filter(|(_, b)| b.wanted_here && !b.holders.contains(&me) && !b.holders.is_empty()).collect()
+    }
+
+    /// This node's parent in `digest`'s relay chains (see [`relay_parent`]).
+    pub fn upstream(&self, digest: &Digest, info: &BlobInfo) -> Option<NodeId> {
+        let view = &self.inner.view;
+        let mut nodes: Vec<(NodeId, String)> = vec![(view.self_id(), view.self_region())];
+        let mut wanted: std::collections::HashMap<String, bool> = Default::default();
+        for p in view.peers() {
+            let wants = *wanted.entry(p.region.clone()).or_insert_with(|| view.wanted_in_region(digest, &p.region));
+            if wants || info.holders.contains(&p.id) {
+                nodes.push((p.id, p.region));
+            }
+        }
+        relay_parent(view.self_id(), &nodes, &info.holders)
     }
 
     /// One pass; returns how many blobs were fetched.
@@ -63,11 +103,59 @@ impl Replicator {
                 if let Ok(Some(_)) = self.inner.store.stat(&digest).await {
                     return self.inner.view.record_holder(&digest, info.size).await.is_ok();
                 }
-                self.fetch(&digest, info.size, None).wait().await.is_ok()
+                self.fetch(&digest, info.size, self.upstream(&digest, &info)).wait().await.is_ok()
             })
             .buffer_unordered(concurrency)
             .collect::<Vec<bool>>()
             .await;
         results.into_iter().filter(|ok| *ok).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(spec: &[(NodeId, &str)]) -> Vec<(NodeId, String)> {
+        spec.iter().map(|(id, r)| (*id, r.to_string())).collect()
+    }
+
+    #[test]
+    fn six_nodes_in_three_regions_form_one_chain_with_one_wan_hop_per_region() {
+        // Node 1 in eu holds it; eu = {1, 2}, us = {3, 4}, ap = {5, 6}.
+        let n = nodes(&[(1, "eu"), (2, "eu"), (3, "us"), (4, "us"), (5, "ap"), (6, "ap")]);
+        let h: BTreeSet<NodeId> = [1].into();
+        let parents: Vec<Option<NodeId>> = (1..=6).map(|me| relay_parent(me, &n, &h)).collect();
+        // eu first (the holder's region), then us, then ap (name order, wrapping).
+        assert_eq!(parents, vec![None, Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        // A holder in the middle of the order starts the chain in its region.
+        let h: BTreeSet<NodeId> = [4].into();
+        let parents: Vec<Option<NodeId>> = (1..=6).map(|me| relay_parent(me, &n, &h)).collect();
+        assert_eq!(parents, vec![Some(6), Some(1), Some(4), None, Some(3), Some(5)]);
+    }
+
+    #[test]
+    fn chains_start_at_holders_and_never_loop() {
+        let n = nodes(&[(1, "eu"), (2, "eu"), (3, "us"), (4, "us"), (5, "ap"), (6, "ap"), (7, "us")]);
+        for holders in [vec![4], vec![6, 2], vec![7], vec![1, 3, 5]] {
+            let h: BTreeSet<NodeId> = holders.iter().copied().collect();
+            for me in 1..=7u64 {
+                // Following parents from any node ends at a holder within 7 steps.
+                let mut at = me;
+                let mut steps = 0;
+                while let Some(p) = relay_parent(at, &n, &h) {
+                    at = p;
+                    steps += 1;
+                    assert!(steps <= 7, "a loop from {me} with holders {holders:?}");
+                }
+                assert!(h.contains(&at), "chain from {me} ends at {at}, not a holder ({holders:?})");
+            }
+        }
+        // Within a region that holds it, the others follow the holder.
+        let h: BTreeSet<NodeId> = [4].into();
+        assert_eq!(relay_parent(3, &n, &h), Some(4));
+        assert_eq!(relay_parent(7, &n, &h), Some(3));
+        // Nobody holds it: no chain.
+        assert_eq!(relay_parent(1, &n, &BTreeSet::new()), None);
     }
 }

@@ -11,6 +11,9 @@ use crate::{bump, BlobError, BlobRange, Replicator};
 
 const SERVE_CHUNK: usize = 256 << 10;
 
+/// A relay stream with no new bytes for this long is given up.
+const RELAY_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Application close code of a connection from a peer whose link is cut.
 pub const CUT: u32 = 2;
 
@@ -61,6 +64,61 @@ impl Replicator {
         }
     }
 
+    /// The fetch a GET for a blob not on disk may follow: one in flight, or
+    /// a new one when placement wants the blob here anyway (see
+    /// [`crate::reconcile::relay_parent`]: the asker is next in a relay chain
+    /// and may be ahead of this node's own reconciler).
+    fn relay_fetch(&self, digest: &berth_common::Digest) -> Option<std::sync::Arc<crate::Fetch>> {
+        if let Some(f) = self.inner.fetches.lock().expect("fetch map lock").get(digest) {
+            return Some(f.clone());
+        }
+        let info = self.inner.view.blob(digest)?;
+        if !info.wanted_here || info.holders.is_empty() || info.holders.contains(&self.inner.view.self_id()) {
+            return None;
+        }
+        let up = self.upstream(digest, &info);
+        Some(self.fetch(digest, info.size, up))
+    }
+
+    /// Serves a range of a blob this node is still receiving, as it lands.
+    /// The last byte goes out only once the blob checked out here; a relay
+    /// that makes no progress for [`RELAY_STALL`] gives up, so the asker
+    /// falls back to a holder.
+    async fn serve_relay(&self, mut send: quinn::SendStream, fetch: std::sync::Arc<crate::Fetch>, range: Option<BlobRange>) -> Result<(), String> {
+        use futures::StreamExt;
+        let size = fetch.size;
+        let (start, len, stream) = match self.follow(fetch, range) {
+            Ok(s) => s,
+            Err(BlobError::RangeInvalid { .. }) => {
+                write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(|e| e.to_string())?;
+                send.finish().map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        write_frame(&mut send, &GetReply::Ok { size, start, len }).await.map_err(|e| e.to_string())?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let chunk = match tokio::time::timeout(RELAY_STALL, stream.next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(e))) => {
+                    let _ = send.reset(1u32.into());
+                    return Err(format!("relay: {e}"));
+                }
+                Err(_) => {
+                    let _ = send.reset(1u32.into());
+                    return Err(format!("relay: no progress in {RELAY_STALL:?}"));
+                }
+            };
+            send.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            bump(&self.inner.stats.bytes_served, chunk.len() as u64);
+        }
+        send.finish().map_err(|e| e.to_string())?;
+        let _ = send.stopped().await;
+        Ok(())
+    }
+
     fn admits(&self, conn: &quinn::Connection) -> bool {
         self.inner.transport.admits(conn)
     }
@@ -83,7 +141,10 @@ impl Replicator {
                 bump(&self.inner.stats.requests_served, 1);
                 let range = Some(BlobRange { start, end: len.map(|l| start + l.saturating_sub(1)) }).filter(|r| r.start > 0 || r.end.is_some());
                 match self.inner.store.open_read(&digest, range).await {
-                    Ok(None) => write_frame(&mut send, &GetReply::NotFound).await.map_err(|e| e.to_string())?,
+                    Ok(None) => match self.relay_fetch(&digest) {
+                        Some(fetch) => return self.serve_relay(send, fetch, range).await,
+                        None => write_frame(&mut send, &GetReply::NotFound).await.map_err(|e| e.to_string())?,
+                    },
                     Err(BlobError::RangeInvalid { .. }) => write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(|e| e.to_string())?,
                     Err(e) => return Err(e.to_string()),
                     Ok(Some(mut r)) => {
