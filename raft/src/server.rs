@@ -103,7 +103,11 @@ impl Peer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
         let rpc = decode(req)?;
-        reply(&self.meta.raft().append_entries(rpc).await)
+        let res = self.meta.raft().append_entries(rpc).await;
+        if matches!(res, Ok(ref r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+            self.meta.heard_leader();
+        }
+        reply(&res)
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -115,7 +119,11 @@ impl Peer for PeerService {
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
         let rpc = decode(req)?;
-        reply(&self.meta.raft().install_snapshot(rpc).await)
+        let res = self.meta.raft().install_snapshot(rpc).await;
+        if res.is_ok() {
+            self.meta.heard_leader();
+        }
+        reply(&res)
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
