@@ -37,9 +37,12 @@ use crate::wire::{ForwardReply, LeaderView};
 pub struct MetaConfig {
     /// How often the leader sends heartbeats, in ms.
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for a random time in
-    /// [election_min_ms, election_max_ms] (after the leader lease, which is
-    /// election_max_ms) starts an election.
+    /// A follower that hears no leader for the leader lease (which is
+    /// election_max_ms) plus a random time in [election_min_ms / 2,
+    /// election_min_ms] starts an election (see `hasten_elections`);
+    /// openraft's own timer, a random time in [election_min_ms,
+    /// election_max_ms] after the lease, is the fallback (after a split
+    /// vote, for one).
     pub election_min_ms: u64,
     pub election_max_ms: u64,
     /// Build a snapshot after this many entries since the last one.
@@ -482,9 +485,9 @@ impl MetaNodeHandle {
     /// they hold a leader lease (election_max_ms), and every append renews
     /// it. So the leader stops proposing (writes wait and then go to the new
     /// leader), stops heartbeats and elections of its own, waits out the
-    /// lease, and asks the target to campaign — before any other follower's
-    /// election timer, which only runs out a random election timeout after
-    /// the lease.
+    /// lease, and asks the target to campaign — before any other follower
+    /// does, at least half of election_min_ms after the lease (see
+    /// `hasten_elections`).
     pub async fn hand_over_leadership(&self, to: Option<NodeId>) -> Result<NodeId> {
         if !self.is_leader() {
             return Err(MetaError::Unavailable("this node is not the leader".into()));
