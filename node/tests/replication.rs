@@ -295,3 +295,35 @@ async fn a_new_blob_spreads_along_a_relay_chain_and_no_node_serves_more_than_one
         assert!(body == blob, "node {id} holds the right bytes");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_goes_silent_is_left_after_the_stall_timeout() {
+    let config = ReplicationConfig { fetch_stall_secs: 1, ..repl(Some(2)) };
+    let c = Cluster::with_replication(3, fast_config(), Some(config)).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    // Node 3 fetches nothing on its own for now.
+    c.filter.cut_one_way(3, 1);
+    c.filter.cut_one_way(3, 2);
+    let blob = data(4 << 20, 9);
+    let d = Reg::new(c.node(1)).blob("stall/app", &blob).await;
+    wait_held(&c, &[1, 2], &d).await;
+    // Node 1 sends one chunk, then nothing for a minute: hung, not dead.
+    // Node 2 turns node 3 away at first, so node 3 starts on node 1.
+    let served_by_1 = || c.node(1).replicator.stats().bytes_served.load(Ordering::Relaxed);
+    let before = served_by_1();
+    c.node(1).replicator.faults().serve_delay_us.store(60_000_000, Ordering::Relaxed);
+    c.node(2).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
+    c.filter.heal();
+    let started = Instant::now();
+    let fetch = c.node(3).replicator.fetch(&d, blob.len() as u64, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.node(2).replicator.faults().refuse_peers.store(false, Ordering::Relaxed);
+    fetch.wait().await.expect("the fetch completes from node 2");
+    assert!(started.elapsed() < Duration::from_secs(20), "left the silent holder after about a second, took {:?}", started.elapsed());
+    assert!(served_by_1() - before < blob.len() as u64 / 2, "node 1 sent a chunk or so before it went silent");
+    let st = c.node(3).replicator.stats();
+    assert_eq!(st.bytes_fetched.load(Ordering::Relaxed), blob.len() as u64, "went on at the byte reached");
+    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/stall/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob);
+}

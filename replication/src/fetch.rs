@@ -108,6 +108,10 @@ impl Replicator {
         fetch
     }
 
+    fn fetch_stall(&self) -> Duration {
+        Duration::from_secs(self.inner.config.fetch_stall_secs.max(1))
+    }
+
     /// Holders to fetch from, best first: `prefer`, then this region, then
     /// by measured RTT. Holders that served bad bytes for this blob are out.
     fn sources(&self, digest: &Digest, prefer: Option<NodeId>, exclude: &HashSet<NodeId>) -> Vec<PeerInfo> {
@@ -300,14 +304,16 @@ impl Replicator {
         self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| fail(0, &e))?;
         send.finish().map_err(|e| fail(0, &e))?;
-        match read_frame::<GetReply>(&mut recv).await.map_err(|e| fail(0, &e))? {
+        let stall = self.fetch_stall();
+        let stalled = format!("no bytes for {stall:?}");
+        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| fail(0, &stalled))?.map_err(|e| fail(0, &e))? {
             GetReply::Ok { len, .. } if len == end - start => {}
             other => return Err((0, format!("holder answered {other:?}"))),
         }
         let mut n = 0u64;
         let mut buf = vec![0u8; READ_CHUNK];
         while n < end - start {
-            let got = match recv.read(&mut buf).await.map_err(|e| fail(n, &e))? {
+            let got = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| fail(n, &stalled))?.map_err(|e| fail(n, &e))? {
                 None | Some(0) => break,
                 Some(got) => got.min((end - start - n) as usize),
             };
@@ -341,7 +347,9 @@ impl Replicator {
         let start = staging.len();
         write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| peer_err(&e))?;
         send.finish().map_err(|e| peer_err(&e))?;
-        match read_frame::<GetReply>(&mut recv).await.map_err(|e| peer_err(&e))? {
+        let stall = self.fetch_stall();
+        let stalled = || AttemptError::Peer(format!("no bytes for {stall:?}"));
+        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| stalled())?.map_err(|e| peer_err(&e))? {
             GetReply::Ok { size: theirs, .. } if theirs != size => return Err(AttemptError::Peer(format!("holder has {theirs} bytes, metadata says {size}"))),
             GetReply::Ok { .. } => {}
             GetReply::NotFound => return Err(AttemptError::NotHeld),
@@ -350,7 +358,7 @@ impl Replicator {
         let mut published = staging.len();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            let n = match recv.read(&mut buf).await.map_err(|e| peer_err(&e))? {
+            let n = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled())?.map_err(|e| peer_err(&e))? {
                 None | Some(0) => break,
                 Some(n) => n,
             };

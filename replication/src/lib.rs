@@ -107,6 +107,11 @@ pub struct ReplicationConfig {
     /// Blobs at least this large are fetched in ranges from several
     /// holders at once.
     pub parallel_fetch_min_bytes: u64,
+    /// A fetch whose source sends nothing for this long (a dead or hung
+    /// node, a stalled relay) goes on from another holder at the byte
+    /// reached, s. Without it a silently dead peer costs QUIC's 30 s idle
+    /// timeout.
+    pub fetch_stall_secs: u64,
     /// Scrub: how often every stored blob is re-hashed, s (0: never).
     pub scrub_interval_secs: u64,
     /// Scrub: bytes re-hashed per second at most, so it never starves pulls.
@@ -122,6 +127,7 @@ impl Default for ReplicationConfig {
             min_copies: None,
             min_copies_timeout_ms: 30_000,
             parallel_fetch_min_bytes: 64 << 20,
+            fetch_stall_secs: 20,
             scrub_interval_secs: 24 * 3600,
             scrub_bytes_per_sec: 64 << 20,
         }
