@@ -1,11 +1,30 @@
-//! Versioned bincode envelopes.
+//! Versioned bincode envelopes, decoded with bounded allocation.
 //!
 //! bincode does not describe itself: a record written by one version of berth
 //! and read by another would decode into garbage. Every stored and wire record
 //! is therefore prefixed with a one-byte format version; readers refuse a
 //! version they do not know instead of guessing.
+//!
+//! Decoding never trusts a length inside the bytes. bincode allocates a
+//! string or byte buffer as large as its length prefix claims before it
+//! reads the contents, so an unbounded decoder turns a 12-byte message that
+//! claims a 2^40-byte string into a 1 TiB allocation and an abort. Every
+//! decode here runs with bincode's byte limit set to the smallest step of
+//! [`LIMIT_STEPS`] that covers the input: everything a well-formed record
+//! holds is present in its bytes, so a claim beyond the input is refused
+//! before anything is allocated, and whatever the bytes say, a decode
+//! allocates at most 16 times its input (and never more than
+//! [`MAX_RECORD_BYTES`]).
 
 use serde::{de::DeserializeOwned, Serialize};
+
+/// The largest record this codec decodes: more than any snapshot of a
+/// registry's metadata berth is sized for.
+pub const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// bincode's limit is a type-level constant, so the limit for an input is
+/// picked from these steps (each 16 times the one before).
+pub const LIMIT_STEPS: [usize; 6] = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 64 << 20, MAX_RECORD_BYTES];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -13,6 +32,8 @@ pub enum CodecError {
     Empty,
     #[error("record format version {found} is not known (this build reads {expected})")]
     UnknownVersion { found: u8, expected: u8 },
+    #[error("record of {0} bytes is over the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
     #[error("encode: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decode: {0}")]
@@ -31,18 +52,44 @@ pub fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>,
 }
 
 /// Decodes a record written by [`encode_versioned`] with `version`.
+///
+/// Trailing bytes after the record are refused: a record is exactly what
+/// its writer encoded.
 pub fn decode_versioned<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&found, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if found != version {
         return Err(CodecError::UnknownVersion { found, expected: version });
     }
-    let (value, _) = bincode::serde::decode_from_slice(body, config())?;
+    let (value, read) = decode_bounded(body)?;
+    if read != body.len() {
+        return Err(CodecError::Decode(bincode::error::DecodeError::OtherString(format!("{} bytes left over after the record", body.len() - read))));
+    }
     Ok(value)
+}
+
+fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), CodecError> {
+    macro_rules! with_limit {
+        ($limit:expr) => {
+            bincode::serde::decode_from_slice(body, config().with_limit::<{ $limit }>())?
+        };
+    }
+    let decoded = match body.len() {
+        n if n <= LIMIT_STEPS[0] => with_limit!(LIMIT_STEPS[0]),
+        n if n <= LIMIT_STEPS[1] => with_limit!(LIMIT_STEPS[1]),
+        n if n <= LIMIT_STEPS[2] => with_limit!(LIMIT_STEPS[2]),
+        n if n <= LIMIT_STEPS[3] => with_limit!(LIMIT_STEPS[3]),
+        n if n <= LIMIT_STEPS[4] => with_limit!(LIMIT_STEPS[4]),
+        n if n <= LIMIT_STEPS[5] => with_limit!(LIMIT_STEPS[5]),
+        n => return Err(CodecError::TooLarge(n)),
+    };
+    Ok(decoded)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
 
     #[test]
     fn round_trip_and_version_check() {
@@ -52,5 +99,82 @@ mod tests {
         let err = decode_versioned::<(String, u64)>(4, &bytes).unwrap_err();
         assert!(matches!(err, CodecError::UnknownVersion { found: 3, expected: 4 }));
         assert!(matches!(decode_versioned::<u8>(1, &[]), Err(CodecError::Empty)));
+    }
+
+    /// The probe that aborted a node: version 1, then a string whose
+    /// length prefix (0xfd: a u64 follows) claims 2^40 bytes.
+    #[test]
+    fn a_length_claim_beyond_the_input_is_refused_before_allocating() {
+        let probe = [1u8, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(matches!(decode_versioned::<String>(1, &probe), Err(CodecError::Decode(_))));
+        // The same inside a struct, as a join request's first field.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Req {
+            id: String,
+            key: Vec<u8>,
+        }
+        assert!(decode_versioned::<Req>(1, &probe).is_err());
+        // A claim just past the input's step is refused too.
+        let mut near = vec![1u8, 0xfb];
+        near.extend_from_slice(&(2000u16).to_le_bytes());
+        near.extend(std::iter::repeat_n(b'a', 100));
+        assert!(decode_versioned::<String>(1, &near).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode_versioned(1, &7u32).unwrap();
+        bytes.push(0);
+        assert!(decode_versioned::<u32>(1, &bytes).is_err());
+    }
+
+    #[test]
+    fn large_records_still_decode() {
+        let big = vec!["x".repeat(1 << 16); 80]; // 5 MiB: the 64 MiB step
+        let bytes = encode_versioned(1, &big).unwrap();
+        assert_eq!(decode_versioned::<Vec<String>>(1, &bytes).unwrap(), big);
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Sample {
+        Unit,
+        Named { name: String, bytes: Vec<u8>, n: u64 },
+        Nested(Vec<(String, Option<u32>)>),
+    }
+
+    fn sample() -> impl Strategy<Value = Sample> {
+        prop_oneof![
+            Just(Sample::Unit),
+            (".{0,40}", proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(|(name, bytes, n)| Sample::Named { name, bytes, n }),
+            proptest::collection::vec((".{0,8}", any::<Option<u32>>()), 0..8).prop_map(Sample::Nested),
+        ]
+    }
+
+    // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+    proptest! {
+        #[test]
+        fn every_record_round_trips(v in sample()) {
+            let bytes = encode_versioned(2, &v).unwrap();
+            prop_assert_eq!(decode_versioned::<Sample>(2, &bytes).unwrap(), v);
+        }
+
+        /// Random bytes, and valid records cut short or with a byte
+        /// replaced by a huge length prefix: an error or a value, never a
+        /// panic, and never an allocation beyond the limit (the test's
+        /// process would abort).
+        #[test]
+        fn hostile_bytes_never_panic(noise in proptest::collection::vec(any::<u8>(), 0..256), v in sample(), cut in any::<prop::sample::Index>(), at in any::<prop::sample::Index>()) {
+            let _ = decode_versioned::<Sample>(2, &noise);
+            let mut with_version = vec![2u8];
+            with_version.extend(&noise);
+            let _ = decode_versioned::<Sample>(2, &with_version);
+            let bytes = encode_versioned(2, &v).unwrap();
+            let _ = decode_versioned::<Sample>(2, &bytes[..cut.index(bytes.len())]);
+            let mut huge = bytes.clone();
+            let i = 1 + at.index(huge.len() - 1).min(huge.len().saturating_sub(2));
+            huge.splice(i..i, [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+            let _ = decode_versioned::<Sample>(2, &huge);
+        }
     }
 }

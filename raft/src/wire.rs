@@ -41,3 +41,43 @@ pub struct LeaderView {
     /// Highest log index known to be stored on each member.
     pub matched: Vec<(NodeId, Option<u64>)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::MetaRequest;
+    use crate::types::{TypeConfig, Vote};
+    use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+    use proptest::prelude::*;
+
+    /// Every payload type a peer call decodes, fed the same bytes.
+    fn decode_all(bytes: &[u8]) {
+        let _ = from_payload::<AppendEntriesRequest<TypeConfig>>(bytes);
+        let _ = from_payload::<VoteRequest<NodeId>>(bytes);
+        let _ = from_payload::<InstallSnapshotRequest<TypeConfig>>(bytes);
+        let _ = from_payload::<MetaRequest>(bytes);
+        let _ = from_payload::<Option<u64>>(bytes);
+        let _ = from_payload::<ForwardReply>(bytes);
+        let _ = from_payload::<LeaderView>(bytes);
+    }
+
+    proptest! {
+        /// Random bytes behind the right version, valid payloads cut
+        /// short, and a huge length claim spliced in anywhere: errors, no
+        /// panic, no allocation beyond the codec's bound.
+        #[test]
+        fn hostile_payloads_never_panic(noise in proptest::collection::vec(any::<u8>(), 0..512), term in any::<u64>(), cut in any::<prop::sample::Index>(), at in any::<prop::sample::Index>()) {
+            decode_all(&noise);
+            let mut versioned = vec![WIRE_VERSION];
+            versioned.extend(&noise);
+            decode_all(&versioned);
+            let good = to_payload(&VoteRequest::<NodeId> { vote: Vote::new(term, 1), last_log_id: None }).unwrap();
+            prop_assert!(from_payload::<VoteRequest<NodeId>>(&good).is_ok());
+            decode_all(&good[..cut.index(good.len())]);
+            let mut huge = good.clone();
+            let i = 1 + at.index(huge.len() - 1);
+            huge.splice(i..i, [0xfd, 0, 0, 0, 0, 0, 1, 0, 0]);
+            decode_all(&huge);
+        }
+    }
+}

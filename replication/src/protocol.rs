@@ -73,7 +73,51 @@ pub async fn read_frame<T: DeserializeOwned>(r: &mut (impl AsyncRead + Unpin)) -
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).await?;
+    // Grown as bytes arrive, not allocated as claimed: a peer that claims a
+    // full frame and sends nothing holds no memory.
+    let mut body = Vec::new();
+    r.take(u64::from(len)).read_to_end(&mut body).await?;
+    if body.len() != len as usize {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(decode_versioned(PROTOCOL_VERSION, &body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(read_frame(&mut &bytes[..]))
+    }
+
+    #[test]
+    fn a_frame_claiming_more_than_the_limit_or_than_it_sends_is_refused() {
+        assert!(matches!(read::<Request>(&(MAX_FRAME + 1).to_be_bytes()), Err(FrameError::TooLarge(_))));
+        // Claims a whole frame, sends three bytes.
+        let mut short = MAX_FRAME.to_be_bytes().to_vec();
+        short.extend([1, 2, 3]);
+        assert!(matches!(read::<Request>(&short), Err(FrameError::Io(_))));
+    }
+
+    proptest! {
+        /// Random and truncated frames: an error or a value, never a panic.
+        #[test]
+        fn hostile_frames_never_panic(noise in proptest::collection::vec(any::<u8>(), 0..512), n in 0usize..8, cut in any::<prop::sample::Index>()) {
+            let _ = read::<Request>(&noise);
+            let mut framed = (noise.len() as u32).to_be_bytes().to_vec();
+            framed.extend(&noise);
+            let _ = read::<Request>(&framed);
+            let _ = read::<Reply>(&framed);
+            let _ = read::<GetReply>(&framed);
+            let req = Request::Have { digests: (0..n).map(|i| Digest::sha256_of(&[i as u8])).collect() };
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut good = Vec::new();
+            rt.block_on(write_frame(&mut good, &req)).unwrap();
+            prop_assert!(read::<Request>(&good).is_ok());
+            prop_assert!(read::<Request>(&good[..cut.index(good.len())]).is_err());
+        }
+    }
 }
