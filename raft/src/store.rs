@@ -133,6 +133,37 @@ pub struct RocksLogStore {
     db: Arc<DB>,
 }
 
+/// The most log bytes one AppendEntries carries (at least one entry,
+/// however large). openraft gives each AppendEntries one heartbeat interval;
+/// a batch of its default 300 entries of up to 4 MiB each would never
+/// arrive in time over a WAN link, and the follower would never catch up.
+/// One MiB takes 20 ms at 50 MB/s; a single 4 MiB manifest goes alone.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
+impl RocksLogStore {
+    /// Entries `[start, end)`, stopping after the first one that brings
+    /// the stored size to `budget` bytes.
+    async fn read_entries(&self, start: u64, end: Option<u64>, budget: usize) -> Result<Vec<Entry>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            let from = start.to_be_bytes();
+            for item in db.iterator_cf(cf(&db, CF_LOG), IteratorMode::From(&from, Direction::Forward)) {
+                let (k, v) = item.map_err(read_err)?;
+                let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| read_err(std::io::Error::other("bad log key")))?);
+                if end.is_some_and(|e| idx >= e) || bytes >= budget {
+                    break;
+                }
+                bytes += v.len();
+                out.push(decode_versioned(LOG_VERSION, &v).map_err(|e| io_err(ErrorSubject::LogIndex(idx), ErrorVerb::Read, e))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 impl RaftLogReader<TypeConfig> for RocksLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
@@ -145,21 +176,12 @@ impl RaftLogReader<TypeConfig> for RocksLogStore {
             Bound::Excluded(&e) => Some(e),
             Bound::Unbounded => None,
         };
-        let db = self.db.clone();
-        blocking(move || {
-            let mut out = Vec::new();
-            let from = start.to_be_bytes();
-            for item in db.iterator_cf(cf(&db, CF_LOG), IteratorMode::From(&from, Direction::Forward)) {
-                let (k, v) = item.map_err(read_err)?;
-                let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| read_err(std::io::Error::other("bad log key")))?);
-                if end.is_some_and(|e| idx >= e) {
-                    break;
-                }
-                out.push(decode_versioned(LOG_VERSION, &v).map_err(|e| io_err(ErrorSubject::LogIndex(idx), ErrorVerb::Read, e))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read_entries(start, end, usize::MAX).await
+    }
+
+    /// What replication sends: at most [`MAX_APPEND_BYTES`] a batch.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(start, Some(end), MAX_APPEND_BYTES).await
     }
 }
 
@@ -462,5 +484,39 @@ impl StateRead for MetaState {
 
     fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         DbState(&self.db).range_raw(from, to, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{MetaCommand, NodeRegistration, NodeRole};
+
+    /// An entry whose stored form is about `bytes` long.
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let registration = NodeRegistration { region: "eu".into(), peer_addr: "p:1".into(), http_addr: "h".repeat(bytes), role: NodeRole::Auto };
+        let cmd = MetaCommand::RegisterNode { registration, token: None, now_ms: 0 };
+        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(MetaRequest::V1(cmd)) }
+    }
+
+    #[tokio::test]
+    async fn replication_batches_stop_at_the_byte_budget_but_never_come_back_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut log = store.log_store();
+        // 1..=20 of 300 KiB each, then 21..=22 of 4 MiB, then 23..=122 tiny.
+        let sizes = (1..=20).map(|i| (i, 300 << 10)).chain([(21, 4 << 20), (22, 4 << 20)]).chain((23..=122).map(|i| (i, 16)));
+        for (i, size) in sizes {
+            log.db.put_cf(cf(&log.db, CF_LOG), (i as u64).to_be_bytes(), encode_versioned(LOG_VERSION, &entry(i, size)).unwrap()).unwrap();
+        }
+        let indexes = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // 300 KiB entries: the fourth one passes 1 MiB, so four go.
+        assert_eq!(indexes(log.limited_get_log_entries(1, 123).await.unwrap()), vec![1, 2, 3, 4]);
+        // A 4 MiB entry goes alone: never an empty batch.
+        assert_eq!(indexes(log.limited_get_log_entries(21, 123).await.unwrap()), vec![21]);
+        // Small entries fill the range they were asked for.
+        assert_eq!(log.limited_get_log_entries(23, 123).await.unwrap().len(), 100);
+        // The unlimited reader is unchanged.
+        assert_eq!(log.try_get_log_entries(1..123).await.unwrap().len(), 122);
     }
 }
