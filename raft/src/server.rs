@@ -35,9 +35,9 @@ use berth_common::{node_id_of_cert, NodeId, PeerTls};
 /// Handles `Join` calls: the node crate owns certificates and tokens.
 #[async_trait]
 pub trait JoinHandler: Send + Sync + 'static {
-    /// Takes the joiner's request bytes, returns the reply bytes or a
-    /// one-line refusal.
-    async fn join(&self, request: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// Takes the joiner's request bytes and its address (what rate limits
+    /// see), returns the reply bytes or a one-line refusal.
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String>;
 }
 
 pub struct PeerService {
@@ -170,8 +170,39 @@ impl Peer for PeerService {
 
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.admit(&req)?;
-        let out = self.join.join(req.into_inner().data).await;
+        let from = req.remote_addr().map(|a| a.ip());
+        let out = self.join.join(from, req.into_inner().data).await;
         reply(&out)
+    }
+}
+
+/// The most a caller without a cluster certificate (a joining node) may
+/// send in one call. A join request is a few hundred bytes; the limit is
+/// applied to the body as it streams in, so such a caller never makes the
+/// node buffer more than this, whatever the gRPC frame header claims.
+pub const MAX_UNAUTHENTICATED_BODY: usize = 64 << 10;
+
+/// The most a member may send in one call: entry batches are capped far
+/// below it (see `RocksStore`'s log reader), snapshots go in chunks.
+pub const MAX_MEMBER_MESSAGE: usize = 64 << 20;
+
+/// HTTP/2 flow-control windows of peer connections, both ways. hyper's
+/// defaults (1 MiB on a server) would let a follower 150 ms away take a
+/// 4 MiB entry only one window per round trip, beyond the heartbeat
+/// interval openraft allows an AppendEntries; these let the largest batch
+/// go in one round trip. Windows are credit, not buffers: nothing is
+/// allocated until data arrives.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Caps the body of a call that came without a client certificate.
+fn limit_unauthenticated(req: tonic::codegen::http::Request<tonic::body::Body>) -> tonic::codegen::http::Request<tonic::body::Body> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let member = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs()).is_some_and(|c| !c.is_empty());
+    if member {
+        req
+    } else {
+        req.map(|body| tonic::body::Body::new(http_body_util::Limited::new(body, MAX_UNAUTHENTICATED_BODY)))
     }
 }
 
@@ -187,6 +218,15 @@ pub async fn serve(
         .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
         .client_ca_root(Certificate::from_pem(&tls.ca_pem))
         .client_auth_optional(true);
-    let service = PeerServer::new(PeerService { meta, join }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
-    Server::builder().tls_config(tls_config)?.add_service(service).serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+    let service = PeerServer::new(PeerService { meta, join }).max_decoding_message_size(MAX_MEMBER_MESSAGE).max_encoding_message_size(MAX_MEMBER_MESSAGE);
+    Server::builder()
+        .tls_config(tls_config)?
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_max_header_list_size(16 << 10)
+        .max_concurrent_streams(256)
+        .layer(tower::ServiceBuilder::new().map_request(limit_unauthenticated))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
 }
