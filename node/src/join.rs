@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
-use berth_raft::command::{ClusterRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
+use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
 use berth_raft::network::{call, PeerRpc};
 use berth_raft::state::keys;
 use berth_raft::{JoinHandler, MetaNodeHandle, StateRead, PEER_TLS_NAME};
@@ -89,46 +89,141 @@ pub struct JoinReply {
     pub ca_pem: String,
 }
 
-/// The seed side of a join: checks the token (atomically with the
-/// registration, in the state machine), registers the node, certifies it.
+/// The largest public key a joiner may send: an RSA-4096 key is about
+/// 550 bytes of SubjectPublicKeyInfo, berth's own P-256 keys 91.
+const MAX_PUBLIC_KEY_DER: usize = 2048;
+
+/// The seed side of a join.
+///
+/// `Join` is the one peer call an outsider can make (a joining node has no
+/// certificate yet), so a wrong join must cost the cluster nothing: the
+/// request is checked against this node's copy of the token record before
+/// anything is proposed, and only a join that would be admitted becomes a
+/// log entry. The state machine checks the token again, atomically with
+/// counting its use, so two joiners cannot race past a one-use token.
+/// Joins are rate-limited per source address, and only a few are handled
+/// at once.
 pub struct Joins {
     pub meta: MetaNodeHandle,
+    limits: JoinLimits,
 }
 
 #[async_trait]
 impl JoinHandler for Joins {
-    async fn join(&self, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
+        let _slot = self.limits.admit(from)?;
         let req: JoinRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable join request: {e}"))?;
-        let reply = self.handle(req).await?;
-        berth_raft::wire::to_payload(&reply).map_err(|e| e.to_string())
+        let reply = self.handle(req).await;
+        if let Err(why) = &reply {
+            tracing::warn!(source = ?from, %why, "join refused");
+        }
+        berth_raft::wire::to_payload(&reply?).map_err(|e| e.to_string())
     }
 }
 
 impl Joins {
+    pub fn new(meta: MetaNodeHandle) -> Joins {
+        Joins { meta, limits: JoinLimits::default() }
+    }
+
     async fn handle(&self, req: JoinRequest) -> Result<JoinReply, String> {
-        let region: berth_common::Region = req.region.parse().map_err(|e: berth_common::NameError| e.to_string())?;
+        let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if !hexy(&req.token_id, 12) || !hexy(&req.secret, 48) {
+            return Err("join token is malformed".into());
+        }
+        if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {
+            return Err(format!("public key is larger than {MAX_PUBLIC_KEY_DER} bytes"));
+        }
+        let registration = NodeRegistration {
+            region: req.region,
+            peer_addr: req.peer_addr,
+            http_addr: req.http_addr,
+            role: if req.learner { NodeRole::Learner } else { NodeRole::Auto },
+        };
+        registration.validate()?;
+        let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id, secret: req.secret };
+        let proof = TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() };
+        self.check_token(&proof).await?;
         let cluster: ClusterRecord =
             self.meta.state().get(keys::CLUSTER).map_err(|e| e.to_string())?.ok_or("this node has not caught up with the cluster yet; try again")?;
-        let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id, secret: req.secret };
-        let cmd = MetaCommand::RegisterNode {
-            registration: NodeRegistration {
-                region: region.to_string(),
-                peer_addr: req.peer_addr.clone(),
-                http_addr: req.http_addr,
-                role: if req.learner { NodeRole::Learner } else { NodeRole::Auto },
-            },
-            token: Some(TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() }),
-            now_ms: now_ms(),
-        };
+        let ca = pki::CaKeys { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem };
+        // The key must be one the CA can certify before the node is registered.
+        pki::check_node_key(&req.public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
+        let (region, peer_addr) = (registration.region.clone(), registration.peer_addr.clone());
+        let cmd = MetaCommand::RegisterNode { registration, token: Some(proof), now_ms: now_ms() };
         let node_id = match self.meta.write(cmd).await.map_err(|e| e.to_string())? {
             MetaResponse::NodeId(id) => id,
             MetaResponse::Refused(why) => return Err(why),
             other => return Err(format!("unexpected registration outcome: {other:?}")),
         };
-        let ca = pki::CaKeys { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem };
         let cert_pem = pki::sign_node_cert(&ca, node_id, &req.public_key_der).map_err(|e| e.to_string())?;
-        tracing::info!(node_id, region = %region, peer_addr = %req.peer_addr, token_id = %token.id, "node joined");
+        tracing::info!(node_id, region = %region, peer_addr = %peer_addr, token_id = %token.id, "node joined");
         Ok(JoinReply { node_id, cluster_id: cluster.cluster_id, cert_pem, ca_pem: cluster.ca_cert_pem })
+    }
+
+    /// Checks the token against this node's state; a token this node does
+    /// not know yet (made a moment ago through another node) is looked up
+    /// again after catching up with the leader, which costs a round trip
+    /// but no log entry.
+    async fn check_token(&self, proof: &TokenProof) -> Result<(), String> {
+        let lookup = || self.meta.state().get::<JoinTokenRecord>(&keys::token(&proof.id)).map_err(|e| e.to_string());
+        let record = match lookup()? {
+            Some(r) => r,
+            None => {
+                self.meta.read_barrier().await.map_err(|e| e.to_string())?;
+                lookup()?.ok_or("join token is not known to this cluster")?
+            }
+        };
+        match record.refusal(proof, now_ms()) {
+            Some(why) => Err(why.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Per-source and whole-node limits on join attempts.
+///
+/// Each source address has a bucket of [`JoinLimits::BURST`] attempts that
+/// refills one every [`JoinLimits::REFILL`]; a node joins once, and an
+/// operator retrying a typo stays well inside. At most
+/// [`JoinLimits::CONCURRENT`] joins are handled at once whatever their
+/// sources, so many addresses together still cannot queue work.
+pub struct JoinLimits {
+    buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for JoinLimits {
+    fn default() -> Self {
+        JoinLimits { buckets: Default::default(), slots: Arc::new(tokio::sync::Semaphore::new(Self::CONCURRENT)) }
+    }
+}
+
+impl JoinLimits {
+    const BURST: f64 = 10.0;
+    const REFILL: Duration = Duration::from_secs(3);
+    const CONCURRENT: usize = 4;
+    /// Past this many remembered sources, full buckets are forgotten.
+    const MAX_SOURCES: usize = 10_000;
+
+    /// Takes one attempt from `from`'s bucket and a handling slot, or says
+    /// why not.
+    fn admit(&self, from: Option<std::net::IpAddr>) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        if let Some(ip) = from {
+            let now = std::time::Instant::now();
+            let mut buckets = self.buckets.lock().expect("join limits lock");
+            let refill = |(tokens, at): (f64, std::time::Instant)| (tokens + now.duration_since(at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST);
+            if buckets.len() >= Self::MAX_SOURCES {
+                buckets.retain(|_, b| refill(*b) < Self::BURST);
+            }
+            let bucket = buckets.entry(ip).or_insert((Self::BURST, now));
+            let tokens = refill(*bucket);
+            if tokens < 1.0 {
+                return Err(format!("too many join attempts from {ip}; try again in {} s", Self::REFILL.as_secs()));
+            }
+            *bucket = (tokens - 1.0, now);
+        }
+        self.slots.clone().try_acquire_owned().map_err(|_| "this node is busy with other joins; try again".to_string())
     }
 }
 
@@ -173,7 +268,7 @@ pub async fn request_join(seed: &str, token: &JoinToken, region: &str, peer_addr
 
 /// The handler as the raft crate wants it.
 pub fn handler(meta: MetaNodeHandle) -> Arc<dyn JoinHandler> {
-    Arc::new(Joins { meta })
+    Arc::new(Joins::new(meta))
 }
 
 #[cfg(test)]
@@ -187,5 +282,22 @@ mod tests {
         for bad in ["", "berth1", "berth2.x.y.z", &t.to_string().replace("berth1.", "berth1.0"), &t.to_string().to_uppercase()] {
             assert!(JoinToken::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn joins_are_limited_per_source_and_in_flight() {
+        let limits = JoinLimits::default();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..JoinLimits::BURST as usize {
+            drop(limits.admit(Some(a)).expect("within the burst"));
+        }
+        let refused = limits.admit(Some(a)).unwrap_err();
+        assert!(refused.contains("too many join attempts"), "{refused}");
+        // Another source is not held back by the first one.
+        let held: Vec<_> = (0..JoinLimits::CONCURRENT).map(|_| limits.admit(Some(b)).expect("b has its own bucket")).collect();
+        // ...but only CONCURRENT joins are handled at once.
+        assert!(limits.admit(Some(b)).unwrap_err().contains("busy"));
+        drop(held);
+        assert!(limits.admit(Some(b)).is_ok());
     }
 }

@@ -60,6 +60,12 @@ pub fn new_signing_key_pem() -> Result<String, PkiError> {
 
 /// Signs a node certificate for `spki_der` (the node's public key) and
 /// returns the chain PEM: the node's certificate, then the CA's.
+/// Whether `spki_der` is a public key [`sign_node_cert`] can certify.
+pub fn check_node_key(spki_der: &[u8]) -> Result<(), PkiError> {
+    SubjectPublicKeyInfo::from_der(spki_der)?;
+    Ok(())
+}
+
 pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;

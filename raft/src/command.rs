@@ -216,6 +216,27 @@ pub struct NodeRegistration {
     pub role: NodeRole,
 }
 
+/// The longest address a node may register: a DNS name (253) with a port,
+/// or a URL around one, with room to spare.
+pub const MAX_NODE_ADDR_LEN: usize = 512;
+
+impl NodeRegistration {
+    /// Checks the shape of every field. A registration is stored by every
+    /// node and shown by every status call for the cluster's lifetime, so
+    /// it must be small and printable whoever sent it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.region.parse::<berth_common::Region>().is_err() {
+            return Err("region must be 1 to 63 lowercase letters, digits and dashes, starting with a letter".into());
+        }
+        for (what, addr) in [("peer address", &self.peer_addr), ("http address", &self.http_addr)] {
+            if addr.is_empty() || addr.len() > MAX_NODE_ADDR_LEN || !addr.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!("{what} must be 1 to {MAX_NODE_ADDR_LEN} printable ASCII characters without spaces"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A joining node's proof: the token id and the SHA-256 of its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenProof {
@@ -245,6 +266,25 @@ pub struct JoinTokenRecord {
     pub uses: u32,
     /// `None`: any number of joins until it expires or is revoked.
     pub max_uses: Option<u32>,
+}
+
+impl JoinTokenRecord {
+    /// Why `proof` may not join a node at `now_ms`, or `None` if it may.
+    /// The state machine decides with this when it counts a use; a seed
+    /// asks it first, so a wrong token never becomes a log entry.
+    pub fn refusal(&self, proof: &TokenProof, now_ms: u64) -> Option<&'static str> {
+        if self.secret_sha256 != proof.secret_sha256 {
+            Some("join token secret is wrong")
+        } else if self.revoked {
+            Some("join token was revoked")
+        } else if now_ms >= self.expires_at_ms {
+            Some("join token has expired")
+        } else if self.max_uses.is_some_and(|m| self.uses >= m) {
+            Some("join token has been used up")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -432,22 +432,14 @@ fn register_node(
     token: Option<&TokenProof>,
     now_ms: u64,
 ) -> Result<MetaResponse, StateError> {
+    if let Err(why) = reg.validate() {
+        return Ok(MetaResponse::Refused(why));
+    }
     if let Some(proof) = token {
         let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {
             return Ok(MetaResponse::Refused("join token is not known to this cluster".into()));
         };
-        let refusal = if rec.secret_sha256 != proof.secret_sha256 {
-            Some("join token secret is wrong")
-        } else if rec.revoked {
-            Some("join token was revoked")
-        } else if now_ms >= rec.expires_at_ms {
-            Some("join token has expired")
-        } else if rec.max_uses.is_some_and(|m| rec.uses >= m) {
-            Some("join token has been used up")
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        if let Some(why) = rec.refusal(proof, now_ms) {
             return Ok(MetaResponse::Refused(why.into()));
         }
         rec.uses += 1;
