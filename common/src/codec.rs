@@ -9,12 +9,12 @@
 //! string or byte buffer as large as its length prefix claims before it
 //! reads the contents, so an unbounded decoder turns a 12-byte message that
 //! claims a 2^40-byte string into a 1 TiB allocation and an abort. Every
-//! decode here runs with bincode's byte limit set to the smallest step of
-//! [`LIMIT_STEPS`] that covers the input: everything a well-formed record
-//! holds is present in its bytes, so a claim beyond the input is refused
-//! before anything is allocated, and whatever the bytes say, a decode
-//! allocates at most 16 times its input (and never more than
-//! [`MAX_RECORD_BYTES`]).
+//! decode here runs with bincode's byte limit, which counts what decoding
+//! claims in memory: a string its length, an integer its width (a u64 is
+//! claimed as 8 bytes though its varint may be 1, a u128 as 16). So a
+//! well-formed record never claims more than [`CLAIM_PER_BYTE`] times its
+//! size, and the limit is the smallest of [`LIMIT_STEPS`] at or above that:
+//! whatever the bytes say, a decode allocates at most 64 times its input.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -22,9 +22,27 @@ use serde::{de::DeserializeOwned, Serialize};
 /// registry's metadata berth is sized for.
 pub const MAX_RECORD_BYTES: usize = 1 << 30;
 
+/// The most a well-formed record claims per byte of its encoding: a u128
+/// whose varint is one byte.
+pub const CLAIM_PER_BYTE: usize = 16;
+
 /// bincode's limit is a type-level constant, so the limit for an input is
-/// picked from these steps (each 16 times the one before).
-pub const LIMIT_STEPS: [usize; 6] = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 64 << 20, MAX_RECORD_BYTES];
+/// picked from these steps (each 4 times the one before).
+pub const LIMIT_STEPS: [usize; 13] = [
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    64 << 20,
+    256 << 20,
+    1 << 30,
+    4 << 30,
+    CLAIM_PER_BYTE * MAX_RECORD_BYTES,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -68,21 +86,20 @@ pub fn decode_versioned<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Resul
 }
 
 fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), CodecError> {
-    macro_rules! with_limit {
-        ($limit:expr) => {
-            bincode::serde::decode_from_slice(body, config().with_limit::<{ $limit }>())?
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(CodecError::TooLarge(body.len()));
+    }
+    let claims = body.len() * CLAIM_PER_BYTE;
+    macro_rules! by_step {
+        ($($i:literal)*) => {
+            $(if claims <= LIMIT_STEPS[$i] {
+                return Ok(bincode::serde::decode_from_slice(body, config().with_limit::<{ LIMIT_STEPS[$i] }>())?);
+            })*
         };
     }
-    let decoded = match body.len() {
-        n if n <= LIMIT_STEPS[0] => with_limit!(LIMIT_STEPS[0]),
-        n if n <= LIMIT_STEPS[1] => with_limit!(LIMIT_STEPS[1]),
-        n if n <= LIMIT_STEPS[2] => with_limit!(LIMIT_STEPS[2]),
-        n if n <= LIMIT_STEPS[3] => with_limit!(LIMIT_STEPS[3]),
-        n if n <= LIMIT_STEPS[4] => with_limit!(LIMIT_STEPS[4]),
-        n if n <= LIMIT_STEPS[5] => with_limit!(LIMIT_STEPS[5]),
-        n => return Err(CodecError::TooLarge(n)),
-    };
-    Ok(decoded)
+    by_step!(0 1 2 3 4 5 6 7 8 9 10 11 12);
+    // Not reached: the last step covers MAX_RECORD_BYTES.
+    Err(CodecError::TooLarge(body.len()))
 }
 
 #[cfg(test)]
@@ -115,11 +132,12 @@ mod tests {
             key: Vec<u8>,
         }
         assert!(decode_versioned::<Req>(1, &probe).is_err());
-        // A claim just past the input's step is refused too.
+        // A claim past the input's step is refused too: 103 bytes may
+        // claim 4 KiB (the step at or above 16 times 103), not 5000.
         let mut near = vec![1u8, 0xfb];
-        near.extend_from_slice(&(2000u16).to_le_bytes());
+        near.extend_from_slice(&(5000u16).to_le_bytes());
         near.extend(std::iter::repeat_n(b'a', 100));
-        assert!(decode_versioned::<String>(1, &near).is_err());
+        assert!(matches!(decode_versioned::<String>(1, &near), Err(CodecError::Decode(bincode::error::DecodeError::LimitExceeded))));
     }
 
     #[test]
@@ -129,9 +147,21 @@ mod tests {
         assert!(decode_versioned::<u32>(1, &bytes).is_err());
     }
 
+    /// Integers are claimed at their width, not their varint's: a record
+    /// of small u64s claims eight times its size and must still decode.
+    #[test]
+    fn integer_heavy_records_decode() {
+        let many: Vec<u64> = (0..10_000).map(|i| i % 200).collect();
+        let bytes = encode_versioned(1, &many).unwrap();
+        assert_eq!(decode_versioned::<Vec<u64>>(1, &bytes).unwrap(), many);
+        let wide: Vec<(u128, Option<u64>)> = (0..1000).map(|i| (i % 3, Some(i as u64 % 5))).collect();
+        let bytes = encode_versioned(1, &wide).unwrap();
+        assert_eq!(decode_versioned::<Vec<(u128, Option<u64>)>>(1, &bytes).unwrap(), wide);
+    }
+
     #[test]
     fn large_records_still_decode() {
-        let big = vec!["x".repeat(1 << 16); 80]; // 5 MiB: the 64 MiB step
+        let big = vec!["x".repeat(1 << 16); 80]; // 5 MiB: the 256 MiB step
         let bytes = encode_versioned(1, &big).unwrap();
         assert_eq!(decode_versioned::<Vec<String>>(1, &bytes).unwrap(), big);
     }
