@@ -53,6 +53,10 @@ impl ClusterView for NodeView {
         self.nodes().into_iter().filter(|n| !n.removed && n.id != me).map(|n| PeerInfo { id: n.id, region: n.region, addr: n.peer_addr }).collect()
     }
 
+    fn removed(&self, node: NodeId) -> bool {
+        matches!(self.meta.state().get::<NodeRecord>(&keys::node(node)), Ok(Some(n)) if n.removed)
+    }
+
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
         let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
         Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders })

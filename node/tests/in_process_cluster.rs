@@ -168,3 +168,33 @@ async fn leadership_transfer_moves_the_leader_where_asked() {
     assert_eq!(c.wait_leader(T).await, target);
     push(c.any(), "after/transfer", "x", 1).await;
 }
+
+/// A removed node keeps a certificate the cluster CA signed; the CA alone
+/// must not make it a member. Its calls are refused by name, and the
+/// cluster goes on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
+    let mut c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let victim = 3;
+    // The victim pushed a blob before: its blob service is known to the others.
+    push(c.node(victim), "before/removal", "x", 1).await;
+    c.node(1).meta.write(berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        // Still running, still holding its certificate: every write it
+        // forwards is refused by name.
+        match c.node(victim).meta.write(berth_raft::MetaCommand::Probe { at_ms: 1 }).await {
+            Err(e) if e.to_string().contains("was removed from the cluster") => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "a removed node's write: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its blob connections are refused too: a fetch from it finds no one.
+    let survivors: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != victim).collect();
+    let d = push(c.node(survivors[0]), "after/removal", "y", 2).await;
+    for id in &survivors {
+        wait_tag(c.node(*id), "after/removal", "y", &d, T).await;
+    }
+    c.stop(victim).await;
+}

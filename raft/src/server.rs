@@ -25,6 +25,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::command::MetaRequest;
+use crate::state::StateRead;
 use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
@@ -91,9 +92,26 @@ impl PeerService {
         Err(Status::unavailable(format!("node {} does not hear {who} now: the link is cut", self.meta.id())))
     }
 
-    /// The checks every call between members passes first.
+    /// The checks every call between members passes first: a certificate
+    /// from the cluster CA naming a node that has not been removed, and a
+    /// link that is not cut.
+    ///
+    /// A removed node keeps a certificate the CA signed, so the CA alone
+    /// does not make a member: its id is looked up in this node's records.
+    /// Only a record that says "removed" refuses; an id this node has no
+    /// record of yet (a node that joined a moment ago, or this node is far
+    /// behind) is heard, since refusing it could keep a lagging follower
+    /// from ever hearing a leader that joined after it went away. Ids are
+    /// never reused, so the up-to-date majority refuses a removed node for
+    /// good.
     fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
         require_cluster_cert(req)?;
+        let caller = caller_id(req).ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
+        let record = self.meta.state().get::<crate::command::NodeRecord>(&crate::state::keys::node(caller));
+        if matches!(record, Ok(Some(ref n)) if n.removed) {
+            tracing::warn!(node_id = caller, "refused a call from a removed node");
+            return Err(Status::permission_denied(format!("node {caller} was removed from the cluster and may not take part in it")));
+        }
         self.admit(req)
     }
 }
@@ -129,6 +147,10 @@ impl Peer for PeerService {
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
         let cmd: MetaRequest = decode(req)?;
+        if matches!(cmd, MetaRequest::V1(crate::command::MetaCommand::Bootstrap(_))) {
+            // A cluster is bootstrapped once, by `init` on its first node.
+            return reply(&ForwardReply::Failed("bootstrap is never forwarded".into()));
+        }
         if self.meta.handing_over() {
             // Not proposed: the caller retries at the next leader.
             return reply(&ForwardReply::NotLeader { leader: None });

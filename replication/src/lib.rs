@@ -87,6 +87,9 @@ pub trait ClusterView: Send + Sync + 'static {
     async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String>;
     /// Records that this node no longer holds `digest` (a bad copy).
     async fn drop_holder(&self, digest: &Digest) -> Result<(), String>;
+    /// Whether `node` is recorded as removed from the cluster: its
+    /// certificate still checks out against the CA, but it is refused.
+    fn removed(&self, node: NodeId) -> bool;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -119,7 +119,16 @@ impl Replicator {
         Ok(())
     }
 
+    /// Whether requests on `conn` may be heard: not from a node recorded
+    /// as removed (its certificate still checks out against the CA), and
+    /// not across a cut link.
     fn admits(&self, conn: &quinn::Connection) -> bool {
+        if let Some(id) = crate::transport::peer_node_id(conn) {
+            if self.inner.view.removed(id) {
+                tracing::warn!(node_id = id, "refused a blob connection from a removed node");
+                return false;
+            }
+        }
         self.inner.transport.admits(conn)
     }
 
