@@ -9,7 +9,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 /// Bytes buffered before a write reaches the file: few large writes, not
-/// many small ones, whatever size the client's chunks are.
+/// many small ones, whatever size the client's chunks are. Allocated only
+/// while the staging file is open (see [`StagingBlob::park`]).
 const WRITE_BUFFER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,12 +166,13 @@ impl BlobStore {
         }
     }
 
-    /// A new staging file to stream a blob into.
+    /// A new, empty staging file to stream a blob into. It is created (so
+    /// the name is ours) but not held open: the first write opens it.
     pub async fn create_staging(&self) -> Result<StagingBlob, BlobError> {
         let name = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         let path = self.root.join("staging").join(name);
-        let file = File::options().write(true).create_new(true).open(&path).await.map_err(io(&path))?;
-        Ok(StagingBlob { guard: StagingGuard { path: Some(path) }, file: BufWriter::with_capacity(WRITE_BUFFER, file), sha256: sha2::Sha256::new(), len: 0 })
+        File::options().write(true).create_new(true).open(&path).await.map_err(io(&path))?;
+        Ok(StagingBlob { guard: StagingGuard { path: Some(path) }, file: None, sha256: sha2::Sha256::new(), len: 0, broken: false })
     }
 }
 
@@ -208,11 +210,19 @@ impl Drop for StagingGuard {
 }
 
 /// A blob being written: hashed as it streams in.
+///
+/// The file is open, with its write buffer, only between the first write
+/// and [`StagingBlob::park`]: an upload session waiting for its client's
+/// next chunk then holds a path and a hash state, not a descriptor and a
+/// megabyte of buffer, so idle sessions cannot exhaust either.
 pub struct StagingBlob {
     guard: StagingGuard,
-    file: BufWriter<File>,
+    file: Option<BufWriter<File>>,
     sha256: sha2::Sha256,
     len: u64,
+    /// A write or flush failed: the hash may cover bytes the file lacks, so
+    /// this blob must never be committed.
+    broken: bool,
 }
 
 impl StagingBlob {
@@ -225,8 +235,45 @@ impl StagingBlob {
     /// Pushes buffered bytes to the file; returns how many the file holds.
     pub async fn flush(&mut self) -> Result<u64, BlobError> {
         let path = self.path().to_path_buf();
-        self.file.flush().await.map_err(io(&path))?;
+        if let Some(file) = self.file.as_mut() {
+            if let Err(e) = file.flush().await {
+                self.broken = true;
+                return Err(io(&path)(e));
+            }
+        }
         Ok(self.len)
+    }
+
+    /// Flushes and closes the file, keeping the hash state and the length:
+    /// the next write reopens it and appends. Returns the bytes held.
+    pub async fn park(&mut self) -> Result<u64, BlobError> {
+        let written = self.flush().await;
+        self.file = None;
+        written
+    }
+
+    /// The file is open (between a write and [`StagingBlob::park`]).
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// A write failed earlier: the blob can only be thrown away.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn broken_error(&self) -> BlobError {
+        io(self.path())(std::io::Error::other("an earlier write to this staging file failed"))
+    }
+
+    /// The open file, opened (appending) if parked.
+    async fn open_file(&mut self) -> Result<&mut BufWriter<File>, BlobError> {
+        if self.file.is_none() {
+            let path = self.path().to_path_buf();
+            let file = File::options().append(true).open(&path).await.map_err(io(&path))?;
+            self.file = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        }
+        Ok(self.file.as_mut().expect("opened above"))
     }
 
     pub fn len(&self) -> u64 {
@@ -238,8 +285,15 @@ impl StagingBlob {
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        if self.broken {
+            return Err(self.broken_error());
+        }
+        let file = self.open_file().await?;
+        if let Err(source) = file.write_all(chunk).await {
+            self.broken = true;
+            return Err(BlobError::Io { path: self.path().to_path_buf(), source });
+        }
         self.sha256.update(chunk);
-        self.file.write_all(chunk).await.map_err(|source| BlobError::Io { path: self.guard.path.clone().unwrap_or_default(), source })?;
         self.len += chunk.len() as u64;
         Ok(())
     }
@@ -248,8 +302,15 @@ impl StagingBlob {
     /// On a mismatch the staging file is removed and nothing is stored.
     pub async fn commit(mut self, store: &BlobStore, expected: &Digest) -> Result<u64, BlobError> {
         let path = self.path().to_path_buf();
-        self.file.flush().await.map_err(io(&path))?;
-        let file = self.file.into_inner();
+        self.flush().await?;
+        if self.broken {
+            return Err(self.broken_error());
+        }
+        // A parked file was flushed, not synced: open it again to sync.
+        let file = match self.file.take() {
+            Some(f) => f.into_inner(),
+            None => File::options().append(true).open(&path).await.map_err(io(&path))?,
+        };
         file.sync_all().await.map_err(io(&path))?;
         drop(file);
         let computed = match expected.algorithm() {

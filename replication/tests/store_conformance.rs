@@ -88,3 +88,25 @@ async fn leftover_staging_files_are_removed_at_open() {
     BlobStore::open(dir.path()).await.unwrap();
     assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
 }
+
+/// An upload session parks its staging blob between requests: the file is
+/// closed (no descriptor, no write buffer) and reopened for the next
+/// chunk, and the hash carries on as if it had never been closed.
+#[tokio::test]
+async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let mut s = store.create_staging().await.unwrap();
+    assert!(!s.is_open(), "a new staging blob holds no descriptor");
+    for chunk in data.chunks(70_001) {
+        s.write(chunk).await.unwrap();
+        assert!(s.is_open());
+        assert_eq!(s.park().await.unwrap(), s.len());
+        assert!(!s.is_open(), "a parked staging blob holds no descriptor");
+        assert_eq!(std::fs::metadata(s.path()).unwrap().len(), s.len(), "parking flushed every byte");
+    }
+    let d = Digest::sha256_of(&data);
+    assert_eq!(s.commit(&store, &d).await.unwrap(), data.len() as u64);
+    assert_eq!(read(&store, &d, None).await, data);
+}
