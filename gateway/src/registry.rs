@@ -144,7 +144,9 @@ pub trait Registry: Send + Sync + 'static {
     /// A whole blob in one request (`POST ?digest=`).
     async fn blob_put(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
     fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError>;
-    async fn upload_start(&self, repo: &RepoName) -> Result<UploadState, ApiError>;
+    /// Opens an upload session for `access`'s account (sessions are capped
+    /// per account).
+    async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError>;
     async fn upload_patch(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError>;
     async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, ApiError>;
     async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
@@ -424,7 +426,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                     (StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response()
                 );
             }
-            let st = reg.upload_start(&repo).await?;
+            let st = reg.upload_start(&access, &repo).await?;
             Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
         }
         (Endpoint::Upload(repo, id), Method::PATCH) => {

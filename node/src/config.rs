@@ -46,6 +46,38 @@ pub struct NodeConfig {
     /// certificate from the cluster CA.
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    /// Caps on what clients may hold on this node at once.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Caps on what one client, or all clients together, may hold on this
+/// node: each is something an outsider or a plain user could otherwise
+/// grow until the node runs out of descriptors or memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Upload sessions one account may have open on this node at once;
+    /// more is a 429 TOOMANYREQUESTS. A client pushes a few layers in
+    /// parallel: dozens open at once is a leak or an attack.
+    pub uploads_per_account: usize,
+    /// Upload sessions all accounts together may have open on this node.
+    pub uploads_per_node: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { uploads_per_account: 64, uploads_per_node: 4096 }
+    }
+}
+
+impl LimitsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.uploads_per_account == 0 || self.uploads_per_node == 0 {
+            bail!("uploads_per_account and uploads_per_node must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 pub fn default_audit_retention_days() -> u64 {
@@ -75,6 +107,7 @@ impl NodeConfig {
             bail!("upload_timeout_secs must be at least 1");
         }
         self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
+        self.limits.validate().context("limits")?;
         Ok(())
     }
 }

@@ -399,8 +399,8 @@ impl Registry for NodeRegistry {
         Ok(UploadOwner::Remote(node.http_addr))
     }
 
-    async fn upload_start(&self, repo: &RepoName) -> Result<UploadState, ApiError> {
-        self.uploads.start(repo.as_str()).await
+    async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError> {
+        self.uploads.start(&access.principal.performer(), repo.as_str()).await
     }
 
     async fn upload_patch(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError> {

@@ -23,7 +23,7 @@ use crate::join::{self, now_ms, random_hex, JoinToken};
 use crate::pki;
 use crate::registry::NodeRegistry;
 use crate::tls::{ReloadingCert, TlsConfig, TlsMode};
-use crate::uploads::UploadManager;
+use crate::uploads::{UploadCaps, UploadManager};
 use berth_replication::{BlobStore, Replicator};
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -55,6 +55,7 @@ impl NodeAddrs {
             replication: Default::default(),
             gc: Default::default(),
             tls: Default::default(),
+            limits: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -280,7 +281,8 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let (replicator, blob_tasks) = Replicator::start(blobs.clone(), view, peer_addr, &tls, filter.clone(), config.replication.clone(), rx.clone())
         .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
     tasks.extend(blob_tasks);
-    let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs)));
+    let caps = UploadCaps { per_account: config.limits.uploads_per_account, per_node: config.limits.uploads_per_node };
+    let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs), caps));
     let (audit, audit_task) = AuditLog::start(meta.clone(), config.region.clone(), config.audit_retention_days, rx.clone());
     tasks.push(audit_task);
     let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()));

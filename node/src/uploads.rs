@@ -5,6 +5,11 @@
 //! session's requests to the owner. The staging file and the running hash
 //! stay here between requests; a session idle for longer than the upload
 //! timeout is dropped and its staging file removed.
+//!
+//! Sessions are cheap to open and last an hour, so they are capped per
+//! account and per node ([`UploadCaps`]); a session that ends by any road
+//! (finished, cancelled, broken, expired) gives its slot back. Between
+//! requests a session's staging file is parked: closed, no write buffer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,11 +26,29 @@ struct Session {
     last_used: Instant,
 }
 
+type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+
+/// How many upload sessions may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadCaps {
+    pub per_account: usize,
+    pub per_node: usize,
+}
+
+/// The open sessions and who opened them, under one lock so a count
+/// never disagrees with the map.
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, (String, Slot)>,
+    per_account: HashMap<String, usize>,
+}
+
 pub struct UploadManager {
     node_id: NodeId,
     store: BlobStore,
     ttl: Duration,
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Session>>>>>,
+    caps: UploadCaps,
+    sessions: Mutex<Sessions>,
 }
 
 fn unknown(id: &str) -> ApiError {
@@ -72,8 +95,8 @@ pub fn owner_of(id: &str) -> Option<NodeId> {
 }
 
 impl UploadManager {
-    pub fn new(node_id: NodeId, store: BlobStore, ttl: Duration) -> UploadManager {
-        UploadManager { node_id, store, ttl, sessions: Mutex::new(HashMap::new()) }
+    pub fn new(node_id: NodeId, store: BlobStore, ttl: Duration, caps: UploadCaps) -> UploadManager {
+        UploadManager { node_id, store, ttl, caps, sessions: Mutex::new(Sessions::default()) }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -85,23 +108,65 @@ impl UploadManager {
     }
 
     pub fn in_progress(&self) -> usize {
-        self.sessions.lock().expect("sessions lock").len()
+        self.sessions.lock().expect("sessions lock").by_id.len()
     }
 
-    pub async fn start(&self, repo: &str) -> Result<UploadState, ApiError> {
-        let staging = self.store.create_staging().await.map_err(blob_err)?;
+    /// Opens a session for `account` (the principal's name, which app
+    /// tokens share with their owner), if the caps leave room.
+    pub async fn start(&self, account: &str, repo: &str) -> Result<UploadState, ApiError> {
         let id = format!("{}-{}", self.node_id, crate::join::random_hex(16));
-        let session = Session { repo: repo.to_string(), staging, last_used: Instant::now() };
-        self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Some(session))));
-        Ok(UploadState { id, offset: 0 })
+        let slot: Slot = Arc::new(tokio::sync::Mutex::new(None));
+        {
+            // The slot is taken before the staging file exists, so a burst
+            // of POSTs cannot all pass the check and then all create files.
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let held = sessions.per_account.get(account).copied().unwrap_or(0);
+            if held >= self.caps.per_account {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("{account} has {held} uploads in progress on this node, the most allowed; finish or cancel one first"),
+                )
+                .with_detail(serde_json::json!({ "limit": "uploads_per_account", "max": self.caps.per_account })));
+            }
+            if sessions.by_id.len() >= self.caps.per_node {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("this node has {} uploads in progress, the most it takes; retry later or push through another node", sessions.by_id.len()),
+                )
+                .with_detail(serde_json::json!({ "limit": "uploads_per_node", "max": self.caps.per_node })));
+            }
+            *sessions.per_account.entry(account.to_string()).or_default() += 1;
+            sessions.by_id.insert(id.clone(), (account.to_string(), slot.clone()));
+        }
+        // Nobody else knows the id yet: the lock is free.
+        let mut guard = slot.lock().await;
+        match self.store.create_staging().await {
+            Ok(staging) => {
+                *guard = Some(Session { repo: repo.to_string(), staging, last_used: Instant::now() });
+                Ok(UploadState { id, offset: 0 })
+            }
+            Err(e) => {
+                self.forget(&id);
+                Err(blob_err(e))
+            }
+        }
     }
 
-    fn slot(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Option<Session>>>, ApiError> {
-        self.sessions.lock().expect("sessions lock").get(id).cloned().ok_or_else(|| unknown(id))
+    fn slot(&self, id: &str) -> Result<Slot, ApiError> {
+        self.sessions.lock().expect("sessions lock").by_id.get(id).map(|(_, slot)| slot.clone()).ok_or_else(|| unknown(id))
     }
 
+    /// Ends a session's bookkeeping and gives its slot back.
     fn forget(&self, id: &str) {
-        self.sessions.lock().expect("sessions lock").remove(id);
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if let Some((account, _)) = sessions.by_id.remove(id) {
+            if let Some(n) = sessions.per_account.get_mut(&account) {
+                *n -= 1;
+                if *n == 0 {
+                    sessions.per_account.remove(&account);
+                }
+            }
+        }
     }
 
     pub async fn patch(&self, repo: &str, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError> {
@@ -118,7 +183,15 @@ impl UploadManager {
             }
         }
         let written = write_body(&mut s.staging, body).await;
+        // Idle until the next request: no descriptor, no buffer.
+        let parked = s.staging.park().await.map_err(blob_err);
         s.last_used = Instant::now();
+        if s.staging.is_broken() {
+            // The hash may cover bytes the file lacks: the session cannot go on.
+            *guard = None;
+            self.forget(id);
+            return Err(written.and(parked).err().unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "staging write failed")));
+        }
         let written = written?;
         if let Some((start, end)) = range {
             if written != end - start + 1 {
@@ -168,8 +241,7 @@ impl UploadManager {
 
     /// Drops sessions idle for longer than the timeout; returns how many.
     pub async fn expire(&self) -> usize {
-        let slots: Vec<(String, Arc<tokio::sync::Mutex<Option<Session>>>)> =
-            self.sessions.lock().expect("sessions lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let slots: Vec<(String, Slot)> = self.sessions.lock().expect("sessions lock").by_id.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
         let mut dropped = 0;
         for (id, slot) in slots {
             // A session in use is not idle.
@@ -193,14 +265,14 @@ mod tests {
     async fn idle_sessions_expire_and_their_staging_files_go() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).await.unwrap();
-        let uploads = UploadManager::new(1, store, Duration::from_millis(50));
-        let idle = uploads.start("r").await.unwrap();
+        let uploads = UploadManager::new(1, store, Duration::from_millis(50), UploadCaps { per_account: 10, per_node: 10 });
+        let idle = uploads.start("alice", "r").await.unwrap();
         let body: ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"half a layer")) }));
         uploads.patch("r", &idle.id, None, body).await.unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1);
         assert_eq!(uploads.expire().await, 0, "not idle long enough yet");
         tokio::time::sleep(Duration::from_millis(80)).await;
-        let fresh = uploads.start("r").await.unwrap();
+        let fresh = uploads.start("alice", "r").await.unwrap();
         assert_eq!(uploads.expire().await, 1);
         assert_eq!(uploads.in_progress(), 1);
         assert_eq!(uploads.status("r", &idle.id).await.unwrap_err().code, ErrorCode::BlobUploadUnknown);

@@ -1,0 +1,203 @@
+//! Resources an outsider or a plain user could exhaust, each capped: upload
+//! sessions per account and per node, descriptors held by idle sessions,
+//! connections that never finish their headers or sit idle, connections
+//! per node, and scopes per token request.
+//!
+//! Each test runs one node with small caps from its `[limits]` section so
+//! it is quick. The tests share one lock: the descriptor count in
+//! `/proc/self/fd` is per process, and another test's node starting
+//! beside it would make the count meaningless.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_common::Digest;
+use berth_node::config::{Layout, LimitsConfig};
+use berth_node::runtime::{init_cluster, start_node, RunningNode};
+use common::{bind_pair, fast_config, init_logs};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Node {
+    _dir: tempfile::TempDir,
+    node: RunningNode,
+    base: String,
+    http: reqwest::Client,
+}
+
+/// One node whose `[limits]` (and upload timeout) `tweak` sets.
+async fn node_with(tweak: impl FnOnce(&mut LimitsConfig, &mut u64)) -> Node {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (listeners, mut addrs) = bind_pair().await;
+    addrs.region = "region-1".into();
+    let data = dir.path().join("node-1");
+    init_cluster(&data, &addrs, Some("admin-password".into()), fast_config()).await.unwrap();
+    let layout = Layout::new(&data);
+    let mut cfg = layout.load().unwrap();
+    tweak(&mut cfg.limits, &mut cfg.upload_timeout_secs);
+    std::fs::write(layout.config(), toml::to_string(&cfg).unwrap()).unwrap();
+    let node = start_node(&data, Some(listeners), berth_raft::LinkFilter::default()).await.unwrap();
+    let base = format!("http://{}", node.http_addr);
+    let n = Node { _dir: dir, node, base, http: reqwest::Client::new() };
+    n.wait_ready().await;
+    n
+}
+
+impl Node {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health/ready", self.base)).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "node never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send(&self, user: &str, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = self.http.request(method, format!("{}{path}", self.base)).basic_auth(user, Some(format!("{user}-password"))).body(body).send().await.unwrap();
+        let (s, h) = (r.status(), r.headers().clone());
+        let bytes = r.bytes().await.unwrap();
+        (s, h, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn add_user(&self, name: &str) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/superuser/users/", self.base))
+            .basic_auth("admin", Some("admin-password"))
+            .json(&json!({"username": name, "password": format!("{name}-password")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "creating {name}: {}", r.status());
+    }
+
+    /// Opens an upload session as `user`; the status and the session's path.
+    async fn open_upload(&self, user: &str, repo: &str) -> (StatusCode, Value, Option<String>) {
+        let (s, h, v) = self.send(user, Method::POST, &format!("/v2/{repo}/blobs/uploads/"), vec![]).await;
+        (s, v, h.get("location").map(|l| l.to_str().unwrap().to_string()))
+    }
+
+    /// A chunked upload from start to finish: POST, two PATCHes, PUT.
+    async fn chunked_upload(&self, user: &str, repo: &str, bytes: &[u8]) -> StatusCode {
+        let (s, v, loc) = self.open_upload(user, repo).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let mut loc = loc.unwrap();
+        let half = bytes.len() / 2;
+        for (start, chunk) in [(0, &bytes[..half]), (half, &bytes[half..])] {
+            let end = start + chunk.len() - 1;
+            let r = self
+                .http
+                .patch(format!("{}{loc}", self.base))
+                .basic_auth(user, Some(format!("{user}-password")))
+                .header("content-range", format!("{start}-{end}"))
+                .body(chunk.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            loc = r.headers()["location"].to_str().unwrap().to_string();
+        }
+        let digest = Digest::sha256_of(bytes);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        self.send(user, Method::PUT, &format!("{loc}{sep}digest={digest}"), vec![]).await.0
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["errors"][0]["code"].as_str().unwrap_or("")
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_sessions_are_capped_per_account_and_per_node() {
+    let _serial = SERIAL.lock().await;
+    let n = node_with(|l, ttl| {
+        l.uploads_per_account = 3;
+        l.uploads_per_node = 5;
+        *ttl = 1;
+    })
+    .await;
+    for u in ["bob", "carol"] {
+        n.add_user(u).await;
+    }
+
+    let mut bobs = Vec::new();
+    for _ in 0..3 {
+        let (s, v, loc) = n.open_upload("bob", "bob/app").await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        bobs.push(loc.unwrap());
+    }
+    let (s, v, _) = n.open_upload("bob", "bob/app").await;
+    assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"), "the 4th session of one account: {v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("upload"), "{v}");
+
+    // Another account is not held back by bob's sessions.
+    assert_eq!(n.chunked_upload("carol", "carol/app", b"an honest layer, in two chunks").await, StatusCode::CREATED);
+
+    // Cancelling a session frees its slot.
+    let (s, _, _) = n.send("bob", Method::DELETE, &bobs.pop().unwrap(), vec![]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v, _) = n.open_upload("bob", "bob/app").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "a cancelled session's slot is free: {v}");
+
+    // The node's cap: bob holds 3, carol 2 of 5.
+    for _ in 0..2 {
+        assert_eq!(n.open_upload("carol", "carol/app").await.0, StatusCode::ACCEPTED);
+    }
+    let (s, v, _) = n.open_upload("admin", "library/app").await;
+    assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"), "the node's 6th session: {v}");
+
+    // Expired sessions free theirs (the upload timeout is 1 s here).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(n.node.uploads.in_progress(), 0);
+    assert_eq!(n.chunked_upload("admin", "library/app", b"after the others expired").await, StatusCode::CREATED);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_upload_sessions_hold_no_open_file() {
+    let _serial = SERIAL.lock().await;
+    let n = node_with(|l, _| {
+        l.uploads_per_account = 1000;
+        l.uploads_per_node = 1000;
+    })
+    .await;
+    // Warm up the client's connection and the node's lazily opened state.
+    assert_eq!(n.chunked_upload("admin", "library/app", b"warm-up layer").await, StatusCode::CREATED);
+
+    const SESSIONS: usize = 200;
+    let before = open_fds();
+    for i in 0..SESSIONS {
+        let (s, v, loc) = n.open_upload("admin", "library/app").await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        // Some data too: a session that has bytes stays idle between PATCHes.
+        if i % 2 == 0 {
+            let (s, _, _) = n.send("admin", Method::PATCH, &loc.unwrap(), vec![7u8; 1000]).await;
+            assert_eq!(s, StatusCode::ACCEPTED);
+        }
+    }
+    let after = open_fds();
+    assert_eq!(n.node.uploads.in_progress(), SESSIONS);
+    assert!(after < before + SESSIONS / 10, "{SESSIONS} idle sessions hold descriptors: {before} open before, {after} after");
+
+    // Hashing while streaming still holds across PATCHes that reopen the file.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(n.chunked_upload("admin", "library/app", &big).await, StatusCode::CREATED);
+    let r =
+        n.http.get(format!("{}/v2/library/app/blobs/{}", n.base, Digest::sha256_of(&big))).basic_auth("admin", Some("admin-password")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.unwrap() == big, "the stored blob is what was sent");
+    n.node.shutdown().await;
+}
