@@ -17,12 +17,14 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub mod registry;
+pub mod server;
 
 pub use access::{Access, Caller, IssuedToken, Principal, ResourceScope};
 pub use api::*;
 pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
 pub use registry::*;
+pub use server::HttpLimits;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,10 +120,9 @@ async fn handle_metrics(State(b): State<Shared>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Serves `backend` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, services: Services, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let app = router(services, false).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+/// Serves `services` on `listener` within `limits` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, services: Services, limits: HttpLimits, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    server::serve_with_limits(listener, router(services, false), None, limits, shutdown).await
 }
 
 async fn handle_health() -> &'static str {
@@ -239,56 +240,16 @@ async fn handle_placement_set(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Serves the same API over TLS (HTTP/1.1 and HTTP/2 by ALPN) until
-/// `shutdown` resolves. The certificate comes from `tls`, whose resolver
-/// may swap it at any time: new connections get the new one, open
-/// connections keep theirs, so a rotation drops no request.
+/// Serves the same API over TLS (HTTP/1.1 and HTTP/2 by ALPN) within
+/// `limits` until `shutdown` resolves. The certificate comes from `tls`,
+/// whose resolver may swap it at any time: new connections get the new
+/// one, open connections keep theirs, so a rotation drops no request.
 pub async fn serve_tls(
     listener: TcpListener,
     services: Services,
     tls: Arc<rustls::ServerConfig>,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(services, true);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        connections.spawn(async move {
-            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            // What axum's `ConnectInfo` would give: handlers see the client address.
-            let app = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                req
-            });
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-        // Reap finished connections as we go.
-        while connections.try_join_next().is_some() {}
-    }
-    connections.abort_all();
-    Ok(())
+    server::serve_with_limits(listener, router(services, true), Some(tokio_rustls::TlsAcceptor::from(tls)), limits, shutdown).await
 }

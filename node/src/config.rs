@@ -63,11 +63,27 @@ pub struct LimitsConfig {
     pub uploads_per_account: usize,
     /// Upload sessions all accounts together may have open on this node.
     pub uploads_per_node: usize,
+    /// HTTP listener: once a request's first byte arrives its headers must
+    /// be complete within this many seconds, and a new connection (its TLS
+    /// handshake included) must send its first request's headers within
+    /// as long; otherwise the connection is closed. Slow or half-sent
+    /// headers otherwise hold a connection forever.
+    pub http_header_timeout_secs: u64,
+    /// HTTP listener: a connection with no request in flight (none being
+    /// handled, no response being sent) for this many seconds is closed.
+    pub http_idle_timeout_secs: u64,
+    /// HTTP listener: connections served at once. Past this the node still
+    /// accepts (the listen queue never fills): over HTTP the connection
+    /// gets a 503 UNAVAILABLE with Retry-After and is closed, over HTTPS it
+    /// is closed at once (an answer would cost a TLS handshake). Each
+    /// connection is a descriptor, so keep this well under the process's
+    /// open-file limit (`ulimit -n`).
+    pub http_max_connections: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { uploads_per_account: 64, uploads_per_node: 4096 }
+        LimitsConfig { uploads_per_account: 64, uploads_per_node: 4096, http_header_timeout_secs: 20, http_idle_timeout_secs: 60, http_max_connections: 4096 }
     }
 }
 
@@ -76,7 +92,19 @@ impl LimitsConfig {
         if self.uploads_per_account == 0 || self.uploads_per_node == 0 {
             bail!("uploads_per_account and uploads_per_node must be at least 1");
         }
+        if self.http_header_timeout_secs == 0 || self.http_idle_timeout_secs == 0 || self.http_max_connections == 0 {
+            bail!("http_header_timeout_secs, http_idle_timeout_secs and http_max_connections must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The HTTP listener's share of these limits.
+    pub fn http(&self) -> berth_gateway::HttpLimits {
+        berth_gateway::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout_secs),
+            max_connections: self.http_max_connections,
+        }
     }
 }
 

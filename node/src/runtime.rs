@@ -312,10 +312,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         }
     };
     let services = berth_gateway::Services { backend, registry, identity, http: forwarder };
+    let http_limits = config.limits.http();
     tasks.push(tokio::spawn(async move {
         let served = match tls {
-            None => berth_gateway::serve(http_listener, services, http_stop).await,
-            Some(tls) => berth_gateway::serve_tls(http_listener, services, tls, http_stop).await,
+            None => berth_gateway::serve(http_listener, services, http_limits, http_stop).await,
+            Some(tls) => berth_gateway::serve_tls(http_listener, services, tls, http_limits, http_stop).await,
         };
         if let Err(e) = served {
             tracing::error!(error = %e, "http service stopped");

@@ -18,6 +18,8 @@ use berth_node::runtime::{init_cluster, start_node, RunningNode};
 use common::{bind_pair, fast_config, init_logs};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -120,6 +122,20 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Reads until the server closes the connection; how long that took, or
+/// `None` if it was still open after `within`.
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + within).into(), conn.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upload_sessions_are_capped_per_account_and_per_node() {
     let _serial = SERIAL.lock().await;
@@ -199,5 +215,117 @@ async fn idle_upload_sessions_hold_no_open_file() {
         n.http.get(format!("{}/v2/library/app/blobs/{}", n.base, Digest::sha256_of(&big))).basic_auth("admin", Some("admin-password")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.bytes().await.unwrap() == big, "the stored blob is what was sent");
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_connections_are_closed() {
+    let _serial = SERIAL.lock().await;
+    let n = node_with(|l, _| {
+        l.http_header_timeout_secs = 1;
+        l.http_idle_timeout_secs = 2;
+    })
+    .await;
+    let addr = n.node.http_addr;
+    let slack = Duration::from_millis(2500);
+
+    // Every case is checked before the verdict, so a failure names them all.
+    let mut still_open = Vec::new();
+
+    // Half a header, then nothing.
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /v2/ HTTP/1.1\r\nHost: berth\r\nX-Half: ").await.unwrap();
+    let half_closed = closed_within(&mut half, Duration::from_secs(1) + slack);
+
+    // Headers dripped a line at a time: the timeout counts from the first byte.
+    let mut drip = TcpStream::connect(addr).await.unwrap();
+    drip.write_all(b"GET /v2/ HTTP/1.1\r\nHost: berth\r\n").await.unwrap();
+    let dripping = async {
+        for i in 0.. {
+            if drip.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let drip_cut = tokio::time::timeout(Duration::from_secs(1) + slack, dripping);
+
+    // Nothing at all: not even the first byte of a request.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let silent_closed = closed_within(&mut silent, Duration::from_secs(1) + slack);
+
+    let (half_closed, drip_cut, silent_closed) = tokio::join!(half_closed, drip_cut, silent_closed);
+    if half_closed.is_none() {
+        still_open.push("half a header");
+    }
+    if drip_cut.is_err() {
+        still_open.push("dripped headers");
+    }
+    if silent_closed.is_none() {
+        still_open.push("nothing sent");
+    }
+
+    // Idle after a complete request and response (keep-alive).
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: berth\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let got = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..got].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..got]));
+    if closed_within(&mut idle, Duration::from_secs(2) + slack).await.is_none() {
+        still_open.push("idle after a request");
+    }
+    assert!(still_open.is_empty(), "connections still open well after their timeout: {still_open:?}");
+
+    // An honest request on a fresh connection is served.
+    assert_eq!(n.http.get(format!("{}/health", n.base)).send().await.unwrap().status(), StatusCode::OK);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_over_the_cap_are_refused_gracefully() {
+    let _serial = SERIAL.lock().await;
+    let n = node_with(|l, _| {
+        l.http_max_connections = 4;
+    })
+    .await;
+    let addr = n.node.http_addr;
+    // The client that waited for readiness holds a pooled connection.
+    drop(n.http);
+    // Four keep-alive connections, each with a request served: all
+    // accepted, once the node has seen the pooled one close.
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while held.len() < 4 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: berth\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let got = c.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..got]);
+        if head.starts_with("HTTP/1.1 200") {
+            held.push(c);
+        } else {
+            assert!(head.starts_with("HTTP/1.1 503") && Instant::now() < deadline, "{head}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A fifth gets a clear answer, not a hang.
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build().unwrap();
+    let r = fresh().get(format!("{}/health", n.base)).send().await.expect("an answer, not a dropped connection");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), "UNAVAILABLE", "{v}");
+
+    // Once the others close, an honest request gets through.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = fresh().get(format!("{}/health", n.base)).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused after the other connections closed: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     n.node.shutdown().await;
 }
