@@ -329,3 +329,34 @@ async fn connections_over_the_cap_are_refused_gracefully() {
     }
     n.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_requests_with_too_many_scopes_are_refused() {
+    let _serial = SERIAL.lock().await;
+    let n = node_with(|_, _| {}).await;
+    let token = |scopes: usize| {
+        let q: Vec<String> = (0..scopes).map(|i| format!("scope=repository:library/app{i}:pull,push")).collect();
+        n.http.get(format!("{}/v2/auth?{}", n.base, q.join("&"))).basic_auth("admin", Some("admin-password")).send()
+    };
+    let r = token(32).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "32 scopes are a fair request");
+
+    let start = Instant::now();
+    let r = token(100).await.unwrap();
+    let took = start.elapsed();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap_or("").contains("scopes"), "{v}");
+    assert!(took < Duration::from_millis(500), "refused in {took:?}");
+
+    // Scopes packed into one parameter count one by one.
+    let packed: Vec<String> = (0..33).map(|i| format!("repository:library/app{i}:pull")).collect();
+    let r = n.http.get(format!("{}/v2/auth?scope={}", n.base, packed.join("%20"))).basic_auth("admin", Some("admin-password")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // A long query is refused before it is parsed.
+    let r = n.http.get(format!("{}/v2/auth?junk={}", n.base, "a".repeat(20_000))).basic_auth("admin", Some("admin-password")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    n.node.shutdown().await;
+}
