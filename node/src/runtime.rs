@@ -295,6 +295,10 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).context("cluster CA")?)
+        // Other nodes close a connection idle for http_idle_timeout_secs;
+        // reusing one just as it closes fails the forwarded request, so
+        // the pool lets it go first.
+        .pool_idle_timeout(Duration::from_secs(config.limits.http_idle_timeout_secs).mul_f64(0.5))
         .build()
         .context("http client")?;
     let tls = match config.tls.mode {
