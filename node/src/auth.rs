@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
-use berth_raft::command::{ClusterRecord, UserRecord};
+use berth_raft::command::{ClusterRecord, NodeRecord, UserRecord};
 use berth_raft::identity::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
@@ -145,7 +145,10 @@ impl Authenticator {
         let plain = |principal| Ok(Authenticated { principal, grants: None });
         match &caller.creds {
             Credentials::None => plain(Principal::Anonymous),
-            Credentials::Bearer(t) if same_secret(t.as_bytes(), self.operator_token.as_bytes()) => plain(Principal::Operator),
+            Credentials::Bearer(t) if same_secret(t.as_bytes(), self.operator_token.as_bytes()) => {
+                self.check_still_member()?;
+                plain(Principal::Operator)
+            }
             Credentials::Bearer(t) if t.starts_with(APP_TOKEN_PREFIX) => plain(self.app_token(t, None, caller.ip).await?),
             Credentials::Bearer(t) => self.registry_token(t).await,
             Credentials::Basic { user, password } if user == "$app" || password.starts_with(APP_TOKEN_PREFIX) => {
@@ -154,6 +157,20 @@ impl Authenticator {
             Credentials::Basic { user, password } if user.contains('+') => plain(self.robot(user, password, caller.ip).await?),
             Credentials::Basic { user, password } => plain(self.user(user, password, caller.ip).await?),
         }
+    }
+
+    /// The operator token stands for root on a member of the cluster: once
+    /// its node is removed, it is nobody's credential any more (a removed
+    /// node must not mint join tokens, change placement or read the
+    /// cluster's state). The node learns it was removed from its own
+    /// record, which the removal marks before the membership drops it.
+    fn check_still_member(&self) -> Result<(), ApiError> {
+        let me = self.meta.id();
+        let rec: Option<NodeRecord> = self.meta.state().get(&keys::node(me)).map_err(state_err)?;
+        if rec.is_some_and(|r| r.removed) {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "this node was removed from the cluster; its operator token is no longer a credential"));
+        }
+        Ok(())
     }
 
     /// A record, read locally; when it is missing or `ok` rejects it, read
@@ -338,10 +355,16 @@ impl Authenticator {
         Ok(Authenticated { principal, grants: Some(claims.access) })
     }
 
-    /// Requires a cluster administrator.
+    /// Requires a cluster administrator, for the cluster and placement API.
+    /// A registry token is refused even for a superuser: it is a short
+    /// grant of `/v2` actions that a client may hand to other software,
+    /// not a login (one chained into a join token made a rogue node).
     pub async fn require_admin(&self, caller: &Caller) -> Result<Principal, ApiError> {
-        let p = self.authenticate(caller).await?.principal;
-        match p {
+        let a = self.authenticate(caller).await?;
+        if a.grants.is_some() {
+            return Err(ApiError::new(ErrorCode::Denied, "registry tokens are for /v2 only; the admin API takes a login, an application token or the operator token"));
+        }
+        match a.principal {
             Principal::Anonymous => Err(ApiError::new(ErrorCode::Unauthorized, "authentication required")),
             p if p.is_superuser() => Ok(p),
             p => Err(ApiError::new(ErrorCode::Denied, format!("{} is not a cluster administrator", p.performer()))),

@@ -1,0 +1,175 @@
+//! Hostile input against authentication and the usage log: a registry
+//! token used as an admin credential, a removed node's operator token,
+//! one address locking others out, a reused name inheriting a deleted
+//! namespace's history, narrow application tokens reading logs, registry
+//! tokens outliving a credential change, and a forged `Host` in the
+//! challenge.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_raft::command::ClusterRecord;
+use berth_raft::state::keys;
+use berth_raft::StateRead;
+use common::{fast_config, Cluster};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ADMIN: (&str, &str) = ("admin", "admin-password");
+const T: Duration = Duration::from_secs(20);
+
+type Reply = (StatusCode, Value);
+
+/// How a request authenticates.
+enum Auth<'a> {
+    Basic(&'a str, &'a str),
+    Bearer(&'a str),
+}
+
+struct Env {
+    c: Cluster,
+    http: reqwest::Client,
+    service: String,
+}
+
+impl Env {
+    async fn new(nodes: usize) -> Env {
+        let c = Cluster::new(nodes, fast_config()).await;
+        let ids: Vec<u64> = (1..=nodes as u64).collect();
+        c.wait_voters(&ids, T).await;
+        let rec: ClusterRecord = c.node(1).meta.state().get(keys::CLUSTER).unwrap().unwrap();
+        Env { c, http: reqwest::Client::new(), service: rec.cluster_id }
+    }
+
+    fn base(&self, node: u64) -> String {
+        format!("http://{}", self.c.node(node).http_addr)
+    }
+
+    /// A client whose connections come from `ip` (any 127.0.0.0/8 address
+    /// reaches the node's loopback listener).
+    fn client_from(ip: &str) -> reqwest::Client {
+        reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+    }
+
+    async fn call(&self, http: &reqwest::Client, node: u64, auth: &Auth<'_>, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut rb = http.request(method, format!("{}{path}", self.base(node)));
+        rb = match auth {
+            Auth::Basic(u, p) => rb.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => rb.bearer_auth(t),
+        };
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let s = r.status();
+        (s, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    async fn api(&self, auth: &Auth<'_>, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call(&self.http, 1, auth, method, path, body).await
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.api(&Auth::Basic(ADMIN.0, ADMIN.1), method.clone(), path, body).await;
+        assert!(s.is_success(), "{method} {path}: {s} {v}");
+        v
+    }
+
+    async fn user(&self, name: &str) {
+        self.admin(Method::POST, "/api/v1/superuser/users/", Some(json!({"username": name, "password": format!("{name}-password")}))).await;
+    }
+
+    /// `/v2/auth` with basic credentials, from `http`'s address.
+    async fn token_with(&self, http: &reqwest::Client, user: &str, password: &str, scope: Option<&str>) -> Result<String, Reply> {
+        let mut url = format!("{}/v2/auth?service={}", self.base(1), self.service);
+        if let Some(s) = scope {
+            url.push_str(&format!("&scope={s}"));
+        }
+        let r = http.get(url).basic_auth(user, Some(password)).send().await.unwrap();
+        let s = r.status();
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+        if s != StatusCode::OK {
+            return Err((s, v));
+        }
+        Ok(v["token"].as_str().unwrap().to_string())
+    }
+
+    async fn token(&self, user: &str, password: &str, scope: Option<&str>) -> Result<String, Reply> {
+        self.token_with(&self.http, user, password, scope).await
+    }
+
+    /// `GET /v2/` with a registry token: 200 while the token is a credential.
+    async fn v2_base(&self, token: &str) -> StatusCode {
+        self.call(&self.http, 1, &Auth::Bearer(token), Method::GET, "/v2/", None).await.0
+    }
+
+    fn operator_token(&self, node: u64) -> String {
+        berth_node::config::Layout::new(&self.c.dirs[&node]).read_operator_token().unwrap()
+    }
+}
+
+fn code(r: &Reply) -> &str {
+    r.1["errors"][0]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_tokens_are_not_admin_credentials() {
+    let e = Env::new(1).await;
+    let jwt = e.token(ADMIN.0, ADMIN.1, Some("repository:lib/app:pull")).await.unwrap();
+    let (s, t) = e.api(&Auth::Basic(ADMIN.0, ADMIN.1), Method::POST, "/api/v1/user/apptoken", Some(json!({"title": "ops", "scopes": ["super:user"]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let app = t["token"]["token_code"].as_str().unwrap().to_string();
+    let operator = e.operator_token(1);
+
+    let calls: [(Method, &str, Option<Value>); 4] = [
+        (Method::GET, "/api/v1/cluster/status", None),
+        (Method::POST, "/api/v1/cluster/tokens", Some(json!({"ttl_secs": 60, "max_uses": 1}))),
+        (Method::GET, "/api/v1/cluster/tokens", None),
+        (Method::GET, "/api/v1/placement/lib", None),
+    ];
+    for (m, path, body) in &calls {
+        let r = e.api(&Auth::Bearer(&jwt), m.clone(), path, body.clone()).await;
+        assert_eq!((r.0, code(&r)), (StatusCode::FORBIDDEN, "DENIED"), "a superuser's registry token on {m} {path}: {}", r.1);
+        // What the admin API takes still works there.
+        for (who, auth) in [("basic", Auth::Basic(ADMIN.0, ADMIN.1)), ("super:user app token", Auth::Bearer(&app)), ("operator", Auth::Bearer(&operator))] {
+            let r = e.api(&auth, m.clone(), path, body.clone()).await;
+            assert!(r.0.is_success(), "{who} on {m} {path}: {} {}", r.0, r.1);
+        }
+    }
+    let r = e.api(&Auth::Bearer(&jwt), Method::PUT, "/api/v1/placement/lib", Some(json!({"policy": "everywhere"}))).await;
+    assert_eq!(r.0, StatusCode::FORBIDDEN, "{}", r.1);
+    // The token still does its job on /v2.
+    assert_eq!(e.v2_base(&jwt).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_nodes_operator_token_is_refused() {
+    let e = Env::new(3).await;
+    let operator = e.operator_token(3);
+    let operator = Auth::Bearer(&operator);
+    let status = || e.call(&e.http, 3, &operator, Method::GET, "/api/v1/cluster/status", None);
+    assert_eq!(status().await.0, StatusCode::OK, "a member's operator token");
+    let (s, v) = e.api(&Auth::Basic(ADMIN.0, ADMIN.1), Method::DELETE, "/api/v1/cluster/nodes/3", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let r = status().await;
+        if r.0 == StatusCode::UNAUTHORIZED {
+            assert_eq!(code(&r), "UNAUTHORIZED");
+            break;
+        }
+        let m = e.c.node(3).meta.metrics();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 still takes its operator token after its removal ({}; node 3 in its own membership: {})",
+            r.0,
+            m.membership_config.membership().get_node(&3).is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The rest of the cluster goes on with its own credentials.
+    assert_eq!(e.api(&Auth::Bearer(&e.operator_token(1)), Method::GET, "/api/v1/cluster/status", None).await.0, StatusCode::OK);
+}
+
