@@ -11,8 +11,9 @@
 //! argon2 is slow on purpose, so a verified (user, password) pair is
 //! remembered for a few minutes, tied to the stored hash it was checked
 //! against: a changed password or a deleted user invalidates it at the next
-//! request. Failed logins are slowed down per account and per source
-//! address ([`Throttle`]). Secrets are never logged.
+//! request. Failed logins are slowed down per (account, source address)
+//! and per source address, never per account alone ([`Throttle`]).
+//! Secrets are never logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -54,9 +55,16 @@ pub struct Authenticated {
 }
 
 /// Slows down guessing: after [`Throttle::FREE`] failures for an account
-/// (or [`Throttle::FREE_PER_SOURCE`] from an address), each further attempt
-/// must wait twice as long as the one before, up to a minute. A success
-/// clears the account's count.
+/// from one source address (or [`Throttle::FREE_PER_SOURCE`] from an
+/// address, whatever the accounts), each further attempt from that address
+/// must wait twice as long as the one before, up to a minute.
+///
+/// Never per account alone: the count is checked before the password, so
+/// a count shared by every source would let anyone who knows a name keep
+/// its owner out (two wrong robot secrets a second from one address kept
+/// the robot, with its right secret, at 429 everywhere). A success clears
+/// the (account, source) count, not the source's: an attacker cannot reset
+/// its budget with an account of its own.
 #[derive(Default)]
 pub struct Throttle {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -68,8 +76,17 @@ impl Throttle {
     const MAX_WAIT: Duration = Duration::from_secs(60);
     const FORGET_AFTER: Duration = Duration::from_secs(900);
 
+    /// The (account, source) key; callers without a known address share
+    /// one source.
+    fn pair(account: &str, ip: Option<IpAddr>) -> String {
+        match ip {
+            Some(ip) => format!("account:{account}@{ip}"),
+            None => format!("account:{account}@?"),
+        }
+    }
+
     fn keys(account: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
-        let mut k = vec![(format!("account:{account}"), Self::FREE)];
+        let mut k = vec![(Self::pair(account, ip), Self::FREE)];
         if let Some(ip) = ip {
             k.push((format!("source:{ip}"), Self::FREE_PER_SOURCE));
         }
@@ -105,8 +122,8 @@ impl Throttle {
         }
     }
 
-    pub fn succeeded(&self, account: &str) {
-        self.failures.lock().expect("throttle lock").remove(&format!("account:{account}"));
+    pub fn succeeded(&self, account: &str, ip: Option<IpAddr>) {
+        self.failures.lock().expect("throttle lock").remove(&Self::pair(account, ip));
     }
 }
 
@@ -223,7 +240,7 @@ impl Authenticator {
                 _ => return Err(self.fail(user, ip, "wrong password")),
             }
         }
-        self.throttle.succeeded(user);
+        self.throttle.succeeded(user, ip);
         let mut cache = self.verified.lock().expect("auth cache lock");
         cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
         cache.insert(key, (rec.password_hash.clone(), Instant::now()));
@@ -238,7 +255,7 @@ impl Authenticator {
             self.lookup(&keys::robot(ns, short), |r: &RobotRecord| same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes())).await?;
         match rec {
             Some(r) if same_secret(secret_hash.as_bytes(), r.secret_sha256.as_bytes()) => {
-                self.throttle.succeeded(name);
+                self.throttle.succeeded(name, ip);
                 Ok(Principal::Robot { name: r.full_name() })
             }
             Some(_) => Err(self.fail(name, ip, "wrong robot token")),
@@ -401,7 +418,27 @@ mod tests {
         assert!(t.wait("eve", ip).unwrap() > Duration::from_millis(1500));
         // Another account from the same source is not yet slowed down.
         assert_eq!(t.wait("bob", ip), None);
-        t.succeeded("eve");
-        assert_eq!(t.wait("eve", None), None);
+        t.succeeded("eve", ip);
+        assert_eq!(t.wait("eve", ip), None);
+    }
+
+    #[test]
+    fn failures_from_one_source_do_not_slow_down_another() {
+        let t = Throttle::default();
+        let (a, b) = (Some("10.0.0.1".parse().unwrap()), Some("10.0.0.2".parse().unwrap()));
+        for _ in 0..Throttle::FREE + 3 {
+            t.failed("robot+ci", a);
+        }
+        assert!(t.wait("robot+ci", a).is_some(), "the guessing source is slowed down");
+        assert_eq!(t.wait("robot+ci", b), None, "the account from elsewhere is not");
+        // A success from elsewhere does not lift the guesser's wait.
+        t.succeeded("robot+ci", b);
+        assert!(t.wait("robot+ci", a).is_some());
+        // Many accounts from one source: the source itself is slowed down.
+        for i in 0..Throttle::FREE_PER_SOURCE {
+            t.failed(&format!("user{i}"), b);
+        }
+        assert!(t.wait("someone-else", b).is_some(), "a source spraying accounts");
+        assert_eq!(t.wait("someone-else", a), None);
     }
 }

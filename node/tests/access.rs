@@ -476,8 +476,9 @@ async fn robots_tokens_throttling_and_usage_logs() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(e.api(&app, Method::GET, "/api/v1/user/", None).await.0, StatusCode::UNAUTHORIZED, "a revoked token");
 
-    // Failed logins: after a few, the account is slowed down (429), even
-    // with the right password, while other accounts are not.
+    // Failed logins: after a few, the account is slowed down (429) from
+    // this address, even with the right password, while other accounts
+    // are not (other addresses: tests/hostile_auth.rs).
     let mut statuses = vec![];
     for _ in 0..7 {
         statuses.push(e.token_from(1, &Who::Basic("tom".into(), "guess".into()), &[]).await.unwrap_err().0);

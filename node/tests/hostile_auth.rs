@@ -173,3 +173,24 @@ async fn a_removed_nodes_operator_token_is_refused() {
     assert_eq!(e.api(&Auth::Bearer(&e.operator_token(1)), Method::GET, "/api/v1/cluster/status", None).await.0, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_from_one_source_do_not_lock_others_out() {
+    let e = Env::new(1).await;
+    e.user("tom").await;
+    e.admin(Method::POST, "/api/v1/organization/", Some(json!({"name": "shop"}))).await;
+    let robot = e.admin(Method::PUT, "/api/v1/organization/shop/robots/ci", None).await;
+    let secret = robot["token"].as_str().unwrap().to_string();
+    let (a, b) = (Env::client_from("127.0.0.2"), Env::client_from("127.0.0.3"));
+    for (account, right) in [("tom", "tom-password"), ("shop+ci", secret.as_str())] {
+        let mut statuses = vec![];
+        for _ in 0..7 {
+            statuses.push(e.token_with(&a, account, "guess", None).await.unwrap_err().0);
+        }
+        assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS, "{account} from A: {statuses:?}");
+        let r = e.token_with(&a, account, right, None).await.unwrap_err();
+        assert_eq!((r.0, code(&r)), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"), "A is slowed down, even with the right secret");
+        let r = e.token_with(&b, account, right, None).await;
+        assert!(r.is_ok(), "{account} with the right secret from B after A's guesses: {:?}", r.err());
+    }
+}
+
