@@ -379,7 +379,10 @@ impl Authenticator {
     pub async fn require_admin(&self, caller: &Caller) -> Result<Principal, ApiError> {
         let a = self.authenticate(caller).await?;
         if a.grants.is_some() {
-            return Err(ApiError::new(ErrorCode::Denied, "registry tokens are for /v2 only; the admin API takes a login, an application token or the operator token"));
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                "registry tokens are for /v2 only; the admin API takes a login, an application token or the operator token",
+            ));
         }
         match a.principal {
             Principal::Anonymous => Err(ApiError::new(ErrorCode::Unauthorized, "authentication required")),

@@ -44,6 +44,15 @@ fn denied(who: &Principal, what: &str) -> ApiError {
     }
 }
 
+/// An application token must carry `scope` for `what`; other callers are
+/// judged by the rules of the call alone.
+fn require_scope(who: &Access, scope: &str, what: &str) -> Result<(), ApiError> {
+    match &who.principal {
+        p @ Principal::App { .. } if !p.has_scope(scope) => Err(denied(p, &format!("{what} (needs a token with {scope})"))),
+        _ => Ok(()),
+    }
+}
+
 pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
@@ -627,6 +636,9 @@ impl Identity for NodeIdentity {
         let caller = who.principal.performer();
         // Who may read what: superusers everything; org admins their
         // organization; repository admins their repository; anyone their own.
+        // Application tokens also need the scope Quay asks for on each path
+        // (`org:admin` on a namespace's logs, `user:read` on the user's), so
+        // a `repo:read` token made for pulls reads no history.
         match (&filter.repo, &filter.namespace) {
             (Some(repo), _) => {
                 self.repo_with(who, repo, Role::Admin)?;
@@ -637,11 +649,15 @@ impl Identity for NodeIdentity {
                 } else if !who.principal.is_superuser() && *ns != caller {
                     return Err(denied(&who.principal, &format!("read the logs of {ns}")));
                 }
+                if !who.principal.is_superuser() {
+                    require_scope(who, "org:admin", &format!("read the logs of {ns}"))?;
+                }
             }
             (None, None) if filter.performer_is_caller => {
                 if who.principal == Principal::Anonymous {
                     return Err(denied(&who.principal, "read logs"));
                 }
+                require_scope(who, "user:read", "read the user's logs")?;
             }
             (None, None) => self.require_superuser(who, "read every log")?,
         }

@@ -194,3 +194,40 @@ async fn failed_logins_from_one_source_do_not_lock_others_out() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reading_logs_needs_the_matching_token_scope() {
+    let e = Env::new(1).await;
+    e.user("wade").await;
+    let wade = Auth::Basic("wade", "wade-password");
+    let (s, v) = e.api(&wade, Method::POST, "/api/v1/organization/", Some(json!({"name": "works"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut tokens = std::collections::BTreeMap::new();
+    for scope in ["repo:read", "user:read", "org:admin"] {
+        let (s, t) = e.api(&wade, Method::POST, "/api/v1/user/apptoken", Some(json!({"title": scope, "scopes": [scope]}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        tokens.insert(scope, t["token"]["token_code"].as_str().unwrap().to_string());
+    }
+    // (scope, path, allowed)
+    let cases = [
+        ("repo:read", "/api/v1/user/logs", false),
+        ("repo:read", "/api/v1/organization/wade/logs", false),
+        ("repo:read", "/api/v1/organization/works/logs", false),
+        ("user:read", "/api/v1/user/logs", true),
+        ("user:read", "/api/v1/organization/works/logs", false),
+        ("org:admin", "/api/v1/organization/works/logs", true),
+        ("org:admin", "/api/v1/organization/wade/logs", true),
+        ("org:admin", "/api/v1/user/logs", false),
+    ];
+    for (scope, path, allowed) in cases {
+        let r = e.api(&Auth::Bearer(&tokens[scope]), Method::GET, path, None).await;
+        if allowed {
+            assert_eq!(r.0, StatusCode::OK, "{scope} on {path}: {}", r.1);
+        } else {
+            assert_eq!((r.0, code(&r)), (StatusCode::FORBIDDEN, "DENIED"), "{scope} on {path}: {}", r.1);
+        }
+    }
+    // The user's own login reads both.
+    for path in ["/api/v1/user/logs", "/api/v1/organization/works/logs", "/api/v1/organization/wade/logs"] {
+        assert_eq!(e.api(&wade, Method::GET, path, None).await.0, StatusCode::OK, "{path}");
+    }
+}
