@@ -324,6 +324,37 @@ impl Authenticator {
         Ok(self.signing_key()?.sign(claims))
     }
 
+    /// The credential generation a registry token for `p` carries (see
+    /// [`berth_raft::identity`]): users' and robots' only, application
+    /// tokens are revoked by deleting them.
+    pub fn credential_generation(&self, p: &Principal) -> Result<u64, ApiError> {
+        match p {
+            Principal::User { name, .. } | Principal::Robot { name } => self.generation_of(name),
+            _ => Ok(0),
+        }
+    }
+
+    fn generation_of(&self, account: &str) -> Result<u64, ApiError> {
+        Ok(self.meta.state().get::<u64>(&keys::credential_generation(account)).map_err(state_err)?.unwrap_or(0))
+    }
+
+    /// Refuses a token issued before the account's password or secret
+    /// last changed.
+    async fn check_generation(&self, account: &str, issued_under: u64) -> Result<(), ApiError> {
+        let mut current = self.generation_of(account)?;
+        if issued_under > current {
+            // Issued by a node that has applied a change this one has not yet.
+            if let Err(e) = self.meta.read_barrier().await {
+                tracing::debug!(error = %e, "read barrier failed; checking the token against local state");
+            }
+            current = self.generation_of(account)?;
+        }
+        if issued_under != current {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "the token's account has changed its credentials since; log in again"));
+        }
+        Ok(())
+    }
+
     async fn registry_token(&self, token: &str) -> Result<Authenticated, ApiError> {
         let bad = |e: jwt::JwtError| ApiError::new(ErrorCode::Unauthorized, e.to_string());
         let header = jwt::peek_header(token).map_err(bad)?;
@@ -351,11 +382,13 @@ impl Authenticator {
             "anonymous" => Principal::Anonymous,
             "user" => {
                 let rec: UserRecord = self.lookup(&keys::user(&claims.sub), |_: &UserRecord| true).await?.ok_or_else(gone)?;
+                self.check_generation(&rec.name, claims.berth_gen).await?;
                 Principal::User { name: rec.name, superuser: rec.superuser }
             }
             "robot" => {
                 let (ns, short) = claims.sub.split_once('+').ok_or_else(gone)?;
                 let rec: RobotRecord = self.lookup(&keys::robot(ns, short), |_: &RobotRecord| true).await?.ok_or_else(gone)?;
+                self.check_generation(&rec.full_name(), claims.berth_gen).await?;
                 Principal::Robot { name: rec.full_name() }
             }
             "app_token" => {

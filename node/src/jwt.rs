@@ -70,6 +70,12 @@ pub struct Claims {
     /// For `app_token`: the token's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub berth_app: Option<String>,
+    /// For `user` and `robot`: the account's credential generation when the
+    /// token was issued. A new password or robot secret bumps it, and the
+    /// token stops working at once instead of at `exp`. Absent (tokens
+    /// from before generations existed): 0, an unchanged account's.
+    #[serde(default)]
+    pub berth_gen: u64,
 }
 
 /// A P-256 signing key from its PKCS#8 PEM.
@@ -162,6 +168,7 @@ mod tests {
             access: vec![Grant { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into()] }],
             berth_kind: "user".into(),
             berth_app: None,
+            berth_gen: 0,
         }
     }
 

@@ -323,6 +323,7 @@ impl Registry for NodeRegistry {
             access,
             berth_kind: p.kind().into(),
             berth_app: app,
+            berth_gen: self.auth.credential_generation(&p)?,
         };
         let token = self.auth.sign(&claims)?;
         if let Credentials::Basic { user, .. } = &caller.creds {

@@ -383,6 +383,7 @@ async fn bad_tokens_are_refused() {
             access: vec![Grant { kind: "repository".into(), name: "lib/app".into(), actions: vec!["pull".into()] }],
             berth_kind: "user".into(),
             berth_app: None,
+            berth_gen: 0,
         };
         f(&mut c);
         c

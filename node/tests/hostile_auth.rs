@@ -231,3 +231,30 @@ async fn reading_logs_needs_the_matching_token_scope() {
         assert_eq!(e.api(&wade, Method::GET, path, None).await.0, StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credential_changes_revoke_registry_tokens() {
+    let e = Env::new(1).await;
+    e.admin(Method::POST, "/api/v1/organization/", Some(json!({"name": "shop"}))).await;
+    let robot = e.admin(Method::PUT, "/api/v1/organization/shop/robots/ci", None).await;
+    let old = e.token("shop+ci", robot["token"].as_str().unwrap(), None).await.unwrap();
+    assert_eq!(e.v2_base(&old).await, StatusCode::OK);
+    let again = e.admin(Method::POST, "/api/v1/organization/shop/robots/ci/regenerate", None).await;
+    assert_eq!(e.v2_base(&old).await, StatusCode::UNAUTHORIZED, "a robot's token from before its secret was regenerated");
+    let new = e.token("shop+ci", again["token"].as_str().unwrap(), None).await.unwrap();
+    assert_eq!(e.v2_base(&new).await, StatusCode::OK, "a token of the new secret");
+
+    e.user("tom").await;
+    let old = e.token("tom", "tom-password", None).await.unwrap();
+    assert_eq!(e.v2_base(&old).await, StatusCode::OK);
+    let (s, v) = e.api(&Auth::Basic("tom", "tom-password"), Method::PUT, "/api/v1/user/", Some(json!({"password": "tom-password-2"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(e.v2_base(&old).await, StatusCode::UNAUTHORIZED, "a user's token from before a password change");
+    let new = e.token("tom", "tom-password-2", None).await.unwrap();
+    assert_eq!(e.v2_base(&new).await, StatusCode::OK);
+    // A superuser setting the password revokes too; changing only the role does not.
+    e.admin(Method::PUT, "/api/v1/superuser/users/tom", Some(json!({"superuser": true}))).await;
+    assert_eq!(e.v2_base(&new).await, StatusCode::OK, "a role change is not a credential change");
+    e.admin(Method::PUT, "/api/v1/superuser/users/tom", Some(json!({"password": "tom-password-3"}))).await;
+    assert_eq!(e.v2_base(&new).await, StatusCode::UNAUTHORIZED);
+}

@@ -7,6 +7,13 @@
 //! the same step: a name created again later starts with nothing.
 //! Secrets are stored as SHA-256 (robot and application tokens are long and
 //! random) or argon2 (passwords, hashed by the proposer).
+//!
+//! Each user and robot has a credential generation (`keys::credential_generation`,
+//! 0 until first bumped). A new password, a regenerated robot secret or a
+//! deletion bumps it in the same step, and registry tokens carry the
+//! generation they were issued under, so every node refuses a token of an
+//! earlier one at once, rather than when it expires. It outlives a deleted
+//! account, so a name created again does not take over its tokens.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -324,6 +331,14 @@ fn has_repositories(state: &impl StateRead, ns: &str) -> Result<bool, StateError
     Ok(!state.scan_raw(&keys::repos_in(ns))?.is_empty())
 }
 
+/// Makes every registry token issued to `account` so far invalid.
+pub(crate) fn bump_credential_generation(state: &impl StateRead, ch: &mut Changes, account: &str) -> Result<(), StateError> {
+    let key = keys::credential_generation(account);
+    let current: u64 = state.get(&key)?.unwrap_or(0);
+    ch.put(key, &(current + 1));
+    Ok(())
+}
+
 /// Removes every trace of a user or robot name: grants and memberships.
 fn forget_member(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<(), StateError> {
     for mut repo in state.scan::<RepositoryRecord>(keys::REPO_PREFIX)? {
@@ -363,6 +378,7 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             }
             for robot in state.scan::<RobotRecord>(&keys::robots_of(name))? {
                 forget_member(state, ch, &robot.full_name())?;
+                bump_credential_generation(state, ch, &robot.full_name())?;
                 ch.delete(keys::robot(name, &robot.short));
             }
             ch.delete(keys::org(name));
@@ -388,8 +404,10 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
                 return Ok(refused(format!("{name} is the last superuser")));
             }
             forget_member(state, ch, name)?;
+            bump_credential_generation(state, ch, name)?;
             for robot in state.scan::<RobotRecord>(&keys::robots_of(name))? {
                 forget_member(state, ch, &robot.full_name())?;
+                bump_credential_generation(state, ch, &robot.full_name())?;
                 ch.delete(keys::robot(name, &robot.short));
             }
             for token in state.scan::<AppTokenRecord>(keys::APP_TOKEN_PREFIX)? {
@@ -449,12 +467,17 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             if !namespace_taken(state, &robot.namespace)? {
                 return Ok(MetaResponse::NotFound);
             }
+            let old = state.get::<RobotRecord>(&keys::robot(&robot.namespace, &robot.short))?;
+            if old.is_some_and(|o| o.secret_sha256 != robot.secret_sha256) {
+                bump_credential_generation(state, ch, &robot.full_name())?;
+            }
             ch.put(keys::robot(&robot.namespace, &robot.short), robot);
             MetaResponse::Done
         }
         IdentityCommand::DeleteRobot { namespace, short } => {
             let Some(robot) = state.get::<RobotRecord>(&keys::robot(namespace, short))? else { return Ok(MetaResponse::NotFound) };
             forget_member(state, ch, &robot.full_name())?;
+            bump_credential_generation(state, ch, &robot.full_name())?;
             ch.delete(keys::robot(namespace, short));
             MetaResponse::Done
         }

@@ -27,6 +27,7 @@
 //! | `A` + token id | [`AppTokenRecord`](identity::AppTokenRecord) |
 //! | `K` | the token-signing keys, `Vec<`[`TokenKey`](identity::TokenKey)`>` |
 //! | `L` + time (ms, u64 BE) + id (u64 BE) | [`AuditRecord`](identity::AuditRecord) |
+//! | `G` + user or robot name | credential generation (u64), see [`identity`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -64,6 +65,7 @@ pub mod keys {
     pub const APP_TOKEN_PREFIX: &[u8] = b"A";
     pub const TOKEN_KEYS: &[u8] = b"K";
     pub const AUDIT_PREFIX: &[u8] = b"L";
+    pub const CREDENTIAL_GENERATION_PREFIX: &[u8] = b"G";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -163,6 +165,11 @@ pub mod keys {
     }
     pub fn app_token(id: &str) -> Vec<u8> {
         join(APP_TOKEN_PREFIX, &[id.as_bytes()])
+    }
+    /// A user's (`name`) or robot's (`ns+short`) credential generation;
+    /// the names never collide, as user names hold no `+`.
+    pub fn credential_generation(account: &str) -> Vec<u8> {
+        join(CREDENTIAL_GENERATION_PREFIX, &[account.as_bytes()])
     }
     pub fn audit(at_ms: u64, id: u64) -> Vec<u8> {
         let mut k = AUDIT_PREFIX.to_vec();
@@ -270,6 +277,9 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         },
         MetaCommand::Identity(cmd) => identity::apply(state, &mut ch, cmd)?,
         MetaCommand::PutUser(rec) => {
+            if state.get::<UserRecord>(&keys::user(&rec.name))?.is_some_and(|old| old.password_hash != rec.password_hash) {
+                identity::bump_credential_generation(state, &mut ch, &rec.name)?;
+            }
             ch.put(keys::user(&rec.name), rec);
             MetaResponse::Done
         }
@@ -546,6 +556,37 @@ mod tests {
         assert!(matches!(join("a:1", None, 1), MetaResponse::Refused(_)), "same address twice");
         assert_eq!(s.run(MetaCommand::RemoveNode { node: 1 }), MetaResponse::Done);
         assert_eq!(join("a:1", None, 1), MetaResponse::NodeId(2), "a removed node's id is never reused");
+    }
+
+    #[test]
+    fn credential_changes_bump_the_generation() {
+        use crate::identity::{IdentityCommand, RobotRecord};
+        let s = MapState::default();
+        let generation = |a: &str| s.get::<u64>(&keys::credential_generation(a)).unwrap().unwrap_or(0);
+        let user = |name: &str, hash: &str, superuser| UserRecord { name: name.into(), password_hash: hash.into(), superuser, created_at_ms: 0 };
+        s.run(MetaCommand::PutUser(user("admin", "h", true)));
+        s.run(MetaCommand::PutUser(user("tom", "h1", false)));
+        assert_eq!(generation("tom"), 0, "a new user starts at 0");
+        s.run(MetaCommand::PutUser(user("tom", "h1", true)));
+        assert_eq!(generation("tom"), 0, "a role change is not a credential change");
+        s.run(MetaCommand::PutUser(user("tom", "h2", true)));
+        assert_eq!(generation("tom"), 1, "a new password");
+        let robot = |secret: &str| RobotRecord {
+            namespace: "tom".into(),
+            short: "ci".into(),
+            description: String::new(),
+            secret_sha256: secret.into(),
+            created_at_ms: 0,
+        };
+        s.run(MetaCommand::Identity(IdentityCommand::PutRobot(robot("s1"))));
+        s.run(MetaCommand::Identity(IdentityCommand::PutRobot(robot("s1"))));
+        assert_eq!(generation("tom+ci"), 0, "the same secret again");
+        s.run(MetaCommand::Identity(IdentityCommand::PutRobot(robot("s2"))));
+        assert_eq!(generation("tom+ci"), 1, "a regenerated secret");
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteUser { name: "tom".into() })), MetaResponse::Done);
+        assert_eq!((generation("tom"), generation("tom+ci")), (2, 2), "a deleted account's tokens die with it, and stay dead for a namesake");
+        s.run(MetaCommand::Identity(IdentityCommand::CreateUser(user("tom", "h3", false))));
+        assert_eq!(generation("tom"), 2);
     }
 
     #[test]
