@@ -121,6 +121,27 @@ impl NodeIdentity {
         self.state().get(&keys::org(org)).map_err(state_err)?.ok_or_else(|| not_found(format!("no organization {org}")))
     }
 
+    /// When the user or organization now named `ns` was created; 0 when
+    /// there is none (a superuser reading a deleted namespace's history).
+    ///
+    /// Usage-log records name their namespace (and performer) by name, and
+    /// a deleted name may be taken again by anyone: a query about a
+    /// namespace or a user's own actions shows only records made since
+    /// the current one's creation, so the name's new holder never reads
+    /// the old one's history. The records stay, for superusers
+    /// (`/superuser/logs`) and for retention to prune. Chosen over purging
+    /// on deletion, which would make deleting an account scan the whole
+    /// log inside the state machine and still miss records queued on other
+    /// nodes at the time. Times are the nodes' clocks: a name taken again
+    /// within the clock skew between nodes could show a few stray records.
+    fn created_at(&self, ns: &str) -> Result<u64, ApiError> {
+        if let Some(u) = self.user_record(ns)? {
+            return Ok(u.created_at_ms);
+        }
+        let org: Option<OrgRecord> = self.state().get(&keys::org(ns)).map_err(state_err)?;
+        Ok(org.map_or(0, |o| o.created_at_ms))
+    }
+
     fn require_org_admin(&self, who: &Access, org: &str) -> Result<(), ApiError> {
         self.org_record(org)?;
         if policy::is_org_admin(&self.state(), &who.principal, org).map_err(state_err)? {
@@ -661,12 +682,20 @@ impl Identity for NodeIdentity {
             }
             (None, None) => self.require_superuser(who, "read every log")?,
         }
+        // A namespace is its name and its creation time: records from
+        // before the current holder of the name belong to an earlier one.
+        let since = match (&filter.namespace, filter.performer_is_caller) {
+            (Some(ns), _) => self.created_at(ns)?,
+            (None, true) => self.created_at(&caller)?,
+            (None, false) => 0,
+        };
         let now = now_ms();
         let end = filter.query.endtime.as_deref().map(parse_time).transpose()?.unwrap_or(now + 1);
         let start = filter.query.starttime.as_deref().map(parse_time).transpose()?.unwrap_or(end.saturating_sub(7 * 86_400_000));
         if start > end {
             return Err(bad("starttime is after endtime"));
         }
+        let start = start.max(since).min(end);
         // Pages go backwards in time, newest first as Quay shows them; a
         // page ends after a record, named `<ms>-<id>`, and the next one
         // starts just before it.

@@ -195,6 +195,42 @@ async fn failed_logins_from_one_source_do_not_lock_others_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_name_does_not_inherit_the_usage_log() {
+    let e = Env::new(1).await;
+    e.user("carol").await;
+    let carol = Auth::Basic("carol", "carol-password");
+    let (s, v) = e.api(&carol, Method::POST, "/api/v1/repository", Some(json!({"repository": "diary", "namespace": "carol", "visibility": "private"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = e.api(&carol, Method::GET, "/api/v1/organization/carol/logs", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.to_string().contains("create_repo"), "carol sees her own history: {v}");
+    e.admin(Method::DELETE, "/api/v1/repository/carol/diary", None).await;
+    e.admin(Method::DELETE, "/api/v1/superuser/users/carol", None).await;
+
+    // bob takes the name for an organization; carol (a new user) comes back too.
+    e.user("bob").await;
+    let bob = Auth::Basic("bob", "bob-password");
+    let (s, v) = e.api(&bob, Method::POST, "/api/v1/organization/", Some(json!({"name": "carol"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = e.api(&bob, Method::GET, "/api/v1/organization/carol/logs", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let kinds: Vec<&str> = v["logs"].as_array().unwrap().iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["org_create"], "the organization carol's log starts at its creation: {v}");
+    let (s, v) = e.api(&bob, Method::GET, "/api/v1/repository/carol/diary/logs", None).await;
+    assert_ne!(s, StatusCode::OK, "no repository, no log: {v}");
+
+    e.admin(Method::DELETE, "/api/v1/organization/carol", None).await;
+    e.user("carol").await;
+    let (s, v) = e.api(&carol, Method::GET, "/api/v1/user/logs", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("diary"), "a new carol does not see the old carol's actions: {v}");
+
+    // Superusers keep the whole history.
+    let all = e.admin(Method::GET, "/api/v1/superuser/logs", None).await.to_string();
+    assert!(all.contains("carol/diary") && all.contains("user_delete"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reading_logs_needs_the_matching_token_scope() {
     let e = Env::new(1).await;
     e.user("wade").await;
