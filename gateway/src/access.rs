@@ -3,7 +3,8 @@
 //! Every request becomes a [`Caller`] (its credentials and address); the
 //! node turns that into a [`Principal`]. On `/v2`, a refusal of an
 //! anonymous caller is a 401 whose `WWW-Authenticate: Bearer` challenge
-//! names the token endpoint (`/v2/auth` on the node that answered), the
+//! names the token endpoint (`/v2/auth` on the node that answered, at its
+//! advertised URL: see [`realm`]), the
 //! cluster as the service, and the scope the request needed, so docker,
 //! podman, skopeo and containerd log in by themselves.
 
@@ -167,9 +168,18 @@ pub fn bearer_challenge(realm: &str, service: &str, scope: Option<&str>) -> Stri
     }
 }
 
-/// The token endpoint's URL as the client reached this node.
-pub fn realm(headers: &HeaderMap, tls: bool) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+/// The token endpoint's URL for a challenge: on the node's public URL
+/// when one is configured; else on the host the client asked for, if the
+/// `Host` header is a plain `host[:port]`; else on this listener's own
+/// address. Never the `Host` header as it came: the client chooses it, and
+/// it lands inside a quoted parameter (`Host: evil",service="x` rewrote the
+/// challenge).
+pub fn realm(public_url: Option<&str>, headers: &HeaderMap, tls: bool, own_addr: Option<SocketAddr>) -> String {
+    if let Some(url) = public_url {
+        return format!("{}/v2/auth", url.trim_end_matches('/'));
+    }
+    let asked = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| plain_host(h)).map(str::to_string);
+    let host = asked.or_else(|| own_addr.map(|a| a.to_string())).unwrap_or_else(|| "localhost".into());
     format!("{}://{host}/v2/auth", if tls { "https" } else { "http" })
 }
 
@@ -181,6 +191,27 @@ pub const MAX_TOKEN_SCOPES: usize = 32;
 /// Bytes of query string a token request may have: room for
 /// [`MAX_TOKEN_SCOPES`] long scopes, refused before any parsing.
 pub const MAX_TOKEN_QUERY_BYTES: usize = 8 << 10;
+
+/// `name[:port]` (letters, digits, `.`, `-`) or `[ipv6][:port]`, nothing else.
+fn plain_host(h: &str) -> bool {
+    let (host, port) = if h.starts_with('[') {
+        match h.find(']') {
+            Some(i) => (&h[..=i], &h[i + 1..]),
+            None => return false,
+        }
+    } else {
+        match h.find(':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, ""),
+        }
+    };
+    let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = match host.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(ip6) => ip6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
+    };
+    host_ok && port_ok
+}
 
 #[derive(Debug, Default)]
 struct OAuthForm {
@@ -279,5 +310,22 @@ mod tests {
         assert_eq!(ResourceScope::parse_all(["repository:a/b:pull repository:c:push", "junk"]).len(), 2);
         assert!(ResourceScope::parse("repository").is_none());
         assert!(ResourceScope::parse("repository::pull").is_none());
+    }
+
+    #[test]
+    fn realm_never_copies_a_hostile_host() {
+        let host = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, axum::http::HeaderValue::from_str(v).unwrap());
+            m
+        };
+        let own: Option<SocketAddr> = Some("10.0.0.5:5000".parse().unwrap());
+        assert_eq!(realm(Some("https://eu.registry.example/"), &host("evil.example"), true, own), "https://eu.registry.example/v2/auth");
+        assert_eq!(realm(None, &host("registry.example:5000"), false, own), "http://registry.example:5000/v2/auth");
+        assert_eq!(realm(None, &host("[::1]:5000"), true, own), "https://[::1]:5000/v2/auth");
+        for evil in ["evil.example\",service=\"x", "a b", "host:port", "user@host", "[zz]:1", "h:123456", "h:", ""] {
+            assert_eq!(realm(None, &host(evil), false, own), "http://10.0.0.5:5000/v2/auth", "{evil:?}");
+        }
+        assert_eq!(realm(None, &HeaderMap::new(), false, own), "http://10.0.0.5:5000/v2/auth");
     }
 }

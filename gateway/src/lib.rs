@@ -47,19 +47,24 @@ pub struct Services {
     /// Forwards upload requests to the node that owns the session (it must
     /// trust the other nodes' certificates).
     pub http: reqwest::Client,
+    /// The URL clients use to reach this node (its advertised HTTP
+    /// address): challenges name the token endpoint there, never on
+    /// whatever `Host` a client sent.
+    pub public_url: Option<String>,
 }
 
 /// Builds the router: the registry API and its token endpoint over
 /// `registry`, the identity API over `identity`, health and the cluster
-/// admin API over `backend`. `tls`: the router is served over HTTPS.
-pub fn router(services: Services, tls: bool) -> Router {
-    let Services { backend, registry, identity, http } = services;
+/// admin API over `backend`. `tls`: the router is served over HTTPS;
+/// `own_addr`: the listener's address.
+pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAddr>) -> Router {
+    let Services { backend, registry, identity, http, public_url } = services;
     let v2 = Router::new()
         .route("/v2", any(handle_v2))
         .route("/v2/", any(handle_v2))
         .route("/v2/auth", any(access::handle_token))
         .route("/v2/{*rest}", any(handle_v2))
-        .with_state(V2State { registry, http, tls });
+        .with_state(V2State { registry, http, tls, public_url, own_addr });
     Router::new()
         .route("/health", get(handle_health))
         .route("/health/ready", get(handle_ready))
@@ -122,7 +127,8 @@ async fn handle_metrics(State(b): State<Shared>) -> Response {
 
 /// Serves `services` on `listener` within `limits` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, services: Services, limits: HttpLimits, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    server::serve_with_limits(listener, router(services, false), None, limits, shutdown).await
+    let own_addr = listener.local_addr().ok();
+    server::serve_with_limits(listener, router(services, false, own_addr), None, limits, shutdown).await
 }
 
 async fn handle_health() -> &'static str {
@@ -251,5 +257,6 @@ pub async fn serve_tls(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve_with_limits(listener, router(services, true), Some(tokio_rustls::TlsAcceptor::from(tls)), limits, shutdown).await
+    let own_addr = listener.local_addr().ok();
+    server::serve_with_limits(listener, router(services, true, own_addr), Some(tokio_rustls::TlsAcceptor::from(tls)), limits, shutdown).await
 }

@@ -173,6 +173,11 @@ pub struct V2State {
     pub http: reqwest::Client,
     /// Served over TLS: the token realm is `https://…`.
     pub tls: bool,
+    /// How clients reach this node; the token realm is built on it.
+    pub public_url: Option<String>,
+    /// The listener's own address: the realm's host without a public URL
+    /// and a plain `Host` header.
+    pub own_addr: Option<std::net::SocketAddr>,
 }
 
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
@@ -283,7 +288,11 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
     let access = match reg.authorize(&caller, scope).await {
         Ok(a) => a,
         Err(e) if e.code == ErrorCode::Unauthorized => {
-            return Err(e.with_challenge(bearer_challenge(&realm(&headers, st.tls), &reg.service(), challenge_scope.as_deref())));
+            return Err(e.with_challenge(bearer_challenge(
+                &realm(st.public_url.as_deref(), &headers, st.tls, st.own_addr),
+                &reg.service(),
+                challenge_scope.as_deref(),
+            )));
         }
         Err(e) => return Err(e),
     };

@@ -315,7 +315,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
             Some(crate::tls::server_config(resolver)?)
         }
     };
-    let services = berth_gateway::Services { backend, registry, identity, http: forwarder };
+    let services = berth_gateway::Services { backend, registry, identity, http: forwarder, public_url: Some(config.http_advertise.clone()) };
     let http_limits = config.limits.http();
     tasks.push(tokio::spawn(async move {
         let served = match tls {

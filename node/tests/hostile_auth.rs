@@ -294,3 +294,21 @@ async fn credential_changes_revoke_registry_tokens() {
     e.admin(Method::PUT, "/api/v1/superuser/users/tom", Some(json!({"password": "tom-password-3"}))).await;
     assert_eq!(e.v2_base(&new).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_host_does_not_reach_the_challenge() {
+    let e = Env::new(1).await;
+    let addr = e.c.node(1).http_addr;
+    let get = |host: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let challenge = out.lines().find_map(|l| l.strip_prefix("www-authenticate: ").or_else(|| l.strip_prefix("WWW-Authenticate: "))).map(str::to_string);
+        challenge.unwrap_or_else(|| panic!("no challenge in {out}"))
+    };
+    let want = format!("Bearer realm=\"http://{addr}/v2/auth\",service=\"{}\"", e.service);
+    let c = get("evil.example\",service=\"x").await;
+    assert_eq!(c, want, "the realm is the node's address, the service the cluster's");
+    assert_eq!(get("other.example:5000").await, want, "the advertised address wins over the Host header");
+}
