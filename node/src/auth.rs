@@ -355,6 +355,29 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Refuses a registry token issued before this node lost touch with
+    /// the cluster, once it has been out of touch for two election
+    /// timeouts. Such a node cannot learn that the token's account was
+    /// deleted or its secret changed meanwhile; without this a deleted
+    /// robot's tokens would work there for their whole lifetime. The
+    /// bound: a token is trusted on a cut-off node for at most two election
+    /// timeouts (4.8 s with the defaults) past the cut, and a token issued
+    /// after the cut (by a node that had fresher state) still works.
+    /// Credentials themselves (basic auth, logins) are checked against the
+    /// node's state as of its last contact, so a cut-off region keeps
+    /// serving pulls.
+    fn check_fresh_enough(&self, claims: &jwt::Claims) -> Result<(), ApiError> {
+        let Some(since) = self.meta.out_of_touch_since() else { return Ok(()) };
+        let since_s = since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if claims.iat < since_s {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("this node has been cut off from the cluster for {} s and cannot check a token issued before that; log in again", now_ms() / 1000 - since_s),
+            ));
+        }
+        Ok(())
+    }
+
     async fn registry_token(&self, token: &str) -> Result<Authenticated, ApiError> {
         let bad = |e: jwt::JwtError| ApiError::new(ErrorCode::Unauthorized, e.to_string());
         let header = jwt::peek_header(token).map_err(bad)?;
@@ -377,6 +400,7 @@ impl Authenticator {
         };
         let key = self.key(&k)?;
         let claims = jwt::verify(token, key.public_key(), &self.service(), now / 1000).map_err(bad)?;
+        self.check_fresh_enough(&claims)?;
         let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
         let principal = match claims.berth_kind.as_str() {
             "anonymous" => Principal::Anonymous,

@@ -312,3 +312,63 @@ async fn a_forged_host_does_not_reach_the_challenge() {
     assert_eq!(c, want, "the realm is the node's address, the service the cluster's");
     assert_eq!(get("other.example:5000").await, want, "the advertised address wins over the Host header");
 }
+
+/// A robot deleted while a node is cut off: that node cannot learn of the
+/// deletion, so it stops trusting tokens issued before it lost touch, two
+/// election timeouts after. A token issued after the cut, by a node with
+/// fresher state, still works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_node_stops_trusting_tokens_issued_before_the_cut() {
+    let e = Env::new(3).await;
+    e.admin(Method::POST, "/api/v1/organization/", Some(json!({"name": "far"}))).await;
+    let robot = e.admin(Method::PUT, "/api/v1/organization/far/robots/ci", None).await;
+    let old = e.token("far+ci", robot["token"].as_str().unwrap(), None).await.unwrap();
+    let on_node_3 = |token: String| {
+        let e = &e;
+        async move { e.call(&e.http, 3, &Auth::Bearer(&token), Method::GET, "/v2/", None).await }
+    };
+    assert_eq!(on_node_3(old.clone()).await.0, StatusCode::OK);
+    // Token times are in seconds: let the cut come a second after the token.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.c.filter.isolate(3, [1, 2]);
+    e.admin(Method::DELETE, "/api/v1/organization/far/robots/ci", None).await;
+    let grace = Duration::from_millis(2 * fast_config().election_max_ms);
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let r = on_node_3(old.clone()).await;
+        if r.0 == StatusCode::UNAUTHORIZED {
+            break r;
+        }
+        assert!(started.elapsed() < grace + Duration::from_secs(3), "node 3 still takes the deleted robot's token: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused.1.to_string().contains("cut off from the cluster"), "{}", refused.1);
+    let fresh = e.token(ADMIN.0, ADMIN.1, None).await.unwrap();
+    assert_eq!(on_node_3(fresh).await.0, StatusCode::OK, "a token issued after the cut");
+    e.c.filter.heal();
+    // Back in touch, node 3 knows the robot is gone.
+    let started = std::time::Instant::now();
+    loop {
+        let r = on_node_3(old.clone()).await;
+        if r.0 == StatusCode::UNAUTHORIZED && r.1.to_string().contains("no longer exists") {
+            break;
+        }
+        assert!(started.elapsed() < T, "after healing: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node in touch with its cluster keeps trusting tokens however long it
+/// idles, a single-node cluster (its own majority) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_node_in_touch_keeps_trusting_its_tokens() {
+    for nodes in [1, 3] {
+        let e = Env::new(nodes).await;
+        let token = e.token(ADMIN.0, ADMIN.1, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2 * fast_config().election_max_ms) + Duration::from_secs(1)).await;
+        for node in 1..=nodes as u64 {
+            let r = e.call(&e.http, node, &Auth::Bearer(&token), Method::GET, "/v2/", None).await;
+            assert_eq!(r.0, StatusCode::OK, "{nodes} nodes, node {node}: {r:?}");
+        }
+    }
+}

@@ -211,6 +211,9 @@ struct Inner {
     /// When this node last accepted an AppendEntries or a snapshot from
     /// its leader.
     leader_heard: Mutex<Option<Instant>>,
+    /// When this process started the node: its state is at least as fresh
+    /// as its last contact before that.
+    started: Instant,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -240,9 +243,35 @@ impl MetaNodeHandle {
         let leaderless_since = Arc::new(Mutex::new(Some(Instant::now())));
         tokio::spawn(track_leaderless(raft.metrics(), leaderless_since.clone()));
         let inner =
-            Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default(), leaderless_since, leader_heard: Mutex::new(None) });
+            Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default(), leaderless_since, leader_heard: Mutex::new(None), started: Instant::now() });
         tokio::spawn(hasten_elections(Arc::downgrade(&inner)));
         Ok(MetaNodeHandle { inner })
+    }
+
+    /// When this node last knew its state was current: as the leader, when
+    /// a majority last acknowledged it; otherwise when it last accepted a
+    /// call from its leader; failing both, when it started.
+    pub fn last_in_touch(&self) -> Instant {
+        let now = Instant::now();
+        let m = self.inner.raft.metrics();
+        let acked = {
+            let m = m.borrow();
+            (m.current_leader == Some(self.inner.id)).then_some(m.millis_since_quorum_ack).flatten()
+        };
+        if let Some(ms) = acked {
+            return now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        }
+        self.inner.leader_heard.lock().expect("leader_heard lock").unwrap_or(self.inner.started)
+    }
+
+    /// The wall-clock time of this node's last contact with a majority, if
+    /// that was longer ago than two election timeouts (the same patience as
+    /// for writes): an election would have finished by then, so the node is
+    /// cut off and its state may miss changes made since. `None` while it
+    /// is in touch.
+    pub fn out_of_touch_since(&self) -> Option<std::time::SystemTime> {
+        let elapsed = self.last_in_touch().elapsed();
+        (elapsed > Duration::from_millis(2 * self.inner.config.election_max_ms)).then(|| std::time::SystemTime::now() - elapsed)
     }
 
     /// Notes that this node just accepted a call from its leader (the peer
