@@ -10,6 +10,16 @@
 //!    the metadata no longer knows is deleted. Uploads in progress live in
 //!    the staging area and fresh copies are younger than the grace period,
 //!    so neither is ever touched.
+//!
+//! Step 2 races with a new copy of the same digest (a re-push or a fetch)
+//! renaming over the file it is about to delete; the node would then be
+//! recorded as a holder with no copy. So the file's age and the metadata
+//! are checked again under the digest's lock in the store
+//! ([`BlobStore::delete_stale`]), which every commit holds shared (a
+//! [`berth_replication::BlobPin`]) until its copy is recorded: the
+//! sweeper sees either the old file and no record (and the new copy lands
+//! after the unlink), or the new copy's record (and keeps it). Only that
+//! one digest waits; a per-digest lock is not a global one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -87,9 +97,18 @@ pub async fn collect_once(meta: &MetaNodeHandle, store: &BlobStore, grace: Durat
             if modified > cutoff {
                 continue;
             }
-            if meta.state().get_raw(&keys::blob(&digest)).ok().flatten().is_none() && store.delete(&digest).await.unwrap_or(false) {
-                report.deleted += 1;
-                tracing::info!(%digest, "local copy of a swept blob deleted");
+            // A state read error counts as "known": keep the file.
+            let unknown = || meta.state().get_raw(&keys::blob(&digest)).is_ok_and(|v| v.is_none());
+            if !unknown() {
+                continue;
+            }
+            match store.delete_stale(&digest, cutoff, unknown).await {
+                Ok(true) => {
+                    report.deleted += 1;
+                    tracing::info!(%digest, "local copy of a swept blob deleted");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%digest, error = %e, "local copy of a swept blob not deleted"),
             }
         }
     }

@@ -386,6 +386,9 @@ impl Registry for NodeRegistry {
         let store = self.uploads.store();
         let mut staging = store.create_staging().await.map_err(blob_err)?;
         write_body(&mut staging, body).await?;
+        // The sweeper must not delete the copy between the rename and its
+        // record; pinned after the body is in, so a slow client holds up nothing.
+        let _pin = store.pin(digest).await;
         let size = staging.commit(store, digest).await.map_err(blob_err)?;
         self.record_blob(repo, digest, size).await
     }
@@ -413,7 +416,8 @@ impl Registry for NodeRegistry {
     }
 
     async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
-        let size = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        // The pin keeps the sweeper off the copy until it is recorded.
+        let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
         self.record_blob(repo, digest, size).await
     }
 

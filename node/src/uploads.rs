@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth_common::{Digest, NodeId};
 use berth_gateway::{ApiError, ByteStream, ErrorCode, UploadState};
-use berth_replication::{BlobError, BlobStore, StagingBlob};
+use berth_replication::{BlobError, BlobPin, BlobStore, StagingBlob};
 use futures::StreamExt;
 
 struct Session {
@@ -215,8 +215,10 @@ impl UploadManager {
     }
 
     /// Takes the last bytes, verifies the digest, stores the blob; returns
-    /// its size. The session ends either way.
-    pub async fn finish(&self, repo: &str, id: &str, digest: &Digest, body: ByteStream) -> Result<u64, ApiError> {
+    /// its size, and a pin the caller holds until the copy is recorded
+    /// (the sweeper must not delete it in between). The session ends
+    /// either way.
+    pub async fn finish(&self, repo: &str, id: &str, digest: &Digest, body: ByteStream) -> Result<(u64, BlobPin), ApiError> {
         let slot = self.slot(id)?;
         let mut guard = slot.lock().await;
         if guard.as_ref().is_none_or(|s| s.repo != repo) {
@@ -225,7 +227,10 @@ impl UploadManager {
         let mut s = guard.take().expect("checked above");
         self.forget(id);
         write_body(&mut s.staging, body).await?;
-        s.staging.commit(&self.store, digest).await.map_err(blob_err)
+        // Pinned after the body is in, so a slow client holds up nothing.
+        let pin = self.store.pin(digest).await;
+        let size = s.staging.commit(&self.store, digest).await.map_err(blob_err)?;
+        Ok((size, pin))
     }
 
     pub async fn cancel(&self, repo: &str, id: &str) -> Result<(), ApiError> {

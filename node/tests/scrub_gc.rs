@@ -135,3 +135,61 @@ async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls
     let (s, _, _) = r.send(r.req(Method::POST, &format!("/v2/gc/x/blobs/uploads/?mount={shared}&from=gc/y"))).await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+/// How many times the GC race below is run: CI-sized by default,
+/// `BERTH_GC_RACE_ITERS=N` for a long run.
+fn gc_race_iters() -> usize {
+    std::env::var("BERTH_GC_RACE_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_never_deletes_a_copy_that_a_concurrent_push_of_the_swept_digest_recorded() {
+    use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse};
+    use berth_raft::state::keys;
+    use berth_raft::StateRead;
+
+    let c = Cluster::with_replication(1, fast_config(), repl()).await;
+    c.wait_leader(T).await;
+    let node = c.any();
+    let store = node.replicator.store().clone();
+    let r = Reg::new(node);
+    let bytes = b"a layer swept, then pushed again".to_vec();
+    let digest = Digest::sha256_of(&bytes);
+    let stats = GcStats::default();
+    let iters = gc_race_iters();
+    let mut deleted = 0;
+    for i in 0..iters {
+        // The cluster forgets the blob; this node still has its old copy,
+        // which the sweeper is entitled to delete (grace 0 below).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        match node.meta.write(MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms: now + 1 }).await.unwrap() {
+            MetaResponse::Done | MetaResponse::NotFound => {}
+            other => panic!("iteration {i}: sweep answered {other:?}"),
+        }
+        if store.stat(&digest).await.unwrap().is_none() {
+            let mut s = store.create_staging().await.unwrap();
+            s.write(&bytes).await.unwrap();
+            s.commit(&store, &digest).await.unwrap();
+        }
+        // A client pushes the same bytes again while the sweeper runs; the
+        // sweeper starts at a different point of the push each time.
+        let delay = Duration::from_micros((i as u64 * 7 % 40) * 250);
+        let push = r.blob("gc/race", &bytes);
+        let gc = async {
+            tokio::time::sleep(delay).await;
+            collect_once(&node.meta, &store, Duration::ZERO, &stats).await
+        };
+        let (_, report) = tokio::join!(push, gc);
+        deleted += report.deleted;
+        // Recorded as a holder means holding a copy.
+        let rec: Option<BlobRecord> = node.meta.state().get(&keys::blob(&digest)).unwrap();
+        if rec.is_some_and(|r| r.holders.contains(&node.meta.id())) {
+            assert!(
+                store.stat(&digest).await.unwrap().is_some(),
+                "iteration {i} (gc {delay:?} after the push began): the node is recorded as a holder but its copy was deleted"
+            );
+        }
+    }
+    eprintln!("{iters} races, {deleted} stale copies deleted by gc");
+    assert!(deleted > 0, "the sweeper never got to delete anything: the race was not exercised");
+}

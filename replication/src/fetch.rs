@@ -190,9 +190,12 @@ impl Replicator {
             if staging.len() != size {
                 return Err(format!("blob {digest}: fetched {} of {size} bytes; {last_error}", staging.len()));
             }
+            // The sweeper must not delete the copy between the rename and its record.
+            let pin = self.inner.store.pin(digest).await;
             match staging.commit(&self.inner.store, digest).await {
                 Ok(_) => {
                     self.inner.view.record_holder(digest, size).await.map_err(|e| format!("stored but not recorded: {e}"))?;
+                    drop(pin);
                     return Ok(attempt);
                 }
                 Err(BlobError::DigestMismatch { computed, .. }) => {

@@ -38,7 +38,7 @@ use berth_common::{Digest, LinkFilter, NodeId};
 use serde::{Deserialize, Serialize};
 
 pub use fetch::{Fetch, Progress};
-pub use store::{BlobError, BlobRange, BlobReader, BlobStore, StagingBlob};
+pub use store::{BlobError, BlobPin, BlobRange, BlobReader, BlobStore, StagingBlob};
 pub use transport::TransportConfig;
 
 use crate::protocol::{read_frame, write_frame, Reply, Request};

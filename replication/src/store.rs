@@ -1,7 +1,25 @@
 //! The local blob store: `<root>/sha256/ab/<hex>`, staging in `<root>/staging`.
+//!
+//! Deleting a blob races with storing it again: the file under a digest's
+//! name can be replaced (a new upload or fetch renames over it) at any
+//! moment, and the node then records itself as a holder. Two rules make
+//! deletion safe without a global lock:
+//! - whoever stores a blob holds a [`BlobPin`] on its digest from before
+//!   the rename until the cluster has recorded the copy (or refused to);
+//! - [`BlobStore::delete_stale`] takes the digest's lock exclusively and,
+//!   under it, looks at the file again and asks the caller again whether
+//!   the blob is still unknown, then unlinks.
+//!
+//! So a delete either finishes before the rename (the new copy is then the
+//! only one, and recorded) or starts after the record is visible (and
+//! keeps the file). Locks are per digest and held for a stat and a lookup,
+//! so pushes of other blobs never wait for the sweeper.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use berth_common::{Digest, DigestAlgorithm};
 use sha2::Digest as _;
@@ -37,6 +55,59 @@ pub struct BlobRange {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Per-digest locks between storing a blob and deleting it (see the
+    /// module doc); shared by every clone of the store.
+    locks: Arc<DigestLocks>,
+}
+
+/// One read-write lock per digest in use, dropped from the map when the
+/// last holder lets go, so the map stays as small as the work in flight.
+#[derive(Debug, Default)]
+struct DigestLocks {
+    map: Mutex<HashMap<Digest, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+impl DigestLocks {
+    fn entry(&self, digest: &Digest) -> Arc<tokio::sync::RwLock<()>> {
+        self.map.lock().expect("digest locks").entry(digest.clone()).or_default().clone()
+    }
+
+    /// Forgets `digest`'s lock if no one holds or awaits it: the map and
+    /// the caller (who no longer holds it) are the only references left.
+    /// Counted under the map's mutex, where new users take their clone.
+    fn release(&self, digest: &Digest, lock: &Arc<tokio::sync::RwLock<()>>) {
+        let mut map = self.map.lock().expect("digest locks");
+        if Arc::strong_count(lock) == 2 {
+            map.remove(digest);
+        }
+    }
+}
+
+/// A digest's lock, held (one of the two guards); released, and forgotten
+/// when unused, on drop.
+struct DigestGuard {
+    shared: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+    exclusive: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    lock: Arc<tokio::sync::RwLock<()>>,
+    locks: Arc<DigestLocks>,
+    digest: Digest,
+}
+
+impl Drop for DigestGuard {
+    fn drop(&mut self) {
+        // Unlock first, so the count below sees only the map and us.
+        drop(self.shared.take());
+        drop(self.exclusive.take());
+        self.locks.release(&self.digest, &self.lock);
+    }
+}
+
+/// Keeps the sweeper from deleting a digest's file while a copy of it is
+/// being stored and recorded. Many pins of one digest may be held at once
+/// (two clients pushing the same layer); only deletion waits for them.
+#[must_use = "the pin protects the copy only while it is held"]
+pub struct BlobPin {
+    _guard: DigestGuard,
 }
 
 /// An open blob, positioned at the start of the requested range.
@@ -62,7 +133,20 @@ impl BlobStore {
             let d = root.join(alg);
             tokio::fs::create_dir_all(&d).await.map_err(io(&d))?;
         }
-        Ok(BlobStore { root: root.to_path_buf() })
+        Ok(BlobStore { root: root.to_path_buf(), locks: Arc::default() })
+    }
+
+    async fn lock(&self, digest: &Digest, exclusive: bool) -> DigestGuard {
+        let lock = self.locks.entry(digest);
+        let (shared, exclusive) = if exclusive { (None, Some(lock.clone().write_owned().await)) } else { (Some(lock.clone().read_owned().await), None) };
+        DigestGuard { shared, exclusive, lock, locks: self.locks.clone(), digest: digest.clone() }
+    }
+
+    /// Pins `digest` against deletion. Take it before committing a copy and
+    /// hold it until the cluster has recorded (or refused) this node as a
+    /// holder: from then on the sweeper sees the record and keeps the file.
+    pub async fn pin(&self, digest: &Digest) -> BlobPin {
+        BlobPin { _guard: self.lock(digest, false).await }
     }
 
     /// Where uploads and fetches in progress live; emptied at every start.
@@ -156,8 +240,34 @@ impl BlobStore {
         Ok(dest)
     }
 
-    /// Removes the local copy; true if there was one.
+    /// Removes the local copy; true if there was one. Waits for pinned
+    /// copies to be recorded first, so it never removes a copy a commit
+    /// has just put in place without the caller having seen it.
     pub async fn delete(&self, digest: &Digest) -> Result<bool, BlobError> {
+        let _guard = self.lock(digest, true).await;
+        self.unlink(digest).await
+    }
+
+    /// Removes the local copy if its file was last written no later than
+    /// `written_by` and `still_unknown()` (asked with no copy of `digest`
+    /// being stored or recorded meanwhile) says the cluster does not know
+    /// the blob; true if it removed one. The sweeper's delete: a copy put
+    /// in place since the caller last looked is fresh, or recorded, and stays.
+    pub async fn delete_stale(&self, digest: &Digest, written_by: SystemTime, still_unknown: impl FnOnce() -> bool) -> Result<bool, BlobError> {
+        let _guard = self.lock(digest, true).await;
+        let p = self.path_of(digest);
+        let modified = match tokio::fs::metadata(&p).await {
+            Ok(m) => m.modified().map_err(io(&p))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        if modified > written_by || !still_unknown() {
+            return Ok(false);
+        }
+        self.unlink(digest).await
+    }
+
+    async fn unlink(&self, digest: &Digest) -> Result<bool, BlobError> {
         let p = self.path_of(digest);
         match tokio::fs::remove_file(&p).await {
             Ok(()) => Ok(true),
@@ -300,6 +410,11 @@ impl StagingBlob {
 
     /// Verifies the content against `expected` and moves it into place.
     /// On a mismatch the staging file is removed and nothing is stored.
+    /// The stored file's mtime is the commit's time: the sweeper's grace
+    /// period runs from when a copy was put in place, not from when its
+    /// last byte arrived (a parked upload may be finished much later).
+    /// Hold a [`BlobStore::pin`] on `expected` across the commit and the
+    /// record of the copy.
     pub async fn commit(mut self, store: &BlobStore, expected: &Digest) -> Result<u64, BlobError> {
         let path = self.path().to_path_buf();
         self.flush().await?;
@@ -311,8 +426,14 @@ impl StagingBlob {
             Some(f) => f.into_inner(),
             None => File::options().append(true).open(&path).await.map_err(io(&path))?,
         };
-        file.sync_all().await.map_err(io(&path))?;
-        drop(file);
+        let file = file.into_std().await;
+        tokio::task::spawn_blocking(move || {
+            file.set_modified(SystemTime::now())?;
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| io(&path)(std::io::Error::other(e)))?
+        .map_err(io(&path))?;
         let computed = match expected.algorithm() {
             DigestAlgorithm::Sha256 => format!("sha256:{}", hex::encode(self.sha256.finalize())),
             // sha512 is rare: hash the file again rather than every upload twice.

@@ -110,3 +110,31 @@ async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
     assert_eq!(s.commit(&store, &d).await.unwrap(), data.len() as u64);
     assert_eq!(read(&store, &d, None).await, data);
 }
+
+#[tokio::test]
+async fn delete_stale_waits_for_pins_and_looks_again_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let d = put(&store, b"pinned bytes").await;
+    // A commit stamps the copy with its own time, so it is fresh.
+    assert!(!store.delete_stale(&d, before, || true).await.unwrap(), "a copy newer than the cutoff stays");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    assert!(!store.delete_stale(&d, later, || false).await.unwrap(), "a copy the cluster knows stays");
+    // While pinned, a delete waits; once the pin goes, the check runs then.
+    let pin = store.pin(&d).await;
+    let deleting = tokio::spawn({
+        let store = store.clone();
+        let d = d.clone();
+        async move { store.delete_stale(&d, later, || true).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!deleting.is_finished(), "the delete waits for the pin");
+    assert!(store.stat(&d).await.unwrap().is_some());
+    drop(pin);
+    assert!(deleting.await.unwrap(), "unpinned, stale and unknown: deleted");
+    assert!(store.stat(&d).await.unwrap().is_none());
+    assert!(!store.delete_stale(&d, later, || true).await.unwrap(), "nothing left to delete");
+    // Two pins of one digest do not wait for each other.
+    let (_a, _b) = (store.pin(&d).await, store.pin(&d).await);
+}
