@@ -177,6 +177,7 @@ impl Backend for NodeBackend {
         match self.meta.write(cmd).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no active node {node}"))),
+            MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
             other => Err(ApiError::new(ErrorCode::Internal, format!("node not changed: {other:?}"))),
         }
     }

@@ -565,7 +565,7 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Promote { node, target } => {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
-            println!("node {node} will become a voter once caught up");
+            println!("node {node} will vote once caught up, while the voter count stays odd and at most 5 (an even count leaves the last promoted node a learner until another node can vote)");
         }
         ClusterCommand::Demote { node, target } => {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;

@@ -8,11 +8,19 @@
 //! in the replicated records, a leader change in the middle of a change
 //! loses nothing: the next leader picks up where the last stopped.
 //!
-//! Voter choice: nodes whose role is `Voter` always vote once caught up;
-//! `Auto` nodes fill up to [`MAX_VOTERS`], spread across regions (the region
-//! with the fewest voters so far goes first, then current voters, then the
-//! lowest id); the count is kept odd by leaving the last `Auto` pick a
-//! learner; `Learner` nodes never vote.
+//! Voter choice. The rule: the number of voters is odd and at most
+//! [`MAX_VOTERS`] (an even count tolerates no more failures than one
+//! fewer, and every voter slows every commit). Within it:
+//! - promoted nodes (role `Voter`) vote once caught up, current voters
+//!   among them first, then the lowest id. The state machine refuses a
+//!   promote beyond [`MAX_VOTERS`] promoted nodes, so they always fit;
+//! - `Auto` nodes fill the remaining seats, spread across regions (the
+//!   region with the fewest voters so far goes first, then current
+//!   voters, then the lowest id);
+//! - if the count comes out even, the last pick waits as a learner: an
+//!   `Auto` one if any was picked, else the last promoted one (until
+//!   another node can vote);
+//! - `Learner` nodes never vote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -36,12 +44,14 @@ const CAUGHT_UP_ENTRIES: u64 = 64;
 pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, caught_up: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
     let active: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.removed && caught_up.contains(&n.id)).collect();
     let mut chosen: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Voter).collect();
+    chosen.sort_by_key(|n| (!current_voters.contains(&n.id), n.id));
+    // Records written before promotes were capped may name more.
+    chosen.truncate(MAX_VOTERS);
     let mut per_region: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &chosen {
         *per_region.entry(n.region.as_str()).or_default() += 1;
     }
     let mut auto: Vec<&NodeRecord> = active.iter().copied().filter(|n| n.role == NodeRole::Auto).collect();
-    let mut auto_picked = 0;
     while chosen.len() < MAX_VOTERS && !auto.is_empty() {
         let (i, _) = auto
             .iter()
@@ -51,9 +61,10 @@ pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, ca
         let n = auto.remove(i);
         *per_region.entry(n.region.as_str()).or_default() += 1;
         chosen.push(n);
-        auto_picked += 1;
     }
-    if chosen.len() % 2 == 0 && auto_picked > 0 {
+    // Auto picks come last, then promoted nodes from the least preferred:
+    // the last pick is the one that waits.
+    if chosen.len().is_multiple_of(2) {
         chosen.pop();
     }
     chosen.into_iter().map(|n| n.id).collect()
@@ -78,8 +89,8 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
         return Ok(false);
     }
 
-    // New nodes join as learners.
-    for n in nodes.iter().filter(|n| !n.removed && !members.contains_key(&n.id)) {
+    // New nodes join as learners, one per step.
+    if let Some(n) = nodes.iter().find(|n| !n.removed && !members.contains_key(&n.id)) {
         tracing::info!(node_id = n.id, region = %n.region, addr = %n.peer_addr, "adding learner");
         raft.add_learner(n.id, MetaNode { peer_addr: n.peer_addr.clone(), region: n.region.clone() }, false).await.map_err(|e| to_err(&e))?;
         return Ok(true);
@@ -167,5 +178,29 @@ mod tests {
         assert_eq!(choose_voters(&nodes, &ids(&[1]), &all), ids(&[1, 2, 4]));
         let many: Vec<_> = (1..=9).map(|i| node(i, ["a", "b", "c"][(i % 3) as usize], NodeRole::Auto)).collect();
         assert_eq!(choose_voters(&many, &BTreeSet::new(), &(1..=9).collect()).len(), MAX_VOTERS);
+    }
+
+    #[test]
+    fn promoted_nodes_never_make_the_voter_count_even_or_above_five() {
+        let promoted = |n: NodeId| (1..=n).map(|i| node(i, ["a", "b", "c"][(i % 3) as usize], NodeRole::Voter)).collect::<Vec<_>>();
+        let all = (1..=9).collect::<BTreeSet<_>>();
+        // Two promoted, nothing else: one votes, the current voter.
+        assert_eq!(choose_voters(&promoted(2), &ids(&[2]), &all), ids(&[2]));
+        assert_eq!(choose_voters(&promoted(4), &ids(&[1, 2, 3]), &all), ids(&[1, 2, 3]), "the fourth waits for a fifth");
+        assert_eq!(choose_voters(&promoted(5), &ids(&[1, 2, 3]), &all), ids(&[1, 2, 3, 4, 5]));
+        // More than five promoted (records from before the cap): five vote.
+        assert_eq!(choose_voters(&promoted(7), &ids(&[3, 4, 5, 6, 7]), &all), ids(&[3, 4, 5, 6, 7]));
+        // Two promoted and an auto node: all three.
+        let mut mixed = promoted(2);
+        mixed.push(node(3, "c", NodeRole::Auto));
+        assert_eq!(choose_voters(&mixed, &ids(&[1]), &all), ids(&[1, 2, 3]));
+        // Every mix of roles and catch-up gives an odd count of at most five.
+        for mask in 0u32..(1 << 14) {
+            let roles = [NodeRole::Auto, NodeRole::Voter];
+            let nodes: Vec<_> = (0..7).map(|i| node(i + 1, ["a", "b", "c"][(i % 3) as usize], roles[((mask >> i) & 1) as usize])).collect();
+            let caught_up: BTreeSet<NodeId> = (0..7).filter(|i| (mask >> (7 + i)) & 1 == 1).map(|i| i + 1).collect();
+            let v = choose_voters(&nodes, &ids(&[1]), &caught_up);
+            assert!(v.len() <= MAX_VOTERS && (v.is_empty() || v.len() % 2 == 1), "mask {mask:#x}: {v:?}");
+        }
     }
 }

@@ -41,6 +41,7 @@ use berth_common::Digest;
 
 use crate::command::*;
 use crate::identity;
+use crate::membership::MAX_VOTERS;
 
 pub const RECORD_VERSION: u8 = 1;
 
@@ -245,9 +246,17 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         MetaCommand::RegisterNode { registration, token, now_ms } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
         MetaCommand::SetNodeRole { node, role } => match state.get::<NodeRecord>(&keys::node(*node))? {
             Some(mut rec) if !rec.removed => {
-                rec.role = *role;
-                ch.put(keys::node(*node), &rec);
-                MetaResponse::Done
+                // Promoted nodes always vote (see `membership`), so more
+                // than MAX_VOTERS of them could never be honoured. Counted
+                // here, so two promotes racing cannot both pass.
+                let others = state.scan::<NodeRecord>(keys::NODE_PREFIX)?.into_iter().filter(|n| !n.removed && n.role == NodeRole::Voter && n.id != *node).count();
+                if *role == NodeRole::Voter && others >= MAX_VOTERS {
+                    MetaResponse::Refused(format!("node {node} not promoted: {others} nodes are promoted already and a cluster has at most {MAX_VOTERS} voters; demote one first"))
+                } else {
+                    rec.role = *role;
+                    ch.put(keys::node(*node), &rec);
+                    MetaResponse::Done
+                }
             }
             _ => MetaResponse::NotFound,
         },
@@ -587,6 +596,27 @@ mod tests {
         assert_eq!((generation("tom"), generation("tom+ci")), (2, 2), "a deleted account's tokens die with it, and stay dead for a namesake");
         s.run(MetaCommand::Identity(IdentityCommand::CreateUser(user("tom", "h3", false))));
         assert_eq!(generation("tom"), 2);
+    }
+
+    #[test]
+    fn a_promote_beyond_five_voters_is_refused() {
+        let s = MapState::default();
+        for i in 1..=7 {
+            assert_eq!(s.run(MetaCommand::RegisterNode { registration: reg(&format!("a:{i}")), token: None, now_ms: 1 }), MetaResponse::NodeId(i));
+        }
+        let promote = |node| s.run(MetaCommand::SetNodeRole { node, role: NodeRole::Voter });
+        for i in 1..=5 {
+            assert_eq!(promote(i), MetaResponse::Done);
+        }
+        assert_eq!(promote(3), MetaResponse::Done, "promoting a promoted node again is fine");
+        assert_eq!(
+            promote(6),
+            MetaResponse::Refused("node 6 not promoted: 5 nodes are promoted already and a cluster has at most 5 voters; demote one first".into())
+        );
+        assert_eq!(s.run(MetaCommand::SetNodeRole { node: 2, role: NodeRole::Learner }), MetaResponse::Done);
+        assert_eq!(promote(6), MetaResponse::Done, "a demote makes room");
+        assert_eq!(s.run(MetaCommand::RemoveNode { node: 6 }), MetaResponse::Done);
+        assert_eq!(promote(7), MetaResponse::Done, "a removed node holds no seat");
     }
 
     #[test]
