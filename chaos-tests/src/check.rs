@@ -9,7 +9,10 @@
 //!   digests, and no copy the placement policy asks for is missing.
 //!
 //! It also measures what users would feel: the longest time no write was
-//! acknowledged through the unaffected nodes, and the pull errors there.
+//! acknowledged through the unaffected nodes, and the pull errors there,
+//! and holds them to the scenario's [`Bounds`]. A run must also show
+//! enough acknowledged writes: one in which every write failed loses
+//! nothing and proves nothing, so it fails.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -36,9 +39,47 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// No violation, nothing lost, and at least one acknowledged write
+    /// (whatever the bounds; a run without one checked nothing).
     pub fn passed(&self) -> bool {
-        self.violations.is_empty() && self.acked_lost == 0
+        self.violations.is_empty() && self.acked_lost == 0 && self.acked_writes > 0
     }
+
+    /// Holds the run to `bounds`, adding a violation per bound exceeded.
+    pub fn check_bounds(&mut self, bounds: &Bounds) {
+        if self.acked_writes < bounds.min_acked_writes {
+            self.violations.push(format!(
+                "only {} writes were acknowledged, fewer than the {} this scenario needs to prove anything",
+                self.acked_writes, bounds.min_acked_writes
+            ));
+        }
+        if self.longest_write_gap > bounds.max_write_gap {
+            self.violations.push(format!(
+                "no write was acknowledged for {:.2} s, longer than the {:.2} s this scenario allows",
+                self.longest_write_gap.as_secs_f64(),
+                bounds.max_write_gap.as_secs_f64()
+            ));
+        }
+        if let Some(max) = bounds.max_pull_errors_unaffected {
+            if self.pull_errors_unaffected > max {
+                self.violations.push(format!("{} reads or pulls failed through nodes no fault touched, more than the {max} allowed", self.pull_errors_unaffected));
+            }
+        }
+    }
+}
+
+/// What a scenario must show, for its verdict to mean something and for a
+/// regression in availability to fail CI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Acknowledged writes over the whole run, at least.
+    pub min_acked_writes: usize,
+    /// The longest time without an acknowledged write through the
+    /// unaffected nodes (see [`check_history`]), at most.
+    pub max_write_gap: Duration,
+    /// Failed local reads and pulls through unaffected nodes, at most;
+    /// `None` where every node is faulted in turn.
+    pub max_pull_errors_unaffected: Option<usize>,
 }
 
 /// Checks the clients' history alone: byte integrity, linearizable reads,
@@ -253,4 +294,80 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Outcome;
+
+    const BOUNDS: Bounds = Bounds { min_acked_writes: 3, max_write_gap: Duration::from_secs(5), max_pull_errors_unaffected: Some(0) };
+
+    fn op(node: usize, kind: Kind, start: Instant, ms: (u64, u64), ok: bool) -> Op {
+        Op {
+            client: 0,
+            node,
+            kind,
+            start: start + Duration::from_millis(ms.0),
+            end: start + Duration::from_millis(ms.1),
+            outcome: if ok { Outcome::Ok } else { Outcome::Failed("manifest put answered 503 Service Unavailable".into()) },
+        }
+    }
+
+    fn push(n: u64) -> Kind {
+        Kind::Push { tag: format!("c0-{n}"), digest: Digest::sha256_of(&n.to_le_bytes()) }
+    }
+
+    /// One write every `every_ms` over 10 s through node 0, acknowledged or not.
+    fn history(t0: Instant, every_ms: u64, ok: bool) -> Vec<Op> {
+        (0..10_000 / every_ms).map(|i| op(0, push(i), t0, (i * every_ms, i * every_ms + 50), ok)).collect()
+    }
+
+    fn verdict(ops: &[Op], t0: Instant) -> Verdict {
+        let mut v = check_history(ops, &[0, 1], t0, t0 + Duration::from_secs(10));
+        v.check_bounds(&BOUNDS);
+        v
+    }
+
+    #[test]
+    fn a_history_with_no_acknowledged_write_fails() {
+        let t0 = Instant::now();
+        let v = verdict(&history(t0, 100, false), t0);
+        assert_eq!(v.acked_writes, 0);
+        assert!(!v.passed(), "{v:?}");
+        assert!(v.violations.iter().any(|p| p.contains("only 0 writes were acknowledged")), "{:?}", v.violations);
+        // Even with no bounds at all: nothing acknowledged, nothing proved.
+        assert!(!check_history(&history(t0, 100, false), &[0], t0, t0 + Duration::from_secs(10)).passed());
+        // An empty history too.
+        assert!(!verdict(&[], t0).passed());
+    }
+
+    #[test]
+    fn a_healthy_history_passes() {
+        let t0 = Instant::now();
+        let mut ops = history(t0, 100, true);
+        ops.push(op(1, Kind::Pull { digest: Digest::sha256_of(&0u64.to_le_bytes()), bytes_ok: true }, t0, (200, 220), true));
+        let v = verdict(&ops, t0);
+        assert!(v.passed(), "{:?}", v.violations);
+        assert_eq!(v.acked_writes, 100);
+    }
+
+    #[test]
+    fn too_few_writes_a_long_gap_or_failed_pulls_fail() {
+        let t0 = Instant::now();
+        // Two acknowledged writes in the first second of 10: too few, and a 9 s gap.
+        let v = verdict(&history(t0, 500, true)[..2], t0);
+        assert!(!v.passed());
+        assert!(v.violations.iter().any(|p| p.contains("only 2 writes")), "{:?}", v.violations);
+        assert!(v.violations.iter().any(|p| p.contains("no write was acknowledged for")), "{:?}", v.violations);
+        // Plenty of writes, but a pull failed through an unaffected node.
+        let mut ops = history(t0, 100, true);
+        ops.push(op(1, Kind::Pull { digest: Digest::sha256_of(b"x"), bytes_ok: true }, t0, (300, 400), false));
+        let v = verdict(&ops, t0);
+        assert!(v.violations.iter().any(|p| p.contains("1 reads or pulls failed")), "{:?}", v.violations);
+        // Through a faulted node (2), it does not count.
+        let mut ops = history(t0, 100, true);
+        ops.push(op(2, Kind::Pull { digest: Digest::sha256_of(b"x"), bytes_ok: true }, t0, (300, 400), false));
+        assert!(verdict(&ops, t0).passed());
+    }
 }

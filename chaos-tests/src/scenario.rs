@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::check::{check_converged, check_history, Verdict};
+use crate::check::{check_converged, check_history, Bounds, Verdict};
 use crate::cluster::{Cluster, Topology};
 use crate::workload::{Kind, Op, Workload};
 
@@ -89,6 +89,28 @@ impl Scenario {
         }
     }
 
+    /// What a run of `secs` seconds must show. The write gaps allow the
+    /// fault's own cost (an election after a kill or a hang: about 2.4 s
+    /// to detect plus up to 1.2 s to campaign, see the README) with room
+    /// for a loaded 2-core CI machine, and fail a regression that doubles
+    /// it; the writes asked for are a small fraction of a healthy run's, so
+    /// only a run that mostly failed falls short.
+    pub fn bounds(self, secs: u64) -> Bounds {
+        let secs = secs as usize;
+        let s = Duration::from_secs;
+        let (per_sec, gap, pulls) = match self {
+            // The unaffected majority keeps its leader: no election at all.
+            Scenario::RegionCut => (1, s(6), Some(0)),
+            Scenario::LeaderKill | Scenario::HungNode | Scenario::KillDuringTransfer | Scenario::KillDuringSnapshot => (1, s(8), Some(5)),
+            Scenario::ThreeRegionsWan => (1, s(10), Some(5)),
+            Scenario::FlappingLinks | Scenario::DiskFull | Scenario::RemoveAndJoin => (1, s(10), Some(5)),
+            // Every node is restarted in turn: the cluster as a whole must
+            // keep taking writes; there is no unaffected node to pull from.
+            Scenario::RollingRestart => (1, s(10), None),
+        };
+        Bounds { min_acked_writes: per_sec * secs, max_write_gap: gap, max_pull_errors_unaffected: pulls }
+    }
+
     fn raft_overrides(self) -> Vec<(String, String)> {
         match self {
             // Snapshots every 20 entries and a short log behind them, so a
@@ -147,6 +169,7 @@ pub async fn run(scenario: Scenario, seed: u64, secs: u64) -> RunReport {
     }
     let unaffected: Vec<usize> = c.nodes.iter().map(|n| n.index).filter(|i| !faulted.affected.contains(i)).collect();
     let mut verdict = check_history(&ops, &unaffected, t0, end);
+    verdict.check_bounds(&scenario.bounds(secs));
     match (scenario, faulted.window) {
         (Scenario::RegionCut, Some(window)) => check_cut_region(&ops, &faulted.affected, window, &mut verdict),
         (Scenario::DiskFull, Some(window)) => check_disk_full(&ops, &faulted.affected, window, &mut verdict),
