@@ -194,13 +194,15 @@ impl UploadManager {
         }
         let written = written?;
         if let Some((start, end)) = range {
-            if written != end - start + 1 {
+            // `0-18446744073709551615` announces 2^64 bytes: no u64 holds
+            // that, and no body that long arrived either.
+            if Some(written) != (end - start).checked_add(1) {
                 // The bytes are in the hash now: the session cannot go on.
                 *guard = None;
                 self.forget(id);
                 return Err(ApiError::new(
                     ErrorCode::BlobUploadInvalid,
-                    format!("Content-Range {start}-{end} announced {} bytes, the body had {written}; upload cancelled", end - start + 1),
+                    format!("Content-Range {start}-{end} announced {} bytes, the body had {written}; upload cancelled", u128::from(end - start) + 1),
                 ));
             }
         }
@@ -283,6 +285,18 @@ mod tests {
         assert_eq!(uploads.status("r", &idle.id).await.unwrap_err().code, ErrorCode::BlobUploadUnknown);
         assert_eq!(uploads.status("r", &fresh.id).await.unwrap().offset, 0, "a fresh session stays");
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1, "the idle session's staging file is gone");
+    }
+
+    #[tokio::test]
+    async fn a_content_range_up_to_u64_max_is_refused_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let uploads = UploadManager::new(1, store, Duration::from_secs(60), UploadCaps { per_account: 10, per_node: 10 });
+        let s = uploads.start("alice", "r").await.unwrap();
+        let body: ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"chunk")) }));
+        let err = uploads.patch("r", &s.id, Some((0, u64::MAX)), body).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::BlobUploadInvalid);
+        assert!(err.message.contains("announced 18446744073709551616 bytes, the body had 5"), "{}", err.message);
     }
 
     #[test]
