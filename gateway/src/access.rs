@@ -328,4 +328,59 @@ mod tests {
         }
         assert_eq!(realm(None, &HeaderMap::new(), false, own), "http://10.0.0.5:5000/v2/auth");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn scope() -> impl Strategy<Value = ResourceScope> {
+            (
+                "[a-z]{1,12}",
+                // Names may hold `host:port/…`: colons and slashes.
+                "[a-z0-9][a-z0-9:/._-]{0,40}",
+                proptest::collection::vec(prop_oneof![Just("pull".to_string()), Just("push".to_string()), Just("*".to_string()), "[a-z_]{1,8}"], 0..4),
+            )
+                .prop_map(|(kind, name, actions)| ResourceScope { kind, name, actions })
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn any_scope_text_parses_or_is_skipped_without_panicking(raw in ".{0,200}", near in "[a-z:/,* ]{0,60}") {
+                for v in [&raw, &near] {
+                    if let Some(s) = ResourceScope::parse(v) {
+                        // What it accepts names a type and a resource.
+                        prop_assert!(!s.kind.is_empty() && !s.name.is_empty() && !s.kind.contains(':'));
+                        prop_assert!(s.actions.iter().all(|a| !a.is_empty() && !a.contains(',') && !a.contains(':')));
+                    }
+                    prop_assert!(ResourceScope::parse_all([v.as_str()]).len() <= v.split(' ').count());
+                }
+            }
+
+            /// A scope printed (as a client writes it) and parsed again is
+            /// the same scope.
+            #[test]
+            fn scopes_round_trip(s in scope()) {
+                prop_assert_eq!(ResourceScope::parse(&s.to_string()), Some(s.clone()));
+                let two = format!("{s} {s}");
+                prop_assert_eq!(ResourceScope::parse_all([two.as_str()]), vec![s.clone(), s]);
+            }
+
+            /// The token endpoint's form body: any bytes, no panic; the
+            /// fields it knows are read back.
+            #[test]
+            fn oauth_forms_parse_any_body(raw in proptest::collection::vec(any::<u8>(), 0..200), user in "[a-z0-9+]{1,20}", scope in scope()) {
+                let _ = OAuthForm::parse(&raw);
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "password")
+                    .append_pair("username", &user)
+                    .append_pair("scope", &scope.to_string())
+                    .finish();
+                let f = OAuthForm::parse(body.as_bytes());
+                prop_assert_eq!(f.username.as_deref(), Some(user.as_str()));
+                prop_assert_eq!(f.scope, Some(scope.to_string()));
+                prop_assert_eq!(f.grant_type.as_deref(), Some("password"));
+            }
+        }
+    }
 }

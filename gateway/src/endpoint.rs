@@ -145,4 +145,82 @@ mod tests {
         assert_eq!(code("a/manifests/-bad"), ErrorCode::ManifestInvalid);
         assert_eq!(code("a/nothing/here"), ErrorCode::NotFound);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid repository name: 1-4 components of
+        /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+        pub fn repo() -> impl Strategy<Value = String> {
+            proptest::collection::vec("[a-z0-9]{1,6}((\\.|_|__|-{1,3})[a-z0-9]{1,6}){0,2}", 1..5).prop_map(|c| c.join("/"))
+        }
+
+        pub fn tag() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
+        }
+
+        pub fn digest() -> impl Strategy<Value = Digest> {
+            proptest::collection::vec(any::<u8>(), 0..32).prop_map(|b| Digest::sha256_of(&b))
+        }
+
+        /// Paths built from the words the router looks for, so the
+        /// interesting branches are reached, not only "not found".
+        fn path() -> impl Strategy<Value = String> {
+            let part = prop_oneof![
+                Just("manifests".to_string()),
+                Just("blobs".to_string()),
+                Just("uploads".to_string()),
+                Just("tags".to_string()),
+                Just("list".to_string()),
+                Just("referrers".to_string()),
+                Just("_catalog".to_string()),
+                Just(String::new()),
+                Just("..".to_string()),
+                "sha256:[0-9a-f]{0,64}",
+                "[a-zA-Z0-9._:-]{1,12}",
+                ".{0,8}",
+            ];
+            proptest::collection::vec(part, 0..8).prop_map(|p| p.join("/"))
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn any_path_parses_or_is_refused_without_panicking(rest in ".{0,300}", structured in path()) {
+                let _ = Endpoint::parse(&rest);
+                let _ = Endpoint::parse(&structured);
+            }
+
+            #[test]
+            fn every_well_formed_path_is_routed(repo in repo(), tag in tag(), d in digest(), id in "[a-zA-Z0-9._-]{1,40}") {
+                prop_assume!(repo.len() <= 255);
+                let n: RepoName = repo.parse().unwrap();
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/tags/list")).unwrap(), Endpoint::Tags(n.clone()));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/manifests/{tag}")).unwrap(), Endpoint::Manifest(n.clone(), Reference::Tag(tag.clone())));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/manifests/{d}")).unwrap(), Endpoint::Manifest(n.clone(), Reference::Digest(d.clone())));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/blobs/{d}")).unwrap(), Endpoint::Blob(n.clone(), d.clone()));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/referrers/{d}")).unwrap(), Endpoint::Referrers(n.clone(), d.clone()));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/blobs/uploads/")).unwrap(), Endpoint::UploadStart(n.clone()));
+                prop_assert_eq!(Endpoint::parse(&format!("{repo}/blobs/uploads/{id}")).unwrap(), Endpoint::Upload(n, id));
+            }
+
+            /// A reference printed and parsed again is the same reference.
+            #[test]
+            fn references_round_trip(tag in tag(), d in digest()) {
+                for r in [Reference::Tag(tag), Reference::Digest(d)] {
+                    prop_assert_eq!(reference(&r.to_string()).unwrap(), r);
+                }
+            }
+
+            #[test]
+            fn tags_are_exactly_the_spec_pattern(t in ".{0,140}") {
+                let b = t.as_bytes();
+                let spec = (1..=128).contains(&b.len())
+                    && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+                prop_assert_eq!(valid_tag(&t), spec);
+            }
+        }
+    }
 }

@@ -523,3 +523,55 @@ async fn forward(
     }
     out.body(Body::from_stream(resp.bytes_stream())).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
+
+#[cfg(test)]
+mod range_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(name: HeaderName, value: &str) -> Option<HeaderMap> {
+        let v = HeaderValue::from_str(value).ok()?;
+        Some(HeaderMap::from_iter([(name, v)]))
+    }
+
+    /// Header values near the grammar: numbers at the edges of u64 and
+    /// past them, missing or doubled parts, odd spacing.
+    fn range_text() -> impl Strategy<Value = String> {
+        let num = prop_oneof![any::<u64>().prop_map(|n| n.to_string()), Just("18446744073709551616".to_string()), Just(String::new()), "[0-9 +-]{1,24}",];
+        let prefix = prop_oneof![Just("bytes="), Just("bytes "), Just(""), Just("bytes=bytes=")];
+        let suffix = prop_oneof![Just(String::new()), any::<u64>().prop_map(|n| format!("/{n}")), Just("/*".to_string()), Just(",0-1".to_string())];
+        (prefix, num.clone(), prop_oneof![Just("-"), Just(""), Just("--")], num, suffix).prop_map(|(p, a, dash, b, s)| format!("{p}{a}{dash}{b}{s}"))
+    }
+
+    // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+    proptest! {
+        #[test]
+        fn any_range_header_parses_or_is_refused_without_panicking(raw in ".{0,64}", near in range_text()) {
+            for v in [&raw, &near] {
+                if let Some(h) = headers(header::RANGE, v) {
+                    let _ = parse_range(&h);
+                }
+                if let Some(h) = headers(header::CONTENT_RANGE, v) {
+                    // What it accepts is an ordered pair: a chunk of end - start + 1 bytes.
+                    if let Ok(Some((start, end))) = parse_content_range(&h) {
+                        prop_assert!(start <= end);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn well_formed_ranges_are_read_as_written(a in any::<u64>(), b in any::<u64>()) {
+            let (start, end) = (a.min(b), a.max(b));
+            prop_assert_eq!(parse_range(&headers(header::RANGE, &format!("bytes={start}-{end}")).unwrap()).unwrap(), Some(ByteRange { start, end: Some(end) }));
+            prop_assert_eq!(parse_range(&headers(header::RANGE, &format!("bytes={start}-")).unwrap()).unwrap(), Some(ByteRange { start, end: None }));
+            for text in [format!("{start}-{end}"), format!("bytes {start}-{end}"), format!("bytes {start}-{end}/*")] {
+                prop_assert_eq!(parse_content_range(&headers(header::CONTENT_RANGE, &text).unwrap()).unwrap(), Some((start, end)));
+            }
+            if start < end {
+                let backwards = headers(header::CONTENT_RANGE, &format!("{end}-{start}")).unwrap();
+                prop_assert_eq!(parse_content_range(&backwards).unwrap_err().code, ErrorCode::RangeInvalid);
+            }
+        }
+    }
+}
