@@ -149,4 +149,62 @@ mod tests {
             assert!(bad.parse::<Region>().is_err(), "{bad}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One component as the spec writes it: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+        fn component() -> impl Strategy<Value = String> {
+            "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}"
+        }
+
+        /// The spec's component pattern, written out differently: split on
+        /// separator runs and check each run and what it joins.
+        fn spec_component(c: &str) -> bool {
+            let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            let b = c.as_bytes();
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                let start = i;
+                let a = alnum(b[i]);
+                while i < b.len() && alnum(b[i]) == a {
+                    i += 1;
+                }
+                runs.push((a, &c[start..i]));
+            }
+            runs.first().is_some_and(|r| r.0)
+                && runs.last().is_some_and(|r| r.0)
+                && runs.iter().filter(|r| !r.0).all(|(_, s)| *s == "." || *s == "_" || *s == "__" || s.bytes().all(|x| x == b'-'))
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn any_text_is_a_name_or_refused_without_panicking(raw in ".{0,300}", near in "[a-z0-9._/A-Z-]{0,40}") {
+                for s in [&raw, &near] {
+                    let spec = s.len() <= 255 && s.split('/').all(spec_component);
+                    prop_assert_eq!(s.parse::<RepoName>().is_ok(), spec, "{:?}", s);
+                    let _ = s.parse::<Region>();
+                }
+            }
+
+            #[test]
+            fn valid_names_are_accepted_and_print_as_parsed(parts in proptest::collection::vec(component(), 1..6)) {
+                let s = parts.join("/");
+                prop_assume!(s.len() <= 255);
+                let n: RepoName = s.parse().unwrap();
+                prop_assert_eq!(n.to_string(), s.clone());
+                prop_assert_eq!(n.to_string().parse::<RepoName>().unwrap(), n.clone());
+                prop_assert_eq!(n.namespace(), parts[0].as_str());
+            }
+
+            #[test]
+            fn valid_regions_are_accepted_and_print_as_parsed(s in "[a-z][a-z0-9-]{0,62}") {
+                let r: Region = s.parse().unwrap();
+                prop_assert_eq!(r.to_string(), s);
+            }
+        }
+    }
 }
