@@ -300,4 +300,28 @@ mod tests {
         drop(held);
         assert!(limits.admit(Some(b)).is_ok());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn any_text_is_a_token_or_refused_without_panicking(raw in ".{0,200}", near in "berth1(\\.[0-9a-fA-F]{0,70}){0,5}") {
+                for s in [&raw, &near] {
+                    if let Ok(t) = JoinToken::parse(s) {
+                        prop_assert_eq!(JoinToken::parse(&t.to_string()).unwrap(), t);
+                    }
+                }
+            }
+
+            #[test]
+            fn tokens_round_trip(fp in "[0-9a-f]{64}", id in "[0-9a-f]{12}", secret in "[0-9a-f]{48}", pad in "[ \t\n]{0,3}") {
+                let t = JoinToken { ca_fingerprint: fp, id, secret };
+                // Pasted with stray whitespace around it: still the same token.
+                prop_assert_eq!(JoinToken::parse(&format!("{pad}{t}{pad}")).unwrap(), t);
+            }
+        }
+    }
 }

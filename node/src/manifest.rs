@@ -149,4 +149,110 @@ mod tests {
         assert_eq!(p.kind, Kind::Index);
         assert_eq!(p.children, vec![child]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn digest() -> impl Strategy<Value = Digest> {
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Digest::sha256_of(&b))
+        }
+
+        fn descriptor(media_type: &'static str) -> impl Strategy<Value = (serde_json::Value, Digest)> {
+            (digest(), 0u64..1 << 40).prop_map(move |(d, size)| (serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": size}), d))
+        }
+
+        /// Valid image manifests, with the media type in the body, in the
+        /// header, or both; returned with the blobs they reference.
+        fn image_manifest() -> impl Strategy<Value = (Vec<u8>, Option<&'static str>, Vec<Digest>)> {
+            (
+                descriptor("application/vnd.oci.image.config.v1+json"),
+                proptest::collection::vec(descriptor("application/vnd.oci.image.layer.v1.tar+gzip"), 0..6),
+                prop_oneof![Just(OCI_MANIFEST), Just(DOCKER_MANIFEST)],
+                0..3u8,
+            )
+                .prop_map(|((config, c), layers, media_type, where_)| {
+                    let mut v = serde_json::json!({"schemaVersion": 2, "config": config, "layers": layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>()});
+                    if where_ != 1 {
+                        v["mediaType"] = media_type.into();
+                    }
+                    let header = (where_ != 0).then_some(media_type);
+                    let blobs = std::iter::once(c).chain(layers.into_iter().map(|(_, d)| d)).collect();
+                    (serde_json::to_vec(&v).unwrap(), header, blobs)
+                })
+        }
+
+        fn content_type() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                Just(None),
+                Just(Some(OCI_MANIFEST.to_string())),
+                Just(Some(OCI_INDEX.to_string())),
+                Just(Some(DOCKER_LIST.to_string())),
+                ".{0,40}".prop_map(Some),
+            ]
+        }
+
+        /// JSON near a manifest: the right keys with values of any type.
+        fn near_manifest() -> impl Strategy<Value = Vec<u8>> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,20}".prop_map(serde_json::Value::from),
+                digest().prop_map(|d| serde_json::Value::from(d.to_string())),
+                Just(serde_json::Value::from(2)),
+            ];
+            let value = leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map(
+                        prop_oneof![Just("mediaType"), Just("digest"), Just("size"), Just("urls"), Just("manifests"), Just("subject"), Just("x")]
+                            .prop_map(str::to_string),
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            });
+            proptest::collection::btree_map(
+                prop_oneof![Just("schemaVersion"), Just("mediaType"), Just("config"), Just("layers"), Just("manifests"), Just("subject"), Just("artifactType"), Just("annotations")]
+                    .prop_map(str::to_string),
+                value,
+                0..8,
+            )
+            .prop_map(|m| serde_json::to_vec(&serde_json::Value::Object(m.into_iter().collect())).unwrap())
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn any_body_is_a_manifest_or_refused_without_panicking(
+                raw in proptest::collection::vec(any::<u8>(), 0..300),
+                near in near_manifest(),
+                ct in content_type(),
+            ) {
+                for body in [&raw, &near] {
+                    if let Err(e) = parse(body, ct.as_deref()) {
+                        prop_assert_eq!(e.code, ErrorCode::ManifestInvalid);
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_image_manifests_are_accepted_with_their_blobs((body, header, blobs) in image_manifest()) {
+                let p = parse(&body, header).unwrap();
+                prop_assert_eq!(p.kind, Kind::Image);
+                prop_assert_eq!(p.blobs, blobs);
+                prop_assert!(p.children.is_empty());
+            }
+
+            #[test]
+            fn valid_indexes_are_accepted_with_their_children(children in proptest::collection::vec(descriptor(OCI_MANIFEST), 0..6)) {
+                let v = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()});
+                let p = parse(&serde_json::to_vec(&v).unwrap(), Some(OCI_INDEX)).unwrap();
+                prop_assert_eq!(p.kind, Kind::Index);
+                prop_assert_eq!(p.children, children.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
+            }
+        }
+    }
 }
