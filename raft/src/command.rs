@@ -428,4 +428,91 @@ mod tests {
         assert_eq!(berth_common::encode_versioned(1, &rec).unwrap(), old);
         assert_eq!(berth_common::decode_versioned::<ManifestRecord>(1, &old).unwrap(), rec);
     }
+
+    mod properties {
+        use super::*;
+        use berth_common::{decode_versioned, encode_versioned};
+        use proptest::prelude::*;
+
+        use crate::state::RECORD_VERSION;
+
+        fn digest() -> impl Strategy<Value = Digest> {
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Digest::sha256_of(&b))
+        }
+
+        fn role() -> impl Strategy<Value = NodeRole> {
+            prop_oneof![Just(NodeRole::Auto), Just(NodeRole::Voter), Just(NodeRole::Learner)]
+        }
+
+        fn manifest() -> impl Strategy<Value = ManifestRecord> {
+            (
+                ".{0,40}",
+                digest(),
+                ".{0,60}",
+                proptest::collection::vec(any::<u8>(), 0..512),
+                proptest::collection::vec(digest(), 0..6),
+                proptest::collection::vec(digest(), 0..3),
+                proptest::option::of(digest()),
+                any::<u64>(),
+            )
+                .prop_map(|(repo, digest, media_type, bytes, blobs, children, subject, pushed_at_ms)| ManifestRecord {
+                    repo,
+                    digest,
+                    media_type,
+                    bytes,
+                    blobs,
+                    children,
+                    subject,
+                    pushed_at_ms,
+                })
+        }
+
+        fn node() -> impl Strategy<Value = NodeRecord> {
+            (any::<u64>(), ".{0,20}", ".{0,30}", ".{0,30}", role(), any::<bool>(), any::<u64>()).prop_map(
+                |(id, region, peer_addr, http_addr, role, removed, joined_at_ms)| NodeRecord { id, region, peer_addr, http_addr, role, removed, joined_at_ms },
+            )
+        }
+
+        fn blob() -> impl Strategy<Value = BlobRecord> {
+            (any::<u64>(), proptest::collection::btree_set(any::<u64>(), 0..6), any::<u64>(), proptest::collection::btree_map(".{0,20}", any::<u64>(), 0..4))
+                .prop_map(|(size, holders, refs, repos)| BlobRecord { size, holders, refs, repos })
+        }
+
+        /// A few commands of different shapes, as the log stores them.
+        fn command() -> impl Strategy<Value = MetaRequest> {
+            prop_oneof![
+                (manifest(), proptest::option::of(".{0,20}")).prop_map(|(record, tag)| MetaCommand::PutManifest { record, tag }),
+                (any::<u64>(), role()).prop_map(|(node, role)| MetaCommand::SetNodeRole { node, role }),
+                (digest(), any::<u64>()).prop_map(|(digest, cutoff_ms)| MetaCommand::SweepBlob { digest, cutoff_ms }),
+                (".{0,20}", ".{0,20}", digest(), any::<u64>(), proptest::option::of(proptest::option::of(digest()))).prop_map(
+                    |(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }
+                ),
+            ]
+            .prop_map(MetaRequest::from)
+        }
+
+        fn round_trips<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> Result<(), TestCaseError> {
+            let bytes = encode_versioned(RECORD_VERSION, v).unwrap();
+            prop_assert_eq!(&decode_versioned::<T>(RECORD_VERSION, &bytes).unwrap(), v);
+            // A record of another version is refused, not misread.
+            prop_assert!(decode_versioned::<T>(RECORD_VERSION + 1, &bytes).is_err());
+            Ok(())
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn stored_records_round_trip(m in manifest(), n in node(), b in blob(), t in (digest(), any::<u64>())) {
+                round_trips(&m)?;
+                round_trips(&n)?;
+                round_trips(&b)?;
+                round_trips(&TagRecord { digest: t.0, pushed_at_ms: t.1 })?;
+            }
+
+            #[test]
+            fn logged_commands_round_trip(c in command()) {
+                round_trips(&c)?;
+            }
+        }
+    }
 }
