@@ -32,6 +32,11 @@ pub enum Endpoint {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<reference>` where the reference is neither a
+    /// tag nor a digest: no manifest can have it, so a read finds nothing
+    /// (404) and a push is refused (400); both after authorization, like
+    /// any other manifest request.
+    InvalidReference(RepoName, String),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -90,7 +95,14 @@ impl Endpoint {
             _ => return Err(not_found()),
         };
         match kind {
-            "manifests" => Ok(Endpoint::Manifest(name(prefix)?, reference(last)?)),
+            "manifests" => {
+                let n = name(prefix)?;
+                match reference(last) {
+                    Ok(r) => Ok(Endpoint::Manifest(n, r)),
+                    Err(e) if e.code == ErrorCode::ManifestInvalid => Ok(Endpoint::InvalidReference(n, last.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
             "referrers" => Ok(Endpoint::Referrers(name(prefix)?, digest(last)?)),
             "blobs" if last == "uploads" => Ok(Endpoint::UploadStart(name(prefix)?)),
             "blobs" => Ok(Endpoint::Blob(name(prefix)?, digest(last)?)),
@@ -142,7 +154,8 @@ mod tests {
         assert_eq!(code("a//b/manifests/t"), ErrorCode::NameInvalid);
         assert_eq!(code(&format!("{}/manifests/t", "a".repeat(256))), ErrorCode::NameInvalid);
         assert_eq!(code("a/blobs/sha256:zz"), ErrorCode::DigestInvalid);
-        assert_eq!(code("a/manifests/-bad"), ErrorCode::ManifestInvalid);
+        assert_eq!(Endpoint::parse("a/manifests/-bad").unwrap(), Endpoint::InvalidReference(n("a"), "-bad".into()));
+        assert_eq!(Endpoint::parse("a/manifests/.INVALID_MANIFEST_NAME").unwrap(), Endpoint::InvalidReference(n("a"), ".INVALID_MANIFEST_NAME".into()));
         assert_eq!(code("a/nothing/here"), ErrorCode::NotFound);
     }
 

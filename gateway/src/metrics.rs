@@ -18,7 +18,7 @@ pub fn endpoint_label(path: &str) -> &'static str {
             Ok(Endpoint::Base) => "v2_base",
             Ok(Endpoint::Catalog) => "v2_catalog",
             Ok(Endpoint::Tags(_)) => "v2_tags",
-            Ok(Endpoint::Manifest(..)) => "v2_manifest",
+            Ok(Endpoint::Manifest(..) | Endpoint::InvalidReference(..)) => "v2_manifest",
             Ok(Endpoint::Blob(..)) => "v2_blob",
             Ok(Endpoint::UploadStart(_)) => "v2_upload_start",
             Ok(Endpoint::Upload(..)) => "v2_upload",

@@ -206,15 +206,27 @@ fn parse_n(query: Option<&str>) -> Result<Option<usize>, ApiError> {
     }
 }
 
-/// `Range: bytes=a-b` on a blob GET.
-fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+/// What a blob GET's `Range` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// `bytes=a-b` or `bytes=a-`.
+    Span(ByteRange),
+    /// `bytes=-n`: the last n bytes, wherever they start.
+    Suffix(u64),
+}
+
+/// `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` on a blob GET.
+fn parse_range(headers: &HeaderMap) -> Result<Option<RangeAsk>, ApiError> {
     let Some(v) = headers.get(header::RANGE) else { return Ok(None) };
-    let bad = || ApiError::new(ErrorCode::RangeInvalid, "Range must be bytes=<start>-[<end>]");
+    let bad = || ApiError::new(ErrorCode::RangeInvalid, "Range must be bytes=<start>-[<end>] or bytes=-<length>");
     let s = v.to_str().map_err(|_| bad())?.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    if a.trim().is_empty() {
+        return Ok(Some(RangeAsk::Suffix(b.trim().parse().map_err(|_| bad())?)));
+    }
     let start = a.trim().parse().map_err(|_| bad())?;
     let end = if b.trim().is_empty() { None } else { Some(b.trim().parse().map_err(|_| bad())?) };
-    Ok(Some(ByteRange { start, end }))
+    Ok(Some(RangeAsk::Span(ByteRange { start, end })))
 }
 
 /// `Content-Range: <start>-<end>` on a PATCH (with or without `bytes `).
@@ -268,14 +280,20 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
     let headers = parts.headers;
     let reg = &st.registry;
 
+    // What a request needs follows its method, as in distribution: reads
+    // (an upload's status included) need pull, so a client holding a pull
+    // token for a read gets its answer; everything else needs push, and
+    // deletes of content need delete.
+    let read = matches!(method, Method::GET | Method::HEAD);
     let scope = match (&ep, &method) {
         (Endpoint::Base, _) => Scope::Base,
         (Endpoint::Catalog, _) => Scope::Catalog,
         (Endpoint::Tags(n) | Endpoint::Referrers(n, _), _) => Scope::Repo { name: n, action: Action::Pull },
-        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _), &Method::GET | &Method::HEAD) => Scope::Repo { name: n, action: Action::Pull },
-        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _), &Method::DELETE) => Scope::Repo { name: n, action: Action::Delete },
-        (Endpoint::Manifest(n, _) | Endpoint::Blob(n, _) | Endpoint::UploadStart(n) | Endpoint::Upload(n, _), _) => {
-            Scope::Repo { name: n, action: Action::Push }
+        (Endpoint::Manifest(n, _) | Endpoint::InvalidReference(n, _) | Endpoint::Blob(n, _), &Method::DELETE) => {
+            Scope::Repo { name: n, action: Action::Delete }
+        }
+        (Endpoint::Manifest(n, _) | Endpoint::InvalidReference(n, _) | Endpoint::Blob(n, _) | Endpoint::UploadStart(n) | Endpoint::Upload(n, _), _) => {
+            Scope::Repo { name: n, action: if read { Action::Pull } else { Action::Push } }
         }
     };
     let challenge_scope = match scope {
@@ -374,6 +392,12 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             }
             Ok(resp)
         }
+        (Endpoint::InvalidReference(repo, raw), Method::GET | Method::HEAD | Method::DELETE) => {
+            Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{raw:?} is neither a tag nor a digest: no manifest of {repo} has it")))
+        }
+        (Endpoint::InvalidReference(_, raw), Method::PUT) => {
+            Err(ApiError::new(ErrorCode::ManifestInvalid, format!("{raw:?} is neither a tag ([a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}) nor a digest")))
+        }
         (Endpoint::Manifest(repo, reference), Method::DELETE) => {
             reg.manifest_delete(&repo, &reference).await?;
             let kind = if matches!(reference, Reference::Tag(_)) { "delete_tag" } else { "delete_manifest" };
@@ -391,7 +415,19 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             Ok((StatusCode::OK, hdrs).into_response())
         }
         (Endpoint::Blob(repo, digest), Method::GET) => {
-            let range = parse_range(&headers)?;
+            let range = match parse_range(&headers)? {
+                None => None,
+                Some(RangeAsk::Span(r)) => Some(r),
+                Some(RangeAsk::Suffix(n)) => {
+                    // Where the last n bytes start depends on the size,
+                    // which only the backend knows.
+                    let size = reg.blob_stat(&repo, &digest).await?;
+                    if n == 0 || size == 0 {
+                        return Err(ApiError::new(ErrorCode::RangeInvalid, format!("the last {n} bytes of a blob of {size} bytes are no bytes")));
+                    }
+                    Some(ByteRange { start: size.saturating_sub(n), end: None })
+                }
+            };
             let blob = reg.blob_read(&repo, &digest, range).await?;
             let mut hdrs = vec![
                 (header::CONTENT_LENGTH, hv(&blob.len.to_string())),
@@ -449,7 +485,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             reg.upload_finish(&repo, &id, &digest, body_stream(body)).await?;
             Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response())
         }
-        (Endpoint::Upload(repo, id), Method::GET) => {
+        (Endpoint::Upload(repo, id), Method::GET | Method::HEAD) => {
             let st = reg.upload_status(&repo, &id).await?;
             Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &st)).into_response())
         }

@@ -174,14 +174,22 @@ impl UploadManager {
         let mut guard = slot.lock().await;
         let s = guard.as_mut().filter(|s| s.repo == repo).ok_or_else(|| unknown(id))?;
         let offset = s.staging.len();
-        if let Some((start, _)) = range {
-            if start != offset {
+        // The length the chunk announces, checked before any byte is
+        // written: `0-18446744073709551615` is one byte more than a u64 holds.
+        let announced = match range {
+            None => None,
+            Some((start, _)) if start != offset => {
                 return Err(ApiError::new(
                     ErrorCode::RangeInvalid,
                     format!("chunk starts at {start}, but the upload has {offset} bytes: send the chunk that starts at {offset}"),
                 ));
             }
-        }
+            Some((start, end)) => Some(
+                end.checked_sub(start)
+                    .and_then(|n| n.checked_add(1))
+                    .ok_or_else(|| ApiError::new(ErrorCode::RangeInvalid, format!("Content-Range {start}-{end} is not a length a chunk can have")))?,
+            ),
+        };
         let written = write_body(&mut s.staging, body).await;
         // Idle until the next request: no descriptor, no buffer.
         let parked = s.staging.park().await.map_err(blob_err);
@@ -193,16 +201,14 @@ impl UploadManager {
             return Err(written.and(parked).err().unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "staging write failed")));
         }
         let written = written?;
-        if let Some((start, end)) = range {
-            // `0-18446744073709551615` announces 2^64 bytes: no u64 holds
-            // that, and no body that long arrived either.
-            if Some(written) != (end - start).checked_add(1) {
+        if let (Some((start, end)), Some(announced)) = (range, announced) {
+            if written != announced {
                 // The bytes are in the hash now: the session cannot go on.
                 *guard = None;
                 self.forget(id);
                 return Err(ApiError::new(
                     ErrorCode::BlobUploadInvalid,
-                    format!("Content-Range {start}-{end} announced {} bytes, the body had {written}; upload cancelled", u128::from(end - start) + 1),
+                    format!("Content-Range {start}-{end} announced {announced} bytes, the body had {written}; upload cancelled"),
                 ));
             }
         }
