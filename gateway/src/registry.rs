@@ -450,6 +450,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         }
         (Endpoint::Blob(repo, digest), Method::DELETE) => {
             reg.blob_delete(&repo, &digest).await?;
+            reg.audit(&access, "delete_blob", &repo, vec![("digest", digest.to_string())]).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Endpoint::UploadStart(repo), Method::POST) => {

@@ -547,3 +547,31 @@ async fn a_content_range_to_u64_max_is_refused_and_the_session_goes_on() {
     let d = Digest::sha256_of(&data);
     assert_eq!(r.send(r.req(Method::PUT, &format!("{loc}?digest={d}"))).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blob_deletes_are_in_the_usage_log() {
+    let (_c, r) = cluster().await;
+    let r = &r[0];
+    let m = r.image("lib/audited", "a").await;
+    assert_eq!(r.put_manifest("lib/audited", "v1", OCI_MANIFEST, &m).await.0, StatusCode::CREATED);
+    let d = r.blob("lib/audited", b"short-lived").await;
+    assert_eq!(r.status_of(Method::DELETE, &format!("/v2/lib/audited/blobs/{d}")).await, StatusCode::ACCEPTED);
+    // A refused delete is no delete.
+    let ghost = Digest::sha256_of(b"never here");
+    assert_eq!(r.status_of(Method::DELETE, &format!("/v2/lib/audited/blobs/{ghost}")).await, StatusCode::NOT_FOUND);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let (s, _, body) = r.send(r.req(Method::GET, "/api/v1/repository/lib/audited/logs?kind=delete_blob")).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let logs = v["logs"].as_array().unwrap().clone();
+        if !logs.is_empty() || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(logs.len(), 1, "one record, for the delete that happened: {logs:?}");
+    let rec = &logs[0];
+    assert_eq!((rec["performer"]["name"].as_str(), rec["repository"].as_str()), (Some("admin"), Some("lib/audited")), "{rec}");
+    assert_eq!(rec["metadata"]["digest"], d.to_string(), "{rec}");
+}
