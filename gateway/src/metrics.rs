@@ -34,6 +34,24 @@ pub fn endpoint_label(path: &str) -> &'static str {
     }
 }
 
+/// The method as a label. Clients choose the method, so one outside the
+/// ones HTTP defines is `other`: a client making up methods must not make
+/// up series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 fn content_length(headers: &axum::http::HeaderMap) -> u64 {
     headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
@@ -41,13 +59,13 @@ fn content_length(headers: &axum::http::HeaderMap) -> u64 {
 /// Middleware: counts, times and sizes every request.
 pub async fn track(req: Request, next: Next) -> Response {
     let endpoint = endpoint_label(req.uri().path());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let is_head = req.method() == axum::http::Method::HEAD;
     let received = content_length(req.headers());
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("berth_http_requests_total", "endpoint" => endpoint, "method" => method.clone(), "status" => status).increment(1);
+    metrics::counter!("berth_http_requests_total", "endpoint" => endpoint, "method" => method, "status" => status).increment(1);
     metrics::histogram!("berth_http_request_duration_seconds", "endpoint" => endpoint, "method" => method).record(started.elapsed().as_secs_f64());
     metrics::counter!("berth_http_received_bytes_total", "endpoint" => endpoint).increment(received);
     if !is_head && method_sends_body(resp.status()) {

@@ -90,3 +90,18 @@ async fn metrics_are_valid_and_move_with_push_peer_pull_and_gc() {
     // No repository names or digests as labels.
     assert!(!after.contains("obs/app") && !after.contains(d.hex()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_methods_share_one_label() {
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_leader(T).await;
+    let http = reqwest::Client::new();
+    for path in ["/v2/", "/health", "/v2/lib/app/manifests/v1"] {
+        let r = http.request(Method::from_bytes(b"FOO123").unwrap(), format!("http://{}{path}", c.any().http_addr)).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+    }
+    let text = scrape(c.any()).await;
+    assert!(!text.contains("FOO123"), "a made-up method is no label");
+    assert!(value(&text, "berth_http_requests_total", &[("method", "other")]) >= 3.0, "counted as other");
+    promtool_check(&text);
+}
