@@ -129,8 +129,11 @@ pub struct Page {
 pub trait Registry: Send + Sync + 'static {
     /// The name tokens are issued for (`service=` in challenges).
     fn service(&self) -> String;
-    /// May `caller` do what `scope` says? A push to a repository that does
-    /// not exist yet creates it, where the caller may create it.
+    /// May `caller` do what `scope` says? A pull or a push to a repository
+    /// that does not exist yet is allowed where the caller may create it.
+    /// Authorizing changes nothing: the repository is created by the first
+    /// write that succeeds (a blob stored, a mount, a manifest committed),
+    /// so a refused or read-only request leaves no repository behind.
     async fn authorize(&self, caller: &Caller, scope: Scope<'_>) -> Result<Access, ApiError>;
     /// The token endpoint: a JWT granting what was asked that the caller may do.
     async fn issue_token(&self, caller: &Caller, scopes: &[ResourceScope]) -> Result<IssuedToken, ApiError>;
@@ -140,19 +143,26 @@ pub trait Registry: Send + Sync + 'static {
     async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError>;
     async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError>;
     /// Links a blob of `from` into `repo`; false when it cannot.
-    async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError>;
+    async fn blob_mount(&self, access: &Access, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError>;
     /// A whole blob in one request (`POST ?digest=`).
-    async fn blob_put(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
+    async fn blob_put(&self, access: &Access, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
     fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError>;
     /// Opens an upload session for `access`'s account (sessions are capped
     /// per account).
     async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError>;
     async fn upload_patch(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, body: ByteStream) -> Result<UploadState, ApiError>;
     async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, ApiError>;
-    async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
+    async fn upload_finish(&self, access: &Access, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
     async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), ApiError>;
     async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest, ApiError>;
-    async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError>;
+    async fn manifest_put(
+        &self,
+        access: &Access,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, ApiError>;
     async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
     /// Waits until this node has applied every write the cluster had
@@ -383,7 +393,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         (Endpoint::Manifest(repo, reference), Method::PUT) => {
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
             let bytes = read_limited(body, MAX_MANIFEST_BYTES).await?;
-            let out = reg.manifest_put(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let out = reg.manifest_put(&access, &repo, &reference, content_type.as_deref(), bytes).await?;
             reg.audit(&access, "push_repo", &repo, vec![("manifest_digest", out.digest.to_string()), ("reference", reference.to_string())]).await;
             let mut resp = (StatusCode::CREATED, [location(format!("/v2/{repo}/manifests/{}", out.digest)), (HDR_CONTENT_DIGEST, hv(&out.digest.to_string()))])
                 .into_response();
@@ -459,7 +469,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                 if let Some(from) = query_param(query, "from") {
                     let from: RepoName = from.parse().map_err(|e: berth_common::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))?;
                     let may_read = reg.authorize(&caller, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
-                    if may_read && reg.blob_mount(&repo, &from, &digest).await? {
+                    if may_read && reg.blob_mount(&access, &repo, &from, &digest).await? {
                         return Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))])
                             .into_response());
                     }
@@ -467,7 +477,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
                 // Cannot mount: fall back to a fresh upload session, as the spec says.
             } else if let Some(d) = query_param(query, "digest") {
                 let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-                reg.blob_put(&repo, &digest, body_stream(body)).await?;
+                reg.blob_put(&access, &repo, &digest, body_stream(body)).await?;
                 return Ok(
                     (StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response()
                 );
@@ -483,7 +493,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         (Endpoint::Upload(repo, id), Method::PUT) => {
             let d = query_param(query, "digest").ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the final PUT of an upload needs ?digest="))?;
             let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-            reg.upload_finish(&repo, &id, &digest, body_stream(body)).await?;
+            reg.upload_finish(&access, &repo, &id, &digest, body_stream(body)).await?;
             Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response())
         }
         (Endpoint::Upload(repo, id), Method::GET | Method::HEAD) => {

@@ -136,16 +136,32 @@ impl NodeRegistry {
         }
     }
 
-    /// Creates `repo` on its first push, private, administered by its creator.
-    async fn create_repository(&self, repo: &RepoName, p: &Principal, caller: &Caller) -> Result<(), ApiError> {
+    /// Creates `repo`, private, administered by its creator, when a push
+    /// into it is about to be committed and it does not exist yet. Called
+    /// only once the write itself has passed its checks (the blob's digest,
+    /// the manifest's references), so a refused request creates nothing.
+    /// A writer who may not create repositories (an application token
+    /// without `repo:create` in its owner's namespace) gets the bare record
+    /// the manifest commit makes, as before.
+    async fn ensure_repository(&self, access: &Access, repo: &RepoName) -> Result<(), ApiError> {
+        let state = self.state();
+        if state.get::<RepositoryRecord>(&keys::repo(repo.as_str())).map_err(state_err)?.is_some() {
+            return Ok(());
+        }
+        let p = &access.principal;
+        if !policy::may_create(&state, p, repo.as_str()).map_err(state_err)? {
+            return Ok(());
+        }
         let mut rec = RepositoryRecord::new(repo.as_str(), now_ms());
         crate::identity::grant_creator(&mut rec, p);
         match self.write(MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
-            // Refused: a concurrent push created it first.
-            MetaResponse::Done | MetaResponse::Refused(_) => {}
+            MetaResponse::Done => {
+                self.audit.record("create_repo", p, access.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
+            }
+            // A concurrent push (or one through a node this one lags) created it first.
+            MetaResponse::Refused(_) => {}
             other => return Err(unexpected("create repository", other)),
         }
-        self.audit.record("create_repo", p, caller.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
         Ok(())
     }
 
@@ -259,18 +275,17 @@ impl Registry for NodeRegistry {
                 if !in_token {
                     return Err(refuse(format!("{word} {name} with this token")));
                 }
+                // Who may create a repository may read and write it before
+                // its first write creates it (an upload in progress); a
+                // delete needs something to delete.
+                let allowed =
+                    |(_, role, may_create): &(Option<RepositoryRecord>, Option<Role>, bool)| *role >= Some(need) || (action != Action::Delete && *may_create);
                 let mut rights = self.rights(p, name, false).await?;
-                if rights.1 < Some(need) && !(action == Action::Push && rights.2) {
+                if !allowed(&rights) {
                     rights = self.rights(p, name, true).await?;
                 }
-                let (_, role, may_create) = rights;
-                if role < Some(need) {
-                    // The first push creates the repository, where the caller may.
-                    if action == Action::Push && may_create {
-                        self.create_repository(name, p, caller).await?;
-                    } else {
-                        return Err(refuse(format!("{word} {name}")));
-                    }
+                if !allowed(&rights) {
+                    return Err(refuse(format!("{word} {name}")));
                 }
             }
         }
@@ -366,7 +381,7 @@ impl Registry for NodeRegistry {
         }
     }
 
-    async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError> {
+    async fn blob_mount(&self, access: &Access, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError> {
         let Some(link) = self.read_fresh::<BlobLink>(&keys::link(from.as_str(), digest)).await? else { return Ok(false) };
         let holder = if self.uploads.store().stat(digest).await.map_err(blob_err)?.is_some() {
             self.node_id()
@@ -376,13 +391,14 @@ impl Registry for NodeRegistry {
                 None => return Ok(false),
             }
         };
+        self.ensure_repository(access, repo).await?;
         match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() }).await? {
             MetaResponse::Done => Ok(true),
             other => Err(unexpected("mount blob", other)),
         }
     }
 
-    async fn blob_put(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
+    async fn blob_put(&self, access: &Access, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
         let store = self.uploads.store();
         let mut staging = store.create_staging().await.map_err(blob_err)?;
         write_body(&mut staging, body).await?;
@@ -390,6 +406,7 @@ impl Registry for NodeRegistry {
         // record; pinned after the body is in, so a slow client holds up nothing.
         let _pin = store.pin(digest).await;
         let size = staging.commit(store, digest).await.map_err(blob_err)?;
+        self.ensure_repository(access, repo).await?;
         self.record_blob(repo, digest, size).await
     }
 
@@ -415,9 +432,10 @@ impl Registry for NodeRegistry {
         self.uploads.status(repo.as_str(), id).await
     }
 
-    async fn upload_finish(&self, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
+    async fn upload_finish(&self, access: &Access, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
         // The pin keeps the sweeper off the copy until it is recorded.
         let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        self.ensure_repository(access, repo).await?;
         self.record_blob(repo, digest, size).await
     }
 
@@ -437,7 +455,14 @@ impl Registry for NodeRegistry {
         Ok(StoredManifest { media_type: rec.media_type, digest: rec.digest, bytes: Bytes::from(rec.bytes), subject: rec.subject })
     }
 
-    async fn manifest_put(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, bytes: Bytes) -> Result<PutOutcome, ApiError> {
+    async fn manifest_put(
+        &self,
+        access: &Access,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, ApiError> {
         let parsed = manifest::parse(&bytes, content_type)?;
         let digest = match reference {
             Reference::Digest(d) => {
@@ -481,6 +506,7 @@ impl Registry for NodeRegistry {
             Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         };
+        self.ensure_repository(access, repo).await?;
         match self.write(MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
             // A blob was garbage-collected between the check above and the commit.

@@ -550,3 +550,62 @@ async fn identity_refusals_change_nothing() {
     assert_eq!(e.api(&admin, Method::DELETE, "/api/v1/organization/solo", None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(e.admin(Method::GET, "/api/v1/superuser/users/", None).await, before, "no refusal changed the users");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_write_that_succeeds_creates_a_repository() {
+    let e = Env::new().await;
+    let olga = Who::user("olga");
+    let cara = Who::user("cara");
+    for u in ["olga", "cara"] {
+        e.admin(Method::POST, "/api/v1/superuser/users/", Some(json!({"username": u, "password": format!("{u}-password")}))).await;
+    }
+    let (s, v, _) = e.api(&olga, Method::POST, "/api/v1/organization/", Some(json!({"name": "acme"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    e.api(&olga, Method::PUT, "/api/v1/organization/acme/team/builders", Some(json!({"role": "creator"}))).await;
+    let (s, v, _) = e.api(&olga, Method::PUT, "/api/v1/organization/acme/team/builders/members/cara", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let unknown_upload = format!("1-{}", "0".repeat(32));
+
+    // cara may create repositories in acme; none of these requests writes one.
+    let r =
+        e.v2(&cara, Method::PATCH, &format!("/v2/acme/ghost-patch/blobs/uploads/{unknown_upload}"), Some((b"x".to_vec(), "application/octet-stream"))).await;
+    assert_eq!((r.0, code(&r)), (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"), "{}", r.1);
+    let r = e.v2(&cara, Method::GET, &format!("/v2/acme/ghost-status/blobs/uploads/{unknown_upload}"), None).await;
+    assert_eq!((r.0, code(&r)), (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"), "{}", r.1);
+    let r = e.v2(&cara, Method::GET, "/v2/acme/ghost-get/blobs/uploads/", None).await;
+    assert_eq!(r.0, StatusCode::METHOD_NOT_ALLOWED, "{}", r.1);
+    // An upload started, refused a bad chunk, and abandoned.
+    let r = e.v2(&cara, Method::POST, "/v2/acme/ghost-started/blobs/uploads/", None).await;
+    assert_eq!(r.0, StatusCode::ACCEPTED, "{}", r.1);
+    let loc = r.2["location"].to_str().unwrap().to_string();
+    let r = e.v2(&cara, Method::GET, &loc, None).await;
+    assert_eq!((r.0, r.2["range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "0-0"), "its creator reads the status before the repository exists");
+    let r = e.v2(&cara, Method::PATCH, &loc, Some((b"abc".to_vec(), "application/octet-stream"))).await;
+    assert_eq!(r.0, StatusCode::ACCEPTED, "{}", r.1);
+    // A wrong digest: the upload fails, and still no repository.
+    let r = e.v2(&cara, Method::PUT, &format!("{loc}?digest={}", berth_common::Digest::sha256_of(b"not abc")), None).await;
+    assert_eq!((r.0, code(&r)), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"), "{}", r.1);
+    let r =
+        e.v2(&cara, Method::POST, &format!("/v2/acme/ghost-mount/blobs/uploads/?mount={}&from=acme/none", berth_common::Digest::sha256_of(b"x")), None).await;
+    assert_eq!(r.0, StatusCode::ACCEPTED, "a mount that cannot be done is a fresh session: {}", r.1);
+
+    let admin = Who::Basic(ADMIN.0.into(), ADMIN.1.into());
+    let catalog = |r: &Reply| r.1["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let listed = catalog(&e.v2(&admin, Method::GET, "/v2/_catalog", None).await);
+    assert!(listed.iter().all(|n| !n.starts_with("acme/ghost")), "no request above created a repository: {listed:?}");
+
+    // The first blob stored creates it, administered by its creator.
+    let d = berth_common::Digest::sha256_of(b"real");
+    let r = e.v2(&cara, Method::POST, &format!("/v2/acme/real/blobs/uploads/?digest={d}"), Some((b"real".to_vec(), "application/octet-stream"))).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert!(catalog(&e.v2(&admin, Method::GET, "/v2/_catalog", None).await).contains(&"acme/real".to_string()));
+    let (s, v, _) = e.api(&cara, Method::GET, "/api/v1/repository/acme/real", None).await;
+    assert_eq!((s, v["is_public"].as_bool(), v["can_admin"].as_bool()), (StatusCode::OK, Some(false), Some(true)), "{v}");
+    // So does the first mount, into another new repository (with a token
+    // for both, as docker asks for a mount).
+    let token = e.token_from(2, &cara, &["repository:acme/mounted:pull,push".into(), "repository:acme/real:pull".into()]).await.unwrap();
+    let r = e.send(e.http.post(format!("{}/v2/acme/mounted/blobs/uploads/?mount={d}&from=acme/real", e.node(1))).bearer_auth(token)).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let (s, v, _) = e.api(&cara, Method::GET, "/api/v1/repository/acme/mounted", None).await;
+    assert_eq!((s, v["can_admin"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+}
