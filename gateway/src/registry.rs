@@ -39,6 +39,12 @@ pub const HDR_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters
 pub const HDR_CHUNK_MIN: HeaderName = HeaderName::from_static("oci-chunk-min-length");
 /// Set on a request one node forwards to another, so it is never forwarded twice.
 pub const HDR_FORWARDED: HeaderName = HeaderName::from_static("x-berth-forwarded");
+/// On a forwarded upload request: what the forwarding node vouches for (who
+/// asked, for which upload, to do what), signed with the cluster's token
+/// key and short-lived. The client's own credentials do not travel over
+/// plain HTTP to another host; this does, and it is worth one request of
+/// one upload session for a minute.
+pub const HDR_UPLOAD_GRANT: HeaderName = HeaderName::from_static("x-berth-upload-grant");
 /// `X-Berth-Consistency: linearizable` on a tag or manifest read: the node
 /// first catches up with the leader, so the answer reflects every write
 /// acknowledged before the request (one round trip to the leader; 503 when
@@ -147,6 +153,13 @@ pub trait Registry: Send + Sync + 'static {
     /// A whole blob in one request (`POST ?digest=`).
     async fn blob_put(&self, access: &Access, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError>;
     fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError>;
+    /// A grant for the node that owns upload `id` to act on one forwarded
+    /// request for `access`'s principal ([`HDR_UPLOAD_GRANT`]).
+    async fn upload_grant(&self, access: &Access, repo: &RepoName, id: &str, action: Action) -> Result<String, ApiError>;
+    /// [`Registry::authorize`] for a forwarded upload request carrying a
+    /// grant: the grant must be valid, for upload `id` and `action`, and
+    /// its principal must still be allowed.
+    async fn authorize_upload_grant(&self, grant: &str, caller: &Caller, repo: &RepoName, id: &str, action: Action) -> Result<Access, ApiError>;
     /// Opens an upload session for `access`'s account (sessions are capped
     /// per account).
     async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError>;
@@ -313,7 +326,13 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         Scope::Repo { name, action: Action::Push } => Some(format!("repository:{name}:pull,push")),
         Scope::Repo { name, action: Action::Delete } => Some(format!("repository:{name}:delete")),
     };
-    let access = match reg.authorize(&caller, scope).await {
+    let grant = headers.get(HDR_UPLOAD_GRANT).map(|v| v.to_str().unwrap_or_default().to_string());
+    let authorized = match (&ep, &grant, scope) {
+        (Endpoint::Upload(_, id), Some(g), Scope::Repo { name, action }) => reg.authorize_upload_grant(g, &caller, name, id, action).await,
+        (_, Some(_), _) => Err(ApiError::new(ErrorCode::Unauthorized, format!("{HDR_UPLOAD_GRANT} is only for requests of an upload session"))),
+        (_, None, _) => reg.authorize(&caller, scope).await,
+    };
+    let access = match authorized {
         Ok(a) => a,
         Err(e) if e.code == ErrorCode::Unauthorized => {
             return Err(e.with_challenge(bearer_challenge(
@@ -326,12 +345,13 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
     };
 
     // An upload session lives on the node that started it.
-    if let Endpoint::Upload(_, id) = &ep {
+    if let (Endpoint::Upload(name, id), Scope::Repo { action, .. }) = (&ep, scope) {
         if let UploadOwner::Remote(base) = reg.upload_owner(id)? {
-            if headers.contains_key(HDR_FORWARDED) {
+            if headers.contains_key(HDR_FORWARDED) || grant.is_some() {
                 return Err(ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not on this node")));
             }
-            return forward(&st.http, &base, &method, &path, query, &headers, body).await;
+            let grant = reg.upload_grant(&access, name, id, action).await?;
+            return forward(&st.http, &base, &method, &path, query, &headers, &grant, body).await;
         }
     }
 
@@ -540,7 +560,11 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Sends an upload request to the node that owns the session and relays
-/// its answer, streaming the body both ways.
+/// its answer, streaming the body both ways. The owner authorizes it by
+/// `grant`. The client's credentials go along only over HTTPS (where an
+/// owner too old to know grants still needs them): over plain HTTP anyone
+/// on the path between the nodes would read them.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     http: &reqwest::Client,
     base: &str,
@@ -548,19 +572,22 @@ async fn forward(
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    grant: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
     let url = match query {
         Some(q) => format!("{base}{path}?{q}"),
         None => format!("{base}{path}"),
     };
+    let private = base.starts_with("https://");
     let mut req = http.request(method.clone(), &url).body(reqwest::Body::wrap_stream(body.into_data_stream()));
     for (k, v) in headers {
-        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST {
+        let credential = k == header::AUTHORIZATION || k == header::COOKIE;
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::HOST && k != HDR_UPLOAD_GRANT && (private || !credential) {
             req = req.header(k, v);
         }
     }
-    req = req.header(HDR_FORWARDED, "1");
+    req = req.header(HDR_FORWARDED, "1").header(HDR_UPLOAD_GRANT, grant);
     let resp = req.send().await.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("the node that owns this upload ({base}) is unreachable: {e}")))?;
     let mut out = Response::builder().status(resp.status().as_u16());
     for (k, v) in resp.headers() {

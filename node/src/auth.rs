@@ -167,7 +167,7 @@ impl Authenticator {
                 plain(Principal::Operator)
             }
             Credentials::Bearer(t) if t.starts_with(APP_TOKEN_PREFIX) => plain(self.app_token(t, None, caller.ip).await?),
-            Credentials::Bearer(t) => self.registry_token(t).await,
+            Credentials::Bearer(t) => self.registry_token(t, &self.service()).await,
             Credentials::Basic { user, password } if user == "$app" || password.starts_with(APP_TOKEN_PREFIX) => {
                 plain(self.app_token(password, Some(user), caller.ip).await?)
             }
@@ -378,7 +378,14 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn registry_token(&self, token: &str) -> Result<Authenticated, ApiError> {
+    /// A grant another node signed for one upload request it forwarded
+    /// here: checked like a registry token, for an audience no registry
+    /// token has ([`jwt::upload_grant_audience`]).
+    pub async fn upload_grant(&self, token: &str) -> Result<Authenticated, ApiError> {
+        self.registry_token(token, &jwt::upload_grant_audience(&self.service())).await
+    }
+
+    async fn registry_token(&self, token: &str, audience: &str) -> Result<Authenticated, ApiError> {
         let bad = |e: jwt::JwtError| ApiError::new(ErrorCode::Unauthorized, e.to_string());
         let header = jwt::peek_header(token).map_err(bad)?;
         let now = now_ms();
@@ -399,7 +406,7 @@ impl Authenticator {
             }
         };
         let key = self.key(&k)?;
-        let claims = jwt::verify(token, key.public_key(), &self.service(), now / 1000).map_err(bad)?;
+        let claims = jwt::verify(token, key.public_key(), audience, now / 1000).map_err(bad)?;
         self.check_fresh_enough(&claims)?;
         let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
         let principal = match claims.berth_kind.as_str() {
@@ -423,6 +430,9 @@ impl Authenticator {
                 }
                 self.app_principal(rec)?
             }
+            // Only in upload grants, which nodes sign for each other: the
+            // token endpoint never issues one for the operator.
+            "operator" if audience != self.service() => Principal::Operator,
             // Operator tokens are not exchanged for registry tokens.
             _ => return Err(ApiError::new(ErrorCode::Unauthorized, "token names an unknown kind of account")),
         };

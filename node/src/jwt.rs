@@ -15,6 +15,19 @@ pub const ISSUER: &str = "berth";
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
 
+/// How long an upload grant lives: one forwarded request, started at once.
+pub const UPLOAD_GRANT_TTL_SECS: u64 = 60;
+/// The grant kind naming the one upload session an upload grant is for.
+pub const UPLOAD_GRANT_KIND: &str = "upload";
+
+/// The audience of upload grants: the tokens a node signs for the node
+/// that owns an upload session when it forwards a request of that session
+/// over plain HTTP, instead of the client's credentials. It is not the
+/// cluster id, so a grant is never accepted as a registry token.
+pub fn upload_grant_audience(service: &str) -> String {
+    format!("{service}/upload-grant")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     #[error("token is malformed: {0}")]

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::audit::AuditLog;
-use crate::auth::{Authenticator, TOKEN_TTL_SECS};
+use crate::auth::{Authenticated, Authenticator, TOKEN_TTL_SECS};
 use crate::join::now_ms;
 use crate::jwt;
 use crate::manifest;
@@ -71,6 +71,60 @@ impl NodeRegistry {
         let role = policy::repo_role(&state, p, repo.as_str(), rec.as_ref()).map_err(state_err)?;
         let may_create = rec.is_none() && policy::may_create(&state, p, repo.as_str()).map_err(state_err)?;
         Ok((rec, role, may_create))
+    }
+
+    /// Does `scope` allow what `a` (authenticated from `caller`) asks?
+    async fn allow(&self, a: Authenticated, caller: &Caller, scope: Scope<'_>) -> Result<Access, ApiError> {
+        let p = &a.principal;
+        let refuse = |what: String| match p {
+            Principal::Anonymous => ApiError::new(ErrorCode::Unauthorized, "authentication required"),
+            p => ApiError::new(ErrorCode::Denied, format!("{} may not {what}", p.performer())),
+        };
+        // A registry token allows at most what it names.
+        let token_allows = |kind: &str, name: &str, action: &str| {
+            a.grants.as_ref().is_none_or(|g| g.iter().any(|g| g.kind == kind && g.name == name && g.actions.iter().any(|x| x == action || x == "*")))
+        };
+        match scope {
+            Scope::Base => {
+                if *p == Principal::Anonymous {
+                    return Err(refuse(String::new()));
+                }
+                if let Credentials::Basic { user, .. } = &caller.creds {
+                    self.audit.login(true, user, caller.ip, "basic auth on /v2/");
+                }
+            }
+            Scope::Catalog => {
+                if *p == Principal::Anonymous || !token_allows("registry", "catalog", "*") {
+                    return Err(refuse("list the catalog".into()));
+                }
+            }
+            Scope::Repo { name, action } => {
+                let (word, need) = match action {
+                    Action::Pull => ("pull", Role::Read),
+                    Action::Push => ("push", Role::Write),
+                    Action::Delete => ("delete", Role::Write),
+                };
+                // Docker asks for push, and deletes with it; others ask for delete.
+                let in_token =
+                    token_allows("repository", name.as_str(), word) || (action == Action::Delete && token_allows("repository", name.as_str(), "push"));
+                if !in_token {
+                    return Err(refuse(format!("{word} {name} with this token")));
+                }
+                // Who may create a repository may read and write it before
+                // its first write creates it (an upload in progress); a
+                // delete needs something to delete.
+                let allowed =
+                    |(_, role, may_create): &(Option<RepositoryRecord>, Option<Role>, bool)| *role >= Some(need) || (action != Action::Delete && *may_create);
+                let mut rights = self.rights(p, name, false).await?;
+                if !allowed(&rights) {
+                    rights = self.rights(p, name, true).await?;
+                }
+                if !allowed(&rights) {
+                    return Err(refuse(format!("{word} {name}")));
+                }
+            }
+        }
+        Ok(Access { principal: a.principal, ip: caller.ip })
     }
 
     /// The actions on `repo` a principal may have, of those asked for.
@@ -227,6 +281,24 @@ fn bytes_body(bytes: Bytes, range: Option<ByteRange>) -> Result<BlobBody, ApiErr
     Ok(BlobBody { size, start, len, stream: Box::pin(futures::stream::once(async move { Ok(part) })) })
 }
 
+/// What a registry token or an upload grant names a principal by: `sub`,
+/// and for an application token its id.
+fn subject_of(p: &Principal) -> (String, Option<String>) {
+    match p {
+        Principal::App { id, owner, .. } => (owner.clone(), Some(id.clone())),
+        Principal::Anonymous => (String::new(), None),
+        other => (other.performer(), None),
+    }
+}
+
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Pull => "pull",
+        Action::Push => "push",
+        Action::Delete => "delete",
+    }
+}
+
 /// The part of a key after `prefix`.
 fn suffix(key: &[u8], prefix: &[u8]) -> String {
     String::from_utf8_lossy(&key[prefix.len()..]).into_owned()
@@ -240,56 +312,41 @@ impl Registry for NodeRegistry {
 
     async fn authorize(&self, caller: &Caller, scope: Scope<'_>) -> Result<Access, ApiError> {
         let a = self.auth.authenticate(caller).await?;
-        let p = &a.principal;
-        let refuse = |what: String| match p {
-            Principal::Anonymous => ApiError::new(ErrorCode::Unauthorized, "authentication required"),
-            p => ApiError::new(ErrorCode::Denied, format!("{} may not {what}", p.performer())),
+        self.allow(a, caller, scope).await
+    }
+
+    async fn upload_grant(&self, access: &Access, repo: &RepoName, id: &str, action: Action) -> Result<String, ApiError> {
+        let word = action_word(action).to_string();
+        let now_s = now_ms() / 1000;
+        let (sub, app) = subject_of(&access.principal);
+        let claims = jwt::Claims {
+            iss: jwt::ISSUER.into(),
+            sub,
+            aud: jwt::upload_grant_audience(&self.auth.service()),
+            exp: now_s + jwt::UPLOAD_GRANT_TTL_SECS,
+            nbf: now_s,
+            iat: now_s,
+            jti: hex::encode(rand::random::<[u8; 12]>()),
+            // The repository, as a registry token names it, and the one
+            // session: a grant read on the wire opens nothing else.
+            access: vec![
+                jwt::Grant { kind: "repository".into(), name: repo.to_string(), actions: vec![word.clone()] },
+                jwt::Grant { kind: jwt::UPLOAD_GRANT_KIND.into(), name: id.to_string(), actions: vec![word] },
+            ],
+            berth_kind: access.principal.kind().into(),
+            berth_app: app,
         };
-        // A registry token allows at most what it names.
-        let token_allows = |kind: &str, name: &str, action: &str| {
-            a.grants.as_ref().is_none_or(|g| g.iter().any(|g| g.kind == kind && g.name == name && g.actions.iter().any(|x| x == action || x == "*")))
-        };
-        match scope {
-            Scope::Base => {
-                if *p == Principal::Anonymous {
-                    return Err(refuse(String::new()));
-                }
-                if let Credentials::Basic { user, .. } = &caller.creds {
-                    self.audit.login(true, user, caller.ip, "basic auth on /v2/");
-                }
-            }
-            Scope::Catalog => {
-                if *p == Principal::Anonymous || !token_allows("registry", "catalog", "*") {
-                    return Err(refuse("list the catalog".into()));
-                }
-            }
-            Scope::Repo { name, action } => {
-                let (word, need) = match action {
-                    Action::Pull => ("pull", Role::Read),
-                    Action::Push => ("push", Role::Write),
-                    Action::Delete => ("delete", Role::Write),
-                };
-                // Docker asks for push, and deletes with it; others ask for delete.
-                let in_token =
-                    token_allows("repository", name.as_str(), word) || (action == Action::Delete && token_allows("repository", name.as_str(), "push"));
-                if !in_token {
-                    return Err(refuse(format!("{word} {name} with this token")));
-                }
-                // Who may create a repository may read and write it before
-                // its first write creates it (an upload in progress); a
-                // delete needs something to delete.
-                let allowed =
-                    |(_, role, may_create): &(Option<RepositoryRecord>, Option<Role>, bool)| *role >= Some(need) || (action != Action::Delete && *may_create);
-                let mut rights = self.rights(p, name, false).await?;
-                if !allowed(&rights) {
-                    rights = self.rights(p, name, true).await?;
-                }
-                if !allowed(&rights) {
-                    return Err(refuse(format!("{word} {name}")));
-                }
-            }
+        self.auth.sign(&claims)
+    }
+
+    async fn authorize_upload_grant(&self, grant: &str, caller: &Caller, repo: &RepoName, id: &str, action: Action) -> Result<Access, ApiError> {
+        let a = self.auth.upload_grant(grant).await?;
+        let word = action_word(action);
+        let for_this = a.grants.iter().flatten().any(|g| g.kind == jwt::UPLOAD_GRANT_KIND && g.name == id && g.actions.iter().any(|x| x == word));
+        if !for_this {
+            return Err(ApiError::new(ErrorCode::Unauthorized, format!("the upload grant is not for {word} on upload {id}")));
         }
-        Ok(Access { principal: a.principal, ip: caller.ip })
+        self.allow(a, caller, Scope::Repo { name: repo, action }).await
     }
 
     async fn issue_token(&self, caller: &Caller, scopes: &[ResourceScope]) -> Result<IssuedToken, ApiError> {
@@ -322,11 +379,7 @@ impl Registry for NodeRegistry {
             access.push(jwt::Grant { kind: s.kind.clone(), name: s.name.clone(), actions });
         }
         let now_s = now_ms() / 1000;
-        let (sub, app) = match &p {
-            Principal::App { id, owner, .. } => (owner.clone(), Some(id.clone())),
-            Principal::Anonymous => (String::new(), None),
-            other => (other.performer(), None),
-        };
+        let (sub, app) = subject_of(&p);
         let claims = jwt::Claims {
             iss: jwt::ISSUER.into(),
             sub,

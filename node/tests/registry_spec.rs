@@ -576,3 +576,59 @@ async fn blob_deletes_are_in_the_usage_log() {
     assert_eq!((rec["performer"]["name"].as_str(), rec["repository"].as_str()), (Some("admin"), Some("lib/audited")), "{rec}");
     assert_eq!(rec["metadata"]["digest"], d.to_string(), "{rec}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_uploads_carry_a_grant_not_the_clients_credentials() {
+    let (mut c, r) = cluster().await;
+    // Node 4 owns the session; the others reach its HTTP through a tap.
+    let tap = Tap::start().await;
+    let owner_id = c.add_node_advertising("region-1", Some(format!("http://{}", tap.addr))).await;
+    tap.point_at(c.node(owner_id).http_addr);
+    let owner = Reg::new(c.node(owner_id));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in [1, 2] {
+        while berth_raft::StateRead::get::<berth_raft::command::NodeRecord>(&c.node(id).meta.state(), &berth_raft::state::keys::node(owner_id))
+            .unwrap()
+            .is_none()
+        {
+            assert!(std::time::Instant::now() < deadline, "node {id} never learned of node {owner_id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let (s, h, _) = owner.send(owner.req(Method::POST, "/v2/fwd/app/blobs/uploads/")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let path = h["location"].to_str().unwrap().to_string();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let (s, h, _) = r[0].send(r[0].req(Method::PATCH, &path).header("content-range", "0-59999").body(data[..60_000].to_vec())).await;
+    assert_eq!((s, h["range"].to_str().unwrap()), (StatusCode::ACCEPTED, "0-59999"));
+    let (s, h, _) = r[1].send(r[1].req(Method::GET, &path)).await;
+    assert_eq!((s, h["range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "0-59999"));
+    let d = Digest::sha256_of(&data);
+    let (s, _, body) = r[0].send(r[0].req(Method::PUT, &format!("{path}?digest={d}")).body(data[60_000..].to_vec())).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert!(owner.send(owner.req(Method::GET, &format!("/v2/fwd/app/blobs/{d}"))).await.2 == data, "the owner stored it");
+
+    let sent = tap.sent();
+    for m in ["PATCH", "GET", "PUT"] {
+        assert!(sent.contains(&format!("{m} {path}")), "the {m} went through the tap");
+    }
+    let lower = sent.to_ascii_lowercase();
+    assert!(!lower.contains("\r\nauthorization:"), "no client credential crossed plain HTTP");
+    let grant = lower
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("x-berth-upload-grant: "))
+        .map(|g| sent[lower.find(g).unwrap()..][..g.len()].to_string())
+        .expect("forwarded requests carry a grant");
+
+    // A grant read on the wire is worth its own upload, nothing else.
+    let (_, h, _) = owner.send(owner.req(Method::POST, "/v2/fwd/app/blobs/uploads/")).await;
+    let other = h["location"].to_str().unwrap().to_string();
+    let replay = owner.send(owner.http.patch(format!("{}{other}", owner.base)).header("x-berth-upload-grant", &grant).body(b"evil".to_vec())).await;
+    assert_error(&replay, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let elsewhere = owner.send(owner.http.get(format!("{}/v2/fwd/app/tags/list", owner.base)).header("x-berth-upload-grant", &grant)).await;
+    assert_error(&elsewhere, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let forged = owner.send(owner.http.patch(format!("{}{other}", owner.base)).header("x-berth-upload-grant", "e30.e30.AAAA").body(b"evil".to_vec())).await;
+    assert_error(&forged, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(owner.send(owner.req(Method::GET, &other)).await.1["range"], "0-0", "nothing reached the other session");
+}

@@ -109,9 +109,16 @@ impl Cluster {
 
     /// Joins a new node through any running node and starts it.
     pub async fn add_node(&mut self, region: &str) -> u64 {
+        self.add_node_advertising(region, None).await
+    }
+
+    /// [`Cluster::add_node`], telling the cluster to reach the node's HTTP
+    /// at `http_advertise` (a proxy in front of it, say).
+    pub async fn add_node_advertising(&mut self, region: &str, http_advertise: Option<String>) -> u64 {
         self.made += 1;
         let (listeners, mut addrs) = bind_pair().await;
         addrs.region = region.into();
+        addrs.http_advertise = http_advertise;
         let dir = self.root.path().join(format!("node-{}", self.made));
         let seed = self.any().peer_addr.to_string();
         let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone()).await.unwrap();
