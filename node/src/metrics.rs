@@ -72,6 +72,7 @@ pub fn render(src: &Sources<'_>) -> String {
     c("berth_scrub_runs_total", st.scrub_runs.load(Ordering::Relaxed));
     c("berth_scrub_checked_blobs_total", st.scrub_checked.load(Ordering::Relaxed));
     c("berth_scrub_repaired_blobs_total", st.scrub_corrupt.load(Ordering::Relaxed));
+    c("berth_raft_read_barriers_total", src.meta.read_barriers());
     c("berth_gc_runs_total", src.gc.runs.load(Ordering::Relaxed));
     c("berth_gc_swept_blobs_total", src.gc.swept.load(Ordering::Relaxed));
     c("berth_gc_deleted_files_total", src.gc.deleted.load(Ordering::Relaxed));
@@ -105,6 +106,7 @@ fn describe() {
     describe_gauge!("berth_raft_last_log_index", "Index of the last entry in this node's Raft log");
     describe_gauge!("berth_raft_applied_index", "Index of the last entry this node applied");
     describe_gauge!("berth_raft_apply_lag_entries", "Entries in this node's log not yet applied");
+    describe_counter!("berth_raft_read_barriers_total", "Read barriers this node asked the leader for (reads that had to catch up first)");
     describe_gauge!("berth_uploads_in_progress", "Upload sessions open on this node");
     describe_counter!("berth_scrub_runs_total", "Scrub passes run");
     describe_counter!("berth_scrub_checked_blobs_total", "Blobs re-hashed by scrub");

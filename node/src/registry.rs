@@ -7,7 +7,9 @@
 //! this node lacks is streamed from the nearest holder while it is stored
 //! here; a manifest is acknowledged only once its blobs have `min_copies`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
@@ -34,6 +36,44 @@ pub struct NodeRegistry {
     replicator: Replicator,
     auth: Arc<Authenticator>,
     audit: AuditLog,
+    /// Repositories found missing a moment ago, so a flood of pulls of
+    /// names that do not exist does not send every one to the leader.
+    absent: AbsentRepos,
+}
+
+/// How long a repository found missing after catching up with the leader
+/// is taken to be missing without asking the leader again. A repository
+/// created through another node in that window shows here as soon as
+/// this node applies it, and at the latest when the window ends.
+const ABSENT_FOR: Duration = Duration::from_millis(1500);
+/// Names remembered at most, so made-up names cannot grow the map.
+const ABSENT_MAX: usize = 10_000;
+
+/// Repository names confirmed missing (after a read barrier), and when.
+#[derive(Default)]
+struct AbsentRepos {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl AbsentRepos {
+    fn recently(&self, repo: &RepoName) -> bool {
+        self.seen.lock().expect("absent lock").get(repo.as_str()).is_some_and(|at| at.elapsed() < ABSENT_FOR)
+    }
+
+    fn remember(&self, repo: &RepoName) {
+        let mut seen = self.seen.lock().expect("absent lock");
+        if seen.len() >= ABSENT_MAX {
+            seen.retain(|_, at| at.elapsed() < ABSENT_FOR);
+        }
+        // Still full: a flood of distinct names; those go to the leader.
+        if seen.len() < ABSENT_MAX {
+            seen.insert(repo.to_string(), Instant::now());
+        }
+    }
+
+    fn forget(&self, repo: &RepoName) {
+        self.seen.lock().expect("absent lock").remove(repo.as_str());
+    }
 }
 
 pub fn meta_err(e: MetaError) -> ApiError {
@@ -53,7 +93,7 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 
 impl NodeRegistry {
     pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>, audit: AuditLog) -> NodeRegistry {
-        NodeRegistry { meta, uploads, replicator, auth, audit }
+        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default() }
     }
 
     /// The actions on `repo` a principal may have, of those asked for.
@@ -61,12 +101,14 @@ impl NodeRegistry {
     /// `fresh`, after catching up with the leader: a grant made through
     /// another node a moment ago counts.
     async fn rights(&self, p: &Principal, repo: &RepoName, fresh: bool) -> Result<(Option<RepositoryRecord>, Option<Role>, bool), ApiError> {
-        if fresh {
+        // Grants of a repository found missing a moment ago are not worth
+        // a round trip either.
+        if fresh && !self.known_absent(repo)? {
             if let Err(e) = self.meta.read_barrier().await {
                 tracing::debug!(error = %e, "read barrier failed; authorizing on local state");
             }
         }
-        let rec: Option<RepositoryRecord> = self.read_fresh(&keys::repo(repo.as_str())).await?;
+        let rec = self.repo_record(repo).await?;
         let state = self.state();
         let role = policy::repo_role(&state, p, repo.as_str(), rec.as_ref()).map_err(state_err)?;
         let may_create = rec.is_none() && policy::may_create(&state, p, repo.as_str()).map_err(state_err)?;
@@ -181,7 +223,10 @@ impl NodeRegistry {
     }
 
     async fn record_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
-        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id(), now_ms: now_ms() }).await? {
+        match self
+            .write_to(repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id(), now_ms: now_ms() })
+            .await?
+        {
             MetaResponse::Done => {
                 self.replicator.announce(digest, size).await;
                 Ok(())
@@ -208,7 +253,7 @@ impl NodeRegistry {
         }
         let mut rec = RepositoryRecord::new(repo.as_str(), now_ms());
         crate::identity::grant_creator(&mut rec, p);
-        match self.write(MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
+        match self.write_to(repo, MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
             MetaResponse::Done => {
                 self.audit.record("create_repo", p, access.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
             }
@@ -224,14 +269,53 @@ impl NodeRegistry {
         ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is in the repository but no node holds a copy"))
     }
 
+    /// Missing here, and confirmed missing by the leader a moment ago.
+    fn known_absent(&self, repo: &RepoName) -> Result<bool, ApiError> {
+        Ok(self.state().get_raw(&keys::repo(repo.as_str())).map_err(state_err)?.is_none() && self.absent.recently(repo))
+    }
+
+    /// A repository's record: local, or on a miss after a read barrier,
+    /// unless the leader said a moment ago that it does not exist.
+    async fn repo_record(&self, repo: &RepoName) -> Result<Option<RepositoryRecord>, ApiError> {
+        let key = keys::repo(repo.as_str());
+        if let Some(rec) = self.state().get(&key).map_err(state_err)? {
+            return Ok(Some(rec));
+        }
+        if self.absent.recently(repo) {
+            return Ok(None);
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            // Without a leader the local answer is the best there is, but
+            // not one to remember.
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+            return Ok(None);
+        }
+        let rec = self.state().get(&key).map_err(state_err)?;
+        if rec.is_none() {
+            self.absent.remember(repo);
+        }
+        Ok(rec)
+    }
+
+    /// A metadata write about `repo`: whatever it is, the repository is
+    /// no longer known to be missing.
+    async fn write_to(&self, repo: &RepoName, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
+        let out = self.write(cmd).await;
+        self.absent.forget(repo);
+        out
+    }
+
     async fn repo_exists(&self, repo: &RepoName) -> Result<(), ApiError> {
-        match self.read_fresh::<RepositoryRecord>(&keys::repo(repo.as_str())).await? {
+        match self.repo_record(repo).await? {
             Some(_) => Ok(()),
             None => Err(ApiError::new(ErrorCode::NameUnknown, format!("repository {repo} is not known"))),
         }
     }
 
     async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, ApiError> {
+        if self.known_absent(repo)? {
+            return Err(ApiError::new(ErrorCode::NameUnknown, format!("repository {repo} is not known")));
+        }
         match reference {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => match self.read_fresh::<TagRecord>(&keys::tag(repo.as_str(), t)).await? {
@@ -427,7 +511,7 @@ impl Registry for NodeRegistry {
     }
 
     async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError> {
-        match self.write(MetaCommand::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await? {
+        match self.write_to(repo, MetaCommand::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {repo}"))),
             other => Err(unexpected("delete blob", other)),
@@ -445,7 +529,10 @@ impl Registry for NodeRegistry {
             }
         };
         self.ensure_repository(access, repo).await?;
-        match self.write(MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() }).await? {
+        match self
+            .write_to(repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() })
+            .await?
+        {
             MetaResponse::Done => Ok(true),
             other => Err(unexpected("mount blob", other)),
         }
@@ -560,7 +647,7 @@ impl Registry for NodeRegistry {
             Reference::Digest(_) => None,
         };
         self.ensure_repository(access, repo).await?;
-        match self.write(MetaCommand::PutManifest { record, tag }).await? {
+        match self.write_to(repo, MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),
@@ -573,7 +660,7 @@ impl Registry for NodeRegistry {
             Reference::Digest(d) => MetaCommand::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
             Reference::Tag(t) => MetaCommand::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_current: None },
         };
-        match self.write(cmd).await? {
+        match self.write_to(repo, cmd).await? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{reference} is not in repository {repo}"))),
             other => Err(unexpected("delete manifest", other)),

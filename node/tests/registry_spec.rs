@@ -632,3 +632,33 @@ async fn forwarded_uploads_carry_a_grant_not_the_clients_credentials() {
     assert_error(&forged, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert_eq!(owner.send(owner.req(Method::GET, &other)).await.1["range"], "0-0", "nothing reached the other session");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_of_a_repository_that_does_not_exist_spare_the_leader() {
+    let (c, r) = cluster().await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let (i, follower) = c.nodes.iter().enumerate().find(|(_, (id, _))| **id != leader).map(|(i, (_, n))| (i, n)).unwrap();
+    let reg = &r[i];
+    let before = follower.meta.read_barriers();
+    for _ in 0..30 {
+        let anon = reg.send(reg.http.get(format!("{}/v2/nowhere/app/manifests/latest", reg.base))).await;
+        assert_error(&anon, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    let spent = follower.meta.read_barriers() - before;
+    assert!(spent <= 4, "30 anonymous pulls of a missing repository asked the leader {spent} times");
+
+    // A push through this node is seen by it at once…
+    let m = reg.image("nowhere/app", "n").await;
+    assert_eq!(reg.put_manifest("nowhere/app", "latest", OCI_MANIFEST, &m).await.0, StatusCode::CREATED);
+    assert_eq!(reg.status_of(Method::GET, "/v2/nowhere/app/manifests/latest").await, StatusCode::OK);
+    // …and one through another node within the moment a miss is remembered.
+    let other = &r[(i + 1) % r.len()];
+    assert_error(&reg.send(reg.req(Method::GET, "/v2/nowhere/else/manifests/v1")).await, StatusCode::NOT_FOUND, "NAME_UNKNOWN");
+    let m = other.image("nowhere/else", "e").await;
+    assert_eq!(other.put_manifest("nowhere/else", "v1", OCI_MANIFEST, &m).await.0, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while reg.status_of(Method::GET, "/v2/nowhere/else/manifests/v1").await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "a repository made through another node stays unknown here");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -214,6 +214,9 @@ struct Inner {
     /// When this process started the node: its state is at least as fresh
     /// as its last contact before that.
     started: Instant,
+    /// Read barriers asked for: each costs the leader a round of
+    /// heartbeats, so the node exports the count.
+    read_barriers: std::sync::atomic::AtomicU64,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -242,8 +245,19 @@ impl MetaNodeHandle {
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
         let leaderless_since = Arc::new(Mutex::new(Some(Instant::now())));
         tokio::spawn(track_leaderless(raft.metrics(), leaderless_since.clone()));
-        let inner =
-            Arc::new(Inner { id, raft, store, channels, filter, config, handing_over: Default::default(), leaderless_since, leader_heard: Mutex::new(None), started: Instant::now() });
+        let inner = Arc::new(Inner {
+            id,
+            raft,
+            store,
+            channels,
+            filter,
+            config,
+            handing_over: Default::default(),
+            leaderless_since,
+            leader_heard: Mutex::new(None),
+            read_barriers: Default::default(),
+            started: Instant::now(),
+        });
         tokio::spawn(hasten_elections(Arc::downgrade(&inner)));
         Ok(MetaNodeHandle { inner })
     }
@@ -463,9 +477,15 @@ impl MetaNodeHandle {
         }
     }
 
+    /// How many read barriers this node has asked for since it started.
+    pub fn read_barriers(&self) -> u64 {
+        self.inner.read_barriers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// After this returns, local reads observe every write committed before
     /// it was called (a linearizable read through the leader's read index).
     pub async fn read_barrier(&self) -> Result<()> {
+        self.inner.read_barriers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
         loop {
             if Instant::now() >= deadline {
