@@ -419,6 +419,8 @@ impl Registry for NodeRegistry {
             ],
             berth_kind: access.principal.kind().into(),
             berth_app: app,
+            // The owner checks the caller's credentials are still current.
+            berth_gen: self.auth.credential_generation(&access.principal)?,
         };
         self.auth.sign(&claims)
     }
