@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use berth_chaos::wan::{LinkSpec, WanProxy};
 use berth_node::runtime::{init_cluster, join_cluster, start_node, Listeners, NodeAddrs, RunningNode};
-use berth_raft::command::{ManifestRecord, MetaCommand};
+use berth_raft::command::{ManifestRecord, MetaCommand, MetaResponse, RepositoryRecord};
+use berth_raft::identity::{IdentityCommand, OrgRecord};
 use berth_raft::{LinkFilter, MetaConfig};
 use tokio::net::TcpListener;
 
@@ -124,11 +125,15 @@ async fn four_mib_entries_across_150ms_50mbs_links_keep_committing_and_survive_a
         assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters: {:?}", n1.meta.metrics().membership_config);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A namespace and a repository first: manifests are only stored there.
+    let org = OrgRecord { name: "big".into(), email: None, created_at_ms: 0 };
+    n1.meta.write(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
+    n1.meta.write(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("big/entries", 0)))).await.unwrap();
     // Big entries written back to back pile up in the log faster than the
     // links carry them: followers must take them in batches that fit.
     let writes: Vec<_> = (0..8).map(|i| n1.meta.write(big_manifest(i))).collect();
     for r in futures::future::join_all(writes).await {
-        r.expect("a 4 MiB entry commits");
+        assert_eq!(r.expect("a 4 MiB entry commits"), MetaResponse::Done);
     }
     for i in 0..5 {
         n1.meta.write(MetaCommand::Probe { at_ms: i }).await.expect("small writes still commit");

@@ -500,6 +500,14 @@ impl Identity for NodeIdentity {
         rec.public = public;
         rec.description = req.description.unwrap_or_default();
         grant_creator(&mut rec, &who.principal);
+        if let Some(org) = implicit_namespace(&self.state(), &who.principal, &name)? {
+            // Refused only if someone made the namespace meanwhile: fine.
+            match self.write(org, String::new).await {
+                Ok(()) => self.log(who, "org_create", Some(&req.namespace), None, vec![("by", "create_repo".into())]).await,
+                Err(e) if e.code == ErrorCode::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.write(IdentityCommand::CreateRepository(rec), String::new).await?;
         self.log(who, "create_repo", Some(&req.namespace), Some(&name), vec![("visibility", req.visibility)]).await;
         Ok(RepoCreated { namespace: req.namespace, name: req.repository, kind: "image".into() })
@@ -768,6 +776,28 @@ impl Identity for NodeIdentity {
 }
 
 /// Whoever creates a repository in an organization administers it.
+/// The organization a superuser's first repository in an unknown namespace
+/// makes, owned by that superuser: a namespace exists before anything is
+/// stored under it (the state machine refuses a repository otherwise), so
+/// nobody can later claim it and administer what is already there. Only a
+/// superuser may create in a namespace that does not exist (see
+/// `policy::may_create`); `None` for everyone else and for a namespace
+/// that exists.
+pub fn implicit_namespace(state: &impl StateRead, p: &Principal, repo: &str) -> Result<Option<IdentityCommand>, ApiError> {
+    let Some(ns) = namespace_of(repo) else { return Ok(None) };
+    let exists = state.get_raw(&keys::user(ns)).map_err(state_err)?.is_some() || state.get_raw(&keys::org(ns)).map_err(state_err)?.is_some();
+    let owner = match p {
+        Principal::User { name, superuser: true } => name.clone(),
+        Principal::App { owner, .. } if p.is_superuser() => owner.clone(),
+        _ => return Ok(None),
+    };
+    if exists {
+        return Ok(None);
+    }
+    let org = OrgRecord { name: ns.to_string(), email: None, created_at_ms: now_ms() };
+    Ok(Some(IdentityCommand::CreateOrg { org, owner: Some(owner) }))
+}
+
 pub fn grant_creator(rec: &mut RepositoryRecord, p: &Principal) {
     let ns = namespace_of(&rec.name).map(str::to_string);
     match p {

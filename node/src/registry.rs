@@ -239,9 +239,11 @@ impl NodeRegistry {
     /// into it is about to be committed and it does not exist yet. Called
     /// only once the write itself has passed its checks (the blob's digest,
     /// the manifest's references), so a refused request creates nothing.
-    /// A writer who may not create repositories (an application token
-    /// without `repo:create` in its owner's namespace) gets the bare record
-    /// the manifest commit makes, as before.
+    /// A writer who may write but not create (an application token without
+    /// `repo:create` in its owner's namespace) is refused: nothing else
+    /// makes a repository, and the manifest commit would refuse it too.
+    /// A superuser's first repository in a namespace nobody has makes that
+    /// namespace, an organization they own.
     async fn ensure_repository(&self, access: &Access, repo: &RepoName) -> Result<(), ApiError> {
         let state = self.state();
         if state.get::<RepositoryRecord>(&keys::repo(repo.as_str())).map_err(state_err)?.is_some() {
@@ -249,16 +251,30 @@ impl NodeRegistry {
         }
         let p = &access.principal;
         if !policy::may_create(&state, p, repo.as_str()).map_err(state_err)? {
-            return Ok(());
+            return Err(ApiError::new(ErrorCode::Denied, format!("{} may not create repository {repo}", p.performer())));
         }
         let mut rec = RepositoryRecord::new(repo.as_str(), now_ms());
         crate::identity::grant_creator(&mut rec, p);
+        if let Some(org) = crate::identity::implicit_namespace(&state, p, repo.as_str())? {
+            match self.write(MetaCommand::Identity(org)).await? {
+                MetaResponse::Done => self.audit.record("org_create", p, access.ip, namespace_of(repo.as_str()), None, vec![("by", "push".into())]),
+                // A concurrent push or an admin made the namespace first.
+                MetaResponse::Refused(_) => {}
+                other => return Err(unexpected("create namespace", other)),
+            }
+        }
         match self.write_to(repo, MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
             MetaResponse::Done => {
                 self.audit.record("create_repo", p, access.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
             }
-            // A concurrent push (or one through a node this one lags) created it first.
-            MetaResponse::Refused(_) => {}
+            MetaResponse::Refused(why) => {
+                // A concurrent push (or one through a node this one lags)
+                // created it first (a write is applied here before it
+                // returns), or its namespace does not exist.
+                if self.state().get_raw(&keys::repo(repo.as_str())).map_err(state_err)?.is_none() {
+                    return Err(ApiError::new(ErrorCode::Denied, why));
+                }
+            }
             other => return Err(unexpected("create repository", other)),
         }
         Ok(())

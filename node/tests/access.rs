@@ -324,6 +324,28 @@ async fn permission_matrix() {
     }
     push_image(&e, &Who::user("uma"), "uma/own", "v1", "uma").await;
 
+    // The takeover: a superuser's push into a namespace nobody has makes
+    // an organization owned by that superuser, so a plain user can neither
+    // claim the name nor change what lives there.
+    let admin = Who::Basic(ADMIN.0.into(), ADMIN.1.into());
+    push_image(&e, &admin, "team/alpine", "v1", "team").await;
+    let (s, v, _) = e.api(&admin, Method::GET, "/api/v1/organization/team", None).await;
+    assert_eq!((s, v["is_admin"].as_bool()), (StatusCode::OK, Some(true)), "the push made the namespace: {v}");
+    let uma = Who::user("uma");
+    let (s, v, _) = e.api(&uma, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a plain user cannot claim a namespace that holds repositories: {v}");
+    let (s, v, _) = e.api(&uma, Method::POST, "/api/v1/repository/team/alpine/changevisibility", Some(json!({"visibility": "public"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    check("anonymous list after the takeover attempt", &e.v2(&Who::Anonymous, Method::GET, "/v2/team/alpine/tags/list", None).await, Unauthorized, StatusCode::OK);
+    // Nor can a user be created under that name.
+    let (s, v, _) = e.api(&admin, Method::POST, "/api/v1/superuser/users/", Some(json!({"username": "team", "password": "team-password"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // A plain user cannot make a namespace by pushing into it either.
+    let r = e.v2(&uma, Method::POST, "/v2/nobodys/app/blobs/uploads/", None).await;
+    check("user creates nobodys/app", &r, Denied, StatusCode::ACCEPTED);
+    let (s, _, _) = e.api(&admin, Method::GET, "/api/v1/organization/nobodys", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a refused push makes no namespace");
+
     // Public after a visibility change; private again after another.
     let olga = &who[4].1;
     let (s, _, _) = e.api(olga, Method::POST, "/api/v1/repository/acme/private/changevisibility", Some(json!({"visibility": "public"}))).await;

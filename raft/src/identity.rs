@@ -323,8 +323,34 @@ fn refused(why: impl Into<String>) -> MetaResponse {
     MetaResponse::Refused(why.into())
 }
 
-fn namespace_taken(state: &impl StateRead, name: &str) -> Result<bool, StateError> {
+/// Whether `name` is a user's or an organization's namespace.
+fn namespace_exists(state: &impl StateRead, name: &str) -> Result<bool, StateError> {
     Ok(state.get_raw(&keys::user(name))?.is_some() || state.get_raw(&keys::org(name))?.is_some())
+}
+
+/// Whether a new user or organization may not take `name`: one already
+/// has it, or repositories live under it (left by a deleted account, or
+/// written before namespaces were explicit). Whoever took such a name would
+/// administer repositories they never had rights to.
+fn namespace_taken(state: &impl StateRead, name: &str) -> Result<bool, StateError> {
+    Ok(namespace_exists(state, name)? || has_repositories(state, name)?)
+}
+
+/// The one way a repository comes to exist. Its namespace (the part before
+/// the first `/`) must be a user or an organization: a repository never
+/// makes a namespace by itself, so nobody can later claim a namespace that
+/// only repositories hold. A name without `/` has no namespace.
+pub(crate) fn create_repository(state: &impl StateRead, ch: &mut Changes, repo: &RepositoryRecord) -> Result<MetaResponse, StateError> {
+    if state.get_raw(&keys::repo(&repo.name))?.is_some() {
+        return Ok(refused(format!("repository {} exists", repo.name)));
+    }
+    if let Some(ns) = namespace_of(&repo.name) {
+        if !namespace_exists(state, ns)? {
+            return Ok(refused(format!("namespace {ns} does not exist: create the organization first")));
+        }
+    }
+    ch.put(keys::repo(&repo.name), repo);
+    Ok(MetaResponse::Done)
 }
 
 fn has_repositories(state: &impl StateRead, ns: &str) -> Result<bool, StateError> {
@@ -464,7 +490,7 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             MetaResponse::Done
         }
         IdentityCommand::PutRobot(robot) => {
-            if !namespace_taken(state, &robot.namespace)? {
+            if !namespace_exists(state, &robot.namespace)? {
                 return Ok(MetaResponse::NotFound);
             }
             let old = state.get::<RobotRecord>(&keys::robot(&robot.namespace, &robot.short))?;
@@ -495,13 +521,7 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             ch.delete(keys::app_token(id));
             MetaResponse::Done
         }
-        IdentityCommand::CreateRepository(repo) => {
-            if state.get_raw(&keys::repo(&repo.name))?.is_some() {
-                return Ok(refused(format!("repository {} exists", repo.name)));
-            }
-            ch.put(keys::repo(&repo.name), repo);
-            MetaResponse::Done
-        }
+        IdentityCommand::CreateRepository(repo) => create_repository(state, ch, repo)?,
         IdentityCommand::UpdateRepository { name, public, description } => {
             let Some(mut repo) = state.get::<RepositoryRecord>(&keys::repo(name))? else { return Ok(MetaResponse::NotFound) };
             if let Some(p) = public {

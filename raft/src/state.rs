@@ -292,12 +292,8 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
             ch.put(keys::user(&rec.name), rec);
             MetaResponse::Done
         }
-        MetaCommand::CreateRepository(rec) => {
-            if state.get_raw(&keys::repo(&rec.name))?.is_none() {
-                ch.put(keys::repo(&rec.name), rec);
-            }
-            MetaResponse::Done
-        }
+        // An older form of the identity command, still read from old logs.
+        MetaCommand::CreateRepository(rec) => identity::create_repository(state, &mut ch, rec)?,
         MetaCommand::PutManifest { record: rec, tag } => put_manifest(state, &mut ch, rec, tag.as_deref())?,
         MetaCommand::DeleteManifest { repo, digest } => {
             if let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? {
@@ -414,6 +410,11 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
 /// a push cannot both win); the blobs' reference counts go up once per
 /// new manifest.
 fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
+    // Never creates the repository: that is `identity::create_repository`'s
+    // alone, which checks the namespace.
+    if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
+        return Ok(MetaResponse::Refused(format!("repository {} does not exist", rec.repo)));
+    }
     let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
     let mut blobs = Vec::with_capacity(rec.blobs.len());
     for b in &rec.blobs {
@@ -430,9 +431,6 @@ fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, 
             blob.refs += 1;
             ch.put(keys::blob(b), &blob);
         }
-    }
-    if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
-        ch.put(keys::repo(&rec.repo), &RepositoryRecord::new(&rec.repo, rec.pushed_at_ms));
     }
     ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
     if let Some(subject) = &rec.subject {
@@ -549,6 +547,52 @@ mod tests {
         Some(TokenProof { id: id.into(), secret_sha256: secret.into() })
     }
 
+    fn create_repo(name: &str) -> MetaCommand {
+        MetaCommand::Identity(crate::identity::IdentityCommand::CreateRepository(RepositoryRecord::new(name, 0)))
+    }
+
+    /// A namespace exists before anything is stored under it, and a name
+    /// that repositories hold cannot be taken by a new user or organization
+    /// (who would then administer them).
+    #[test]
+    fn repositories_need_a_namespace_and_hold_it() {
+        use crate::identity::{IdentityCommand, OrgRecord};
+        let s = MapState::default();
+        let manifest = ManifestRecord {
+            repo: "team/alpine".into(),
+            digest: Digest::sha256_of(b"m"),
+            media_type: "m".into(),
+            bytes: vec![],
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            pushed_at_ms: 0,
+        };
+        // No implicit repository, no implicit namespace.
+        assert!(matches!(s.run(MetaCommand::PutManifest { record: manifest.clone(), tag: None }), MetaResponse::Refused(_)));
+        assert!(matches!(s.run(create_repo("team/alpine")), MetaResponse::Refused(why) if why.contains("namespace team does not exist")));
+        assert!(matches!(s.run(MetaCommand::CreateRepository(RepositoryRecord::new("team/alpine", 0))), MetaResponse::Refused(_)), "the older command too");
+        assert_eq!(s.get_raw(&keys::repo("team/alpine")).unwrap(), None);
+        // With its organization, it is created once, then holds the name.
+        let org = |name: &str| MetaCommand::Identity(IdentityCommand::CreateOrg { org: OrgRecord { name: name.into(), email: None, created_at_ms: 0 }, owner: Some("admin".into()) });
+        assert_eq!(s.run(org("team")), MetaResponse::Done);
+        assert_eq!(s.run(create_repo("team/alpine")), MetaResponse::Done);
+        assert!(matches!(s.run(create_repo("team/alpine")), MetaResponse::Refused(_)));
+        assert_eq!(s.run(MetaCommand::PutManifest { record: manifest, tag: None }), MetaResponse::Done);
+        // The organization is deleted around its repository (as older
+        // versions allowed): the name stays taken.
+        s.0.lock().unwrap().remove(&keys::org("team"));
+        assert!(matches!(s.run(org("team")), MetaResponse::Refused(why) if why.contains("taken")));
+        assert!(matches!(s.run(MetaCommand::Identity(IdentityCommand::CreateUser(crate::command::UserRecord {
+            name: "team".into(),
+            password_hash: "h".into(),
+            superuser: false,
+            created_at_ms: 0,
+        }))), MetaResponse::Refused(_)));
+        // A name without a namespace needs none.
+        assert_eq!(s.run(create_repo("single")), MetaResponse::Done);
+    }
+
     #[test]
     fn tokens_are_checked_atomically_with_registration() {
         let s = MapState::default();
@@ -626,6 +670,7 @@ mod tests {
         let d2 = Digest::sha256_of(b"2");
         let tag = |digest: &Digest, cond| MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: digest.clone(), pushed_at_ms: 1, if_current: cond };
         assert_eq!(s.run(tag(&d1, None)), MetaResponse::NotFound, "tag of an unknown manifest");
+        s.run(create_repo("r"));
         for d in [&d1, &d2] {
             s.run(MetaCommand::PutManifest {
                 tag: None,
@@ -669,6 +714,8 @@ mod tests {
         };
         let refs = |d: &Digest| s.get::<BlobRecord>(&keys::blob(d)).unwrap().map(|r| r.refs);
         let sweep = |d: &Digest, cutoff_ms| MetaCommand::SweepBlob { digest: d.clone(), cutoff_ms };
+        s.run(create_repo("x"));
+        s.run(create_repo("y"));
         s.run(link("x", &b, 10));
         s.run(link("x", &shared, 10));
         s.run(link("y", &shared, 10));
