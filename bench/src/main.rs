@@ -199,6 +199,11 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let meta = n1.running.meta.clone();
+    // Manifests are stored only in a repository of a namespace that exists.
+    let org = berth_raft::identity::OrgRecord { name: "bench".into(), email: None, created_at_ms: 0 };
+    meta.write(MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateOrg { org, owner: None })).await?;
+    let repo = berth_raft::command::RepositoryRecord::new("bench/meta", 0);
+    meta.write(MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateRepository(repo))).await?;
     let manifest = |i: usize| {
         let bytes = format!("{{\"schemaVersion\":2,\"bench\":{i}}}").into_bytes();
         ManifestRecord {
@@ -215,7 +220,8 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
     let mut lat = Vec::with_capacity(writes);
     for i in 0..writes {
         let t = Instant::now();
-        meta.write(MetaCommand::PutManifest { record: manifest(i), tag: Some(format!("t{i}")) }).await?;
+        let done = meta.write(MetaCommand::PutManifest { record: manifest(i), tag: Some(format!("t{i}")) }).await?;
+        anyhow::ensure!(done == berth_raft::command::MetaResponse::Done, "manifest {i} not stored: {done:?}");
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     // Sustained: 64 writers moving tags for 5 s.

@@ -171,8 +171,17 @@ impl Cluster {
     }
 }
 
-/// A manifest and a tag pointing at it: what a push leaves in the metadata.
+/// A manifest and a tag pointing at it: what a push leaves in the metadata
+/// (with the namespace and repository a push makes first, if missing).
 pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
+    use berth_raft::command::RepositoryRecord;
+    use berth_raft::identity::{IdentityCommand, OrgRecord};
+    if let Some((ns, _)) = repo.split_once('/') {
+        let org = OrgRecord { name: ns.into(), email: None, created_at_ms: 0 };
+        // Refused when it exists: fine either way.
+        node.meta.write(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
+    }
+    node.meta.write(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0)))).await.unwrap();
     let bytes = format!("{{\"schemaVersion\":2,\"n\":{n}}}").into_bytes();
     let digest = Digest::sha256_of(&bytes);
     let manifest = ManifestRecord {
