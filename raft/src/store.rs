@@ -505,9 +505,9 @@ mod tests {
         let store = RocksStore::open(dir.path()).unwrap();
         let mut log = store.log_store();
         // 1..=20 of 300 KiB each, then 21..=22 of 4 MiB, then 23..=122 tiny.
-        let sizes = (1..=20).map(|i| (i, 300 << 10)).chain([(21, 4 << 20), (22, 4 << 20)]).chain((23..=122).map(|i| (i, 16)));
+        let sizes = (1..=20u64).map(|i| (i, 300 << 10)).chain([(21, 4 << 20), (22, 4 << 20)]).chain((23..=122).map(|i| (i, 16)));
         for (i, size) in sizes {
-            log.db.put_cf(cf(&log.db, CF_LOG), (i as u64).to_be_bytes(), encode_versioned(LOG_VERSION, &entry(i, size)).unwrap()).unwrap();
+            log.db.put_cf(cf(&log.db, CF_LOG), i.to_be_bytes(), encode_versioned(LOG_VERSION, &entry(i, size)).unwrap()).unwrap();
         }
         let indexes = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
         // 300 KiB entries: the fourth one passes 1 MiB, so four go.
