@@ -649,7 +649,23 @@ impl Registry for NodeRegistry {
             let size = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?.map(|r| r.size).unwrap_or(0);
             sized.push((b.clone(), size));
         }
-        self.replicator.ensure_copies(&sized).await.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?;
+        // A node cut off from the majority cannot commit the manifest, and
+        // its peers may be out of reach for the copies too: it answers 503
+        // as soon as it knows, instead of holding the client until the copy
+        // timeout or the heal.
+        let copies = self.replicator.ensure_copies(&sized);
+        let cut_off = async {
+            loop {
+                if let Some(why) = self.meta.refuses_writes() {
+                    return why;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            copied = copies => copied.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?,
+            why = cut_off => return Err(ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {why}"))),
+        }
         let record = ManifestRecord {
             repo: repo.to_string(),
             digest: digest.clone(),

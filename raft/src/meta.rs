@@ -393,6 +393,14 @@ impl MetaNodeHandle {
         ))
     }
 
+    /// Why this node would refuse a write now, without trying: a drill has
+    /// cut it off from a majority, or it has known no leader for longer
+    /// than two election timeouts. Work that only leads up to a write (a
+    /// push waiting for blob copies) checks this to give up as early.
+    pub fn refuses_writes(&self) -> Option<String> {
+        self.cut_off_from_quorum().or_else(|| self.leaderless_too_long())
+    }
+
     /// Why a write should be refused at once because this node has known no
     /// leader for longer than two full election timeouts: elections finish
     /// well within that, so the node is on the minority side of a partition
