@@ -62,7 +62,8 @@ impl Verdict {
         }
         if let Some(max) = bounds.max_pull_errors_unaffected {
             if self.pull_errors_unaffected > max {
-                self.violations.push(format!("{} reads or pulls failed through nodes no fault touched, more than the {max} allowed", self.pull_errors_unaffected));
+                self.violations
+                    .push(format!("{} reads or pulls failed through nodes no fault touched, more than the {max} allowed", self.pull_errors_unaffected));
             }
         }
     }

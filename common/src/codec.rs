@@ -28,21 +28,8 @@ pub const CLAIM_PER_BYTE: usize = 16;
 
 /// bincode's limit is a type-level constant, so the limit for an input is
 /// picked from these steps (each 4 times the one before).
-pub const LIMIT_STEPS: [usize; 13] = [
-    1 << 10,
-    4 << 10,
-    16 << 10,
-    64 << 10,
-    256 << 10,
-    1 << 20,
-    4 << 20,
-    16 << 20,
-    64 << 20,
-    256 << 20,
-    1 << 30,
-    4 << 30,
-    CLAIM_PER_BYTE * MAX_RECORD_BYTES,
-];
+pub const LIMIT_STEPS: [usize; 13] =
+    [1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30, 4 << 30, CLAIM_PER_BYTE * MAX_RECORD_BYTES];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

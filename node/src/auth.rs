@@ -372,7 +372,10 @@ impl Authenticator {
         if claims.iat < since_s {
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                format!("this node has been cut off from the cluster for {} s and cannot check a token issued before that; log in again", now_ms() / 1000 - since_s),
+                format!(
+                    "this node has been cut off from the cluster for {} s and cannot check a token issued before that; log in again",
+                    now_ms() / 1000 - since_s
+                ),
             ));
         }
         Ok(())

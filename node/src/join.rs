@@ -212,7 +212,8 @@ impl JoinLimits {
         if let Some(ip) = from {
             let now = std::time::Instant::now();
             let mut buckets = self.buckets.lock().expect("join limits lock");
-            let refill = |(tokens, at): (f64, std::time::Instant)| (tokens + now.duration_since(at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST);
+            let refill =
+                |(tokens, at): (f64, std::time::Instant)| (tokens + now.duration_since(at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST);
             if buckets.len() >= Self::MAX_SOURCES {
                 buckets.retain(|_, b| refill(*b) < Self::BURST);
             }

@@ -215,8 +215,17 @@ mod tests {
                 ]
             });
             proptest::collection::btree_map(
-                prop_oneof![Just("schemaVersion"), Just("mediaType"), Just("config"), Just("layers"), Just("manifests"), Just("subject"), Just("artifactType"), Just("annotations")]
-                    .prop_map(str::to_string),
+                prop_oneof![
+                    Just("schemaVersion"),
+                    Just("mediaType"),
+                    Just("config"),
+                    Just("layers"),
+                    Just("manifests"),
+                    Just("subject"),
+                    Just("artifactType"),
+                    Just("annotations")
+                ]
+                .prop_map(str::to_string),
                 value,
                 0..8,
             )

@@ -336,7 +336,12 @@ async fn permission_matrix() {
     assert_eq!(s, StatusCode::CONFLICT, "a plain user cannot claim a namespace that holds repositories: {v}");
     let (s, v, _) = e.api(&uma, Method::POST, "/api/v1/repository/team/alpine/changevisibility", Some(json!({"visibility": "public"}))).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    check("anonymous list after the takeover attempt", &e.v2(&Who::Anonymous, Method::GET, "/v2/team/alpine/tags/list", None).await, Unauthorized, StatusCode::OK);
+    check(
+        "anonymous list after the takeover attempt",
+        &e.v2(&Who::Anonymous, Method::GET, "/v2/team/alpine/tags/list", None).await,
+        Unauthorized,
+        StatusCode::OK,
+    );
     // Nor can a user be created under that name.
     let (s, v, _) = e.api(&admin, Method::POST, "/api/v1/superuser/users/", Some(json!({"username": "team", "password": "team-password"}))).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");

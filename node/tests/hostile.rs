@@ -121,10 +121,11 @@ impl Writer {
             let http = reqwest::Client::new();
             while !s.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let status = match http.post(format!("{node}/api/v1/drill/probe")).basic_auth("admin", Some(&password)).timeout(Duration::from_secs(10)).send().await {
-                    Ok(r) => r.status(),
-                    Err(_) => StatusCode::GATEWAY_TIMEOUT,
-                };
+                let status =
+                    match http.post(format!("{node}/api/v1/drill/probe")).basic_auth("admin", Some(&password)).timeout(Duration::from_secs(10)).send().await {
+                        Ok(r) => r.status(),
+                        Err(_) => StatusCode::GATEWAY_TIMEOUT,
+                    };
                 out.lock().unwrap().push((t, t.elapsed(), status));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -174,7 +175,13 @@ impl Lab {
             digests.push((d, part.len() as u64));
         }
         let manifest = manifest_json(&digests[1].0, digests[1].1, &digests[..1], None, None);
-        let r = self.req(push, Method::PUT, &format!("/v2/{repo}/manifests/v{n}")).header("content-type", OCI_MANIFEST).body(manifest.clone()).send().await.unwrap();
+        let r = self
+            .req(push, Method::PUT, &format!("/v2/{repo}/manifests/v{n}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
         let s = r.status();
         assert_eq!(s, StatusCode::CREATED, "honest manifest push through {push}: {}", r.text().await.unwrap_or_default());
         let got = self.req(pull, Method::GET, &format!("/v2/{repo}/manifests/v{n}")).header("accept", OCI_MANIFEST).send().await.unwrap();
@@ -334,7 +341,12 @@ fn an_outsider_cannot_stop_slow_or_grow_the_cluster() {
         let refusals: Vec<String> = futures::future::join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
         let limited = refusals.iter().filter(|r| r.contains("too many join attempts") || r.contains("busy")).count();
         let unknown = refusals.iter().filter(|r| r.contains("not known")).count();
-        assert_eq!(limited + unknown, refusals.len(), "every join refused: {:?}", refusals.iter().find(|r| !r.contains("too many") && !r.contains("not known")));
+        assert_eq!(
+            limited + unknown,
+            refusals.len(),
+            "every join refused: {:?}",
+            refusals.iter().find(|r| !r.contains("too many") && !r.contains("not known"))
+        );
         // Ten a source at once, then one every 3 s.
         assert!(unknown <= 10 * (10 + 1 + ATTACK_FOR.as_secs() as usize / 3), "sources are rate-limited: {unknown} reached the token check");
         format!("{} joins: {unknown} 'join token is not known', {limited} rate-limited", refusals.len())
@@ -375,7 +387,12 @@ fn an_outsider_cannot_stop_slow_or_grow_the_cluster() {
     let users: Vec<String> = (0..10).map(|i| format!("flood{i}")).collect();
     lab.rt.block_on(async {
         for u in &users {
-            let r = lab.req(&lab.urls[0], Method::POST, "/api/v1/superuser/users/").json(&serde_json::json!({"username": u, "password": format!("{u}-password")})).send().await.unwrap();
+            let r = lab
+                .req(&lab.urls[0], Method::POST, "/api/v1/superuser/users/")
+                .json(&serde_json::json!({"username": u, "password": format!("{u}-password")}))
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success(), "create {u}: {}", r.status());
         }
     });
@@ -393,7 +410,15 @@ fn an_outsider_cannot_stop_slow_or_grow_the_cluster() {
                         let location = r.headers()["location"].to_str().unwrap().to_string();
                         if i % 8 == 0 {
                             let url = if location.starts_with("http") { location } else { format!("{}{location}", lab.urls[1]) };
-                            let p = lab.http.patch(url).basic_auth(u, Some(&pw)).header("content-range", format!("0-{}", chunk.len() - 1)).body(chunk.clone()).send().await.unwrap();
+                            let p = lab
+                                .http
+                                .patch(url)
+                                .basic_auth(u, Some(&pw))
+                                .header("content-range", format!("0-{}", chunk.len() - 1))
+                                .body(chunk.clone())
+                                .send()
+                                .await
+                                .unwrap();
                             assert_eq!(p.status(), StatusCode::ACCEPTED, "a chunk into an open session");
                             written += 1;
                         }
@@ -458,16 +483,35 @@ fn an_outsider_cannot_stop_slow_or_grow_the_cluster() {
             (status, took) = (r.status(), took.max(t.elapsed()));
             assert!(status == StatusCode::URI_TOO_LONG || status == StatusCode::BAD_REQUEST, "{status}");
             assert!(took < Duration::from_secs(1), "refused in {took:?}");
-            let r = lab.http.post(format!("{}/v2/auth", lab.urls[0])).header("content-type", "application/x-www-form-urlencoded").body(form.clone()).send().await.unwrap();
+            let r = lab
+                .http
+                .post(format!("{}/v2/auth", lab.urls[0]))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.clone())
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a form with 2,000 scopes");
             sent += 2;
             tokio::time::sleep(PACE * 5).await;
         }
-        let token: serde_json::Value = lab.req(&lab.urls[0], Method::GET, &format!("/v2/auth?service={service}&scope=repository:honest/app:pull")).send().await.unwrap().json().await.unwrap();
+        let token: serde_json::Value = lab
+            .req(&lab.urls[0], Method::GET, &format!("/v2/auth?service={service}&scope=repository:honest/app:pull"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let token = token["token"].as_str().unwrap();
-        let r = lab.http.post(format!("{}/api/v1/cluster/tokens", lab.urls[0])).bearer_auth(token).json(&serde_json::json!({"ttl_secs": 60})).send().await.unwrap();
+        let r =
+            lab.http.post(format!("{}/api/v1/cluster/tokens", lab.urls[0])).bearer_auth(token).json(&serde_json::json!({"ttl_secs": 60})).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "a registry token is not an admin credential");
-        format!("{sent} requests; 1,000 scopes in a query: {status} within {} ms; 2,000 in a form: 400; registry token on the cluster API: {}", took.as_millis(), r.status())
+        format!(
+            "{sent} requests; 1,000 scopes in a query: {status} within {} ms; 2,000 in a form: 400; registry token on the cluster API: {}",
+            took.as_millis(),
+            r.status()
+        )
     });
     lab.survived("token requests with 1,000-2,000 scopes", before, refusal);
 

@@ -423,7 +423,8 @@ mod tests {
             subject: None,
             pushed_at_ms: 7,
         };
-        let before = Before { repo: "a/b", digest: &digest, media_type: "t", bytes: &rec.bytes, blobs: vec![], children: vec![], subject: None, pushed_at_ms: 7 };
+        let before =
+            Before { repo: "a/b", digest: &digest, media_type: "t", bytes: &rec.bytes, blobs: vec![], children: vec![], subject: None, pushed_at_ms: 7 };
         let old = berth_common::encode_versioned(1, &before).unwrap();
         assert_eq!(berth_common::encode_versioned(1, &rec).unwrap(), old);
         assert_eq!(berth_common::decode_versioned::<ManifestRecord>(1, &old).unwrap(), rec);
@@ -484,9 +485,8 @@ mod tests {
                 (manifest(), proptest::option::of(".{0,20}")).prop_map(|(record, tag)| MetaCommand::PutManifest { record, tag }),
                 (any::<u64>(), role()).prop_map(|(node, role)| MetaCommand::SetNodeRole { node, role }),
                 (digest(), any::<u64>()).prop_map(|(digest, cutoff_ms)| MetaCommand::SweepBlob { digest, cutoff_ms }),
-                (".{0,20}", ".{0,20}", digest(), any::<u64>(), proptest::option::of(proptest::option::of(digest()))).prop_map(
-                    |(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }
-                ),
+                (".{0,20}", ".{0,20}", digest(), any::<u64>(), proptest::option::of(proptest::option::of(digest())))
+                    .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
             ]
             .prop_map(MetaRequest::from)
         }

@@ -113,7 +113,8 @@ pub enum PeerRpc {
 /// Calls `rpc` on the peer at `addr` with a versioned payload.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
     let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
-    let mut client = PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::server::MAX_MEMBER_MESSAGE);
+    let mut client =
+        PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::server::MAX_MEMBER_MESSAGE);
     let request = tonic::Request::new(Payload { data });
     let fut = async {
         match rpc {

@@ -25,10 +25,10 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::command::MetaRequest;
-use crate::state::StateRead;
 use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
+use crate::state::StateRead;
 use crate::types::*;
 use crate::wire::{from_payload, to_payload, ForwardReply};
 use berth_common::{node_id_of_cert, NodeId, PeerTls};

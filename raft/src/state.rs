@@ -249,9 +249,12 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
                 // Promoted nodes always vote (see `membership`), so more
                 // than MAX_VOTERS of them could never be honoured. Counted
                 // here, so two promotes racing cannot both pass.
-                let others = state.scan::<NodeRecord>(keys::NODE_PREFIX)?.into_iter().filter(|n| !n.removed && n.role == NodeRole::Voter && n.id != *node).count();
+                let others =
+                    state.scan::<NodeRecord>(keys::NODE_PREFIX)?.into_iter().filter(|n| !n.removed && n.role == NodeRole::Voter && n.id != *node).count();
                 if *role == NodeRole::Voter && others >= MAX_VOTERS {
-                    MetaResponse::Refused(format!("node {node} not promoted: {others} nodes are promoted already and a cluster has at most {MAX_VOTERS} voters; demote one first"))
+                    MetaResponse::Refused(format!(
+                        "node {node} not promoted: {others} nodes are promoted already and a cluster has at most {MAX_VOTERS} voters; demote one first"
+                    ))
                 } else {
                     rec.role = *role;
                     ch.put(keys::node(*node), &rec);
@@ -574,7 +577,12 @@ mod tests {
         assert!(matches!(s.run(MetaCommand::CreateRepository(RepositoryRecord::new("team/alpine", 0))), MetaResponse::Refused(_)), "the older command too");
         assert_eq!(s.get_raw(&keys::repo("team/alpine")).unwrap(), None);
         // With its organization, it is created once, then holds the name.
-        let org = |name: &str| MetaCommand::Identity(IdentityCommand::CreateOrg { org: OrgRecord { name: name.into(), email: None, created_at_ms: 0 }, owner: Some("admin".into()) });
+        let org = |name: &str| {
+            MetaCommand::Identity(IdentityCommand::CreateOrg {
+                org: OrgRecord { name: name.into(), email: None, created_at_ms: 0 },
+                owner: Some("admin".into()),
+            })
+        };
         assert_eq!(s.run(org("team")), MetaResponse::Done);
         assert_eq!(s.run(create_repo("team/alpine")), MetaResponse::Done);
         assert!(matches!(s.run(create_repo("team/alpine")), MetaResponse::Refused(_)));
@@ -583,12 +591,15 @@ mod tests {
         // versions allowed): the name stays taken.
         s.0.lock().unwrap().remove(&keys::org("team"));
         assert!(matches!(s.run(org("team")), MetaResponse::Refused(why) if why.contains("taken")));
-        assert!(matches!(s.run(MetaCommand::Identity(IdentityCommand::CreateUser(crate::command::UserRecord {
-            name: "team".into(),
-            password_hash: "h".into(),
-            superuser: false,
-            created_at_ms: 0,
-        }))), MetaResponse::Refused(_)));
+        assert!(matches!(
+            s.run(MetaCommand::Identity(IdentityCommand::CreateUser(crate::command::UserRecord {
+                name: "team".into(),
+                password_hash: "h".into(),
+                superuser: false,
+                created_at_ms: 0,
+            }))),
+            MetaResponse::Refused(_)
+        ));
         // A name without a namespace needs none.
         assert_eq!(s.run(create_repo("single")), MetaResponse::Done);
     }
