@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
-use berth_raft::command::{ClusterRecord, NodeRecord, UserRecord};
+use berth_raft::command::{ClusterRecord, UserRecord};
 use berth_raft::identity::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
@@ -182,9 +182,7 @@ impl Authenticator {
     /// cluster's state). The node learns it was removed from its own
     /// record, which the removal marks before the membership drops it.
     fn check_still_member(&self) -> Result<(), ApiError> {
-        let me = self.meta.id();
-        let rec: Option<NodeRecord> = self.meta.state().get(&keys::node(me)).map_err(state_err)?;
-        if rec.is_some_and(|r| r.removed) {
+        if berth_raft::state::node_removed(&self.meta.state(), self.meta.id()).map_err(state_err)? {
             return Err(ApiError::new(ErrorCode::Unauthorized, "this node was removed from the cluster; its operator token is no longer a credential"));
         }
         Ok(())

@@ -54,7 +54,7 @@ impl ClusterView for NodeView {
     }
 
     fn removed(&self, node: NodeId) -> bool {
-        matches!(self.meta.state().get::<NodeRecord>(&keys::node(node)), Ok(Some(n)) if n.removed)
+        berth_raft::state::node_removed(&self.meta.state(), node).unwrap_or(false)
     }
 
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {

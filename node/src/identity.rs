@@ -490,10 +490,7 @@ impl Identity for NodeIdentity {
         if !policy::may_create(&self.state(), &who.principal, &name).map_err(state_err)? {
             return Err(denied(&who.principal, &format!("create repositories in {}", req.namespace)));
         }
-        if !who.principal.is_superuser()
-            && self.user_record(&req.namespace)?.is_none()
-            && self.state().get_raw(&keys::org(&req.namespace)).map_err(state_err)?.is_none()
-        {
+        if !who.principal.is_superuser() && !berth_raft::identity::namespace_exists(&self.state(), &req.namespace).map_err(state_err)? {
             return Err(not_found(format!("no namespace {}", req.namespace)));
         }
         let mut rec = RepositoryRecord::new(&name, now_ms());
@@ -785,7 +782,7 @@ impl Identity for NodeIdentity {
 /// that exists.
 pub fn implicit_namespace(state: &impl StateRead, p: &Principal, repo: &str) -> Result<Option<IdentityCommand>, ApiError> {
     let Some(ns) = namespace_of(repo) else { return Ok(None) };
-    let exists = state.get_raw(&keys::user(ns)).map_err(state_err)?.is_some() || state.get_raw(&keys::org(ns)).map_err(state_err)?.is_some();
+    let exists = berth_raft::identity::namespace_exists(state, ns).map_err(state_err)?;
     let owner = match p {
         Principal::User { name, superuser: true } => name.clone(),
         Principal::App { owner, .. } if p.is_superuser() => owner.clone(),

@@ -40,7 +40,7 @@ impl JoinToken {
 
     pub fn parse(s: &str) -> anyhow::Result<JoinToken> {
         let parts: Vec<&str> = s.trim().split('.').collect();
-        let hexy = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let hexy = lower_hex;
         match parts.as_slice() {
             [TOKEN_PREFIX, fp, id, secret] if hexy(fp, 64) && hexy(id, 12) && hexy(secret, 48) => {
                 Ok(JoinToken { ca_fingerprint: fp.to_string(), id: id.to_string(), secret: secret.to_string() })
@@ -56,6 +56,11 @@ impl std::fmt::Display for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{TOKEN_PREFIX}.{}.{}.{}", self.ca_fingerprint, self.id, self.secret)
     }
+}
+
+/// `s` is `n` lowercase hex digits, as every part of a token is.
+fn lower_hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -127,8 +132,7 @@ impl Joins {
     }
 
     async fn handle(&self, req: JoinRequest) -> Result<JoinReply, String> {
-        let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        if !hexy(&req.token_id, 12) || !hexy(&req.secret, 48) {
+        if !lower_hex(&req.token_id, 12) || !lower_hex(&req.secret, 48) {
             return Err("join token is malformed".into());
         }
         if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {

@@ -246,7 +246,7 @@ impl NodeRegistry {
     /// namespace, an organization they own.
     async fn ensure_repository(&self, access: &Access, repo: &RepoName) -> Result<(), ApiError> {
         let state = self.state();
-        if state.get::<RepositoryRecord>(&keys::repo(repo.as_str())).map_err(state_err)?.is_some() {
+        if state.get_raw(&keys::repo(repo.as_str())).map_err(state_err)?.is_some() {
             return Ok(());
         }
         let p = &access.principal;

@@ -324,7 +324,7 @@ fn refused(why: impl Into<String>) -> MetaResponse {
 }
 
 /// Whether `name` is a user's or an organization's namespace.
-fn namespace_exists(state: &impl StateRead, name: &str) -> Result<bool, StateError> {
+pub fn namespace_exists(state: &impl StateRead, name: &str) -> Result<bool, StateError> {
     Ok(state.get_raw(&keys::user(name))?.is_some() || state.get_raw(&keys::org(name))?.is_some())
 }
 

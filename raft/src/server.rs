@@ -28,7 +28,6 @@ use crate::command::MetaRequest;
 use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
-use crate::state::StateRead;
 use crate::types::*;
 use crate::wire::{from_payload, to_payload, ForwardReply};
 use berth_common::{node_id_of_cert, NodeId, PeerTls};
@@ -80,12 +79,16 @@ impl PeerService {
     /// a drill's island). Identifying the caller costs a certificate parse,
     /// so it is skipped while nothing is cut.
     fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let filter = self.meta.filter();
-        if filter.is_clear() {
+        if self.meta.filter().is_clear() {
             return Ok(());
         }
-        let caller = caller_id(req);
-        if filter.admits(caller, self.meta.id()) {
+        self.admit_from(caller_id(req))
+    }
+
+    /// [`PeerService::admit`] for a caller already identified.
+    fn admit_from(&self, caller: Option<NodeId>) -> Result<(), Status> {
+        let filter = self.meta.filter();
+        if filter.is_clear() || filter.admits(caller, self.meta.id()) {
             return Ok(());
         }
         let who = caller.map(|c| format!("node {c}")).unwrap_or_else(|| "an unidentified caller".into());
@@ -107,12 +110,11 @@ impl PeerService {
     fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
         require_cluster_cert(req)?;
         let caller = caller_id(req).ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
-        let record = self.meta.state().get::<crate::command::NodeRecord>(&crate::state::keys::node(caller));
-        if matches!(record, Ok(Some(ref n)) if n.removed) {
+        if crate::state::node_removed(&self.meta.state(), caller).unwrap_or(false) {
             tracing::warn!(node_id = caller, "refused a call from a removed node");
             return Err(Status::permission_denied(format!("node {caller} was removed from the cluster and may not take part in it")));
         }
-        self.admit(req)
+        self.admit_from(Some(caller))
     }
 }
 

@@ -37,7 +37,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use std::collections::BTreeMap;
 
-use berth_common::Digest;
+use berth_common::{Digest, NodeId};
 
 use crate::command::*;
 use crate::identity;
@@ -232,6 +232,13 @@ impl Changes {
 }
 
 /// Applies one command: returns its response and the changes to write.
+/// Whether `node` is recorded as removed from the cluster. Ids are never
+/// reused, so such a node is refused for good; an id without a record (a
+/// node that joined a moment ago, as far as this state knows) is not.
+pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateError> {
+    Ok(state.get::<NodeRecord>(&keys::node(node))?.is_some_and(|n| n.removed))
+}
+
 pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
     let mut ch = Changes::default();
     let resp = match cmd {
@@ -550,6 +557,11 @@ mod tests {
         Some(TokenProof { id: id.into(), secret_sha256: secret.into() })
     }
 
+    /// A manifest record of `repo` with `digest`, referencing `blobs`.
+    fn manifest_record(repo: &str, digest: Digest, blobs: Vec<Digest>) -> ManifestRecord {
+        ManifestRecord { repo: repo.into(), digest, media_type: "m".into(), bytes: vec![], blobs, children: vec![], subject: None, pushed_at_ms: 0 }
+    }
+
     fn create_repo(name: &str) -> MetaCommand {
         MetaCommand::Identity(crate::identity::IdentityCommand::CreateRepository(RepositoryRecord::new(name, 0)))
     }
@@ -561,16 +573,7 @@ mod tests {
     fn repositories_need_a_namespace_and_hold_it() {
         use crate::identity::{IdentityCommand, OrgRecord};
         let s = MapState::default();
-        let manifest = ManifestRecord {
-            repo: "team/alpine".into(),
-            digest: Digest::sha256_of(b"m"),
-            media_type: "m".into(),
-            bytes: vec![],
-            blobs: vec![],
-            children: vec![],
-            subject: None,
-            pushed_at_ms: 0,
-        };
+        let manifest = manifest_record("team/alpine", Digest::sha256_of(b"m"), vec![]);
         // No implicit repository, no implicit namespace.
         assert!(matches!(s.run(MetaCommand::PutManifest { record: manifest.clone(), tag: None }), MetaResponse::Refused(_)));
         assert!(matches!(s.run(create_repo("team/alpine")), MetaResponse::Refused(why) if why.contains("namespace team does not exist")));
@@ -683,19 +686,7 @@ mod tests {
         assert_eq!(s.run(tag(&d1, None)), MetaResponse::NotFound, "tag of an unknown manifest");
         s.run(create_repo("r"));
         for d in [&d1, &d2] {
-            s.run(MetaCommand::PutManifest {
-                tag: None,
-                record: ManifestRecord {
-                    repo: "r".into(),
-                    digest: d.clone(),
-                    media_type: "m".into(),
-                    bytes: vec![],
-                    blobs: vec![],
-                    children: vec![],
-                    subject: None,
-                    pushed_at_ms: 0,
-                },
-            });
+            s.run(MetaCommand::PutManifest { tag: None, record: manifest_record("r", d.clone(), vec![]) });
         }
         assert_eq!(s.run(tag(&d1, Some(None))), MetaResponse::Done);
         assert_eq!(s.run(tag(&d2, Some(None))), MetaResponse::Conflict { current: Some(d1.clone()) });
@@ -713,16 +704,7 @@ mod tests {
         let s = MapState::default();
         let (b, shared) = (Digest::sha256_of(b"b"), Digest::sha256_of(b"shared"));
         let link = |repo: &str, d: &Digest, t| MetaCommand::LinkBlob { repo: repo.into(), digest: d.clone(), size: 1, node: 1, now_ms: t };
-        let manifest = |repo: &str, blobs: Vec<Digest>| ManifestRecord {
-            repo: repo.into(),
-            digest: Digest::sha256_of(format!("{repo}{blobs:?}").as_bytes()),
-            media_type: "m".into(),
-            bytes: vec![],
-            blobs,
-            children: vec![],
-            subject: None,
-            pushed_at_ms: 0,
-        };
+        let manifest = |repo: &str, blobs: Vec<Digest>| manifest_record(repo, Digest::sha256_of(format!("{repo}{blobs:?}").as_bytes()), blobs);
         let refs = |d: &Digest| s.get::<BlobRecord>(&keys::blob(d)).unwrap().map(|r| r.refs);
         let sweep = |d: &Digest, cutoff_ms| MetaCommand::SweepBlob { digest: d.clone(), cutoff_ms };
         s.run(create_repo("x"));
