@@ -132,6 +132,8 @@ pub enum MetaCommand {
         digest: Digest,
         node: NodeId,
     },
+    /// The cluster CA's trust and rotation (see [`crate::ca`]).
+    Ca(crate::ca::CaCommand),
 }
 
 impl MetaCommand {
@@ -158,6 +160,7 @@ impl MetaCommand {
             MetaCommand::SetPlacement { .. } => "set_placement",
             MetaCommand::Probe { .. } => "probe",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
+            MetaCommand::Ca(c) => c.kind(),
         }
     }
 }
@@ -176,8 +179,14 @@ pub enum MetaResponse {
     NotFound,
 }
 
-/// The cluster's identity and secrets. Replicated so that any node can sign
-/// a joining node's certificate and verify any node's tokens.
+/// The cluster's identity and the key that signs registry tokens,
+/// replicated so that any node can issue and verify tokens.
+///
+/// `ca_cert_pem` is the CA the cluster was made with (see [`crate::ca`] for
+/// the CA after a rotation). The CA's private key is kept by the voters on
+/// their disks; `ca_key_pem` is empty, except in clusters made before that,
+/// whose leader clears it ([`crate::ca::CaCommand::ForgetLegacyKey`]) once
+/// it holds the key itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub cluster_id: String,

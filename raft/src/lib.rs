@@ -2,6 +2,7 @@
 //! machine live in RocksDB and whose members talk gRPC (tonic) over mutual TLS.
 //!
 //! Layout:
+//! - [`ca`]: the cluster CA's trust and rotation records (never its key);
 //! - [`command`]: what is agreed on (`MetaCommand`) and the records it leaves;
 //! - [`state`]: the state machine's rules, independent of storage;
 //! - [`store`]: RocksDB log store and state machine;
@@ -12,6 +13,7 @@
 //!
 //! This crate never sees QUIC, blobs or HTTP.
 
+pub mod ca;
 pub mod command;
 pub mod identity;
 pub mod membership;
@@ -32,7 +34,7 @@ pub use berth_common::LinkFilter;
 pub use berth_common::{PeerTls, PEER_TLS_NAME};
 pub use command::*;
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
-pub use server::JoinHandler;
+pub use server::CaHandler;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};
 pub use types::*;

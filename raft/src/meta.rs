@@ -348,9 +348,34 @@ impl MetaNodeHandle {
         Ok(m.current_leader.expect("waited for a leader"))
     }
 
-    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+    fn leader_addr(&self, node: NodeId) -> Option<String> {
         let m = self.metrics();
-        m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
+        m.membership_config.membership().get_node(&node).map(|n| n.peer_addr.clone())
+    }
+
+    /// The voters of the membership this node knows.
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        self.metrics().membership_config.membership().voter_ids().collect()
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.metrics().current_leader
+    }
+
+    /// Calls `rpc` on member `to`, found in the membership this node knows,
+    /// over the node's mutual-TLS channel.
+    pub async fn call_member<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        to: NodeId,
+        rpc: PeerRpc,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let addr = self
+            .leader_addr(to)
+            .ok_or_else(|| CallError::Unreachable { addr: format!("node {to}"), message: "not in the membership this node knows".into() })?;
+        self.call_peer(to, &addr, rpc, req, timeout).await
     }
 
     async fn call_peer<Req: Serialize, Resp: serde::de::DeserializeOwned>(

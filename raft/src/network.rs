@@ -108,6 +108,7 @@ pub enum PeerRpc {
     TransferLeader,
     Status,
     Join,
+    Ca,
 }
 
 /// Calls `rpc` on the peer at `addr` with a versioned payload.
@@ -127,6 +128,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr
             PeerRpc::TransferLeader => client.transfer_leader(request).await,
             PeerRpc::Status => client.status(request).await,
             PeerRpc::Join => client.join(request).await,
+            PeerRpc::Ca => client.ca(request).await,
         }
     };
     let reply = match tokio::time::timeout(timeout, fut).await {

@@ -32,17 +32,23 @@ use crate::types::*;
 use crate::wire::{from_payload, to_payload, ForwardReply};
 use berth_common::{node_id_of_cert, NodeId, PeerTls};
 
-/// Handles `Join` calls: the node crate owns certificates and tokens.
+/// Handles the calls about the cluster's certificates, `Join` and `Ca`:
+/// the node crate owns the CA, its key and the join tokens; this crate
+/// only frames the bytes and says who is calling.
 #[async_trait]
-pub trait JoinHandler: Send + Sync + 'static {
+pub trait CaHandler: Send + Sync + 'static {
     /// Takes the joiner's request bytes and its address (what rate limits
     /// see), returns the reply bytes or a one-line refusal.
     async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String>;
+
+    /// A `Ca` call from member `caller` (its certificate checked against
+    /// the CA and its id against the removed nodes).
+    async fn member_call(&self, caller: NodeId, request: Vec<u8>) -> Result<Vec<u8>, String>;
 }
 
 pub struct PeerService {
     meta: MetaNodeHandle,
-    join: Arc<dyn JoinHandler>,
+    ca: Arc<dyn CaHandler>,
 }
 
 fn require_cluster_cert<T>(req: &Request<T>) -> Result<(), Status> {
@@ -107,14 +113,15 @@ impl PeerService {
     /// from ever hearing a leader that joined after it went away. Ids are
     /// never reused, so the up-to-date majority refuses a removed node for
     /// good.
-    fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    fn check_member<T>(&self, req: &Request<T>) -> Result<NodeId, Status> {
         require_cluster_cert(req)?;
         let caller = caller_id(req).ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
         if crate::state::node_removed(&self.meta.state(), caller).unwrap_or(false) {
             tracing::warn!(node_id = caller, "refused a call from a removed node");
             return Err(Status::permission_denied(format!("node {caller} was removed from the cluster and may not take part in it")));
         }
-        self.admit_from(Some(caller))
+        self.admit_from(Some(caller))?;
+        Ok(caller)
     }
 }
 
@@ -195,7 +202,13 @@ impl Peer for PeerService {
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.admit(&req)?;
         let from = req.remote_addr().map(|a| a.ip());
-        let out = self.join.join(from, req.into_inner().data).await;
+        let out = self.ca.join(from, req.into_inner().data).await;
+        reply(&out)
+    }
+
+    async fn ca(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let caller = self.check_member(&req)?;
+        let out = self.ca.member_call(caller, req.into_inner().data).await;
         reply(&out)
     }
 }
@@ -233,7 +246,7 @@ fn limit_unauthenticated(req: tonic::codegen::http::Request<tonic::body::Body>) 
 /// Serves the peer service on `listener` until `shutdown` resolves.
 pub async fn serve(
     meta: MetaNodeHandle,
-    join: Arc<dyn JoinHandler>,
+    ca: Arc<dyn CaHandler>,
     tls: &PeerTls,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -242,7 +255,7 @@ pub async fn serve(
         .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
         .client_ca_root(Certificate::from_pem(&tls.ca_pem))
         .client_auth_optional(true);
-    let service = PeerServer::new(PeerService { meta, join }).max_decoding_message_size(MAX_MEMBER_MESSAGE).max_encoding_message_size(MAX_MEMBER_MESSAGE);
+    let service = PeerServer::new(PeerService { meta, ca }).max_decoding_message_size(MAX_MEMBER_MESSAGE).max_encoding_message_size(MAX_MEMBER_MESSAGE);
     Server::builder()
         .tls_config(tls_config)?
         .initial_stream_window_size(STREAM_WINDOW)

@@ -28,6 +28,8 @@
 //! | `K` | the token-signing keys, `Vec<`[`TokenKey`](identity::TokenKey)`>` |
 //! | `L` + time (ms, u64 BE) + id (u64 BE) | [`AuditRecord`](identity::AuditRecord) |
 //! | `G` + user or robot name | credential generation (u64), see [`identity`] |
+//! | `a` | [`CaTrust`](crate::ca::CaTrust), once the CA has rotated |
+//! | `N` + id (u64 BE) | fingerprint of the CA the node runs on, see [`crate::ca`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -67,6 +69,8 @@ pub mod keys {
     pub const TOKEN_KEYS: &[u8] = b"K";
     pub const AUDIT_PREFIX: &[u8] = b"L";
     pub const CREDENTIAL_GENERATION_PREFIX: &[u8] = b"G";
+    pub const CA_TRUST: &[u8] = b"a";
+    pub const NODE_CA_PREFIX: &[u8] = b"N";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -81,6 +85,9 @@ pub mod keys {
 
     pub fn node(id: NodeId) -> Vec<u8> {
         join(NODE_PREFIX, &[&id.to_be_bytes()])
+    }
+    pub fn node_ca(id: NodeId) -> Vec<u8> {
+        join(NODE_CA_PREFIX, &[&id.to_be_bytes()])
     }
     pub fn token(id: &str) -> Vec<u8> {
         join(TOKEN_PREFIX, &[id.as_bytes()])
@@ -295,6 +302,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
             None => MetaResponse::NotFound,
         },
         MetaCommand::Identity(cmd) => identity::apply(state, &mut ch, cmd)?,
+        MetaCommand::Ca(cmd) => crate::ca::apply(state, &mut ch, cmd)?,
         MetaCommand::PutUser(rec) => {
             if state.get::<UserRecord>(&keys::user(&rec.name))?.is_some_and(|old| old.password_hash != rec.password_hash) {
                 identity::bump_credential_generation(state, &mut ch, &rec.name)?;
