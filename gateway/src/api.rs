@@ -38,6 +38,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn probe_write(&self) -> Result<(), ApiError>;
     /// The cluster CA certificate, PEM.
     async fn ca_pem(&self) -> Result<String, ApiError>;
+    async fn ca_status(&self) -> Result<CaStatus, ApiError>;
+    async fn rotate_ca(&self, step: CaStep) -> Result<CaStatus, ApiError>;
     /// The node's metrics in the Prometheus text format.
     async fn metrics_text(&self) -> String;
     async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError>;
@@ -175,4 +177,30 @@ pub struct TransferLeaderRequest {
 pub struct TransferLeaderReply {
     pub previous: u64,
     pub leader: u64,
+}
+
+/// A step of `berth cluster ca rotate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaStep {
+    /// A new CA signs; the current one stays trusted.
+    Start,
+    /// The previous CA is trusted no more.
+    Finish,
+}
+
+/// The cluster CA as `berth cluster ca status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaStatus {
+    /// Fingerprint (hex SHA-256) of the CA that signs now.
+    pub signing: String,
+    /// During a rotation, the CA before, still trusted.
+    pub previous: Option<String>,
+    /// Which CA each node (not removed) runs on, as it last reported.
+    pub nodes: Vec<NodeCa>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeCa {
+    pub id: u64,
+    pub running: Option<String>,
 }

@@ -70,6 +70,9 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .route("/health/ready", get(handle_ready))
         .route("/metrics", get(handle_metrics))
         .route("/api/v1/cluster/ca", get(handle_ca))
+        .route("/api/v1/cluster/ca/status", get(handle_ca_status))
+        .route("/api/v1/cluster/ca/rotate", post(handle_ca_rotate))
+        .route("/api/v1/cluster/ca/rotate/finish", post(handle_ca_finish))
         .route("/api/v1/drill/probe", post(handle_probe))
         .route("/api/v1/drill/isolate", post(handle_isolate).delete(handle_isolate_end))
         .route("/api/v1/cluster/status", get(handle_cluster_status))
@@ -118,6 +121,21 @@ async fn handle_isolate_end(State(b): State<Shared>, caller: Caller) -> Result<S
 async fn handle_ca(State(b): State<Shared>) -> Result<Response, ApiError> {
     let pem = b.ca_pem().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+async fn handle_ca_status(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
+    admin(&b, &caller).await?;
+    Ok(Json(b.ca_status().await?))
+}
+
+async fn handle_ca_rotate(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
+    admin(&b, &caller).await?;
+    Ok(Json(b.rotate_ca(CaStep::Start).await?))
+}
+
+async fn handle_ca_finish(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
+    admin(&b, &caller).await?;
+    Ok(Json(b.rotate_ca(CaStep::Finish).await?))
 }
 
 async fn handle_metrics(State(b): State<Shared>) -> Response {

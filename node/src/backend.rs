@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_gateway::*;
-use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
+use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::Replicator;
 
 use crate::auth::Authenticator;
+use crate::ca::{Authority, Trust};
 use crate::config::NodeConfig;
 use crate::gc::GcStats;
 use crate::join::JoinToken;
-use crate::pki;
 use crate::registry::{meta_err, state_err};
 use crate::runtime::{token_record, DEFAULT_TOKEN_TTL};
 use crate::uploads::UploadManager;
@@ -31,6 +31,7 @@ pub struct NodeBackend {
     replicator: Replicator,
     uploads: Arc<UploadManager>,
     gc: Arc<GcStats>,
+    authority: Arc<Authority>,
 }
 
 impl NodeBackend {
@@ -41,8 +42,13 @@ impl NodeBackend {
         replicator: Replicator,
         uploads: Arc<UploadManager>,
         gc: Arc<GcStats>,
+        authority: Arc<Authority>,
     ) -> NodeBackend {
-        NodeBackend { meta, config, auth, replicator, uploads, gc }
+        NodeBackend { meta, config, auth, replicator, uploads, gc, authority }
+    }
+
+    fn trust(&self) -> Result<Trust, ApiError> {
+        self.authority.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e))
     }
 }
 
@@ -126,14 +132,7 @@ impl Backend for NodeBackend {
         if req.max_uses == Some(0) {
             return Err(ApiError::new(ErrorCode::BadRequest, "max_uses must be at least 1"));
         }
-        let cluster: ClusterRecord = self
-            .meta
-            .state()
-            .get(keys::CLUSTER)
-            .map_err(state_err)?
-            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "cluster record not replicated yet"))?;
-        let fp = pki::fingerprint(&cluster.ca_cert_pem).map_err(state_err)?;
-        let token = JoinToken::generate(&fp);
+        let token = JoinToken::generate(&self.trust()?.pin().fingerprint);
         let cmd = token_record(&token, ttl, req.max_uses);
         let expires_at_ms = match &cmd {
             MetaCommand::CreateJoinToken(r) => r.expires_at_ms,
@@ -190,13 +189,25 @@ impl Backend for NodeBackend {
     }
 
     async fn ca_pem(&self) -> Result<String, ApiError> {
-        let cluster: ClusterRecord = self
-            .meta
-            .state()
-            .get(keys::CLUSTER)
-            .map_err(state_err)?
-            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "cluster record not replicated yet"))?;
-        Ok(cluster.ca_cert_pem)
+        Ok(self.trust()?.bundle())
+    }
+
+    async fn ca_status(&self) -> Result<CaStatus, ApiError> {
+        let trust = self.trust()?;
+        let state = self.meta.state();
+        let mut nodes = Vec::new();
+        for n in state.scan::<NodeRecord>(keys::NODE_PREFIX).map_err(state_err)?.into_iter().filter(|n| !n.removed) {
+            nodes.push(NodeCa { id: n.id, running: berth_raft::ca::node_ca(&state, n.id).map_err(state_err)? });
+        }
+        Ok(CaStatus { signing: trust.signing.fingerprint.clone(), previous: trust.previous.map(|(p, _)| p.fingerprint), nodes })
+    }
+
+    async fn rotate_ca(&self, step: CaStep) -> Result<CaStatus, ApiError> {
+        match step {
+            CaStep::Start => self.authority.start_rotation().await?,
+            CaStep::Finish => self.authority.finish_rotation().await?,
+        }
+        self.ca_status().await
     }
 
     async fn metrics_text(&self) -> String {

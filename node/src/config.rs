@@ -168,6 +168,11 @@ impl Layout {
     pub fn node_key(&self) -> PathBuf {
         self.dir.join("tls/node.key")
     }
+    /// The cluster CA's private keys, one file per CA by fingerprint: on
+    /// voters only (see `crate::ca`).
+    pub fn ca_keys(&self) -> PathBuf {
+        self.dir.join("tls/ca-keys")
+    }
     /// A secret that makes the holder an administrator of this node's API:
     /// how `berth cluster … --data-dir D` authenticates on the node's host.
     pub fn operator_token(&self) -> PathBuf {
@@ -215,7 +220,7 @@ impl Layout {
 }
 
 /// Writes a file readable by its owner only, durably.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

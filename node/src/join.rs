@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
-use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
+use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
 use berth_raft::network::{call, PeerRpc};
 use berth_raft::state::keys;
-use berth_raft::{JoinHandler, MetaNodeHandle, StateRead, PEER_TLS_NAME};
+use berth_raft::{MetaNodeHandle, StateRead, PEER_TLS_NAME};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::ca::{Authority, CaReply, CaRequest};
 use crate::pki;
 
 const TOKEN_PREFIX: &str = "berth1";
@@ -91,6 +91,7 @@ pub struct JoinReply {
     pub cluster_id: String,
     /// The joiner's certificate chain, PEM.
     pub cert_pem: String,
+    /// The CAs to trust, PEM (two during a CA rotation).
     pub ca_pem: String,
 }
 
@@ -107,81 +108,99 @@ const MAX_PUBLIC_KEY_DER: usize = 2048;
 /// log entry. The state machine checks the token again, atomically with
 /// counting its use, so two joiners cannot race past a one-use token.
 /// Joins are rate-limited per source address, and only a few are handled
-/// at once.
+/// at once. A seed without the CA key (a learner) relays an admissible
+/// join to a voter, which checks it again and does the rest.
+#[derive(Default)]
 pub struct Joins {
-    pub meta: MetaNodeHandle,
     limits: JoinLimits,
 }
 
-#[async_trait]
-impl JoinHandler for Joins {
-    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
+impl Joins {
+    /// Handles a `Join` call's bytes from `from`.
+    pub async fn join(&self, authority: &Authority, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
         let _slot = self.limits.admit(from)?;
         let req: JoinRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable join request: {e}"))?;
-        let reply = self.handle(req).await;
+        let reply = self.handle(authority, from, req).await;
         if let Err(why) = &reply {
             tracing::warn!(source = ?from, %why, "join refused");
         }
         berth_raft::wire::to_payload(&reply?).map_err(|e| e.to_string())
     }
-}
 
-impl Joins {
-    pub fn new(meta: MetaNodeHandle) -> Joins {
-        Joins { meta, limits: JoinLimits::default() }
+    async fn handle(&self, authority: &Authority, from: Option<std::net::IpAddr>, req: JoinRequest) -> Result<JoinReply, String> {
+        check_request(&authority.meta, &req).await?;
+        if authority.signer(&authority.trust()?).is_some() {
+            return self.handle_here(req, authority).await;
+        }
+        match authority.ask_holders(&CaRequest::Join { from, request: req }).await? {
+            CaReply::Joined(reply) => Ok(reply),
+            other => Err(format!("unexpected answer to a relayed join: {other:?}")),
+        }
     }
 
-    async fn handle(&self, req: JoinRequest) -> Result<JoinReply, String> {
-        if !lower_hex(&req.token_id, 12) || !lower_hex(&req.secret, 48) {
-            return Err("join token is malformed".into());
-        }
-        if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {
-            return Err(format!("public key is larger than {MAX_PUBLIC_KEY_DER} bytes"));
-        }
-        let registration = NodeRegistration {
-            region: req.region,
-            peer_addr: req.peer_addr,
-            http_addr: req.http_addr,
-            role: if req.learner { NodeRole::Learner } else { NodeRole::Auto },
-        };
-        registration.validate()?;
-        let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id, secret: req.secret };
-        let proof = TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() };
-        self.check_token(&proof).await?;
-        let cluster: ClusterRecord =
-            self.meta.state().get(keys::CLUSTER).map_err(|e| e.to_string())?.ok_or("this node has not caught up with the cluster yet; try again")?;
-        let ca = pki::CaKeys { cert_pem: cluster.ca_cert_pem.clone(), key_pem: cluster.ca_key_pem };
-        // The key must be one the CA can certify before the node is registered.
-        pki::check_node_key(&req.public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
+    /// Registers the joiner and signs its certificate; this node must hold
+    /// the signing CA's key.
+    pub async fn handle_here(&self, req: JoinRequest, authority: &Authority) -> Result<JoinReply, String> {
+        let proof = check_request(&authority.meta, &req).await?;
+        let trust = authority.trust()?;
+        let ca = authority.signer(&trust).ok_or_else(|| format!("node {} does not hold the key of the signing CA", authority.meta.id()))?;
+        let registration = registration_of(&req);
         let (region, peer_addr) = (registration.region.clone(), registration.peer_addr.clone());
-        let cmd = MetaCommand::RegisterNode { registration, token: Some(proof), now_ms: now_ms() };
-        let node_id = match self.meta.write(cmd).await.map_err(|e| e.to_string())? {
+        let cmd = MetaCommand::RegisterNode { registration, token: Some(proof.clone()), now_ms: now_ms() };
+        let node_id = match authority.meta.write(cmd).await.map_err(|e| e.to_string())? {
             MetaResponse::NodeId(id) => id,
             MetaResponse::Refused(why) => return Err(why),
             other => return Err(format!("unexpected registration outcome: {other:?}")),
         };
-        let cert_pem = pki::sign_node_cert(&ca, node_id, &req.public_key_der).map_err(|e| e.to_string())?;
-        tracing::info!(node_id, region = %region, peer_addr = %peer_addr, token_id = %token.id, "node joined");
-        Ok(JoinReply { node_id, cluster_id: cluster.cluster_id, cert_pem, ca_pem: cluster.ca_cert_pem })
+        let leaf = pki::sign_node_cert(&ca, node_id, &req.public_key_der).map_err(|e| e.to_string())?;
+        tracing::info!(node_id, region = %region, peer_addr = %peer_addr, token_id = %proof.id, "node joined");
+        Ok(JoinReply { node_id, cluster_id: trust.cluster_id.clone(), cert_pem: trust.chain(&leaf), ca_pem: trust.bundle() })
     }
+}
 
-    /// Checks the token against this node's state; a token this node does
-    /// not know yet (made a moment ago through another node) is looked up
-    /// again after catching up with the leader, which costs a round trip
-    /// but no log entry.
-    async fn check_token(&self, proof: &TokenProof) -> Result<(), String> {
-        let lookup = || self.meta.state().get::<JoinTokenRecord>(&keys::token(&proof.id)).map_err(|e| e.to_string());
-        let record = match lookup()? {
-            Some(r) => r,
-            None => {
-                self.meta.read_barrier().await.map_err(|e| e.to_string())?;
-                lookup()?.ok_or("join token is not known to this cluster")?
-            }
-        };
-        match record.refusal(proof, now_ms()) {
-            Some(why) => Err(why.into()),
-            None => Ok(()),
+fn registration_of(req: &JoinRequest) -> NodeRegistration {
+    NodeRegistration {
+        region: req.region.clone(),
+        peer_addr: req.peer_addr.clone(),
+        http_addr: req.http_addr.clone(),
+        role: if req.learner { NodeRole::Learner } else { NodeRole::Auto },
+    }
+}
+
+/// Everything about a join request that can be checked without writing:
+/// its shape, its key, and its token against this node's state.
+async fn check_request(meta: &MetaNodeHandle, req: &JoinRequest) -> Result<TokenProof, String> {
+    if !lower_hex(&req.token_id, 12) || !lower_hex(&req.secret, 48) {
+        return Err("join token is malformed".into());
+    }
+    if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {
+        return Err(format!("public key is larger than {MAX_PUBLIC_KEY_DER} bytes"));
+    }
+    registration_of(req).validate()?;
+    let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id.clone(), secret: req.secret.clone() };
+    let proof = TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() };
+    check_token(meta, &proof).await?;
+    // The key must be one the CA can certify before the node is registered.
+    pki::check_node_key(&req.public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
+    Ok(proof)
+}
+
+/// Checks the token against this node's state; a token this node does not
+/// know yet (made a moment ago through another node) is looked up again
+/// after catching up with the leader, which costs a round trip but no log
+/// entry.
+async fn check_token(meta: &MetaNodeHandle, proof: &TokenProof) -> Result<(), String> {
+    let lookup = || meta.state().get::<JoinTokenRecord>(&keys::token(&proof.id)).map_err(|e| e.to_string());
+    let record = match lookup()? {
+        Some(r) => r,
+        None => {
+            meta.read_barrier().await.map_err(|e| e.to_string())?;
+            lookup()?.ok_or("join token is not known to this cluster")?
         }
+    };
+    match record.refusal(proof, now_ms()) {
+        Some(why) => Err(why.into()),
+        None => Ok(()),
     }
 }
 
@@ -264,16 +283,11 @@ pub async fn request_join(seed: &str, token: &JoinToken, region: &str, peer_addr
     let reply: Result<Vec<u8>, String> = call(channel, seed, PeerRpc::Join, &req, Duration::from_secs(30)).await?;
     let reply = reply.map_err(|why| anyhow::anyhow!("the cluster refused to join this node: {why}"))?;
     let reply: JoinReply = berth_raft::wire::from_payload(&reply).context("unreadable join reply")?;
-    let returned = pki::fingerprint(&reply.ca_pem)?;
-    if returned != token.ca_fingerprint {
-        bail!("the seed returned CA sha256:{returned}, but the token names CA sha256:{}", token.ca_fingerprint);
+    let returned = pki::fingerprints(&reply.ca_pem);
+    if !returned.contains(&token.ca_fingerprint) {
+        bail!("the seed returned CA(s) sha256:{}, but the token names CA sha256:{}", returned.join(", sha256:"), token.ca_fingerprint);
     }
     Ok(JoinOutcome { reply, key_pem: key.serialize_pem() })
-}
-
-/// The handler as the raft crate wants it.
-pub fn handler(meta: MetaNodeHandle) -> Arc<dyn JoinHandler> {
-    Arc::new(Joins::new(meta))
 }
 
 #[cfg(test)]

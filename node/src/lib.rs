@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod ca;
 pub mod client;
 pub mod cluster_view;
 pub mod config;

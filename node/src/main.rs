@@ -272,6 +272,26 @@ enum CaCommand {
         #[arg(long, env = "BERTH_ENDPOINT")]
         endpoint: Option<String>,
     },
+    /// Which CA signs, which is still trusted, and which CA each node runs on.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start signing with a new CA (the current one stays trusted); with
+    /// --finish, once every node restarted on it, trust only the new one.
+    Rotate {
+        /// End the rotation under way.
+        #[arg(long)]
+        finish: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -563,6 +583,23 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
             eprintln!("  podman, buildah, skopeo:  /etc/containers/certs.d/<host:port>/ca.crt, or --cert-dir DIR (DIR/ca.crt)");
             eprintln!("  containerd (ctr):  --tlscacert FILE");
         }
+        ClusterCommand::Ca { command: CaCommand::Status { target, json } } => {
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.get("/api/v1/cluster/ca/status").await?;
+            print_ca_status(&status, json)?;
+        }
+        ClusterCommand::Ca { command: CaCommand::Rotate { finish, target, json } } => {
+            let path = if finish { "/api/v1/cluster/ca/rotate/finish" } else { "/api/v1/cluster/ca/rotate" };
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.post(path, &serde_json::Map::new()).await?;
+            print_ca_status(&status, json)?;
+            if !json && finish {
+                println!("rotation finished: the previous CA is trusted no more (by each node from its next restart); distribute the new CA to clients (`berth cluster ca export`)");
+            } else if !json {
+                println!(
+                    "rotation started: within seconds every node writes a certificate from the new CA and a trust bundle of both CAs to its data directory."
+                );
+                println!("Restart the nodes one at a time, in any order; then run `berth cluster ca rotate --finish`.");
+            }
+        }
         ClusterCommand::Promote { node, target } => {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
             println!("node {node} will vote once caught up, while the voter count stays odd and at most 5 (an even count leaves the last promoted node a learner until another node can vote)");
@@ -591,6 +628,27 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 println!("token signing key rotated; new kid {}", r.kid);
             }
         }
+    }
+    Ok(())
+}
+
+fn print_ca_status(s: &berth_gateway::CaStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    println!("signing CA   sha256:{}", s.signing);
+    if let Some(p) = &s.previous {
+        println!("previous CA  sha256:{p} (still trusted: a rotation is under way)");
+    }
+    println!("{:<6} RUNNING ON", "NODE");
+    for n in &s.nodes {
+        let on = match &n.running {
+            Some(fp) if *fp == s.signing => "the signing CA",
+            Some(fp) if s.previous.as_ref() == Some(fp) => "the previous CA (restart it)",
+            Some(_) => "a CA the cluster no longer trusts",
+            None => "not reported yet",
+        };
+        println!("{:<6} {on}", n.id);
     }
     Ok(())
 }

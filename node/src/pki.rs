@@ -40,12 +40,34 @@ pub struct CaKeys {
 /// Creates the cluster CA.
 pub fn new_ca(cluster_id: &str) -> Result<CaKeys, PkiError> {
     let key = KeyPair::generate()?;
+    let cert = ca_params(cluster_id, 0)?.self_signed(&key)?;
+    Ok(CaKeys { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// The certificate of the CA of generation `generation` (0 is the one
+/// `cluster init` makes, each rotation adds one): the name tells them apart.
+fn ca_params(cluster_id: &str, generation: u64) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, format!("berth cluster {cluster_id} CA"));
+    let name = match generation {
+        0 => format!("berth cluster {cluster_id} CA"),
+        g => format!("berth cluster {cluster_id} CA {g}"),
+    };
+    params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// A CA to rotate to, and its cross certificate: the same name and key,
+/// signed by `previous`, so a certificate from the new CA verifies up to
+/// the previous one for whoever trusts only that one.
+pub fn next_ca(previous: &CaKeys, cluster_id: &str, generation: u64) -> Result<(CaKeys, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let params = ca_params(cluster_id, generation)?;
     let cert = params.self_signed(&key)?;
-    Ok(CaKeys { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    let issuer = Issuer::from_ca_cert_pem(&previous.cert_pem, KeyPair::from_pem(&previous.key_pem)?)?;
+    let cross = params.signed_by(&key, &issuer)?;
+    Ok((CaKeys { cert_pem: cert.pem(), key_pem: key.serialize_pem() }, cross.pem()))
 }
 
 /// A fresh private key for a node; only its public half leaves the node.
@@ -58,14 +80,15 @@ pub fn new_signing_key_pem() -> Result<String, PkiError> {
     Ok(KeyPair::generate()?.serialize_pem())
 }
 
-/// Signs a node certificate for `spki_der` (the node's public key) and
-/// returns the chain PEM: the node's certificate, then the CA's.
 /// Whether `spki_der` is a public key [`sign_node_cert`] can certify.
 pub fn check_node_key(spki_der: &[u8]) -> Result<(), PkiError> {
     SubjectPublicKeyInfo::from_der(spki_der)?;
     Ok(())
 }
 
+/// Signs node `node_id`'s certificate for `spki_der` (its public key);
+/// returns the certificate alone, PEM (see `ca::Trust::chain` for the
+/// chain a node presents).
 pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
@@ -74,8 +97,59 @@ pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<Stri
     params.distinguished_name.push(DnType::CommonName, berth_common::node_common_name(node_id));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    let cert = params.signed_by(&public, &issuer)?;
-    Ok(format!("{}{}", cert.pem(), ca.cert_pem))
+    Ok(params.signed_by(&public, &issuer)?.pem())
+}
+
+/// An HTTPS server certificate for `names` (DNS names or IPs) and the
+/// public key `spki_der`, from the CA; the certificate alone, PEM.
+pub fn sign_server_cert(ca: &CaKeys, names: &[String], spki_der: &[u8]) -> Result<String, PkiError> {
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, KeyPair::from_pem(&ca.key_pem)?)?;
+    let public = SubjectPublicKeyInfo::from_der(spki_der)?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "berth".into()));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(SERVER_CERT_DAYS as i64);
+    Ok(params.signed_by(&public, &issuer)?.pem())
+}
+
+/// Life of a cluster-signed HTTPS certificate.
+pub const SERVER_CERT_DAYS: u64 = 90;
+
+/// The first certificate of `pem`, alone, PEM.
+pub fn first_cert_pem(pem: &str) -> Result<String, PkiError> {
+    Ok(der_to_pem(first_cert_der(pem)?.as_ref()))
+}
+
+fn parsed<T>(der: &[u8], read: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T) -> Result<T, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Pem(format!("not X.509: {e}")))?;
+    Ok(read(&cert))
+}
+
+/// The issuer name (DER) of the first certificate of `pem`.
+pub fn issuer_name(pem: &str) -> Result<Vec<u8>, PkiError> {
+    parsed(first_cert_der(pem)?.as_ref(), |c| c.issuer().as_raw().to_vec())
+}
+
+/// The subject name (DER) of the first certificate of `pem`.
+pub fn subject_name(pem: &str) -> Result<Vec<u8>, PkiError> {
+    parsed(first_cert_der(pem)?.as_ref(), |c| c.subject().as_raw().to_vec())
+}
+
+/// The fingerprint of the self-signed CA in `chain` that issued the
+/// chain's first certificate.
+pub fn fingerprint_of_issuer_in(chain: &str) -> Option<String> {
+    let issuer = issuer_name(chain).ok()?;
+    CertificateDer::pem_slice_iter(chain.as_bytes()).skip(1).flatten().find_map(|der| {
+        let self_signed_issuer = parsed(der.as_ref(), |c| c.subject().as_raw() == issuer.as_slice() && c.issuer().as_raw() == issuer.as_slice()).ok()?;
+        self_signed_issuer.then(|| hex::encode(sha2::Sha256::digest(der.as_ref())))
+    })
+}
+
+/// Hex SHA-256 of every certificate in `pem`.
+pub fn fingerprints(pem: &str) -> Vec<String> {
+    CertificateDer::pem_slice_iter(pem.as_bytes()).flatten().map(|der| hex::encode(sha2::Sha256::digest(der.as_ref()))).collect()
 }
 
 fn first_cert_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
@@ -136,7 +210,11 @@ impl ServerCertVerifier for PinnedCaVerifier {
         roots.add(ca.clone()).map_err(|e| rustls::Error::General(e.to_string()))?;
         let inner =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build().map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        // The rest of the chain may be needed to reach the pinned CA: during
+        // a rotation a seed's certificate is from the new CA, which the
+        // cross certificate links to the previous one.
+        let others: Vec<CertificateDer<'_>> = intermediates.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, c)| c.clone()).collect();
+        inner.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)?;
         *self.seen.lock().expect("seen lock") = Seen::Matched(ca.as_ref().to_vec());
         Ok(ServerCertVerified::assertion())
     }

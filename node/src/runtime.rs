@@ -114,8 +114,8 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     let ca = pki::new_ca(&cluster_id)?;
     let node_key = pki::new_node_key()?;
     let node_id = 1;
-    let cert_pem = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
-    let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem: node_key.serialize_pem() };
+    let leaf = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
+    let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: node_key.serialize_pem() };
     let config = addrs.config(node_id, &cluster_id, http_advertise, peer_advertise, raft)?;
     let (password, generated_password) = match admin_password {
         Some(p) if p.len() < 8 => bail!("the admin password must be at least 8 characters"),
@@ -127,6 +127,7 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     };
 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::ca::Keyring::new(&layout).put(&pki::fingerprint(&ca.cert_pem)?, &ca.key_pem)?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
     let local_ip = config.peer_listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
     let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone(), local_ip).await?;
@@ -139,7 +140,8 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
             MetaCommand::Bootstrap(ClusterRecord {
                 cluster_id: cluster_id.clone(),
                 ca_cert_pem: ca.cert_pem.clone(),
-                ca_key_pem: ca.key_pem.clone(),
+                // Kept on this node's disk (and the voters'), never replicated.
+                ca_key_pem: String::new(),
                 token_signing_key_pem: pki::new_signing_key_pem()?,
                 created_at_ms: now,
             }),
@@ -266,12 +268,16 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let mut tasks = Vec::new();
 
     let peer_meta = meta.clone();
-    let join_handler = join::handler(meta.clone());
+    let authority = crate::ca::Authority::new(meta.clone(), &layout);
+    let custody = crate::ca::Custody::new(authority.clone(), &tls.cert_pem);
+    let ca_changes = custody.signing_changes();
+    tasks.push(tokio::spawn(custody.run(rx.clone())));
+    let ca_service = crate::ca::CaService::new(authority.clone());
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
     let peer_tls = tls.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_raft::server::serve(peer_meta, join_handler, &peer_tls, peer_listener, peer_stop).await {
+        if let Err(e) = berth_raft::server::serve(peer_meta, ca_service, &peer_tls, peer_listener, peer_stop).await {
             tracing::error!(error = %e, "peer service stopped");
         }
     }));
@@ -288,13 +294,14 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()));
     let gc_stats = Arc::new(GcStats::default());
     crate::metrics::handle();
-    let backend = Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone()));
+    let backend =
+        Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
     let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).context("cluster CA")?)
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(tls.ca_pem.as_bytes()).context("cluster CA")?)
         // Other nodes close a connection idle for http_idle_timeout_secs;
         // reusing one just as it closes fails the forwarded request, so
         // the pool lets it go first.
@@ -310,8 +317,8 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
             Some(crate::tls::server_config(resolver)?)
         }
         TlsMode::Cluster => {
-            let resolver = cluster_certificate(&meta, &config).await?;
-            tasks.push(tokio::spawn(renew_cluster_certificate(meta.clone(), config.clone(), resolver.clone(), rx.clone())));
+            let resolver = ReloadingCert::new(cluster_certificate(&authority, &config).await?);
+            tasks.push(tokio::spawn(renew_cluster_certificate(authority.clone(), config.clone(), resolver.clone(), ca_changes, rx.clone())));
             Some(crate::tls::server_config(resolver)?)
         }
     };
@@ -350,31 +357,36 @@ async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, 
 
 /// A cluster-signed certificate for this node, once the cluster record (and
 /// its CA) has reached this node.
-async fn cluster_certificate(meta: &MetaNodeHandle, config: &NodeConfig) -> anyhow::Result<Arc<ReloadingCert>> {
+async fn cluster_certificate(authority: &crate::ca::Authority, config: &NodeConfig) -> anyhow::Result<rustls::sign::CertifiedKey> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let cluster = loop {
-        if let Some(c) = berth_raft::StateRead::get::<ClusterRecord>(&meta.state(), berth_raft::state::keys::CLUSTER)? {
-            break c;
-        }
+    while authority.trust().is_err() {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "tls mode cluster: the cluster CA has not reached this node within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let names = crate::tls::names_for(&config.http_advertise, &config.http_listen);
-    Ok(ReloadingCert::new(crate::tls::cluster_server_cert(&cluster.ca_cert_pem, &cluster.ca_key_pem, &names)?))
+    crate::tls::cluster_server_cert(authority, &names).await
 }
 
-/// Renews the cluster-signed certificate when two thirds of its life passed.
-async fn renew_cluster_certificate(meta: MetaNodeHandle, config: NodeConfig, resolver: Arc<ReloadingCert>, mut shutdown: watch::Receiver<bool>) {
+/// Renews the cluster-signed certificate when two thirds of its life passed,
+/// and at once when the cluster CA rotates.
+async fn renew_cluster_certificate(
+    authority: Arc<crate::ca::Authority>,
+    config: NodeConfig,
+    resolver: Arc<ReloadingCert>,
+    mut ca_changes: watch::Receiver<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let renew_every = Duration::from_secs(crate::tls::CLUSTER_CERT_DAYS * 24 * 3600 * 2 / 3);
+    ca_changes.mark_unchanged();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(renew_every) => {}
+            Ok(()) = ca_changes.changed() => {}
             _ = shutdown.changed() => return,
         }
-        match cluster_certificate(&meta, &config).await {
+        match cluster_certificate(&authority, &config).await {
             Ok(fresh) => {
-                let ck = fresh.current();
-                resolver.swap((*ck).clone());
+                resolver.swap(fresh);
                 tracing::info!("cluster TLS certificate renewed");
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "cluster TLS certificate not renewed; will retry"),

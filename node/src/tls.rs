@@ -142,21 +142,13 @@ pub async fn watch_files(resolver: Arc<ReloadingCert>, cert: PathBuf, key: PathB
 }
 
 /// Life of a cluster-signed server certificate.
-pub const CLUSTER_CERT_DAYS: u64 = 90;
+pub const CLUSTER_CERT_DAYS: u64 = crate::pki::SERVER_CERT_DAYS;
 
-/// A server certificate from the cluster CA for `names` (DNS names or IPs).
-pub fn cluster_server_cert(ca_cert_pem: &str, ca_key_pem: &str, names: &[String]) -> anyhow::Result<CertifiedKey> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, KeyPair::from_pem(ca_key_pem)?)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "berth".into()));
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(CLUSTER_CERT_DAYS as i64);
-    let cert = params.signed_by(&key, &issuer)?;
-    let chain = format!("{}{}", cert.pem(), ca_cert_pem);
+/// A server certificate from the cluster CA for `names` (DNS names or
+/// IPs), signed by this node or by a voter holding the CA key.
+pub async fn cluster_server_cert(authority: &crate::ca::Authority, names: &[String]) -> anyhow::Result<CertifiedKey> {
+    let key = rcgen::KeyPair::generate()?;
+    let chain = authority.server_cert(&key, names).await.map_err(|e| anyhow::anyhow!("cluster certificate: {e}"))?;
     certified_key(chain.as_bytes(), key.serialize_pem().as_bytes(), "cluster certificate")
 }
 

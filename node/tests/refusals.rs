@@ -119,7 +119,8 @@ async fn peers_without_a_cluster_certificate_are_refused() {
     // A certificate from another CA: the handshake itself fails.
     let rogue_ca = berth_node::pki::new_ca("rogue").unwrap();
     let key = berth_node::pki::new_node_key().unwrap();
-    let chain = berth_node::pki::sign_node_cert(&rogue_ca, 7, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+    let leaf = berth_node::pki::sign_node_cert(&rogue_ca, 7, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+    let chain = format!("{leaf}{}", rogue_ca.cert_pem);
     let rogue = base().identity(tonic::transport::Identity::from_pem(chain, key.serialize_pem()));
     let e = raw_append(&addr, rogue).await.unwrap_err();
     assert!(!e.contains("Unauthenticated"), "refused at the TLS layer, not by the service: {e}");

@@ -115,13 +115,20 @@ impl Cluster {
     /// [`Cluster::add_node`], telling the cluster to reach the node's HTTP
     /// at `http_advertise` (a proxy in front of it, say).
     pub async fn add_node_advertising(&mut self, region: &str, http_advertise: Option<String>) -> u64 {
+        let seed = self.any().config.node_id;
+        self.join(region, http_advertise, seed, false).await
+    }
+
+    /// Joins a new node through node `seed` (as a learner if `learner`)
+    /// and starts it.
+    pub async fn join(&mut self, region: &str, http_advertise: Option<String>, seed: u64, learner: bool) -> u64 {
         self.made += 1;
         let (listeners, mut addrs) = bind_pair().await;
         addrs.region = region.into();
         addrs.http_advertise = http_advertise;
         let dir = self.root.path().join(format!("node-{}", self.made));
-        let seed = self.any().peer_addr.to_string();
-        let cfg = join_cluster(&dir, &addrs, &seed, &self.token, false, self.config.clone()).await.unwrap();
+        let seed = self.node(seed).peer_addr.to_string();
+        let cfg = join_cluster(&dir, &addrs, &seed, &self.token, learner, self.config.clone()).await.unwrap();
         tweak_config(&dir, &self.replication);
         let node = start_node(&dir, Some(listeners), self.filter.clone()).await.unwrap();
         self.nodes.insert(cfg.node_id, node);
@@ -134,8 +141,23 @@ impl Cluster {
         node.shutdown().await;
     }
 
+    /// Starts node `id` again from its directory. A node stopped in this
+    /// process lets go of its store lock and its UDP port only when its
+    /// last connection task has ended (peer connections drain, QUIC
+    /// connections time out), which a process restart never waits for;
+    /// here the start is retried until they have.
     pub async fn restart(&mut self, id: u64) {
-        let node = start_node(&self.dirs[&id], None, self.filter.clone()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let node = loop {
+            match start_node(&self.dirs[&id], None, self.filter.clone()).await {
+                Ok(n) => break n,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(node_id = id, error = %format!("{e:#}"), "restart: the stopped node still holds its resources; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("node {id} does not start again: {e:#}"),
+            }
+        };
         self.nodes.insert(id, node);
     }
 
