@@ -351,9 +351,7 @@ impl Custody {
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.tend().await {
-                tracing::warn!(error = %e, "cluster CA upkeep failed; will retry");
-            }
+            self.tend().await;
             tokio::select! {
                 _ = tokio::time::sleep(TEND_EVERY) => {}
                 _ = shutdown.changed() => return,
@@ -361,17 +359,25 @@ impl Custody {
         }
     }
 
-    /// One round of upkeep; every step is idempotent.
-    pub async fn tend(&self) -> Result<(), String> {
+    /// One round of upkeep. Every step is idempotent, and a step that
+    /// fails (a voter out of reach, say) does not hold the others back.
+    pub async fn tend(&self) {
         let a = &self.authority;
-        let Some(trust) = Trust::read(&a.meta.state())? else { return Ok(()) };
+        let trust = match Trust::read(&a.meta.state()) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "cluster CA upkeep: cannot read the CA records"),
+        };
         self.signing.send_if_modified(|fp| std::mem::replace(fp, trust.signing.fingerprint.clone()) != trust.signing.fingerprint);
         let voters = a.meta.voters();
-        if !voters.is_empty() {
-            self.keep_keys(&trust, voters.contains(&a.meta.id())).await?;
+        let keys = if voters.is_empty() { Ok(()) } else { self.keep_keys(&trust, voters.contains(&a.meta.id())).await };
+        let cert = self.renew_own_certificate(&trust).await;
+        let report = self.report_running(&trust).await;
+        for (step, outcome) in [("keys", keys), ("certificate", cert), ("report", report)] {
+            if let Err(e) = outcome {
+                tracing::warn!(step, error = %e, "cluster CA upkeep failed; will retry");
+            }
         }
-        self.renew_own_certificate(&trust).await?;
-        self.report_running(&trust).await
     }
 
     async fn keep_keys(&self, trust: &Trust, voter: bool) -> Result<(), String> {
@@ -461,7 +467,7 @@ pub struct CaService {
 }
 
 impl CaService {
-    pub fn new(authority: Arc<Authority>) -> Arc<dyn berth_raft::CaHandler> {
+    pub fn handler(authority: Arc<Authority>) -> Arc<dyn berth_raft::CaHandler> {
         Arc::new(CaService { authority, joins: Default::default() })
     }
 }

@@ -187,7 +187,9 @@ impl AdminClient {
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
         if let Some(f) = ca_file.filter(|f| f.exists()) {
             let pem = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", f.display()))?);
+            // A bundle: during a CA rotation, the new CA and the previous one.
+            builder =
+                builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{} is not a PEM certificate", f.display()))?);
         }
         let http = builder.build().context("http client")?;
         Ok(AdminClient { base: base.trim_end_matches('/').to_string(), auth, http })

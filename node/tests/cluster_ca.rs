@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_node::ca::{CaReply, CaRequest};
 use berth_node::config::Layout;
@@ -209,4 +209,100 @@ async fn a_rotation_moves_every_node_to_a_new_ca_while_writes_go_on() {
     }
     .await;
     assert!(refused.is_err(), "a certificate from the retired CA was accepted: {refused:?}");
+}
+
+/// The operator's path with real processes serving cluster-signed HTTPS:
+/// a client that trusts the old CA keeps working through the rotation, and
+/// one that trusts only the new CA works from its start.
+#[test]
+fn the_operator_rotates_the_ca_of_an_https_cluster() {
+    use common::procs::*;
+    let mut c = ProcCluster::start_with(3, &["--tls-cluster"]);
+    let d1 = c.dirs[0].to_str().unwrap().to_string();
+    let old_ca = ok(&["cluster", "ca", "export", "--data-dir", &d1]);
+    // curl, trusting only `ca`, gets the registry's 401 from every node.
+    let ca_file = c.root.path().join("client-ca.pem");
+    let answers = |ca: &str| {
+        std::fs::write(&ca_file, ca).unwrap();
+        c.http.iter().all(|h| {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert", ca_file.to_str().unwrap()])
+                .arg(format!("https://{h}/v2/"))
+                .output()
+                .expect("run curl");
+            out.stdout == b"401"
+        })
+    };
+    assert!(answers(&old_ca));
+
+    let started = ok(&["cluster", "ca", "rotate", "--data-dir", &d1]);
+    assert!(started.contains("rotation started"), "{started}");
+    let refused = berth(&["cluster", "ca", "rotate", "--finish", "--data-dir", &d1]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("previous CA") && why.trim().lines().count() == 1, "one line saying why: {why}");
+
+    // HTTPS certificates follow the new CA at once; the old CA's clients
+    // still get through (the chain links the new CA to the old one).
+    // `export --data-dir` reads the node's bundle, written within seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bundle = loop {
+        let b = ok(&["cluster", "ca", "export", "--data-dir", &d1]);
+        if berth_node::pki::fingerprints(&b).len() == 2 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "node 1 did not write the two-CA bundle");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let new_ca = bundle.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(&new_ca) {
+        assert!(Instant::now() < deadline, "HTTPS certificates were not renewed under the new CA");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answers(&old_ca));
+
+    let status: serde_json::Value = serde_json::from_str(&ok(&["cluster", "ca", "status", "--json", "--data-dir", &d1])).unwrap();
+    let signing = status["signing"].as_str().unwrap().to_string();
+    for i in 0..c.procs.len() {
+        let dir = c.dirs[i].clone();
+        let renewed = || std::fs::read_to_string(Layout::new(&dir).ca_cert()).unwrap() == bundle && cert_issuer(&dir).as_deref() == Some(signing.as_str());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !renewed() {
+            assert!(Instant::now() < deadline, "node {} did not write the new trust bundle", i + 1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        c.procs[i].terminate();
+        c.procs[i] = Proc::start_with(&dir, &["--tls-cluster"]);
+        wait_status(&dir, "restarted node back", Duration::from_secs(30), |s| s["leader"].is_u64() && voters(s).len() == 3);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = berth(&["cluster", "ca", "rotate", "--finish", "--data-dir", &d1]);
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "finish refused: {}\n{}", String::from_utf8_lossy(&out.stderr), node_logs(&c));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status: serde_json::Value = serde_json::from_str(&ok(&["cluster", "ca", "status", "--json", "--data-dir", &d1])).unwrap();
+    assert!(status["previous"].is_null(), "{status}");
+    assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["running"] == status["signing"]), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ok(&["cluster", "ca", "export", "--data-dir", &d1]) != new_ca {
+        assert!(Instant::now() < deadline, "node 1 still trusts the previous CA");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answers(&new_ca));
+}
+
+/// The end of each node's log, for a failure message.
+fn node_logs(c: &common::procs::ProcCluster) -> String {
+    let mut out = String::new();
+    for d in &c.dirs {
+        let log = std::fs::read_to_string(d.with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        out += &format!("--- {}\n{}\n", d.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    out
 }
