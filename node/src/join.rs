@@ -155,7 +155,7 @@ impl Joins {
         pki::check_node_key(&req.public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
         let (region, peer_addr) = (registration.region.clone(), registration.peer_addr.clone());
         let cmd = MetaCommand::RegisterNode { registration, token: Some(proof), now_ms: now_ms() };
-        let node_id = match self.meta.write(cmd).await.map_err(|e| e.to_string())? {
+        let node_id = match self.meta.write(berth_raft::Actor::Node, cmd).await.map_err(|e| e.to_string())? {
             MetaResponse::NodeId(id) => id,
             MetaResponse::Refused(why) => return Err(why),
             other => return Err(format!("unexpected registration outcome: {other:?}")),

@@ -7,12 +7,15 @@
 //! - [`store`]: RocksDB log store and state machine;
 //! - [`network`]: the gRPC client side, with a link filter for fault tests;
 //! - [`server`]: the gRPC service every node runs;
+//! - [`forward`]: whom a write is for, and the leader's check of it
+//!   ([`forward::WriteGate`], implemented by the node);
 //! - [`meta`]: [`meta::MetaNodeHandle`], what the node uses: writes from any node
 //!   with forwarding to the leader, local and linearizable reads, membership.
 //!
 //! This crate never sees QUIC, blobs or HTTP.
 
 pub mod command;
+pub mod forward;
 pub mod identity;
 pub mod membership;
 pub mod meta;
@@ -31,6 +34,7 @@ pub mod pb {
 pub use berth_common::LinkFilter;
 pub use berth_common::{PeerTls, PEER_TLS_NAME};
 pub use command::*;
+pub use forward::{Actor, ClientAccount, Origin, WriteGate};
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
 pub use server::JoinHandler;
 pub use state::StateRead;
