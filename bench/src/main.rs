@@ -177,7 +177,7 @@ async fn join_token(n1: &Node) -> anyhow::Result<String> {
     let cluster: berth_raft::ClusterRecord =
         berth_raft::StateRead::get(&n1.running.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record")?;
     let t = berth_node::join::JoinToken::generate(&berth_node::pki::fingerprint(&cluster.ca_cert_pem)?);
-    n1.running.meta.write(berth_node::runtime::token_record(&t, Duration::from_secs(600), None)).await?;
+    n1.running.meta.write(berth_raft::Actor::OPERATOR, berth_node::runtime::token_record(&t, Duration::from_secs(600), None)).await?;
     Ok(t.to_string())
 }
 
@@ -201,9 +201,9 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
     let meta = n1.running.meta.clone();
     // Manifests are stored only in a repository of a namespace that exists.
     let org = berth_raft::identity::OrgRecord { name: "bench".into(), email: None, created_at_ms: 0 };
-    meta.write(MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateOrg { org, owner: None })).await?;
+    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateOrg { org, owner: None })).await?;
     let repo = berth_raft::command::RepositoryRecord::new("bench/meta", 0);
-    meta.write(MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateRepository(repo))).await?;
+    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateRepository(repo))).await?;
     let manifest = |i: usize| {
         let bytes = format!("{{\"schemaVersion\":2,\"bench\":{i}}}").into_bytes();
         ManifestRecord {
@@ -220,7 +220,7 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
     let mut lat = Vec::with_capacity(writes);
     for i in 0..writes {
         let t = Instant::now();
-        let done = meta.write(MetaCommand::PutManifest { record: manifest(i), tag: Some(format!("t{i}")) }).await?;
+        let done = meta.write(berth_raft::Actor::OPERATOR, MetaCommand::PutManifest { record: manifest(i), tag: Some(format!("t{i}")) }).await?;
         anyhow::ensure!(done == berth_raft::command::MetaResponse::Done, "manifest {i} not stored: {done:?}");
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -234,7 +234,7 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
             let mut n = 0u64;
             while Instant::now() < stop {
                 let cmd = MetaCommand::SetTag { repo: "bench/meta".into(), tag: format!("w{w}"), digest: target.clone(), pushed_at_ms: n, if_current: None };
-                if meta.write(cmd).await.is_ok() {
+                if meta.write(berth_raft::Actor::OPERATOR, cmd).await.is_ok() {
                     n += 1;
                 }
             }
@@ -265,7 +265,13 @@ async fn berth_copy(blocks: u64, digest: &Digest, link: Option<LinkSpec>) -> any
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Only the copy being measured: no background replication of this namespace.
-    n1.running.meta.write(berth_raft::MetaCommand::SetPlacement { namespace: "bench".into(), placement: berth_raft::command::Placement::OnDemand }).await?;
+    n1.running
+        .meta
+        .write(
+            berth_raft::Actor::OPERATOR,
+            berth_raft::MetaCommand::SetPlacement { namespace: "bench".into(), placement: berth_raft::command::Placement::OnDemand },
+        )
+        .await?;
 
     // Push the blob to node 1, streamed.
     let body = futures::stream::iter((0..blocks).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(block(i)))));

@@ -64,7 +64,7 @@ async fn three_regions_150ms_apart_with_default_timing_elect_replicate_and_commi
     let mut worst = Duration::ZERO;
     for i in 0..10 {
         let t = Instant::now();
-        n1.meta.write(MetaCommand::Probe { at_ms: i }).await.unwrap();
+        n1.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Probe { at_ms: i }).await.unwrap();
         worst = worst.max(t.elapsed());
     }
     // A commit needs one round trip to a follower; it should not need many.
@@ -127,16 +127,19 @@ async fn four_mib_entries_across_150ms_50mbs_links_keep_committing_and_survive_a
     }
     // A namespace and a repository first: manifests are only stored there.
     let org = OrgRecord { name: "big".into(), email: None, created_at_ms: 0 };
-    n1.meta.write(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
-    n1.meta.write(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("big/entries", 0)))).await.unwrap();
+    n1.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
+    n1.meta
+        .write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("big/entries", 0))))
+        .await
+        .unwrap();
     // Big entries written back to back pile up in the log faster than the
     // links carry them: followers must take them in batches that fit.
-    let writes: Vec<_> = (0..8).map(|i| n1.meta.write(big_manifest(i))).collect();
+    let writes: Vec<_> = (0..8).map(|i| n1.meta.write(berth_raft::Actor::OPERATOR, big_manifest(i))).collect();
     for r in futures::future::join_all(writes).await {
         assert_eq!(r.expect("a 4 MiB entry commits"), MetaResponse::Done);
     }
     for i in 0..5 {
-        n1.meta.write(MetaCommand::Probe { at_ms: i }).await.expect("small writes still commit");
+        n1.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Probe { at_ms: i }).await.expect("small writes still commit");
     }
     all_caught_up(&[&n1, &n2, &n3], Duration::from_secs(60)).await;
 
@@ -165,7 +168,7 @@ async fn four_mib_entries_across_150ms_50mbs_links_keep_committing_and_survive_a
     loop {
         let leader = nodes.iter().find(|n| n.meta.is_leader());
         if let Some(l) = leader {
-            if l.meta.write(big_manifest(i)).await.is_ok() {
+            if l.meta.write(berth_raft::Actor::OPERATOR, big_manifest(i)).await.is_ok() {
                 break;
             }
             i += 1;
@@ -176,7 +179,7 @@ async fn four_mib_entries_across_150ms_50mbs_links_keep_committing_and_survive_a
     let leader = nodes.iter().position(|n| n.meta.is_leader()).expect("a leader");
     nodes.swap(0, leader);
     for j in 0..3 {
-        nodes[0].meta.write(MetaCommand::Probe { at_ms: 1000 + j }).await.expect("commits after the restart");
+        nodes[0].meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Probe { at_ms: 1000 + j }).await.expect("commits after the restart");
     }
     all_caught_up(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
     for n in nodes {

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::access::Principal;
 use crate::error::ApiError;
 
 /// What a request carried in `Authorization`.
@@ -25,24 +26,25 @@ pub enum NodeChange {
 pub trait Backend: Send + Sync + 'static {
     /// Ok when the node has joined and caught up with the leader.
     async fn ready(&self) -> Result<(), String>;
-    /// Ok when the caller is a cluster administrator.
-    async fn authorize_admin(&self, caller: &crate::access::Caller) -> Result<(), ApiError>;
+    /// The caller, when it is a cluster administrator. The writes below
+    /// are made for it: the leader checks it again before committing.
+    async fn authorize_admin(&self, caller: &crate::access::Caller) -> Result<Principal, ApiError>;
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError>;
-    async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
+    async fn create_join_token(&self, who: &Principal, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
     async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError>;
-    async fn revoke_join_token(&self, id: &str) -> Result<(), ApiError>;
-    async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError>;
+    async fn revoke_join_token(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
+    async fn set_node(&self, who: &Principal, node: u64, change: NodeChange) -> Result<(), ApiError>;
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError>;
     async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError>;
     /// One metadata write that changes nothing (drills measure with it).
-    async fn probe_write(&self) -> Result<(), ApiError>;
+    async fn probe_write(&self, who: &Principal) -> Result<(), ApiError>;
     /// The cluster CA certificate, PEM.
     async fn ca_pem(&self) -> Result<String, ApiError>;
     async fn ca_status(&self) -> Result<CaStatus, ApiError>;
-    async fn rotate_ca(&self, step: CaStep) -> Result<CaStatus, ApiError>;
+    async fn rotate_ca(&self, who: &Principal, step: CaStep) -> Result<CaStatus, ApiError>;
     /// The node's metrics in the Prometheus text format.
     async fn metrics_text(&self) -> String;
-    async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError>;
+    async fn set_placement(&self, who: &Principal, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError>;
     /// Cuts this node off from every peer but `req.keep`, both ways, until
     /// `req.duration_ms` from now (a region drill). `req` is validated.
     async fn isolate(&self, req: IsolateRequest) -> Result<Isolation, ApiError>;

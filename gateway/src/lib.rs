@@ -91,8 +91,8 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
 }
 
 async fn handle_probe(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
-    admin(&b, &caller).await?;
-    b.probe_write().await?;
+    let who = admin(&b, &caller).await?;
+    b.probe_write(&who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -129,13 +129,13 @@ async fn handle_ca_status(State(b): State<Shared>, caller: Caller) -> Result<Jso
 }
 
 async fn handle_ca_rotate(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
-    admin(&b, &caller).await?;
-    Ok(Json(b.rotate_ca(CaStep::Start).await?))
+    let who = admin(&b, &caller).await?;
+    Ok(Json(b.rotate_ca(&who, CaStep::Start).await?))
 }
 
 async fn handle_ca_finish(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
-    admin(&b, &caller).await?;
-    Ok(Json(b.rotate_ca(CaStep::Finish).await?))
+    let who = admin(&b, &caller).await?;
+    Ok(Json(b.rotate_ca(&who, CaStep::Finish).await?))
 }
 
 async fn handle_metrics(State(b): State<Shared>) -> Response {
@@ -185,7 +185,7 @@ pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
-async fn admin(b: &Shared, caller: &Caller) -> Result<(), ApiError> {
+async fn admin(b: &Shared, caller: &Caller) -> Result<Principal, ApiError> {
     b.authorize_admin(caller).await
 }
 
@@ -199,9 +199,9 @@ async fn handle_token_create(
     caller: Caller,
     body: Option<Json<TokenCreateRequest>>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    admin(&b, &caller).await?;
+    let who = admin(&b, &caller).await?;
     let req = body.map(|Json(r)| r).unwrap_or_default();
-    Ok((StatusCode::CREATED, Json(b.create_join_token(req).await?)))
+    Ok((StatusCode::CREATED, Json(b.create_join_token(&who, req).await?)))
 }
 
 async fn handle_token_list(State(b): State<Shared>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
@@ -210,8 +210,8 @@ async fn handle_token_list(State(b): State<Shared>, caller: Caller) -> Result<Js
 }
 
 async fn handle_token_revoke(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    admin(&b, &caller).await?;
-    b.revoke_join_token(&id).await?;
+    let who = admin(&b, &caller).await?;
+    b.revoke_join_token(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -220,8 +220,8 @@ fn node_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 async fn change_node(b: &Shared, caller: &Caller, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
-    admin(b, caller).await?;
-    b.set_node(node_id(id)?, change).await?;
+    let who = admin(b, caller).await?;
+    b.set_node(&who, node_id(id)?, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -258,9 +258,9 @@ async fn handle_placement_set(
     Path(ns): Path<String>,
     body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&b, &caller).await?;
+    let who = admin(&b, &caller).await?;
     let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    b.set_placement(&ns, doc).await?;
+    b.set_placement(&who, &ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

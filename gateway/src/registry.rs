@@ -147,7 +147,7 @@ pub trait Registry: Send + Sync + 'static {
     async fn audit(&self, access: &Access, kind: &'static str, repo: &RepoName, metadata: Vec<(&'static str, String)>);
     async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<u64, ApiError>;
     async fn blob_read(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, ApiError>;
-    async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError>;
+    async fn blob_delete(&self, access: &Access, repo: &RepoName, digest: &Digest) -> Result<(), ApiError>;
     /// Links a blob of `from` into `repo`; false when it cannot.
     async fn blob_mount(&self, access: &Access, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool, ApiError>;
     /// A whole blob in one request (`POST ?digest=`).
@@ -176,7 +176,7 @@ pub trait Registry: Send + Sync + 'static {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PutOutcome, ApiError>;
-    async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
+    async fn manifest_delete(&self, access: &Access, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError>;
     /// Waits until this node has applied every write the cluster had
     /// acknowledged when the call began (a linearizable read barrier).
@@ -429,7 +429,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             Err(ApiError::new(ErrorCode::ManifestInvalid, format!("{raw:?} is neither a tag ([a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}) nor a digest")))
         }
         (Endpoint::Manifest(repo, reference), Method::DELETE) => {
-            reg.manifest_delete(&repo, &reference).await?;
+            reg.manifest_delete(&access, &repo, &reference).await?;
             let kind = if matches!(reference, Reference::Tag(_)) { "delete_tag" } else { "delete_manifest" };
             reg.audit(&access, kind, &repo, vec![("reference", reference.to_string())]).await;
             Ok(StatusCode::ACCEPTED.into_response())
@@ -479,7 +479,7 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
             Ok(resp)
         }
         (Endpoint::Blob(repo, digest), Method::DELETE) => {
-            reg.blob_delete(&repo, &digest).await?;
+            reg.blob_delete(&access, &repo, &digest).await?;
             reg.audit(&access, "delete_blob", &repo, vec![("digest", digest.to_string())]).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }

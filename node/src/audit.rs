@@ -85,7 +85,7 @@ impl AuditLog {
                 if retention_days > 0 && now > last_prune + 3_600_000 && meta.is_leader() {
                     last_prune = now;
                     let before_ms = now.saturating_sub(retention_days * DAY_MS);
-                    if let Err(e) = meta.write(MetaCommand::Identity(IdentityCommand::PruneAudit { before_ms })).await {
+                    if let Err(e) = meta.write(berth_raft::Actor::Node, MetaCommand::Identity(IdentityCommand::PruneAudit { before_ms })).await {
                         tracing::warn!(error = %e, "pruning old audit records failed");
                     }
                 }
@@ -139,7 +139,7 @@ async fn flush(meta: &MetaNodeHandle, pending: &mut Vec<AuditRecord>) {
     while !pending.is_empty() {
         let n = pending.len().min(BATCH);
         let batch: Vec<AuditRecord> = pending[..n].to_vec();
-        match meta.write(MetaCommand::Identity(IdentityCommand::AppendAudit(batch))).await {
+        match meta.write(berth_raft::Actor::Node, MetaCommand::Identity(IdentityCommand::AppendAudit(batch))).await {
             Ok(_) => {
                 pending.drain(..n);
             }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
 use berth_raft::command::{ClusterRecord, UserRecord};
 use berth_raft::identity::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
-use berth_raft::state::keys;
-use berth_raft::{MetaNodeHandle, StateRead};
+use berth_raft::state::{keys, StateError};
+use berth_raft::{Actor, ClientAccount, MetaNodeHandle, StateRead};
 use sha2::Digest as _;
 
 use crate::audit::AuditLog;
@@ -45,6 +45,52 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// The actor a write made for `p` names: the account the leader looks up
+/// again before proposing it ([`crate::write_gate`]).
+pub fn actor_of(p: &Principal) -> Actor {
+    Actor::Client(match p {
+        Principal::Anonymous => ClientAccount::Anonymous,
+        Principal::Operator => ClientAccount::Operator,
+        Principal::User { name, .. } => ClientAccount::User(name.clone()),
+        Principal::Robot { name } => ClientAccount::Robot(name.clone()),
+        Principal::App { id, .. } => ClientAccount::AppToken(id.clone()),
+    })
+}
+
+/// The principal `account` stands for in `state` at `now_ms`, or `None`
+/// when it stands for none any more: a deleted user or robot, an
+/// application token deleted, expired or whose owner is gone. Secrets are
+/// not checked here: the account was authenticated when it was named.
+/// The operator is whoever holds a member's operator token (a removed
+/// member is refused before this is asked).
+pub fn principal_in(state: &impl StateRead, account: &ClientAccount, now_ms: u64) -> Result<Option<Principal>, StateError> {
+    Ok(match account {
+        ClientAccount::Anonymous => Some(Principal::Anonymous),
+        ClientAccount::Operator => Some(Principal::Operator),
+        ClientAccount::User(name) => state.get::<UserRecord>(&keys::user(name))?.map(|r| Principal::User { name: r.name, superuser: r.superuser }),
+        ClientAccount::Robot(name) => match name.split_once('+') {
+            Some((ns, short)) => state.get::<RobotRecord>(&keys::robot(ns, short))?.map(|r| Principal::Robot { name: r.full_name() }),
+            None => None,
+        },
+        ClientAccount::AppToken(id) => match state.get::<AppTokenRecord>(&keys::app_token(id))? {
+            Some(rec) if rec.expires_at_ms.is_none_or(|e| e > now_ms) => app_principal_in(state, rec)?,
+            _ => None,
+        },
+    })
+}
+
+/// An application token's principal: its owner's rights within its
+/// scopes; `None` once the owner is gone.
+fn app_principal_in(state: &impl StateRead, rec: AppTokenRecord) -> Result<Option<Principal>, StateError> {
+    let Some(owner) = state.get::<UserRecord>(&keys::user(&rec.owner))? else { return Ok(None) };
+    Ok(Some(Principal::App {
+        id: rec.id,
+        owner: rec.owner,
+        owner_superuser: owner.superuser,
+        scopes: rec.scopes.iter().map(|s: &TokenScope| s.as_str().to_string()).collect(),
+    }))
 }
 
 /// A principal, and for a registry token, what the token grants.
@@ -277,18 +323,22 @@ impl Authenticator {
         if user.is_some_and(|u| u != "$app" && u != rec.owner) {
             return Err(self.fail(&account, ip, "application token of another user"));
         }
-        self.app_principal(rec)
+        app_principal_in(&self.meta.state(), rec).map_err(state_err)?.ok_or_else(denied)
     }
 
-    fn app_principal(&self, rec: AppTokenRecord) -> Result<Principal, ApiError> {
-        let owner: Option<UserRecord> = self.meta.state().get(&keys::user(&rec.owner)).map_err(state_err)?;
-        let owner = owner.ok_or_else(denied)?;
-        Ok(Principal::App {
-            id: rec.id,
-            owner: rec.owner,
-            owner_superuser: owner.superuser,
-            scopes: rec.scopes.iter().map(|s: &TokenScope| s.as_str().to_string()).collect(),
-        })
+    /// [`principal_in`] on this node's state; when the account stands for
+    /// nobody here, once more after catching up with the leader, so an
+    /// account made through another node a moment ago is known.
+    async fn fresh_principal(&self, account: &ClientAccount) -> Result<Option<Principal>, ApiError> {
+        let local = principal_in(&self.meta.state(), account, now_ms()).map_err(state_err)?;
+        if local.is_some() {
+            return Ok(local);
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; checking the account against local state");
+            return Ok(None);
+        }
+        principal_in(&self.meta.state(), account, now_ms()).map_err(state_err)
     }
 
     /// The cluster's token keys: the ring after a rotation, else the key `init` made.
@@ -410,33 +460,21 @@ impl Authenticator {
         let claims = jwt::verify(token, key.public_key(), audience, now / 1000).map_err(bad)?;
         self.check_fresh_enough(&claims)?;
         let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
-        let principal = match claims.berth_kind.as_str() {
-            "anonymous" => Principal::Anonymous,
-            "user" => {
-                let rec: UserRecord = self.lookup(&keys::user(&claims.sub), |_: &UserRecord| true).await?.ok_or_else(gone)?;
-                self.check_generation(&rec.name, claims.berth_gen).await?;
-                Principal::User { name: rec.name, superuser: rec.superuser }
-            }
-            "robot" => {
-                let (ns, short) = claims.sub.split_once('+').ok_or_else(gone)?;
-                let rec: RobotRecord = self.lookup(&keys::robot(ns, short), |_: &RobotRecord| true).await?.ok_or_else(gone)?;
-                self.check_generation(&rec.full_name(), claims.berth_gen).await?;
-                Principal::Robot { name: rec.full_name() }
-            }
-            "app_token" => {
-                let id = claims.berth_app.as_deref().ok_or_else(gone)?;
-                let rec: AppTokenRecord = self.lookup(&keys::app_token(id), |_: &AppTokenRecord| true).await?.ok_or_else(gone)?;
-                if rec.expires_at_ms.is_some_and(|e| e <= now) {
-                    return Err(gone());
-                }
-                self.app_principal(rec)?
-            }
+        let account = match claims.berth_kind.as_str() {
+            "anonymous" => ClientAccount::Anonymous,
+            "user" => ClientAccount::User(claims.sub.clone()),
+            "robot" => ClientAccount::Robot(claims.sub.clone()),
+            "app_token" => ClientAccount::AppToken(claims.berth_app.clone().ok_or_else(gone)?),
             // Only in upload grants, which nodes sign for each other: the
             // token endpoint never issues one for the operator.
-            "operator" if audience != self.service() => Principal::Operator,
+            "operator" if audience != self.service() => ClientAccount::Operator,
             // Operator tokens are not exchanged for registry tokens.
             _ => return Err(ApiError::new(ErrorCode::Unauthorized, "token names an unknown kind of account")),
         };
+        let principal = self.fresh_principal(&account).await?.ok_or_else(gone)?;
+        if let Principal::User { name, .. } | Principal::Robot { name } = &principal {
+            self.check_generation(name, claims.berth_gen).await?;
+        }
         Ok(Authenticated { principal, grants: Some(claims.access) })
     }
 

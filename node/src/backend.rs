@@ -12,7 +12,7 @@ use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::Replicator;
 
-use crate::auth::Authenticator;
+use crate::auth::{actor_of, Authenticator};
 use crate::ca::{Authority, Trust};
 use crate::config::NodeConfig;
 use crate::gc::GcStats;
@@ -68,8 +68,8 @@ impl Backend for NodeBackend {
         Ok(())
     }
 
-    async fn authorize_admin(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.auth.require_admin(caller).await.map(|_| ())
+    async fn authorize_admin(&self, caller: &Caller) -> Result<Principal, ApiError> {
+        self.auth.require_admin(caller).await
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
@@ -124,7 +124,7 @@ impl Backend for NodeBackend {
         })
     }
 
-    async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError> {
+    async fn create_join_token(&self, who: &Principal, req: TokenCreateRequest) -> Result<CreatedToken, ApiError> {
         let ttl = req.ttl_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_TTL);
         if ttl.is_zero() || ttl > Duration::from_secs(365 * 24 * 3600) {
             return Err(ApiError::new(ErrorCode::BadRequest, "ttl must be between 1 second and 365 days"));
@@ -138,7 +138,7 @@ impl Backend for NodeBackend {
             MetaCommand::CreateJoinToken(r) => r.expires_at_ms,
             _ => unreachable!("token_record makes a token"),
         };
-        match self.meta.write(cmd).await.map_err(meta_err)? {
+        match self.meta.write(actor_of(who), cmd).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(CreatedToken { id: token.id.clone(), token: token.to_string(), expires_at_ms }),
             other => Err(ApiError::new(ErrorCode::Internal, format!("token not created: {other:?}"))),
         }
@@ -159,21 +159,21 @@ impl Backend for NodeBackend {
             .collect())
     }
 
-    async fn revoke_join_token(&self, id: &str) -> Result<(), ApiError> {
-        match self.meta.write(MetaCommand::RevokeJoinToken { id: id.to_string() }).await.map_err(meta_err)? {
+    async fn revoke_join_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        match self.meta.write(actor_of(who), MetaCommand::RevokeJoinToken { id: id.to_string() }).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no join token {id}"))),
             other => Err(ApiError::new(ErrorCode::Internal, format!("token not revoked: {other:?}"))),
         }
     }
 
-    async fn set_node(&self, node: u64, change: NodeChange) -> Result<(), ApiError> {
+    async fn set_node(&self, who: &Principal, node: u64, change: NodeChange) -> Result<(), ApiError> {
         let cmd = match change {
             NodeChange::Promote => MetaCommand::SetNodeRole { node, role: NodeRole::Voter },
             NodeChange::Demote => MetaCommand::SetNodeRole { node, role: NodeRole::Learner },
             NodeChange::Remove => MetaCommand::RemoveNode { node },
         };
-        match self.meta.write(cmd).await.map_err(meta_err)? {
+        match self.meta.write(actor_of(who), cmd).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::NotFound, format!("no active node {node}"))),
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
@@ -181,8 +181,8 @@ impl Backend for NodeBackend {
         }
     }
 
-    async fn probe_write(&self) -> Result<(), ApiError> {
-        match self.meta.write(MetaCommand::Probe { at_ms: crate::join::now_ms() }).await.map_err(meta_err)? {
+    async fn probe_write(&self, who: &Principal) -> Result<(), ApiError> {
+        match self.meta.write(actor_of(who), MetaCommand::Probe { at_ms: crate::join::now_ms() }).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
             other => Err(ApiError::new(ErrorCode::Internal, format!("probe: {other:?}"))),
         }
@@ -202,10 +202,10 @@ impl Backend for NodeBackend {
         Ok(CaStatus { signing: trust.signing.fingerprint.clone(), previous: trust.previous.map(|(p, _)| p.fingerprint), nodes })
     }
 
-    async fn rotate_ca(&self, step: CaStep) -> Result<CaStatus, ApiError> {
+    async fn rotate_ca(&self, who: &Principal, step: CaStep) -> Result<CaStatus, ApiError> {
         match step {
-            CaStep::Start => self.authority.start_rotation().await?,
-            CaStep::Finish => self.authority.finish_rotation().await?,
+            CaStep::Start => self.authority.start_rotation(actor_of(who)).await?,
+            CaStep::Finish => self.authority.finish_rotation(actor_of(who)).await?,
         }
         self.ca_status().await
     }
@@ -223,7 +223,7 @@ impl Backend for NodeBackend {
         })
     }
 
-    async fn set_placement(&self, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError> {
+    async fn set_placement(&self, who: &Principal, namespace: &str, doc: PlacementDoc) -> Result<(), ApiError> {
         let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
         if namespace.parse::<berth_common::RepoName>().is_err() || namespace.contains('/') {
             return Err(bad(format!("{namespace:?} is not a namespace name")));
@@ -240,7 +240,7 @@ impl Backend for NodeBackend {
             ("regions", true) => return Err(bad("policy regions needs at least one region".into())),
             (p, _) => return Err(bad(format!("policy {p:?} is not everywhere, regions (with regions) or on-demand"))),
         };
-        match self.meta.write(MetaCommand::SetPlacement { namespace: namespace.to_string(), placement }).await.map_err(meta_err)? {
+        match self.meta.write(actor_of(who), MetaCommand::SetPlacement { namespace: namespace.to_string(), placement }).await.map_err(meta_err)? {
             MetaResponse::Done => {
                 self.replicator.wake();
                 Ok(())

@@ -36,7 +36,7 @@ use berth_raft::ca::{CaCert, CaCommand, CaTrust};
 use berth_raft::command::{ClusterRecord, MetaCommand, MetaResponse, NodeRecord};
 use berth_raft::network::PeerRpc;
 use berth_raft::state::keys;
-use berth_raft::{MetaNodeHandle, StateRead};
+use berth_raft::{Actor, MetaNodeHandle, StateRead};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -254,7 +254,7 @@ impl Authority {
     /// node must hold the key of the CA that signs now. The new key is on
     /// this node's disk before the rotation is committed, so the cluster
     /// never trusts a CA whose key nobody has.
-    pub async fn start_rotation(&self) -> Result<(), ApiError> {
+    pub async fn start_rotation(&self, actor: Actor) -> Result<(), ApiError> {
         let trust = self.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
         if let Some((previous, _)) = &trust.previous {
             let why = format!("a rotation from CA sha256:{} is under way; finish it first (`berth cluster ca rotate --finish`)", previous.fingerprint);
@@ -272,21 +272,21 @@ impl Authority {
         self.keys.put(&next_cert.fingerprint, &next.key_pem).map_err(|e| internal(&e))?;
         let to = next_cert.fingerprint.clone();
         let cmd = CaCommand::StartRotation { current: trust.signing.clone(), next: next_cert, cross_pem, now_ms: crate::join::now_ms() };
-        self.commit(cmd).await?;
+        self.commit(actor, cmd).await?;
         tracing::warn!(from = %trust.signing.fingerprint, to = %to, "cluster CA rotation started");
         Ok(())
     }
 
     /// Commits the end of a rotation (refused while a node runs on the
     /// previous CA).
-    pub async fn finish_rotation(&self) -> Result<(), ApiError> {
-        self.commit(CaCommand::FinishRotation).await?;
+    pub async fn finish_rotation(&self, actor: Actor) -> Result<(), ApiError> {
+        self.commit(actor, CaCommand::FinishRotation).await?;
         tracing::warn!("cluster CA rotation finished; the previous CA is trusted no more");
         Ok(())
     }
 
-    async fn commit(&self, cmd: CaCommand) -> Result<(), ApiError> {
-        match self.meta.write(MetaCommand::Ca(cmd)).await.map_err(crate::registry::meta_err)? {
+    async fn commit(&self, actor: Actor, cmd: CaCommand) -> Result<(), ApiError> {
+        match self.meta.write(actor, MetaCommand::Ca(cmd)).await.map_err(crate::registry::meta_err)? {
             MetaResponse::Done => Ok(()),
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
             other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
@@ -410,7 +410,7 @@ impl Custody {
             }
         }
         if trust.legacy_key.as_ref().is_some_and(|(fp, _)| a.keys.get(fp).is_some()) && a.meta.is_leader() {
-            match a.meta.write(MetaCommand::Ca(CaCommand::ForgetLegacyKey)).await.map_err(|e| e.to_string())? {
+            match a.meta.write(Actor::Node, MetaCommand::Ca(CaCommand::ForgetLegacyKey)).await.map_err(|e| e.to_string())? {
                 MetaResponse::Done => tracing::info!("the CA key is off the replicated cluster record; voters keep it"),
                 other => return Err(format!("forgetting the legacy CA key: {other:?}")),
             }
@@ -455,7 +455,7 @@ impl Custody {
             return Ok(());
         }
         let cmd = MetaCommand::Ca(CaCommand::ReportNodeCa { node: a.meta.id(), fingerprint: self.running.clone() });
-        a.meta.write(cmd).await.map_err(|e| e.to_string())?;
+        a.meta.write(Actor::Node, cmd).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

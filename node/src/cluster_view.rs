@@ -85,7 +85,7 @@ impl ClusterView for NodeView {
     }
 
     async fn drop_holder(&self, digest: &Digest) -> Result<(), String> {
-        match self.meta.write(MetaCommand::RemoveBlobHolder { digest: digest.clone(), node: self.meta.id() }).await {
+        match self.meta.write(berth_raft::Actor::Node, MetaCommand::RemoveBlobHolder { digest: digest.clone(), node: self.meta.id() }).await {
             Ok(MetaResponse::Done | MetaResponse::NotFound) => Ok(()),
             Ok(other) => Err(format!("unexpected outcome {other:?}")),
             Err(e) => Err(e.to_string()),
@@ -93,7 +93,7 @@ impl ClusterView for NodeView {
     }
 
     async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String> {
-        match self.meta.write(MetaCommand::AddBlobHolder { digest: digest.clone(), size, node: self.meta.id() }).await {
+        match self.meta.write(berth_raft::Actor::Node, MetaCommand::AddBlobHolder { digest: digest.clone(), size, node: self.meta.id() }).await {
             Ok(MetaResponse::Done) => Ok(()),
             Ok(MetaResponse::NotFound) => Err("the cluster no longer knows this blob (garbage-collected)".into()),
             Ok(other) => Err(format!("unexpected outcome {other:?}")),

@@ -86,6 +86,6 @@ async fn new_token(node: &RunningNode) -> anyhow::Result<String> {
     let cluster: berth_raft::ClusterRecord =
         berth_raft::StateRead::get(&node.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record missing")?;
     let token = crate::join::JoinToken::generate(&crate::pki::fingerprint(&cluster.ca_cert_pem)?);
-    node.meta.write(crate::runtime::token_record(&token, Duration::from_secs(600), Some(1))).await?;
+    node.meta.write(berth_raft::Actor::OPERATOR, crate::runtime::token_record(&token, Duration::from_secs(600), Some(1))).await?;
     Ok(token.to_string())
 }

@@ -77,7 +77,7 @@ pub async fn collect_once(meta: &MetaNodeHandle, store: &BlobStore, grace: Durat
             if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
                 continue;
             }
-            match meta.write(MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms }).await {
+            match meta.write(berth_raft::Actor::Node, MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms }).await {
                 Ok(MetaResponse::Done) => {
                     report.swept += 1;
                     tracing::info!(%digest, "blob swept: no manifest references it");

@@ -18,7 +18,7 @@ use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use rand::Rng;
 
 use crate::audit::AuditLog;
-use crate::auth::{sha256_hex, Authenticator, APP_TOKEN_PREFIX};
+use crate::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFIX};
 use crate::join::now_ms;
 use crate::policy;
 use crate::registry::{meta_err, state_err};
@@ -80,9 +80,10 @@ impl NodeIdentity {
         self.meta.state()
     }
 
-    /// One metadata write; `NotFound` and `Refused` become 404 and 409.
-    async fn write(&self, cmd: IdentityCommand, missing: impl FnOnce() -> String) -> Result<(), ApiError> {
-        match self.meta.write(MetaCommand::Identity(cmd)).await.map_err(meta_err)? {
+    /// One metadata write for `who`; `NotFound` and `Refused` become 404
+    /// and 409.
+    async fn write(&self, who: &Access, cmd: IdentityCommand, missing: impl FnOnce() -> String) -> Result<(), ApiError> {
+        match self.meta.write(actor_of(&who.principal), MetaCommand::Identity(cmd)).await.map_err(meta_err)? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(not_found(missing())),
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
@@ -282,7 +283,7 @@ impl Identity for NodeIdentity {
         let name = self.own_name(who, "user:admin")?;
         let mut rec = self.user_record(&name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
         rec.password_hash = Self::password_hash(&req.password)?;
-        self.meta.write(MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
+        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
         self.log(who, "change_password", Some(&name), None, vec![]).await;
         Ok(())
     }
@@ -301,7 +302,7 @@ impl Identity for NodeIdentity {
             None => (secret(24).to_lowercase(), true),
         };
         let rec = UserRecord { name: req.username.clone(), password_hash: Self::password_hash(&password)?, superuser: req.superuser, created_at_ms: now_ms() };
-        self.write(IdentityCommand::CreateUser(rec), || String::new()).await?;
+        self.write(who, IdentityCommand::CreateUser(rec), || String::new()).await?;
         self.log(who, "user_create", Some(&req.username), None, vec![("superuser", req.superuser.to_string())]).await;
         Ok(UserCreated { username: req.username, password: generated.then_some(password) })
     }
@@ -315,14 +316,14 @@ impl Identity for NodeIdentity {
         if let Some(s) = req.superuser {
             rec.superuser = s;
         }
-        self.meta.write(MetaCommand::PutUser(rec.clone())).await.map_err(meta_err)?;
+        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec.clone())).await.map_err(meta_err)?;
         self.log(who, "user_change", Some(name), None, vec![("password_changed", req.password.is_some().to_string())]).await;
         Ok(UserView { username: rec.name, super_user: rec.superuser })
     }
 
     async fn delete_user(&self, who: &Access, name: &str) -> Result<(), ApiError> {
         self.require_superuser(who, "delete users")?;
-        self.write(IdentityCommand::DeleteUser { name: name.to_string() }, || format!("no user {name}")).await?;
+        self.write(who, IdentityCommand::DeleteUser { name: name.to_string() }, || format!("no user {name}")).await?;
         self.log(who, "user_delete", Some(name), None, vec![]).await;
         Ok(())
     }
@@ -350,7 +351,7 @@ impl Identity for NodeIdentity {
         };
         check_name("organization", &req.name)?;
         let org = OrgRecord { name: req.name.clone(), email: req.email.clone(), created_at_ms: now_ms() };
-        self.write(IdentityCommand::CreateOrg { org, owner }, String::new).await?;
+        self.write(who, IdentityCommand::CreateOrg { org, owner }, String::new).await?;
         self.log(who, "org_create", Some(&req.name), None, vec![]).await;
         self.get_org(who, &req.name).await
     }
@@ -369,7 +370,7 @@ impl Identity for NodeIdentity {
 
     async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError> {
         self.require_org_admin(who, org)?;
-        self.write(IdentityCommand::DeleteOrg { name: org.to_string() }, || format!("no organization {org}")).await?;
+        self.write(who, IdentityCommand::DeleteOrg { name: org.to_string() }, || format!("no organization {org}")).await?;
         self.log(who, "org_delete", Some(org), None, vec![]).await;
         Ok(())
     }
@@ -394,7 +395,7 @@ impl Identity for NodeIdentity {
             secret_sha256: sha256_hex(&token),
             created_at_ms: now_ms(),
         };
-        self.write(IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
+        self.write(who, IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
         self.log(who, "create_robot", Some(&ns), None, vec![("robot", rec.full_name())]).await;
         Ok(Self::robot_view(&rec, Some(token)))
     }
@@ -407,7 +408,7 @@ impl Identity for NodeIdentity {
 
     async fn delete_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<(), ApiError> {
         let ns = self.robot_namespace(who, namespace)?;
-        self.write(IdentityCommand::DeleteRobot { namespace: ns.clone(), short: short.to_string() }, || format!("no robot {ns}+{short}")).await?;
+        self.write(who, IdentityCommand::DeleteRobot { namespace: ns.clone(), short: short.to_string() }, || format!("no robot {ns}+{short}")).await?;
         self.log(who, "delete_robot", Some(&ns), None, vec![("robot", format!("{ns}+{short}"))]).await;
         Ok(())
     }
@@ -417,7 +418,7 @@ impl Identity for NodeIdentity {
         let mut rec: RobotRecord = self.state().get(&keys::robot(&ns, short)).map_err(state_err)?.ok_or_else(|| not_found(format!("no robot {ns}+{short}")))?;
         let token = secret(64);
         rec.secret_sha256 = sha256_hex(&token);
-        self.write(IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
+        self.write(who, IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
         self.log(who, "regenerate_robot_token", Some(&ns), None, vec![("robot", rec.full_name())]).await;
         Ok(Self::robot_view(&rec, Some(token)))
     }
@@ -429,7 +430,7 @@ impl Identity for NodeIdentity {
         let existing: Option<TeamRecord> = self.state().get(&keys::team(org, team)).map_err(state_err)?;
         let description = req.description.or(existing.map(|t| t.description)).unwrap_or_default();
         let cmd = IdentityCommand::PutTeam { org: org.to_string(), name: team.to_string(), role, description };
-        self.write(cmd, || format!("no organization {org}")).await?;
+        self.write(who, cmd, || format!("no organization {org}")).await?;
         self.log(who, "org_set_team", Some(org), None, vec![("team", team.to_string()), ("role", req.role)]).await;
         let rec: TeamRecord = self.state().get(&keys::team(org, team)).map_err(state_err)?.ok_or_else(|| not_found(format!("team {team} vanished")))?;
         Ok(Self::team_view(&rec))
@@ -437,7 +438,7 @@ impl Identity for NodeIdentity {
 
     async fn delete_team(&self, who: &Access, org: &str, team: &str) -> Result<(), ApiError> {
         self.require_org_admin(who, org)?;
-        self.write(IdentityCommand::DeleteTeam { org: org.to_string(), name: team.to_string() }, || format!("no team {team} in {org}")).await?;
+        self.write(who, IdentityCommand::DeleteTeam { org: org.to_string(), name: team.to_string() }, || format!("no team {team} in {org}")).await?;
         self.log(who, "org_delete_team", Some(org), None, vec![("team", team.to_string())]).await;
         Ok(())
     }
@@ -461,7 +462,7 @@ impl Identity for NodeIdentity {
             }
         }
         let cmd = IdentityCommand::SetTeamMember { org: org.to_string(), team: team.to_string(), member: member.to_string(), present: true };
-        match self.write(cmd, || format!("no team {team} in {org}")).await {
+        match self.write(who, cmd, || format!("no team {team} in {org}")).await {
             Err(e) if e.code == ErrorCode::Conflict => return Err(not_found(e.message)),
             other => other?,
         }
@@ -472,7 +473,7 @@ impl Identity for NodeIdentity {
     async fn remove_team_member(&self, who: &Access, org: &str, team: &str, member: &str) -> Result<(), ApiError> {
         self.require_org_admin(who, org)?;
         let cmd = IdentityCommand::SetTeamMember { org: org.to_string(), team: team.to_string(), member: member.to_string(), present: false };
-        self.write(cmd, || format!("{member} is not in team {team} of {org}")).await?;
+        self.write(who, cmd, || format!("{member} is not in team {team} of {org}")).await?;
         self.log(who, "org_remove_team_member", Some(org), None, vec![("team", team.to_string()), ("member", member.to_string())]).await;
         Ok(())
     }
@@ -499,13 +500,13 @@ impl Identity for NodeIdentity {
         grant_creator(&mut rec, &who.principal);
         if let Some(org) = implicit_namespace(&self.state(), &who.principal, &name)? {
             // Refused only if someone made the namespace meanwhile: fine.
-            match self.write(org, String::new).await {
+            match self.write(who, org, String::new).await {
                 Ok(()) => self.log(who, "org_create", Some(&req.namespace), None, vec![("by", "create_repo".into())]).await,
                 Err(e) if e.code == ErrorCode::Conflict => {}
                 Err(e) => return Err(e),
             }
         }
-        self.write(IdentityCommand::CreateRepository(rec), String::new).await?;
+        self.write(who, IdentityCommand::CreateRepository(rec), String::new).await?;
         self.log(who, "create_repo", Some(&req.namespace), Some(&name), vec![("visibility", req.visibility)]).await;
         Ok(RepoCreated { namespace: req.namespace, name: req.repository, kind: "image".into() })
     }
@@ -544,7 +545,7 @@ impl Identity for NodeIdentity {
             Some(v) => return Err(bad(format!("visibility {v:?} is not public or private"))),
         };
         let cmd = IdentityCommand::UpdateRepository { name: repo.to_string(), public, description: description.clone() };
-        self.write(cmd, || format!("no repository {repo}")).await?;
+        self.write(who, cmd, || format!("no repository {repo}")).await?;
         let (kind, meta) = match visibility {
             Some(v) => ("change_repo_visibility", vec![("visibility", v)]),
             None => ("set_repo_description", vec![("description", description.unwrap_or_default())]),
@@ -555,7 +556,7 @@ impl Identity for NodeIdentity {
 
     async fn delete_repo(&self, who: &Access, repo: &str) -> Result<(), ApiError> {
         self.repo_with(who, repo, Role::Admin)?;
-        self.write(IdentityCommand::DeleteRepository { name: repo.to_string() }, || format!("no repository {repo}")).await?;
+        self.write(who, IdentityCommand::DeleteRepository { name: repo.to_string() }, || format!("no repository {repo}")).await?;
         self.log(who, "delete_repo", namespace_of(repo), Some(repo), vec![]).await;
         Ok(())
     }
@@ -591,7 +592,7 @@ impl Identity for NodeIdentity {
             (GranteeKind::User, _) => format!("no user or robot {name}"),
             (GranteeKind::Team, _) => format!("no team {name} in the repository's organization"),
         };
-        self.write(IdentityCommand::SetPermission { repo: repo.to_string(), grantee, role: parsed }, missing).await?;
+        self.write(who, IdentityCommand::SetPermission { repo: repo.to_string(), grantee, role: parsed }, missing).await?;
         let (log_kind, what) = match (kind, parsed) {
             (GranteeKind::User, Some(_)) => ("change_repo_permission", "user"),
             (GranteeKind::Team, Some(_)) => ("change_repo_permission", "team"),
@@ -640,7 +641,7 @@ impl Identity for NodeIdentity {
         let id = hex::encode(rand::random::<[u8; 8]>());
         let secret = secret(40);
         let rec = AppTokenRecord { id: id.clone(), owner, title: req.title, scopes, secret_sha256: sha256_hex(&secret), created_at_ms: now, expires_at_ms };
-        self.write(IdentityCommand::CreateAppToken(rec.clone()), || "the owner no longer exists".into()).await?;
+        self.write(who, IdentityCommand::CreateAppToken(rec.clone()), || "the owner no longer exists".into()).await?;
         self.log(who, "create_app_specific_token", Some(&rec.owner), None, vec![("app_specific_token", id.clone()), ("title", rec.title.clone())]).await;
         Ok(AppTokenCreated { token: Self::token_view(&rec, Some(format!("{APP_TOKEN_PREFIX}{id}_{secret}"))) })
     }
@@ -652,7 +653,7 @@ impl Identity for NodeIdentity {
             Some(r) if r.owner == caller || who.principal.is_superuser() => r.owner,
             _ => return Err(not_found(format!("no token {id}"))),
         };
-        self.write(IdentityCommand::DeleteAppToken { id: id.to_string() }, || format!("no token {id}")).await?;
+        self.write(who, IdentityCommand::DeleteAppToken { id: id.to_string() }, || format!("no token {id}")).await?;
         self.log(who, "revoke_app_specific_token", Some(&owner), None, vec![("app_specific_token", id.to_string())]).await;
         Ok(())
     }
@@ -766,7 +767,7 @@ impl Identity for NodeIdentity {
         let kid = hex::encode(rand::random::<[u8; 8]>());
         let now = now_ms();
         let key = TokenKey { kid: kid.clone(), pkcs8_pem: pem, created_at_ms: now, retired_at_ms: None };
-        self.write(IdentityCommand::RotateTokenKey { key, now_ms: now }, String::new).await?;
+        self.write(who, IdentityCommand::RotateTokenKey { key, now_ms: now }, String::new).await?;
         self.log(who, "rotate_token_key", None, None, vec![("kid", kid.clone())]).await;
         Ok(KeyRotated { kid })
     }

@@ -147,7 +147,7 @@ impl Joins {
         let registration = registration_of(&req);
         let (region, peer_addr) = (registration.region.clone(), registration.peer_addr.clone());
         let cmd = MetaCommand::RegisterNode { registration, token: Some(proof.clone()), now_ms: now_ms() };
-        let node_id = match authority.meta.write(cmd).await.map_err(|e| e.to_string())? {
+        let node_id = match authority.meta.write(berth_raft::Actor::Node, cmd).await.map_err(|e| e.to_string())? {
             MetaResponse::NodeId(id) => id,
             MetaResponse::Refused(why) => return Err(why),
             other => return Err(format!("unexpected registration outcome: {other:?}")),

@@ -36,6 +36,7 @@ pub mod registry;
 pub mod runtime;
 pub mod tls;
 pub mod uploads;
+pub mod write_gate;
 
 /// Installs the one TLS crypto provider (ring) for the process.
 pub fn install_crypto_provider() {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::audit::AuditLog;
-use crate::auth::{Authenticated, Authenticator, TOKEN_TTL_SECS};
+use crate::auth::{actor_of, Authenticated, Authenticator, TOKEN_TTL_SECS};
 use crate::join::now_ms;
 use crate::jwt;
 use crate::manifest;
@@ -79,6 +79,7 @@ impl AbsentRepos {
 pub fn meta_err(e: MetaError) -> ApiError {
     match e {
         MetaError::Unavailable(_) | MetaError::Unknown(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        MetaError::Refused(_) => ApiError::new(ErrorCode::Denied, e.to_string()),
         _ => ApiError::new(ErrorCode::Internal, e.to_string()),
     }
 }
@@ -212,8 +213,9 @@ impl NodeRegistry {
         self.state().get(key).map_err(state_err)
     }
 
-    async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
-        self.meta.write(cmd).await.map_err(meta_err)
+    /// A metadata write for the client `who`.
+    async fn write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
+        self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)
     }
 
     async fn link(&self, repo: &RepoName, digest: &Digest) -> Result<BlobLink, ApiError> {
@@ -222,9 +224,9 @@ impl NodeRegistry {
             .ok_or_else(|| ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {repo}")))
     }
 
-    async fn record_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
+    async fn record_blob(&self, access: &Access, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), ApiError> {
         match self
-            .write_to(repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id(), now_ms: now_ms() })
+            .write_to(access, repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size, node: self.node_id(), now_ms: now_ms() })
             .await?
         {
             MetaResponse::Done => {
@@ -256,14 +258,14 @@ impl NodeRegistry {
         let mut rec = RepositoryRecord::new(repo.as_str(), now_ms());
         crate::identity::grant_creator(&mut rec, p);
         if let Some(org) = crate::identity::implicit_namespace(&state, p, repo.as_str())? {
-            match self.write(MetaCommand::Identity(org)).await? {
+            match self.write(access, MetaCommand::Identity(org)).await? {
                 MetaResponse::Done => self.audit.record("org_create", p, access.ip, namespace_of(repo.as_str()), None, vec![("by", "push".into())]),
                 // A concurrent push or an admin made the namespace first.
                 MetaResponse::Refused(_) => {}
                 other => return Err(unexpected("create namespace", other)),
             }
         }
-        match self.write_to(repo, MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
+        match self.write_to(access, repo, MetaCommand::Identity(IdentityCommand::CreateRepository(rec))).await? {
             MetaResponse::Done => {
                 self.audit.record("create_repo", p, access.ip, namespace_of(repo.as_str()), Some(repo.as_str()), vec![("by", "push".into())]);
             }
@@ -315,8 +317,8 @@ impl NodeRegistry {
 
     /// A metadata write about `repo`: whatever it is, the repository is
     /// no longer known to be missing.
-    async fn write_to(&self, repo: &RepoName, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
-        let out = self.write(cmd).await;
+    async fn write_to(&self, who: &Access, repo: &RepoName, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
+        let out = self.write(who, cmd).await;
         self.absent.forget(repo);
         out
     }
@@ -528,8 +530,8 @@ impl Registry for NodeRegistry {
         Ok(BlobBody { size: body.size, start: body.start, len: body.len, stream: body.stream })
     }
 
-    async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), ApiError> {
-        match self.write_to(repo, MetaCommand::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await? {
+    async fn blob_delete(&self, access: &Access, repo: &RepoName, digest: &Digest) -> Result<(), ApiError> {
+        match self.write_to(access, repo, MetaCommand::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in repository {repo}"))),
             other => Err(unexpected("delete blob", other)),
@@ -548,7 +550,7 @@ impl Registry for NodeRegistry {
         };
         self.ensure_repository(access, repo).await?;
         match self
-            .write_to(repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() })
+            .write_to(access, repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() })
             .await?
         {
             MetaResponse::Done => Ok(true),
@@ -565,7 +567,7 @@ impl Registry for NodeRegistry {
         let _pin = store.pin(digest).await;
         let size = staging.commit(store, digest).await.map_err(blob_err)?;
         self.ensure_repository(access, repo).await?;
-        self.record_blob(repo, digest, size).await
+        self.record_blob(access, repo, digest, size).await
     }
 
     fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError> {
@@ -594,7 +596,7 @@ impl Registry for NodeRegistry {
         // The pin keeps the sweeper off the copy until it is recorded.
         let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
         self.ensure_repository(access, repo).await?;
-        self.record_blob(repo, digest, size).await
+        self.record_blob(access, repo, digest, size).await
     }
 
     async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), ApiError> {
@@ -681,7 +683,7 @@ impl Registry for NodeRegistry {
             Reference::Digest(_) => None,
         };
         self.ensure_repository(access, repo).await?;
-        match self.write_to(repo, MetaCommand::PutManifest { record, tag }).await? {
+        match self.write_to(access, repo, MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),
@@ -689,12 +691,12 @@ impl Registry for NodeRegistry {
         }
     }
 
-    async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError> {
+    async fn manifest_delete(&self, access: &Access, repo: &RepoName, reference: &Reference) -> Result<(), ApiError> {
         let cmd = match reference {
             Reference::Digest(d) => MetaCommand::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
             Reference::Tag(t) => MetaCommand::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_current: None },
         };
-        match self.write_to(repo, cmd).await? {
+        match self.write_to(access, repo, cmd).await? {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{reference} is not in repository {repo}"))),
             other => Err(unexpected("delete manifest", other)),

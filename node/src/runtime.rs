@@ -24,6 +24,7 @@ use crate::pki;
 use crate::registry::NodeRegistry;
 use crate::tls::{ReloadingCert, TlsConfig, TlsMode};
 use crate::uploads::{UploadCaps, UploadManager};
+use crate::write_gate::WriteRules;
 use berth_replication::{BlobStore, Replicator};
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -95,9 +96,10 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hash password: {e}"))?.to_string())
 }
 
+/// One of `init`'s writes, made as the operator who runs it.
 async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<MetaResponse> {
     let kind = cmd.kind();
-    match meta.write(cmd).await? {
+    match meta.write(berth_raft::Actor::OPERATOR, cmd).await? {
         MetaResponse::Refused(why) => bail!("{kind} refused: {why}"),
         other => Ok(other),
     }
@@ -130,7 +132,7 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     crate::ca::Keyring::new(&layout).put(&pki::fingerprint(&ca.cert_pem)?, &ca.key_pem)?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
     let local_ip = config.peer_listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
-    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone(), local_ip).await?;
+    let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone(), local_ip, Arc::new(WriteRules)).await?;
     let result = async {
         meta.initialize(MetaNode { peer_addr: config.peer_advertise.clone(), region: config.region.clone() }).await?;
         meta.wait_for_leader(Duration::from_secs(10)).await?;
@@ -260,7 +262,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
-    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone(), Some(peer_addr.ip())).await?;
+    let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone(), Some(peer_addr.ip()), Arc::new(WriteRules)).await?;
     let (shutdown, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -84,7 +84,7 @@ async fn the_ca_key_stays_with_the_voters() {
     assert_eq!(berth_node::pki::issuer_name(&leaf).unwrap(), berth_node::pki::subject_name(&c_ca_pem(&c)).unwrap());
 
     // A voter made a learner gives its key up.
-    c.node(1).meta.write(berth_raft::MetaCommand::SetNodeRole { node: 3, role: berth_raft::NodeRole::Learner }).await.unwrap();
+    c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetNodeRole { node: 3, role: berth_raft::NodeRole::Learner }).await.unwrap();
     let dir3 = c.dirs[&3].clone();
     eventually("the demoted node deletes its key", || keys_held(&dir3).is_empty()).await;
 }

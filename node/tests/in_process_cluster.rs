@@ -56,7 +56,7 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_ne!(tag_on(c.node(cut), "p/q", "latest").as_ref(), Some(&last), "an isolated node cannot have seen the writes");
     // The isolated node cannot write either: no leader answers it.
-    let refused = c.node(cut).meta.write(berth_raft::MetaCommand::RemoveNode { node: 99 }).await;
+    let refused = c.node(cut).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: 99 }).await;
     assert!(matches!(refused, Err(berth_raft::MetaError::Unavailable(_))), "{refused:?}");
 
     c.filter.heal();
@@ -100,7 +100,7 @@ async fn remove_and_re_add_under_a_new_id() {
     c.wait_voters(&[1, 2, 3], T).await;
     let victim = 3;
     let addr = c.node(victim).config.peer_advertise.clone();
-    let w = c.node(1).meta.write(berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
+    let w = c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
     assert_eq!(w, berth_raft::MetaResponse::Done);
     // Two left: the count is kept odd, so one voter and one learner.
     let deadline = tokio::time::Instant::now() + T;
@@ -179,12 +179,12 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
     let victim = 3;
     // The victim pushed a blob before: its blob service is known to the others.
     push(c.node(victim), "before/removal", "x", 1).await;
-    c.node(1).meta.write(berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
+    c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
     let deadline = tokio::time::Instant::now() + T;
     loop {
         // Still running, still holding its certificate: every write it
         // forwards is refused by name.
-        match c.node(victim).meta.write(berth_raft::MetaCommand::Probe { at_ms: 1 }).await {
+        match c.node(victim).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::Probe { at_ms: 1 }).await {
             Err(e) if e.to_string().contains("was removed from the cluster") => break,
             other => assert!(tokio::time::Instant::now() < deadline, "a removed node's write: {other:?}"),
         }

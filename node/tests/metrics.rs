@@ -52,7 +52,7 @@ async fn metrics_are_valid_and_move_with_push_peer_pull_and_gc() {
     let leader = c.wait_leader(T).await;
     // A namespace kept only where pushed, so node 2's pull must fetch from a peer.
     let on_demand = berth_raft::MetaCommand::SetPlacement { namespace: "obs".into(), placement: berth_raft::command::Placement::OnDemand };
-    c.node(leader).meta.write(on_demand).await.unwrap();
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, on_demand).await.unwrap();
     let before = scrape(c.node(2)).await;
     promtool_check(&before);
     for name in [

@@ -53,21 +53,21 @@ async fn bad_tokens_are_refused_and_change_nothing() {
 
     // Expired: a token that lived one millisecond.
     let short = JoinToken::generate(&good.ca_fingerprint);
-    c.any().meta.write(token_record(&short, Duration::from_millis(1), None)).await.unwrap();
+    c.any().meta.write(berth_raft::Actor::OPERATOR, token_record(&short, Duration::from_millis(1), None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let e = err_line(try_join(&c, &short.to_string()).await.unwrap_err());
     assert!(e.contains("join token has expired"), "{e}");
 
     // Revoked.
     let revoked = JoinToken::generate(&good.ca_fingerprint);
-    c.any().meta.write(token_record(&revoked, Duration::from_secs(600), None)).await.unwrap();
-    c.any().meta.write(MetaCommand::RevokeJoinToken { id: revoked.id.clone() }).await.unwrap();
+    c.any().meta.write(berth_raft::Actor::OPERATOR, token_record(&revoked, Duration::from_secs(600), None)).await.unwrap();
+    c.any().meta.write(berth_raft::Actor::OPERATOR, MetaCommand::RevokeJoinToken { id: revoked.id.clone() }).await.unwrap();
     let e = err_line(try_join(&c, &revoked.to_string()).await.unwrap_err());
     assert!(e.contains("join token was revoked"), "{e}");
 
     // Used up.
     let once = JoinToken::generate(&good.ca_fingerprint);
-    c.any().meta.write(token_record(&once, Duration::from_secs(600), Some(1))).await.unwrap();
+    c.any().meta.write(berth_raft::Actor::OPERATOR, token_record(&once, Duration::from_secs(600), Some(1))).await.unwrap();
     try_join(&c, &once.to_string()).await.unwrap();
     let e = err_line(try_join(&c, &once.to_string()).await.unwrap_err());
     assert!(e.contains("join token has been used up"), "{e}");

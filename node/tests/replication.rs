@@ -230,8 +230,12 @@ async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
     c.wait_voters(&[1, 2, 3], T).await;
     let leader = c.wait_leader(T).await;
     let set = |ns: &str, p: berth_raft::command::Placement| berth_raft::MetaCommand::SetPlacement { namespace: ns.into(), placement: p };
-    c.node(leader).meta.write(set("edge", berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()]))).await.unwrap();
-    c.node(leader).meta.write(set("lazy", berth_raft::command::Placement::OnDemand)).await.unwrap();
+    c.node(leader)
+        .meta
+        .write(berth_raft::Actor::OPERATOR, set("edge", berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()])))
+        .await
+        .unwrap();
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, set("lazy", berth_raft::command::Placement::OnDemand)).await.unwrap();
     let r1 = Reg::new(c.node(1));
     let edge = r1.blob("edge/app", &data(100_000, 7)).await;
     let lazy = r1.blob("lazy/app", &data(100_000, 8)).await;
@@ -257,7 +261,11 @@ async fn a_large_blob_is_fetched_in_ranges_from_several_holders() {
     c.wait_voters(&[1, 2, 3], T).await;
     // Node 3's region keeps no copy in the background: its pull below is the fetch.
     let regions = berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()]);
-    c.node(c.wait_leader(T).await).meta.write(berth_raft::MetaCommand::SetPlacement { namespace: "big".into(), placement: regions }).await.unwrap();
+    c.node(c.wait_leader(T).await)
+        .meta
+        .write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetPlacement { namespace: "big".into(), placement: regions })
+        .await
+        .unwrap();
     let blob = data(72 << 20, 5);
     let d = Reg::new(c.node(1)).blob("big/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;

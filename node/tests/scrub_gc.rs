@@ -162,7 +162,7 @@ async fn gc_never_deletes_a_copy_that_a_concurrent_push_of_the_swept_digest_reco
         // The cluster forgets the blob; this node still has its old copy,
         // which the sweeper is entitled to delete (grace 0 below).
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-        match node.meta.write(MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms: now + 1 }).await.unwrap() {
+        match node.meta.write(berth_raft::Actor::Node, MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms: now + 1 }).await.unwrap() {
             MetaResponse::Done | MetaResponse::NotFound => {}
             other => panic!("iteration {i}: sweep answered {other:?}"),
         }

@@ -8,6 +8,8 @@
 //! - [`store`]: RocksDB log store and state machine;
 //! - [`network`]: the gRPC client side, with a link filter for fault tests;
 //! - [`server`]: the gRPC service every node runs;
+//! - [`forward`]: whom a write is for, and the leader's check of it
+//!   ([`forward::WriteGate`], implemented by the node);
 //! - [`meta`]: [`meta::MetaNodeHandle`], what the node uses: writes from any node
 //!   with forwarding to the leader, local and linearizable reads, membership.
 //!
@@ -15,6 +17,7 @@
 
 pub mod ca;
 pub mod command;
+pub mod forward;
 pub mod identity;
 pub mod membership;
 pub mod meta;
@@ -33,6 +36,7 @@ pub mod pb {
 pub use berth_common::LinkFilter;
 pub use berth_common::{PeerTls, PEER_TLS_NAME};
 pub use command::*;
+pub use forward::{Actor, ClientAccount, Origin, WriteGate};
 pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
 pub use server::CaHandler;
 pub use state::StateRead;

@@ -6,6 +6,9 @@
 //! - `state()` reads the local state machine (fast, possibly behind);
 //!   `read_barrier` makes the next local reads linearizable.
 //! - Membership follows the node records through [`crate::membership`].
+//! - Every write names its [`Actor`], and the leader judges it with the
+//!   node's [`WriteGate`] before proposing it, whether it was submitted
+//!   on the leader or forwarded to it ([`MetaNodeHandle::judge`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{MetaCommand, MetaRequest, MetaResponse};
+use crate::forward::{Actor, ForwardedWrite, Origin, WriteGate};
 use berth_common::LinkFilter;
 
 use berth_common::PeerTls;
@@ -110,6 +114,10 @@ pub enum MetaError {
     /// have been applied.
     #[error("metadata write outcome unknown: {0}")]
     Unknown(String),
+    /// The leader's rules refuse the write for its actor; nothing was
+    /// proposed. Callers map this to 403.
+    #[error("write refused: {0}")]
+    Refused(String),
     #[error("invalid metadata configuration: {0}")]
     Config(String),
     #[error("metadata storage failed: {0}")]
@@ -203,6 +211,8 @@ struct Inner {
     channels: PeerChannels,
     filter: LinkFilter,
     config: MetaConfig,
+    /// Judges every write this node proposes as the leader.
+    gate: Arc<dyn WriteGate>,
     /// Set while this leader hands leadership over: it proposes nothing new,
     /// so its followers' leases can run out and the target can win.
     handing_over: std::sync::atomic::AtomicBool,
@@ -228,7 +238,9 @@ pub struct MetaNodeHandle {
 impl MetaNodeHandle {
     /// Starts the Raft node over an opened store. Serving the peer service
     /// is separate ([`crate::server::serve`]). Outgoing calls leave from
-    /// `local_ip` when it is given and not a wildcard.
+    /// `local_ip` when it is given and not a wildcard. `gate` judges the
+    /// writes this node proposes while it leads, its own and forwarded
+    /// ones alike.
     pub async fn start(
         id: NodeId,
         store: RocksStore,
@@ -236,6 +248,7 @@ impl MetaNodeHandle {
         filter: LinkFilter,
         config: MetaConfig,
         local_ip: Option<std::net::IpAddr>,
+        gate: Arc<dyn WriteGate>,
     ) -> Result<MetaNodeHandle> {
         config.validate().map_err(MetaError::Config)?;
         let channels = PeerChannels::new(tls, local_ip);
@@ -252,6 +265,7 @@ impl MetaNodeHandle {
             channels,
             filter,
             config,
+            gate,
             handing_over: Default::default(),
             leaderless_since,
             leader_heard: Mutex::new(None),
@@ -461,11 +475,33 @@ impl MetaNodeHandle {
         }
     }
 
-    /// Commits `cmd` through the leader and returns its response once it is
-    /// applied on this node.
-    pub async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+    /// The leader's check of a write before proposing it: the gate's
+    /// verdict on `cmd` for `actor`, submitted at `origin`, against this
+    /// node's state. A refusal is logged with the submitting node and the
+    /// command's kind, never its payload.
+    pub fn judge(&self, origin: Origin, actor: &Actor, cmd: &MetaCommand) -> Result<(), String> {
+        let verdict = self.inner.gate.check(&self.state(), origin, actor, cmd);
+        if let Err(why) = &verdict {
+            tracing::warn!(
+                node_id = origin.node,
+                forwarded = origin.forwarded,
+                command = cmd.kind(),
+                actor = actor.kind(),
+                reason = %why,
+                "refused a write"
+            );
+        }
+        verdict
+    }
+
+    /// Commits `cmd`, made for `actor`, through the leader and returns its
+    /// response once it is applied on this node. The leader may refuse it
+    /// for its actor ([`MetaError::Refused`]).
+    pub async fn write(&self, actor: Actor, cmd: MetaCommand) -> Result<MetaResponse> {
         let kind = cmd.kind();
+        let local = Origin { node: self.inner.id, forwarded: false };
         let req = MetaRequest::from(cmd);
+        let forwarded = ForwardedWrite::V1 { actor: actor.clone(), request: req.clone() };
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
         let mut last_problem = String::from("no leader is known");
         loop {
@@ -479,6 +515,8 @@ impl MetaNodeHandle {
             if leader == Some(self.inner.id) && self.handing_over() {
                 last_problem = "leadership is being handed over".into();
             } else if leader == Some(self.inner.id) {
+                let MetaRequest::V1(cmd) = &req;
+                self.judge(local, &actor, cmd).map_err(MetaError::Refused)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, self.inner.raft.client_write(req.clone())).await {
                     Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
@@ -491,12 +529,13 @@ impl MetaNodeHandle {
                     None => last_problem = format!("leader {leader} has no known address"),
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        match self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &req, left).await {
+                        match self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &forwarded, left).await {
                             Ok(ForwardReply::Applied { log_id, response }) => {
                                 self.wait_applied(log_id.index, deadline).await?;
                                 return Ok(response);
                             }
                             Ok(ForwardReply::NotLeader { .. }) => last_problem = format!("node {leader} is no longer the leader"),
+                            Ok(ForwardReply::Refused(why)) => return Err(MetaError::Refused(why)),
                             Ok(other) => return Err(MetaError::Unavailable(format!("leader {leader} refused {kind}: {other:?}"))),
                             // Nothing was sent: safe to retry.
                             Err(e @ (CallError::Cut { .. } | CallError::Unreachable { .. })) => last_problem = e.to_string(),

@@ -12,6 +12,11 @@
 //! the cluster CA, so nothing the caller says about itself is trusted).
 //! A refused call gets `UNAVAILABLE`, which the caller treats like an
 //! unreachable peer.
+//!
+//! A forwarded write is a [`ForwardedWrite`]: the command and whom it is
+//! for. The leader judges it with the node's rules before proposing it
+//! ([`crate::forward`] has the trust model); a refusal answers
+//! [`ForwardReply::Refused`] and changes nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::command::MetaRequest;
+use crate::forward::{ForwardedWrite, Origin};
 use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
@@ -123,6 +129,13 @@ impl PeerService {
         self.admit_from(Some(caller))?;
         Ok(caller)
     }
+
+    /// The leader this node knows of, for a caller that asked the wrong node.
+    fn leader_hint(&self) -> Option<(NodeId, MetaNode)> {
+        let m = self.meta.metrics();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| (leader, n.clone()))
+    }
 }
 
 #[tonic::async_trait]
@@ -154,17 +167,21 @@ impl Peer for PeerService {
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        self.check_member(&req)?;
-        let cmd: MetaRequest = decode(req)?;
-        if matches!(cmd, MetaRequest::V1(crate::command::MetaCommand::Bootstrap(_))) {
-            // A cluster is bootstrapped once, by `init` on its first node.
-            return reply(&ForwardReply::Failed("bootstrap is never forwarded".into()));
-        }
+        let caller = self.check_member(&req)?;
+        let ForwardedWrite::V1 { actor, request } = decode(req)?;
         if self.meta.handing_over() {
             // Not proposed: the caller retries at the next leader.
             return reply(&ForwardReply::NotLeader { leader: None });
         }
-        reply(&write_reply(self.meta.raft().client_write(cmd).await))
+        if !self.meta.is_leader() {
+            // Judged by the leader's state only: a follower's may lag.
+            return reply(&ForwardReply::NotLeader { leader: self.leader_hint() });
+        }
+        let MetaRequest::V1(cmd) = &request;
+        if let Err(why) = self.meta.judge(Origin { node: caller, forwarded: true }, &actor, cmd) {
+            return reply(&ForwardReply::Refused(why));
+        }
+        reply(&write_reply(self.meta.raft().client_write(request).await))
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

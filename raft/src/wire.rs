@@ -29,6 +29,9 @@ pub enum ForwardReply {
     NotLeader { leader: Option<(NodeId, MetaNode)> },
     /// The leader could not do it (quorum lost, shutting down, ...).
     Failed(String),
+    /// The leader's rules refuse the write for its actor
+    /// ([`crate::forward::WriteGate`]); nothing was proposed.
+    Refused(String),
 }
 
 /// The leader's view of the group, for status displays.
@@ -56,6 +59,7 @@ mod tests {
         let _ = from_payload::<VoteRequest<NodeId>>(bytes);
         let _ = from_payload::<InstallSnapshotRequest<TypeConfig>>(bytes);
         let _ = from_payload::<MetaRequest>(bytes);
+        let _ = from_payload::<crate::forward::ForwardedWrite>(bytes);
         let _ = from_payload::<Option<u64>>(bytes);
         let _ = from_payload::<ForwardReply>(bytes);
         let _ = from_payload::<LeaderView>(bytes);

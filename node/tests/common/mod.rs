@@ -201,9 +201,9 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
     if let Some((ns, _)) = repo.split_once('/') {
         let org = OrgRecord { name: ns.into(), email: None, created_at_ms: 0 };
         // Refused when it exists: fine either way.
-        node.meta.write(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
+        node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
     }
-    node.meta.write(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0)))).await.unwrap();
+    node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0)))).await.unwrap();
     let bytes = format!("{{\"schemaVersion\":2,\"n\":{n}}}").into_bytes();
     let digest = Digest::sha256_of(&bytes);
     let manifest = ManifestRecord {
@@ -216,9 +216,9 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
         subject: None,
         pushed_at_ms: n,
     };
-    assert_eq!(node.meta.write(MetaCommand::PutManifest { record: manifest, tag: None }).await.unwrap(), MetaResponse::Done);
+    assert_eq!(node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::PutManifest { record: manifest, tag: None }).await.unwrap(), MetaResponse::Done);
     let tag_cmd = MetaCommand::SetTag { repo: repo.into(), tag: tag.into(), digest: digest.clone(), pushed_at_ms: n, if_current: None };
-    assert_eq!(node.meta.write(tag_cmd).await.unwrap(), MetaResponse::Done);
+    assert_eq!(node.meta.write(berth_raft::Actor::OPERATOR, tag_cmd).await.unwrap(), MetaResponse::Done);
     digest
 }
 
