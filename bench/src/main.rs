@@ -200,10 +200,10 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
     }
     let meta = n1.running.meta.clone();
     // Manifests are stored only in a repository of a namespace that exists.
-    let org = berth_raft::identity::OrgRecord { name: "bench".into(), email: None, created_at_ms: 0 };
-    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateOrg { org, owner: None })).await?;
+    let org = berth_raft::command::OrgRecord { name: "bench".into(), email: None, created_at_ms: 0 };
+    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::command::IdentityCommand::CreateOrg { org, owner: None })).await?;
     let repo = berth_raft::command::RepositoryRecord::new("bench/meta", 0);
-    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::identity::IdentityCommand::CreateRepository(repo))).await?;
+    meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(berth_raft::command::IdentityCommand::CreateRepository(repo))).await?;
     let manifest = |i: usize| {
         let bytes = format!("{{\"schemaVersion\":2,\"bench\":{i}}}").into_bytes();
         ManifestRecord {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use berth_chaos::wan::{LinkSpec, WanProxy};
 use berth_node::runtime::{init_cluster, join_cluster, start_node, Listeners, NodeAddrs, RunningNode};
+use berth_raft::command::{IdentityCommand, OrgRecord};
 use berth_raft::command::{ManifestRecord, MetaCommand, MetaResponse, RepositoryRecord};
-use berth_raft::identity::{IdentityCommand, OrgRecord};
 use berth_raft::{LinkFilter, MetaConfig};
 use tokio::net::TcpListener;
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::MetaCommand;
-use berth_raft::identity::{AuditRecord, IdentityCommand};
+use berth_raft::command::{AuditRecord, IdentityCommand};
 use berth_raft::MetaNodeHandle;
 use tokio::sync::{mpsc, oneshot};
 

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
+use berth_raft::command::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
 use berth_raft::command::{ClusterRecord, UserRecord};
-use berth_raft::identity::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, ClientAccount, MetaNodeHandle, StateRead};
 use sha2::Digest as _;

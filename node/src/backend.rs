@@ -197,7 +197,7 @@ impl Backend for NodeBackend {
         let state = self.meta.state();
         let mut nodes = Vec::new();
         for n in state.scan::<NodeRecord>(keys::NODE_PREFIX).map_err(state_err)?.into_iter().filter(|n| !n.removed) {
-            nodes.push(NodeCa { id: n.id, running: berth_raft::ca::node_ca(&state, n.id).map_err(state_err)? });
+            nodes.push(NodeCa { id: n.id, running: berth_raft::state::ca::node_ca(&state, n.id).map_err(state_err)? });
         }
         Ok(CaStatus { signing: trust.signing.fingerprint.clone(), previous: trust.previous.map(|(p, _)| p.fingerprint), nodes })
     }

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_raft::ca::{CaCert, CaCommand, CaTrust};
+use berth_raft::command::{CaCert, CaCommand, CaTrust};
 use berth_raft::command::{ClusterRecord, MetaCommand, MetaResponse, NodeRecord};
 use berth_raft::network::PeerRpc;
 use berth_raft::state::keys;
@@ -68,7 +68,7 @@ impl Trust {
         };
         let first = CaCert { fingerprint: pki::fingerprint(&cluster.ca_cert_pem).map_err(|e| e.to_string())?, pem: cluster.ca_cert_pem };
         let legacy_key = Some(cluster.ca_key_pem).filter(|k| !k.is_empty()).map(|k| (first.fingerprint.clone(), k));
-        let (signing, previous) = match berth_raft::ca::trust(state).map_err(|e| e.to_string())? {
+        let (signing, previous) = match berth_raft::state::ca::trust(state).map_err(|e| e.to_string())? {
             Some(CaTrust { signing, rotation }) => (signing, rotation.map(|r| (r.previous, r.cross_pem))),
             None => (first, None),
         };
@@ -450,7 +450,7 @@ impl Custody {
 
     async fn report_running(&self, trust: &Trust) -> Result<(), String> {
         let a = &self.authority;
-        let reported = berth_raft::ca::node_ca(&a.meta.state(), a.meta.id()).map_err(|e| e.to_string())?;
+        let reported = berth_raft::state::ca::node_ca(&a.meta.state(), a.meta.id()).map_err(|e| e.to_string())?;
         if self.running.is_empty() || reported.as_deref() == Some(self.running.as_str()) || !trust.trusted().iter().any(|c| c.fingerprint == self.running) {
             return Ok(());
         }

@@ -136,7 +136,7 @@ pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
     let client = AdminClient::with_password(&endpoint, &args.user, &password, ca_cert.as_deref())?;
     let me: CurrentUser = client.get("/api/v1/user/").await?;
     // A superuser's CLI login keeps the superuser's powers.
-    let scopes = me.super_user.then(|| berth_raft::identity::TokenScope::ALL.iter().map(|s| s.as_str().to_string()).collect());
+    let scopes = me.super_user.then(|| berth_raft::command::TokenScope::ALL.iter().map(|s| s.as_str().to_string()).collect());
     let req = AppTokenCreate { title: format!("berth CLI on {}", hostname()), scopes, expires_in: None };
     let created: AppTokenCreated = client.post("/api/v1/user/apptoken", &req).await?;
     let token = created.token.token_code.context("the server created a token but did not return it")?;

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use berth_common::names::valid_component;
 use berth_gateway::identity::*;
 use berth_gateway::{Access, ApiError, Caller, ErrorCode, Principal};
-use berth_raft::command::{MetaCommand, MetaResponse, RepositoryRecord, UserRecord};
-use berth_raft::identity::{
+use berth_raft::command::{
     namespace_of, AppTokenRecord, AuditRecord, Grantee, IdentityCommand, OrgRecord, RobotRecord, Role, TeamRecord, TeamRole, TokenKey, TokenScope,
 };
+use berth_raft::command::{MetaCommand, MetaResponse, RepositoryRecord, UserRecord};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use rand::Rng;
@@ -491,7 +491,7 @@ impl Identity for NodeIdentity {
         if !policy::may_create(&self.state(), &who.principal, &name).map_err(state_err)? {
             return Err(denied(&who.principal, &format!("create repositories in {}", req.namespace)));
         }
-        if !who.principal.is_superuser() && !berth_raft::identity::namespace_exists(&self.state(), &req.namespace).map_err(state_err)? {
+        if !who.principal.is_superuser() && !berth_raft::state::identity::namespace_exists(&self.state(), &req.namespace).map_err(state_err)? {
             return Err(not_found(format!("no namespace {}", req.namespace)));
         }
         let mut rec = RepositoryRecord::new(&name, now_ms());
@@ -783,7 +783,7 @@ impl Identity for NodeIdentity {
 /// that exists.
 pub fn implicit_namespace(state: &impl StateRead, p: &Principal, repo: &str) -> Result<Option<IdentityCommand>, ApiError> {
     let Some(ns) = namespace_of(repo) else { return Ok(None) };
-    let exists = berth_raft::identity::namespace_exists(state, ns).map_err(state_err)?;
+    let exists = berth_raft::state::identity::namespace_exists(state, ns).map_err(state_err)?;
     let owner = match p {
         Principal::User { name, superuser: true } => name.clone(),
         Principal::App { owner, .. } if p.is_superuser() => owner.clone(),

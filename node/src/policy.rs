@@ -16,7 +16,7 @@
 
 use berth_gateway::Principal;
 use berth_raft::command::RepositoryRecord;
-use berth_raft::identity::{namespace_of, Role, TeamRecord, TeamRole};
+use berth_raft::command::{namespace_of, Role, TeamRecord, TeamRole};
 use berth_raft::state::{keys, StateError};
 use berth_raft::StateRead;
 

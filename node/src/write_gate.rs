@@ -26,9 +26,9 @@
 
 use berth_common::NodeId;
 use berth_gateway::Principal;
-use berth_raft::ca::CaCommand;
+use berth_raft::command::CaCommand;
+use berth_raft::command::{IdentityCommand, TokenScope};
 use berth_raft::command::{MetaCommand, UserRecord};
-use berth_raft::identity::{IdentityCommand, TokenScope};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 

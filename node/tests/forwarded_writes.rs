@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use berth_gateway::ErrorCode;
+use berth_raft::command::{IdentityCommand, OrgRecord, RobotRecord};
 use berth_raft::command::{MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, UserRecord};
-use berth_raft::identity::{IdentityCommand, OrgRecord, RobotRecord};
 use berth_raft::state::keys;
 use berth_raft::{Actor, ClientAccount, MetaError, StateRead};
 use common::*;

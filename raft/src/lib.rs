@@ -2,9 +2,12 @@
 //! machine live in RocksDB and whose members talk gRPC (tonic) over mutual TLS.
 //!
 //! Layout:
-//! - [`ca`]: the cluster CA's trust and rotation records (never its key);
-//! - [`command`]: what is agreed on (`MetaCommand`) and the records it leaves;
-//! - [`state`]: the state machine's rules, independent of storage;
+//! - [`records`]: what the state machine stores (a leaf: it names nothing else);
+//! - [`command`]: what is agreed on (`MetaCommand`, with the identity and CA
+//!   commands);
+//! - [`state`]: the state machine's rules, independent of storage, with
+//!   [`state::identity`] and [`state::ca`] for those commands;
+//! - [`membership`]: the leader's choice of voters;
 //! - [`store`]: RocksDB log store and state machine;
 //! - [`network`]: the gRPC client side, with a link filter for fault tests;
 //! - [`server`]: the gRPC service every node runs;
@@ -15,13 +18,12 @@
 //!
 //! This crate never sees QUIC, blobs or HTTP.
 
-pub mod ca;
 pub mod command;
 pub mod forward;
-pub mod identity;
 pub mod membership;
 pub mod meta;
 pub mod network;
+pub mod records;
 pub mod server;
 pub mod state;
 pub mod store;

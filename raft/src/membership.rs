@@ -35,7 +35,7 @@ use crate::types::MetaNode;
 
 /// More voters make every commit wait for more acknowledgements; five
 /// survive two failures, which is what a multi-region registry needs.
-pub const MAX_VOTERS: usize = 5;
+pub use crate::command::MAX_VOTERS;
 
 /// A learner within this many entries of the leader's log may vote.
 const CAUGHT_UP_ENTRIES: u64 = 64;

@@ -87,8 +87,8 @@ impl PeerChannels {
             .tcp_nodelay(true)
             .local_address(self.local_ip)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .initial_stream_window_size(crate::server::STREAM_WINDOW)
-            .initial_connection_window_size(crate::server::CONNECTION_WINDOW)
+            .initial_stream_window_size(crate::wire::STREAM_WINDOW)
+            .initial_connection_window_size(crate::wire::CONNECTION_WINDOW)
             .keep_alive_while_idle(true)
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
@@ -115,7 +115,7 @@ pub enum PeerRpc {
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
     let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
     let mut client =
-        PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::server::MAX_MEMBER_MESSAGE);
+        PeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::wire::MAX_MEMBER_MESSAGE);
     let request = tonic::Request::new(Payload { data });
     let fut = async {
         match rpc {

@@ -35,7 +35,7 @@ use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
 use crate::types::*;
-use crate::wire::{from_payload, to_payload, ForwardReply};
+use crate::wire::{from_payload, to_payload, ForwardReply, CONNECTION_WINDOW, MAX_MEMBER_MESSAGE, MAX_UNAUTHENTICATED_BODY, STREAM_WINDOW};
 use berth_common::{node_id_of_cert, NodeId, PeerTls};
 
 /// Handles the calls about the cluster's certificates, `Join` and `Ca`:
@@ -229,25 +229,6 @@ impl Peer for PeerService {
         reply(&out)
     }
 }
-
-/// The most a caller without a cluster certificate (a joining node) may
-/// send in one call. A join request is a few hundred bytes; the limit is
-/// applied to the body as it streams in, so such a caller never makes the
-/// node buffer more than this, whatever the gRPC frame header claims.
-pub const MAX_UNAUTHENTICATED_BODY: usize = 64 << 10;
-
-/// The most a member may send in one call: entry batches are capped far
-/// below it (see `RocksStore`'s log reader), snapshots go in chunks.
-pub const MAX_MEMBER_MESSAGE: usize = 64 << 20;
-
-/// HTTP/2 flow-control windows of peer connections, both ways. hyper's
-/// defaults (1 MiB on a server) would let a follower 150 ms away take a
-/// 4 MiB entry only one window per round trip, beyond the heartbeat
-/// interval openraft allows an AppendEntries; these let the largest batch
-/// go in one round trip. Windows are credit, not buffers: nothing is
-/// allocated until data arrives.
-pub const STREAM_WINDOW: u32 = 16 << 20;
-pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// Caps the body of a call that came without a client certificate.
 fn limit_unauthenticated(req: tonic::codegen::http::Request<tonic::body::Body>) -> tonic::codegen::http::Request<tonic::body::Body> {

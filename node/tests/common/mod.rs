@@ -197,7 +197,7 @@ impl Cluster {
 /// (with the namespace and repository a push makes first, if missing).
 pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
     use berth_raft::command::RepositoryRecord;
-    use berth_raft::identity::{IdentityCommand, OrgRecord};
+    use berth_raft::command::{IdentityCommand, OrgRecord};
     if let Some((ns, _)) = repo.split_once('/') {
         let org = OrgRecord { name: ns.into(), email: None, created_at_ms: 0 };
         // Refused when it exists: fine either way.

@@ -1,4 +1,4 @@
-//! The cluster CA as the state machine knows it: which CA signs, which
+//! The rules of the cluster CA's records: which CA signs, which
 //! CAs are trusted, and which CA each node's running certificate is from.
 //!
 //! The CA's private key is not here. It stays on the voters' disks (the
@@ -23,60 +23,9 @@
 //! certificate that node runs with.
 
 use berth_common::NodeId;
-use serde::{Deserialize, Serialize};
 
-use crate::command::{ClusterRecord, MetaResponse, NodeRecord};
-use crate::state::{keys, Changes, StateError, StateRead};
-
-/// A CA certificate (PEM) and the hex SHA-256 of its DER.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaCert {
-    pub pem: String,
-    pub fingerprint: String,
-}
-
-/// The CAs of a cluster that has rotated its CA at least once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaTrust {
-    /// The CA that signs certificates now.
-    pub signing: CaCert,
-    /// Set while a rotation is under way.
-    pub rotation: Option<Rotation>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rotation {
-    /// The CA before: still trusted until the rotation finishes.
-    pub previous: CaCert,
-    /// The signing CA's certificate, signed by the previous CA (PEM).
-    pub cross_pem: String,
-    pub started_at_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum CaCommand {
-    /// `next` signs from now on; `current` must be the CA that signs now
-    /// (refused if it changed meanwhile or a rotation is under way).
-    StartRotation { current: CaCert, next: CaCert, cross_pem: String, now_ms: u64 },
-    /// The previous CA is trusted no more.
-    FinishRotation,
-    /// Node `node` runs with a certificate from the CA `fingerprint`.
-    ReportNodeCa { node: NodeId, fingerprint: String },
-    /// Clears the CA key from the cluster record, where clusters made
-    /// before voters kept it themselves had it replicated to every node.
-    ForgetLegacyKey,
-}
-
-impl CaCommand {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CaCommand::StartRotation { .. } => "ca_start_rotation",
-            CaCommand::FinishRotation => "ca_finish_rotation",
-            CaCommand::ReportNodeCa { .. } => "ca_report_node",
-            CaCommand::ForgetLegacyKey => "ca_forget_legacy_key",
-        }
-    }
-}
+use super::{keys, Changes, StateError, StateRead};
+use crate::command::*;
 
 /// The trust record, if the cluster has ever rotated.
 pub fn trust(state: &impl StateRead) -> Result<Option<CaTrust>, StateError> {

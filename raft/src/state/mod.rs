@@ -39,13 +39,16 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use std::collections::BTreeMap;
 
-use berth_common::{Digest, NodeId};
+use berth_common::NodeId;
 
 use crate::command::*;
-use crate::identity;
-use crate::membership::MAX_VOTERS;
 
-pub const RECORD_VERSION: u8 = 1;
+pub use crate::records::RECORD_VERSION;
+
+pub mod ca;
+mod cluster;
+pub mod identity;
+mod registry;
 
 pub mod keys {
     use berth_common::{Digest, NodeId};
@@ -238,7 +241,6 @@ impl Changes {
     }
 }
 
-/// Applies one command: returns its response and the changes to write.
 /// Whether `node` is recorded as removed from the cluster. Ids are never
 /// reused, so such a node is refused for good; an id without a record (a
 /// node that joined a moment ago, as far as this state knows) is not.
@@ -246,259 +248,37 @@ pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateE
     Ok(state.get::<NodeRecord>(&keys::node(node))?.is_some_and(|n| n.removed))
 }
 
+/// Applies one command: its response and the changes to write. Each
+/// command has its handler, in the module of what it changes.
 pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
+    use MetaCommand as M;
     let mut ch = Changes::default();
+    let ch_ = &mut ch;
     let resp = match cmd {
-        MetaCommand::Bootstrap(rec) => {
-            if state.get_raw(keys::CLUSTER)?.is_some() {
-                MetaResponse::Refused("the cluster is already initialized".into())
-            } else {
-                ch.put(keys::CLUSTER.to_vec(), rec);
-                MetaResponse::Done
-            }
-        }
-        MetaCommand::RegisterNode { registration, token, now_ms } => register_node(state, &mut ch, registration, token.as_ref(), *now_ms)?,
-        MetaCommand::SetNodeRole { node, role } => match state.get::<NodeRecord>(&keys::node(*node))? {
-            Some(mut rec) if !rec.removed => {
-                // Promoted nodes always vote (see `membership`), so more
-                // than MAX_VOTERS of them could never be honoured. Counted
-                // here, so two promotes racing cannot both pass.
-                let others =
-                    state.scan::<NodeRecord>(keys::NODE_PREFIX)?.into_iter().filter(|n| !n.removed && n.role == NodeRole::Voter && n.id != *node).count();
-                if *role == NodeRole::Voter && others >= MAX_VOTERS {
-                    MetaResponse::Refused(format!(
-                        "node {node} not promoted: {others} nodes are promoted already and a cluster has at most {MAX_VOTERS} voters; demote one first"
-                    ))
-                } else {
-                    rec.role = *role;
-                    ch.put(keys::node(*node), &rec);
-                    MetaResponse::Done
-                }
-            }
-            _ => MetaResponse::NotFound,
-        },
-        MetaCommand::RemoveNode { node } => match state.get::<NodeRecord>(&keys::node(*node))? {
-            Some(mut rec) if !rec.removed => {
-                rec.removed = true;
-                ch.put(keys::node(*node), &rec);
-                MetaResponse::Done
-            }
-            _ => MetaResponse::NotFound,
-        },
-        MetaCommand::CreateJoinToken(rec) => {
-            if state.get_raw(&keys::token(&rec.id))?.is_some() {
-                MetaResponse::Refused(format!("token {} exists", rec.id))
-            } else {
-                ch.put(keys::token(&rec.id), rec);
-                MetaResponse::Done
-            }
-        }
-        MetaCommand::RevokeJoinToken { id } => match state.get::<JoinTokenRecord>(&keys::token(id))? {
-            Some(mut rec) => {
-                rec.revoked = true;
-                ch.put(keys::token(id), &rec);
-                MetaResponse::Done
-            }
-            None => MetaResponse::NotFound,
-        },
-        MetaCommand::Identity(cmd) => identity::apply(state, &mut ch, cmd)?,
-        MetaCommand::Ca(cmd) => crate::ca::apply(state, &mut ch, cmd)?,
-        MetaCommand::PutUser(rec) => {
-            if state.get::<UserRecord>(&keys::user(&rec.name))?.is_some_and(|old| old.password_hash != rec.password_hash) {
-                identity::bump_credential_generation(state, &mut ch, &rec.name)?;
-            }
-            ch.put(keys::user(&rec.name), rec);
-            MetaResponse::Done
-        }
+        M::Bootstrap(rec) => cluster::bootstrap(state, ch_, rec),
+        M::RegisterNode { registration, token, now_ms } => cluster::register_node(state, ch_, registration, token.as_ref(), *now_ms),
+        M::SetNodeRole { node, role } => cluster::set_node_role(state, ch_, *node, *role),
+        M::RemoveNode { node } => cluster::remove_node(state, ch_, *node),
+        M::CreateJoinToken(rec) => cluster::create_join_token(state, ch_, rec),
+        M::RevokeJoinToken { id } => cluster::revoke_join_token(state, ch_, id),
+        M::Probe { .. } => Ok(MetaResponse::Done),
+        M::Identity(cmd) => identity::apply(state, ch_, cmd),
+        M::PutUser(rec) => identity::put_user(state, ch_, rec),
         // An older form of the identity command, still read from old logs.
-        MetaCommand::CreateRepository(rec) => identity::create_repository(state, &mut ch, rec)?,
-        MetaCommand::PutManifest { record: rec, tag } => put_manifest(state, &mut ch, rec, tag.as_deref())?,
-        MetaCommand::DeleteManifest { repo, digest } => {
-            if let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? {
-                let unique: std::collections::BTreeSet<&Digest> = rec.blobs.iter().collect();
-                for b in unique {
-                    if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {
-                        blob.refs = blob.refs.saturating_sub(1);
-                        ch.put(keys::blob(b), &blob);
-                    }
-                }
-                if let Some(subject) = &rec.subject {
-                    ch.delete(keys::referrer(repo, subject, digest));
-                }
-                ch.delete(keys::manifest(repo, digest));
-                let prefix = keys::tags_of(repo);
-                for (k, v) in state.scan_raw(&prefix)? {
-                    let tag: TagRecord = decode(&k, &v)?;
-                    if &tag.digest == digest {
-                        ch.delete(k);
-                    }
-                }
-                MetaResponse::Done
-            } else {
-                MetaResponse::NotFound
-            }
-        }
-        MetaCommand::Probe { .. } => MetaResponse::Done,
-        MetaCommand::SetPlacement { namespace, placement } => {
-            ch.put(keys::placement(namespace), placement);
-            MetaResponse::Done
-        }
-        MetaCommand::SweepBlob { digest, cutoff_ms } => match state.get::<BlobRecord>(&keys::blob(digest))? {
-            None => MetaResponse::NotFound,
-            Some(rec) if rec.refs > 0 => MetaResponse::Refused(format!("{} manifests reference it", rec.refs)),
-            Some(rec) if rec.repos.values().any(|t| t >= cutoff_ms) => MetaResponse::Refused("linked too recently".into()),
-            Some(rec) => {
-                for repo in rec.repos.keys() {
-                    ch.delete(keys::link(repo, digest));
-                }
-                ch.delete(keys::blob(digest));
-                MetaResponse::Done
-            }
-        },
-        MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current } => {
-            let key = keys::tag(repo, tag);
-            let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
-            match if_current {
-                Some(expected) if *expected != current => MetaResponse::Conflict { current },
-                _ if state.get_raw(&keys::manifest(repo, digest))?.is_none() => MetaResponse::NotFound,
-                _ => {
-                    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms: *pushed_at_ms });
-                    MetaResponse::Done
-                }
-            }
-        }
-        MetaCommand::DeleteTag { repo, tag, if_current } => {
-            let key = keys::tag(repo, tag);
-            match state.get::<TagRecord>(&key)? {
-                None => MetaResponse::NotFound,
-                Some(t) if if_current.as_ref().is_some_and(|d| *d != t.digest) => MetaResponse::Conflict { current: Some(t.digest) },
-                Some(_) => {
-                    ch.delete(key);
-                    MetaResponse::Done
-                }
-            }
-        }
-        // A copy of a blob the cluster has forgotten (swept) is not recorded:
-        // the node's sweeper deletes it.
-        MetaCommand::AddBlobHolder { digest, size: _, node } => match state.get::<BlobRecord>(&keys::blob(digest))? {
-            None => MetaResponse::NotFound,
-            Some(mut rec) => {
-                rec.holders.insert(*node);
-                ch.put(keys::blob(digest), &rec);
-                MetaResponse::Done
-            }
-        },
-        MetaCommand::LinkBlob { repo, digest, size, node, now_ms } => {
-            ch.put(keys::link(repo, digest), &BlobLink { size: *size, linked_at_ms: *now_ms });
-            let key = keys::blob(digest);
-            let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or_else(|| BlobRecord::new(*size));
-            rec.holders.insert(*node);
-            rec.repos.insert(repo.clone(), *now_ms);
-            ch.put(key, &rec);
-            MetaResponse::Done
-        }
-        MetaCommand::UnlinkBlob { repo, digest } => {
-            if state.get_raw(&keys::link(repo, digest))?.is_some() {
-                ch.delete(keys::link(repo, digest));
-                if let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? {
-                    rec.repos.remove(repo);
-                    ch.put(keys::blob(digest), &rec);
-                }
-                MetaResponse::Done
-            } else {
-                MetaResponse::NotFound
-            }
-        }
-        // The record stays even with no holder left: what references the
-        // blob is still known, and a new upload restores a copy.
-        MetaCommand::RemoveBlobHolder { digest, node } => match state.get::<BlobRecord>(&keys::blob(digest))? {
-            None => MetaResponse::NotFound,
-            Some(mut rec) => {
-                rec.holders.remove(node);
-                ch.put(keys::blob(digest), &rec);
-                MetaResponse::Done
-            }
-        },
-    };
+        M::CreateRepository(rec) => identity::create_repository(state, ch_, rec),
+        M::Ca(cmd) => ca::apply(state, ch_, cmd),
+        M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref()),
+        M::DeleteManifest { repo, digest } => registry::delete_manifest(state, ch_, repo, digest),
+        M::SetTag { repo, tag, digest, pushed_at_ms, if_current } => registry::set_tag(state, ch_, repo, tag, digest, *pushed_at_ms, if_current.as_ref()),
+        M::DeleteTag { repo, tag, if_current } => registry::delete_tag(state, ch_, repo, tag, if_current.as_ref()),
+        M::SetPlacement { namespace, placement } => registry::set_placement(ch_, namespace, placement),
+        M::AddBlobHolder { digest, size: _, node } => registry::add_blob_holder(state, ch_, digest, *node),
+        M::RemoveBlobHolder { digest, node } => registry::remove_blob_holder(state, ch_, digest, *node),
+        M::LinkBlob { repo, digest, size, node, now_ms } => registry::link_blob(state, ch_, repo, digest, *size, *node, *now_ms),
+        M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
+        M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
+    }?;
     Ok((resp, ch))
-}
-
-/// Stores a manifest. Every blob it names must still be linked into its
-/// repository (checked here, in the same step, so a concurrent sweep and
-/// a push cannot both win); the blobs' reference counts go up once per
-/// new manifest.
-fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
-    // Never creates the repository: that is `identity::create_repository`'s
-    // alone, which checks the namespace.
-    if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
-        return Ok(MetaResponse::Refused(format!("repository {} does not exist", rec.repo)));
-    }
-    let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
-    let mut blobs = Vec::with_capacity(rec.blobs.len());
-    for b in &rec.blobs {
-        match state.get::<BlobRecord>(&keys::blob(b))? {
-            Some(blob) if blob.repos.contains_key(&rec.repo) => blobs.push((b, blob)),
-            _ => return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo))),
-        }
-    }
-    if is_new {
-        // One reference per manifest, however often it names the blob; the
-        // delete subtracts the same way.
-        let unique: BTreeMap<&Digest, BlobRecord> = blobs.into_iter().collect();
-        for (b, mut blob) in unique {
-            blob.refs += 1;
-            ch.put(keys::blob(b), &blob);
-        }
-    }
-    ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
-    if let Some(subject) = &rec.subject {
-        ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
-    }
-    if let Some(tag) = tag {
-        ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
-    }
-    Ok(MetaResponse::Done)
-}
-
-fn register_node(
-    state: &impl StateRead,
-    ch: &mut Changes,
-    reg: &NodeRegistration,
-    token: Option<&TokenProof>,
-    now_ms: u64,
-) -> Result<MetaResponse, StateError> {
-    if let Err(why) = reg.validate() {
-        return Ok(MetaResponse::Refused(why));
-    }
-    if let Some(proof) = token {
-        let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {
-            return Ok(MetaResponse::Refused("join token is not known to this cluster".into()));
-        };
-        if let Some(why) = rec.refusal(proof, now_ms) {
-            return Ok(MetaResponse::Refused(why.into()));
-        }
-        rec.uses += 1;
-        ch.put(keys::token(&proof.id), &rec);
-    }
-    let nodes: Vec<NodeRecord> = state.scan(keys::NODE_PREFIX)?;
-    if let Some(n) = nodes.iter().find(|n| !n.removed && n.peer_addr == reg.peer_addr) {
-        return Ok(MetaResponse::Refused(format!("node {} is already registered at peer address {}", n.id, reg.peer_addr)));
-    }
-    let id: u64 = state.get(keys::NEXT_NODE_ID)?.unwrap_or(1);
-    ch.put(keys::NEXT_NODE_ID.to_vec(), &(id + 1));
-    ch.put(
-        keys::node(id),
-        &NodeRecord {
-            id,
-            region: reg.region.clone(),
-            peer_addr: reg.peer_addr.clone(),
-            http_addr: reg.http_addr.clone(),
-            role: reg.role,
-            removed: false,
-            joined_at_ms: now_ms,
-        },
-    );
-    Ok(MetaResponse::NodeId(id))
 }
 
 /// A state in a map, for testing rules without RocksDB (here and in the
@@ -571,7 +351,7 @@ mod tests {
     }
 
     fn create_repo(name: &str) -> MetaCommand {
-        MetaCommand::Identity(crate::identity::IdentityCommand::CreateRepository(RepositoryRecord::new(name, 0)))
+        MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(name, 0)))
     }
 
     /// A namespace exists before anything is stored under it, and a name
@@ -579,7 +359,6 @@ mod tests {
     /// (who would then administer them).
     #[test]
     fn repositories_need_a_namespace_and_hold_it() {
-        use crate::identity::{IdentityCommand, OrgRecord};
         let s = MapState::default();
         let manifest = manifest_record("team/alpine", Digest::sha256_of(b"m"), vec![]);
         // No implicit repository, no implicit namespace.
@@ -635,7 +414,6 @@ mod tests {
 
     #[test]
     fn credential_changes_bump_the_generation() {
-        use crate::identity::{IdentityCommand, RobotRecord};
         let s = MapState::default();
         let generation = |a: &str| s.get::<u64>(&keys::credential_generation(a)).unwrap().unwrap_or(0);
         let user = |name: &str, hash: &str, superuser| UserRecord { name: name.into(), password_hash: hash.into(), superuser, created_at_ms: 0 };

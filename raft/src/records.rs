@@ -1,0 +1,535 @@
+//! The records the state machine stores, and the values inside them.
+//!
+//! Each is kept as a `berth_common::codec` envelope of format version
+//! [`RECORD_VERSION`] under the key [`crate::state::keys`] gives it. This
+//! module is a leaf: it names nothing else in the crate, so commands,
+//! rules, storage and the node all read the same definitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_common::{Digest, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// The format version of every stored record.
+pub const RECORD_VERSION: u8 = 1;
+
+/// The cluster's identity and the key that signs registry tokens,
+/// replicated so that any node can issue and verify tokens.
+///
+/// `ca_cert_pem` is the CA the cluster was made with (see [`crate::ca`] for
+/// the CA after a rotation). The CA's private key is kept by the voters on
+/// their disks; `ca_key_pem` is empty, except in clusters made before that,
+/// whose leader clears it ([`crate::ca::CaCommand::ForgetLegacyKey`]) once
+/// it holds the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub cluster_id: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    /// Private key (PKCS#8 PEM) that signs registry tokens.
+    pub token_signing_key_pem: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Voter when caught up, unless that would make the voter count even.
+    Auto,
+    /// Always a voter once caught up (operator's `promote`).
+    Voter,
+    /// Never a voter (`--learner`, operator's `demote`): edge regions.
+    Learner,
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeRole::Auto => "auto",
+            NodeRole::Voter => "voter",
+            NodeRole::Learner => "learner",
+        })
+    }
+}
+
+/// A joining node's proof: the token id and the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProof {
+    pub id: String,
+    pub secret_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub region: String,
+    pub peer_addr: String,
+    pub http_addr: String,
+    pub role: NodeRole,
+    pub removed: bool,
+    pub joined_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+    pub uses: u32,
+    /// `None`: any number of joins until it expires or is revoked.
+    pub max_uses: Option<u32>,
+}
+
+impl JoinTokenRecord {
+    /// Why `proof` may not join a node at `now_ms`, or `None` if it may.
+    /// The state machine decides with this when it counts a use; a seed
+    /// asks it first, so a wrong token never becomes a log entry.
+    pub fn refusal(&self, proof: &TokenProof, now_ms: u64) -> Option<&'static str> {
+        if self.secret_sha256 != proof.secret_sha256 {
+            Some("join token secret is wrong")
+        } else if self.revoked {
+            Some("join token was revoked")
+        } else if now_ms >= self.expires_at_ms {
+            Some("join token has expired")
+        } else if self.max_uses.is_some_and(|m| self.uses >= m) {
+            Some("join token has been used up")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub superuser: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryRecord {
+    pub name: String,
+    pub public: bool,
+    pub created_at_ms: u64,
+    pub description: String,
+    /// Roles of users and robots (`ns+short`).
+    pub users: BTreeMap<String, Role>,
+    /// Roles of teams of the repository's organization.
+    pub teams: BTreeMap<String, Role>,
+}
+
+impl RepositoryRecord {
+    /// A private repository with no grants.
+    pub fn new(name: &str, now_ms: u64) -> RepositoryRecord {
+        RepositoryRecord {
+            name: name.to_string(),
+            public: false,
+            created_at_ms: now_ms,
+            description: String::new(),
+            users: BTreeMap::new(),
+            teams: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub repo: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// As bytes, not a sequence of u8: the same encoding, written and read
+    /// in one copy instead of one call per byte (a 4 MiB manifest).
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Blobs (config and layers) this manifest references.
+    pub blobs: Vec<Digest>,
+    /// Child manifests (of an index).
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub pushed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: Digest,
+    pub pushed_at_ms: u64,
+}
+
+/// Which nodes keep a copy of a namespace's blobs in the background.
+/// Whatever the policy, any node can serve any blob (fetching on a miss),
+/// and a push waits for `min_copies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Placement {
+    /// Every node of every region (the default).
+    #[default]
+    Everywhere,
+    /// Every node of these regions.
+    Regions(Vec<String>),
+    /// Only where it was pushed (and min_copies), and wherever it is pulled.
+    OnDemand,
+}
+
+impl Placement {
+    pub fn wants(&self, region: &str) -> bool {
+        match self {
+            Placement::Everywhere => true,
+            Placement::Regions(r) => r.iter().any(|x| x == region),
+            Placement::OnDemand => false,
+        }
+    }
+}
+
+/// A blob's membership in a repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobLink {
+    pub size: u64,
+    pub linked_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    /// Nodes with a verified copy.
+    pub holders: BTreeSet<NodeId>,
+    /// Manifests (in any repository) that reference the blob.
+    pub refs: u64,
+    /// Repositories the blob is linked into, and when it was last linked.
+    pub repos: BTreeMap<String, u64>,
+}
+
+impl BlobRecord {
+    pub fn new(size: u64) -> BlobRecord {
+        BlobRecord { size, holders: BTreeSet::new(), refs: 0, repos: BTreeMap::new() }
+    }
+}
+
+// Identity: who may do what (the rules are in `crate::state::identity`).
+
+/// A role on a repository; the order is the order of power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A team's role in its organization: members get what the team is
+/// granted per repository; creators may also create repositories; admins
+/// administer the organization and all its repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TeamRole {
+    Member,
+    Creator,
+    Admin,
+}
+
+impl TeamRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeamRole::Member => "member",
+            TeamRole::Creator => "creator",
+            TeamRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TeamRole> {
+        match s {
+            "member" => Some(TeamRole::Member),
+            "creator" => Some(TeamRole::Creator),
+            "admin" => Some(TeamRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Quay's OAuth scopes, carried by application tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TokenScope {
+    RepoRead,
+    RepoWrite,
+    RepoAdmin,
+    RepoCreate,
+    UserRead,
+    UserAdmin,
+    OrgAdmin,
+    SuperUser,
+}
+
+impl TokenScope {
+    pub const ALL: [TokenScope; 8] = [
+        TokenScope::RepoRead,
+        TokenScope::RepoWrite,
+        TokenScope::RepoAdmin,
+        TokenScope::RepoCreate,
+        TokenScope::UserRead,
+        TokenScope::UserAdmin,
+        TokenScope::OrgAdmin,
+        TokenScope::SuperUser,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::RepoRead => "repo:read",
+            TokenScope::RepoWrite => "repo:write",
+            TokenScope::RepoAdmin => "repo:admin",
+            TokenScope::RepoCreate => "repo:create",
+            TokenScope::UserRead => "user:read",
+            TokenScope::UserAdmin => "user:admin",
+            TokenScope::OrgAdmin => "org:admin",
+            TokenScope::SuperUser => "super:user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenScope> {
+        TokenScope::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgRecord {
+    pub name: String,
+    pub email: Option<String>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub org: String,
+    pub name: String,
+    pub role: TeamRole,
+    pub description: String,
+    /// User names and robot names (`org+short`).
+    pub members: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobotRecord {
+    /// The user or organization that owns it.
+    pub namespace: String,
+    pub short: String,
+    pub description: String,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    pub created_at_ms: u64,
+}
+
+impl RobotRecord {
+    pub fn full_name(&self) -> String {
+        format!("{}+{}", self.namespace, self.short)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppTokenRecord {
+    pub id: String,
+    pub owner: String,
+    pub title: String,
+    pub scopes: BTreeSet<TokenScope>,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The id of the token key `berth cluster init` made (in the cluster record).
+pub const INITIAL_KID: &str = "cluster";
+
+/// A key that signs registry tokens (ES256). The newest unretired key
+/// signs; retired keys still verify until the tokens they signed expire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenKey {
+    pub kid: String,
+    /// PKCS#8 PEM of a P-256 private key.
+    pub pkcs8_pem: String,
+    pub created_at_ms: u64,
+    pub retired_at_ms: Option<u64>,
+}
+
+/// One audited action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    /// Random, to keep records of the same millisecond apart.
+    pub id: u64,
+    /// Quay's log kinds: `push_repo`, `pull_repo`, `login_success`, ….
+    pub kind: String,
+    /// Who: a user, robot (`ns+short`), `$app:<token id>`, `(anonymous)` or `(operator)`.
+    pub performer: String,
+    pub namespace: Option<String>,
+    pub repo: Option<String>,
+    pub node: NodeId,
+    pub region: String,
+    pub ip: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Who is granted a role on a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Grantee {
+    /// A user or a robot (`ns+short`).
+    User(String),
+    /// A team of the repository's organization.
+    Team(String),
+}
+
+/// The namespace a repository belongs to: its first path component.
+/// A one-component name (`alpine`) is in no namespace: only superusers
+/// create and administer those.
+pub fn namespace_of(repo: &str) -> Option<&str> {
+    repo.split_once('/').map(|(ns, _)| ns)
+}
+
+// The cluster CA (the rules are in `crate::state::ca`).
+
+/// A CA certificate (PEM) and the hex SHA-256 of its DER.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaCert {
+    pub pem: String,
+    pub fingerprint: String,
+}
+
+/// The CAs of a cluster that has rotated its CA at least once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaTrust {
+    /// The CA that signs certificates now.
+    pub signing: CaCert,
+    /// Set while a rotation is under way.
+    pub rotation: Option<Rotation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The CA before: still trusted until the rotation finishes.
+    pub previous: CaCert,
+    /// The signing CA's certificate, signed by the previous CA (PEM).
+    pub cross_pem: String,
+    pub started_at_ms: u64,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `serde_bytes` on a manifest's bytes must not change the stored
+    /// form: records written before it are read by it and the other way.
+    #[test]
+    fn manifest_bytes_encode_as_a_plain_sequence_did() {
+        #[derive(Serialize)]
+        struct Before<'a> {
+            repo: &'a str,
+            digest: &'a Digest,
+            media_type: &'a str,
+            bytes: &'a Vec<u8>,
+            blobs: Vec<Digest>,
+            children: Vec<Digest>,
+            subject: Option<Digest>,
+            pushed_at_ms: u64,
+        }
+        let digest = Digest::sha256_of(b"m");
+        let rec = ManifestRecord {
+            repo: "a/b".into(),
+            digest: digest.clone(),
+            media_type: "t".into(),
+            bytes: (0..=255u8).collect(),
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            pushed_at_ms: 7,
+        };
+        let before =
+            Before { repo: "a/b", digest: &digest, media_type: "t", bytes: &rec.bytes, blobs: vec![], children: vec![], subject: None, pushed_at_ms: 7 };
+        let old = berth_common::encode_versioned(1, &before).unwrap();
+        assert_eq!(berth_common::encode_versioned(1, &rec).unwrap(), old);
+        assert_eq!(berth_common::decode_versioned::<ManifestRecord>(1, &old).unwrap(), rec);
+    }
+
+    pub(crate) mod properties {
+        use super::*;
+        use berth_common::{decode_versioned, encode_versioned};
+        use proptest::prelude::*;
+
+        pub(crate) fn digest() -> impl Strategy<Value = Digest> {
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Digest::sha256_of(&b))
+        }
+
+        pub(crate) fn role() -> impl Strategy<Value = NodeRole> {
+            prop_oneof![Just(NodeRole::Auto), Just(NodeRole::Voter), Just(NodeRole::Learner)]
+        }
+
+        pub(crate) fn manifest() -> impl Strategy<Value = ManifestRecord> {
+            (
+                ".{0,40}",
+                digest(),
+                ".{0,60}",
+                proptest::collection::vec(any::<u8>(), 0..512),
+                proptest::collection::vec(digest(), 0..6),
+                proptest::collection::vec(digest(), 0..3),
+                proptest::option::of(digest()),
+                any::<u64>(),
+            )
+                .prop_map(|(repo, digest, media_type, bytes, blobs, children, subject, pushed_at_ms)| ManifestRecord {
+                    repo,
+                    digest,
+                    media_type,
+                    bytes,
+                    blobs,
+                    children,
+                    subject,
+                    pushed_at_ms,
+                })
+        }
+
+        fn node() -> impl Strategy<Value = NodeRecord> {
+            (any::<u64>(), ".{0,20}", ".{0,30}", ".{0,30}", role(), any::<bool>(), any::<u64>()).prop_map(
+                |(id, region, peer_addr, http_addr, role, removed, joined_at_ms)| NodeRecord { id, region, peer_addr, http_addr, role, removed, joined_at_ms },
+            )
+        }
+
+        fn blob() -> impl Strategy<Value = BlobRecord> {
+            (any::<u64>(), proptest::collection::btree_set(any::<u64>(), 0..6), any::<u64>(), proptest::collection::btree_map(".{0,20}", any::<u64>(), 0..4))
+                .prop_map(|(size, holders, refs, repos)| BlobRecord { size, holders, refs, repos })
+        }
+
+        pub(crate) fn round_trips<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> Result<(), TestCaseError> {
+            let bytes = encode_versioned(RECORD_VERSION, v).unwrap();
+            prop_assert_eq!(&decode_versioned::<T>(RECORD_VERSION, &bytes).unwrap(), v);
+            // A record of another version is refused, not misread.
+            prop_assert!(decode_versioned::<T>(RECORD_VERSION + 1, &bytes).is_err());
+            Ok(())
+        }
+
+        // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
+        proptest! {
+            #[test]
+            fn stored_records_round_trip(m in manifest(), n in node(), b in blob(), t in (digest(), any::<u64>())) {
+                round_trips(&m)?;
+                round_trips(&n)?;
+                round_trips(&b)?;
+                round_trips(&TagRecord { digest: t.0, pushed_at_ms: t.1 })?;
+            }
+        }
+    }
+}

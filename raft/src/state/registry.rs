@@ -1,0 +1,170 @@
+//! The rules of what is pushed: manifests, tags, blobs and the links
+//! between blobs and repositories, and where a namespace's blobs live.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_common::{Digest, NodeId};
+
+use super::{decode, keys, Changes, StateError, StateRead};
+use crate::command::*;
+
+/// Stores a manifest. Every blob it names must still be linked into its
+/// repository (checked here, in the same step, so a concurrent sweep and
+/// a push cannot both win); the blobs' reference counts go up once per
+/// new manifest.
+pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
+    // Never creates the repository: that is `identity::create_repository`'s
+    // alone, which checks the namespace.
+    if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
+        return Ok(MetaResponse::Refused(format!("repository {} does not exist", rec.repo)));
+    }
+    let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
+    let mut blobs = Vec::with_capacity(rec.blobs.len());
+    for b in &rec.blobs {
+        match state.get::<BlobRecord>(&keys::blob(b))? {
+            Some(blob) if blob.repos.contains_key(&rec.repo) => blobs.push((b, blob)),
+            _ => return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo))),
+        }
+    }
+    if is_new {
+        // One reference per manifest, however often it names the blob; the
+        // delete subtracts the same way.
+        let unique: BTreeMap<&Digest, BlobRecord> = blobs.into_iter().collect();
+        for (b, mut blob) in unique {
+            blob.refs += 1;
+            ch.put(keys::blob(b), &blob);
+        }
+    }
+    ch.put(keys::manifest(&rec.repo, &rec.digest), rec);
+    if let Some(subject) = &rec.subject {
+        ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
+    }
+    if let Some(tag) = tag {
+        ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
+    }
+    Ok(MetaResponse::Done)
+}
+
+/// Deletes a manifest and every tag pointing at it.
+pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &str, digest: &Digest) -> Result<MetaResponse, StateError> {
+    let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? else { return Ok(MetaResponse::NotFound) };
+    let unique: BTreeSet<&Digest> = rec.blobs.iter().collect();
+    for b in unique {
+        if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {
+            blob.refs = blob.refs.saturating_sub(1);
+            ch.put(keys::blob(b), &blob);
+        }
+    }
+    if let Some(subject) = &rec.subject {
+        ch.delete(keys::referrer(repo, subject, digest));
+    }
+    ch.delete(keys::manifest(repo, digest));
+    for (k, v) in state.scan_raw(&keys::tags_of(repo))? {
+        let tag: TagRecord = decode(&k, &v)?;
+        if &tag.digest == digest {
+            ch.delete(k);
+        }
+    }
+    Ok(MetaResponse::Done)
+}
+
+pub(super) fn set_tag(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    tag: &str,
+    digest: &Digest,
+    pushed_at_ms: u64,
+    if_current: Option<&Option<Digest>>,
+) -> Result<MetaResponse, StateError> {
+    let key = keys::tag(repo, tag);
+    let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
+    if if_current.is_some_and(|expected| *expected != current) {
+        return Ok(MetaResponse::Conflict { current });
+    }
+    if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
+        return Ok(MetaResponse::NotFound);
+    }
+    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms });
+    Ok(MetaResponse::Done)
+}
+
+pub(super) fn delete_tag(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, if_current: Option<&Digest>) -> Result<MetaResponse, StateError> {
+    let key = keys::tag(repo, tag);
+    let Some(t) = state.get::<TagRecord>(&key)? else { return Ok(MetaResponse::NotFound) };
+    if if_current.is_some_and(|d| *d != t.digest) {
+        return Ok(MetaResponse::Conflict { current: Some(t.digest) });
+    }
+    ch.delete(key);
+    Ok(MetaResponse::Done)
+}
+
+pub(super) fn set_placement(ch: &mut Changes, namespace: &str, placement: &Placement) -> Result<MetaResponse, StateError> {
+    ch.put(keys::placement(namespace), placement);
+    Ok(MetaResponse::Done)
+}
+
+/// A copy of a blob the cluster has forgotten (swept) is not recorded: the
+/// node's sweeper deletes it.
+pub(super) fn add_blob_holder(state: &impl StateRead, ch: &mut Changes, digest: &Digest, node: NodeId) -> Result<MetaResponse, StateError> {
+    let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? else { return Ok(MetaResponse::NotFound) };
+    rec.holders.insert(node);
+    ch.put(keys::blob(digest), &rec);
+    Ok(MetaResponse::Done)
+}
+
+/// The record stays even with no holder left: what references the blob is
+/// still known, and a new upload restores a copy.
+pub(super) fn remove_blob_holder(state: &impl StateRead, ch: &mut Changes, digest: &Digest, node: NodeId) -> Result<MetaResponse, StateError> {
+    let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? else { return Ok(MetaResponse::NotFound) };
+    rec.holders.remove(&node);
+    ch.put(keys::blob(digest), &rec);
+    Ok(MetaResponse::Done)
+}
+
+pub(super) fn link_blob(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    node: NodeId,
+    now_ms: u64,
+) -> Result<MetaResponse, StateError> {
+    ch.put(keys::link(repo, digest), &BlobLink { size, linked_at_ms: now_ms });
+    let key = keys::blob(digest);
+    let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or_else(|| BlobRecord::new(size));
+    rec.holders.insert(node);
+    rec.repos.insert(repo.to_string(), now_ms);
+    ch.put(key, &rec);
+    Ok(MetaResponse::Done)
+}
+
+pub(super) fn unlink_blob(state: &impl StateRead, ch: &mut Changes, repo: &str, digest: &Digest) -> Result<MetaResponse, StateError> {
+    if state.get_raw(&keys::link(repo, digest))?.is_none() {
+        return Ok(MetaResponse::NotFound);
+    }
+    ch.delete(keys::link(repo, digest));
+    if let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? {
+        rec.repos.remove(repo);
+        ch.put(keys::blob(digest), &rec);
+    }
+    Ok(MetaResponse::Done)
+}
+
+/// Garbage collection: forgets a blob no manifest references and no
+/// repository linked after `cutoff_ms`.
+pub(super) fn sweep_blob(state: &impl StateRead, ch: &mut Changes, digest: &Digest, cutoff_ms: u64) -> Result<MetaResponse, StateError> {
+    let Some(rec) = state.get::<BlobRecord>(&keys::blob(digest))? else { return Ok(MetaResponse::NotFound) };
+    if rec.refs > 0 {
+        return Ok(MetaResponse::Refused(format!("{} manifests reference it", rec.refs)));
+    }
+    if rec.repos.values().any(|t| *t >= cutoff_ms) {
+        return Ok(MetaResponse::Refused("linked too recently".into()));
+    }
+    for repo in rec.repos.keys() {
+        ch.delete(keys::link(repo, digest));
+    }
+    ch.delete(keys::blob(digest));
+    Ok(MetaResponse::Done)
+}
