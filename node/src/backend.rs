@@ -55,12 +55,12 @@ impl NodeBackend {
 #[async_trait]
 impl Backend for NodeBackend {
     async fn ready(&self) -> Result<(), String> {
-        let m = self.meta.metrics();
-        if m.membership_config.membership().get_node(&self.meta.id()).is_none() {
+        let group = self.meta.view();
+        if !group.members.contains(&self.meta.id()) {
             return Err("this node is not (yet) a member of the metadata group".into());
         }
         let view = self.meta.leader_view().await.map_err(|e| e.to_string())?;
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let applied = group.applied_index.unwrap_or(0);
         let committed = view.committed.unwrap_or(0);
         if applied + READY_LAG < committed {
             return Err(format!("applied index {applied} is behind the leader's {committed}"));
@@ -74,19 +74,17 @@ impl Backend for NodeBackend {
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
-        let m = self.meta.metrics();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let group = self.meta.view();
         let view = self.meta.leader_view().await.ok();
-        let leader = view.as_ref().map(|v| v.leader).or(m.current_leader);
+        let leader = view.as_ref().map(|v| v.leader).or(group.leader);
         let nodes = nodes
             .into_iter()
             .map(|n| {
                 let role = if n.removed {
                     "removed"
-                } else if voters.contains(&n.id) {
+                } else if group.voters.contains(&n.id) {
                     "voter"
-                } else if membership.get_node(&n.id).is_some() {
+                } else if group.members.contains(&n.id) {
                     "learner"
                 } else {
                     "joining"
@@ -117,10 +115,10 @@ impl Backend for NodeBackend {
             cluster_id: self.config.cluster_id.clone(),
             answered_by: self.meta.id(),
             leader,
-            term: view.map(|v| v.term).unwrap_or(m.current_term),
+            term: view.map(|v| v.term).unwrap_or(group.term),
             nodes,
             rtt_ms,
-            applied_index: self.meta.metrics().last_applied.map(|l| l.index),
+            applied_index: group.applied_index,
         })
     }
 

@@ -72,8 +72,8 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
     let meta = nodes[0].meta.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let m = meta.metrics();
-        if ids.iter().all(|id| m.membership_config.membership().get_node(id).is_some()) && m.current_leader.is_some() {
+        let group = meta.view();
+        if ids.iter().all(|id| group.members.contains(id)) && group.leader.is_some() {
             break;
         }
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the dev cluster did not form within 30 s");

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
-use berth_raft::network::{call, PeerRpc};
 use berth_raft::state::keys;
-use berth_raft::{MetaNodeHandle, StateRead, PEER_TLS_NAME};
+use berth_raft::{MetaNodeHandle, StateRead};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -270,17 +269,7 @@ pub async fn request_join(seed: &str, token: &JoinToken, region: &str, peer_addr
         learner,
         public_key_der: rcgen::PublicKeyData::subject_public_key_info(&key),
     };
-    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem)).domain_name(PEER_TLS_NAME);
-    let channel = tonic::transport::Endpoint::from_shared(format!("https://{seed}"))
-        .context("seed address")?
-        .tls_config(tls)
-        .context("seed TLS")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach seed {seed}"))?;
-    // The peer service frames the handler's own (versioned) reply bytes.
-    let reply: Result<Vec<u8>, String> = call(channel, seed, PeerRpc::Join, &req, Duration::from_secs(30)).await?;
+    let reply = berth_raft::network::call_join(seed, &ca_pem, &req).await.with_context(|| format!("cannot reach seed {seed}"))?;
     let reply = reply.map_err(|why| anyhow::anyhow!("the cluster refused to join this node: {why}"))?;
     let reply: JoinReply = berth_raft::wire::from_payload(&reply).context("unreadable join reply")?;
     let returned = pki::fingerprints(&reply.ca_pem);

@@ -50,12 +50,12 @@ pub struct Sources<'a> {
 /// Reads the node's state into gauges and renders everything.
 pub fn render(src: &Sources<'_>) -> String {
     let Some(handle) = handle() else { return String::new() };
-    let m = src.meta.metrics();
-    metrics::gauge!("berth_raft_term").set(m.current_term as f64);
-    metrics::gauge!("berth_raft_leader_id").set(m.current_leader.map(|l| l as f64).unwrap_or(-1.0));
+    let m = src.meta.view();
+    metrics::gauge!("berth_raft_term").set(m.term as f64);
+    metrics::gauge!("berth_raft_leader_id").set(m.leader.map(|l| l as f64).unwrap_or(-1.0));
     metrics::gauge!("berth_raft_is_leader").set(if src.meta.is_leader() { 1.0 } else { 0.0 });
     let last_log = m.last_log_index.unwrap_or(0);
-    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let applied = m.applied_index.unwrap_or(0);
     metrics::gauge!("berth_raft_last_log_index").set(last_log as f64);
     metrics::gauge!("berth_raft_applied_index").set(applied as f64);
     metrics::gauge!("berth_raft_apply_lag_entries").set(last_log.saturating_sub(applied) as f64);

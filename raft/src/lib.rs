@@ -39,7 +39,7 @@ pub use berth_common::LinkFilter;
 pub use berth_common::{PeerTls, PEER_TLS_NAME};
 pub use command::*;
 pub use forward::{Actor, ClientAccount, Origin, WriteGate};
-pub use meta::{MetaConfig, MetaError, MetaNodeHandle};
+pub use meta::{GroupView, MetaConfig, MetaError, MetaNodeHandle};
 pub use server::CaHandler;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};

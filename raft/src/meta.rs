@@ -229,6 +229,19 @@ struct Inner {
     read_barriers: std::sync::atomic::AtomicU64,
 }
 
+/// What a node knows of the group: what the node crate reads, so that
+/// openraft's own types stay inside this crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub voters: std::collections::BTreeSet<NodeId>,
+    /// Voters and learners.
+    pub members: std::collections::BTreeSet<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
 /// A running member (or not-yet-member) of the metadata group.
 #[derive(Clone)]
 pub struct MetaNodeHandle {
@@ -367,9 +380,23 @@ impl MetaNodeHandle {
         m.membership_config.membership().get_node(&node).map(|n| n.peer_addr.clone())
     }
 
+    /// This node's view of the group, in the crate's own terms.
+    pub fn view(&self) -> GroupView {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        GroupView {
+            term: m.current_term,
+            leader: m.current_leader,
+            voters: membership.voter_ids().collect(),
+            members: membership.nodes().map(|(id, _)| *id).collect(),
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+        }
+    }
+
     /// The voters of the membership this node knows.
     pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
-        self.metrics().membership_config.membership().voter_ids().collect()
+        self.view().voters
     }
 
     /// The leader this node knows of, if any.

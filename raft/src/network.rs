@@ -111,6 +111,24 @@ pub enum PeerRpc {
     Ca,
 }
 
+/// Calls `Join` on the seed at `seed` as an outsider: no client
+/// certificate, the seed's certificate checked against `ca_pem` (which the
+/// joiner has pinned by fingerprint). The answer is the seed's reply bytes
+/// or its one-line refusal.
+pub async fn call_join(seed: &str, ca_pem: &str, request: &impl Serialize) -> Result<Result<Vec<u8>, String>, CallError> {
+    let unreachable = |message: String| CallError::Unreachable { addr: seed.to_string(), message };
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(PEER_TLS_NAME);
+    let channel = Endpoint::from_shared(format!("https://{seed}"))
+        .map_err(|e| unreachable(format!("not an address: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| unreachable(format!("TLS: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    call(channel, seed, PeerRpc::Join, request, Duration::from_secs(30)).await
+}
+
 /// Calls `rpc` on the peer at `addr` with a versioned payload.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
     let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
