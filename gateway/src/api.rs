@@ -4,15 +4,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::access::Caller;
 use crate::error::ApiError;
-
-/// What a request carried in `Authorization`.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    None,
-    Basic { user: String, password: String },
-    Bearer(String),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeChange {
@@ -26,7 +19,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Ok when the node has joined and caught up with the leader.
     async fn ready(&self) -> Result<(), String>;
     /// Ok when the caller is a cluster administrator.
-    async fn authorize_admin(&self, caller: &crate::access::Caller) -> Result<(), ApiError>;
+    async fn authorize_admin(&self, caller: &Caller) -> Result<(), ApiError>;
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError>;
     async fn create_join_token(&self, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
     async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError>;

@@ -18,8 +18,9 @@ pub mod identity;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod token;
 
-pub use access::{Access, Caller, IssuedToken, Principal, ResourceScope};
+pub use access::{parse_credentials, Access, Caller, Credentials, IssuedToken, Principal, ResourceScope};
 pub use api::*;
 pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
@@ -30,7 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
@@ -62,7 +63,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
     let v2 = Router::new()
         .route("/v2", any(handle_v2))
         .route("/v2/", any(handle_v2))
-        .route("/v2/auth", any(access::handle_token))
+        .route("/v2/auth", any(token::handle_token))
         .route("/v2/{*rest}", any(handle_v2))
         .with_state(V2State { registry, http, tls, public_url, own_addr });
     Router::new()
@@ -144,27 +145,6 @@ async fn handle_ready(State(b): State<Shared>) -> Response {
 
 async fn handle_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
-}
-
-/// Credentials as they arrived; the backend decides what they are worth.
-pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(Credentials::None);
-    };
-    let value = value.to_str().map_err(|_| ApiError::new(ErrorCode::Unauthorized, "authorization header is not text"))?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Ok(Credentials::Bearer(token.trim().to_string()));
-    }
-    if let Some(b64) = value.strip_prefix("Basic ") {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not base64"))?;
-        let raw = String::from_utf8(raw).map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not UTF-8"))?;
-        let (user, password) = raw.split_once(':').ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "basic credentials lack a ':'"))?;
-        return Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() });
-    }
-    Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
 async fn admin(b: &Shared, caller: &Caller) -> Result<(), ApiError> {
