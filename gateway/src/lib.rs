@@ -18,6 +18,8 @@ pub mod identity;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod token;
 
 pub use access::{parse_credentials, Access, Caller, Credentials, IssuedToken, Principal, ResourceScope};
