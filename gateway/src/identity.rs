@@ -457,7 +457,7 @@ async fn openapi_json() -> Response {
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+    b.map(|Json(t)| t).map_err(ApiError::from)
 }
 
 /// The caller, authenticated. Handlers name it (after their path and
@@ -482,7 +482,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiQuery<T>, ApiError> {
-        let Query(q) = Query::<T>::from_request_parts(parts, state).await.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+        let Query(q) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(ApiQuery(q))
     }
 }

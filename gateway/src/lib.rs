@@ -1,14 +1,35 @@
 //! The HTTP edge of a berth node (axum).
 //!
-//! It parses requests, authenticates them through the backend, calls the
-//! backend, and turns every failure into the one error shape berth speaks:
-//! `{"errors":[{"code","message","detail"}]}` with the matching status.
-//! It knows nothing of Raft or RocksDB: the node implements [`Backend`],
-//! and tests can implement it with a fake.
+//! It parses requests, authenticates them through the node's traits,
+//! calls them, and turns every failure into the one error shape berth
+//! speaks: `{"errors":[{"code","message","detail"}]}` with the matching
+//! status. It knows nothing of Raft, RocksDB or QUIC (a test,
+//! `tests/structure.rs`, holds it to that): the node implements the three
+//! traits, and [`testing::MemoryNode`] implements them in memory for tests.
 //!
-//! Surface today: `/health`, `/health/ready`, and the cluster part of the
-//! admin API under `/api/v1/cluster/…` and `/api/v1/drill/…` that
-//! `berth cluster` and `berth drill` use.
+//! What it owns, by module (each imports only those listed before it):
+//!
+//! - `error`: [`ApiError`] and [`ErrorCode`], and the one mapping of codes
+//!   to statuses and error JSON.
+//! - `access`: who is calling: [`Credentials`], [`Caller`], [`Principal`],
+//!   token scopes, and the `Bearer` challenge.
+//! - `endpoint`: a `/v2` path parsed once into an [`Endpoint`].
+//! - `api`: the [`Backend`] trait (health, the cluster and drill admin API)
+//!   and its documents, shared with the CLI.
+//! - `registry`: the [`Registry`] trait and the OCI distribution API over
+//!   it: one catch-all route, a table of `handle_*` functions, uploads
+//!   forwarded to the node that owns them.
+//! - `token`: `/v2/auth`, the Docker token endpoint.
+//! - `identity`: the [`identity::Identity`] trait and the Quay-shaped
+//!   admin API (users, organizations, robots, permissions, tokens, logs),
+//!   with its OpenAPI document.
+//! - `metrics`, `server`: request metrics, and serving with connection
+//!   limits, over TCP or TLS.
+//! - `testing` (tests, or the `testing` feature): the in-memory node.
+//!
+//! This file builds the router (health, metrics, the cluster admin API
+//! under `/api/v1/cluster/…` and `/api/v1/drill/…`, `/v2` and the identity
+//! API) and serves it.
 
 pub mod access;
 pub mod api;
@@ -105,7 +126,7 @@ async fn handle_isolate(
     body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Isolation>, ApiError> {
     admin(&b, &caller).await?;
-    let Json(req) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let Json(req) = body?;
     req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
     Ok(Json(b.isolate(req).await?))
 }
@@ -223,7 +244,7 @@ async fn handle_placement_set(
     body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     admin(&b, &caller).await?;
-    let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let Json(doc) = body?;
     b.set_placement(&ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }

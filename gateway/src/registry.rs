@@ -223,9 +223,7 @@ fn location(path: String) -> (HeaderName, HeaderValue) {
 fn parse_n(query: Option<&str>) -> Result<Option<usize>, ApiError> {
     match query_param(query, "n") {
         None => Ok(None),
-        Some(v) => {
-            v.parse().map(Some).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("n={v:?} is not a number")).with_status(StatusCode::BAD_REQUEST))
-        }
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("n={v:?} is not a number"))),
     }
 }
 
@@ -278,7 +276,7 @@ fn upload_headers(repo: &RepoName, st: &UploadState) -> [(HeaderName, HeaderValu
 }
 
 fn method_not_allowed(ep: &Endpoint, method: &Method) -> ApiError {
-    ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported on {ep:?}")).with_status(StatusCode::METHOD_NOT_ALLOWED)
+    ApiError::method_not_allowed(format!("{method} is not supported on {ep:?}"))
 }
 
 /// `/v2/*`: the whole distribution API.
@@ -619,7 +617,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(ErrorCode::SizeInvalid, format!("manifest is larger than {limit} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
+            return Err(ApiError::too_large(ErrorCode::SizeInvalid, StatusCode::PAYLOAD_TOO_LARGE, format!("manifest is larger than {limit} bytes")));
         }
         buf.extend_from_slice(&chunk);
     }

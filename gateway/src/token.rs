@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -53,11 +53,11 @@ async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken,
     let mut caller = caller_of(&parts.headers, &parts.extensions)?;
     let query = parts.uri.query().unwrap_or("");
     if query.len() > MAX_TOKEN_QUERY_BYTES {
-        return Err(ApiError::new(
+        return Err(ApiError::too_large(
             ErrorCode::BadRequest,
+            StatusCode::URI_TOO_LONG,
             format!("the token request's query is {} bytes, more than the {MAX_TOKEN_QUERY_BYTES} allowed", query.len()),
-        )
-        .with_status(axum::http::StatusCode::URI_TOO_LONG));
+        ));
     }
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let mut scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
@@ -72,15 +72,13 @@ async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken,
                 caller.creds = Credentials::Basic { user, password };
             }
             Some(other) => {
-                return Err(
-                    ApiError::new(ErrorCode::Unsupported, format!("grant_type {other} is not supported")).with_status(axum::http::StatusCode::BAD_REQUEST)
-                )
+                return Err(ApiError::new(ErrorCode::Unsupported, format!("grant_type {other} is not supported")).with_status(StatusCode::BAD_REQUEST))
             }
             None => return Err(ApiError::new(ErrorCode::BadRequest, "grant_type is required")),
         }
         scopes.extend(form.scope);
     } else if parts.method != Method::GET {
-        return Err(ApiError::new(ErrorCode::Unsupported, "the token endpoint takes GET or POST").with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
+        return Err(ApiError::method_not_allowed("the token endpoint takes GET or POST"));
     }
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
         if *service != st.registry.service() {

@@ -91,13 +91,19 @@ async fn the_identity_api_authenticates_before_it_reads_a_body() {
 
     // A body is read only for a caller who is who they say.
     let garbage = || "{\"username\":".to_string();
-    let r = a.send(a.req(Method::POST, "/api/v1/superuser/users/").basic_auth("admin", Some("nope")).header("content-type", "application/json").body(garbage())).await;
+    let r = a
+        .send(a.req(Method::POST, "/api/v1/superuser/users/").basic_auth("admin", Some("nope")).header("content-type", "application/json").body(garbage()))
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let r = a.send(a.admin(Method::POST, "/api/v1/superuser/users/").header("content-type", "application/json").body(garbage())).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     let (s, _, v) = a.send(a.admin(Method::POST, "/api/v1/superuser/users/").json(&json!({"username": "bob", "password": "bob-password"}))).await;
     assert_eq!((s, v["username"].as_str()), (StatusCode::CREATED, Some("bob")), "{v}");
-    assert_error(&a.send(a.admin(Method::POST, "/api/v1/superuser/users/").json(&json!({"username": "bob", "password": "bob-password"}))).await, StatusCode::CONFLICT, "CONFLICT");
+    assert_error(
+        &a.send(a.admin(Method::POST, "/api/v1/superuser/users/").json(&json!({"username": "bob", "password": "bob-password"}))).await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+    );
     let (s, _, v) = a.send(a.admin(Method::GET, "/api/v1/superuser/users/")).await;
     assert_eq!((s, v["users"].as_array().map(Vec::len)), (StatusCode::OK, Some(3)), "{v}");
     assert_error(&a.send(a.req(Method::GET, "/api/v1/superuser/users/").basic_auth("bob", Some("bob-password"))).await, StatusCode::FORBIDDEN, "DENIED");

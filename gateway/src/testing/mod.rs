@@ -1,6 +1,6 @@
 //! An in-memory node for tests of the HTTP edge: one [`MemoryNode`]
 //! implements [`Registry`](crate::Registry), [`Identity`](crate::identity::Identity)
-//! and [`Backend`](crate::Backend), so the gateway's own tests check status
+//! and [`Backend`], so the gateway's own tests check status
 //! codes, headers and error JSON in milliseconds, without RocksDB, Raft or
 //! a second process.
 //!
