@@ -39,7 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, ApiError> {
-        Ok(caller_of(&parts.headers, &parts.extensions)?)
+        caller_of(&parts.headers, &parts.extensions)
     }
 }
 
