@@ -1,26 +1,32 @@
-//! Who is calling, and the Docker token flow.
+//! Who is calling: credentials, principals, scopes and challenges.
 //!
 //! Every request becomes a [`Caller`] (its credentials and address); the
-//! node turns that into a [`Principal`]. On `/v2`, a refusal of an
+//! node turns that into a [`Principal`]. Everything else in the crate
+//! builds on these types, so this module imports none of its siblings but
+//! `error` (the token endpoint that uses them is in `token`). On `/v2`, a
+//! refusal of an
 //! anonymous caller is a 401 whose `WWW-Authenticate: Bearer` challenge
 //! names the token endpoint (`/v2/auth` on the node that answered, at its
 //! advertised URL: see [`realm`]), the
 //! cluster as the service, and the scope the request needed, so docker,
 //! podman, skopeo and containerd log in by themselves.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
 
-use crate::api::Credentials;
 use crate::error::{ApiError, ErrorCode};
-use crate::registry::V2State;
+
+/// What a request carried in `Authorization`.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+}
 
 /// A request's credentials and where it came from.
 #[derive(Debug, Clone)]
@@ -33,14 +39,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, ApiError> {
-        Ok(caller_of(&parts.headers, &parts.extensions)?)
+        caller_of(&parts.headers, &parts.extensions)
     }
 }
 
 pub fn caller_of(headers: &HeaderMap, ext: &axum::http::Extensions) -> Result<Caller, ApiError> {
-    let creds = crate::parse_credentials(headers)?;
+    let creds = parse_credentials(headers)?;
     let ip = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     Ok(Caller { creds, ip })
+}
+
+/// Credentials as they arrived; the backend decides what they are worth.
+pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Credentials::None);
+    };
+    let value = value.to_str().map_err(|_| ApiError::new(ErrorCode::Unauthorized, "authorization header is not text"))?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Ok(Credentials::Bearer(token.trim().to_string()));
+    }
+    if let Some(b64) = value.strip_prefix("Basic ") {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not base64"))?;
+        let raw = String::from_utf8(raw).map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not UTF-8"))?;
+        let (user, password) = raw.split_once(':').ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "basic credentials lack a ':'"))?;
+        return Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() });
+    }
+    Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
 /// An authenticated (or anonymous) caller.
@@ -183,15 +210,6 @@ pub fn realm(public_url: Option<&str>, headers: &HeaderMap, tls: bool, own_addr:
     format!("{}://{host}/v2/auth", if tls { "https" } else { "http" })
 }
 
-/// Scopes one token request may ask for. Each costs an authorization
-/// check and a grant in the token: 2,000 took 4.2 s and made a 280 KB
-/// token. A client asks for a few (a pull and a push of a mount's source).
-pub const MAX_TOKEN_SCOPES: usize = 32;
-
-/// Bytes of query string a token request may have: room for
-/// [`MAX_TOKEN_SCOPES`] long scopes, refused before any parsing.
-pub const MAX_TOKEN_QUERY_BYTES: usize = 8 << 10;
-
 /// `name[:port]` (letters, digits, `.`, `-`) or `[ipv6][:port]`, nothing else.
 fn plain_host(h: &str) -> bool {
     let (host, port) = if h.starts_with('[') {
@@ -211,88 +229,6 @@ fn plain_host(h: &str) -> bool {
         None => !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
     };
     host_ok && port_ok
-}
-
-#[derive(Debug, Default)]
-struct OAuthForm {
-    grant_type: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    scope: Option<String>,
-}
-
-/// `GET|POST /v2/auth`: the Docker token endpoint.
-///
-/// GET takes basic credentials (or none) and `scope=` parameters; POST is
-/// the OAuth2 password grant some clients (containerd) try first. What is
-/// granted is what was asked for intersected with what the caller may do;
-/// a partial or empty grant is a token, not an error. Wrong credentials are
-/// a 401.
-pub async fn handle_token(State(st): State<V2State>, req: axum::extract::Request) -> Response {
-    match token(&st, req).await {
-        Ok(t) => Json(t).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn token(st: &V2State, req: axum::extract::Request) -> Result<IssuedToken, ApiError> {
-    let (parts, body) = req.into_parts();
-    let mut caller = caller_of(&parts.headers, &parts.extensions)?;
-    let query = parts.uri.query().unwrap_or("");
-    if query.len() > MAX_TOKEN_QUERY_BYTES {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("the token request's query is {} bytes, more than the {MAX_TOKEN_QUERY_BYTES} allowed", query.len()),
-        )
-        .with_status(axum::http::StatusCode::URI_TOO_LONG));
-    }
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let mut scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
-    if parts.method == Method::POST {
-        let bytes = axum::body::to_bytes(body, 64 << 10).await.map_err(|_| ApiError::new(ErrorCode::BadRequest, "token request body is too large"))?;
-        let form = OAuthForm::parse(&bytes);
-        match form.grant_type.as_deref() {
-            Some("password") => {
-                let (Some(user), Some(password)) = (form.username, form.password) else {
-                    return Err(ApiError::new(ErrorCode::BadRequest, "the password grant needs username and password"));
-                };
-                caller.creds = Credentials::Basic { user, password };
-            }
-            Some(other) => {
-                return Err(
-                    ApiError::new(ErrorCode::Unsupported, format!("grant_type {other} is not supported")).with_status(axum::http::StatusCode::BAD_REQUEST)
-                )
-            }
-            None => return Err(ApiError::new(ErrorCode::BadRequest, "grant_type is required")),
-        }
-        scopes.extend(form.scope);
-    } else if parts.method != Method::GET {
-        return Err(ApiError::new(ErrorCode::Unsupported, "the token endpoint takes GET or POST").with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
-    }
-    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-        if *service != st.registry.service() {
-            return Err(ApiError::new(ErrorCode::Denied, format!("this cluster issues tokens for service {:?}, not {service:?}", st.registry.service())));
-        }
-    }
-    let asked = scopes.iter().flat_map(|v| v.split(' ')).filter(|s| !s.is_empty()).count();
-    if asked > MAX_TOKEN_SCOPES {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("a token request may ask for at most {MAX_TOKEN_SCOPES} scopes; this one asks for {asked}"))
-            .with_detail(serde_json::json!({ "max_scopes": MAX_TOKEN_SCOPES })));
-    }
-    let scopes = ResourceScope::parse_all(scopes.iter().map(String::as_str));
-    st.registry.issue_token(&caller, &scopes).await
-}
-
-impl OAuthForm {
-    fn parse(bytes: &[u8]) -> OAuthForm {
-        let mut fields: BTreeMap<String, String> = url::form_urlencoded::parse(bytes).into_owned().collect();
-        OAuthForm {
-            grant_type: fields.remove("grant_type"),
-            username: fields.remove("username"),
-            password: fields.remove("password"),
-            scope: fields.remove("scope"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -364,22 +300,6 @@ mod tests {
                 prop_assert_eq!(ResourceScope::parse(&s.to_string()), Some(s.clone()));
                 let two = format!("{s} {s}");
                 prop_assert_eq!(ResourceScope::parse_all([two.as_str()]), vec![s.clone(), s]);
-            }
-
-            /// The token endpoint's form body: any bytes, no panic; the
-            /// fields it knows are read back.
-            #[test]
-            fn oauth_forms_parse_any_body(raw in proptest::collection::vec(any::<u8>(), 0..200), user in "[a-z0-9+]{1,20}", scope in scope()) {
-                let _ = OAuthForm::parse(&raw);
-                let body = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "password")
-                    .append_pair("username", &user)
-                    .append_pair("scope", &scope.to_string())
-                    .finish();
-                let f = OAuthForm::parse(body.as_bytes());
-                prop_assert_eq!(f.username.as_deref(), Some(user.as_str()));
-                prop_assert_eq!(f.scope, Some(scope.to_string()));
-                prop_assert_eq!(f.grant_type.as_deref(), Some("password"));
             }
         }
     }

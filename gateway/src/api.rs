@@ -4,16 +4,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::access::Principal;
+use crate::access::{Caller, Principal};
 use crate::error::ApiError;
-
-/// What a request carried in `Authorization`.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    None,
-    Basic { user: String, password: String },
-    Bearer(String),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeChange {
@@ -28,7 +20,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), String>;
     /// The caller, when it is a cluster administrator. The writes below
     /// are made for it: the leader checks it again before committing.
-    async fn authorize_admin(&self, caller: &crate::access::Caller) -> Result<Principal, ApiError>;
+    async fn authorize_admin(&self, caller: &Caller) -> Result<Principal, ApiError>;
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError>;
     async fn create_join_token(&self, who: &Principal, req: TokenCreateRequest) -> Result<CreatedToken, ApiError>;
     async fn list_join_tokens(&self) -> Result<Vec<TokenInfo>, ApiError>;

@@ -1,5 +1,20 @@
 //! The one place where failures become HTTP statuses and error JSON.
+//!
+//! Every refusal the gateway makes is an [`ApiError`]: a code, whose
+//! usual status [`ErrorCode::status`] gives, and where the spec wants
+//! another status for the same code, one of the constructors below
+//! ([`ApiError::method_not_allowed`], [`ApiError::too_large`], ...).
+//! axum's own refusals of a body or query become the same JSON through
+//! the `From` conversions here, never a plain-text 400.
+//!
+//! The node maps its own failures into these codes where they arise:
+//! `meta_err` and `state_err` in `node/src/registry.rs` (no quorum and
+//! unknown outcomes are 503, the rest 500), `blob_err` in
+//! `node/src/uploads.rs` (digest mismatch, bad range, a full disk as
+//! 503), and small helpers in `node/src/identity.rs` and `node/src/auth.rs`.
+//! They are the node's, and stay there: this module owns the wire.
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -83,6 +98,30 @@ impl ApiError {
     pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
         self.detail = detail;
         self
+    }
+
+    /// 405: a method the endpoint lacks (code UNSUPPORTED).
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::METHOD_NOT_ALLOWED)
+    }
+
+    /// 413 (a body) or 414 (a URI) over its limit, with `code`.
+    pub fn too_large(code: ErrorCode, status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(code, message).with_status(status)
+    }
+}
+
+/// A JSON body axum could not read or parse: 400 with axum's reason.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, e.body_text())
+    }
+}
+
+/// A query string axum could not parse: 400 with axum's reason.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, e.body_text())
     }
 }
 

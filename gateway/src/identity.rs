@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -456,11 +457,34 @@ async fn openapi_json() -> Response {
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+    b.map(|Json(t)| t).map_err(ApiError::from)
 }
 
-async fn who(id: &Shared, caller: &Caller) -> Result<Access, ApiError> {
-    id.authenticate(caller).await
+/// The caller, authenticated. Handlers name it (after their path and
+/// query, before their body) instead of each repeating "who is calling":
+/// credentials are parsed, then [`Identity::authenticate`] runs, once.
+struct Who(Access);
+
+impl FromRequestParts<Shared> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, id: &Shared) -> Result<Who, ApiError> {
+        let caller = Caller::from_request_parts(parts, id).await?;
+        Ok(Who(id.authenticate(&caller).await?))
+    }
+}
+
+/// A query string whose refusal is the API's 400, taken before the caller
+/// is authenticated (as a malformed query always was).
+struct ApiQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiQuery<T>, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(q))
+    }
 }
 
 fn repo_name(ns: &str, repo: &str) -> String {
@@ -491,22 +515,19 @@ const NS: &str = "Namespace (user or organization)";
 const REPO: &str = "Repository name within the namespace (`/` as `%2F`)";
 
 #[utoipa::path(get, path = "/api/v1/user/", tag = "user", responses((status = 200, body = CurrentUser), (status = 401, body = ErrorBody)))]
-async fn user_get(State(id): State<Shared>, caller: Caller) -> Result<Json<CurrentUser>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_get(State(id): State<Shared>, Who(w): Who) -> Result<Json<CurrentUser>, ApiError> {
     Ok(Json(id.current_user(&w).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/user/", tag = "user", request_body = PasswordChange,
     responses((status = 204, description = "Password changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn user_password(State(id): State<Shared>, caller: Caller, b: Result<Json<PasswordChange>, JsonRejection>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_password(State(id): State<Shared>, Who(w): Who, b: Result<Json<PasswordChange>, JsonRejection>) -> Result<StatusCode, ApiError> {
     id.change_own_password(&w, body(b)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/user/robots", tag = "robot", responses((status = 200, body = RobotList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn user_robot_list(State(id): State<Shared>, caller: Caller) -> Result<Json<RobotList>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_robot_list(State(id): State<Shared>, Who(w): Who) -> Result<Json<RobotList>, ApiError> {
     Ok(Json(id.list_robots(&w, None).await?))
 }
 
@@ -514,39 +535,34 @@ async fn user_robot_list(State(id): State<Shared>, caller: Caller) -> Result<Jso
     request_body(content = Option<RobotCreate>), responses((status = 201, body = RobotView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn user_robot_put(
     State(id): State<Shared>,
-    caller: Caller,
     Path(short): Path<String>,
+    Who(w): Who,
     b: Option<Json<RobotCreate>>,
 ) -> Result<(StatusCode, Json<RobotView>), ApiError> {
-    let w = who(&id, &caller).await?;
     Ok((StatusCode::CREATED, Json(id.put_robot(&w, None, &short, b.map(|Json(r)| r).unwrap_or_default()).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/user/robots/{short}", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
     responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn user_robot_get(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<Json<RobotView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_robot_get(State(id): State<Shared>, Path(short): Path<String>, Who(w): Who) -> Result<Json<RobotView>, ApiError> {
     Ok(Json(id.get_robot(&w, None, &short).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/user/robots/{short}", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn user_robot_delete(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_robot_delete(State(id): State<Shared>, Path(short): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_robot(&w, None, &short).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/user/robots/{short}/regenerate", tag = "robot", params(("short" = String, Path, description = "Robot short name")),
     responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn user_robot_regenerate(State(id): State<Shared>, caller: Caller, Path(short): Path<String>) -> Result<Json<RobotView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_robot_regenerate(State(id): State<Shared>, Path(short): Path<String>, Who(w): Who) -> Result<Json<RobotView>, ApiError> {
     Ok(Json(id.regenerate_robot(&w, None, &short).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/user/apptoken", tag = "token", responses((status = 200, body = AppTokenList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn token_list(State(id): State<Shared>, caller: Caller) -> Result<Json<AppTokenList>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn token_list(State(id): State<Shared>, Who(w): Who) -> Result<Json<AppTokenList>, ApiError> {
     Ok(Json(id.list_tokens(&w).await?))
 }
 
@@ -554,73 +570,63 @@ async fn token_list(State(id): State<Shared>, caller: Caller) -> Result<Json<App
     responses((status = 201, body = AppTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn token_create(
     State(id): State<Shared>,
-    caller: Caller,
+    Who(w): Who,
     b: Result<Json<AppTokenCreate>, JsonRejection>,
 ) -> Result<(StatusCode, Json<AppTokenCreated>), ApiError> {
-    let w = who(&id, &caller).await?;
     Ok((StatusCode::CREATED, Json(id.create_token(&w, body(b)?).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
     responses((status = 200, body = AppTokenView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn token_get(State(id): State<Shared>, caller: Caller, Path(uuid): Path<String>) -> Result<Json<AppTokenView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn token_get(State(id): State<Shared>, Path(uuid): Path<String>, Who(w): Who) -> Result<Json<AppTokenView>, ApiError> {
     let list = id.list_tokens(&w).await?;
     list.tokens.into_iter().find(|t| t.uuid == uuid).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no token {uuid}")))
 }
 
 #[utoipa::path(delete, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
     responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn token_delete(State(id): State<Shared>, caller: Caller, Path(uuid): Path<String>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn token_delete(State(id): State<Shared>, Path(uuid): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_token(&w, &uuid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn logs(id: &Shared, caller: &Caller, filter: LogFilter) -> Result<Json<LogPage>, ApiError> {
-    let w = who(id, caller).await?;
-    Ok(Json(id.logs(&w, filter).await?))
+async fn logs(id: &Shared, w: &Access, filter: LogFilter) -> Result<Json<LogPage>, ApiError> {
+    Ok(Json(id.logs(w, filter).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/user/logs", tag = "logs", params(LogQuery),
     responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn user_logs(State(id): State<Shared>, caller: Caller, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &caller, LogFilter { performer_is_caller: true, query: q, ..Default::default() }).await
+async fn user_logs(State(id): State<Shared>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &w, LogFilter { performer_is_caller: true, query: q, ..Default::default() }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/superuser/logs", tag = "logs", params(LogQuery),
     responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn all_logs(State(id): State<Shared>, caller: Caller, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &caller, LogFilter { query: q, ..Default::default() }).await
+async fn all_logs(State(id): State<Shared>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &w, LogFilter { query: q, ..Default::default() }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/{org}/logs", tag = "logs", params(("org" = String, Path, description = NS), LogQuery),
     responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn org_logs(State(id): State<Shared>, caller: Caller, Path(org): Path<String>, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &caller, LogFilter { namespace: Some(org), query: q, ..Default::default() }).await
+async fn org_logs(State(id): State<Shared>, Path(org): Path<String>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &w, LogFilter { namespace: Some(org), query: q, ..Default::default() }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/logs", tag = "logs",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), LogQuery),
     responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn repo_logs(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &caller, LogFilter { namespace: Some(p.namespace.clone()), repo: Some(p.name()), query: q, ..Default::default() }).await
+async fn repo_logs(State(id): State<Shared>, Path(p): Path<RepoPath>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
+    logs(&id, &w, LogFilter { namespace: Some(p.namespace.clone()), repo: Some(p.name()), query: q, ..Default::default() }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/superuser/users/", tag = "user", responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn users_list(State(id): State<Shared>, caller: Caller) -> Result<Json<UserList>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn users_list(State(id): State<Shared>, Who(w): Who) -> Result<Json<UserList>, ApiError> {
     Ok(Json(id.list_users(&w).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/superuser/users/", tag = "user", request_body = UserCreate,
     responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn user_create(
-    State(id): State<Shared>,
-    caller: Caller,
-    b: Result<Json<UserCreate>, JsonRejection>,
-) -> Result<(StatusCode, Json<UserCreated>), ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_create(State(id): State<Shared>, Who(w): Who, b: Result<Json<UserCreate>, JsonRejection>) -> Result<(StatusCode, Json<UserCreated>), ApiError> {
     Ok((StatusCode::CREATED, Json(id.create_user(&w, body(b)?).await?)))
 }
 
@@ -628,62 +634,54 @@ async fn user_create(
     request_body = UserUpdate, responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn user_update(
     State(id): State<Shared>,
-    caller: Caller,
     Path(username): Path<String>,
+    Who(w): Who,
     b: Result<Json<UserUpdate>, JsonRejection>,
 ) -> Result<Json<UserView>, ApiError> {
-    let w = who(&id, &caller).await?;
     Ok(Json(id.update_user(&w, &username, body(b)?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/superuser/users/{username}", tag = "user", params(("username" = String, Path, description = "User name")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn user_delete(State(id): State<Shared>, caller: Caller, Path(username): Path<String>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn user_delete(State(id): State<Shared>, Path(username): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_user(&w, &username).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/superuser/organizations/", tag = "organization",
     responses((status = 200, body = OrgList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn orgs_list(State(id): State<Shared>, caller: Caller) -> Result<Json<OrgList>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn orgs_list(State(id): State<Shared>, Who(w): Who) -> Result<Json<OrgList>, ApiError> {
     Ok(Json(id.list_orgs(&w).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/superuser/keys/rotate", tag = "cluster",
     responses((status = 200, body = KeyRotated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn rotate_key(State(id): State<Shared>, caller: Caller) -> Result<Json<KeyRotated>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn rotate_key(State(id): State<Shared>, Who(w): Who) -> Result<Json<KeyRotated>, ApiError> {
     Ok(Json(id.rotate_token_key(&w).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/organization/", tag = "organization", request_body = OrgCreate,
     responses((status = 201, body = OrgView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn org_create(State(id): State<Shared>, caller: Caller, b: Result<Json<OrgCreate>, JsonRejection>) -> Result<(StatusCode, Json<OrgView>), ApiError> {
-    let w = who(&id, &caller).await?;
+async fn org_create(State(id): State<Shared>, Who(w): Who, b: Result<Json<OrgCreate>, JsonRejection>) -> Result<(StatusCode, Json<OrgView>), ApiError> {
     Ok((StatusCode::CREATED, Json(id.create_org(&w, body(b)?).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),
     responses((status = 200, body = OrgView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_get(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<Json<OrgView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn org_get(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<OrgView>, ApiError> {
     Ok(Json(id.get_org(&w, &org).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn org_delete(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn org_delete(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_org(&w, &org).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/{org}/robots", tag = "robot", params(("org" = String, Path, description = NS)),
     responses((status = 200, body = RobotList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn robot_list(State(id): State<Shared>, caller: Caller, Path(org): Path<String>) -> Result<Json<RobotList>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn robot_list(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<RobotList>, ApiError> {
     Ok(Json(id.list_robots(&w, Some(&org)).await?))
 }
 
@@ -693,27 +691,24 @@ async fn robot_list(State(id): State<Shared>, caller: Caller, Path(org): Path<St
     responses((status = 201, body = RobotView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn robot_put(
     State(id): State<Shared>,
-    caller: Caller,
     Path((org, short)): Path<(String, String)>,
+    Who(w): Who,
     b: Option<Json<RobotCreate>>,
 ) -> Result<(StatusCode, Json<RobotView>), ApiError> {
-    let w = who(&id, &caller).await?;
     Ok((StatusCode::CREATED, Json(id.put_robot(&w, Some(&org), &short, b.map(|Json(r)| r).unwrap_or_default()).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/{org}/robots/{short}", tag = "robot",
     params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
     responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn robot_get(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<Json<RobotView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn robot_get(State(id): State<Shared>, Path((org, short)): Path<(String, String)>, Who(w): Who) -> Result<Json<RobotView>, ApiError> {
     Ok(Json(id.get_robot(&w, Some(&org), &short).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}/robots/{short}", tag = "robot",
     params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn robot_delete(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn robot_delete(State(id): State<Shared>, Path((org, short)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_robot(&w, Some(&org), &short).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -721,8 +716,7 @@ async fn robot_delete(State(id): State<Shared>, caller: Caller, Path((org, short
 #[utoipa::path(post, path = "/api/v1/organization/{org}/robots/{short}/regenerate", tag = "robot",
     params(("org" = String, Path, description = NS), ("short" = String, Path, description = "Robot short name")),
     responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn robot_regenerate(State(id): State<Shared>, caller: Caller, Path((org, short)): Path<(String, String)>) -> Result<Json<RobotView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn robot_regenerate(State(id): State<Shared>, Path((org, short)): Path<(String, String)>, Who(w): Who) -> Result<Json<RobotView>, ApiError> {
     Ok(Json(id.regenerate_robot(&w, Some(&org), &short).await?))
 }
 
@@ -731,19 +725,17 @@ async fn robot_regenerate(State(id): State<Shared>, caller: Caller, Path((org, s
     responses((status = 200, body = TeamView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn team_put(
     State(id): State<Shared>,
-    caller: Caller,
     Path((org, team)): Path<(String, String)>,
+    Who(w): Who,
     b: Result<Json<TeamUpdate>, JsonRejection>,
 ) -> Result<Json<TeamView>, ApiError> {
-    let w = who(&id, &caller).await?;
     Ok(Json(id.put_team(&w, &org, &team, body(b)?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}/team/{team}", tag = "team",
     params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name")),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn team_delete(State(id): State<Shared>, caller: Caller, Path((org, team)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn team_delete(State(id): State<Shared>, Path((org, team)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_team(&w, &org, &team).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -751,8 +743,7 @@ async fn team_delete(State(id): State<Shared>, caller: Caller, Path((org, team))
 #[utoipa::path(get, path = "/api/v1/organization/{org}/team/{team}/members", tag = "team",
     params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name")),
     responses((status = 200, body = TeamMembers), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn team_members(State(id): State<Shared>, caller: Caller, Path((org, team)): Path<(String, String)>) -> Result<Json<TeamMembers>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn team_members(State(id): State<Shared>, Path((org, team)): Path<(String, String)>, Who(w): Who) -> Result<Json<TeamMembers>, ApiError> {
     Ok(Json(id.team_members(&w, &org, &team).await?))
 }
 
@@ -761,54 +752,36 @@ async fn team_members(State(id): State<Shared>, caller: Caller, Path((org, team)
     responses((status = 200, body = MemberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn team_member_add(
     State(id): State<Shared>,
-    caller: Caller,
     Path((org, team, member)): Path<(String, String, String)>,
+    Who(w): Who,
 ) -> Result<Json<MemberView>, ApiError> {
-    let w = who(&id, &caller).await?;
     Ok(Json(id.add_team_member(&w, &org, &team, &member).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}/team/{team}/members/{member}", tag = "team",
     params(("org" = String, Path, description = NS), ("team" = String, Path, description = "Team name"), ("member" = String, Path, description = "User or robot")),
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn team_member_remove(
-    State(id): State<Shared>,
-    caller: Caller,
-    Path((org, team, member)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn team_member_remove(State(id): State<Shared>, Path((org, team, member)): Path<(String, String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.remove_team_member(&w, &org, &team, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/repository", tag = "repository", params(RepoListQuery),
     responses((status = 200, body = RepoList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn repo_list(
-    State(id): State<Shared>,
-    caller: Caller,
-    q: Result<Query<RepoListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<RepoList>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let w = who(&id, &caller).await?;
+async fn repo_list(State(id): State<Shared>, ApiQuery(q): ApiQuery<RepoListQuery>, Who(w): Who) -> Result<Json<RepoList>, ApiError> {
     Ok(Json(id.list_repos(&w, q).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/repository", tag = "repository", request_body = RepoCreate,
     responses((status = 201, body = RepoCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn repo_create(
-    State(id): State<Shared>,
-    caller: Caller,
-    b: Result<Json<RepoCreate>, JsonRejection>,
-) -> Result<(StatusCode, Json<RepoCreated>), ApiError> {
-    let w = who(&id, &caller).await?;
+async fn repo_create(State(id): State<Shared>, Who(w): Who, b: Result<Json<RepoCreate>, JsonRejection>) -> Result<(StatusCode, Json<RepoCreated>), ApiError> {
     Ok((StatusCode::CREATED, Json(id.create_repo(&w, body(b)?).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}", tag = "repository",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
     responses((status = 200, body = RepoView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<RepoView>, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn repo_get(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<RepoView>, ApiError> {
     Ok(Json(id.get_repo(&w, &p.name()).await?))
 }
 
@@ -817,11 +790,10 @@ async fn repo_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPa
     responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn repo_update(
     State(id): State<Shared>,
-    caller: Caller,
     Path(p): Path<RepoPath>,
+    Who(w): Who,
     b: Result<Json<RepoUpdate>, JsonRejection>,
 ) -> Result<Json<Success>, ApiError> {
-    let w = who(&id, &caller).await?;
     id.update_repo(&w, &p.name(), Some(body(b)?.description), None).await?;
     Ok(Json(Success { success: true }))
 }
@@ -829,8 +801,7 @@ async fn repo_update(
 #[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}", tag = "repository",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
     responses((status = 204, description = "Deleted with its tags and manifests"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<StatusCode, ApiError> {
-    let w = who(&id, &caller).await?;
+async fn repo_delete(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<StatusCode, ApiError> {
     id.delete_repo(&w, &p.name()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -840,57 +811,52 @@ async fn repo_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<Rep
     responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn repo_visibility(
     State(id): State<Shared>,
-    caller: Caller,
     Path(p): Path<RepoPath>,
+    Who(w): Who,
     b: Result<Json<VisibilityChange>, JsonRejection>,
 ) -> Result<Json<Success>, ApiError> {
-    let w = who(&id, &caller).await?;
     id.update_repo(&w, &p.name(), None, Some(body(b)?.visibility)).await?;
     Ok(Json(Success { success: true }))
 }
 
-async fn perm_list(id: &Shared, caller: &Caller, p: &RepoPath, kind: GranteeKind) -> Result<Json<PermissionList>, ApiError> {
-    let w = who(id, caller).await?;
-    Ok(Json(id.list_permissions(&w, &p.name(), kind).await?))
+async fn perm_list(id: &Shared, w: &Access, p: &RepoPath, kind: GranteeKind) -> Result<Json<PermissionList>, ApiError> {
+    Ok(Json(id.list_permissions(w, &p.name(), kind).await?))
 }
 
-async fn perm_get(id: &Shared, caller: &Caller, p: RepoGranteePath, kind: GranteeKind) -> Result<Json<PermissionView>, ApiError> {
-    let w = who(id, caller).await?;
-    let mut list = id.list_permissions(&w, &repo_name(&p.namespace, &p.repository), kind).await?;
+async fn perm_get(id: &Shared, w: &Access, p: RepoGranteePath, kind: GranteeKind) -> Result<Json<PermissionView>, ApiError> {
+    let mut list = id.list_permissions(w, &repo_name(&p.namespace, &p.repository), kind).await?;
     list.permissions.remove(&p.name).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("{} has no permission here", p.name)))
 }
 
 async fn perm_put(
     id: &Shared,
-    caller: &Caller,
+    w: &Access,
     p: RepoGranteePath,
     kind: GranteeKind,
     b: Result<Json<RoleRequest>, JsonRejection>,
 ) -> Result<Json<PermissionView>, ApiError> {
-    let w = who(id, caller).await?;
     let role = body(b)?.role;
-    let view = id.set_permission(&w, &repo_name(&p.namespace, &p.repository), kind, &p.name, Some(&role)).await?;
+    let view = id.set_permission(w, &repo_name(&p.namespace, &p.repository), kind, &p.name, Some(&role)).await?;
     view.map(Json).ok_or_else(|| ApiError::new(ErrorCode::Internal, "the permission was set but not returned"))
 }
 
-async fn perm_delete(id: &Shared, caller: &Caller, p: RepoGranteePath, kind: GranteeKind) -> Result<StatusCode, ApiError> {
-    let w = who(id, caller).await?;
-    id.set_permission(&w, &repo_name(&p.namespace, &p.repository), kind, &p.name, None).await?;
+async fn perm_delete(id: &Shared, w: &Access, p: RepoGranteePath, kind: GranteeKind) -> Result<StatusCode, ApiError> {
+    id.set_permission(w, &repo_name(&p.namespace, &p.repository), kind, &p.name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
     responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_list(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<PermissionList>, ApiError> {
-    perm_list(&id, &caller, &p, GranteeKind::User).await
+async fn perm_user_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<PermissionList>, ApiError> {
+    perm_list(&id, &w, &p, GranteeKind::User).await
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
     responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<Json<PermissionView>, ApiError> {
-    perm_get(&id, &caller, p, GranteeKind::User).await
+async fn perm_user_get(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<Json<PermissionView>, ApiError> {
+    perm_get(&id, &w, p, GranteeKind::User).await
 }
 
 #[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
@@ -899,32 +865,32 @@ async fn perm_user_get(State(id): State<Shared>, caller: Caller, Path(p): Path<R
     responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn perm_user_put(
     State(id): State<Shared>,
-    caller: Caller,
     Path(p): Path<RepoGranteePath>,
+    Who(w): Who,
     b: Result<Json<RoleRequest>, JsonRejection>,
 ) -> Result<Json<PermissionView>, ApiError> {
-    perm_put(&id, &caller, p, GranteeKind::User, b).await
+    perm_put(&id, &w, p, GranteeKind::User, b).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<StatusCode, ApiError> {
-    perm_delete(&id, &caller, p, GranteeKind::User).await
+async fn perm_user_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    perm_delete(&id, &w, p, GranteeKind::User).await
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
     responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_list(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoPath>) -> Result<Json<PermissionList>, ApiError> {
-    perm_list(&id, &caller, &p, GranteeKind::Team).await
+async fn perm_team_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<PermissionList>, ApiError> {
+    perm_list(&id, &w, &p, GranteeKind::Team).await
 }
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
     responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_get(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<Json<PermissionView>, ApiError> {
-    perm_get(&id, &caller, p, GranteeKind::Team).await
+async fn perm_team_get(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<Json<PermissionView>, ApiError> {
+    perm_get(&id, &w, p, GranteeKind::Team).await
 }
 
 #[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
@@ -933,16 +899,16 @@ async fn perm_team_get(State(id): State<Shared>, caller: Caller, Path(p): Path<R
     responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn perm_team_put(
     State(id): State<Shared>,
-    caller: Caller,
     Path(p): Path<RepoGranteePath>,
+    Who(w): Who,
     b: Result<Json<RoleRequest>, JsonRejection>,
 ) -> Result<Json<PermissionView>, ApiError> {
-    perm_put(&id, &caller, p, GranteeKind::Team, b).await
+    perm_put(&id, &w, p, GranteeKind::Team, b).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_delete(State(id): State<Shared>, caller: Caller, Path(p): Path<RepoGranteePath>) -> Result<StatusCode, ApiError> {
-    perm_delete(&id, &caller, p, GranteeKind::Team).await
+async fn perm_team_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    perm_delete(&id, &w, p, GranteeKind::Team).await
 }

@@ -1,14 +1,35 @@
 //! The HTTP edge of a berth node (axum).
 //!
-//! It parses requests, authenticates them through the backend, calls the
-//! backend, and turns every failure into the one error shape berth speaks:
-//! `{"errors":[{"code","message","detail"}]}` with the matching status.
-//! It knows nothing of Raft or RocksDB: the node implements [`Backend`],
-//! and tests can implement it with a fake.
+//! It parses requests, authenticates them through the node's traits,
+//! calls them, and turns every failure into the one error shape berth
+//! speaks: `{"errors":[{"code","message","detail"}]}` with the matching
+//! status. It knows nothing of Raft, RocksDB or QUIC (a test,
+//! `tests/structure.rs`, holds it to that): the node implements the three
+//! traits, and [`testing::MemoryNode`] implements them in memory for tests.
 //!
-//! Surface today: `/health`, `/health/ready`, and the cluster part of the
-//! admin API under `/api/v1/cluster/…` and `/api/v1/drill/…` that
-//! `berth cluster` and `berth drill` use.
+//! What it owns, by module (each imports only those listed before it):
+//!
+//! - `error`: [`ApiError`] and [`ErrorCode`], and the one mapping of codes
+//!   to statuses and error JSON.
+//! - `access`: who is calling: [`Credentials`], [`Caller`], [`Principal`],
+//!   token scopes, and the `Bearer` challenge.
+//! - `endpoint`: a `/v2` path parsed once into an [`Endpoint`].
+//! - `api`: the [`Backend`] trait (health, the cluster and drill admin API)
+//!   and its documents, shared with the CLI.
+//! - `registry`: the [`Registry`] trait and the OCI distribution API over
+//!   it: one catch-all route, a table of `handle_*` functions, uploads
+//!   forwarded to the node that owns them.
+//! - `token`: `/v2/auth`, the Docker token endpoint.
+//! - `identity`: the [`identity::Identity`] trait and the Quay-shaped
+//!   admin API (users, organizations, robots, permissions, tokens, logs),
+//!   with its OpenAPI document.
+//! - `metrics`, `server`: request metrics, and serving with connection
+//!   limits, over TCP or TLS.
+//! - `testing` (tests, or the `testing` feature): the in-memory node.
+//!
+//! This file builds the router (health, metrics, the cluster admin API
+//! under `/api/v1/cluster/…` and `/api/v1/drill/…`, `/v2` and the identity
+//! API) and serves it.
 
 pub mod access;
 pub mod api;
@@ -18,8 +39,11 @@ pub mod identity;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod token;
 
-pub use access::{Access, Caller, IssuedToken, Principal, ResourceScope};
+pub use access::{parse_credentials, Access, Caller, Credentials, IssuedToken, Principal, ResourceScope};
 pub use api::*;
 pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
@@ -30,7 +54,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
@@ -62,7 +86,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
     let v2 = Router::new()
         .route("/v2", any(handle_v2))
         .route("/v2/", any(handle_v2))
-        .route("/v2/auth", any(access::handle_token))
+        .route("/v2/auth", any(token::handle_token))
         .route("/v2/{*rest}", any(handle_v2))
         .with_state(V2State { registry, http, tls, public_url, own_addr });
     Router::new()
@@ -105,7 +129,7 @@ async fn handle_isolate(
     body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Isolation>, ApiError> {
     admin(&b, &caller).await?;
-    let Json(req) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let Json(req) = body?;
     req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
     Ok(Json(b.isolate(req).await?))
 }
@@ -162,27 +186,6 @@ async fn handle_ready(State(b): State<Shared>) -> Response {
 
 async fn handle_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
-}
-
-/// Credentials as they arrived; the backend decides what they are worth.
-pub fn parse_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(Credentials::None);
-    };
-    let value = value.to_str().map_err(|_| ApiError::new(ErrorCode::Unauthorized, "authorization header is not text"))?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Ok(Credentials::Bearer(token.trim().to_string()));
-    }
-    if let Some(b64) = value.strip_prefix("Basic ") {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not base64"))?;
-        let raw = String::from_utf8(raw).map_err(|_| ApiError::new(ErrorCode::Unauthorized, "basic credentials are not UTF-8"))?;
-        let (user, password) = raw.split_once(':').ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "basic credentials lack a ':'"))?;
-        return Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() });
-    }
-    Err(ApiError::new(ErrorCode::Unauthorized, "unsupported authorization scheme"))
 }
 
 async fn admin(b: &Shared, caller: &Caller) -> Result<Principal, ApiError> {
@@ -259,7 +262,7 @@ async fn handle_placement_set(
     body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let who = admin(&b, &caller).await?;
-    let Json(doc) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let Json(doc) = body?;
     b.set_placement(&who, &ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -223,9 +223,7 @@ fn location(path: String) -> (HeaderName, HeaderValue) {
 fn parse_n(query: Option<&str>) -> Result<Option<usize>, ApiError> {
     match query_param(query, "n") {
         None => Ok(None),
-        Some(v) => {
-            v.parse().map(Some).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("n={v:?} is not a number")).with_status(StatusCode::BAD_REQUEST))
-        }
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("n={v:?} is not a number"))),
     }
 }
 
@@ -278,7 +276,7 @@ fn upload_headers(repo: &RepoName, st: &UploadState) -> [(HeaderName, HeaderValu
 }
 
 fn method_not_allowed(ep: &Endpoint, method: &Method) -> ApiError {
-    ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported on {ep:?}")).with_status(StatusCode::METHOD_NOT_ALLOWED)
+    ApiError::method_not_allowed(format!("{method} is not supported on {ep:?}"))
 }
 
 /// `/v2/*`: the whole distribution API.
@@ -291,24 +289,63 @@ pub async fn handle_v2(State(st): State<V2State>, req: Request) -> Response {
     resp
 }
 
+/// One authorized `/v2` request, as a handler sees it.
+struct V2Request {
+    reg: Shared,
+    /// The credentials as they came: a mount checks the caller may read
+    /// its source too.
+    caller: Caller,
+    access: Access,
+    headers: HeaderMap,
+    query: Option<String>,
+    body: Body,
+}
+
+impl V2Request {
+    fn query_param(&self, key: &str) -> Option<String> {
+        query_param(self.query.as_deref(), key)
+    }
+}
+
+/// Parses the path once, authorizes, sends an upload request to the node
+/// that owns its session, and hands the rest to [`route`].
 async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
-    let query = query.as_deref();
     let rest = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")).unwrap_or("");
     let ep = Endpoint::parse(rest)?;
     let method = parts.method.clone();
     let caller = crate::access::caller_of(&parts.headers, &parts.extensions)?;
     let headers = parts.headers;
-    let reg = &st.registry;
+    let scope = scope_of(&ep, &method);
+    let grant = headers.get(HDR_UPLOAD_GRANT).map(|v| v.to_str().unwrap_or_default().to_string());
+    let access = authorize(st, &ep, &caller, &headers, scope, grant.as_deref()).await?;
 
-    // What a request needs follows its method, as in distribution: reads
-    // (an upload's status included) need pull, so a client holding a pull
-    // token for a read gets its answer; everything else needs push, and
-    // deletes of content need delete.
-    let read = matches!(method, Method::GET | Method::HEAD);
-    let scope = match (&ep, &method) {
+    // An upload session lives on the node that started it.
+    if let (Endpoint::Upload(name, id), Scope::Repo { action, .. }) = (&ep, scope) {
+        if let UploadOwner::Remote(base) = st.registry.upload_owner(id)? {
+            if headers.contains_key(HDR_FORWARDED) || grant.is_some() {
+                return Err(ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not on this node")));
+            }
+            let grant = st.registry.upload_grant(&access, name, id, action).await?;
+            return forward(&st.http, &base, &method, &path, query.as_deref(), &headers, &grant, body).await;
+        }
+    }
+
+    if matches!(ep, Endpoint::Tags(_) | Endpoint::Manifest(..)) && matches!(method, Method::GET | Method::HEAD) {
+        read_consistency(&st.registry, &headers).await?;
+    }
+    route(V2Request { reg: st.registry.clone(), caller, access, headers, query, body }, ep, method).await
+}
+
+/// What a request needs follows its method, as in distribution: reads
+/// (an upload's status included) need pull, so a client holding a pull
+/// token for a read gets its answer; everything else needs push, and
+/// deletes of content need delete.
+fn scope_of<'a>(ep: &'a Endpoint, method: &Method) -> Scope<'a> {
+    let read = matches!(method, &Method::GET | &Method::HEAD);
+    match (ep, method) {
         (Endpoint::Base, _) => Scope::Base,
         (Endpoint::Catalog, _) => Scope::Catalog,
         (Endpoint::Tags(n) | Endpoint::Referrers(n, _), _) => Scope::Repo { name: n, action: Action::Pull },
@@ -318,228 +355,259 @@ async fn dispatch(st: &V2State, req: Request) -> Result<Response, ApiError> {
         (Endpoint::Manifest(n, _) | Endpoint::InvalidReference(n, _) | Endpoint::Blob(n, _) | Endpoint::UploadStart(n) | Endpoint::Upload(n, _), _) => {
             Scope::Repo { name: n, action: if read { Action::Pull } else { Action::Push } }
         }
-    };
-    let challenge_scope = match scope {
+    }
+}
+
+/// The `scope` of a challenge for `scope`: what to ask the token endpoint for.
+fn challenge_scope(scope: Scope<'_>) -> Option<String> {
+    match scope {
         Scope::Base => None,
         Scope::Catalog => Some("registry:catalog:*".to_string()),
         Scope::Repo { name, action: Action::Pull } => Some(format!("repository:{name}:pull")),
         Scope::Repo { name, action: Action::Push } => Some(format!("repository:{name}:pull,push")),
         Scope::Repo { name, action: Action::Delete } => Some(format!("repository:{name}:delete")),
-    };
-    let grant = headers.get(HDR_UPLOAD_GRANT).map(|v| v.to_str().unwrap_or_default().to_string());
-    let authorized = match (&ep, &grant, scope) {
-        (Endpoint::Upload(_, id), Some(g), Scope::Repo { name, action }) => reg.authorize_upload_grant(g, &caller, name, id, action).await,
+    }
+}
+
+/// Authorizes the caller for `scope`, or by the upload grant a forwarded
+/// request carries. A 401 names the token endpoint and the scope to ask for.
+async fn authorize(st: &V2State, ep: &Endpoint, caller: &Caller, headers: &HeaderMap, scope: Scope<'_>, grant: Option<&str>) -> Result<Access, ApiError> {
+    let reg = &st.registry;
+    let authorized = match (ep, grant, scope) {
+        (Endpoint::Upload(_, id), Some(g), Scope::Repo { name, action }) => reg.authorize_upload_grant(g, caller, name, id, action).await,
         (_, Some(_), _) => Err(ApiError::new(ErrorCode::Unauthorized, format!("{HDR_UPLOAD_GRANT} is only for requests of an upload session"))),
-        (_, None, _) => reg.authorize(&caller, scope).await,
+        (_, None, _) => reg.authorize(caller, scope).await,
     };
-    let access = match authorized {
-        Ok(a) => a,
-        Err(e) if e.code == ErrorCode::Unauthorized => {
-            return Err(e.with_challenge(bearer_challenge(
-                &realm(st.public_url.as_deref(), &headers, st.tls, st.own_addr),
-                &reg.service(),
-                challenge_scope.as_deref(),
-            )));
+    authorized.map_err(|e| match e.code {
+        ErrorCode::Unauthorized => {
+            let realm = realm(st.public_url.as_deref(), headers, st.tls, st.own_addr);
+            e.with_challenge(bearer_challenge(&realm, &reg.service(), challenge_scope(scope).as_deref()))
         }
-        Err(e) => return Err(e),
-    };
+        _ => e,
+    })
+}
 
-    // An upload session lives on the node that started it.
-    if let (Endpoint::Upload(name, id), Scope::Repo { action, .. }) = (&ep, scope) {
-        if let UploadOwner::Remote(base) = reg.upload_owner(id)? {
-            if headers.contains_key(HDR_FORWARDED) || grant.is_some() {
-                return Err(ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not on this node")));
-            }
-            let grant = reg.upload_grant(&access, name, id, action).await?;
-            return forward(&st.http, &base, &method, &path, query, &headers, &grant, body).await;
-        }
+/// `X-Berth-Consistency` on a tag or manifest read.
+async fn read_consistency(reg: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(HDR_CONSISTENCY).map(|v| v.as_bytes()) {
+        None => Ok(()),
+        Some(b"linearizable") => reg.catch_up().await,
+        Some(other) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{HDR_CONSISTENCY}: {} is not a consistency level (use linearizable)", String::from_utf8_lossy(other)),
+        )),
     }
+}
 
-    if matches!(ep, Endpoint::Tags(_) | Endpoint::Manifest(..)) && matches!(method, Method::GET | Method::HEAD) {
-        match headers.get(HDR_CONSISTENCY).map(|v| v.as_bytes()) {
-            None => {}
-            Some(b"linearizable") => reg.catch_up().await?,
-            Some(other) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("{HDR_CONSISTENCY}: {} is not a consistency level (use linearizable)", String::from_utf8_lossy(other)),
-                ))
-            }
-        }
-    }
-
+/// The table: which handler serves which endpoint and method.
+async fn route(req: V2Request, ep: Endpoint, method: Method) -> Result<Response, ApiError> {
     match (ep, method) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
-        (Endpoint::Catalog, Method::GET) => {
-            let n = parse_n(query)?;
-            let last = query_param(query, "last");
-            let page = reg.catalog(&access, n, last.as_deref()).await?;
-            let mut resp = axum::Json(serde_json::json!({ "repositories": page.items })).into_response();
-            if page.more {
-                if let (Some(n), Some(l)) = (n, page.items.last()) {
-                    resp.headers_mut().insert(header::LINK, hv(&format!("</v2/_catalog?n={n}&last={l}>; rel=\"next\"")));
-                }
-            }
-            Ok(resp)
-        }
-        (Endpoint::Tags(repo), Method::GET) => {
-            let n = parse_n(query)?;
-            let last = query_param(query, "last");
-            let page = reg.tags(&repo, n, last.as_deref()).await?;
-            let mut resp = axum::Json(serde_json::json!({ "name": repo.as_str(), "tags": page.items })).into_response();
-            if page.more {
-                if let (Some(n), Some(l)) = (n, page.items.last()) {
-                    resp.headers_mut().insert(header::LINK, hv(&format!("</v2/{repo}/tags/list?n={n}&last={l}>; rel=\"next\"")));
-                }
-            }
-            Ok(resp)
-        }
-        (Endpoint::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => {
-            let man = reg.manifest_get(&repo, &reference).await?;
-            let hdrs = [
-                (header::CONTENT_TYPE, hv(&man.media_type)),
-                (header::CONTENT_LENGTH, hv(&man.bytes.len().to_string())),
-                (HDR_CONTENT_DIGEST, hv(&man.digest.to_string())),
-                (header::ETAG, hv(&format!("\"{}\"", man.digest))),
-            ];
-            let body = if m == Method::HEAD {
-                Body::empty()
-            } else {
-                reg.audit(&access, "pull_repo", &repo, vec![("manifest_digest", man.digest.to_string()), ("reference", reference.to_string())]).await;
-                Body::from(man.bytes)
-            };
-            Ok((StatusCode::OK, hdrs, body).into_response())
-        }
-        (Endpoint::Manifest(repo, reference), Method::PUT) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-            let bytes = read_limited(body, MAX_MANIFEST_BYTES).await?;
-            let out = reg.manifest_put(&access, &repo, &reference, content_type.as_deref(), bytes).await?;
-            reg.audit(&access, "push_repo", &repo, vec![("manifest_digest", out.digest.to_string()), ("reference", reference.to_string())]).await;
-            let mut resp = (StatusCode::CREATED, [location(format!("/v2/{repo}/manifests/{}", out.digest)), (HDR_CONTENT_DIGEST, hv(&out.digest.to_string()))])
-                .into_response();
-            if let Some(s) = out.subject {
-                resp.headers_mut().insert(HDR_OCI_SUBJECT, hv(&s.to_string()));
-            }
-            Ok(resp)
-        }
+        (Endpoint::Catalog, Method::GET) => handle_catalog(req).await,
+        (Endpoint::Tags(repo), Method::GET) => handle_tags(req, repo).await,
+        (Endpoint::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => handle_manifest_get(req, repo, reference, m == Method::HEAD).await,
+        (Endpoint::Manifest(repo, reference), Method::PUT) => handle_manifest_put(req, repo, reference).await,
+        (Endpoint::Manifest(repo, reference), Method::DELETE) => handle_manifest_delete(req, repo, reference).await,
         (Endpoint::InvalidReference(repo, raw), Method::GET | Method::HEAD | Method::DELETE) => {
             Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{raw:?} is neither a tag nor a digest: no manifest of {repo} has it")))
         }
         (Endpoint::InvalidReference(_, raw), Method::PUT) => {
             Err(ApiError::new(ErrorCode::ManifestInvalid, format!("{raw:?} is neither a tag ([a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}) nor a digest")))
         }
-        (Endpoint::Manifest(repo, reference), Method::DELETE) => {
-            reg.manifest_delete(&access, &repo, &reference).await?;
-            let kind = if matches!(reference, Reference::Tag(_)) { "delete_tag" } else { "delete_manifest" };
-            reg.audit(&access, kind, &repo, vec![("reference", reference.to_string())]).await;
-            Ok(StatusCode::ACCEPTED.into_response())
-        }
-        (Endpoint::Blob(repo, digest), Method::HEAD) => {
-            let size = reg.blob_stat(&repo, &digest).await?;
-            let hdrs = [
-                (header::CONTENT_LENGTH, hv(&size.to_string())),
-                (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-            ];
-            Ok((StatusCode::OK, hdrs).into_response())
-        }
-        (Endpoint::Blob(repo, digest), Method::GET) => {
-            let range = match parse_range(&headers)? {
-                None => None,
-                Some(RangeAsk::Span(r)) => Some(r),
-                Some(RangeAsk::Suffix(n)) => {
-                    // Where the last n bytes start depends on the size,
-                    // which only the backend knows.
-                    let size = reg.blob_stat(&repo, &digest).await?;
-                    if n == 0 || size == 0 {
-                        return Err(ApiError::new(ErrorCode::RangeInvalid, format!("the last {n} bytes of a blob of {size} bytes are no bytes")));
-                    }
-                    Some(ByteRange { start: size.saturating_sub(n), end: None })
-                }
-            };
-            let blob = reg.blob_read(&repo, &digest, range).await?;
-            let mut hdrs = vec![
-                (header::CONTENT_LENGTH, hv(&blob.len.to_string())),
-                (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-                (header::ETAG, hv(&format!("\"{digest}\""))),
-            ];
-            let status = if range.is_some() {
-                let end = blob.start + blob.len.saturating_sub(1);
-                hdrs.push((header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", blob.start, end, blob.size))));
-                StatusCode::PARTIAL_CONTENT
-            } else {
-                StatusCode::OK
-            };
-            let mut resp = Response::new(Body::from_stream(blob.stream));
-            *resp.status_mut() = status;
-            resp.headers_mut().extend(hdrs);
-            Ok(resp)
-        }
-        (Endpoint::Blob(repo, digest), Method::DELETE) => {
-            reg.blob_delete(&access, &repo, &digest).await?;
-            reg.audit(&access, "delete_blob", &repo, vec![("digest", digest.to_string())]).await;
-            Ok(StatusCode::ACCEPTED.into_response())
-        }
-        (Endpoint::UploadStart(repo), Method::POST) => {
-            if let Some(mount) = query_param(query, "mount") {
-                let digest: Digest = mount.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-                if let Some(from) = query_param(query, "from") {
-                    let from: RepoName = from.parse().map_err(|e: berth_common::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))?;
-                    let may_read = reg.authorize(&caller, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
-                    if may_read && reg.blob_mount(&access, &repo, &from, &digest).await? {
-                        return Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))])
-                            .into_response());
-                    }
-                }
-                // Cannot mount: fall back to a fresh upload session, as the spec says.
-            } else if let Some(d) = query_param(query, "digest") {
-                let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-                reg.blob_put(&access, &repo, &digest, body_stream(body)).await?;
-                return Ok(
-                    (StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response()
-                );
-            }
-            let st = reg.upload_start(&access, &repo).await?;
-            Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
-        }
-        (Endpoint::Upload(repo, id), Method::PATCH) => {
-            let range = parse_content_range(&headers)?;
-            let st = reg.upload_patch(&repo, &id, range, body_stream(body)).await?;
-            Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
-        }
-        (Endpoint::Upload(repo, id), Method::PUT) => {
-            let d = query_param(query, "digest").ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the final PUT of an upload needs ?digest="))?;
-            let digest: Digest = d.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-            reg.upload_finish(&access, &repo, &id, &digest, body_stream(body)).await?;
-            Ok((StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response())
-        }
-        (Endpoint::Upload(repo, id), Method::GET | Method::HEAD) => {
-            let st = reg.upload_status(&repo, &id).await?;
-            Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &st)).into_response())
-        }
-        (Endpoint::Upload(repo, id), Method::DELETE) => {
-            reg.upload_cancel(&repo, &id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        (Endpoint::Referrers(repo, subject), Method::GET) => {
-            let filter = query_param(query, "artifactType");
-            let manifests = reg.referrers(&repo, &subject, filter.as_deref()).await?;
-            let index = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": manifests,
-            });
-            let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.oci.image.index.v1+json"))], axum::Json(index)).into_response();
-            if filter.is_some() {
-                resp.headers_mut().insert(HDR_FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
-            }
-            Ok(resp)
-        }
+        (Endpoint::Blob(repo, digest), Method::HEAD) => handle_blob_head(req, repo, digest).await,
+        (Endpoint::Blob(repo, digest), Method::GET) => handle_blob_get(req, repo, digest).await,
+        (Endpoint::Blob(repo, digest), Method::DELETE) => handle_blob_delete(req, repo, digest).await,
+        (Endpoint::UploadStart(repo), Method::POST) => handle_upload_start(req, repo).await,
+        (Endpoint::Upload(repo, id), Method::PATCH) => handle_upload_patch(req, repo, id).await,
+        (Endpoint::Upload(repo, id), Method::PUT) => handle_upload_finish(req, repo, id).await,
+        (Endpoint::Upload(repo, id), Method::GET | Method::HEAD) => handle_upload_status(req, repo, id).await,
+        (Endpoint::Upload(repo, id), Method::DELETE) => handle_upload_cancel(req, repo, id).await,
+        (Endpoint::Referrers(repo, subject), Method::GET) => handle_referrers(req, repo, subject).await,
         (ep, m) => Err(method_not_allowed(&ep, &m)),
     }
+}
+
+/// A list answer with `Link: <path?n=…&last=…>; rel="next"` when more follow.
+fn paged(body: serde_json::Value, page: &Page, n: Option<usize>, path: &str) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    if page.more {
+        if let (Some(n), Some(l)) = (n, page.items.last()) {
+            resp.headers_mut().insert(header::LINK, hv(&format!("<{path}?n={n}&last={l}>; rel=\"next\"")));
+        }
+    }
+    resp
+}
+
+async fn handle_catalog(req: V2Request) -> Result<Response, ApiError> {
+    let n = parse_n(req.query.as_deref())?;
+    let last = req.query_param("last");
+    let page = req.reg.catalog(&req.access, n, last.as_deref()).await?;
+    Ok(paged(serde_json::json!({ "repositories": page.items }), &page, n, "/v2/_catalog"))
+}
+
+async fn handle_tags(req: V2Request, repo: RepoName) -> Result<Response, ApiError> {
+    let n = parse_n(req.query.as_deref())?;
+    let last = req.query_param("last");
+    let page = req.reg.tags(&repo, n, last.as_deref()).await?;
+    Ok(paged(serde_json::json!({ "name": repo.as_str(), "tags": page.items }), &page, n, &format!("/v2/{repo}/tags/list")))
+}
+
+async fn handle_manifest_get(req: V2Request, repo: RepoName, reference: Reference, head: bool) -> Result<Response, ApiError> {
+    let man = req.reg.manifest_get(&repo, &reference).await?;
+    let hdrs = [
+        (header::CONTENT_TYPE, hv(&man.media_type)),
+        (header::CONTENT_LENGTH, hv(&man.bytes.len().to_string())),
+        (HDR_CONTENT_DIGEST, hv(&man.digest.to_string())),
+        (header::ETAG, hv(&format!("\"{}\"", man.digest))),
+    ];
+    let body = if head {
+        Body::empty()
+    } else {
+        req.reg.audit(&req.access, "pull_repo", &repo, vec![("manifest_digest", man.digest.to_string()), ("reference", reference.to_string())]).await;
+        Body::from(man.bytes)
+    };
+    Ok((StatusCode::OK, hdrs, body).into_response())
+}
+
+async fn handle_manifest_put(req: V2Request, repo: RepoName, reference: Reference) -> Result<Response, ApiError> {
+    let content_type = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+    let bytes = read_limited(req.body, MAX_MANIFEST_BYTES).await?;
+    let out = req.reg.manifest_put(&req.access, &repo, &reference, content_type.as_deref(), bytes).await?;
+    req.reg.audit(&req.access, "push_repo", &repo, vec![("manifest_digest", out.digest.to_string()), ("reference", reference.to_string())]).await;
+    let mut resp =
+        (StatusCode::CREATED, [location(format!("/v2/{repo}/manifests/{}", out.digest)), (HDR_CONTENT_DIGEST, hv(&out.digest.to_string()))]).into_response();
+    if let Some(s) = out.subject {
+        resp.headers_mut().insert(HDR_OCI_SUBJECT, hv(&s.to_string()));
+    }
+    Ok(resp)
+}
+
+async fn handle_manifest_delete(req: V2Request, repo: RepoName, reference: Reference) -> Result<Response, ApiError> {
+    req.reg.manifest_delete(&req.access, &repo, &reference).await?;
+    let kind = if matches!(reference, Reference::Tag(_)) { "delete_tag" } else { "delete_manifest" };
+    req.reg.audit(&req.access, kind, &repo, vec![("reference", reference.to_string())]).await;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn handle_blob_head(req: V2Request, repo: RepoName, digest: Digest) -> Result<Response, ApiError> {
+    let size = req.reg.blob_stat(&repo, &digest).await?;
+    let hdrs = [
+        (header::CONTENT_LENGTH, hv(&size.to_string())),
+        (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+    ];
+    Ok((StatusCode::OK, hdrs).into_response())
+}
+
+async fn handle_blob_get(req: V2Request, repo: RepoName, digest: Digest) -> Result<Response, ApiError> {
+    let range = match parse_range(&req.headers)? {
+        None => None,
+        Some(RangeAsk::Span(r)) => Some(r),
+        Some(RangeAsk::Suffix(n)) => {
+            // Where the last n bytes start depends on the size,
+            // which only the backend knows.
+            let size = req.reg.blob_stat(&repo, &digest).await?;
+            if n == 0 || size == 0 {
+                return Err(ApiError::new(ErrorCode::RangeInvalid, format!("the last {n} bytes of a blob of {size} bytes are no bytes")));
+            }
+            Some(ByteRange { start: size.saturating_sub(n), end: None })
+        }
+    };
+    let blob = req.reg.blob_read(&repo, &digest, range).await?;
+    let mut hdrs = vec![
+        (header::CONTENT_LENGTH, hv(&blob.len.to_string())),
+        (HDR_CONTENT_DIGEST, hv(&digest.to_string())),
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (header::ETAG, hv(&format!("\"{digest}\""))),
+    ];
+    let status = if range.is_some() {
+        let end = blob.start + blob.len.saturating_sub(1);
+        hdrs.push((header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", blob.start, end, blob.size))));
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = Response::new(Body::from_stream(blob.stream));
+    *resp.status_mut() = status;
+    resp.headers_mut().extend(hdrs);
+    Ok(resp)
+}
+
+async fn handle_blob_delete(req: V2Request, repo: RepoName, digest: Digest) -> Result<Response, ApiError> {
+    req.reg.blob_delete(&req.access, &repo, &digest).await?;
+    req.reg.audit(&req.access, "delete_blob", &repo, vec![("digest", digest.to_string())]).await;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// The answer to a blob that is now in `repo`.
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    (StatusCode::CREATED, [location(format!("/v2/{repo}/blobs/{digest}")), (HDR_CONTENT_DIGEST, hv(&digest.to_string()))]).into_response()
+}
+
+fn parse_digest(raw: &str) -> Result<Digest, ApiError> {
+    raw.parse().map_err(|e: berth_common::DigestError| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))
+}
+
+/// `POST …/blobs/uploads/`: a mount (`?mount=&from=`), a whole blob
+/// (`?digest=`), or a new session.
+async fn handle_upload_start(req: V2Request, repo: RepoName) -> Result<Response, ApiError> {
+    if let Some(mount) = req.query_param("mount") {
+        let digest = parse_digest(&mount)?;
+        if let Some(from) = req.query_param("from") {
+            let from: RepoName = from.parse().map_err(|e: berth_common::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))?;
+            let may_read = req.reg.authorize(&req.caller, Scope::Repo { name: &from, action: Action::Pull }).await.is_ok();
+            if may_read && req.reg.blob_mount(&req.access, &repo, &from, &digest).await? {
+                return Ok(blob_created(&repo, &digest));
+            }
+        }
+        // Cannot mount: fall back to a fresh upload session, as the spec says.
+    } else if let Some(d) = req.query_param("digest") {
+        let digest = parse_digest(&d)?;
+        req.reg.blob_put(&req.access, &repo, &digest, body_stream(req.body)).await?;
+        return Ok(blob_created(&repo, &digest));
+    }
+    let st = req.reg.upload_start(&req.access, &repo).await?;
+    Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
+}
+
+async fn handle_upload_patch(req: V2Request, repo: RepoName, id: String) -> Result<Response, ApiError> {
+    let range = parse_content_range(&req.headers)?;
+    let st = req.reg.upload_patch(&repo, &id, range, body_stream(req.body)).await?;
+    Ok((StatusCode::ACCEPTED, upload_headers(&repo, &st)).into_response())
+}
+
+async fn handle_upload_finish(req: V2Request, repo: RepoName, id: String) -> Result<Response, ApiError> {
+    let d = req.query_param("digest").ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the final PUT of an upload needs ?digest="))?;
+    let digest = parse_digest(&d)?;
+    req.reg.upload_finish(&req.access, &repo, &id, &digest, body_stream(req.body)).await?;
+    Ok(blob_created(&repo, &digest))
+}
+
+async fn handle_upload_status(req: V2Request, repo: RepoName, id: String) -> Result<Response, ApiError> {
+    let st = req.reg.upload_status(&repo, &id).await?;
+    Ok((StatusCode::NO_CONTENT, upload_headers(&repo, &st)).into_response())
+}
+
+async fn handle_upload_cancel(req: V2Request, repo: RepoName, id: String) -> Result<Response, ApiError> {
+    req.reg.upload_cancel(&repo, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn handle_referrers(req: V2Request, repo: RepoName, subject: Digest) -> Result<Response, ApiError> {
+    let filter = req.query_param("artifactType");
+    let manifests = req.reg.referrers(&repo, &subject, filter.as_deref()).await?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.oci.image.index.v1+json"))], axum::Json(index)).into_response();
+    if filter.is_some() {
+        resp.headers_mut().insert(HDR_FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+    }
+    Ok(resp)
 }
 
 /// Reads at most `limit` bytes of a body; more is SIZE_INVALID (413).
@@ -549,7 +617,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(ErrorCode::SizeInvalid, format!("manifest is larger than {limit} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
+            return Err(ApiError::too_large(ErrorCode::SizeInvalid, StatusCode::PAYLOAD_TOO_LARGE, format!("manifest is larger than {limit} bytes")));
         }
         buf.extend_from_slice(&chunk);
     }

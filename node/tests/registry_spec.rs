@@ -1,6 +1,14 @@
 //! The OCI distribution API, endpoint by endpoint and error by error,
 //! written from the spec's text, against a real 3-node cluster on loopback.
 //! Every refusal checks the status, the error code, and that nothing changed.
+//!
+//! The HTTP shape alone (challenges, `Range` and `Content-Range` parsing,
+//! references no manifest can have, which scope a request needs) is
+//! checked in milliseconds against the gateway's in-memory node, in
+//! `gateway/tests/registry_spec.rs`. What stays here needs the node's own
+//! rules: its digest checks, upload sessions, tag and referrer indexes,
+//! forwarding, quorum and the usage log; the tests that also check shape
+//! run there too, against the in-memory node.
 
 mod common;
 
@@ -35,25 +43,6 @@ async fn cluster() -> (Cluster, Vec<Reg>) {
     c.wait_voters(&[1, 2, 3], Duration::from_secs(20)).await;
     let regs = c.nodes.values().map(Reg::new).collect();
     (c, regs)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn base_endpoint_and_authentication() {
-    let (_c, r) = cluster().await;
-    let (s, h, _) = r[0].send(r[0].req(Method::GET, "/v2/")).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["docker-distribution-api-version"], "registry/2.0");
-
-    let anon = r[0].send(r[0].http.get(format!("{}/v2/", r[0].base))).await;
-    assert_error(&anon, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let challenge = anon.1["www-authenticate"].to_str().unwrap();
-    assert!(challenge.starts_with(&format!("Bearer realm=\"{}/v2/auth\",service=\"", r[0].base)), "{challenge}");
-    let wrong = r[0].send(r[0].http.get(format!("{}/v2/", r[0].base)).basic_auth("admin", Some("nope"))).await;
-    assert_error(&wrong, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let anon_push = r[0].send(r[0].http.post(format!("{}/v2/x/blobs/uploads/", r[0].base))).await;
-    assert_error(&anon_push, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    assert!(anon_push.1["www-authenticate"].to_str().unwrap().ends_with(",scope=\"repository:x:pull,push\""), "{:?}", anon_push.1);
-    assert_eq!(r[0].status_of(Method::GET, "/v2/_catalog").await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -455,98 +444,6 @@ async fn a_write_without_quorum_is_a_503_with_a_message_and_changes_nothing() {
     assert_eq!(reg.status_of(Method::GET, "/v2/").await, StatusCode::OK);
     // The blobs' upload created the repository; the refused manifest is not in it.
     assert_error(&reg.send(reg.req(Method::GET, "/v2/q/app/manifests/v1")).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn suffix_ranges_serve_the_last_bytes() {
-    let (_c, r) = cluster().await;
-    let r = &r[0];
-    let data: Vec<u8> = (0..2_000u32).map(|i| (i % 251) as u8).collect();
-    let d = r.blob("lib/tail", &data).await;
-    let (s, h, body) = r.send(r.req(Method::GET, &format!("/v2/lib/tail/blobs/{d}")).header("range", "bytes=-500")).await;
-    assert_eq!(s, StatusCode::PARTIAL_CONTENT, "{}", String::from_utf8_lossy(&body));
-    assert!(body == data[1_500..], "the last 500 bytes");
-    assert_eq!(h["content-range"], "bytes 1500-1999/2000");
-    assert_eq!(h["content-length"], "500");
-    // More than the blob holds: all of it.
-    let (s, h, body) = r.send(r.req(Method::GET, &format!("/v2/lib/tail/blobs/{d}")).header("range", "bytes=-5000")).await;
-    assert_eq!((s, h["content-range"].to_str().unwrap()), (StatusCode::PARTIAL_CONTENT, "bytes 0-1999/2000"));
-    assert!(body == data);
-    // The last zero bytes are no bytes.
-    let none = r.send(r.req(Method::GET, &format!("/v2/lib/tail/blobs/{d}")).header("range", "bytes=-0")).await;
-    assert_error(&none, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
-    // A suffix of a blob that is not there is still BLOB_UNKNOWN.
-    let ghost = r.send(r.req(Method::GET, &format!("/v2/lib/tail/blobs/{}", Digest::sha256_of(b"ghost"))).header("range", "bytes=-5")).await;
-    assert_error(&ghost, StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reference_no_manifest_can_have_is_manifest_unknown() {
-    let (_c, r) = cluster().await;
-    let r = &r[0];
-    let m = r.image("lib/refs", "r").await;
-    assert_eq!(r.put_manifest("lib/refs", "v1", OCI_MANIFEST, &m).await.0, StatusCode::CREATED);
-    let path = "/v2/lib/refs/manifests/.INVALID_MANIFEST_NAME";
-    assert_error(&r.send(r.req(Method::GET, path)).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
-    assert_head_error(&r.send(r.req(Method::HEAD, path)).await, StatusCode::NOT_FOUND);
-    assert_error(&r.send(r.req(Method::DELETE, path)).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
-    // Pushing under it is still refused as invalid, and reading it is
-    // still authorized first.
-    assert_error(&r.put_manifest("lib/refs", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &m).await, StatusCode::BAD_REQUEST, "MANIFEST_INVALID");
-    let anon = r.send(r.http.get(format!("{}{path}", r.base))).await;
-    assert_error(&anon, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-}
-
-/// A registry token from `node`'s token endpoint, as admin, for `scope`.
-async fn admin_token(r: &Reg, scope: &str) -> String {
-    let (s, _, body) = r.send(r.req(Method::GET, &format!("/v2/auth?scope={scope}"))).await;
-    assert_eq!(s, StatusCode::OK);
-    serde_json::from_slice::<Value>(&body).unwrap()["token"].as_str().unwrap().to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upload_status_after_a_refused_chunk_is_a_read() {
-    let (_c, r) = cluster().await;
-    let r = &r[0];
-    let push = admin_token(r, "repository:lib/chunks:pull,push").await;
-    let pull = admin_token(r, "repository:lib/chunks:pull").await;
-    let (s, h, _) = r.send(r.http.post(format!("{}/v2/lib/chunks/blobs/uploads/", r.base)).bearer_auth(&push)).await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let loc = format!("{}{}", r.base, h["location"].to_str().unwrap());
-    let (s, _, _) = r.send(r.http.patch(&loc).bearer_auth(&push).header("content-range", "0-9").body(vec![7u8; 10])).await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let ooo = r.send(r.http.patch(&loc).bearer_auth(&push).header("content-range", "20-29").body(vec![7u8; 10])).await;
-    assert_error(&ooo, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
-    // Reading the status is a read: a pull token does, as in distribution.
-    for token in [&pull, &push] {
-        let (s, h, body) = r.send(r.http.get(&loc).bearer_auth(token)).await;
-        assert_eq!(s, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&body));
-        assert_eq!(h["range"], "0-9");
-        assert!(h["location"].to_str().unwrap().ends_with(h["docker-upload-uuid"].to_str().unwrap()));
-    }
-    let (s, h, _) = r.send(r.http.head(&loc).bearer_auth(&pull)).await;
-    assert_eq!((s, h["range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "0-9"));
-    // Writing is not: a pull token adds no chunk.
-    let refused = r.send(r.http.patch(&loc).bearer_auth(&pull).header("content-range", "10-19").body(vec![7u8; 10])).await;
-    assert_error(&refused, StatusCode::FORBIDDEN, "DENIED");
-    assert_eq!(r.send(r.http.get(&loc).bearer_auth(&push)).await.1["range"], "0-9");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_content_range_to_u64_max_is_refused_and_the_session_goes_on() {
-    let (_c, r) = cluster().await;
-    let r = &r[0];
-    let (_, h, _) = r.send(r.req(Method::POST, "/v2/lib/huge/blobs/uploads/")).await;
-    let loc = h["location"].to_str().unwrap().to_string();
-    let resp = r.send(r.req(Method::PATCH, &loc).header("content-range", "0-18446744073709551615").body(vec![1u8; 10])).await;
-    assert_error(&resp, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
-    let (s, h, _) = r.send(r.req(Method::GET, &loc)).await;
-    assert_eq!((s, h["range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "0-0"), "nothing was written");
-    let data = b"after the refusal".to_vec();
-    let (s, _, _) = r.send(r.req(Method::PATCH, &loc).header("content-range", format!("0-{}", data.len() - 1)).body(data.clone())).await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let d = Digest::sha256_of(&data);
-    assert_eq!(r.send(r.req(Method::PUT, &format!("{loc}?digest={d}"))).await.0, StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
