@@ -34,15 +34,9 @@ const RELAY_WAITS: u32 = 5;
 #[derive(Debug, Clone)]
 pub enum Progress {
     /// `written` bytes of attempt `attempt` are in `path`.
-    Running {
-        attempt: u32,
-        path: PathBuf,
-        written: u64,
-    },
+    Running { attempt: u32, path: PathBuf, written: u64 },
     /// Attempt `attempt` was verified and committed to the store.
-    Done {
-        attempt: u32,
-    },
+    Done { attempt: u32 },
     /// Shared by every caller of the fetch.
     Failed(Arc<ReplicationError>),
 }
