@@ -328,11 +328,15 @@ async fn a_cut_off_node_stops_trusting_tokens_issued_before_the_cut() {
         async move { e.call(&e.http, 3, &Auth::Bearer(&token), Method::GET, "/v2/", None).await }
     };
     assert_eq!(on_node_3(old.clone()).await.0, StatusCode::OK);
-    // Token times are in whole seconds: let the cut come in a later second
-    // than the token's (at most one second of waiting, on the clock itself).
-    let unix_secs = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let issued_by = unix_secs();
-    eventually(T, "the clock reaches the next second", || async { unix_secs() > issued_by }).await;
+    // Token times are in whole seconds, and node 3 judges a token by the
+    // second it last heard its leader in: cut it once that second is later
+    // than the token's (at most about a second, on the clock itself).
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let issued_by = secs(std::time::SystemTime::now());
+    eventually(T, "node 3 hears its leader in a second after the token's", || async {
+        secs(std::time::SystemTime::now() - e.c.node(3).meta.last_in_touch().elapsed()) > issued_by
+    })
+    .await;
     e.c.filter.isolate(3, [1, 2]);
     e.admin(Method::DELETE, "/api/v1/organization/far/robots/ci", None).await;
     let grace = Duration::from_millis(2 * fast_config().election_max_ms);
