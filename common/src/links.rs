@@ -45,6 +45,10 @@ impl Island {
 struct Links {
     cut: BTreeSet<(NodeId, NodeId)>,
     islands: BTreeMap<NodeId, Island>,
+    /// Calls [`LinkFilter::let_through`] refused, per directed link: a
+    /// test waits for one to know the call that would have crossed a cut
+    /// was made (and dropped), instead of sleeping and hoping it was.
+    refused: BTreeMap<(NodeId, NodeId), u64>,
 }
 
 impl Links {
@@ -68,9 +72,28 @@ impl LinkFilter {
     }
 
     pub fn allows(&self, from: NodeId, to: NodeId) -> bool {
-        let links = self.lock();
+        Self::open(&self.lock(), from, to)
+    }
+
+    fn open(links: &Links, from: NodeId, to: NodeId) -> bool {
         let now = Instant::now();
         !links.cut.contains(&(from, to)) && !links.shuts_out(from, to, now) && !links.shuts_out(to, from, now)
+    }
+
+    /// [`LinkFilter::allows`], for a call about to be made: a refusal is
+    /// counted (see [`LinkFilter::refused`]).
+    pub fn let_through(&self, from: NodeId, to: NodeId) -> bool {
+        let mut links = self.lock();
+        let open = Self::open(&links, from, to);
+        if !open {
+            *links.refused.entry((from, to)).or_default() += 1;
+        }
+        open
+    }
+
+    /// How many calls `from → to` [`LinkFilter::let_through`] has refused.
+    pub fn refused(&self, from: NodeId, to: NodeId) -> u64 {
+        self.lock().refused.get(&(from, to)).copied().unwrap_or(0)
     }
 
     /// Whether `me` may hear a call from `caller`; `None`: a caller whose
@@ -153,7 +176,7 @@ mod tests {
     fn an_island_is_cut_both_ways_except_from_keep_and_heals_at_its_deadline() {
         let f = LinkFilter::default();
         assert!(f.is_clear());
-        f.set_island(2, BTreeSet::from([3]), Instant::now() + Duration::from_millis(150));
+        f.set_island(2, BTreeSet::from([3]), Instant::now() + Duration::from_secs(3600));
         assert!(!f.is_clear());
         assert!(!f.allows(2, 1) && !f.allows(1, 2), "cut both ways");
         assert!(f.allows(2, 3) && f.allows(3, 2), "keep is reachable");
@@ -161,7 +184,10 @@ mod tests {
         assert!(!f.admits(Some(1), 2) && f.admits(Some(3), 2));
         assert!(!f.admits(None, 2), "an unidentified caller is not heard by an island");
         assert!(f.admits(None, 1));
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(!f.let_through(2, 1) && f.let_through(2, 3));
+        assert_eq!((f.refused(2, 1), f.refused(2, 3), f.refused(1, 2)), (1, 0, 0), "refused calls are counted per link");
+        // The same island with a deadline that has passed: no time has to go by.
+        f.set_island(2, BTreeSet::from([3]), Instant::now());
         assert!(f.allows(2, 1) && f.allows(1, 2), "healed by the deadline alone");
         assert!(f.island(2).is_none() && f.is_clear());
         assert!(f.forget_expired_island(2));

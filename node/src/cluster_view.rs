@@ -7,7 +7,7 @@ use berth_common::{Digest, NodeId};
 use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, NodeRecord, Placement};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
-use berth_replication::{BlobInfo, ClusterView, PeerInfo};
+use berth_replication::{BlobInfo, ClusterView, PeerInfo, ReplicationError};
 
 pub struct NodeView {
     pub meta: MetaNodeHandle,
@@ -84,20 +84,20 @@ impl ClusterView for NodeView {
             .collect()
     }
 
-    async fn drop_holder(&self, digest: &Digest) -> Result<(), String> {
+    async fn drop_holder(&self, digest: &Digest) -> Result<(), ReplicationError> {
         match self.meta.write(berth_raft::Actor::Node, MetaCommand::RemoveBlobHolder { digest: digest.clone(), node: self.meta.id() }).await {
             Ok(MetaResponse::Done | MetaResponse::NotFound) => Ok(()),
-            Ok(other) => Err(format!("unexpected outcome {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(ReplicationError::Metadata(format!("unexpected outcome {other:?}").into())),
+            Err(e) => Err(ReplicationError::Metadata(e.into())),
         }
     }
 
-    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String> {
+    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), ReplicationError> {
         match self.meta.write(berth_raft::Actor::Node, MetaCommand::AddBlobHolder { digest: digest.clone(), size, node: self.meta.id() }).await {
             Ok(MetaResponse::Done) => Ok(()),
-            Ok(MetaResponse::NotFound) => Err("the cluster no longer knows this blob (garbage-collected)".into()),
-            Ok(other) => Err(format!("unexpected outcome {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(MetaResponse::NotFound) => Err(ReplicationError::Forgotten { digest: digest.clone() }),
+            Ok(other) => Err(ReplicationError::Metadata(format!("unexpected outcome {other:?}").into())),
+            Err(e) => Err(ReplicationError::Metadata(e.into())),
         }
     }
 }

@@ -31,8 +31,6 @@ use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::BlobStore;
 use serde::{Deserialize, Serialize};
 
-use crate::join::now_ms;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GcConfig {
@@ -65,10 +63,18 @@ pub struct GcStats {
     pub deleted: AtomicU64,
 }
 
-/// One collection on this node.
+/// One collection on this node, now.
 pub async fn collect_once(meta: &MetaNodeHandle, store: &BlobStore, grace: Duration, stats: &GcStats) -> GcReport {
+    collect_at(meta, store, SystemTime::now(), grace, stats).await
+}
+
+/// One collection on this node as if the clock read `now`: what is older
+/// than `now - grace` goes. The clock is a parameter so a test can run the
+/// collection a grace period later without waiting one out.
+pub async fn collect_at(meta: &MetaNodeHandle, store: &BlobStore, now: SystemTime, grace: Duration, stats: &GcStats) -> GcReport {
     let mut report = GcReport::default();
-    let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
+    let cutoff = now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff_ms = cutoff.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     if meta.is_leader() {
         let records = meta.state().scan_raw(keys::BLOB_PREFIX).unwrap_or_default();
         for (k, v) in records {
@@ -92,7 +98,6 @@ pub async fn collect_once(meta: &MetaNodeHandle, store: &BlobStore, grace: Durat
     }
     // Local copies of forgotten blobs. Look at the freshest metadata first.
     if meta.read_barrier().await.is_ok() {
-        let cutoff = SystemTime::now() - grace;
         for (digest, _, modified) in store.list().await.unwrap_or_default() {
             if modified > cutoff {
                 continue;

@@ -218,6 +218,9 @@ pub struct RunningNode {
     pub uploads: Arc<UploadManager>,
     pub replicator: Replicator,
     pub gc_stats: Arc<GcStats>,
+    /// This node's usage-log queue: tests flush it instead of waiting out
+    /// the batching interval.
+    pub audit: AuditLog,
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -299,7 +302,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let backend =
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
-    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit));
+    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
@@ -340,7 +343,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
-    Ok(RunningNode { config, meta, uploads, replicator, gc_stats, http_addr, peer_addr, shutdown, tasks })
+    Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })
 }
 
 async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, stats: Arc<GcStats>, mut shutdown: watch::Receiver<bool>) {

@@ -284,6 +284,8 @@ mod tests {
         uploads.patch("r", &idle.id, None, body).await.unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 1);
         assert_eq!(uploads.expire().await, 0, "not idle long enough yet");
+        // Idle time is what is under test and the manager reads the real
+        // clock: waiting past the 50 ms limit is how the session idles.
         tokio::time::sleep(Duration::from_millis(80)).await;
         let fresh = uploads.start("alice", "r").await.unwrap();
         assert_eq!(uploads.expire().await, 1);

@@ -205,7 +205,9 @@ impl Lab {
     /// attacker was last told.
     fn survived(&mut self, name: &str, (started, applied_before): (Instant, u64), refusal: String) {
         let took = started.elapsed();
-        // Let the writer see the node settle for a moment after the attack.
+        // Let the writer see the node settle for a moment after the attack:
+        // a measurement window (latency right after the attack counts too),
+        // not a wait for something to happen.
         std::thread::sleep(Duration::from_millis(500));
         let (p99, writes, failed) = self.writer.since(started);
         for (i, p) in self.c.procs.iter_mut().enumerate() {
@@ -263,6 +265,8 @@ fn an_outsider_cannot_stop_slow_or_grow_the_cluster() {
     let leader = status(&c.dirs[0]).unwrap()["leader"].as_u64().unwrap() as usize;
     let follower = urls[leader % 3].clone();
     let writer = Writer::start(&rt, follower, c.password.clone());
+    // The baseline is commit latency measured over a window of time, so this
+    // wait is the measurement itself.
     std::thread::sleep(Duration::from_secs(7));
     let baseline_from = Instant::now() - Duration::from_secs(6);
     let (baseline_p99, n, failed) = writer.since(baseline_from);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use berth_raft::command::ClusterRecord;
 use berth_raft::state::keys;
 use berth_raft::StateRead;
-use common::{fast_config, Cluster};
+use common::{eventually, fast_config, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -328,8 +328,15 @@ async fn a_cut_off_node_stops_trusting_tokens_issued_before_the_cut() {
         async move { e.call(&e.http, 3, &Auth::Bearer(&token), Method::GET, "/v2/", None).await }
     };
     assert_eq!(on_node_3(old.clone()).await.0, StatusCode::OK);
-    // Token times are in seconds: let the cut come a second after the token.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Token times are in whole seconds, and node 3 judges a token by the
+    // second it last heard its leader in: cut it once that second is later
+    // than the token's (at most about a second, on the clock itself).
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let issued_by = secs(std::time::SystemTime::now());
+    eventually(T, "node 3 hears its leader in a second after the token's", || async {
+        secs(std::time::SystemTime::now() - e.c.node(3).meta.last_in_touch().elapsed()) > issued_by
+    })
+    .await;
     e.c.filter.isolate(3, [1, 2]);
     e.admin(Method::DELETE, "/api/v1/organization/far/robots/ci", None).await;
     let grace = Duration::from_millis(2 * fast_config().election_max_ms);
@@ -365,6 +372,10 @@ async fn an_idle_node_in_touch_keeps_trusting_its_tokens() {
     for nodes in [1, 3] {
         let e = Env::new(nodes).await;
         let token = e.token(ADMIN.0, ADMIN.1, None).await.unwrap();
+        // A fixed wait, on purpose: the rule under test is about time going
+        // by (idling past the two election timeouts after which a cut-off
+        // node would stop trusting the token), and there is no event to wait
+        // for, since the point is that nothing happens.
         tokio::time::sleep(Duration::from_millis(2 * fast_config().election_max_ms) + Duration::from_secs(1)).await;
         for node in 1..=nodes as u64 {
             let r = e.call(&e.http, node, &Auth::Bearer(&token), Method::GET, "/v2/", None).await;

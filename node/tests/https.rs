@@ -230,25 +230,30 @@ fn operator_certificates_rotate_under_load_and_bad_ones_stop_the_node_at_start()
         let first = served_cert(&c.http[0], &pki.ca_pem).await;
         let client = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()).build().unwrap();
         // Load: pulls on kept-alive and fresh connections while the files change.
+        // Each load task counts the requests it has done, so the test waits
+        // for requests to happen (before and after the switch), not for time.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut load = Vec::new();
+        let mut counts = Vec::new();
         for fresh in [false, true] {
             let client = if fresh { None } else { Some(client.clone()) };
+            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            counts.push(done.clone());
             let (url, ca, pw, stop) = (url.clone(), pki.ca_pem.clone(), c.password.clone(), stop.clone());
             load.push(tokio::spawn(async move {
-                let mut done = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let cl = client.clone().unwrap_or_else(|| {
                         reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()).build().unwrap()
                     });
                     let r = cl.get(&url).basic_auth("admin", Some(&pw)).send().await.expect("no request fails during rotation");
                     assert_eq!(r.status(), 200);
-                    done += 1;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                done
             }));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let done = |i: usize| counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        // Some requests on both kinds of connection before the files change…
+        common::eventually(Duration::from_secs(10), "the load runs", || async { done(0) >= 5 && done(1) >= 5 }).await;
         let (c2, k2) = pki.server(-1, 60);
         std::fs::write(&key, &k2).unwrap();
         std::fs::write(&cert, &c2).unwrap();
@@ -263,10 +268,15 @@ fn operator_certificates_rotate_under_load_and_bad_ones_stop_the_node_at_start()
             assert!(Instant::now() < deadline, "the new certificate was never served");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // …and some after the switch, on the kept-alive connection too.
+        let at_switch = [done(0), done(1)];
+        common::eventually(Duration::from_secs(10), "the load goes on after the switch", || async {
+            done(0) >= at_switch[0] + 5 && done(1) >= at_switch[1] + 5
+        })
+        .await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for l in load {
-            assert!(l.await.unwrap() > 0);
+            l.await.unwrap();
         }
     });
 }

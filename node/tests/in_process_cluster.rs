@@ -53,7 +53,10 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
         last = Some(push(writer, "p/q", "latest", i).await);
     }
     let last = last.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Had the link been open, the leader's next call to the cut node would
+    // have carried the writes: wait for one to be made, and dropped.
+    let tried = c.filter.refused(leader, cut);
+    eventually(T, "the leader calls the cut node after the writes", || async { c.filter.refused(leader, cut) > tried }).await;
     assert_ne!(tag_on(c.node(cut), "p/q", "latest").as_ref(), Some(&last), "an isolated node cannot have seen the writes");
     // The isolated node cannot write either: no leader answers it.
     let refused = c.node(cut).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: 99 }).await;

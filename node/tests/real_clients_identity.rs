@@ -117,11 +117,14 @@ fn robots_log_in_with_docker_skopeo_and_podman_and_a_deleted_robot_is_refused_ev
     fails(&mut inspect(&n1));
     fails(&mut inspect(&n3));
     fails(podman().args(["pull", "--tls-verify=false", "--authfile"]).arg(&pod_auth).arg(format!("{n2}/acme/app:v1")));
-    // Usage records are committed in batches every half second.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let logs = ok(&["logs", "--namespace", "acme", "--json", "--data-dir", &d(2)]);
-    for kind in ["create_robot", "push_repo", "pull_repo", "login_success", "delete_robot", "login_failure"] {
-        assert!(logs.contains(kind), "{kind} in the usage log");
-    }
+    // Usage records are committed in batches every half second: wait
+    // until the last of them are there.
+    let kinds = ["create_robot", "push_repo", "pull_repo", "login_success", "delete_robot", "login_failure"];
+    let read_logs = || ok(&["logs", "--namespace", "acme", "--json", "--data-dir", &d(2)]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let logs = rt.block_on(common::eventually(std::time::Duration::from_secs(20), "every kind of record in the usage log", || async {
+        let logs = read_logs();
+        kinds.iter().all(|kind| logs.contains(kind)).then_some(logs)
+    }));
     assert!(!logs.contains(&secret), "no secret in the usage log");
 }

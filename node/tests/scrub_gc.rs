@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_common::Digest;
-use berth_node::gc::{collect_once, GcStats};
+use berth_node::gc::{collect_at, collect_once, GcStats};
 use berth_replication::ReplicationConfig;
 use common::http::*;
 use common::*;
@@ -18,14 +18,6 @@ fn repl() -> Option<ReplicationConfig> {
     Some(ReplicationConfig { reconcile_interval_ms: 300, ..ReplicationConfig::default() })
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + T;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
     let c = Cluster::with_replication(3, fast_config(), repl()).await;
@@ -33,7 +25,7 @@ async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
     let blob: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
     let d = Reg::new(c.node(1)).blob("scrub/app", &blob).await;
     let store3 = c.node(3).replicator.store().clone();
-    wait_until("node 3 gets a copy", || {
+    eventually(T, "node 3 gets a copy", || {
         let s = store3.clone();
         let d = d.clone();
         async move { s.stat(&d).await.unwrap().is_some() }
@@ -47,7 +39,7 @@ async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
 
     let report = c.node(3).replicator.scrub_once(u64::MAX).await;
     assert_eq!((report.checked, report.corrupt), (1, 1));
-    wait_until("node 3 fetched a good copy again", || {
+    eventually(T, "node 3 fetched a good copy again", || {
         let s = store3.clone();
         let d = d.clone();
         async move { s.stat(&d).await.unwrap().is_some() && s.verify(&d).await.unwrap() }
@@ -80,7 +72,7 @@ async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls
         for d in &all {
             let s = c.node(id).replicator.store().clone();
             let d = d.clone();
-            wait_until("every node holds every blob", || {
+            eventually(T, "every node holds every blob", || {
                 let s = s.clone();
                 let d = d.clone();
                 async move { s.stat(&d).await.unwrap().is_some() }
@@ -112,15 +104,16 @@ async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls
     // Within the grace period nothing goes.
     let stats = GcStats::default();
     let leader = c.wait_leader(T).await;
-    let report = collect_once(&c.node(leader).meta, c.node(leader).replicator.store(), Duration::from_secs(3600), &stats).await;
-    assert_eq!(report.swept, 0, "a fresh upload is never swept");
-    // After it, the leader sweeps and every node deletes its copies.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let grace = Duration::from_secs(1);
+    let grace = Duration::from_secs(3600);
     let report = collect_once(&c.node(leader).meta, c.node(leader).replicator.store(), grace, &stats).await;
+    assert_eq!(report.swept, 0, "a fresh upload is never swept");
+    // After it (the collector's clock moved on, not the test's), the leader
+    // sweeps and every node deletes its copies.
+    let later = std::time::SystemTime::now() + grace + Duration::from_secs(1);
+    let report = collect_at(&c.node(leader).meta, c.node(leader).replicator.store(), later, grace, &stats).await;
     assert_eq!(report.swept, 2, "the config of x and the abandoned upload");
     for id in [1, 2, 3] {
-        collect_once(&c.node(id).meta, c.node(id).replicator.store(), grace, &stats).await;
+        collect_at(&c.node(id).meta, c.node(id).replicator.store(), later, grace, &stats).await;
         let store = c.node(id).replicator.store();
         assert!(store.stat(&cx).await.unwrap().is_none(), "node {id} deleted x's config");
         assert!(store.stat(&abandoned).await.unwrap().is_none(), "node {id} deleted the abandoned blob");

@@ -224,7 +224,7 @@ impl PeerNetwork {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, MetaNode, RaftError<NodeId, E>>> {
         let from = self.factory.self_id;
-        if !self.factory.filter.allows(from, self.target) {
+        if !self.factory.filter.let_through(from, self.target) {
             return Err(CallError::Cut { from, to: self.target }.into_rpc());
         }
         let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;

@@ -19,6 +19,7 @@ use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
+use crate::error::{ReplicationError, Result};
 use crate::protocol::{read_frame, write_frame, GetReply, Request};
 use crate::store::{BlobError, BlobRange, StagingBlob};
 use crate::{PeerInfo, Replicator};
@@ -30,19 +31,14 @@ const READ_CHUNK: usize = 256 << 10;
 /// the blob yet, 200 ms apart.
 const RELAY_WAITS: u32 = 5;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Progress {
     /// `written` bytes of attempt `attempt` are in `path`.
-    Running {
-        attempt: u32,
-        path: PathBuf,
-        written: u64,
-    },
+    Running { attempt: u32, path: PathBuf, written: u64 },
     /// Attempt `attempt` was verified and committed to the store.
-    Done {
-        attempt: u32,
-    },
-    Failed(String),
+    Done { attempt: u32 },
+    /// Shared by every caller of the fetch.
+    Failed(Arc<ReplicationError>),
 }
 
 pub struct Fetch {
@@ -53,29 +49,19 @@ pub struct Fetch {
 
 impl Fetch {
     /// Waits until the fetch ends.
-    pub async fn wait(&self) -> Result<(), String> {
+    pub async fn wait(&self) -> Result<()> {
         let mut rx = self.progress.clone();
         loop {
             match &*rx.borrow_and_update() {
                 Progress::Done { .. } => return Ok(()),
-                Progress::Failed(e) => return Err(e.clone()),
+                Progress::Failed(e) => return Err(ReplicationError::Fetch { digest: self.digest.clone(), cause: e.clone() }),
                 Progress::Running { .. } => {}
             }
             if rx.changed().await.is_err() {
-                return Err("fetch task ended".into());
+                return Err(ReplicationError::FetchLost { digest: self.digest.clone() });
             }
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("{0}")]
-    Peer(String),
-    #[error("the node asked neither holds nor receives this blob")]
-    NotHeld,
-    #[error("{0}")]
-    Store(#[from] BlobError),
 }
 
 impl Replicator {
@@ -101,7 +87,7 @@ impl Replicator {
                 }
                 Err(e) => {
                     tracing::warn!(digest = %d, error = %e, "blob fetch failed");
-                    let _ = tx.send(Progress::Failed(e));
+                    let _ = tx.send(Progress::Failed(Arc::new(e)));
                 }
             }
         });
@@ -125,12 +111,12 @@ impl Replicator {
     }
 
     /// Fetches and commits the blob; returns the attempt that succeeded.
-    async fn run_fetch(&self, digest: &Digest, size: u64, prefer: Option<NodeId>, tx: &watch::Sender<Progress>) -> Result<u32, String> {
+    async fn run_fetch(&self, digest: &Digest, size: u64, prefer: Option<NodeId>, tx: &watch::Sender<Progress>) -> Result<u32> {
         // Holders that sent bytes of a copy that failed verification.
         let mut bad: HashSet<NodeId> = HashSet::new();
-        let mut last_error = String::from("no node holds this blob");
+        let mut last_error = ReplicationError::NoHolder;
         for attempt in 1..=3u32 {
-            let mut staging = self.inner.store.create_staging().await.map_err(|e| e.to_string())?;
+            let mut staging = self.inner.store.create_staging().await?;
             let path = staging.path().to_path_buf();
             let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: 0 });
             let mut contributors = HashSet::new();
@@ -173,28 +159,32 @@ impl Replicator {
                     .increment(1);
                 match outcome {
                     Ok(()) => {}
-                    Err(AttemptError::Store(e)) => return Err(e.to_string()),
+                    Err(e @ ReplicationError::Store(_)) => return Err(e),
                     // A relay that has not yet learnt of the blob (its
                     // metadata is a moment behind): ask it again shortly.
-                    Err(AttemptError::NotHeld) if Some(peer.id) == relay && relay_waits < RELAY_WAITS => {
+                    Err(ReplicationError::NotHeld { .. }) if Some(peer.id) == relay && relay_waits < RELAY_WAITS => {
                         relay_waits += 1;
                         tried.remove(&peer.id);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Err(e) => {
                         tracing::info!(digest = %digest, node_id = peer.id, error = %e, at = staging.len(), "holder failed; trying the next one from the byte reached");
-                        last_error = e.to_string();
+                        last_error = e;
                     }
                 }
             }
             if staging.len() != size {
-                return Err(format!("blob {digest}: fetched {} of {size} bytes; {last_error}", staging.len()));
+                return Err(ReplicationError::Incomplete { digest: digest.clone(), fetched: staging.len(), size, last: Box::new(last_error) });
             }
             // The sweeper must not delete the copy between the rename and its record.
             let pin = self.inner.store.pin(digest).await;
             match staging.commit(&self.inner.store, digest).await {
                 Ok(_) => {
-                    self.inner.view.record_holder(digest, size).await.map_err(|e| format!("stored but not recorded: {e}"))?;
+                    self.inner
+                        .view
+                        .record_holder(digest, size)
+                        .await
+                        .map_err(|e| ReplicationError::NotRecorded { digest: digest.clone(), source: Box::new(e) })?;
                     drop(pin);
                     return Ok(attempt);
                 }
@@ -202,9 +192,11 @@ impl Replicator {
                     self.inner.stats.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(digest = %digest, %computed, holders = ?contributors, "peer bytes do not match the digest; discarded, fetching elsewhere");
                     bad.extend(contributors);
-                    last_error = format!("bytes from {bad:?} did not match the digest");
+                    let mut nodes: Vec<NodeId> = bad.iter().copied().collect();
+                    nodes.sort_unstable();
+                    last_error = ReplicationError::Corrupt { nodes };
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(last_error)
@@ -221,7 +213,7 @@ impl Replicator {
         staging: &mut StagingBlob,
         tx: &watch::Sender<Progress>,
         attempt: u32,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let parts = sources.len().min(4) as u64;
         let start0 = staging.len();
         let span = (size - start0).div_ceil(parts);
@@ -244,19 +236,19 @@ impl Replicator {
                     first_ok = true;
                     break;
                 }
-                Err(AttemptError::Store(e)) => return Err(e.to_string()),
-                Err(e) => result = Err(e.to_string()),
+                Err(e @ ReplicationError::Store(_)) => return Err(e),
+                Err(e) => result = Err(e),
             }
         }
         let path = staging.path().to_path_buf();
         for task in tasks {
-            let part = task.await.map_err(|e| e.to_string()).and_then(|r| r);
+            let part = task.await.map_err(ReplicationError::from).and_then(|r| r);
             match part {
                 Ok(file) if first_ok && result.is_ok() => {
                     let appended = append_file(staging, &file).await;
                     let _ = tokio::fs::remove_file(&file).await;
                     appended?;
-                    let written = staging.flush().await.map_err(|e| e.to_string())?;
+                    let written = staging.flush().await?;
                     let _ = tx.send(Progress::Running { attempt, path: path.clone(), written });
                 }
                 Ok(file) => {
@@ -270,19 +262,20 @@ impl Replicator {
             }
         }
         if !first_ok && result.is_ok() {
-            result = Err("no holder served the first range".into());
+            result = Err(ReplicationError::NoHolder);
         }
         result
     }
 
     /// Fetches `[start, end)` into a part file in the staging area.
-    async fn fetch_part(&self, digest: &Digest, start: u64, end: u64, order: &[PeerInfo]) -> Result<std::path::PathBuf, String> {
+    async fn fetch_part(&self, digest: &Digest, start: u64, end: u64, order: &[PeerInfo]) -> Result<std::path::PathBuf> {
         let path = self.inner.store.staging_dir().join(format!("part-{}-{start}-{:x}", digest.hex(), rand::random::<u64>()));
-        let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        let io = |source| BlobError::Io { path: path.clone(), source };
+        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
         let mut at = start;
-        let mut last = String::from("no holder");
+        let mut last = ReplicationError::NoHolder;
         for peer in order {
-            match self.read_range(peer, digest, at, end, &mut file).await {
+            match self.read_range(peer, digest, at, end, &mut file, &path).await {
                 Ok(n) => at += n,
                 Err((n, e)) => {
                     at += n;
@@ -290,43 +283,60 @@ impl Replicator {
                 }
             }
             if at == end {
-                tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| e.to_string())?;
+                tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(io)?;
                 return Ok(path);
             }
         }
         let _ = tokio::fs::remove_file(&path).await;
-        Err(format!("range {start}-{end}: {last}"))
+        Err(last)
     }
 
     /// Copies `[start, end)` from `peer` into `out`; returns the bytes copied
     /// (and on failure, how many arrived before it).
-    async fn read_range(&self, peer: &PeerInfo, digest: &Digest, start: u64, end: u64, out: &mut tokio::fs::File) -> Result<u64, (u64, String)> {
-        let fail = |n: u64, e: &dyn std::fmt::Display| (n, e.to_string());
-        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| fail(0, &e))?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(0, &e))?;
+    async fn read_range(
+        &self,
+        peer: &PeerInfo,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+        out: &mut tokio::fs::File,
+        part: &std::path::Path,
+    ) -> Result<u64, (u64, ReplicationError)> {
+        let node = peer.id;
+        let at = |n: u64| move |e: ReplicationError| (n, e);
+        let conn = self.inner.transport.connect(node, &peer.addr).await.map_err(|e| (0, e.into()))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node)).map_err(at(0))?;
         self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| fail(0, &e))?;
-        send.finish().map_err(|e| fail(0, &e))?;
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) })
+            .await
+            .map_err(ReplicationError::peer(node))
+            .map_err(at(0))?;
+        send.finish().map_err(ReplicationError::peer(node)).map_err(at(0))?;
         let stall = self.fetch_stall();
-        let stalled = format!("no bytes for {stall:?}");
-        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| fail(0, &stalled))?.map_err(|e| fail(0, &e))? {
+        let stalled = || ReplicationError::Stalled { node, after: stall };
+        let reply = tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| stalled()).map_err(at(0))?;
+        match reply.map_err(ReplicationError::peer(node)).map_err(at(0))? {
             GetReply::Ok { len, .. } if len == end - start => {}
-            other => return Err((0, format!("holder answered {other:?}"))),
+            other => return Err((0, ReplicationError::Protocol { node, what: format!("asked for {start}-{end}, answered {other:?}") })),
         }
         let mut n = 0u64;
         let mut buf = vec![0u8; READ_CHUNK];
         while n < end - start {
-            let got = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| fail(n, &stalled))?.map_err(|e| fail(n, &e))? {
+            let read = tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled()).map_err(at(n))?;
+            let got = match read.map_err(ReplicationError::peer(node)).map_err(at(n))? {
                 None | Some(0) => break,
                 Some(got) => got.min((end - start - n) as usize),
             };
-            tokio::io::AsyncWriteExt::write_all(out, &buf[..got]).await.map_err(|e| fail(n, &e))?;
+            tokio::io::AsyncWriteExt::write_all(out, &buf[..got])
+                .await
+                .map_err(|source| ReplicationError::from(BlobError::Io { path: part.to_path_buf(), source }))
+                .map_err(at(n))?;
             n += got as u64;
             self.inner.stats.bytes_fetched.fetch_add(got as u64, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(got as u64);
         }
         if n < end - start {
-            return Err((n, format!("stream ended at {} of {end}", start + n)));
+            return Err((n, ReplicationError::Protocol { node, what: format!("stream ended at byte {} of {end}", start + n) }));
         }
         Ok(n)
     }
@@ -341,33 +351,35 @@ impl Replicator {
         size: u64,
         tx: &watch::Sender<Progress>,
         attempt: u32,
-    ) -> Result<(), AttemptError> {
+    ) -> Result<()> {
         let path = staging.path().to_path_buf();
-        let peer_err = |e: &dyn std::fmt::Display| AttemptError::Peer(e.to_string());
-        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| peer_err(&e))?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| peer_err(&e))?;
+        let node = peer.id;
+        let conn = self.inner.transport.connect(node, &peer.addr).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node))?;
         self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = staging.len();
-        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(|e| peer_err(&e))?;
-        send.finish().map_err(|e| peer_err(&e))?;
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(ReplicationError::peer(node))?;
+        send.finish().map_err(ReplicationError::peer(node))?;
         let stall = self.fetch_stall();
-        let stalled = || AttemptError::Peer(format!("no bytes for {stall:?}"));
-        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| stalled())?.map_err(|e| peer_err(&e))? {
-            GetReply::Ok { size: theirs, .. } if theirs != size => return Err(AttemptError::Peer(format!("holder has {theirs} bytes, metadata says {size}"))),
+        let stalled = || ReplicationError::Stalled { node, after: stall };
+        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
+            GetReply::Ok { size: theirs, .. } if theirs != size => {
+                return Err(ReplicationError::Protocol { node, what: format!("holder has {theirs} bytes, metadata says {size}") })
+            }
             GetReply::Ok { .. } => {}
-            GetReply::NotFound => return Err(AttemptError::NotHeld),
-            GetReply::RangeInvalid => return Err(AttemptError::Peer(format!("holder refused range {start}-"))),
+            GetReply::NotFound => return Err(ReplicationError::NotHeld { node }),
+            GetReply::RangeInvalid => return Err(ReplicationError::Protocol { node, what: format!("holder refused range {start}-") }),
         }
         let mut published = staging.len();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            let n = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled())?.map_err(|e| peer_err(&e))? {
+            let n = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
                 None | Some(0) => break,
                 Some(n) => n,
             };
             let room = (end - staging.len()) as usize;
             if n > room {
-                return Err(AttemptError::Peer("holder sent more bytes than asked for".into()));
+                return Err(ReplicationError::Protocol { node, what: "holder sent more bytes than asked for".into() });
             }
             staging.write(&buf[..n]).await?;
             self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -380,7 +392,7 @@ impl Replicator {
         let written = staging.flush().await?;
         let _ = tx.send(Progress::Running { attempt, path, written });
         if written < end {
-            return Err(AttemptError::Peer(format!("stream ended at byte {written} of {end}")));
+            return Err(ReplicationError::Protocol { node, what: format!("stream ended at byte {written} of {end}") });
         }
         Ok(())
     }
@@ -410,15 +422,16 @@ impl Replicator {
 }
 
 /// Appends a part file to the staging blob (hashing it on the way).
-async fn append_file(staging: &mut StagingBlob, file: &std::path::Path) -> Result<(), String> {
-    let mut f = tokio::fs::File::open(file).await.map_err(|e| e.to_string())?;
+async fn append_file(staging: &mut StagingBlob, file: &std::path::Path) -> Result<(), BlobError> {
+    let io = |source| BlobError::Io { path: file.to_path_buf(), source };
+    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let n = f.read(&mut buf).await.map_err(io)?;
         if n == 0 {
             return Ok(());
         }
-        staging.write(&buf[..n]).await.map_err(|e| e.to_string())?;
+        staging.write(&buf[..n]).await?;
     }
 }
 
@@ -455,7 +468,7 @@ fn async_stream_follow(
                 let (attempt, avail) = match &progress {
                     Progress::Done { attempt } => (*attempt, size),
                     Progress::Running { attempt, written, .. } => (*attempt, (*written).min(size.saturating_sub(1))),
-                    Progress::Failed(e) => return fail(format!("fetch of {digest} failed: {e}")),
+                    Progress::Failed(e) => return fail(ReplicationError::Fetch { digest: digest.clone(), cause: e.clone() }.to_string()),
                 };
                 if let Some((opened, _)) = &r.file {
                     if *opened != attempt {

@@ -7,7 +7,8 @@
 //! - [`service`]: answering peers;
 //! - [`fetch`]: fetching from the nearest holders, shared by every reader;
 //! - [`reconcile`]: the pull-based background replication;
-//! - [`scrub`]: re-hashing stored blobs and repairing bad copies.
+//! - [`scrub`]: re-hashing stored blobs and repairing bad copies;
+//! - [`error`]: the crate's one error type, [`ReplicationError`].
 //!
 //! Invariants:
 //! - A file under `sha256/ab/<hex>` always holds exactly the bytes whose
@@ -19,6 +20,7 @@
 //!   where peers are) comes through [`ClusterView`], which the node
 //!   implements over the metadata.
 
+pub mod error;
 pub mod fetch;
 pub mod protocol;
 pub mod reconcile;
@@ -37,6 +39,7 @@ use async_trait::async_trait;
 use berth_common::{Digest, LinkFilter, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use error::{MetadataError, ReplicationError, Result};
 pub use fetch::{Fetch, Progress};
 pub use store::{BlobError, BlobPin, BlobRange, BlobReader, BlobStore, StagingBlob};
 pub use transport::TransportConfig;
@@ -83,10 +86,12 @@ pub trait ClusterView: Send + Sync + 'static {
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool;
     /// Every blob with its placement.
     fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
-    /// Records (through the metadata) that this node holds `digest`.
-    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), String>;
+    /// Records (through the metadata) that this node holds `digest`:
+    /// [`ReplicationError::Forgotten`] when the cluster no longer knows the
+    /// blob, [`ReplicationError::Metadata`] when the record failed.
+    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<()>;
     /// Records that this node no longer holds `digest` (a bad copy).
-    async fn drop_holder(&self, digest: &Digest) -> Result<(), String>;
+    async fn drop_holder(&self, digest: &Digest) -> Result<()>;
     /// Whether `node` is recorded as removed from the cluster: its
     /// certificate still checks out against the CA, but it is refused.
     fn removed(&self, node: NodeId) -> bool;
@@ -261,17 +266,17 @@ impl Replicator {
     /// Makes sure each blob is on at least `min_copies()` nodes, asking
     /// peers (other regions first) to fetch it now. Errors when that cannot
     /// be done within the configured timeout.
-    pub async fn ensure_copies(&self, blobs: &[(Digest, u64)]) -> Result<(), String> {
+    pub async fn ensure_copies(&self, blobs: &[(Digest, u64)]) -> Result<()> {
         let need = self.min_copies();
         let timeout = Duration::from_millis(self.inner.config.min_copies_timeout_ms);
         let work = blobs.iter().map(|(d, size)| self.ensure_one(d, *size, need));
         match tokio::time::timeout(timeout, futures::future::try_join_all(work)).await {
             Ok(r) => r.map(|_| ()),
-            Err(_) => Err(format!("blobs did not reach {need} copies within {timeout:?}")),
+            Err(_) => Err(ReplicationError::CopiesTimedOut { need, timeout }),
         }
     }
 
-    async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<(), String> {
+    async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<()> {
         let me = self.inner.view.self_id();
         let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
         let mut have = holders.len();
@@ -283,7 +288,7 @@ impl Replicator {
         let mut candidates: Vec<PeerInfo> = self.inner.view.peers().into_iter().filter(|p| !holders.contains(&p.id)).collect();
         candidates.sort_by_key(|p| (p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
         let source = if holders.contains(&me) { me } else { holders.iter().next().copied().unwrap_or(me) };
-        let mut last_error = String::from("no other node to copy to");
+        let mut last_error = ReplicationError::NoPeer;
         // Ask as many nodes as are missing at once. A peer that died or was
         // cut off a moment ago still looks connected until QUIC's idle
         // timeout, and would hold the push that long: so while answers are
@@ -305,8 +310,8 @@ impl Replicator {
                             return Ok(());
                         }
                     }
-                    Some((id, Err(e))) => {
-                        last_error = format!("node {id}: {e}");
+                    Some((_, Err(e))) => {
+                        last_error = e;
                         if let Some(peer) = candidates.next() {
                             asking.push(ask(peer));
                         }
@@ -320,18 +325,19 @@ impl Replicator {
                 }
             }
         }
-        Err(format!("blob {digest} is on {have} of the {need} nodes it needs ({last_error})"))
+        Err(ReplicationError::TooFewCopies { digest: digest.clone(), have, need, last: Box::new(last_error) })
     }
 
-    async fn ask_replicate(&self, peer: &PeerInfo, digest: &Digest, size: u64, from: NodeId) -> Result<(), String> {
-        let conn = self.inner.transport.connect(peer.id, &peer.addr).await.map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &Request::Replicate { digest: digest.clone(), size, from }).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
-        match read_frame::<Reply>(&mut recv).await.map_err(|e| e.to_string())? {
+    async fn ask_replicate(&self, peer: &PeerInfo, digest: &Digest, size: u64, from: NodeId) -> Result<()> {
+        let node = peer.id;
+        let conn = self.inner.transport.connect(node, &peer.addr).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node))?;
+        write_frame(&mut send, &Request::Replicate { digest: digest.clone(), size, from }).await.map_err(ReplicationError::peer(node))?;
+        send.finish().map_err(ReplicationError::peer(node))?;
+        match read_frame::<Reply>(&mut recv).await.map_err(ReplicationError::peer(node))? {
             Reply::Replicated => Ok(()),
-            Reply::Failed(e) => Err(e),
-            other => Err(format!("unexpected reply {other:?}")),
+            Reply::Failed(reason) => Err(ReplicationError::Refused { node, reason }),
+            other => Err(ReplicationError::Protocol { node, what: format!("unexpected reply {other:?}") }),
         }
     }
 

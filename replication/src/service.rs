@@ -6,6 +6,7 @@
 //! connection closed with [`CUT`], at the handshake or at its next request:
 //! a partitioned node neither fetches from nor serves the other side.
 
+use crate::error::{ReplicationError, Result};
 use crate::protocol::{read_frame, write_frame, GetReply, Reply, Request};
 use crate::{bump, BlobError, BlobRange, Replicator};
 
@@ -84,19 +85,19 @@ impl Replicator {
     /// The last byte goes out only once the blob checked out here; a relay
     /// that makes no progress for [`RELAY_STALL`] gives up, so the asker
     /// falls back to a holder.
-    async fn serve_relay(&self, mut send: quinn::SendStream, fetch: std::sync::Arc<crate::Fetch>, range: Option<BlobRange>) -> Result<(), String> {
+    async fn serve_relay(&self, mut send: quinn::SendStream, fetch: std::sync::Arc<crate::Fetch>, range: Option<BlobRange>) -> Result<()> {
         use futures::StreamExt;
         let size = fetch.size;
         let (start, len, stream) = match self.follow(fetch, range) {
             Ok(s) => s,
             Err(BlobError::RangeInvalid { .. }) => {
-                write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(|e| e.to_string())?;
-                send.finish().map_err(|e| e.to_string())?;
+                write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(ReplicationError::answer)?;
+                send.finish().map_err(ReplicationError::answer)?;
                 return Ok(());
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
-        write_frame(&mut send, &GetReply::Ok { size, start, len }).await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &GetReply::Ok { size, start, len }).await.map_err(ReplicationError::answer)?;
         let mut stream = std::pin::pin!(stream);
         loop {
             let chunk = match tokio::time::timeout(RELAY_STALL, stream.next()).await {
@@ -104,17 +105,17 @@ impl Replicator {
                 Ok(Some(Ok(chunk))) => chunk,
                 Ok(Some(Err(e))) => {
                     let _ = send.reset(1u32.into());
-                    return Err(format!("relay: {e}"));
+                    return Err(ReplicationError::answer(e));
                 }
                 Err(_) => {
                     let _ = send.reset(1u32.into());
-                    return Err(format!("relay: no progress in {RELAY_STALL:?}"));
+                    return Err(ReplicationError::RelayStalled(RELAY_STALL));
                 }
             };
-            send.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            send.write_all(&chunk).await.map_err(ReplicationError::answer)?;
             bump(&self.inner.stats.bytes_served, chunk.len() as u64);
         }
-        send.finish().map_err(|e| e.to_string())?;
+        send.finish().map_err(ReplicationError::answer)?;
         let _ = send.stopped().await;
         Ok(())
     }
@@ -132,19 +133,19 @@ impl Replicator {
         self.inner.transport.admits(conn)
     }
 
-    async fn handle_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
+    async fn handle_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<()> {
         if self.inner.faults.refuse_peers.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = send.reset(1u32.into());
-            return Err("refusing peers (fault injected)".into());
+            return Err(ReplicationError::RefusingPeers);
         }
-        let req: Request = read_frame(&mut recv).await.map_err(|e| e.to_string())?;
+        let req: Request = read_frame(&mut recv).await.map_err(ReplicationError::answer)?;
         match req {
             Request::Have { digests } => {
                 let mut have = Vec::with_capacity(digests.len());
                 for d in &digests {
-                    have.push(self.inner.store.stat(d).await.map_err(|e| e.to_string())?.is_some());
+                    have.push(self.inner.store.stat(d).await?.is_some());
                 }
-                write_frame(&mut send, &Reply::Have(have)).await.map_err(|e| e.to_string())?;
+                write_frame(&mut send, &Reply::Have(have)).await.map_err(ReplicationError::answer)?;
             }
             Request::Get { digest, start, len } => {
                 bump(&self.inner.stats.requests_served, 1);
@@ -152,16 +153,16 @@ impl Replicator {
                 match self.inner.store.open_read(&digest, range).await {
                     Ok(None) => match self.relay_fetch(&digest) {
                         Some(fetch) => return self.serve_relay(send, fetch, range).await,
-                        None => write_frame(&mut send, &GetReply::NotFound).await.map_err(|e| e.to_string())?,
+                        None => write_frame(&mut send, &GetReply::NotFound).await.map_err(ReplicationError::answer)?,
                     },
-                    Err(BlobError::RangeInvalid { .. }) => write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(|e| e.to_string())?,
-                    Err(e) => return Err(e.to_string()),
+                    Err(BlobError::RangeInvalid { .. }) => write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(ReplicationError::answer)?,
+                    Err(e) => return Err(e.into()),
                     Ok(Some(mut r)) => {
-                        write_frame(&mut send, &GetReply::Ok { size: r.size, start: r.start, len: r.len }).await.map_err(|e| e.to_string())?;
+                        write_frame(&mut send, &GetReply::Ok { size: r.size, start: r.start, len: r.len }).await.map_err(ReplicationError::answer)?;
                         let mut buf = vec![0u8; SERVE_CHUNK];
                         let mut first = true;
                         loop {
-                            let n = tokio::io::AsyncReadExt::read(&mut r.file, &mut buf).await.map_err(|e| e.to_string())?;
+                            let n = tokio::io::AsyncReadExt::read(&mut r.file, &mut buf).await.map_err(ReplicationError::answer)?;
                             if n == 0 {
                                 break;
                             }
@@ -169,7 +170,7 @@ impl Replicator {
                                 buf[0] ^= 0xff;
                             }
                             first = false;
-                            send.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+                            send.write_all(&buf[..n]).await.map_err(ReplicationError::answer)?;
                             bump(&self.inner.stats.bytes_served, n as u64);
                             let delay = self.inner.faults.serve_delay_us.load(std::sync::atomic::Ordering::Relaxed);
                             if delay > 0 {
@@ -180,29 +181,29 @@ impl Replicator {
                 }
             }
             Request::Replicate { digest, size, from } => {
-                let reply = if self.inner.store.stat(&digest).await.map_err(|e| e.to_string())?.is_some() {
+                let reply = if self.inner.store.stat(&digest).await?.is_some() {
                     match self.inner.view.record_holder(&digest, size).await {
                         Ok(()) => Reply::Replicated,
-                        Err(e) => Reply::Failed(e),
+                        Err(e) => Reply::Failed(e.to_string()),
                     }
                 } else {
                     match self.fetch(&digest, size, Some(from)).wait().await {
                         Ok(()) => Reply::Replicated,
-                        Err(e) => Reply::Failed(e),
+                        Err(e) => Reply::Failed(e.to_string()),
                     }
                 };
-                write_frame(&mut send, &reply).await.map_err(|e| e.to_string())?;
+                write_frame(&mut send, &reply).await.map_err(ReplicationError::answer)?;
             }
             Request::Rtts => {
                 let rtts = self.rtts().into_iter().map(|(id, d)| (id, d.as_micros() as u64)).collect();
-                write_frame(&mut send, &Reply::Rtts(rtts)).await.map_err(|e| e.to_string())?;
+                write_frame(&mut send, &Reply::Rtts(rtts)).await.map_err(ReplicationError::answer)?;
             }
             Request::Announce { .. } => {
                 self.wake();
-                write_frame(&mut send, &Reply::Ack).await.map_err(|e| e.to_string())?;
+                write_frame(&mut send, &Reply::Ack).await.map_err(ReplicationError::answer)?;
             }
         }
-        send.finish().map_err(|e| e.to_string())?;
+        send.finish().map_err(ReplicationError::answer)?;
         // Let the peer read everything before the stream goes away.
         let _ = send.stopped().await;
         Ok(())

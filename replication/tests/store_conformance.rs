@@ -128,6 +128,9 @@ async fn delete_stale_waits_for_pins_and_looks_again_under_the_lock() {
         let d = d.clone();
         async move { store.delete_stale(&d, later, || true).await.unwrap() }
     });
+    // A fixed wait, on purpose: nothing is observable while the delete
+    // waits on the pin, and an unpinned delete ends well within this (a
+    // stat and an unlink), so a delete that ignored the pin would be caught.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(!deleting.is_finished(), "the delete waits for the pin");
     assert!(store.stat(&d).await.unwrap().is_some());

@@ -9,6 +9,7 @@ pub mod http;
 pub mod procs;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,49 @@ use berth_raft::command::{ManifestRecord, MetaCommand, MetaResponse, TagRecord};
 use berth_raft::state::keys;
 use berth_raft::{LinkFilter, MetaConfig, StateRead};
 use tokio::net::TcpListener;
+
+/// Waits until `cond` holds (`true`, or `Some(value)`, which it returns),
+/// checking every 20 ms; panics naming `what` after `timeout`.
+///
+/// The one way these tests wait: on a condition, never for a fixed time. A
+/// test that must show something does *not* happen waits instead for the
+/// event that would have caused it to be processed (an applied log index, a
+/// reconciler pass, a refused call on a cut link), then looks.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> <Fut::Output as Ready>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Ready,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond().await.ready() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What [`eventually`] waits on: a condition, or a value to come.
+pub trait Ready {
+    type Value;
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Ready for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
 
 /// Timing for tests on one machine: elections in a few hundred ms.
 pub fn fast_config() -> MetaConfig {
@@ -161,35 +205,44 @@ impl Cluster {
         self.nodes.insert(id, node);
     }
 
+    /// Waits until every running node has applied everything committed
+    /// before this call (a read barrier on each): what one node wrote, all
+    /// now see.
+    pub async fn sync_all(&self) {
+        for (id, n) in &self.nodes {
+            n.meta.read_barrier().await.unwrap_or_else(|e| panic!("node {id} cannot catch up: {e}"));
+        }
+    }
+
+    /// Commits every usage record queued on any running node, then makes
+    /// every node see them (records are otherwise batched every
+    /// [`berth_node::audit::FLUSH_EVERY`]).
+    pub async fn flush_audit(&self) {
+        for n in self.nodes.values() {
+            n.audit.flush().await;
+        }
+        self.sync_all().await;
+    }
+
     /// The leader as every running node sees it, once they agree.
     pub async fn wait_leader(&self, timeout: Duration) -> u64 {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        eventually(timeout, "every running node agrees on one leader", || async {
             let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.meta.metrics().current_leader).collect();
-            if let Some(Some(l)) = leaders.first() {
-                if self.nodes.contains_key(l) && leaders.iter().all(|x| x == &Some(*l)) && self.nodes[l].meta.is_leader() {
-                    return *l;
-                }
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {timeout:?}: {leaders:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let l = (*leaders.first()?)?;
+            (self.nodes.contains_key(&l) && leaders.iter().all(|x| x == &Some(l)) && self.nodes[&l].meta.is_leader()).then_some(l)
+        })
+        .await
     }
 
     /// Waits until the voters, as the leader sees them, are exactly `ids`.
     pub async fn wait_voters(&self, ids: &[u64], timeout: Duration) {
-        let want: Vec<u64> = ids.to_vec();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        eventually(timeout, &format!("the voters are {ids:?}"), || async {
             let l = self.wait_leader(timeout).await;
             let m = self.nodes[&l].meta.metrics();
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            if voters == want && m.membership_config.membership().get_joint_config().len() == 1 {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "voters {voters:?}, wanted {want:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            voters == ids && m.membership_config.membership().get_joint_config().len() == 1
+        })
+        .await
     }
 }
 
@@ -229,9 +282,6 @@ pub fn tag_on(node: &RunningNode, repo: &str, tag: &str) -> Option<Digest> {
 
 /// Waits until `node` has applied the tag pointing at `digest`.
 pub async fn wait_tag(node: &RunningNode, repo: &str, tag: &str, digest: &Digest, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tag_on(node, repo, tag).as_ref() != Some(digest) {
-        assert!(tokio::time::Instant::now() < deadline, "node {} never saw {repo}:{tag} = {digest}", node.config.node_id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("node {} sees {repo}:{tag} = {digest}", node.config.node_id);
+    eventually(timeout, &what, || async { tag_on(node, repo, tag).as_ref() == Some(digest) }).await;
 }
