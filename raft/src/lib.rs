@@ -23,17 +23,13 @@ pub mod forward;
 pub mod membership;
 pub mod meta;
 pub mod network;
+pub mod pb;
 pub mod records;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod types;
 pub mod wire;
-
-/// Generated protobuf framing of the peer service.
-pub mod pb {
-    tonic::include_proto!("berth.peer.v1");
-}
 
 pub use berth_common::LinkFilter;
 pub use berth_common::{PeerTls, PEER_TLS_NAME};

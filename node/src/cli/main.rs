@@ -1,0 +1,673 @@
+//! The `berth` command.
+
+mod client;
+mod drill;
+mod identity;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::{AdminClient, Target};
+use anyhow::Context;
+use berth_gateway::*;
+use berth_node::runtime::{self, NodeAddrs};
+use berth_raft::{LinkFilter, MetaConfig};
+use clap::{Parser, Subcommand};
+use identity::{LoginArgs, LogsArgs, OrgCommand, RepoCommand, RobotCommand, TeamCommand, UserCommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "berth: a container registry cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole local cluster in this process (Ctrl-C stops it).
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Where the nodes keep their data; reused on the next run.
+        #[arg(long, default_value = "./berth-dev")]
+        data_dir: PathBuf,
+        /// HTTP port of the first node; the others follow it.
+        #[arg(long, default_value_t = 5000)]
+        http_port: u16,
+    },
+    /// Create, grow, inspect and shrink the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run a node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Rehearse failures on a live cluster, safely.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
+    /// Where a namespace's blobs are kept (every region, some, or on demand).
+    Placement {
+        #[command(subcommand)]
+        command: PlacementCommand,
+    },
+    /// Log in to a cluster once; later commands use the saved application token.
+    Login(LoginArgs),
+    /// Revoke the saved login's token and forget it.
+    Logout,
+    /// Users (superusers only), and who you are.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Teams of an organization and their members.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Robot accounts (`namespace+short`), for CI and other machines.
+    Robot {
+        #[command(subcommand)]
+        command: RobotCommand,
+    },
+    /// Your application tokens (for scripts and the registry login).
+    Token {
+        #[command(subcommand)]
+        command: identity::TokenCommand,
+    },
+    /// Repositories, their visibility and permissions.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// The usage log: who did what, newest first.
+    Logs(LogsArgs),
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Move leadership away while probing writes and reads; report what clients saw.
+    Failover {
+        /// Hand leadership to this node (default: the best other voter).
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut one region's nodes off from the rest for a while, then let them
+    /// rejoin; report what clients saw. Each node heals by itself shortly
+    /// after the drill's end even if this command dies.
+    Region {
+        /// The region to cut off (as `berth cluster status` shows it).
+        region: String,
+        /// How long the region stays cut off (1s to 10m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Drill even when the nodes outside the region hold no majority of
+        /// the voters, which stops every write for the duration.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlacementCommand {
+    /// Show a namespace's placement.
+    Get {
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a namespace's placement: one of --everywhere, --regions, --on-demand.
+    Set {
+        namespace: String,
+        /// Every node of every region keeps a copy (the default).
+        #[arg(long, conflicts_with_all = ["regions", "on_demand"])]
+        everywhere: bool,
+        /// Only the nodes of these regions keep a copy (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// Copies only where pushed (and min_copies) and where pulled.
+        #[arg(long, conflicts_with = "regions")]
+        on_demand: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct AddrArgs {
+    /// Where this node's data lives.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Region this node runs in (a-z, 0-9, '-').
+    #[arg(long, env = "BERTH_REGION")]
+    region: String,
+    /// Address the registry/API listener binds (ip:port).
+    #[arg(long, env = "BERTH_HTTP")]
+    http: String,
+    /// Address the peer listener binds (ip:port).
+    #[arg(long, env = "BERTH_PEER")]
+    peer: String,
+    /// URL clients use to reach --http (default: http://<--http>).
+    #[arg(long, env = "BERTH_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
+    /// host:port other nodes use to reach --peer (default: --peer).
+    #[arg(long, env = "BERTH_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+}
+
+impl AddrArgs {
+    fn addrs(&self) -> NodeAddrs {
+        NodeAddrs {
+            region: self.region.clone(),
+            http_listen: self.http.clone(),
+            peer_listen: self.peer.clone(),
+            http_advertise: self.advertise_http.clone(),
+            peer_advertise: self.advertise_peer.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a new cluster with this node as its first member.
+    Init {
+        #[command(flatten)]
+        addrs: AddrArgs,
+        /// File with the password of the `admin` superuser (else one is generated and printed once).
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
+    },
+    /// Register this node with a cluster; then run it with `berth node start`.
+    Join {
+        #[command(flatten)]
+        addrs: AddrArgs,
+        /// Peer address (host:port) of any member.
+        #[arg(long)]
+        seed: String,
+        /// Join token from `berth cluster init` or `berth cluster token create`.
+        #[arg(long, env = "BERTH_JOIN_TOKEN")]
+        token: String,
+        /// Never a voter: an edge node that serves and forwards but does not vote.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Show the members, their roles, the leader and replication lag.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Make a node a voter.
+    Promote {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a node a learner (it keeps serving, it stops voting).
+    Demote {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a node from the cluster for good (its id is never reused).
+    Remove {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The cluster CA, for clients that must trust cluster-signed HTTPS.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Move leadership to NODE (or to the best other voter).
+    TransferLeader {
+        node: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start signing registry tokens with a new key (tokens of the old one stay valid until they expire).
+    RotateTokenKey {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the CA certificate (PEM) on stdout, and where clients look for it on stderr.
+    Export {
+        /// Data directory of a node on this host.
+        #[arg(long, env = "BERTH_DATA_DIR", conflicts_with = "endpoint")]
+        data_dir: Option<PathBuf>,
+        /// URL of any node (the CA is public: no login needed).
+        #[arg(long, env = "BERTH_ENDPOINT")]
+        endpoint: Option<String>,
+    },
+    /// Which CA signs, which is still trusted, and which CA each node runs on.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start signing with a new CA (the current one stays trusted); with
+    /// --finish, once every node restarted on it, trust only the new one.
+    Rotate {
+        /// End the rotation under way.
+        #[arg(long)]
+        finish: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a join token; prints it alone on the last line.
+    Create {
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// How many nodes may join with it (default: any number until it expires).
+        #[arg(long)]
+        max_uses: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List join tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the node in the foreground; SIGTERM or Ctrl-C stops it cleanly.
+    Start {
+        #[arg(long, env = "BERTH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Serve HTTPS with this PEM certificate (chain); re-read on change or SIGHUP.
+        #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key", conflicts_with = "tls_cluster")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert.
+        #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve HTTPS with a certificate from the cluster CA (see `berth cluster ca export`).
+        #[arg(long)]
+        tls_cluster: bool,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn fmt_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn print_status(s: &ClusterStatus) {
+    println!(
+        "cluster {}  leader {}  term {}  (answered by node {})",
+        s.cluster_id,
+        s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+        s.term,
+        s.answered_by
+    );
+    println!("{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}", "NODE", "REGION", "ROLE", "WANTED", "PEER", "HTTP", "MATCHED", "LAG");
+    for n in &s.nodes {
+        let id = if n.leader { format!("{}*", n.id) } else { n.id.to_string() };
+        let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:<14} {:<9} {:<8} {:<24} {:<30} {:>9} {:>6}",
+            id,
+            n.region,
+            n.role,
+            n.desired_role,
+            n.peer_addr,
+            n.http_addr,
+            opt(n.matched_index),
+            opt(n.lag)
+        );
+    }
+    println!("* leader");
+    if !s.rtt_ms.is_empty() {
+        let ids: Vec<u64> = s.nodes.iter().filter(|n| n.role != "removed").map(|n| n.id).collect();
+        println!();
+        print!("{:<10}", "RTT ms");
+        for id in &ids {
+            print!("{:>9}", format!("to {id}"));
+        }
+        println!();
+        for row in &s.rtt_ms {
+            print!("{:<10}", format!("from {}", row.from));
+            for id in &ids {
+                let cell = if *id == row.from {
+                    "-".to_string()
+                } else {
+                    row.to.iter().find(|(to, _)| to == id).map(|(_, ms)| format!("{ms:.1}")).unwrap_or_else(|| "?".into())
+                };
+                print!("{cell:>9}");
+            }
+            println!();
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev { nodes, data_dir, http_port } => {
+            let cluster = berth_node::dev::start(&berth_node::dev::DevOptions { nodes, data_dir: data_dir.clone(), http_port }).await?;
+            println!("berth dev: {} nodes, data in {}", cluster.nodes.len(), data_dir.display());
+            for n in &cluster.nodes {
+                println!("  node {} ({}): {}  peer {}", n.config.node_id, n.config.region, n.config.http_advertise, n.peer_addr);
+            }
+            match &cluster.admin_password {
+                Some(p) => println!("admin login: user admin, password {p} (shown once)"),
+                None => println!("admin login: user admin, password as printed when {} was created", data_dir.display()),
+            }
+            let first = &cluster.nodes[0];
+            let host = first.config.http_advertise.trim_start_matches("http://").trim_start_matches("https://");
+            println!("try:");
+            println!("  docker login {host} -u admin");
+            println!("  docker push {host}/team/app:1");
+            println!("  berth cluster status --data-dir {}", data_dir.join("node1").display());
+            println!("Ctrl-C stops the cluster.");
+            wait_for_stop_signal().await;
+            for n in cluster.nodes {
+                n.shutdown().await;
+            }
+        }
+        Command::Cluster { command } => run_cluster(command).await?,
+        Command::Login(args) => identity::run_login(args).await?,
+        Command::Logout => identity::run_logout().await?,
+        Command::User { command } => identity::run_user(command).await?,
+        Command::Org { command } => identity::run_org(command).await?,
+        Command::Team { command } => identity::run_team(command).await?,
+        Command::Robot { command } => identity::run_robot(command).await?,
+        Command::Token { command } => identity::run_token(command).await?,
+        Command::Repo { command } => identity::run_repo(command).await?,
+        Command::Logs(args) => identity::run_logs(args).await?,
+        Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
+            let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                report.print();
+            }
+        }
+        Command::Drill { command: DrillCommand::Region { region, duration, force, target, json } } => {
+            let opts = crate::drill::RegionOptions { region, duration, force };
+            let report = crate::drill::region(&AdminClient::new(&target)?, &opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                report.print();
+            }
+        }
+        Command::Placement { command: PlacementCommand::Get { namespace, target, json } } => {
+            let doc: PlacementDoc = AdminClient::new(&target)?.get(&format!("/api/v1/placement/{namespace}")).await?;
+            if json {
+                print_json(&doc)?;
+            } else if doc.regions.is_empty() {
+                println!("{namespace}: {}", doc.policy);
+            } else {
+                println!("{namespace}: {} {}", doc.policy, doc.regions.join(","));
+            }
+        }
+        Command::Placement { command: PlacementCommand::Set { namespace, everywhere, regions, on_demand, target } } => {
+            let doc = match (everywhere, regions.is_empty(), on_demand) {
+                (_, false, _) => PlacementDoc { policy: "regions".into(), regions },
+                (_, true, true) => PlacementDoc { policy: "on-demand".into(), regions: vec![] },
+                (true, true, false) => PlacementDoc { policy: "everywhere".into(), regions: vec![] },
+                (false, true, false) => anyhow::bail!("say where: --everywhere, --regions R1,R2 or --on-demand"),
+            };
+            AdminClient::new(&target)?.put(&format!("/api/v1/placement/{namespace}"), &doc).await?;
+            println!("placement of {namespace} set");
+        }
+        Command::Node { command: NodeCommand::Start { data_dir, tls_cert, tls_key, tls_cluster } } => {
+            use berth_node::config::{TlsConfig, TlsMode};
+            let tls = match (tls_cert, tls_key, tls_cluster) {
+                (Some(c), Some(k), _) => Some(TlsConfig { mode: TlsMode::Files, cert_file: Some(c), key_file: Some(k) }),
+                (_, _, true) => Some(TlsConfig { mode: TlsMode::Cluster, cert_file: None, key_file: None }),
+                _ => None,
+            };
+            let node = runtime::start_node_with(&data_dir, None, LinkFilter::default(), tls).await?;
+            println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
+            wait_for_stop_signal().await;
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init { addrs, admin_password_file } => {
+            let password = match admin_password_file {
+                Some(f) => {
+                    Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string())
+                }
+                None => None,
+            };
+            let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
+            println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
+            println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);
+            if let Some(p) = &out.generated_password {
+                println!("admin password (shown once): {p}");
+            }
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+            println!("join other nodes with this token (valid 24h):");
+            println!("{}", out.token);
+        }
+        ClusterCommand::Join { addrs, seed, token, learner } => {
+            let cfg = runtime::join_cluster(&addrs.data_dir, &addrs.addrs(), &seed, &token, learner, MetaConfig::default()).await?;
+            println!("joined cluster {} as node {} (region {})", cfg.cluster_id, cfg.node_id, cfg.region);
+            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+        }
+        ClusterCommand::Status { target, json } => {
+            let s: ClusterStatus = AdminClient::new(&target)?.get("/api/v1/cluster/status").await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                print_status(&s);
+            }
+        }
+        ClusterCommand::Token { command } => match command {
+            TokenCommand::Create { ttl, max_uses, target, json } => {
+                let req = TokenCreateRequest { ttl_secs: Some(ttl.as_secs().max(1)), max_uses };
+                let t: CreatedToken = AdminClient::new(&target)?.post("/api/v1/cluster/tokens", &req).await?;
+                if json {
+                    print_json(&t)?;
+                } else {
+                    println!("token {} expires {}", t.id, fmt_ms(t.expires_at_ms));
+                    println!("{}", t.token);
+                }
+            }
+            TokenCommand::List { target, json } => {
+                let list: Vec<TokenInfo> = AdminClient::new(&target)?.get("/api/v1/cluster/tokens").await?;
+                if json {
+                    print_json(&list)?;
+                } else {
+                    println!("{:<14} {:<22} {:<22} {:<8} {:>6}", "ID", "CREATED", "EXPIRES", "REVOKED", "USES");
+                    for t in list {
+                        let uses = match t.max_uses {
+                            Some(m) => format!("{}/{}", t.uses, m),
+                            None => t.uses.to_string(),
+                        };
+                        println!("{:<14} {:<22} {:<22} {:<8} {:>6}", t.id, fmt_ms(t.created_at_ms), fmt_ms(t.expires_at_ms), t.revoked, uses);
+                    }
+                }
+            }
+            TokenCommand::Revoke { id, target } => {
+                AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/tokens/{id}")).await?;
+                println!("revoked token {id}");
+            }
+        },
+        ClusterCommand::Ca { command: CaCommand::Export { data_dir, endpoint } } => {
+            let pem = match (data_dir, endpoint) {
+                (Some(d), _) => {
+                    let p = berth_node::config::Layout::new(&d).ca_cert();
+                    std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                (None, Some(url)) => {
+                    let url = format!("{}/api/v1/cluster/ca", url.trim_end_matches('/'));
+                    let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+                    anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+                    resp.text().await?
+                }
+                (None, None) => anyhow::bail!("say which node: --data-dir D on its host, or --endpoint URL"),
+            };
+            print!("{pem}");
+            eprintln!("Trust it per registry host:port:");
+            eprintln!("  docker:  /etc/docker/certs.d/<host:port>/ca.crt");
+            eprintln!("  podman, buildah, skopeo:  /etc/containers/certs.d/<host:port>/ca.crt, or --cert-dir DIR (DIR/ca.crt)");
+            eprintln!("  containerd (ctr):  --tlscacert FILE");
+        }
+        ClusterCommand::Ca { command: CaCommand::Status { target, json } } => {
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.get("/api/v1/cluster/ca/status").await?;
+            print_ca_status(&status, json)?;
+        }
+        ClusterCommand::Ca { command: CaCommand::Rotate { finish, target, json } } => {
+            let path = if finish { "/api/v1/cluster/ca/rotate/finish" } else { "/api/v1/cluster/ca/rotate" };
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.post(path, &serde_json::Map::new()).await?;
+            print_ca_status(&status, json)?;
+            if !json && finish {
+                println!("rotation finished: the previous CA is trusted no more (by each node from its next restart); distribute the new CA to clients (`berth cluster ca export`)");
+            } else if !json {
+                println!(
+                    "rotation started: within seconds every node writes a certificate from the new CA and a trust bundle of both CAs to its data directory."
+                );
+                println!("Restart the nodes one at a time, in any order; then run `berth cluster ca rotate --finish`.");
+            }
+        }
+        ClusterCommand::Promote { node, target } => {
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
+            println!("node {node} will vote once caught up, while the voter count stays odd and at most 5 (an even count leaves the last promoted node a learner until another node can vote)");
+        }
+        ClusterCommand::Demote { node, target } => {
+            AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;
+            println!("node {node} will become a learner");
+        }
+        ClusterCommand::Remove { node, target } => {
+            AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/nodes/{node}")).await?;
+            println!("node {node} removed");
+        }
+        ClusterCommand::TransferLeader { node, target, json } => {
+            let r: TransferLeaderReply = AdminClient::new(&target)?.post("/api/v1/cluster/transfer-leader", &TransferLeaderRequest { to: node }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("leader moved from node {} to node {}", r.previous, r.leader);
+            }
+        }
+        ClusterCommand::RotateTokenKey { target, json } => {
+            let r: berth_gateway::identity::KeyRotated = AdminClient::new(&target)?.post("/api/v1/superuser/keys/rotate", &serde_json::Map::new()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("token signing key rotated; new kid {}", r.kid);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_ca_status(s: &berth_gateway::CaStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    println!("signing CA   sha256:{}", s.signing);
+    if let Some(p) = &s.previous {
+        println!("previous CA  sha256:{p} (still trusted: a rotation is under way)");
+    }
+    println!("{:<6} RUNNING ON", "NODE");
+    for n in &s.nodes {
+        let on = match &n.running {
+            Some(fp) if *fp == s.signing => "the signing CA",
+            Some(fp) if s.previous.as_ref() == Some(fp) => "the previous CA (restart it)",
+            Some(_) => "a CA the cluster no longer trusts",
+            None => "not reported yet",
+        };
+        println!("{:<6} {on}", n.id);
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    berth_node::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("berth: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,103 @@
+//! The metadata as the data plane sees it (berth-replication's
+//! `ClusterView`): peers from the node records, placement from the blob
+//! records, and holder records written through Raft.
+
+use async_trait::async_trait;
+use berth_common::{Digest, NodeId};
+use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, NodeRecord, Placement};
+use berth_raft::state::keys;
+use berth_raft::{MetaNodeHandle, StateRead};
+use berth_replication::{BlobInfo, ClusterView, PeerInfo, ReplicationError};
+
+pub struct NodeView {
+    pub meta: MetaNodeHandle,
+    pub region: String,
+}
+
+impl NodeView {
+    /// Whether placement asks nodes of `region` to keep `rec`: some
+    /// namespace it is linked into wants that region.
+    fn wanted_in(&self, rec: &BlobRecord, region: &str) -> bool {
+        let state = self.meta.state();
+        rec.repos.keys().any(|repo| {
+            let ns = repo.split('/').next().unwrap_or(repo);
+            let placement: Placement = state.get(&keys::placement(ns)).ok().flatten().unwrap_or_default();
+            placement.wants(region)
+        })
+    }
+
+    fn wanted_here(&self, rec: &BlobRecord) -> bool {
+        self.wanted_in(rec, &self.region)
+    }
+
+    fn nodes(&self) -> Vec<NodeRecord> {
+        self.meta.state().scan(keys::NODE_PREFIX).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read node records");
+            Vec::new()
+        })
+    }
+}
+
+#[async_trait]
+impl ClusterView for NodeView {
+    fn self_id(&self) -> NodeId {
+        self.meta.id()
+    }
+
+    fn self_region(&self) -> String {
+        self.region.clone()
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let me = self.meta.id();
+        self.nodes().into_iter().filter(|n| !n.removed && n.id != me).map(|n| PeerInfo { id: n.id, region: n.region, addr: n.peer_addr }).collect()
+    }
+
+    fn removed(&self, node: NodeId) -> bool {
+        berth_raft::state::node_removed(&self.meta.state(), node).unwrap_or(false)
+    }
+
+    fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
+        let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
+        Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders })
+    }
+
+    fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
+        let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
+        rec.is_some_and(|rec| self.wanted_in(&rec, region))
+    }
+
+    fn blobs(&self) -> Vec<(Digest, BlobInfo)> {
+        let raw = match self.meta.state().scan_raw(keys::BLOB_PREFIX) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read blob records");
+                return Vec::new();
+            }
+        };
+        raw.into_iter()
+            .filter_map(|(k, v)| {
+                let digest: Digest = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok()?.parse().ok()?;
+                let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
+                Some((digest, BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders }))
+            })
+            .collect()
+    }
+
+    async fn drop_holder(&self, digest: &Digest) -> Result<(), ReplicationError> {
+        match self.meta.write(berth_raft::Actor::Node, MetaCommand::RemoveBlobHolder { digest: digest.clone(), node: self.meta.id() }).await {
+            Ok(MetaResponse::Done | MetaResponse::NotFound) => Ok(()),
+            Ok(other) => Err(ReplicationError::Metadata(format!("unexpected outcome {other:?}").into())),
+            Err(e) => Err(ReplicationError::Metadata(e.into())),
+        }
+    }
+
+    async fn record_holder(&self, digest: &Digest, size: u64) -> Result<(), ReplicationError> {
+        match self.meta.write(berth_raft::Actor::Node, MetaCommand::AddBlobHolder { digest: digest.clone(), size, node: self.meta.id() }).await {
+            Ok(MetaResponse::Done) => Ok(()),
+            Ok(MetaResponse::NotFound) => Err(ReplicationError::Forgotten { digest: digest.clone() }),
+            Ok(other) => Err(ReplicationError::Metadata(format!("unexpected outcome {other:?}").into())),
+            Err(e) => Err(ReplicationError::Metadata(e.into())),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The leader's rules for writes: which actor may submit which command,
+//! judged against the leader's own state before the command is proposed
+//! (the trust model is in [`berth_raft::forward`]).
+//!
+//! Every command falls in one class ([`rule_of`], the one table):
+//! - bootstrap-only: the cluster's first command, made by `init` on its
+//!   first node and never forwarded;
+//! - the node's own work: blob holders, sweeps, audit batches and their
+//!   pruning, registrations under a join token, the CA the node runs on.
+//!   Only the node itself makes
+//!   them, and a command that names a node names the submitting one;
+//! - a client's command: pushes, deletes, repositories, organizations,
+//!   teams, robots, tokens, permissions. The client must still exist on
+//!   the leader (a user or robot not deleted, an application token neither
+//!   deleted nor expired);
+//! - a user's own record ([`Rule::OwnUser`]): a password change by the user
+//!   itself, or by a superuser;
+//! - cluster administration: node roles and removal, join tokens, node
+//!   registration without a token, placement, probes, users created or
+//!   deleted, token keys, CA rotation, and whatever grants superuser. These need a
+//!   superuser the leader knows, or the operator of a member.
+//!
+//! What a client may do within its rights (push to this repository, grant
+//! that team) stays the serving node's decision: it authenticated the
+//! client and holds the same records, at most a heartbeat behind.
+
+use berth_common::NodeId;
+use berth_gateway::Principal;
+use berth_raft::command::CaCommand;
+use berth_raft::command::{IdentityCommand, TokenScope};
+use berth_raft::command::{MetaCommand, UserRecord};
+use berth_raft::state::{keys, StateError};
+use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
+
+use crate::identity::auth::principal_in;
+use crate::util::now_ms;
+
+/// Who may submit a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Rule {
+    /// `init` on the cluster's first node, for its operator.
+    Bootstrap,
+    /// The submitting node itself; every node named must be it.
+    NodeOwn { names: Vec<NodeId> },
+    /// A client that still exists; the node named holding the blob is the
+    /// submitting one, or one the leader already knows holds it (a mount
+    /// links the copy another node has).
+    ClientHolding { node: NodeId, holders: Vec<NodeId> },
+    /// A client that still exists.
+    Client,
+    /// The user itself, or a superuser.
+    OwnUser(String),
+    /// A superuser, or a member's operator.
+    Admin,
+}
+
+/// The one table: the rule for each command, given the leader's state
+/// (whether a user record grants or keeps superuser is read there).
+fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
+    use IdentityCommand as I;
+    use MetaCommand as M;
+    Ok(match cmd {
+        M::Bootstrap(_) => Rule::Bootstrap,
+        M::RegisterNode { token: Some(_), .. } => Rule::NodeOwn { names: vec![] },
+        M::RegisterNode { token: None, .. } => Rule::Admin,
+        M::SetNodeRole { .. } | M::RemoveNode { .. } | M::CreateJoinToken(_) | M::RevokeJoinToken { .. } => Rule::Admin,
+        M::SetPlacement { .. } | M::Probe { .. } => Rule::Admin,
+        M::PutUser(rec) if rec.superuser || is_superuser(state, &rec.name)? => Rule::Admin,
+        M::PutUser(rec) => Rule::OwnUser(rec.name.clone()),
+        M::AddBlobHolder { node, .. } | M::RemoveBlobHolder { node, .. } => Rule::NodeOwn { names: vec![*node] },
+        M::SweepBlob { .. } => Rule::NodeOwn { names: vec![] },
+        M::LinkBlob { digest, node, .. } => {
+            let holders = state.get::<berth_raft::command::BlobRecord>(&keys::blob(digest))?.map(|b| b.holders.into_iter().collect()).unwrap_or_default();
+            Rule::ClientHolding { node: *node, holders }
+        }
+        M::CreateRepository(_) | M::PutManifest { .. } | M::DeleteManifest { .. } | M::SetTag { .. } | M::DeleteTag { .. } | M::UnlinkBlob { .. } => {
+            Rule::Client
+        }
+        M::Ca(c) => match c {
+            CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
+            CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
+            CaCommand::StartRotation { .. } | CaCommand::FinishRotation => Rule::Admin,
+        },
+        M::Identity(c) => match c {
+            I::AppendAudit(records) => Rule::NodeOwn { names: records.iter().map(|r| r.node).collect() },
+            I::PruneAudit { .. } => Rule::NodeOwn { names: vec![] },
+            I::CreateUser(_) | I::DeleteUser { .. } | I::RotateTokenKey { .. } => Rule::Admin,
+            // A superuser's token with `super:user` is a superuser.
+            I::CreateAppToken(t) if t.scopes.contains(&TokenScope::SuperUser) && is_superuser(state, &t.owner)? => Rule::Admin,
+            I::CreateOrg { .. }
+            | I::DeleteOrg { .. }
+            | I::PutTeam { .. }
+            | I::DeleteTeam { .. }
+            | I::SetTeamMember { .. }
+            | I::PutRobot(_)
+            | I::DeleteRobot { .. }
+            | I::CreateAppToken(_)
+            | I::DeleteAppToken { .. }
+            | I::CreateRepository(_)
+            | I::UpdateRepository { .. }
+            | I::DeleteRepository { .. }
+            | I::SetPermission { .. } => Rule::Client,
+        },
+    })
+}
+
+fn is_superuser(state: &MetaState, name: &str) -> Result<bool, StateError> {
+    Ok(state.get::<UserRecord>(&keys::user(name))?.is_some_and(|u| u.superuser))
+}
+
+/// The client `actor` names, as the leader's state has it now.
+fn client(state: &MetaState, actor: &Actor) -> Result<Principal, String> {
+    let Actor::Client(account) = actor else { return Err("a node may not make a client's command for itself".into()) };
+    let found = principal_in(state, account, now_ms()).map_err(|e| format!("the leader could not read the account: {e}"))?;
+    match found {
+        None => Err(format!("the {} this write is for no longer exists on the leader", Actor::Client(account.clone()).kind())),
+        Some(Principal::Anonymous) => Err("an anonymous client may not write".into()),
+        Some(p) => Ok(p),
+    }
+}
+
+fn node_own(origin: Origin, actor: &Actor, names: &[NodeId]) -> Result<(), String> {
+    if *actor != Actor::Node {
+        return Err("only a node makes this command, for itself".into());
+    }
+    match names.iter().find(|n| **n != origin.node) {
+        Some(other) => Err(format!("node {} may not make this command for node {other}", origin.node)),
+        None => Ok(()),
+    }
+}
+
+/// Judges `cmd` for `actor`, submitted at `origin`, by its rule.
+pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand) -> Result<(), String> {
+    let rule = rule_of(state, cmd).map_err(|e| format!("the leader could not read its state: {e}"))?;
+    match rule {
+        Rule::Bootstrap if origin.forwarded => Err("bootstrap is never forwarded".into()),
+        Rule::Bootstrap if *actor == Actor::OPERATOR => Ok(()),
+        Rule::Bootstrap => Err("only the operator bootstraps a cluster".into()),
+        Rule::NodeOwn { names } => node_own(origin, actor, &names),
+        Rule::ClientHolding { node, holders } => {
+            client(state, actor)?;
+            if node == origin.node || holders.contains(&node) {
+                Ok(())
+            } else {
+                Err(format!("node {} may not say that node {node} holds a blob it does not hold", origin.node))
+            }
+        }
+        Rule::Client => client(state, actor).map(|_| ()),
+        Rule::OwnUser(name) => {
+            let p = client(state, actor)?;
+            let own = match &p {
+                Principal::User { name: me, .. } => *me == name,
+                Principal::App { owner, .. } => *owner == name && p.has_scope("user:admin"),
+                _ => false,
+            };
+            if own || p.is_superuser() {
+                Ok(())
+            } else {
+                Err(format!("a {} may not change another user's record", p.kind()))
+            }
+        }
+        Rule::Admin => match client(state, actor)? {
+            p if p.is_superuser() => Ok(()),
+            p => Err(format!("a {} that is not a superuser on the leader may not make this command", p.kind())),
+        },
+    }
+}
+
+/// The node's [`WriteGate`]: [`judge`].
+pub struct WriteRules;
+
+impl WriteGate for WriteRules {
+    fn check(&self, state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand) -> Result<(), String> {
+        judge(state, origin, actor, cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_raft::ClientAccount;
+
+    /// A node's own work names only the node that submits it; cluster
+    /// commands need an administrator the leader knows; a bootstrap never
+    /// travels.
+    #[test]
+    fn node_work_names_only_the_submitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = berth_raft::RocksStore::open(dir.path()).unwrap();
+        let state = store.state();
+        let d = berth_common::Digest::sha256_of(b"x");
+        let here = Origin { node: 2, forwarded: true };
+        let own = MetaCommand::AddBlobHolder { digest: d.clone(), size: 1, node: 2 };
+        let other = MetaCommand::RemoveBlobHolder { digest: d.clone(), node: 3 };
+        assert_eq!(judge(&state, here, &Actor::Node, &own), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &other).unwrap_err().contains("node 3"));
+        assert!(judge(&state, here, &Actor::OPERATOR, &own).is_err(), "a client does not make a node's work");
+        // The operator is a member's; anyone else must exist on the leader.
+        let probe = MetaCommand::Probe { at_ms: 1 };
+        assert_eq!(judge(&state, here, &Actor::OPERATOR, &probe), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &probe).is_err());
+        assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), &probe).unwrap_err().contains("no longer exists"));
+        let boot = MetaCommand::Bootstrap(berth_raft::command::ClusterRecord {
+            cluster_id: "c".into(),
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            token_signing_key_pem: String::new(),
+            created_at_ms: 0,
+        });
+        assert!(judge(&state, here, &Actor::OPERATOR, &boot).is_err());
+        assert_eq!(judge(&state, Origin { node: 1, forwarded: false }, &Actor::OPERATOR, &boot), Ok(()));
+    }
+}

@@ -1,0 +1,806 @@
+//! The node's side of the identity API: each call checks what the caller
+//! may do ([`crate::identity::policy`]), makes one metadata write, and records it in
+//! the usage log before answering.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_common::names::valid_component;
+use berth_gateway::identity::*;
+use berth_gateway::{Access, ApiError, Caller, ErrorCode, Principal};
+use berth_raft::command::{
+    namespace_of, AppTokenRecord, AuditRecord, Grantee, IdentityCommand, OrgRecord, RobotRecord, Role, TeamRecord, TeamRole, TokenKey, TokenScope,
+};
+use berth_raft::command::{MetaCommand, MetaResponse, RepositoryRecord, UserRecord};
+use berth_raft::state::keys;
+use berth_raft::{MetaNodeHandle, MetaState, StateRead};
+use rand::Rng;
+
+use crate::errors::{meta_err, state_err};
+use crate::identity::audit::AuditLog;
+use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFIX};
+use crate::identity::policy;
+use crate::util::{now_ms, rfc3339};
+
+pub struct NodeIdentity {
+    meta: MetaNodeHandle,
+    auth: Arc<Authenticator>,
+    audit: AuditLog,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, msg)
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, msg)
+}
+
+fn denied(who: &Principal, what: &str) -> ApiError {
+    match who {
+        Principal::Anonymous => ApiError::new(ErrorCode::Unauthorized, "authentication required"),
+        p => ApiError::new(ErrorCode::Denied, format!("{} may not {what}", p.performer())),
+    }
+}
+
+/// An application token must carry `scope` for `what`; other callers are
+/// judged by the rules of the call alone.
+fn require_scope(who: &Access, scope: &str, what: &str) -> Result<(), ApiError> {
+    match &who.principal {
+        p @ Principal::App { .. } if !p.has_scope(scope) => Err(denied(p, &format!("{what} (needs a token with {scope})"))),
+        _ => Ok(()),
+    }
+}
+
+/// A random secret of `n` characters from `[A-Z0-9]` (Quay's robot token alphabet).
+fn secret(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    if name.len() < 2 || name.len() > 255 || !valid_component(name) {
+        return Err(bad(format!("{kind} name {name:?} is invalid: 2-255 lowercase letters and digits, separated by '.', '_' or '-'")));
+    }
+    Ok(())
+}
+
+impl NodeIdentity {
+    pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
+        NodeIdentity { meta, auth, audit }
+    }
+
+    fn state(&self) -> MetaState {
+        self.meta.state()
+    }
+
+    /// One metadata write for `who`; `NotFound` and `Refused` become 404
+    /// and 409.
+    async fn write(&self, who: &Access, cmd: IdentityCommand, missing: impl FnOnce() -> String) -> Result<(), ApiError> {
+        match self.meta.write(actor_of(&who.principal), MetaCommand::Identity(cmd)).await.map_err(meta_err)? {
+            MetaResponse::Done => Ok(()),
+            MetaResponse::NotFound => Err(not_found(missing())),
+            MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Records an identity change and waits until the record is committed.
+    async fn log(&self, who: &Access, kind: &str, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
+        self.audit.record(kind, &who.principal, who.ip, namespace, repo, metadata);
+        self.audit.flush().await;
+    }
+
+    fn require_superuser(&self, who: &Access, what: &str) -> Result<(), ApiError> {
+        if who.principal.is_superuser() {
+            Ok(())
+        } else {
+            Err(denied(&who.principal, what))
+        }
+    }
+
+    /// The caller's own user name (users and their tokens).
+    fn own_name(&self, who: &Access, scope: &str) -> Result<String, ApiError> {
+        match &who.principal {
+            Principal::User { name, .. } => Ok(name.clone()),
+            Principal::App { owner, .. } if who.principal.has_scope(scope) => Ok(owner.clone()),
+            p => Err(denied(p, &format!("use this endpoint (needs a user login or a token with {scope})"))),
+        }
+    }
+
+    fn user_record(&self, name: &str) -> Result<Option<UserRecord>, ApiError> {
+        self.state().get(&keys::user(name)).map_err(state_err)
+    }
+
+    fn org_record(&self, org: &str) -> Result<OrgRecord, ApiError> {
+        self.state().get(&keys::org(org)).map_err(state_err)?.ok_or_else(|| not_found(format!("no organization {org}")))
+    }
+
+    /// When the user or organization now named `ns` was created; 0 when
+    /// there is none (a superuser reading a deleted namespace's history).
+    ///
+    /// Usage-log records name their namespace (and performer) by name, and
+    /// a deleted name may be taken again by anyone: a query about a
+    /// namespace or a user's own actions shows only records made since
+    /// the current one's creation, so the name's new holder never reads
+    /// the old one's history. The records stay, for superusers
+    /// (`/superuser/logs`) and for retention to prune. Chosen over purging
+    /// on deletion, which would make deleting an account scan the whole
+    /// log inside the state machine and still miss records queued on other
+    /// nodes at the time. Times are the nodes' clocks: a name taken again
+    /// within the clock skew between nodes could show a few stray records.
+    fn created_at(&self, ns: &str) -> Result<u64, ApiError> {
+        if let Some(u) = self.user_record(ns)? {
+            return Ok(u.created_at_ms);
+        }
+        let org: Option<OrgRecord> = self.state().get(&keys::org(ns)).map_err(state_err)?;
+        Ok(org.map_or(0, |o| o.created_at_ms))
+    }
+
+    fn require_org_admin(&self, who: &Access, org: &str) -> Result<(), ApiError> {
+        self.org_record(org)?;
+        if policy::is_org_admin(&self.state(), &who.principal, org).map_err(state_err)? {
+            Ok(())
+        } else {
+            Err(denied(&who.principal, &format!("administer organization {org}")))
+        }
+    }
+
+    /// The namespace robots are managed in: an organization the caller
+    /// administers, or the caller's own user namespace.
+    fn robot_namespace(&self, who: &Access, namespace: Option<&str>) -> Result<String, ApiError> {
+        match namespace {
+            Some(org) => {
+                self.require_org_admin(who, org)?;
+                Ok(org.to_string())
+            }
+            None => self.own_name(who, "user:admin"),
+        }
+    }
+
+    fn robot_view(r: &RobotRecord, token: Option<String>) -> RobotView {
+        RobotView { name: r.full_name(), description: r.description.clone(), created: rfc3339(r.created_at_ms), token }
+    }
+
+    fn team_view(t: &TeamRecord) -> TeamView {
+        TeamView { name: t.name.clone(), description: t.description.clone(), role: t.role.as_str().into(), member_count: t.members.len() }
+    }
+
+    fn repo_record(&self, repo: &str) -> Result<Option<RepositoryRecord>, ApiError> {
+        self.state().get(&keys::repo(repo)).map_err(state_err)
+    }
+
+    /// The repository, if the caller has at least `need` on it. Callers
+    /// who cannot even read it learn nothing about whether it exists.
+    fn repo_with(&self, who: &Access, repo: &str, need: Role) -> Result<(RepositoryRecord, Role), ApiError> {
+        if repo.parse::<berth_common::RepoName>().is_err() {
+            return Err(bad(format!("repository name {repo:?} is invalid")));
+        }
+        let rec = self.repo_record(repo)?;
+        let role = policy::repo_role(&self.state(), &who.principal, repo, rec.as_ref()).map_err(state_err)?;
+        match (rec, role) {
+            (Some(rec), Some(r)) if r >= need => Ok((rec, r)),
+            (None, _) if who.principal.is_superuser() || role.is_some() => Err(not_found(format!("no repository {repo}"))),
+            (_, Some(_)) => Err(denied(&who.principal, &format!("{} repository {repo}", need.as_str()))),
+            (_, None) => Err(denied(&who.principal, &format!("access repository {repo}"))),
+        }
+    }
+
+    fn repo_view(&self, rec: &RepositoryRecord, role: Option<Role>) -> Result<RepoView, ApiError> {
+        let ns = namespace_of(&rec.name).unwrap_or("");
+        let prefix = keys::tags_of(&rec.name);
+        let tags =
+            self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()).collect();
+        Ok(RepoView {
+            namespace: ns.to_string(),
+            name: rec.name.strip_prefix(&format!("{ns}/")).unwrap_or(&rec.name).to_string(),
+            description: rec.description.clone(),
+            is_public: rec.public,
+            kind: "image".into(),
+            is_organization: self.state().get_raw(&keys::org(ns)).map_err(state_err)?.is_some(),
+            can_write: role >= Some(Role::Write),
+            can_admin: role >= Some(Role::Admin),
+            tags,
+        })
+    }
+
+    fn token_view(t: &AppTokenRecord, code: Option<String>) -> AppTokenView {
+        AppTokenView {
+            uuid: t.id.clone(),
+            title: t.title.clone(),
+            scopes: t.scopes.iter().map(|s| s.as_str().to_string()).collect(),
+            created: rfc3339(t.created_at_ms),
+            expiration: t.expires_at_ms.map(rfc3339),
+            token_code: code,
+        }
+    }
+
+    fn password_hash(password: &str) -> Result<String, ApiError> {
+        if password.len() < 8 {
+            return Err(bad("passwords have at least 8 characters"));
+        }
+        crate::identity::auth::hash_password(password).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    }
+}
+
+/// Parses the time forms the logs API takes: RFC 3339, Quay's
+/// `MM/DD/YYYY`, or milliseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
+    }
+    let parts: Vec<&str> = s.split('/').collect();
+    if let [m, d, y] = parts[..] {
+        if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{y:0>4}-{m:0>2}-{d:0>2} 00:00:00")) {
+            return Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
+        }
+    }
+    Err(bad(format!("time {s:?} is not RFC 3339, MM/DD/YYYY or milliseconds since the epoch")))
+}
+
+const LOG_PAGE: usize = 500;
+
+#[async_trait]
+impl Identity for NodeIdentity {
+    async fn authenticate(&self, caller: &Caller) -> Result<Access, ApiError> {
+        let a = self.auth.authenticate(caller).await?;
+        // Registry tokens are for /v2; the admin API takes users, app tokens and the operator.
+        if a.grants.is_some() || matches!(a.principal, Principal::Robot { .. }) {
+            return Err(ApiError::new(ErrorCode::Denied, "registry tokens and robot accounts cannot use the admin API"));
+        }
+        Ok(Access { principal: a.principal, ip: caller.ip })
+    }
+
+    async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError> {
+        if who.principal == Principal::Anonymous {
+            return Err(denied(&who.principal, "read the current user"));
+        }
+        let name = who.principal.performer();
+        let orgs: Vec<OrgRecord> = self.state().scan(keys::ORG_PREFIX).map_err(state_err)?;
+        let mut organizations = Vec::new();
+        for o in orgs {
+            if policy::is_org_member(&self.state(), &who.principal, &o.name).map_err(state_err)? {
+                organizations.push(o.name);
+            }
+        }
+        let scopes = match &who.principal {
+            Principal::App { scopes, .. } => scopes.clone(),
+            _ => Vec::new(),
+        };
+        Ok(CurrentUser { username: name, kind: who.principal.kind().into(), super_user: who.principal.is_superuser(), organizations, scopes })
+    }
+
+    async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError> {
+        let name = self.own_name(who, "user:admin")?;
+        let mut rec = self.user_record(&name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
+        rec.password_hash = Self::password_hash(&req.password)?;
+        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
+        self.log(who, "change_password", Some(&name), None, vec![]).await;
+        Ok(())
+    }
+
+    async fn list_users(&self, who: &Access) -> Result<UserList, ApiError> {
+        self.require_superuser(who, "list users")?;
+        let users: Vec<UserRecord> = self.state().scan(keys::USER_PREFIX).map_err(state_err)?;
+        Ok(UserList { users: users.into_iter().map(|u| UserView { username: u.name, super_user: u.superuser }).collect() })
+    }
+
+    async fn create_user(&self, who: &Access, req: UserCreate) -> Result<UserCreated, ApiError> {
+        self.require_superuser(who, "create users")?;
+        check_name("user", &req.username)?;
+        let (password, generated) = match req.password {
+            Some(p) => (p, false),
+            None => (secret(24).to_lowercase(), true),
+        };
+        let rec = UserRecord { name: req.username.clone(), password_hash: Self::password_hash(&password)?, superuser: req.superuser, created_at_ms: now_ms() };
+        self.write(who, IdentityCommand::CreateUser(rec), || String::new()).await?;
+        self.log(who, "user_create", Some(&req.username), None, vec![("superuser", req.superuser.to_string())]).await;
+        Ok(UserCreated { username: req.username, password: generated.then_some(password) })
+    }
+
+    async fn update_user(&self, who: &Access, name: &str, req: UserUpdate) -> Result<UserView, ApiError> {
+        self.require_superuser(who, "change users")?;
+        let mut rec = self.user_record(name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
+        if let Some(p) = &req.password {
+            rec.password_hash = Self::password_hash(p)?;
+        }
+        if let Some(s) = req.superuser {
+            rec.superuser = s;
+        }
+        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec.clone())).await.map_err(meta_err)?;
+        self.log(who, "user_change", Some(name), None, vec![("password_changed", req.password.is_some().to_string())]).await;
+        Ok(UserView { username: rec.name, super_user: rec.superuser })
+    }
+
+    async fn delete_user(&self, who: &Access, name: &str) -> Result<(), ApiError> {
+        self.require_superuser(who, "delete users")?;
+        self.write(who, IdentityCommand::DeleteUser { name: name.to_string() }, || format!("no user {name}")).await?;
+        self.log(who, "user_delete", Some(name), None, vec![]).await;
+        Ok(())
+    }
+
+    async fn list_orgs(&self, who: &Access) -> Result<OrgList, ApiError> {
+        self.require_superuser(who, "list every organization")?;
+        let mut out = Vec::new();
+        for o in self.state().scan::<OrgRecord>(keys::ORG_PREFIX).map_err(state_err)? {
+            if policy::is_org_member(&self.state(), &who.principal, &o.name).map_err(state_err)? {
+                out.push(self.get_org(who, &o.name).await?);
+            }
+        }
+        Ok(OrgList { organizations: out })
+    }
+
+    async fn create_org(&self, who: &Access, req: OrgCreate) -> Result<OrgView, ApiError> {
+        let owner = match &who.principal {
+            p if p.is_superuser() => match p {
+                Principal::User { name, .. } | Principal::App { owner: name, .. } => Some(name.clone()),
+                _ => None,
+            },
+            Principal::User { name, .. } => Some(name.clone()),
+            Principal::App { owner, .. } if who.principal.has_scope("org:admin") => Some(owner.clone()),
+            p => return Err(denied(p, "create organizations")),
+        };
+        check_name("organization", &req.name)?;
+        let org = OrgRecord { name: req.name.clone(), email: req.email.clone(), created_at_ms: now_ms() };
+        self.write(who, IdentityCommand::CreateOrg { org, owner }, String::new).await?;
+        self.log(who, "org_create", Some(&req.name), None, vec![]).await;
+        self.get_org(who, &req.name).await
+    }
+
+    async fn get_org(&self, who: &Access, org: &str) -> Result<OrgView, ApiError> {
+        let rec = self.org_record(org)?;
+        let state = self.state();
+        let is_member = policy::is_org_member(&state, &who.principal, org).map_err(state_err)?;
+        if !is_member {
+            return Err(denied(&who.principal, &format!("see organization {org}")));
+        }
+        let is_admin = policy::is_org_admin(&state, &who.principal, org).map_err(state_err)?;
+        let teams = state.scan::<TeamRecord>(&keys::teams_of(org)).map_err(state_err)?.iter().map(|t| (t.name.clone(), Self::team_view(t))).collect();
+        Ok(OrgView { name: rec.name, email: rec.email, is_admin, is_member, teams })
+    }
+
+    async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError> {
+        self.require_org_admin(who, org)?;
+        self.write(who, IdentityCommand::DeleteOrg { name: org.to_string() }, || format!("no organization {org}")).await?;
+        self.log(who, "org_delete", Some(org), None, vec![]).await;
+        Ok(())
+    }
+
+    async fn list_robots(&self, who: &Access, namespace: Option<&str>) -> Result<RobotList, ApiError> {
+        let ns = self.robot_namespace(who, namespace)?;
+        let robots: Vec<RobotRecord> = self.state().scan(&keys::robots_of(&ns)).map_err(state_err)?;
+        Ok(RobotList { robots: robots.iter().map(|r| Self::robot_view(r, None)).collect() })
+    }
+
+    async fn put_robot(&self, who: &Access, namespace: Option<&str>, short: &str, req: RobotCreate) -> Result<RobotView, ApiError> {
+        let ns = self.robot_namespace(who, namespace)?;
+        check_name("robot", short)?;
+        if self.state().get_raw(&keys::robot(&ns, short)).map_err(state_err)?.is_some() {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("robot {ns}+{short} exists (regenerate its token instead)")));
+        }
+        let token = secret(64);
+        let rec = RobotRecord {
+            namespace: ns.clone(),
+            short: short.to_string(),
+            description: req.description.unwrap_or_default(),
+            secret_sha256: sha256_hex(&token),
+            created_at_ms: now_ms(),
+        };
+        self.write(who, IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
+        self.log(who, "create_robot", Some(&ns), None, vec![("robot", rec.full_name())]).await;
+        Ok(Self::robot_view(&rec, Some(token)))
+    }
+
+    async fn get_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<RobotView, ApiError> {
+        let ns = self.robot_namespace(who, namespace)?;
+        let rec: RobotRecord = self.state().get(&keys::robot(&ns, short)).map_err(state_err)?.ok_or_else(|| not_found(format!("no robot {ns}+{short}")))?;
+        Ok(Self::robot_view(&rec, None))
+    }
+
+    async fn delete_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<(), ApiError> {
+        let ns = self.robot_namespace(who, namespace)?;
+        self.write(who, IdentityCommand::DeleteRobot { namespace: ns.clone(), short: short.to_string() }, || format!("no robot {ns}+{short}")).await?;
+        self.log(who, "delete_robot", Some(&ns), None, vec![("robot", format!("{ns}+{short}"))]).await;
+        Ok(())
+    }
+
+    async fn regenerate_robot(&self, who: &Access, namespace: Option<&str>, short: &str) -> Result<RobotView, ApiError> {
+        let ns = self.robot_namespace(who, namespace)?;
+        let mut rec: RobotRecord = self.state().get(&keys::robot(&ns, short)).map_err(state_err)?.ok_or_else(|| not_found(format!("no robot {ns}+{short}")))?;
+        let token = secret(64);
+        rec.secret_sha256 = sha256_hex(&token);
+        self.write(who, IdentityCommand::PutRobot(rec.clone()), || format!("no namespace {ns}")).await?;
+        self.log(who, "regenerate_robot_token", Some(&ns), None, vec![("robot", rec.full_name())]).await;
+        Ok(Self::robot_view(&rec, Some(token)))
+    }
+
+    async fn put_team(&self, who: &Access, org: &str, team: &str, req: TeamUpdate) -> Result<TeamView, ApiError> {
+        self.require_org_admin(who, org)?;
+        check_name("team", team)?;
+        let role = TeamRole::parse(&req.role).ok_or_else(|| bad(format!("team role {:?} is not member, creator or admin", req.role)))?;
+        let existing: Option<TeamRecord> = self.state().get(&keys::team(org, team)).map_err(state_err)?;
+        let description = req.description.or(existing.map(|t| t.description)).unwrap_or_default();
+        let cmd = IdentityCommand::PutTeam { org: org.to_string(), name: team.to_string(), role, description };
+        self.write(who, cmd, || format!("no organization {org}")).await?;
+        self.log(who, "org_set_team", Some(org), None, vec![("team", team.to_string()), ("role", req.role)]).await;
+        let rec: TeamRecord = self.state().get(&keys::team(org, team)).map_err(state_err)?.ok_or_else(|| not_found(format!("team {team} vanished")))?;
+        Ok(Self::team_view(&rec))
+    }
+
+    async fn delete_team(&self, who: &Access, org: &str, team: &str) -> Result<(), ApiError> {
+        self.require_org_admin(who, org)?;
+        self.write(who, IdentityCommand::DeleteTeam { org: org.to_string(), name: team.to_string() }, || format!("no team {team} in {org}")).await?;
+        self.log(who, "org_delete_team", Some(org), None, vec![("team", team.to_string())]).await;
+        Ok(())
+    }
+
+    async fn team_members(&self, who: &Access, org: &str, team: &str) -> Result<TeamMembers, ApiError> {
+        self.org_record(org)?;
+        if !policy::is_org_member(&self.state(), &who.principal, org).map_err(state_err)? {
+            return Err(denied(&who.principal, &format!("see the teams of {org}")));
+        }
+        let rec: TeamRecord = self.state().get(&keys::team(org, team)).map_err(state_err)?.ok_or_else(|| not_found(format!("no team {team} in {org}")))?;
+        let can_edit = policy::is_org_admin(&self.state(), &who.principal, org).map_err(state_err)?;
+        let members = rec.members.iter().map(|m| MemberView { name: m.clone(), kind: "user".into(), is_robot: m.contains('+') }).collect();
+        Ok(TeamMembers { name: rec.name, members, can_edit })
+    }
+
+    async fn add_team_member(&self, who: &Access, org: &str, team: &str, member: &str) -> Result<MemberView, ApiError> {
+        self.require_org_admin(who, org)?;
+        if let Some((ns, _)) = member.split_once('+') {
+            if ns != org {
+                return Err(bad(format!("robot {member} belongs to another namespace than {org}")));
+            }
+        }
+        let cmd = IdentityCommand::SetTeamMember { org: org.to_string(), team: team.to_string(), member: member.to_string(), present: true };
+        match self.write(who, cmd, || format!("no team {team} in {org}")).await {
+            Err(e) if e.code == ErrorCode::Conflict => return Err(not_found(e.message)),
+            other => other?,
+        }
+        self.log(who, "org_add_team_member", Some(org), None, vec![("team", team.to_string()), ("member", member.to_string())]).await;
+        Ok(MemberView { name: member.to_string(), kind: "user".into(), is_robot: member.contains('+') })
+    }
+
+    async fn remove_team_member(&self, who: &Access, org: &str, team: &str, member: &str) -> Result<(), ApiError> {
+        self.require_org_admin(who, org)?;
+        let cmd = IdentityCommand::SetTeamMember { org: org.to_string(), team: team.to_string(), member: member.to_string(), present: false };
+        self.write(who, cmd, || format!("{member} is not in team {team} of {org}")).await?;
+        self.log(who, "org_remove_team_member", Some(org), None, vec![("team", team.to_string()), ("member", member.to_string())]).await;
+        Ok(())
+    }
+
+    async fn create_repo(&self, who: &Access, req: RepoCreate) -> Result<RepoCreated, ApiError> {
+        let name = format!("{}/{}", req.namespace, req.repository);
+        if name.parse::<berth_common::RepoName>().is_err() {
+            return Err(bad(format!("repository name {name:?} is invalid")));
+        }
+        let public = match req.visibility.as_str() {
+            "public" => true,
+            "private" => false,
+            v => return Err(bad(format!("visibility {v:?} is not public or private"))),
+        };
+        if !policy::may_create(&self.state(), &who.principal, &name).map_err(state_err)? {
+            return Err(denied(&who.principal, &format!("create repositories in {}", req.namespace)));
+        }
+        if !who.principal.is_superuser() && !berth_raft::state::identity::namespace_exists(&self.state(), &req.namespace).map_err(state_err)? {
+            return Err(not_found(format!("no namespace {}", req.namespace)));
+        }
+        let mut rec = RepositoryRecord::new(&name, now_ms());
+        rec.public = public;
+        rec.description = req.description.unwrap_or_default();
+        grant_creator(&mut rec, &who.principal);
+        if let Some(org) = implicit_namespace(&self.state(), &who.principal, &name)? {
+            // Refused only if someone made the namespace meanwhile: fine.
+            match self.write(who, org, String::new).await {
+                Ok(()) => self.log(who, "org_create", Some(&req.namespace), None, vec![("by", "create_repo".into())]).await,
+                Err(e) if e.code == ErrorCode::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.write(who, IdentityCommand::CreateRepository(rec), String::new).await?;
+        self.log(who, "create_repo", Some(&req.namespace), Some(&name), vec![("visibility", req.visibility)]).await;
+        Ok(RepoCreated { namespace: req.namespace, name: req.repository, kind: "image".into() })
+    }
+
+    async fn list_repos(&self, who: &Access, q: RepoListQuery) -> Result<RepoList, ApiError> {
+        let state = self.state();
+        let prefix = match &q.namespace {
+            Some(ns) => keys::repos_in(ns),
+            None => keys::REPO_PREFIX.to_vec(),
+        };
+        let mut out = Vec::new();
+        for rec in state.scan::<RepositoryRecord>(&prefix).map_err(state_err)? {
+            if q.public.is_some_and(|p| p != rec.public) {
+                continue;
+            }
+            let role = policy::repo_role(&state, &who.principal, &rec.name, Some(&rec)).map_err(state_err)?;
+            if role.is_some() {
+                out.push(self.repo_view(&rec, role)?);
+            }
+        }
+        Ok(RepoList { repositories: out })
+    }
+
+    async fn get_repo(&self, who: &Access, repo: &str) -> Result<RepoView, ApiError> {
+        let (rec, role) = self.repo_with(who, repo, Role::Read)?;
+        self.repo_view(&rec, Some(role))
+    }
+
+    async fn update_repo(&self, who: &Access, repo: &str, description: Option<String>, visibility: Option<String>) -> Result<(), ApiError> {
+        let need = if visibility.is_some() { Role::Admin } else { Role::Write };
+        self.repo_with(who, repo, need)?;
+        let public = match visibility.as_deref() {
+            None => None,
+            Some("public") => Some(true),
+            Some("private") => Some(false),
+            Some(v) => return Err(bad(format!("visibility {v:?} is not public or private"))),
+        };
+        let cmd = IdentityCommand::UpdateRepository { name: repo.to_string(), public, description: description.clone() };
+        self.write(who, cmd, || format!("no repository {repo}")).await?;
+        let (kind, meta) = match visibility {
+            Some(v) => ("change_repo_visibility", vec![("visibility", v)]),
+            None => ("set_repo_description", vec![("description", description.unwrap_or_default())]),
+        };
+        self.log(who, kind, namespace_of(repo), Some(repo), meta).await;
+        Ok(())
+    }
+
+    async fn delete_repo(&self, who: &Access, repo: &str) -> Result<(), ApiError> {
+        self.repo_with(who, repo, Role::Admin)?;
+        self.write(who, IdentityCommand::DeleteRepository { name: repo.to_string() }, || format!("no repository {repo}")).await?;
+        self.log(who, "delete_repo", namespace_of(repo), Some(repo), vec![]).await;
+        Ok(())
+    }
+
+    async fn list_permissions(&self, who: &Access, repo: &str, kind: GranteeKind) -> Result<PermissionList, ApiError> {
+        let (rec, _) = self.repo_with(who, repo, Role::Admin)?;
+        let map = match kind {
+            GranteeKind::User => &rec.users,
+            GranteeKind::Team => &rec.teams,
+        };
+        let permissions = map
+            .iter()
+            .map(|(n, r)| {
+                let is_robot = (kind == GranteeKind::User).then(|| n.contains('+'));
+                (n.clone(), PermissionView { name: n.clone(), role: r.as_str().into(), is_robot })
+            })
+            .collect();
+        Ok(PermissionList { permissions })
+    }
+
+    async fn set_permission(&self, who: &Access, repo: &str, kind: GranteeKind, name: &str, role: Option<&str>) -> Result<Option<PermissionView>, ApiError> {
+        self.repo_with(who, repo, Role::Admin)?;
+        let parsed = match role {
+            None => None,
+            Some(r) => Some(Role::parse(r).ok_or_else(|| bad(format!("role {r:?} is not read, write or admin")))?),
+        };
+        let grantee = match kind {
+            GranteeKind::User => Grantee::User(name.to_string()),
+            GranteeKind::Team => Grantee::Team(name.to_string()),
+        };
+        let missing = || match (kind, parsed) {
+            (_, None) => format!("{name} has no permission on {repo}"),
+            (GranteeKind::User, _) => format!("no user or robot {name}"),
+            (GranteeKind::Team, _) => format!("no team {name} in the repository's organization"),
+        };
+        self.write(who, IdentityCommand::SetPermission { repo: repo.to_string(), grantee, role: parsed }, missing).await?;
+        let (log_kind, what) = match (kind, parsed) {
+            (GranteeKind::User, Some(_)) => ("change_repo_permission", "user"),
+            (GranteeKind::Team, Some(_)) => ("change_repo_permission", "team"),
+            (GranteeKind::User, None) => ("delete_repo_permission", "user"),
+            (GranteeKind::Team, None) => ("delete_repo_permission", "team"),
+        };
+        let mut meta = vec![(what, name.to_string())];
+        if let Some(r) = parsed {
+            meta.push(("role", r.as_str().to_string()));
+        }
+        self.log(who, log_kind, namespace_of(repo), Some(repo), meta).await;
+        Ok(parsed.map(|r| PermissionView {
+            name: name.to_string(),
+            role: r.as_str().into(),
+            is_robot: (kind == GranteeKind::User).then(|| name.contains('+')),
+        }))
+    }
+
+    async fn list_tokens(&self, who: &Access) -> Result<AppTokenList, ApiError> {
+        let owner = self.own_name(who, "user:read")?;
+        let tokens: Vec<AppTokenRecord> = self.state().scan(keys::APP_TOKEN_PREFIX).map_err(state_err)?;
+        Ok(AppTokenList { tokens: tokens.iter().filter(|t| t.owner == owner).map(|t| Self::token_view(t, None)).collect() })
+    }
+
+    async fn create_token(&self, who: &Access, req: AppTokenCreate) -> Result<AppTokenCreated, ApiError> {
+        let owner = self.own_name(who, "user:admin")?;
+        if req.title.trim().is_empty() || req.title.len() > 255 {
+            return Err(bad("a token needs a title of 1-255 characters"));
+        }
+        let scopes: BTreeSet<TokenScope> = match &req.scopes {
+            None => TokenScope::ALL.into_iter().filter(|s| *s != TokenScope::SuperUser).collect(),
+            Some(list) => list.iter().map(|s| TokenScope::parse(s).ok_or_else(|| bad(format!("unknown scope {s:?}")))).collect::<Result<_, _>>()?,
+        };
+        // A token never carries more than the one creating it.
+        if let Principal::App { .. } = &who.principal {
+            if let Some(s) = scopes.iter().find(|s| !who.principal.has_scope(s.as_str())) {
+                return Err(denied(&who.principal, &format!("create a token with {} it does not have", s.as_str())));
+            }
+        }
+        let now = now_ms();
+        let expires_at_ms = match req.expires_in {
+            None => None,
+            Some(0) => return Err(bad("expires_in must be positive")),
+            Some(s) => Some(now.saturating_add(s.saturating_mul(1000))),
+        };
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let secret = secret(40);
+        let rec = AppTokenRecord { id: id.clone(), owner, title: req.title, scopes, secret_sha256: sha256_hex(&secret), created_at_ms: now, expires_at_ms };
+        self.write(who, IdentityCommand::CreateAppToken(rec.clone()), || "the owner no longer exists".into()).await?;
+        self.log(who, "create_app_specific_token", Some(&rec.owner), None, vec![("app_specific_token", id.clone()), ("title", rec.title.clone())]).await;
+        Ok(AppTokenCreated { token: Self::token_view(&rec, Some(format!("{APP_TOKEN_PREFIX}{id}_{secret}"))) })
+    }
+
+    async fn delete_token(&self, who: &Access, id: &str) -> Result<(), ApiError> {
+        let caller = self.own_name(who, "user:admin")?;
+        let rec: Option<AppTokenRecord> = self.state().get(&keys::app_token(id)).map_err(state_err)?;
+        let owner = match rec {
+            Some(r) if r.owner == caller || who.principal.is_superuser() => r.owner,
+            _ => return Err(not_found(format!("no token {id}"))),
+        };
+        self.write(who, IdentityCommand::DeleteAppToken { id: id.to_string() }, || format!("no token {id}")).await?;
+        self.log(who, "revoke_app_specific_token", Some(&owner), None, vec![("app_specific_token", id.to_string())]).await;
+        Ok(())
+    }
+
+    async fn logs(&self, who: &Access, filter: LogFilter) -> Result<LogPage, ApiError> {
+        let state = self.state();
+        let caller = who.principal.performer();
+        // Who may read what: superusers everything; org admins their
+        // organization; repository admins their repository; anyone their own.
+        // Application tokens also need the scope Quay asks for on each path
+        // (`org:admin` on a namespace's logs, `user:read` on the user's), so
+        // a `repo:read` token made for pulls reads no history.
+        match (&filter.repo, &filter.namespace) {
+            (Some(repo), _) => {
+                self.repo_with(who, repo, Role::Admin)?;
+            }
+            (None, Some(ns)) => {
+                if state.get_raw(&keys::org(ns)).map_err(state_err)?.is_some() {
+                    self.require_org_admin(who, ns)?;
+                } else if !who.principal.is_superuser() && *ns != caller {
+                    return Err(denied(&who.principal, &format!("read the logs of {ns}")));
+                }
+                if !who.principal.is_superuser() {
+                    require_scope(who, "org:admin", &format!("read the logs of {ns}"))?;
+                }
+            }
+            (None, None) if filter.performer_is_caller => {
+                if who.principal == Principal::Anonymous {
+                    return Err(denied(&who.principal, "read logs"));
+                }
+                require_scope(who, "user:read", "read the user's logs")?;
+            }
+            (None, None) => self.require_superuser(who, "read every log")?,
+        }
+        // A namespace is its name and its creation time: records from
+        // before the current holder of the name belong to an earlier one.
+        let since = match (&filter.namespace, filter.performer_is_caller) {
+            (Some(ns), _) => self.created_at(ns)?,
+            (None, true) => self.created_at(&caller)?,
+            (None, false) => 0,
+        };
+        let now = now_ms();
+        let end = filter.query.endtime.as_deref().map(parse_time).transpose()?.unwrap_or(now + 1);
+        let start = filter.query.starttime.as_deref().map(parse_time).transpose()?.unwrap_or(end.saturating_sub(7 * 86_400_000));
+        if start > end {
+            return Err(bad("starttime is after endtime"));
+        }
+        let start = start.max(since).min(end);
+        // Pages go backwards in time, newest first as Quay shows them; a
+        // page ends after a record, named `<ms>-<id>`, and the next one
+        // starts just before it.
+        let mut upper = keys::audit(end, 0);
+        if let Some(p) = &filter.query.next_page {
+            let (ms, id) = p
+                .split_once('-')
+                .and_then(|(m, i)| Some((m.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+                .ok_or_else(|| bad("next_page is not one this API gave"))?;
+            upper = upper.min(keys::audit(ms, id));
+        }
+        let lower = keys::audit(start, 0);
+        let mut logs = Vec::new();
+        let mut next_page = None;
+        // Hour-long windows, widening while they come back empty.
+        let mut span = 3_600_000u64;
+        'scan: while upper > lower {
+            let upper_ms = u64::from_be_bytes(upper[1..9].try_into().expect("audit keys hold a time"));
+            let from = keys::audit(upper_ms.saturating_sub(span).max(start), 0).max(lower.clone());
+            let chunk = state.range_raw(&from, &upper, usize::MAX).map_err(state_err)?;
+            if chunk.is_empty() {
+                span = span.saturating_mul(2);
+            }
+            for (_, v) in chunk.into_iter().rev() {
+                let rec: AuditRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).map_err(state_err)?;
+                let keep = filter.repo.as_ref().is_none_or(|r| rec.repo.as_ref() == Some(r))
+                    && filter.namespace.as_ref().is_none_or(|n| rec.namespace.as_ref() == Some(n))
+                    && (!filter.performer_is_caller || rec.performer == caller)
+                    && filter.query.kind.as_ref().is_none_or(|k| *k == rec.kind);
+                if !keep {
+                    continue;
+                }
+                if logs.len() == LOG_PAGE {
+                    break 'scan;
+                }
+                next_page = Some(format!("{}-{}", rec.at_ms, rec.id));
+                let mut metadata = rec.metadata;
+                let performer_kind = metadata.remove("performer_kind").unwrap_or_default();
+                logs.push(LogView {
+                    kind: rec.kind,
+                    datetime: rfc3339(rec.at_ms),
+                    performer: Performer { name: rec.performer, kind: performer_kind },
+                    namespace: rec.namespace,
+                    repository: rec.repo,
+                    ip: rec.ip,
+                    node: rec.node,
+                    region: rec.region,
+                    metadata,
+                });
+            }
+            upper = from;
+        }
+        // A page that is not full is the last one.
+        if logs.len() < LOG_PAGE {
+            next_page = None;
+        }
+        Ok(LogPage { start_time: rfc3339(start), end_time: rfc3339(end), logs, next_page })
+    }
+
+    async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {
+        self.require_superuser(who, "rotate the token key")?;
+        let pem = crate::identity::jwt::new_signing_key_pem().map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let kid = hex::encode(rand::random::<[u8; 8]>());
+        let now = now_ms();
+        let key = TokenKey { kid: kid.clone(), pkcs8_pem: pem, created_at_ms: now, retired_at_ms: None };
+        self.write(who, IdentityCommand::RotateTokenKey { key, now_ms: now }, String::new).await?;
+        self.log(who, "rotate_token_key", None, None, vec![("kid", kid.clone())]).await;
+        Ok(KeyRotated { kid })
+    }
+}
+
+/// Whoever creates a repository in an organization administers it.
+/// The organization a superuser's first repository in an unknown namespace
+/// makes, owned by that superuser: a namespace exists before anything is
+/// stored under it (the state machine refuses a repository otherwise), so
+/// nobody can later claim it and administer what is already there. Only a
+/// superuser may create in a namespace that does not exist (see
+/// `policy::may_create`); `None` for everyone else and for a namespace
+/// that exists.
+pub fn implicit_namespace(state: &impl StateRead, p: &Principal, repo: &str) -> Result<Option<IdentityCommand>, ApiError> {
+    let Some(ns) = namespace_of(repo) else { return Ok(None) };
+    let exists = berth_raft::state::identity::namespace_exists(state, ns).map_err(state_err)?;
+    let owner = match p {
+        Principal::User { name, superuser: true } => name.clone(),
+        Principal::App { owner, .. } if p.is_superuser() => owner.clone(),
+        _ => return Ok(None),
+    };
+    if exists {
+        return Ok(None);
+    }
+    let org = OrgRecord { name: ns.to_string(), email: None, created_at_ms: now_ms() };
+    Ok(Some(IdentityCommand::CreateOrg { org, owner: Some(owner) }))
+}
+
+pub fn grant_creator(rec: &mut RepositoryRecord, p: &Principal) {
+    let ns = namespace_of(&rec.name).map(str::to_string);
+    match p {
+        Principal::User { name, .. } | Principal::App { owner: name, .. } if ns.as_deref() != Some(name.as_str()) && !p.is_superuser() => {
+            rec.users.insert(name.clone(), Role::Admin);
+        }
+        Principal::Robot { name } => {
+            rec.users.insert(name.clone(), Role::Admin);
+        }
+        _ => {}
+    }
+}
