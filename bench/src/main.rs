@@ -176,8 +176,8 @@ async fn node(dir: &std::path::Path, region: &str, link: Option<LinkSpec>, seed:
 async fn join_token(n1: &Node) -> anyhow::Result<String> {
     let cluster: berth_raft::ClusterRecord =
         berth_raft::StateRead::get(&n1.running.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record")?;
-    let t = berth_node::join::JoinToken::generate(&berth_node::pki::fingerprint(&cluster.ca_cert_pem)?);
-    n1.running.meta.write(berth_raft::Actor::OPERATOR, berth_node::runtime::token_record(&t, Duration::from_secs(600), None)).await?;
+    let t = berth_node::cluster::join::JoinToken::generate(&berth_node::cluster::pki::fingerprint(&cluster.ca_cert_pem)?);
+    n1.running.meta.write(berth_raft::Actor::OPERATOR, berth_node::cluster::join::token_record(&t, Duration::from_secs(600), None)).await?;
     Ok(t.to_string())
 }
 

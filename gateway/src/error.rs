@@ -7,11 +7,11 @@
 //! axum's own refusals of a body or query become the same JSON through
 //! the `From` conversions here, never a plain-text 400.
 //!
-//! The node maps its own failures into these codes where they arise:
-//! `meta_err` and `state_err` in `node/src/registry.rs` (no quorum and
-//! unknown outcomes are 503, the rest 500), `blob_err` in
-//! `node/src/uploads.rs` (digest mismatch, bad range, a full disk as
-//! 503), and small helpers in `node/src/identity.rs` and `node/src/auth.rs`.
+//! The node maps its own failures into these codes: metadata failures in
+//! one place, `node/src/errors.rs` (no quorum and unknown outcomes are 503,
+//! a refused write 403, the rest 500), and blob failures where they arise,
+//! `blob_err` in `node/src/registry/uploads.rs` (digest mismatch, bad
+//! range, a full disk as 503).
 //! They are the node's, and stay there: this module owns the wire.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};

@@ -41,11 +41,11 @@ pub struct NodeConfig {
     pub replication: berth_replication::ReplicationConfig,
     /// Online garbage collection of unreferenced blobs.
     #[serde(default)]
-    pub gc: crate::gc::GcConfig,
+    pub gc: GcConfig,
     /// HTTPS on the registry/API listener: off, the operator's files, or a
     /// certificate from the cluster CA.
     #[serde(default)]
-    pub tls: crate::tls::TlsConfig,
+    pub tls: TlsConfig,
     /// Caps on what clients may hold on this node at once.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -128,7 +128,7 @@ impl NodeConfig {
         if self.peer_advertise.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
             bail!("peer_advertise {:?} must be host:port with a non-zero port", self.peer_advertise);
         }
-        if self.tls.mode == crate::tls::TlsMode::Files && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+        if self.tls.mode == TlsMode::Files && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
             bail!("tls mode files needs cert_file and key_file");
         }
         if self.upload_timeout_secs == 0 {
@@ -138,6 +138,46 @@ impl NodeConfig {
         self.limits.validate().context("limits")?;
         Ok(())
     }
+}
+
+/// `[gc]`: online garbage collection of blobs (see `crate::registry::gc`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// An unreferenced blob is kept at least this long after it was last
+    /// linked (uploaded or mounted), so a push in flight never loses it.
+    pub grace_secs: u64,
+    /// How often a collection runs, s (0: never).
+    pub interval_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { grace_secs: 3600, interval_secs: 600 }
+    }
+}
+
+/// `[tls]`: HTTPS on the registry listener (see `crate::cluster::tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain HTTP (berth dev, loopback tests, or TLS ended in front).
+    #[default]
+    Off,
+    /// The operator's certificate and key files.
+    Files,
+    /// A certificate from the cluster CA, made and renewed by the node.
+    Cluster,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// With `files`: PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// With `files`: PEM private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Where things live inside a data directory.
@@ -169,7 +209,7 @@ impl Layout {
         self.dir.join("tls/node.key")
     }
     /// The cluster CA's private keys, one file per CA by fingerprint: on
-    /// voters only (see `crate::ca`).
+    /// voters only (see `crate::cluster::ca`).
     pub fn ca_keys(&self) -> PathBuf {
         self.dir.join("tls/ca-keys")
     }

@@ -51,7 +51,7 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
     let first = node_dir(&opts.data_dir, 1);
     let mut token = None;
     if !first.join("berth.toml").exists() {
-        let password = crate::join::random_hex(8);
+        let password = crate::util::random_hex(8);
         let out = init_cluster(&first, &addrs(opts, 1)?, Some(password.clone()), MetaConfig::default()).await?;
         admin_password = Some(password);
         token = Some(out.token.to_string());
@@ -85,7 +85,7 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<DevCluster> {
 async fn new_token(node: &RunningNode) -> anyhow::Result<String> {
     let cluster: berth_raft::ClusterRecord =
         berth_raft::StateRead::get(&node.meta.state(), berth_raft::state::keys::CLUSTER)?.context("cluster record missing")?;
-    let token = crate::join::JoinToken::generate(&crate::pki::fingerprint(&cluster.ca_cert_pem)?);
-    node.meta.write(berth_raft::Actor::OPERATOR, crate::runtime::token_record(&token, Duration::from_secs(600), Some(1))).await?;
+    let token = crate::cluster::join::JoinToken::generate(&crate::cluster::pki::fingerprint(&cluster.ca_cert_pem)?);
+    node.meta.write(berth_raft::Actor::OPERATOR, crate::cluster::join::token_record(&token, Duration::from_secs(600), Some(1))).await?;
     Ok(token.to_string())
 }

@@ -1,42 +1,34 @@
-//! The berth node: wires the metadata plane (`berth-raft`) and the HTTP edge
-//! (`berth-gateway`), owns the cluster's certificates and join protocol, and
-//! provides the `berth` command.
+//! The berth node: the composition root that wires the metadata plane
+//! (`berth-raft`), the blob plane (`berth-replication`) and the HTTP edge
+//! (`berth-gateway`) into one running node, and the node's own services.
 //!
-//! Layout:
-//! - [`config`]: `berth.toml` and the data directory layout;
-//! - [`pki`]: the cluster CA, node certificates, pinned first contact;
-//! - [`join`]: join tokens and the join handshake (both sides);
-//! - [`runtime`]: `cluster init`, `cluster join`, running a node;
-//! - [`auth`]: who is asking (users in the metadata, the operator token);
-//! - [`backend`]: the gateway backend (admin API) over the metadata;
-//! - [`registry`], [`manifest`], [`uploads`]: the OCI distribution API's rules;
-//! - [`client`]: the CLI's admin API client;
-//! - [`gc`]: online garbage collection of blobs;
-//! - [`dev`]: `berth dev`, a whole local cluster in one process;
-//! - [`drill`]: `berth drill`, rehearsing failures on a live cluster.
+//! The folders are the map (each imports only the ones above it):
+//! - [`util`], [`errors`], [`config`]: small shared functions, the one
+//!   mapping of metadata errors to API errors, `berth.toml` and the data
+//!   directory's layout;
+//! - [`identity`]: who is asking and what they may do (authentication,
+//!   registry tokens, policy, the usage log) and the identity API;
+//! - [`registry`]: the OCI distribution API's rules (uploads, manifests,
+//!   garbage collection) over the metadata and the blob store;
+//! - [`cluster`]: being a member (join tokens and joins, the cluster CA and
+//!   its custody, peer and HTTPS certificates, the leader's rules for
+//!   writes, the admin API);
+//! - [`metrics`]: `/metrics`;
+//! - [`runtime`]: `cluster init`, `cluster join` and running a node, which
+//!   puts all of the above together; [`dev`]: `berth dev`.
+//!
+//! The `berth` command line (`src/cli/`) is a separate binary over this
+//! library's public API and the admin HTTP API.
 
-pub mod audit;
-pub mod auth;
-pub mod backend;
-pub mod ca;
-pub mod client;
-pub mod cluster_view;
+pub mod cluster;
 pub mod config;
 pub mod dev;
-pub mod drill;
-pub mod gc;
+pub mod errors;
 pub mod identity;
-pub mod join;
-pub mod jwt;
-pub mod manifest;
 pub mod metrics;
-pub mod pki;
-pub mod policy;
 pub mod registry;
 pub mod runtime;
-pub mod tls;
-pub mod uploads;
-pub mod write_gate;
+pub mod util;
 
 /// Installs the one TLS crypto provider (ring) for the process.
 pub fn install_crypto_provider() {

@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::gc::GcStats;
-use crate::uploads::UploadManager;
+use crate::registry::gc::GcStats;
+use crate::registry::uploads::UploadManager;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

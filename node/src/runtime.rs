@@ -6,28 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_raft::command::{ClusterRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, UserRecord};
+use berth_raft::command::{ClusterRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, UserRecord};
 use berth_raft::{LinkFilter, MetaConfig, MetaNode, MetaNodeHandle, PeerTls, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::audit::AuditLog;
-use crate::auth::Authenticator;
-use crate::backend::NodeBackend;
-use crate::cluster_view::NodeView;
-use crate::config::{Layout, NodeConfig};
-use crate::gc::{collect_once, GcConfig, GcStats};
-use crate::identity::NodeIdentity;
-use crate::join::{self, now_ms, random_hex, JoinToken};
-use crate::pki;
-use crate::registry::NodeRegistry;
-use crate::tls::{ReloadingCert, TlsConfig, TlsMode};
-use crate::uploads::{UploadCaps, UploadManager};
-use crate::write_gate::WriteRules;
+use crate::cluster::api::NodeBackend;
+use crate::cluster::join::{self, token_record, JoinToken, DEFAULT_TOKEN_TTL};
+use crate::cluster::pki;
+use crate::cluster::tls::ReloadingCert;
+use crate::cluster::view::NodeView;
+use crate::cluster::write_gate::WriteRules;
+use crate::config::{GcConfig, Layout, NodeConfig, TlsConfig, TlsMode};
+use crate::identity::api::NodeIdentity;
+use crate::identity::audit::AuditLog;
+use crate::identity::auth::Authenticator;
+use crate::registry::api::NodeRegistry;
+use crate::registry::gc::{collect_once, GcStats};
+use crate::registry::uploads::{UploadCaps, UploadManager};
+use crate::util::{now_ms, random_hex};
 use berth_replication::{BlobStore, Replicator};
-
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Addresses a new node is given by the operator.
 #[derive(Debug, Clone)]
@@ -90,12 +89,6 @@ pub struct InitOutcome {
     pub generated_password: Option<String>,
 }
 
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hash password: {e}"))?.to_string())
-}
-
 /// One of `init`'s writes, made as the operator who runs it.
 async fn expect_done(meta: &MetaNodeHandle, cmd: MetaCommand) -> anyhow::Result<MetaResponse> {
     let kind = cmd.kind();
@@ -129,7 +122,7 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     };
 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    crate::ca::Keyring::new(&layout).put(&pki::fingerprint(&ca.cert_pem)?, &ca.key_pem)?;
+    crate::cluster::ca::Keyring::new(&layout).put(&pki::fingerprint(&ca.cert_pem)?, &ca.key_pem)?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
     let local_ip = config.peer_listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
     let meta = MetaNodeHandle::start(node_id, store, &tls, LinkFilter::default(), config.raft.clone(), local_ip, Arc::new(WriteRules)).await?;
@@ -144,7 +137,7 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
                 ca_cert_pem: ca.cert_pem.clone(),
                 // Kept on this node's disk (and the voters'), never replicated.
                 ca_key_pem: String::new(),
-                token_signing_key_pem: pki::new_signing_key_pem()?,
+                token_signing_key_pem: crate::identity::jwt::new_signing_key_pem()?,
                 created_at_ms: now,
             }),
         )
@@ -168,7 +161,12 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
         }
         expect_done(
             &meta,
-            MetaCommand::PutUser(UserRecord { name: "admin".into(), password_hash: hash_password(&password)?, superuser: true, created_at_ms: now }),
+            MetaCommand::PutUser(UserRecord {
+                name: "admin".into(),
+                password_hash: crate::identity::auth::hash_password(&password)?,
+                superuser: true,
+                created_at_ms: now,
+            }),
         )
         .await?;
         let token = JoinToken::generate(&pki::fingerprint(&ca.cert_pem)?);
@@ -180,19 +178,6 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     let token = result?;
     layout.write_new(&config, &tls, &random_hex(24))?;
     Ok(InitOutcome { config, token, generated_password })
-}
-
-pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> MetaCommand {
-    let now = now_ms();
-    MetaCommand::CreateJoinToken(JoinTokenRecord {
-        id: token.id.clone(),
-        secret_sha256: token.secret_sha256(),
-        created_at_ms: now,
-        expires_at_ms: now + ttl.as_millis() as u64,
-        revoked: false,
-        uses: 0,
-        max_uses,
-    })
 }
 
 /// `berth cluster join`: registers with the cluster through `seed` and
@@ -250,7 +235,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     }
     // The operator's certificate is checked before anything starts.
     let operator_cert = match (&config.tls.mode, &config.tls.cert_file, &config.tls.key_file) {
-        (TlsMode::Files, Some(c), Some(k)) => Some(crate::tls::load_files(c, k)?),
+        (TlsMode::Files, Some(c), Some(k)) => Some(crate::cluster::tls::load_files(c, k)?),
         _ => None,
     };
     let tls = layout.read_tls()?;
@@ -273,11 +258,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let mut tasks = Vec::new();
 
     let peer_meta = meta.clone();
-    let authority = crate::ca::Authority::new(meta.clone(), &layout);
-    let custody = crate::ca::Custody::new(authority.clone(), &tls.cert_pem);
+    let authority = crate::cluster::ca::Authority::new(meta.clone(), &layout);
+    let custody = crate::cluster::ca::Custody::new(authority.clone(), &tls.cert_pem);
     let ca_changes = custody.signing_changes();
     tasks.push(tokio::spawn(custody.run(rx.clone())));
-    let ca_service = crate::ca::CaService::handler(authority.clone());
+    let ca_service = crate::cluster::ca::CaService::handler(authority.clone());
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
     let peer_tls = tls.clone();
@@ -318,13 +303,13 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         TlsMode::Files => {
             let resolver = ReloadingCert::new(operator_cert.expect("loaded above"));
             let (c, k) = (config.tls.cert_file.clone().expect("validated"), config.tls.key_file.clone().expect("validated"));
-            tasks.push(tokio::spawn(crate::tls::watch_files(resolver.clone(), c, k, rx.clone())));
-            Some(crate::tls::server_config(resolver)?)
+            tasks.push(tokio::spawn(crate::cluster::tls::watch_files(resolver.clone(), c, k, rx.clone())));
+            Some(crate::cluster::tls::server_config(resolver)?)
         }
         TlsMode::Cluster => {
             let resolver = ReloadingCert::new(cluster_certificate(&authority, &config).await?);
             tasks.push(tokio::spawn(renew_cluster_certificate(authority.clone(), config.clone(), resolver.clone(), ca_changes, rx.clone())));
-            Some(crate::tls::server_config(resolver)?)
+            Some(crate::cluster::tls::server_config(resolver)?)
         }
     };
     let services = berth_gateway::Services { backend, registry, identity, http: forwarder, public_url: Some(config.http_advertise.clone()) };
@@ -362,26 +347,26 @@ async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, 
 
 /// A cluster-signed certificate for this node, once the cluster record (and
 /// its CA) has reached this node.
-async fn cluster_certificate(authority: &crate::ca::Authority, config: &NodeConfig) -> anyhow::Result<rustls::sign::CertifiedKey> {
+async fn cluster_certificate(authority: &crate::cluster::ca::Authority, config: &NodeConfig) -> anyhow::Result<rustls::sign::CertifiedKey> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while authority.trust().is_err() {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "tls mode cluster: the cluster CA has not reached this node within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let names = crate::tls::names_for(&config.http_advertise, &config.http_listen);
-    crate::tls::cluster_server_cert(authority, &names).await
+    let names = crate::cluster::tls::names_for(&config.http_advertise, &config.http_listen);
+    crate::cluster::ca::cluster_server_cert(authority, &names).await
 }
 
 /// Renews the cluster-signed certificate when two thirds of its life passed,
 /// and at once when the cluster CA rotates.
 async fn renew_cluster_certificate(
-    authority: Arc<crate::ca::Authority>,
+    authority: Arc<crate::cluster::ca::Authority>,
     config: NodeConfig,
     resolver: Arc<ReloadingCert>,
     mut ca_changes: watch::Receiver<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let renew_every = Duration::from_secs(crate::tls::CLUSTER_CERT_DAYS * 24 * 3600 * 2 / 3);
+    let renew_every = Duration::from_secs(crate::cluster::pki::SERVER_CERT_DAYS * 24 * 3600 * 2 / 3);
     ca_changes.mark_unchanged();
     loop {
         tokio::select! {

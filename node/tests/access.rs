@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use berth_node::jwt::{Claims, Grant, SigningKey, ISSUER};
+use berth_node::identity::jwt::{Claims, Grant, SigningKey, ISSUER};
 use berth_raft::command::ClusterRecord;
 use berth_raft::state::keys;
 use berth_raft::StateRead;
@@ -397,7 +397,7 @@ async fn bad_tokens_are_refused() {
 
     let rec: ClusterRecord = e.cluster.node(1).meta.state().get(keys::CLUSTER).unwrap().unwrap();
     let cluster_key = SigningKey::from_pem("cluster", &rec.token_signing_key_pem).unwrap();
-    let now = berth_node::join::now_ms() / 1000;
+    let now = berth_node::util::now_ms() / 1000;
     let claims = |f: &dyn Fn(&mut Claims)| {
         let mut c = Claims {
             iss: ISSUER.into(),

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_node::ca::{CaReply, CaRequest};
+use berth_node::cluster::ca::{CaReply, CaRequest};
 use berth_node::config::Layout;
 use berth_raft::command::ClusterRecord;
 use berth_raft::network::PeerRpc;
@@ -37,16 +37,16 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn first_ca(c: &Cluster) -> String {
     let rec: ClusterRecord = c.node(1).meta.state().get(keys::CLUSTER).unwrap().unwrap();
-    berth_node::pki::fingerprint(&rec.ca_cert_pem).unwrap()
+    berth_node::cluster::pki::fingerprint(&rec.ca_cert_pem).unwrap()
 }
 
 /// The CA that issued the certificate in a node's data directory.
 fn cert_issuer(dir: &Path) -> Option<String> {
-    berth_node::pki::fingerprint_of_issuer_in(&std::fs::read_to_string(Layout::new(dir).node_cert()).unwrap())
+    berth_node::cluster::pki::fingerprint_of_issuer_in(&std::fs::read_to_string(Layout::new(dir).node_cert()).unwrap())
 }
 
 fn trusted(dir: &Path) -> Vec<String> {
-    berth_node::pki::fingerprints(&std::fs::read_to_string(Layout::new(dir).ca_cert()).unwrap())
+    berth_node::cluster::pki::fingerprints(&std::fs::read_to_string(Layout::new(dir).ca_cert()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -81,7 +81,7 @@ async fn the_ca_key_stays_with_the_voters() {
     // The learner's HTTPS certificate comes from a voter too.
     let chain = c.node(learner).meta.call_member::<_, Result<Vec<u8>, String>>(1, PeerRpc::Ca, &sign_server_request(), T).await.unwrap().unwrap();
     let CaReply::Cert(leaf) = berth_raft::wire::from_payload(&chain).unwrap() else { panic!("not a certificate") };
-    assert_eq!(berth_node::pki::issuer_name(&leaf).unwrap(), berth_node::pki::subject_name(&c_ca_pem(&c)).unwrap());
+    assert_eq!(berth_node::cluster::pki::issuer_name(&leaf).unwrap(), berth_node::cluster::pki::subject_name(&c_ca_pem(&c)).unwrap());
 
     // A voter made a learner gives its key up.
     c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetNodeRole { node: 3, role: berth_raft::NodeRole::Learner }).await.unwrap();
@@ -248,7 +248,7 @@ fn the_operator_rotates_the_ca_of_an_https_cluster() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let bundle = loop {
         let b = ok(&["cluster", "ca", "export", "--data-dir", &d1]);
-        if berth_node::pki::fingerprints(&b).len() == 2 {
+        if berth_node::cluster::pki::fingerprints(&b).len() == 2 {
             break b;
         }
         assert!(Instant::now() < deadline, "node 1 did not write the two-CA bundle");

@@ -69,7 +69,7 @@ async fn a_member_cannot_forward_what_no_client_could_make() {
     assert_eq!(follower.write(Actor::OPERATOR, superuser("root2")).await.unwrap(), MetaResponse::Done);
 
     // A refusal reaches the client as a 403, not a 500.
-    let e = berth_node::registry::meta_err(MetaError::Refused("no".into()));
+    let e = berth_node::errors::meta_err(MetaError::Refused("no".into()));
     assert_eq!(e.code, ErrorCode::Denied);
     assert_eq!(e.code.status().as_u16(), 403);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_node::gc::collect_once;
+use berth_node::registry::gc::collect_once;
 use common::http::*;
 use common::*;
 use reqwest::{Method, StatusCode};

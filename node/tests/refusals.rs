@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use berth_node::join::JoinToken;
-use berth_node::runtime::{join_cluster, token_record};
+use berth_node::cluster::join::{token_record, JoinToken};
+use berth_node::runtime::join_cluster;
 use berth_raft::command::NodeRecord;
 use berth_raft::state::keys;
 use berth_raft::{MetaCommand, StateRead};
@@ -15,7 +15,7 @@ use common::*;
 async fn try_join(c: &Cluster, token: &str) -> anyhow::Result<u64> {
     let (_listeners, mut addrs) = bind_pair().await;
     addrs.region = "edge".into();
-    let dir = c.root.path().join(format!("joiner-{}", berth_node::join::random_hex(4)));
+    let dir = c.root.path().join(format!("joiner-{}", berth_node::util::random_hex(4)));
     let out = join_cluster(&dir, &addrs, &c.any().peer_addr.to_string(), token, false, fast_config()).await;
     if out.is_err() {
         assert!(!dir.join("berth.toml").exists(), "a refused join leaves no node directory");
@@ -117,9 +117,9 @@ async fn peers_without_a_cluster_certificate_are_refused() {
     assert!(e.contains("Unauthenticated") && e.contains("certificate from the cluster CA is required"), "{e}");
 
     // A certificate from another CA: the handshake itself fails.
-    let rogue_ca = berth_node::pki::new_ca("rogue").unwrap();
-    let key = berth_node::pki::new_node_key().unwrap();
-    let leaf = berth_node::pki::sign_node_cert(&rogue_ca, 7, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+    let rogue_ca = berth_node::cluster::pki::new_ca("rogue").unwrap();
+    let key = berth_node::cluster::pki::new_node_key().unwrap();
+    let leaf = berth_node::cluster::pki::sign_node_cert(&rogue_ca, 7, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
     let chain = format!("{leaf}{}", rogue_ca.cert_pem);
     let rogue = base().identity(tonic::transport::Identity::from_pem(chain, key.serialize_pem()));
     let e = raw_append(&addr, rogue).await.unwrap_err();

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use berth_common::Digest;
-use berth_node::gc::{collect_at, collect_once, GcStats};
+use berth_node::registry::gc::{collect_at, collect_once, GcStats};
 use berth_replication::ReplicationConfig;
 use common::http::*;
 use common::*;

@@ -216,7 +216,7 @@ impl Cluster {
 
     /// Commits every usage record queued on any running node, then makes
     /// every node see them (records are otherwise batched every
-    /// [`berth_node::audit::FLUSH_EVERY`]).
+    /// [`berth_node::identity::audit::FLUSH_EVERY`]).
     pub async fn flush_audit(&self) {
         for n in self.nodes.values() {
             n.audit.flush().await;

@@ -1,0 +1,20 @@
+//! Being a member of the cluster.
+//!
+//! - [`join`]: join tokens, and a join from both sides;
+//! - [`pki`]: certificates: the CA, node and HTTPS certificates, the pinned
+//!   first contact of a joining node;
+//! - [`ca`]: custody of the CA's key (voters only), signing for nodes that
+//!   lack it, and CA rotation;
+//! - [`tls`]: HTTPS on the registry listener;
+//! - [`write_gate`]: the leader's rules for which actor may make which write;
+//! - [`view`]: the blob plane's view of the cluster (holders, peers);
+//! - [`api`]: the admin API (cluster status, tokens, nodes, placement,
+//!   drills) as the gateway's `Backend`.
+
+pub mod api;
+pub mod ca;
+pub mod join;
+pub mod pki;
+pub mod tls;
+pub mod view;
+pub mod write_gate;

@@ -1,0 +1,21 @@
+//! The one mapping of metadata-plane errors to the API's errors: every
+//! service of the node answers a failed read or write the same way.
+
+use berth_gateway::{ApiError, ErrorCode};
+use berth_raft::MetaError;
+
+/// A failed metadata write or barrier: no quorum, or an outcome not known
+/// (the write may yet commit), is a 503 the client may retry; a write the
+/// leader refused for its actor is a 403; anything else is a 500.
+pub fn meta_err(e: MetaError) -> ApiError {
+    match e {
+        MetaError::Unavailable(_) | MetaError::Unknown(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        MetaError::Refused(_) => ApiError::new(ErrorCode::Denied, e.to_string()),
+        _ => ApiError::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// A failed read of this node's own state: the store is broken, a 500.
+pub fn state_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
+}

@@ -1,0 +1,13 @@
+//! The OCI distribution API's rules over the metadata and the blob store.
+//!
+//! - [`api`]: the gateway's `Registry`: authorization, blobs, manifests,
+//!   tags, referrers, catalog;
+//! - [`uploads`]: upload sessions, owned by the node that took the `POST`;
+//! - [`manifest`]: what a manifest says (media types, the blobs and
+//!   manifests it names, its subject);
+//! - [`gc`]: online garbage collection of blobs no manifest references.
+
+pub mod api;
+pub mod gc;
+pub mod manifest;
+pub mod uploads;
