@@ -504,23 +504,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Init { addrs, admin_password_file } => {
-            let password = match admin_password_file {
-                Some(f) => {
-                    Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string())
-                }
-                None => None,
-            };
-            let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
-            println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
-            println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);
-            if let Some(p) = &out.generated_password {
-                println!("admin password (shown once): {p}");
-            }
-            println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
-            println!("join other nodes with this token (valid 24h):");
-            println!("{}", out.token);
-        }
+        ClusterCommand::Init { addrs, admin_password_file } => cluster_init(&addrs, admin_password_file).await?,
         ClusterCommand::Join { addrs, seed, token, learner } => {
             let cfg = runtime::join_cluster(&addrs.data_dir, &addrs.addrs(), &seed, &token, learner, MetaConfig::default()).await?;
             println!("joined cluster {} as node {} (region {})", cfg.cluster_id, cfg.node_id, cfg.region);
@@ -534,74 +518,8 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 print_status(&s);
             }
         }
-        ClusterCommand::Token { command } => match command {
-            TokenCommand::Create { ttl, max_uses, target, json } => {
-                let req = TokenCreateRequest { ttl_secs: Some(ttl.as_secs().max(1)), max_uses };
-                let t: CreatedToken = AdminClient::new(&target)?.post("/api/v1/cluster/tokens", &req).await?;
-                if json {
-                    print_json(&t)?;
-                } else {
-                    println!("token {} expires {}", t.id, fmt_ms(t.expires_at_ms));
-                    println!("{}", t.token);
-                }
-            }
-            TokenCommand::List { target, json } => {
-                let list: Vec<TokenInfo> = AdminClient::new(&target)?.get("/api/v1/cluster/tokens").await?;
-                if json {
-                    print_json(&list)?;
-                } else {
-                    println!("{:<14} {:<22} {:<22} {:<8} {:>6}", "ID", "CREATED", "EXPIRES", "REVOKED", "USES");
-                    for t in list {
-                        let uses = match t.max_uses {
-                            Some(m) => format!("{}/{}", t.uses, m),
-                            None => t.uses.to_string(),
-                        };
-                        println!("{:<14} {:<22} {:<22} {:<8} {:>6}", t.id, fmt_ms(t.created_at_ms), fmt_ms(t.expires_at_ms), t.revoked, uses);
-                    }
-                }
-            }
-            TokenCommand::Revoke { id, target } => {
-                AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/tokens/{id}")).await?;
-                println!("revoked token {id}");
-            }
-        },
-        ClusterCommand::Ca { command: CaCommand::Export { data_dir, endpoint } } => {
-            let pem = match (data_dir, endpoint) {
-                (Some(d), _) => {
-                    let p = berth_node::config::Layout::new(&d).ca_cert();
-                    std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
-                }
-                (None, Some(url)) => {
-                    let url = format!("{}/api/v1/cluster/ca", url.trim_end_matches('/'));
-                    let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
-                    anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
-                    resp.text().await?
-                }
-                (None, None) => anyhow::bail!("say which node: --data-dir D on its host, or --endpoint URL"),
-            };
-            print!("{pem}");
-            eprintln!("Trust it per registry host:port:");
-            eprintln!("  docker:  /etc/docker/certs.d/<host:port>/ca.crt");
-            eprintln!("  podman, buildah, skopeo:  /etc/containers/certs.d/<host:port>/ca.crt, or --cert-dir DIR (DIR/ca.crt)");
-            eprintln!("  containerd (ctr):  --tlscacert FILE");
-        }
-        ClusterCommand::Ca { command: CaCommand::Status { target, json } } => {
-            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.get("/api/v1/cluster/ca/status").await?;
-            print_ca_status(&status, json)?;
-        }
-        ClusterCommand::Ca { command: CaCommand::Rotate { finish, target, json } } => {
-            let path = if finish { "/api/v1/cluster/ca/rotate/finish" } else { "/api/v1/cluster/ca/rotate" };
-            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.post(path, &serde_json::Map::new()).await?;
-            print_ca_status(&status, json)?;
-            if !json && finish {
-                println!("rotation finished: the previous CA is trusted no more (by each node from its next restart); distribute the new CA to clients (`berth cluster ca export`)");
-            } else if !json {
-                println!(
-                    "rotation started: within seconds every node writes a certificate from the new CA and a trust bundle of both CAs to its data directory."
-                );
-                println!("Restart the nodes one at a time, in any order; then run `berth cluster ca rotate --finish`.");
-            }
-        }
+        ClusterCommand::Token { command } => run_token(command).await?,
+        ClusterCommand::Ca { command } => run_ca(command).await?,
         ClusterCommand::Promote { node, target } => {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/promote")).await?;
             println!("node {node} will vote once caught up, while the voter count stays odd and at most 5 (an even count leaves the last promoted node a learner until another node can vote)");
@@ -628,6 +546,103 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 print_json(&r)?;
             } else {
                 println!("token signing key rotated; new kid {}", r.kid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `berth cluster init`: prints the node, the admin password when one was
+/// made, and the join token alone on the last line.
+async fn cluster_init(addrs: &AddrArgs, admin_password_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let password = match admin_password_file {
+        Some(f) => Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string()),
+        None => None,
+    };
+    let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
+    println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
+    println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);
+    if let Some(p) = &out.generated_password {
+        println!("admin password (shown once): {p}");
+    }
+    println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+    println!("join other nodes with this token (valid 24h):");
+    println!("{}", out.token);
+    Ok(())
+}
+
+async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { ttl, max_uses, target, json } => {
+            let req = TokenCreateRequest { ttl_secs: Some(ttl.as_secs().max(1)), max_uses };
+            let t: CreatedToken = AdminClient::new(&target)?.post("/api/v1/cluster/tokens", &req).await?;
+            if json {
+                print_json(&t)?;
+            } else {
+                println!("token {} expires {}", t.id, fmt_ms(t.expires_at_ms));
+                println!("{}", t.token);
+            }
+        }
+        TokenCommand::List { target, json } => {
+            let list: Vec<TokenInfo> = AdminClient::new(&target)?.get("/api/v1/cluster/tokens").await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<14} {:<22} {:<22} {:<8} {:>6}", "ID", "CREATED", "EXPIRES", "REVOKED", "USES");
+                for t in list {
+                    let uses = match t.max_uses {
+                        Some(m) => format!("{}/{}", t.uses, m),
+                        None => t.uses.to_string(),
+                    };
+                    println!("{:<14} {:<22} {:<22} {:<8} {:>6}", t.id, fmt_ms(t.created_at_ms), fmt_ms(t.expires_at_ms), t.revoked, uses);
+                }
+            }
+        }
+        TokenCommand::Revoke { id, target } => {
+            AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/tokens/{id}")).await?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn run_ca(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Export { data_dir, endpoint } => {
+            let pem = match (data_dir, endpoint) {
+                (Some(d), _) => {
+                    let p = berth_node::config::Layout::new(&d).ca_cert();
+                    std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                (None, Some(url)) => {
+                    let url = format!("{}/api/v1/cluster/ca", url.trim_end_matches('/'));
+                    let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+                    anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+                    resp.text().await?
+                }
+                (None, None) => anyhow::bail!("say which node: --data-dir D on its host, or --endpoint URL"),
+            };
+            print!("{pem}");
+            eprintln!("Trust it per registry host:port:");
+            eprintln!("  docker:  /etc/docker/certs.d/<host:port>/ca.crt");
+            eprintln!("  podman, buildah, skopeo:  /etc/containers/certs.d/<host:port>/ca.crt, or --cert-dir DIR (DIR/ca.crt)");
+            eprintln!("  containerd (ctr):  --tlscacert FILE");
+        }
+        CaCommand::Status { target, json } => {
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.get("/api/v1/cluster/ca/status").await?;
+            print_ca_status(&status, json)?;
+        }
+        CaCommand::Rotate { finish, target, json } => {
+            let path = if finish { "/api/v1/cluster/ca/rotate/finish" } else { "/api/v1/cluster/ca/rotate" };
+            let status: berth_gateway::CaStatus = AdminClient::new(&target)?.post(path, &serde_json::Map::new()).await?;
+            print_ca_status(&status, json)?;
+            if !json && finish {
+                println!("rotation finished: the previous CA is trusted no more (by each node from its next restart); distribute the new CA to clients (`berth cluster ca export`)");
+            } else if !json {
+                println!(
+                    "rotation started: within seconds every node writes a certificate from the new CA and a trust bundle of both CAs to its data directory."
+                );
+                println!("Restart the nodes one at a time, in any order; then run `berth cluster ca rotate --finish`.");
             }
         }
     }
