@@ -13,7 +13,7 @@ use berth_raft::command::ClusterRecord;
 use berth_raft::network::PeerRpc;
 use berth_raft::state::keys;
 use berth_raft::StateRead;
-use common::http::Reg;
+use common::http::reg;
 use common::*;
 use reqwest::{Method, StatusCode};
 
@@ -100,9 +100,9 @@ fn c_ca_pem(c: &Cluster) -> String {
 }
 
 async fn rotate(c: &Cluster, via: u64, finish: bool) -> (StatusCode, serde_json::Value) {
-    let reg = Reg::new(c.node(via));
+    let client = reg(c.node(via));
     let path = if finish { "/api/v1/cluster/ca/rotate/finish" } else { "/api/v1/cluster/ca/rotate" };
-    let (status, _, body) = reg.send(reg.req(Method::POST, path)).await;
+    let (status, _, body) = client.send(client.req(Method::POST, path)).await;
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
@@ -164,8 +164,8 @@ async fn a_rotation_moves_every_node_to_a_new_ca_while_writes_go_on() {
     }
     let (status, body) = rotate(&c, 2, true).await;
     let reported = || async {
-        let reg = Reg::new(c.node(2));
-        let (_, _, b) = reg.send(reg.req(Method::GET, "/api/v1/cluster/ca/status")).await;
+        let client = reg(c.node(2));
+        let (_, _, b) = client.send(client.req(Method::GET, "/api/v1/cluster/ca/status")).await;
         serde_json::from_slice::<serde_json::Value>(&b).unwrap()
     };
     if status != StatusCode::OK {

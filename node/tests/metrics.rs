@@ -68,8 +68,8 @@ async fn metrics_are_valid_and_move_with_push_peer_pull_and_gc() {
     }
 
     let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-    let d = Reg::new(c.node(1)).blob("obs/app", &blob).await;
-    let r2 = Reg::new(c.node(2));
+    let d = reg(c.node(1)).blob("obs/app", &blob).await;
+    let r2 = reg(c.node(2));
     let (s, _, body) = r2.send(r2.req(Method::GET, &format!("/v2/obs/app/blobs/{d}"))).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);

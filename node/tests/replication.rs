@@ -50,7 +50,7 @@ async fn after_a_push_every_node_holds_the_blob_and_pulls_stay_local() {
     // Regions: 1 and 4 in region-1, 2 and 5 in region-2, 3 in region-3.
     let c = Cluster::with_replication(5, fast_config(), Some(repl(None))).await;
     c.wait_voters(&[1, 2, 3, 4, 5], T).await;
-    let r1 = Reg::new(c.node(1));
+    let r1 = reg(c.node(1));
     let blob = data(3 << 20, 1);
     let d = r1.blob("geo/app", &blob).await;
     wait_held(&c, &[1, 2, 3, 4, 5], &d).await;
@@ -60,7 +60,7 @@ async fn after_a_push_every_node_holds_the_blob_and_pulls_stay_local() {
 
     // A pull in region 3 after replication sends no request to anyone.
     let before: Vec<u64> = (1..=5).map(|i| served(&c, i)).collect();
-    let r3 = Reg::new(c.node(3));
+    let r3 = reg(c.node(3));
     let (s, body) = get(&r3, &format!("/v2/geo/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);
@@ -76,9 +76,9 @@ async fn a_pull_right_after_the_push_streams_through_and_twenty_pulls_make_one_f
     c.node(1).replicator.faults().serve_delay_us.store(20_000, Ordering::Relaxed);
     c.node(2).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
     let blob = data(6 << 20, 2);
-    let d = Reg::new(c.node(1)).blob("flight/app", &blob).await;
+    let d = reg(c.node(1)).blob("flight/app", &blob).await;
     let fetched_before = fetched_bytes(&c, 3);
-    let r3 = Reg::new(c.node(3));
+    let r3 = reg(c.node(3));
     let pulls = (0..20).map(|_| {
         let r3 = r3.clone();
         let path = format!("/v2/flight/app/blobs/{d}");
@@ -102,7 +102,7 @@ async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
     c.filter.cut_one_way(3, 1);
     c.filter.cut_one_way(3, 2);
     let blob = data(12 << 20, 3);
-    let d = Reg::new(c.node(1)).blob("kill/app", &blob).await;
+    let d = reg(c.node(1)).blob("kill/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;
     assert!(!holds(&c, 3, &d).await);
     // Both holders are slow; node 3 starts from one of them ...
@@ -136,7 +136,7 @@ async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
     assert_eq!(st.bytes_fetched.load(Ordering::Relaxed), blob.len() as u64, "continued at the byte reached, nothing fetched twice");
     assert_eq!(st.requests_sent.load(Ordering::Relaxed), 2, "one request to each holder");
     assert!(c.node(3).replicator.stats().corrupt.load(Ordering::Relaxed) == 0);
-    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/kill/app/blobs/{d}")).await;
+    let (s, body) = get(&reg(c.node(3)), &format!("/v2/kill/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);
 }
@@ -148,12 +148,12 @@ async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
     c.filter.cut_one_way(3, 1);
     c.filter.cut_one_way(3, 2);
     let blob = data(2 << 20, 4);
-    let d = Reg::new(c.node(1)).blob("bad/app", &blob).await;
+    let d = reg(c.node(1)).blob("bad/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;
     c.node(1).replicator.faults().corrupt_served.store(true, Ordering::Relaxed);
     // Only the liar is reachable at first.
     c.filter.restore(3, 1);
-    let r3 = Reg::new(c.node(3));
+    let r3 = reg(c.node(3));
     let path = format!("/v2/bad/app/blobs/{d}");
     // The first pull follows the liar's bytes: it must not end as a complete body.
     let first = tokio::spawn({
@@ -183,7 +183,7 @@ async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
 async fn min_copies_holds_back_the_push_until_a_second_node_has_every_blob() {
     let mut c = Cluster::with_replication(3, fast_config(), Some(repl(None))).await;
     c.wait_voters(&[1, 2, 3], T).await;
-    let r1 = Reg::new(c.node(1));
+    let r1 = reg(c.node(1));
     // Every peer's blob service unreachable (Raft still works).
     for id in [2, 3] {
         c.node(id).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
@@ -203,7 +203,7 @@ async fn min_copies_holds_back_the_push_until_a_second_node_has_every_blob() {
     c.node(3).replicator.faults().refuse_peers.store(false, Ordering::Relaxed);
     c.stop(1).await;
     c.wait_leader(T).await;
-    let r3 = Reg::new(c.node(3));
+    let r3 = reg(c.node(3));
     let (s, man) = get(&r3, "/v2/dur/app/manifests/v1").await;
     assert_eq!(s, StatusCode::OK);
     let man: serde_json::Value = serde_json::from_slice(&man).unwrap();
@@ -228,7 +228,7 @@ async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
         .await
         .unwrap();
     c.node(leader).meta.write(berth_raft::Actor::OPERATOR, set("lazy", berth_raft::command::Placement::OnDemand)).await.unwrap();
-    let r1 = Reg::new(c.node(1));
+    let r1 = reg(c.node(1));
     let edge = r1.blob("edge/app", &data(100_000, 7)).await;
     let lazy = r1.blob("lazy/app", &data(100_000, 8)).await;
     let every = r1.blob("plain/app", &data(100_000, 9)).await;
@@ -245,7 +245,7 @@ async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
     assert!(!holds(&c, 3, &edge).await, "region-3 is not in edge's placement");
     assert!(!holds(&c, 2, &lazy).await && !holds(&c, 3, &lazy).await, "on-demand blobs stay where they were pushed");
     // Any node serves any blob all the same.
-    let r3 = Reg::new(c.node(3));
+    let r3 = reg(c.node(3));
     for (repo, d, seed) in [("edge/app", &edge, 7), ("lazy/app", &lazy, 8)] {
         let (s, body) = get(&r3, &format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(s, StatusCode::OK);
@@ -265,10 +265,10 @@ async fn a_large_blob_is_fetched_in_ranges_from_several_holders() {
         .await
         .unwrap();
     let blob = data(72 << 20, 5);
-    let d = Reg::new(c.node(1)).blob("big/app", &blob).await;
+    let d = reg(c.node(1)).blob("big/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;
     let before = (served(&c, 1), served(&c, 2));
-    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/big/app/blobs/{d}")).await;
+    let (s, body) = get(&reg(c.node(3)), &format!("/v2/big/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob, "72 MiB arrived intact");
     assert!(served(&c, 1) > before.0 && served(&c, 2) > before.1, "both holders served a range");
@@ -283,7 +283,7 @@ async fn a_new_blob_spreads_along_a_relay_chain_and_no_node_serves_more_than_one
     // A slow holder: the copies are still landing when the next nodes ask.
     c.node(1).replicator.faults().serve_delay_us.store(30_000, Ordering::Relaxed);
     let blob = data(8 << 20, 7);
-    let d = Reg::new(c.node(1)).blob("relay/app", &blob).await;
+    let d = reg(c.node(1)).blob("relay/app", &blob).await;
     wait_held(&c, &[1, 2, 3, 4, 5, 6], &d).await;
     let copies = |id: u64| c.node(id).replicator.stats().bytes_served.load(Ordering::Relaxed) as f64 / blob.len() as f64;
     let served: Vec<f64> = (1..=6).map(copies).collect();
@@ -296,7 +296,7 @@ async fn a_new_blob_spreads_along_a_relay_chain_and_no_node_serves_more_than_one
     let total: f64 = served.iter().sum();
     assert!((4.9..=5.5).contains(&total), "five copies crossed the network: {served:?}");
     for id in 1..=6 {
-        let (s, body) = get(&Reg::new(c.node(id)), &format!("/v2/relay/app/blobs/{d}")).await;
+        let (s, body) = get(&reg(c.node(id)), &format!("/v2/relay/app/blobs/{d}")).await;
         assert_eq!(s, StatusCode::OK);
         assert!(body == blob, "node {id} holds the right bytes");
     }
@@ -311,7 +311,7 @@ async fn a_holder_that_goes_silent_is_left_after_the_stall_timeout() {
     c.filter.cut_one_way(3, 1);
     c.filter.cut_one_way(3, 2);
     let blob = data(4 << 20, 9);
-    let d = Reg::new(c.node(1)).blob("stall/app", &blob).await;
+    let d = reg(c.node(1)).blob("stall/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;
     // Node 1 sends one chunk, then nothing for a minute: hung, not dead.
     // Node 2 turns node 3 away at first, so node 3 starts on node 1.
@@ -329,7 +329,7 @@ async fn a_holder_that_goes_silent_is_left_after_the_stall_timeout() {
     assert!(served_by_1() - before < blob.len() as u64 / 2, "node 1 sent a chunk or so before it went silent");
     let st = c.node(3).replicator.stats();
     assert_eq!(st.bytes_fetched.load(Ordering::Relaxed), blob.len() as u64, "went on at the byte reached");
-    let (s, body) = get(&Reg::new(c.node(3)), &format!("/v2/stall/app/blobs/{d}")).await;
+    let (s, body) = get(&reg(c.node(3)), &format!("/v2/stall/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);
 }

@@ -23,7 +23,7 @@ async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
     let c = Cluster::with_replication(3, fast_config(), repl()).await;
     c.wait_voters(&[1, 2, 3], T).await;
     let blob: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
-    let d = Reg::new(c.node(1)).blob("scrub/app", &blob).await;
+    let d = reg(c.node(1)).blob("scrub/app", &blob).await;
     let store3 = c.node(3).replicator.store().clone();
     eventually(T, "node 3 gets a copy", || {
         let s = store3.clone();
@@ -47,7 +47,7 @@ async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
     .await;
     let report = c.node(3).replicator.scrub_once(u64::MAX).await;
     assert_eq!(report.corrupt, 0, "the repaired copy is clean");
-    let (s, _, body) = Reg::new(c.node(3)).send(Reg::new(c.node(3)).req(Method::GET, &format!("/v2/scrub/app/blobs/{d}"))).await;
+    let (s, _, body) = reg(c.node(3)).send(reg(c.node(3)).req(Method::GET, &format!("/v2/scrub/app/blobs/{d}"))).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);
 }
@@ -56,7 +56,7 @@ async fn scrub_finds_a_flipped_byte_and_repairs_it_from_a_peer() {
 async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls_go_on() {
     let c = Cluster::with_replication(3, fast_config(), repl()).await;
     c.wait_voters(&[1, 2, 3], T).await;
-    let r = Reg::new(c.node(1));
+    let r = reg(c.node(1));
     // x:v1 and y:v1 share a layer; an abandoned upload references nothing.
     let shared = r.blob("gc/x", b"shared layer").await;
     r.send(r.req(Method::POST, &format!("/v2/gc/y/blobs/uploads/?mount={shared}&from=gc/x"))).await;
@@ -86,7 +86,7 @@ async fn gc_removes_unreferenced_blobs_on_every_node_keeps_shared_ones_and_pulls
     // Pulls of y run all through the collection.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let puller = tokio::spawn({
-        let reg = Reg::new(c.node(2));
+        let reg = reg(c.node(2));
         let stop = stop.clone();
         let (shared, cy) = (shared.clone(), cy.clone());
         async move {
@@ -145,7 +145,7 @@ async fn gc_never_deletes_a_copy_that_a_concurrent_push_of_the_swept_digest_reco
     c.wait_leader(T).await;
     let node = c.any();
     let store = node.replicator.store().clone();
-    let r = Reg::new(node);
+    let r = reg(node);
     let bytes = b"a layer swept, then pushed again".to_vec();
     let digest = Digest::sha256_of(&bytes);
     let stats = GcStats::default();

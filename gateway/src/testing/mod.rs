@@ -20,8 +20,10 @@
 //! Built for the crate's tests and behind the `testing` feature for
 //! others'.
 
+pub mod client;
 mod identity;
 mod registry;
+pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

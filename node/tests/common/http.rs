@@ -1,76 +1,13 @@
-//! A registry client for tests: one node, logged in as admin.
+//! A registry client for tests (the gateway's, logged in as admin), and a
+//! tap on what one node sends another.
 
 #![allow(dead_code)]
 
-use berth_common::Digest;
-use reqwest::{Method, StatusCode};
-use serde_json::json;
+pub use berth_gateway::testing::client::*;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// A client of one node, logged in as admin.
-#[derive(Clone)]
-pub struct Reg {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Reg {
-    pub fn new(node: &berth_node::runtime::RunningNode) -> Reg {
-        Reg { base: format!("http://{}", node.http_addr), http: reqwest::Client::new() }
-    }
-
-    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) };
-        self.http.request(method, url).basic_auth("admin", Some("admin-password"))
-    }
-
-    pub async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        let r = rb.send().await.unwrap();
-        let (s, h) = (r.status(), r.headers().clone());
-        (s, h, r.bytes().await.unwrap().to_vec())
-    }
-
-    /// Pushes a blob in one request; returns its digest.
-    pub async fn blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
-        let (s, h, _) = self.send(self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}")).body(bytes.to_vec())).await;
-        assert_eq!(s, StatusCode::CREATED);
-        assert_eq!(h["docker-content-digest"], d.to_string().as_str());
-        d
-    }
-
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        self.send(self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}")).header("content-type", media_type).body(body.to_vec())).await
-    }
-
-    /// A config and one layer pushed, and an OCI manifest for them.
-    pub async fn image(&self, repo: &str, seed: &str) -> Vec<u8> {
-        let config = self.blob(repo, format!("{{\"seed\":\"{seed}\"}}").as_bytes()).await;
-        let layer = self.blob(repo, format!("layer {seed}").as_bytes()).await;
-        manifest_json(&config, 2 + seed.len() as u64 + 10, &[(layer, 6 + seed.len() as u64)], None, None)
-    }
-
-    pub async fn status_of(&self, method: Method, path: &str) -> StatusCode {
-        self.send(self.req(method, path)).await.0
-    }
-}
-
-pub fn manifest_json(config: &Digest, config_size: u64, layers: &[(Digest, u64)], subject: Option<(&Digest, u64)>, artifact_type: Option<&str>) -> Vec<u8> {
-    let mut v = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": config_size},
-        "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
-    });
-    if let Some((d, s)) = subject {
-        v["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": s});
-    }
-    if let Some(a) = artifact_type {
-        v["artifactType"] = json!(a);
-        v["annotations"] = json!({"org.example.kind": a});
-    }
-    serde_json::to_vec(&v).unwrap()
+/// A client of `node`'s registry, logged in as admin.
+pub fn reg(node: &berth_node::runtime::RunningNode) -> Reg {
+    Reg::at(format!("http://{}", node.http_addr), "admin", "admin-password")
 }
 
 /// A TCP proxy that keeps a copy of every byte its clients send, to see
