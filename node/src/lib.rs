@@ -13,7 +13,7 @@
 //! - [`cluster`]: being a member (join tokens and joins, the cluster CA and
 //!   its custody, peer and HTTPS certificates, the leader's rules for
 //!   writes, the admin API);
-//! - [`metrics`]: `/metrics`;
+//! - [`metrics`], the counters and gauges of `/metrics`;
 //! - [`runtime`]: `cluster init`, `cluster join` and running a node, which
 //!   puts all of the above together; [`dev`]: `berth dev`.
 //!
