@@ -5,12 +5,13 @@
 # Build: clang/libclang (bindgen) and Debian's RocksDB.
 # Tests: the real registry clients the tests drive (docker's daemon,
 # podman, skopeo, buildah, containerd's ctr, curl), promtool (package
-# prometheus; its daemon is not started), and from PyPI oras, openapi-spec-validator
+# prometheus; its daemon is not started), systemd-analyze (package systemd,
+# for the unit's check; no init system is started), and from PyPI oras, openapi-spec-validator
 # and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
-          docker.io podman skopeo buildah containerd python3-pip prometheus)
+          docker.io podman skopeo buildah containerd python3-pip prometheus systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

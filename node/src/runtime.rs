@@ -299,7 +299,10 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         .build()
         .context("http client")?;
     let tls = match config.tls.mode {
-        TlsMode::Off => None,
+        TlsMode::Off => {
+            tasks.push(tokio::spawn(crate::cluster::tls::ignore_reloads(rx.clone())));
+            None
+        }
         TlsMode::Files => {
             let resolver = ReloadingCert::new(operator_cert.expect("loaded above"));
             let (c, k) = (config.tls.cert_file.clone().expect("validated"), config.tls.key_file.clone().expect("validated"));
@@ -358,7 +361,7 @@ async fn cluster_certificate(authority: &crate::cluster::ca::Authority, config: 
 }
 
 /// Renews the cluster-signed certificate when two thirds of its life passed,
-/// and at once when the cluster CA rotates.
+/// at once when the cluster CA rotates, and on SIGHUP.
 async fn renew_cluster_certificate(
     authority: Arc<crate::cluster::ca::Authority>,
     config: NodeConfig,
@@ -368,10 +371,12 @@ async fn renew_cluster_certificate(
 ) {
     let renew_every = Duration::from_secs(crate::cluster::pki::SERVER_CERT_DAYS * 24 * 3600 * 2 / 3);
     ca_changes.mark_unchanged();
+    let mut hup = crate::cluster::tls::hangups();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(renew_every) => {}
             Ok(()) = ca_changes.changed() => {}
+            _ = crate::cluster::tls::next_hangup(&mut hup) => {}
             _ = shutdown.changed() => return,
         }
         match cluster_certificate(&authority, &config).await {

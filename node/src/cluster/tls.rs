@@ -91,14 +91,41 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// SIGHUP, the reload request (`systemctl reload`). A node listens for it
+/// in every TLS mode, so a reload never ends the process (SIGHUP's default).
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+/// The next SIGHUP (never, if the handler could not be installed).
+pub async fn next_hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup.as_mut() {
+        Some(h) => {
+            h.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Without TLS there is nothing to reload: SIGHUP is noted and ignored.
+pub async fn ignore_reloads(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut hup = hangups();
+    loop {
+        tokio::select! {
+            _ = next_hangup(&mut hup) => tracing::info!("SIGHUP: nothing to reload (no TLS on the registry listener)"),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Re-reads the operator's files when they change or on SIGHUP.
 pub async fn watch_files(resolver: Arc<ReloadingCert>, cert: PathBuf, key: PathBuf, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = hangups();
     let mut seen = (mtime(&cert), mtime(&key));
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => false,
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+            _ = next_hangup(&mut hup) => true,
             _ = shutdown.changed() => return,
         };
         let now = (mtime(&cert), mtime(&key));
