@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Start a whole local cluster in this process (Ctrl-C stops it).
     Dev {
+        /// How many nodes, each in its own pretend region (3 tolerates the
+        /// loss of one; 1 is a plain single-node registry).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Where the nodes keep their data; reused on the next run.
@@ -102,6 +104,7 @@ enum DrillCommand {
         to: Option<u64>,
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +123,7 @@ enum DrillCommand {
         force: bool,
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -132,6 +136,7 @@ enum PlacementCommand {
         namespace: String,
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -214,6 +219,7 @@ enum ClusterCommand {
     Status {
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -250,6 +256,7 @@ enum ClusterCommand {
         node: Option<u64>,
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -308,6 +315,7 @@ enum TokenCommand {
         max_uses: Option<u32>,
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +323,7 @@ enum TokenCommand {
     List {
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -346,7 +355,9 @@ enum NodeCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a person at a terminal, not in a log file or journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 async fn wait_for_stop_signal() {

@@ -175,8 +175,8 @@ impl NodeIdentity {
     /// The repository, if the caller has at least `need` on it. Callers
     /// who cannot even read it learn nothing about whether it exists.
     fn repo_with(&self, who: &Access, repo: &str, need: Role) -> Result<(RepositoryRecord, Role), ApiError> {
-        if repo.parse::<berth_common::RepoName>().is_err() {
-            return Err(bad(format!("repository name {repo:?} is invalid")));
+        if let Err(e) = repo.parse::<berth_common::RepoName>() {
+            return Err(bad(format!("{e} (lowercase letters and digits, separated by '.', '_' or '-')")));
         }
         let rec = self.repo_record(repo)?;
         let role = policy::repo_role(&self.state(), &who.principal, repo, rec.as_ref()).map_err(state_err)?;
@@ -476,8 +476,8 @@ impl Identity for NodeIdentity {
 
     async fn create_repo(&self, who: &Access, req: RepoCreate) -> Result<RepoCreated, ApiError> {
         let name = format!("{}/{}", req.namespace, req.repository);
-        if name.parse::<berth_common::RepoName>().is_err() {
-            return Err(bad(format!("repository name {name:?} is invalid")));
+        if let Err(e) = name.parse::<berth_common::RepoName>() {
+            return Err(bad(format!("{e} (lowercase letters and digits, separated by '.', '_' or '-')")));
         }
         let public = match req.visibility.as_str() {
             "public" => true,
