@@ -9,10 +9,16 @@
 //! the caller hears back. If the queue is full (no quorum for a long
 //! while), new records are dropped and counted in
 //! `berth_audit_dropped_records_total`, rather than slowing pulls down.
+//!
+//! A client logs in again and again: docker asks for a token for every
+//! command, and for every scope within one. A node records one
+//! `login_success` per account and address per [`LOGIN_WINDOW`]; every
+//! failure is a row of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_common::NodeId;
 use berth_gateway::Principal;
@@ -27,6 +33,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const QUEUE: usize = 20_000;
 const BATCH: usize = 1_000;
 const DAY_MS: u64 = 86_400_000;
+/// Successful logins of one account from one address within this long are
+/// one `login_success` row.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Past this many remembered logins, those outside the window are forgotten.
+const MAX_REMEMBERED_LOGINS: usize = 10_000;
 
 enum Msg {
     Record(Box<AuditRecord>),
@@ -39,6 +50,28 @@ pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     node: NodeId,
     region: String,
+    logins: Arc<Mutex<RecentLogins>>,
+}
+
+/// When each account last logged in successfully from each address.
+#[derive(Default)]
+struct RecentLogins(HashMap<(String, Option<IpAddr>), Instant>);
+
+impl RecentLogins {
+    /// Whether a successful login at `now` starts a new window (and so
+    /// gets a row), remembering it if so.
+    fn first_in_window(&mut self, account: &str, ip: Option<IpAddr>, now: Instant) -> bool {
+        if self.0.len() >= MAX_REMEMBERED_LOGINS {
+            self.0.retain(|_, at| now.duration_since(*at) < LOGIN_WINDOW);
+        }
+        match self.0.get(&(account.to_string(), ip)) {
+            Some(at) if now.duration_since(*at) < LOGIN_WINDOW => false,
+            _ => {
+                self.0.insert((account.to_string(), ip), now);
+                true
+            }
+        }
+    }
 }
 
 impl AuditLog {
@@ -91,7 +124,7 @@ impl AuditLog {
                 }
             }
         });
-        (AuditLog { tx, node, region }, task)
+        (AuditLog { tx, node, region, logins: Default::default() }, task)
     }
 
     /// Queues a record; never waits.
@@ -118,8 +151,12 @@ impl AuditLog {
         }
     }
 
-    /// A login attempt with credentials (never the secret).
+    /// A login attempt with credentials (never the secret). Successes of
+    /// one account from one address within [`LOGIN_WINDOW`] are one row.
     pub fn login(&self, ok: bool, account: &str, ip: Option<IpAddr>, detail: &str) {
+        if ok && !self.logins.lock().expect("recent logins lock").first_in_window(account, ip, Instant::now()) {
+            return;
+        }
         let who = Principal::User { name: account.to_string(), superuser: false };
         let ns = account.split_once('+').map(|(ns, _)| ns);
         let kind = if ok { "login_success" } else { "login_failure" };
@@ -153,5 +190,21 @@ async fn flush(meta: &MetaNodeHandle, pending: &mut Vec<AuditRecord>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_logins_from_one_place_are_one_row_a_window() {
+        let mut seen = RecentLogins::default();
+        let (t0, here, there) = (Instant::now(), Some("192.0.2.1".parse().unwrap()), Some("192.0.2.2".parse().unwrap()));
+        assert!(seen.first_in_window("alice", here, t0));
+        assert!(!seen.first_in_window("alice", here, t0 + Duration::from_secs(5)), "docker's second token of the same command");
+        assert!(seen.first_in_window("alice", there, t0 + Duration::from_secs(5)), "another address is another row");
+        assert!(seen.first_in_window("bob", here, t0 + Duration::from_secs(5)), "another account is another row");
+        assert!(seen.first_in_window("alice", here, t0 + LOGIN_WINDOW), "a new window, a new row");
     }
 }
