@@ -114,8 +114,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .layer(axum::middleware::from_fn(metrics::track))
 }
 
-async fn handle_probe(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
-    let who = admin(&b, &caller).await?;
+async fn handle_probe(State(b): State<Shared>, Admin(who): Admin) -> Result<StatusCode, ApiError> {
     b.probe_write(&who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -125,18 +124,16 @@ async fn handle_probe(State(b): State<Shared>, caller: Caller) -> Result<StatusC
 /// API: a fuzzer holding the operator token must not partition the node.
 async fn handle_isolate(
     State(b): State<Shared>,
-    caller: Caller,
+    _: Admin,
     body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Isolation>, ApiError> {
-    admin(&b, &caller).await?;
     let Json(req) = body?;
     req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
     Ok(Json(b.isolate(req).await?))
 }
 
 /// Heals this node's isolation now, before its deadline.
-async fn handle_isolate_end(State(b): State<Shared>, caller: Caller) -> Result<StatusCode, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_isolate_end(State(b): State<Shared>, _: Admin) -> Result<StatusCode, ApiError> {
     b.end_isolation().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -147,18 +144,15 @@ async fn handle_ca(State(b): State<Shared>) -> Result<Response, ApiError> {
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }
 
-async fn handle_ca_status(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_ca_status(State(b): State<Shared>, _: Admin) -> Result<Json<CaStatus>, ApiError> {
     Ok(Json(b.ca_status().await?))
 }
 
-async fn handle_ca_rotate(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
-    let who = admin(&b, &caller).await?;
+async fn handle_ca_rotate(State(b): State<Shared>, Admin(who): Admin) -> Result<Json<CaStatus>, ApiError> {
     Ok(Json(b.rotate_ca(&who, CaStep::Start).await?))
 }
 
-async fn handle_ca_finish(State(b): State<Shared>, caller: Caller) -> Result<Json<CaStatus>, ApiError> {
-    let who = admin(&b, &caller).await?;
+async fn handle_ca_finish(State(b): State<Shared>, Admin(who): Admin) -> Result<Json<CaStatus>, ApiError> {
     Ok(Json(b.rotate_ca(&who, CaStep::Finish).await?))
 }
 
@@ -188,32 +182,37 @@ async fn handle_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
-async fn admin(b: &Shared, caller: &Caller) -> Result<Principal, ApiError> {
-    b.authorize_admin(caller).await
+/// A cluster administrator, authenticated before anything else of the
+/// request is read; the cluster calls are made for them.
+struct Admin(Principal);
+
+impl axum::extract::FromRequestParts<Shared> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, b: &Shared) -> Result<Admin, ApiError> {
+        let caller = Caller::from_request_parts(parts, b).await?;
+        Ok(Admin(b.authorize_admin(&caller).await?))
+    }
 }
 
-async fn handle_cluster_status(State(b): State<Shared>, caller: Caller) -> Result<Json<ClusterStatus>, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_cluster_status(State(b): State<Shared>, _: Admin) -> Result<Json<ClusterStatus>, ApiError> {
     Ok(Json(b.cluster_status().await?))
 }
 
 async fn handle_token_create(
     State(b): State<Shared>,
-    caller: Caller,
+    Admin(who): Admin,
     body: Option<Json<TokenCreateRequest>>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let who = admin(&b, &caller).await?;
     let req = body.map(|Json(r)| r).unwrap_or_default();
     Ok((StatusCode::CREATED, Json(b.create_join_token(&who, req).await?)))
 }
 
-async fn handle_token_list(State(b): State<Shared>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_token_list(State(b): State<Shared>, _: Admin) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     Ok(Json(b.list_join_tokens().await?))
 }
 
-async fn handle_token_revoke(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let who = admin(&b, &caller).await?;
+async fn handle_token_revoke(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     b.revoke_join_token(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -222,46 +221,38 @@ fn node_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("node id {raw:?} is not a number")))
 }
 
-async fn change_node(b: &Shared, caller: &Caller, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
-    let who = admin(b, caller).await?;
-    b.set_node(&who, node_id(id)?, change).await?;
+async fn change_node(b: &Shared, who: &Principal, id: &str, change: NodeChange) -> Result<StatusCode, ApiError> {
+    b.set_node(who, node_id(id)?, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn handle_node_remove(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &caller, &id, NodeChange::Remove).await
+async fn handle_node_remove(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &who, &id, NodeChange::Remove).await
 }
 
-async fn handle_node_promote(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &caller, &id, NodeChange::Promote).await
+async fn handle_node_promote(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &who, &id, NodeChange::Promote).await
 }
 
-async fn handle_node_demote(State(b): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    change_node(&b, &caller, &id, NodeChange::Demote).await
+async fn handle_node_demote(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    change_node(&b, &who, &id, NodeChange::Demote).await
 }
 
-async fn handle_transfer_leader(
-    State(b): State<Shared>,
-    caller: Caller,
-    body: Option<Json<TransferLeaderRequest>>,
-) -> Result<Json<TransferLeaderReply>, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_transfer_leader(State(b): State<Shared>, _: Admin, body: Option<Json<TransferLeaderRequest>>) -> Result<Json<TransferLeaderReply>, ApiError> {
     let to = body.and_then(|Json(r)| r.to);
     Ok(Json(b.transfer_leader(to).await?))
 }
 
-async fn handle_placement_get(State(b): State<Shared>, caller: Caller, Path(ns): Path<String>) -> Result<Json<PlacementDoc>, ApiError> {
-    admin(&b, &caller).await?;
+async fn handle_placement_get(State(b): State<Shared>, _: Admin, Path(ns): Path<String>) -> Result<Json<PlacementDoc>, ApiError> {
     Ok(Json(b.get_placement(&ns).await?))
 }
 
 async fn handle_placement_set(
     State(b): State<Shared>,
-    caller: Caller,
+    Admin(who): Admin,
     Path(ns): Path<String>,
     body: Result<Json<PlacementDoc>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let who = admin(&b, &caller).await?;
     let Json(doc) = body?;
     b.set_placement(&who, &ns, doc).await?;
     Ok(StatusCode::NO_CONTENT)
