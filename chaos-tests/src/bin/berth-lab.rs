@@ -61,11 +61,23 @@ fn topology(a: &Args) -> Topology {
     t
 }
 
-fn print_cluster(c: &Cluster) {
+/// The lab's nodes by the number its commands take (`kill N`), with the
+/// node id the cluster knows them by, and which regions are cut off.
+fn print_cluster(c: &Cluster, cut: &[String]) {
     for n in &c.nodes {
         let state = if !n.is_running() { "stopped" } else { "running" };
-        println!("  node {} ({}, raft id {:?}): http://{}  data {}  {state}", n.index, n.region, n.id, n.http, n.dir.display());
+        let id = n.id.map(|i| format!("node id {i}")).unwrap_or_else(|| "not joined".into());
+        let cut_off = if cut.contains(&n.region) { ", cut off" } else { "" };
+        println!("  {} ({}, {id}): http://{}  data {}  {state}{cut_off}", n.index, n.region, n.http, n.dir.display());
     }
+    if !cut.is_empty() {
+        println!("  cut off from the rest: {}", cut.join(", "));
+    }
+}
+
+/// The lab number of the node with cluster id `id`.
+fn lab_number(c: &Cluster, id: u64) -> String {
+    c.nodes.iter().find(|n| n.id == Some(id)).map(|n| n.index.to_string()).unwrap_or_else(|| "?".into())
 }
 
 #[tokio::main]
@@ -85,7 +97,8 @@ async fn main() {
     for ((a, b), rtt) in &t.rtt {
         println!("  {a} <-> {b}: {} ms RTT", rtt.as_millis());
     }
-    print_cluster(&c);
+    let mut cut: Vec<String> = Vec::new();
+    print_cluster(&c, &cut);
     println!("try: docker login {} -u admin; berth cluster status --data-dir {}", c.nodes[0].http, c.nodes[0].dir.display());
     println!("commands: cut REGION | heal | kill N | hang N | resume N | start N | status | quit");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -99,10 +112,14 @@ async fn main() {
         match words.as_slice() {
             ["cut", region] if !c.in_region(region).is_empty() => {
                 c.cut_off(region);
+                if !cut.iter().any(|r| r == region) {
+                    cut.push(region.to_string());
+                }
                 println!("cut off {region}");
             }
             ["heal"] => {
                 c.heal();
+                cut.clear();
                 println!("healed every link");
             }
             ["kill", _] | ["hang", _] | ["resume", _] | ["start", _] => match node(words.get(1)) {
@@ -119,9 +136,12 @@ async fn main() {
                 None => println!("no node {}", words[1]),
             },
             ["status"] => {
-                print_cluster(&c);
+                print_cluster(&c, &cut);
                 match c.any_status() {
-                    Some(s) => println!("leader: {}, term {}", s["leader"], s["term"]),
+                    Some(s) => match s["leader"].as_u64() {
+                        Some(l) => println!("leader: {} (node id {l}), term {}", lab_number(&c, l), s["term"]),
+                        None => println!("no leader, term {}", s["term"]),
+                    },
                     None => println!("no node answered cluster status"),
                 }
             }
