@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, UserRecord};
+use berth_raft::command::{MetaCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -73,9 +73,18 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             let holders = state.get::<berth_raft::command::BlobRecord>(&keys::blob(digest))?.map(|b| b.holders.into_iter().collect()).unwrap_or_default();
             Rule::ClientHolding { node: *node, holders }
         }
-        M::CreateRepository(_) | M::PutManifest { .. } | M::DeleteManifest { .. } | M::SetTag { .. } | M::DeleteTag { .. } | M::UnlinkBlob { .. } => {
-            Rule::Client
-        }
+        M::CreateRepository(_)
+        | M::PutManifest { .. }
+        | M::DeleteManifest { .. }
+        | M::DeleteManifestAt { .. }
+        | M::SetTag { .. }
+        | M::DeleteTag { .. }
+        | M::DeleteTagAt { .. }
+        | M::UnlinkBlob { .. } => Rule::Client,
+        // Expiration, locks and restores are the repository's business:
+        // whether the client may (write; admin to unlock) is the serving
+        // node's decision, as for a push.
+        M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
