@@ -19,6 +19,13 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
         return Ok(MetaResponse::Refused(format!("repository {} does not exist", rec.repo)));
     }
+    // The tag first: a refusal (an immutable tag) must leave nothing.
+    let mut tag_changes = Changes::default();
+    if let Some(tag) = tag {
+        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, TagLifeRecord::default())? {
+            return Ok(refused);
+        }
+    }
     let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
     let mut blobs = Vec::with_capacity(rec.blobs.len());
     for b in &rec.blobs {
@@ -40,11 +47,8 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     if let Some(subject) = &rec.subject {
         ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
     }
-    if let Some(tag) = tag {
-        if let Some(refused) = tags::point(state, ch, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, TagLifeRecord::default())? {
-            return Ok(refused);
-        }
-    }
+    ch.puts.extend(tag_changes.puts);
+    ch.deletes.extend(tag_changes.deletes);
     Ok(MetaResponse::Done)
 }
 

@@ -246,10 +246,12 @@ fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str
     Ok(MetaResponse::Done)
 }
 
-/// The tag must have held `digest` in a closed row (else `NotFound`), and
-/// the manifest must still exist.
+/// The tag must have held `digest` in a closed row, or in its live row
+/// expired by `now_ms` but not closed yet (else `NotFound`), and the
+/// manifest must still exist.
 fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, digest: &Digest, now_ms: u64) -> Result<MetaResponse, StateError> {
-    let held = state.scan::<TagHistoryRecord>(&keys::tag_history(repo, tag))?.iter().any(|row| row.digest == *digest);
+    let expired_here = live(state, repo, tag)?.is_some_and(|l| l.expired(Some(now_ms)) && l.rec.digest == *digest);
+    let held = expired_here || state.scan::<TagHistoryRecord>(&keys::tag_history(repo, tag))?.iter().any(|row| row.digest == *digest);
     if !held {
         return Ok(MetaResponse::NotFound);
     }
@@ -388,6 +390,18 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_row_not_closed_yet_can_be_restored() {
+        let s = state();
+        set(&s, 1, 1000);
+        assert_eq!(expire(&s, Some(1000 + HOUR), 1000), MetaResponse::Done);
+        assert_eq!(restore(&s, 2, 1000 + HOUR), MetaResponse::NotFound, "it never held that one");
+        assert_eq!(restore(&s, 1, 999 + HOUR), MetaResponse::NotFound, "not expired yet, and no history");
+        assert_eq!(restore(&s, 1, 1000 + HOUR), MetaResponse::Done);
+        assert_eq!(history(&s), vec![(d(1), 1000, 1000 + HOUR)], "the expired row closed at its expiration");
+        assert_eq!(live_row(&s), Some((d(1), 1000 + HOUR, TagLifeRecord { reverted: true, ..Default::default() })));
+    }
+
+    #[test]
     fn restore_brings_a_history_row_back() {
         let s = state();
         set(&s, 1, 10);
@@ -423,7 +437,9 @@ mod tests {
         assert_eq!(set(&s, 2, 20), MetaResponse::Done, "pointed where it points: nothing changes");
         let record = s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap();
         assert_eq!(s.run(MetaCommand::PutManifest { record, tag: Some("t".into()) }), immutable, "pushed over");
-        assert_eq!(s.get_raw(&keys::manifest("r", &d(3))).unwrap().is_some(), true);
+        let new = ManifestRecord { digest: d(9), ..s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap() };
+        assert_eq!(s.run(MetaCommand::PutManifest { record: new, tag: Some("t".into()) }), immutable, "a new manifest pushed over");
+        assert_eq!(s.get_raw(&keys::manifest("r", &d(9))).unwrap(), None, "the refused push stored nothing");
         assert_eq!(s.run(MetaCommand::DeleteTagAt { repo: "r".into(), tag: "t".into(), if_current: None, now_ms: 20 }), immutable, "deleted");
         assert_eq!(s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: None }), immutable, "deleted, old form");
         assert_eq!(s.run(MetaCommand::DeleteManifestAt { repo: "r".into(), digest: d(2), now_ms: 20 }), immutable, "its manifest deleted");
