@@ -219,4 +219,27 @@ mod tests {
         assert!(judge(&state, here, &Actor::OPERATOR, &boot).is_err());
         assert_eq!(judge(&state, Origin { node: 1, forwarded: false }, &Actor::OPERATOR, &boot), Ok(()));
     }
+
+    /// The tag lifecycle's commands are a client's: a node cannot make them
+    /// for itself, and a client the leader does not know cannot either.
+    #[test]
+    fn tag_commands_are_a_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = berth_raft::RocksStore::open(dir.path()).unwrap();
+        let state = store.state();
+        let here = Origin { node: 2, forwarded: true };
+        let (repo, tag, d) = (String::from("r"), String::from("t"), berth_common::Digest::sha256_of(b"x"));
+        let cmds = [
+            MetaCommand::DeleteTagAt { repo: repo.clone(), tag: tag.clone(), if_current: None, now_ms: 1 },
+            MetaCommand::DeleteManifestAt { repo: repo.clone(), digest: d.clone(), now_ms: 1 },
+            MetaCommand::Tag(TagCommand::SetExpiration { repo: repo.clone(), tag: tag.clone(), expiration_ms: None, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::SetImmutable { repo: repo.clone(), tag: tag.clone(), immutable: false, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::Restore { repo, tag, digest: d, now_ms: 1 }),
+        ];
+        for cmd in &cmds {
+            assert_eq!(rule_of(&state, cmd).unwrap(), Rule::Client, "{}", cmd.kind());
+            assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
+            assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
+        }
+    }
 }

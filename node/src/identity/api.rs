@@ -23,6 +23,8 @@ use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFI
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod tags;
+
 pub struct NodeIdentity {
     meta: MetaNodeHandle,
     auth: Arc<Authenticator>,
@@ -755,6 +757,18 @@ impl Identity for NodeIdentity {
             next_page = None;
         }
         Ok(LogPage { start_time: rfc3339(start), end_time: rfc3339(end), logs, next_page })
+    }
+
+    async fn list_tags(&self, who: &Access, repo: &str, q: TagListQuery) -> Result<TagList, ApiError> {
+        self.list_tag_rows(who, repo, q).await
+    }
+
+    async fn update_tag(&self, who: &Access, repo: &str, tag: &str, req: TagUpdate) -> Result<(), ApiError> {
+        self.update_tag_row(who, repo, tag, req).await
+    }
+
+    async fn restore_tag(&self, who: &Access, repo: &str, tag: &str, req: TagRestore) -> Result<(), ApiError> {
+        self.restore_tag_row(who, repo, tag, req).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

@@ -252,6 +252,11 @@ pub trait StateRead {
     }
 }
 
+/// Reads a record scanned from the state.
+pub fn decode_record<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
+    decode(key, v)
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
     decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
 }

@@ -1,0 +1,161 @@
+//! Tag lifecycle across a real three-node cluster in one process: an
+//! expiration set through one node's API ends the tag on another node's
+//! `/v2` at the moment it passes, with no worker closing the row; a
+//! restore brings it back everywhere; an immutable tag refuses writes
+//! through every node, inside the Raft command.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_node::util::now_ms;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use common::http::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+const HOUR_MS: u64 = 3_600_000;
+const REPO: &str = "team/app";
+
+async fn json_of(r: &Reg, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut rb = r.req(method, path);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let (s, _, bytes) = r.send(rb).await;
+    (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn tag_path(tag: &str) -> String {
+    format!("/api/v1/repository/{REPO}/tag/{tag}")
+}
+
+/// The rows of `tag` as `r`'s node lists them, newest first.
+async fn rows(r: &Reg, tag: &str) -> Vec<Value> {
+    let (s, v) = json_of(r, Method::GET, &format!("/api/v1/repository/{REPO}/tag/?specificTag={tag}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["tags"].as_array().unwrap().clone()
+}
+
+async fn v2_tags(r: &Reg) -> Vec<String> {
+    let (s, v) = json_of(r, Method::GET, &format!("/v2/{REPO}/tags/list"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiration_restore_and_immutability_hold_on_every_node() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let (r1, r2, r3) = (reg(c.node(1)), reg(c.node(2)), reg(c.node(3)));
+
+    // A tag that started almost an hour ago (the shortest lifetime an
+    // expiration may give is an hour from the start), pushed through node 1.
+    let start_ms = now_ms() - HOUR_MS + 3_000;
+    let digest = push(c.node(1), REPO, "ci", start_ms).await;
+    c.sync_all().await;
+
+    // Refusals change nothing: a time not in the future, a bad body.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 - 10}))).await;
+    assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")), "{v}");
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": null, "immutable": true}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "one change at a time");
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("nope"), Some(json!({"expiration": now_ms() / 1000 + 7200}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(rows(&r3, "ci").await[0]["expiration"], Value::Null);
+
+    // Set through node 2: a second from now, clamped to an hour after the start.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let expires_ms = start_ms + HOUR_MS;
+    c.sync_all().await;
+    let listed = rows(&r3, "ci").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["expiration"], json!(expires_ms / 1000));
+    assert_eq!(listed[0]["manifest_digest"], json!(digest.to_string()));
+    assert!(now_ms() < expires_ms, "the test was too slow to see the tag before it expired");
+    assert_eq!(v2_tags(&r3).await, vec!["ci".to_string()]);
+
+    // Once the moment passes node 3 serves the tag no more, though no
+    // worker closed the row: the live record is still there.
+    eventually(T, "node 3 stops listing the expired tag", || async { v2_tags(&r3).await.is_empty() }).await;
+    assert!(now_ms() >= expires_ms);
+    let (s, _, _) = r3.send(r3.req(Method::GET, &format!("/v2/{REPO}/manifests/ci"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(tag_on(c.node(3), REPO, "ci"), Some(digest.clone()), "the row is not closed: expiry is checked at read time");
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}/tag/?onlyActiveTags=true"), None).await;
+    assert_eq!((s, v["tags"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+
+    // Restore through the API: an unknown digest is a 404 and changes
+    // nothing; the right one brings the tag back, pullable through node 2.
+    let other = berth_common::Digest::sha256_of(b"never pushed");
+    let (s, _) = json_of(&r1, Method::POST, &format!("{}/restore", tag_path("ci")), Some(json!({"manifest_digest": other.to_string()}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = json_of(&r1, Method::POST, &format!("{}/restore", tag_path("ci")), Some(json!({"manifest_digest": digest.to_string()}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    c.sync_all().await;
+    let (s, h, _) = r2.send(r2.req(Method::GET, &format!("/v2/{REPO}/manifests/ci"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["docker-content-digest"], digest.to_string().as_str());
+    let listed = rows(&r3, "ci").await;
+    assert_eq!(listed.len(), 2, "the restored row and the expired one: {listed:?}");
+    assert_eq!((listed[0]["reversion"].clone(), listed[0]["end_ts"].clone()), (json!(true), Value::Null));
+    assert_eq!(listed[1]["end_ts"], json!(expires_ms / 1000), "the expired row ended at its expiration");
+
+    // Locked through node 1: an overwrite through node 3 and a delete
+    // through node 2 are refused with TAG_IMMUTABLE, and nothing changes.
+    let (s, v) = json_of(&r1, Method::PUT, &tag_path("ci"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    c.sync_all().await;
+    let image = r3.image(REPO, "other").await;
+    assert_error(&r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    assert_error(&r2.send(r2.req(Method::DELETE, &format!("/v2/{REPO}/manifests/ci"))).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 7200}))).await;
+    assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::CONFLICT, Some("TAG_IMMUTABLE")), "{v}");
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        assert_eq!(tag_on(n, REPO, "ci"), Some(digest.clone()), "node {} still has the tag where it was", n.config.node_id);
+    }
+    let refused = berth_common::Digest::sha256_of(&image);
+    let (s, _, _) = r1.send(r1.req(Method::GET, &format!("/v2/{REPO}/manifests/{refused}"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the refused push stored no manifest");
+
+    // Unlocking needs admin on the repository; the admin may, then moves work.
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Every change is in the usage log.
+    c.flush_audit().await;
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}/logs"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let kinds: Vec<&str> = v["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str()).collect();
+    for kind in ["change_tag_expiration", "revert_tag", "change_tag_immutability"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+/// A user with write on the repository may lock a tag but not unlock it
+/// (that needs admin); the refusal changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlocking_needs_admin() {
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let admin = reg(c.node(1));
+    push(c.node(1), REPO, "v1", now_ms()).await;
+    let (s, v) = json_of(&admin, Method::POST, "/api/v1/superuser/users/", Some(json!({"username": "dev", "password": "dev-password-1"}))).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = json_of(&admin, Method::PUT, &format!("/api/v1/repository/{REPO}/permissions/user/dev"), Some(json!({"role": "write"}))).await;
+    assert!(s.is_success(), "{v}");
+    let dev = Reg::at(admin.base.clone(), "dev", "dev-password-1");
+    let (s, v) = json_of(&dev, Method::PUT, &tag_path("v1"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = json_of(&dev, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(rows(&admin, "v1").await[0]["immutable"], json!(true), "still locked");
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::CREATED, "the admin may");
+}
