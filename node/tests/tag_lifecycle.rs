@@ -159,3 +159,36 @@ async fn unlocking_needs_admin() {
     let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
     assert_eq!(s, StatusCode::CREATED, "the admin may");
 }
+
+/// The leader's pass closes an expired row into history on every node; a
+/// follower's pass, and a second pass, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_pass_closes_expired_rows() {
+    use berth_node::registry::lifecycle::close_expired_once;
+    use berth_raft::command::TagHistoryRecord;
+    use berth_raft::state::keys;
+    use berth_raft::StateRead;
+
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let start_ms = now_ms() - HOUR_MS + 1_000;
+    let digest = push(c.node(leader), REPO, "ci", start_ms).await;
+    let (s, v) = json_of(&reg(c.node(follower)), Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "nothing has expired yet");
+    let expires_ms = start_ms + HOUR_MS;
+    eventually(T, "the expiration passes", || async { now_ms() >= expires_ms }).await;
+    c.sync_all().await;
+    assert_eq!(close_expired_once(&c.node(follower).meta, now_ms()).await, 0, "only the leader closes rows");
+    assert_eq!(tag_on(c.node(leader), REPO, "ci"), Some(digest.clone()));
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 1);
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        assert_eq!(tag_on(n, REPO, "ci"), None, "node {}", n.config.node_id);
+        let history: Vec<TagHistoryRecord> = n.meta.state().scan(&keys::tag_history(REPO, "ci")).unwrap();
+        assert_eq!(history.iter().map(|h| (h.digest.clone(), h.start_ms, h.end_ms)).collect::<Vec<_>>(), vec![(digest.clone(), start_ms, expires_ms)]);
+    }
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "a second pass changes nothing");
+}

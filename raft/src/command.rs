@@ -373,6 +373,10 @@ pub enum TagCommand {
     /// Points the tag again at `digest`, a manifest one of its history rows
     /// held (the new row is `reverted`); refused when the manifest is gone.
     Restore { repo: String, tag: String, digest: Digest, now_ms: u64 },
+    /// The lifecycle worker's: closes the tag's live row into history if
+    /// it has expired by `now_ms` (`NotFound` if it was moved, deleted or
+    /// given a later expiration meanwhile).
+    CloseExpired { repo: String, tag: String, now_ms: u64 },
 }
 
 /// The shortest and longest a tag may live, from its start, when an
@@ -386,6 +390,7 @@ impl TagCommand {
             TagCommand::SetExpiration { .. } => "set_tag_expiration",
             TagCommand::SetImmutable { .. } => "set_tag_immutable",
             TagCommand::Restore { .. } => "restore_tag",
+            TagCommand::CloseExpired { .. } => "close_expired_tag",
         }
     }
 }

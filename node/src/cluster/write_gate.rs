@@ -85,6 +85,8 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         // whether the client may (write; admin to unlock) is the serving
         // node's decision, as for a push.
         M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
+        // The lifecycle worker's, re-checked when applied: only an expired row closes.
+        M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -241,5 +243,8 @@ mod tests {
             assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
         }
+        let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
+        assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
+        assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");
     }
 }

@@ -205,7 +205,31 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) 
         TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms } => set_expiration(state, ch, repo, tag, *expiration_ms, *now_ms),
         TagCommand::SetImmutable { repo, tag, immutable, now_ms } => set_immutable(state, ch, repo, tag, *immutable, *now_ms),
         TagCommand::Restore { repo, tag, digest, now_ms } => restore(state, ch, repo, tag, digest, *now_ms),
+        TagCommand::CloseExpired { repo, tag, now_ms } => close_expired(state, ch, repo, tag, *now_ms),
     }
+}
+
+fn close_expired(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
+    let Some(cur) = live(state, repo, tag)?.filter(|l| l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
+    close(ch, repo, tag, &cur, Some(now_ms));
+    remove_live(ch, repo, tag);
+    Ok(MetaResponse::Done)
+}
+
+/// Every (repository, tag) whose live row has expired by `now_ms`: what
+/// the lifecycle worker closes.
+pub fn expired_tags(state: &impl StateRead, now_ms: u64) -> Result<Vec<(String, String)>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(keys::TAG_LIFE_PREFIX)? {
+        if !decode::<TagLifeRecord>(&k, &v)?.expired_at(now_ms) {
+            continue;
+        }
+        let rest = &k[keys::TAG_LIFE_PREFIX.len()..];
+        // Neither a repository nor a tag name holds a NUL.
+        let Some(split) = rest.iter().position(|b| *b == 0) else { continue };
+        out.push((String::from_utf8_lossy(&rest[..split]).into_owned(), String::from_utf8_lossy(&rest[split + 1..]).into_owned()));
+    }
+    Ok(out)
 }
 
 fn set_expiration(
@@ -387,6 +411,26 @@ mod tests {
         assert_eq!(s.run(cond), MetaResponse::Done, "an expired tag counts as absent");
         assert_eq!(history(&s), vec![(d(1), 1000, after)]);
         assert_eq!(live_row(&s), Some((d(1), after + 5, TagLifeRecord::default())));
+    }
+
+    #[test]
+    fn the_worker_closes_only_expired_rows() {
+        let s = state();
+        set(&s, 1, 1000);
+        s.run(MetaCommand::SetTag { repo: "r".into(), tag: "keep".into(), digest: d(2), pushed_at_ms: 1000, if_current: None });
+        assert_eq!(expire(&s, Some(1000 + HOUR), 1000), MetaResponse::Done);
+        let close = |now_ms| tag_cmd(&s, TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms });
+        assert!(expired_tags(&s, 999 + HOUR).unwrap().is_empty());
+        assert_eq!(close(999 + HOUR), MetaResponse::NotFound, "not yet");
+        assert_eq!(live_row(&s).map(|l| l.0), Some(d(1)));
+        assert_eq!(expired_tags(&s, 1000 + HOUR).unwrap(), vec![("r".to_string(), "t".to_string())]);
+        assert_eq!(close(5000 + HOUR), MetaResponse::Done);
+        assert_eq!(live_row(&s), None);
+        assert!(s.get_raw(&keys::tag_life("r", "t")).unwrap().is_none());
+        assert_eq!(history(&s), vec![(d(1), 1000, 1000 + HOUR)], "closed at its expiration, not at the pass");
+        assert!(expired_tags(&s, 5000 + HOUR).unwrap().is_empty());
+        assert_eq!(close(5000 + HOUR), MetaResponse::NotFound, "a second pass changes nothing");
+        assert!(visible_tag(&s, "r", "keep", u64::MAX).unwrap().is_some(), "a tag without an expiration stays");
     }
 
     #[test]
