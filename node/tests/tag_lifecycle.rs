@@ -87,6 +87,8 @@ async fn expiration_restore_and_immutability_hold_on_every_node() {
     assert_eq!(tag_on(c.node(3), REPO, "ci"), Some(digest.clone()), "the row is not closed: expiry is checked at read time");
     let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}/tag/?onlyActiveTags=true"), None).await;
     assert_eq!((s, v["tags"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}"), None).await;
+    assert_eq!((s, v["tags"].clone()), (StatusCode::OK, json!([])), "the repository shows no expired tag: {v}");
 
     // Restore through the API: an unknown digest is a 404 and changes
     // nothing; the right one brings the tag back, pullable through node 2.

@@ -192,9 +192,8 @@ impl NodeIdentity {
 
     fn repo_view(&self, rec: &RepositoryRecord, role: Option<Role>) -> Result<RepoView, ApiError> {
         let ns = namespace_of(&rec.name).unwrap_or("");
-        let prefix = keys::tags_of(&rec.name);
-        let tags =
-            self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()).collect();
+        // As /v2 lists them: an expired tag is gone.
+        let tags = berth_raft::state::tags::visible_tag_names(&self.state(), &rec.name, now_ms()).map_err(state_err)?;
         Ok(RepoView {
             namespace: ns.to_string(),
             name: rec.name.strip_prefix(&format!("{ns}/")).unwrap_or(&rec.name).to_string(),
