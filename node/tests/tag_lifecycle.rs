@@ -116,6 +116,11 @@ async fn expiration_restore_and_immutability_hold_on_every_node() {
     assert_error(&r2.send(r2.req(Method::DELETE, &format!("/v2/{REPO}/manifests/ci"))).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
     let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 7200}))).await;
     assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::CONFLICT, Some("TAG_IMMUTABLE")), "{v}");
+    // Two pushes of different images racing through two nodes: both refused.
+    let image2 = r2.image(REPO, "racer").await;
+    let (a, b) = tokio::join!(r2.put_manifest(REPO, "ci", OCI_MANIFEST, &image2), r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image));
+    assert_error(&a, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    assert_error(&b, StatusCode::CONFLICT, "TAG_IMMUTABLE");
     c.sync_all().await;
     for n in c.nodes.values() {
         assert_eq!(tag_on(n, REPO, "ci"), Some(digest.clone()), "node {} still has the tag where it was", n.config.node_id);
@@ -160,6 +165,54 @@ async fn unlocking_needs_admin() {
     assert_eq!(rows(&admin, "v1").await[0]["immutable"], json!(true), "still locked");
     let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
     assert_eq!(s, StatusCode::CREATED, "the admin may");
+}
+
+/// The listing's query: filters, paging, and a 400 for what is malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_listing_filters_and_pages() {
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let admin = reg(c.node(1));
+    let base = now_ms();
+    for (i, tag) in ["v1", "v2", "v3", "latest"].iter().enumerate() {
+        push(c.node(1), REPO, tag, base + i as u64).await;
+    }
+    let list = |q: &'static str| {
+        let admin = admin.clone();
+        async move { json_of(&admin, Method::GET, &format!("/api/v1/repository/{REPO}/tag/{q}"), None).await }
+    };
+    let names = |v: &Value| v["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (s, v) = list("").await;
+    assert_eq!((s, names(&v)), (StatusCode::OK, vec!["latest".to_string(), "v3".into(), "v2".into(), "v1".into()]), "newest first");
+    let (_, v) = list("?limit=3").await;
+    assert_eq!((names(&v).len(), v["has_additional"].clone(), v["page"].clone()), (3, json!(true), json!(1)));
+    let (_, v) = list("?limit=3&page=2").await;
+    assert_eq!((names(&v), v["has_additional"].clone()), (vec!["v1".to_string()], json!(false)));
+    let (_, v) = list("?filter_tag_name=like:v").await;
+    assert_eq!(names(&v), vec!["v3".to_string(), "v2".into(), "v1".into()]);
+    let (_, v) = list("?filter_tag_name=eq:v2").await;
+    assert_eq!(names(&v), vec!["v2".to_string()]);
+    let (_, v) = list("?specificTag=latest").await;
+    assert_eq!(names(&v), vec!["latest".to_string()]);
+    for bad in ["?limit=0", "?limit=101", "?page=0", "?filter_tag_name=v1", "?limit=x"] {
+        let (s, _) = list(bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("bad%20tag"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a malformed tag");
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"manifest_digest": "sha256:zz"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a malformed digest");
+    // A move through the API is history too.
+    let d3 = tag_on(c.node(1), REPO, "v3").unwrap();
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"manifest_digest": d3.to_string()}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, v) = list("?specificTag=v1").await;
+    let rows = v["tags"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0]["manifest_digest"].clone(), rows[0]["end_ts"].clone()), (json!(d3.to_string()), Value::Null));
+    assert!(rows[1]["end_ts"].is_u64());
+    let (_, v) = list("?specificTag=v1&onlyActiveTags=true").await;
+    assert_eq!(v["tags"].as_array().unwrap().len(), 1);
 }
 
 /// The leader's pass closes an expired row into history on every node; a
