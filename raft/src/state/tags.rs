@@ -17,9 +17,9 @@ use crate::command::*;
 
 /// A tag's live row.
 #[derive(Debug, Clone)]
-pub(super) struct Live {
-    pub rec: TagRecord,
-    pub life: TagLifeRecord,
+struct Live {
+    rec: TagRecord,
+    life: TagLifeRecord,
 }
 
 impl Live {
