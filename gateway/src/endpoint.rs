@@ -56,7 +56,7 @@ fn digest(raw: &str) -> Result<Digest, ApiError> {
 }
 
 /// A tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

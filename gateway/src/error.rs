@@ -44,6 +44,9 @@ pub enum ErrorCode {
     NotFound,
     BadRequest,
     Conflict,
+    /// A write over an immutable tag (409), refused inside the metadata
+    /// command so racing pushes through two nodes cannot get past it.
+    TagImmutable,
     /// No quorum, no leader, a peer down: retry later.
     Unavailable,
     Internal,
@@ -60,7 +63,7 @@ impl ErrorCode {
             Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
-            Conflict => StatusCode::CONFLICT,
+            Conflict | TagImmutable => StatusCode::CONFLICT,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,5 +153,21 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write over an immutable tag is a 409 with the code `TAG_IMMUTABLE`
+    /// in the OCI error shape.
+    #[tokio::test]
+    async fn tag_immutable_is_a_409_in_the_oci_shape() {
+        let resp = ApiError::new(ErrorCode::TagImmutable, "tag v1 is immutable").into_response();
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json, serde_json::json!({"errors": [{"code": "TAG_IMMUTABLE", "message": "tag v1 is immutable", "detail": null}]}));
     }
 }

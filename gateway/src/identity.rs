@@ -341,6 +341,74 @@ pub struct KeyRotated {
 }
 
 /// What the identity API needs from a node.
+/// `GET /repository/{r}/tag/`: Quay's tag history query.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TagListQuery {
+    /// Only the live rows (default: history too).
+    #[serde(rename = "onlyActiveTags", default)]
+    pub only_active_tags: bool,
+    /// Only the rows of this tag.
+    #[serde(rename = "specificTag")]
+    pub specific_tag: Option<String>,
+    /// `like:TEXT` (the name contains it) or `eq:NAME`.
+    pub filter_tag_name: Option<String>,
+    /// Rows per page, 1 to 100 (default 50).
+    pub limit: Option<u32>,
+    /// From 1 (default).
+    pub page: Option<u32>,
+}
+
+/// One row of a tag's history (times in seconds since the epoch).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagView {
+    pub name: String,
+    pub manifest_digest: String,
+    pub is_manifest_list: bool,
+    /// The image's bytes (config and layers), when the manifest is still stored.
+    pub size: Option<u64>,
+    pub start_ts: u64,
+    /// When the row ended, or will end by its expiration; none while live without one.
+    pub end_ts: Option<u64>,
+    pub last_modified: u64,
+    pub expiration: Option<u64>,
+    /// The row was brought back by a restore.
+    pub reversion: bool,
+    pub immutable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagList {
+    pub tags: Vec<TagView>,
+    pub page: u32,
+    pub has_additional: bool,
+}
+
+/// `PUT /repository/{r}/tag/{tag}`: exactly one of the fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagUpdate {
+    /// Seconds since the epoch, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub expiration: Option<Option<u64>>,
+    /// Lock (needs write) or unlock (needs admin) the tag.
+    pub immutable: Option<bool>,
+    /// Create the tag, or move it, to this manifest of the repository.
+    pub manifest_digest: Option<String>,
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `POST /repository/{r}/tag/{tag}/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagRestore {
+    pub manifest_digest: String,
+}
+
 #[async_trait]
 pub trait Identity: Send + Sync + 'static {
     /// Who the caller is; wrong credentials are a 401, none is anonymous.
@@ -379,6 +447,16 @@ pub trait Identity: Send + Sync + 'static {
     async fn delete_token(&self, who: &Access, id: &str) -> Result<(), ApiError>;
     async fn logs(&self, who: &Access, filter: LogFilter) -> Result<LogPage, ApiError>;
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError>;
+    /// Tag history; a backend without it answers 405.
+    async fn list_tags(&self, _who: &Access, _repo: &str, _q: TagListQuery) -> Result<TagList, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag history"))
+    }
+    async fn update_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagUpdate) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag history"))
+    }
+    async fn restore_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagRestore) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag history"))
+    }
 }
 
 type Shared = Arc<dyn Identity>;
@@ -412,6 +490,9 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}", get(repo_get).put(repo_update).delete(repo_delete))
         .route("/api/v1/repository/{namespace}/{repository}/changevisibility", post(repo_visibility))
         .route("/api/v1/repository/{namespace}/{repository}/logs", get(repo_logs))
+        .route("/api/v1/repository/{namespace}/{repository}/tag/", get(tag_list))
+        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}", put(tag_update))
+        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", post(tag_restore))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/", get(perm_user_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
@@ -438,7 +519,7 @@ impl utoipa::Modify for Security {
         users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
         org_create, org_get, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
         team_put, team_delete, team_members, team_member_add, team_member_remove,
-        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs,
+        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_restore,
         perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
     ),
     components(schemas(ErrorBody)),
@@ -501,6 +582,28 @@ struct RepoPath {
 impl RepoPath {
     fn name(&self) -> String {
         repo_name(&self.namespace, &self.repository)
+    }
+}
+
+#[derive(Deserialize)]
+struct RepoTagPath {
+    namespace: String,
+    repository: String,
+    tag: String,
+}
+
+impl RepoTagPath {
+    fn name(&self) -> String {
+        repo_name(&self.namespace, &self.repository)
+    }
+
+    /// The tag, if it is a well-formed one.
+    fn tag(&self) -> Result<&str, ApiError> {
+        if crate::endpoint::valid_tag(&self.tag) {
+            Ok(&self.tag)
+        } else {
+            Err(ApiError::new(ErrorCode::BadRequest, format!("tag {:?} is invalid", self.tag)))
+        }
     }
 }
 
@@ -911,4 +1014,39 @@ async fn perm_team_put(
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn perm_team_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<StatusCode, ApiError> {
     perm_delete(&id, &w, p, GranteeKind::Team).await
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/tag/", tag = "tag",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), TagListQuery),
+    responses((status = 200, body = TagList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn tag_list(State(id): State<Shared>, Path(p): Path<RepoPath>, ApiQuery(q): ApiQuery<TagListQuery>, Who(w): Who) -> Result<Json<TagList>, ApiError> {
+    Ok(Json(id.list_tags(&w, &p.name(), q).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}", tag = "tag",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
+    request_body = TagUpdate,
+    responses((status = 201, description = "Changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn tag_update(
+    State(id): State<Shared>,
+    Path(p): Path<RepoTagPath>,
+    Who(w): Who,
+    b: Result<Json<TagUpdate>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    id.update_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", tag = "tag",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
+    request_body = TagRestore,
+    responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn tag_restore(
+    State(id): State<Shared>,
+    Path(p): Path<RepoTagPath>,
+    Who(w): Who,
+    b: Result<Json<TagRestore>, JsonRejection>,
+) -> Result<Json<Success>, ApiError> {
+    id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
+    Ok(Json(Success { success: true }))
 }

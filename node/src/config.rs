@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Online garbage collection of unreferenced blobs.
     #[serde(default)]
     pub gc: GcConfig,
+    /// The tag lifecycle worker.
+    #[serde(default)]
+    pub tags: TagsConfig,
     /// HTTPS on the registry/API listener: off, the operator's files, or a
     /// certificate from the cluster CA.
     #[serde(default)]
@@ -154,6 +157,21 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { grace_secs: 3600, interval_secs: 600 }
+    }
+}
+
+/// `[tags]`: the tag lifecycle worker (see `crate::registry::lifecycle`).
+/// Expiry itself needs no pass: every read checks it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagsConfig {
+    /// How often the leader closes expired tag rows into history, s (0: never).
+    pub expiry_interval_secs: u64,
+}
+
+impl Default for TagsConfig {
+    fn default() -> Self {
+        TagsConfig { expiry_interval_secs: 60 }
     }
 }
 

@@ -18,12 +18,13 @@ use crate::cluster::pki;
 use crate::cluster::tls::ReloadingCert;
 use crate::cluster::view::NodeView;
 use crate::cluster::write_gate::WriteRules;
-use crate::config::{GcConfig, Layout, NodeConfig, TlsConfig, TlsMode};
+use crate::config::{GcConfig, Layout, NodeConfig, TagsConfig, TlsConfig, TlsMode};
 use crate::identity::api::NodeIdentity;
 use crate::identity::audit::AuditLog;
 use crate::identity::auth::Authenticator;
 use crate::registry::api::NodeRegistry;
 use crate::registry::gc::{collect_once, GcStats};
+use crate::registry::lifecycle::close_expired_once;
 use crate::registry::uploads::{UploadCaps, UploadManager};
 use crate::util::{now_ms, random_hex};
 use berth_replication::{BlobStore, Replicator};
@@ -54,6 +55,7 @@ impl NodeAddrs {
             raft,
             replication: Default::default(),
             gc: Default::default(),
+            tags: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
         };
@@ -329,6 +331,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
 
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
+    tasks.push(tokio::spawn(close_expired_tags(meta.clone(), config.tags.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
     Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })
@@ -342,6 +345,20 @@ async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, 
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(cfg.interval_secs)) => {
                 collect_once(&meta, &store, Duration::from_secs(cfg.grace_secs), &stats).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn close_expired_tags(meta: MetaNodeHandle, cfg: TagsConfig, mut shutdown: watch::Receiver<bool>) {
+    if cfg.expiry_interval_secs == 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(cfg.expiry_interval_secs)) => {
+                close_expired_once(&meta, now_ms()).await;
             }
             _ = shutdown.changed() => return,
         }

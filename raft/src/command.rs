@@ -135,6 +135,23 @@ pub enum MetaCommand {
     },
     /// The cluster CA's trust and rotation (see [`crate::ca`]).
     Ca(CaCommand),
+    /// [`MetaCommand::DeleteTag`] with the time it happens: the tag's row
+    /// is closed into history at `now_ms`, and an expired tag is absent.
+    DeleteTagAt {
+        repo: String,
+        tag: String,
+        if_current: Option<Digest>,
+        now_ms: u64,
+    },
+    /// [`MetaCommand::DeleteManifest`] with the time it happens, which
+    /// closes the rows of the tags pointing at it.
+    DeleteManifestAt {
+        repo: String,
+        digest: Digest,
+        now_ms: u64,
+    },
+    /// A tag's lifecycle: expiration, immutability, restore from history.
+    Tag(TagCommand),
 }
 
 impl MetaCommand {
@@ -162,6 +179,9 @@ impl MetaCommand {
             MetaCommand::Probe { .. } => "probe",
             MetaCommand::RemoveBlobHolder { .. } => "remove_blob_holder",
             MetaCommand::Ca(c) => c.kind(),
+            MetaCommand::DeleteTagAt { .. } => "delete_tag",
+            MetaCommand::DeleteManifestAt { .. } => "delete_manifest",
+            MetaCommand::Tag(c) => c.kind(),
         }
     }
 }
@@ -339,6 +359,42 @@ impl CaCommand {
     }
 }
 
+/// Changes to a live tag that neither push nor delete it. Each carries
+/// the proposer's `now_ms`: a tag expired by then is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TagCommand {
+    /// Sets (`Some`, ms since the epoch) or clears the tag's expiration.
+    /// Refused when not after `now_ms`; clamped to [`MIN_TAG_LIFETIME_MS`]
+    /// ..= [`MAX_TAG_LIFETIME_MS`] after the tag's start.
+    SetExpiration { repo: String, tag: String, expiration_ms: Option<u64>, now_ms: u64 },
+    /// Locks or unlocks the tag. Locking a tag with an expiration is
+    /// refused: an immutable tag never expires.
+    SetImmutable { repo: String, tag: String, immutable: bool, now_ms: u64 },
+    /// Points the tag again at `digest`, a manifest one of its history rows
+    /// held (the new row is `reverted`); refused when the manifest is gone.
+    Restore { repo: String, tag: String, digest: Digest, now_ms: u64 },
+    /// The lifecycle worker's: closes the tag's live row into history if
+    /// it has expired by `now_ms` (`NotFound` if it was moved, deleted or
+    /// given a later expiration meanwhile).
+    CloseExpired { repo: String, tag: String, now_ms: u64 },
+}
+
+/// The shortest and longest a tag may live, from its start, when an
+/// expiration is set on it (Quay's bounds).
+pub const MIN_TAG_LIFETIME_MS: u64 = 3_600_000;
+pub const MAX_TAG_LIFETIME_MS: u64 = 104 * 7 * 24 * 3_600_000;
+
+impl TagCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TagCommand::SetExpiration { .. } => "set_tag_expiration",
+            TagCommand::SetImmutable { .. } => "set_tag_immutable",
+            TagCommand::Restore { .. } => "restore_tag",
+            TagCommand::CloseExpired { .. } => "close_expired_tag",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +409,14 @@ mod tests {
             (digest(), any::<u64>()).prop_map(|(digest, cutoff_ms)| MetaCommand::SweepBlob { digest, cutoff_ms }),
             (".{0,20}", ".{0,20}", digest(), any::<u64>(), proptest::option::of(proptest::option::of(digest())))
                 .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
+            (".{0,20}", ".{0,20}", proptest::option::of(any::<u64>()), any::<u64>())
+                .prop_map(|(repo, tag, expiration_ms, now_ms)| MetaCommand::Tag(TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms })),
+            (".{0,20}", ".{0,20}", digest(), any::<u64>()).prop_map(|(repo, tag, digest, now_ms)| MetaCommand::Tag(TagCommand::Restore {
+                repo,
+                tag,
+                digest,
+                now_ms
+            })),
         ]
         .prop_map(MetaRequest::from)
     }

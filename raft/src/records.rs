@@ -429,6 +429,53 @@ pub struct Rotation {
     pub started_at_ms: u64,
 }
 
+/// What a live tag carries beyond its [`TagRecord`], kept under its own
+/// key so the tag record every reader knows stays as it was. No record:
+/// no expiration, not immutable, not restored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagLifeRecord {
+    /// From this moment (ms since the epoch) the tag is absent for every
+    /// reader, whether or not a worker has closed the row yet.
+    pub expiration_ms: Option<u64>,
+    /// No write may move, delete, expire or restore over the tag.
+    pub immutable: bool,
+    /// The row was brought back from history (Quay's `reversion`).
+    pub reverted: bool,
+}
+
+impl TagLifeRecord {
+    /// Whether the tag is gone at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expiration_ms.is_some_and(|e| e <= now_ms)
+    }
+}
+
+/// A closed row of a tag's history: where the tag pointed from `start_ms`
+/// until `end_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagHistoryRecord {
+    pub digest: Digest,
+    pub start_ms: u64,
+    /// When the row was closed: moved, deleted, or the expiration it
+    /// reached. A row closed by a command older than tag history, which
+    /// carried no time, ends where it started.
+    pub end_ms: u64,
+    pub expiration_ms: Option<u64>,
+    pub immutable: bool,
+    pub reverted: bool,
+}
+
+/// The reason a write over an immutable tag is refused with; the node
+/// recognises it ([`is_immutable_refusal`]) to answer `TAG_IMMUTABLE`.
+pub fn immutable_refusal(tag: &str) -> String {
+    format!("tag {tag} is immutable")
+}
+
+/// Whether a refusal is [`immutable_refusal`]'s.
+pub fn is_immutable_refusal(reason: &str) -> bool {
+    reason.starts_with("tag ") && reason.ends_with(" is immutable")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -528,7 +575,9 @@ pub(crate) mod tests {
                 round_trips(&m)?;
                 round_trips(&n)?;
                 round_trips(&b)?;
-                round_trips(&TagRecord { digest: t.0, pushed_at_ms: t.1 })?;
+                round_trips(&TagRecord { digest: t.0.clone(), pushed_at_ms: t.1 })?;
+                round_trips(&TagLifeRecord { expiration_ms: Some(t.1), immutable: true, reverted: false })?;
+                round_trips(&TagHistoryRecord { digest: t.0, start_ms: t.1, end_ms: t.1 / 2, expiration_ms: None, immutable: false, reverted: true })?;
             }
         }
     }

@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, UserRecord};
+use berth_raft::command::{MetaCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -73,9 +73,20 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             let holders = state.get::<berth_raft::command::BlobRecord>(&keys::blob(digest))?.map(|b| b.holders.into_iter().collect()).unwrap_or_default();
             Rule::ClientHolding { node: *node, holders }
         }
-        M::CreateRepository(_) | M::PutManifest { .. } | M::DeleteManifest { .. } | M::SetTag { .. } | M::DeleteTag { .. } | M::UnlinkBlob { .. } => {
-            Rule::Client
-        }
+        M::CreateRepository(_)
+        | M::PutManifest { .. }
+        | M::DeleteManifest { .. }
+        | M::DeleteManifestAt { .. }
+        | M::SetTag { .. }
+        | M::DeleteTag { .. }
+        | M::DeleteTagAt { .. }
+        | M::UnlinkBlob { .. } => Rule::Client,
+        // Expiration, locks and restores are the repository's business:
+        // whether the client may (write; admin to unlock) is the serving
+        // node's decision, as for a push.
+        M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
+        // The lifecycle worker's, re-checked when applied: only an expired row closes.
+        M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -209,5 +220,31 @@ mod tests {
         });
         assert!(judge(&state, here, &Actor::OPERATOR, &boot).is_err());
         assert_eq!(judge(&state, Origin { node: 1, forwarded: false }, &Actor::OPERATOR, &boot), Ok(()));
+    }
+
+    /// The tag lifecycle's commands are a client's: a node cannot make them
+    /// for itself, and a client the leader does not know cannot either.
+    #[test]
+    fn tag_commands_are_a_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = berth_raft::RocksStore::open(dir.path()).unwrap();
+        let state = store.state();
+        let here = Origin { node: 2, forwarded: true };
+        let (repo, tag, d) = (String::from("r"), String::from("t"), berth_common::Digest::sha256_of(b"x"));
+        let cmds = [
+            MetaCommand::DeleteTagAt { repo: repo.clone(), tag: tag.clone(), if_current: None, now_ms: 1 },
+            MetaCommand::DeleteManifestAt { repo: repo.clone(), digest: d.clone(), now_ms: 1 },
+            MetaCommand::Tag(TagCommand::SetExpiration { repo: repo.clone(), tag: tag.clone(), expiration_ms: None, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::SetImmutable { repo: repo.clone(), tag: tag.clone(), immutable: false, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::Restore { repo, tag, digest: d, now_ms: 1 }),
+        ];
+        for cmd in &cmds {
+            assert_eq!(rule_of(&state, cmd).unwrap(), Rule::Client, "{}", cmd.kind());
+            assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
+            assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
+        }
+        let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
+        assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
+        assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");
     }
 }

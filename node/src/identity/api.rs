@@ -23,6 +23,8 @@ use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFI
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod tags;
+
 pub struct NodeIdentity {
     meta: MetaNodeHandle,
     auth: Arc<Authenticator>,
@@ -190,9 +192,8 @@ impl NodeIdentity {
 
     fn repo_view(&self, rec: &RepositoryRecord, role: Option<Role>) -> Result<RepoView, ApiError> {
         let ns = namespace_of(&rec.name).unwrap_or("");
-        let prefix = keys::tags_of(&rec.name);
-        let tags =
-            self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()).collect();
+        // As /v2 lists them: an expired tag is gone.
+        let tags = berth_raft::state::tags::visible_tag_names(&self.state(), &rec.name, now_ms()).map_err(state_err)?;
         Ok(RepoView {
             namespace: ns.to_string(),
             name: rec.name.strip_prefix(&format!("{ns}/")).unwrap_or(&rec.name).to_string(),
@@ -755,6 +756,18 @@ impl Identity for NodeIdentity {
             next_page = None;
         }
         Ok(LogPage { start_time: rfc3339(start), end_time: rfc3339(end), logs, next_page })
+    }
+
+    async fn list_tags(&self, who: &Access, repo: &str, q: TagListQuery) -> Result<TagList, ApiError> {
+        self.list_tag_rows(who, repo, q).await
+    }
+
+    async fn update_tag(&self, who: &Access, repo: &str, tag: &str, req: TagUpdate) -> Result<(), ApiError> {
+        self.update_tag_row(who, repo, tag, req).await
+    }
+
+    async fn restore_tag(&self, who: &Access, repo: &str, tag: &str, req: TagRestore) -> Result<(), ApiError> {
+        self.restore_tag_row(who, repo, tag, req).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

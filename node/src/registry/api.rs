@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
 use berth_gateway::*;
+use berth_raft::command::{is_immutable_refusal, BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
 use berth_raft::command::{namespace_of, IdentityCommand, Role};
-use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
-use berth_raft::state::keys;
+use berth_raft::state::{keys, tags};
 use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use berth_replication::Replicator;
 use bytes::Bytes;
@@ -202,6 +202,21 @@ impl NodeRegistry {
         self.state().get(key).map_err(state_err)
     }
 
+    /// Where `tag` points now, expiry checked here at read time (so no
+    /// node serves an expired tag before its row is closed); like
+    /// [`Self::read_fresh`], a miss waits for the leader's commits once.
+    async fn visible_tag(&self, repo: &RepoName, tag: &str) -> Result<Option<TagRecord>, ApiError> {
+        let read = || tags::visible_tag(&self.state(), repo.as_str(), tag, now_ms()).map_err(state_err);
+        if let Some(t) = read()? {
+            return Ok(Some(t));
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+            return Ok(None);
+        }
+        read()
+    }
+
     /// A metadata write for the client `who`.
     async fn write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
         self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)
@@ -325,7 +340,7 @@ impl NodeRegistry {
         }
         match reference {
             Reference::Digest(d) => Ok(d.clone()),
-            Reference::Tag(t) => match self.read_fresh::<TagRecord>(&keys::tag(repo.as_str(), t)).await? {
+            Reference::Tag(t) => match self.visible_tag(repo, t).await? {
                 Some(tag) => Ok(tag.digest),
                 None => {
                     self.repo_exists(repo).await?;
@@ -674,6 +689,7 @@ impl Registry for NodeRegistry {
         self.ensure_repository(access, repo).await?;
         match self.write_to(access, repo, MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
+            MetaResponse::Refused(why) if is_immutable_refusal(&why) => Err(ApiError::new(ErrorCode::TagImmutable, why)),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),
             other => Err(unexpected("put manifest", other)),
@@ -682,11 +698,12 @@ impl Registry for NodeRegistry {
 
     async fn manifest_delete(&self, access: &Access, repo: &RepoName, reference: &Reference) -> Result<(), ApiError> {
         let cmd = match reference {
-            Reference::Digest(d) => MetaCommand::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
-            Reference::Tag(t) => MetaCommand::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_current: None },
+            Reference::Digest(d) => MetaCommand::DeleteManifestAt { repo: repo.to_string(), digest: d.clone(), now_ms: now_ms() },
+            Reference::Tag(t) => MetaCommand::DeleteTagAt { repo: repo.to_string(), tag: t.clone(), if_current: None, now_ms: now_ms() },
         };
         match self.write_to(access, repo, cmd).await? {
             MetaResponse::Done => Ok(()),
+            MetaResponse::Refused(why) if is_immutable_refusal(&why) => Err(ApiError::new(ErrorCode::TagImmutable, why)),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{reference} is not in repository {repo}"))),
             other => Err(unexpected("delete manifest", other)),
         }
@@ -698,8 +715,7 @@ impl Registry for NodeRegistry {
 
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
         self.repo_exists(repo).await?;
-        let prefix = keys::tags_of(repo.as_str());
-        let names = self.state().scan_raw(&prefix).map_err(state_err)?.into_iter().map(|(k, _)| suffix(&k, &prefix)).collect();
+        let names = tags::visible_tag_names(&self.state(), repo.as_str(), now_ms()).map_err(state_err)?;
         Ok(Self::page(names, n, last))
     }
 

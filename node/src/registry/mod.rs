@@ -5,9 +5,11 @@
 //! - [`uploads`]: upload sessions, owned by the node that took the `POST`;
 //! - [`manifest`]: what a manifest says (media types, the blobs and
 //!   manifests it names, its subject);
-//! - [`gc`]: online garbage collection of blobs no manifest references.
+//! - [`gc`]: online garbage collection of blobs no manifest references;
+//! - [`lifecycle`]: the leader's pass that closes expired tag rows.
 
 pub mod api;
 pub mod gc;
+pub mod lifecycle;
 pub mod manifest;
 pub mod uploads;

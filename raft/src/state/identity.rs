@@ -372,9 +372,7 @@ fn delete_repository(state: &impl StateRead, ch: &mut Changes, name: &str) -> Re
     for (k, _) in state.scan_raw(&keys::links_of(name))? {
         ch.delete(k);
     }
-    for (k, _) in state.scan_raw(&keys::tags_of(name))? {
-        ch.delete(k);
-    }
+    super::tags::forget_repository(state, ch, name)?;
     for (k, _) in state.scan_raw(&keys::referrers_in(name))? {
         ch.delete(k);
     }

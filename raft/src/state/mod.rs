@@ -16,7 +16,9 @@
 //! | `u` + user name | [`UserRecord`] |
 //! | `r` + repo | [`RepositoryRecord`] |
 //! | `m` + repo + `\0` + digest | [`ManifestRecord`] |
-//! | `g` + repo + `\0` + tag | [`TagRecord`] |
+//! | `g` + repo + `\0` + tag | [`TagRecord`]: the tag's live row |
+//! | `e` + repo + `\0` + tag | [`TagLifeRecord`]: the live row's expiration, immutability, reversion |
+//! | `h` + repo + `\0` + tag + `\0` + end (ms, u64 BE) + start (ms, u64 BE) + digest | [`TagHistoryRecord`]: a closed row |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
@@ -49,6 +51,7 @@ pub mod ca;
 mod cluster;
 pub mod identity;
 mod registry;
+pub mod tags;
 
 pub mod keys {
     use berth_common::{Digest, NodeId};
@@ -61,6 +64,8 @@ pub mod keys {
     pub const REPO_PREFIX: &[u8] = b"r";
     pub const MANIFEST_PREFIX: &[u8] = b"m";
     pub const TAG_PREFIX: &[u8] = b"g";
+    pub const TAG_LIFE_PREFIX: &[u8] = b"e";
+    pub const TAG_HISTORY_PREFIX: &[u8] = b"h";
     pub const BLOB_PREFIX: &[u8] = b"b";
     pub const LINK_PREFIX: &[u8] = b"l";
     pub const PLACEMENT_PREFIX: &[u8] = b"p";
@@ -112,6 +117,35 @@ pub mod keys {
     }
     pub fn tag(repo: &str, tag: &str) -> Vec<u8> {
         join(TAG_PREFIX, &[repo.as_bytes(), tag.as_bytes()])
+    }
+    pub fn tag_life(repo: &str, tag: &str) -> Vec<u8> {
+        join(TAG_LIFE_PREFIX, &[repo.as_bytes(), tag.as_bytes()])
+    }
+    /// Prefix of the live-row extras of every tag of `repo`.
+    pub fn tag_lives_of(repo: &str) -> Vec<u8> {
+        let mut k = join(TAG_LIFE_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
+    }
+    /// Prefix of the history of `tag` in `repo`, oldest end first.
+    pub fn tag_history(repo: &str, tag: &str) -> Vec<u8> {
+        let mut k = join(TAG_HISTORY_PREFIX, &[repo.as_bytes(), tag.as_bytes()]);
+        k.push(0);
+        k
+    }
+    /// Prefix of the history of every tag of `repo`.
+    pub fn tag_histories_of(repo: &str) -> Vec<u8> {
+        let mut k = join(TAG_HISTORY_PREFIX, &[repo.as_bytes()]);
+        k.push(0);
+        k
+    }
+    /// One closed row; the digest keeps two rows with the same times apart.
+    pub fn tag_history_row(repo: &str, tag: &str, end_ms: u64, start_ms: u64, digest: &Digest) -> Vec<u8> {
+        let mut k = tag_history(repo, tag);
+        k.extend_from_slice(&end_ms.to_be_bytes());
+        k.extend_from_slice(&start_ms.to_be_bytes());
+        k.extend_from_slice(digest.to_string().as_bytes());
+        k
     }
     pub fn placement(namespace: &str) -> Vec<u8> {
         join(PLACEMENT_PREFIX, &[namespace.as_bytes()])
@@ -218,6 +252,11 @@ pub trait StateRead {
     }
 }
 
+/// Reads a record scanned from the state.
+pub fn decode_record<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
+    decode(key, v)
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
     decode_versioned(RECORD_VERSION, v).map_err(|source| StateError::Codec { key: String::from_utf8_lossy(key).into_owned(), source })
 }
@@ -268,9 +307,13 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::CreateRepository(rec) => identity::create_repository(state, ch_, rec),
         M::Ca(cmd) => ca::apply(state, ch_, cmd),
         M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref()),
-        M::DeleteManifest { repo, digest } => registry::delete_manifest(state, ch_, repo, digest),
-        M::SetTag { repo, tag, digest, pushed_at_ms, if_current } => registry::set_tag(state, ch_, repo, tag, digest, *pushed_at_ms, if_current.as_ref()),
-        M::DeleteTag { repo, tag, if_current } => registry::delete_tag(state, ch_, repo, tag, if_current.as_ref()),
+        // The older deletes carry no time (see `tags`).
+        M::DeleteManifest { repo, digest } => registry::delete_manifest(state, ch_, repo, digest, None),
+        M::DeleteManifestAt { repo, digest, now_ms } => registry::delete_manifest(state, ch_, repo, digest, Some(*now_ms)),
+        M::SetTag { repo, tag, digest, pushed_at_ms, if_current } => tags::set_tag(state, ch_, repo, tag, digest, *pushed_at_ms, if_current.as_ref()),
+        M::DeleteTag { repo, tag, if_current } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), None),
+        M::DeleteTagAt { repo, tag, if_current, now_ms } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), Some(*now_ms)),
+        M::Tag(cmd) => tags::apply(state, ch_, cmd),
         M::SetPlacement { namespace, placement } => registry::set_placement(ch_, namespace, placement),
         M::AddBlobHolder { digest, size: _, node } => registry::add_blob_holder(state, ch_, digest, *node),
         M::RemoveBlobHolder { digest, node } => registry::remove_blob_holder(state, ch_, digest, *node),

@@ -1,11 +1,12 @@
-//! The rules of what is pushed: manifests, tags, blobs and the links
-//! between blobs and repositories, and where a namespace's blobs live.
+//! The rules of what is pushed: manifests, blobs and the links between
+//! blobs and repositories, and where a namespace's blobs live. Tags, which
+//! a push and a manifest's delete move too, are `tags`'.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::{Digest, NodeId};
 
-use super::{decode, keys, Changes, StateError, StateRead};
+use super::{keys, tags, Changes, StateError, StateRead};
 use crate::command::*;
 
 /// Stores a manifest. Every blob it names must still be linked into its
@@ -17,6 +18,13 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     // alone, which checks the namespace.
     if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
         return Ok(MetaResponse::Refused(format!("repository {} does not exist", rec.repo)));
+    }
+    // The tag first: a refusal (an immutable tag) must leave nothing.
+    let mut tag_changes = Changes::default();
+    if let Some(tag) = tag {
+        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, TagLifeRecord::default())? {
+            return Ok(refused);
+        }
     }
     let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
     let mut blobs = Vec::with_capacity(rec.blobs.len());
@@ -39,15 +47,18 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     if let Some(subject) = &rec.subject {
         ch.put(keys::referrer(&rec.repo, subject, &rec.digest), &());
     }
-    if let Some(tag) = tag {
-        ch.put(keys::tag(&rec.repo, tag), &TagRecord { digest: rec.digest.clone(), pushed_at_ms: rec.pushed_at_ms });
-    }
+    ch.puts.extend(tag_changes.puts);
+    ch.deletes.extend(tag_changes.deletes);
     Ok(MetaResponse::Done)
 }
 
-/// Deletes a manifest and every tag pointing at it.
-pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &str, digest: &Digest) -> Result<MetaResponse, StateError> {
+/// Deletes a manifest and every tag pointing at it (their rows closed at
+/// `at_ms`); refused if one of them is immutable.
+pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &str, digest: &Digest, at_ms: Option<u64>) -> Result<MetaResponse, StateError> {
     let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, digest))? else { return Ok(MetaResponse::NotFound) };
+    if let Some(refused) = tags::close_tags_of_manifest(state, ch, repo, digest, at_ms)? {
+        return Ok(refused);
+    }
     let unique: BTreeSet<&Digest> = rec.blobs.iter().collect();
     for b in unique {
         if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {
@@ -59,43 +70,6 @@ pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &s
         ch.delete(keys::referrer(repo, subject, digest));
     }
     ch.delete(keys::manifest(repo, digest));
-    for (k, v) in state.scan_raw(&keys::tags_of(repo))? {
-        let tag: TagRecord = decode(&k, &v)?;
-        if &tag.digest == digest {
-            ch.delete(k);
-        }
-    }
-    Ok(MetaResponse::Done)
-}
-
-pub(super) fn set_tag(
-    state: &impl StateRead,
-    ch: &mut Changes,
-    repo: &str,
-    tag: &str,
-    digest: &Digest,
-    pushed_at_ms: u64,
-    if_current: Option<&Option<Digest>>,
-) -> Result<MetaResponse, StateError> {
-    let key = keys::tag(repo, tag);
-    let current = state.get::<TagRecord>(&key)?.map(|t| t.digest);
-    if if_current.is_some_and(|expected| *expected != current) {
-        return Ok(MetaResponse::Conflict { current });
-    }
-    if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
-        return Ok(MetaResponse::NotFound);
-    }
-    ch.put(key, &TagRecord { digest: digest.clone(), pushed_at_ms });
-    Ok(MetaResponse::Done)
-}
-
-pub(super) fn delete_tag(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, if_current: Option<&Digest>) -> Result<MetaResponse, StateError> {
-    let key = keys::tag(repo, tag);
-    let Some(t) = state.get::<TagRecord>(&key)? else { return Ok(MetaResponse::NotFound) };
-    if if_current.is_some_and(|d| *d != t.digest) {
-        return Ok(MetaResponse::Conflict { current: Some(t.digest) });
-    }
-    ch.delete(key);
     Ok(MetaResponse::Done)
 }
 

@@ -1,0 +1,249 @@
+//! Tag lifecycle across a real three-node cluster in one process: an
+//! expiration set through one node's API ends the tag on another node's
+//! `/v2` at the moment it passes, with no worker closing the row; a
+//! restore brings it back everywhere; an immutable tag refuses writes
+//! through every node, inside the Raft command.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_node::util::now_ms;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use common::http::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+const HOUR_MS: u64 = 3_600_000;
+const REPO: &str = "team/app";
+
+async fn json_of(r: &Reg, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut rb = r.req(method, path);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let (s, _, bytes) = r.send(rb).await;
+    (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn tag_path(tag: &str) -> String {
+    format!("/api/v1/repository/{REPO}/tag/{tag}")
+}
+
+/// The rows of `tag` as `r`'s node lists them, newest first.
+async fn rows(r: &Reg, tag: &str) -> Vec<Value> {
+    let (s, v) = json_of(r, Method::GET, &format!("/api/v1/repository/{REPO}/tag/?specificTag={tag}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["tags"].as_array().unwrap().clone()
+}
+
+async fn v2_tags(r: &Reg) -> Vec<String> {
+    let (s, v) = json_of(r, Method::GET, &format!("/v2/{REPO}/tags/list"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiration_restore_and_immutability_hold_on_every_node() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let (r1, r2, r3) = (reg(c.node(1)), reg(c.node(2)), reg(c.node(3)));
+
+    // A tag that started almost an hour ago (the shortest lifetime an
+    // expiration may give is an hour from the start), pushed through node 1.
+    let start_ms = now_ms() - HOUR_MS + 3_000;
+    let digest = push(c.node(1), REPO, "ci", start_ms).await;
+    c.sync_all().await;
+
+    // Refusals change nothing: a time not in the future, a bad body.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 - 10}))).await;
+    assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")), "{v}");
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": null, "immutable": true}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "one change at a time");
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("nope"), Some(json!({"expiration": now_ms() / 1000 + 7200}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(rows(&r3, "ci").await[0]["expiration"], Value::Null);
+
+    // Set through node 2: a second from now, clamped to an hour after the start.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let expires_ms = start_ms + HOUR_MS;
+    c.sync_all().await;
+    let listed = rows(&r3, "ci").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["expiration"], json!(expires_ms / 1000));
+    assert_eq!(listed[0]["manifest_digest"], json!(digest.to_string()));
+    assert!(now_ms() < expires_ms, "the test was too slow to see the tag before it expired");
+    assert_eq!(v2_tags(&r3).await, vec!["ci".to_string()]);
+
+    // Once the moment passes node 3 serves the tag no more, though no
+    // worker closed the row: the live record is still there.
+    eventually(T, "node 3 stops listing the expired tag", || async { v2_tags(&r3).await.is_empty() }).await;
+    assert!(now_ms() >= expires_ms);
+    let (s, _, _) = r3.send(r3.req(Method::GET, &format!("/v2/{REPO}/manifests/ci"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(tag_on(c.node(3), REPO, "ci"), Some(digest.clone()), "the row is not closed: expiry is checked at read time");
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}/tag/?onlyActiveTags=true"), None).await;
+    assert_eq!((s, v["tags"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}"), None).await;
+    assert_eq!((s, v["tags"].clone()), (StatusCode::OK, json!([])), "the repository shows no expired tag: {v}");
+
+    // Restore through the API: an unknown digest is a 404 and changes
+    // nothing; the right one brings the tag back, pullable through node 2.
+    let other = berth_common::Digest::sha256_of(b"never pushed");
+    let (s, _) = json_of(&r1, Method::POST, &format!("{}/restore", tag_path("ci")), Some(json!({"manifest_digest": other.to_string()}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = json_of(&r1, Method::POST, &format!("{}/restore", tag_path("ci")), Some(json!({"manifest_digest": digest.to_string()}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    c.sync_all().await;
+    let (s, h, _) = r2.send(r2.req(Method::GET, &format!("/v2/{REPO}/manifests/ci"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["docker-content-digest"], digest.to_string().as_str());
+    let listed = rows(&r3, "ci").await;
+    assert_eq!(listed.len(), 2, "the restored row and the expired one: {listed:?}");
+    assert_eq!((listed[0]["reversion"].clone(), listed[0]["end_ts"].clone()), (json!(true), Value::Null));
+    assert_eq!(listed[1]["end_ts"], json!(expires_ms / 1000), "the expired row ended at its expiration");
+
+    // Locked through node 1: an overwrite through node 3 and a delete
+    // through node 2 are refused with TAG_IMMUTABLE, and nothing changes.
+    let (s, v) = json_of(&r1, Method::PUT, &tag_path("ci"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    c.sync_all().await;
+    let image = r3.image(REPO, "other").await;
+    assert_error(&r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    assert_error(&r2.send(r2.req(Method::DELETE, &format!("/v2/{REPO}/manifests/ci"))).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 7200}))).await;
+    assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::CONFLICT, Some("TAG_IMMUTABLE")), "{v}");
+    // Two pushes of different images racing through two nodes: both refused.
+    let image2 = r2.image(REPO, "racer").await;
+    let (a, b) = tokio::join!(r2.put_manifest(REPO, "ci", OCI_MANIFEST, &image2), r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image));
+    assert_error(&a, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    assert_error(&b, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        assert_eq!(tag_on(n, REPO, "ci"), Some(digest.clone()), "node {} still has the tag where it was", n.config.node_id);
+    }
+    let refused = berth_common::Digest::sha256_of(&image);
+    let (s, _, _) = r1.send(r1.req(Method::GET, &format!("/v2/{REPO}/manifests/{refused}"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the refused push stored no manifest");
+
+    // Unlocking needs admin on the repository; the admin may, then moves work.
+    let (s, _) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = r3.put_manifest(REPO, "ci", OCI_MANIFEST, &image).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Every change is in the usage log.
+    c.flush_audit().await;
+    let (s, v) = json_of(&r3, Method::GET, &format!("/api/v1/repository/{REPO}/logs"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let kinds: Vec<&str> = v["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str()).collect();
+    for kind in ["change_tag_expiration", "revert_tag", "change_tag_immutability"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+/// A user with write on the repository may lock a tag but not unlock it
+/// (that needs admin); the refusal changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlocking_needs_admin() {
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let admin = reg(c.node(1));
+    push(c.node(1), REPO, "v1", now_ms()).await;
+    let (s, v) = json_of(&admin, Method::POST, "/api/v1/superuser/users/", Some(json!({"username": "dev", "password": "dev-password-1"}))).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = json_of(&admin, Method::PUT, &format!("/api/v1/repository/{REPO}/permissions/user/dev"), Some(json!({"role": "write"}))).await;
+    assert!(s.is_success(), "{v}");
+    let dev = Reg::at(admin.base.clone(), "dev", "dev-password-1");
+    let (s, v) = json_of(&dev, Method::PUT, &tag_path("v1"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = json_of(&dev, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(rows(&admin, "v1").await[0]["immutable"], json!(true), "still locked");
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::CREATED, "the admin may");
+}
+
+/// The listing's query: filters, paging, and a 400 for what is malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_listing_filters_and_pages() {
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let admin = reg(c.node(1));
+    let base = now_ms();
+    for (i, tag) in ["v1", "v2", "v3", "latest"].iter().enumerate() {
+        push(c.node(1), REPO, tag, base + i as u64).await;
+    }
+    let list = |q: &'static str| {
+        let admin = admin.clone();
+        async move { json_of(&admin, Method::GET, &format!("/api/v1/repository/{REPO}/tag/{q}"), None).await }
+    };
+    let names = |v: &Value| v["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (s, v) = list("").await;
+    assert_eq!((s, names(&v)), (StatusCode::OK, vec!["latest".to_string(), "v3".into(), "v2".into(), "v1".into()]), "newest first");
+    let (_, v) = list("?limit=3").await;
+    assert_eq!((names(&v).len(), v["has_additional"].clone(), v["page"].clone()), (3, json!(true), json!(1)));
+    let (_, v) = list("?limit=3&page=2").await;
+    assert_eq!((names(&v), v["has_additional"].clone()), (vec!["v1".to_string()], json!(false)));
+    let (_, v) = list("?filter_tag_name=like:v").await;
+    assert_eq!(names(&v), vec!["v3".to_string(), "v2".into(), "v1".into()]);
+    let (_, v) = list("?filter_tag_name=eq:v2").await;
+    assert_eq!(names(&v), vec!["v2".to_string()]);
+    let (_, v) = list("?specificTag=latest").await;
+    assert_eq!(names(&v), vec!["latest".to_string()]);
+    for bad in ["?limit=0", "?limit=101", "?page=0", "?filter_tag_name=v1", "?limit=x"] {
+        let (s, _) = list(bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("bad%20tag"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a malformed tag");
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"manifest_digest": "sha256:zz"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a malformed digest");
+    // A move through the API is history too.
+    let d3 = tag_on(c.node(1), REPO, "v3").unwrap();
+    let (s, _) = json_of(&admin, Method::PUT, &tag_path("v1"), Some(json!({"manifest_digest": d3.to_string()}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, v) = list("?specificTag=v1").await;
+    let rows = v["tags"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0]["manifest_digest"].clone(), rows[0]["end_ts"].clone()), (json!(d3.to_string()), Value::Null));
+    assert!(rows[1]["end_ts"].is_u64());
+    let (_, v) = list("?specificTag=v1&onlyActiveTags=true").await;
+    assert_eq!(v["tags"].as_array().unwrap().len(), 1);
+}
+
+/// The leader's pass closes an expired row into history on every node; a
+/// follower's pass, and a second pass, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_pass_closes_expired_rows() {
+    use berth_node::registry::lifecycle::close_expired_once;
+    use berth_raft::command::TagHistoryRecord;
+    use berth_raft::state::keys;
+    use berth_raft::StateRead;
+
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let start_ms = now_ms() - HOUR_MS + 1_000;
+    let digest = push(c.node(leader), REPO, "ci", start_ms).await;
+    let (s, v) = json_of(&reg(c.node(follower)), Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "nothing has expired yet");
+    let expires_ms = start_ms + HOUR_MS;
+    eventually(T, "the expiration passes", || async { now_ms() >= expires_ms }).await;
+    c.sync_all().await;
+    assert_eq!(close_expired_once(&c.node(follower).meta, now_ms()).await, 0, "only the leader closes rows");
+    assert_eq!(tag_on(c.node(leader), REPO, "ci"), Some(digest.clone()));
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 1);
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        assert_eq!(tag_on(n, REPO, "ci"), None, "node {}", n.config.node_id);
+        let history: Vec<TagHistoryRecord> = n.meta.state().scan(&keys::tag_history(REPO, "ci")).unwrap();
+        assert_eq!(history.iter().map(|h| (h.digest.clone(), h.start_ms, h.end_ms)).collect::<Vec<_>>(), vec![(digest.clone(), start_ms, expires_ms)]);
+    }
+    assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "a second pass changes nothing");
+}

@@ -1,0 +1,510 @@
+//! A tag's lifecycle: its live row ([`TagRecord`] under `g`, with its
+//! [`TagLifeRecord`] under `e`) and the closed rows of its history (`h`).
+//!
+//! Every write that moves or removes a tag closes the live row into
+//! history here, in the same command, and checks here the rules that must
+//! hold under races: an immutable tag refuses every such write, and a tag
+//! expired at the command's time is absent (readers check the same
+//! [`TagLifeRecord::expired_at`], so no node serves it meanwhile).
+//! Commands older than tag history carry no time (`at_ms: None`): for
+//! them a tag never counts as expired, and a row they close ends where it
+//! started.
+
+use berth_common::Digest;
+
+use super::{decode, keys, Changes, StateError, StateRead};
+use crate::command::*;
+
+/// A tag's live row.
+#[derive(Debug, Clone)]
+struct Live {
+    rec: TagRecord,
+    life: TagLifeRecord,
+}
+
+impl Live {
+    fn expired(&self, at_ms: Option<u64>) -> bool {
+        at_ms.is_some_and(|t| self.life.expired_at(t))
+    }
+}
+
+/// The live row of `tag`, expired or not.
+fn live(state: &impl StateRead, repo: &str, tag: &str) -> Result<Option<Live>, StateError> {
+    let Some(rec) = state.get::<TagRecord>(&keys::tag(repo, tag))? else { return Ok(None) };
+    let life = state.get::<TagLifeRecord>(&keys::tag_life(repo, tag))?.unwrap_or_default();
+    Ok(Some(Live { rec, life }))
+}
+
+/// Where `tag` points as every reader sees it at `now_ms`: nowhere once
+/// it has expired, whether or not the row is closed yet.
+pub fn visible_tag(state: &impl StateRead, repo: &str, tag: &str, now_ms: u64) -> Result<Option<TagRecord>, StateError> {
+    Ok(live(state, repo, tag)?.filter(|l| !l.expired(Some(now_ms))).map(|l| l.rec))
+}
+
+/// The names of `repo`'s tags visible at `now_ms`, in key order.
+pub fn visible_tag_names(state: &impl StateRead, repo: &str, now_ms: u64) -> Result<Vec<String>, StateError> {
+    let lives = keys::tag_lives_of(repo);
+    let mut expired = std::collections::BTreeSet::new();
+    for (k, v) in state.scan_raw(&lives)? {
+        if decode::<TagLifeRecord>(&k, &v)?.expired_at(now_ms) {
+            expired.insert(k[lives.len()..].to_vec());
+        }
+    }
+    let prefix = keys::tags_of(repo);
+    Ok(state
+        .scan_raw(&prefix)?
+        .into_iter()
+        .map(|(k, _)| k[prefix.len()..].to_vec())
+        .filter(|name| !expired.contains(name))
+        .map(|name| String::from_utf8_lossy(&name).into_owned())
+        .collect())
+}
+
+/// Keeps `live` as a closed row of `tag`'s history, ended at `at_ms` (or
+/// at its expiration, if that came first). The caller replaces or removes
+/// the live row.
+fn close(ch: &mut Changes, repo: &str, tag: &str, live: &Live, at_ms: Option<u64>) {
+    let start_ms = live.rec.pushed_at_ms;
+    let end_ms = match (at_ms, live.life.expiration_ms) {
+        (None, _) => start_ms,
+        (Some(t), Some(e)) => t.min(e),
+        (Some(t), None) => t,
+    }
+    .max(start_ms);
+    let row = TagHistoryRecord {
+        digest: live.rec.digest.clone(),
+        start_ms,
+        end_ms,
+        expiration_ms: live.life.expiration_ms,
+        immutable: live.life.immutable,
+        reverted: live.life.reverted,
+    };
+    ch.put(keys::tag_history_row(repo, tag, end_ms, start_ms, &row.digest), &row);
+}
+
+/// Writes the live row; a default [`TagLifeRecord`] is kept as no record.
+fn write_live(ch: &mut Changes, repo: &str, tag: &str, rec: &TagRecord, life: &TagLifeRecord) {
+    ch.put(keys::tag(repo, tag), rec);
+    if *life == TagLifeRecord::default() {
+        ch.delete(keys::tag_life(repo, tag));
+    } else {
+        ch.put(keys::tag_life(repo, tag), life);
+    }
+}
+
+fn remove_live(ch: &mut Changes, repo: &str, tag: &str) {
+    ch.delete(keys::tag(repo, tag));
+    ch.delete(keys::tag_life(repo, tag));
+}
+
+/// Points `tag` at `digest` from `at_ms` with `life`, closing the row it
+/// replaces. A tag that already points there (and has not expired) keeps
+/// its row: a push retried changes nothing. Refused over an immutable tag.
+pub(super) fn point(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    tag: &str,
+    digest: &Digest,
+    at_ms: u64,
+    life: TagLifeRecord,
+) -> Result<Option<MetaResponse>, StateError> {
+    let current = live(state, repo, tag)?;
+    if let Some(cur) = &current {
+        if !cur.expired(Some(at_ms)) {
+            if cur.rec.digest == *digest && !life.reverted {
+                return Ok(None);
+            }
+            if cur.life.immutable {
+                return Ok(Some(MetaResponse::Refused(immutable_refusal(tag))));
+            }
+        }
+        close(ch, repo, tag, cur, Some(at_ms));
+    }
+    write_live(ch, repo, tag, &TagRecord { digest: digest.clone(), pushed_at_ms: at_ms }, &life);
+    Ok(None)
+}
+
+/// Where `tag` points at `at_ms`, as a conditional write compares it.
+fn current_digest(state: &impl StateRead, repo: &str, tag: &str, at_ms: Option<u64>) -> Result<Option<Digest>, StateError> {
+    Ok(live(state, repo, tag)?.filter(|l| !l.expired(at_ms)).map(|l| l.rec.digest))
+}
+
+pub(super) fn set_tag(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    tag: &str,
+    digest: &Digest,
+    pushed_at_ms: u64,
+    if_current: Option<&Option<Digest>>,
+) -> Result<MetaResponse, StateError> {
+    let current = current_digest(state, repo, tag, Some(pushed_at_ms))?;
+    if if_current.is_some_and(|expected| *expected != current) {
+        return Ok(MetaResponse::Conflict { current });
+    }
+    if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
+        return Ok(MetaResponse::NotFound);
+    }
+    Ok(point(state, ch, repo, tag, digest, pushed_at_ms, TagLifeRecord::default())?.unwrap_or(MetaResponse::Done))
+}
+
+pub(super) fn delete_tag(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    tag: &str,
+    if_current: Option<&Digest>,
+    at_ms: Option<u64>,
+) -> Result<MetaResponse, StateError> {
+    let Some(cur) = live(state, repo, tag)?.filter(|l| !l.expired(at_ms)) else { return Ok(MetaResponse::NotFound) };
+    if if_current.is_some_and(|d| *d != cur.rec.digest) {
+        return Ok(MetaResponse::Conflict { current: Some(cur.rec.digest) });
+    }
+    if cur.life.immutable {
+        return Ok(MetaResponse::Refused(immutable_refusal(tag)));
+    }
+    close(ch, repo, tag, &cur, at_ms);
+    remove_live(ch, repo, tag);
+    Ok(MetaResponse::Done)
+}
+
+/// Closes every tag of `repo` pointing at `digest`, for the manifest's
+/// delete; refused (and nothing closed) if one of them is immutable.
+pub(super) fn close_tags_of_manifest(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    digest: &Digest,
+    at_ms: Option<u64>,
+) -> Result<Option<MetaResponse>, StateError> {
+    let prefix = keys::tags_of(repo);
+    let mut closing = Vec::new();
+    for (k, v) in state.scan_raw(&prefix)? {
+        let rec: TagRecord = decode(&k, &v)?;
+        if rec.digest != *digest {
+            continue;
+        }
+        let tag = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let life = state.get::<TagLifeRecord>(&keys::tag_life(repo, &tag))?.unwrap_or_default();
+        let cur = Live { rec, life };
+        if cur.life.immutable && !cur.expired(at_ms) {
+            return Ok(Some(MetaResponse::Refused(immutable_refusal(&tag))));
+        }
+        closing.push((tag, cur));
+    }
+    for (tag, cur) in closing {
+        close(ch, repo, &tag, &cur, at_ms);
+        remove_live(ch, repo, &tag);
+    }
+    Ok(None)
+}
+
+pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) -> Result<MetaResponse, StateError> {
+    match cmd {
+        TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms } => set_expiration(state, ch, repo, tag, *expiration_ms, *now_ms),
+        TagCommand::SetImmutable { repo, tag, immutable, now_ms } => set_immutable(state, ch, repo, tag, *immutable, *now_ms),
+        TagCommand::Restore { repo, tag, digest, now_ms } => restore(state, ch, repo, tag, digest, *now_ms),
+        TagCommand::CloseExpired { repo, tag, now_ms } => close_expired(state, ch, repo, tag, *now_ms),
+    }
+}
+
+fn close_expired(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
+    let Some(cur) = live(state, repo, tag)?.filter(|l| l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
+    close(ch, repo, tag, &cur, Some(now_ms));
+    remove_live(ch, repo, tag);
+    Ok(MetaResponse::Done)
+}
+
+/// Every (repository, tag) whose live row has expired by `now_ms`: what
+/// the lifecycle worker closes.
+pub fn expired_tags(state: &impl StateRead, now_ms: u64) -> Result<Vec<(String, String)>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(keys::TAG_LIFE_PREFIX)? {
+        if !decode::<TagLifeRecord>(&k, &v)?.expired_at(now_ms) {
+            continue;
+        }
+        let rest = &k[keys::TAG_LIFE_PREFIX.len()..];
+        // Neither a repository nor a tag name holds a NUL.
+        let Some(split) = rest.iter().position(|b| *b == 0) else { continue };
+        out.push((String::from_utf8_lossy(&rest[..split]).into_owned(), String::from_utf8_lossy(&rest[split + 1..]).into_owned()));
+    }
+    Ok(out)
+}
+
+fn set_expiration(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    tag: &str,
+    expiration_ms: Option<u64>,
+    now_ms: u64,
+) -> Result<MetaResponse, StateError> {
+    let Some(mut cur) = live(state, repo, tag)?.filter(|l| !l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
+    if cur.life.immutable {
+        return Ok(MetaResponse::Refused(immutable_refusal(tag)));
+    }
+    cur.life.expiration_ms = match expiration_ms {
+        None => None,
+        Some(e) if e <= now_ms => return Ok(MetaResponse::Refused("the expiration must be in the future".into())),
+        Some(e) => {
+            let start = cur.rec.pushed_at_ms;
+            let clamped = e.clamp(start.saturating_add(MIN_TAG_LIFETIME_MS), start.saturating_add(MAX_TAG_LIFETIME_MS));
+            if clamped <= now_ms {
+                return Ok(MetaResponse::Refused("the tag is older than the longest lifetime a tag may have (104 weeks from its start)".into()));
+            }
+            Some(clamped)
+        }
+    };
+    write_live(ch, repo, tag, &cur.rec, &cur.life);
+    Ok(MetaResponse::Done)
+}
+
+fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, immutable: bool, now_ms: u64) -> Result<MetaResponse, StateError> {
+    let Some(mut cur) = live(state, repo, tag)?.filter(|l| !l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
+    if immutable && cur.life.expiration_ms.is_some() {
+        return Ok(MetaResponse::Refused(format!("tag {tag} has an expiration; clear it before making the tag immutable")));
+    }
+    cur.life.immutable = immutable;
+    write_live(ch, repo, tag, &cur.rec, &cur.life);
+    Ok(MetaResponse::Done)
+}
+
+/// The tag must have held `digest` in a closed row, or in its live row
+/// expired by `now_ms` but not closed yet (else `NotFound`), and the
+/// manifest must still exist.
+fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, digest: &Digest, now_ms: u64) -> Result<MetaResponse, StateError> {
+    let expired_here = live(state, repo, tag)?.is_some_and(|l| l.expired(Some(now_ms)) && l.rec.digest == *digest);
+    let held = expired_here || state.scan::<TagHistoryRecord>(&keys::tag_history(repo, tag))?.iter().any(|row| row.digest == *digest);
+    if !held {
+        return Ok(MetaResponse::NotFound);
+    }
+    if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
+        return Ok(MetaResponse::Refused(format!("manifest {digest} no longer exists")));
+    }
+    let life = TagLifeRecord { reverted: true, ..TagLifeRecord::default() };
+    Ok(point(state, ch, repo, tag, digest, now_ms, life)?.unwrap_or(MetaResponse::Done))
+}
+
+/// Every tag row of `repo`, live or closed, for a repository's delete.
+pub(super) fn forget_repository(state: &impl StateRead, ch: &mut Changes, repo: &str) -> Result<(), StateError> {
+    for prefix in [keys::tags_of(repo), keys::tag_lives_of(repo), keys::tag_histories_of(repo)] {
+        for (k, _) in state.scan_raw(&prefix)? {
+            ch.delete(k);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemState;
+
+    const HOUR: u64 = MIN_TAG_LIFETIME_MS;
+
+    /// A repository `r` with manifests `d(1)`, `d(2)`, `d(3)`.
+    fn state() -> MemState {
+        let s = MemState::default();
+        s.run(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("r", 0))));
+        for i in 1..=3 {
+            let record = ManifestRecord {
+                repo: "r".into(),
+                digest: d(i),
+                media_type: "m".into(),
+                bytes: vec![],
+                blobs: vec![],
+                children: vec![],
+                subject: None,
+                pushed_at_ms: 0,
+            };
+            assert_eq!(s.run(MetaCommand::PutManifest { record, tag: None }), MetaResponse::Done);
+        }
+        s
+    }
+
+    fn d(i: u8) -> Digest {
+        Digest::sha256_of(&[i])
+    }
+
+    fn set(s: &MemState, i: u8, at: u64) -> MetaResponse {
+        s.run(MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: d(i), pushed_at_ms: at, if_current: None })
+    }
+
+    fn tag_cmd(s: &MemState, c: TagCommand) -> MetaResponse {
+        s.run(MetaCommand::Tag(c))
+    }
+
+    fn expire(s: &MemState, at: Option<u64>, now: u64) -> MetaResponse {
+        tag_cmd(s, TagCommand::SetExpiration { repo: "r".into(), tag: "t".into(), expiration_ms: at, now_ms: now })
+    }
+
+    fn lock(s: &MemState, immutable: bool) -> MetaResponse {
+        tag_cmd(s, TagCommand::SetImmutable { repo: "r".into(), tag: "t".into(), immutable, now_ms: 10 })
+    }
+
+    fn restore(s: &MemState, i: u8, now: u64) -> MetaResponse {
+        tag_cmd(s, TagCommand::Restore { repo: "r".into(), tag: "t".into(), digest: d(i), now_ms: now })
+    }
+
+    fn history(s: &MemState) -> Vec<(Digest, u64, u64)> {
+        s.scan::<TagHistoryRecord>(&keys::tag_history("r", "t")).unwrap().into_iter().map(|h| (h.digest, h.start_ms, h.end_ms)).collect()
+    }
+
+    fn live_row(s: &MemState) -> Option<(Digest, u64, TagLifeRecord)> {
+        live(s, "r", "t").unwrap().map(|l| (l.rec.digest, l.rec.pushed_at_ms, l.life))
+    }
+
+    #[test]
+    fn moves_and_deletes_close_the_row_into_history() {
+        let s = state();
+        assert_eq!(set(&s, 1, 10), MetaResponse::Done);
+        assert_eq!(set(&s, 1, 15), MetaResponse::Done);
+        assert!(history(&s).is_empty(), "pointing a tag where it points keeps its row");
+        assert_eq!(set(&s, 2, 20), MetaResponse::Done);
+        let record = s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap();
+        let record = ManifestRecord { pushed_at_ms: 30, ..record };
+        assert_eq!(s.run(MetaCommand::PutManifest { record, tag: Some("t".into()) }), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::DeleteTagAt { repo: "r".into(), tag: "t".into(), if_current: None, now_ms: 40 }), MetaResponse::Done);
+        assert_eq!(live_row(&s), None);
+        assert_eq!(history(&s), vec![(d(1), 10, 20), (d(2), 20, 30), (d(3), 30, 40)]);
+        // A manifest's delete closes the rows of its tags.
+        assert_eq!(set(&s, 1, 50), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::DeleteManifestAt { repo: "r".into(), digest: d(1), now_ms: 60 }), MetaResponse::Done);
+        assert_eq!(live_row(&s), None);
+        assert_eq!(history(&s).last(), Some(&(d(1), 50, 60)));
+        // The older commands, without a time, close a row where it started.
+        assert_eq!(set(&s, 2, 70), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: None }), MetaResponse::Done);
+        assert!(history(&s).contains(&(d(2), 70, 70)));
+    }
+
+    #[test]
+    fn expiration_is_checked_clamped_and_ends_the_tag() {
+        let s = state();
+        assert_eq!(expire(&s, Some(HOUR), 0), MetaResponse::NotFound, "no tag");
+        set(&s, 1, 1000);
+        assert!(matches!(expire(&s, Some(1000), 1000), MetaResponse::Refused(why) if why.contains("future")));
+        assert!(matches!(expire(&s, Some(999), 1000), MetaResponse::Refused(_)));
+        assert_eq!(live_row(&s).unwrap().2, TagLifeRecord::default(), "a refusal changes nothing");
+        assert_eq!(expire(&s, Some(1001), 1000), MetaResponse::Done);
+        assert_eq!(live_row(&s).unwrap().2.expiration_ms, Some(1000 + HOUR), "at least an hour after the start");
+        assert_eq!(expire(&s, Some(u64::MAX), 1000), MetaResponse::Done);
+        assert_eq!(live_row(&s).unwrap().2.expiration_ms, Some(1000 + MAX_TAG_LIFETIME_MS), "at most 104 weeks");
+        assert_eq!(expire(&s, None, 1000), MetaResponse::Done);
+        assert_eq!(live_row(&s).unwrap().2, TagLifeRecord::default(), "cleared");
+        assert!(matches!(expire(&s, Some(u64::MAX), 2000 + MAX_TAG_LIFETIME_MS), MetaResponse::Refused(_)), "a tag older than that");
+        assert_eq!(expire(&s, Some(1000 + 2 * HOUR), 1000), MetaResponse::Done);
+        // Readers see it until the moment, and not from then on.
+        assert_eq!(visible_tag(&s, "r", "t", 999 + 2 * HOUR).unwrap().map(|t| t.digest), Some(d(1)));
+        assert_eq!(visible_tag_names(&s, "r", 999 + 2 * HOUR).unwrap(), vec!["t".to_string()]);
+        assert_eq!(visible_tag(&s, "r", "t", 1000 + 2 * HOUR).unwrap(), None);
+        assert!(visible_tag_names(&s, "r", 1000 + 2 * HOUR).unwrap().is_empty());
+        // Once the moment passed the tag is absent for every command that
+        // carries a time: a conditional write sees no tag, a delete finds
+        // none, and a push makes a new row whose predecessor ended at the
+        // expiration.
+        let after = 1000 + 2 * HOUR;
+        assert_eq!(expire(&s, None, after), MetaResponse::NotFound);
+        assert_eq!(s.run(MetaCommand::DeleteTagAt { repo: "r".into(), tag: "t".into(), if_current: None, now_ms: after }), MetaResponse::NotFound);
+        let cond = MetaCommand::SetTag { repo: "r".into(), tag: "t".into(), digest: d(1), pushed_at_ms: after + 5, if_current: Some(None) };
+        assert_eq!(s.run(cond), MetaResponse::Done, "an expired tag counts as absent");
+        assert_eq!(history(&s), vec![(d(1), 1000, after)]);
+        assert_eq!(live_row(&s), Some((d(1), after + 5, TagLifeRecord::default())));
+    }
+
+    #[test]
+    fn the_worker_closes_only_expired_rows() {
+        let s = state();
+        set(&s, 1, 1000);
+        s.run(MetaCommand::SetTag { repo: "r".into(), tag: "keep".into(), digest: d(2), pushed_at_ms: 1000, if_current: None });
+        assert_eq!(expire(&s, Some(1000 + HOUR), 1000), MetaResponse::Done);
+        let close = |now_ms| tag_cmd(&s, TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms });
+        assert!(expired_tags(&s, 999 + HOUR).unwrap().is_empty());
+        assert_eq!(close(999 + HOUR), MetaResponse::NotFound, "not yet");
+        assert_eq!(live_row(&s).map(|l| l.0), Some(d(1)));
+        assert_eq!(expired_tags(&s, 1000 + HOUR).unwrap(), vec![("r".to_string(), "t".to_string())]);
+        assert_eq!(close(5000 + HOUR), MetaResponse::Done);
+        assert_eq!(live_row(&s), None);
+        assert!(s.get_raw(&keys::tag_life("r", "t")).unwrap().is_none());
+        assert_eq!(history(&s), vec![(d(1), 1000, 1000 + HOUR)], "closed at its expiration, not at the pass");
+        assert!(expired_tags(&s, 5000 + HOUR).unwrap().is_empty());
+        assert_eq!(close(5000 + HOUR), MetaResponse::NotFound, "a second pass changes nothing");
+        assert!(visible_tag(&s, "r", "keep", u64::MAX).unwrap().is_some(), "a tag without an expiration stays");
+    }
+
+    #[test]
+    fn an_expired_row_not_closed_yet_can_be_restored() {
+        let s = state();
+        set(&s, 1, 1000);
+        assert_eq!(expire(&s, Some(1000 + HOUR), 1000), MetaResponse::Done);
+        assert_eq!(restore(&s, 2, 1000 + HOUR), MetaResponse::NotFound, "it never held that one");
+        assert_eq!(restore(&s, 1, 999 + HOUR), MetaResponse::NotFound, "not expired yet, and no history");
+        assert_eq!(restore(&s, 1, 1000 + HOUR), MetaResponse::Done);
+        assert_eq!(history(&s), vec![(d(1), 1000, 1000 + HOUR)], "the expired row closed at its expiration");
+        assert_eq!(live_row(&s), Some((d(1), 1000 + HOUR, TagLifeRecord { reverted: true, ..Default::default() })));
+    }
+
+    #[test]
+    fn restore_brings_a_history_row_back() {
+        let s = state();
+        set(&s, 1, 10);
+        set(&s, 2, 20);
+        assert_eq!(restore(&s, 3, 30), MetaResponse::NotFound, "the tag never held it");
+        assert_eq!(restore(&s, 1, 30), MetaResponse::Done);
+        assert_eq!(live_row(&s), Some((d(1), 30, TagLifeRecord { reverted: true, ..Default::default() })));
+        assert_eq!(history(&s), vec![(d(1), 10, 20), (d(2), 20, 30)]);
+        // After a delete, the tag comes back from history.
+        s.run(MetaCommand::DeleteTagAt { repo: "r".into(), tag: "t".into(), if_current: None, now_ms: 40 });
+        assert_eq!(restore(&s, 2, 50), MetaResponse::Done);
+        assert_eq!(live_row(&s).map(|l| l.0), Some(d(2)));
+        // A manifest gone is refused, and nothing changes.
+        s.run(MetaCommand::DeleteManifestAt { repo: "r".into(), digest: d(1), now_ms: 60 });
+        let before = (live_row(&s), history(&s));
+        assert!(matches!(restore(&s, 1, 70), MetaResponse::Refused(why) if why.contains("no longer exists")));
+        assert_eq!((live_row(&s), history(&s)), before);
+    }
+
+    #[test]
+    fn an_immutable_tag_refuses_every_change() {
+        let s = state();
+        assert_eq!(lock(&s, true), MetaResponse::NotFound);
+        set(&s, 1, 10);
+        set(&s, 2, 11);
+        assert_eq!(expire(&s, Some(HOUR * 2), 12), MetaResponse::Done);
+        assert!(matches!(lock(&s, true), MetaResponse::Refused(why) if why.contains("expiration")), "an immutable tag never expires");
+        assert_eq!(expire(&s, None, 12), MetaResponse::Done);
+        assert_eq!(lock(&s, true), MetaResponse::Done);
+        let before = (live_row(&s), history(&s));
+        let immutable = MetaResponse::Refused(immutable_refusal("t"));
+        assert_eq!(set(&s, 3, 20), immutable, "moved");
+        assert_eq!(set(&s, 2, 20), MetaResponse::Done, "pointed where it points: nothing changes");
+        let record = s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap();
+        assert_eq!(s.run(MetaCommand::PutManifest { record, tag: Some("t".into()) }), immutable, "pushed over");
+        let new = ManifestRecord { digest: d(9), ..s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap() };
+        assert_eq!(s.run(MetaCommand::PutManifest { record: new, tag: Some("t".into()) }), immutable, "a new manifest pushed over");
+        assert_eq!(s.get_raw(&keys::manifest("r", &d(9))).unwrap(), None, "the refused push stored nothing");
+        assert_eq!(s.run(MetaCommand::DeleteTagAt { repo: "r".into(), tag: "t".into(), if_current: None, now_ms: 20 }), immutable, "deleted");
+        assert_eq!(s.run(MetaCommand::DeleteTag { repo: "r".into(), tag: "t".into(), if_current: None }), immutable, "deleted, old form");
+        assert_eq!(s.run(MetaCommand::DeleteManifestAt { repo: "r".into(), digest: d(2), now_ms: 20 }), immutable, "its manifest deleted");
+        assert!(s.get_raw(&keys::manifest("r", &d(2))).unwrap().is_some());
+        assert_eq!(expire(&s, Some(HOUR * 2), 20), immutable, "expired");
+        assert_eq!(restore(&s, 1, 20), immutable, "restored over");
+        assert_eq!((live_row(&s), history(&s)), before, "nothing changed");
+        assert!(is_immutable_refusal(&immutable_refusal("t")));
+        assert_eq!(lock(&s, false), MetaResponse::Done);
+        assert_eq!(set(&s, 3, 30), MetaResponse::Done, "unlocked");
+    }
+
+    #[test]
+    fn a_deleted_repository_forgets_its_tag_rows() {
+        let s = state();
+        set(&s, 1, 10);
+        set(&s, 2, 20);
+        assert_eq!(expire(&s, Some(HOUR * 2), 20), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "r".into() })), MetaResponse::Done);
+        for prefix in [keys::tags_of("r"), keys::tag_lives_of("r"), keys::tag_histories_of("r")] {
+            assert!(s.scan_raw(&prefix).unwrap().is_empty());
+        }
+    }
+}
