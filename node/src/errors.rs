@@ -19,3 +19,9 @@ pub fn meta_err(e: MetaError) -> ApiError {
 pub fn state_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("metadata read failed: {e}"))
 }
+
+/// A write refused because it would change an immutable tag: `409
+/// TAG_IMMUTABLE`, on `/v2` and the API alike.
+pub fn tag_immutable(tag: &str) -> ApiError {
+    ApiError::new(ErrorCode::TagImmutable, format!("tag {tag} is immutable: unlock it first (an administrator of the repository may)"))
+}

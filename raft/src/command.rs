@@ -198,6 +198,11 @@ pub enum MetaResponse {
         current: Option<Digest>,
     },
     NotFound,
+    /// The write would move, delete, expire or restore over an immutable
+    /// tag, and changed nothing.
+    TagImmutable {
+        tag: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -465,17 +465,6 @@ pub struct TagHistoryRecord {
     pub reverted: bool,
 }
 
-/// The reason a write over an immutable tag is refused with; the node
-/// recognises it ([`is_immutable_refusal`]) to answer `TAG_IMMUTABLE`.
-pub fn immutable_refusal(tag: &str) -> String {
-    format!("tag {tag} is immutable")
-}
-
-/// Whether a refusal is [`immutable_refusal`]'s.
-pub fn is_immutable_refusal(reason: &str) -> bool {
-    reason.starts_with("tag ") && reason.ends_with(" is immutable")
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
 use berth_gateway::*;
-use berth_raft::command::{is_immutable_refusal, BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
 use berth_raft::command::{namespace_of, IdentityCommand, Role};
+use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
 use berth_raft::state::{keys, tags};
 use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use berth_replication::Replicator;
@@ -689,7 +689,7 @@ impl Registry for NodeRegistry {
         self.ensure_repository(access, repo).await?;
         match self.write_to(access, repo, MetaCommand::PutManifest { record, tag }).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
-            MetaResponse::Refused(why) if is_immutable_refusal(&why) => Err(ApiError::new(ErrorCode::TagImmutable, why)),
+            MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),
             other => Err(unexpected("put manifest", other)),
@@ -703,7 +703,7 @@ impl Registry for NodeRegistry {
         };
         match self.write_to(access, repo, cmd).await? {
             MetaResponse::Done => Ok(()),
-            MetaResponse::Refused(why) if is_immutable_refusal(&why) => Err(ApiError::new(ErrorCode::TagImmutable, why)),
+            MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             MetaResponse::NotFound => Err(ApiError::new(ErrorCode::ManifestUnknown, format!("{reference} is not in repository {repo}"))),
             other => Err(unexpected("delete manifest", other)),
         }

@@ -116,7 +116,7 @@ pub(super) fn point(
                 return Ok(None);
             }
             if cur.life.immutable {
-                return Ok(Some(MetaResponse::Refused(immutable_refusal(tag))));
+                return Ok(Some(MetaResponse::TagImmutable { tag: tag.to_string() }));
             }
         }
         close(ch, repo, tag, cur, Some(at_ms));
@@ -162,7 +162,7 @@ pub(super) fn delete_tag(
         return Ok(MetaResponse::Conflict { current: Some(cur.rec.digest) });
     }
     if cur.life.immutable {
-        return Ok(MetaResponse::Refused(immutable_refusal(tag)));
+        return Ok(MetaResponse::TagImmutable { tag: tag.to_string() });
     }
     close(ch, repo, tag, &cur, at_ms);
     remove_live(ch, repo, tag);
@@ -189,7 +189,7 @@ pub(super) fn close_tags_of_manifest(
         let life = state.get::<TagLifeRecord>(&keys::tag_life(repo, &tag))?.unwrap_or_default();
         let cur = Live { rec, life };
         if cur.life.immutable && !cur.expired(at_ms) {
-            return Ok(Some(MetaResponse::Refused(immutable_refusal(&tag))));
+            return Ok(Some(MetaResponse::TagImmutable { tag: tag.to_string() }));
         }
         closing.push((tag, cur));
     }
@@ -242,7 +242,7 @@ fn set_expiration(
 ) -> Result<MetaResponse, StateError> {
     let Some(mut cur) = live(state, repo, tag)?.filter(|l| !l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
     if cur.life.immutable {
-        return Ok(MetaResponse::Refused(immutable_refusal(tag)));
+        return Ok(MetaResponse::TagImmutable { tag: tag.to_string() });
     }
     cur.life.expiration_ms = match expiration_ms {
         None => None,
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(expire(&s, None, 12), MetaResponse::Done);
         assert_eq!(lock(&s, true), MetaResponse::Done);
         let before = (live_row(&s), history(&s));
-        let immutable = MetaResponse::Refused(immutable_refusal("t"));
+        let immutable = MetaResponse::TagImmutable { tag: "t".to_string() };
         assert_eq!(set(&s, 3, 20), immutable, "moved");
         assert_eq!(set(&s, 2, 20), MetaResponse::Done, "pointed where it points: nothing changes");
         let record = s.get::<ManifestRecord>(&keys::manifest("r", &d(3))).unwrap().unwrap();
@@ -491,7 +491,6 @@ mod tests {
         assert_eq!(expire(&s, Some(HOUR * 2), 20), immutable, "expired");
         assert_eq!(restore(&s, 1, 20), immutable, "restored over");
         assert_eq!((live_row(&s), history(&s)), before, "nothing changed");
-        assert!(is_immutable_refusal(&immutable_refusal("t")));
         assert_eq!(lock(&s, false), MetaResponse::Done);
         assert_eq!(set(&s, 3, 30), MetaResponse::Done, "unlocked");
     }

@@ -4,7 +4,7 @@
 //! this side checks the caller's rights, shapes the rows and logs.
 
 use berth_common::Digest;
-use berth_raft::command::{is_immutable_refusal, BlobRecord, ManifestRecord, TagCommand, TagHistoryRecord, TagLifeRecord, TagRecord};
+use berth_raft::command::{BlobRecord, ManifestRecord, TagCommand, TagHistoryRecord, TagLifeRecord, TagRecord};
 use berth_raft::state::decode_record;
 
 use super::*;
@@ -41,7 +41,7 @@ fn outcome(resp: MetaResponse, missing: impl FnOnce() -> String, refused: ErrorC
     match resp {
         MetaResponse::Done => Ok(()),
         MetaResponse::NotFound => Err(not_found(missing())),
-        MetaResponse::Refused(why) if is_immutable_refusal(&why) => Err(ApiError::new(ErrorCode::TagImmutable, why)),
+        MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
         MetaResponse::Refused(why) => Err(ApiError::new(refused, why)),
         other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
     }
