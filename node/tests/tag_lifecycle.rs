@@ -17,6 +17,10 @@ use common::*;
 
 const T: Duration = Duration::from_secs(20);
 const HOUR_MS: u64 = 3_600_000;
+/// A tag pushed this long less than an hour ago may be given the shortest
+/// expiration (an hour after its start), which is then this far ahead: room
+/// for the push and the API call on a loaded machine, then a short wait.
+const MARGIN_MS: u64 = 10_000;
 const REPO: &str = "team/app";
 
 async fn json_of(r: &Reg, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -53,7 +57,7 @@ async fn expiration_restore_and_immutability_hold_on_every_node() {
 
     // A tag that started almost an hour ago (the shortest lifetime an
     // expiration may give is an hour from the start), pushed through node 1.
-    let start_ms = now_ms() - HOUR_MS + 3_000;
+    let start_ms = now_ms() - HOUR_MS + MARGIN_MS;
     let digest = push(c.node(1), REPO, "ci", start_ms).await;
     c.sync_all().await;
 
@@ -66,8 +70,8 @@ async fn expiration_restore_and_immutability_hold_on_every_node() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(rows(&r3, "ci").await[0]["expiration"], Value::Null);
 
-    // Set through node 2: a second from now, clamped to an hour after the start.
-    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    // Set through node 2: five seconds from now, clamped to an hour after the start.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 5}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let expires_ms = start_ms + HOUR_MS;
     c.sync_all().await;
@@ -228,9 +232,9 @@ async fn the_leaders_pass_closes_expired_rows() {
     c.wait_voters(&[1, 2, 3], T).await;
     let leader = c.wait_leader(T).await;
     let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let start_ms = now_ms() - HOUR_MS + 1_000;
+    let start_ms = now_ms() - HOUR_MS + MARGIN_MS;
     let digest = push(c.node(leader), REPO, "ci", start_ms).await;
-    let (s, v) = json_of(&reg(c.node(follower)), Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 1}))).await;
+    let (s, v) = json_of(&reg(c.node(follower)), Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 5}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "nothing has expired yet");
     let expires_ms = start_ms + HOUR_MS;
