@@ -85,6 +85,7 @@ impl NodeIdentity {
             MetaResponse::Done => Ok(()),
             MetaResponse::NotFound => Err(not_found(missing())),
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::Conflict, why)),
+            MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
         }
     }

@@ -113,6 +113,9 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             if state.get_raw(&keys::repo(name))?.is_none() {
                 return Ok(MetaResponse::NotFound);
             }
+            if let Some(tag) = super::tags::an_immutable_tag(state, name)? {
+                return Ok(MetaResponse::TagImmutable { tag });
+            }
             delete_repository(state, ch, name)?;
             Ok(MetaResponse::Done)
         }

@@ -286,6 +286,19 @@ fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, dige
     Ok(point(state, ch, repo, tag, digest, now_ms, life)?.unwrap_or(MetaResponse::Done))
 }
 
+/// A live immutable tag of `repo`, if it has one: a repository that holds
+/// one is not deleted (that would delete the tag).
+pub(super) fn an_immutable_tag(state: &impl StateRead, repo: &str) -> Result<Option<String>, StateError> {
+    let prefix = keys::tag_lives_of(repo);
+    for (k, v) in state.scan_raw(&prefix)? {
+        let life: TagLifeRecord = super::decode(&k, &v)?;
+        if life.immutable {
+            return Ok(Some(String::from_utf8_lossy(&k[prefix.len()..]).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
 /// Every tag row of `repo`, live or closed, for a repository's delete.
 pub(super) fn forget_repository(state: &impl StateRead, ch: &mut Changes, repo: &str) -> Result<(), StateError> {
     for prefix in [keys::tags_of(repo), keys::tag_lives_of(repo), keys::tag_histories_of(repo)] {
@@ -505,5 +518,17 @@ mod tests {
         for prefix in [keys::tags_of("r"), keys::tag_lives_of("r"), keys::tag_histories_of("r")] {
             assert!(s.scan_raw(&prefix).unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn a_repository_holding_an_immutable_tag_is_not_deleted() {
+        let s = state();
+        set(&s, 1, 10);
+        assert_eq!(lock(&s, true), MetaResponse::Done);
+        let delete = || s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "r".into() }));
+        assert_eq!(delete(), MetaResponse::TagImmutable { tag: "t".into() });
+        assert!(s.get_raw(&keys::repo("r")).unwrap().is_some() && live_row(&s).is_some(), "nothing changed");
+        assert_eq!(lock(&s, false), MetaResponse::Done);
+        assert_eq!(delete(), MetaResponse::Done);
     }
 }
