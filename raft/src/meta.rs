@@ -375,7 +375,8 @@ impl MetaNodeHandle {
         Ok(m.current_leader.expect("waited for a leader"))
     }
 
-    fn leader_addr(&self, node: NodeId) -> Option<String> {
+    /// Where member `node` takes peer calls, as this node's membership has it.
+    fn member_addr(&self, node: NodeId) -> Option<String> {
         let m = self.metrics();
         m.membership_config.membership().get_node(&node).map(|n| n.peer_addr.clone())
     }
@@ -414,7 +415,7 @@ impl MetaNodeHandle {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let addr = self
-            .leader_addr(to)
+            .member_addr(to)
             .ok_or_else(|| CallError::Unreachable { addr: format!("node {to}"), message: "not in the membership this node knows".into() })?;
         self.call_peer(to, &addr, rpc, req, timeout).await
     }
@@ -552,7 +553,7 @@ impl MetaNodeHandle {
                     Ok(Err(e)) => return Err(MetaError::Fatal(e.to_string())),
                 }
             } else if let Some(leader) = leader {
-                match self.leader_addr(leader) {
+                match self.member_addr(leader) {
                     None => last_problem = format!("leader {leader} has no known address"),
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -601,7 +602,7 @@ impl MetaNodeHandle {
                     }
                 },
                 Some(l) => {
-                    if let Some(addr) = self.leader_addr(l) {
+                    if let Some(addr) = self.member_addr(l) {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if let Ok(ForwardReply::ReadIndex { read_log_id }) = self.call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left).await {
                             if let Some(id) = read_log_id {
@@ -620,7 +621,7 @@ impl MetaNodeHandle {
     /// Asks `to` to start an election now. Used by the leader during a
     /// transfer, after its followers' leases ran out.
     async fn ask_to_elect(&self, to: NodeId) -> Result<()> {
-        let addr = self.leader_addr(to).ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
+        let addr = self.member_addr(to).ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
         let r: Result<(), String> =
             self.call_peer(to, &addr, PeerRpc::Elect, &(), Duration::from_secs(5)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
@@ -672,7 +673,7 @@ impl MetaNodeHandle {
         if leader == self.inner.id {
             return self.hand_over_leadership(to).await;
         }
-        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
+        let addr = self.member_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
         let timeout = Duration::from_millis(self.inner.config.election_max_ms * 6 + 5_000);
         let r: Result<NodeId, String> =
             self.call_peer(leader, &addr, PeerRpc::TransferLeader, &to, timeout).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
@@ -693,7 +694,7 @@ impl MetaNodeHandle {
             });
         }
         let leader = m.current_leader.ok_or_else(|| MetaError::Unavailable("no leader is known".into()))?;
-        let addr = self.leader_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
+        let addr = self.member_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
         let r: Result<LeaderView, String> =
             self.call_peer(leader, &addr, PeerRpc::Status, &(), Duration::from_secs(3)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)

@@ -101,12 +101,6 @@ impl Trust {
     pub fn pin(&self) -> &CaCert {
         self.previous.as_ref().map(|(p, _)| p).unwrap_or(&self.signing)
     }
-
-    /// Which trusted CA issued the first certificate of `chain`, by name.
-    pub fn issuer_of(&self, chain: &str) -> Option<String> {
-        let issuer = pki::issuer_name(chain).ok()?;
-        self.trusted().into_iter().find(|c| pki::subject_name(&c.pem).ok().as_deref() == Some(issuer.as_slice())).map(|c| c.fingerprint.clone())
-    }
 }
 
 /// The CA keys this node holds, one file per CA.
@@ -126,6 +120,11 @@ impl Keyring {
 
     pub fn get(&self, fingerprint: &str) -> Option<String> {
         std::fs::read_to_string(self.path(fingerprint)).ok()
+    }
+
+    /// Whether the key is held, without reading it.
+    pub fn has(&self, fingerprint: &str) -> bool {
+        self.path(fingerprint).exists()
     }
 
     pub fn put(&self, fingerprint: &str, key_pem: &str) -> anyhow::Result<()> {
@@ -343,13 +342,16 @@ pub struct Custody {
     /// The CA that signed the certificate this process presents.
     running: String,
     signing: watch::Sender<String>,
+    /// The CAs this node's certificate and bundle on disk were last made
+    /// for: until they change, there is nothing to read or write.
+    settled: std::sync::Mutex<Option<Trust>>,
 }
 
 impl Custody {
     /// `running_chain` is the certificate chain this process loaded.
     pub fn new(authority: Arc<Authority>, running_chain: &str) -> Custody {
         let running = pki::fingerprint_of_issuer_in(running_chain).unwrap_or_default();
-        Custody { authority, running, signing: watch::channel(String::new()).0 }
+        Custody { authority, running, signing: watch::channel(String::new()).0, settled: Default::default() }
     }
 
     /// Changes whenever the signing CA does (its fingerprint).
@@ -396,12 +398,12 @@ impl Custody {
             }
             return Ok(());
         }
-        if let Some((fp, key)) = trust.legacy_key.as_ref().filter(|(fp, _)| a.keys.get(fp).is_none()) {
+        if let Some((fp, key)) = trust.legacy_key.as_ref().filter(|(fp, _)| !a.keys.has(fp)) {
             a.keys.put(fp, key).map_err(|e| e.to_string())?;
             tracing::info!(ca = %fp, "kept the CA key from the cluster record on this voter");
         }
         for ca in trust.trusted() {
-            if a.keys.get(&ca.fingerprint).is_none() {
+            if !a.keys.has(&ca.fingerprint) {
                 match a.ask_holders(&CaRequest::FetchKey { fingerprint: ca.fingerprint.clone() }).await? {
                     CaReply::Key(pem) => {
                         a.keys.put(&ca.fingerprint, &pem).map_err(|e| e.to_string())?;
@@ -417,7 +419,7 @@ impl Custody {
                 a.keys.remove(&fp);
             }
         }
-        if trust.legacy_key.as_ref().is_some_and(|(fp, _)| a.keys.get(fp).is_some()) && a.meta.is_leader() {
+        if trust.legacy_key.as_ref().is_some_and(|(fp, _)| a.keys.has(fp)) && a.meta.is_leader() {
             match a.meta.write(Actor::Node, MetaCommand::Ca(CaCommand::ForgetLegacyKey)).await.map_err(|e| e.to_string())? {
                 MetaResponse::Done => tracing::info!("the CA key is off the replicated cluster record; voters keep it"),
                 other => return Err(format!("forgetting the legacy CA key: {other:?}")),
@@ -430,10 +432,13 @@ impl Custody {
     /// bundle to disk when they differ from what is there; they take
     /// effect when the node restarts.
     async fn renew_own_certificate(&self, trust: &Trust) -> Result<(), String> {
+        if self.settled.lock().expect("settled lock").as_ref() == Some(trust) {
+            return Ok(());
+        }
         let a = &self.authority;
         let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let chain = read(a.layout.node_cert())?;
-        let leaf = match trust.issuer_of(&chain) {
+        let leaf = match pki::fingerprint_of_issuer_in(&chain) {
             Some(fp) if fp == trust.signing.fingerprint => pki::first_cert_pem(&chain).map_err(|e| e.to_string())?,
             _ => {
                 let key = rcgen::KeyPair::from_pem(&read(a.layout.node_key())?).map_err(|e| e.to_string())?;
@@ -453,6 +458,7 @@ impl Custody {
         if changed {
             tracing::warn!(ca = %trust.signing.fingerprint, "wrote this node's certificate and trust bundle for the cluster CA; restart the node to use them");
         }
+        *self.settled.lock().expect("settled lock") = Some(trust.clone());
         Ok(())
     }
 

@@ -123,13 +123,8 @@ fn parsed<T>(der: &[u8], read: impl FnOnce(&x509_parser::certificate::X509Certif
 }
 
 /// The issuer name (DER) of the first certificate of `pem`.
-pub fn issuer_name(pem: &str) -> Result<Vec<u8>, PkiError> {
+fn issuer_name(pem: &str) -> Result<Vec<u8>, PkiError> {
     parsed(first_cert_der(pem)?.as_ref(), |c| c.issuer().as_raw().to_vec())
-}
-
-/// The subject name (DER) of the first certificate of `pem`.
-pub fn subject_name(pem: &str) -> Result<Vec<u8>, PkiError> {
-    parsed(first_cert_der(pem)?.as_ref(), |c| c.subject().as_raw().to_vec())
 }
 
 /// The fingerprint of the self-signed CA in `chain` that issued the
