@@ -67,6 +67,71 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
     assert_eq!(c.wait_leader(T).await, c.wait_leader(T).await);
 }
 
+/// Pre-vote: a voter cut off from the others never campaigns, so it keeps
+/// its term, refuses writes as soon as it finds no majority, and the heal
+/// leaves the leader and its term alone (without pre-vote the cut node's
+/// raised term would make the leader step down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healed_cut_leaves_the_leader_and_its_term_alone() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let term = c.node(leader).meta.view().term;
+    let cut = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    c.filter.isolate(cut, c.nodes.keys().copied().filter(|id| *id != cut));
+
+    eventually(T, "the cut-off node finds it cannot reach a majority", || async { c.node(cut).meta.refuses_writes().is_some() }).await;
+    let asked = std::time::Instant::now();
+    let refused = c.node(cut).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: 99 }).await;
+    assert!(matches!(refused, Err(berth_raft::MetaError::Unavailable(_))), "{refused:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused at once, not after the write timeout: {:?}", asked.elapsed());
+
+    // The majority keeps writing while the cut lasts many election timeouts
+    // (fast_config: a campaign is due 0.75-0.9 s after the last heartbeat).
+    let writer = c.node(leader);
+    let mut last = None;
+    for i in 0..10 {
+        last = Some(push(writer, "p/q", "latest", i).await);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let last = last.unwrap();
+    assert_eq!(c.node(cut).meta.view().term, term, "a cut-off voter does not raise its term");
+
+    c.filter.heal();
+    wait_tag(c.node(cut), "p/q", "latest", &last, T).await;
+    eventually(T, "the healed node takes writes again", || async { c.node(cut).meta.refuses_writes().is_none() }).await;
+    assert_eq!(c.wait_leader(T).await, leader, "the heal did not unseat the leader");
+    for (id, n) in &c.nodes {
+        assert_eq!(n.meta.view().term, term, "node {id}'s term after the heal");
+    }
+}
+
+/// Check-quorum: a leader cut off from the others stops claiming to lead
+/// and refuses writes at once, while the majority elects another leader;
+/// after the heal it follows that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_leader_stops_claiming_to_lead() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let old = c.wait_leader(T).await;
+    c.filter.isolate(old, c.nodes.keys().copied().filter(|id| *id != old));
+
+    eventually(T, "the cut-off leader no longer names itself", || async { c.node(old).meta.view().leader != Some(old) }).await;
+    assert!(c.node(old).meta.leader_view().await.is_err(), "it answers no leader's view either");
+    let asked = std::time::Instant::now();
+    let refused = c.node(old).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: 99 }).await;
+    assert!(matches!(refused, Err(berth_raft::MetaError::Unavailable(_))), "{refused:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused at once, not after the write timeout: {:?}", asked.elapsed());
+
+    let other = *c.nodes.keys().find(|id| **id != old).unwrap();
+    let new = eventually(T, "the majority elects a new leader", || async { c.node(other).meta.view().leader.filter(|l| *l != old) }).await;
+    let d = push(c.node(other), "p/q", "after", 1).await;
+
+    c.filter.heal();
+    wait_tag(c.node(old), "p/q", "after", &d, T).await;
+    eventually(T, "the old leader follows the new one", || async { c.node(old).meta.view().leader == Some(new) }).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_node_catches_up_through_a_snapshot() {
     let mut config = fast_config();

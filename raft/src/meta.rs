@@ -27,7 +27,7 @@ use berth_common::PeerTls;
 use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
-use crate::wire::{ForwardReply, LeaderView};
+use crate::wire::{ForwardReply, LeaderView, PreVoteReply, PreVoteRequest};
 
 /// Timing of the metadata group. Defaults suit regions up to ~300 ms apart.
 ///
@@ -41,12 +41,11 @@ use crate::wire::{ForwardReply, LeaderView};
 pub struct MetaConfig {
     /// How often the leader sends heartbeats, in ms.
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for the leader lease (which is
+    /// A voter that hears no leader for the leader lease (which is
     /// election_max_ms) plus a random time in [election_min_ms / 2,
-    /// election_min_ms] starts an election (see `hasten_elections`);
-    /// openraft's own timer, a random time in [election_min_ms,
-    /// election_max_ms] after the lease, is the fallback (after a split
-    /// vote, for one).
+    /// election_min_ms] asks the others whether they would vote for it,
+    /// and campaigns if a majority would (see `run_elections`); after a
+    /// split vote or a refused round it waits as long again.
     pub election_min_ms: u64,
     pub election_max_ms: u64,
     /// Build a snapshot after this many entries since the last one.
@@ -98,6 +97,8 @@ impl MetaConfig {
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            // Elections are this crate's, with a pre-vote (`run_elections`).
+            enable_elect: false,
             ..Default::default()
         };
         cfg.validate().map_err(|e| MetaError::Config(e.to_string()))
@@ -145,61 +146,112 @@ async fn track_leaderless(mut metrics: tokio::sync::watch::Receiver<openraft::Ra
     }
 }
 
-/// How long after it last heard its leader a follower campaigns: the
-/// leader lease (election_max_ms: until then the other voters refuse to
-/// vote) plus a random half to whole election_min_ms.
+/// How long a voter waits without hearing a leader before it asks the
+/// others whether it may campaign: the leader lease (election_max_ms: until
+/// then the other voters refuse to vote) plus a random half to whole
+/// election_min_ms, which spreads the voters' attempts.
 fn campaign_after(config: &MetaConfig) -> Duration {
     let min = config.election_min_ms;
     Duration::from_millis(config.election_max_ms + min / 2 + rand::random::<u64>() % (min / 2).max(1))
 }
 
-/// Starts an election on a follower whose leader went quiet, as soon as the
-/// other voters' leases allow it.
+/// What a pre-vote round found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Canvass {
+    /// A majority of the voters would vote for this node.
+    Majority,
+    /// A majority answered, but not enough of them would vote: a leader is
+    /// still heard there, or this node's log is behind.
+    Refused,
+    /// No majority of the voters answered at all: this node is cut off.
+    Unreachable,
+}
+
+/// Elections, run by this crate instead of openraft's timer (which is off,
+/// see `MetaConfig::openraft`): a voter that has heard no leader for
+/// [`campaign_after`] first asks the other voters whether they would vote
+/// for it (pre-vote), and campaigns only when a majority would.
 ///
-/// openraft 0.9 waits the lease and then a whole random election timeout
-/// (so 2 to 3 times election_min_ms after the last heartbeat with the
-/// defaults); this waits the lease and half of that, which takes about a
-/// second off every failover. The randomness still spreads the followers'
-/// attempts (a split vote falls back to openraft's own timer), and a leader
-/// handing over asks its target to campaign earlier, at the lease plus a
-/// fifth of election_min_ms, so a transfer still goes where it was asked.
-async fn hasten_elections(inner: std::sync::Weak<Inner>) {
+/// openraft 0.9 has no pre-vote. Without it a voter cut off from the
+/// others raises its term at every failed election, and when the cut heals
+/// its higher term makes the leader step down: the whole cluster stops
+/// taking writes for an election it did not need. With it, the cut-off
+/// voter never campaigns, so it keeps its term, and the heal changes
+/// nothing. A round that reaches no majority also tells the node it is cut
+/// off, and from then on it refuses writes at once ([`MetaNodeHandle::refuses_writes`]).
+///
+/// A leader handing over asks its target to campaign directly (`Elect`),
+/// at the lease plus a fifth of election_min_ms, before any voter here
+/// would, so a transfer still goes where it was asked.
+async fn run_elections(inner: std::sync::Weak<Inner>) {
+    // The moment the current wait started and when it ends.
     let mut deadline: Option<(Instant, Instant)> = None;
     // The leader this node follows and since when it has known it: a leader
     // just learnt of counts as heard then, whatever `leader_heard` says yet.
     let mut following: Option<(NodeId, Instant)> = None;
+    // When this node last canvassed or campaigned: a failed round waits a
+    // fresh delay before the next.
+    let mut last_try: Option<Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let Some(inner) = inner.upgrade() else { return };
-        let leader = {
+        let (voter, voters, leader, state) = {
             let m = inner.raft.metrics();
             let m = m.borrow();
+            let voters = m.membership_config.membership().voter_ids().count();
             let voter = m.membership_config.membership().voter_ids().any(|v| v == inner.id);
-            m.current_leader.filter(|l| *l != inner.id && voter && m.state == ServerState::Follower)
+            (voter, voters, m.current_leader, m.state)
         };
-        let Some(leader) = leader else {
-            (deadline, following) = (None, None);
+        if !voter || state == ServerState::Leader {
+            (deadline, following, last_try) = (None, None, None);
+            inner.set_cut_off(false);
             continue;
-        };
-        let since = match following {
-            Some((l, since)) if l == leader => since,
-            _ => following.insert((leader, Instant::now())).1,
-        };
-        let heard = inner.leader_heard.lock().expect("leader_heard lock").map_or(since, |h| h.max(since));
+        }
+        if voters == 1 {
+            // The only voter needs nobody's consent; a restarted single
+            // node leads again at once.
+            if last_try.is_none_or(|t| t.elapsed() > Duration::from_millis(inner.config.election_min_ms)) {
+                last_try = Some(Instant::now());
+                let _ = inner.raft.trigger().elect().await;
+            }
+            continue;
+        }
+        let mut quiet_since = inner.started;
+        if let Some(leader) = leader.filter(|l| *l != inner.id) {
+            let since = match following {
+                Some((l, since)) if l == leader => since,
+                _ => following.insert((leader, Instant::now())).1,
+            };
+            quiet_since = quiet_since.max(since);
+        } else {
+            following = None;
+        }
+        if let Some(heard) = *inner.leader_heard.lock().expect("leader_heard lock") {
+            quiet_since = quiet_since.max(heard);
+        }
+        if let Some(t) = last_try {
+            quiet_since = quiet_since.max(t);
+        }
         // A new deadline (and a new random delay) for every call heard.
         let at = match deadline {
-            Some((h, at)) if h == heard => at,
+            Some((q, at)) if q == quiet_since => at,
             _ => {
-                let at = heard + campaign_after(&inner.config);
-                deadline = Some((heard, at));
+                let at = quiet_since + campaign_after(&inner.config);
+                deadline = Some((quiet_since, at));
                 at
             }
         };
-        if Instant::now() >= at {
-            tracing::info!(node_id = inner.id, quiet_ms = heard.elapsed().as_millis() as u64, "leader went quiet; campaigning");
+        if Instant::now() < at {
+            continue;
+        }
+        last_try = Some(Instant::now());
+        let canvass = inner.canvass().await;
+        inner.set_cut_off(canvass == Canvass::Unreachable);
+        if canvass == Canvass::Majority {
+            tracing::info!(node_id = inner.id, quiet_ms = quiet_since.elapsed().as_millis() as u64, "no leader heard and a majority would vote; campaigning");
             let _ = inner.raft.trigger().elect().await;
-            // Not again until the leader (or a new one) is heard.
-            deadline = Some((heard, Instant::now() + Duration::from_secs(3600)));
+        } else {
+            tracing::debug!(node_id = inner.id, ?canvass, "pre-vote found no majority; not campaigning");
         }
     }
 }
@@ -224,9 +276,87 @@ struct Inner {
     /// When this process started the node: its state is at least as fresh
     /// as its last contact before that.
     started: Instant,
+    /// Since when this node has known it is cut off: its last pre-vote
+    /// round reached no majority of the voters, and no leader has been
+    /// heard since.
+    cut_off_since: Mutex<Option<Instant>>,
     /// Read barriers asked for: each costs the leader a round of
     /// heartbeats, so the node exports the count.
     read_barriers: std::sync::atomic::AtomicU64,
+}
+
+impl Inner {
+    /// The id of the last entry in this node's log, as a vote compares it.
+    async fn last_log_id(&self) -> Result<Option<LogId>, openraft::StorageError<NodeId>> {
+        use openraft::storage::RaftLogStorage;
+        Ok(self.store.log_store().get_log_state().await?.last_log_id)
+    }
+
+    /// Notes whether this node knows it is cut off from a majority.
+    fn set_cut_off(&self, cut: bool) {
+        let mut since = self.cut_off_since.lock().expect("cut_off_since lock");
+        match (cut, *since) {
+            (true, None) => {
+                tracing::warn!(node_id = self.id, "no majority of the voters answers: refusing writes until a leader is heard");
+                *since = Some(Instant::now());
+            }
+            (false, Some(t)) => {
+                tracing::info!(node_id = self.id, after_ms = t.elapsed().as_millis() as u64, "in touch with a majority again");
+                *since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// One pre-vote round: asks every other voter at once whether it would
+    /// vote for this node, and counts this node's own vote.
+    ///
+    /// A peer of an older version has no `PreVote` method; its answer
+    /// counts as yes (it would vote as Raft does), so a rolling upgrade
+    /// can still elect.
+    async fn canvass(&self) -> Canvass {
+        let voters: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            membership.voter_ids().filter(|v| *v != self.id).filter_map(|v| membership.get_node(&v).map(|n| (v, n.peer_addr.clone()))).collect()
+        };
+        let Ok(last_log_id) = self.last_log_id().await else {
+            return Canvass::Refused;
+        };
+        let ask = PreVoteRequest { candidate: self.id, last_log_id };
+        let timeout = Duration::from_millis((self.config.election_min_ms / 2).max(100));
+        let answers = futures::future::join_all(voters.iter().map(|(to, addr)| {
+            let ask = &ask;
+            async move {
+                if !self.filter.allows(self.id, *to) {
+                    return Err(CallError::Cut { from: self.id, to: *to });
+                }
+                call::<_, PreVoteReply>(self.channels.channel(addr)?, addr, PeerRpc::PreVote, ask, timeout).await
+            }
+        }))
+        .await;
+        let (mut answered, mut granted) = (1, 1);
+        for (answer, (to, _)) in answers.iter().zip(&voters) {
+            match answer {
+                Ok(PreVoteReply::Granted) => (answered, granted) = (answered + 1, granted + 1),
+                Err(CallError::Status { status, .. }) if status.starts_with("Unimplemented") => (answered, granted) = (answered + 1, granted + 1),
+                Ok(PreVoteReply::Refused(why)) => {
+                    answered += 1;
+                    tracing::debug!(node_id = self.id, voter = to, reason = %why, "pre-vote refused");
+                }
+                Err(e) => tracing::debug!(node_id = self.id, voter = to, error = %e, "pre-vote unanswered"),
+            }
+        }
+        let all = voters.len() + 1;
+        if granted * 2 > all {
+            Canvass::Majority
+        } else if answered * 2 > all {
+            Canvass::Refused
+        } else {
+            Canvass::Unreachable
+        }
+    }
 }
 
 /// What a node knows of the group: what the node crate reads, so that
@@ -284,8 +414,9 @@ impl MetaNodeHandle {
             leader_heard: Mutex::new(None),
             read_barriers: Default::default(),
             started: Instant::now(),
+            cut_off_since: Mutex::new(None),
         });
-        tokio::spawn(hasten_elections(Arc::downgrade(&inner)));
+        tokio::spawn(run_elections(Arc::downgrade(&inner)));
         Ok(MetaNodeHandle { inner })
     }
 
@@ -319,6 +450,37 @@ impl MetaNodeHandle {
     /// service calls it).
     pub fn heard_leader(&self) {
         *self.inner.leader_heard.lock().expect("leader_heard lock") = Some(Instant::now());
+        self.inner.set_cut_off(false);
+    }
+
+    /// The answer to a voter that asks whether this node would vote for it
+    /// (see [`run_elections`]): no while this node still hears a leader
+    /// within the lease (or leads with a majority's recent acknowledgement),
+    /// or when the candidate's log is behind this node's, the two reasons
+    /// a real vote would be refused. Nothing changes here either way.
+    pub async fn answer_pre_vote(&self, ask: &PreVoteRequest) -> PreVoteReply {
+        let lease = Duration::from_millis(self.inner.config.election_max_ms);
+        let m = self.metrics();
+        if m.state == ServerState::Leader {
+            match m.millis_since_quorum_ack {
+                Some(ms) if Duration::from_millis(ms) < lease => {
+                    return PreVoteReply::Refused(format!("node {} leads, acknowledged by a majority {ms} ms ago", self.inner.id))
+                }
+                _ => {}
+            }
+        } else if let (Some(leader), Some(heard)) = (m.current_leader, *self.inner.leader_heard.lock().expect("leader_heard lock")) {
+            if heard.elapsed() < lease {
+                return PreVoteReply::Refused(format!("node {} heard leader {leader} {} ms ago", self.inner.id, heard.elapsed().as_millis()));
+            }
+        }
+        let mine = match self.inner.last_log_id().await {
+            Ok(l) => l,
+            Err(e) => return PreVoteReply::Refused(format!("node {} cannot read its log: {e}", self.inner.id)),
+        };
+        if ask.last_log_id < mine {
+            return PreVoteReply::Refused(format!("node {}'s log ends at {mine:?}, ahead of node {}'s {:?}", self.inner.id, ask.candidate, ask.last_log_id));
+        }
+        PreVoteReply::Granted
     }
 
     pub fn id(&self) -> NodeId {
@@ -385,9 +547,12 @@ impl MetaNodeHandle {
     pub fn view(&self) -> GroupView {
         let m = self.metrics();
         let membership = m.membership_config.membership();
+        // A leader no majority has acknowledged for the lease may have been
+        // replaced: it does not claim to lead.
+        let leader = m.current_leader.filter(|l| *l != self.inner.id || self.knows_it_is_cut_off().is_none());
         GroupView {
             term: m.current_term,
-            leader: m.current_leader,
+            leader,
             voters: membership.voter_ids().collect(),
             members: membership.nodes().map(|(id, _)| *id).collect(),
             last_log_index: m.last_log_index,
@@ -465,7 +630,27 @@ impl MetaNodeHandle {
     /// than two election timeouts. Work that only leads up to a write (a
     /// push waiting for blob copies) checks this to give up as early.
     pub fn refuses_writes(&self) -> Option<String> {
-        self.cut_off_from_quorum().or_else(|| self.leaderless_too_long())
+        self.cut_off_from_quorum().or_else(|| self.knows_it_is_cut_off()).or_else(|| self.leaderless_too_long())
+    }
+
+    /// Why a write should be refused at once because this node knows it
+    /// cannot reach a majority: as a follower, its last pre-vote round found
+    /// no majority of the voters and no leader has been heard since; as the
+    /// leader, no majority has acknowledged it for longer than the lease
+    /// (the others may have elected another leader by now). A leader that
+    /// has not been acknowledged yet, or a single voter, is not judged.
+    fn knows_it_is_cut_off(&self) -> Option<String> {
+        if let Some(since) = *self.inner.cut_off_since.lock().expect("cut_off_since lock") {
+            return Some(format!("node {} cannot reach a majority of the voters (for {} ms; it hears no leader)", self.inner.id, since.elapsed().as_millis()));
+        }
+        let m = self.metrics();
+        let lease = self.inner.config.election_max_ms;
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
+            return None;
+        }
+        m.millis_since_quorum_ack
+            .filter(|ms| *ms > lease)
+            .map(|ms| format!("leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id))
     }
 
     /// Why a write should be refused at once because this node has known no
@@ -536,7 +721,7 @@ impl MetaNodeHandle {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable(format!("{kind} not committed within {} ms: {last_problem}", self.inner.config.write_timeout_ms)));
             }
-            if let Some(why) = self.cut_off_from_quorum().or_else(|| self.leaderless_too_long()) {
+            if let Some(why) = self.refuses_writes() {
                 return Err(MetaError::Unavailable(format!("{kind} refused: {why}")));
             }
             let leader = self.metrics().current_leader;
@@ -591,7 +776,7 @@ impl MetaNodeHandle {
             if Instant::now() >= deadline {
                 return Err(MetaError::Unavailable("no leader confirmed a read index in time".into()));
             }
-            if let Some(why) = self.cut_off_from_quorum().or_else(|| self.leaderless_too_long()) {
+            if let Some(why) = self.refuses_writes() {
                 return Err(MetaError::Unavailable(why));
             }
             match self.metrics().current_leader {
@@ -633,10 +818,10 @@ impl MetaNodeHandle {
     /// openraft 0.9 has no transfer primitive; voters refuse to vote while
     /// they hold a leader lease (election_max_ms), and every append renews
     /// it. So the leader stops proposing (writes wait and then go to the new
-    /// leader), stops heartbeats and elections of its own, waits out the
+    /// leader), stops heartbeats, waits out the
     /// lease, and asks the target to campaign — before any other follower
     /// does, at least half of election_min_ms after the lease (see
-    /// `hasten_elections`).
+    /// `run_elections`).
     pub async fn hand_over_leadership(&self, to: Option<NodeId>) -> Result<NodeId> {
         if !self.is_leader() {
             return Err(MetaError::Unavailable("this node is not the leader".into()));
@@ -653,14 +838,12 @@ impl MetaNodeHandle {
         let rc = self.inner.raft.runtime_config();
         self.inner.handing_over.store(true, std::sync::atomic::Ordering::Relaxed);
         rc.heartbeat(false);
-        rc.elect(false);
         let lease = Duration::from_millis(self.inner.config.election_max_ms);
         tokio::time::sleep(lease + Duration::from_millis(self.inner.config.election_min_ms / 5)).await;
         let asked = self.ask_to_elect(target).await;
         let waited =
             self.inner.raft.wait(Some(lease * 3)).metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self.inner.id), "leadership moved").await;
         rc.heartbeat(true);
-        rc.elect(true);
         self.inner.handing_over.store(false, std::sync::atomic::Ordering::Relaxed);
         asked?;
         let m = waited.map_err(|e| MetaError::Unavailable(format!("leadership did not move: {e}")))?;
@@ -684,6 +867,9 @@ impl MetaNodeHandle {
     pub async fn leader_view(&self) -> Result<LeaderView> {
         let m = self.metrics();
         if m.current_leader == Some(self.inner.id) {
+            if let Some(why) = self.knows_it_is_cut_off() {
+                return Err(MetaError::Unavailable(why));
+            }
             let matched = m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()).unwrap_or_default();
             return Ok(LeaderView {
                 leader: self.inner.id,

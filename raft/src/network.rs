@@ -109,6 +109,7 @@ pub enum PeerRpc {
     Status,
     Join,
     Ca,
+    PreVote,
 }
 
 /// Calls `Join` on the seed at `seed` as an outsider: no client
@@ -147,6 +148,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr
             PeerRpc::Status => client.status(request).await,
             PeerRpc::Join => client.join(request).await,
             PeerRpc::Ca => client.ca(request).await,
+            PeerRpc::PreVote => client.pre_vote(request).await,
         }
     };
     let reply = match tokio::time::timeout(timeout, fut).await {

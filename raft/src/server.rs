@@ -196,6 +196,12 @@ impl Peer for PeerService {
         reply(&out)
     }
 
+    async fn pre_vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        self.check_member(&req)?;
+        let ask: crate::wire::PreVoteRequest = decode(req)?;
+        reply(&self.meta.answer_pre_vote(&ask).await)
+    }
+
     async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
         let out: Result<(), String> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());

@@ -34,6 +34,23 @@ pub enum ForwardReply {
     Refused(String),
 }
 
+/// A voter's question before it campaigns: would you vote for a candidate
+/// whose log ends at `last_log_id`? Answering changes nothing on the
+/// receiver (no term is raised, no vote is cast).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    pub candidate: NodeId,
+    pub last_log_id: Option<LogId>,
+}
+
+/// The answer to a [`PreVoteRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PreVoteReply {
+    Granted,
+    /// Why not: a leader is still heard, or the candidate's log is behind.
+    Refused(String),
+}
+
 /// The leader's view of the group, for status displays.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaderView {
