@@ -102,8 +102,8 @@ impl Scenario {
             // The unaffected majority keeps its leader. The clients are not
             // bound to it: each wanders into the cut node now and then, and
             // a push there waits until that node finds, by a pre-vote round,
-            // that it reaches no majority (about the lease plus
-            // election_min_ms after the cut), then is refused. The heal
+            // that it reaches no majority (two leases, 4.8 s, after its last
+            // heartbeat), then is refused. The heal
             // costs nothing: the cut node never raised its term.
             Scenario::RegionCut => (1, s(8), Some(0)),
             Scenario::LeaderKill | Scenario::HungNode | Scenario::KillDuringTransfer | Scenario::KillDuringSnapshot => (1, s(8), Some(5)),

@@ -68,7 +68,7 @@ async fn five_nodes_partitioned_follower_catches_up_when_healed() {
 }
 
 /// Pre-vote: a voter cut off from the others never campaigns, so it keeps
-/// its term, refuses writes as soon as it finds no majority, and the heal
+/// its term, refuses writes once it finds no majority, and the heal
 /// leaves the leader and its term alone (without pre-vote the cut node's
 /// raised term would make the leader step down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

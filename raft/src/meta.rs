@@ -276,9 +276,8 @@ struct Inner {
     /// When this process started the node: its state is at least as fresh
     /// as its last contact before that.
     started: Instant,
-    /// Since when this node has known it is cut off: its last pre-vote
-    /// round reached no majority of the voters, and no leader has been
-    /// heard since.
+    /// Since when this node's pre-vote rounds have reached no majority of
+    /// the voters, with no leader heard since (None otherwise).
     cut_off_since: Mutex<Option<Instant>>,
     /// Read barriers asked for: each costs the leader a round of
     /// heartbeats, so the node exports the count.
@@ -297,7 +296,7 @@ impl Inner {
         let mut since = self.cut_off_since.lock().expect("cut_off_since lock");
         match (cut, *since) {
             (true, None) => {
-                tracing::warn!(node_id = self.id, "no majority of the voters answers: refusing writes until a leader is heard");
+                tracing::warn!(node_id = self.id, "no majority of the voters answered a pre-vote round: this node looks cut off");
                 *since = Some(Instant::now());
             }
             (false, Some(t)) => {
@@ -325,7 +324,7 @@ impl Inner {
             return Canvass::Refused;
         };
         let ask = PreVoteRequest { candidate: self.id, last_log_id };
-        let timeout = Duration::from_millis((self.config.election_min_ms / 2).max(100));
+        let timeout = Duration::from_millis(self.config.election_min_ms);
         let answers = futures::future::join_all(voters.iter().map(|(to, addr)| {
             let ask = &ask;
             async move {
@@ -634,23 +633,28 @@ impl MetaNodeHandle {
     }
 
     /// Why a write should be refused at once because this node knows it
-    /// cannot reach a majority: as a follower, its last pre-vote round found
-    /// no majority of the voters and no leader has been heard since; as the
-    /// leader, no majority has acknowledged it for longer than the lease
-    /// (the others may have elected another leader by now). A leader that
-    /// has not been acknowledged yet, or a single voter, is not judged.
+    /// cannot reach a majority: as a follower, its last pre-vote round
+    /// reached no majority of the voters and it has heard no leader for two
+    /// leases (election_max_ms); as the leader, no majority has acknowledged
+    /// it for two leases (the others may have elected another leader). A
+    /// slow network or a loaded machine can fail one round, so one round
+    /// alone is not enough. A leader not acknowledged yet, or a single
+    /// voter, is not judged.
     fn knows_it_is_cut_off(&self) -> Option<String> {
-        if let Some(since) = *self.inner.cut_off_since.lock().expect("cut_off_since lock") {
-            return Some(format!("node {} cannot reach a majority of the voters (for {} ms; it hears no leader)", self.inner.id, since.elapsed().as_millis()));
-        }
+        let patience = Duration::from_millis(2 * self.inner.config.election_max_ms);
         let m = self.metrics();
-        let lease = self.inner.config.election_max_ms;
-        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
-            return None;
+        if m.state == ServerState::Leader {
+            if m.membership_config.membership().voter_ids().count() < 2 {
+                return None;
+            }
+            return m
+                .millis_since_quorum_ack
+                .filter(|ms| Duration::from_millis(*ms) > patience)
+                .map(|ms| format!("leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id));
         }
-        m.millis_since_quorum_ack
-            .filter(|ms| *ms > lease)
-            .map(|ms| format!("leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id))
+        (*self.inner.cut_off_since.lock().expect("cut_off_since lock"))?;
+        let quiet = self.inner.leader_heard.lock().expect("leader_heard lock").unwrap_or(self.inner.started).elapsed();
+        (quiet > patience).then(|| format!("node {} has heard no leader for {} ms and reaches no majority of the voters", self.inner.id, quiet.as_millis()))
     }
 
     /// Why a write should be refused at once because this node has known no
