@@ -197,6 +197,28 @@ pub async fn join_cluster(dir: &Path, addrs: &NodeAddrs, seed: &str, token: &str
     Ok(config)
 }
 
+/// What `berth cluster recover` found or did.
+pub struct RecoverOutcome {
+    pub recovery: berth_raft::store::Recovery,
+    /// Whether this node holds the cluster CA's key: without it no new node
+    /// can be given a certificate, so none can join the recovered cluster.
+    pub holds_ca_key: bool,
+}
+
+/// `berth cluster recover --force-new-cluster`: with the node stopped, makes
+/// it the only voter of a cluster that keeps all the metadata it holds (see
+/// [`RocksStore::force_new_cluster`]). With `dry_run`, only says what it
+/// would do.
+pub fn recover_cluster(dir: &Path, dry_run: bool) -> anyhow::Result<RecoverOutcome> {
+    let layout = Layout::new(dir);
+    let config = layout.load()?;
+    let store =
+        RocksStore::open(&layout.meta()).with_context(|| format!("cannot open the metadata store {} (stop the node first)", layout.meta().display()))?;
+    let recovery = store.force_new_cluster(config.node_id, dry_run).map_err(|e| anyhow::anyhow!(e))?;
+    let holds_ca_key = std::fs::read_dir(layout.ca_keys()).map(|mut d| d.next().is_some()).unwrap_or(false);
+    Ok(RecoverOutcome { recovery, holds_ca_key })
+}
+
 /// A node that is running: its metadata handle, its bound addresses, and
 /// the way to stop it.
 pub struct RunningNode {

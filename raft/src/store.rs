@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use berth_common::{decode_versioned, encode_versioned};
+use berth_common::{decode_versioned, encode_versioned, NodeId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -83,6 +83,112 @@ impl RocksStore {
     /// A read-only view of the applied state, for local reads.
     pub fn state(&self) -> MetaState {
         MetaState { db: self.db.clone() }
+    }
+}
+
+/// What [`RocksStore::force_new_cluster`] found, and did unless it was a
+/// dry run.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The node that becomes the only voter.
+    pub node: NodeId,
+    /// The term the recovered group starts in (the last one seen plus one).
+    pub term: u64,
+    /// The last entry of this node's log before the recovery.
+    pub last_index: u64,
+    /// The last entry this node knew to be committed.
+    pub known_committed: Option<u64>,
+    /// Members of the old group that the recovery removes for good.
+    pub removed: Vec<NodeId>,
+}
+
+impl Recovery {
+    /// Entries this node holds beyond the last commit it heard of: they are
+    /// kept (the lost majority may have committed them) although no client
+    /// may have been told so.
+    pub fn beyond_commit(&self) -> u64 {
+        self.last_index.saturating_sub(self.known_committed.unwrap_or(0))
+    }
+}
+
+impl RocksStore {
+    /// Disaster recovery, with the node stopped: makes node `me` the only
+    /// voter of a group that keeps everything in its log (etcd's
+    /// `--force-new-cluster`). For when a majority of the voters is gone
+    /// for good and the group can never commit again.
+    ///
+    /// Appends, in a new term led by `me`: a membership entry naming `me`
+    /// alone, then a `RemoveNode` for every other member, and records a
+    /// committed vote for `me`. When the node starts, openraft restores it
+    /// as the leader of a one-voter group, which commits and applies every
+    /// entry of the log, these included; new nodes then join as usual.
+    /// With `dry_run` nothing is written.
+    pub fn force_new_cluster(&self, me: NodeId, dry_run: bool) -> Result<Recovery, String> {
+        use crate::records::NodeRecord;
+        let db = &self.db;
+        let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+        let vote: Option<Vote> = get_value(db, CF_RAFT, KEY_VOTE).map_err(|e| fail("reading the vote", &e))?;
+        let purged: Option<LogId> = get_value(db, CF_RAFT, KEY_PURGED).map_err(|e| fail("reading the log", &e))?;
+        let committed: Option<LogId> = get_value::<Option<LogId>>(db, CF_RAFT, KEY_COMMITTED).map_err(|e| fail("reading the log", &e))?.flatten();
+        let applied: Option<LogId> = get_value::<Option<LogId>>(db, CF_SM_META, KEY_APPLIED).map_err(|e| fail("reading the state", &e))?.flatten();
+        // The newest membership: the last one in the log, else the applied one.
+        let mut last: Option<LogId> = None;
+        let mut membership: Option<Membership> = None;
+        for item in db.iterator_cf(cf(db, CF_LOG), IteratorMode::End) {
+            let (_, v) = item.map_err(|e| fail("reading the log", &e))?;
+            let e: Entry = decode_versioned(LOG_VERSION, &v).map_err(|e| fail("reading the log", &e))?;
+            last.get_or_insert(e.log_id);
+            if let EntryPayload::Membership(m) = e.payload {
+                membership = Some(m);
+                break;
+            }
+        }
+        let last = last.or(purged).or(applied);
+        let membership = match membership {
+            Some(m) => m,
+            None => get_value::<StoredMembership>(db, CF_SM_META, KEY_MEMBERSHIP)
+                .map_err(|e| fail("reading the state", &e))?
+                .map(|m| m.membership().clone())
+                .ok_or("this data directory holds no membership: it never belonged to a cluster")?,
+        };
+        let Some(node) = membership.get_node(&me).cloned() else {
+            return Err(format!("node {me} is not a member of the group this data directory knows; recover on a node that was"));
+        };
+        let nodes: Vec<NodeRecord> = self.state().scan(crate::state::keys::NODE_PREFIX).map_err(|e| fail("reading the node records", &e))?;
+        let mut others: std::collections::BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        others.extend(nodes.iter().filter(|n| !n.removed).map(|n| n.id));
+        others.remove(&me);
+        let term = vote.map(|v| v.leader_id().get_term()).unwrap_or(0).max(last.map(|l| l.leader_id.term).unwrap_or(0)) + 1;
+        let recovery = Recovery {
+            node: me,
+            term,
+            last_index: last.map(|l| l.index).unwrap_or(0),
+            known_committed: committed.or(applied).map(|l| l.index),
+            removed: others.iter().copied().collect(),
+        };
+        if dry_run {
+            return Ok(recovery);
+        }
+        let leader = openraft::CommittedLeaderId::new(term, me);
+        let mut index = recovery.last_index;
+        let mut entries = Vec::new();
+        index += 1;
+        let alone = Membership::new(vec![std::collections::BTreeSet::from([me])], std::collections::BTreeMap::from([(me, node)]));
+        entries.push(Entry { log_id: LogId::new(leader, index), payload: EntryPayload::Membership(alone) });
+        for gone in &others {
+            index += 1;
+            let cmd = crate::command::MetaCommand::RemoveNode { node: *gone };
+            entries.push(Entry { log_id: LogId::new(leader, index), payload: EntryPayload::Normal(MetaRequest::V1(cmd)) });
+        }
+        let mut batch = WriteBatch::default();
+        for e in &entries {
+            batch.put_cf(cf(db, CF_LOG), e.log_id.index.to_be_bytes(), encode(e).map_err(|e| fail("encoding", &e))?);
+        }
+        batch.put_cf(cf(db, CF_RAFT), KEY_VOTE, encode(&Vote::new_committed(term, me)).map_err(|e| fail("encoding", &e))?);
+        let new_last = entries.last().map(|e| e.log_id);
+        batch.put_cf(cf(db, CF_RAFT), KEY_COMMITTED, encode(&new_last).map_err(|e| fail("encoding", &e))?);
+        db.write_opt(batch, &sync_write()).map_err(|e| fail("writing the recovery", &e))?;
+        Ok(recovery)
     }
 }
 

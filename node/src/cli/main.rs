@@ -240,6 +240,21 @@ enum ClusterCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Disaster recovery, with this node stopped: when a majority of the
+    /// voters is gone for good, make this node the only voter, keeping all
+    /// the metadata it holds; new nodes then join as usual.
+    Recover {
+        /// Data directory of the stopped node to recover on.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Start a new one-voter cluster from this node (required: the only
+        /// recovery there is).
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Do it; without this flag, only say what would happen.
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove a node from the cluster for good (its id is never reused).
     Remove {
         node: u64,
@@ -539,6 +554,7 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;
             println!("node {node} will become a learner");
         }
+        ClusterCommand::Recover { data_dir, force_new_cluster, force } => recover(&data_dir, force_new_cluster, force)?,
         ClusterCommand::Remove { node, target } => {
             AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/nodes/{node}")).await?;
             println!("node {node} removed");
@@ -565,6 +581,32 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
 
 /// `berth cluster init`: prints the node, the admin password when one was
 /// made, and the join token alone on the last line.
+/// `berth cluster recover`: says what a forced new cluster keeps and may
+/// lose, and does it only with `--force`.
+fn recover(dir: &std::path::Path, force_new_cluster: bool, force: bool) -> anyhow::Result<()> {
+    if !force_new_cluster {
+        anyhow::bail!("cluster recover needs --force-new-cluster: it makes this node the only voter of a new cluster");
+    }
+    let out = runtime::recover_cluster(dir, !force)?;
+    let r = &out.recovery;
+    let removed = r.removed.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+    println!("node {} becomes the only voter, in term {}", r.node, r.term);
+    println!("kept: every entry of its log, up to index {} (it last knew index {} committed)", r.last_index, r.known_committed.unwrap_or(0));
+    if r.beyond_commit() > 0 {
+        println!("  {} of them past that commit: kept, although their clients may have been told they failed", r.beyond_commit());
+    }
+    println!("removed for good: node{} {}", if r.removed.len() == 1 { "" } else { "s" }, if removed.is_empty() { "none".into() } else { removed });
+    println!("may be lost: writes the lost nodes committed that never reached this node, and blobs only they held");
+    if !out.holds_ca_key {
+        println!("warning: this node holds no key of the cluster CA, so no new node can join it; recover on a former voter if one is left");
+    }
+    if !force {
+        anyhow::bail!("nothing changed: run again with --force to recover");
+    }
+    println!("recovered: start it with `berth node start --data-dir {}`, then join new nodes with `berth cluster token create`", dir.display());
+    Ok(())
+}
+
 async fn cluster_init(addrs: &AddrArgs, admin_password_file: Option<PathBuf>) -> anyhow::Result<()> {
     let password = match admin_password_file {
         Some(f) => Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string()),
