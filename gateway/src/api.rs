@@ -27,6 +27,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn revoke_join_token(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
     async fn set_node(&self, who: &Principal, node: u64, change: NodeChange) -> Result<(), ApiError>;
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError>;
+    /// Gets node `node` ready to be removed: leadership moves off it, and
+    /// every blob only it holds gets a copy on another node.
+    async fn drain_node(&self, who: &Principal, node: u64) -> Result<DrainReport, ApiError>;
     async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError>;
     /// One metadata write that changes nothing (drills measure with it).
     async fn probe_write(&self, who: &Principal) -> Result<(), ApiError>;
@@ -171,6 +174,17 @@ pub struct TransferLeaderRequest {
 pub struct TransferLeaderReply {
     pub previous: u64,
     pub leader: u64,
+}
+
+/// What `berth node drain` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub node: u64,
+    /// The leadership handed over, when the node led.
+    pub leadership: Option<TransferLeaderReply>,
+    /// Blobs only the node held, each now copied to another node too.
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
 }
 
 /// A step of `berth cluster ca rotate`.

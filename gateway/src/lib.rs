@@ -105,6 +105,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .route("/api/v1/cluster/nodes/{id}", delete(handle_node_remove))
         .route("/api/v1/cluster/nodes/{id}/promote", post(handle_node_promote))
         .route("/api/v1/cluster/nodes/{id}/demote", post(handle_node_demote))
+        .route("/api/v1/cluster/nodes/{id}/drain", post(handle_node_drain))
         .route("/api/v1/cluster/transfer-leader", post(handle_transfer_leader))
         .route("/api/v1/placement/{namespace}", get(handle_placement_get).put(handle_placement_set))
         .fallback(handle_not_found)
@@ -236,6 +237,10 @@ async fn handle_node_promote(State(b): State<Shared>, Admin(who): Admin, Path(id
 
 async fn handle_node_demote(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     change_node(&b, &who, &id, NodeChange::Demote).await
+}
+
+async fn handle_node_drain(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<Json<DrainReport>, ApiError> {
+    Ok(Json(b.drain_node(&who, node_id(&id)?).await?))
 }
 
 async fn handle_transfer_leader(State(b): State<Shared>, _: Admin, body: Option<Json<TransferLeaderRequest>>) -> Result<Json<TransferLeaderReply>, ApiError> {

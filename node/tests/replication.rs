@@ -333,3 +333,43 @@ async fn a_holder_that_goes_silent_is_left_after_the_stall_timeout() {
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob);
 }
+
+/// `berth node drain`: the leader, holding the only copy of an on-demand
+/// blob, is drained through the CLI; when the command returns, leadership
+/// has moved and another node holds the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_moves_leadership_and_copies_what_only_the_node_held() {
+    let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(1)))).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let lazy = berth_raft::command::Placement::OnDemand;
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetPlacement { namespace: "lazy".into(), placement: lazy }).await.unwrap();
+    let d = reg(c.node(leader)).blob("lazy/app", &data(300_000, 3)).await;
+    let others: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    for id in &others {
+        assert!(!holds(&c, *id, &d).await, "an on-demand blob stays on the node it was pushed to");
+    }
+
+    let dir = c.dirs[&leader].to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || procs::berth(&["node", "drain", &leader.to_string(), "--json", "--data-dir", &dir])).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["leadership"]["previous"], leader, "{report}");
+    assert_ne!(report["leadership"]["leader"], leader, "{report}");
+    assert_eq!(report["blobs_copied"], 1, "{report}");
+    let mut copies = 0;
+    for id in &others {
+        copies += holds(&c, *id, &d).await as usize;
+    }
+    assert_eq!(copies, 1, "one other node holds the blob when drain returns");
+    assert_ne!(c.wait_leader(T).await, leader);
+
+    // Again: nothing left to copy; an unknown node is refused.
+    let dir = c.dirs[&leader].to_str().unwrap().to_string();
+    let again = tokio::task::spawn_blocking(move || procs::berth(&["node", "drain", &leader.to_string(), "--json", "--data-dir", &dir])).await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["blobs_copied"], 0, "{report}");
+    let dir = c.dirs[&leader].to_str().unwrap().to_string();
+    let unknown = tokio::task::spawn_blocking(move || procs::berth(&["node", "drain", "42", "--data-dir", &dir])).await.unwrap();
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no active node 42"));
+}

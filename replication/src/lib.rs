@@ -267,7 +267,14 @@ impl Replicator {
     /// peers (other regions first) to fetch it now. Errors when that cannot
     /// be done within the configured timeout.
     pub async fn ensure_copies(&self, blobs: &[(Digest, u64)]) -> Result<()> {
-        let need = self.min_copies();
+        self.ensure_at_least(blobs, self.min_copies()).await
+    }
+
+    /// [`Replicator::ensure_copies`] with `need` copies (at most one per
+    /// node), whatever `min_copies` says: a drain asks for a second copy of
+    /// what only the drained node holds.
+    pub async fn ensure_at_least(&self, blobs: &[(Digest, u64)], need: usize) -> Result<()> {
+        let need = need.clamp(1, self.inner.view.peers().len() + 1);
         let timeout = Duration::from_millis(self.inner.config.min_copies_timeout_ms);
         let work = blobs.iter().map(|(d, size)| self.ensure_one(d, *size, need));
         match tokio::time::timeout(timeout, futures::future::try_join_all(work)).await {

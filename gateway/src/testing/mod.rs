@@ -37,7 +37,7 @@ use futures::StreamExt;
 
 use crate::access::{Access, Caller, Credentials, Principal, ResourceScope};
 use crate::api::{
-    Backend, CaStatus, CaStep, ClusterStatus, CreatedToken, IsolateRequest, Isolation, NodeChange, PlacementDoc, TokenCreateRequest, TokenInfo,
+    Backend, CaStatus, CaStep, ClusterStatus, CreatedToken, DrainReport, IsolateRequest, Isolation, NodeChange, PlacementDoc, TokenCreateRequest, TokenInfo,
     TransferLeaderReply,
 };
 use crate::error::{ApiError, ErrorCode};
@@ -279,6 +279,10 @@ impl Backend for MemoryNode {
 
     async fn transfer_leader(&self, _to: Option<u64>) -> Result<TransferLeaderReply, ApiError> {
         Err(unmodelled("leader"))
+    }
+
+    async fn drain_node(&self, _who: &Principal, _node: u64) -> Result<DrainReport, ApiError> {
+        Err(unmodelled("draining"))
     }
 
     async fn get_placement(&self, _namespace: &str) -> Result<PlacementDoc, ApiError> {

@@ -366,6 +366,16 @@ enum NodeCommand {
         #[arg(long)]
         tls_cluster: bool,
     },
+    /// Ready NODE for removal: move leadership off it and copy every blob
+    /// only it holds to another node (safe to run again).
+    Drain {
+        node: u64,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_tracing() {
@@ -511,6 +521,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             AdminClient::new(&target)?.put(&format!("/api/v1/placement/{namespace}"), &doc).await?;
             println!("placement of {namespace} set");
+        }
+        Command::Node { command: NodeCommand::Drain { node, target, json } } => {
+            let r: DrainReport = AdminClient::new(&target)?.post(&format!("/api/v1/cluster/nodes/{node}/drain"), &()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                if let Some(l) = &r.leadership {
+                    println!("leadership moved from node {} to node {}", l.previous, l.leader);
+                }
+                println!("{} blobs ({} bytes) only node {node} held now have another copy", r.blobs_copied, r.bytes_copied);
+                println!("node {node} can be removed: berth cluster remove {node}");
+            }
         }
         Command::Node { command: NodeCommand::Start { data_dir, tls_cert, tls_key, tls_cluster } } => {
             use berth_node::config::{TlsConfig, TlsMode};

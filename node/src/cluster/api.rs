@@ -269,6 +269,10 @@ impl Backend for NodeBackend {
         Ok(())
     }
 
+    async fn drain_node(&self, _who: &Principal, node: u64) -> Result<DrainReport, ApiError> {
+        crate::cluster::drain::drain(&self.meta, &self.replicator, node).await
+    }
+
     async fn transfer_leader(&self, to: Option<u64>) -> Result<TransferLeaderReply, ApiError> {
         let previous = self.meta.wait_for_leader(Duration::from_secs(5)).await.map_err(meta_err)?;
         let leader = self.meta.transfer_leader(to).await.map_err(meta_err)?;

@@ -8,11 +8,14 @@
 //! - [`tls`]: HTTPS on the registry listener;
 //! - [`write_gate`]: the leader's rules for which actor may make which write;
 //! - [`view`]: the blob plane's view of the cluster (holders, peers);
+//! - [`drain`]: readying a node for removal (leadership off it, a second
+//!   copy of every blob only it holds);
 //! - [`api`]: the admin API (cluster status, tokens, nodes, placement,
 //!   drills) as the gateway's `Backend`.
 
 pub mod api;
 pub mod ca;
+pub mod drain;
 pub mod join;
 pub mod pki;
 pub mod tls;

@@ -41,7 +41,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use std::collections::BTreeMap;
 
-use berth_common::NodeId;
+use berth_common::{Digest, NodeId};
 
 use crate::command::*;
 
@@ -285,6 +285,16 @@ impl Changes {
 /// node that joined a moment ago, as far as this state knows) is not.
 pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateError> {
     Ok(state.get::<NodeRecord>(&keys::node(node))?.is_some_and(|n| n.removed))
+}
+
+/// Every blob record, with its digest.
+pub fn blobs(state: &impl StateRead) -> Result<Vec<(Digest, BlobRecord)>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(keys::BLOB_PREFIX)? {
+        let Some(digest) = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok().and_then(|s| s.parse::<Digest>().ok()) else { continue };
+        out.push((digest, decode(&k, &v)?));
+    }
+    Ok(out)
 }
 
 /// Applies one command: its response and the changes to write. Each
