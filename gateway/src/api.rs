@@ -30,6 +30,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Gets node `node` ready to be removed: leadership moves off it, and
     /// every blob only it holds gets a copy on another node.
     async fn drain_node(&self, who: &Principal, node: u64) -> Result<DrainReport, ApiError>;
+    /// A consistent copy of the cluster's metadata, as of a point no older
+    /// than the last write acknowledged before the call (`berth cluster
+    /// backup`); opaque bytes that `berth cluster restore` reads.
+    async fn backup(&self, who: &Principal) -> Result<Vec<u8>, ApiError>;
     async fn get_placement(&self, namespace: &str) -> Result<PlacementDoc, ApiError>;
     /// One metadata write that changes nothing (drills measure with it).
     async fn probe_write(&self, who: &Principal) -> Result<(), ApiError>;

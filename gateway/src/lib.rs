@@ -106,6 +106,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .route("/api/v1/cluster/nodes/{id}/promote", post(handle_node_promote))
         .route("/api/v1/cluster/nodes/{id}/demote", post(handle_node_demote))
         .route("/api/v1/cluster/nodes/{id}/drain", post(handle_node_drain))
+        .route("/api/v1/cluster/backup", get(handle_backup))
         .route("/api/v1/cluster/transfer-leader", post(handle_transfer_leader))
         .route("/api/v1/placement/{namespace}", get(handle_placement_get).put(handle_placement_set))
         .fallback(handle_not_found)
@@ -241,6 +242,11 @@ async fn handle_node_demote(State(b): State<Shared>, Admin(who): Admin, Path(id)
 
 async fn handle_node_drain(State(b): State<Shared>, Admin(who): Admin, Path(id): Path<String>) -> Result<Json<DrainReport>, ApiError> {
     Ok(Json(b.drain_node(&who, node_id(&id)?).await?))
+}
+
+async fn handle_backup(State(b): State<Shared>, Admin(who): Admin) -> Result<Response, ApiError> {
+    let bytes = b.backup(&who).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 async fn handle_transfer_leader(State(b): State<Shared>, _: Admin, body: Option<Json<TransferLeaderRequest>>) -> Result<Json<TransferLeaderReply>, ApiError> {

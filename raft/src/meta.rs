@@ -498,6 +498,14 @@ impl MetaNodeHandle {
         &self.inner.filter
     }
 
+    /// Every record of this node's applied state as of one applied index
+    /// (a backup; call [`MetaNodeHandle::read_barrier`] first for a point
+    /// no older than the last acknowledged write).
+    pub async fn export_state(&self) -> Result<crate::store::StateExport> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.export_state()).await.map_err(|e| MetaError::Fatal(e.to_string()))?.map_err(MetaError::Fatal)
+    }
+
     /// The local applied state.
     pub fn state(&self) -> MetaState {
         self.inner.store.state()

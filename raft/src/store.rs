@@ -192,6 +192,72 @@ impl RocksStore {
     }
 }
 
+/// A consistent copy of the applied metadata: every record, as of one
+/// applied log index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateExport {
+    pub applied_index: Option<u64>,
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RocksStore {
+    /// Every record of the applied state, read from one RocksDB snapshot so
+    /// that they agree with each other and with `applied_index`.
+    pub fn export_state(&self) -> Result<StateExport, String> {
+        let db = &self.db;
+        let snap = db.snapshot();
+        let applied: Option<LogId> = match snap.get_cf(cf(db, CF_SM_META), KEY_APPLIED).map_err(|e| e.to_string())? {
+            Some(v) => decode_versioned(LOG_VERSION, &v).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let mut records = Vec::new();
+        for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            records.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(StateExport { applied_index: applied.map(|l| l.index), records })
+    }
+
+    /// Restore, with the node stopped, on a node just made by `cluster
+    /// init`: replaces every record but those of the cluster itself
+    /// ([`crate::state::keys::belongs_to_cluster`]: its id, CA, nodes,
+    /// join tokens) with `records`, as if it had been applied at the
+    /// current applied index. Then it builds a snapshot and drops the log
+    /// behind it, so that nodes joining later receive these records in
+    /// that snapshot (they were never entries of the log). Returns how many
+    /// records it wrote.
+    pub fn import_records(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<usize, String> {
+        use crate::state::keys::belongs_to_cluster;
+        let db = &self.db;
+        let applied: LogId = get_value::<Option<LogId>>(db, CF_SM_META, KEY_APPLIED)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .ok_or("this node has applied nothing: run `cluster init` first")?;
+        let state_cf = cf(db, CF_STATE);
+        let mut batch = WriteBatch::default();
+        for item in db.iterator_cf(state_cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| e.to_string())?;
+            if !belongs_to_cluster(&k) {
+                batch.delete_cf(state_cf, k);
+            }
+        }
+        let mut written = 0;
+        for (k, v) in records {
+            if !belongs_to_cluster(&k) {
+                batch.put_cf(state_cf, k, v);
+                written += 1;
+            }
+        }
+        db.write_opt(batch, &sync_write()).map_err(|e| e.to_string())?;
+        self.state_machine().build().map_err(|e| e.to_string())?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(db, CF_RAFT), KEY_PURGED, encode(&applied).map_err(|e| e.to_string())?);
+        batch.delete_range_cf(cf(db, CF_LOG), 0u64.to_be_bytes(), (applied.index + 1).to_be_bytes());
+        db.write_opt(batch, &sync_write()).map_err(|e| e.to_string())?;
+        Ok(written)
+    }
+}
+
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column family created at open")
 }

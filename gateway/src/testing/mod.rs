@@ -285,6 +285,10 @@ impl Backend for MemoryNode {
         Err(unmodelled("draining"))
     }
 
+    async fn backup(&self, _who: &Principal) -> Result<Vec<u8>, ApiError> {
+        Err(unmodelled("backups"))
+    }
+
     async fn get_placement(&self, _namespace: &str) -> Result<PlacementDoc, ApiError> {
         Err(unmodelled("placement"))
     }

@@ -246,6 +246,55 @@ impl AdminClient {
         Answer::Status { status, error }
     }
 
+    /// GET `path` and the answer's bytes; an error answer is an error.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self.get_ok(path, std::time::Duration::from_secs(600)).await?;
+        Ok(resp.bytes().await.with_context(|| format!("reading the answer of {path}"))?.to_vec())
+    }
+
+    /// GET `path` into the file `dest` as it arrives, refusing (and
+    /// removing) it unless its bytes hash to `digest`; returns the size.
+    pub async fn download_verified(&self, path: &str, dest: &Path, digest: &str) -> anyhow::Result<u64> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt;
+        let mut resp = self.get_ok(path, std::time::Duration::from_secs(3600)).await?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let part = dest.with_extension("part");
+        let mut file = tokio::fs::File::create(&part).await.with_context(|| format!("cannot create {}", part.display()))?;
+        let (mut hasher, mut size) = (sha2::Sha256::new(), 0u64);
+        while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {path}"))? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+            size += chunk.len() as u64;
+        }
+        file.sync_all().await?;
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if got != digest {
+            let _ = tokio::fs::remove_file(&part).await;
+            anyhow::bail!("{path} answered bytes with digest {got}, not {digest}");
+        }
+        tokio::fs::rename(&part, dest).await?;
+        Ok(size)
+    }
+
+    async fn get_ok(&self, path: &str, timeout: std::time::Duration) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self.authed(self.http.get(&url)).timeout(timeout).send().await.with_context(|| format!("cannot reach {url}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+                .ok()
+                .and_then(|b| b.errors.into_iter().next())
+                .map(|e| e.message)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            bail!("{} ({})", msg, status.as_u16());
+        }
+        Ok(resp)
+    }
+
     async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<Option<T>> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.authed(self.http.request(method, &url));

@@ -240,6 +240,27 @@ enum ClusterCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Copy the cluster's metadata (as of now: every write acknowledged
+    /// before it) to DIR, with an inventory of its blobs and, with
+    /// --with-blobs, the blobs too (a run skips the blobs DIR already holds).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        /// Copy the blobs as well, each verified by its digest.
+        #[arg(long)]
+        with_blobs: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a new cluster from a backup: a first node in --data-dir with a
+    /// new cluster id and CA, holding the backup's metadata and blobs.
+    Restore {
+        /// The directory `berth cluster backup --out` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        addrs: AddrArgs,
+    },
     /// Disaster recovery, with this node stopped: when a majority of the
     /// voters is gone for good, make this node the only voter, keeping all
     /// the metadata it holds; new nodes then join as usual.
@@ -576,6 +597,8 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
             AdminClient::new(&target)?.post_empty(&format!("/api/v1/cluster/nodes/{node}/demote")).await?;
             println!("node {node} will become a learner");
         }
+        ClusterCommand::Backup { out, with_blobs, target } => backup(&out, with_blobs, &target).await?,
+        ClusterCommand::Restore { from, addrs } => restore(&from, &addrs).await?,
         ClusterCommand::Recover { data_dir, force_new_cluster, force } => recover(&data_dir, force_new_cluster, force)?,
         ClusterCommand::Remove { node, target } => {
             AdminClient::new(&target)?.delete(&format!("/api/v1/cluster/nodes/{node}")).await?;
@@ -603,6 +626,77 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
 
 /// `berth cluster init`: prints the node, the admin password when one was
 /// made, and the join token alone on the last line.
+/// `berth cluster backup`: the metadata file first (written whole, then
+/// renamed), then its inventory, then the blobs it names.
+async fn backup(out: &std::path::Path, with_blobs: bool, target: &Target) -> anyhow::Result<()> {
+    use berth_node::cluster::backup::{blob_path, Backup, INVENTORY_FILE, METADATA_FILE};
+    let client = AdminClient::new(target)?;
+    let bytes = client.get_bytes("/api/v1/cluster/backup").await?;
+    let backup = Backup::decode(&bytes)?;
+    let inventory = backup.inventory()?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let write = |name: &str, data: &[u8]| -> anyhow::Result<()> {
+        let tmp = out.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, out.join(name)).with_context(|| format!("cannot write {}", out.join(name).display()))
+    };
+    write(METADATA_FILE, &bytes)?;
+    write(INVENTORY_FILE, &serde_json::to_vec_pretty(&inventory)?)?;
+    println!(
+        "metadata of cluster {} at index {} ({} records) written to {}",
+        backup.cluster_id,
+        backup.applied_index.unwrap_or(0),
+        backup.records.len(),
+        out.join(METADATA_FILE).display()
+    );
+    if !with_blobs {
+        println!("{} blobs listed in {} (not copied: add --with-blobs)", inventory.len(), INVENTORY_FILE);
+        return Ok(());
+    }
+    let (mut copied, mut kept, mut bytes_copied, mut unlinked) = (0, 0, 0u64, 0);
+    for b in &inventory {
+        let dest = blob_path(out, &b.digest)?;
+        if dest.exists() {
+            kept += 1;
+            continue;
+        }
+        let Some(repo) = &b.repo else {
+            unlinked += 1;
+            continue;
+        };
+        bytes_copied += client.download_verified(&format!("/v2/{repo}/blobs/{}", b.digest), &dest, &b.digest).await?;
+        copied += 1;
+    }
+    println!("blobs: {copied} copied ({bytes_copied} bytes), {kept} already in {}, {unlinked} linked to no repository (not needed)", out.display());
+    Ok(())
+}
+
+/// `berth cluster restore`: a new cluster from a backup directory.
+async fn restore(from: &std::path::Path, addrs: &AddrArgs) -> anyhow::Result<()> {
+    let out = berth_node::cluster::backup::restore(&addrs.data_dir, &addrs.addrs(), from).await?;
+    println!(
+        "restored {} records of cluster {} (index {}) into new cluster {} in {}",
+        out.records,
+        out.backup_cluster_id,
+        out.backup_applied_index.unwrap_or(0),
+        out.init.config.cluster_id,
+        addrs.data_dir.display()
+    );
+    println!("blobs: {} restored, each digest verified", out.blobs_restored);
+    if !out.blobs_missing.is_empty() {
+        println!(
+            "warning: {} blobs that manifests use are not in the backup (take it with --with-blobs): {}",
+            out.blobs_missing.len(),
+            out.blobs_missing.join(", ")
+        );
+    }
+    println!("users, robots and their passwords are the backup's (log in as before)");
+    println!("start it with: berth node start --data-dir {}", addrs.data_dir.display());
+    println!("join other nodes with this token (valid 24h):");
+    println!("{}", out.init.token);
+    Ok(())
+}
+
 /// `berth cluster recover`: says what a forced new cluster keeps and may
 /// lose, and does it only with `--force`.
 fn recover(dir: &std::path::Path, force_new_cluster: bool, force: bool) -> anyhow::Result<()> {
@@ -629,11 +723,16 @@ fn recover(dir: &std::path::Path, force_new_cluster: bool, force: bool) -> anyho
     Ok(())
 }
 
+/// The first line of a password file, if one was given.
+fn read_password_file(file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    match file {
+        Some(f) => Ok(Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string())),
+        None => Ok(None),
+    }
+}
+
 async fn cluster_init(addrs: &AddrArgs, admin_password_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let password = match admin_password_file {
-        Some(f) => Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim_end_matches(['\n', '\r']).to_string()),
-        None => None,
-    };
+    let password = read_password_file(admin_password_file)?;
     let out = runtime::init_cluster(&addrs.data_dir, &addrs.addrs(), password, MetaConfig::default()).await?;
     println!("initialized cluster {} in {}", out.config.cluster_id, addrs.data_dir.display());
     println!("node {}: region {}, http {}, peer {}", out.config.node_id, out.config.region, out.config.http_advertise, out.config.peer_advertise);

@@ -269,6 +269,10 @@ impl Backend for NodeBackend {
         Ok(())
     }
 
+    async fn backup(&self, _who: &Principal) -> Result<Vec<u8>, ApiError> {
+        crate::cluster::backup::take(&self.meta).await
+    }
+
     async fn drain_node(&self, _who: &Principal, node: u64) -> Result<DrainReport, ApiError> {
         crate::cluster::drain::drain(&self.meta, &self.replicator, node).await
     }

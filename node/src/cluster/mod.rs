@@ -8,12 +8,15 @@
 //! - [`tls`]: HTTPS on the registry listener;
 //! - [`write_gate`]: the leader's rules for which actor may make which write;
 //! - [`view`]: the blob plane's view of the cluster (holders, peers);
+//! - [`backup`]: a consistent copy of the metadata, its blob inventory,
+//!   and a new cluster made from it;
 //! - [`drain`]: readying a node for removal (leadership off it, a second
 //!   copy of every blob only it holds);
 //! - [`api`]: the admin API (cluster status, tokens, nodes, placement,
 //!   drills) as the gateway's `Backend`.
 
 pub mod api;
+pub mod backup;
 pub mod ca;
 pub mod drain;
 pub mod join;

@@ -80,6 +80,14 @@ pub mod keys {
     pub const CA_TRUST: &[u8] = b"a";
     pub const NODE_CA_PREFIX: &[u8] = b"N";
 
+    /// Whether the record at `key` describes the cluster itself (its id and
+    /// signing keys, its CA, its nodes and their join tokens) rather than
+    /// what it stores: a restore into a new cluster keeps the new cluster's
+    /// own and takes everything else from the backup.
+    pub fn belongs_to_cluster(key: &[u8]) -> bool {
+        [CLUSTER, NEXT_NODE_ID, NODE_PREFIX, TOKEN_PREFIX, TOKEN_KEYS, CA_TRUST, NODE_CA_PREFIX].iter().any(|p| key.starts_with(p))
+    }
+
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
         for (i, p) in parts.iter().enumerate() {
