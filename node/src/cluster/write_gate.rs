@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, NotificationCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -87,6 +87,16 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
         // The lifecycle worker's, re-checked when applied: only an expired row closes.
         M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
+        // A push with its origin is a push; the notification settings are
+        // the repository's or namespace's admins' (the serving node checks).
+        M::PutManifestFrom { .. } => Rule::Client,
+        M::Notification(c) => match c {
+            NotificationCommand::Create(_) | NotificationCommand::Delete { .. } | NotificationCommand::Reset { .. } | NotificationCommand::Test { .. } => {
+                Rule::Client
+            }
+            // The deliverer's and the workers', re-checked when applied.
+            NotificationCommand::Delivered { .. } | NotificationCommand::GaveUp { .. } | NotificationCommand::Emit { .. } => Rule::NodeOwn { names: vec![] },
+        },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -243,6 +253,11 @@ mod tests {
             assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
         }
+        let delivered = MetaCommand::Notification(NotificationCommand::Delivered { uuid: "n".into(), seq: 0 });
+        assert_eq!(judge(&state, here, &Actor::Node, &delivered), Ok(()), "the deliverer's");
+        assert!(judge(&state, here, &Actor::OPERATOR, &delivered).is_err(), "a client does not mark deliveries");
+        let reset = MetaCommand::Notification(NotificationCommand::Reset { uuid: "n".into() });
+        assert!(judge(&state, here, &Actor::Node, &reset).is_err(), "a node does not reset a notification for itself");
         let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
         assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
         assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");
