@@ -549,16 +549,56 @@ pub struct PushOrigin {
 /// mirroring, scanning and quota work that will emit them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NotificationEvent {
-    RepoPush { repo: String, tags: Vec<String>, digest: Digest, origin: PushOrigin, at_ms: u64 },
-    ImageExpiry { repo: String, tags: Vec<String>, digest: Digest, expiration_ms: u64, days: u64 },
-    MirrorSyncStarted { repo: String, message: String },
-    MirrorSyncSuccess { repo: String, tags: Vec<String>, message: String },
-    MirrorSyncFailed { repo: String, tags: Vec<String>, message: String },
-    VulnerabilityFound { repo: String, digest: Digest, tags: Vec<String>, id: String, level: String, description: String },
-    QuotaWarning { namespace: String, used_bytes: u64, limit_bytes: u64 },
-    QuotaError { namespace: String, used_bytes: u64, limit_bytes: u64 },
+    RepoPush {
+        repo: String,
+        tags: Vec<String>,
+        digest: Digest,
+        origin: PushOrigin,
+        at_ms: u64,
+    },
+    ImageExpiry {
+        repo: String,
+        tags: Vec<String>,
+        digest: Digest,
+        expiration_ms: u64,
+        days: u64,
+    },
+    MirrorSyncStarted {
+        repo: String,
+        message: String,
+    },
+    MirrorSyncSuccess {
+        repo: String,
+        tags: Vec<String>,
+        message: String,
+    },
+    MirrorSyncFailed {
+        repo: String,
+        tags: Vec<String>,
+        message: String,
+    },
+    VulnerabilityFound {
+        repo: String,
+        digest: Digest,
+        tags: Vec<String>,
+        id: String,
+        level: String,
+        description: String,
+    },
+    QuotaWarning {
+        namespace: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
+    QuotaError {
+        namespace: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
     /// The `test` call: the sample payload of the notification's event.
-    Test { event: String },
+    Test {
+        event: String,
+    },
 }
 
 /// Every event kind a notification may name.

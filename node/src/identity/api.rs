@@ -781,7 +781,11 @@ impl Identity for NodeIdentity {
         self.restore_tag_row(who, repo, tag, req).await
     }
 
-    async fn list_notifications(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget) -> Result<berth_gateway::notifications::NotificationList, ApiError> {
+    async fn list_notifications(
+        &self,
+        who: &Access,
+        target: &berth_gateway::notifications::NotificationTarget,
+    ) -> Result<berth_gateway::notifications::NotificationList, ApiError> {
         self.notifications_list(who, target).await
     }
 
@@ -794,7 +798,12 @@ impl Identity for NodeIdentity {
         self.notification_create(who, target, req).await
     }
 
-    async fn get_notification(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget, uuid: &str) -> Result<berth_gateway::notifications::NotificationView, ApiError> {
+    async fn get_notification(
+        &self,
+        who: &Access,
+        target: &berth_gateway::notifications::NotificationTarget,
+        uuid: &str,
+    ) -> Result<berth_gateway::notifications::NotificationView, ApiError> {
         self.notification_get(who, target, uuid).await
     }
 

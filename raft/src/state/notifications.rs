@@ -157,9 +157,7 @@ pub(super) fn push_moves(state: &impl StateRead, repo: &str, tag: &str, digest: 
 fn scope_exists(state: &impl StateRead, scope: &NotificationScope) -> Result<bool, StateError> {
     Ok(match scope {
         NotificationScope::Repository(r) => state.get_raw(&super::keys::repo(r))?.is_some(),
-        NotificationScope::Namespace(ns) => {
-            state.get_raw(&super::keys::org(ns))?.is_some() || state.get_raw(&super::keys::user(ns))?.is_some()
-        }
+        NotificationScope::Namespace(ns) => state.get_raw(&super::keys::org(ns))?.is_some() || state.get_raw(&super::keys::user(ns))?.is_some(),
     })
 }
 
@@ -407,7 +405,8 @@ mod tests {
         s.run(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("team/app", 0))));
         let scope = NotificationScope::Repository("team/app".into());
         notify(&s, NotificationCommand::Create(notification("e", scope.clone(), "repo_image_expiry")));
-        let expiry = NotificationEvent::ImageExpiry { repo: "team/app".into(), tags: vec!["v1".into()], digest: Digest::sha256_of(b"x"), expiration_ms: 9, days: 1 };
+        let expiry =
+            NotificationEvent::ImageExpiry { repo: "team/app".into(), tags: vec!["v1".into()], digest: Digest::sha256_of(b"x"), expiration_ms: 9, days: 1 };
         let emit = |once: &str, event: NotificationEvent| notify(&s, NotificationCommand::Emit { uuid: "e".into(), event, once: Some(once.into()), now_ms: 1 });
         assert_eq!(emit("v1@9", expiry.clone()), MetaResponse::Done);
         assert_eq!(emit("v1@9", expiry.clone()), MetaResponse::Conflict { current: None });
