@@ -303,7 +303,14 @@ async fn notifications_are_delivered_signed_and_never_lost() {
         .await;
     let template = r#"{"repo": "${repository}", "tags": "${updated_tags}", "text": "${repository} pushed by ${pushed_by}"}"#;
     let (tpl, _) = api.notify(&n2, repo_path, json!({"event": "repo_push", "method": "webhook", "config": {"url": url("/tpl"), "template": template}})).await;
-    let (_slack, _) = api.notify(&n2, repo_path, json!({"event": "repo_push", "method": "slack", "config": {"url": url("/slack")}})).await;
+    // Slack through the CLI, on node 3's operator token.
+    let d3 = c.dirs[2].to_str().unwrap().to_string();
+    let slack_url = url("/slack");
+    let added: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        ok(&["notify", "add", "team/app", "--event", "repo_push", "--method", "slack", "--url", &slack_url, "--json", "--data-dir", &d3])
+    }))
+    .unwrap();
+    assert!(added["uuid"].is_string() && added["signing_secret"].is_string(), "{added}");
     let (_mail, _) = api.notify(&n2, repo_path, json!({"event": "repo_push", "method": "email", "config": {"email": "ops@registry.test"}})).await;
     let (ce, _) =
         api.notify(&n2, "/api/v1/organization/team/notifications", json!({"event": "repo_push", "method": "cloudevents", "config": {"url": url("/ce")}})).await;
@@ -471,10 +478,12 @@ async fn notifications_are_delivered_signed_and_never_lost() {
     assert!(metric("berth_notifications_delivered_total").is_some_and(|v| v >= 23.0), "{metrics}");
     assert_eq!(metric("berth_notifications_skipped"), Some(1.0));
     assert!(metric("berth_notifications_dropped_total").is_some_and(|v| v >= 1.0));
-    // Reset: it delivers again.
+    // Reset (through the CLI): it delivers again.
+    let cli_dir = c.dirs[alive[0]].to_str().unwrap().to_string();
+    let listed = tokio::task::block_in_place(|| ok(&["notify", "list", "team/broken", "--data-dir", &cli_dir]));
+    assert!(listed.contains(&broken) && listed.contains("skipped"), "{listed}");
     inbox.failing.store(false, Ordering::SeqCst);
-    let (s, _) = api.call(&api_node, Method::POST, &format!("{broken_path}{broken}"), None).await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    tokio::task::block_in_place(|| ok(&["notify", "reset", "team/broken", &broken, "--data-dir", &cli_dir]));
     api.push(&api_node, "team/broken", "b4", 104).await.unwrap();
     eventually(T, "delivered after the reset", || async { inbox.at("/fail").iter().any(|g| g.json["updated_tags"] == json!(["b4"])) }).await;
     assert!(!inbox.at("/fail").iter().any(|g| g.json["updated_tags"] == json!(["b3"])), "the event of the skipped time was not queued");
