@@ -135,7 +135,7 @@ pub enum SmtpTls {
 }
 
 /// `[notifications.smtp]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -149,6 +149,21 @@ pub struct SmtpConfig {
     pub password_file: Option<PathBuf>,
     /// The sender, such as `berth <registry@example.com>`.
     pub from: String,
+}
+
+/// Without the password: a configuration may be logged.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .field("password_file", &self.password_file)
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 /// Caps on what one client, or all clients together, may hold on this

@@ -496,7 +496,8 @@ async fn notifications_are_delivered_signed_and_never_lost() {
     let logs = eventually(T, "the usage log shows it", || async {
         let v = api.ok(&api_node, Method::GET, "/api/v1/repository/team/broken/logs", None).await;
         let kinds: BTreeSet<String> = v["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str().map(str::to_string)).collect();
-        (kinds.contains("add_repo_notification") && kinds.contains("reset_repo_notification") && kinds.contains("delete_repo_notification")).then_some(kinds)
+        let want = ["add_repo_notification", "notification_failed", "notification_skipped", "reset_repo_notification", "delete_repo_notification"];
+        want.iter().all(|k| kinds.contains(*k)).then_some(kinds)
     })
     .await;
     assert!(logs.contains("add_repo_notification"));

@@ -11,12 +11,13 @@
 //! timing is kept in memory: a new leader starts each waiting event again
 //! at its first attempt, but the total is measured from the queueing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_raft::command::{MetaCommand, MetaResponse, NotificationCommand, NotificationRecord, OutboxRecord};
+use berth_raft::command::{MetaCommand, MetaResponse, NotificationCommand, NotificationRecord, NotificationScope, OutboxRecord, NOTIFICATION_MAX_FAILURES};
 use berth_raft::state::notifications::{all, pending};
+use berth_raft::StateRead;
 use berth_raft::{Actor, MetaNodeHandle};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use super::{cloudevents_type, fill_template, render, signature, Policy, Rendered, Site, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use crate::config::{NotificationsConfig, SmtpConfig, SmtpTls};
+use crate::identity::audit::AuditLog;
 use crate::util::{now_ms, rfc3339};
 
 /// Attempts in flight at once, over all notifications.
@@ -41,6 +43,7 @@ struct Attempts {
 
 pub struct Deliverer {
     meta: MetaNodeHandle,
+    audit: AuditLog,
     policy: Policy,
     cfg: NotificationsConfig,
     site: Site,
@@ -50,7 +53,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(meta: MetaNodeHandle, cfg: NotificationsConfig, site: Site) -> anyhow::Result<Arc<Deliverer>> {
+    pub fn new(meta: MetaNodeHandle, audit: AuditLog, cfg: NotificationsConfig, site: Site) -> anyhow::Result<Arc<Deliverer>> {
         let smtp_password = match cfg.smtp.as_ref() {
             Some(SmtpConfig { password_file: Some(f), .. }) => {
                 Some(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("smtp password_file {}: {e}", f.display()))?.trim_end().to_string())
@@ -60,6 +63,7 @@ impl Deliverer {
         };
         Ok(Arc::new(Deliverer {
             meta,
+            audit,
             policy: Policy::new(&cfg),
             cfg,
             site,
@@ -94,7 +98,8 @@ impl Deliverer {
         };
         let now = Instant::now();
         let mut attempts = self.attempts.lock().expect("attempts lock");
-        attempts.retain(|id, _| events.iter().any(|e| e.id() == *id));
+        let waiting: HashSet<String> = events.iter().map(OutboxRecord::id).collect();
+        attempts.retain(|id, _| waiting.contains(id));
         for ev in events {
             let Some(n) = notifications.get(&ev.notification) else { continue };
             if n.skipped() && !matches!(ev.event, berth_raft::command::NotificationEvent::Test { .. }) {
@@ -142,9 +147,13 @@ impl Deliverer {
         };
         let tries = self.attempts.lock().expect("attempts lock").get(&id).map_or(0, |a| a.tries);
         if let Some(cmd) = cmd {
+            let gave_up = matches!(cmd, NotificationCommand::GaveUp { .. });
             match self.meta.write(Actor::Node, MetaCommand::Notification(cmd)).await {
                 Ok(MetaResponse::Done | MetaResponse::NotFound) => {
                     self.attempts.lock().expect("attempts lock").remove(&id);
+                    if gave_up {
+                        self.log_give_up(&n.uuid, &id);
+                    }
                     return;
                 }
                 // Sent but not recorded: the next pass (here or on the next
@@ -158,6 +167,27 @@ impl Deliverer {
         let a = attempts.entry(id).or_default();
         a.in_flight = false;
         a.next = Some(Instant::now() + wait);
+    }
+
+    /// The usage log shows every event given up on, and a notification
+    /// that is skipped from now on.
+    fn log_give_up(&self, uuid: &str, event: &str) {
+        let state = self.meta.state();
+        let Ok(Some(n)) = state.get::<NotificationRecord>(&berth_raft::state::notifications::keys::notification(uuid)) else { return };
+        let (ns, repo) = match &n.scope {
+            NotificationScope::Repository(r) => (r.split_once('/').map_or("", |(ns, _)| ns).to_string(), Some(r.as_str())),
+            NotificationScope::Namespace(ns) => (ns.clone(), None),
+        };
+        let meta = |extra: Vec<(&'static str, String)>| {
+            let mut m = vec![("notification_id", n.uuid.clone()), ("event", n.event.clone()), ("method", n.method.clone())];
+            m.extend(extra);
+            m
+        };
+        self.audit.record_node("notification_failed", Some(&ns), repo, meta(vec![("event_id", event.to_string())]));
+        if n.number_of_failures == NOTIFICATION_MAX_FAILURES {
+            tracing::warn!(notification = %n.uuid, method = %n.method, "notification skipped after {NOTIFICATION_MAX_FAILURES} events given up on in a row, until reset");
+            self.audit.record_node("notification_skipped", Some(&ns), repo, meta(vec![("number_of_failures", n.number_of_failures.to_string())]));
+        }
     }
 
     /// The wait after the `tries`-th failed attempt: doubling from

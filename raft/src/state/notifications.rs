@@ -18,7 +18,7 @@
 //! | `W` + uuid | [`NotificationRecord`] |
 //! | `V` + `r`/`n` + repo or namespace + `\0` + uuid | `()`: the notifications of a scope |
 //! | `w` + uuid + `\0` + seq (u64 BE) | [`OutboxRecord`] |
-//! | `x` + uuid + `\0` + once-key | `()`: a worker's event already queued |
+//! | `x` + uuid + `\0` + once-key | until when (ms, u64): a worker's event already queued |
 
 use super::{decode, Changes, StateError, StateRead};
 use crate::command::*;
@@ -251,7 +251,18 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &Notification
                 if state.get_raw(&key)?.is_some() {
                     return Ok(MetaResponse::Conflict { current: None });
                 }
-                ch.put(key, &());
+                // Kept until what it announced has passed (an expiry's
+                // moment; a day for other events), then forgotten here.
+                let until_ms = match event {
+                    NotificationEvent::ImageExpiry { expiration_ms, .. } => *expiration_ms,
+                    _ => now_ms.saturating_add(86_400_000),
+                };
+                for (k, v) in state.scan_raw(&keys::once_of(uuid))? {
+                    if decode::<u64>(&k, &v).is_ok_and(|t| t < *now_ms) {
+                        ch.delete(k);
+                    }
+                }
+                ch.put(key, &until_ms);
             }
             enqueue(state, ch, &mut n, event.clone(), *now_ms)?;
             ch.put(keys::notification(uuid), &n);
@@ -412,6 +423,12 @@ mod tests {
         assert_eq!(emit("v1@9", expiry.clone()), MetaResponse::Conflict { current: None });
         assert!(matches!(emit("v2", NotificationEvent::Test { event: "repo_push".into() }), MetaResponse::Refused(_)));
         assert_eq!(outbox(&s, "e").unwrap().len(), 1);
+        // Once its moment has passed, a once-key is forgotten by the next emit.
+        let later =
+            NotificationEvent::ImageExpiry { repo: "team/app".into(), tags: vec!["v2".into()], digest: Digest::sha256_of(b"y"), expiration_ms: 99, days: 1 };
+        let emit_at = |now_ms| notify(&s, NotificationCommand::Emit { uuid: "e".into(), event: later.clone(), once: Some("v2@99".into()), now_ms });
+        assert_eq!(emit_at(10), MetaResponse::Done);
+        assert_eq!(s.scan_raw(&keys::once_of("e")).unwrap().len(), 1, "v1@9 was forgotten at 10");
 
         notify(&s, NotificationCommand::Create(notification("p", scope, "repo_push")));
         for i in 0..NOTIFICATION_OUTBOX_MAX as u64 + 2 {
