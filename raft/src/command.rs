@@ -464,6 +464,13 @@ mod tests {
                 .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
             (".{0,20}", ".{0,20}", proptest::option::of(any::<u64>()), any::<u64>())
                 .prop_map(|(repo, tag, expiration_ms, now_ms)| MetaCommand::Tag(TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms })),
+            (manifest(), proptest::option::of(".{0,20}"), ".{0,20}", any::<u64>(), ".{0,20}").prop_map(|(record, tag, pushed_by, node, region)| {
+                MetaCommand::PutManifestFrom { record, tag, origin: PushOrigin { pushed_by, node, region, registry: "https://r:5000".into() } }
+            }),
+            (".{0,36}", any::<u64>(), proptest::collection::vec(".{0,10}", 0..3), digest()).prop_map(|(uuid, now_ms, tags, digest)| {
+                let event = NotificationEvent::ImageExpiry { repo: "a/b".into(), tags, digest, expiration_ms: now_ms, days: 1 };
+                MetaCommand::Notification(NotificationCommand::Emit { uuid, event, once: Some("k".into()), now_ms })
+            }),
             (".{0,20}", ".{0,20}", digest(), any::<u64>()).prop_map(|(repo, tag, digest, now_ms)| MetaCommand::Tag(TagCommand::Restore {
                 repo,
                 tag,
