@@ -407,3 +407,37 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `[notifications]` section as the deployment example writes it,
+    /// and the refusals of a bad one.
+    #[test]
+    fn notifications_section_parses_and_is_checked() {
+        let text = r#"
+            allowed_networks = ["10.20.0.0/16", "127.0.0.0/8"]
+            registry_name = "registry.example.net"
+            retry_total_secs = 3600
+
+            [smtp]
+            host = "smtp.example.net"
+            tls = "starttls"
+            user = "registry"
+            password = "hunter2"
+            from = "berth <registry@example.net>"
+        "#;
+        let cfg: NotificationsConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let smtp = cfg.smtp.as_ref().unwrap();
+        assert_eq!((smtp.tls, smtp.port), (SmtpTls::Starttls, None));
+        assert!(!format!("{cfg:?}").contains("hunter2"), "the password stays out of logs");
+        assert_eq!(cfg.attempt_timeout_secs, 10, "10 s per attempt by default");
+        let bad: NotificationsConfig = toml::from_str(r#"allowed_networks = ["10.0.0.0/33"]"#).unwrap();
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<NotificationsConfig>("allowed_network = []").is_err(), "a typo is refused");
+        let no_from: NotificationsConfig = toml::from_str("[smtp]\nhost = \"h\"\nfrom = \"not an address\"").unwrap();
+        assert!(no_from.validate().is_err());
+    }
+}

@@ -37,6 +37,7 @@ const T: Duration = Duration::from_secs(30);
 /// What a receiver got.
 #[derive(Debug, Clone)]
 struct Got {
+    at: Instant,
     path: String,
     content_type: String,
     signature: String,
@@ -70,6 +71,7 @@ async fn take(State(inbox): State<Inbox>, uri: Uri, headers: HeaderMap, body: By
     }
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let got = Got {
+        at: Instant::now(),
         path,
         content_type: h("content-type"),
         signature: h("x-berth-signature"),
@@ -332,6 +334,7 @@ async fn notifications_are_delivered_signed_and_never_lost() {
             .arg(format!("docker://{n1}/team/app:v1")))
     });
     let digest = std::fs::read_to_string(&digest_file).unwrap().trim().to_string();
+    let pushed_at = Instant::now();
 
     // Every receiver gets it once it is marked delivered.
     for path in ["/hook", "/tpl", "/slack", "/ce"] {
@@ -347,6 +350,7 @@ async fn notifications_are_delivered_signed_and_never_lost() {
     .await;
     let got = inbox.at("/hook");
     assert_eq!(got.len(), 1, "exactly one repo_push: {got:?}");
+    println!("push acknowledged to webhook received: {:?}", got[0].at.saturating_duration_since(pushed_at));
     let p = &got[0].json;
     assert_eq!(p["event"], "repo_push");
     assert_eq!(p["repository"], "team/app");
@@ -421,7 +425,12 @@ async fn notifications_are_delivered_signed_and_never_lost() {
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..20u64 {
         if i == 10 {
+            // The receiver is still failing: the first ten events wait on
+            // the leader that is about to die.
+            let before = inbox.at("/flaky").len();
+            assert!(before < 10, "some events must still wait when the deliverer dies ({before} arrived)");
             c.procs[old_leader - 1].kill9();
+            println!("no-loss: leader {old_leader} killed with {} of 10 events undelivered", 10 - before);
         }
         let tag = format!("m{i}");
         let deadline = Instant::now() + T;
@@ -438,6 +447,7 @@ async fn notifications_are_delivered_signed_and_never_lost() {
             }
         }
     }
+    let last_push = Instant::now();
     let alive: Vec<usize> = (0..3).filter(|i| i + 1 != old_leader).collect();
     let new_leader = leader(&c, &alive);
     assert_ne!(new_leader as usize, old_leader);
@@ -457,6 +467,8 @@ async fn notifications_are_delivered_signed_and_never_lost() {
     assert_eq!(tags, acked.keys().cloned().collect::<BTreeSet<_>>(), "none lost");
     assert_eq!(ids(&inbox).len(), 20, "one id per event");
     let deliveries = inbox.at("/flaky").len();
+    let all_in = inbox.at("/flaky").iter().map(|g| g.at).max().unwrap();
+    println!("no-loss: the last push acknowledged to all 20 events received: {:?}", all_in.saturating_duration_since(last_push));
     eventually(T, "deliveries recorded", || async { api.ok(&api_node, Method::GET, &format!("{many_path}{many}"), None).await["pending"] == 0 }).await;
     println!("no-loss: 20 events, {deliveries} deliveries, old leader {old_leader}, new leader {new_leader}");
 

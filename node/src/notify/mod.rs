@@ -54,8 +54,10 @@ impl Policy {
 
     /// Why `ip` may not be a target, if it may not.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        // An IPv4 address inside IPv6 (mapped `::ffff:a.b.c.d`, or the old
+        // compatible `::a.b.c.d`) is judged as the IPv4 address.
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            IpAddr::V6(v6) => v6.to_ipv4().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
         if self.allowed.iter().any(|n| n.contains(&ip)) {
@@ -420,9 +422,22 @@ mod tests {
     #[test]
     fn private_targets_are_refused_unless_allowed() {
         let p = Policy::default();
-        for ip in
-            ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"]
-        {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(p.refusal(ip.parse().unwrap()).is_some(), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
