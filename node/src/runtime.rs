@@ -292,7 +292,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let site = crate::notify::Site::new(config.node_id, &config.region, &config.notifications, &config.http_advertise);
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()).with_site(site.clone()));
     let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()).with_notifications(crate::notify::Policy::new(&config.notifications)));
-    let deliverer = crate::notify::deliver::Deliverer::new(meta.clone(), audit.clone(), config.notifications.clone(), site)?;
+    let deliverer = {
+        let audit = audit.clone();
+        let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
+        crate::notify::deliver::Deliverer::new(meta.clone(), usage_log, config.notifications.clone(), site)?
+    };
     tasks.push(tokio::spawn(deliverer.run(rx.clone())));
     tasks.push(tokio::spawn(emit_expiry_notifications(meta.clone(), config.notifications.expiry_interval_secs, rx.clone())));
     let http_stop = stopped(rx.clone());

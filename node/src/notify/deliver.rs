@@ -26,13 +26,16 @@ use tokio::time::Instant;
 
 use super::{cloudevents_type, fill_template, render, signature, Policy, Rendered, Site, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use crate::config::{NotificationsConfig, SmtpConfig, SmtpTls};
-use crate::identity::audit::AuditLog;
 use crate::util::{now_ms, rfc3339};
 
 /// Attempts in flight at once, over all notifications.
 const CONCURRENT_ATTEMPTS: usize = 16;
 /// The first retry's wait; each next one doubles, up to the configured cap.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the deliverer's usage-log records go: kind, namespace,
+/// repository, metadata (the runtime wires the node's usage log).
+pub type UsageLog = Arc<dyn Fn(&str, Option<&str>, Option<&str>, Vec<(&'static str, String)>) + Send + Sync>;
 
 #[derive(Debug, Default)]
 struct Attempts {
@@ -43,7 +46,7 @@ struct Attempts {
 
 pub struct Deliverer {
     meta: MetaNodeHandle,
-    audit: AuditLog,
+    usage_log: UsageLog,
     policy: Policy,
     cfg: NotificationsConfig,
     site: Site,
@@ -53,7 +56,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(meta: MetaNodeHandle, audit: AuditLog, cfg: NotificationsConfig, site: Site) -> anyhow::Result<Arc<Deliverer>> {
+    pub fn new(meta: MetaNodeHandle, usage_log: UsageLog, cfg: NotificationsConfig, site: Site) -> anyhow::Result<Arc<Deliverer>> {
         let smtp_password = match cfg.smtp.as_ref() {
             Some(SmtpConfig { password_file: Some(f), .. }) => {
                 Some(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("smtp password_file {}: {e}", f.display()))?.trim_end().to_string())
@@ -63,7 +66,7 @@ impl Deliverer {
         };
         Ok(Arc::new(Deliverer {
             meta,
-            audit,
+            usage_log,
             policy: Policy::new(&cfg),
             cfg,
             site,
@@ -183,10 +186,10 @@ impl Deliverer {
             m.extend(extra);
             m
         };
-        self.audit.record_node("notification_failed", Some(&ns), repo, meta(vec![("event_id", event.to_string())]));
+        (self.usage_log)("notification_failed", Some(&ns), repo, meta(vec![("event_id", event.to_string())]));
         if n.number_of_failures == NOTIFICATION_MAX_FAILURES {
             tracing::warn!(notification = %n.uuid, method = %n.method, "notification skipped after {NOTIFICATION_MAX_FAILURES} events given up on in a row, until reset");
-            self.audit.record_node("notification_skipped", Some(&ns), repo, meta(vec![("number_of_failures", n.number_of_failures.to_string())]));
+            (self.usage_log)("notification_skipped", Some(&ns), repo, meta(vec![("number_of_failures", n.number_of_failures.to_string())]));
         }
     }
 
