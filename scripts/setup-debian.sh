@@ -23,7 +23,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
-# oras for the artifact tests; openapi-spec-validator and schemathesis check the admin API's OpenAPI document.
-if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis' 2>/dev/null || ! command -v schemathesis >/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis
+# oras for the artifact tests; openapi-spec-validator and schemathesis check the admin API's OpenAPI document;
+# aiosmtpd is the SMTP server the e-mail notification test sends to.
+if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis, aiosmtpd' 2>/dev/null || ! command -v schemathesis >/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis aiosmtpd
 fi

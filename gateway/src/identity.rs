@@ -27,6 +27,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::notifications::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
@@ -457,6 +458,31 @@ pub trait Identity: Send + Sync + 'static {
     async fn restore_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagRestore) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no tag history"))
     }
+    /// Notifications; a backend without them answers 501.
+    async fn list_notifications(&self, _who: &Access, _target: &NotificationTarget) -> Result<NotificationList, ApiError> {
+        Err(no_notifications())
+    }
+    async fn create_notification(&self, _who: &Access, _target: &NotificationTarget, _req: NotificationCreate) -> Result<NotificationView, ApiError> {
+        Err(no_notifications())
+    }
+    async fn get_notification(&self, _who: &Access, _target: &NotificationTarget, _uuid: &str) -> Result<NotificationView, ApiError> {
+        Err(no_notifications())
+    }
+    async fn delete_notification(&self, _who: &Access, _target: &NotificationTarget, _uuid: &str) -> Result<(), ApiError> {
+        Err(no_notifications())
+    }
+    /// Sets the failure count back to 0.
+    async fn reset_notification(&self, _who: &Access, _target: &NotificationTarget, _uuid: &str) -> Result<(), ApiError> {
+        Err(no_notifications())
+    }
+    /// Queues the event's sample payload for delivery.
+    async fn test_notification(&self, _who: &Access, _target: &NotificationTarget, _uuid: &str) -> Result<(), ApiError> {
+        Err(no_notifications())
+    }
+}
+
+fn no_notifications() -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, "this backend delivers no notifications").with_status(StatusCode::NOT_IMPLEMENTED)
 }
 
 type Shared = Arc<dyn Identity>;
@@ -497,6 +523,15 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
+        .route("/api/v1/repository/{namespace}/{repository}/notification/", get(repo_notification_list).post(repo_notification_create))
+        .route(
+            "/api/v1/repository/{namespace}/{repository}/notification/{uuid}",
+            get(repo_notification_get).delete(repo_notification_delete).post(repo_notification_reset),
+        )
+        .route("/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test", post(repo_notification_test))
+        .route("/api/v1/organization/{org}/notifications", get(org_notification_list).post(org_notification_create))
+        .route("/api/v1/organization/{org}/notifications/{uuid}", get(org_notification_get).delete(org_notification_delete).post(org_notification_reset))
+        .route("/api/v1/organization/{org}/notifications/{uuid}/test", post(org_notification_test))
         .with_state(identity)
 }
 
@@ -521,6 +556,8 @@ impl utoipa::Modify for Security {
         team_put, team_delete, team_members, team_member_add, team_member_remove,
         repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_restore,
         perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
+        repo_notification_list, repo_notification_create, repo_notification_get, repo_notification_delete, repo_notification_reset, repo_notification_test,
+        org_notification_list, org_notification_create, org_notification_get, org_notification_delete, org_notification_reset, org_notification_test,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -1049,4 +1086,120 @@ async fn tag_restore(
 ) -> Result<Json<Success>, ApiError> {
     id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
     Ok(Json(Success { success: true }))
+}
+
+#[derive(Deserialize)]
+struct RepoUuidPath {
+    namespace: String,
+    repository: String,
+    uuid: String,
+}
+
+impl RepoUuidPath {
+    fn target(&self) -> NotificationTarget {
+        NotificationTarget::Repository(repo_name(&self.namespace, &self.repository))
+    }
+}
+
+fn repo_target(p: &RepoPath) -> NotificationTarget {
+    NotificationTarget::Repository(p.name())
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/notification/", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
+    responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_notification_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<NotificationList>, ApiError> {
+    Ok(Json(id.list_notifications(&w, &repo_target(&p)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)), request_body = NotificationCreate,
+    responses((status = 201, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_notification_create(
+    State(id): State<Shared>,
+    Path(p): Path<RepoPath>,
+    Who(w): Who,
+    b: Result<Json<NotificationCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(id.create_notification(&w, &repo_target(&p), body(b)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 200, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_notification_get(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<Json<NotificationView>, ApiError> {
+    Ok(Json(id.get_notification(&w, &p.target(), &p.uuid).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 204, description = "Deleted with its waiting events"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_notification_delete(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.delete_notification(&w, &p.target(), &p.uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 204, description = "Failure count reset"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repo_notification_reset(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.reset_notification(&w, &p.target(), &p.uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test", tag = "notification",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 200, body = Object, description = "The sample event is queued"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn repo_notification_test(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<Json<serde_json::Value>, ApiError> {
+    id.test_notification(&w, &p.target(), &p.uuid).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/notifications", tag = "notification", params(("org" = String, Path, description = NS)),
+    responses((status = 200, body = NotificationList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_notification_list(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<NotificationList>, ApiError> {
+    Ok(Json(id.list_notifications(&w, &NotificationTarget::Namespace(org)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications", tag = "notification", params(("org" = String, Path, description = NS)),
+    request_body = NotificationCreate,
+    responses((status = 201, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_notification_create(
+    State(id): State<Shared>,
+    Path(org): Path<String>,
+    Who(w): Who,
+    b: Result<Json<NotificationCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(id.create_notification(&w, &NotificationTarget::Namespace(org), body(b)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
+    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 200, body = NotificationView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_notification_get(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<Json<NotificationView>, ApiError> {
+    Ok(Json(id.get_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
+    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 204, description = "Deleted with its waiting events"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_notification_delete(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.delete_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
+    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 204, description = "Failure count reset"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_notification_reset(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.reset_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications/{uuid}/test", tag = "notification",
+    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
+    responses((status = 200, body = Object, description = "The sample event is queued"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn org_notification_test(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<Json<serde_json::Value>, ApiError> {
+    id.test_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
+    Ok(Json(serde_json::json!({})))
 }

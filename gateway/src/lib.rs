@@ -37,6 +37,7 @@ pub mod endpoint;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod notifications;
 pub mod registry;
 pub mod server;
 #[cfg(any(test, feature = "testing"))]

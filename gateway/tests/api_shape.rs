@@ -115,6 +115,17 @@ async fn the_identity_api_authenticates_before_it_reads_a_body() {
     // What the in-memory node does not model says so.
     assert_error(&a.send(a.admin(Method::GET, "/api/v1/organization/acme")).await, StatusCode::NOT_IMPLEMENTED, "UNSUPPORTED");
     assert_error(&a.send(a.admin(Method::GET, "/api/v1/no/such/thing")).await, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let hook = json!({"event": "repo_push", "method": "webhook", "config": {"url": "http://127.0.0.1:9/"}});
+    for rb in [
+        a.admin(Method::GET, "/api/v1/repository/acme/app/notification/"),
+        a.admin(Method::POST, "/api/v1/repository/acme/app/notification/").json(&hook),
+        a.admin(Method::POST, "/api/v1/repository/acme/app/notification/some-uuid/test"),
+        a.admin(Method::DELETE, "/api/v1/organization/acme/notifications/some-uuid"),
+    ] {
+        let r = a.send(rb).await;
+        assert_error(&r, StatusCode::NOT_IMPLEMENTED, "UNSUPPORTED");
+        assert!(r.2["errors"][0]["message"].as_str().is_some_and(|m| m.contains("notifications")), "{}", r.2);
+    }
 }
 
 #[tokio::test]

@@ -52,6 +52,118 @@ pub struct NodeConfig {
     /// Caps on what clients may hold on this node at once.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Repository notifications: where they may go, how long delivery is
+    /// retried, and the SMTP server for e-mail.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// `[notifications]` (see `crate::notify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Networks (CIDRs) a notification may target although they are
+    /// loopback, link-local or private, which are refused by default
+    /// (a notification must not become a way into the cluster's network).
+    pub allowed_networks: Vec<String>,
+    /// The registry's public name (`host[:port]`, or a URL) for the
+    /// payloads' `docker_url` and `homepage`; default: this node's
+    /// `http_advertise`.
+    pub registry_name: Option<String>,
+    /// How long an event is retried (exponential backoff with jitter)
+    /// before it is given up on, s.
+    pub retry_total_secs: u64,
+    /// The longest wait between two attempts, s.
+    pub retry_max_interval_secs: u64,
+    /// One attempt's timeout (connect, send, answer), s.
+    pub attempt_timeout_secs: u64,
+    /// How often the deliverer (the leader) looks for waiting events, ms.
+    pub poll_interval_ms: u64,
+    /// How often the leader looks for tags about to expire, for
+    /// `repo_image_expiry`, s (0: never).
+    pub expiry_interval_secs: u64,
+    /// The SMTP server for `email` notifications; without it they are refused.
+    pub smtp: Option<SmtpConfig>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            allowed_networks: Vec::new(),
+            registry_name: None,
+            retry_total_secs: 3600,
+            retry_max_interval_secs: 300,
+            attempt_timeout_secs: 10,
+            poll_interval_ms: 500,
+            expiry_interval_secs: 300,
+            smtp: None,
+        }
+    }
+}
+
+impl NotificationsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for n in &self.allowed_networks {
+            n.parse::<ipnet::IpNet>().with_context(|| format!("allowed_networks: {n:?} is not a CIDR such as 127.0.0.0/8"))?;
+        }
+        if self.attempt_timeout_secs == 0 || self.poll_interval_ms == 0 || self.retry_max_interval_secs == 0 {
+            bail!("attempt_timeout_secs, retry_max_interval_secs and poll_interval_ms must be at least 1");
+        }
+        if let Some(s) = &self.smtp {
+            if s.host.is_empty() || s.from.parse::<lettre::message::Mailbox>().is_err() {
+                bail!("smtp needs a host and a from address such as \"berth <berth@example.com>\"");
+            }
+            if s.password.is_some() && s.password_file.is_some() {
+                bail!("smtp: password or password_file, not both");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the same host or network).
+    None,
+    /// Plain, then STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+/// `[notifications.smtp]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 25 with `none`, 587 with `starttls`, 465 with `tls`.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub user: Option<String>,
+    /// The password itself, or (better) a file holding it; never logged.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The sender, such as `berth <registry@example.com>`.
+    pub from: String,
+}
+
+/// Without the password: a configuration may be logged.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .field("password_file", &self.password_file)
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 /// Caps on what one client, or all clients together, may hold on this
@@ -139,6 +251,7 @@ impl NodeConfig {
         }
         self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
         self.limits.validate().context("limits")?;
+        self.notifications.validate().context("notifications")?;
         Ok(())
     }
 }
@@ -293,4 +406,38 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `[notifications]` section as the deployment example writes it,
+    /// and the refusals of a bad one.
+    #[test]
+    fn notifications_section_parses_and_is_checked() {
+        let text = r#"
+            allowed_networks = ["10.20.0.0/16", "127.0.0.0/8"]
+            registry_name = "registry.example.net"
+            retry_total_secs = 3600
+
+            [smtp]
+            host = "smtp.example.net"
+            tls = "starttls"
+            user = "registry"
+            password = "hunter2"
+            from = "berth <registry@example.net>"
+        "#;
+        let cfg: NotificationsConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let smtp = cfg.smtp.as_ref().unwrap();
+        assert_eq!((smtp.tls, smtp.port), (SmtpTls::Starttls, None));
+        assert!(!format!("{cfg:?}").contains("hunter2"), "the password stays out of logs");
+        assert_eq!(cfg.attempt_timeout_secs, 10, "10 s per attempt by default");
+        let bad: NotificationsConfig = toml::from_str(r#"allowed_networks = ["10.0.0.0/33"]"#).unwrap();
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<NotificationsConfig>("allowed_network = []").is_err(), "a typo is refused");
+        let no_from: NotificationsConfig = toml::from_str("[smtp]\nhost = \"h\"\nfrom = \"not an address\"").unwrap();
+        assert!(no_from.validate().is_err());
+    }
 }

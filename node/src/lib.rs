@@ -26,6 +26,7 @@ pub mod dev;
 pub mod errors;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod registry;
 pub mod runtime;
 pub mod util;

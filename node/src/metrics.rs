@@ -76,7 +76,27 @@ pub fn render(src: &Sources<'_>) -> String {
     c("berth_gc_runs_total", src.gc.runs.load(Ordering::Relaxed));
     c("berth_gc_swept_blobs_total", src.gc.swept.load(Ordering::Relaxed));
     c("berth_gc_deleted_files_total", src.gc.deleted.load(Ordering::Relaxed));
+    notifications(src.meta);
     handle.render()
+}
+
+/// The cluster's notifications, by method, as the replicated state has
+/// them (every node shows the same): events waiting, delivered, given up
+/// on, and notifications skipped after their failures.
+fn notifications(meta: &berth_raft::MetaNodeHandle) {
+    use std::collections::BTreeMap;
+    let state = meta.state();
+    let (Ok(all), Ok(pending)) = (berth_raft::state::notifications::all(&state), berth_raft::state::notifications::pending(&state)) else { return };
+    let method_of: BTreeMap<&str, &str> = all.iter().map(|n| (n.uuid.as_str(), n.method.as_str())).collect();
+    for method in crate::notify::METHODS {
+        let of = || all.iter().filter(|n| n.method == *method);
+        let waiting = pending.iter().filter(|e| method_of.get(e.notification.as_str()) == Some(method)).count();
+        metrics::gauge!("berth_notifications_pending", "method" => *method).set(waiting as f64);
+        metrics::gauge!("berth_notifications_skipped", "method" => *method).set(of().filter(|n| n.skipped()).count() as f64);
+        metrics::counter!("berth_notifications_delivered_total", "method" => *method).absolute(of().map(|n| n.delivered).sum());
+        metrics::counter!("berth_notifications_failed_total", "method" => *method).absolute(of().map(|n| n.failed).sum());
+        metrics::counter!("berth_notifications_dropped_total", "method" => *method).absolute(of().map(|n| n.dropped).sum());
+    }
 }
 
 /// Help text for every metric berth exports (promtool wants it, and so do
@@ -108,6 +128,11 @@ fn describe() {
     describe_gauge!("berth_raft_apply_lag_entries", "Entries in this node's log not yet applied");
     describe_counter!("berth_raft_read_barriers_total", "Read barriers this node asked the leader for (reads that had to catch up first)");
     describe_gauge!("berth_uploads_in_progress", "Upload sessions open on this node");
+    describe_gauge!("berth_notifications_pending", "Notification events waiting for delivery, by method");
+    describe_gauge!("berth_notifications_skipped", "Notifications skipped after 3 events given up on in a row, until reset, by method");
+    describe_counter!("berth_notifications_delivered_total", "Notification events a receiver took (2xx, or the SMTP server accepted), by method");
+    describe_counter!("berth_notifications_failed_total", "Notification events given up on after their retries, by method");
+    describe_counter!("berth_notifications_dropped_total", "Notification events not queued: the notification was skipped or its outbox full, by method");
     describe_counter!("berth_scrub_runs_total", "Scrub passes run");
     describe_counter!("berth_scrub_checked_blobs_total", "Blobs re-hashed by scrub");
     describe_counter!("berth_scrub_repaired_blobs_total", "Bad copies found by scrub (quarantined and fetched again)");

@@ -58,6 +58,7 @@ impl NodeAddrs {
             tags: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
+            notifications: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -310,8 +311,16 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     crate::metrics::handle();
     let backend =
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
-    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
-    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()));
+    let site = crate::notify::Site::new(config.node_id, &config.region, &config.notifications, &config.http_advertise);
+    let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()).with_site(site.clone()));
+    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()).with_notifications(crate::notify::Policy::new(&config.notifications)));
+    let deliverer = {
+        let audit = audit.clone();
+        let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
+        crate::notify::deliver::Deliverer::new(meta.clone(), usage_log, config.notifications.clone(), site)?
+    };
+    tasks.push(tokio::spawn(deliverer.run(rx.clone())));
+    tasks.push(tokio::spawn(emit_expiry_notifications(meta.clone(), config.notifications.expiry_interval_secs, rx.clone())));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
@@ -381,6 +390,20 @@ async fn close_expired_tags(meta: MetaNodeHandle, cfg: TagsConfig, mut shutdown:
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(cfg.expiry_interval_secs)) => {
                 close_expired_once(&meta, now_ms()).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn emit_expiry_notifications(meta: MetaNodeHandle, interval_secs: u64, mut shutdown: watch::Receiver<bool>) {
+    if interval_secs == 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(interval_secs)) => {
+                crate::notify::expiry::emit_expiring_once(&meta, now_ms()).await;
             }
             _ = shutdown.changed() => return,
         }

@@ -20,7 +20,14 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
     assert_eq!(doc.status(), 200);
     let doc: serde_json::Value = doc.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
-    for path in ["/api/v1/organization/", "/api/v1/organization/{org}/robots/{short}", "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}"] {
+    for path in [
+        "/api/v1/organization/",
+        "/api/v1/organization/{org}/robots/{short}",
+        "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}",
+        "/api/v1/repository/{namespace}/{repository}/notification/",
+        "/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test",
+        "/api/v1/organization/{org}/notifications/{uuid}",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
     // The cluster and drill API stays out: schemathesis holds the operator

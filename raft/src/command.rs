@@ -152,6 +152,16 @@ pub enum MetaCommand {
     },
     /// A tag's lifecycle: expiration, immutability, restore from history.
     Tag(TagCommand),
+    /// [`MetaCommand::PutManifest`] with where and by whom it was pushed:
+    /// when it moves the tag, a `repo_push` event for each matching
+    /// notification is queued in the same step (see `state::notifications`).
+    PutManifestFrom {
+        record: ManifestRecord,
+        tag: Option<String>,
+        origin: PushOrigin,
+    },
+    /// Notifications and their outbox.
+    Notification(NotificationCommand),
 }
 
 impl MetaCommand {
@@ -182,6 +192,8 @@ impl MetaCommand {
             MetaCommand::DeleteTagAt { .. } => "delete_tag",
             MetaCommand::DeleteManifestAt { .. } => "delete_manifest",
             MetaCommand::Tag(c) => c.kind(),
+            MetaCommand::PutManifestFrom { .. } => "put_manifest",
+            MetaCommand::Notification(c) => c.kind(),
         }
     }
 }
@@ -400,6 +412,42 @@ impl TagCommand {
     }
 }
 
+/// Notifications and the delivery of their events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NotificationCommand {
+    /// Refused when the repository or namespace does not exist, the uuid
+    /// is taken, or the scope has [`NOTIFICATIONS_PER_SCOPE_MAX`].
+    Create(NotificationRecord),
+    /// Deletes the notification with its waiting events.
+    Delete { uuid: String },
+    /// Sets `number_of_failures` to 0: a skipped notification delivers again.
+    Reset { uuid: String },
+    /// Queues the sample event of the notification's kind.
+    Test { uuid: String, now_ms: u64 },
+    /// The deliverer's: the event reached its receiver (`number_of_failures`
+    /// back to 0). `NotFound` if it is no longer waiting.
+    Delivered { uuid: String, seq: u64 },
+    /// The deliverer's: the event is given up on after its retries.
+    GaveUp { uuid: String, seq: u64 },
+    /// A worker's event (an expiry coming): queued for notification `uuid`
+    /// unless `once` names an event it queued before (`Conflict` then).
+    Emit { uuid: String, event: NotificationEvent, once: Option<String>, now_ms: u64 },
+}
+
+impl NotificationCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NotificationCommand::Create(_) => "create_notification",
+            NotificationCommand::Delete { .. } => "delete_notification",
+            NotificationCommand::Reset { .. } => "reset_notification",
+            NotificationCommand::Test { .. } => "test_notification",
+            NotificationCommand::Delivered { .. } => "notification_delivered",
+            NotificationCommand::GaveUp { .. } => "notification_gave_up",
+            NotificationCommand::Emit { .. } => "emit_notification",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +464,13 @@ mod tests {
                 .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
             (".{0,20}", ".{0,20}", proptest::option::of(any::<u64>()), any::<u64>())
                 .prop_map(|(repo, tag, expiration_ms, now_ms)| MetaCommand::Tag(TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms })),
+            (manifest(), proptest::option::of(".{0,20}"), ".{0,20}", any::<u64>(), ".{0,20}").prop_map(|(record, tag, pushed_by, node, region)| {
+                MetaCommand::PutManifestFrom { record, tag, origin: PushOrigin { pushed_by, node, region, registry: "https://r:5000".into() } }
+            }),
+            (".{0,36}", any::<u64>(), proptest::collection::vec(".{0,10}", 0..3), digest()).prop_map(|(uuid, now_ms, tags, digest)| {
+                let event = NotificationEvent::ImageExpiry { repo: "a/b".into(), tags, digest, expiration_ms: now_ms, days: 1 };
+                MetaCommand::Notification(NotificationCommand::Emit { uuid, event, once: Some("k".into()), now_ms })
+            }),
             (".{0,20}", ".{0,20}", digest(), any::<u64>()).prop_map(|(repo, tag, digest, now_ms)| MetaCommand::Tag(TagCommand::Restore {
                 repo,
                 tag,

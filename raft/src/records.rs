@@ -465,6 +465,188 @@ pub struct TagHistoryRecord {
     pub reverted: bool,
 }
 
+/// What a notification listens to: one repository, or every repository
+/// of a namespace (Quay's organization-wide notifications).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotificationScope {
+    Repository(String),
+    Namespace(String),
+}
+
+impl NotificationScope {
+    /// Whether an event of repository `repo` is this scope's.
+    pub fn covers(&self, repo: &str) -> bool {
+        match self {
+            NotificationScope::Repository(r) => r == repo,
+            NotificationScope::Namespace(ns) => repo.strip_prefix(ns.as_str()).is_some_and(|rest| rest.starts_with('/')),
+        }
+    }
+}
+
+/// A notification: which event of which scope is delivered how. The
+/// method's and the event's settings are kept as the JSON the client gave
+/// (checked by the node when created): the state machine only matches the
+/// event's kind and scope, and counts deliveries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// Random, chosen by the proposer.
+    pub uuid: String,
+    pub scope: NotificationScope,
+    pub title: String,
+    /// [`NotificationEvent::kind`] of the events it takes.
+    pub event: String,
+    /// `webhook`, `slack`, `email` or `cloudevents`.
+    pub method: String,
+    /// The method's settings (url, template, headers, email), JSON.
+    pub config_json: String,
+    /// The event's settings (`days`, `level`), JSON.
+    pub event_config_json: String,
+    /// Key of the HMAC-SHA256 signature over each body. It has to be
+    /// kept as it is to sign with; the API shows it once, at creation.
+    pub secret: String,
+    pub created_at_ms: u64,
+    /// Events given up on in a row; at [`NOTIFICATION_MAX_FAILURES`] the
+    /// notification is skipped until reset (Quay's rule).
+    pub number_of_failures: u32,
+    /// The sequence number of the next event; with the uuid it makes the
+    /// event's id, the same on every node and every retry.
+    pub next_seq: u64,
+    /// Events delivered, given up on, and not queued because the
+    /// notification's outbox was full or it was skipped.
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+}
+
+impl NotificationRecord {
+    pub fn skipped(&self) -> bool {
+        self.number_of_failures >= NOTIFICATION_MAX_FAILURES
+    }
+}
+
+/// Events given up on in a row after which a notification is skipped.
+pub const NOTIFICATION_MAX_FAILURES: u32 = 3;
+/// Events one notification may have waiting; past it new events are
+/// counted in `dropped`, not queued, so one dead receiver cannot grow the
+/// state without bound.
+pub const NOTIFICATION_OUTBOX_MAX: usize = 1000;
+/// Notifications one repository or namespace may have.
+pub const NOTIFICATIONS_PER_SCOPE_MAX: usize = 100;
+
+/// Where a push landed and who made it, as the proposing node knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushOrigin {
+    /// The account that pushed (user, `ns+robot`, or a token's owner).
+    pub pushed_by: String,
+    pub node: NodeId,
+    pub region: String,
+    /// The registry's public host (and port) for `docker_url`.
+    pub registry: String,
+}
+
+/// What happened, as the outbox keeps it; the node renders it for each
+/// method. The kinds beyond push and expiry are laid down for the
+/// mirroring, scanning and quota work that will emit them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NotificationEvent {
+    RepoPush {
+        repo: String,
+        tags: Vec<String>,
+        digest: Digest,
+        origin: PushOrigin,
+        at_ms: u64,
+    },
+    ImageExpiry {
+        repo: String,
+        tags: Vec<String>,
+        digest: Digest,
+        expiration_ms: u64,
+        days: u64,
+    },
+    MirrorSyncStarted {
+        repo: String,
+        message: String,
+    },
+    MirrorSyncSuccess {
+        repo: String,
+        tags: Vec<String>,
+        message: String,
+    },
+    MirrorSyncFailed {
+        repo: String,
+        tags: Vec<String>,
+        message: String,
+    },
+    VulnerabilityFound {
+        repo: String,
+        digest: Digest,
+        tags: Vec<String>,
+        id: String,
+        level: String,
+        description: String,
+    },
+    QuotaWarning {
+        namespace: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
+    QuotaError {
+        namespace: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
+    /// The `test` call: the sample payload of the notification's event.
+    Test {
+        event: String,
+    },
+}
+
+/// Every event kind a notification may name.
+pub const NOTIFICATION_EVENTS: &[&str] = &[
+    "repo_push",
+    "repo_image_expiry",
+    "repo_mirror_sync_started",
+    "repo_mirror_sync_success",
+    "repo_mirror_sync_failed",
+    "vulnerability_found",
+    "quota_warning",
+    "quota_error",
+];
+
+impl NotificationEvent {
+    pub fn kind(&self) -> &str {
+        match self {
+            NotificationEvent::RepoPush { .. } => "repo_push",
+            NotificationEvent::ImageExpiry { .. } => "repo_image_expiry",
+            NotificationEvent::MirrorSyncStarted { .. } => "repo_mirror_sync_started",
+            NotificationEvent::MirrorSyncSuccess { .. } => "repo_mirror_sync_success",
+            NotificationEvent::MirrorSyncFailed { .. } => "repo_mirror_sync_failed",
+            NotificationEvent::VulnerabilityFound { .. } => "vulnerability_found",
+            NotificationEvent::QuotaWarning { .. } => "quota_warning",
+            NotificationEvent::QuotaError { .. } => "quota_error",
+            NotificationEvent::Test { event } => event,
+        }
+    }
+}
+
+/// One event waiting in a notification's outbox until it is delivered or
+/// given up on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub notification: String,
+    pub seq: u64,
+    pub event: NotificationEvent,
+    pub created_at_ms: u64,
+}
+
+impl OutboxRecord {
+    /// The event's id: stable across retries and deliverers, so receivers
+    /// can deduplicate.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.notification, self.seq)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 mod client;
 mod drill;
 mod identity;
+mod notify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +86,12 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: identity::TokenCommand,
+    },
+    /// Notifications of a repository's or organization's events: webhook,
+    /// Slack, e-mail, CloudEvents.
+    Notify {
+        #[command(subcommand)]
+        command: notify::NotifyCommand,
     },
     /// Repositories, their visibility and permissions.
     Repo {
@@ -505,6 +512,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Robot { command } => identity::run_robot(command).await?,
         Command::Token { command } => identity::run_token(command).await?,
         Command::Repo { command } => identity::run_repo(command).await?,
+        Command::Notify { command } => notify::run_notify(command).await?,
         Command::Logs(args) => identity::run_logs(args).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;

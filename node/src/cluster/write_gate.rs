@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, NotificationCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -48,6 +48,8 @@ enum Rule {
     ClientHolding { node: NodeId, holders: Vec<NodeId> },
     /// A client that still exists.
     Client,
+    /// A client that still exists, through node `node`: the submitting one.
+    ClientAt { node: NodeId },
     /// The user itself, or a superuser.
     OwnUser(String),
     /// A superuser, or a member's operator.
@@ -87,6 +89,17 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
         // The lifecycle worker's, re-checked when applied: only an expired row closes.
         M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
+        // A push with its origin is a push, and names the node that took
+        // it; the notification settings are the repository's or
+        // namespace's admins' (the serving node checks).
+        M::PutManifestFrom { origin, .. } => Rule::ClientAt { node: origin.node },
+        M::Notification(c) => match c {
+            NotificationCommand::Create(_) | NotificationCommand::Delete { .. } | NotificationCommand::Reset { .. } | NotificationCommand::Test { .. } => {
+                Rule::Client
+            }
+            // The deliverer's and the workers', re-checked when applied.
+            NotificationCommand::Delivered { .. } | NotificationCommand::GaveUp { .. } | NotificationCommand::Emit { .. } => Rule::NodeOwn { names: vec![] },
+        },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -157,6 +170,14 @@ pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand
             }
         }
         Rule::Client => client(state, actor).map(|_| ()),
+        Rule::ClientAt { node } => {
+            client(state, actor)?;
+            if node == origin.node {
+                Ok(())
+            } else {
+                Err(format!("node {} may not say that node {node} took a push", origin.node))
+            }
+        }
         Rule::OwnUser(name) => {
             let p = client(state, actor)?;
             let own = match &p {
@@ -243,6 +264,26 @@ mod tests {
             assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
         }
+        let delivered = MetaCommand::Notification(NotificationCommand::Delivered { uuid: "n".into(), seq: 0 });
+        assert_eq!(judge(&state, here, &Actor::Node, &delivered), Ok(()), "the deliverer's");
+        assert!(judge(&state, here, &Actor::OPERATOR, &delivered).is_err(), "a client does not mark deliveries");
+        let origin = |node| berth_raft::command::PushOrigin { pushed_by: "ghost".into(), node, region: "eu".into(), registry: "https://r".into() };
+        let record = berth_raft::command::ManifestRecord {
+            repo: "r".into(),
+            digest: berth_common::Digest::sha256_of(b"m"),
+            media_type: "m".into(),
+            bytes: vec![],
+            blobs: vec![],
+            children: vec![],
+            subject: None,
+            pushed_at_ms: 1,
+        };
+        let push = |node| MetaCommand::PutManifestFrom { record: record.clone(), tag: None, origin: origin(node) };
+        assert_eq!(rule_of(&state, &push(2)).unwrap(), Rule::ClientAt { node: 2 });
+        assert!(judge(&state, here, &Actor::OPERATOR, &push(3)).unwrap_err().contains("node 3"), "a push names the node that took it");
+        assert_eq!(judge(&state, here, &Actor::OPERATOR, &push(2)), Ok(()));
+        let reset = MetaCommand::Notification(NotificationCommand::Reset { uuid: "n".into() });
+        assert!(judge(&state, here, &Actor::Node, &reset).is_err(), "a node does not reset a notification for itself");
         let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
         assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
         assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");

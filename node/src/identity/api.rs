@@ -23,12 +23,15 @@ use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFI
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod notifications;
 mod tags;
 
 pub struct NodeIdentity {
     meta: MetaNodeHandle,
     auth: Arc<Authenticator>,
     audit: AuditLog,
+    /// Where notifications may go ([`NodeIdentity::with_notifications`]).
+    notify: crate::notify::Policy,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -71,7 +74,14 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
-        NodeIdentity { meta, auth, audit }
+        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default() }
+    }
+
+    /// Checks new notifications' targets with `policy` (by default,
+    /// private networks are refused and e-mail has no server).
+    pub fn with_notifications(mut self, policy: crate::notify::Policy) -> NodeIdentity {
+        self.notify = policy;
+        self
     }
 
     fn state(&self) -> MetaState {
@@ -769,6 +779,44 @@ impl Identity for NodeIdentity {
 
     async fn restore_tag(&self, who: &Access, repo: &str, tag: &str, req: TagRestore) -> Result<(), ApiError> {
         self.restore_tag_row(who, repo, tag, req).await
+    }
+
+    async fn list_notifications(
+        &self,
+        who: &Access,
+        target: &berth_gateway::notifications::NotificationTarget,
+    ) -> Result<berth_gateway::notifications::NotificationList, ApiError> {
+        self.notifications_list(who, target).await
+    }
+
+    async fn create_notification(
+        &self,
+        who: &Access,
+        target: &berth_gateway::notifications::NotificationTarget,
+        req: berth_gateway::notifications::NotificationCreate,
+    ) -> Result<berth_gateway::notifications::NotificationView, ApiError> {
+        self.notification_create(who, target, req).await
+    }
+
+    async fn get_notification(
+        &self,
+        who: &Access,
+        target: &berth_gateway::notifications::NotificationTarget,
+        uuid: &str,
+    ) -> Result<berth_gateway::notifications::NotificationView, ApiError> {
+        self.notification_get(who, target, uuid).await
+    }
+
+    async fn delete_notification(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget, uuid: &str) -> Result<(), ApiError> {
+        self.notification_delete(who, target, uuid).await
+    }
+
+    async fn reset_notification(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget, uuid: &str) -> Result<(), ApiError> {
+        self.notification_reset(who, target, uuid).await
+    }
+
+    async fn test_notification(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget, uuid: &str) -> Result<(), ApiError> {
+        self.notification_test(who, target, uuid).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

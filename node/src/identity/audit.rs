@@ -151,6 +151,28 @@ impl AuditLog {
         }
     }
 
+    /// A record of the cluster's own doing (no client asked): the
+    /// performer is `(node)`.
+    pub fn record_node(&self, kind: &str, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
+        let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        meta.insert("performer_kind".into(), "node".into());
+        let rec = AuditRecord {
+            at_ms: now_ms(),
+            id: rand::random(),
+            kind: kind.to_string(),
+            performer: "(node)".into(),
+            namespace: namespace.map(str::to_string),
+            repo: repo.map(str::to_string),
+            node: self.node,
+            region: self.region.clone(),
+            ip: None,
+            metadata: meta,
+        };
+        if self.tx.try_send(Msg::Record(Box::new(rec))).is_err() {
+            metrics::counter!("berth_audit_dropped_records_total").increment(1);
+        }
+    }
+
     /// A login attempt with credentials (never the secret). Successes of
     /// one account from one address within [`LOGIN_WINDOW`] are one row.
     pub fn login(&self, ok: bool, account: &str, ip: Option<IpAddr>, detail: &str) {

@@ -40,6 +40,8 @@ pub struct NodeRegistry {
     /// Repositories found missing a moment ago, so a flood of pulls of
     /// names that do not exist does not send every one to the leader.
     absent: AbsentRepos,
+    /// Where this node is, for the notifications a push causes.
+    site: Option<crate::notify::Site>,
 }
 
 /// How long a repository found missing after catching up with the leader
@@ -83,7 +85,14 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 
 impl NodeRegistry {
     pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>, audit: AuditLog) -> NodeRegistry {
-        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default() }
+        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default(), site: None }
+    }
+
+    /// Pushes name this node, its region and the registry's public name
+    /// (and the account), for the notifications they cause.
+    pub fn with_site(mut self, site: crate::notify::Site) -> NodeRegistry {
+        self.site = Some(site);
+        self
     }
 
     /// The actions on `repo` a principal may have, of those asked for.
@@ -687,7 +696,11 @@ impl Registry for NodeRegistry {
             Reference::Digest(_) => None,
         };
         self.ensure_repository(access, repo).await?;
-        match self.write_to(access, repo, MetaCommand::PutManifest { record, tag }).await? {
+        let cmd = match &self.site {
+            Some(site) => MetaCommand::PutManifestFrom { record, tag, origin: site.origin(&access.principal.performer()) },
+            None => MetaCommand::PutManifest { record, tag },
+        };
+        match self.write_to(access, repo, cmd).await? {
             MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
             MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             // A blob was garbage-collected between the check above and the commit.

@@ -135,6 +135,12 @@ impl ProcCluster {
 
     /// Nodes started with `start_flags`; with `--tls-cluster` they advertise https.
     pub fn start_with(n: usize, start_flags: &[&str]) -> ProcCluster {
+        ProcCluster::start_configured(n, start_flags, |_| {})
+    }
+
+    /// [`ProcCluster::start_with`], each node's `berth.toml` changed by
+    /// `configure` between `init`/`join` and its first start.
+    pub fn start_configured(n: usize, start_flags: &[&str], configure: impl Fn(&mut toml::Table)) -> ProcCluster {
         let https = start_flags.contains(&"--tls-cluster");
         let root = tempfile::tempdir().unwrap();
         let password = "correct horse battery".to_string();
@@ -190,6 +196,10 @@ impl ProcCluster {
                     &c.token,
                 ]);
             }
+            let file = dir.join("berth.toml");
+            let mut config: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+            configure(&mut config);
+            std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
             c.procs.push(Proc::start_with(&dir, start_flags));
             if i == 0 {
                 wait_status(&dir, "first node up", Duration::from_secs(20), |s| s["leader"] == 1);

@@ -159,6 +159,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
         ch.delete(k);
     }
     delete_robots_of(state, ch, name)?;
+    super::notifications::forget_scope(state, ch, &NotificationScope::Namespace(name.to_string()))?;
     ch.delete(keys::org(name));
     Ok(MetaResponse::Done)
 }
@@ -196,6 +197,7 @@ fn delete_user(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<M
     forget_member(state, ch, name)?;
     bump_credential_generation(state, ch, name)?;
     delete_robots_of(state, ch, name)?;
+    super::notifications::forget_scope(state, ch, &NotificationScope::Namespace(name.to_string()))?;
     for token in state.scan::<AppTokenRecord>(keys::APP_TOKEN_PREFIX)? {
         if token.owner == name {
             ch.delete(keys::app_token(&token.id));
@@ -376,6 +378,7 @@ fn delete_repository(state: &impl StateRead, ch: &mut Changes, name: &str) -> Re
         ch.delete(k);
     }
     super::tags::forget_repository(state, ch, name)?;
+    super::notifications::forget_scope(state, ch, &NotificationScope::Repository(name.to_string()))?;
     for (k, _) in state.scan_raw(&keys::referrers_in(name))? {
         ch.delete(k);
     }

@@ -32,6 +32,7 @@
 //! | `G` + user or robot name | credential generation (u64), see [`identity`] |
 //! | `a` | [`CaTrust`](crate::ca::CaTrust), once the CA has rotated |
 //! | `N` + id (u64 BE) | fingerprint of the CA the node runs on, see [`crate::ca`] |
+//! | `W`, `V`, `w`, `x` | notifications, their scopes, their outbox, events queued once: see [`notifications`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -50,6 +51,7 @@ pub use crate::records::RECORD_VERSION;
 pub mod ca;
 mod cluster;
 pub mod identity;
+pub mod notifications;
 mod registry;
 pub mod tags;
 
@@ -332,6 +334,8 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::DeleteTag { repo, tag, if_current } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), None),
         M::DeleteTagAt { repo, tag, if_current, now_ms } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), Some(*now_ms)),
         M::Tag(cmd) => tags::apply(state, ch_, cmd),
+        M::PutManifestFrom { record, tag, origin } => registry::put_manifest_from(state, ch_, record, tag.as_deref(), origin),
+        M::Notification(cmd) => notifications::apply(state, ch_, cmd),
         M::SetPlacement { namespace, placement } => registry::set_placement(ch_, namespace, placement),
         M::AddBlobHolder { digest, size: _, node } => registry::add_blob_holder(state, ch_, digest, *node),
         M::RemoveBlobHolder { digest, node } => registry::remove_blob_holder(state, ch_, digest, *node),

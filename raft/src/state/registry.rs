@@ -52,6 +52,26 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     Ok(MetaResponse::Done)
 }
 
+/// [`put_manifest`], queueing `repo_push` for the matching notifications
+/// in the same step when the push moves its tag.
+pub(super) fn put_manifest_from(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    rec: &ManifestRecord,
+    tag: Option<&str>,
+    origin: &PushOrigin,
+) -> Result<MetaResponse, StateError> {
+    let moved = match tag {
+        Some(t) => super::notifications::push_moves(state, &rec.repo, t, &rec.digest, rec.pushed_at_ms)?,
+        None => false,
+    };
+    let resp = put_manifest(state, ch, rec, tag)?;
+    if let (MetaResponse::Done, Some(t), true) = (&resp, tag, moved) {
+        super::notifications::on_push(state, ch, rec, t, origin)?;
+    }
+    Ok(resp)
+}
+
 /// Deletes a manifest and every tag pointing at it (their rows closed at
 /// `at_ms`); refused if one of them is immutable.
 pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &str, digest: &Digest, at_ms: Option<u64>) -> Result<MetaResponse, StateError> {
