@@ -220,6 +220,34 @@ pub fn recover_cluster(dir: &Path, dry_run: bool) -> anyhow::Result<RecoverOutco
     Ok(RecoverOutcome { recovery, holds_ca_key })
 }
 
+/// What `berth cluster restore` made.
+pub struct RestoreOutcome {
+    pub init: InitOutcome,
+    pub records: usize,
+    pub blobs_restored: usize,
+    /// Blobs that manifests use but the backup does not hold.
+    pub blobs_missing: Vec<String>,
+    pub backup_cluster_id: String,
+    pub backup_applied_index: Option<u64>,
+}
+
+/// `berth cluster restore`: a new cluster in `dir` (as `cluster init`
+/// makes one) holding the backup in `from` (see [`crate::cluster::backup`]).
+/// Nothing is written to `dir` when the backup cannot be read.
+pub async fn restore_cluster(dir: &Path, addrs: &NodeAddrs, from: &Path) -> anyhow::Result<RestoreOutcome> {
+    let mut backup = crate::cluster::backup::read(from)?;
+    // The admin made here is replaced by the backup's users.
+    let init = init_cluster(dir, addrs, None, MetaConfig::default()).await?;
+    let layout = Layout::new(dir);
+    let blobs =
+        berth_replication::BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open the blob store in {}", layout.blobs().display()))?;
+    let (blobs_restored, blobs_missing) = crate::cluster::backup::restore_blobs(&mut backup, from, &blobs, init.config.node_id).await?;
+    let (backup_cluster_id, backup_applied_index) = (backup.cluster_id, backup.applied_index);
+    let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
+    let records = store.import_records(backup.records).map_err(|e| anyhow::anyhow!("importing the backup: {e}"))?;
+    Ok(RestoreOutcome { init, records, blobs_restored, blobs_missing, backup_cluster_id, backup_applied_index })
+}
+
 /// A node that is running: its metadata handle, its bound addresses, and
 /// the way to stop it.
 pub struct RunningNode {

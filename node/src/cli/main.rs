@@ -681,7 +681,7 @@ async fn backup(out: &std::path::Path, with_blobs: bool, target: &Target) -> any
 
 /// `berth cluster restore`: a new cluster from a backup directory.
 async fn restore(from: &std::path::Path, addrs: &AddrArgs) -> anyhow::Result<()> {
-    let out = berth_node::cluster::backup::restore(&addrs.data_dir, &addrs.addrs(), from).await?;
+    let out = runtime::restore_cluster(&addrs.data_dir, &addrs.addrs(), from).await?;
     println!(
         "restored {} records of cluster {} (index {}) into new cluster {} in {}",
         out.records,

@@ -8,7 +8,7 @@
 //! accepted once its blobs were recorded, so a backup with its blobs is
 //! complete: each manifest finds all of its blobs.
 //!
-//! A restore makes a new cluster (new id, new CA, node 1, as `cluster
+//! A restore (`runtime::restore_cluster`) makes a new cluster (new id, new CA, node 1, as `cluster
 //! init` does) and then, with the node stopped, puts every record of the
 //! backup in place except those that describe the old cluster itself
 //! ([`berth_raft::state::keys::belongs_to_cluster`]). Blobs are copied into
@@ -24,13 +24,11 @@ use berth_common::{decode_versioned, encode_versioned, Digest};
 use berth_gateway::{ApiError, ErrorCode};
 use berth_raft::command::{BlobRecord, ClusterRecord};
 use berth_raft::state::{decode_record, keys};
-use berth_raft::{MetaConfig, MetaNodeHandle, RocksStore, StateRead, RECORD_VERSION};
+use berth_raft::{MetaNodeHandle, StateRead, RECORD_VERSION};
 use berth_replication::BlobStore;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Layout;
 use crate::errors::{meta_err, state_err};
-use crate::runtime::NodeAddrs;
 
 /// The metadata file of a backup directory.
 pub const METADATA_FILE: &str = "metadata.berth";
@@ -98,64 +96,45 @@ pub fn blob_path(dir: &Path, digest: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join("blobs").join(algorithm).join(&hex[..2]).join(hex))
 }
 
-/// What `berth cluster restore` made.
-pub struct RestoreOutcome {
-    pub init: crate::runtime::InitOutcome,
-    pub records: usize,
-    pub blobs_restored: usize,
-    /// Blobs that manifests reference but the backup does not hold.
-    pub blobs_missing: Vec<String>,
-    pub backup_cluster_id: String,
-    pub backup_applied_index: Option<u64>,
-}
-
-/// `berth cluster restore`: a new cluster in `dir` from the backup in
-/// `from`. Nothing is written to `dir` when the backup cannot be read.
-pub async fn restore(dir: &Path, addrs: &NodeAddrs, from: &Path) -> anyhow::Result<RestoreOutcome> {
-    let meta_file = from.join(METADATA_FILE);
-    let bytes = std::fs::read(&meta_file).with_context(|| format!("cannot read {}", meta_file.display()))?;
-    let backup = Backup::decode(&bytes)?;
+/// Puts the backup's blobs found in `from` into `store`, each verified by
+/// its digest, and rewrites every blob record of `records` to name `me` as
+/// its only holder, or no holder when the backup lacks the blob. Returns
+/// how many blobs it restored and the digests of blobs that manifests use
+/// but the backup does not hold.
+pub async fn restore_blobs(backup: &mut Backup, from: &Path, store: &BlobStore, me: u64) -> anyhow::Result<(usize, Vec<String>)> {
     let blobs: Vec<(Digest, BlobRecord)> = backup.blobs().collect::<anyhow::Result<_>>()?;
-    // The admin made here is replaced by the backup's users.
-    let init = crate::runtime::init_cluster(dir, addrs, None, MetaConfig::default()).await?;
-    let layout = Layout::new(dir);
-    let store = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open the blob store in {}", layout.blobs().display()))?;
-    let me = init.config.node_id;
     let mut held = std::collections::BTreeMap::new();
-    let mut blobs_missing = Vec::new();
+    let mut missing = Vec::new();
     for (digest, rec) in &blobs {
         let src = blob_path(from, &digest.to_string())?;
         let restored = match tokio::fs::File::open(&src).await {
             Ok(file) => {
-                copy_verified(&store, file, digest).await.with_context(|| format!("restoring blob {digest} from {}", src.display()))?;
+                copy_verified(store, file, digest).await.with_context(|| format!("restoring blob {digest} from {}", src.display()))?;
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", src.display())),
         };
         if !restored && rec.refs > 0 {
-            blobs_missing.push(digest.to_string());
+            missing.push(digest.to_string());
         }
         held.insert(keys::blob(digest), restored);
     }
-    let mut records = backup.records;
-    for (k, v) in records.iter_mut() {
+    for (k, v) in backup.records.iter_mut() {
         if let Some(restored) = held.get(k.as_slice()) {
             let mut rec: BlobRecord = decode_record(k, v)?;
             rec.holders = if *restored { [me].into() } else { Default::default() };
             *v = encode_versioned(RECORD_VERSION, &rec)?;
         }
     }
-    let meta = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open {}", layout.meta().display()))?;
-    let written = meta.import_records(records).map_err(|e| anyhow::anyhow!("importing the backup: {e}"))?;
-    Ok(RestoreOutcome {
-        init,
-        records: written,
-        blobs_restored: held.values().filter(|r| **r).count(),
-        blobs_missing,
-        backup_cluster_id: backup.cluster_id,
-        backup_applied_index: backup.applied_index,
-    })
+    Ok((held.values().filter(|r| **r).count(), missing))
+}
+
+/// Reads the backup in directory `from`.
+pub fn read(from: &Path) -> anyhow::Result<Backup> {
+    let meta_file = from.join(METADATA_FILE);
+    let bytes = std::fs::read(&meta_file).with_context(|| format!("cannot read {}", meta_file.display()))?;
+    Backup::decode(&bytes)
 }
 
 /// Copies `file` into `store` as `digest`, refusing it unless its bytes
