@@ -44,6 +44,22 @@ pub struct OrgView {
     /// The caller is in one of its teams.
     pub is_member: bool,
     pub teams: BTreeMap<String, TeamView>,
+    /// The time machine window, s: how long a deleted, moved or expired
+    /// tag can be restored (and its images are kept).
+    pub tag_expiration_s: u64,
+}
+
+/// `PUT /organization/{org}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgUpdate {
+    /// Only the current one: an organization's email is set at creation.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The time machine window, s: one of the options the cluster allows
+    /// (by default 0 s, 1 day, 1, 2 or 4 weeks).
+    #[serde(default)]
+    pub tag_expiration_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -201,11 +217,22 @@ pub struct CurrentUser {
     pub organizations: Vec<String>,
     /// For an application token: its scopes.
     pub scopes: Vec<String>,
+    /// For a user (or a token of one): the time machine window of the
+    /// user's namespace, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_expiration_s: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `PUT /user/`: the caller's own settings; at least one field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordChange {
-    pub password: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The time machine window of the user's namespace, s: one of the
+    /// options the cluster allows.
+    #[serde(default)]
+    pub tag_expiration_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -422,6 +449,10 @@ pub trait Identity: Send + Sync + 'static {
     async fn list_orgs(&self, who: &Access) -> Result<OrgList, ApiError>;
     async fn create_org(&self, who: &Access, req: OrgCreate) -> Result<OrgView, ApiError>;
     async fn get_org(&self, who: &Access, org: &str) -> Result<OrgView, ApiError>;
+    /// Changes an organization's settings; a backend without them answers 405.
+    async fn update_org(&self, _who: &Access, _org: &str, _req: OrgUpdate) -> Result<OrgView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no organization settings"))
+    }
     async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError>;
     /// Robots of an organization, or of the caller (`namespace: None`).
     async fn list_robots(&self, who: &Access, namespace: Option<&str>) -> Result<RobotList, ApiError>;
@@ -478,7 +509,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/superuser/logs", get(all_logs))
         .route("/api/v1/superuser/keys/rotate", post(rotate_key))
         .route("/api/v1/organization/", post(org_create))
-        .route("/api/v1/organization/{org}", get(org_get).delete(org_delete))
+        .route("/api/v1/organization/{org}", get(org_get).put(org_update).delete(org_delete))
         .route("/api/v1/organization/{org}/logs", get(org_logs))
         .route("/api/v1/organization/{org}/robots", get(robot_list))
         .route("/api/v1/organization/{org}/robots/{short}", put(robot_put).get(robot_get).delete(robot_delete))
@@ -517,7 +548,7 @@ impl utoipa::Modify for Security {
         user_get, user_password, user_robot_list, user_robot_put, user_robot_get, user_robot_delete, user_robot_regenerate,
         token_list, token_create, token_get, token_delete, user_logs,
         users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
-        org_create, org_get, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
+        org_create, org_get, org_update, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
         team_put, team_delete, team_members, team_member_add, team_member_remove,
         repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_restore,
         perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
@@ -623,7 +654,7 @@ async fn user_get(State(id): State<Shared>, Who(w): Who) -> Result<Json<CurrentU
 }
 
 #[utoipa::path(put, path = "/api/v1/user/", tag = "user", request_body = PasswordChange,
-    responses((status = 204, description = "Password changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Password or time machine window changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn user_password(State(id): State<Shared>, Who(w): Who, b: Result<Json<PasswordChange>, JsonRejection>) -> Result<StatusCode, ApiError> {
     id.change_own_password(&w, body(b)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -773,6 +804,17 @@ async fn org_create(State(id): State<Shared>, Who(w): Who, b: Result<Json<OrgCre
     responses((status = 200, body = OrgView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn org_get(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<OrgView>, ApiError> {
     Ok(Json(id.get_org(&w, &org).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)), request_body = OrgUpdate,
+    responses((status = 200, body = OrgView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_update(
+    State(id): State<Shared>,
+    Path(org): Path<String>,
+    Who(w): Who,
+    b: Result<Json<OrgUpdate>, JsonRejection>,
+) -> Result<Json<OrgView>, ApiError> {
+    Ok(Json(id.update_org(&w, &org, body(b)?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),

@@ -24,7 +24,7 @@ use crate::identity::audit::AuditLog;
 use crate::identity::auth::Authenticator;
 use crate::registry::api::NodeRegistry;
 use crate::registry::gc::{collect_once, GcStats};
-use crate::registry::lifecycle::close_expired_once;
+use crate::registry::lifecycle::{close_expired_once, prune_history_once};
 use crate::registry::uploads::{UploadCaps, UploadManager};
 use crate::util::{now_ms, random_hex};
 use berth_replication::{BlobStore, Replicator};
@@ -289,7 +289,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let backend =
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
-    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()));
+    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()).with_tag_expiration_options(config.tags.expiration_options_s()?));
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
@@ -358,7 +358,9 @@ async fn close_expired_tags(meta: MetaNodeHandle, cfg: TagsConfig, mut shutdown:
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(cfg.expiry_interval_secs)) => {
-                close_expired_once(&meta, now_ms()).await;
+                let now = now_ms();
+                close_expired_once(&meta, now).await;
+                prune_history_once(&meta, now).await;
             }
             _ = shutdown.changed() => return,
         }

@@ -251,3 +251,106 @@ async fn the_leaders_pass_closes_expired_rows() {
     }
     assert_eq!(close_expired_once(&c.node(leader).meta, now_ms()).await, 0, "a second pass changes nothing");
 }
+
+/// A namespace's time machine window: chosen among the allowed options
+/// through `PUT /organization/{org}` and `PUT /user/`, shown by their
+/// GETs; a restore reaches only rows that ended inside it; history
+/// outside it is pruned by the leader's pass, and garbage collection
+/// forgets the images only such rows held, keeping everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_time_machine_window_bounds_restores_and_collection() {
+    use berth_node::registry::gc::{collect_at, GcStats};
+    use berth_node::registry::lifecycle::prune_history_once;
+
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let r = reg(c.node(1));
+    let node = c.node(1);
+    push(node, "team/seed", "x", now_ms()).await; // makes the organization
+    let org = "/api/v1/organization/team";
+    let (s, v) = json_of(&r, Method::GET, org, None).await;
+    assert_eq!((s, v["tag_expiration_s"].clone()), (StatusCode::OK, json!(14 * 24 * 3600)), "two weeks by default: {v}");
+
+    // Refusals change nothing: a window not among the options, an unknown
+    // field, another email, an empty change of one's own settings.
+    for body in [json!({"tag_expiration_s": 12345}), json!({"tag_expiration_s": 86400, "bogus": 1}), json!({"email": "x@example.com"})] {
+        let (s, v) = json_of(&r, Method::PUT, org, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, v) = json_of(&r, Method::PUT, "/api/v1/user/", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = json_of(&r, Method::PUT, "/api/v1/user/", Some(json!({"tag_expiration_s": 7}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (_, v) = json_of(&r, Method::GET, org, None).await;
+    assert_eq!(v["tag_expiration_s"], json!(14 * 24 * 3600), "unchanged");
+    let (_, v) = json_of(&r, Method::GET, "/api/v1/user/", None).await;
+    assert_eq!(v["tag_expiration_s"], json!(14 * 24 * 3600), "unchanged");
+
+    // The user's own window, and the organization's.
+    let (s, v) = json_of(&r, Method::PUT, "/api/v1/user/", Some(json!({"tag_expiration_s": 0}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (_, v) = json_of(&r, Method::GET, "/api/v1/user/", None).await;
+    assert_eq!(v["tag_expiration_s"], json!(0));
+    let (s, v) = json_of(&r, Method::PUT, org, Some(json!({"tag_expiration_s": 86400}))).await;
+    assert_eq!((s, v["tag_expiration_s"].clone()), (StatusCode::OK, json!(86400)), "{v}");
+
+    // Three images through one tag: the first two end in history.
+    let mut images = vec![];
+    for seed in ["one", "two", "three"] {
+        let m = r.image(REPO, seed).await;
+        let (s, _, _) = r.put_manifest(REPO, "rel", OCI_MANIFEST, &m).await;
+        assert_eq!(s, StatusCode::CREATED);
+        images.push(m);
+    }
+    let digests: Vec<_> = images.iter().map(|m| berth_common::Digest::sha256_of(m)).collect();
+    let config_of = |m: &[u8]| -> String { serde_json::from_slice::<Value>(m).unwrap()["config"]["digest"].as_str().unwrap().to_string() };
+    let restore = |d: &berth_common::Digest| {
+        let r = r.clone();
+        let body = json!({"manifest_digest": d.to_string()});
+        async move { json_of(&r, Method::POST, &format!("{}/restore", tag_path("rel")), Some(body)).await }
+    };
+    // Inside the window (a day): restorable, and collection keeps every image.
+    let (s, v) = restore(&digests[1]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = json_of(&r, Method::PUT, &tag_path("rel"), Some(json!({"manifest_digest": digests[2].to_string()}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let grace = Duration::from_secs(3600);
+    let later = std::time::SystemTime::now() + grace + Duration::from_secs(1);
+    let stats = GcStats::default();
+    let report = collect_at(&node.meta, node.replicator.store(), later, grace, &stats).await;
+    assert_eq!((report.manifests, report.swept), (0, 0), "everything is inside the window");
+
+    // A zero window: nothing closed can be restored, and the refusal changes nothing.
+    let (s, _) = json_of(&r, Method::PUT, org, Some(json!({"tag_expiration_s": 0}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let before = rows(&r, "rel").await;
+    let (s, v) = restore(&digests[0]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("time machine"), "{v}");
+    assert_eq!(rows(&r, "rel").await, before, "nothing changed");
+    assert_eq!(tag_on(node, REPO, "rel"), Some(digests[2].clone()));
+
+    // The leader's pass prunes the rows outside the window; collection
+    // forgets the two images only they held, with their blobs, and keeps
+    // the tagged one and the other repository's.
+    assert!(before.len() > 1);
+    assert_eq!(prune_history_once(&node.meta, now_ms() + 1).await, 1, "one repository pruned");
+    let listed = rows(&r, "rel").await;
+    assert_eq!(listed.len(), 1, "only the live row is left: {listed:?}");
+    let report = collect_at(&node.meta, node.replicator.store(), later, grace, &stats).await;
+    assert_eq!(report.manifests, 2, "{report:?}");
+    assert_eq!(report.swept, 4, "two configs and two layers: {report:?}");
+    for (i, m) in images.iter().enumerate() {
+        let kept = i == 2;
+        let s = r.status_of(Method::GET, &format!("/v2/{REPO}/manifests/{}", digests[i])).await;
+        assert_eq!(s == StatusCode::OK, kept, "image {i}: {s}");
+        let s = r.status_of(Method::GET, &format!("/v2/{REPO}/blobs/{}", config_of(m))).await;
+        assert_eq!(s == StatusCode::OK, kept, "config of image {i}: {s}");
+    }
+    assert_eq!(r.status_of(Method::GET, &format!("/v2/{REPO}/manifests/rel")).await, StatusCode::OK);
+    assert_eq!(r.status_of(Method::GET, "/v2/team/seed/manifests/x").await, StatusCode::OK, "the pushed-by-helper image is tagged");
+
+    c.flush_audit().await;
+    let (_, v) = json_of(&r, Method::GET, "/api/v1/organization/team/logs?kind=change_tag_expiration", None).await;
+    assert!(v["logs"].as_array().unwrap().iter().any(|l| l["metadata"]["tag_expiration_s"] == "0"), "{v}");
+}

@@ -152,6 +152,17 @@ pub enum MetaCommand {
     },
     /// A tag's lifecycle: expiration, immutability, restore from history.
     Tag(TagCommand),
+    /// [`MetaCommand::PutManifest`] with what the image's labels ask of the
+    /// new tag row (`quay.expires-after`, `quay.immutable`), decided in
+    /// the same step as the tag write. The serving node reads the labels
+    /// from the image's config before it proposes the command.
+    PutManifestLabeled {
+        record: ManifestRecord,
+        tag: Option<String>,
+        /// When the new row ends (ms since the epoch).
+        expiration_ms: Option<u64>,
+        immutable: bool,
+    },
 }
 
 impl MetaCommand {
@@ -182,6 +193,7 @@ impl MetaCommand {
             MetaCommand::DeleteTagAt { .. } => "delete_tag",
             MetaCommand::DeleteManifestAt { .. } => "delete_manifest",
             MetaCommand::Tag(c) => c.kind(),
+            MetaCommand::PutManifestLabeled { .. } => "put_manifest",
         }
     }
 }
@@ -382,6 +394,16 @@ pub enum TagCommand {
     /// it has expired by `now_ms` (`NotFound` if it was moved, deleted or
     /// given a later expiration meanwhile).
     CloseExpired { repo: String, tag: String, now_ms: u64 },
+    /// A namespace's time machine window (`tag_expiration_s`); `NotFound`
+    /// when no organization or user has the name.
+    SetTimeMachine { namespace: String, tag_expiration_s: u64 },
+    /// The lifecycle worker's: drops the history rows of `repo` that
+    /// ended before its namespace's window, as of `now_ms`.
+    PruneHistory { repo: String, now_ms: u64 },
+    /// Garbage collection's: forgets those of `digests` that nothing
+    /// keeps any more (see `state::tags::collectable_manifests`), as of
+    /// `now_ms`, never one pushed within `min_age_ms`.
+    CollectManifests { repo: String, digests: Vec<Digest>, now_ms: u64, min_age_ms: u64 },
 }
 
 /// The shortest and longest a tag may live, from its start, when an
@@ -396,6 +418,9 @@ impl TagCommand {
             TagCommand::SetImmutable { .. } => "set_tag_immutable",
             TagCommand::Restore { .. } => "restore_tag",
             TagCommand::CloseExpired { .. } => "close_expired_tag",
+            TagCommand::SetTimeMachine { .. } => "set_time_machine",
+            TagCommand::PruneHistory { .. } => "prune_tag_history",
+            TagCommand::CollectManifests { .. } => "collect_manifests",
         }
     }
 }

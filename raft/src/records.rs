@@ -465,6 +465,26 @@ pub struct TagHistoryRecord {
     pub reverted: bool,
 }
 
+/// A namespace's time machine window when it has not set one: two
+/// weeks, as Quay's default.
+pub const DEFAULT_TAG_EXPIRATION_S: u64 = 14 * 24 * 3600;
+
+/// A namespace's (organization's or user's) tag lifecycle settings. No
+/// record: the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceLifeRecord {
+    /// The time machine window: a tag row closed this long ago or less can
+    /// be restored, and its manifest and blobs are kept; older rows are
+    /// pruned and what only they held is collected.
+    pub tag_expiration_s: u64,
+}
+
+impl Default for NamespaceLifeRecord {
+    fn default() -> Self {
+        NamespaceLifeRecord { tag_expiration_s: DEFAULT_TAG_EXPIRATION_S }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -567,6 +587,7 @@ pub(crate) mod tests {
                 round_trips(&TagRecord { digest: t.0.clone(), pushed_at_ms: t.1 })?;
                 round_trips(&TagLifeRecord { expiration_ms: Some(t.1), immutable: true, reverted: false })?;
                 round_trips(&TagHistoryRecord { digest: t.0, start_ms: t.1, end_ms: t.1 / 2, expiration_ms: None, immutable: false, reverted: true })?;
+                round_trips(&NamespaceLifeRecord { tag_expiration_s: t.1 })?;
             }
         }
     }

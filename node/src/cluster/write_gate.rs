@@ -75,6 +75,7 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         }
         M::CreateRepository(_)
         | M::PutManifest { .. }
+        | M::PutManifestLabeled { .. }
         | M::DeleteManifest { .. }
         | M::DeleteManifestAt { .. }
         | M::SetTag { .. }
@@ -87,6 +88,12 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
         // The lifecycle worker's, re-checked when applied: only an expired row closes.
         M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
+        // A namespace's window is its administrator's business, judged by
+        // the serving node like a repository's settings.
+        M::Tag(TagCommand::SetTimeMachine { .. }) => Rule::Client,
+        // The lifecycle worker's and the collector's, re-checked when
+        // applied against the window in the state.
+        M::Tag(TagCommand::PruneHistory { .. } | TagCommand::CollectManifests { .. }) => Rule::NodeOwn { names: vec![] },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -236,15 +243,36 @@ mod tests {
             MetaCommand::DeleteManifestAt { repo: repo.clone(), digest: d.clone(), now_ms: 1 },
             MetaCommand::Tag(TagCommand::SetExpiration { repo: repo.clone(), tag: tag.clone(), expiration_ms: None, now_ms: 1 }),
             MetaCommand::Tag(TagCommand::SetImmutable { repo: repo.clone(), tag: tag.clone(), immutable: false, now_ms: 1 }),
-            MetaCommand::Tag(TagCommand::Restore { repo, tag, digest: d, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::Restore { repo: repo.clone(), tag, digest: d.clone(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::SetTimeMachine { namespace: "ns".into(), tag_expiration_s: 0 }),
+            MetaCommand::PutManifestLabeled {
+                record: berth_raft::command::ManifestRecord {
+                    repo: repo.clone(),
+                    digest: d.clone(),
+                    media_type: "m".into(),
+                    bytes: vec![],
+                    blobs: vec![],
+                    children: vec![],
+                    subject: None,
+                    pushed_at_ms: 1,
+                },
+                tag: None,
+                expiration_ms: Some(2),
+                immutable: false,
+            },
         ];
         for cmd in &cmds {
             assert_eq!(rule_of(&state, cmd).unwrap(), Rule::Client, "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
         }
-        let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
-        assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
-        assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");
+        for worker in [
+            MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::PruneHistory { repo: "r".into(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::CollectManifests { repo: "r".into(), digests: vec![d.clone()], now_ms: 1, min_age_ms: 0 }),
+        ] {
+            assert_eq!(judge(&state, here, &Actor::Node, &worker), Ok(()), "the worker's: {}", worker.kind());
+            assert!(judge(&state, here, &Actor::OPERATOR, &worker).is_err(), "a client does not make the worker's: {}", worker.kind());
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct NodeIdentity {
     meta: MetaNodeHandle,
     auth: Arc<Authenticator>,
     audit: AuditLog,
+    /// The time machine windows (s) a namespace may choose (`[tags]
+    /// expiration_options`).
+    tag_expiration_options: Vec<u64>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -71,7 +74,14 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
-        NodeIdentity { meta, auth, audit }
+        let tag_expiration_options = crate::config::TagsConfig::default().expiration_options_s().expect("the default options parse");
+        NodeIdentity { meta, auth, audit, tag_expiration_options }
+    }
+
+    /// The time machine windows a namespace may choose, in seconds.
+    pub fn with_tag_expiration_options(mut self, options: Vec<u64>) -> NodeIdentity {
+        self.tag_expiration_options = options;
+        self
     }
 
     fn state(&self) -> MetaState {
@@ -111,6 +121,30 @@ impl NodeIdentity {
             Principal::App { owner, .. } if who.principal.has_scope(scope) => Ok(owner.clone()),
             p => Err(denied(p, &format!("use this endpoint (needs a user login or a token with {scope})"))),
         }
+    }
+
+    /// The time machine window of namespace `ns`, s.
+    fn time_machine_s(&self, ns: &str) -> Result<u64, ApiError> {
+        berth_raft::state::tags::namespace_time_machine_s(&self.state(), ns).map_err(state_err)
+    }
+
+    fn check_time_machine(&self, seconds: u64) -> Result<(), ApiError> {
+        if self.tag_expiration_options.contains(&seconds) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self.tag_expiration_options.iter().map(u64::to_string).collect();
+        Err(bad(format!("tag_expiration_s {seconds} is not one of the allowed windows ({} s)", allowed.join(", "))))
+    }
+
+    async fn set_time_machine(&self, who: &Access, ns: &str, seconds: u64) -> Result<(), ApiError> {
+        let cmd = MetaCommand::Tag(berth_raft::command::TagCommand::SetTimeMachine { namespace: ns.to_string(), tag_expiration_s: seconds });
+        match self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)? {
+            MetaResponse::Done => {}
+            MetaResponse::NotFound => return Err(not_found(format!("no namespace {ns}"))),
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+        self.log(who, "change_tag_expiration", Some(ns), None, vec![("tag_expiration_s", seconds.to_string())]).await;
+        Ok(())
     }
 
     fn user_record(&self, name: &str) -> Result<Option<UserRecord>, ApiError> {
@@ -274,15 +308,32 @@ impl Identity for NodeIdentity {
             Principal::App { scopes, .. } => scopes.clone(),
             _ => Vec::new(),
         };
-        Ok(CurrentUser { username: name, kind: who.principal.kind().into(), super_user: who.principal.is_superuser(), organizations, scopes })
+        let tag_expiration_s = match &who.principal {
+            Principal::User { name, .. } | Principal::App { owner: name, .. } => Some(self.time_machine_s(name)?),
+            _ => None,
+        };
+        Ok(CurrentUser { username: name, kind: who.principal.kind().into(), super_user: who.principal.is_superuser(), organizations, scopes, tag_expiration_s })
     }
 
     async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError> {
+        if req.password.is_none() && req.tag_expiration_s.is_none() {
+            return Err(bad("give a password, a tag_expiration_s, or both"));
+        }
         let name = self.own_name(who, "user:admin")?;
         let mut rec = self.user_record(&name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
-        rec.password_hash = Self::password_hash(&req.password)?;
-        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
-        self.log(who, "change_password", Some(&name), None, vec![]).await;
+        // Checked before anything is written: a refusal changes nothing.
+        let password_hash = req.password.as_deref().map(Self::password_hash).transpose()?;
+        if let Some(s) = req.tag_expiration_s {
+            self.check_time_machine(s)?;
+        }
+        if let Some(hash) = password_hash {
+            rec.password_hash = hash;
+            self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
+            self.log(who, "change_password", Some(&name), None, vec![]).await;
+        }
+        if let Some(s) = req.tag_expiration_s {
+            self.set_time_machine(who, &name, s).await?;
+        }
         Ok(())
     }
 
@@ -363,7 +414,21 @@ impl Identity for NodeIdentity {
         }
         let is_admin = policy::is_org_admin(&state, &who.principal, org).map_err(state_err)?;
         let teams = state.scan::<TeamRecord>(&keys::teams_of(org)).map_err(state_err)?.iter().map(|t| (t.name.clone(), Self::team_view(t))).collect();
-        Ok(OrgView { name: rec.name, email: rec.email, is_admin, is_member, teams })
+        let tag_expiration_s = self.time_machine_s(org)?;
+        Ok(OrgView { name: rec.name, email: rec.email, is_admin, is_member, teams, tag_expiration_s })
+    }
+
+    async fn update_org(&self, who: &Access, org: &str, req: OrgUpdate) -> Result<OrgView, ApiError> {
+        let rec = self.org_record(org)?;
+        self.require_org_admin(who, org)?;
+        if req.email.as_ref().is_some_and(|e| Some(e) != rec.email.as_ref()) {
+            return Err(bad("an organization's email cannot be changed"));
+        }
+        if let Some(s) = req.tag_expiration_s {
+            self.check_time_machine(s)?;
+            self.set_time_machine(who, org, s).await?;
+        }
+        self.get_org(who, org).await
     }
 
     async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError> {

@@ -19,6 +19,7 @@
 //! | `g` + repo + `\0` + tag | [`TagRecord`]: the tag's live row |
 //! | `e` + repo + `\0` + tag | [`TagLifeRecord`]: the live row's expiration, immutability, reversion |
 //! | `h` + repo + `\0` + tag + `\0` + end (ms, u64 BE) + start (ms, u64 BE) + digest | [`TagHistoryRecord`]: a closed row |
+//! | `X` + namespace | [`NamespaceLifeRecord`]: the time machine window |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
@@ -79,6 +80,7 @@ pub mod keys {
     pub const CREDENTIAL_GENERATION_PREFIX: &[u8] = b"G";
     pub const CA_TRUST: &[u8] = b"a";
     pub const NODE_CA_PREFIX: &[u8] = b"N";
+    pub const NAMESPACE_LIFE_PREFIX: &[u8] = b"X";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -146,6 +148,9 @@ pub mod keys {
         k.extend_from_slice(&start_ms.to_be_bytes());
         k.extend_from_slice(digest.to_string().as_bytes());
         k
+    }
+    pub fn namespace_life(namespace: &str) -> Vec<u8> {
+        join(NAMESPACE_LIFE_PREFIX, &[namespace.as_bytes()])
     }
     pub fn placement(namespace: &str) -> Vec<u8> {
         join(PLACEMENT_PREFIX, &[namespace.as_bytes()])
@@ -306,7 +311,12 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         // An older form of the identity command, still read from old logs.
         M::CreateRepository(rec) => identity::create_repository(state, ch_, rec),
         M::Ca(cmd) => ca::apply(state, ch_, cmd),
-        M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref()),
+        M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref(), TagLifeRecord::default()),
+        M::PutManifestLabeled { record, tag, expiration_ms, immutable } => {
+            // An immutable tag never expires: the lock wins over the label.
+            let life = TagLifeRecord { expiration_ms: expiration_ms.filter(|_| !*immutable), immutable: *immutable, reverted: false };
+            registry::put_manifest(state, ch_, record, tag.as_deref(), life)
+        }
         // The older deletes carry no time (see `tags`).
         M::DeleteManifest { repo, digest } => registry::delete_manifest(state, ch_, repo, digest, None),
         M::DeleteManifestAt { repo, digest, now_ms } => registry::delete_manifest(state, ch_, repo, digest, Some(*now_ms)),

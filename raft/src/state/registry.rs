@@ -13,7 +13,13 @@ use crate::command::*;
 /// repository (checked here, in the same step, so a concurrent sweep and
 /// a push cannot both win); the blobs' reference counts go up once per
 /// new manifest.
-pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
+pub(super) fn put_manifest(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    rec: &ManifestRecord,
+    tag: Option<&str>,
+    life: TagLifeRecord,
+) -> Result<MetaResponse, StateError> {
     // Never creates the repository: that is `identity::create_repository`'s
     // alone, which checks the namespace.
     if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
@@ -22,7 +28,7 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     // The tag first: a refusal (an immutable tag) must leave nothing.
     let mut tag_changes = Changes::default();
     if let Some(tag) = tag {
-        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, TagLifeRecord::default())? {
+        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, life)? {
             return Ok(refused);
         }
     }
