@@ -354,3 +354,156 @@ async fn the_time_machine_window_bounds_restores_and_collection() {
     let (_, v) = json_of(&r, Method::GET, "/api/v1/organization/team/logs?kind=change_tag_expiration", None).await;
     assert!(v["logs"].as_array().unwrap().iter().any(|l| l["metadata"]["tag_expiration_s"] == "0"), "{v}");
 }
+
+/// A JSON call through curl to a node of a process cluster: (status, body).
+fn curl_json(http: &str, password: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-u", &format!("admin:{password}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data", &b.to_string()]);
+    }
+    let out = cmd.arg(format!("http://{http}{path}")).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Polls `cond` every 100 ms until it gives a value; panics naming `what` after `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The labels of a real image build: buildah builds from scratch with
+/// `quay.expires-after=5s` and pushes through node 1 of three `berth`
+/// processes whose lifecycle worker never runs during the test. Every
+/// node lists the tag with its expiration; once it passes, a pull
+/// through node 3 fails (no worker closed the row: expiry is checked at
+/// read time), the row shows ended in the tag's history, and a restore
+/// brings the tag back, pullable through node 2. A malformed label is
+/// ignored (the push works, the usage log says so); `quay.immutable=true`
+/// locks the tag.
+#[test]
+fn labels_of_a_real_build_expire_and_lock_the_pushed_tag() {
+    use common::daemons::run;
+    use common::procs::ProcCluster;
+    use std::process::Command;
+
+    let c = ProcCluster::start_configured(3, &[], |cfg| cfg.tags.expiry_interval_secs = 3600);
+    let pw = c.password.clone();
+    let creds = format!("admin:{pw}");
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let work = c.root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let root = work.join("buildah");
+    let buildah = || {
+        let mut cmd = Command::new("buildah");
+        cmd.arg("--root").arg(root.join("storage")).arg("--runroot").arg(root.join("run")).arg("--storage-driver=vfs");
+        cmd
+    };
+    // One image per label set, each from scratch with a file of its own.
+    let build = |name: &str, labels: &[&str]| {
+        let ctr = run(buildah().args(["from", "scratch"])).trim().to_string();
+        for l in labels {
+            run(buildah().args(["config", "--label", l, &ctr]));
+        }
+        let file = work.join(format!("{name}.txt"));
+        std::fs::write(&file, format!("built for {name}")).unwrap();
+        run(buildah().arg("copy").arg(&ctr).arg(&file).arg("/file.txt"));
+        run(buildah().args(["commit", &ctr, &format!("local/{name}:1")]));
+    };
+    let push = |name: &str, target: &str| -> std::process::Output {
+        let digestfile = work.join(format!("{name}.digest"));
+        buildah()
+            .args(["push", "--tls-verify=false", "--creds", &creds, "--digestfile"])
+            .arg(&digestfile)
+            .args([&format!("local/{name}:1"), &format!("docker://{target}")])
+            .output()
+            .expect("buildah push")
+    };
+    let digest_of = |name: &str| std::fs::read_to_string(work.join(format!("{name}.digest"))).unwrap().trim().to_string();
+    build("ci", &["quay.expires-after=5s"]);
+    build("bad", &["quay.expires-after=soon"]);
+    build("locked", &["quay.immutable=true"]);
+    let rows_on = |http: &str, tag: &str| -> Vec<Value> {
+        let (s, v) = curl_json(http, &pw, "GET", &format!("/api/v1/repository/team/labeled/tag/?specificTag={tag}"), None);
+        if s != 200 {
+            return vec![];
+        }
+        v["tags"].as_array().cloned().unwrap_or_default()
+    };
+
+    let out = push("ci", &format!("{n1}/team/labeled:ci"));
+    assert!(out.status.success(), "buildah push: {}", String::from_utf8_lossy(&out.stderr));
+    let digest = digest_of("ci");
+    // Listed with its expiration, five seconds after its start, on every node.
+    let mut expiration = 0;
+    for http in [&n1, &n2, &n3] {
+        let row = wait_for(T, &format!("{http} lists team/labeled:ci"), || rows_on(http, "ci").into_iter().next());
+        assert_eq!(row["manifest_digest"], json!(digest), "{row}");
+        let (start, exp) = (row["start_ts"].as_u64().unwrap(), row["expiration"].as_u64().expect("an expiration"));
+        assert!(exp == start + 5 || exp == start + 6, "five seconds after the push (rounding to seconds): {row}");
+        assert!(expiration == 0 || expiration == exp, "every node agrees");
+        expiration = exp;
+    }
+    // Once the moment passed, node 3 serves the tag no more.
+    wait_for(T, "the expiration passes", || (now_ms() >= (expiration + 1) * 1000).then_some(()));
+    let inspect = |http: &str, tag: &str| {
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{http}/team/labeled:{tag}"))
+            .output()
+            .expect("skopeo")
+    };
+    let out = inspect(&n3, "ci");
+    assert!(!out.status.success(), "the expired tag is still served through node 3");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest unknown"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The row shows ended at its expiration; no live row is left.
+    let rows = rows_on(&n3, "ci");
+    assert_eq!((rows.len(), rows[0]["end_ts"].as_u64()), (1, Some(expiration)), "{rows:?}");
+    let (_, v) = curl_json(&n3, &pw, "GET", "/api/v1/repository/team/labeled/tag/?onlyActiveTags=true&specificTag=ci", None);
+    assert_eq!(v["tags"], json!([]), "{v}");
+    // Restored through node 1, pulled through node 2.
+    let (s, v) = curl_json(&n1, &pw, "POST", "/api/v1/repository/team/labeled/tag/ci/restore", Some(json!({"manifest_digest": digest})));
+    assert_eq!(s, 200, "{v}");
+    let pulled = work.join("pulled");
+    wait_for(T, "node 2 serves the restored tag", || {
+        let out = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "--src-creds", &creds])
+            .arg(format!("docker://{n2}/team/labeled:ci"))
+            .arg(format!("oci:{}:ci", pulled.display()))
+            .output()
+            .expect("skopeo");
+        out.status.success().then_some(())
+    });
+    let raw = inspect(&n2, "ci");
+    assert_eq!(berth_common::Digest::sha256_of(&raw.stdout).to_string(), digest, "node 2 serves the image buildah pushed");
+    let rows = rows_on(&n3, "ci");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0]["reversion"].clone(), rows[0]["expiration"].clone()), (json!(true), Value::Null), "the restored row does not expire");
+
+    // A malformed label: the push works, the tag has no expiration, and the usage log says why.
+    let out = push("bad", &format!("{n1}/team/labeled:bad"));
+    assert!(out.status.success(), "buildah push: {}", String::from_utf8_lossy(&out.stderr));
+    let row = wait_for(T, "node 3 lists :bad", || rows_on(&n3, "bad").into_iter().next());
+    assert_eq!(row["expiration"], Value::Null, "{row}");
+    wait_for(T, "the usage log notes the ignored label", || {
+        let (_, v) = curl_json(&n2, &pw, "GET", "/api/v1/repository/team/labeled/logs?kind=tag_expiration_label_ignored", None);
+        v["logs"].as_array().and_then(|l| l.iter().find(|l| l["metadata"]["value"] == "soon").cloned())
+    });
+
+    // quay.immutable=true: the tag is locked, and a push over it is refused.
+    let out = push("locked", &format!("{n2}/team/labeled:locked"));
+    assert!(out.status.success(), "buildah push: {}", String::from_utf8_lossy(&out.stderr));
+    let row = wait_for(T, "node 1 lists :locked", || rows_on(&n1, "locked").into_iter().next());
+    assert_eq!(row["immutable"], json!(true), "{row}");
+    let out = push("bad", &format!("{n3}/team/labeled:locked"));
+    assert!(!out.status.success(), "a push over an immutable tag went through");
+    assert_eq!(rows_on(&n1, "locked")[0]["manifest_digest"], json!(digest_of("locked")), "the tag is unchanged");
+}

@@ -27,6 +27,7 @@ use crate::identity::audit::AuditLog;
 use crate::identity::auth::{actor_of, Authenticated, Authenticator, TOKEN_TTL_SECS};
 use crate::identity::jwt;
 use crate::identity::policy;
+use crate::registry::lifecycle::{self, LabelLife};
 use crate::registry::manifest;
 use crate::registry::uploads::{blob_err, owner_of, write_body, UploadManager};
 use crate::util::now_ms;
@@ -356,6 +357,58 @@ impl NodeRegistry {
         Ok(self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), digest)).map_err(state_err)?.map(|m| Bytes::from(m.bytes)))
     }
 
+    /// What the pushed image's labels ask of its tag: an image's own
+    /// config labels, or for an index those all its children agree on.
+    async fn label_life(&self, repo: &RepoName, parsed: &manifest::Parsed) -> Result<LabelLife, ApiError> {
+        let configs: Vec<Digest> = match parsed.kind {
+            manifest::Kind::Image => parsed.blobs.first().cloned().into_iter().collect(),
+            manifest::Kind::Index => {
+                let mut configs = Vec::with_capacity(parsed.children.len());
+                for c in &parsed.children {
+                    let Some(rec) = self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), c)).map_err(state_err)? else {
+                        return Ok(LabelLife::default());
+                    };
+                    // A child that is no image (a nested index) has no labels: no agreement.
+                    match manifest::parse(&rec.bytes, Some(&rec.media_type)) {
+                        Ok(p) if p.kind == manifest::Kind::Image && !p.blobs.is_empty() => configs.push(p.blobs[0].clone()),
+                        _ => return Ok(LabelLife::default()),
+                    }
+                }
+                configs
+            }
+        };
+        let mut sets = Vec::with_capacity(configs.len());
+        for c in &configs {
+            match lifecycle::read_config(&self.replicator, c).await {
+                Some(bytes) => sets.push(lifecycle::config_labels(&bytes)),
+                None => return Ok(LabelLife::default()),
+            }
+        }
+        Ok(LabelLife::from_labels(&lifecycle::agreed_labels(&sets)))
+    }
+
+    /// The usage log of what the labels did to a pushed tag.
+    fn audit_labels(&self, access: &Access, repo: &RepoName, tag: &str, labels: &LabelLife, expiration_ms: Option<u64>) {
+        let (ns, r) = (namespace_of(repo.as_str()), Some(repo.as_str()));
+        if let Some(e) = expiration_ms {
+            let meta = vec![("tag", tag.to_string()), ("expiration", (e / 1000).to_string()), ("by", lifecycle::EXPIRES_AFTER_LABEL.to_string())];
+            self.audit.record("change_tag_expiration", &access.principal, access.ip, ns, r, meta);
+        }
+        if labels.immutable {
+            let meta = vec![("tag", tag.to_string()), ("immutable", "true".to_string()), ("by", lifecycle::IMMUTABLE_LABEL.to_string())];
+            self.audit.record("change_tag_immutability", &access.principal, access.ip, ns, r, meta);
+        }
+        if let Some(value) = &labels.malformed {
+            let meta = vec![
+                ("tag", tag.to_string()),
+                ("label", lifecycle::EXPIRES_AFTER_LABEL.to_string()),
+                ("value", value.chars().take(200).collect()),
+                ("reason", "not an integer and a unit (s, m, h, d, w, y): ignored".to_string()),
+            ];
+            self.audit.record("tag_expiration_label_ignored", &access.principal, access.ip, ns, r, meta);
+        }
+    }
+
     fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
         if let Some(l) = last {
             items.retain(|i| i.as_str() > l);
@@ -672,6 +725,17 @@ impl Registry for NodeRegistry {
             copied = copies => copied.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?,
             why = cut_off => return Err(ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {why}"))),
         }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        // The lifecycle labels, read before the proposal so the tag's new
+        // row is decided in the same command as the tag write.
+        let labels = match &tag {
+            Some(_) => self.label_life(repo, &parsed).await?,
+            None => LabelLife::default(),
+        };
+        let pushed_at_ms = now_ms();
         let record = ManifestRecord {
             repo: repo.to_string(),
             digest: digest.clone(),
@@ -680,15 +744,22 @@ impl Registry for NodeRegistry {
             blobs: parsed.blobs,
             children: parsed.children,
             subject: parsed.subject.clone(),
-            pushed_at_ms: now_ms(),
-        };
-        let tag = match reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
+            pushed_at_ms,
         };
         self.ensure_repository(access, repo).await?;
-        match self.write_to(access, repo, MetaCommand::PutManifest { record, tag }).await? {
-            MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
+        let expiration_ms = labels.expiration_ms(pushed_at_ms);
+        let cmd = if expiration_ms.is_some() || labels.immutable {
+            MetaCommand::PutManifestLabeled { record, tag: tag.clone(), expiration_ms, immutable: labels.immutable }
+        } else {
+            MetaCommand::PutManifest { record, tag: tag.clone() }
+        };
+        match self.write_to(access, repo, cmd).await? {
+            MetaResponse::Done => {
+                if let Some(tag) = &tag {
+                    self.audit_labels(access, repo, tag, &labels, expiration_ms);
+                }
+                Ok(PutOutcome { digest, subject: parsed.subject })
+            }
             MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),

@@ -135,6 +135,11 @@ impl ProcCluster {
 
     /// Nodes started with `start_flags`; with `--tls-cluster` they advertise https.
     pub fn start_with(n: usize, start_flags: &[&str]) -> ProcCluster {
+        ProcCluster::start_configured(n, start_flags, |_| {})
+    }
+
+    /// Nodes whose `berth.toml` `tweak` changes before each first start.
+    pub fn start_configured(n: usize, start_flags: &[&str], tweak: impl Fn(&mut berth_node::config::NodeConfig)) -> ProcCluster {
         let https = start_flags.contains(&"--tls-cluster");
         let root = tempfile::tempdir().unwrap();
         let password = "correct horse battery".to_string();
@@ -190,6 +195,10 @@ impl ProcCluster {
                     &c.token,
                 ]);
             }
+            let layout = berth_node::config::Layout::new(&dir);
+            let mut cfg = layout.load().unwrap();
+            tweak(&mut cfg);
+            std::fs::write(layout.config(), toml::to_string(&cfg).unwrap()).unwrap();
             c.procs.push(Proc::start_with(&dir, start_flags));
             if i == 0 {
                 wait_status(&dir, "first node up", Duration::from_secs(20), |s| s["leader"] == 1);
