@@ -28,6 +28,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 
+mod policies;
+pub use policies::*;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -488,6 +491,49 @@ pub trait Identity: Send + Sync + 'static {
     async fn restore_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagRestore) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no tag history"))
     }
+    /// [`Identity::authenticate`] for the tag calls of `/repository/{r}/tag/…`,
+    /// which robots may make too (within their role on the repository).
+    async fn authenticate_for_tags(&self, caller: &Caller) -> Result<Access, ApiError> {
+        self.authenticate(caller).await
+    }
+    async fn list_immutability_policies(&self, _who: &Access, _scope: &PolicyScope) -> Result<ImmutabilityPolicyList, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    /// Creates (`uuid: None`) or replaces a policy.
+    async fn put_immutability_policy(
+        &self,
+        _who: &Access,
+        _scope: &PolicyScope,
+        _uuid: Option<&str>,
+        _req: ImmutabilityPolicyBody,
+    ) -> Result<ImmutabilityPolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn get_immutability_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<ImmutabilityPolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn delete_immutability_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn list_autoprune_policies(&self, _who: &Access, _scope: &PolicyScope) -> Result<AutoPrunePolicyList, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    /// Creates (`uuid: None`) or replaces a policy.
+    async fn put_autoprune_policy(
+        &self,
+        _who: &Access,
+        _scope: &PolicyScope,
+        _uuid: Option<&str>,
+        _req: AutoPrunePolicyBody,
+    ) -> Result<AutoPrunePolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn get_autoprune_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<AutoPrunePolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn delete_autoprune_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
 }
 
 type Shared = Arc<dyn Identity>;
@@ -528,6 +574,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
+        .merge(policies::routes())
         .with_state(identity)
 }
 
@@ -561,7 +608,9 @@ pub struct ApiDoc;
 
 /// The OpenAPI document, as JSON.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(policies::PolicyDoc::openapi());
+    doc
 }
 
 async fn openapi_json() -> Response {
@@ -583,6 +632,18 @@ impl FromRequestParts<Shared> for Who {
     async fn from_request_parts(parts: &mut Parts, id: &Shared) -> Result<Who, ApiError> {
         let caller = Caller::from_request_parts(parts, id).await?;
         Ok(Who(id.authenticate(&caller).await?))
+    }
+}
+
+/// [`Who`] for the tag calls, which robots may make too.
+struct WhoForTags(Access);
+
+impl FromRequestParts<Shared> for WhoForTags {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, id: &Shared) -> Result<WhoForTags, ApiError> {
+        let caller = Caller::from_request_parts(parts, id).await?;
+        Ok(WhoForTags(id.authenticate_for_tags(&caller).await?))
     }
 }
 
@@ -1061,7 +1122,12 @@ async fn perm_team_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePat
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/tag/", tag = "tag",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), TagListQuery),
     responses((status = 200, body = TagList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn tag_list(State(id): State<Shared>, Path(p): Path<RepoPath>, ApiQuery(q): ApiQuery<TagListQuery>, Who(w): Who) -> Result<Json<TagList>, ApiError> {
+async fn tag_list(
+    State(id): State<Shared>,
+    Path(p): Path<RepoPath>,
+    ApiQuery(q): ApiQuery<TagListQuery>,
+    WhoForTags(w): WhoForTags,
+) -> Result<Json<TagList>, ApiError> {
     Ok(Json(id.list_tags(&w, &p.name(), q).await?))
 }
 
@@ -1072,7 +1138,7 @@ async fn tag_list(State(id): State<Shared>, Path(p): Path<RepoPath>, ApiQuery(q)
 async fn tag_update(
     State(id): State<Shared>,
     Path(p): Path<RepoTagPath>,
-    Who(w): Who,
+    WhoForTags(w): WhoForTags,
     b: Result<Json<TagUpdate>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     id.update_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
@@ -1086,7 +1152,7 @@ async fn tag_update(
 async fn tag_restore(
     State(id): State<Shared>,
     Path(p): Path<RepoTagPath>,
-    Who(w): Who,
+    WhoForTags(w): WhoForTags,
     b: Result<Json<TagRestore>, JsonRejection>,
 ) -> Result<Json<Success>, ApiError> {
     id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;

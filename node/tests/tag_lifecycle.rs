@@ -507,3 +507,149 @@ fn labels_of_a_real_build_expire_and_lock_the_pushed_tag() {
     assert!(!out.status.success(), "a push over an immutable tag went through");
     assert_eq!(rows_on(&n1, "locked")[0]["manifest_digest"], json!(digest_of("locked")), "the tag is unchanged");
 }
+
+/// Immutability policies through the API of three nodes: a bad pattern
+/// is a 400 that stores nothing; a namespace policy locks the live tags
+/// it covers on every node and every tag pushed under it afterwards; a
+/// repository's policy can be read, changed and deleted. A robot with
+/// write may lock a tag but not unlock it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn immutability_policies_and_robot_locks() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let (r1, r2, r3) = (reg(c.node(1)), reg(c.node(2)), reg(c.node(3)));
+    push(c.node(1), REPO, "v1", now_ms()).await;
+    push(c.node(1), REPO, "latest", now_ms()).await;
+    c.sync_all().await;
+    let org_policies = "/api/v1/organization/team/immutabilitypolicy/";
+    let repo_policies = format!("/api/v1/repository/{REPO}/immutabilitypolicy/");
+
+    for body in [json!({"tagPattern": "v[0-9"}), json!({"tagPattern": ""}), json!({"tagPattern": "v1", "extra": 1}), json!({})] {
+        let (s, v) = json_of(&r2, Method::POST, org_policies, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, v) = json_of(&r2, Method::POST, "/api/v1/organization/nobody/immutabilitypolicy/", Some(json!({"tagPattern": "v.*"}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = json_of(&r2, Method::GET, org_policies, None).await;
+    assert_eq!((s, v["policies"].clone()), (StatusCode::OK, json!([])), "refusals stored nothing");
+
+    // The namespace's policy locks the existing v1 (not latest), everywhere.
+    let (s, v) = json_of(&r2, Method::POST, org_policies, Some(json!({"tagPattern": "v[0-9]+"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let uuid = v["uuid"].as_str().unwrap().to_string();
+    c.sync_all().await;
+    assert_eq!((rows(&r3, "v1").await[0]["immutable"].clone(), rows(&r3, "latest").await[0]["immutable"].clone()), (json!(true), json!(false)));
+    // A tag pushed under it is locked by the push itself; an overwrite is refused.
+    let image = r3.image(REPO, "v2").await;
+    assert_eq!(r3.put_manifest(REPO, "v2", OCI_MANIFEST, &image).await.0, StatusCode::CREATED);
+    c.sync_all().await;
+    assert_eq!(rows(&r1, "v2").await[0]["immutable"], json!(true));
+    let other = r1.image(REPO, "other").await;
+    assert_error(&r1.put_manifest(REPO, "v2", OCI_MANIFEST, &other).await, StatusCode::CONFLICT, "TAG_IMMUTABLE");
+    assert_eq!(r1.put_manifest(REPO, "v2-rc", OCI_MANIFEST, &other).await.0, StatusCode::CREATED, "a full match only");
+    let (s, v) = json_of(&r1, Method::GET, &format!("{org_policies}{uuid}"), None).await;
+    assert_eq!((s, v["tagPattern"].clone(), v["tagPatternMatches"].clone()), (StatusCode::OK, json!("v[0-9]+"), json!(true)), "{v}");
+
+    // A repository's policy: created, changed (a bad change is refused), deleted.
+    let (s, v) = json_of(&r1, Method::POST, &repo_policies, Some(json!({"tagPattern": "rel-.*", "tagPatternMatches": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let repo_uuid = v["uuid"].as_str().unwrap().to_string();
+    let (s, _) = json_of(&r2, Method::PUT, &format!("{repo_policies}{repo_uuid}"), Some(json!({"tagPattern": "(rel"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = json_of(&r2, Method::PUT, &format!("{repo_policies}{repo_uuid}"), Some(json!({"tagPattern": "prod", "tagPatternMatches": true}))).await;
+    assert_eq!((s, v["tagPattern"].clone()), (StatusCode::OK, json!("prod")), "{v}");
+    let (s, _) = json_of(&r2, Method::PUT, &format!("{repo_policies}no-such-policy"), Some(json!({"tagPattern": "x"}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(r2.put_manifest(REPO, "prod", OCI_MANIFEST, &other).await.0, StatusCode::CREATED);
+    c.sync_all().await;
+    assert_eq!(rows(&r3, "prod").await[0]["immutable"], json!(true));
+    let (s, _) = json_of(&r3, Method::DELETE, &format!("{repo_policies}{repo_uuid}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = json_of(&r3, Method::GET, &format!("{repo_policies}{repo_uuid}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(rows(&r3, "prod").await[0]["immutable"], json!(true), "deleting a policy unlocks nothing");
+
+    // A robot with write: locks, cannot unlock, and has no other admin call.
+    let (s, v) = json_of(&r1, Method::PUT, "/api/v1/organization/team/robots/ci", None).await;
+    assert!(s.is_success(), "{v}");
+    let secret = v["token"].as_str().unwrap().to_string();
+    let (s, v) = json_of(&r1, Method::PUT, &format!("/api/v1/repository/{REPO}/permissions/user/team+ci"), Some(json!({"role": "write"}))).await;
+    assert!(s.is_success(), "{v}");
+    c.sync_all().await;
+    let robot = Reg::at(r2.base.clone(), "team+ci", &secret);
+    let (s, v) = json_of(&robot, Method::PUT, &tag_path("latest"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = json_of(&robot, Method::PUT, &tag_path("latest"), Some(json!({"immutable": false}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(rows(&robot, "latest").await[0]["immutable"], json!(true), "still locked");
+    let (s, _) = json_of(&robot, Method::GET, &format!("/api/v1/repository/{REPO}"), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a robot has the tag calls only");
+    let (s, _) = json_of(&robot, Method::GET, org_policies, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    c.flush_audit().await;
+    let (_, v) = json_of(&r3, Method::GET, "/api/v1/organization/team/logs", None).await;
+    let kinds: Vec<&str> = v["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str()).collect();
+    for kind in ["create_immutability_policy", "update_immutability_policy", "delete_immutability_policy", "change_tag_immutability"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+/// Auto-prune: number_of_tags=3 over ten tags keeps exactly the newest
+/// three on every node, and the immutable one besides; the pruned tags
+/// are in the time machine, and the usage log names the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn autoprune_keeps_the_newest_three_and_the_immutable_one() {
+    use berth_node::registry::lifecycle::autoprune_once;
+
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let r = reg(c.node(follower));
+    let base = now_ms() - 100_000;
+    for i in 1..=10u64 {
+        push(c.node(1), REPO, &format!("t{i:02}"), base + i * 1000).await;
+    }
+    let (s, v) = json_of(&r, Method::PUT, &tag_path("t02"), Some(json!({"immutable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let policies = "/api/v1/organization/team/autoprunepolicy/";
+    for body in [
+        json!({"method": "number_of_tags", "value": 0}),
+        json!({"method": "number_of_tags", "value": "three"}),
+        json!({"method": "newest", "value": 3}),
+        json!({"method": "creation_date", "value": "soon"}),
+        json!({"method": "number_of_tags", "value": 3, "tagPattern": "("}),
+        json!({"method": "number_of_tags", "value": 3, "tagPatternMatches": false}),
+    ] {
+        let (s, v) = json_of(&r, Method::POST, policies, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (_, v) = json_of(&r, Method::GET, policies, None).await;
+    assert_eq!(v["policies"], json!([]), "refusals stored nothing");
+    // Nothing happens without a policy.
+    assert_eq!(autoprune_once(&c.node(leader).meta, &c.node(leader).audit, now_ms()).await, 0);
+    let (s, v) = json_of(&r, Method::POST, policies, Some(json!({"method": "number_of_tags", "value": 3}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let uuid = v["uuid"].as_str().unwrap().to_string();
+    let (_, v) = json_of(&r, Method::GET, &format!("{policies}{uuid}"), None).await;
+    assert_eq!((v["method"].clone(), v["value"].clone()), (json!("number_of_tags"), json!(3)), "{v}");
+    c.sync_all().await;
+
+    assert_eq!(autoprune_once(&c.node(follower).meta, &c.node(follower).audit, now_ms()).await, 0, "only the leader prunes");
+    assert_eq!(autoprune_once(&c.node(leader).meta, &c.node(leader).audit, now_ms()).await, 6);
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        let r = reg(n);
+        assert_eq!(v2_tags(&r).await, vec!["t02".to_string(), "t08".into(), "t09".into(), "t10".into()], "node {}", n.config.node_id);
+    }
+    let pruned = rows(&r, "t01").await;
+    assert_eq!((pruned.len(), pruned[0]["end_ts"].is_u64()), (1, true), "into the time machine: {pruned:?}");
+    assert_eq!(autoprune_once(&c.node(leader).meta, &c.node(leader).audit, now_ms()).await, 0, "a second pass changes nothing");
+
+    c.flush_audit().await;
+    let (_, v) = json_of(&r, Method::GET, &format!("/api/v1/repository/{REPO}/logs?kind=autoprune_tag_delete"), None).await;
+    let logs = v["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 6, "{v}");
+    assert!(logs.iter().all(|l| l["performer"]["name"] == "autoprune worker"), "{v}");
+}

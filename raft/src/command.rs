@@ -215,6 +215,8 @@ pub enum MetaResponse {
     TagImmutable {
         tag: String,
     },
+    /// What a command removed (the tags an auto-prune deleted).
+    Removed(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,27 +385,87 @@ pub enum TagCommand {
     /// Sets (`Some`, ms since the epoch) or clears the tag's expiration.
     /// Refused when not after `now_ms`; clamped to [`MIN_TAG_LIFETIME_MS`]
     /// ..= [`MAX_TAG_LIFETIME_MS`] after the tag's start.
-    SetExpiration { repo: String, tag: String, expiration_ms: Option<u64>, now_ms: u64 },
+    SetExpiration {
+        repo: String,
+        tag: String,
+        expiration_ms: Option<u64>,
+        now_ms: u64,
+    },
     /// Locks or unlocks the tag. Locking a tag with an expiration is
     /// refused: an immutable tag never expires.
-    SetImmutable { repo: String, tag: String, immutable: bool, now_ms: u64 },
+    SetImmutable {
+        repo: String,
+        tag: String,
+        immutable: bool,
+        now_ms: u64,
+    },
     /// Points the tag again at `digest`, a manifest one of its history rows
     /// held (the new row is `reverted`); refused when the manifest is gone.
-    Restore { repo: String, tag: String, digest: Digest, now_ms: u64 },
+    Restore {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        now_ms: u64,
+    },
     /// The lifecycle worker's: closes the tag's live row into history if
     /// it has expired by `now_ms` (`NotFound` if it was moved, deleted or
     /// given a later expiration meanwhile).
-    CloseExpired { repo: String, tag: String, now_ms: u64 },
+    CloseExpired {
+        repo: String,
+        tag: String,
+        now_ms: u64,
+    },
     /// A namespace's time machine window (`tag_expiration_s`); `NotFound`
     /// when no organization or user has the name.
-    SetTimeMachine { namespace: String, tag_expiration_s: u64 },
+    SetTimeMachine {
+        namespace: String,
+        tag_expiration_s: u64,
+    },
     /// The lifecycle worker's: drops the history rows of `repo` that
     /// ended before its namespace's window, as of `now_ms`.
-    PruneHistory { repo: String, now_ms: u64 },
+    PruneHistory {
+        repo: String,
+        now_ms: u64,
+    },
     /// Garbage collection's: forgets those of `digests` that nothing
     /// keeps any more (see `state::tags::collectable_manifests`), as of
     /// `now_ms`, never one pushed within `min_age_ms`.
-    CollectManifests { repo: String, digests: Vec<Digest>, now_ms: u64, min_age_ms: u64 },
+    CollectManifests {
+        repo: String,
+        digests: Vec<Digest>,
+        now_ms: u64,
+        min_age_ms: u64,
+    },
+    /// Creates or replaces an immutability policy of `scope` (a namespace,
+    /// or a repository `ns/name`), and locks the live tags it covers as
+    /// of `now_ms` (clearing their expiration: a locked tag never
+    /// expires). Refused for a pattern that is no regular expression.
+    PutImmutabilityPolicy {
+        scope: String,
+        policy: ImmutabilityPolicyRecord,
+        now_ms: u64,
+    },
+    DeleteImmutabilityPolicy {
+        scope: String,
+        uuid: String,
+    },
+    /// Creates or replaces an auto-prune policy of `scope`.
+    PutAutoPrunePolicy {
+        scope: String,
+        policy: AutoPrunePolicyRecord,
+    },
+    DeleteAutoPrunePolicy {
+        scope: String,
+        uuid: String,
+    },
+    /// The lifecycle worker's: deletes (closing their rows into history)
+    /// those of `tags` that the auto-prune policies still select as of
+    /// `now_ms`; the response lists them.
+    AutoPrune {
+        repo: String,
+        tags: Vec<String>,
+        now_ms: u64,
+    },
 }
 
 /// The shortest and longest a tag may live, from its start, when an
@@ -421,6 +483,11 @@ impl TagCommand {
             TagCommand::SetTimeMachine { .. } => "set_time_machine",
             TagCommand::PruneHistory { .. } => "prune_tag_history",
             TagCommand::CollectManifests { .. } => "collect_manifests",
+            TagCommand::PutImmutabilityPolicy { .. } => "put_immutability_policy",
+            TagCommand::DeleteImmutabilityPolicy { .. } => "delete_immutability_policy",
+            TagCommand::PutAutoPrunePolicy { .. } => "put_autoprune_policy",
+            TagCommand::DeleteAutoPrunePolicy { .. } => "delete_autoprune_policy",
+            TagCommand::AutoPrune { .. } => "autoprune",
         }
     }
 }

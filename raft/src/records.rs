@@ -485,6 +485,46 @@ impl Default for NamespaceLifeRecord {
     }
 }
 
+/// A pattern of tag names: a regular expression that must match a whole
+/// name, and whether the policy is about the names it matches (`true`)
+/// or the names it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagPattern {
+    pub pattern: String,
+    pub matches: bool,
+}
+
+/// The longest tag pattern a policy may have.
+pub const MAX_TAG_PATTERN_LEN: usize = 256;
+
+/// Tags whose names fit `pattern` are immutable: made so when the policy
+/// is created (the live ones) and whenever such a tag is pushed, moved or
+/// restored. Deleting the policy unlocks nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutabilityPolicyRecord {
+    pub uuid: String,
+    pub pattern: TagPattern,
+}
+
+/// What an auto-prune policy removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PruneMethod {
+    /// Keep the newest this many tags (of those the policy covers).
+    NumberOfTags(u64),
+    /// Remove tags pushed longer ago than this many seconds.
+    CreationDate(u64),
+}
+
+/// The lifecycle worker deletes (into the time machine) the tags this
+/// policy selects; immutable tags are never selected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoPrunePolicyRecord {
+    pub uuid: String,
+    pub method: PruneMethod,
+    /// None: every tag.
+    pub pattern: Option<TagPattern>,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -93,7 +93,15 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::Tag(TagCommand::SetTimeMachine { .. }) => Rule::Client,
         // The lifecycle worker's and the collector's, re-checked when
         // applied against the window in the state.
-        M::Tag(TagCommand::PruneHistory { .. } | TagCommand::CollectManifests { .. }) => Rule::NodeOwn { names: vec![] },
+        M::Tag(TagCommand::PruneHistory { .. } | TagCommand::CollectManifests { .. } | TagCommand::AutoPrune { .. }) => Rule::NodeOwn { names: vec![] },
+        // Policies are their namespace's or repository's administrators'
+        // business, judged by the serving node.
+        M::Tag(
+            TagCommand::PutImmutabilityPolicy { .. }
+            | TagCommand::DeleteImmutabilityPolicy { .. }
+            | TagCommand::PutAutoPrunePolicy { .. }
+            | TagCommand::DeleteAutoPrunePolicy { .. },
+        ) => Rule::Client,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -245,6 +253,8 @@ mod tests {
             MetaCommand::Tag(TagCommand::SetImmutable { repo: repo.clone(), tag: tag.clone(), immutable: false, now_ms: 1 }),
             MetaCommand::Tag(TagCommand::Restore { repo: repo.clone(), tag, digest: d.clone(), now_ms: 1 }),
             MetaCommand::Tag(TagCommand::SetTimeMachine { namespace: "ns".into(), tag_expiration_s: 0 }),
+            MetaCommand::Tag(TagCommand::DeleteImmutabilityPolicy { scope: "ns".into(), uuid: "u".into() }),
+            MetaCommand::Tag(TagCommand::DeleteAutoPrunePolicy { scope: "ns".into(), uuid: "u".into() }),
             MetaCommand::PutManifestLabeled {
                 record: berth_raft::command::ManifestRecord {
                     repo: repo.clone(),
@@ -270,6 +280,7 @@ mod tests {
             MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 }),
             MetaCommand::Tag(TagCommand::PruneHistory { repo: "r".into(), now_ms: 1 }),
             MetaCommand::Tag(TagCommand::CollectManifests { repo: "r".into(), digests: vec![d.clone()], now_ms: 1, min_age_ms: 0 }),
+            MetaCommand::Tag(TagCommand::AutoPrune { repo: "r".into(), tags: vec!["t".into()], now_ms: 1 }),
         ] {
             assert_eq!(judge(&state, here, &Actor::Node, &worker), Ok(()), "the worker's: {}", worker.kind());
             assert!(judge(&state, here, &Actor::OPERATOR, &worker).is_err(), "a client does not make the worker's: {}", worker.kind());

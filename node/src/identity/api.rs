@@ -23,6 +23,7 @@ use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFI
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod policies;
 mod tags;
 
 pub struct NodeIdentity {
@@ -834,6 +835,60 @@ impl Identity for NodeIdentity {
 
     async fn restore_tag(&self, who: &Access, repo: &str, tag: &str, req: TagRestore) -> Result<(), ApiError> {
         self.restore_tag_row(who, repo, tag, req).await
+    }
+
+    async fn authenticate_for_tags(&self, caller: &Caller) -> Result<Access, ApiError> {
+        let a = self.auth.authenticate(caller).await?;
+        // Robots too (a robot with write may lock a tag, not unlock it);
+        // registry tokens stay on /v2.
+        if a.grants.is_some() {
+            return Err(ApiError::new(ErrorCode::Denied, "registry tokens cannot use the admin API"));
+        }
+        Ok(Access { principal: a.principal, ip: caller.ip })
+    }
+
+    async fn list_immutability_policies(&self, who: &Access, scope: &PolicyScope) -> Result<ImmutabilityPolicyList, ApiError> {
+        self.list_immutability(who, scope).await
+    }
+
+    async fn put_immutability_policy(
+        &self,
+        who: &Access,
+        scope: &PolicyScope,
+        uuid: Option<&str>,
+        req: ImmutabilityPolicyBody,
+    ) -> Result<ImmutabilityPolicyView, ApiError> {
+        self.put_immutability(who, scope, uuid, req).await
+    }
+
+    async fn get_immutability_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<ImmutabilityPolicyView, ApiError> {
+        self.get_immutability(who, scope, uuid).await
+    }
+
+    async fn delete_immutability_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<(), ApiError> {
+        self.delete_immutability(who, scope, uuid).await
+    }
+
+    async fn list_autoprune_policies(&self, who: &Access, scope: &PolicyScope) -> Result<AutoPrunePolicyList, ApiError> {
+        self.list_autoprune(who, scope).await
+    }
+
+    async fn put_autoprune_policy(
+        &self,
+        who: &Access,
+        scope: &PolicyScope,
+        uuid: Option<&str>,
+        req: AutoPrunePolicyBody,
+    ) -> Result<AutoPrunePolicyView, ApiError> {
+        self.put_autoprune(who, scope, uuid, req).await
+    }
+
+    async fn get_autoprune_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<AutoPrunePolicyView, ApiError> {
+        self.get_autoprune(who, scope, uuid).await
+    }
+
+    async fn delete_autoprune_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<(), ApiError> {
+        self.delete_autoprune(who, scope, uuid).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

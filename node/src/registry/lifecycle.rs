@@ -15,7 +15,10 @@
 use std::collections::BTreeMap;
 
 use berth_common::Digest;
-use berth_raft::command::{MetaCommand, MetaResponse, TagCommand};
+use berth_raft::command::{namespace_of, MetaCommand, MetaResponse, TagCommand};
+use berth_raft::state::tag_policies::{autoprune_repos, autoprune_selection};
+
+use crate::identity::audit::AuditLog;
 use berth_raft::state::tags::{expired_tags, prunable_history};
 use berth_raft::MetaNodeHandle;
 
@@ -81,6 +84,55 @@ pub async fn prune_history_once(meta: &MetaNodeHandle, now_ms: u64) -> u64 {
         }
     }
     pruned
+}
+
+/// The performer the usage log names for the auto-prune worker (Quay's).
+pub const AUTOPRUNE_PERFORMER: &str = "autoprune worker";
+
+/// One auto-prune pass on this node as if the clock read `now_ms`: the
+/// tags deleted (none unless this node leads). Each repository is one
+/// `AutoPrune` command, which selects again when applied, so a tag
+/// pushed, locked or deleted meanwhile is judged as it is then. Deleted
+/// tags go into the time machine, and each is in the usage log as
+/// `autoprune_tag_delete` by the "autoprune worker".
+pub async fn autoprune_once(meta: &MetaNodeHandle, audit: &AuditLog, now_ms: u64) -> u64 {
+    if !meta.is_leader() {
+        return 0;
+    }
+    let repos = match autoprune_repos(&meta.state()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "auto-prune: state unreadable");
+            return 0;
+        }
+    };
+    let mut deleted = 0;
+    for repo in repos {
+        let tags = match autoprune_selection(&meta.state(), &repo, now_ms) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(%repo, error = %e, "auto-prune: state unreadable");
+                continue;
+            }
+        };
+        let cmd = MetaCommand::Tag(TagCommand::AutoPrune { repo: repo.clone(), tags, now_ms });
+        match meta.write(berth_raft::Actor::Node, cmd).await {
+            Ok(MetaResponse::Removed(removed)) => {
+                for tag in &removed {
+                    tracing::info!(%repo, %tag, "tag deleted by auto-prune");
+                    audit.record_worker("autoprune_tag_delete", AUTOPRUNE_PERFORMER, namespace_of(&repo), Some(&repo), vec![("tag", tag.clone())]);
+                }
+                deleted += removed.len() as u64;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "auto-prune stopped: metadata unavailable");
+                break;
+            }
+        }
+    }
+    deleted
 }
 
 /// A lifetime as Quay writes it (`quay.expires-after`, the time machine

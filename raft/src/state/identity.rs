@@ -161,6 +161,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     delete_robots_of(state, ch, name)?;
     ch.delete(keys::org(name));
     ch.delete(keys::namespace_life(name));
+    super::tag_policies::forget_scope(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 
@@ -204,6 +205,7 @@ fn delete_user(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<M
     }
     ch.delete(keys::user(name));
     ch.delete(keys::namespace_life(name));
+    super::tag_policies::forget_scope(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 

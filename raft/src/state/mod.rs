@@ -20,6 +20,8 @@
 //! | `e` + repo + `\0` + tag | [`TagLifeRecord`]: the live row's expiration, immutability, reversion |
 //! | `h` + repo + `\0` + tag + `\0` + end (ms, u64 BE) + start (ms, u64 BE) + digest | [`TagHistoryRecord`]: a closed row |
 //! | `X` + namespace | [`NamespaceLifeRecord`]: the time machine window |
+//! | `I` + scope + `\0` + uuid | [`ImmutabilityPolicyRecord`] of a namespace or repository |
+//! | `P` + scope + `\0` + uuid | [`AutoPrunePolicyRecord`] of a namespace or repository |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
@@ -52,6 +54,7 @@ pub mod ca;
 mod cluster;
 pub mod identity;
 mod registry;
+pub mod tag_policies;
 pub mod tags;
 
 pub mod keys {
@@ -81,6 +84,8 @@ pub mod keys {
     pub const CA_TRUST: &[u8] = b"a";
     pub const NODE_CA_PREFIX: &[u8] = b"N";
     pub const NAMESPACE_LIFE_PREFIX: &[u8] = b"X";
+    pub const IMMUTABILITY_POLICY_PREFIX: &[u8] = b"I";
+    pub const AUTOPRUNE_POLICY_PREFIX: &[u8] = b"P";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -151,6 +156,24 @@ pub mod keys {
     }
     pub fn namespace_life(namespace: &str) -> Vec<u8> {
         join(NAMESPACE_LIFE_PREFIX, &[namespace.as_bytes()])
+    }
+    pub fn immutability_policy(scope: &str, uuid: &str) -> Vec<u8> {
+        join(IMMUTABILITY_POLICY_PREFIX, &[scope.as_bytes(), uuid.as_bytes()])
+    }
+    /// Prefix of the immutability policies of a namespace or repository.
+    pub fn immutability_policies_of(scope: &str) -> Vec<u8> {
+        let mut k = join(IMMUTABILITY_POLICY_PREFIX, &[scope.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn autoprune_policy(scope: &str, uuid: &str) -> Vec<u8> {
+        join(AUTOPRUNE_POLICY_PREFIX, &[scope.as_bytes(), uuid.as_bytes()])
+    }
+    /// Prefix of the auto-prune policies of a namespace or repository.
+    pub fn autoprune_policies_of(scope: &str) -> Vec<u8> {
+        let mut k = join(AUTOPRUNE_POLICY_PREFIX, &[scope.as_bytes()]);
+        k.push(0);
+        k
     }
     pub fn placement(namespace: &str) -> Vec<u8> {
         join(PLACEMENT_PREFIX, &[namespace.as_bytes()])

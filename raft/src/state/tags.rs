@@ -12,7 +12,7 @@
 
 use berth_common::Digest;
 
-use super::{decode, keys, Changes, StateError, StateRead};
+use super::{decode, keys, tag_policies, Changes, StateError, StateRead};
 use crate::command::*;
 use crate::records::namespace_of;
 
@@ -122,8 +122,27 @@ pub(super) fn point(
         }
         close(ch, repo, tag, cur, Some(at_ms));
     }
+    let mut life = life;
+    if !life.immutable && tag_policies::locked_by_policy(state, repo, tag)? {
+        // A policy's lock wins over an expiration: a locked tag never expires.
+        life.immutable = true;
+        life.expiration_ms = None;
+    }
     write_live(ch, repo, tag, &TagRecord { digest: digest.clone(), pushed_at_ms: at_ms }, &life);
     Ok(None)
+}
+
+/// Locks the live row of `tag` (an immutability policy's), clearing its
+/// expiration.
+pub(super) fn lock(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str) -> Result<(), StateError> {
+    if let Some(mut cur) = live(state, repo, tag)? {
+        if !cur.life.immutable || cur.life.expiration_ms.is_some() {
+            cur.life.immutable = true;
+            cur.life.expiration_ms = None;
+            write_live(ch, repo, tag, &cur.rec, &cur.life);
+        }
+    }
+    Ok(())
 }
 
 /// Where `tag` points at `at_ms`, as a conditional write compares it.
@@ -150,7 +169,7 @@ pub(super) fn set_tag(
     Ok(point(state, ch, repo, tag, digest, pushed_at_ms, TagLifeRecord::default())?.unwrap_or(MetaResponse::Done))
 }
 
-pub(super) fn delete_tag(
+pub(crate) fn delete_tag(
     state: &impl StateRead,
     ch: &mut Changes,
     repo: &str,
@@ -210,6 +229,11 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) 
         TagCommand::SetTimeMachine { namespace, tag_expiration_s } => set_time_machine(state, ch, namespace, *tag_expiration_s),
         TagCommand::PruneHistory { repo, now_ms } => prune_history(state, ch, repo, *now_ms),
         TagCommand::CollectManifests { repo, digests, now_ms, min_age_ms } => collect_manifests(state, ch, repo, digests, *now_ms, *min_age_ms),
+        TagCommand::PutImmutabilityPolicy { scope, policy, now_ms } => tag_policies::put_immutability_policy(state, ch, scope, policy, *now_ms),
+        TagCommand::DeleteImmutabilityPolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::immutability_policy(scope, uuid)),
+        TagCommand::PutAutoPrunePolicy { scope, policy } => tag_policies::put_autoprune_policy(state, ch, scope, policy),
+        TagCommand::DeleteAutoPrunePolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::autoprune_policy(scope, uuid)),
+        TagCommand::AutoPrune { repo, tags, now_ms } => tag_policies::autoprune(state, ch, repo, tags, *now_ms),
     }
 }
 
@@ -467,8 +491,10 @@ pub(super) fn an_immutable_tag(state: &impl StateRead, repo: &str) -> Result<Opt
     Ok(None)
 }
 
-/// Every tag row of `repo`, live or closed, for a repository's delete.
+/// Every tag row of `repo`, live or closed, and its tag policies, for a
+/// repository's delete.
 pub(super) fn forget_repository(state: &impl StateRead, ch: &mut Changes, repo: &str) -> Result<(), StateError> {
+    tag_policies::forget_scope(state, ch, repo)?;
     for prefix in [keys::tags_of(repo), keys::tag_lives_of(repo), keys::tag_histories_of(repo)] {
         for (k, _) in state.scan_raw(&prefix)? {
             ch.delete(k);
