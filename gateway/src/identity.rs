@@ -419,12 +419,14 @@ pub struct TagList {
 #[serde(deny_unknown_fields)]
 pub struct TagUpdate {
     /// Seconds since the epoch, or `null` to clear.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<u64>)]
     pub expiration: Option<Option<u64>>,
     /// Lock (needs write) or unlock (needs admin) the tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
     /// Create the tag, or move it, to this manifest of the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
 }
 

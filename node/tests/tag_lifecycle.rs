@@ -653,3 +653,78 @@ async fn autoprune_keeps_the_newest_three_and_the_immutable_one() {
     assert_eq!(logs.len(), 6, "{v}");
     assert!(logs.iter().all(|l| l["performer"]["name"] == "autoprune worker"), "{v}");
 }
+
+/// `berth tag` and `berth policy` against a running node: tables and
+/// JSON, and refusals that exit non-zero with the node's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_tag_and_policy_commands() {
+    use common::procs::berth;
+
+    let c = Cluster::new(1, fast_config()).await;
+    c.wait_voters(&[1], T).await;
+    let r = reg(c.node(1));
+    let d = c.dirs[&1].to_str().unwrap().to_string();
+    let mut digests = vec![];
+    for tag in ["v1", "v2"] {
+        let image = r.image(REPO, tag).await;
+        assert_eq!(r.put_manifest(REPO, tag, OCI_MANIFEST, &image).await.0, StatusCode::CREATED);
+        digests.push(berth_common::Digest::sha256_of(&image).to_string());
+    }
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data-dir", &d]);
+        let out = berth(&all);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let ok = |args: &[&str]| {
+        let (success, out, err) = run(args);
+        assert!(success, "berth {args:?}: {err}");
+        out
+    };
+    let listed = |args: &[&str]| -> Value { serde_json::from_str(&ok(args)).unwrap() };
+
+    let table = ok(&["tag", "list", REPO]);
+    assert!(table.starts_with("TAG") && table.contains("v1") && table.contains("v2"), "{table}");
+    assert_eq!(listed(&["tag", "list", REPO, "--json"]).as_array().unwrap().len(), 2);
+
+    ok(&["tag", "expire", REPO, "v1", "--in", "2h"]);
+    let v1 = |v: Value| v.as_array().unwrap().iter().find(|t| t["name"] == "v1").cloned().unwrap();
+    let exp = v1(listed(&["tag", "list", REPO, "--json"]))["expiration"].as_u64().unwrap();
+    assert!(exp.abs_diff(now_ms() / 1000 + 7200) < 60, "two hours from now: {exp}");
+    ok(&["tag", "expire", REPO, "v1", "--never"]);
+    assert_eq!(v1(listed(&["tag", "list", REPO, "--json"]))["expiration"], Value::Null);
+    let (success, _, err) = run(&["tag", "expire", REPO, "v1", "--in", "soon"]);
+    assert!(!success && err.contains("not an integer and a unit"), "{err}");
+
+    ok(&["tag", "lock", REPO, "v1"]);
+    let (success, _, err) = run(&["tag", "expire", REPO, "v1", "--in", "2h"]);
+    assert!(!success && err.contains("immutable"), "{err}");
+    assert!(ok(&["tag", "list", REPO]).lines().any(|l| l.starts_with("v1") && l.trim_end().ends_with("yes")), "shown locked");
+    ok(&["tag", "unlock", REPO, "v1"]);
+
+    // A move, the history, a restore.
+    let (s, _) = json_of(&r, Method::PUT, &tag_path("v1"), Some(json!({"manifest_digest": digests[1]}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let history = listed(&["tag", "history", REPO, "v1", "--json"]);
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    assert!(ok(&["tag", "history", REPO, "v1"]).contains(&digests[0]));
+    ok(&["tag", "restore", REPO, "v1", &digests[0]]);
+    assert_eq!(tag_on(c.node(1), REPO, "v1").unwrap().to_string(), digests[0]);
+    let (success, _, err) = run(&["tag", "restore", REPO, "v1", "sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+    assert!(!success && err.contains("never pointed"), "{err}");
+
+    // Policies.
+    let out = ok(&["policy", "immutable", "--org", "team", "rel-.*"]);
+    let uuid = out.split_whitespace().nth(2).unwrap().to_string();
+    ok(&["policy", "prune", "--repo", REPO, "--keep", "5"]);
+    let (success, _, err) = run(&["policy", "immutable", "--org", "team", "("]);
+    assert!(!success && err.contains("regular expression"), "{err}");
+    let (success, _, err) = run(&["policy", "prune", "--org", "team", "--older-than", "later"]);
+    assert!(!success && err.contains("creation_date"), "{err}");
+    let all = listed(&["policy", "list", "--org", "team", "--json"]);
+    assert_eq!((all["immutability"].as_array().unwrap().len(), all["autoprune"].as_array().unwrap().len()), (1, 0), "{all}");
+    let table = ok(&["policy", "list", "--repo", REPO]);
+    assert!(table.contains("keep newest 5"), "{table}");
+    ok(&["policy", "delete", "--org", "team", &uuid]);
+    assert_eq!(listed(&["policy", "list", "--org", "team", "--json"])["immutability"], json!([]));
+}

@@ -19,7 +19,7 @@ use crate::print_json;
 const SCOPES: [&str; 8] = ["repo:read", "repo:write", "repo:admin", "repo:create", "user:read", "user:admin", "org:admin", "super:user"];
 
 /// Prints rows as aligned columns under an upper-case header.
-fn print_table<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) {
+pub(crate) fn print_table<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) {
     let mut widths = header.map(|h| h.chars().count());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -44,7 +44,7 @@ fn print_table<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) {
 }
 
 /// Percent-encodes one path segment or query value (all but RFC 3986's unreserved characters).
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -64,7 +64,7 @@ fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// `/api/v1/repository/{namespace}/{repository}` for `ns/name[/more]`: every `/` after the first as `%2F`.
-fn repo_path(repo: &str) -> anyhow::Result<String> {
+pub(crate) fn repo_path(repo: &str) -> anyhow::Result<String> {
     let (ns, name) = split_repo(repo)?;
     Ok(format!("/api/v1/repository/{}/{}", enc(ns), enc(name)))
 }
@@ -77,7 +77,7 @@ fn split_robot(robot: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
-fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     (if b { "yes" } else { "no" }).to_string()
 }
 
@@ -89,7 +89,7 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e} (e.g. 2025-06-01T12:00:00Z)"))
 }
 

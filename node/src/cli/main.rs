@@ -3,6 +3,7 @@
 mod client;
 mod drill;
 mod identity;
+mod tags;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,6 +94,16 @@ enum Command {
     },
     /// The usage log: who did what, newest first.
     Logs(LogsArgs),
+    /// A repository's tags: list, history, expiration, restore, locks.
+    Tag {
+        #[command(subcommand)]
+        command: tags::TagCommand,
+    },
+    /// Immutability and auto-prune policies of an organization or repository.
+    Policy {
+        #[command(subcommand)]
+        command: tags::PolicyCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -460,6 +471,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command } => identity::run_token(command).await?,
         Command::Repo { command } => identity::run_repo(command).await?,
         Command::Logs(args) => identity::run_logs(args).await?,
+        Command::Tag { command } => tags::run_tag(command).await?,
+        Command::Policy { command } => tags::run_policy(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {
