@@ -188,10 +188,7 @@ impl TagsConfig {
     pub fn expiration_options_s(&self) -> anyhow::Result<Vec<u64>> {
         self.expiration_options
             .iter()
-            .map(|o| {
-                crate::registry::lifecycle::parse_lifetime_s(o)
-                    .with_context(|| format!("expiration option {o:?} is not an integer and a unit (s, m, h, d, w, y)"))
-            })
+            .map(|o| crate::util::parse_lifetime_s(o).with_context(|| format!("expiration option {o:?} is not an integer and a unit (s, m, h, d, w, y)")))
             .collect()
     }
 }

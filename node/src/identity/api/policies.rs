@@ -7,7 +7,7 @@ use berth_raft::command::{AutoPrunePolicyRecord, ImmutabilityPolicyRecord, Prune
 use berth_raft::state::tag_policies::{self, compile};
 
 use super::*;
-use crate::registry::lifecycle::parse_lifetime_s;
+use crate::util::parse_lifetime_s;
 
 /// The scope's name as the state keys it.
 fn scope_name(scope: &PolicyScope) -> &str {
