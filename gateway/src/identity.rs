@@ -29,7 +29,9 @@ use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 mod policies;
+mod quotas;
 pub use policies::*;
+pub use quotas::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
@@ -536,6 +538,25 @@ pub trait Identity: Send + Sync + 'static {
     async fn delete_autoprune_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
     }
+    /// The quota of namespace `ns` (none: the caller's own), as a list of at most one.
+    async fn list_quotas(&self, _who: &Access, _ns: Option<&str>) -> Result<Vec<QuotaView>, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn create_quota(&self, _who: &Access, _ns: &str, _req: QuotaBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn update_quota(&self, _who: &Access, _ns: &str, _id: &str, _req: QuotaBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn delete_quota(&self, _who: &Access, _ns: &str, _id: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn create_quota_limit(&self, _who: &Access, _ns: &str, _id: &str, _req: QuotaLimitBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn delete_quota_limit(&self, _who: &Access, _ns: &str, _id: &str, _limit_id: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
 }
 
 type Shared = Arc<dyn Identity>;
@@ -577,6 +598,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
         .merge(policies::routes())
+        .merge(quotas::routes())
         .with_state(identity)
 }
 
@@ -612,6 +634,7 @@ pub struct ApiDoc;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(policies::PolicyDoc::openapi());
+    doc.merge(quotas::QuotaDoc::openapi());
     doc
 }
 

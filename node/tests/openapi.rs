@@ -35,6 +35,11 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
         "/api/v1/organization/{org}/autoprunepolicy/{uuid}",
         "/api/v1/repository/{namespace}/{repository}/autoprunepolicy/",
         "/api/v1/repository/{namespace}/{repository}/autoprunepolicy/{uuid}",
+        "/api/v1/organization/{org}/quota",
+        "/api/v1/organization/{org}/quota/{id}",
+        "/api/v1/organization/{org}/quota/{id}/limit",
+        "/api/v1/organization/{org}/quota/{id}/limit/{limit_id}",
+        "/api/v1/user/quota",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }

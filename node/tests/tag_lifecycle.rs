@@ -728,3 +728,122 @@ async fn the_tag_and_policy_commands() {
     ok(&["policy", "delete", "--org", "team", &uuid]);
     assert_eq!(listed(&["policy", "list", "--org", "team", "--json"])["immutability"], json!([]));
 }
+
+/// A namespace quota of 10 MiB with a Reject limit, on three nodes: an
+/// 8 MiB push succeeds, a second image sharing its layer counts the
+/// layer once, and a 4 MiB push is refused with 403 DENIED through any
+/// node, leaving no blob record and no tag. Deleted tags keep their
+/// bytes until their images leave the time machine; then the push works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reject_quota_refuses_pushes_over_it_and_counts_shared_layers_once() {
+    use berth_node::registry::gc::{collect_at, GcStats};
+    use berth_raft::command::BlobRecord;
+    use berth_raft::state::keys;
+    use berth_raft::StateRead;
+
+    const MIB: usize = 1 << 20;
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let (r1, r2, r3) = (reg(c.node(1)), reg(c.node(2)), reg(c.node(3)));
+    push(c.node(1), "team/seed", "x", now_ms()).await; // the organization
+    let quota = "/api/v1/organization/team/quota";
+
+    // Refusals change nothing.
+    for body in [json!({}), json!({"limit": "lots"}), json!({"limit_bytes": 0}), json!({"limit_bytes": 5, "limit": "5 MiB"}), json!({"limit_bytes": 5, "x": 1})]
+    {
+        let (s, v) = json_of(&r1, Method::POST, quota, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, v) = json_of(&r1, Method::GET, quota, None).await;
+    assert_eq!((s, v.clone()), (StatusCode::OK, json!([])), "{v}");
+    let (s, v) = json_of(&r2, Method::POST, quota, Some(json!({"limit": "10 MiB"}))).await;
+    assert_eq!((s, v["limit_bytes"].clone()), (StatusCode::CREATED, json!(10 * MIB)), "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, _) = json_of(&r2, Method::POST, quota, Some(json!({"limit": "20 MiB"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "one quota per namespace");
+    for body in [
+        json!({"type": "Maybe", "threshold_percent": 50}),
+        json!({"type": "Reject", "threshold_percent": 0}),
+        json!({"type": "Reject", "threshold_percent": 101}),
+    ] {
+        let (s, v) = json_of(&r2, Method::POST, &format!("{quota}/{id}/limit"), Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, v) = json_of(&r2, Method::POST, &format!("{quota}/{id}/limit"), Some(json!({"type": "Reject", "threshold_percent": 100}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = json_of(&r2, Method::POST, &format!("{quota}/{id}/limit"), Some(json!({"type": "Warning", "threshold_percent": 50}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["limits"].as_array().unwrap().iter().map(|l| l["limit_percent"].clone()).collect::<Vec<_>>(), vec![json!(100), json!(50)]);
+    c.sync_all().await;
+
+    // 8 MiB through node 1.
+    let big = vec![7u8; 8 * MIB];
+    let layer = r1.blob(REPO, &big).await;
+    let config_a = r1.blob(REPO, b"{\"image\":\"a\"}").await;
+    let a = manifest_json(&config_a, 13, &[(layer.clone(), big.len() as u64)], None, None);
+    assert_eq!(r1.put_manifest(REPO, "a", OCI_MANIFEST, &a).await.0, StatusCode::CREATED);
+    // A second image through node 2 with the same layer counts it once.
+    let (s, _, _) = r2.send(r2.req(Method::POST, &format!("/v2/{REPO}/blobs/uploads/?mount={layer}&from={REPO}"))).await;
+    assert_eq!(s, StatusCode::CREATED, "the layer counts already: mounting it again adds nothing");
+    let config_b = r2.blob(REPO, b"{\"image\":\"b\"}").await;
+    let b = manifest_json(&config_b, 13, &[(layer.clone(), big.len() as u64)], None, None);
+    assert_eq!(r2.put_manifest(REPO, "b", OCI_MANIFEST, &b).await.0, StatusCode::CREATED);
+    c.sync_all().await;
+    let usage = |r: Reg| async move { json_of(&r, Method::GET, quota, None).await.1[0]["usage"].clone() };
+    let expected = (8 * MIB + 13 + 13) as u64;
+    for r in [&r1, &r2, &r3] {
+        let u = usage(r.clone()).await;
+        assert_eq!((u["bytes"].clone(), u["repositories"][REPO].clone()), (json!(expected), json!(expected)), "{u}");
+    }
+
+    // A 4 MiB layer through any node: refused, and nothing recorded.
+    let small = vec![9u8; 4 * MIB];
+    let small_digest = berth_common::Digest::sha256_of(&small);
+    for r in [&r1, &r2, &r3] {
+        let resp = r.send(r.req(Method::POST, &format!("/v2/{REPO}/blobs/uploads/?digest={small_digest}")).body(small.clone())).await;
+        assert_error(&resp, StatusCode::FORBIDDEN, "DENIED");
+        assert!(String::from_utf8_lossy(&resp.2).contains("Quota has been exceeded on namespace team"), "{}", String::from_utf8_lossy(&resp.2));
+    }
+    c.sync_all().await;
+    for n in c.nodes.values() {
+        assert!(n.meta.state().get::<BlobRecord>(&keys::blob(&small_digest)).unwrap().is_none(), "node {} has no record of the refused blob", n.config.node_id);
+    }
+    let config_c = r3.blob(REPO, b"{\"image\":\"c\"}").await;
+    let cm = manifest_json(&config_c, 13, &[(small_digest.clone(), small.len() as u64)], None, None);
+    assert_eq!(r3.put_manifest(REPO, "c", OCI_MANIFEST, &cm).await.0, StatusCode::BAD_REQUEST, "its layer was never stored");
+    assert_eq!(tag_on(c.node(3), REPO, "c"), None);
+
+    // Deleted, the images still count until the time machine lets them go.
+    for t in ["a", "b"] {
+        assert_eq!(r1.status_of(Method::DELETE, &format!("/v2/{REPO}/manifests/{t}")).await, StatusCode::ACCEPTED);
+    }
+    assert_eq!(usage(r1.clone()).await["bytes"], json!(expected), "still in the time machine");
+    let (s, _) = json_of(&r1, Method::PUT, "/api/v1/organization/team", Some(json!({"tag_expiration_s": 0}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let leader = c.wait_leader(T).await;
+    let grace = Duration::from_secs(3600);
+    let later = std::time::SystemTime::now() + grace + Duration::from_secs(1);
+    let report = collect_at(&c.node(leader).meta, c.node(leader).replicator.store(), later, grace, &GcStats::default()).await;
+    assert_eq!(report.manifests, 2, "{report:?}");
+    c.sync_all().await;
+    assert_eq!(usage(r3.clone()).await["bytes"], json!(0));
+    // (The collector's clock ran ahead: c's config, unreferenced, went too.)
+    assert_eq!(r3.blob(REPO, b"{\"image\":\"c\"}").await, config_c);
+    assert_eq!(r3.blob(REPO, &small).await, small_digest);
+    assert_eq!(r3.put_manifest(REPO, "c", OCI_MANIFEST, &cm).await.0, StatusCode::CREATED, "room again");
+
+    // Only superusers set quotas; the usage log has the changes.
+    c.flush_audit().await;
+    let (_, v) = json_of(&r1, Method::GET, "/api/v1/organization/team/logs", None).await;
+    let kinds: Vec<&str> = v["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str()).collect();
+    for kind in ["org_create_quota", "org_create_quota_limit", "quota_warning"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let (s, v) = json_of(&r1, Method::POST, "/api/v1/superuser/users/", Some(json!({"username": "dev", "password": "dev-password-1"}))).await;
+    assert!(s.is_success(), "{v}");
+    let dev = Reg::at(r1.base.clone(), "dev", "dev-password-1");
+    let (s, _) = json_of(&dev, Method::PUT, &format!("{quota}/{id}"), Some(json!({"limit": "1 TiB"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = json_of(&dev, Method::GET, quota, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not a member");
+}

@@ -163,6 +163,24 @@ pub enum MetaCommand {
         expiration_ms: Option<u64>,
         immutable: bool,
     },
+    /// A namespace's storage quota (see [`QuotaCommand`]).
+    Quota(QuotaCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QuotaCommand {
+    /// Sets (`Some`) or removes a namespace's quota. Setting the first
+    /// one counts the namespace's usage from its manifests; from then on
+    /// every manifest stored or forgotten keeps it exact.
+    Set { namespace: String, quota: Option<QuotaRecord> },
+}
+
+impl QuotaCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuotaCommand::Set { .. } => "set_quota",
+        }
+    }
 }
 
 impl MetaCommand {
@@ -194,6 +212,7 @@ impl MetaCommand {
             MetaCommand::DeleteManifestAt { .. } => "delete_manifest",
             MetaCommand::Tag(c) => c.kind(),
             MetaCommand::PutManifestLabeled { .. } => "put_manifest",
+            MetaCommand::Quota(c) => c.kind(),
         }
     }
 }
@@ -217,6 +236,11 @@ pub enum MetaResponse {
     },
     /// What a command removed (the tags an auto-prune deleted).
     Removed(Vec<String>),
+    /// The write would take the namespace over a Reject limit of its
+    /// quota, and changed nothing.
+    QuotaExceeded {
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -525,6 +525,40 @@ pub struct AutoPrunePolicyRecord {
     pub pattern: Option<TagPattern>,
 }
 
+/// What crossing a quota limit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaLimitKind {
+    /// Recorded (and notified), nothing refused.
+    Warning,
+    /// A push that would cross it is refused and stores nothing.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLimit {
+    pub id: String,
+    pub kind: QuotaLimitKind,
+    /// 1 to 100, of the quota's bytes.
+    pub threshold_percent: u8,
+}
+
+/// A namespace's storage quota. While it exists the state machine keeps
+/// the namespace's usage exact: the deduplicated bytes of the blobs its
+/// manifests reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub id: String,
+    pub limit_bytes: u64,
+    pub limits: Vec<QuotaLimit>,
+}
+
+impl QuotaRecord {
+    /// The usage (bytes) a limit of `kind` allows at most; the lowest of them.
+    pub fn threshold(&self, kind: QuotaLimitKind) -> Option<u64> {
+        self.limits.iter().filter(|l| l.kind == kind).map(|l| (u128::from(self.limit_bytes) * u128::from(l.threshold_percent) / 100) as u64).min()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -102,6 +102,8 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             | TagCommand::PutAutoPrunePolicy { .. }
             | TagCommand::DeleteAutoPrunePolicy { .. },
         ) => Rule::Client,
+        // Quotas are set by superusers only (members read them).
+        M::Quota(_) => Rule::Admin,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },

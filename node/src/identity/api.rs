@@ -24,6 +24,7 @@ use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
 mod policies;
+mod quotas;
 mod tags;
 
 pub struct NodeIdentity {
@@ -889,6 +890,30 @@ impl Identity for NodeIdentity {
 
     async fn delete_autoprune_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<(), ApiError> {
         self.delete_autoprune(who, scope, uuid).await
+    }
+
+    async fn list_quotas(&self, who: &Access, ns: Option<&str>) -> Result<Vec<QuotaView>, ApiError> {
+        self.quotas_of(who, ns).await
+    }
+
+    async fn create_quota(&self, who: &Access, ns: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
+        self.quota_create(who, ns, req).await
+    }
+
+    async fn update_quota(&self, who: &Access, ns: &str, id: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
+        self.quota_update(who, ns, id, req).await
+    }
+
+    async fn delete_quota(&self, who: &Access, ns: &str, id: &str) -> Result<(), ApiError> {
+        self.quota_delete(who, ns, id).await
+    }
+
+    async fn create_quota_limit(&self, who: &Access, ns: &str, id: &str, req: QuotaLimitBody) -> Result<QuotaView, ApiError> {
+        self.quota_limit_create(who, ns, id, req).await
+    }
+
+    async fn delete_quota_limit(&self, who: &Access, ns: &str, id: &str, limit_id: &str) -> Result<(), ApiError> {
+        self.quota_limit_delete(who, ns, id, limit_id).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
 use berth_gateway::*;
+use berth_raft::command::QuotaLimitKind;
 use berth_raft::command::{namespace_of, IdentityCommand, Role};
 use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
-use berth_raft::state::{keys, tags};
+use berth_raft::state::{keys, quotas, tags};
 use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use berth_replication::Replicator;
 use bytes::Bytes;
@@ -76,6 +77,11 @@ impl AbsentRepos {
     fn forget(&self, repo: &RepoName) {
         self.seen.lock().expect("absent lock").remove(repo.as_str());
     }
+}
+
+/// Quay's refusal of a push over a namespace's Reject limit.
+fn quota_exceeded(namespace: &str) -> ApiError {
+    ApiError::new(ErrorCode::Denied, format!("Quota has been exceeded on namespace {namespace}"))
 }
 
 fn unexpected(what: &str, r: MetaResponse) -> ApiError {
@@ -357,6 +363,44 @@ impl NodeRegistry {
         Ok(self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), digest)).map_err(state_err)?.map(|m| Bytes::from(m.bytes)))
     }
 
+    /// Refuses, before anything is recorded, a blob upload (`None`: one
+    /// just starting) that would take `repo`'s namespace over a Reject
+    /// limit of its quota. A blob the namespace already counts adds
+    /// nothing. The manifest's own check is the state machine's.
+    fn check_quota(&self, repo: &RepoName, blob: Option<(&Digest, u64)>) -> Result<(), ApiError> {
+        let Some(ns) = namespace_of(repo.as_str()) else { return Ok(()) };
+        let state = self.state();
+        let Some(limit) = quotas::quota_of(&state, ns).map_err(state_err)?.and_then(|q| q.threshold(QuotaLimitKind::Reject)) else { return Ok(()) };
+        let usage = quotas::usage_of(&state, ns).map_err(state_err)?;
+        let over = match blob {
+            None => usage >= limit,
+            Some((d, _)) if quotas::counted(&state, ns, d).map_err(state_err)? => false,
+            Some((_, size)) => usage.saturating_add(size) > limit,
+        };
+        if over {
+            return Err(quota_exceeded(ns));
+        }
+        Ok(())
+    }
+
+    /// The counted usage of `repo`'s namespace, if it has a quota.
+    fn quota_usage(&self, repo: &RepoName) -> Option<u64> {
+        let ns = namespace_of(repo.as_str())?;
+        quotas::quota_of(&self.state(), ns).ok().flatten()?;
+        quotas::usage_of(&self.state(), ns).ok()
+    }
+
+    /// Records a push that took the namespace across a Warning limit.
+    fn audit_quota_warning(&self, access: &Access, repo: &RepoName, before: Option<u64>) {
+        let (Some(before), Some(after), Some(ns)) = (before, self.quota_usage(repo), namespace_of(repo.as_str())) else { return };
+        let Some(q) = quotas::quota_of(&self.state(), ns).ok().flatten() else { return };
+        let Some(warn) = q.threshold(QuotaLimitKind::Warning) else { return };
+        if before <= warn && after > warn {
+            let meta = vec![("usage_bytes", after.to_string()), ("limit_bytes", q.limit_bytes.to_string()), ("warning_bytes", warn.to_string())];
+            self.audit.record("quota_warning", &access.principal, access.ip, Some(ns), Some(repo.as_str()), meta);
+        }
+    }
+
     /// What the pushed image's labels ask of its tag: an image's own
     /// config labels, or for an index those all its children agree on.
     async fn label_life(&self, repo: &RepoName, parsed: &manifest::Parsed) -> Result<LabelLife, ApiError> {
@@ -605,6 +649,7 @@ impl Registry for NodeRegistry {
                 None => return Ok(false),
             }
         };
+        self.check_quota(repo, Some((digest, link.size)))?;
         self.ensure_repository(access, repo).await?;
         match self
             .write_to(access, repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() })
@@ -623,6 +668,8 @@ impl Registry for NodeRegistry {
         // record; pinned after the body is in, so a slow client holds up nothing.
         let _pin = store.pin(digest).await;
         let size = staging.commit(store, digest).await.map_err(blob_err)?;
+        // Refused over the quota: the copy stays unrecorded, and gc deletes it.
+        self.check_quota(repo, Some((digest, size)))?;
         self.ensure_repository(access, repo).await?;
         self.record_blob(access, repo, digest, size).await
     }
@@ -638,6 +685,7 @@ impl Registry for NodeRegistry {
     }
 
     async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError> {
+        self.check_quota(repo, None)?;
         self.uploads.start(&access.principal.performer(), repo.as_str()).await
     }
 
@@ -652,6 +700,7 @@ impl Registry for NodeRegistry {
     async fn upload_finish(&self, access: &Access, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
         // The pin keeps the sweeper off the copy until it is recorded.
         let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        self.check_quota(repo, Some((digest, size)))?;
         self.ensure_repository(access, repo).await?;
         self.record_blob(access, repo, digest, size).await
     }
@@ -753,13 +802,16 @@ impl Registry for NodeRegistry {
         } else {
             MetaCommand::PutManifest { record, tag: tag.clone() }
         };
+        let usage_before = self.quota_usage(repo);
         match self.write_to(access, repo, cmd).await? {
             MetaResponse::Done => {
                 if let Some(tag) = &tag {
                     self.audit_labels(access, repo, tag, &labels, expiration_ms);
                 }
+                self.audit_quota_warning(access, repo, usage_before);
                 Ok(PutOutcome { digest, subject: parsed.subject })
             }
+            MetaResponse::QuotaExceeded { namespace } => Err(quota_exceeded(&namespace)),
             MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),

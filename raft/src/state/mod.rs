@@ -22,6 +22,9 @@
 //! | `X` + namespace | [`NamespaceLifeRecord`]: the time machine window |
 //! | `I` + scope + `\0` + uuid | [`ImmutabilityPolicyRecord`] of a namespace or repository |
 //! | `P` + scope + `\0` + uuid | [`AutoPrunePolicyRecord`] of a namespace or repository |
+//! | `Q` + namespace | [`QuotaRecord`] |
+//! | `W` + namespace | usage of a namespace with a quota (u64 bytes) |
+//! | `V` + namespace + `\0` + digest | how many of the namespace's manifests reference the blob (u64) |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
@@ -53,6 +56,7 @@ pub use crate::records::RECORD_VERSION;
 pub mod ca;
 mod cluster;
 pub mod identity;
+pub mod quotas;
 mod registry;
 pub mod tag_policies;
 pub mod tags;
@@ -86,6 +90,9 @@ pub mod keys {
     pub const NAMESPACE_LIFE_PREFIX: &[u8] = b"X";
     pub const IMMUTABILITY_POLICY_PREFIX: &[u8] = b"I";
     pub const AUTOPRUNE_POLICY_PREFIX: &[u8] = b"P";
+    pub const QUOTA_PREFIX: &[u8] = b"Q";
+    pub const QUOTA_USAGE_PREFIX: &[u8] = b"W";
+    pub const QUOTA_BLOB_PREFIX: &[u8] = b"V";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -172,6 +179,21 @@ pub mod keys {
     /// Prefix of the auto-prune policies of a namespace or repository.
     pub fn autoprune_policies_of(scope: &str) -> Vec<u8> {
         let mut k = join(AUTOPRUNE_POLICY_PREFIX, &[scope.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn quota(ns: &str) -> Vec<u8> {
+        join(QUOTA_PREFIX, &[ns.as_bytes()])
+    }
+    pub fn quota_usage(ns: &str) -> Vec<u8> {
+        join(QUOTA_USAGE_PREFIX, &[ns.as_bytes()])
+    }
+    pub fn quota_blob(ns: &str, digest: &Digest) -> Vec<u8> {
+        join(QUOTA_BLOB_PREFIX, &[ns.as_bytes(), digest.to_string().as_bytes()])
+    }
+    /// Prefix of the blob counts of a namespace's usage.
+    pub fn quota_blobs_of(ns: &str) -> Vec<u8> {
+        let mut k = join(QUOTA_BLOB_PREFIX, &[ns.as_bytes()]);
         k.push(0);
         k
     }
@@ -347,6 +369,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::DeleteTag { repo, tag, if_current } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), None),
         M::DeleteTagAt { repo, tag, if_current, now_ms } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), Some(*now_ms)),
         M::Tag(cmd) => tags::apply(state, ch_, cmd),
+        M::Quota(cmd) => quotas::apply(state, ch_, cmd),
         M::SetPlacement { namespace, placement } => registry::set_placement(ch_, namespace, placement),
         M::AddBlobHolder { digest, size: _, node } => registry::add_blob_holder(state, ch_, digest, *node),
         M::RemoveBlobHolder { digest, node } => registry::remove_blob_holder(state, ch_, digest, *node),

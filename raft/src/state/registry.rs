@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::{Digest, NodeId};
 
-use super::{keys, tags, Changes, StateError, StateRead};
+use super::{keys, quotas, tags, Changes, StateError, StateRead};
 use crate::command::*;
 
 /// Stores a manifest. Every blob it names must still be linked into its
@@ -41,6 +41,13 @@ pub(super) fn put_manifest(
         }
     }
     if is_new {
+        // The namespace's quota, checked before anything is written.
+        let mut usage = quotas::Usage::of(state, &rec.repo)?;
+        usage.add(state, &rec.blobs)?;
+        if let Some(refused) = usage.refusal() {
+            return Ok(refused);
+        }
+        usage.write(ch);
         // One reference per manifest, however often it names the blob; the
         // delete subtracts the same way.
         let unique: BTreeMap<&Digest, BlobRecord> = blobs.into_iter().collect();
@@ -65,6 +72,9 @@ pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &s
     if let Some(refused) = tags::close_tags_of_manifest(state, ch, repo, digest, at_ms)? {
         return Ok(refused);
     }
+    let mut usage = quotas::Usage::of(state, repo)?;
+    usage.remove(state, &rec.blobs)?;
+    usage.write(ch);
     let unique: BTreeSet<&Digest> = rec.blobs.iter().collect();
     for b in unique {
         if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {

@@ -365,12 +365,14 @@ fn collect_manifests(
     // Blob records touched by more than one manifest of the batch count
     // every decrement.
     let mut blobs = std::collections::BTreeMap::<Digest, BlobRecord>::new();
+    let mut usage = super::quotas::Usage::of(state, repo)?;
     let mut collected = false;
     for d in digests.iter().collect::<std::collections::BTreeSet<_>>() {
         if !collectable.contains(d) {
             continue;
         }
         let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, d))? else { continue };
+        usage.remove(state, &rec.blobs)?;
         for b in rec.blobs.iter().collect::<std::collections::BTreeSet<_>>() {
             let blob = match blobs.remove(b) {
                 Some(blob) => Some(blob),
@@ -390,6 +392,7 @@ fn collect_manifests(
     for (b, blob) in blobs {
         ch.put(keys::blob(&b), &blob);
     }
+    usage.write(ch);
     Ok(if collected { MetaResponse::Done } else { MetaResponse::NotFound })
 }
 
