@@ -727,6 +727,21 @@ async fn the_tag_and_policy_commands() {
     assert!(table.contains("keep newest 5"), "{table}");
     ok(&["policy", "delete", "--org", "team", &uuid]);
     assert_eq!(listed(&["policy", "list", "--org", "team", "--json"])["immutability"], json!([]));
+
+    // Quotas.
+    assert_eq!(ok(&["quota", "show", "team"]).trim(), "no quota");
+    let (success, _, err) = run(&["quota", "set", "team", "lots"]);
+    assert!(!success && err.contains("is not a size"), "{err}");
+    ok(&["quota", "set", "team", "10 MiB"]);
+    ok(&["quota", "set", "team", "20 MiB"]);
+    ok(&["quota", "limit", "team", "Reject", "90"]);
+    let q = listed(&["quota", "show", "team", "--json"]);
+    assert_eq!((q[0]["limit_bytes"].clone(), q[0]["limits"][0]["limit_percent"].clone()), (json!(20 << 20), json!(90)), "{q}");
+    assert!(q[0]["usage"]["bytes"].as_u64().unwrap() > 0, "the two images count: {q}");
+    let table = ok(&["quota", "show", "team"]);
+    assert!(table.contains("20 MiB") && table.contains(REPO) && table.contains("Reject at 90%"), "{table}");
+    ok(&["quota", "remove", "team"]);
+    assert_eq!(listed(&["quota", "show", "team", "--json"]), json!([]));
 }
 
 /// A namespace quota of 10 MiB with a Reject limit, on three nodes: an

@@ -104,6 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: tags::PolicyCommand,
     },
+    /// Storage quotas of namespaces, their limits and usage.
+    Quota {
+        #[command(subcommand)]
+        command: tags::QuotaCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -473,6 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => identity::run_logs(args).await?,
         Command::Tag { command } => tags::run_tag(command).await?,
         Command::Policy { command } => tags::run_policy(command).await?,
+        Command::Quota { command } => tags::run_quota(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

@@ -1,13 +1,14 @@
-//! `berth tag` and `berth policy`: a repository's tags with their history
-//! (expiration, restore, locks), and the immutability and auto-prune
-//! policies of a namespace or repository, over the admin API's Quay paths.
+//! `berth tag`, `berth policy` and `berth quota`: a repository's tags with
+//! their history (expiration, restore, locks), the immutability and
+//! auto-prune policies of a namespace or repository, and namespace
+//! quotas, over the admin API's Quay paths.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use berth_gateway::identity::{
     AutoPrunePolicyBody, AutoPrunePolicyList, AutoPrunePolicyView, ImmutabilityPolicyBody, ImmutabilityPolicyList, ImmutabilityPolicyView, PolicyCreated,
-    Success, TagList, TagRestore, TagUpdate, TagView,
+    QuotaBody, QuotaLimitBody, QuotaView, Success, TagList, TagRestore, TagUpdate, TagView,
 };
 use clap::Subcommand;
 
@@ -298,6 +299,106 @@ pub async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
                 client.delete(&format!("{}{id}", scope.path("autoprunepolicy")?)).await?;
             }
             println!("policy {uuid} deleted");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCommand {
+    /// A namespace's quota, its limits and usage (members may read it).
+    Show {
+        /// The organization (or user); default: your own namespace.
+        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a namespace's quota, e.g. "10 GiB" (superusers).
+    Set {
+        namespace: String,
+        /// The size: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB).
+        size: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a limit: Warning (recorded) or Reject (pushes over it are refused), at a percentage of the quota.
+    Limit {
+        namespace: String,
+        #[arg(value_parser = ["Warning", "Reject"])]
+        kind: String,
+        /// 1 to 100.
+        percent: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a namespace's quota (and stop counting its usage).
+    Remove {
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn quota_path(ns: &str) -> String {
+    format!("/api/v1/organization/{}/quota", enc(ns))
+}
+
+async fn the_quota(client: &AdminClient, ns: &str) -> anyhow::Result<QuotaView> {
+    let list: Vec<QuotaView> = client.get(&quota_path(ns)).await?;
+    list.into_iter().next().ok_or_else(|| anyhow::anyhow!("namespace {ns} has no quota"))
+}
+
+pub async fn run_quota(command: QuotaCommand) -> anyhow::Result<()> {
+    match command {
+        QuotaCommand::Show { namespace, target, json } => {
+            let client = AdminClient::new(&target)?;
+            let list: Vec<QuotaView> = match &namespace {
+                Some(ns) => client.get(&quota_path(ns)).await?,
+                None => client.get("/api/v1/user/quota").await?,
+            };
+            if json {
+                return print_json(&list);
+            }
+            let Some(q) = list.into_iter().next() else {
+                println!("no quota");
+                return Ok(());
+            };
+            let pct = q.usage.bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64;
+            println!("quota {}: {} used of {} ({pct:.1}%)", q.id, size(Some(q.usage.bytes)), q.limit);
+            for l in &q.limits {
+                println!("  {} at {}%  (id {})", l.kind, l.limit_percent, l.id);
+            }
+            print_table(["REPOSITORY", "USAGE"], q.usage.repositories.into_iter().map(|(r, b)| [r, size(Some(b))]).collect());
+        }
+        QuotaCommand::Set { namespace, size: limit, target } => {
+            let client = AdminClient::new(&target)?;
+            let body = QuotaBody { limit: Some(limit.clone()), limit_bytes: None };
+            let list: Vec<QuotaView> = client.get(&quota_path(&namespace)).await?;
+            match list.first() {
+                Some(q) => {
+                    let _: QuotaView = client.put_json(&format!("{}/{}", quota_path(&namespace), enc(&q.id)), &body).await?;
+                }
+                None => {
+                    let _: QuotaView = client.post(&quota_path(&namespace), &body).await?;
+                }
+            }
+            println!("quota of {namespace}: {limit}");
+        }
+        QuotaCommand::Limit { namespace, kind, percent, target } => {
+            let client = AdminClient::new(&target)?;
+            let q = the_quota(&client, &namespace).await?;
+            let body = QuotaLimitBody { kind: kind.clone(), threshold_percent: percent };
+            let _: QuotaView = client.post(&format!("{}/{}/limit", quota_path(&namespace), enc(&q.id)), &body).await?;
+            println!("{kind} limit at {percent}% of {namespace}'s quota");
+        }
+        QuotaCommand::Remove { namespace, target } => {
+            let client = AdminClient::new(&target)?;
+            let q = the_quota(&client, &namespace).await?;
+            client.delete(&format!("{}/{}", quota_path(&namespace), enc(&q.id))).await?;
+            println!("{namespace} has no quota any more");
         }
     }
     Ok(())
