@@ -74,6 +74,13 @@ async fn expiration_restore_and_immutability_hold_on_every_node() {
     let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 5}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let expires_ms = start_ms + HOUR_MS;
+    // Cleared through node 2 (node 3 sees no expiration), then set again.
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": null}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    c.sync_all().await;
+    assert_eq!(rows(&r3, "ci").await[0]["expiration"], Value::Null, "cleared");
+    let (s, v) = json_of(&r2, Method::PUT, &tag_path("ci"), Some(json!({"expiration": now_ms() / 1000 + 5}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     c.sync_all().await;
     let listed = rows(&r3, "ci").await;
     assert_eq!(listed.len(), 1);
