@@ -557,6 +557,13 @@ pub trait Identity: Send + Sync + 'static {
     async fn delete_quota_limit(&self, _who: &Access, _ns: &str, _id: &str, _limit_id: &str) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no quotas"))
     }
+    async fn default_quota(&self, _who: &Access) -> Result<DefaultQuota, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    /// Sets (`Some`) or removes the cluster's default Reject quota.
+    async fn set_default_quota(&self, _who: &Access, _req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
 }
 
 type Shared = Arc<dyn Identity>;

@@ -40,6 +40,7 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
         "/api/v1/organization/{org}/quota/{id}/limit",
         "/api/v1/organization/{org}/quota/{id}/limit/{limit_id}",
         "/api/v1/user/quota",
+        "/api/v1/superuser/quota/default",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }

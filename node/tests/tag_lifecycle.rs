@@ -868,4 +868,29 @@ async fn a_reject_quota_refuses_pushes_over_it_and_counts_shared_layers_once() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = json_of(&dev, Method::GET, quota, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "not a member");
+
+    // The cluster's default Reject quota governs a namespace without its own.
+    let default = "/api/v1/superuser/quota/default";
+    let (s, _) = json_of(&dev, Method::PUT, default, Some(json!({"limit": "1 MiB"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "superusers only");
+    let (s, _) = json_of(&r1, Method::PUT, default, Some(json!({"limit": "much"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = json_of(&r1, Method::GET, default, None).await;
+    assert_eq!((s, v["limit_bytes"].clone()), (StatusCode::OK, Value::Null), "refusals set nothing");
+    push(c.node(1), "other/seed", "x", now_ms()).await;
+    let (s, v) = json_of(&r1, Method::PUT, default, Some(json!({"limit": "1 MiB"}))).await;
+    assert_eq!((s, v["limit_bytes"].clone()), (StatusCode::OK, json!(MIB)), "{v}");
+    c.sync_all().await;
+    let two = vec![3u8; 2 * MIB];
+    let two_digest = berth_common::Digest::sha256_of(&two);
+    let resp = r2.send(r2.req(Method::POST, &format!("/v2/other/app/blobs/uploads/?digest={two_digest}")).body(two.clone())).await;
+    assert_error(&resp, StatusCode::FORBIDDEN, "DENIED");
+    let (_, v) = json_of(&r3, Method::GET, "/api/v1/organization/other/quota", None).await;
+    assert_eq!(v[0]["id"], json!("default"), "{v}");
+    let (_, v) = json_of(&r3, Method::GET, quota, None).await;
+    assert_eq!(v[0]["id"], json!(id), "team keeps its own");
+    let (s, _) = json_of(&r1, Method::DELETE, default, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    c.sync_all().await;
+    assert_eq!(r2.blob("other/app", &two).await, two_digest, "no default, no limit");
 }

@@ -173,12 +173,17 @@ pub enum QuotaCommand {
     /// one counts the namespace's usage from its manifests; from then on
     /// every manifest stored or forgotten keeps it exact.
     Set { namespace: String, quota: Option<QuotaRecord> },
+    /// Sets (`Some`, bytes) or removes the cluster's default Reject
+    /// quota, which governs every namespace without a quota of its own.
+    /// Setting it counts every namespace's usage.
+    SetDefault { limit_bytes: Option<u64> },
 }
 
 impl QuotaCommand {
     pub fn kind(&self) -> &'static str {
         match self {
             QuotaCommand::Set { .. } => "set_quota",
+            QuotaCommand::SetDefault { .. } => "set_default_quota",
         }
     }
 }

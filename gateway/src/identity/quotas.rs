@@ -55,12 +55,21 @@ pub struct QuotaUsage {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QuotaView {
+    /// `default` for the cluster's default quota, which governs a
+    /// namespace without one of its own.
     pub id: String,
     pub limit_bytes: u64,
     /// The size as text, in binary units.
     pub limit: String,
     pub limits: Vec<QuotaLimitView>,
     pub usage: QuotaUsage,
+}
+
+/// The cluster's default Reject quota, for namespaces without their own.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DefaultQuota {
+    /// None: no default.
+    pub limit_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +89,7 @@ struct OrgLimitPath {
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/user/quota", get(user_quota_list))
+        .route("/api/v1/superuser/quota/default", get(default_quota_get).put(default_quota_put).delete(default_quota_delete))
         .route("/api/v1/organization/{org}/quota", get(org_quota_list).post(org_quota_create))
         .route("/api/v1/organization/{org}/quota/{id}", put(org_quota_update).delete(org_quota_delete))
         .route("/api/v1/organization/{org}/quota/{id}/limit", post(org_quota_limit_create))
@@ -87,10 +97,40 @@ pub(super) fn routes() -> Router<Shared> {
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(user_quota_list, org_quota_list, org_quota_create, org_quota_update, org_quota_delete, org_quota_limit_create, org_quota_limit_delete))]
+#[openapi(paths(
+    default_quota_get,
+    default_quota_put,
+    default_quota_delete,
+    user_quota_list,
+    org_quota_list,
+    org_quota_create,
+    org_quota_update,
+    org_quota_delete,
+    org_quota_limit_create,
+    org_quota_limit_delete
+))]
 pub(super) struct QuotaDoc;
 
 const ID: &str = "Quota id";
+
+#[utoipa::path(get, path = "/api/v1/superuser/quota/default", tag = "quota",
+    responses((status = 200, body = DefaultQuota), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn default_quota_get(State(id): State<Shared>, Who(w): Who) -> Result<Json<DefaultQuota>, ApiError> {
+    Ok(Json(id.default_quota(&w).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/superuser/quota/default", tag = "quota", request_body = QuotaBody,
+    responses((status = 200, body = DefaultQuota), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn default_quota_put(State(id): State<Shared>, Who(w): Who, b: Result<Json<QuotaBody>, JsonRejection>) -> Result<Json<DefaultQuota>, ApiError> {
+    Ok(Json(id.set_default_quota(&w, Some(body(b)?)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/superuser/quota/default", tag = "quota",
+    responses((status = 204, description = "No default any more"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn default_quota_delete(State(id): State<Shared>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.set_default_quota(&w, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
 
 #[utoipa::path(get, path = "/api/v1/user/quota", tag = "quota",
     responses((status = 200, body = Vec<QuotaView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]

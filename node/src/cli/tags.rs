@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use berth_gateway::identity::{
-    AutoPrunePolicyBody, AutoPrunePolicyList, AutoPrunePolicyView, ImmutabilityPolicyBody, ImmutabilityPolicyList, ImmutabilityPolicyView, PolicyCreated,
-    QuotaBody, QuotaLimitBody, QuotaView, Success, TagList, TagRestore, TagUpdate, TagView,
+    AutoPrunePolicyBody, AutoPrunePolicyList, AutoPrunePolicyView, DefaultQuota, ImmutabilityPolicyBody, ImmutabilityPolicyList, ImmutabilityPolicyView,
+    PolicyCreated, QuotaBody, QuotaLimitBody, QuotaView, Success, TagList, TagRestore, TagUpdate, TagView,
 };
 use clap::Subcommand;
 
@@ -334,6 +334,16 @@ pub enum QuotaCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// The cluster's default Reject quota for namespaces without their own (superusers).
+    Default {
+        /// The size (e.g. "50 GiB"); without one, show the default.
+        size: Option<String>,
+        /// Remove the default.
+        #[arg(long, conflicts_with = "size")]
+        none: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Remove a namespace's quota (and stop counting its usage).
     Remove {
         namespace: String,
@@ -393,6 +403,24 @@ pub async fn run_quota(command: QuotaCommand) -> anyhow::Result<()> {
             let body = QuotaLimitBody { kind: kind.clone(), threshold_percent: percent };
             let _: QuotaView = client.post(&format!("{}/{}/limit", quota_path(&namespace), enc(&q.id)), &body).await?;
             println!("{kind} limit at {percent}% of {namespace}'s quota");
+        }
+        QuotaCommand::Default { size: limit, none, target } => {
+            let client = AdminClient::new(&target)?;
+            let path = "/api/v1/superuser/quota/default";
+            match (limit, none) {
+                (Some(limit), _) => {
+                    let _: DefaultQuota = client.put_json(path, &QuotaBody { limit: Some(limit.clone()), limit_bytes: None }).await?;
+                    println!("default quota: {limit}");
+                }
+                (None, true) => {
+                    client.delete(path).await?;
+                    println!("no default quota");
+                }
+                (None, false) => {
+                    let d: DefaultQuota = client.get(path).await?;
+                    println!("default quota: {}", d.limit_bytes.map_or("none".into(), |b| size(Some(b))));
+                }
+            }
         }
         QuotaCommand::Remove { namespace, target } => {
             let client = AdminClient::new(&target)?;

@@ -916,6 +916,14 @@ impl Identity for NodeIdentity {
         self.quota_limit_delete(who, ns, id, limit_id).await
     }
 
+    async fn default_quota(&self, who: &Access) -> Result<DefaultQuota, ApiError> {
+        self.default_quota_view(who).await
+    }
+
+    async fn set_default_quota(&self, who: &Access, req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
+        self.default_quota_set(who, req).await
+    }
+
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {
         self.require_superuser(who, "rotate the token key")?;
         let pem = crate::identity::jwt::new_signing_key_pem().map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;

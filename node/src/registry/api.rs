@@ -370,7 +370,7 @@ impl NodeRegistry {
     fn check_quota(&self, repo: &RepoName, blob: Option<(&Digest, u64)>) -> Result<(), ApiError> {
         let Some(ns) = namespace_of(repo.as_str()) else { return Ok(()) };
         let state = self.state();
-        let Some(limit) = quotas::quota_of(&state, ns).map_err(state_err)?.and_then(|q| q.threshold(QuotaLimitKind::Reject)) else { return Ok(()) };
+        let Some(limit) = quotas::effective_quota(&state, ns).map_err(state_err)?.and_then(|q| q.threshold(QuotaLimitKind::Reject)) else { return Ok(()) };
         let usage = quotas::usage_of(&state, ns).map_err(state_err)?;
         let over = match blob {
             None => usage >= limit,
@@ -386,14 +386,14 @@ impl NodeRegistry {
     /// The counted usage of `repo`'s namespace, if it has a quota.
     fn quota_usage(&self, repo: &RepoName) -> Option<u64> {
         let ns = namespace_of(repo.as_str())?;
-        quotas::quota_of(&self.state(), ns).ok().flatten()?;
+        quotas::effective_quota(&self.state(), ns).ok().flatten()?;
         quotas::usage_of(&self.state(), ns).ok()
     }
 
     /// Records a push that took the namespace across a Warning limit.
     fn audit_quota_warning(&self, access: &Access, repo: &RepoName, before: Option<u64>) {
         let (Some(before), Some(after), Some(ns)) = (before, self.quota_usage(repo), namespace_of(repo.as_str())) else { return };
-        let Some(q) = quotas::quota_of(&self.state(), ns).ok().flatten() else { return };
+        let Some(q) = quotas::effective_quota(&self.state(), ns).ok().flatten() else { return };
         let Some(warn) = q.threshold(QuotaLimitKind::Warning) else { return };
         if before <= warn && after > warn {
             let meta = vec![("usage_bytes", after.to_string()), ("limit_bytes", q.limit_bytes.to_string()), ("warning_bytes", warn.to_string())];

@@ -23,6 +23,7 @@
 //! | `I` + scope + `\0` + uuid | [`ImmutabilityPolicyRecord`] of a namespace or repository |
 //! | `P` + scope + `\0` + uuid | [`AutoPrunePolicyRecord`] of a namespace or repository |
 //! | `Q` + namespace | [`QuotaRecord`] |
+//! | `D` | the cluster's default Reject quota (u64 bytes) |
 //! | `W` + namespace | usage of a namespace with a quota (u64 bytes) |
 //! | `V` + namespace + `\0` + digest | how many of the namespace's manifests reference the blob (u64) |
 //! | `b` + digest | [`BlobRecord`] |
@@ -91,6 +92,7 @@ pub mod keys {
     pub const IMMUTABILITY_POLICY_PREFIX: &[u8] = b"I";
     pub const AUTOPRUNE_POLICY_PREFIX: &[u8] = b"P";
     pub const QUOTA_PREFIX: &[u8] = b"Q";
+    pub const DEFAULT_QUOTA: &[u8] = b"D";
     pub const QUOTA_USAGE_PREFIX: &[u8] = b"W";
     pub const QUOTA_BLOB_PREFIX: &[u8] = b"V";
 

@@ -18,6 +18,26 @@ pub fn quota_of(state: &impl StateRead, ns: &str) -> Result<Option<QuotaRecord>,
     state.get(&keys::quota(ns))
 }
 
+/// The id the cluster's default quota is shown with.
+pub const DEFAULT_QUOTA_ID: &str = "default";
+
+/// The cluster's default quota: a Reject limit at its size.
+pub fn default_quota(state: &impl StateRead) -> Result<Option<QuotaRecord>, StateError> {
+    Ok(state.get::<u64>(keys::DEFAULT_QUOTA)?.map(|limit_bytes| QuotaRecord {
+        id: DEFAULT_QUOTA_ID.into(),
+        limit_bytes,
+        limits: vec![QuotaLimit { id: DEFAULT_QUOTA_ID.into(), kind: QuotaLimitKind::Reject, threshold_percent: 100 }],
+    }))
+}
+
+/// The quota that governs namespace `ns`: its own, else the default.
+pub fn effective_quota(state: &impl StateRead, ns: &str) -> Result<Option<QuotaRecord>, StateError> {
+    match quota_of(state, ns)? {
+        Some(q) => Ok(Some(q)),
+        None => default_quota(state),
+    }
+}
+
 /// The counted usage of namespace `ns` (0 without a quota).
 pub fn usage_of(state: &impl StateRead, ns: &str) -> Result<u64, StateError> {
     Ok(state.get::<u64>(&keys::quota_usage(ns))?.unwrap_or(0))
@@ -57,7 +77,7 @@ impl Usage {
     pub(super) fn of(state: &impl StateRead, repo: &str) -> Result<Usage, StateError> {
         let ns = namespace_of(repo).map(str::to_string);
         let quota = match &ns {
-            Some(ns) => quota_of(state, ns)?,
+            Some(ns) => effective_quota(state, ns)?,
             None => None,
         };
         let bytes = match (&ns, &quota) {
@@ -135,7 +155,69 @@ impl Usage {
 pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &QuotaCommand) -> Result<MetaResponse, StateError> {
     match cmd {
         QuotaCommand::Set { namespace, quota } => set(state, ch, namespace, quota.as_ref()),
+        QuotaCommand::SetDefault { limit_bytes } => set_default(state, ch, *limit_bytes),
     }
+}
+
+/// Counts namespace `ns`'s usage from its manifests (a namespace that
+/// starts being governed by a quota).
+fn count_namespace(state: &impl StateRead, ch: &mut Changes, ns: &str) -> Result<(), StateError> {
+    let mut counts: BTreeMap<Digest, u64> = BTreeMap::new();
+    for (k, _) in state.scan_raw(&keys::repos_in(ns))? {
+        let repo = String::from_utf8_lossy(&k[keys::REPO_PREFIX.len()..]).into_owned();
+        for m in state.scan::<ManifestRecord>(&keys::manifests_of(&repo))? {
+            for b in m.blobs.into_iter().collect::<BTreeSet<_>>() {
+                *counts.entry(b).or_default() += 1;
+            }
+        }
+    }
+    let mut bytes = 0u64;
+    for (d, n) in counts {
+        bytes = bytes.saturating_add(state.get::<BlobRecord>(&keys::blob(&d))?.map_or(0, |r| r.size));
+        ch.put(keys::quota_blob(ns, &d), &n);
+    }
+    ch.put(keys::quota_usage(ns), &bytes);
+    Ok(())
+}
+
+/// Every namespace (organization or user) by name.
+fn namespaces(state: &impl StateRead) -> Result<BTreeSet<String>, StateError> {
+    let mut out = BTreeSet::new();
+    for prefix in [keys::ORG_PREFIX, keys::USER_PREFIX] {
+        for (k, _) in state.scan_raw(prefix)? {
+            out.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn set_default(state: &impl StateRead, ch: &mut Changes, limit_bytes: Option<u64>) -> Result<MetaResponse, StateError> {
+    let had = state.get_raw(keys::DEFAULT_QUOTA)?.is_some();
+    match limit_bytes {
+        Some(0) => return Ok(MetaResponse::Refused("a quota needs a positive size".into())),
+        Some(b) => {
+            if !had {
+                for ns in namespaces(state)? {
+                    if quota_of(state, &ns)?.is_none() {
+                        count_namespace(state, ch, &ns)?;
+                    }
+                }
+            }
+            ch.put(keys::DEFAULT_QUOTA.to_vec(), &b);
+        }
+        None => {
+            if !had {
+                return Ok(MetaResponse::NotFound);
+            }
+            for ns in namespaces(state)? {
+                if quota_of(state, &ns)?.is_none() {
+                    forget(state, ch, &ns)?;
+                }
+            }
+            ch.delete(keys::DEFAULT_QUOTA.to_vec());
+        }
+    }
+    Ok(MetaResponse::Done)
 }
 
 fn set(state: &impl StateRead, ch: &mut Changes, ns: &str, quota: Option<&QuotaRecord>) -> Result<MetaResponse, StateError> {
@@ -148,29 +230,20 @@ fn set(state: &impl StateRead, ch: &mut Changes, ns: &str, quota: Option<&QuotaR
             if existing.is_none() {
                 return Ok(MetaResponse::NotFound);
             }
-            forget(state, ch, ns)?;
+            if default_quota(state)?.is_some() {
+                // Still governed, by the default: the counts stay.
+                ch.delete(keys::quota(ns));
+            } else {
+                forget(state, ch, ns)?;
+            }
         }
         Some(q) => {
             if q.limit_bytes == 0 || q.limits.iter().any(|l| !(1..=100).contains(&l.threshold_percent)) {
                 return Ok(MetaResponse::Refused("a quota needs a positive size and limits of 1 to 100 percent".into()));
             }
-            if existing.is_none() {
-                // The first quota: count what the namespace holds now.
-                let mut counts: BTreeMap<Digest, u64> = BTreeMap::new();
-                for (k, _) in state.scan_raw(&keys::repos_in(ns))? {
-                    let repo = String::from_utf8_lossy(&k[keys::REPO_PREFIX.len()..]).into_owned();
-                    for m in state.scan::<ManifestRecord>(&keys::manifests_of(&repo))? {
-                        for b in m.blobs.into_iter().collect::<BTreeSet<_>>() {
-                            *counts.entry(b).or_default() += 1;
-                        }
-                    }
-                }
-                let mut bytes = 0u64;
-                for (d, n) in counts {
-                    bytes = bytes.saturating_add(state.get::<BlobRecord>(&keys::blob(&d))?.map_or(0, |r| r.size));
-                    ch.put(keys::quota_blob(ns, &d), &n);
-                }
-                ch.put(keys::quota_usage(ns), &bytes);
+            if existing.is_none() && default_quota(state)?.is_none() {
+                // The first quota governing it: count what the namespace holds now.
+                count_namespace(state, ch, ns)?;
             }
             ch.put(keys::quota(ns), q);
         }
@@ -270,5 +343,26 @@ mod tests {
         assert_eq!(usage_of(&s, "ns").unwrap(), 10);
         assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "ns/r".into() })), MetaResponse::Done);
         assert_eq!(usage_of(&s, "ns").unwrap(), 0, "a deleted repository's manifests leave the usage");
+    }
+
+    #[test]
+    fn the_default_quota_governs_namespaces_without_one() {
+        let s = state();
+        assert_eq!(put(&s, "m1", &["a"]), MetaResponse::Done);
+        let default = |b| s.run(MetaCommand::Quota(QuotaCommand::SetDefault { limit_bytes: b }));
+        assert_eq!(default(None), MetaResponse::NotFound);
+        assert!(matches!(default(Some(0)), MetaResponse::Refused(_)));
+        assert_eq!(default(Some(10)), MetaResponse::Done);
+        assert_eq!(usage_of(&s, "ns").unwrap(), 8, "counted when the default came");
+        assert_eq!(put(&s, "m2", &["b"]), MetaResponse::QuotaExceeded { namespace: "ns".into() });
+        // Its own quota overrides the default; removing it falls back, counts kept.
+        assert_eq!(quota(&s, Some(QuotaRecord { limit_bytes: 100, ..ten(100) })), MetaResponse::Done);
+        assert_eq!(put(&s, "m2", &["b"]), MetaResponse::Done);
+        assert_eq!(quota(&s, None), MetaResponse::Done);
+        assert_eq!(usage_of(&s, "ns").unwrap(), 12);
+        assert_eq!(put(&s, "m3", &["c"]), MetaResponse::QuotaExceeded { namespace: "ns".into() });
+        assert_eq!(default(None), MetaResponse::Done);
+        assert!(s.get_raw(&keys::quota_usage("ns")).unwrap().is_none(), "no quota governs it: nothing counted");
+        assert_eq!(put(&s, "m3", &["c"]), MetaResponse::Done);
     }
 }

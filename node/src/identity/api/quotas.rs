@@ -126,7 +126,27 @@ impl NodeIdentity {
                 not_found(format!("no organization or user {ns}"))
             });
         }
-        quotas::quota_of(&state, &ns).map_err(state_err)?.map(|q| self.quota_view(&ns, q)).into_iter().collect()
+        quotas::effective_quota(&state, &ns).map_err(state_err)?.map(|q| self.quota_view(&ns, q)).into_iter().collect()
+    }
+
+    pub(super) async fn default_quota_view(&self, who: &Access) -> Result<DefaultQuota, ApiError> {
+        self.require_superuser(who, "read the default quota")?;
+        Ok(DefaultQuota { limit_bytes: quotas::default_quota(&self.state()).map_err(state_err)?.map(|q| q.limit_bytes) })
+    }
+
+    pub(super) async fn default_quota_set(&self, who: &Access, req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
+        let limit_bytes = req.as_ref().map(quota_bytes).transpose()?;
+        self.require_superuser(who, "set the default quota")?;
+        let cmd = MetaCommand::Quota(QuotaCommand::SetDefault { limit_bytes });
+        match self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)? {
+            MetaResponse::Done => {}
+            MetaResponse::NotFound => return Err(not_found("there is no default quota")),
+            MetaResponse::Refused(why) => return Err(bad(why)),
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+        let kind = if limit_bytes.is_some() { "change_default_quota" } else { "delete_default_quota" };
+        self.log(who, kind, None, None, vec![("limit_bytes", limit_bytes.map_or("none".into(), |b| b.to_string()))]).await;
+        Ok(DefaultQuota { limit_bytes })
     }
 
     pub(super) async fn quota_create(&self, who: &Access, ns: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
