@@ -44,7 +44,7 @@ pub(super) fn parse_size(text: &str) -> Option<u64> {
 
 fn format_size(bytes: u64) -> String {
     for (unit, n) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= n && bytes % n == 0 {
+        if bytes >= n && bytes.is_multiple_of(n) {
             return format!("{} {unit}", bytes / n);
         }
     }
