@@ -491,8 +491,7 @@ fn labels_of_a_real_build_expire_and_lock_the_pushed_tag() {
     });
     let raw = inspect(&n2, "ci");
     assert_eq!(berth_common::Digest::sha256_of(&raw.stdout).to_string(), digest, "node 2 serves the image buildah pushed");
-    let rows = rows_on(&n3, "ci");
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    let rows = wait_for(T, "node 3 lists the restored row", || Some(rows_on(&n3, "ci")).filter(|r| r.len() == 2));
     assert_eq!((rows[0]["reversion"].clone(), rows[0]["expiration"].clone()), (json!(true), Value::Null), "the restored row does not expire");
 
     // A malformed label: the push works, the tag has no expiration, and the usage log says why.
@@ -618,6 +617,7 @@ async fn autoprune_keeps_the_newest_three_and_the_immutable_one() {
     for i in 1..=10u64 {
         push(c.node(1), REPO, &format!("t{i:02}"), base + i * 1000).await;
     }
+    c.sync_all().await;
     let (s, v) = json_of(&r, Method::PUT, &tag_path("t02"), Some(json!({"immutable": true}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let policies = "/api/v1/organization/team/autoprunepolicy/";

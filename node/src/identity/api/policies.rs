@@ -69,6 +69,19 @@ fn prune_rule(req: &AutoPrunePolicyBody) -> Result<(PruneMethod, Option<TagPatte
 }
 
 impl NodeIdentity {
+    /// A record as this node has it, or, when it has none, as it is once
+    /// this node caught up with the leader: a policy created through
+    /// another node a moment ago is found.
+    pub(super) async fn fresh_record<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ApiError> {
+        if let Some(v) = self.state().get(key).map_err(state_err)? {
+            return Ok(Some(v));
+        }
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+        }
+        self.state().get(key).map_err(state_err)
+    }
+
     /// The caller administers `scope`: an organization's admin, the user
     /// of a user namespace, a repository's admin, or a superuser.
     fn require_scope_admin(&self, who: &Access, scope: &PolicyScope) -> Result<(), ApiError> {
@@ -110,7 +123,7 @@ impl NodeIdentity {
 
     pub(super) async fn get_immutability(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<ImmutabilityPolicyView, ApiError> {
         self.require_scope_admin(who, scope)?;
-        let rec: Option<ImmutabilityPolicyRecord> = self.state().get(&keys::immutability_policy(scope_name(scope), uuid)).map_err(state_err)?;
+        let rec: Option<ImmutabilityPolicyRecord> = self.fresh_record(&keys::immutability_policy(scope_name(scope), uuid)).await?;
         rec.map(immutability_view).ok_or_else(|| not_found(format!("no immutability policy {uuid}")))
     }
 
@@ -150,7 +163,7 @@ impl NodeIdentity {
 
     pub(super) async fn get_autoprune(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<AutoPrunePolicyView, ApiError> {
         self.require_scope_admin(who, scope)?;
-        let rec: Option<AutoPrunePolicyRecord> = self.state().get(&keys::autoprune_policy(scope_name(scope), uuid)).map_err(state_err)?;
+        let rec: Option<AutoPrunePolicyRecord> = self.fresh_record(&keys::autoprune_policy(scope_name(scope), uuid)).await?;
         rec.map(autoprune_view).ok_or_else(|| not_found(format!("no auto-prune policy {uuid}")))
     }
 

@@ -92,9 +92,13 @@ impl NodeIdentity {
         Ok(QuotaView { id: q.id, limit_bytes: q.limit_bytes, limit: format_size(q.limit_bytes), limits, usage: QuotaUsage { bytes, repositories } })
     }
 
-    /// The quota of `ns` with id `id`, for a superuser's change.
-    fn quota_to_change(&self, who: &Access, ns: &str, id: &str) -> Result<QuotaRecord, ApiError> {
+    /// The quota of `ns` with id `id`, for a superuser's change (the
+    /// freshest: a quota set through another node a moment ago is found).
+    async fn quota_to_change(&self, who: &Access, ns: &str, id: &str) -> Result<QuotaRecord, ApiError> {
         self.require_superuser(who, "change quotas")?;
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+        }
         quotas::quota_of(&self.state(), ns).map_err(state_err)?.filter(|q| q.id == id).ok_or_else(|| not_found(format!("no quota {id} on namespace {ns}")))
     }
 
@@ -152,6 +156,9 @@ impl NodeIdentity {
     pub(super) async fn quota_create(&self, who: &Access, ns: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
         let bytes = quota_bytes(&req)?;
         self.require_superuser(who, "set quotas")?;
+        if let Err(e) = self.meta.read_barrier().await {
+            tracing::debug!(error = %e, "read barrier failed; answering from local state");
+        }
         if quotas::quota_of(&self.state(), ns).map_err(state_err)?.is_some() {
             return Err(ApiError::new(ErrorCode::Conflict, format!("namespace {ns} has a quota already: change it instead")));
         }
@@ -162,14 +169,14 @@ impl NodeIdentity {
 
     pub(super) async fn quota_update(&self, who: &Access, ns: &str, id: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
         let bytes = quota_bytes(&req)?;
-        let mut q = self.quota_to_change(who, ns, id)?;
+        let mut q = self.quota_to_change(who, ns, id).await?;
         q.limit_bytes = bytes;
         self.set_quota(who, ns, Some(q.clone()), "org_change_quota", vec![("limit_bytes", bytes.to_string())]).await?;
         self.quota_view(ns, q)
     }
 
     pub(super) async fn quota_delete(&self, who: &Access, ns: &str, id: &str) -> Result<(), ApiError> {
-        self.quota_to_change(who, ns, id)?;
+        self.quota_to_change(who, ns, id).await?;
         self.set_quota(who, ns, None, "org_delete_quota", vec![("id", id.to_string())]).await
     }
 
@@ -182,7 +189,7 @@ impl NodeIdentity {
         if !(1..=100).contains(&req.threshold_percent) {
             return Err(bad(format!("threshold_percent {} is not between 1 and 100", req.threshold_percent)));
         }
-        let mut q = self.quota_to_change(who, ns, id)?;
+        let mut q = self.quota_to_change(who, ns, id).await?;
         let limit = QuotaLimit { id: new_id(), kind, threshold_percent: req.threshold_percent as u8 };
         q.limits.push(limit.clone());
         let meta = vec![("type", req.kind.clone()), ("threshold_percent", req.threshold_percent.to_string()), ("limit_id", limit.id.clone())];
@@ -191,7 +198,7 @@ impl NodeIdentity {
     }
 
     pub(super) async fn quota_limit_delete(&self, who: &Access, ns: &str, id: &str, limit_id: &str) -> Result<(), ApiError> {
-        let mut q = self.quota_to_change(who, ns, id)?;
+        let mut q = self.quota_to_change(who, ns, id).await?;
         let before = q.limits.len();
         q.limits.retain(|l| l.id != limit_id);
         if q.limits.len() == before {
