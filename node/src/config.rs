@@ -168,8 +168,9 @@ impl Default for GcConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TagsConfig {
-    /// How often the leader closes expired tag rows into history and
-    /// prunes history outside the time machine windows, s (0: never).
+    /// How often the leader closes expired tag rows into history, applies
+    /// the auto-prune policies and prunes history outside the time
+    /// machine windows, s (0: never).
     pub expiry_interval_secs: u64,
     /// The time machine windows a namespace may choose
     /// (`tag_expiration_s`), each an integer and a unit: s, m, h, d, w
