@@ -287,5 +287,15 @@ mod tests {
             assert_eq!(judge(&state, here, &Actor::Node, &worker), Ok(()), "the worker's: {}", worker.kind());
             assert!(judge(&state, here, &Actor::OPERATOR, &worker).is_err(), "a client does not make the worker's: {}", worker.kind());
         }
+        // Quotas are a superuser's: not a node's, not a plain user's.
+        use berth_raft::command::QuotaCommand;
+        for quota in [
+            MetaCommand::Quota(QuotaCommand::Set { namespace: "ns".into(), quota: None }),
+            MetaCommand::Quota(QuotaCommand::SetDefault { limit_bytes: Some(1) }),
+        ] {
+            assert_eq!(rule_of(&state, &quota).unwrap(), Rule::Admin, "{}", quota.kind());
+            assert!(judge(&state, here, &Actor::Node, &quota).is_err());
+            assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), &quota).is_err());
+        }
     }
 }
