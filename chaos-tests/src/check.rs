@@ -6,7 +6,11 @@
 //!   acknowledged before the read began, nor a write that had not begun;
 //! - every pulled byte matches its digest;
 //! - after healing, all nodes converge: the same tags with the same
-//!   digests, and no copy the placement policy asks for is missing.
+//!   digests, and no copy the placement policy asks for is missing;
+//! - the tag lifecycle holds on every node: no node serves a tag after
+//!   its label's expiration (reads that began after it, and every node
+//!   once healed), no push over a locked tag is acknowledged and a
+//!   locked tag keeps its digest, and a restored tag is back.
 //!
 //! It also measures what users would feel: the longest time no write was
 //! acknowledged through the unaffected nodes, and the pull errors there,
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use berth_common::Digest;
 
 use crate::cluster::{Cluster, PASSWORD};
-use crate::workload::{read_tag, Kind, Op, REPO};
+use crate::workload::{read_tag, Kind, Op, EXPIRES_AFTER, REPO};
 
 /// What one run of a scenario came to.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +40,9 @@ pub struct Verdict {
     pub violations: Vec<String>,
     /// How long convergence took after healing.
     pub converged_in: Duration,
+    /// Acknowledged tag lifecycle operations: expiring pushes, locks,
+    /// refused overwrites, restores.
+    pub lifecycle_ops: usize,
 }
 
 impl Verdict {
@@ -92,10 +99,32 @@ pub fn check_history(ops: &[Op], unaffected: &[usize], from: Instant, to: Instan
     let by_digest: HashMap<&Digest, &Op> = writes
         .iter()
         .filter_map(|o| match &o.kind {
-            Kind::Push { digest, .. } | Kind::Move { digest, .. } => Some((digest, *o)),
+            Kind::Push { digest, .. } | Kind::Move { digest, .. } | Kind::PushExpiring { digest, .. } => Some((digest, *o)),
             _ => None,
         })
         .collect();
+    // When each acknowledged expiring tag is gone at the latest.
+    let expired_by: HashMap<&str, Instant> = ops
+        .iter()
+        .filter(|o| o.ok())
+        .filter_map(|o| if let Kind::PushExpiring { tag, .. } = &o.kind { Some((tag.as_str(), o.end + EXPIRES_AFTER)) } else { None })
+        .collect();
+
+    v.lifecycle_ops = ops
+        .iter()
+        .filter(|o| o.ok() && matches!(o.kind, Kind::PushExpiring { .. } | Kind::Lock { .. } | Kind::Overwrite { refused: true, .. } | Kind::Restore { .. }))
+        .count();
+    for op in ops {
+        match &op.kind {
+            Kind::Read { tag, got: Some(d), .. } if op.ok() && expired_by.get(tag.as_str()).is_some_and(|t| op.start > *t) => {
+                v.violations.push(format!("node {} served {tag} ({d}) after it expired", op.node));
+            }
+            Kind::Overwrite { tag, refused: false } if op.ok() => {
+                v.violations.push(format!("a push over the immutable tag {tag} through node {} was acknowledged", op.node));
+            }
+            _ => {}
+        }
+    }
 
     for op in ops {
         match &op.kind {
@@ -210,17 +239,16 @@ pub async fn check_converged(cluster: &Cluster, ops: &[Op], within: Duration, v:
         v.violations.push(format!("no convergence within {within:?}: {p}"));
     }
 
-    let deleted: BTreeSet<&str> = ops.iter().filter_map(|o| if let Kind::Delete { tag } = &o.kind { Some(tag.as_str()) } else { None }).collect();
     let mut lost = BTreeSet::new();
     for &i in &members {
         let base = cluster.nodes[i].base();
         for op in ops.iter().filter(|o| o.ok()) {
             let (tag, digest) = match &op.kind {
                 Kind::Push { tag, digest } => (Some(tag), digest),
-                Kind::Move { digest, .. } => (None, digest),
+                Kind::Move { digest, .. } | Kind::PushExpiring { digest, .. } => (None, digest),
                 _ => continue,
             };
-            let by_tag_ok = match tag.filter(|t| !deleted.contains(t.as_str())) {
+            let by_tag_ok = match tag.filter(|t| expected_present(t, ops) == Some(true)) {
                 Some(t) => read_tag(&http, &base, t, false).await.ok().flatten().as_ref() == Some(digest),
                 None => true,
             };
@@ -231,8 +259,36 @@ pub async fn check_converged(cluster: &Cluster, ops: &[Op], within: Duration, v:
                 v.violations.push(format!("node {i} lost acknowledged {:?} (by tag ok: {by_tag_ok}, by digest ok: {by_digest_ok})", op.kind));
             }
         }
+        for op in ops.iter().filter(|o| o.ok()) {
+            match &op.kind {
+                Kind::PushExpiring { tag, .. } if Instant::now() > op.end + EXPIRES_AFTER => {
+                    if let Ok(Some(d)) = read_tag(&http, &base, tag, false).await {
+                        v.violations.push(format!("node {i} still serves the expired tag {tag} ({d})"));
+                    }
+                }
+                Kind::Lock { tag, digest } => {
+                    let got = read_tag(&http, &base, tag, false).await.ok().flatten();
+                    if got.as_ref() != Some(digest) {
+                        v.violations.push(format!("node {i} has the immutable tag {tag} at {got:?}, not {digest}"));
+                    }
+                }
+                _ => {}
+            }
+        }
     }
     v.acked_lost = lost.len();
+}
+
+/// Whether a client's own `tag` must exist at the end: after its last
+/// delete or restore (both acknowledged), or with neither; `None` when
+/// one of them has an unknown outcome.
+fn expected_present(tag: &str, ops: &[Op]) -> Option<bool> {
+    let mut events: Vec<&Op> = ops.iter().filter(|o| matches!(&o.kind, Kind::Delete { tag: t } | Kind::Restore { tag: t, .. } if t == tag)).collect();
+    if events.iter().any(|o| !o.ok()) {
+        return None;
+    }
+    events.sort_by_key(|o| o.start);
+    Some(events.last().is_none_or(|o| matches!(o.kind, Kind::Restore { .. })))
 }
 
 /// One line per scenario, for the summary table.
@@ -370,5 +426,37 @@ mod tests {
         let mut ops = history(t0, 100, true);
         ops.push(op(2, Kind::Pull { digest: Digest::sha256_of(b"x"), bytes_ok: true }, t0, (300, 400), false));
         assert!(verdict(&ops, t0).passed());
+    }
+
+    #[test]
+    fn expired_reads_and_overwrites_of_locked_tags_are_violations() {
+        let t0 = Instant::now();
+        let exp = EXPIRES_AFTER.as_millis() as u64;
+        let d = Digest::sha256_of(b"e");
+        let read = |got: Option<Digest>, at: u64| op(1, Kind::Read { tag: "c0-exp-1".into(), linearizable: false, got }, t0, (at, at + 10), true);
+        let mut ops = history(t0, 100, true);
+        ops.push(op(0, Kind::PushExpiring { tag: "c0-exp-1".into(), digest: d.clone() }, t0, (100, 200), true));
+        ops.push(read(Some(d.clone()), 150 + exp));
+        ops.push(read(None, 300 + exp));
+        ops.push(op(1, Kind::Overwrite { tag: "c0-1".into(), refused: true }, t0, (400, 500), true));
+        ops.push(op(1, Kind::Overwrite { tag: "c0-1".into(), refused: false }, t0, (400, 500), false));
+        assert!(verdict(&ops, t0).passed(), "a read before the moment, absent after; refused or failed overwrites");
+        ops.push(read(Some(d), 300 + exp));
+        ops.push(op(2, Kind::Overwrite { tag: "c0-2".into(), refused: false }, t0, (400, 500), true));
+        let v = verdict(&ops, t0);
+        assert!(v.violations.iter().any(|p| p.contains("served c0-exp-1") && p.contains("after it expired")), "{:?}", v.violations);
+        assert!(v.violations.iter().any(|p| p.contains("push over the immutable tag c0-2")), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn a_tag_is_expected_after_its_last_acknowledged_restore() {
+        let t0 = Instant::now();
+        let del = |ms, ok| op(0, Kind::Delete { tag: "t".into() }, t0, ms, ok);
+        let res = |ms, ok| op(0, Kind::Restore { tag: "t".into(), digest: Digest::sha256_of(b"t") }, t0, ms, ok);
+        assert_eq!(expected_present("t", &[]), Some(true));
+        assert_eq!(expected_present("t", &[del((0, 10), true)]), Some(false));
+        assert_eq!(expected_present("t", &[res((20, 30), true), del((0, 10), true)]), Some(true));
+        assert_eq!(expected_present("t", &[del((0, 10), true), res((20, 30), true), del((40, 50), true)]), Some(false));
+        assert_eq!(expected_present("t", &[del((0, 10), true), res((20, 30), false)]), None, "unknown outcome");
     }
 }

@@ -192,8 +192,9 @@ pub async fn run(scenario: Scenario, seed: u64, secs: u64) -> RunReport {
         }
     }
     eprintln!(
-        "   {} ops, {} acked writes, {} lost, longest write gap {:.2} s, {} pull errors on unaffected nodes, {} failed linearizable reads, converged in {:.1} s{}",
+        "   {} ops ({} acked lifecycle: expiring pushes, locks, refused overwrites, restores), {} acked writes, {} lost, longest write gap {:.2} s, {} pull errors on unaffected nodes, {} failed linearizable reads, converged in {:.1} s{}",
         verdict.ops,
+        verdict.lifecycle_ops,
         verdict.acked_writes,
         verdict.acked_lost,
         verdict.longest_write_gap.as_secs_f64(),

@@ -1,7 +1,10 @@
 //! The clients of a chaos run: concurrent pushes of unique tags, moves of a
 //! few shared tags, tag reads (linearizable and local), pulls by digest and
-//! tag deletes, through every node. Each operation's call, result and times
-//! go into a [`History`] for the checker.
+//! tag deletes, through every node; and the tag lifecycle: pushes of images
+//! labelled to expire in [`EXPIRES_AFTER`] (and reads of them after),
+//! locks of a client's own tags (and pushes over them, which must be
+//! refused), restores of its deleted tags. Each operation's call, result
+//! and times go into a [`History`] for the checker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,9 @@ use crate::cluster::PASSWORD;
 pub const REPO: &str = "chaos/app";
 /// Tags every client moves: the registers the linearizability check reads.
 pub const SHARED_TAGS: usize = 3;
+/// How long after its push an expiring image's tag is gone (its
+/// `quay.expires-after` label).
+pub const EXPIRES_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -36,6 +42,17 @@ pub enum Kind {
     Pull { digest: Digest, bytes_ok: bool },
     /// A tag DELETE.
     Delete { tag: String },
+    /// A push under a tag of its own of an image labelled to expire
+    /// [`EXPIRES_AFTER`] after the push.
+    PushExpiring { tag: String, digest: Digest },
+    /// A lock of a tag of its own (`PUT …/tag/{tag}` `{immutable: true}`),
+    /// which points at `digest`.
+    Lock { tag: String, digest: Digest },
+    /// A push of another image over a locked tag: `refused` when the node
+    /// answered 409 TAG_IMMUTABLE.
+    Overwrite { tag: String, refused: bool },
+    /// A restore of a tag of its own that it deleted, to `digest`.
+    Restore { tag: String, digest: Digest },
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +71,7 @@ impl Op {
     }
 
     pub fn is_write(&self) -> bool {
-        matches!(self.kind, Kind::Push { .. } | Kind::Move { .. })
+        matches!(self.kind, Kind::Push { .. } | Kind::Move { .. } | Kind::PushExpiring { .. })
     }
 }
 
@@ -101,6 +118,19 @@ impl Image {
         }))
         .expect("encode manifest");
         Image { layer, config, manifest }
+    }
+
+    /// An image whose config labels it to expire [`EXPIRES_AFTER`] after its push.
+    pub fn expiring(client: usize, n: u64, layer_size: usize) -> Image {
+        let mut image = Image::new(client, n, layer_size);
+        let label = format!("{}s", EXPIRES_AFTER.as_secs());
+        image.config =
+            serde_json::to_vec(&serde_json::json!({"client": client, "n": n, "config": {"Labels": {"quay.expires-after": label}}})).expect("encode config");
+        let mut m: serde_json::Value = serde_json::from_slice(&image.manifest).expect("our own manifest");
+        m["config"]["digest"] = Digest::sha256_of(&image.config).to_string().into();
+        m["config"]["size"] = image.config.len().into();
+        image.manifest = serde_json::to_vec(&m).expect("encode manifest");
+        image
     }
 
     pub fn digest(&self) -> Digest {
@@ -182,6 +212,46 @@ pub async fn pull(http: &reqwest::Client, base: &str, digest: &Digest) -> Result
     Ok(ok)
 }
 
+/// Locks `tag` through the admin API.
+async fn lock_tag(http: &reqwest::Client, base: &str, tag: &str) -> Result<(), String> {
+    let r = http
+        .put(format!("{base}/api/v1/repository/{REPO}/tag/{tag}"))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(&serde_json::json!({"immutable": true}))
+        .send()
+        .await
+        .map_err(|e| fail("tag lock", e))?;
+    match r.status().as_u16() {
+        201 => Ok(()),
+        s => Err(format!("tag lock answered {s}")),
+    }
+}
+
+/// Restores `tag` to `digest` through the admin API.
+async fn restore_tag(http: &reqwest::Client, base: &str, tag: &str, digest: &Digest) -> Result<(), String> {
+    let r = http
+        .post(format!("{base}/api/v1/repository/{REPO}/tag/{tag}/restore"))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(&serde_json::json!({"manifest_digest": digest.to_string()}))
+        .send()
+        .await
+        .map_err(|e| fail("tag restore", e))?;
+    match r.status().as_u16() {
+        200 => Ok(()),
+        s => Err(format!("tag restore answered {s}")),
+    }
+}
+
+/// Pushes `image` over a locked `tag`: Ok(true) when refused with 409
+/// TAG_IMMUTABLE, Ok(false) when it went through (a violation).
+async fn overwrite(http: &reqwest::Client, base: &str, tag: &str, image: &Image) -> Result<bool, String> {
+    match push(http, base, tag, image).await {
+        Ok(()) => Ok(false),
+        Err(e) if e == "manifest put answered 409 Conflict" => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 async fn delete_tag(http: &reqwest::Client, base: &str, tag: &str) -> Result<(), String> {
     let r = http.delete(format!("{base}/v2/{REPO}/manifests/{tag}")).basic_auth("admin", Some(PASSWORD)).send().await.map_err(|e| fail("tag delete", e))?;
     match r.status().as_u16() {
@@ -224,6 +294,10 @@ async fn client(c: usize, seed: u64, layer_size: usize, stop: Arc<AtomicBool>, t
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client");
     let mut n = 0u64;
     let mut mine: Vec<(String, Digest)> = Vec::new();
+    // Tags this client locked, deleted (to restore), pushed to expire.
+    let mut locked: Vec<(String, Digest)> = Vec::new();
+    let mut deleted: Vec<(String, Digest)> = Vec::new();
+    let mut expiring: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         // Clients live in regions: each mostly uses its home node (as a
         // client behind a regional load balancer would), sometimes another.
@@ -243,28 +317,68 @@ async fn client(c: usize, seed: u64, layer_size: usize, stop: Arc<AtomicBool>, t
                 mine.push((tag.clone(), image.digest()));
             }
             (Kind::Push { tag, digest: image.digest() }, r)
-        } else if roll < 55 {
+        } else if roll < 53 {
             n += 1;
             let image = Image::new(c, n, layer_size);
             let tag = format!("shared-{}", rng.random_range(0..SHARED_TAGS));
             let r = push(&http, &base, &tag, &image).await;
             (Kind::Move { tag, digest: image.digest() }, r)
-        } else if roll < 80 {
+        } else if roll < 73 {
             let tag = format!("shared-{}", rng.random_range(0..SHARED_TAGS));
             let linearizable = rng.random_bool(0.5);
             match read_tag(&http, &base, &tag, linearizable).await {
                 Ok(got) => (Kind::Read { tag, linearizable, got }, Ok(())),
                 Err(e) => (Kind::Read { tag, linearizable, got: None }, Err(e)),
             }
-        } else if roll < 96 {
+        } else if roll < 86 {
             let (_, digest) = mine[rng.random_range(0..mine.len())].clone();
             match pull(&http, &base, &digest).await {
                 Ok(bytes_ok) => (Kind::Pull { digest, bytes_ok }, Ok(())),
                 Err(e) => (Kind::Pull { digest, bytes_ok: true }, Err(e)),
             }
+        } else if roll < 89 {
+            n += 1;
+            let image = Image::expiring(c, n, layer_size);
+            let tag = format!("c{c}-exp-{n}");
+            let r = push(&http, &base, &tag, &image).await;
+            expiring.push(tag.clone());
+            (Kind::PushExpiring { tag, digest: image.digest() }, r)
+        } else if roll < 91 && !expiring.is_empty() {
+            // A read of an expiring tag, before or after its moment.
+            let tag = expiring[rng.random_range(0..expiring.len())].clone();
+            match read_tag(&http, &base, &tag, false).await {
+                Ok(got) => (Kind::Read { tag, linearizable: false, got }, Ok(())),
+                Err(e) => (Kind::Read { tag, linearizable: false, got: None }, Err(e)),
+            }
+        } else if roll < 93 {
+            let (tag, digest) = mine.swap_remove(rng.random_range(0..mine.len()));
+            let r = lock_tag(&http, &base, &tag).await;
+            if r.is_ok() {
+                locked.push((tag.clone(), digest.clone()));
+            }
+            // Not locked for sure: neither mine (it may be) nor locked.
+            (Kind::Lock { tag, digest }, r)
+        } else if roll < 95 && !locked.is_empty() {
+            n += 1;
+            let image = Image::new(c, n, layer_size);
+            let (tag, _) = locked[rng.random_range(0..locked.len())].clone();
+            match overwrite(&http, &base, &tag, &image).await {
+                Ok(refused) => (Kind::Overwrite { tag, refused }, Ok(())),
+                Err(e) => (Kind::Overwrite { tag, refused: false }, Err(e)),
+            }
+        } else if roll < 96 && !deleted.is_empty() {
+            let (tag, digest) = deleted.swap_remove(rng.random_range(0..deleted.len()));
+            let r = restore_tag(&http, &base, &tag, &digest).await;
+            if r.is_ok() {
+                mine.push((tag.clone(), digest.clone()));
+            }
+            (Kind::Restore { tag, digest }, r)
         } else {
-            let (tag, _) = mine.swap_remove(rng.random_range(0..mine.len()));
+            let (tag, digest) = mine.swap_remove(rng.random_range(0..mine.len()));
             let r = delete_tag(&http, &base, &tag).await;
+            if r.is_ok() {
+                deleted.push((tag.clone(), digest));
+            }
             (Kind::Delete { tag }, r)
         };
         let outcome = match outcome {

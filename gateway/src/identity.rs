@@ -29,6 +29,11 @@ use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::notifications::*;
 
+mod policies;
+mod quotas;
+pub use policies::*;
+pub use quotas::*;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -45,6 +50,22 @@ pub struct OrgView {
     /// The caller is in one of its teams.
     pub is_member: bool,
     pub teams: BTreeMap<String, TeamView>,
+    /// The time machine window, s: how long a deleted, moved or expired
+    /// tag can be restored (and its images are kept).
+    pub tag_expiration_s: u64,
+}
+
+/// `PUT /organization/{org}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgUpdate {
+    /// Only the current one: an organization's email is set at creation.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The time machine window, s: one of the options the cluster allows
+    /// (by default 0 s, 1 day, 1, 2 or 4 weeks).
+    #[serde(default)]
+    pub tag_expiration_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -202,11 +223,22 @@ pub struct CurrentUser {
     pub organizations: Vec<String>,
     /// For an application token: its scopes.
     pub scopes: Vec<String>,
+    /// For a user (or a token of one): the time machine window of the
+    /// user's namespace, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_expiration_s: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `PUT /user/`: the caller's own settings; at least one field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordChange {
-    pub password: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The time machine window of the user's namespace, s: one of the
+    /// options the cluster allows.
+    #[serde(default)]
+    pub tag_expiration_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -390,12 +422,14 @@ pub struct TagList {
 #[serde(deny_unknown_fields)]
 pub struct TagUpdate {
     /// Seconds since the epoch, or `null` to clear.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<u64>)]
     pub expiration: Option<Option<u64>>,
     /// Lock (needs write) or unlock (needs admin) the tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
     /// Create the tag, or move it, to this manifest of the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
 }
 
@@ -423,6 +457,10 @@ pub trait Identity: Send + Sync + 'static {
     async fn list_orgs(&self, who: &Access) -> Result<OrgList, ApiError>;
     async fn create_org(&self, who: &Access, req: OrgCreate) -> Result<OrgView, ApiError>;
     async fn get_org(&self, who: &Access, org: &str) -> Result<OrgView, ApiError>;
+    /// Changes an organization's settings; a backend without them answers 405.
+    async fn update_org(&self, _who: &Access, _org: &str, _req: OrgUpdate) -> Result<OrgView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no organization settings"))
+    }
     async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError>;
     /// Robots of an organization, or of the caller (`namespace: None`).
     async fn list_robots(&self, who: &Access, namespace: Option<&str>) -> Result<RobotList, ApiError>;
@@ -479,6 +517,75 @@ pub trait Identity: Send + Sync + 'static {
     async fn test_notification(&self, _who: &Access, _target: &NotificationTarget, _uuid: &str) -> Result<(), ApiError> {
         Err(no_notifications())
     }
+    /// [`Identity::authenticate`] for the tag calls of `/repository/{r}/tag/…`,
+    /// which robots may make too (within their role on the repository).
+    async fn authenticate_for_tags(&self, caller: &Caller) -> Result<Access, ApiError> {
+        self.authenticate(caller).await
+    }
+    async fn list_immutability_policies(&self, _who: &Access, _scope: &PolicyScope) -> Result<ImmutabilityPolicyList, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    /// Creates (`uuid: None`) or replaces a policy.
+    async fn put_immutability_policy(
+        &self,
+        _who: &Access,
+        _scope: &PolicyScope,
+        _uuid: Option<&str>,
+        _req: ImmutabilityPolicyBody,
+    ) -> Result<ImmutabilityPolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn get_immutability_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<ImmutabilityPolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn delete_immutability_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn list_autoprune_policies(&self, _who: &Access, _scope: &PolicyScope) -> Result<AutoPrunePolicyList, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    /// Creates (`uuid: None`) or replaces a policy.
+    async fn put_autoprune_policy(
+        &self,
+        _who: &Access,
+        _scope: &PolicyScope,
+        _uuid: Option<&str>,
+        _req: AutoPrunePolicyBody,
+    ) -> Result<AutoPrunePolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn get_autoprune_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<AutoPrunePolicyView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    async fn delete_autoprune_policy(&self, _who: &Access, _scope: &PolicyScope, _uuid: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag policies"))
+    }
+    /// The quota of namespace `ns` (none: the caller's own), as a list of at most one.
+    async fn list_quotas(&self, _who: &Access, _ns: Option<&str>) -> Result<Vec<QuotaView>, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn create_quota(&self, _who: &Access, _ns: &str, _req: QuotaBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn update_quota(&self, _who: &Access, _ns: &str, _id: &str, _req: QuotaBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn delete_quota(&self, _who: &Access, _ns: &str, _id: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn create_quota_limit(&self, _who: &Access, _ns: &str, _id: &str, _req: QuotaLimitBody) -> Result<QuotaView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn delete_quota_limit(&self, _who: &Access, _ns: &str, _id: &str, _limit_id: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    async fn default_quota(&self, _who: &Access) -> Result<DefaultQuota, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
+    /// Sets (`Some`) or removes the cluster's default Reject quota.
+    async fn set_default_quota(&self, _who: &Access, _req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no quotas"))
+    }
 }
 
 fn no_notifications() -> ApiError {
@@ -504,7 +611,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/superuser/logs", get(all_logs))
         .route("/api/v1/superuser/keys/rotate", post(rotate_key))
         .route("/api/v1/organization/", post(org_create))
-        .route("/api/v1/organization/{org}", get(org_get).delete(org_delete))
+        .route("/api/v1/organization/{org}", get(org_get).put(org_update).delete(org_delete))
         .route("/api/v1/organization/{org}/logs", get(org_logs))
         .route("/api/v1/organization/{org}/robots", get(robot_list))
         .route("/api/v1/organization/{org}/robots/{short}", put(robot_put).get(robot_get).delete(robot_delete))
@@ -532,6 +639,8 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/organization/{org}/notifications", get(org_notification_list).post(org_notification_create))
         .route("/api/v1/organization/{org}/notifications/{uuid}", get(org_notification_get).delete(org_notification_delete).post(org_notification_reset))
         .route("/api/v1/organization/{org}/notifications/{uuid}/test", post(org_notification_test))
+        .merge(policies::routes())
+        .merge(quotas::routes())
         .with_state(identity)
 }
 
@@ -552,7 +661,7 @@ impl utoipa::Modify for Security {
         user_get, user_password, user_robot_list, user_robot_put, user_robot_get, user_robot_delete, user_robot_regenerate,
         token_list, token_create, token_get, token_delete, user_logs,
         users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
-        org_create, org_get, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
+        org_create, org_get, org_update, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
         team_put, team_delete, team_members, team_member_add, team_member_remove,
         repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_restore,
         perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
@@ -567,7 +676,10 @@ pub struct ApiDoc;
 
 /// The OpenAPI document, as JSON.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(policies::PolicyDoc::openapi());
+    doc.merge(quotas::QuotaDoc::openapi());
+    doc
 }
 
 async fn openapi_json() -> Response {
@@ -589,6 +701,18 @@ impl FromRequestParts<Shared> for Who {
     async fn from_request_parts(parts: &mut Parts, id: &Shared) -> Result<Who, ApiError> {
         let caller = Caller::from_request_parts(parts, id).await?;
         Ok(Who(id.authenticate(&caller).await?))
+    }
+}
+
+/// [`Who`] for the tag calls, which robots may make too.
+struct WhoForTags(Access);
+
+impl FromRequestParts<Shared> for WhoForTags {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, id: &Shared) -> Result<WhoForTags, ApiError> {
+        let caller = Caller::from_request_parts(parts, id).await?;
+        Ok(WhoForTags(id.authenticate_for_tags(&caller).await?))
     }
 }
 
@@ -660,7 +784,7 @@ async fn user_get(State(id): State<Shared>, Who(w): Who) -> Result<Json<CurrentU
 }
 
 #[utoipa::path(put, path = "/api/v1/user/", tag = "user", request_body = PasswordChange,
-    responses((status = 204, description = "Password changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Password or time machine window changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn user_password(State(id): State<Shared>, Who(w): Who, b: Result<Json<PasswordChange>, JsonRejection>) -> Result<StatusCode, ApiError> {
     id.change_own_password(&w, body(b)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -810,6 +934,17 @@ async fn org_create(State(id): State<Shared>, Who(w): Who, b: Result<Json<OrgCre
     responses((status = 200, body = OrgView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn org_get(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<OrgView>, ApiError> {
     Ok(Json(id.get_org(&w, &org).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)), request_body = OrgUpdate,
+    responses((status = 200, body = OrgView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn org_update(
+    State(id): State<Shared>,
+    Path(org): Path<String>,
+    Who(w): Who,
+    b: Result<Json<OrgUpdate>, JsonRejection>,
+) -> Result<Json<OrgView>, ApiError> {
+    Ok(Json(id.update_org(&w, &org, body(b)?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/organization/{org}", tag = "organization", params(("org" = String, Path, description = NS)),
@@ -1056,7 +1191,12 @@ async fn perm_team_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePat
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/tag/", tag = "tag",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), TagListQuery),
     responses((status = 200, body = TagList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn tag_list(State(id): State<Shared>, Path(p): Path<RepoPath>, ApiQuery(q): ApiQuery<TagListQuery>, Who(w): Who) -> Result<Json<TagList>, ApiError> {
+async fn tag_list(
+    State(id): State<Shared>,
+    Path(p): Path<RepoPath>,
+    ApiQuery(q): ApiQuery<TagListQuery>,
+    WhoForTags(w): WhoForTags,
+) -> Result<Json<TagList>, ApiError> {
     Ok(Json(id.list_tags(&w, &p.name(), q).await?))
 }
 
@@ -1067,7 +1207,7 @@ async fn tag_list(State(id): State<Shared>, Path(p): Path<RepoPath>, ApiQuery(q)
 async fn tag_update(
     State(id): State<Shared>,
     Path(p): Path<RepoTagPath>,
-    Who(w): Who,
+    WhoForTags(w): WhoForTags,
     b: Result<Json<TagUpdate>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     id.update_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
@@ -1081,7 +1221,7 @@ async fn tag_update(
 async fn tag_restore(
     State(id): State<Shared>,
     Path(p): Path<RepoTagPath>,
-    Who(w): Who,
+    WhoForTags(w): WhoForTags,
     b: Result<Json<TagRestore>, JsonRejection>,
 ) -> Result<Json<Success>, ApiError> {
     id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;

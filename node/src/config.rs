@@ -252,6 +252,9 @@ impl NodeConfig {
         self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
         self.limits.validate().context("limits")?;
         self.notifications.validate().context("notifications")?;
+        if self.tags.expiration_options_s().context("tags")?.is_empty() {
+            bail!("tags: expiration_options must name at least one window");
+        }
         Ok(())
     }
 }
@@ -278,13 +281,29 @@ impl Default for GcConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TagsConfig {
-    /// How often the leader closes expired tag rows into history, s (0: never).
+    /// How often the leader closes expired tag rows into history, applies
+    /// the auto-prune policies and prunes history outside the time
+    /// machine windows, s (0: never).
     pub expiry_interval_secs: u64,
+    /// The time machine windows a namespace may choose
+    /// (`tag_expiration_s`), each an integer and a unit: s, m, h, d, w
+    /// or y. A namespace that never chose has two weeks.
+    pub expiration_options: Vec<String>,
 }
 
 impl Default for TagsConfig {
     fn default() -> Self {
-        TagsConfig { expiry_interval_secs: 60 }
+        TagsConfig { expiry_interval_secs: 60, expiration_options: ["0s", "1d", "1w", "2w", "4w"].map(String::from).to_vec() }
+    }
+}
+
+impl TagsConfig {
+    /// The allowed windows, in seconds.
+    pub fn expiration_options_s(&self) -> anyhow::Result<Vec<u64>> {
+        self.expiration_options
+            .iter()
+            .map(|o| crate::util::parse_lifetime_s(o).with_context(|| format!("expiration option {o:?} is not an integer and a unit (s, m, h, d, w, y)")))
+            .collect()
     }
 }
 

@@ -24,7 +24,7 @@ use crate::identity::audit::AuditLog;
 use crate::identity::auth::Authenticator;
 use crate::registry::api::NodeRegistry;
 use crate::registry::gc::{collect_once, GcStats};
-use crate::registry::lifecycle::close_expired_once;
+use crate::registry::lifecycle::{autoprune_once, close_expired_once, prune_history_once};
 use crate::registry::uploads::{UploadCaps, UploadManager};
 use crate::util::{now_ms, random_hex};
 use berth_replication::{BlobStore, Replicator};
@@ -341,7 +341,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let site = crate::notify::Site::new(config.node_id, &config.region, &config.notifications, &config.http_advertise);
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()).with_site(site.clone()));
-    let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()).with_notifications(crate::notify::Policy::new(&config.notifications)));
+    let identity = Arc::new(
+        NodeIdentity::new(meta.clone(), auth, audit.clone())
+            .with_notifications(crate::notify::Policy::new(&config.notifications))
+            .with_tag_expiration_options(config.tags.expiration_options_s()?),
+    );
     let deliverer = {
         let audit = audit.clone();
         let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
@@ -390,7 +394,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
 
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
-    tasks.push(tokio::spawn(close_expired_tags(meta.clone(), config.tags.clone(), rx.clone())));
+    tasks.push(tokio::spawn(close_expired_tags(meta.clone(), audit.clone(), config.tags.clone(), rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
     Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })
@@ -410,14 +414,17 @@ async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, 
     }
 }
 
-async fn close_expired_tags(meta: MetaNodeHandle, cfg: TagsConfig, mut shutdown: watch::Receiver<bool>) {
+async fn close_expired_tags(meta: MetaNodeHandle, audit: AuditLog, cfg: TagsConfig, mut shutdown: watch::Receiver<bool>) {
     if cfg.expiry_interval_secs == 0 {
         return;
     }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(cfg.expiry_interval_secs)) => {
-                close_expired_once(&meta, now_ms()).await;
+                let now = now_ms();
+                close_expired_once(&meta, now).await;
+                autoprune_once(&meta, &audit, now).await;
+                prune_history_once(&meta, now).await;
             }
             _ = shutdown.changed() => return,
         }

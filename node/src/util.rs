@@ -19,3 +19,22 @@ pub fn random_hex(bytes: usize) -> String {
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
+
+/// A lifetime as Quay writes it (`quay.expires-after`, the time machine
+/// options): an integer and a unit, `s`, `m`, `h`, `d`, `w` or `y`; in
+/// seconds. `None` for anything else, or what does not fit.
+pub fn parse_lifetime_s(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 24 * 3600,
+        'w' => 7 * 24 * 3600,
+        'y' => 365 * 24 * 3600,
+        _ => return None,
+    };
+    n.checked_mul(per)
+}

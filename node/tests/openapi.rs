@@ -27,9 +27,30 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
         "/api/v1/repository/{namespace}/{repository}/notification/",
         "/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test",
         "/api/v1/organization/{org}/notifications/{uuid}",
+        "/api/v1/repository/{namespace}/{repository}/tag/",
+        "/api/v1/repository/{namespace}/{repository}/tag/{tag}",
+        "/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore",
+        "/api/v1/organization/{org}/immutabilitypolicy/",
+        "/api/v1/organization/{org}/immutabilitypolicy/{uuid}",
+        "/api/v1/repository/{namespace}/{repository}/immutabilitypolicy/",
+        "/api/v1/repository/{namespace}/{repository}/immutabilitypolicy/{uuid}",
+        "/api/v1/organization/{org}/autoprunepolicy/",
+        "/api/v1/organization/{org}/autoprunepolicy/{uuid}",
+        "/api/v1/repository/{namespace}/{repository}/autoprunepolicy/",
+        "/api/v1/repository/{namespace}/{repository}/autoprunepolicy/{uuid}",
+        "/api/v1/organization/{org}/quota",
+        "/api/v1/organization/{org}/quota/{id}",
+        "/api/v1/organization/{org}/quota/{id}/limit",
+        "/api/v1/organization/{org}/quota/{id}/limit/{limit_id}",
+        "/api/v1/user/quota",
+        "/api/v1/superuser/quota/default",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    // The time machine window is part of the organization's and user's settings.
+    assert!(doc["paths"]["/api/v1/organization/{org}"].get("put").is_some(), "PUT /organization/{{org}} is documented");
+    assert!(doc["components"]["schemas"]["OrgUpdate"]["properties"].get("tag_expiration_s").is_some());
+    assert!(doc["components"]["schemas"]["PasswordChange"]["properties"].get("tag_expiration_s").is_some());
     // The cluster and drill API stays out: schemathesis holds the operator
     // token, and a generated isolation would cut the node off for minutes.
     for path in ["/api/v1/drill/isolate", "/api/v1/drill/probe", "/api/v1/cluster/transfer-leader"] {

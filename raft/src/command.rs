@@ -152,16 +152,46 @@ pub enum MetaCommand {
     },
     /// A tag's lifecycle: expiration, immutability, restore from history.
     Tag(TagCommand),
-    /// [`MetaCommand::PutManifest`] with where and by whom it was pushed:
-    /// when it moves the tag, a `repo_push` event for each matching
-    /// notification is queued in the same step (see `state::notifications`).
+    /// [`MetaCommand::PutManifest`] with where and by whom it was pushed,
+    /// and what the image's labels ask of the new tag row
+    /// (`quay.expires-after`, `quay.immutable`; the serving node reads them
+    /// from the image's config before it proposes the command). Both are
+    /// decided in the same step as the tag write: the row's expiration and
+    /// lock, and, when the push moves the tag, a `repo_push` event for each
+    /// matching notification (see `state::notifications`).
     PutManifestFrom {
         record: ManifestRecord,
         tag: Option<String>,
         origin: PushOrigin,
+        /// When the new row ends (ms since the epoch).
+        expiration_ms: Option<u64>,
+        immutable: bool,
     },
     /// Notifications and their outbox.
     Notification(NotificationCommand),
+    /// A namespace's storage quota (see [`QuotaCommand`]).
+    Quota(QuotaCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QuotaCommand {
+    /// Sets (`Some`) or removes a namespace's quota. Setting the first
+    /// one counts the namespace's usage from its manifests; from then on
+    /// every manifest stored or forgotten keeps it exact.
+    Set { namespace: String, quota: Option<QuotaRecord> },
+    /// Sets (`Some`, bytes) or removes the cluster's default Reject
+    /// quota, which governs every namespace without a quota of its own.
+    /// Setting it counts every namespace's usage.
+    SetDefault { limit_bytes: Option<u64> },
+}
+
+impl QuotaCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuotaCommand::Set { .. } => "set_quota",
+            QuotaCommand::SetDefault { .. } => "set_default_quota",
+        }
+    }
 }
 
 impl MetaCommand {
@@ -194,6 +224,7 @@ impl MetaCommand {
             MetaCommand::Tag(c) => c.kind(),
             MetaCommand::PutManifestFrom { .. } => "put_manifest",
             MetaCommand::Notification(c) => c.kind(),
+            MetaCommand::Quota(c) => c.kind(),
         }
     }
 }
@@ -214,6 +245,13 @@ pub enum MetaResponse {
     /// tag, and changed nothing.
     TagImmutable {
         tag: String,
+    },
+    /// What a command removed (the tags an auto-prune deleted).
+    Removed(Vec<String>),
+    /// The write would take the namespace over a Reject limit of its
+    /// quota, and changed nothing.
+    QuotaExceeded {
+        namespace: String,
     },
 }
 
@@ -383,17 +421,87 @@ pub enum TagCommand {
     /// Sets (`Some`, ms since the epoch) or clears the tag's expiration.
     /// Refused when not after `now_ms`; clamped to [`MIN_TAG_LIFETIME_MS`]
     /// ..= [`MAX_TAG_LIFETIME_MS`] after the tag's start.
-    SetExpiration { repo: String, tag: String, expiration_ms: Option<u64>, now_ms: u64 },
+    SetExpiration {
+        repo: String,
+        tag: String,
+        expiration_ms: Option<u64>,
+        now_ms: u64,
+    },
     /// Locks or unlocks the tag. Locking a tag with an expiration is
     /// refused: an immutable tag never expires.
-    SetImmutable { repo: String, tag: String, immutable: bool, now_ms: u64 },
+    SetImmutable {
+        repo: String,
+        tag: String,
+        immutable: bool,
+        now_ms: u64,
+    },
     /// Points the tag again at `digest`, a manifest one of its history rows
     /// held (the new row is `reverted`); refused when the manifest is gone.
-    Restore { repo: String, tag: String, digest: Digest, now_ms: u64 },
+    Restore {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        now_ms: u64,
+    },
     /// The lifecycle worker's: closes the tag's live row into history if
     /// it has expired by `now_ms` (`NotFound` if it was moved, deleted or
     /// given a later expiration meanwhile).
-    CloseExpired { repo: String, tag: String, now_ms: u64 },
+    CloseExpired {
+        repo: String,
+        tag: String,
+        now_ms: u64,
+    },
+    /// A namespace's time machine window (`tag_expiration_s`); `NotFound`
+    /// when no organization or user has the name.
+    SetTimeMachine {
+        namespace: String,
+        tag_expiration_s: u64,
+    },
+    /// The lifecycle worker's: drops the history rows of `repo` that
+    /// ended before its namespace's window, as of `now_ms`.
+    PruneHistory {
+        repo: String,
+        now_ms: u64,
+    },
+    /// Garbage collection's: forgets those of `digests` that nothing
+    /// keeps any more (see `state::tags::collectable_manifests`), as of
+    /// `now_ms`, never one pushed within `min_age_ms`.
+    CollectManifests {
+        repo: String,
+        digests: Vec<Digest>,
+        now_ms: u64,
+        min_age_ms: u64,
+    },
+    /// Creates or replaces an immutability policy of `scope` (a namespace,
+    /// or a repository `ns/name`), and locks the live tags it covers as
+    /// of `now_ms` (clearing their expiration: a locked tag never
+    /// expires). Refused for a pattern that is no regular expression.
+    PutImmutabilityPolicy {
+        scope: String,
+        policy: ImmutabilityPolicyRecord,
+        now_ms: u64,
+    },
+    DeleteImmutabilityPolicy {
+        scope: String,
+        uuid: String,
+    },
+    /// Creates or replaces an auto-prune policy of `scope`.
+    PutAutoPrunePolicy {
+        scope: String,
+        policy: AutoPrunePolicyRecord,
+    },
+    DeleteAutoPrunePolicy {
+        scope: String,
+        uuid: String,
+    },
+    /// The lifecycle worker's: deletes (closing their rows into history)
+    /// those of `tags` that the auto-prune policies still select as of
+    /// `now_ms`; the response lists them.
+    AutoPrune {
+        repo: String,
+        tags: Vec<String>,
+        now_ms: u64,
+    },
 }
 
 /// The shortest and longest a tag may live, from its start, when an
@@ -408,6 +516,14 @@ impl TagCommand {
             TagCommand::SetImmutable { .. } => "set_tag_immutable",
             TagCommand::Restore { .. } => "restore_tag",
             TagCommand::CloseExpired { .. } => "close_expired_tag",
+            TagCommand::SetTimeMachine { .. } => "set_time_machine",
+            TagCommand::PruneHistory { .. } => "prune_tag_history",
+            TagCommand::CollectManifests { .. } => "collect_manifests",
+            TagCommand::PutImmutabilityPolicy { .. } => "put_immutability_policy",
+            TagCommand::DeleteImmutabilityPolicy { .. } => "delete_immutability_policy",
+            TagCommand::PutAutoPrunePolicy { .. } => "put_autoprune_policy",
+            TagCommand::DeleteAutoPrunePolicy { .. } => "delete_autoprune_policy",
+            TagCommand::AutoPrune { .. } => "autoprune",
         }
     }
 }
@@ -464,9 +580,15 @@ mod tests {
                 .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
             (".{0,20}", ".{0,20}", proptest::option::of(any::<u64>()), any::<u64>())
                 .prop_map(|(repo, tag, expiration_ms, now_ms)| MetaCommand::Tag(TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms })),
-            (manifest(), proptest::option::of(".{0,20}"), ".{0,20}", any::<u64>(), ".{0,20}").prop_map(|(record, tag, pushed_by, node, region)| {
-                MetaCommand::PutManifestFrom { record, tag, origin: PushOrigin { pushed_by, node, region, registry: "https://r:5000".into() } }
-            }),
+            (manifest(), proptest::option::of(".{0,20}"), ".{0,20}", any::<u64>(), ".{0,20}", proptest::option::of(any::<u64>()), any::<bool>()).prop_map(
+                |(record, tag, pushed_by, node, region, expiration_ms, immutable)| MetaCommand::PutManifestFrom {
+                    record,
+                    tag,
+                    origin: PushOrigin { pushed_by, node, region, registry: "https://r:5000".into() },
+                    expiration_ms,
+                    immutable
+                }
+            ),
             (".{0,36}", any::<u64>(), proptest::collection::vec(".{0,10}", 0..3), digest()).prop_map(|(uuid, now_ms, tags, digest)| {
                 let event = NotificationEvent::ImageExpiry { repo: "a/b".into(), tags, digest, expiration_ms: now_ms, days: 1 };
                 MetaCommand::Notification(NotificationCommand::Emit { uuid, event, once: Some("k".into()), now_ms })

@@ -534,7 +534,7 @@ pub const NOTIFICATION_OUTBOX_MAX: usize = 1000;
 pub const NOTIFICATIONS_PER_SCOPE_MAX: usize = 100;
 
 /// Where a push landed and who made it, as the proposing node knew it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushOrigin {
     /// The account that pushed (user, `ns+robot`, or a token's owner).
     pub pushed_by: String,
@@ -647,6 +647,100 @@ impl OutboxRecord {
     }
 }
 
+/// A namespace's time machine window when it has not set one: two
+/// weeks, as Quay's default.
+pub const DEFAULT_TAG_EXPIRATION_S: u64 = 14 * 24 * 3600;
+
+/// A namespace's (organization's or user's) tag lifecycle settings. No
+/// record: the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceLifeRecord {
+    /// The time machine window: a tag row closed this long ago or less can
+    /// be restored, and its manifest and blobs are kept; older rows are
+    /// pruned and what only they held is collected.
+    pub tag_expiration_s: u64,
+}
+
+impl Default for NamespaceLifeRecord {
+    fn default() -> Self {
+        NamespaceLifeRecord { tag_expiration_s: DEFAULT_TAG_EXPIRATION_S }
+    }
+}
+
+/// A pattern of tag names: a regular expression that must match a whole
+/// name, and whether the policy is about the names it matches (`true`)
+/// or the names it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagPattern {
+    pub pattern: String,
+    pub matches: bool,
+}
+
+/// The longest tag pattern a policy may have.
+pub const MAX_TAG_PATTERN_LEN: usize = 256;
+
+/// Tags whose names fit `pattern` are immutable: made so when the policy
+/// is created (the live ones) and whenever such a tag is pushed, moved or
+/// restored. Deleting the policy unlocks nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutabilityPolicyRecord {
+    pub uuid: String,
+    pub pattern: TagPattern,
+}
+
+/// What an auto-prune policy removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PruneMethod {
+    /// Keep the newest this many tags (of those the policy covers).
+    NumberOfTags(u64),
+    /// Remove tags pushed longer ago than this many seconds.
+    CreationDate(u64),
+}
+
+/// The lifecycle worker deletes (into the time machine) the tags this
+/// policy selects; immutable tags are never selected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoPrunePolicyRecord {
+    pub uuid: String,
+    pub method: PruneMethod,
+    /// None: every tag.
+    pub pattern: Option<TagPattern>,
+}
+
+/// What crossing a quota limit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaLimitKind {
+    /// Recorded (and notified), nothing refused.
+    Warning,
+    /// A push that would cross it is refused and stores nothing.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLimit {
+    pub id: String,
+    pub kind: QuotaLimitKind,
+    /// 1 to 100, of the quota's bytes.
+    pub threshold_percent: u8,
+}
+
+/// A namespace's storage quota. While it exists the state machine keeps
+/// the namespace's usage exact: the deduplicated bytes of the blobs its
+/// manifests reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub id: String,
+    pub limit_bytes: u64,
+    pub limits: Vec<QuotaLimit>,
+}
+
+impl QuotaRecord {
+    /// The usage (bytes) a limit of `kind` allows at most; the lowest of them.
+    pub fn threshold(&self, kind: QuotaLimitKind) -> Option<u64> {
+        self.limits.iter().filter(|l| l.kind == kind).map(|l| (u128::from(self.limit_bytes) * u128::from(l.threshold_percent) / 100) as u64).min()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -749,6 +843,7 @@ pub(crate) mod tests {
                 round_trips(&TagRecord { digest: t.0.clone(), pushed_at_ms: t.1 })?;
                 round_trips(&TagLifeRecord { expiration_ms: Some(t.1), immutable: true, reverted: false })?;
                 round_trips(&TagHistoryRecord { digest: t.0, start_ms: t.1, end_ms: t.1 / 2, expiration_ms: None, immutable: false, reverted: true })?;
+                round_trips(&NamespaceLifeRecord { tag_expiration_s: t.1 })?;
             }
         }
     }

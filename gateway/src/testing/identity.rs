@@ -39,18 +39,27 @@ impl Identity for MemoryNode {
 
     async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError> {
         match &who.principal {
-            Principal::User { name, superuser } => {
-                Ok(CurrentUser { username: name.clone(), kind: "user".into(), super_user: *superuser, organizations: vec![], scopes: vec![] })
-            }
+            Principal::User { name, superuser } => Ok(CurrentUser {
+                username: name.clone(),
+                kind: "user".into(),
+                super_user: *superuser,
+                organizations: vec![],
+                scopes: vec![],
+                tag_expiration_s: None,
+            }),
             _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
         }
     }
 
     async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError> {
         let Principal::User { name, .. } = &who.principal else { return Err(ApiError::new(ErrorCode::Unauthorized, "log in first")) };
-        checked_password(&req.password)?;
+        if req.tag_expiration_s.is_some() {
+            return Err(unmodelled("the tag time machine"));
+        }
+        let Some(password) = req.password else { return Err(ApiError::new(ErrorCode::BadRequest, "give a password")) };
+        checked_password(&password)?;
         let mut st = self.lock();
-        st.users.get_mut(name).ok_or_else(|| no_user(name))?.password = req.password;
+        st.users.get_mut(name).ok_or_else(|| no_user(name))?.password = password;
         Ok(())
     }
 

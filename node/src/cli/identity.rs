@@ -77,7 +77,7 @@ fn split_robot(robot: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
-fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     (if b { "yes" } else { "no" }).to_string()
 }
 
@@ -89,7 +89,7 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e} (e.g. 2025-06-01T12:00:00Z)"))
 }
 

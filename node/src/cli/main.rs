@@ -4,6 +4,7 @@ mod client;
 mod drill;
 mod identity;
 mod notify;
+mod tags;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,6 +101,21 @@ enum Command {
     },
     /// The usage log: who did what, newest first.
     Logs(LogsArgs),
+    /// A repository's tags: list, history, expiration, restore, locks.
+    Tag {
+        #[command(subcommand)]
+        command: tags::TagCommand,
+    },
+    /// Immutability and auto-prune policies of an organization or repository.
+    Policy {
+        #[command(subcommand)]
+        command: tags::PolicyCommand,
+    },
+    /// Storage quotas of namespaces, their limits and usage.
+    Quota {
+        #[command(subcommand)]
+        command: tags::QuotaCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -514,6 +530,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repo { command } => identity::run_repo(command).await?,
         Command::Notify { command } => notify::run_notify(command).await?,
         Command::Logs(args) => identity::run_logs(args).await?,
+        Command::Tag { command } => tags::run_tag(command).await?,
+        Command::Policy { command } => tags::run_policy(command).await?,
+        Command::Quota { command } => tags::run_quota(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

@@ -100,6 +100,22 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             // The deliverer's and the workers', re-checked when applied.
             NotificationCommand::Delivered { .. } | NotificationCommand::GaveUp { .. } | NotificationCommand::Emit { .. } => Rule::NodeOwn { names: vec![] },
         },
+        // A namespace's window is its administrator's business, judged by
+        // the serving node like a repository's settings.
+        M::Tag(TagCommand::SetTimeMachine { .. }) => Rule::Client,
+        // The lifecycle worker's and the collector's, re-checked when
+        // applied against the window in the state.
+        M::Tag(TagCommand::PruneHistory { .. } | TagCommand::CollectManifests { .. } | TagCommand::AutoPrune { .. }) => Rule::NodeOwn { names: vec![] },
+        // Policies are their namespace's or repository's administrators'
+        // business, judged by the serving node.
+        M::Tag(
+            TagCommand::PutImmutabilityPolicy { .. }
+            | TagCommand::DeleteImmutabilityPolicy { .. }
+            | TagCommand::PutAutoPrunePolicy { .. }
+            | TagCommand::DeleteAutoPrunePolicy { .. },
+        ) => Rule::Client,
+        // Quotas are set by superusers only (members read them).
+        M::Quota(_) => Rule::Admin,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -257,7 +273,10 @@ mod tests {
             MetaCommand::DeleteManifestAt { repo: repo.clone(), digest: d.clone(), now_ms: 1 },
             MetaCommand::Tag(TagCommand::SetExpiration { repo: repo.clone(), tag: tag.clone(), expiration_ms: None, now_ms: 1 }),
             MetaCommand::Tag(TagCommand::SetImmutable { repo: repo.clone(), tag: tag.clone(), immutable: false, now_ms: 1 }),
-            MetaCommand::Tag(TagCommand::Restore { repo, tag, digest: d, now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::Restore { repo: repo.clone(), tag, digest: d.clone(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::SetTimeMachine { namespace: "ns".into(), tag_expiration_s: 0 }),
+            MetaCommand::Tag(TagCommand::DeleteImmutabilityPolicy { scope: "ns".into(), uuid: "u".into() }),
+            MetaCommand::Tag(TagCommand::DeleteAutoPrunePolicy { scope: "ns".into(), uuid: "u".into() }),
         ];
         for cmd in &cmds {
             assert_eq!(rule_of(&state, cmd).unwrap(), Rule::Client, "{}", cmd.kind());
@@ -278,14 +297,30 @@ mod tests {
             subject: None,
             pushed_at_ms: 1,
         };
-        let push = |node| MetaCommand::PutManifestFrom { record: record.clone(), tag: None, origin: origin(node) };
+        let push = |node| MetaCommand::PutManifestFrom { record: record.clone(), tag: None, origin: origin(node), expiration_ms: Some(2), immutable: false };
         assert_eq!(rule_of(&state, &push(2)).unwrap(), Rule::ClientAt { node: 2 });
         assert!(judge(&state, here, &Actor::OPERATOR, &push(3)).unwrap_err().contains("node 3"), "a push names the node that took it");
         assert_eq!(judge(&state, here, &Actor::OPERATOR, &push(2)), Ok(()));
         let reset = MetaCommand::Notification(NotificationCommand::Reset { uuid: "n".into() });
         assert!(judge(&state, here, &Actor::Node, &reset).is_err(), "a node does not reset a notification for itself");
-        let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
-        assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
-        assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");
+        for worker in [
+            MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::PruneHistory { repo: "r".into(), now_ms: 1 }),
+            MetaCommand::Tag(TagCommand::CollectManifests { repo: "r".into(), digests: vec![d.clone()], now_ms: 1, min_age_ms: 0 }),
+            MetaCommand::Tag(TagCommand::AutoPrune { repo: "r".into(), tags: vec!["t".into()], now_ms: 1 }),
+        ] {
+            assert_eq!(judge(&state, here, &Actor::Node, &worker), Ok(()), "the worker's: {}", worker.kind());
+            assert!(judge(&state, here, &Actor::OPERATOR, &worker).is_err(), "a client does not make the worker's: {}", worker.kind());
+        }
+        // Quotas are a superuser's: not a node's, not a plain user's.
+        use berth_raft::command::QuotaCommand;
+        for quota in [
+            MetaCommand::Quota(QuotaCommand::Set { namespace: "ns".into(), quota: None }),
+            MetaCommand::Quota(QuotaCommand::SetDefault { limit_bytes: Some(1) }),
+        ] {
+            assert_eq!(rule_of(&state, &quota).unwrap(), Rule::Admin, "{}", quota.kind());
+            assert!(judge(&state, here, &Actor::Node, &quota).is_err());
+            assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), &quota).is_err());
+        }
     }
 }

@@ -24,6 +24,8 @@ use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
 mod notifications;
+mod policies;
+mod quotas;
 mod tags;
 
 pub struct NodeIdentity {
@@ -32,6 +34,9 @@ pub struct NodeIdentity {
     audit: AuditLog,
     /// Where notifications may go ([`NodeIdentity::with_notifications`]).
     notify: crate::notify::Policy,
+    /// The time machine windows (s) a namespace may choose (`[tags]
+    /// expiration_options`).
+    tag_expiration_options: Vec<u64>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -74,13 +79,20 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
-        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default() }
+        let tag_expiration_options = crate::config::TagsConfig::default().expiration_options_s().expect("the default options parse");
+        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options }
     }
 
     /// Checks new notifications' targets with `policy` (by default,
     /// private networks are refused and e-mail has no server).
     pub fn with_notifications(mut self, policy: crate::notify::Policy) -> NodeIdentity {
         self.notify = policy;
+        self
+    }
+
+    /// The time machine windows a namespace may choose, in seconds.
+    pub fn with_tag_expiration_options(mut self, options: Vec<u64>) -> NodeIdentity {
+        self.tag_expiration_options = options;
         self
     }
 
@@ -121,6 +133,30 @@ impl NodeIdentity {
             Principal::App { owner, .. } if who.principal.has_scope(scope) => Ok(owner.clone()),
             p => Err(denied(p, &format!("use this endpoint (needs a user login or a token with {scope})"))),
         }
+    }
+
+    /// The time machine window of namespace `ns`, s.
+    fn time_machine_s(&self, ns: &str) -> Result<u64, ApiError> {
+        berth_raft::state::tags::namespace_time_machine_s(&self.state(), ns).map_err(state_err)
+    }
+
+    fn check_time_machine(&self, seconds: u64) -> Result<(), ApiError> {
+        if self.tag_expiration_options.contains(&seconds) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self.tag_expiration_options.iter().map(u64::to_string).collect();
+        Err(bad(format!("tag_expiration_s {seconds} is not one of the allowed windows ({} s)", allowed.join(", "))))
+    }
+
+    async fn set_time_machine(&self, who: &Access, ns: &str, seconds: u64) -> Result<(), ApiError> {
+        let cmd = MetaCommand::Tag(berth_raft::command::TagCommand::SetTimeMachine { namespace: ns.to_string(), tag_expiration_s: seconds });
+        match self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)? {
+            MetaResponse::Done => {}
+            MetaResponse::NotFound => return Err(not_found(format!("no namespace {ns}"))),
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+        self.log(who, "change_tag_expiration", Some(ns), None, vec![("tag_expiration_s", seconds.to_string())]).await;
+        Ok(())
     }
 
     fn user_record(&self, name: &str) -> Result<Option<UserRecord>, ApiError> {
@@ -284,15 +320,32 @@ impl Identity for NodeIdentity {
             Principal::App { scopes, .. } => scopes.clone(),
             _ => Vec::new(),
         };
-        Ok(CurrentUser { username: name, kind: who.principal.kind().into(), super_user: who.principal.is_superuser(), organizations, scopes })
+        let tag_expiration_s = match &who.principal {
+            Principal::User { name, .. } | Principal::App { owner: name, .. } => Some(self.time_machine_s(name)?),
+            _ => None,
+        };
+        Ok(CurrentUser { username: name, kind: who.principal.kind().into(), super_user: who.principal.is_superuser(), organizations, scopes, tag_expiration_s })
     }
 
     async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError> {
+        if req.password.is_none() && req.tag_expiration_s.is_none() {
+            return Err(bad("give a password, a tag_expiration_s, or both"));
+        }
         let name = self.own_name(who, "user:admin")?;
         let mut rec = self.user_record(&name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
-        rec.password_hash = Self::password_hash(&req.password)?;
-        self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
-        self.log(who, "change_password", Some(&name), None, vec![]).await;
+        // Checked before anything is written: a refusal changes nothing.
+        let password_hash = req.password.as_deref().map(Self::password_hash).transpose()?;
+        if let Some(s) = req.tag_expiration_s {
+            self.check_time_machine(s)?;
+        }
+        if let Some(hash) = password_hash {
+            rec.password_hash = hash;
+            self.meta.write(actor_of(&who.principal), MetaCommand::PutUser(rec)).await.map_err(meta_err)?;
+            self.log(who, "change_password", Some(&name), None, vec![]).await;
+        }
+        if let Some(s) = req.tag_expiration_s {
+            self.set_time_machine(who, &name, s).await?;
+        }
         Ok(())
     }
 
@@ -373,7 +426,21 @@ impl Identity for NodeIdentity {
         }
         let is_admin = policy::is_org_admin(&state, &who.principal, org).map_err(state_err)?;
         let teams = state.scan::<TeamRecord>(&keys::teams_of(org)).map_err(state_err)?.iter().map(|t| (t.name.clone(), Self::team_view(t))).collect();
-        Ok(OrgView { name: rec.name, email: rec.email, is_admin, is_member, teams })
+        let tag_expiration_s = self.time_machine_s(org)?;
+        Ok(OrgView { name: rec.name, email: rec.email, is_admin, is_member, teams, tag_expiration_s })
+    }
+
+    async fn update_org(&self, who: &Access, org: &str, req: OrgUpdate) -> Result<OrgView, ApiError> {
+        let rec = self.org_record(org)?;
+        self.require_org_admin(who, org)?;
+        if req.email.as_ref().is_some_and(|e| Some(e) != rec.email.as_ref()) {
+            return Err(bad("an organization's email cannot be changed"));
+        }
+        if let Some(s) = req.tag_expiration_s {
+            self.check_time_machine(s)?;
+            self.set_time_machine(who, org, s).await?;
+        }
+        self.get_org(who, org).await
     }
 
     async fn delete_org(&self, who: &Access, org: &str) -> Result<(), ApiError> {
@@ -817,6 +884,92 @@ impl Identity for NodeIdentity {
 
     async fn test_notification(&self, who: &Access, target: &berth_gateway::notifications::NotificationTarget, uuid: &str) -> Result<(), ApiError> {
         self.notification_test(who, target, uuid).await
+    }
+
+    async fn authenticate_for_tags(&self, caller: &Caller) -> Result<Access, ApiError> {
+        let a = self.auth.authenticate(caller).await?;
+        // Robots too (a robot with write may lock a tag, not unlock it);
+        // registry tokens stay on /v2.
+        if a.grants.is_some() {
+            return Err(ApiError::new(ErrorCode::Denied, "registry tokens cannot use the admin API"));
+        }
+        Ok(Access { principal: a.principal, ip: caller.ip })
+    }
+
+    async fn list_immutability_policies(&self, who: &Access, scope: &PolicyScope) -> Result<ImmutabilityPolicyList, ApiError> {
+        self.list_immutability(who, scope).await
+    }
+
+    async fn put_immutability_policy(
+        &self,
+        who: &Access,
+        scope: &PolicyScope,
+        uuid: Option<&str>,
+        req: ImmutabilityPolicyBody,
+    ) -> Result<ImmutabilityPolicyView, ApiError> {
+        self.put_immutability(who, scope, uuid, req).await
+    }
+
+    async fn get_immutability_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<ImmutabilityPolicyView, ApiError> {
+        self.get_immutability(who, scope, uuid).await
+    }
+
+    async fn delete_immutability_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<(), ApiError> {
+        self.delete_immutability(who, scope, uuid).await
+    }
+
+    async fn list_autoprune_policies(&self, who: &Access, scope: &PolicyScope) -> Result<AutoPrunePolicyList, ApiError> {
+        self.list_autoprune(who, scope).await
+    }
+
+    async fn put_autoprune_policy(
+        &self,
+        who: &Access,
+        scope: &PolicyScope,
+        uuid: Option<&str>,
+        req: AutoPrunePolicyBody,
+    ) -> Result<AutoPrunePolicyView, ApiError> {
+        self.put_autoprune(who, scope, uuid, req).await
+    }
+
+    async fn get_autoprune_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<AutoPrunePolicyView, ApiError> {
+        self.get_autoprune(who, scope, uuid).await
+    }
+
+    async fn delete_autoprune_policy(&self, who: &Access, scope: &PolicyScope, uuid: &str) -> Result<(), ApiError> {
+        self.delete_autoprune(who, scope, uuid).await
+    }
+
+    async fn list_quotas(&self, who: &Access, ns: Option<&str>) -> Result<Vec<QuotaView>, ApiError> {
+        self.quotas_of(who, ns).await
+    }
+
+    async fn create_quota(&self, who: &Access, ns: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
+        self.quota_create(who, ns, req).await
+    }
+
+    async fn update_quota(&self, who: &Access, ns: &str, id: &str, req: QuotaBody) -> Result<QuotaView, ApiError> {
+        self.quota_update(who, ns, id, req).await
+    }
+
+    async fn delete_quota(&self, who: &Access, ns: &str, id: &str) -> Result<(), ApiError> {
+        self.quota_delete(who, ns, id).await
+    }
+
+    async fn create_quota_limit(&self, who: &Access, ns: &str, id: &str, req: QuotaLimitBody) -> Result<QuotaView, ApiError> {
+        self.quota_limit_create(who, ns, id, req).await
+    }
+
+    async fn delete_quota_limit(&self, who: &Access, ns: &str, id: &str, limit_id: &str) -> Result<(), ApiError> {
+        self.quota_limit_delete(who, ns, id, limit_id).await
+    }
+
+    async fn default_quota(&self, who: &Access) -> Result<DefaultQuota, ApiError> {
+        self.default_quota_view(who).await
+    }
+
+    async fn set_default_quota(&self, who: &Access, req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
+        self.default_quota_set(who, req).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

@@ -127,6 +127,28 @@ impl AuditLog {
         (AuditLog { tx, node, region, logins: Default::default() }, task)
     }
 
+    /// Queues a record of a cluster worker's action (`performer`: the
+    /// worker's name, as Quay names its own workers); never waits.
+    pub fn record_worker(&self, kind: &str, performer: &str, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
+        let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        meta.insert("performer_kind".into(), "worker".into());
+        let rec = AuditRecord {
+            at_ms: now_ms(),
+            id: rand::random(),
+            kind: kind.to_string(),
+            performer: performer.to_string(),
+            namespace: namespace.map(str::to_string),
+            repo: repo.map(str::to_string),
+            node: self.node,
+            region: self.region.clone(),
+            ip: None,
+            metadata: meta,
+        };
+        if self.tx.try_send(Msg::Record(Box::new(rec))).is_err() {
+            metrics::counter!("berth_audit_dropped_records_total").increment(1);
+        }
+    }
+
     /// Queues a record; never waits.
     pub fn record(&self, kind: &str, who: &Principal, ip: Option<IpAddr>, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
         let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();

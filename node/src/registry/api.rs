@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_common::{Digest, NodeId, RepoName};
 use berth_gateway::*;
+use berth_raft::command::QuotaLimitKind;
 use berth_raft::command::{namespace_of, IdentityCommand, Role};
 use berth_raft::command::{BlobLink, BlobRecord, ManifestRecord, MetaCommand, MetaResponse, NodeRecord, RepositoryRecord, TagRecord};
-use berth_raft::state::{keys, tags};
+use berth_raft::state::{keys, quotas, tags};
 use berth_raft::{MetaNodeHandle, MetaState, StateRead};
 use berth_replication::Replicator;
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use crate::identity::audit::AuditLog;
 use crate::identity::auth::{actor_of, Authenticated, Authenticator, TOKEN_TTL_SECS};
 use crate::identity::jwt;
 use crate::identity::policy;
+use crate::registry::lifecycle::{self, LabelLife};
 use crate::registry::manifest;
 use crate::registry::uploads::{blob_err, owner_of, write_body, UploadManager};
 use crate::util::now_ms;
@@ -77,6 +79,11 @@ impl AbsentRepos {
     fn forget(&self, repo: &RepoName) {
         self.seen.lock().expect("absent lock").remove(repo.as_str());
     }
+}
+
+/// Quay's refusal of a push over a namespace's Reject limit.
+fn quota_exceeded(namespace: &str) -> ApiError {
+    ApiError::new(ErrorCode::Denied, format!("Quota has been exceeded on namespace {namespace}"))
 }
 
 fn unexpected(what: &str, r: MetaResponse) -> ApiError {
@@ -365,6 +372,96 @@ impl NodeRegistry {
         Ok(self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), digest)).map_err(state_err)?.map(|m| Bytes::from(m.bytes)))
     }
 
+    /// Refuses, before anything is recorded, a blob upload (`None`: one
+    /// just starting) that would take `repo`'s namespace over a Reject
+    /// limit of its quota. A blob the namespace already counts adds
+    /// nothing. The manifest's own check is the state machine's.
+    fn check_quota(&self, repo: &RepoName, blob: Option<(&Digest, u64)>) -> Result<(), ApiError> {
+        let Some(ns) = namespace_of(repo.as_str()) else { return Ok(()) };
+        let state = self.state();
+        let Some(limit) = quotas::effective_quota(&state, ns).map_err(state_err)?.and_then(|q| q.threshold(QuotaLimitKind::Reject)) else { return Ok(()) };
+        let usage = quotas::usage_of(&state, ns).map_err(state_err)?;
+        let over = match blob {
+            None => usage >= limit,
+            Some((d, _)) if quotas::counted(&state, ns, d).map_err(state_err)? => false,
+            Some((_, size)) => usage.saturating_add(size) > limit,
+        };
+        if over {
+            return Err(quota_exceeded(ns));
+        }
+        Ok(())
+    }
+
+    /// The counted usage of `repo`'s namespace, if it has a quota.
+    fn quota_usage(&self, repo: &RepoName) -> Option<u64> {
+        let ns = namespace_of(repo.as_str())?;
+        quotas::effective_quota(&self.state(), ns).ok().flatten()?;
+        quotas::usage_of(&self.state(), ns).ok()
+    }
+
+    /// Records a push that took the namespace across a Warning limit.
+    fn audit_quota_warning(&self, access: &Access, repo: &RepoName, before: Option<u64>) {
+        let (Some(before), Some(after), Some(ns)) = (before, self.quota_usage(repo), namespace_of(repo.as_str())) else { return };
+        let Some(q) = quotas::effective_quota(&self.state(), ns).ok().flatten() else { return };
+        let Some(warn) = q.threshold(QuotaLimitKind::Warning) else { return };
+        if before <= warn && after > warn {
+            let meta = vec![("usage_bytes", after.to_string()), ("limit_bytes", q.limit_bytes.to_string()), ("warning_bytes", warn.to_string())];
+            self.audit.record("quota_warning", &access.principal, access.ip, Some(ns), Some(repo.as_str()), meta);
+        }
+    }
+
+    /// What the pushed image's labels ask of its tag: an image's own
+    /// config labels, or for an index those all its children agree on.
+    async fn label_life(&self, repo: &RepoName, parsed: &manifest::Parsed) -> Result<LabelLife, ApiError> {
+        let configs: Vec<Digest> = match parsed.kind {
+            manifest::Kind::Image => parsed.blobs.first().cloned().into_iter().collect(),
+            manifest::Kind::Index => {
+                let mut configs = Vec::with_capacity(parsed.children.len());
+                for c in &parsed.children {
+                    let Some(rec) = self.state().get::<ManifestRecord>(&keys::manifest(repo.as_str(), c)).map_err(state_err)? else {
+                        return Ok(LabelLife::default());
+                    };
+                    // A child that is no image (a nested index) has no labels: no agreement.
+                    match manifest::parse(&rec.bytes, Some(&rec.media_type)) {
+                        Ok(p) if p.kind == manifest::Kind::Image && !p.blobs.is_empty() => configs.push(p.blobs[0].clone()),
+                        _ => return Ok(LabelLife::default()),
+                    }
+                }
+                configs
+            }
+        };
+        let mut sets = Vec::with_capacity(configs.len());
+        for c in &configs {
+            match lifecycle::read_config(&self.replicator, c).await {
+                Some(bytes) => sets.push(lifecycle::config_labels(&bytes)),
+                None => return Ok(LabelLife::default()),
+            }
+        }
+        Ok(LabelLife::from_labels(&lifecycle::agreed_labels(&sets)))
+    }
+
+    /// The usage log of what the labels did to a pushed tag.
+    fn audit_labels(&self, access: &Access, repo: &RepoName, tag: &str, labels: &LabelLife, expiration_ms: Option<u64>) {
+        let (ns, r) = (namespace_of(repo.as_str()), Some(repo.as_str()));
+        if let Some(e) = expiration_ms {
+            let meta = vec![("tag", tag.to_string()), ("expiration", (e / 1000).to_string()), ("by", lifecycle::EXPIRES_AFTER_LABEL.to_string())];
+            self.audit.record("change_tag_expiration", &access.principal, access.ip, ns, r, meta);
+        }
+        if labels.immutable {
+            let meta = vec![("tag", tag.to_string()), ("immutable", "true".to_string()), ("by", lifecycle::IMMUTABLE_LABEL.to_string())];
+            self.audit.record("change_tag_immutability", &access.principal, access.ip, ns, r, meta);
+        }
+        if let Some(value) = &labels.malformed {
+            let meta = vec![
+                ("tag", tag.to_string()),
+                ("label", lifecycle::EXPIRES_AFTER_LABEL.to_string()),
+                ("value", value.chars().take(200).collect()),
+                ("reason", "not an integer and a unit (s, m, h, d, w, y): ignored".to_string()),
+            ];
+            self.audit.record("tag_expiration_label_ignored", &access.principal, access.ip, ns, r, meta);
+        }
+    }
+
     fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
         if let Some(l) = last {
             items.retain(|i| i.as_str() > l);
@@ -561,6 +658,7 @@ impl Registry for NodeRegistry {
                 None => return Ok(false),
             }
         };
+        self.check_quota(repo, Some((digest, link.size)))?;
         self.ensure_repository(access, repo).await?;
         match self
             .write_to(access, repo, MetaCommand::LinkBlob { repo: repo.to_string(), digest: digest.clone(), size: link.size, node: holder, now_ms: now_ms() })
@@ -579,6 +677,8 @@ impl Registry for NodeRegistry {
         // record; pinned after the body is in, so a slow client holds up nothing.
         let _pin = store.pin(digest).await;
         let size = staging.commit(store, digest).await.map_err(blob_err)?;
+        // Refused over the quota: the copy stays unrecorded, and gc deletes it.
+        self.check_quota(repo, Some((digest, size)))?;
         self.ensure_repository(access, repo).await?;
         self.record_blob(access, repo, digest, size).await
     }
@@ -594,6 +694,7 @@ impl Registry for NodeRegistry {
     }
 
     async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError> {
+        self.check_quota(repo, None)?;
         self.uploads.start(&access.principal.performer(), repo.as_str()).await
     }
 
@@ -608,6 +709,7 @@ impl Registry for NodeRegistry {
     async fn upload_finish(&self, access: &Access, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
         // The pin keeps the sweeper off the copy until it is recorded.
         let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        self.check_quota(repo, Some((digest, size)))?;
         self.ensure_repository(access, repo).await?;
         self.record_blob(access, repo, digest, size).await
     }
@@ -681,6 +783,17 @@ impl Registry for NodeRegistry {
             copied = copies => copied.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?,
             why = cut_off => return Err(ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {why}"))),
         }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        // The lifecycle labels, read before the proposal so the tag's new
+        // row is decided in the same command as the tag write.
+        let labels = match &tag {
+            Some(_) => self.label_life(repo, &parsed).await?,
+            None => LabelLife::default(),
+        };
+        let pushed_at_ms = now_ms();
         let record = ManifestRecord {
             repo: repo.to_string(),
             digest: digest.clone(),
@@ -689,19 +802,30 @@ impl Registry for NodeRegistry {
             blobs: parsed.blobs,
             children: parsed.children,
             subject: parsed.subject.clone(),
-            pushed_at_ms: now_ms(),
-        };
-        let tag = match reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
+            pushed_at_ms,
         };
         self.ensure_repository(access, repo).await?;
+        let expiration_ms = labels.expiration_ms(pushed_at_ms);
         let cmd = match &self.site {
-            Some(site) => MetaCommand::PutManifestFrom { record, tag, origin: site.origin(&access.principal.performer()) },
-            None => MetaCommand::PutManifest { record, tag },
+            Some(site) => MetaCommand::PutManifestFrom {
+                record,
+                tag: tag.clone(),
+                origin: site.origin(&access.principal.performer()),
+                expiration_ms,
+                immutable: labels.immutable,
+            },
+            None => MetaCommand::PutManifest { record, tag: tag.clone() },
         };
+        let usage_before = self.quota_usage(repo);
         match self.write_to(access, repo, cmd).await? {
-            MetaResponse::Done => Ok(PutOutcome { digest, subject: parsed.subject }),
+            MetaResponse::Done => {
+                if let Some(tag) = &tag {
+                    self.audit_labels(access, repo, tag, &labels, expiration_ms);
+                }
+                self.audit_quota_warning(access, repo, usage_before);
+                Ok(PutOutcome { digest, subject: parsed.subject })
+            }
+            MetaResponse::QuotaExceeded { namespace } => Err(quota_exceeded(&namespace)),
             MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
             // A blob was garbage-collected between the check above and the commit.
             MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("{why}: push it again"))),

@@ -1,6 +1,11 @@
 //! Online garbage collection of blobs: no read-only window, no global lock.
 //!
-//! Two steps, each safe on its own:
+//! Three steps, each safe on its own:
+//! 0. On the leader: a manifest that nothing keeps any more (no live tag,
+//!    no history row inside its namespace's time machine window, no index
+//!    or subject holding it, not pushed recently) is forgotten with a
+//!    `CollectManifests` command, which re-checks all of it when applied;
+//!    its blobs lose a reference, and step 1 takes those left with none.
 //! 1. On the leader: a blob that no manifest references and that no
 //!    repository linked within the grace period is forgotten with one
 //!    `SweepBlob` command. The state machine re-checks both conditions when
@@ -25,14 +30,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use berth_common::Digest;
-use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse};
+use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, RepositoryRecord, TagCommand};
 use berth_raft::state::keys;
+use berth_raft::state::tags::collectable_manifests;
 use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::BlobStore;
 
 /// What one collection did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcReport {
+    /// Manifests forgotten by the cluster (leader only).
+    pub manifests: u64,
     /// Blobs forgotten by the cluster (leader only).
     pub swept: u64,
     /// Local files deleted.
@@ -44,6 +52,47 @@ pub struct GcStats {
     pub runs: AtomicU64,
     pub swept: AtomicU64,
     pub deleted: AtomicU64,
+}
+
+/// How many manifests one `CollectManifests` command names at most.
+const MANIFEST_BATCH: usize = 100;
+
+/// Step 0: the manifests of every repository that nothing keeps.
+async fn collect_manifests(meta: &MetaNodeHandle, now_ms: u64, min_age_ms: u64) -> u64 {
+    let repos: Vec<RepositoryRecord> = match meta.state().scan(keys::REPO_PREFIX) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "gc: state unreadable");
+            return 0;
+        }
+    };
+    let mut collected = 0;
+    for repo in repos {
+        let digests = match collectable_manifests(&meta.state(), &repo.name, now_ms, min_age_ms) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(repo = %repo.name, error = %e, "gc: state unreadable");
+                continue;
+            }
+        };
+        for batch in digests.chunks(MANIFEST_BATCH) {
+            let cmd = MetaCommand::Tag(TagCommand::CollectManifests { repo: repo.name.clone(), digests: batch.to_vec(), now_ms, min_age_ms });
+            match meta.write(berth_raft::Actor::Node, cmd).await {
+                Ok(MetaResponse::Done) => {
+                    // Applied here (the leader) before the answer: what is gone now went with it.
+                    let gone = batch.iter().filter(|d| meta.state().get_raw(&keys::manifest(&repo.name, d)).is_ok_and(|v| v.is_none())).count();
+                    collected += gone as u64;
+                    tracing::info!(repo = %repo.name, manifests = gone, "manifests outside the time machine collected");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "gc stopped: metadata unavailable");
+                    return collected;
+                }
+            }
+        }
+    }
+    collected
 }
 
 /// One collection on this node, now.
@@ -58,6 +107,10 @@ pub async fn collect_at(meta: &MetaNodeHandle, store: &BlobStore, now: SystemTim
     let mut report = GcReport::default();
     let cutoff = now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let cutoff_ms = cutoff.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    if meta.is_leader() {
+        let now_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        report.manifests = collect_manifests(meta, now_ms, grace.as_millis() as u64).await;
+    }
     if meta.is_leader() {
         let records = meta.state().scan_raw(keys::BLOB_PREFIX).unwrap_or_default();
         for (k, v) in records {

@@ -161,6 +161,9 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     delete_robots_of(state, ch, name)?;
     super::notifications::forget_scope(state, ch, &NotificationScope::Namespace(name.to_string()))?;
     ch.delete(keys::org(name));
+    ch.delete(keys::namespace_life(name));
+    super::tag_policies::forget_scope(state, ch, name)?;
+    super::quotas::forget(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 
@@ -204,6 +207,9 @@ fn delete_user(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<M
         }
     }
     ch.delete(keys::user(name));
+    ch.delete(keys::namespace_life(name));
+    super::tag_policies::forget_scope(state, ch, name)?;
+    super::quotas::forget(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 
@@ -361,8 +367,10 @@ fn rotate_token_key(state: &impl StateRead, ch: &mut Changes, key: &TokenKey, no
 
 fn delete_repository(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<(), StateError> {
     let mut blobs: BTreeMap<Digest, BlobRecord> = BTreeMap::new();
+    let mut usage = super::quotas::Usage::of(state, name)?;
     for (k, v) in state.scan_raw(&keys::manifests_of(name))? {
         let m: ManifestRecord = crate::state::decode(&k, &v)?;
+        usage.remove(state, &m.blobs)?;
         for b in m.blobs.iter().collect::<BTreeSet<_>>() {
             if !blobs.contains_key(b) {
                 let Some(rec) = state.get::<BlobRecord>(&keys::blob(b))? else { continue };
@@ -396,6 +404,7 @@ fn delete_repository(state: &impl StateRead, ch: &mut Changes, name: &str) -> Re
         rec.repos.remove(name);
         ch.put(keys::blob(&d), &rec);
     }
+    usage.write(ch);
     ch.delete(keys::repo(name));
     Ok(())
 }

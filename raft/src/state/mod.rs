@@ -19,6 +19,13 @@
 //! | `g` + repo + `\0` + tag | [`TagRecord`]: the tag's live row |
 //! | `e` + repo + `\0` + tag | [`TagLifeRecord`]: the live row's expiration, immutability, reversion |
 //! | `h` + repo + `\0` + tag + `\0` + end (ms, u64 BE) + start (ms, u64 BE) + digest | [`TagHistoryRecord`]: a closed row |
+//! | `X` + namespace | [`NamespaceLifeRecord`]: the time machine window |
+//! | `I` + scope + `\0` + uuid | [`ImmutabilityPolicyRecord`] of a namespace or repository |
+//! | `P` + scope + `\0` + uuid | [`AutoPrunePolicyRecord`] of a namespace or repository |
+//! | `Q` + namespace | [`QuotaRecord`] |
+//! | `D` | the cluster's default Reject quota (u64 bytes) |
+//! | `W` + namespace | usage of a namespace with a quota (u64 bytes) |
+//! | `V` + namespace + `\0` + digest | how many of the namespace's manifests reference the blob (u64) |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
@@ -52,7 +59,9 @@ pub mod ca;
 mod cluster;
 pub mod identity;
 pub mod notifications;
+pub mod quotas;
 mod registry;
+pub mod tag_policies;
 pub mod tags;
 
 pub mod keys {
@@ -81,6 +90,13 @@ pub mod keys {
     pub const CREDENTIAL_GENERATION_PREFIX: &[u8] = b"G";
     pub const CA_TRUST: &[u8] = b"a";
     pub const NODE_CA_PREFIX: &[u8] = b"N";
+    pub const NAMESPACE_LIFE_PREFIX: &[u8] = b"X";
+    pub const IMMUTABILITY_POLICY_PREFIX: &[u8] = b"I";
+    pub const AUTOPRUNE_POLICY_PREFIX: &[u8] = b"P";
+    pub const QUOTA_PREFIX: &[u8] = b"Q";
+    pub const DEFAULT_QUOTA: &[u8] = b"D";
+    pub const QUOTA_USAGE_PREFIX: &[u8] = b"U";
+    pub const QUOTA_BLOB_PREFIX: &[u8] = b"q";
 
     /// Whether the record at `key` describes the cluster itself (its id and
     /// signing keys, its CA, its nodes and their join tokens) rather than
@@ -155,6 +171,42 @@ pub mod keys {
         k.extend_from_slice(&end_ms.to_be_bytes());
         k.extend_from_slice(&start_ms.to_be_bytes());
         k.extend_from_slice(digest.to_string().as_bytes());
+        k
+    }
+    pub fn namespace_life(namespace: &str) -> Vec<u8> {
+        join(NAMESPACE_LIFE_PREFIX, &[namespace.as_bytes()])
+    }
+    pub fn immutability_policy(scope: &str, uuid: &str) -> Vec<u8> {
+        join(IMMUTABILITY_POLICY_PREFIX, &[scope.as_bytes(), uuid.as_bytes()])
+    }
+    /// Prefix of the immutability policies of a namespace or repository.
+    pub fn immutability_policies_of(scope: &str) -> Vec<u8> {
+        let mut k = join(IMMUTABILITY_POLICY_PREFIX, &[scope.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn autoprune_policy(scope: &str, uuid: &str) -> Vec<u8> {
+        join(AUTOPRUNE_POLICY_PREFIX, &[scope.as_bytes(), uuid.as_bytes()])
+    }
+    /// Prefix of the auto-prune policies of a namespace or repository.
+    pub fn autoprune_policies_of(scope: &str) -> Vec<u8> {
+        let mut k = join(AUTOPRUNE_POLICY_PREFIX, &[scope.as_bytes()]);
+        k.push(0);
+        k
+    }
+    pub fn quota(ns: &str) -> Vec<u8> {
+        join(QUOTA_PREFIX, &[ns.as_bytes()])
+    }
+    pub fn quota_usage(ns: &str) -> Vec<u8> {
+        join(QUOTA_USAGE_PREFIX, &[ns.as_bytes()])
+    }
+    pub fn quota_blob(ns: &str, digest: &Digest) -> Vec<u8> {
+        join(QUOTA_BLOB_PREFIX, &[ns.as_bytes(), digest.to_string().as_bytes()])
+    }
+    /// Prefix of the blob counts of a namespace's usage.
+    pub fn quota_blobs_of(ns: &str) -> Vec<u8> {
+        let mut k = join(QUOTA_BLOB_PREFIX, &[ns.as_bytes()]);
+        k.push(0);
         k
     }
     pub fn placement(namespace: &str) -> Vec<u8> {
@@ -326,7 +378,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         // An older form of the identity command, still read from old logs.
         M::CreateRepository(rec) => identity::create_repository(state, ch_, rec),
         M::Ca(cmd) => ca::apply(state, ch_, cmd),
-        M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref()),
+        M::PutManifest { record, tag } => registry::put_manifest(state, ch_, record, tag.as_deref(), TagLifeRecord::default()),
         // The older deletes carry no time (see `tags`).
         M::DeleteManifest { repo, digest } => registry::delete_manifest(state, ch_, repo, digest, None),
         M::DeleteManifestAt { repo, digest, now_ms } => registry::delete_manifest(state, ch_, repo, digest, Some(*now_ms)),
@@ -334,8 +386,13 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::DeleteTag { repo, tag, if_current } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), None),
         M::DeleteTagAt { repo, tag, if_current, now_ms } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), Some(*now_ms)),
         M::Tag(cmd) => tags::apply(state, ch_, cmd),
-        M::PutManifestFrom { record, tag, origin } => registry::put_manifest_from(state, ch_, record, tag.as_deref(), origin),
+        M::PutManifestFrom { record, tag, origin, expiration_ms, immutable } => {
+            // An immutable tag never expires: the lock wins over the label.
+            let life = TagLifeRecord { expiration_ms: expiration_ms.filter(|_| !*immutable), immutable: *immutable, reverted: false };
+            registry::put_manifest_from(state, ch_, record, tag.as_deref(), origin, life)
+        }
         M::Notification(cmd) => notifications::apply(state, ch_, cmd),
+        M::Quota(cmd) => quotas::apply(state, ch_, cmd),
         M::SetPlacement { namespace, placement } => registry::set_placement(ch_, namespace, placement),
         M::AddBlobHolder { digest, size: _, node } => registry::add_blob_holder(state, ch_, digest, *node),
         M::RemoveBlobHolder { digest, node } => registry::remove_blob_holder(state, ch_, digest, *node),

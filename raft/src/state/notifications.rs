@@ -325,7 +325,7 @@ mod tests {
             subject: None,
             pushed_at_ms: at_ms,
         };
-        s.run(MetaCommand::PutManifestFrom { record, tag: Some(tag.into()), origin: origin() })
+        s.run(MetaCommand::PutManifestFrom { record, tag: Some(tag.into()), origin: origin(), expiration_ms: None, immutable: false })
     }
 
     fn notify(s: &MemState, cmd: NotificationCommand) -> MetaResponse {

@@ -6,14 +6,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::{Digest, NodeId};
 
-use super::{keys, tags, Changes, StateError, StateRead};
+use super::{keys, quotas, tags, Changes, StateError, StateRead};
 use crate::command::*;
 
 /// Stores a manifest. Every blob it names must still be linked into its
 /// repository (checked here, in the same step, so a concurrent sweep and
 /// a push cannot both win); the blobs' reference counts go up once per
 /// new manifest.
-pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRecord, tag: Option<&str>) -> Result<MetaResponse, StateError> {
+pub(super) fn put_manifest(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    rec: &ManifestRecord,
+    tag: Option<&str>,
+    life: TagLifeRecord,
+) -> Result<MetaResponse, StateError> {
     // Never creates the repository: that is `identity::create_repository`'s
     // alone, which checks the namespace.
     if state.get_raw(&keys::repo(&rec.repo))?.is_none() {
@@ -22,7 +28,7 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
     // The tag first: a refusal (an immutable tag) must leave nothing.
     let mut tag_changes = Changes::default();
     if let Some(tag) = tag {
-        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, TagLifeRecord::default())? {
+        if let Some(refused) = tags::point(state, &mut tag_changes, &rec.repo, tag, &rec.digest, rec.pushed_at_ms, life)? {
             return Ok(refused);
         }
     }
@@ -35,6 +41,13 @@ pub(super) fn put_manifest(state: &impl StateRead, ch: &mut Changes, rec: &Manif
         }
     }
     if is_new {
+        // The namespace's quota, checked before anything is written.
+        let mut usage = quotas::Usage::of(state, &rec.repo)?;
+        usage.add(state, &rec.blobs)?;
+        if let Some(refused) = usage.refusal() {
+            return Ok(refused);
+        }
+        usage.write(ch);
         // One reference per manifest, however often it names the blob; the
         // delete subtracts the same way.
         let unique: BTreeMap<&Digest, BlobRecord> = blobs.into_iter().collect();
@@ -60,12 +73,13 @@ pub(super) fn put_manifest_from(
     rec: &ManifestRecord,
     tag: Option<&str>,
     origin: &PushOrigin,
+    life: TagLifeRecord,
 ) -> Result<MetaResponse, StateError> {
     let moved = match tag {
         Some(t) => super::notifications::push_moves(state, &rec.repo, t, &rec.digest, rec.pushed_at_ms)?,
         None => false,
     };
-    let resp = put_manifest(state, ch, rec, tag)?;
+    let resp = put_manifest(state, ch, rec, tag, life)?;
     if let (MetaResponse::Done, Some(t), true) = (&resp, tag, moved) {
         super::notifications::on_push(state, ch, rec, t, origin)?;
     }
@@ -79,6 +93,9 @@ pub(super) fn delete_manifest(state: &impl StateRead, ch: &mut Changes, repo: &s
     if let Some(refused) = tags::close_tags_of_manifest(state, ch, repo, digest, at_ms)? {
         return Ok(refused);
     }
+    let mut usage = quotas::Usage::of(state, repo)?;
+    usage.remove(state, &rec.blobs)?;
+    usage.write(ch);
     let unique: BTreeSet<&Digest> = rec.blobs.iter().collect();
     for b in unique {
         if let Some(mut blob) = state.get::<BlobRecord>(&keys::blob(b))? {

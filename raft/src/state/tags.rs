@@ -12,8 +12,9 @@
 
 use berth_common::Digest;
 
-use super::{decode, keys, Changes, StateError, StateRead};
+use super::{decode, keys, tag_policies, Changes, StateError, StateRead};
 use crate::command::*;
+use crate::records::namespace_of;
 
 /// A tag's live row.
 #[derive(Debug, Clone)]
@@ -121,8 +122,27 @@ pub(super) fn point(
         }
         close(ch, repo, tag, cur, Some(at_ms));
     }
+    let mut life = life;
+    if !life.immutable && tag_policies::locked_by_policy(state, repo, tag)? {
+        // A policy's lock wins over an expiration: a locked tag never expires.
+        life.immutable = true;
+        life.expiration_ms = None;
+    }
     write_live(ch, repo, tag, &TagRecord { digest: digest.clone(), pushed_at_ms: at_ms }, &life);
     Ok(None)
+}
+
+/// Locks the live row of `tag` (an immutability policy's), clearing its
+/// expiration.
+pub(super) fn lock(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str) -> Result<(), StateError> {
+    if let Some(mut cur) = live(state, repo, tag)? {
+        if !cur.life.immutable || cur.life.expiration_ms.is_some() {
+            cur.life.immutable = true;
+            cur.life.expiration_ms = None;
+            write_live(ch, repo, tag, &cur.rec, &cur.life);
+        }
+    }
+    Ok(())
 }
 
 /// Where `tag` points at `at_ms`, as a conditional write compares it.
@@ -149,7 +169,7 @@ pub(super) fn set_tag(
     Ok(point(state, ch, repo, tag, digest, pushed_at_ms, TagLifeRecord::default())?.unwrap_or(MetaResponse::Done))
 }
 
-pub(super) fn delete_tag(
+pub(crate) fn delete_tag(
     state: &impl StateRead,
     ch: &mut Changes,
     repo: &str,
@@ -206,7 +226,174 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) 
         TagCommand::SetImmutable { repo, tag, immutable, now_ms } => set_immutable(state, ch, repo, tag, *immutable, *now_ms),
         TagCommand::Restore { repo, tag, digest, now_ms } => restore(state, ch, repo, tag, digest, *now_ms),
         TagCommand::CloseExpired { repo, tag, now_ms } => close_expired(state, ch, repo, tag, *now_ms),
+        TagCommand::SetTimeMachine { namespace, tag_expiration_s } => set_time_machine(state, ch, namespace, *tag_expiration_s),
+        TagCommand::PruneHistory { repo, now_ms } => prune_history(state, ch, repo, *now_ms),
+        TagCommand::CollectManifests { repo, digests, now_ms, min_age_ms } => collect_manifests(state, ch, repo, digests, *now_ms, *min_age_ms),
+        TagCommand::PutImmutabilityPolicy { scope, policy, now_ms } => tag_policies::put_immutability_policy(state, ch, scope, policy, *now_ms),
+        TagCommand::DeleteImmutabilityPolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::immutability_policy(scope, uuid)),
+        TagCommand::PutAutoPrunePolicy { scope, policy } => tag_policies::put_autoprune_policy(state, ch, scope, policy),
+        TagCommand::DeleteAutoPrunePolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::autoprune_policy(scope, uuid)),
+        TagCommand::AutoPrune { repo, tags, now_ms } => tag_policies::autoprune(state, ch, repo, tags, *now_ms),
     }
+}
+
+/// The time machine window of `repo`'s namespace, in ms (a repository
+/// outside any namespace has the default).
+pub fn time_machine_ms(state: &impl StateRead, repo: &str) -> Result<u64, StateError> {
+    let rec = match namespace_of(repo) {
+        Some(ns) => state.get::<NamespaceLifeRecord>(&keys::namespace_life(ns))?.unwrap_or_default(),
+        None => NamespaceLifeRecord::default(),
+    };
+    Ok(rec.tag_expiration_s.saturating_mul(1000))
+}
+
+/// The window of namespace `ns` as its settings show it, in seconds.
+pub fn namespace_time_machine_s(state: &impl StateRead, ns: &str) -> Result<u64, StateError> {
+    Ok(state.get::<NamespaceLifeRecord>(&keys::namespace_life(ns))?.unwrap_or_default().tag_expiration_s)
+}
+
+fn set_time_machine(state: &impl StateRead, ch: &mut Changes, namespace: &str, tag_expiration_s: u64) -> Result<MetaResponse, StateError> {
+    if state.get_raw(&keys::org(namespace))?.is_none() && state.get_raw(&keys::user(namespace))?.is_none() {
+        return Ok(MetaResponse::NotFound);
+    }
+    let rec = NamespaceLifeRecord { tag_expiration_s };
+    if rec == NamespaceLifeRecord::default() {
+        ch.delete(keys::namespace_life(namespace));
+    } else {
+        ch.put(keys::namespace_life(namespace), &rec);
+    }
+    Ok(MetaResponse::Done)
+}
+
+/// The repository and tag a history key (`h` + repo + `\0` + tag + `\0` + …)
+/// belongs to.
+fn history_key_names(k: &[u8]) -> Option<(String, String)> {
+    let rest = &k[keys::TAG_HISTORY_PREFIX.len()..];
+    let a = rest.iter().position(|b| *b == 0)?;
+    let b = rest[a + 1..].iter().position(|b| *b == 0)? + a + 1;
+    Some((String::from_utf8_lossy(&rest[..a]).into_owned(), String::from_utf8_lossy(&rest[a + 1..b]).into_owned()))
+}
+
+/// Every repository with history rows that ended before its namespace's
+/// window, as of `now_ms`: what the lifecycle worker prunes.
+pub fn prunable_history(state: &impl StateRead, now_ms: u64) -> Result<Vec<String>, StateError> {
+    let mut windows = std::collections::BTreeMap::<String, u64>::new();
+    let mut out = std::collections::BTreeSet::new();
+    for (k, v) in state.scan_raw(keys::TAG_HISTORY_PREFIX)? {
+        let Some((repo, _)) = history_key_names(&k) else { continue };
+        if out.contains(&repo) {
+            continue;
+        }
+        let window = match windows.get(&repo) {
+            Some(w) => *w,
+            None => {
+                let w = time_machine_ms(state, &repo)?;
+                windows.insert(repo.clone(), w);
+                w
+            }
+        };
+        if decode::<TagHistoryRecord>(&k, &v)?.end_ms < now_ms.saturating_sub(window) {
+            out.insert(repo);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn prune_history(state: &impl StateRead, ch: &mut Changes, repo: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
+    let cutoff = now_ms.saturating_sub(time_machine_ms(state, repo)?);
+    let mut pruned = false;
+    for (k, v) in state.scan_raw(&keys::tag_histories_of(repo))? {
+        if decode::<TagHistoryRecord>(&k, &v)?.end_ms < cutoff {
+            ch.delete(k);
+            pruned = true;
+        }
+    }
+    Ok(if pruned { MetaResponse::Done } else { MetaResponse::NotFound })
+}
+
+/// The manifests of `repo` that nothing keeps any more as of `now_ms`,
+/// which garbage collection forgets. A manifest is kept while
+/// - a live tag row points at it (expired or not: the worker closes an
+///   expired one into a history row, which then keeps it),
+/// - a history row that ended inside the namespace's time machine window
+///   points at it (so a restore finds it, with its blobs),
+/// - it was pushed inside the window, or within `min_age_ms` (a manifest
+///   pushed by digest, about to be tagged or referred to),
+/// - another manifest of the repository lists it (an index's child), or
+/// - it refers to a manifest the repository still has (a signature or
+///   other referrer of its subject).
+///
+/// The last two are judged against every stored manifest, collectable or
+/// not: a child outlives its index by one collection.
+pub fn collectable_manifests(state: &impl StateRead, repo: &str, now_ms: u64, min_age_ms: u64) -> Result<Vec<Digest>, StateError> {
+    let window = time_machine_ms(state, repo)?;
+    let history_cutoff = now_ms.saturating_sub(window);
+    let pushed_cutoff = now_ms.saturating_sub(window.max(min_age_ms));
+    let mut kept = std::collections::BTreeSet::new();
+    for rec in state.scan::<TagRecord>(&keys::tags_of(repo))? {
+        kept.insert(rec.digest);
+    }
+    for row in state.scan::<TagHistoryRecord>(&keys::tag_histories_of(repo))? {
+        if row.end_ms >= history_cutoff {
+            kept.insert(row.digest);
+        }
+    }
+    let manifests = state.scan::<ManifestRecord>(&keys::manifests_of(repo))?;
+    let stored: std::collections::BTreeSet<&Digest> = manifests.iter().map(|m| &m.digest).collect();
+    for m in &manifests {
+        kept.extend(m.children.iter().cloned());
+    }
+    Ok(manifests
+        .iter()
+        .filter(|m| !kept.contains(&m.digest) && m.pushed_at_ms < pushed_cutoff && m.subject.as_ref().is_none_or(|s| !stored.contains(s)))
+        .map(|m| m.digest.clone())
+        .collect())
+}
+
+/// Forgets the manifests of `digests` still collectable when applied
+/// (`NotFound` when none is); their blobs lose a reference each, and go
+/// with the next sweep once no manifest references them.
+fn collect_manifests(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    digests: &[Digest],
+    now_ms: u64,
+    min_age_ms: u64,
+) -> Result<MetaResponse, StateError> {
+    let collectable: std::collections::BTreeSet<Digest> = collectable_manifests(state, repo, now_ms, min_age_ms)?.into_iter().collect();
+    // Blob records touched by more than one manifest of the batch count
+    // every decrement.
+    let mut blobs = std::collections::BTreeMap::<Digest, BlobRecord>::new();
+    let mut usage = super::quotas::Usage::of(state, repo)?;
+    let mut collected = false;
+    for d in digests.iter().collect::<std::collections::BTreeSet<_>>() {
+        if !collectable.contains(d) {
+            continue;
+        }
+        let Some(rec) = state.get::<ManifestRecord>(&keys::manifest(repo, d))? else { continue };
+        usage.remove(state, &rec.blobs)?;
+        for b in rec.blobs.iter().collect::<std::collections::BTreeSet<_>>() {
+            let blob = match blobs.remove(b) {
+                Some(blob) => Some(blob),
+                None => state.get::<BlobRecord>(&keys::blob(b))?,
+            };
+            if let Some(mut blob) = blob {
+                blob.refs = blob.refs.saturating_sub(1);
+                blobs.insert(b.clone(), blob);
+            }
+        }
+        if let Some(subject) = &rec.subject {
+            ch.delete(keys::referrer(repo, subject, d));
+        }
+        ch.delete(keys::manifest(repo, d));
+        collected = true;
+    }
+    for (b, blob) in blobs {
+        ch.put(keys::blob(&b), &blob);
+    }
+    usage.write(ch);
+    Ok(if collected { MetaResponse::Done } else { MetaResponse::NotFound })
 }
 
 fn close_expired(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
@@ -274,10 +461,18 @@ fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str
 /// expired by `now_ms` but not closed yet (else `NotFound`), and the
 /// manifest must still exist.
 fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, digest: &Digest, now_ms: u64) -> Result<MetaResponse, StateError> {
-    let expired_here = live(state, repo, tag)?.is_some_and(|l| l.expired(Some(now_ms)) && l.rec.digest == *digest);
-    let held = expired_here || state.scan::<TagHistoryRecord>(&keys::tag_history(repo, tag))?.iter().any(|row| row.digest == *digest);
-    if !held {
-        return Ok(MetaResponse::NotFound);
+    // When each row that held `digest` ended: an expired live row at its expiration.
+    let mut ends: Vec<u64> =
+        live(state, repo, tag)?.filter(|l| l.expired(Some(now_ms)) && l.rec.digest == *digest).and_then(|l| l.life.expiration_ms).into_iter().collect();
+    ends.extend(state.scan::<TagHistoryRecord>(&keys::tag_history(repo, tag))?.iter().filter(|row| row.digest == *digest).map(|row| row.end_ms));
+    let Some(last_end) = ends.into_iter().max() else { return Ok(MetaResponse::NotFound) };
+    let window = time_machine_ms(state, repo)?;
+    if last_end < now_ms.saturating_sub(window) {
+        return Ok(MetaResponse::Refused(format!(
+            "tag {tag} last held {digest} {} s ago, outside the namespace's time machine window of {} s",
+            (now_ms - last_end) / 1000,
+            window / 1000
+        )));
     }
     if state.get_raw(&keys::manifest(repo, digest))?.is_none() {
         return Ok(MetaResponse::Refused(format!("manifest {digest} no longer exists")));
@@ -299,8 +494,10 @@ pub(super) fn an_immutable_tag(state: &impl StateRead, repo: &str) -> Result<Opt
     Ok(None)
 }
 
-/// Every tag row of `repo`, live or closed, for a repository's delete.
+/// Every tag row of `repo`, live or closed, and its tag policies, for a
+/// repository's delete.
 pub(super) fn forget_repository(state: &impl StateRead, ch: &mut Changes, repo: &str) -> Result<(), StateError> {
+    tag_policies::forget_scope(state, ch, repo)?;
     for prefix in [keys::tags_of(repo), keys::tag_lives_of(repo), keys::tag_histories_of(repo)] {
         for (k, _) in state.scan_raw(&prefix)? {
             ch.delete(k);
@@ -506,6 +703,118 @@ mod tests {
         assert_eq!((live_row(&s), history(&s)), before, "nothing changed");
         assert_eq!(lock(&s, false), MetaResponse::Done);
         assert_eq!(set(&s, 3, 30), MetaResponse::Done, "unlocked");
+    }
+
+    const DAY_S: u64 = 24 * 3600;
+
+    /// `r` in namespace `ns`, with manifests `d(1)` … `d(3)` pushed at 0.
+    fn ns_state() -> MemState {
+        let s = MemState::default();
+        let org = OrgRecord { name: "ns".into(), email: None, created_at_ms: 0 };
+        s.run(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None }));
+        s.run(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("ns/r", 0))));
+        for i in 1..=3 {
+            s.run(MetaCommand::PutManifest { record: manifest("ns/r", i, vec![], None), tag: None });
+        }
+        s
+    }
+
+    fn manifest(repo: &str, i: u8, children: Vec<Digest>, subject: Option<Digest>) -> ManifestRecord {
+        ManifestRecord { repo: repo.into(), digest: d(i), media_type: "m".into(), bytes: vec![], blobs: vec![], children, subject, pushed_at_ms: 0 }
+    }
+
+    fn window(s: &MemState, seconds: u64) -> MetaResponse {
+        tag_cmd(s, TagCommand::SetTimeMachine { namespace: "ns".into(), tag_expiration_s: seconds })
+    }
+
+    #[test]
+    fn restore_only_inside_the_time_machine_window() {
+        let s = ns_state();
+        let day = DAY_S * 1000;
+        assert_eq!(time_machine_ms(&s, "ns/r").unwrap(), DEFAULT_TAG_EXPIRATION_S * 1000, "two weeks unless set");
+        assert_eq!(tag_cmd(&s, TagCommand::SetTimeMachine { namespace: "nobody".into(), tag_expiration_s: 0 }), MetaResponse::NotFound);
+        assert_eq!(window(&s, DAY_S), MetaResponse::Done);
+        let at = |i: u8, t: u64| s.run(MetaCommand::SetTag { repo: "ns/r".into(), tag: "t".into(), digest: d(i), pushed_at_ms: t, if_current: None });
+        let restore = |i: u8, now: u64| tag_cmd(&s, TagCommand::Restore { repo: "ns/r".into(), tag: "t".into(), digest: d(i), now_ms: now });
+        at(1, 10);
+        at(2, 20);
+        // d(1)'s row ended at 20: restorable a day after, not later.
+        let before = s.scan_raw(b"").unwrap();
+        assert!(matches!(restore(1, 21 + day), MetaResponse::Refused(why) if why.contains("time machine")));
+        assert_eq!(s.scan_raw(b"").unwrap(), before, "the refusal changed nothing");
+        assert_eq!(restore(1, 20 + day), MetaResponse::Done);
+        // A zero window restores nothing closed.
+        assert_eq!(window(&s, 0), MetaResponse::Done);
+        assert!(matches!(restore(2, 21 + day), MetaResponse::Refused(_)));
+        assert_eq!(window(&s, DEFAULT_TAG_EXPIRATION_S), MetaResponse::Done);
+        assert!(s.get_raw(&keys::namespace_life("ns")).unwrap().is_none(), "the default is kept as no record");
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "ns/r".into() })), MetaResponse::Done);
+        assert_eq!(window(&s, 0), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteOrg { name: "ns".into() })), MetaResponse::Done);
+        assert!(s.get_raw(&keys::namespace_life("ns")).unwrap().is_none(), "the setting goes with its namespace");
+    }
+
+    #[test]
+    fn history_outside_the_window_is_pruned() {
+        let s = ns_state();
+        let day = DAY_S * 1000;
+        assert_eq!(window(&s, DAY_S), MetaResponse::Done);
+        let at = |i: u8, t: u64| s.run(MetaCommand::SetTag { repo: "ns/r".into(), tag: "t".into(), digest: d(i), pushed_at_ms: t, if_current: None });
+        at(1, 10);
+        at(2, 20);
+        at(3, 30);
+        let prune = |now| tag_cmd(&s, TagCommand::PruneHistory { repo: "ns/r".into(), now_ms: now });
+        assert!(prunable_history(&s, 20 + day).unwrap().is_empty());
+        assert_eq!(prune(20 + day), MetaResponse::NotFound);
+        assert_eq!(prunable_history(&s, 21 + day).unwrap(), vec!["ns/r".to_string()]);
+        assert_eq!(prune(21 + day), MetaResponse::Done);
+        let rows: Vec<TagHistoryRecord> = s.scan(&keys::tag_history("ns/r", "t")).unwrap();
+        assert_eq!(rows.iter().map(|r| r.end_ms).collect::<Vec<_>>(), vec![30], "only the row that ended inside the window stays");
+        assert!(live(&s, "ns/r", "t").unwrap().is_some(), "the live row is not history");
+    }
+
+    #[test]
+    fn collection_keeps_what_the_time_machine_and_indexes_hold() {
+        let s = ns_state();
+        let day = DAY_S * 1000;
+        assert_eq!(window(&s, DAY_S), MetaResponse::Done);
+        // d(4): an index of d(3); d(5): a referrer of d(1); d(6): pushed by digest only.
+        s.run(MetaCommand::PutManifest { record: manifest("ns/r", 4, vec![d(3)], None), tag: None });
+        s.run(MetaCommand::PutManifest { record: manifest("ns/r", 5, vec![], Some(d(1))), tag: None });
+        s.run(MetaCommand::PutManifest { record: ManifestRecord { pushed_at_ms: 5 * day, ..manifest("ns/r", 6, vec![], None) }, tag: None });
+        let at = |i: u8, t: u64| s.run(MetaCommand::SetTag { repo: "ns/r".into(), tag: "t".into(), digest: d(i), pushed_at_ms: t, if_current: None });
+        at(1, 10);
+        at(2, 20);
+        s.run(MetaCommand::DeleteTagAt { repo: "ns/r".into(), tag: "t".into(), if_current: None, now_ms: 2 * day });
+        let collectable = |now| collectable_manifests(&s, "ns/r", now, 0).unwrap();
+        // d(1) ended at 20, d(2) at two days; d(4) was never tagged and is old.
+        assert_eq!(collectable(20 + day), vec![d(4)]);
+        assert_eq!(collectable(21 + day), vec![d(1), d(4)]);
+        assert_eq!(collectable(2 * day + day + 1), vec![d(1), d(2), d(4)]);
+        assert!(collectable_manifests(&s, "ns/r", 21 + day, 30 * day).unwrap().is_empty(), "nothing younger than the minimum age");
+        let collect = |digests: Vec<Digest>, now| tag_cmd(&s, TagCommand::CollectManifests { repo: "ns/r".into(), digests, now_ms: now, min_age_ms: 0 });
+        assert_eq!(collect(vec![d(2)], 21 + day), MetaResponse::NotFound, "re-checked when applied: d(2) is still in the window");
+        assert_eq!(collect(vec![d(1), d(4)], 21 + day), MetaResponse::Done);
+        for (i, present) in [(1, false), (2, true), (3, true), (4, false), (5, true), (6, true)] {
+            assert_eq!(s.get_raw(&keys::manifest("ns/r", &d(i))).unwrap().is_some(), present, "manifest {i}");
+        }
+        // Its index gone, d(3) goes next; its subject gone, the referrer d(5) too.
+        assert_eq!(collectable(21 + day), vec![d(3), d(5)]);
+    }
+
+    #[test]
+    fn a_labeled_push_sets_the_new_rows_life() {
+        let s = ns_state();
+        let push = |i: u8, tag: &str, expiration_ms, immutable| {
+            let record = ManifestRecord { pushed_at_ms: 100, ..manifest("ns/r", i, vec![], None) };
+            s.run(MetaCommand::PutManifestFrom { record, tag: Some(tag.into()), origin: Default::default(), expiration_ms, immutable })
+        };
+        assert_eq!(push(1, "a", Some(5_100), false), MetaResponse::Done);
+        assert_eq!(live(&s, "ns/r", "a").unwrap().unwrap().life.expiration_ms, Some(5_100), "not clamped: the label decides");
+        assert_eq!(visible_tag(&s, "ns/r", "a", 5_100).unwrap(), None);
+        assert_eq!(push(2, "b", Some(5_100), true), MetaResponse::Done);
+        assert_eq!(live(&s, "ns/r", "b").unwrap().unwrap().life, TagLifeRecord { immutable: true, ..Default::default() }, "a lock never expires");
+        assert_eq!(push(3, "b", None, false), MetaResponse::TagImmutable { tag: "b".into() });
     }
 
     #[test]
