@@ -28,6 +28,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 
+#[path = "identity_mirror.rs"]
+mod mirror;
+pub use mirror::{MirrorProxy, MirrorRegistryConfig, MirrorRequest, MirrorRootRule, MirrorView, RepoStateChange};
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -134,6 +138,8 @@ pub struct RepoView {
     pub can_admin: bool,
     /// Tag names.
     pub tags: Vec<String>,
+    /// `NORMAL`, `READ_ONLY` or `MIRROR`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -457,6 +463,21 @@ pub trait Identity: Send + Sync + 'static {
     async fn restore_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagRestore) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no tag history"))
     }
+    /// Repository states and mirrors; a backend without them answers 405.
+    async fn change_repo_state(&self, _who: &Access, _repo: &str, _req: RepoStateChange) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no repository states"))
+    }
+    async fn get_mirror(&self, _who: &Access, _repo: &str) -> Result<MirrorView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
+    /// `create`: `POST` (refused if one exists), else `PUT` (the fields given).
+    async fn put_mirror(&self, _who: &Access, _repo: &str, _req: MirrorRequest, _create: bool) -> Result<MirrorView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
+    /// `now`: `sync-now`, else `sync-cancel`.
+    async fn mirror_sync(&self, _who: &Access, _repo: &str, _now: bool) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
 }
 
 type Shared = Arc<dyn Identity>;
@@ -497,6 +518,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
+        .merge(mirror::routes())
         .with_state(identity)
 }
 
@@ -530,7 +552,9 @@ pub struct ApiDoc;
 
 /// The OpenAPI document, as JSON.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(mirror::MirrorDoc::openapi());
+    doc
 }
 
 async fn openapi_json() -> Response {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 // A command carries records; they are named here as well as in `records`.
 pub use crate::records::*;
+pub use crate::mirror::*;
 
 /// The payload of a Raft log entry. The variant is the command format
 /// version: a new format is a new variant, and old entries stay readable.
@@ -152,6 +153,12 @@ pub enum MetaCommand {
     },
     /// A tag's lifecycle: expiration, immutability, restore from history.
     Tag(TagCommand),
+    /// Repository states and mirrors (see [`crate::mirror`]).
+    Mirror(MirrorCommand),
+    /// `cmd`, made by the robot `robot` (the leader checks that the write
+    /// is that robot's): a mirror repository takes content writes from its
+    /// mirror robot only, and must know who makes them when it applies them.
+    AsRobot { robot: String, cmd: Box<MetaCommand> },
 }
 
 impl MetaCommand {
@@ -182,6 +189,8 @@ impl MetaCommand {
             MetaCommand::DeleteTagAt { .. } => "delete_tag",
             MetaCommand::DeleteManifestAt { .. } => "delete_manifest",
             MetaCommand::Tag(c) => c.kind(),
+            MetaCommand::Mirror(c) => c.kind(),
+            MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
         }
     }
 }
@@ -202,6 +211,11 @@ pub enum MetaResponse {
     /// tag, and changed nothing.
     TagImmutable {
         tag: String,
+    },
+    /// The repository's state (read-only, or a mirror written by another)
+    /// refuses the write, which changed nothing.
+    RepositoryState {
+        state: RepoState,
     },
 }
 

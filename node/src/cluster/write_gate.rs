@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, MirrorCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -87,6 +87,19 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::Tag(TagCommand::SetExpiration { .. } | TagCommand::SetImmutable { .. } | TagCommand::Restore { .. }) => Rule::Client,
         // The lifecycle worker's, re-checked when applied: only an expired row closes.
         M::Tag(TagCommand::CloseExpired { .. }) => Rule::NodeOwn { names: vec![] },
+        M::Mirror(c) => match c {
+            // Whether the client administers the repository is the
+            // serving node's decision, as for its other settings.
+            MirrorCommand::SetRepoState { .. } | MirrorCommand::PutMirror { .. } | MirrorCommand::SyncNow { .. } | MirrorCommand::SyncCancel { .. } => {
+                Rule::Client
+            }
+            // The sync worker's, for the node running the sync.
+            MirrorCommand::AcquireLease { node, .. } | MirrorCommand::RenewLease { node, .. } | MirrorCommand::FinishSync { node, .. } => {
+                Rule::NodeOwn { names: vec![*node] }
+            }
+        },
+        // Judged in `judge`: the robot's own, then the command's rule.
+        M::AsRobot { cmd, .. } => rule_of(state, cmd)?,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -142,6 +155,13 @@ fn node_own(origin: Origin, actor: &Actor, names: &[NodeId]) -> Result<(), Strin
 
 /// Judges `cmd` for `actor`, submitted at `origin`, by its rule.
 pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand) -> Result<(), String> {
+    // A write a robot makes names that robot: the repository's state
+    // trusts the name (a mirror takes its robot's writes only).
+    if let MetaCommand::AsRobot { robot, .. } = cmd {
+        if *actor != Actor::Client(berth_raft::ClientAccount::Robot(robot.clone())) {
+            return Err("a robot's write must come from that robot".into());
+        }
+    }
     let rule = rule_of(state, cmd).map_err(|e| format!("the leader could not read its state: {e}"))?;
     match rule {
         Rule::Bootstrap if origin.forwarded => Err("bootstrap is never forwarded".into()),
