@@ -56,6 +56,7 @@ impl NodeAddrs {
             replication: Default::default(),
             gc: Default::default(),
             tags: Default::default(),
+            mirror: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
         };
@@ -290,6 +291,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
     let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()));
+    let mirror_worker = crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone());
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()
@@ -332,6 +334,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
     tasks.push(tokio::spawn(close_expired_tags(meta.clone(), config.tags.clone(), rx.clone())));
+    tasks.push(tokio::spawn(mirror_worker.run(rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
     Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })

@@ -39,6 +39,15 @@ fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A layer: a tar holding one file that says `content`.
+fn layer_tar(content: &str) -> Vec<u8> {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("hello.txt"), content).unwrap();
+    let out = Command::new("tar").args(["--mtime=@0", "--owner=0", "--group=0", "-C"]).arg(src.path()).args(["-cf", "-", "hello.txt"]).output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 /// An OCI layout at `dir` holding one small image tagged `tag`, its layer
 /// saying `content`; returns the manifest's digest.
 fn image_layout(dir: &Path, tag: &str, content: &str) -> String {
@@ -49,8 +58,8 @@ fn image_layout(dir: &Path, tag: &str, content: &str) -> String {
         std::fs::write(blobs.join(d.hex()), bytes).unwrap();
         (d.to_string(), bytes.len())
     };
-    let (cd, cs) = put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
-    let (ld, ls) = put(content.as_bytes());
+    let (ld, ls) = put(&layer_tar(content));
+    let (cd, cs) = put(format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#).as_bytes());
     let m = json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
@@ -273,4 +282,248 @@ fn mirror_configuration_and_the_mirror_state() {
     eventually("node 1 sees NORMAL", Duration::from_secs(10), || state_of(&n1, &creds) == "NORMAL");
     run(docker().args(["push", &image]));
     assert_eq!(api(&n1, &creds, "GET", &mirror_path, None).0, 200);
+}
+
+/// The CNCF registry (Debian's `docker-registry`) on loopback, with
+/// htpasswd basic auth and its storage in a temporary directory; stopped
+/// when dropped.
+struct UpstreamRegistry {
+    child: std::process::Child,
+    addr: String,
+    creds: String,
+}
+
+impl Drop for UpstreamRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const UP_USER: &str = "puller";
+const UP_PASS: &str = "upstream-pass-31";
+const UP_REPO: &str = "upstream/app";
+
+fn start_upstream(dir: &Path) -> UpstreamRegistry {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let htpasswd = run(Command::new("htpasswd").args(["-Bbn", UP_USER, UP_PASS]));
+    std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: upstream\n    path: {}\n",
+        dir.join("data").display(),
+        dir.join("htpasswd").display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry (scripts/setup-debian.sh installs it)");
+    let up = UpstreamRegistry { child, addr, creds: format!("{UP_USER}:{UP_PASS}") };
+    eventually("the upstream registry", Duration::from_secs(20), || {
+        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("http://{}/v2/", up.addr)).output().unwrap();
+        String::from_utf8_lossy(&out.stdout) == "401"
+    });
+    up
+}
+
+/// A two-platform index (amd64, arm64) tagged `tag` in the layout at
+/// `dir`, its layers saying `salt`; returns the index digest.
+fn index_layout(dir: &Path, tag: &str, salt: &str) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d.to_string(), bytes.len())
+    };
+    let mut manifests = vec![];
+    for arch in ["amd64", "arm64"] {
+        let (ld, ls) = put(&layer_tar(&format!("layer for {arch} {salt}")));
+        let (cd, cs) = put(format!(r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#).as_bytes());
+        let m = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
+        });
+        let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
+        manifests.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "platform": {"architecture": arch, "os": "linux"}}));
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    let (id, is) = put(&serde_json::to_vec(&index).unwrap());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    id
+}
+
+/// Copies the layout's `tag` to the upstream as `as_tag` (every platform).
+fn seed(up: &UpstreamRegistry, layout: &Path, tag: &str, as_tag: &str) {
+    run(Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", &up.creds])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{}/{UP_REPO}:{as_tag}", up.addr)));
+}
+
+/// The digest of the manifest skopeo reads raw at `image` (`docker://…`).
+fn raw_digest(image: &str, creds: &str) -> String {
+    let out = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", "--creds", creds]).arg(image).output().unwrap();
+    assert!(out.status.success(), "skopeo inspect {image}: {}", text(&out));
+    Digest::sha256_of(&out.stdout).to_string()
+}
+
+fn raw_manifest(image: &str, creds: &str) -> Value {
+    let out = run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", "--creds", creds]).arg(image));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn berth_tags(http: &str, creds: &str) -> Vec<String> {
+    let (s, v) = api(http, creds, "GET", &format!("/v2/{REPO}/tags/list"), None);
+    assert_eq!(s, 200, "{v}");
+    let mut t: Vec<String> = v["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect()).unwrap_or_default();
+    t.sort();
+    t
+}
+
+/// An organization `team`, its robot `team+sync`, and the empty
+/// repository `team/app`; returns the robot's login.
+fn team_with_robot(http: &str, creds: &str) -> String {
+    let (s, v) = api(http, creds, "POST", "/api/v1/organization/", Some(json!({"name": "team"})));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api(http, creds, "POST", "/api/v1/repository", Some(json!({"namespace": "team", "repository": "app", "visibility": "private"})));
+    assert_eq!(s, 201, "{v}");
+    let (s, robot) = api(http, creds, "PUT", "/api/v1/organization/team/robots/sync", Some(json!({"description": "mirror"})));
+    assert_eq!(s, 201, "{robot}");
+    format!("team+sync:{}", robot["token"].as_str().unwrap())
+}
+
+fn mirror_of(up: &UpstreamRegistry) -> Value {
+    json!({
+        "is_enabled": true,
+        "external_reference": format!("{}/{UP_REPO}", up.addr),
+        "external_registry_username": UP_USER,
+        "external_registry_password": UP_PASS,
+        "sync_start_date": "2030-01-01T00:00:00Z",
+        "sync_interval": 86400,
+        "robot_username": "team+sync",
+        "root_rule": {"rule_kind": "tag_glob_csv", "rule_value": ["1-*", "latest"]},
+        "external_registry_config": {"verify_tls": false},
+    })
+}
+
+/// Asks for a sync through `http` and waits, through `watch`, until it
+/// has succeeded with the tags `want`.
+fn sync_and_wait(http: &str, watch: &str, creds: &str, want: &[&str]) -> Value {
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let (s, v) = api(http, creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, m) = api(watch, creds, "GET", &path, None);
+        if m["sync_status"] == "SUCCESS" && berth_tags(watch, creds) == want {
+            return m;
+        }
+        assert!(m["sync_status"] != "FAIL" || m["sync_retries_remaining"].as_u64() > Some(0), "sync failed for good: {m}");
+        assert!(Instant::now() < deadline, "sync did not end with {want:?}: {m}, tags {:?}", berth_tags(watch, creds));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The issue's must-show: globs `1-*,latest` over upstream tags 1-1, 1-2,
+/// 2-0 and latest (a two-platform index); a sync asked through node 2
+/// leaves exactly 1-1, 1-2 and latest, with upstream's digests (skopeo on
+/// both sides), pullable through node 3 with docker. The upstream changes
+/// (latest moved, 1-2 deleted, 1-3 added) and berth follows; an
+/// architecture filter keeps only the amd64 child of an index.
+#[test]
+fn mirror_sync_follows_the_upstream() {
+    let c = ProcCluster::start(3);
+    let creds = format!("admin:{}", c.password);
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    let layout = work.join("layout");
+    for (tag, content) in [("1-1", "one-one"), ("1-2", "one-two"), ("2-0", "two-zero")] {
+        image_layout(&layout.join(tag), tag, content);
+        seed(&up, &layout.join(tag), tag, tag);
+    }
+    index_layout(&layout.join("multi"), "multi", "first");
+    seed(&up, &layout.join("multi"), "multi", "latest");
+
+    let robot = team_with_robot(&n1, &creds);
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let (s, v) = api(&n2, &creds, "POST", &path, Some(mirror_of(&up)));
+    assert_eq!(s, 201, "{v}");
+
+    let m = sync_and_wait(&n2, &n3, &creds, &["1-1", "1-2", "latest"]);
+    assert_eq!(m["sync_retries_remaining"], 3, "{m}");
+    assert!(m["last_sync_message"].as_str().unwrap().contains("synced 3 tags"), "{m}");
+    for tag in ["1-1", "1-2", "latest"] {
+        let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:{tag}", up.addr), &up.creds);
+        for n in [&n1, &n3] {
+            assert_eq!(raw_digest(&format!("docker://{n}/{REPO}:{tag}"), &creds), upstream, "{tag} through {n}");
+        }
+    }
+    // Every node shows the same status.
+    let (_, on1) = api(&n1, &creds, "GET", &path, None);
+    assert_eq!((on1["sync_status"].as_str(), on1["syncing_node"].as_u64()), (Some("SUCCESS"), None), "{on1}");
+
+    // docker pulls the mirrored index and image through node 3.
+    let (_dockerd, docker_host) = start_dockerd(c.root.path());
+    let docker_config = work.join("docker-config");
+    let docker = || docker_in(&docker_host, &docker_config);
+    let out = docker_login(docker(), &n3, "admin", &c.password);
+    assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
+    for tag in ["latest", "1-1"] {
+        let image = format!("{n3}/{REPO}:{tag}");
+        let pulled = run(docker().args(["pull", &image]));
+        assert!(pulled.contains(&raw_digest(&format!("docker://{n3}/{REPO}:{tag}"), &creds)), "{pulled}");
+    }
+
+    // The upstream moves on: latest moved, 1-2 deleted, 1-3 added.
+    image_layout(&layout.join("1-3"), "1-3", "one-three");
+    seed(&up, &layout.join("1-3"), "1-3", "1-3");
+    image_layout(&layout.join("new-latest"), "new-latest", "latest-two");
+    seed(&up, &layout.join("new-latest"), "new-latest", "latest");
+    run(Command::new("skopeo").args(["delete", "--tls-verify=false", "--creds", &up.creds]).arg(format!("docker://{}/{UP_REPO}:1-2", up.addr)));
+    sync_and_wait(&n1, &n2, &creds, &["1-1", "1-3", "latest"]);
+    for tag in ["1-3", "latest"] {
+        let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:{tag}", up.addr), &up.creds);
+        assert_eq!(raw_digest(&format!("docker://{n3}/{REPO}:{tag}"), &creds), upstream, "{tag} followed");
+    }
+    // 1-2 went into history.
+    let (s, v) = api(&n3, &creds, "GET", &format!("/api/v1/repository/{REPO}/tag/?specificTag=1-2"), None);
+    assert_eq!(s, 200, "{v}");
+    assert!(v["tags"].as_array().is_some_and(|rows| rows.iter().any(|r| r["end_ts"].is_number())), "{v}");
+
+    // Only amd64 from an index.
+    seed(&up, &layout.join("multi"), "multi", "1-multi");
+    let (s, v) = api(&n3, &creds, "PUT", &path, Some(json!({"architecture_filter": ["amd64"]})));
+    assert_eq!(s, 201, "{v}");
+    sync_and_wait(&n3, &n1, &creds, &["1-1", "1-3", "1-multi", "latest"]);
+    let index = raw_manifest(&format!("docker://{n2}/{REPO}:1-multi"), &creds);
+    let children = index["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "{index}");
+    assert_eq!(children[0]["platform"]["architecture"], "amd64");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+        .arg(format!("docker://{n2}/{REPO}@{}", children[0]["digest"].as_str().unwrap()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the amd64 child is held: {}", text(&out));
+
+    // The usage log tells the story.
+    let (_, logs) = api(&n2, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+    let kinds: Vec<&str> = logs["logs"].as_array().unwrap().iter().filter_map(|l| l["kind"].as_str()).collect();
+    for k in ["repo_mirror_sync_started", "repo_mirror_sync_success", "repo_mirror_sync_tag_success"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    // The robot wrote the content; the admin still may not.
+    let _ = robot;
+    let out = skopeo_push(&layout.join("1-1"), "1-1", &format!("{n1}/{REPO}:mine"), &creds);
+    assert!(!out.status.success() && text(&out).contains("repository is a mirror"), "{}", text(&out));
 }

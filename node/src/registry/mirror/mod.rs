@@ -2,6 +2,12 @@
 //! upstream password, and tag globs. The records, commands and their
 //! rules (states, leases, retries) are `berth_raft::mirror` and
 //! `berth_raft::state::mirror`; the API is `identity::api::mirror`.
+//!
+//! - [`upstream`]: the client of the upstream registry;
+//! - [`sync`]: the worker every node runs, syncing under a lease.
+
+pub mod sync;
+pub mod upstream;
 
 use berth_raft::command::ClusterRecord;
 use berth_raft::state::keys;
