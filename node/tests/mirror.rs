@@ -40,9 +40,9 @@ fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// A layer: a tar holding one file that says `content`.
-fn layer_tar(content: &str) -> Vec<u8> {
+fn layer_tar(content: impl AsRef<[u8]>) -> Vec<u8> {
     let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("hello.txt"), content).unwrap();
+    std::fs::write(src.path().join("hello.txt"), content.as_ref()).unwrap();
     let out = Command::new("tar").args(["--mtime=@0", "--owner=0", "--group=0", "-C"]).arg(src.path()).args(["-cf", "-", "hello.txt"]).output().unwrap();
     assert!(out.status.success());
     out.stdout
@@ -50,7 +50,7 @@ fn layer_tar(content: &str) -> Vec<u8> {
 
 /// An OCI layout at `dir` holding one small image tagged `tag`, its layer
 /// saying `content`; returns the manifest's digest.
-fn image_layout(dir: &Path, tag: &str, content: &str) -> String {
+fn image_layout(dir: &Path, tag: &str, content: impl AsRef<[u8]>) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| -> (String, usize) {
@@ -58,7 +58,7 @@ fn image_layout(dir: &Path, tag: &str, content: &str) -> String {
         std::fs::write(blobs.join(d.hex()), bytes).unwrap();
         (d.to_string(), bytes.len())
     };
-    let (ld, ls) = put(&layer_tar(content));
+    let (ld, ls) = put(&layer_tar(content.as_ref()));
     let (cd, cs) = put(format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#).as_bytes());
     let m = json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -526,4 +526,79 @@ fn mirror_sync_follows_the_upstream() {
     let _ = robot;
     let out = skopeo_push(&layout.join("1-1"), "1-1", &format!("{n1}/{REPO}:mine"), &creds);
     assert!(!out.status.success() && text(&out).contains("repository is a mirror"), "{}", text(&out));
+}
+
+/// The node syncing a mirror is SIGKILLed mid-sync: another node takes the
+/// lease once it lapses and completes the sync; every tag berth shows is
+/// whole (skopeo copies it out) and has the upstream's digest.
+#[test]
+fn a_sync_whose_node_dies_is_taken_over() {
+    const TAGS: usize = 16;
+    let mut c = ProcCluster::start(3);
+    let creds = format!("admin:{}", c.password);
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    let layout = work.join("layout");
+    let mut want = Vec::new();
+    for i in 0..TAGS {
+        let tag = format!("1-{i:02}");
+        // Big enough (4 MiB of noise each) that the sync takes a while.
+        let noise: Vec<u8> = (0..4 << 20).map(|j: usize| (j.wrapping_mul(2654435761).wrapping_add(i * 7919) >> 13) as u8).collect();
+        image_layout(&layout.join(&tag), &tag, noise);
+        seed(&up, &layout.join(&tag), &tag, &tag);
+        want.push(tag);
+    }
+    let want_refs: Vec<&str> = want.iter().map(String::as_str).collect();
+    let robot = team_with_robot(&c.http[0], &creds);
+    let _ = robot;
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let (s, v) = api(&c.http[1], &creds, "POST", &path, Some(mirror_of(&up)));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api(&c.http[1], &creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+
+    // Caught mid-sync: some tags copied, not all.
+    let mut victim = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while victim.is_none() {
+        assert!(Instant::now() < deadline, "never saw the sync in progress");
+        let (_, m) = api(&c.http[0], &creds, "GET", &path, None);
+        if let (Some("SYNCING"), Some(node)) = (m["sync_status"].as_str(), m["syncing_node"].as_u64()) {
+            let copied = berth_tags(&c.http[0], &creds).len();
+            assert!(copied < TAGS, "the sync ended before it could be interrupted");
+            if copied >= 1 {
+                victim = Some(node);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = victim.unwrap();
+    c.procs[victim as usize - 1].kill9();
+    let survivor = c.http[if victim == 1 { 1 } else { 0 }].clone();
+
+    // Another node takes over once the lease lapses, and completes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, m) = api(&survivor, &creds, "GET", &path, None);
+        if m["sync_status"] == "SUCCESS" && berth_tags(&survivor, &creds) == want_refs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sync was not completed after the kill: {m}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, logs) = api(&survivor, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+    let done_by: Vec<u64> = logs["logs"].as_array().unwrap().iter().filter(|l| l["kind"] == "repo_mirror_sync_success").filter_map(|l| l["node"].as_u64()).collect();
+    assert!(!done_by.is_empty() && !done_by.contains(&victim), "completed by another node: {done_by:?} (victim {victim})");
+    std::fs::create_dir_all(work.join("out")).unwrap();
+    for tag in &want {
+        let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:{tag}", up.addr), &up.creds);
+        assert_eq!(raw_digest(&format!("docker://{survivor}/{REPO}:{tag}"), &creds), upstream, "{tag}");
+        let out = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "--src-creds", &creds])
+            .arg(format!("docker://{survivor}/{REPO}:{tag}"))
+            .arg(format!("dir:{}", work.join("out").join(tag).display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tag} is whole: {}", text(&out));
+    }
 }

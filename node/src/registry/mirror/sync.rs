@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use berth_common::{Digest, RepoName};
 use berth_gateway::{Access, Principal, Reference, Registry};
+use berth_raft::command::BlobRecord;
 use berth_raft::mirror::{MirrorCommand, MirrorRecord, RepoState, SyncOutcome, SyncStatus};
 use berth_raft::state::{keys, mirror as rules, tags};
 use berth_raft::{Actor, MetaCommand, MetaNodeHandle, MetaResponse, StateRead};
@@ -328,9 +329,15 @@ impl MirrorWorker {
         })
     }
 
-    /// Copies one blob unless the repository already holds it.
+    /// Copies one blob unless the repository holds it with a copy on this
+    /// node. A copy only elsewhere is fetched again from the upstream: its
+    /// holder may be the node that died mid-sync, and the manifest's
+    /// `min_copies` wait needs a copy that can be replicated.
     async fn copy_blob(&self, run: &mut Run, digest: &Digest) -> Result<(), String> {
-        if self.meta.state().get_raw(&keys::link(&run.repo, digest)).map_err(|e| e.to_string())?.is_some() {
+        let state = self.meta.state();
+        let linked = state.get_raw(&keys::link(&run.repo, digest)).map_err(|e| e.to_string())?.is_some();
+        let here = state.get::<BlobRecord>(&keys::blob(digest)).map_err(|e| e.to_string())?.is_some_and(|b| b.holders.contains(&self.meta.id()));
+        if linked && here {
             return Ok(());
         }
         let stream = run.upstream.blob(digest).await.map_err(|e| e.to_string())?;
