@@ -10,7 +10,7 @@ use berth_raft::mirror::{MirrorCommand, MirrorConfig, MirrorRecord, RepoState};
 use berth_raft::state::mirror as rules;
 
 use super::*;
-use crate::registry::mirror as m;
+use crate::mirror_config as m;
 
 /// Quay's bounds of the per-sync timeout, in seconds.
 const MIN_TIMEOUT_S: u64 = 30;

@@ -184,7 +184,7 @@ impl MirrorWorker {
     async fn sync_inner(&self, repo: &str, rec: MirrorRecord, stop: Arc<AtomicBool>) -> Result<String, String> {
         let c = &rec.config;
         let password = match &c.sealed_password {
-            Some(sealed) => Some(super::open(&self.meta.state(), repo, sealed)?),
+            Some(sealed) => Some(crate::mirror_config::open(&self.meta.state(), repo, sealed)?),
             None => None,
         };
         let ca_pem = match &self.cfg.ca_file {
@@ -208,7 +208,7 @@ impl MirrorWorker {
         let mut run = Run { repo: repo.to_string(), name, rec: rec.clone(), access, upstream, stop, copied_blobs: 0, copied_manifests: 0 };
 
         let upstream_tags = run.upstream.tags().await.map_err(|e| e.to_string())?;
-        let wanted: BTreeSet<String> = upstream_tags.into_iter().filter(|t| super::tag_wanted(&c.tag_globs, t)).collect();
+        let wanted: BTreeSet<String> = upstream_tags.into_iter().filter(|t| crate::mirror_config::tag_wanted(&c.tag_globs, t)).collect();
         let mut failed = Vec::new();
         for tag in &wanted {
             self.check(&run)?;
