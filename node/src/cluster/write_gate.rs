@@ -263,6 +263,17 @@ mod tests {
             assert!(judge(&state, here, &Actor::Node, cmd).is_err(), "{}", cmd.kind());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), cmd).unwrap_err().contains("no longer exists"));
         }
+        // A robot's content write is that robot's alone.
+        let link = MetaCommand::LinkBlob { repo: "r".into(), digest: berth_common::Digest::sha256_of(b"x"), size: 1, node: 2, now_ms: 1 };
+        let as_robot = MetaCommand::AsRobot { robot: "team+sync".into(), cmd: Box::new(link) };
+        for other in [Actor::Node, Actor::OPERATOR, Actor::Client(ClientAccount::Robot("team+other".into())), Actor::Client(ClientAccount::User("team+sync".into()))] {
+            assert_eq!(judge(&state, here, &other, &as_robot), Err("a robot's write must come from that robot".into()), "{other:?}");
+        }
+        assert!(judge(&state, here, &Actor::Client(ClientAccount::Robot("team+sync".into())), &as_robot).unwrap_err().contains("no longer exists"), "then judged as the command");
+        // The sync worker's lease commands name the submitting node only.
+        let lease = |node| MetaCommand::Mirror(MirrorCommand::RenewLease { repo: "r".into(), node, now_ms: 1, until_ms: 2 });
+        assert_eq!(judge(&state, here, &Actor::Node, &lease(2)), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &lease(3)).is_err());
         let close = MetaCommand::Tag(TagCommand::CloseExpired { repo: "r".into(), tag: "t".into(), now_ms: 1 });
         assert_eq!(judge(&state, here, &Actor::Node, &close), Ok(()), "the worker's");
         assert!(judge(&state, here, &Actor::OPERATOR, &close).is_err(), "a client does not make the worker's");

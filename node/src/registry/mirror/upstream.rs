@@ -125,7 +125,7 @@ impl Upstream {
                     *self.base.write().await = format!("http://{}", self.host);
                     continue;
                 }
-                Err(e) => return Err(UpstreamError::Http(format!("{method} {path}: {e}"))),
+                Err(e) => return Err(UpstreamError::Http(format!("{method} {path}: {}", chain(&e)))),
             };
             if resp.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(resp);
@@ -163,7 +163,7 @@ impl Upstream {
         if let Some((u, p)) = &self.creds {
             rb = rb.basic_auth(u, Some(p));
         }
-        let resp = rb.send().await.map_err(|e| UpstreamError::Http(format!("token request: {e}")))?;
+        let resp = rb.send().await.map_err(|e| UpstreamError::Http(format!("token request: {}", chain(&e))))?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status { what: "the token request".into(), status: resp.status(), detail: String::new() });
         }
@@ -233,6 +233,22 @@ impl Upstream {
         let resp = self.checked(&format!("blob {digest}"), resp).await?;
         Ok(resp.bytes_stream().map_err(std::io::Error::other))
     }
+}
+
+/// An error with its causes: reqwest's own message alone ("error sending
+/// request") does not say that a certificate was refused.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// `k="v",k2=v2` of a challenge (quoted values may hold commas).
