@@ -305,12 +305,21 @@ const UP_PASS: &str = "upstream-pass-31";
 const UP_REPO: &str = "upstream/app";
 
 fn start_upstream(dir: &Path) -> UpstreamRegistry {
+    start_upstream_with(dir, None)
+}
+
+/// [`start_upstream`], serving HTTPS with `tls` (certificate, key) when given.
+fn start_upstream_with(dir: &Path, tls: Option<(&Path, &Path)>) -> UpstreamRegistry {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let htpasswd = run(Command::new("htpasswd").args(["-Bbn", UP_USER, UP_PASS]));
     std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
     let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let tls_yaml = match tls {
+        None => String::new(),
+        Some((cert, key)) => format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
+    };
     let config = format!(
-        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: upstream\n    path: {}\n",
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_yaml}auth:\n  htpasswd:\n    realm: upstream\n    path: {}\n",
         dir.join("data").display(),
         dir.join("htpasswd").display()
     );
@@ -324,8 +333,9 @@ fn start_upstream(dir: &Path) -> UpstreamRegistry {
         .spawn()
         .expect("docker-registry (scripts/setup-debian.sh installs it)");
     let up = UpstreamRegistry { child, addr, creds: format!("{UP_USER}:{UP_PASS}") };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eventually("the upstream registry", Duration::from_secs(20), || {
-        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("http://{}/v2/", up.addr)).output().unwrap();
+        let out = Command::new("curl").args(["-k", "-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{scheme}://{}/v2/", up.addr)).output().unwrap();
         String::from_utf8_lossy(&out.stdout) == "401"
     });
     up
@@ -601,4 +611,151 @@ fn a_sync_whose_node_dies_is_taken_over() {
             .unwrap();
         assert!(out.status.success(), "{tag} is whole: {}", text(&out));
     }
+}
+
+/// A CA and a certificate it signs for 127.0.0.1, made with openssl in
+/// `dir`: (CA certificate, server certificate, server key).
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |n: &str| dir.join(n);
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=berth mirror test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout"])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.crt")));
+    run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"]).arg(p("server.key")).arg("-out").arg(p("server.csr")));
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.crt"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .args(["-CAcreateserial", "-out"])
+        .arg(p("server.crt"))
+        .arg("-extfile")
+        .arg(p("ext.cnf")));
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+/// tinyproxy on loopback, logging every request; stopped when dropped.
+struct Tinyproxy {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_tinyproxy(dir: &Path) -> Tinyproxy {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port("127.0.0.1");
+    let log = dir.join("tinyproxy.log");
+    let conf = format!(
+        "Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Info\nMaxClients 20\nDisableViaHeader Yes\n",
+        log.display()
+    );
+    std::fs::write(dir.join("tinyproxy.conf"), conf).unwrap();
+    let child = Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(dir.join("tinyproxy.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("tinyproxy (scripts/setup-debian.sh installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    eventually("tinyproxy", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+    Tinyproxy { child, addr, log }
+}
+
+/// Waits through `http` until the mirror's status is `status`.
+fn wait_status_is(http: &str, creds: &str, status: &str) -> Value {
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, m) = api(http, creds, "GET", &path, None);
+        if m["sync_status"] == status {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "mirror never reached {status}: {m}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Through an HTTP proxy (tinyproxy's log shows the upstream requests),
+/// then from a TLS upstream with `verify_tls` on: refused (FAIL, with the
+/// reason) while the node does not trust its CA, synced once the
+/// operator's CA bundle (`[mirror] ca_file`) names it.
+#[test]
+fn mirror_through_a_proxy_and_from_a_tls_upstream() {
+    let mut c = ProcCluster::start(1);
+    let creds = format!("admin:{}", c.password);
+    let n1 = c.http[0].clone();
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    let layout = work.join("layout");
+    image_layout(&layout.join("1-1"), "1-1", "through the proxy");
+    seed(&up, &layout.join("1-1"), "1-1", "1-1");
+    let proxy = start_tinyproxy(&work.join("proxy"));
+    team_with_robot(&n1, &creds);
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let mut m = mirror_of(&up);
+    m["external_registry_config"]["proxy"] = json!({"http_proxy": format!("http://{}", proxy.addr), "https_proxy": null, "no_proxy": null});
+    let (s, v) = api(&n1, &creds, "POST", &path, Some(m));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["external_registry_config"]["proxy"]["http_proxy"], format!("http://{}", proxy.addr));
+    sync_and_wait(&n1, &n1, &creds, &["1-1"]);
+    let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+    assert!(log.contains(&format!("{}/v2/{UP_REPO}/manifests/1-1", up.addr)), "the proxy carried the sync: {log}");
+    let blob_requests = log.lines().filter(|l| l.contains(&format!("/v2/{UP_REPO}/blobs/"))).count();
+    assert!(blob_requests >= 2, "config and layer through the proxy: {log}");
+
+    // A TLS upstream whose CA the node does not trust: FAIL, saying why.
+    let (ca, cert, key) = test_ca(&work.join("pki"));
+    let tls_up = start_upstream_with(&work.join("tls-upstream"), Some((&cert, &key)));
+    image_layout(&layout.join("1-2"), "1-2", "over tls");
+    seed(&tls_up, &layout.join("1-2"), "1-2", "1-2");
+    let change = json!({
+        "external_reference": format!("{}/{UP_REPO}", tls_up.addr),
+        "external_registry_config": {"verify_tls": true, "proxy": {"http_proxy": null, "https_proxy": null, "no_proxy": null}},
+    });
+    let (s, v) = api(&n1, &creds, "PUT", &path, Some(change));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api(&n1, &creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    let failed = wait_status_is(&n1, &creds, "FAIL");
+    let why = failed["last_sync_message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(why.contains("certificate") || why.contains("issuer"), "the refusal says why: {failed}");
+    assert_eq!(berth_tags(&n1, &creds), ["1-1"], "nothing changed");
+    let (_, logs) = api(&n1, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+    assert!(logs["logs"].as_array().unwrap().iter().any(|l| l["kind"] == "repo_mirror_sync_failed"), "{logs}");
+
+    // The operator trusts the CA: the next sync succeeds.
+    c.procs[0].terminate();
+    let config_path = c.dirs[0].join("berth.toml");
+    let mut config: toml::Value = toml::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let table = config.as_table_mut().unwrap().entry("mirror").or_insert_with(|| toml::Value::Table(Default::default()));
+    table.as_table_mut().unwrap().insert("ca_file".into(), toml::Value::String(ca.display().to_string()));
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    c.procs[0] = Proc::start(&c.dirs[0]);
+    wait_status(&c.dirs[0], "node back", Duration::from_secs(30), |s| s["leader"] == 1);
+    eventually("the API back", Duration::from_secs(30), || api(&n1, &creds, "GET", &path, None).0 == 200);
+    // A retry may be running already (sync-now then answers 409); either
+    // way a sync ends in SUCCESS with the TLS upstream's tags.
+    eventually("a sync from the TLS upstream", Duration::from_secs(90), || {
+        let (s, v) = api(&n1, &creds, "POST", &format!("{path}/sync-now"), None);
+        assert!(s == 204 || s == 409, "{v}");
+        std::thread::sleep(Duration::from_millis(500));
+        api(&n1, &creds, "GET", &path, None).1["sync_status"] == "SUCCESS" && berth_tags(&n1, &creds) == ["1-2"]
+    });
+    let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:1-2", tls_up.addr), &tls_up.creds);
+    assert_eq!(raw_digest(&format!("docker://{n1}/{REPO}:1-2"), &creds), upstream);
 }
