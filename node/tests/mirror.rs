@@ -759,3 +759,49 @@ fn mirror_through_a_proxy_and_from_a_tls_upstream() {
     let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:1-2", tls_up.addr), &tls_up.creds);
     assert_eq!(raw_digest(&format!("docker://{n1}/{REPO}:1-2"), &creds), upstream);
 }
+
+/// `berth mirror set|show|sync|cancel|state` drive the same API: a mirror
+/// made from the command line syncs, shows its status, and its state can
+/// be changed.
+#[test]
+fn the_mirror_command_line() {
+    let c = ProcCluster::start(1);
+    let creds = format!("admin:{}", c.password);
+    let n1 = c.http[0].clone();
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    let layout = work.join("layout");
+    for tag in ["1-1", "2-0"] {
+        image_layout(&layout.join(tag), tag, tag);
+        seed(&up, &layout.join(tag), tag, tag);
+    }
+    team_with_robot(&n1, &creds);
+    let pw = work.join("upstream.pw");
+    std::fs::write(&pw, format!("{UP_PASS}\n")).unwrap();
+    let dir = c.dirs[0].to_str().unwrap().to_string();
+    let reference = format!("{}/{UP_REPO}", up.addr);
+    let out = ok(&[
+        "mirror", "set", REPO, "--data-dir", &dir, "--upstream", &reference, "--tags", "1-*", "--robot", "team+sync", "--interval", "1day",
+        "--username", UP_USER, "--upstream-password-file", pw.to_str().unwrap(), "--no-verify-tls",
+    ]);
+    assert!(out.contains("mirrors"), "{out}");
+    let bad = berth(&["mirror", "set", "team/other", "--data-dir", &dir, "--upstream", "nope", "--tags", "x", "--robot", "team+sync", "--interval", "1h"]);
+    assert!(!bad.status.success());
+    ok(&["mirror", "sync", REPO, "--data-dir", &dir]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown: Value = serde_json::from_str(&ok(&["mirror", "show", REPO, "--data-dir", &dir, "--json"])).unwrap();
+        if shown["sync_status"] == "SUCCESS" && berth_tags(&n1, &creds) == ["1-1"] {
+            assert_eq!(shown["external_reference"], reference.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no sync: {shown}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let table = ok(&["mirror", "show", REPO, "--data-dir", &dir]);
+    assert!(table.contains("SUCCESS") && table.contains("1-*") && !table.contains(UP_PASS), "{table}");
+    ok(&["mirror", "cancel", REPO, "--data-dir", &dir]);
+    assert!(ok(&["mirror", "show", REPO, "--data-dir", &dir]).contains("CANCEL"));
+    ok(&["mirror", "state", REPO, "READ_ONLY", "--data-dir", &dir]);
+    assert_eq!(state_of(&n1, &creds), "READ_ONLY");
+}

@@ -93,6 +93,11 @@ enum Command {
     },
     /// The usage log: who did what, newest first.
     Logs(LogsArgs),
+    /// A repository's mirror of an upstream registry, and its state.
+    Mirror {
+        #[command(subcommand)]
+        command: identity::mirror::MirrorCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -460,6 +465,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command } => identity::run_token(command).await?,
         Command::Repo { command } => identity::run_repo(command).await?,
         Command::Logs(args) => identity::run_logs(args).await?,
+        Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {
