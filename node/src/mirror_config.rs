@@ -31,8 +31,7 @@ pub fn seal(state: &MetaState, repo: &str, secret: &str) -> Result<Vec<u8>, Stri
     let mut buf = secret.as_bytes().to_vec();
     // The repository is bound in: a sealed password moved to another
     // repository's record does not open.
-    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(repo.as_bytes()), &mut buf)
-        .map_err(|_| "sealing failed")?;
+    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(repo.as_bytes()), &mut buf).map_err(|_| "sealing failed")?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)

@@ -361,7 +361,9 @@ fn index_layout(dir: &Path, tag: &str, salt: &str) -> String {
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
         });
         let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
-        manifests.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "platform": {"architecture": arch, "os": "linux"}}));
+        manifests.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "platform": {"architecture": arch, "os": "linux"}}),
+        );
     }
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
     let (id, is) = put(&serde_json::to_vec(&index).unwrap());
@@ -597,7 +599,8 @@ fn a_sync_whose_node_dies_is_taken_over() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let (_, logs) = api(&survivor, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
-    let done_by: Vec<u64> = logs["logs"].as_array().unwrap().iter().filter(|l| l["kind"] == "repo_mirror_sync_success").filter_map(|l| l["node"].as_u64()).collect();
+    let done_by: Vec<u64> =
+        logs["logs"].as_array().unwrap().iter().filter(|l| l["kind"] == "repo_mirror_sync_success").filter_map(|l| l["node"].as_u64()).collect();
     assert!(!done_by.is_empty() && !done_by.contains(&victim), "completed by another node: {done_by:?} (victim {victim})");
     std::fs::create_dir_all(work.join("out")).unwrap();
     for tag in &want {
@@ -624,7 +627,11 @@ fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .arg(p("ca.key"))
         .arg("-out")
         .arg(p("ca.crt")));
-    run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"]).arg(p("server.key")).arg("-out").arg(p("server.csr")));
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
     std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
     run(Command::new("openssl")
         .args(["x509", "-req", "-days", "2", "-in"])
@@ -781,8 +788,24 @@ fn the_mirror_command_line() {
     let dir = c.dirs[0].to_str().unwrap().to_string();
     let reference = format!("{}/{UP_REPO}", up.addr);
     let out = ok(&[
-        "mirror", "set", REPO, "--data-dir", &dir, "--upstream", &reference, "--tags", "1-*", "--robot", "team+sync", "--interval", "1day",
-        "--username", UP_USER, "--upstream-password-file", pw.to_str().unwrap(), "--no-verify-tls",
+        "mirror",
+        "set",
+        REPO,
+        "--data-dir",
+        &dir,
+        "--upstream",
+        &reference,
+        "--tags",
+        "1-*",
+        "--robot",
+        "team+sync",
+        "--interval",
+        "1day",
+        "--username",
+        UP_USER,
+        "--upstream-password-file",
+        pw.to_str().unwrap(),
+        "--no-verify-tls",
     ]);
     assert!(out.contains("mirrors"), "{out}");
     let bad = berth(&["mirror", "set", "team/other", "--data-dir", &dir, "--upstream", "nope", "--tags", "x", "--robot", "team+sync", "--interval", "1h"]);

@@ -12,8 +12,8 @@ use berth_common::{Digest, NodeId};
 use serde::{Deserialize, Serialize};
 
 // A command carries records; they are named here as well as in `records`.
-pub use crate::records::*;
 pub use crate::mirror::*;
+pub use crate::records::*;
 
 /// The payload of a Raft log entry. The variant is the command format
 /// version: a new format is a new variant, and old entries stay readable.
@@ -158,7 +158,10 @@ pub enum MetaCommand {
     /// `cmd`, made by the robot `robot` (the leader checks that the write
     /// is that robot's): a mirror repository takes content writes from its
     /// mirror robot only, and must know who makes them when it applies them.
-    AsRobot { robot: String, cmd: Box<MetaCommand> },
+    AsRobot {
+        robot: String,
+        cmd: Box<MetaCommand>,
+    },
 }
 
 impl MetaCommand {

@@ -266,10 +266,15 @@ mod tests {
         // A robot's content write is that robot's alone.
         let link = MetaCommand::LinkBlob { repo: "r".into(), digest: berth_common::Digest::sha256_of(b"x"), size: 1, node: 2, now_ms: 1 };
         let as_robot = MetaCommand::AsRobot { robot: "team+sync".into(), cmd: Box::new(link) };
-        for other in [Actor::Node, Actor::OPERATOR, Actor::Client(ClientAccount::Robot("team+other".into())), Actor::Client(ClientAccount::User("team+sync".into()))] {
+        for other in
+            [Actor::Node, Actor::OPERATOR, Actor::Client(ClientAccount::Robot("team+other".into())), Actor::Client(ClientAccount::User("team+sync".into()))]
+        {
             assert_eq!(judge(&state, here, &other, &as_robot), Err("a robot's write must come from that robot".into()), "{other:?}");
         }
-        assert!(judge(&state, here, &Actor::Client(ClientAccount::Robot("team+sync".into())), &as_robot).unwrap_err().contains("no longer exists"), "then judged as the command");
+        assert!(
+            judge(&state, here, &Actor::Client(ClientAccount::Robot("team+sync".into())), &as_robot).unwrap_err().contains("no longer exists"),
+            "then judged as the command"
+        );
         // The sync worker's lease commands name the submitting node only.
         let lease = |node| MetaCommand::Mirror(MirrorCommand::RenewLease { repo: "r".into(), node, now_ms: 1, until_ms: 2 });
         assert_eq!(judge(&state, here, &Actor::Node, &lease(2)), Ok(()));

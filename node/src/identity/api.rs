@@ -781,7 +781,13 @@ impl Identity for NodeIdentity {
         self.mirror_view(who, repo).await
     }
 
-    async fn put_mirror(&self, who: &Access, repo: &str, req: berth_gateway::identity::MirrorRequest, create: bool) -> Result<berth_gateway::identity::MirrorView, ApiError> {
+    async fn put_mirror(
+        &self,
+        who: &Access,
+        repo: &str,
+        req: berth_gateway::identity::MirrorRequest,
+        create: bool,
+    ) -> Result<berth_gateway::identity::MirrorView, ApiError> {
         self.mirror_put(who, repo, req, create).await
     }
 

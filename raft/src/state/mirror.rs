@@ -292,9 +292,10 @@ mod tests {
         assert_eq!(repo_state(&s, "team/app").unwrap(), RepoState::Mirror, "creating a mirror makes the repository one");
         assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Refused(_)), "created once");
         assert_eq!(s.run(link("team/app")), MetaResponse::RepositoryState { state: RepoState::Mirror });
-        assert_eq!(s.run(MetaCommand::AsRobot { robot: "team+other".into(), cmd: Box::new(link("team/app")) }), MetaResponse::RepositoryState {
-            state: RepoState::Mirror
-        });
+        assert_eq!(
+            s.run(MetaCommand::AsRobot { robot: "team+other".into(), cmd: Box::new(link("team/app")) }),
+            MetaResponse::RepositoryState { state: RepoState::Mirror }
+        );
         assert_eq!(s.run(as_robot(link("team/app"))), MetaResponse::Done);
         assert_eq!(set(RepoState::Normal), MetaResponse::Done);
         assert_eq!(s.run(link("team/app")), MetaResponse::Done);

@@ -320,9 +320,10 @@ impl MirrorWorker {
             let media_type = parsed.media_type.clone();
             let held = self.meta.state().get_raw(&keys::manifest(&run.repo, &digest)).map_err(|e| e.to_string())?.is_some();
             if !held {
-                self.registry.manifest_put(&run.access, &run.name, &Reference::Digest(digest.clone()), Some(&media_type), bytes.clone()).await.map_err(|e| {
-                    format!("storing manifest {digest}: {}", e.message)
-                })?;
+                self.registry
+                    .manifest_put(&run.access, &run.name, &Reference::Digest(digest.clone()), Some(&media_type), bytes.clone())
+                    .await
+                    .map_err(|e| format!("storing manifest {digest}: {}", e.message))?;
                 run.copied_manifests += 1;
             }
             Ok((digest, bytes, media_type))

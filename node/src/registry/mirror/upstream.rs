@@ -70,7 +70,10 @@ pub struct FetchedManifest {
 impl Upstream {
     pub fn new(spec: UpstreamSpec) -> Result<Upstream> {
         let (host, path) = spec.reference.split_once('/').ok_or_else(|| UpstreamError::Config(format!("reference {} has no path", spec.reference)))?;
-        let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(15)).timeout(spec.timeout).user_agent(concat!("berth-mirror/", env!("CARGO_PKG_VERSION")));
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(spec.timeout)
+            .user_agent(concat!("berth-mirror/", env!("CARGO_PKG_VERSION")));
         if !spec.verify_tls {
             b = b.danger_accept_invalid_certs(true);
         }
@@ -149,7 +152,8 @@ impl Upstream {
             return Err(UpstreamError::Http(format!("asks for auth scheme {scheme:?}, which berth does not speak")));
         }
         let params = challenge_params(params);
-        let realm = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| UpstreamError::Http("bearer challenge without realm".into()))?;
+        let realm =
+            params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| UpstreamError::Http("bearer challenge without realm".into()))?;
         let mut url = reqwest::Url::parse(&realm).map_err(|e| UpstreamError::Http(format!("bearer realm {realm:?}: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
@@ -168,7 +172,11 @@ impl Upstream {
             return Err(UpstreamError::Status { what: "the token request".into(), status: resp.status(), detail: String::new() });
         }
         let body: serde_json::Value = resp.json().await.map_err(|e| UpstreamError::Http(format!("token answer: {e}")))?;
-        let token = body.get("token").or_else(|| body.get("access_token")).and_then(|t| t.as_str()).ok_or_else(|| UpstreamError::Http("token answer without a token".into()))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| UpstreamError::Http("token answer without a token".into()))?;
         Ok(format!("Bearer {token}"))
     }
 
