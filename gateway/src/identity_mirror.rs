@@ -78,6 +78,10 @@ pub struct MirrorRequest {
     /// Architectures kept from an index; `null` keeps all.
     #[serde(default, deserialize_with = "present")]
     pub architecture_filter: Option<Option<Vec<String>>>,
+    /// berth's own: the region whose nodes run the sync (close to the
+    /// upstream); `null` for any.
+    #[serde(default, deserialize_with = "present")]
+    pub preferred_region: Option<Option<String>>,
 }
 
 /// A mirror as `GET` shows it.
@@ -102,6 +106,7 @@ pub struct MirrorView {
     /// berth's own: the last sync's outcome, and the node running one.
     pub last_sync_message: Option<String>,
     pub syncing_node: Option<u64>,
+    pub preferred_region: Option<String>,
 }
 
 pub(super) fn routes() -> Router<Shared> {

@@ -468,10 +468,20 @@ fn mirror_sync_follows_the_upstream() {
 
     let robot = team_with_robot(&n1, &creds);
     let path = format!("/api/v1/repository/{REPO}/mirror");
-    let (s, v) = api(&n2, &creds, "POST", &path, Some(mirror_of(&up)));
+    // Synced by node 3, in the region preferred (close to the upstream).
+    let mut config = mirror_of(&up);
+    config["preferred_region"] = json!(REGIONS[2]);
+    let (s, v) = api(&n2, &creds, "POST", &path, Some(config));
     assert_eq!(s, 201, "{v}");
+    assert_eq!(v["preferred_region"], REGIONS[2]);
 
     let m = sync_and_wait(&n2, &n3, &creds, &["1-1", "1-2", "latest"]);
+    let synced_by = || -> Vec<u64> {
+        let (_, logs) = api(&n2, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+        logs["logs"].as_array().unwrap().iter().filter(|l| l["kind"] == "repo_mirror_sync_success").filter_map(|l| l["node"].as_u64()).collect()
+    };
+    eventually("the sync's usage log", Duration::from_secs(10), || !synced_by().is_empty());
+    assert_eq!(synced_by(), [3], "the preferred region's node synced");
     assert_eq!(m["sync_retries_remaining"], 3, "{m}");
     assert!(m["last_sync_message"].as_str().unwrap().contains("synced 3 tags"), "{m}");
     for tag in ["1-1", "1-2", "latest"] {

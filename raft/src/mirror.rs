@@ -104,6 +104,9 @@ pub struct MirrorConfig {
     pub timeout_s: u64,
     /// Architectures kept from an index; `None` keeps every child.
     pub architecture_filter: Option<Vec<String>>,
+    /// The region whose nodes sync this mirror (close to the upstream);
+    /// nodes elsewhere take a due sync only after a grace period.
+    pub preferred_region: Option<String>,
 }
 
 /// The node running a mirror's sync, until when.

@@ -52,6 +52,9 @@ pub enum MirrorCommand {
         /// Keep the configuration but stop syncing.
         #[arg(long)]
         disabled: bool,
+        /// Run the sync on a node of this region (close to the upstream).
+        #[arg(long)]
+        region: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -113,6 +116,7 @@ pub async fn run_mirror(command: MirrorCommand) -> anyhow::Result<()> {
             architectures,
             timeout,
             disabled,
+            region,
             target,
         } => {
             let client = AdminClient::new(&target)?;
@@ -141,6 +145,7 @@ pub async fn run_mirror(command: MirrorCommand) -> anyhow::Result<()> {
                 }),
                 skopeo_timeout_interval: timeout.map(|d| d.as_secs()),
                 architecture_filter: (!architectures.is_empty()).then_some(Some(architectures)),
+                preferred_region: region.map(Some),
             };
             let view: MirrorView = if exists { client.put_json(&path, &req).await? } else { client.post(&path, &req).await? };
             println!("{repo} mirrors {} ({}), status {}", view.external_reference, view.root_rule.rule_value.join(","), view.sync_status);
@@ -165,6 +170,7 @@ pub async fn run_mirror(command: MirrorCommand) -> anyhow::Result<()> {
                 ["username".into(), v.external_registry_username.clone().unwrap_or_else(|| "-".into())],
                 ["verify tls".into(), yes_no(v.external_registry_config.verify_tls.unwrap_or(true))],
                 ["proxy".into(), proxy.and_then(|p| p.https_proxy.clone().or(p.http_proxy.clone())).unwrap_or_else(|| "-".into())],
+                ["region".into(), v.preferred_region.clone().unwrap_or_else(|| "any".into())],
                 ["architectures".into(), v.architecture_filter.as_ref().map(|a| a.join(",")).unwrap_or_else(|| "all".into())],
             ];
             print_table(["FIELD", "VALUE"], rows);

@@ -255,6 +255,7 @@ mod tests {
             no_proxy: None,
             timeout_s: 300,
             architecture_filter: None,
+            preferred_region: None,
         }
     }
 

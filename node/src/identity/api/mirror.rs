@@ -40,6 +40,7 @@ fn view(rec: &MirrorRecord) -> MirrorView {
         architecture_filter: c.architecture_filter.clone(),
         last_sync_message: rec.status.last_message.clone(),
         syncing_node: rec.lease.as_ref().map(|l| l.node),
+        preferred_region: c.preferred_region.clone(),
     }
 }
 
@@ -186,6 +187,17 @@ impl NodeIdentity {
             (None, Some(o)) => o.architecture_filter.clone(),
             (None, None) => None,
         };
+        let preferred_region = match (req.preferred_region, old) {
+            (Some(Some(r)), _) => {
+                if r.parse::<berth_common::Region>().is_err() {
+                    return Err(bad(format!("preferred_region {r:?} is not a region name")));
+                }
+                Some(r)
+            }
+            (Some(None), _) => None,
+            (None, Some(o)) => o.preferred_region.clone(),
+            (None, None) => None,
+        };
         let config = MirrorConfig {
             is_enabled: req.is_enabled.or(old.map(|o| o.is_enabled)).unwrap_or(true),
             external_reference,
@@ -202,6 +214,7 @@ impl NodeIdentity {
             no_proxy,
             timeout_s,
             architecture_filter,
+            preferred_region,
         };
         Ok((config, keep_password))
     }

@@ -43,6 +43,8 @@ pub struct MirrorWorker {
     registry: Arc<dyn Registry>,
     audit: AuditLog,
     cfg: MirrorSyncConfig,
+    /// This node's region: a mirror preferring another waits before taking a due sync.
+    region: String,
     /// Mirrors this node is syncing now.
     running: Mutex<HashSet<String>>,
 }
@@ -61,8 +63,14 @@ struct Run {
 }
 
 impl MirrorWorker {
-    pub fn new(meta: MetaNodeHandle, registry: Arc<dyn Registry>, audit: AuditLog, cfg: MirrorSyncConfig) -> Arc<MirrorWorker> {
-        Arc::new(MirrorWorker { meta, registry, audit, cfg, running: Mutex::new(HashSet::new()) })
+    pub fn new(meta: MetaNodeHandle, registry: Arc<dyn Registry>, audit: AuditLog, cfg: MirrorSyncConfig, region: String) -> Arc<MirrorWorker> {
+        Arc::new(MirrorWorker { meta, registry, audit, cfg, region, running: Mutex::new(HashSet::new()) })
+    }
+
+    /// How long a due sync is left to the nodes of its preferred region
+    /// before any node takes it: three of their polls.
+    fn region_grace_ms(&self) -> u64 {
+        3 * self.cfg.poll_interval_ms
     }
 
     /// Polls for due mirrors until shutdown.
@@ -93,6 +101,15 @@ impl MirrorWorker {
                 continue;
             }
             if self.running.lock().expect("running lock").contains(&repo) {
+                continue;
+            }
+            // Due since the scheduled (or asked-for) start, or since the
+            // lapse of a dead node's lease.
+            let due_since = match (&rec.status.sync_status, &rec.lease) {
+                (SyncStatus::Syncing, Some(l)) => l.until_ms,
+                _ => rec.status.next_start_ms,
+            };
+            if rec.config.preferred_region.as_ref().is_some_and(|r| *r != self.region) && now < due_since + self.region_grace_ms() {
                 continue;
             }
             let node = self.meta.id();
