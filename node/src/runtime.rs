@@ -291,7 +291,8 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()));
     let identity = Arc::new(NodeIdentity::new(meta.clone(), auth, audit.clone()));
-    let mirror_worker = crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());
+    let mirror_worker =
+        crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());
     let http_stop = stopped(rx.clone());
     let http_listener = listeners.http;
     let forwarder = reqwest::Client::builder()

@@ -838,3 +838,41 @@ fn the_mirror_command_line() {
     ok(&["mirror", "state", REPO, "READ_ONLY", "--data-dir", &dir]);
     assert_eq!(state_of(&n1, &creds), "READ_ONLY");
 }
+
+/// An upstream that speaks the Docker token flow (berth itself: a 401
+/// with `WWW-Authenticate: Bearer realm=…`): the sync fetches a token
+/// with the upstream credentials and mirrors.
+#[test]
+fn mirror_from_an_upstream_with_token_auth() {
+    let c = ProcCluster::start(1);
+    let creds = format!("admin:{}", c.password);
+    let n1 = c.http[0].clone();
+    let work = work_dir(&c);
+    let challenge = run(Command::new("curl").args(["-sS", "-D", "-", "-o", "/dev/null"]).arg(format!("http://{n1}/v2/team/source/tags/list")));
+    assert!(challenge.to_lowercase().contains("bearer realm="), "berth challenges with a token realm: {challenge}");
+    team_with_robot(&n1, &creds);
+    let layout = work.join("img");
+    image_layout(&layout, "1-0", "token flow");
+    let out = skopeo_push(&layout, "1-0", &format!("{n1}/team/source:1-0"), &creds);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut m = mirror_of_reference(&format!("{n1}/team/source"), "admin", &c.password);
+    m["root_rule"]["rule_value"] = json!(["1-*"]);
+    let (s, v) = api(&n1, &creds, "POST", &format!("/api/v1/repository/{REPO}/mirror"), Some(m));
+    assert_eq!(s, 201, "{v}");
+    sync_and_wait(&n1, &n1, &creds, &["1-0"]);
+    assert_eq!(raw_digest(&format!("docker://{n1}/{REPO}:1-0"), &creds), raw_digest(&format!("docker://{n1}/team/source:1-0"), &creds));
+}
+
+fn mirror_of_reference(reference: &str, user: &str, password: &str) -> Value {
+    json!({
+        "is_enabled": true,
+        "external_reference": reference,
+        "external_registry_username": user,
+        "external_registry_password": password,
+        "sync_start_date": "2030-01-01T00:00:00Z",
+        "sync_interval": 86400,
+        "robot_username": "team+sync",
+        "root_rule": {"rule_kind": "tag_glob_csv", "rule_value": ["*"]},
+        "external_registry_config": {"verify_tls": false},
+    })
+}

@@ -273,8 +273,8 @@ impl MirrorWorker {
             run.stop.store(true, Ordering::SeqCst);
             return Err("the sync was cancelled or its lease taken over".into());
         }
+        // The lease is still ours: this sync's failure is ours to record.
         if rules::repo_state(&state, &run.repo).map_err(|e| e.to_string())? != RepoState::Mirror {
-            run.stop.store(true, Ordering::SeqCst);
             return Err("the repository is no longer in MIRROR state".into());
         }
         Ok(())
