@@ -876,3 +876,56 @@ fn mirror_of_reference(reference: &str, user: &str, password: &str) -> Value {
         "external_registry_config": {"verify_tls": false},
     })
 }
+
+/// `sync-cancel` while a sync runs: the syncing node stops at its next
+/// step and records nothing over the CANCEL status; the lease is free.
+#[test]
+fn a_cancelled_sync_stops() {
+    const TAGS: usize = 12;
+    let c = ProcCluster::start(3);
+    let creds = format!("admin:{}", c.password);
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    let layout = work.join("layout");
+    for i in 0..TAGS {
+        let tag = format!("1-{i:02}");
+        let noise: Vec<u8> = (0..4 << 20).map(|j: usize| (j.wrapping_mul(2246822519).wrapping_add(i * 104729) >> 11) as u8).collect();
+        image_layout(&layout.join(&tag), &tag, noise);
+        seed(&up, &layout.join(&tag), &tag, &tag);
+    }
+    team_with_robot(&c.http[0], &creds);
+    let path = format!("/api/v1/repository/{REPO}/mirror");
+    let (s, v) = api(&c.http[0], &creds, "POST", &path, Some(mirror_of(&up)));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api(&c.http[0], &creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "never saw the sync in progress");
+        let (_, m) = api(&c.http[1], &creds, "GET", &path, None);
+        if m["sync_status"] == "SYNCING" && !berth_tags(&c.http[1], &creds).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, v) = api(&c.http[2], &creds, "POST", &format!("{path}/sync-cancel"), None);
+    assert_eq!(s, 204, "{v}");
+    // The worker noticed and stopped: its usage log says so.
+    eventually("the sync stopped", Duration::from_secs(30), || {
+        let (_, logs) = api(&c.http[0], &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+        logs["logs"].as_array().unwrap().iter().any(|l| l["kind"] == "repo_mirror_sync_failed" && l["metadata"]["message"].as_str().is_some_and(|m| m.contains("cancelled")))
+    });
+    let copied = berth_tags(&c.http[0], &creds).len();
+    assert!(copied < TAGS, "cancelled before the end: {copied} of {TAGS}");
+    for n in &c.http {
+        let (_, m) = api(n, &creds, "GET", &path, None);
+        assert_eq!((m["sync_status"].as_str(), m["syncing_node"].as_u64()), (Some("CANCEL"), None), "{m}");
+    }
+    // A cancelled mirror syncs again when asked.
+    let (s, v) = api(&c.http[1], &creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    let want: Vec<String> = (0..TAGS).map(|i| format!("1-{i:02}")).collect();
+    eventually("the whole sync", Duration::from_secs(120), || {
+        api(&c.http[1], &creds, "GET", &path, None).1["sync_status"] == "SUCCESS" && berth_tags(&c.http[1], &creds) == want
+    });
+}
