@@ -833,6 +833,19 @@ fn the_mirror_command_line() {
     }
     let table = ok(&["mirror", "show", REPO, "--data-dir", &dir]);
     assert!(table.contains("SUCCESS") && table.contains("1-*") && !table.contains(UP_PASS), "{table}");
+    // The sync has the robot's rights: without its write grant, it fails and says why.
+    ok(&["repo", "revoke", REPO, "--account", "team+sync", "--data-dir", &dir]);
+    ok(&["mirror", "sync", REPO, "--data-dir", &dir]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown: Value = serde_json::from_str(&ok(&["mirror", "show", REPO, "--data-dir", &dir, "--json"])).unwrap();
+        if shown["sync_status"] == "FAIL" {
+            assert!(shown["last_sync_message"].as_str().unwrap().contains("may not write"), "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure: {shown}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     ok(&["mirror", "cancel", REPO, "--data-dir", &dir]);
     assert!(ok(&["mirror", "show", REPO, "--data-dir", &dir]).contains("CANCEL"));
     ok(&["mirror", "state", REPO, "READ_ONLY", "--data-dir", &dir]);
@@ -913,7 +926,11 @@ fn a_cancelled_sync_stops() {
     // The worker noticed and stopped: its usage log says so.
     eventually("the sync stopped", Duration::from_secs(30), || {
         let (_, logs) = api(&c.http[0], &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
-        logs["logs"].as_array().unwrap().iter().any(|l| l["kind"] == "repo_mirror_sync_failed" && l["metadata"]["message"].as_str().is_some_and(|m| m.contains("cancelled")))
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["kind"] == "repo_mirror_sync_failed" && l["metadata"]["message"].as_str().is_some_and(|m| m.contains("cancelled")))
     });
     let copied = berth_tags(&c.http[0], &creds).len();
     assert!(copied < TAGS, "cancelled before the end: {copied} of {TAGS}");

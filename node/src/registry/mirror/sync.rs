@@ -222,6 +222,14 @@ impl MirrorWorker {
         .map_err(|e| e.to_string())?;
         let name: RepoName = repo.parse().map_err(|e| format!("repository name: {e}"))?;
         let access = Access { principal: Principal::Robot { name: c.robot.clone() }, ip: None };
+        // The sync writes as the robot, with the robot's rights: one whose
+        // write grant was taken away syncs nothing.
+        let state = self.meta.state();
+        let repo_rec = state.get::<berth_raft::command::RepositoryRecord>(&keys::repo(repo)).map_err(|e| e.to_string())?;
+        let role = crate::identity::policy::repo_role(&state, &access.principal, repo, repo_rec.as_ref()).map_err(|e| e.to_string())?;
+        if role < Some(berth_raft::command::Role::Write) {
+            return Err(format!("robot {} may not write to {repo}: grant it write", c.robot));
+        }
         let mut run = Run { repo: repo.to_string(), name, rec: rec.clone(), access, upstream, stop, copied_blobs: 0, copied_manifests: 0 };
 
         let upstream_tags = run.upstream.tags().await.map_err(|e| e.to_string())?;
