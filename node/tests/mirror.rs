@@ -596,6 +596,8 @@ fn a_sync_whose_node_dies_is_taken_over() {
     }
     let victim = victim.unwrap();
     c.procs[victim as usize - 1].kill9();
+    let killed_at = Instant::now();
+    let mut announced = false;
     let survivor = c.http[if victim == 1 { 1 } else { 0 }].clone();
 
     // Another node takes over once the lease lapses, and completes.
@@ -606,8 +608,13 @@ fn a_sync_whose_node_dies_is_taken_over() {
             break;
         }
         assert!(Instant::now() < deadline, "the sync was not completed after the kill: {m}");
+        if !announced && m["syncing_node"].as_u64().is_some_and(|n| n != victim) {
+            announced = true;
+            println!("lease taken over by node {} {:?} after the kill", m["syncing_node"], killed_at.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
+    println!("sync of {TAGS} tags of 4 MiB completed {:?} after node {victim} was killed", killed_at.elapsed());
     let (_, logs) = api(&survivor, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
     let done_by: Vec<u64> =
         logs["logs"].as_array().unwrap().iter().filter(|l| l["kind"] == "repo_mirror_sync_success").filter_map(|l| l["node"].as_u64()).collect();
