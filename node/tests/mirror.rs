@@ -200,7 +200,8 @@ fn mirror_configuration_and_the_mirror_state() {
     let robot_creds = format!("team+sync:{}", robot["token"].as_str().unwrap());
     let mirror_path = format!("/api/v1/repository/{REPO}/mirror");
 
-    let refusals: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let refusals: Vec<(&str, Change)> = vec![
         ("sync_start_date", Box::new(|m| m["sync_start_date"] = json!("2030-01-01 00:00:00"))),
         ("robot_username", Box::new(|m| m["robot_username"] = json!("team+ghost"))),
         ("robot_username", Box::new(|m| m["robot_username"] = json!("other+sync"))),
@@ -353,7 +354,7 @@ fn index_layout(dir: &Path, tag: &str, salt: &str) -> String {
     };
     let mut manifests = vec![];
     for arch in ["amd64", "arm64"] {
-        let (ld, ls) = put(&layer_tar(&format!("layer for {arch} {salt}")));
+        let (ld, ls) = put(&layer_tar(format!("layer for {arch} {salt}")));
         let (cd, cs) = put(format!(r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#).as_bytes());
         let m = json!({
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -35,6 +35,10 @@ use crate::identity::audit::AuditLog;
 use crate::registry::manifest::{self, Kind};
 use crate::util::now_ms;
 
+/// A manifest copied (its digest, bytes and media type), boxed: an index
+/// copies its children by recursion.
+type CopyFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Digest, Bytes, String), String>> + Send + 'a>>;
+
 /// How deep an index may nest indexes.
 const MAX_DEPTH: usize = 4;
 
@@ -302,12 +306,7 @@ impl MirrorWorker {
 
     /// Copies the manifest at `reference` (and, for an index, its kept
     /// children) and stores it by digest; returns what was stored.
-    fn copy_manifest<'a>(
-        &'a self,
-        run: &'a mut Run,
-        reference: &'a str,
-        depth: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Digest, Bytes, String), String>> + Send + 'a>> {
+    fn copy_manifest<'a>(&'a self, run: &'a mut Run, reference: &'a str, depth: usize) -> CopyFuture<'a> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
                 return Err(format!("{reference}: indexes nested deeper than {MAX_DEPTH}"));
