@@ -491,6 +491,17 @@ fn mirror_sync_follows_the_upstream() {
             assert_eq!(raw_digest(&format!("docker://{n}/{REPO}:{tag}"), &creds), upstream, "{tag} through {n}");
         }
     }
+    // Idempotent: a sync with nothing new upstream copies nothing.
+    let first_end = m["last_sync_message"].clone();
+    let (s, v) = api(&n1, &creds, "POST", &format!("{path}/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    eventually("a second sync", Duration::from_secs(60), || {
+        let (_, m) = api(&n1, &creds, "GET", &path, None);
+        m["sync_status"] == "SUCCESS" && m["last_sync_message"] != first_end
+            || m["last_sync_message"].as_str().is_some_and(|s| s.contains("(0 manifests and 0 blobs copied)"))
+    });
+    let (_, again) = api(&n1, &creds, "GET", &path, None);
+    assert!(again["last_sync_message"].as_str().unwrap().contains("synced 3 tags (0 manifests and 0 blobs copied), deleted 0"), "{again}");
     // Every node shows the same status.
     let (_, on1) = api(&n1, &creds, "GET", &path, None);
     assert_eq!((on1["sync_status"].as_str(), on1["syncing_node"].as_u64()), (Some("SUCCESS"), None), "{on1}");
