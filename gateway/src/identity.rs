@@ -34,6 +34,10 @@ mod quotas;
 pub use policies::*;
 pub use quotas::*;
 
+#[path = "identity_mirror.rs"]
+mod mirror;
+pub use mirror::{MirrorProxy, MirrorRegistryConfig, MirrorRequest, MirrorRootRule, MirrorView, RepoStateChange};
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -156,6 +160,8 @@ pub struct RepoView {
     pub can_admin: bool,
     /// Tag names.
     pub tags: Vec<String>,
+    /// `NORMAL`, `READ_ONLY` or `MIRROR`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -586,6 +592,21 @@ pub trait Identity: Send + Sync + 'static {
     async fn set_default_quota(&self, _who: &Access, _req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no quotas"))
     }
+    /// Repository states and mirrors; a backend without them answers 405.
+    async fn change_repo_state(&self, _who: &Access, _repo: &str, _req: RepoStateChange) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no repository states"))
+    }
+    async fn get_mirror(&self, _who: &Access, _repo: &str) -> Result<MirrorView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
+    /// `create`: `POST` (refused if one exists), else `PUT` (the fields given).
+    async fn put_mirror(&self, _who: &Access, _repo: &str, _req: MirrorRequest, _create: bool) -> Result<MirrorView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
+    /// `now`: `sync-now`, else `sync-cancel`.
+    async fn mirror_sync(&self, _who: &Access, _repo: &str, _now: bool) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not mirror"))
+    }
 }
 
 fn no_notifications() -> ApiError {
@@ -641,6 +662,7 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/organization/{org}/notifications/{uuid}/test", post(org_notification_test))
         .merge(policies::routes())
         .merge(quotas::routes())
+        .merge(mirror::routes())
         .with_state(identity)
 }
 
@@ -679,6 +701,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(policies::PolicyDoc::openapi());
     doc.merge(quotas::QuotaDoc::openapi());
+    doc.merge(mirror::MirrorDoc::openapi());
     doc
 }
 

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// retried, and the SMTP server for e-mail.
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// The repository-mirror sync worker.
+    #[serde(default)]
+    pub mirror: MirrorSyncConfig,
 }
 
 /// `[notifications]` (see `crate::notify`).
@@ -304,6 +307,28 @@ impl TagsConfig {
             .iter()
             .map(|o| crate::util::parse_lifetime_s(o).with_context(|| format!("expiration option {o:?} is not an integer and a unit (s, m, h, d, w, y)")))
             .collect()
+    }
+}
+
+/// `[mirror]`: the repository-mirror sync worker. Every node runs one;
+/// one node at a time syncs a given mirror, under a lease in the metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorSyncConfig {
+    /// How often the node looks for mirrors due a sync, ms (0: this node
+    /// never syncs).
+    pub poll_interval_ms: u64,
+    /// How long a sync's lease lasts unless renewed, s: after a node dies
+    /// mid-sync, another takes over this long after its last renewal.
+    pub lease_secs: u64,
+    /// A PEM bundle of CAs trusted for upstream registries, beside the
+    /// system's (an upstream with a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MirrorSyncConfig {
+    fn default() -> Self {
+        MirrorSyncConfig { poll_interval_ms: 2_000, lease_secs: 15, ca_file: None }
     }
 }
 

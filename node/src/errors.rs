@@ -25,3 +25,27 @@ pub fn state_err(e: impl std::fmt::Display) -> ApiError {
 pub fn tag_immutable(tag: &str) -> ApiError {
     ApiError::new(ErrorCode::TagImmutable, format!("tag {tag} is immutable: unlock it first (an administrator of the repository may)"))
 }
+
+/// A write the repository's state refused (inside the metadata command):
+/// `405 UNSUPPORTED`, on `/v2` and the API alike.
+pub fn repository_state(state: berth_raft::mirror::RepoState) -> ApiError {
+    use berth_raft::mirror::RepoState;
+    let message = match state {
+        RepoState::ReadOnly => "repository is read-only",
+        RepoState::Mirror => "repository is a mirror: only its mirror robot writes to it",
+        RepoState::Normal => "repository refused the write",
+    };
+    ApiError::method_not_allowed(message)
+}
+
+/// `cmd` as `principal` makes it: a robot's content write names the robot
+/// ([`MetaCommand::AsRobot`]), so a mirror repository can tell its
+/// robot's writes from others'.
+pub fn as_principal(principal: &berth_gateway::Principal, cmd: berth_raft::MetaCommand) -> berth_raft::MetaCommand {
+    match principal {
+        berth_gateway::Principal::Robot { name } if berth_raft::state::mirror::content_repo(&cmd).is_some() => {
+            berth_raft::MetaCommand::AsRobot { robot: name.clone(), cmd: Box::new(cmd) }
+        }
+        _ => cmd,
+    }
+}

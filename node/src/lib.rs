@@ -14,6 +14,8 @@
 //!   its custody, peer and HTTPS certificates, the leader's rules for
 //!   writes, the admin API);
 //! - [`metrics`], the counters and gauges of `/metrics`;
+//! - [`mirror_config`]: what a repository mirror's configuration may say
+//!   (the sync itself is `registry::mirror`);
 //! - [`runtime`]: `cluster init`, `cluster join` and running a node, which
 //!   puts all of the above together; [`dev`]: `berth dev`.
 //!
@@ -26,6 +28,7 @@ pub mod dev;
 pub mod errors;
 pub mod identity;
 pub mod metrics;
+pub mod mirror_config;
 pub mod notify;
 pub mod registry;
 pub mod runtime;

@@ -56,6 +56,7 @@ impl NodeAddrs {
             replication: Default::default(),
             gc: Default::default(),
             tags: Default::default(),
+            mirror: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
@@ -346,6 +347,8 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
             .with_notifications(crate::notify::Policy::new(&config.notifications))
             .with_tag_expiration_options(config.tags.expiration_options_s()?),
     );
+    let mirror_worker =
+        crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());
     let deliverer = {
         let audit = audit.clone();
         let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
@@ -395,6 +398,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     tasks.push(tokio::spawn(expire_uploads(uploads.clone(), rx.clone())));
     tasks.push(tokio::spawn(collect_garbage(meta.clone(), replicator.store().clone(), config.gc.clone(), gc_stats.clone(), rx.clone())));
     tasks.push(tokio::spawn(close_expired_tags(meta.clone(), audit.clone(), config.tags.clone(), rx.clone())));
+    tasks.push(tokio::spawn(mirror_worker.run(rx.clone())));
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
     Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })

@@ -51,6 +51,11 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
     assert!(doc["paths"]["/api/v1/organization/{org}"].get("put").is_some(), "PUT /organization/{{org}} is documented");
     assert!(doc["components"]["schemas"]["OrgUpdate"]["properties"].get("tag_expiration_s").is_some());
     assert!(doc["components"]["schemas"]["PasswordChange"]["properties"].get("tag_expiration_s").is_some());
+    // Repository states and mirrors, on Quay's paths.
+    for op in ["changestate", "mirror", "mirror/sync-now", "mirror/sync-cancel"] {
+        let path = format!("/api/v1/repository/{{namespace}}/{{repository}}/{op}");
+        assert!(doc["paths"].get(&path).is_some(), "{path} is documented");
+    }
     // The cluster and drill API stays out: schemathesis holds the operator
     // token, and a generated isolation would cut the node off for minutes.
     for path in ["/api/v1/drill/isolate", "/api/v1/drill/probe", "/api/v1/cluster/transfer-leader"] {

@@ -12,6 +12,7 @@ use berth_common::{Digest, NodeId};
 use serde::{Deserialize, Serialize};
 
 // A command carries records; they are named here as well as in `records`.
+pub use crate::mirror::*;
 pub use crate::records::*;
 
 /// The payload of a Raft log entry. The variant is the command format
@@ -171,6 +172,15 @@ pub enum MetaCommand {
     Notification(NotificationCommand),
     /// A namespace's storage quota (see [`QuotaCommand`]).
     Quota(QuotaCommand),
+    /// Repository states and mirrors (see [`crate::mirror`]).
+    Mirror(MirrorCommand),
+    /// `cmd`, made by the robot `robot` (the leader checks that the write
+    /// is that robot's): a mirror repository takes content writes from its
+    /// mirror robot only, and must know who makes them when it applies them.
+    AsRobot {
+        robot: String,
+        cmd: Box<MetaCommand>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +235,8 @@ impl MetaCommand {
             MetaCommand::PutManifestFrom { .. } => "put_manifest",
             MetaCommand::Notification(c) => c.kind(),
             MetaCommand::Quota(c) => c.kind(),
+            MetaCommand::Mirror(c) => c.kind(),
+            MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
         }
     }
 }
@@ -252,6 +264,11 @@ pub enum MetaResponse {
     /// quota, and changed nothing.
     QuotaExceeded {
         namespace: String,
+    },
+    /// The repository's state (read-only, or a mirror written by another)
+    /// refuses the write, which changed nothing.
+    RepositoryState {
+        state: RepoState,
     },
 }
 

@@ -7,6 +7,7 @@
 //!   commands);
 //! - [`state`]: the state machine's rules, independent of storage, with
 //!   [`state::identity`] and [`state::ca`] for those commands;
+//! - [`mirror`]: repository states and mirrors (records and commands, a leaf);
 //! - [`membership`]: the leader's choice of voters;
 //! - [`store`]: RocksDB log store and state machine;
 //! - [`network`]: the gRPC client side, with a link filter for fault tests;
@@ -22,6 +23,7 @@ pub mod command;
 pub mod forward;
 pub mod membership;
 pub mod meta;
+pub mod mirror;
 pub mod network;
 pub mod pb;
 pub mod records;

@@ -16,6 +16,9 @@ use clap::Subcommand;
 
 use crate::print_json;
 
+#[path = "mirror.rs"]
+pub mod mirror;
+
 const SCOPES: [&str; 8] = ["repo:read", "repo:write", "repo:admin", "repo:create", "user:read", "user:admin", "org:admin", "super:user"];
 
 /// Prints rows as aligned columns under an upper-case header.

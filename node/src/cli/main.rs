@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: tags::QuotaCommand,
     },
+    /// A repository's mirror of an upstream registry, and its state.
+    Mirror {
+        #[command(subcommand)]
+        command: identity::mirror::MirrorCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -533,6 +538,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag { command } => tags::run_tag(command).await?,
         Command::Policy { command } => tags::run_policy(command).await?,
         Command::Quota { command } => tags::run_quota(command).await?,
+        Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, NotificationCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -116,6 +116,19 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         ) => Rule::Client,
         // Quotas are set by superusers only (members read them).
         M::Quota(_) => Rule::Admin,
+        M::Mirror(c) => match c {
+            // Whether the client administers the repository is the
+            // serving node's decision, as for its other settings.
+            MirrorCommand::SetRepoState { .. } | MirrorCommand::PutMirror { .. } | MirrorCommand::SyncNow { .. } | MirrorCommand::SyncCancel { .. } => {
+                Rule::Client
+            }
+            // The sync worker's, for the node running the sync.
+            MirrorCommand::AcquireLease { node, .. } | MirrorCommand::RenewLease { node, .. } | MirrorCommand::FinishSync { node, .. } => {
+                Rule::NodeOwn { names: vec![*node] }
+            }
+        },
+        // Judged in `judge`: the robot's own, then the command's rule.
+        M::AsRobot { cmd, .. } => rule_of(state, cmd)?,
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -171,6 +184,13 @@ fn node_own(origin: Origin, actor: &Actor, names: &[NodeId]) -> Result<(), Strin
 
 /// Judges `cmd` for `actor`, submitted at `origin`, by its rule.
 pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand) -> Result<(), String> {
+    // A write a robot makes names that robot: the repository's state
+    // trusts the name (a mirror takes its robot's writes only).
+    if let MetaCommand::AsRobot { robot, .. } = cmd {
+        if *actor != Actor::Client(berth_raft::ClientAccount::Robot(robot.clone())) {
+            return Err("a robot's write must come from that robot".into());
+        }
+    }
     let rule = rule_of(state, cmd).map_err(|e| format!("the leader could not read its state: {e}"))?;
     match rule {
         Rule::Bootstrap if origin.forwarded => Err("bootstrap is never forwarded".into()),
@@ -322,5 +342,21 @@ mod tests {
             assert!(judge(&state, here, &Actor::Node, &quota).is_err());
             assert!(judge(&state, here, &Actor::Client(ClientAccount::User("ghost".into())), &quota).is_err());
         }
+        // A robot's content write is that robot's alone.
+        let link = MetaCommand::LinkBlob { repo: "r".into(), digest: berth_common::Digest::sha256_of(b"x"), size: 1, node: 2, now_ms: 1 };
+        let as_robot = MetaCommand::AsRobot { robot: "team+sync".into(), cmd: Box::new(link) };
+        for other in
+            [Actor::Node, Actor::OPERATOR, Actor::Client(ClientAccount::Robot("team+other".into())), Actor::Client(ClientAccount::User("team+sync".into()))]
+        {
+            assert_eq!(judge(&state, here, &other, &as_robot), Err("a robot's write must come from that robot".into()), "{other:?}");
+        }
+        assert!(
+            judge(&state, here, &Actor::Client(ClientAccount::Robot("team+sync".into())), &as_robot).unwrap_err().contains("no longer exists"),
+            "then judged as the command"
+        );
+        // The sync worker's lease commands name the submitting node only.
+        let lease = |node| MetaCommand::Mirror(MirrorCommand::RenewLease { repo: "r".into(), node, now_ms: 1, until_ms: 2 });
+        assert_eq!(judge(&state, here, &Actor::Node, &lease(2)), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &lease(3)).is_err());
     }
 }

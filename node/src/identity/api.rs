@@ -23,6 +23,7 @@ use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFI
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod mirror;
 mod notifications;
 mod policies;
 mod quotas;
@@ -251,6 +252,7 @@ impl NodeIdentity {
             can_write: role >= Some(Role::Write),
             can_admin: role >= Some(Role::Admin),
             tags,
+            state: berth_raft::state::mirror::repo_state(&self.state(), &rec.name).map_err(state_err)?.as_str().into(),
         })
     }
 
@@ -970,6 +972,28 @@ impl Identity for NodeIdentity {
 
     async fn set_default_quota(&self, who: &Access, req: Option<QuotaBody>) -> Result<DefaultQuota, ApiError> {
         self.default_quota_set(who, req).await
+    }
+
+    async fn change_repo_state(&self, who: &Access, repo: &str, req: berth_gateway::identity::RepoStateChange) -> Result<(), ApiError> {
+        self.change_state(who, repo, req).await
+    }
+
+    async fn get_mirror(&self, who: &Access, repo: &str) -> Result<berth_gateway::identity::MirrorView, ApiError> {
+        self.mirror_view(who, repo).await
+    }
+
+    async fn put_mirror(
+        &self,
+        who: &Access,
+        repo: &str,
+        req: berth_gateway::identity::MirrorRequest,
+        create: bool,
+    ) -> Result<berth_gateway::identity::MirrorView, ApiError> {
+        self.mirror_put(who, repo, req, create).await
+    }
+
+    async fn mirror_sync(&self, who: &Access, repo: &str, now: bool) -> Result<(), ApiError> {
+        self.mirror_sync_request(who, repo, now).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

@@ -234,8 +234,34 @@ impl NodeRegistry {
     }
 
     /// A metadata write for the client `who`.
+    /// The repository's state as this node knows it, checked before a
+    /// push moves any bytes: a client is told at once. The command checks
+    /// it again when applied, which is what no race gets past.
+    fn refused_by_state(&self, access: &Access, repo: &RepoName) -> Result<(), ApiError> {
+        use berth_raft::state::mirror;
+        let state = self.state();
+        let robot = match &access.principal {
+            berth_gateway::Principal::Robot { name } => Some(name.as_str()),
+            _ => None,
+        };
+        match mirror::repo_state(&state, repo.as_str()).map_err(state_err)? {
+            berth_raft::mirror::RepoState::Normal => Ok(()),
+            berth_raft::mirror::RepoState::Mirror
+                if robot.is_some() && mirror::mirror(&state, repo.as_str()).map_err(state_err)?.map(|m| m.config.robot).as_deref() == robot =>
+            {
+                Ok(())
+            }
+            other => Err(crate::errors::repository_state(other)),
+        }
+    }
+
+    /// A refusal by the repository's state (read-only, mirror) is the
+    /// same error whichever write it was.
     async fn write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
-        self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)
+        match self.meta.write(actor_of(&who.principal), crate::errors::as_principal(&who.principal, cmd)).await.map_err(meta_err)? {
+            MetaResponse::RepositoryState { state } => Err(crate::errors::repository_state(state)),
+            other => Ok(other),
+        }
     }
 
     async fn link(&self, repo: &RepoName, digest: &Digest) -> Result<BlobLink, ApiError> {
@@ -670,6 +696,7 @@ impl Registry for NodeRegistry {
     }
 
     async fn blob_put(&self, access: &Access, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
+        self.refused_by_state(access, repo)?;
         let store = self.uploads.store();
         let mut staging = store.create_staging().await.map_err(blob_err)?;
         write_body(&mut staging, body).await?;
@@ -695,6 +722,7 @@ impl Registry for NodeRegistry {
 
     async fn upload_start(&self, access: &Access, repo: &RepoName) -> Result<UploadState, ApiError> {
         self.check_quota(repo, None)?;
+        self.refused_by_state(access, repo)?;
         self.uploads.start(&access.principal.performer(), repo.as_str()).await
     }
 
@@ -738,6 +766,7 @@ impl Registry for NodeRegistry {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PutOutcome, ApiError> {
+        self.refused_by_state(access, repo)?;
         let parsed = manifest::parse(&bytes, content_type)?;
         let digest = match reference {
             Reference::Digest(d) => {

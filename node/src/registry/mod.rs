@@ -6,10 +6,12 @@
 //! - [`manifest`]: what a manifest says (media types, the blobs and
 //!   manifests it names, its subject);
 //! - [`gc`]: online garbage collection of blobs no manifest references;
+//! - [`mirror`]: repository mirroring (configuration rules, sealing, sync);
 //! - [`lifecycle`]: the leader's pass that closes expired tag rows.
 
 pub mod api;
 pub mod gc;
 pub mod lifecycle;
 pub mod manifest;
+pub mod mirror;
 pub mod uploads;

@@ -117,6 +117,7 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
                 return Ok(MetaResponse::TagImmutable { tag });
             }
             delete_repository(state, ch, name)?;
+            super::mirror::forget_repository(ch, name);
             Ok(MetaResponse::Done)
         }
         I::SetPermission { repo, grantee, role } => set_permission(state, ch, repo, grantee, *role),

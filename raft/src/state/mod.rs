@@ -40,6 +40,8 @@
 //! | `a` | [`CaTrust`](crate::ca::CaTrust), once the CA has rotated |
 //! | `N` + id (u64 BE) | fingerprint of the CA the node runs on, see [`crate::ca`] |
 //! | `W`, `V`, `w`, `x` | notifications, their scopes, their outbox, events queued once: see [`notifications`] |
+//! | `y` + repo | [`RepoState`](crate::mirror::RepoState), see [`mirror`] |
+//! | `Y` + repo | [`MirrorRecord`](crate::mirror::MirrorRecord) |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -58,6 +60,7 @@ pub use crate::records::RECORD_VERSION;
 pub mod ca;
 mod cluster;
 pub mod identity;
+pub mod mirror;
 pub mod notifications;
 pub mod quotas;
 mod registry;
@@ -363,6 +366,16 @@ pub fn blobs(state: &impl StateRead) -> Result<Vec<(Digest, BlobRecord)>, StateE
 /// command has its handler, in the module of what it changes.
 pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse, Changes), StateError> {
     use MetaCommand as M;
+    // Who makes a content write matters to a mirror repository; the
+    // repository's state judges it before its handler does.
+    let (robot, cmd) = match cmd {
+        M::AsRobot { robot, cmd } if !matches!(**cmd, M::AsRobot { .. }) => (Some(robot.as_str()), &**cmd),
+        M::AsRobot { .. } => return Ok((MetaResponse::Refused("a robot's write is wrapped once".into()), Changes::default())),
+        cmd => (None, cmd),
+    };
+    if let Some(refused) = mirror::guard(state, cmd, robot)? {
+        return Ok((refused, Changes::default()));
+    }
     let mut ch = Changes::default();
     let ch_ = &mut ch;
     let resp = match cmd {
@@ -399,6 +412,8 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::LinkBlob { repo, digest, size, node, now_ms } => registry::link_blob(state, ch_, repo, digest, *size, *node, *now_ms),
         M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
+        M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
+        M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
     Ok((resp, ch))
 }

@@ -53,7 +53,10 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
 
 impl NodeIdentity {
     async fn tag_write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
-        self.meta.write(actor_of(&who.principal), cmd).await.map_err(meta_err)
+        match self.meta.write(actor_of(&who.principal), crate::errors::as_principal(&who.principal, cmd)).await.map_err(meta_err)? {
+            MetaResponse::RepositoryState { state } => Err(crate::errors::repository_state(state)),
+            other => Ok(other),
+        }
     }
 
     fn tag_rows(&self, repo: &str) -> Result<Vec<Row>, ApiError> {
