@@ -197,6 +197,11 @@ async fn run_elections(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let (voter, voters, leader, state) = {
             let m = inner.raft.metrics();
+            // Shut down: end at once, so that this task holds no handle
+            // (and so no lock on the store) after the node is gone.
+            if m.has_changed().is_err() || m.borrow().state == ServerState::Shutdown {
+                return;
+            }
             let m = m.borrow();
             let voters = m.membership_config.membership().voter_ids().count();
             let voter = m.membership_config.membership().voter_ids().any(|v| v == inner.id);
