@@ -663,11 +663,13 @@ impl MetaNodeHandle {
             return m
                 .millis_since_quorum_ack
                 .filter(|ms| Duration::from_millis(*ms) > patience)
-                .map(|ms| format!("leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id));
+                .map(|ms| format!("no metadata quorum: leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id));
         }
         (*self.inner.cut_off_since.lock().expect("cut_off_since lock"))?;
         let quiet = self.inner.leader_heard.lock().expect("leader_heard lock").unwrap_or(self.inner.started).elapsed();
-        (quiet > patience).then(|| format!("node {} has heard no leader for {} ms and reaches no majority of the voters", self.inner.id, quiet.as_millis()))
+        (quiet > patience).then(|| {
+            format!("no metadata quorum: node {} has heard no leader for {} ms and reaches no majority of the voters", self.inner.id, quiet.as_millis())
+        })
     }
 
     /// Why a write should be refused at once because this node has known no
