@@ -284,13 +284,7 @@ impl AdminClient {
         let resp = self.authed(self.http.get(&url)).timeout(timeout).send().await.with_context(|| format!("cannot reach {url}"))?;
         if !resp.status().is_success() {
             let status = resp.status();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .and_then(|b| b.errors.into_iter().next())
-                .map(|e| e.message)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-            bail!("{} ({})", msg, status.as_u16());
+            bail!("{}", refusal(status, &resp.bytes().await.unwrap_or_default()));
         }
         Ok(resp)
     }
@@ -305,12 +299,7 @@ impl AdminClient {
         let status = resp.status();
         let bytes = resp.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .and_then(|b| b.errors.into_iter().next())
-                .map(|e| e.message)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-            bail!("{} ({})", msg, status.as_u16());
+            bail!("{}", refusal(status, &bytes));
         }
         if bytes.is_empty() {
             return Ok(None);
@@ -342,4 +331,15 @@ impl AdminClient {
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(reqwest::Method::DELETE, path, None::<&()>).await.map(|_| ())
     }
+}
+
+/// A refusal as one line: the error body's first message (or its text)
+/// and the status.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.errors.into_iter().next())
+        .map(|e| e.message)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    format!("{} ({})", msg, status.as_u16())
 }

@@ -75,10 +75,7 @@ impl Backup {
     /// Every blob record of the backup.
     fn blobs(&self) -> impl Iterator<Item = anyhow::Result<(Digest, BlobRecord)>> + '_ {
         self.records.iter().filter(|(k, _)| k.starts_with(keys::BLOB_PREFIX)).map(|(k, v)| {
-            let digest: Digest = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .with_context(|| format!("a blob record with an unreadable key {:?}", String::from_utf8_lossy(k)))?;
+            let digest = keys::blob_digest(k).with_context(|| format!("a blob record with an unreadable key {:?}", String::from_utf8_lossy(k)))?;
             Ok((digest, decode_record(k, v)?))
         })
     }

@@ -77,7 +77,7 @@ impl ClusterView for NodeView {
         };
         raw.into_iter()
             .filter_map(|(k, v)| {
-                let digest: Digest = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok()?.parse().ok()?;
+                let digest = keys::blob_digest(&k)?;
                 let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
                 Some((digest, BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders }))
             })

@@ -130,64 +130,53 @@ impl AuditLog {
     /// Queues a record of a cluster worker's action (`performer`: the
     /// worker's name, as Quay names its own workers); never waits.
     pub fn record_worker(&self, kind: &str, performer: &str, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
-        let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        meta.insert("performer_kind".into(), "worker".into());
-        let rec = AuditRecord {
-            at_ms: now_ms(),
-            id: rand::random(),
-            kind: kind.to_string(),
-            performer: performer.to_string(),
-            namespace: namespace.map(str::to_string),
-            repo: repo.map(str::to_string),
-            node: self.node,
-            region: self.region.clone(),
-            ip: None,
-            metadata: meta,
-        };
-        if self.tx.try_send(Msg::Record(Box::new(rec))).is_err() {
-            metrics::counter!("berth_audit_dropped_records_total").increment(1);
-        }
+        self.queue(kind, performer.to_string(), "worker", None, namespace, repo, metadata, None);
     }
 
     /// Queues a record; never waits.
     pub fn record(&self, kind: &str, who: &Principal, ip: Option<IpAddr>, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
-        let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        if let Principal::App { id, .. } = who {
-            meta.insert("app_token".into(), id.clone());
-        }
-        meta.insert("performer_kind".into(), who.kind().into());
-        let rec = AuditRecord {
-            at_ms: now_ms(),
-            id: rand::random(),
-            kind: kind.to_string(),
-            performer: who.performer(),
-            namespace: namespace.map(str::to_string),
-            repo: repo.map(str::to_string),
-            node: self.node,
-            region: self.region.clone(),
-            ip: ip.map(|i| i.to_string()),
-            metadata: meta,
+        let app = match who {
+            Principal::App { id, .. } => Some(id.clone()),
+            _ => None,
         };
-        if self.tx.try_send(Msg::Record(Box::new(rec))).is_err() {
-            metrics::counter!("berth_audit_dropped_records_total").increment(1);
-        }
+        self.queue(kind, who.performer(), who.kind(), ip, namespace, repo, metadata, app);
     }
 
     /// A record of the cluster's own doing (no client asked): the
     /// performer is `(node)`.
     pub fn record_node(&self, kind: &str, namespace: Option<&str>, repo: Option<&str>, metadata: Vec<(&str, String)>) {
+        self.queue(kind, "(node)".into(), "node", None, namespace, repo, metadata, None);
+    }
+
+    /// Builds a record stamped with this node, its region and now, and
+    /// queues it; a full queue drops it and counts the drop.
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &self,
+        kind: &str,
+        performer: String,
+        performer_kind: &str,
+        ip: Option<IpAddr>,
+        namespace: Option<&str>,
+        repo: Option<&str>,
+        metadata: Vec<(&str, String)>,
+        app_token: Option<String>,
+    ) {
         let mut meta: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        meta.insert("performer_kind".into(), "node".into());
+        if let Some(id) = app_token {
+            meta.insert("app_token".into(), id);
+        }
+        meta.insert("performer_kind".into(), performer_kind.into());
         let rec = AuditRecord {
             at_ms: now_ms(),
             id: rand::random(),
             kind: kind.to_string(),
-            performer: "(node)".into(),
+            performer,
             namespace: namespace.map(str::to_string),
             repo: repo.map(str::to_string),
             node: self.node,
             region: self.region.clone(),
-            ip: None,
+            ip: ip.map(|i| i.to_string()),
             metadata: meta,
         };
         if self.tx.try_send(Msg::Record(Box::new(rec))).is_err() {

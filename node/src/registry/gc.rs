@@ -29,7 +29,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use berth_common::Digest;
 use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, RepositoryRecord, TagCommand};
 use berth_raft::state::keys;
 use berth_raft::state::tags::collectable_manifests;
@@ -114,7 +113,7 @@ pub async fn collect_at(meta: &MetaNodeHandle, store: &BlobStore, now: SystemTim
     if meta.is_leader() {
         let records = meta.state().scan_raw(keys::BLOB_PREFIX).unwrap_or_default();
         for (k, v) in records {
-            let Some(digest) = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok().and_then(|s| s.parse::<Digest>().ok()) else { continue };
+            let Some(digest) = keys::blob_digest(&k) else { continue };
             let Ok(rec) = berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v) else { continue };
             if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
                 continue;

@@ -236,6 +236,10 @@ pub mod keys {
     pub fn blob(digest: &Digest) -> Vec<u8> {
         join(BLOB_PREFIX, &[digest.to_string().as_bytes()])
     }
+    /// The digest a blob record's key names (the inverse of [`blob`]).
+    pub fn blob_digest(key: &[u8]) -> Option<Digest> {
+        std::str::from_utf8(key.strip_prefix(BLOB_PREFIX)?).ok()?.parse().ok()
+    }
     /// Prefix of the blob links of `repo`.
     pub fn links_of(repo: &str) -> Vec<u8> {
         let mut k = join(LINK_PREFIX, &[repo.as_bytes()]);
@@ -356,7 +360,7 @@ pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateE
 pub fn blobs(state: &impl StateRead) -> Result<Vec<(Digest, BlobRecord)>, StateError> {
     let mut out = Vec::new();
     for (k, v) in state.scan_raw(keys::BLOB_PREFIX)? {
-        let Some(digest) = std::str::from_utf8(&k[keys::BLOB_PREFIX.len()..]).ok().and_then(|s| s.parse::<Digest>().ok()) else { continue };
+        let Some(digest) = keys::blob_digest(&k) else { continue };
         out.push((digest, decode(&k, &v)?));
     }
     Ok(out)
