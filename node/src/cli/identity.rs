@@ -116,7 +116,7 @@ pub struct LoginArgs {
     ca_cert: Option<PathBuf>,
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())

@@ -3,6 +3,7 @@
 mod client;
 mod drill;
 mod identity;
+mod node;
 mod notify;
 mod tags;
 
@@ -183,6 +184,19 @@ enum PlacementCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate (chain); re-read on change or SIGHUP.
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key", conflicts_with = "tls_cluster")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from the cluster CA (see `berth cluster ca export`).
+    #[arg(long)]
+    tls_cluster: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -405,15 +419,23 @@ enum NodeCommand {
     Start {
         #[arg(long, env = "BERTH_DATA_DIR")]
         data_dir: PathBuf,
-        /// Serve HTTPS with this PEM certificate (chain); re-read on change or SIGHUP.
-        #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key", conflicts_with = "tls_cluster")]
-        tls_cert: Option<PathBuf>,
-        /// The private key of --tls-cert.
-        #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Serve HTTPS with a certificate from the cluster CA (see `berth cluster ca export`).
-        #[arg(long)]
-        tls_cluster: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
+    /// Create this node on its first start (init the cluster, or join it
+    /// with a token from a file), then run it: for containers and pods,
+    /// where the same command runs on every start.
+    Up(Box<node::UpArgs>),
+    /// Exit 0 when the node at URL is ready to serve (a container healthcheck).
+    Ready {
+        /// The node's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+    },
+    /// If this node leads, hand leadership to another voter (a preStop hook).
+    Stepdown {
+        #[command(flatten)]
+        target: Target,
     },
     /// Ready NODE for removal: move leadership off it and copy every blob
     /// only it holds to another node (safe to run again).
@@ -432,6 +454,15 @@ fn init_tracing() {
     // Colours only for a person at a terminal, not in a log file or journal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// Runs the node in `data_dir` until SIGTERM or Ctrl-C, then stops it cleanly.
+async fn run_node(data_dir: &std::path::Path, tls: Option<berth_node::config::TlsConfig>) -> anyhow::Result<()> {
+    let node = runtime::start_node_with(data_dir, None, LinkFilter::default(), tls).await?;
+    println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
+    wait_for_stop_signal().await;
+    node.shutdown().await;
+    Ok(())
 }
 
 async fn wait_for_stop_signal() {
@@ -588,18 +619,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("node {node} can be removed: berth cluster remove {node}");
             }
         }
-        Command::Node { command: NodeCommand::Start { data_dir, tls_cert, tls_key, tls_cluster } } => {
-            use berth_node::config::{TlsConfig, TlsMode};
-            let tls = match (tls_cert, tls_key, tls_cluster) {
-                (Some(c), Some(k), _) => Some(TlsConfig { mode: TlsMode::Files, cert_file: Some(c), key_file: Some(k) }),
-                (_, _, true) => Some(TlsConfig { mode: TlsMode::Cluster, cert_file: None, key_file: None }),
-                _ => None,
-            };
-            let node = runtime::start_node_with(&data_dir, None, LinkFilter::default(), tls).await?;
-            println!("node {} running: http {} peer {}", node.config.node_id, node.http_addr, node.peer_addr);
-            wait_for_stop_signal().await;
-            node.shutdown().await;
-        }
+        Command::Node { command: NodeCommand::Start { data_dir, tls } } => run_node(&data_dir, tls.config()).await?,
+        Command::Node { command: NodeCommand::Up(args) } => node::up(*args).await?,
+        Command::Node { command: NodeCommand::Stepdown { target } } => node::stepdown(&target).await?,
+        Command::Node { command: NodeCommand::Ready { url } } => node::ready(&url).await?,
     }
     Ok(())
 }
