@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::daemons::*;
 use common::procs::*;
 
 const UNIT: &str = include_str!("../../deploy/systemd/berth.service");
@@ -50,4 +51,135 @@ fn a_reload_request_never_stops_a_node() {
     }
     assert!(c.procs[0].alive(), "SIGHUP stopped the node");
     assert!(status(&c.dirs[0]).is_some_and(|s| s["leader"] == 1), "the node still answers");
+}
+
+/// `docker-compose down` when dropped, so a failed assertion leaves no
+/// container running on the host's network.
+struct ComposeProject {
+    dir: std::path::PathBuf,
+    docker_host: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl ComposeProject {
+    fn compose(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("docker-compose");
+        cmd.current_dir(&self.dir).env("DOCKER_HOST", &self.docker_host).args(["-p", "berthtest", "-f", "compose.yaml"]);
+        cmd.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        cmd
+    }
+
+    fn health(&self, service: &str) -> String {
+        let id = run(self.compose().args(["ps", "-q", service])).trim().to_string();
+        let mut inspect = std::process::Command::new("docker");
+        inspect.env("DOCKER_HOST", &self.docker_host).args(["inspect", "--format", "{{.State.Health.Status}}", &id]);
+        run(&mut inspect).trim().to_string()
+    }
+
+    fn wait_healthy(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let states: Vec<String> = ["node1", "node2", "node3"].iter().map(|s| self.health(s)).collect();
+            if states.iter().all(|s| s == "healthy") {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs = self.compose().args(["logs", "--tail", "40"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+                panic!("{what}: the compose nodes never became healthy ({states:?}):\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.compose().args(["down", "-v", "--timeout", "10"]).output();
+    }
+}
+
+/// The operator's compose file, started against a real dockerd with the
+/// image `deploy/image/build.sh` assembles from this build's binary:
+/// three nodes come up healthy (the first creates the cluster, the others
+/// join with the token it leaves in its volume), form three voters, take a
+/// `docker push` through one node and serve the pull through another, and a
+/// restarted node comes back with the same command line.
+#[test]
+fn the_compose_cluster_takes_a_docker_push_and_serves_the_pull_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dockerd, host) = start_dockerd(tmp.path());
+
+    // The image, from this build's binary; nothing is pulled.
+    let archive = tmp.path().join("berth-image.tar");
+    let repo_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    run(std::process::Command::new(repo_root.join("deploy/image/build.sh"))
+        .args(["--binary", BERTH, "--tag", "berth:under-test", "--output"])
+        .arg(format!("docker-archive:{}", archive.display())));
+    let docker = || {
+        let mut d = std::process::Command::new("docker");
+        d.env("DOCKER_HOST", &host).env("DOCKER_CONFIG", tmp.path().join("docker-config"));
+        d
+    };
+    run(docker().arg("load").arg("-i").arg(&archive));
+    let user = run(docker().args(["image", "inspect", "--format", "{{.Config.User}}", "berth:under-test"]));
+    assert_eq!(user.trim(), "10001:10001", "the image runs as non-root");
+    let volumes = run(docker().args(["image", "inspect", "--format", "{{json .Config.Volumes}}", "berth:under-test"]));
+    assert!(volumes.contains("/var/lib/berth"), "the data dir is a volume: {volumes}");
+
+    // A loopback address of its own, so the fixed ports of the compose file
+    // meet nothing else on this machine.
+    let ip = "127.0.0.57";
+    let project = tmp.path().join("compose");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::copy(repo_root.join("deploy/compose/compose.yaml"), project.join("compose.yaml")).unwrap();
+    let password = "compose-admin-password";
+    std::fs::write(project.join("admin-password"), password).unwrap();
+    let compose = ComposeProject {
+        dir: project,
+        docker_host: host.clone(),
+        env: vec![("BERTH_IMAGE", "berth:under-test".into()), ("BERTH_BIND", ip.into()), ("BERTH_HOST", ip.into())],
+    };
+    run(compose.compose().args(["up", "-d"]));
+    compose.wait_healthy("first start");
+
+    let pw_file = tmp.path().join("pw");
+    std::fs::write(&pw_file, password).unwrap();
+    let endpoint = format!("http://{ip}:5002");
+    let status_of = || -> serde_json::Value {
+        serde_json::from_str(&ok(&["cluster", "status", "--json", "--endpoint", &endpoint, "--password-file", pw_file.to_str().unwrap()])).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while voters(&status_of()).len() != 3 {
+        assert!(Instant::now() < deadline, "the compose cluster never had 3 voters: {}", status_of());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A small image of our own (docker import needs no registry), pushed
+    // through node 1 and pulled through node 3 after the local copy is gone.
+    let rootfs = tmp.path().join("rootfs.tar");
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("hello.txt"), "pushed through compose\n").unwrap();
+    run(std::process::Command::new("tar").arg("-C").arg(&files).arg("-cf").arg(&rootfs).arg("hello.txt"));
+    let (n1, n3) = (format!("{ip}:5001"), format!("{ip}:5003"));
+    for node in [&n1, &n3] {
+        let out = docker_login(docker(), node, "admin", password);
+        assert!(out.status.success(), "docker login {node}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let pushed = format!("{n1}/team/hello:1");
+    run(docker().args(["import", rootfs.to_str().unwrap(), &pushed]));
+    let push = run(docker().args(["push", &pushed]));
+    let digest = digest_in(&push);
+    run(docker().args(["rmi", &pushed]));
+    let pulled = format!("{n3}/team/hello:1");
+    let pull = run(docker().args(["pull", &pulled]));
+    assert_eq!(digest_in(&pull), digest, "node 3 serves what node 1 took");
+
+    // Every later start is the same command: node 1 comes back as itself.
+    run(compose.compose().args(["restart", "node1"]));
+    compose.wait_healthy("after a restart");
+    run(docker().args(["rmi", &pulled]));
+    let again = run(docker().args(["pull", &format!("{n1}/team/hello:1")]));
+    assert_eq!(digest_in(&again), digest);
+    assert_eq!(voters(&status_of()).len(), 3);
 }
