@@ -10,6 +10,7 @@
 # (docker-registry) with htpasswd (apache2-utils) and tinyproxy as the
 # mirroring tests' upstream and proxy, openssl for their TLS upstream's CA,
 # binutils (objcopy) and docker-compose for the image and compose tests,
+# debootstrap and dpkg-dev for the package's install test on a fresh Debian root,
 # and from PyPI oras, openapi-spec-validator
 # and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
@@ -17,7 +18,10 @@ set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
           docker-registry apache2-utils tinyproxy openssl
-          binutils docker-compose)
+          binutils docker-compose debootstrap dpkg-dev)
+# kubectl renders the Kubernetes manifests (its kustomize); Debian's comes
+# with kubernetes-client, unless another kubectl is installed already.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +34,8 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
 # oras for the artifact tests; openapi-spec-validator and schemathesis check the admin API's OpenAPI document;
-# aiosmtpd is the SMTP server the e-mail notification test sends to.
-if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis, aiosmtpd' 2>/dev/null || ! command -v schemathesis >/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis aiosmtpd
+# aiosmtpd is the SMTP server the e-mail notification test sends to;
+# kubernetes-validate checks the rendered manifests against Kubernetes' schemas.
+if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis, aiosmtpd, kubernetes_validate' 2>/dev/null || ! command -v schemathesis >/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis aiosmtpd kubernetes-validate
 fi

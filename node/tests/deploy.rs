@@ -183,3 +183,77 @@ fn the_compose_cluster_takes_a_docker_push_and_serves_the_pull_elsewhere() {
     assert_eq!(digest_in(&again), digest);
     assert_eq!(voters(&status_of()).len(), 3);
 }
+
+/// The Kubernetes manifests render with `kubectl kustomize`, pass a strict
+/// schema check of Kubernetes 1.30 (`kubernetes-validate`, from PyPI), and
+/// say what the operator relies on: one StatefulSet per region with its own
+/// BERTH_REGION, peers found through a headless Service that publishes pods
+/// before they are ready, a PodDisruptionBudget of one, readiness on
+/// /health/ready, a preStop that hands leadership over, and a container
+/// command line this build's `berth` accepts. (No Kubernetes cluster runs
+/// on this machine: the pods themselves are not started here.)
+#[test]
+fn the_kubernetes_manifests_render_validate_and_match_the_cli() {
+    let repo_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let rendered = run(std::process::Command::new("kubectl").arg("kustomize").arg(repo_root.join("deploy/kubernetes")));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("berth.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    run(std::process::Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.30"]).arg(&file));
+
+    let json = run(std::process::Command::new("python3")
+        .args(["-c", "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))"])
+        .arg(&file));
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let of_kind = |kind: &str| docs.iter().filter(|d| d["kind"] == kind).cloned().collect::<Vec<_>>();
+
+    let peers = of_kind("Service").into_iter().find(|s| s["metadata"]["name"] == "berth-peers").expect("a headless peer Service");
+    assert_eq!(peers["spec"]["clusterIP"], "None");
+    assert_eq!(peers["spec"]["publishNotReadyAddresses"], true);
+    let pdb = of_kind("PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    assert_eq!(pdb[0]["spec"]["maxUnavailable"], 1);
+
+    let sets = of_kind("StatefulSet");
+    let mut regions = vec![];
+    for set in &sets {
+        assert_eq!(set["spec"]["serviceName"], "berth-peers");
+        let pod = &set["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let c = &pod["containers"][0];
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");
+        let pre_stop: Vec<&str> = c["lifecycle"]["preStop"]["exec"]["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(&pre_stop[1..3], ["node", "stepdown"]);
+        let env = |name: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].as_str().unwrap_or("").to_string());
+        let region = env("BERTH_REGION").expect("BERTH_REGION is set");
+        assert!(set["metadata"]["name"].as_str().unwrap().ends_with(&region), "{} runs region {region}", set["metadata"]["name"]);
+        regions.push(region);
+        assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "berth-join"), "the join token comes from a Secret");
+
+        // The container's command line, its $(VARS) filled in as the
+        // kubelet would, is one this build's CLI accepts (`--help` at the
+        // end makes clap check every argument before it and stop).
+        let args: Vec<String> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("$(BERTH_REGION)", &env("BERTH_REGION").unwrap())
+                    .replace("$(POD_NAME)", "berth-x-0")
+                    .replace("$(POD_NAMESPACE)", "berth")
+            })
+            .collect();
+        assert!(args.windows(2).any(|w| w[0] == "--init-on" && w[1] == "berth-eu-west-0"), "one pod creates the cluster: {args:?}");
+        let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
+        check.push("--help");
+        let out = berth(&check);
+        assert!(out.status.success(), "berth refuses the pod's arguments {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut probe: Vec<&str> = pre_stop[1..].to_vec();
+        probe.push("--help");
+        assert!(berth(&probe).status.success(), "berth refuses the preStop command {pre_stop:?}");
+    }
+    regions.sort();
+    assert_eq!(regions, ["ap-south", "eu-west", "us-east"]);
+}
