@@ -257,3 +257,93 @@ fn the_kubernetes_manifests_render_validate_and_match_the_cli() {
     regions.sort();
     assert_eq!(regions, ["ap-south", "eu-west", "us-east"]);
 }
+
+/// /proc mounted in a chroot for the duration of a test.
+struct ProcMount(std::path::PathBuf);
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The Debian package, installed with apt on a fresh Debian 12 root (from
+/// debootstrap, with its dependencies from the Debian mirror), gives the
+/// `berth` system user, /var/lib/berth closed to others, /etc/berth with its
+/// conffile and the unit; a node created and run as that user answers on
+/// /v2/; removing and purging the package keeps the node's data.
+#[test]
+fn the_debian_package_installs_on_a_fresh_debian_and_runs_a_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = run(std::process::Command::new(repo_root.join("deploy/debian/build-deb.sh")).args(["--binary", BERTH, "--out"]).arg(tmp.path()));
+    let deb = std::path::PathBuf::from(out.lines().last().unwrap().trim());
+    assert!(deb.exists(), "build-deb.sh names the package it wrote: {out}");
+
+    let root = tmp.path().join("root");
+    debian_root(&root);
+    std::fs::copy(&deb, root.join("tmp/berth.deb")).unwrap();
+    run(std::process::Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")));
+    let _proc = ProcMount(root.join("proc"));
+    let chroot = |args: &[&str]| {
+        let mut c = std::process::Command::new("chroot");
+        c.arg(&root).args(args).env("DEBIAN_FRONTEND", "noninteractive").env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    };
+    run(&mut chroot(&["apt-get", "update", "-qq"]));
+    run(&mut chroot(&["apt-get", "install", "-y", "-qq", "/tmp/berth.deb"]));
+
+    let passwd = run(&mut chroot(&["getent", "passwd", "berth"]));
+    assert!(passwd.contains(":/var/lib/berth:/usr/sbin/nologin"), "a berth system user: {passwd}");
+    assert_eq!(run(&mut chroot(&["stat", "-c", "%U:%G %a", "/var/lib/berth"])).trim(), "berth:berth 700");
+    assert!(root.join("lib/systemd/system/berth.service").exists());
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/berth.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/berth node start --data-dir /var/lib/berth"), "the unit runs the packaged binary");
+    assert!(run(&mut chroot(&["dpkg-query", "-W", "-f=${Conffiles}", "berth"])).contains("/etc/berth/berth.env"));
+
+    // A node made and run as the berth user, as the postinst says.
+    let ip = "127.0.0.58";
+    let (http, peer) = (format!("{ip}:{}", free_port(ip)), format!("{ip}:{}", free_port(ip)));
+    std::fs::write(root.join("tmp/pw"), "package-admin-pw").unwrap();
+    run(&mut chroot(&["chmod", "0644", "/tmp/pw"]));
+    let as_berth = |args: &[&str]| {
+        let mut all = vec!["--userspec=berth:berth", root.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut c = std::process::Command::new("chroot");
+        c.args(&all).env("HOME", "/var/lib/berth");
+        c
+    };
+    run(&mut as_berth(&[
+        "/usr/bin/berth",
+        "cluster",
+        "init",
+        "--data-dir",
+        "/var/lib/berth",
+        "--region",
+        "pkg",
+        "--http",
+        &http,
+        "--peer",
+        &peer,
+        "--admin-password-file",
+        "/tmp/pw",
+    ]));
+    let log = std::fs::File::create(tmp.path().join("node.log")).unwrap();
+    let mut node = as_berth(&["/usr/bin/berth", "node", "start", "--data-dir", "/var/lib/berth"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !berth(&["node", "ready", "--url", &format!("http://{http}")]).status.success() {
+        assert!(Instant::now() < deadline, "the packaged node never got ready: {}", std::fs::read_to_string(tmp.path().join("node.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let base = run(std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "admin:package-admin-pw"])
+        .arg(format!("http://{http}/v2/")));
+    assert_eq!(base, "200");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(node.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(node.wait().unwrap().success(), "SIGTERM stops the node cleanly");
+
+    // Removing the software never removes the registry's data.
+    run(&mut chroot(&["dpkg", "--purge", "berth"]));
+    assert!(!root.join("usr/bin/berth").exists());
+    assert!(root.join("var/lib/berth/berth.toml").exists(), "purge keeps the node's data");
+}

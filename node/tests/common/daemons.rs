@@ -126,3 +126,24 @@ pub fn docker_login(mut docker: Command, registry: &str, user: &str, secret: &st
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
 }
+
+/// A fresh Debian 12 root filesystem (`debootstrap --variant=minbase
+/// bookworm` from the Debian mirror) unpacked into `dir`. The first call on
+/// a machine makes it (about 90 s) and keeps a tarball in
+/// ~/.cache/berth-debian; later calls unpack that.
+pub fn debian_root(dir: &Path) {
+    let cache = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/berth-debian");
+    let tarball = cache.join("bookworm-minbase.tar");
+    if !tarball.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let fresh = cache.join(format!("bootstrap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&fresh);
+        run(Command::new("debootstrap").args(["--variant=minbase", "bookworm"]).arg(&fresh).arg("http://deb.debian.org/debian"));
+        let part = cache.join(format!("bookworm-minbase.tar.{}", std::process::id()));
+        run(Command::new("tar").arg("-C").arg(&fresh).arg("--numeric-owner").arg("-cf").arg(&part).arg("."));
+        std::fs::rename(&part, &tarball).unwrap();
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    run(Command::new("tar").arg("-C").arg(dir).arg("--numeric-owner").arg("-xf").arg(&tarball));
+}
