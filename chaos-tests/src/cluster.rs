@@ -37,7 +37,12 @@ pub fn berth_bin() -> PathBuf {
 
 /// Runs the CLI to completion.
 pub fn berth(args: &[&str]) -> std::process::Output {
-    Command::new(berth_bin()).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
+    berth_of(&berth_bin(), args)
+}
+
+/// Runs the CLI of the binary `bin` (another release's) to completion.
+pub fn berth_of(bin: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
 }
 
 fn free_port(ip: IpAddr) -> u16 {
@@ -94,6 +99,8 @@ pub struct Node {
     pub proxy: WanProxy,
     child: Option<Child>,
     stopped: bool,
+    /// The `berth` binary this node runs (another release's in an upgrade).
+    pub bin: PathBuf,
     /// Raft id, from `cluster status` once the node is a member.
     pub id: Option<u64>,
     pub removed: bool,
@@ -115,7 +122,7 @@ impl Node {
     fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.index);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.with_extension("log")).expect("open node log");
-        let child = Command::new(berth_bin())
+        let child = Command::new(&self.bin)
             .args(["node", "start", "--data-dir", self.dir.to_str().expect("utf-8 path")])
             .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn,berth_raft::store=info".into()))
             .stdout(Stdio::null())
@@ -178,6 +185,8 @@ pub struct Cluster {
     password_file: PathBuf,
     /// Extra lines for each node's `berth.toml` `[raft]` section.
     raft_overrides: Vec<(String, String)>,
+    /// The binary new nodes are registered and run with.
+    bin: PathBuf,
 }
 
 impl Cluster {
@@ -190,6 +199,12 @@ impl Cluster {
     /// [`Cluster::start`] with `[raft]` settings changed in every node's
     /// configuration (`("snapshot_after_entries", "200")`).
     pub async fn start_with(topology: Topology, raft_overrides: Vec<(String, String)>) -> Cluster {
+        Cluster::start_using(topology, raft_overrides, berth_bin()).await
+    }
+
+    /// [`Cluster::start_with`], every node registered and run by the
+    /// `berth` binary `bin` (a previous release, for an upgrade).
+    pub async fn start_using(topology: Topology, raft_overrides: Vec<(String, String)>, bin: PathBuf) -> Cluster {
         let mut root = tempfile::Builder::new().prefix("berth-chaos-").tempdir().expect("temp dir");
         // BERTH_CHAOS_KEEP=1 keeps the nodes' data and logs for reading a failure.
         if std::env::var("BERTH_CHAOS_KEEP").is_ok_and(|v| v == "1") {
@@ -208,6 +223,7 @@ impl Cluster {
             seed_peer: String::new(),
             password_file,
             raft_overrides,
+            bin,
         };
         for (region, count) in &topology.regions {
             for _ in 0..*count {
@@ -249,14 +265,27 @@ impl Cluster {
         } else {
             args.extend(["--seed", &self.seed_peer, "--token", &self.join_token]);
         }
-        let out = berth(&args);
+        let out = berth_of(&self.bin, &args);
         assert!(out.status.success(), "node {index} failed to register: {}", String::from_utf8_lossy(&out.stderr));
         if index == 0 {
             self.join_token = String::from_utf8_lossy(&out.stdout).lines().last().expect("init prints the join token").trim().to_string();
             self.seed_peer = adv.clone();
         }
         self.apply_raft_overrides(&dir);
-        let mut node = Node { index, region: region.to_string(), ip, dir, http, peer, proxy, child: None, stopped: false, id: None, removed: false };
+        let mut node = Node {
+            index,
+            region: region.to_string(),
+            ip,
+            dir,
+            http,
+            peer,
+            proxy,
+            child: None,
+            stopped: false,
+            bin: self.bin.clone(),
+            id: None,
+            removed: false,
+        };
         node.start();
         self.nodes.push(node);
         if index == 0 {
@@ -380,6 +409,25 @@ impl Cluster {
         self.nodes[i].terminate(Duration::from_secs(15));
         self.nodes[i].start();
         self.wait_ready(i, Duration::from_secs(30)).await;
+    }
+
+    /// The binary nodes added from now on are registered and run with.
+    pub fn set_binary(&mut self, bin: &Path) {
+        self.bin = bin.to_path_buf();
+    }
+
+    /// Node `i` stopped cleanly and started again with the binary `bin`,
+    /// as an operator upgrades a node: a leader first hands leadership
+    /// over (`berth node stepdown`), so writes wait for no election.
+    pub async fn upgrade(&mut self, i: usize, bin: &Path) {
+        if self.leader() == Some(i) {
+            let out = berth(&["node", "stepdown", "--data-dir", self.nodes[i].dir.to_str().expect("utf-8 path")]);
+            assert!(out.status.success(), "stepdown of node {i}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.nodes[i].terminate(Duration::from_secs(15));
+        self.nodes[i].bin = bin.to_path_buf();
+        self.nodes[i].start();
+        self.wait_ready(i, Duration::from_secs(60)).await;
     }
 
     /// Indices of the nodes in `region`.
