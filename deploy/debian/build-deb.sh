@@ -46,8 +46,9 @@ chmod 0755 "$pkg/usr/bin/berth"
 sed 's|/usr/local/bin/berth|/usr/bin/berth|g' deploy/systemd/berth.service > "$pkg/lib/systemd/system/berth.service"
 cat > "$pkg/etc/berth/berth.env" <<'ENV'
 # Environment of the berth service (systemctl edit berth for more).
-# Log filter: error, warn, info, debug, per module as in RUST_LOG.
-BERTH_LOG=info,openraft=warn
+# Log filter: error, warn, info, debug, per module as in RUST_LOG
+# (unset: berth's default, info without openraft's per-retry noise).
+#BERTH_LOG=info
 ENV
 cp README.md "$pkg/usr/share/doc/berth/README.md"
 [[ -f deploy/UPGRADING.md ]] && cp deploy/UPGRADING.md "$pkg/usr/share/doc/berth/"

@@ -74,7 +74,6 @@ trap cleanup EXIT
   --user 10001:10001 \
   --workingdir /var/lib/berth \
   --env BERTH_DATA_DIR=/var/lib/berth \
-  --env BERTH_LOG=info,openraft=warn \
   --volume /var/lib/berth \
   --port 5000/tcp --port 7000/tcp --port 7000/udp \
   --entrypoint '["/usr/bin/berth"]' \

@@ -34,6 +34,12 @@ pub mod registry;
 pub mod runtime;
 pub mod util;
 
+/// The log filter when `BERTH_LOG` is not set. openraft reports every
+/// failed retry to a peer that is starting, restarting or cut off at WARN
+/// and ERROR; berth says it once at INFO (`berth_raft::network`), so those
+/// two openraft modules only speak of real errors.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error";
+
 /// Installs the one TLS crypto provider (ring) for the process.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

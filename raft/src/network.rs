@@ -174,7 +174,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &MetaNode) -> PeerNetwork {
-        PeerNetwork { factory: self.clone(), target, addr: node.peer_addr.clone(), last_commit: None, notices_in_flight: Default::default() }
+        PeerNetwork {
+            factory: self.clone(),
+            target,
+            addr: node.peer_addr.clone(),
+            last_commit: None,
+            notices_in_flight: Default::default(),
+            unreachable: Default::default(),
+        }
     }
 }
 
@@ -187,6 +194,9 @@ pub struct PeerNetwork {
     last_commit: Option<Option<LogId>>,
     /// Commit notices sent without waiting for their replies, still out.
     notices_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether the last call found the peer unreachable: a peer that is
+    /// still starting or is down is said once, at INFO, not per retry.
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether an AppendEntries is a commit notice whose reply need not be
@@ -230,8 +240,30 @@ impl PeerNetwork {
             return Err(CallError::Cut { from, to: self.target }.into_rpc());
         }
         let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;
-        let reply: Result<Resp, RaftError<NodeId, E>> = call(channel, &self.addr, rpc, req, option.hard_ttl()).await.map_err(CallError::into_rpc)?;
+        let answer = call(channel, &self.addr, rpc, req, option.hard_ttl()).await;
+        self.note_reachability(answer.as_ref().err());
+        let reply: Result<Resp, RaftError<NodeId, E>> = answer.map_err(CallError::into_rpc)?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Logs when the peer stops and starts answering. openraft's own lines
+    /// about every failed retry are kept out of the default log filter
+    /// (see `berth_node::DEFAULT_LOG_FILTER`): a peer that is starting or
+    /// restarting is an expected state, not an error.
+    fn note_reachability(&self, error: Option<&CallError>) {
+        use std::sync::atomic::Ordering;
+        match error {
+            Some(e @ (CallError::Unreachable { .. } | CallError::Timeout { .. })) => {
+                if !self.unreachable.swap(true, Ordering::AcqRel) {
+                    tracing::info!(peer = self.target, addr = %self.addr, "peer not answering (starting, stopped or cut off); retrying: {e}");
+                }
+            }
+            _ => {
+                if self.unreachable.swap(false, Ordering::AcqRel) {
+                    tracing::info!(peer = self.target, addr = %self.addr, "peer answering again");
+                }
+            }
+        }
     }
 }
 
@@ -254,6 +286,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             addr: self.addr.clone(),
             last_commit: None,
             notices_in_flight: self.notices_in_flight.clone(),
+            unreachable: self.unreachable.clone(),
         };
         tokio::spawn(async move {
             let reply: Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MetaNode, RaftError<NodeId>>> =
