@@ -163,3 +163,29 @@ fn cli_errors_are_one_line_and_non_zero() {
         assert!(!d.join("berth.toml").exists(), "{args:?} left a node behind");
     }
 }
+
+/// `berth cluster status | head -1`: a printing command whose reader has
+/// gone ends quietly (by SIGPIPE, as cat does), with no panic on stderr,
+/// while the node it asked keeps running: a server never dies of a client
+/// that hangs up.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly_and_not_the_node() {
+    let mut c = ProcCluster::start(1);
+    let dir = c.dirs[0].to_str().unwrap().to_string();
+    for reader in ["head -1", "true"] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("'{BERTH}' cluster status --data-dir '{dir}' | {reader}; echo \"exit ${{PIPESTATUS[0]}}\" >&2"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "`| {reader}`: {stderr}");
+        let code = stderr.lines().last().unwrap_or_default();
+        assert!(code == "exit 0" || code == "exit 141", "`| {reader}` ended with {code}");
+        if reader == "head -1" {
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("cluster "), "head got the first line");
+        }
+    }
+    assert!(c.procs[0].alive(), "the node is still running");
+    assert!(status(&c.dirs[0]).is_some(), "and still answers");
+}

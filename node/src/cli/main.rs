@@ -901,8 +901,24 @@ fn print_ca_status(s: &berth_gateway::CaStatus, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// Whether `command` runs a node (or `dev`'s nodes) rather than printing
+/// something and exiting.
+fn runs_a_node(command: &Command) -> bool {
+    matches!(command, Command::Dev { .. } | Command::Node { command: NodeCommand::Start { .. } | NodeCommand::Up(_) })
+}
+
 fn main() {
     let cli = Cli::parse();
+    if !runs_a_node(&cli.command) {
+        // A command whose reader went away (`berth cluster status | head -1`)
+        // ends quietly, as cat does, instead of panicking on the broken
+        // pipe. A node keeps Rust's default: a client that hangs up is a
+        // write error on that connection, never the end of the process.
+        // SAFETY: set once, before any thread is started.
+        unsafe {
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
     init_tracing();
     berth_node::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
