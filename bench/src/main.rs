@@ -42,6 +42,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Registry-token verification per /v2 request: ES256 every time against the node's cache of verified tokens.
+    Tokens {
+        /// Verifications measured in each mode.
+        #[arg(long, default_value_t = 20000)]
+        n: u32,
+    },
     /// One node: push and pull against the distribution registry and the machine's limits.
     Single {
         /// Size of the large layer, MiB.
@@ -350,6 +356,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
+        Bench::Tokens { n } => tokens(n)?,
         Bench::Replication { size_mib, rtt_ms, rate_mb, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");
             let digest = blob_digest(size_mib);
@@ -531,4 +538,44 @@ async fn pulls(clients: usize, size_mib: u64, out: &std::path::Path) -> anyhow::
         verdict("throughput / distribution throughput", f("berth", "mb_s") / f("distribution", "mb_s"), 1.0, true),
     ];
     write_json(out, &serde_json::json!({"bench": "pulls", "clients": clients, "size_mib": size_mib, "results": results, "ratios": verdicts}))
+}
+
+/// One registry token verified `n` times as every /v2 request of a pull
+/// would: ES256 each time (before), and through the node's cache of
+/// verified tokens (the claims still checked on each use).
+fn tokens(n: u32) -> anyhow::Result<()> {
+    use berth_node::identity::jwt;
+    let key = jwt::SigningKey::from_pem("bench", &jwt::new_signing_key_pem()?).map_err(|e| anyhow::anyhow!(e))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = jwt::Claims {
+        iss: jwt::ISSUER.into(),
+        sub: "bench".into(),
+        aud: "cluster".into(),
+        exp: now + 300,
+        nbf: now,
+        iat: now,
+        jti: "bench".into(),
+        access: vec![jwt::Grant { kind: "repository".into(), name: "team/app".into(), actions: vec!["pull".into()] }],
+        berth_kind: "user".into(),
+        berth_app: None,
+        berth_gen: 0,
+    };
+    let token = key.sign(&claims);
+    let t = Instant::now();
+    for _ in 0..n {
+        jwt::verify(&token, key.public_key(), "cluster", now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let every = t.elapsed().as_secs_f64() / n as f64;
+    let cache = jwt::VerifiedTokens::new();
+    let t = Instant::now();
+    for _ in 0..n {
+        cache.verify(&token, key.public_key(), "cluster", now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let cached = t.elapsed().as_secs_f64() / n as f64;
+    println!("token verification, {n} each, one core:");
+    println!("  ES256 every request: {:>8.1} µs", every * 1e6);
+    println!("  cached (hit):        {:>8.1} µs", cached * 1e6);
+    println!("  ratio:               {:>8.1}x", every / cached);
+    println!("  a 10-layer pull (12 requests): {:.0} µs before, {:.0} µs with the cache", 12.0 * every * 1e6, (every + 11.0 * cached) * 1e6);
+    Ok(())
 }

@@ -182,6 +182,8 @@ pub struct Authenticator {
     verified: Mutex<HashMap<(String, [u8; 32]), (String, Instant)>>,
     /// Parsed signing keys by kid.
     keys: Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// Registry tokens whose signature this node checked already.
+    verified_tokens: jwt::VerifiedTokens,
 }
 
 fn denied() -> ApiError {
@@ -190,7 +192,15 @@ fn denied() -> ApiError {
 
 impl Authenticator {
     pub fn new(meta: MetaNodeHandle, operator_token: String, audit: AuditLog) -> Authenticator {
-        Authenticator { meta, operator_token, audit, throttle: Throttle::default(), verified: Mutex::new(HashMap::new()), keys: Mutex::new(HashMap::new()) }
+        Authenticator {
+            meta,
+            operator_token,
+            audit,
+            throttle: Throttle::default(),
+            verified: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            verified_tokens: jwt::VerifiedTokens::new(),
+        }
     }
 
     /// The service name in challenges and the audience of tokens: the cluster id.
@@ -457,7 +467,7 @@ impl Authenticator {
             }
         };
         let key = self.key(&k)?;
-        let claims = jwt::verify(token, key.public_key(), audience, now / 1000).map_err(bad)?;
+        let claims = self.verified_tokens.verify(token, key.public_key(), audience, now / 1000).map_err(bad)?;
         self.check_fresh_enough(&claims)?;
         let gone = || ApiError::new(ErrorCode::Unauthorized, "the token's account no longer exists");
         let account = match claims.berth_kind.as_str() {

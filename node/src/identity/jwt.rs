@@ -133,6 +133,12 @@ pub fn peek_header(token: &str) -> Result<Header, JwtError> {
 /// Checks `token` against `public_key` (uncompressed P-256 point) and the
 /// expected audience at time `now` (seconds), and returns its claims.
 pub fn verify(token: &str, public_key: &[u8], audience: &str, now: u64) -> Result<Claims, JwtError> {
+    check_claims(verify_signature(token, public_key)?, audience, now)
+}
+
+/// The signature check alone (the costly half of [`verify`]): the claims
+/// `public_key` signed, unchecked.
+fn verify_signature(token: &str, public_key: &[u8]) -> Result<Claims, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed("a token has three parts"));
@@ -144,8 +150,12 @@ pub fn verify(token: &str, public_key: &[u8], audience: &str, now: u64) -> Resul
     let sig = B64.decode(s).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key).verify(signing_input.as_bytes(), &sig).map_err(|_| JwtError::Signature)?;
-    let claims: Claims = serde_json::from_slice(&B64.decode(p).map_err(|_| JwtError::Malformed("claims are not base64url"))?)
-        .map_err(|_| JwtError::Malformed("claims are not the expected JSON"))?;
+    serde_json::from_slice(&B64.decode(p).map_err(|_| JwtError::Malformed("claims are not base64url"))?)
+        .map_err(|_| JwtError::Malformed("claims are not the expected JSON"))
+}
+
+/// The cheap half of [`verify`]: issuer, audience and validity window.
+fn check_claims(claims: Claims, audience: &str, now: u64) -> Result<Claims, JwtError> {
     if claims.iss != ISSUER {
         return Err(JwtError::Issuer(claims.iss));
     }
@@ -159,6 +169,71 @@ pub fn verify(token: &str, public_key: &[u8], audience: &str, now: u64) -> Resul
         return Err(JwtError::NotYetValid);
     }
     Ok(claims)
+}
+
+/// Tokens whose signature this node has verified, so that a client
+/// presenting the same token on every request of a pull (a 10-layer image
+/// is a dozen requests) pays one ECDSA verification per node, not one per
+/// request. Keyed by a hash of the public key and the whole token: a
+/// different key, or any changed byte, is a miss. Only the signature check
+/// is skipped; the claims are checked again on every use (so an entry stops
+/// working when the token expires), and whatever the caller checks after
+/// (the key still on the ring, the account's credential generation) is
+/// checked as before.
+pub struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+}
+
+impl VerifiedTokens {
+    /// At most this many tokens are remembered; past it, expired entries go
+    /// first, then everything (a flood of distinct tokens costs what it
+    /// cost before, never memory).
+    pub const CAPACITY: usize = 4096;
+
+    pub fn new() -> VerifiedTokens {
+        VerifiedTokens { entries: Default::default() }
+    }
+
+    /// [`verify`], remembering a good signature.
+    pub fn verify(&self, token: &str, public_key: &[u8], audience: &str, now: u64) -> Result<Claims, JwtError> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update((public_key.len() as u64).to_be_bytes());
+        h.update(public_key);
+        h.update(token.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        let known = self.entries.lock().expect("token cache lock").get(&key).cloned();
+        let claims = match known {
+            Some(c) => c,
+            None => {
+                let c = verify_signature(token, public_key)?;
+                let mut entries = self.entries.lock().expect("token cache lock");
+                if entries.len() >= Self::CAPACITY {
+                    entries.retain(|_, c| c.exp + LEEWAY_SECS > now);
+                    if entries.len() >= Self::CAPACITY {
+                        entries.clear();
+                    }
+                }
+                entries.insert(key, c.clone());
+                c
+            }
+        };
+        check_claims(claims, audience, now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("token cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens::new()
+    }
 }
 
 /// A PKCS#8 PEM private key for signing registry tokens.
@@ -188,6 +263,33 @@ mod tests {
             berth_app: None,
             berth_gen: 0,
         }
+    }
+
+    #[test]
+    fn the_verified_token_cache_skips_only_the_signature() {
+        let now = 1_000_000;
+        let (k, other) = (key("k1"), key("k2"));
+        let cache = VerifiedTokens::new();
+        let t = k.sign(&claims(now));
+        assert_eq!(cache.verify(&t, k.public_key(), "cluster-1", now).unwrap(), claims(now));
+        assert_eq!(cache.len(), 1);
+        // A hit still checks the claims: the audience, and expiry as time passes.
+        assert_eq!(cache.verify(&t, k.public_key(), "cluster-2", now), Err(JwtError::Audience("cluster-1".into())));
+        assert_eq!(cache.verify(&t, k.public_key(), "cluster-1", now + 301 + LEEWAY_SECS), Err(JwtError::Expired));
+        // Another key, or one changed byte, is a miss and verified afresh.
+        assert_eq!(cache.verify(&t, other.public_key(), "cluster-1", now), Err(JwtError::Signature));
+        let mut forged = t.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert!(cache.verify(std::str::from_utf8(&forged).unwrap(), k.public_key(), "cluster-1", now).is_err());
+        assert_eq!(cache.len(), 1, "failures are not remembered");
+        // Bounded: a flood of distinct tokens never grows it past its capacity.
+        for i in 0..VerifiedTokens::CAPACITY + 10 {
+            let mut c = claims(now);
+            c.jti = i.to_string();
+            cache.verify(&k.sign(&c), k.public_key(), "cluster-1", now).unwrap();
+        }
+        assert!(cache.len() <= VerifiedTokens::CAPACITY);
     }
 
     #[test]
