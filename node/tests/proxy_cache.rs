@@ -188,9 +188,23 @@ fn proxy_cache_fills_once_follows_the_upstream_and_refuses_pushes() {
     let out = pull(&image(&n1, "never-cached"), &creds, &work.join("pull-miss"));
     assert!(!out.status.success());
 
-    // Deleted, the organization is an ordinary one again.
-    let (s, v) = api(&n1, &creds, "DELETE", &path, None);
-    assert_eq!(s, 204, "{v}");
+    // The CLI shows it, refuses a second one in one line, and deletes it:
+    // the organization is an ordinary one again.
+    let dir = c.dirs[0].to_str().unwrap().to_string();
+    let shown: Value = serde_json::from_str(&ok(&["proxycache", "show", ORG, "--data-dir", &dir, "--json"])).unwrap();
+    assert_eq!(shown["expiration_s"].as_u64(), Some(EXPIRATION_S), "{shown}");
+    let table = ok(&["proxycache", "show", ORG, "--data-dir", &dir]);
+    assert!(table.contains("upstream") && table.contains(UP_USER), "{table}");
+    let again = berth(&["proxycache", "set", ORG, "--data-dir", &dir, "--upstream", "127.0.0.1:1", "--expiration", "1h"]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("proxy cache already") && err.trim().lines().count() == 1, "{err}");
+    ok(&["proxycache", "delete", ORG, "--data-dir", &dir]);
     let (s, _) = api(&n1, &creds, "GET", &path, None);
     assert_eq!(s, 404);
+    let out = ok(&["proxycache", "set", ORG, "--data-dir", &dir, "--upstream", "127.0.0.1:1/mirror", "--expiration", "1h", "--insecure"]);
+    assert!(out.contains("is a proxy cache of 127.0.0.1:1/mirror"), "{out}");
+    let (s, logs) = api(&n1, &creds, "GET", &format!("/api/v1/organization/{ORG}/logs"), None);
+    assert_eq!(s, 200, "{logs}");
+    assert!(logs.to_string().contains("delete_proxy_cache_config"), "{logs}");
 }
