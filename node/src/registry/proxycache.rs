@@ -51,11 +51,6 @@ pub struct ProxyCache {
     registry: Weak<dyn Registry>,
 }
 
-/// What the sealed upstream password is bound to.
-pub fn seal_scope(org: &str) -> String {
-    format!("proxycache:{org}")
-}
-
 impl ProxyCache {
     pub fn new(meta: MetaNodeHandle, registry: Weak<dyn Registry>) -> Arc<ProxyCache> {
         Arc::new(ProxyCache { meta, registry })
@@ -133,7 +128,10 @@ impl ProxyCache {
             ApiError::new(ErrorCode::NameInvalid, format!("{repo}: a proxy cache serves repositories under its organization, {org}/<upstream path>"))
         })?;
         let password = match &cfg.sealed_password {
-            Some(sealed) => Some(crate::mirror_config::open(&self.meta.state(), &seal_scope(org), sealed).map_err(|e| ApiError::new(ErrorCode::Internal, e))?),
+            Some(sealed) => Some(
+                crate::mirror_config::open(&self.meta.state(), &crate::mirror_config::proxy_cache_seal_scope(org), sealed)
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+            ),
             None => None,
         };
         Upstream::new(UpstreamSpec {

@@ -77,7 +77,7 @@ impl NodeIdentity {
         };
         let sealed_password = match password {
             Some(p) => Some(
-                crate::mirror_config::seal(&self.state(), &crate::registry::proxycache::seal_scope(org), &p)
+                crate::mirror_config::seal(&self.state(), &crate::mirror_config::proxy_cache_seal_scope(org), &p)
                     .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
             ),
             None => None,
