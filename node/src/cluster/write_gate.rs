@@ -374,5 +374,19 @@ mod tests {
         let lease = |node| MetaCommand::Mirror(MirrorCommand::RenewLease { repo: "r".into(), node, now_ms: 1, until_ms: 2 });
         assert_eq!(judge(&state, here, &Actor::Node, &lease(2)), Ok(()));
         assert!(judge(&state, here, &Actor::Node, &lease(3)).is_err());
+        // A proxy cache's fill is a node's, made as its operator; its fetch
+        // leases name the submitting node only.
+        use berth_raft::ProxyCacheCommand;
+        let link = MetaCommand::LinkBlob { repo: "cache/a".into(), digest: berth_common::Digest::sha256_of(b"x"), size: 1, node: 2, now_ms: 1 };
+        let fill = MetaCommand::ProxyCache(ProxyCacheCommand::Fill(Box::new(link)));
+        assert_eq!(judge(&state, here, &Actor::OPERATOR, &fill), Ok(()));
+        for other in [Actor::Node, Actor::Client(ClientAccount::User("admin".into())), Actor::Client(ClientAccount::Robot("cache+r".into()))] {
+            assert!(judge(&state, here, &other, &fill).unwrap_err().contains("operator"), "{other:?}");
+        }
+        let fetch =
+            |node| MetaCommand::ProxyCache(ProxyCacheCommand::AcquireFetch { repo: "cache/a".into(), reference: "1".into(), node, now_ms: 1, until_ms: 2 });
+        assert_eq!(judge(&state, here, &Actor::Node, &fetch(2)), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &fetch(3)).is_err());
+        assert!(judge(&state, here, &Actor::OPERATOR, &fetch(2)).is_err());
     }
 }
