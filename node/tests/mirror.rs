@@ -851,3 +851,54 @@ fn a_cancelled_sync_stops() {
         api(&c.http[1], &creds, "GET", &path, None).1["sync_status"] == "SUCCESS" && berth_tags(&c.http[1], &creds) == want
     });
 }
+
+/// Quay's mirror events reach the repository's notifications: a sync
+/// announces its start and its success (with the tags it left), and a
+/// sync against a stopped upstream its failure (with why), each once.
+#[test]
+fn mirror_syncs_notify_started_success_and_failed() {
+    let (inbox, rx) = common::receiver::start_receiver_thread();
+    let c = ProcCluster::start_configured(3, &[], |t| {
+        let n = toml::toml! {
+            allowed_networks = ["127.0.0.0/8"]
+            poll_interval_ms = 200
+        };
+        t.insert("notifications".into(), toml::Value::Table(n));
+    });
+    let creds = format!("admin:{}", c.password);
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    image_layout(&work.join("layout"), "1-1", "one-one");
+    seed(&up, &work.join("layout"), "1-1", "1-1");
+    team_with_robot(&n1, &creds);
+    for event in ["repo_mirror_sync_started", "repo_mirror_sync_success", "repo_mirror_sync_failed"] {
+        let body = json!({"event": event, "method": "webhook", "config": {"url": format!("http://{rx}/{event}")}});
+        let (s, v) = api(&n2, &creds, "POST", &format!("/api/v1/repository/{REPO}/notification/"), Some(body));
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = api(&n1, &creds, "POST", &format!("/api/v1/repository/{REPO}/mirror"), Some(mirror_of(&up)));
+    assert_eq!(s, 201, "{v}");
+
+    sync_and_wait(&n2, &n3, &creds, &["1-1"]);
+    let got = |path: &str| inbox.at(path);
+    eventually("started and success delivered", Duration::from_secs(30), || {
+        !got("/repo_mirror_sync_started").is_empty() && !got("/repo_mirror_sync_success").is_empty()
+    });
+    let started = &got("/repo_mirror_sync_started")[0].json;
+    assert_eq!(started["repository"], REPO, "{started}");
+    let success = &got("/repo_mirror_sync_success")[0].json;
+    assert_eq!((success["repository"].as_str(), &success["tags"]), (Some(REPO), &json!(["1-1"])), "{success}");
+    assert!(got("/repo_mirror_sync_failed").is_empty());
+
+    // The upstream stops: the sync fails, and says so (each retry too).
+    drop(up);
+    let (s, v) = api(&n3, &creds, "POST", &format!("/api/v1/repository/{REPO}/mirror/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    eventually("failed delivered", Duration::from_secs(60), || !got("/repo_mirror_sync_failed").is_empty());
+    let failed = &got("/repo_mirror_sync_failed")[0].json;
+    assert_eq!(failed["repository"], REPO, "{failed}");
+    assert!(failed["message"].as_str().is_some_and(|m| m.contains("upstream")), "{failed}");
+    assert_eq!(got("/repo_mirror_sync_success").len(), 1, "one success, announced once");
+    assert!(got("/repo_mirror_sync_started").len() >= 2, "the second sync announced its start too");
+}
