@@ -38,6 +38,13 @@ const FETCH_LEASE: Duration = Duration::from_secs(120);
 const WAIT_MAX: Duration = Duration::from_secs(180);
 /// How often a waiting read looks at the lease.
 const WAIT_POLL: Duration = Duration::from_millis(100);
+/// How long a re-check of a cached tag may take before the cached copy
+/// is served: an upstream that hangs must not hold up pulls of what is here.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, a cached tag is served without asking the
+/// upstream again for this long (one attempt, not one per pull, while it
+/// is down).
+const FAILED_BACKOFF_MS: u64 = 10_000;
 /// How deep an index may nest indexes.
 const MAX_DEPTH: usize = 4;
 
@@ -83,7 +90,10 @@ impl ProxyCache {
             Reference::Digest(_) => Ok(true),
             Reference::Tag(t) => {
                 let rec = rules::fetch(&self.meta.state(), repo.as_str(), t).map_err(state_err)?;
-                Ok(rec.checked_ms.is_some_and(|at| at + cfg.expiration_s * 1000 > now_ms()))
+                let now = now_ms();
+                let confirmed = rec.checked_ms.is_some_and(|at| at + cfg.expiration_s * 1000 > now);
+                let failed_lately = rec.failed.as_ref().is_some_and(|(at, _)| at + FAILED_BACKOFF_MS > now);
+                Ok(confirmed || failed_lately)
             }
         }
     }
@@ -160,7 +170,10 @@ impl ProxyCache {
                 let current = self.cached(repo, reference)?;
                 if let Some(local) = &current {
                     // Re-validation: a tag that has not moved costs one HEAD.
-                    if upstream.manifest_digest(t).await.map_err(upstream_err)?.as_ref() == Some(local) {
+                    let head = tokio::time::timeout(RECHECK_TIMEOUT, upstream.manifest_digest(t)).await.map_err(|_| {
+                        ApiError::new(ErrorCode::Unavailable, format!("proxy cache: the upstream did not answer within {} s", RECHECK_TIMEOUT.as_secs()))
+                    })?;
+                    if head.map_err(upstream_err)?.as_ref() == Some(local) {
                         return Ok(0);
                     }
                 }
