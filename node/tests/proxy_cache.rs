@@ -184,6 +184,20 @@ fn proxy_cache_fills_once_follows_the_upstream_and_refuses_pushes() {
     let into = work.join("pull-down-digest");
     let out = pull(&format!("{n3}/{CACHED}@{upstream_v1}"), &creds, &into);
     assert!(out.status.success(), "by digest with the upstream down: {}", text(&out));
+    // Each node counts its own fetches: two fills in all (the first
+    // pull, the moved tag), the upstream's failure served stale.
+    let fetches = |outcome: &str| -> u64 {
+        [&n1, &n2, &n3]
+            .iter()
+            .map(|n| {
+                let m = run(Command::new("curl").args(["-sS"]).arg(format!("http://{n}/metrics")));
+                let series = format!("berth_proxy_cache_fetches_total{{outcome=\"{outcome}\"}} ");
+                m.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+            })
+            .sum()
+    };
+    assert_eq!(fetches("filled"), 2);
+    assert!(fetches("stale") >= 1);
     // A miss cannot be filled, and says why.
     let out = pull(&image(&n1, "never-cached"), &creds, &work.join("pull-miss"));
     assert!(!out.status.success());

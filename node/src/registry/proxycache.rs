@@ -119,16 +119,27 @@ impl ProxyCache {
         if let Err(e) = self.write(finish).await {
             tracing::warn!(repo = %repo, reference = %reference, error = %e.message, "proxy cache fetch outcome not recorded; its lease will lapse");
         }
+        let count = |outcome: &'static str| metrics::counter!("berth_proxy_cache_fetches_total", "outcome" => outcome).increment(1);
         match outcome {
-            Ok(copied) => {
+            Ok(None) => {
+                count("confirmed");
+                tracing::debug!(repo = %repo, reference = %reference, "proxy cache tag confirmed upstream");
+                Ok(())
+            }
+            Ok(Some(copied)) => {
+                count("filled");
                 tracing::info!(repo = %repo, reference = %reference, copied, ms = started.elapsed().as_millis() as u64, "proxy cache filled");
                 Ok(())
             }
             Err(e) if self.cached(repo, reference)?.is_some() => {
+                count("stale");
                 tracing::warn!(repo = %repo, reference = %reference, error = %e.message, "proxy cache upstream failed; serving the cached copy");
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                count("failed");
+                Err(e)
+            }
         }
     }
 
@@ -158,8 +169,9 @@ impl ProxyCache {
         .map_err(upstream_err)
     }
 
-    /// Copies `reference` from the upstream; the number of blobs copied.
-    async fn fetch(&self, repo: &RepoName, reference: &Reference, cfg: &ProxyCacheConfig) -> Result<usize, ApiError> {
+    /// Copies `reference` from the upstream: the number of blobs copied,
+    /// or `None` when a re-checked tag had not moved.
+    async fn fetch(&self, repo: &RepoName, reference: &Reference, cfg: &ProxyCacheConfig) -> Result<Option<usize>, ApiError> {
         let upstream = self.upstream(repo, cfg)?;
         let mut copied = 0;
         match reference {
@@ -174,7 +186,7 @@ impl ProxyCache {
                         ApiError::new(ErrorCode::Unavailable, format!("proxy cache: the upstream did not answer within {} s", RECHECK_TIMEOUT.as_secs()))
                     })?;
                     if head.map_err(upstream_err)?.as_ref() == Some(local) {
-                        return Ok(0);
+                        return Ok(None);
                     }
                 }
                 let (digest, bytes, media_type) = self.copy_manifest(&upstream, repo, t, 0, &mut copied).await?;
@@ -183,7 +195,7 @@ impl ProxyCache {
                 }
             }
         }
-        Ok(copied)
+        Ok(Some(copied))
     }
 
     /// Copies the manifest at `reference` with everything it names, and
