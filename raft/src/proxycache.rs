@@ -68,6 +68,9 @@ pub enum ProxyCacheCommand {
     /// A content write of the fill (blob link, manifest, tag, repository
     /// creation), which a proxy-cache organization takes from nobody else.
     Fill(Box<MetaCommand>),
+    /// Extends `node`'s fetch lease while its fetch runs; refused when the
+    /// lease is not (any more) that node's.
+    RenewFetch { repo: String, reference: String, node: NodeId, until_ms: u64 },
 }
 
 impl ProxyCacheCommand {
@@ -78,6 +81,7 @@ impl ProxyCacheCommand {
             ProxyCacheCommand::AcquireFetch { .. } => "proxy_cache_acquire_fetch",
             ProxyCacheCommand::FinishFetch { .. } => "proxy_cache_finish_fetch",
             ProxyCacheCommand::Fill(cmd) => cmd.kind(),
+            ProxyCacheCommand::RenewFetch { .. } => "proxy_cache_renew_fetch",
         }
     }
 }

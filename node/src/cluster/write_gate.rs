@@ -134,7 +134,9 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             // serving node's decision, as for its other settings.
             ProxyCacheCommand::Put { .. } | ProxyCacheCommand::Delete { .. } => Rule::Client,
             // The fill's, for the node fetching.
-            ProxyCacheCommand::AcquireFetch { node, .. } | ProxyCacheCommand::FinishFetch { node, .. } => Rule::NodeOwn { names: vec![*node] },
+            ProxyCacheCommand::AcquireFetch { node, .. } | ProxyCacheCommand::RenewFetch { node, .. } | ProxyCacheCommand::FinishFetch { node, .. } => {
+                Rule::NodeOwn { names: vec![*node] }
+            }
             // Judged in `judge`: the node's operator's, then the command's rule.
             ProxyCacheCommand::Fill(cmd) => rule_of(state, cmd)?,
         },

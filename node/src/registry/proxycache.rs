@@ -31,9 +31,10 @@ use super::mirror::upstream::{Upstream, UpstreamError, UpstreamSpec};
 use crate::errors::{meta_err, state_err};
 use crate::util::now_ms;
 
-/// How long one fetch may hold its lease: a node that dies mid-fetch
-/// holds up the reads of that reference this long.
-const FETCH_LEASE: Duration = Duration::from_secs(120);
+/// How long a fetch lease lasts unless renewed (every third of it while
+/// the fetch runs): a node that dies mid-fetch holds up the reads of that
+/// reference this long.
+const FETCH_LEASE: Duration = Duration::from_secs(30);
 /// How long a read waits for another node's fetch.
 const WAIT_MAX: Duration = Duration::from_secs(180);
 /// How often a waiting read looks at the lease.
@@ -107,7 +108,27 @@ impl ProxyCache {
     /// serves the cached copy).
     async fn fetch_under_lease(&self, repo: &RepoName, reference: &Reference, cfg: &ProxyCacheConfig) -> Result<(), ApiError> {
         let started = Instant::now();
+        let renewer = {
+            let (meta, repo, reference) = (self.meta.clone(), repo.to_string(), reference.to_string());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(FETCH_LEASE / 3).await;
+                    let until_ms = now_ms() + FETCH_LEASE.as_millis() as u64;
+                    let renew = ProxyCacheCommand::RenewFetch { repo: repo.clone(), reference: reference.clone(), node: meta.id(), until_ms };
+                    match meta.write(Actor::Node, MetaCommand::ProxyCache(renew)).await {
+                        Ok(MetaResponse::Done) => {}
+                        // Taken over: the fetch goes on (its writes are idempotent), unrenewed.
+                        Ok(other) => {
+                            tracing::info!(repo = %repo, reference = %reference, outcome = ?other, "proxy cache fetch lease lost");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(repo = %repo, error = %e, "proxy cache fetch lease not renewed"),
+                    }
+                }
+            })
+        };
         let outcome = self.fetch(repo, reference, cfg).await;
+        renewer.abort();
         let error = outcome.as_ref().err().map(|e| e.message.clone());
         let finish = ProxyCacheCommand::FinishFetch {
             repo: repo.to_string(),

@@ -130,6 +130,15 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ProxyCacheCo
             ch.put(fetch_key(repo, reference), &rec);
             Ok(MetaResponse::Done)
         }
+        ProxyCacheCommand::RenewFetch { repo, reference, node, until_ms } => {
+            let mut rec = fetch(state, repo, reference)?;
+            match &mut rec.lease {
+                Some(l) if l.node == *node => l.until_ms = l.until_ms.max(*until_ms),
+                _ => return Ok(MetaResponse::Refused("the fetch lease is not this node's any more".into())),
+            }
+            ch.put(fetch_key(repo, reference), &rec);
+            Ok(MetaResponse::Done)
+        }
         ProxyCacheCommand::Fill(_) => unreachable!("unwrapped in state::apply"),
     }
 }
@@ -194,6 +203,10 @@ mod tests {
         assert!(matches!(acquire(1, 50), MetaResponse::Refused(_)), "not twice, not even by the holder");
         assert!(matches!(acquire(2, 50), MetaResponse::Refused(_)));
         assert_eq!(acquire(2, 101), MetaResponse::Done, "taken over after it lapsed");
+        let renew = |node, until_ms| s.run(pc(ProxyCacheCommand::RenewFetch { repo: "cache/a".into(), reference: "1".into(), node, until_ms }));
+        assert!(matches!(renew(1, 500), MetaResponse::Refused(_)), "the old holder renews nothing");
+        assert_eq!(renew(2, 400), MetaResponse::Done);
+        assert!(matches!(acquire(1, 300), MetaResponse::Refused(_)), "renewed past 201");
         let finish = |node, error: Option<&str>| {
             s.run(pc(ProxyCacheCommand::FinishFetch { repo: "cache/a".into(), reference: "1".into(), node, now_ms: 150, error: error.map(str::to_string) }))
         };
