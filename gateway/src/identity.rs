@@ -37,6 +37,9 @@ pub use quotas::*;
 #[path = "identity_mirror.rs"]
 mod mirror;
 pub use mirror::{MirrorProxy, MirrorRegistryConfig, MirrorRequest, MirrorRootRule, MirrorView, RepoStateChange};
+#[path = "identity_proxycache.rs"]
+mod proxycache;
+pub use proxycache::{ProxyCacheRequest, ProxyCacheView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
@@ -607,6 +610,16 @@ pub trait Identity: Send + Sync + 'static {
     async fn mirror_sync(&self, _who: &Access, _repo: &str, _now: bool) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend does not mirror"))
     }
+    /// Proxy-cache organizations; a backend without them answers 405.
+    async fn get_proxy_cache(&self, _who: &Access, _org: &str) -> Result<ProxyCacheView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no proxy caches"))
+    }
+    async fn put_proxy_cache(&self, _who: &Access, _org: &str, _req: ProxyCacheRequest) -> Result<ProxyCacheView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no proxy caches"))
+    }
+    async fn delete_proxy_cache(&self, _who: &Access, _org: &str) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no proxy caches"))
+    }
 }
 
 fn no_notifications() -> ApiError {
@@ -663,6 +676,7 @@ pub fn routes(identity: Shared) -> Router {
         .merge(policies::routes())
         .merge(quotas::routes())
         .merge(mirror::routes())
+        .merge(proxycache::routes())
         .with_state(identity)
 }
 
@@ -702,6 +716,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(policies::PolicyDoc::openapi());
     doc.merge(quotas::QuotaDoc::openapi());
     doc.merge(mirror::MirrorDoc::openapi());
+    doc.merge(proxycache::ProxyCacheDoc::openapi());
     doc
 }
 

@@ -40,12 +40,20 @@ pub fn repository_state(state: berth_raft::mirror::RepoState) -> ApiError {
 
 /// `cmd` as `principal` makes it: a robot's content write names the robot
 /// ([`MetaCommand::AsRobot`]), so a mirror repository can tell its
-/// robot's writes from others'.
+/// robot's writes from others'; the node operator's is a proxy cache's
+/// fill ([`berth_raft::ProxyCacheCommand::Fill`]), the one writer a
+/// proxy-cache organization takes.
 pub fn as_principal(principal: &berth_gateway::Principal, cmd: berth_raft::MetaCommand) -> berth_raft::MetaCommand {
+    let content = berth_raft::state::mirror::content_repo(&cmd).is_some();
     match principal {
-        berth_gateway::Principal::Robot { name } if berth_raft::state::mirror::content_repo(&cmd).is_some() => {
-            berth_raft::MetaCommand::AsRobot { robot: name.clone(), cmd: Box::new(cmd) }
-        }
+        berth_gateway::Principal::Robot { name } if content => berth_raft::MetaCommand::AsRobot { robot: name.clone(), cmd: Box::new(cmd) },
+        berth_gateway::Principal::Operator if content => berth_raft::MetaCommand::ProxyCache(berth_raft::ProxyCacheCommand::Fill(Box::new(cmd))),
         _ => cmd,
     }
+}
+
+/// A write refused because the repository is in a proxy-cache
+/// organization: `405 UNSUPPORTED`, on `/v2` and the API alike.
+pub fn proxy_cache(why: String) -> ApiError {
+    ApiError::method_not_allowed(why)
 }

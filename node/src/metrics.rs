@@ -133,6 +133,10 @@ fn describe() {
     describe_counter!("berth_notifications_delivered_total", "Notification events a receiver took (2xx, or the SMTP server accepted), by method");
     describe_counter!("berth_notifications_failed_total", "Notification events given up on after their retries, by method");
     describe_counter!("berth_notifications_dropped_total", "Notification events not queued: the notification was skipped or its outbox full, by method");
+    describe_counter!(
+        "berth_proxy_cache_fetches_total",
+        "Upstream fetches of a proxy-cache organization this node made, by outcome: filled, confirmed (a re-checked tag had not moved), stale (the upstream failed; the cached copy served), failed"
+    );
     describe_counter!("berth_scrub_runs_total", "Scrub passes run");
     describe_counter!("berth_scrub_checked_blobs_total", "Blobs re-hashed by scrub");
     describe_counter!("berth_scrub_repaired_blobs_total", "Bad copies found by scrub (quarantined and fetched again)");

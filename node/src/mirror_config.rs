@@ -37,6 +37,12 @@ pub fn seal(state: &MetaState, repo: &str, secret: &str) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
+/// What a proxy-cache organization's sealed upstream password is bound
+/// to (in place of a repository): never a repository name, which has no `:`.
+pub fn proxy_cache_seal_scope(org: &str) -> String {
+    format!("proxycache:{org}")
+}
+
 pub fn open(state: &MetaState, repo: &str, sealed: &[u8]) -> Result<String, String> {
     if sealed.len() < aead::NONCE_LEN {
         return Err("sealed password is truncated".into());

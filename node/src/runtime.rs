@@ -347,6 +347,10 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
             .with_notifications(crate::notify::Policy::new(&config.notifications))
             .with_tag_expiration_options(config.tags.expiration_options_s()?),
     );
+    {
+        let weak: std::sync::Weak<dyn berth_gateway::Registry> = Arc::downgrade(&(registry.clone() as Arc<dyn berth_gateway::Registry>));
+        registry.set_pull_through(crate::registry::proxycache::ProxyCache::new(meta.clone(), weak));
+    }
     let mirror_worker =
         crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());
     let deliverer = {

@@ -14,63 +14,10 @@ use std::time::{Duration, Instant};
 use berth_common::Digest;
 use common::daemons::*;
 use common::procs::*;
+use common::upstream::*;
 use serde_json::{json, Value};
 
 const REPO: &str = "team/app";
-
-/// One admin API call through `http` as `user:password`: status and JSON body.
-fn api(http: &str, creds: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-u", creds]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
-    }
-    let out = run(cmd.arg(format!("http://{http}{path}")));
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// Waits until `cond` holds, polling.
-fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A layer: a tar holding one file that says `content`.
-fn layer_tar(content: impl AsRef<[u8]>) -> Vec<u8> {
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("hello.txt"), content.as_ref()).unwrap();
-    let out = Command::new("tar").args(["--mtime=@0", "--owner=0", "--group=0", "-C"]).arg(src.path()).args(["-cf", "-", "hello.txt"]).output().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// An OCI layout at `dir` holding one small image tagged `tag`, its layer
-/// saying `content`; returns the manifest's digest.
-fn image_layout(dir: &Path, tag: &str, content: impl AsRef<[u8]>) -> String {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = Digest::sha256_of(bytes);
-        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
-        (d.to_string(), bytes.len())
-    };
-    let (ld, ls) = put(&layer_tar(content.as_ref()));
-    let (cd, cs) = put(format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#).as_bytes());
-    let m = json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
-    });
-    let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    md
-}
 
 fn skopeo_push(layout: &Path, tag: &str, to: &str, creds: &str) -> Output {
     Command::new("skopeo")
@@ -79,10 +26,6 @@ fn skopeo_push(layout: &Path, tag: &str, to: &str, creds: &str) -> Output {
         .arg(format!("docker://{to}"))
         .output()
         .expect("skopeo (scripts/setup-debian.sh installs it)")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn state_of(http: &str, creds: &str) -> String {
@@ -283,63 +226,6 @@ fn mirror_configuration_and_the_mirror_state() {
     eventually("node 1 sees NORMAL", Duration::from_secs(10), || state_of(&n1, &creds) == "NORMAL");
     run(docker().args(["push", &image]));
     assert_eq!(api(&n1, &creds, "GET", &mirror_path, None).0, 200);
-}
-
-/// The CNCF registry (Debian's `docker-registry`) on loopback, with
-/// htpasswd basic auth and its storage in a temporary directory; stopped
-/// when dropped.
-struct UpstreamRegistry {
-    child: std::process::Child,
-    addr: String,
-    creds: String,
-}
-
-impl Drop for UpstreamRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const UP_USER: &str = "puller";
-const UP_PASS: &str = "upstream-pass-31";
-const UP_REPO: &str = "upstream/app";
-
-fn start_upstream(dir: &Path) -> UpstreamRegistry {
-    start_upstream_with(dir, None)
-}
-
-/// [`start_upstream`], serving HTTPS with `tls` (certificate, key) when given.
-fn start_upstream_with(dir: &Path, tls: Option<(&Path, &Path)>) -> UpstreamRegistry {
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let htpasswd = run(Command::new("htpasswd").args(["-Bbn", UP_USER, UP_PASS]));
-    std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let tls_yaml = match tls {
-        None => String::new(),
-        Some((cert, key)) => format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
-    };
-    let config = format!(
-        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_yaml}auth:\n  htpasswd:\n    realm: upstream\n    path: {}\n",
-        dir.join("data").display(),
-        dir.join("htpasswd").display()
-    );
-    std::fs::write(dir.join("config.yml"), config).unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.join("config.yml"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("docker-registry (scripts/setup-debian.sh installs it)");
-    let up = UpstreamRegistry { child, addr, creds: format!("{UP_USER}:{UP_PASS}") };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    eventually("the upstream registry", Duration::from_secs(20), || {
-        let out = Command::new("curl").args(["-k", "-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{scheme}://{}/v2/", up.addr)).output().unwrap();
-        String::from_utf8_lossy(&out.stdout) == "401"
-    });
-    up
 }
 
 /// A two-platform index (amd64, arm64) tagged `tag` in the layout at
@@ -839,7 +725,7 @@ fn the_mirror_command_line() {
     assert!(out.contains("mirrors"), "{out}");
     let bad = berth(&["mirror", "set", "team/other", "--data-dir", &dir, "--upstream", "nope", "--tags", "x", "--robot", "team+sync", "--interval", "1h"]);
     assert!(!bad.status.success());
-    ok(&["mirror", "sync", REPO, "--data-dir", &dir]);
+    sync_via_cli(&dir);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let shown: Value = serde_json::from_str(&ok(&["mirror", "show", REPO, "--data-dir", &dir, "--json"])).unwrap();
@@ -854,7 +740,7 @@ fn the_mirror_command_line() {
     assert!(table.contains("SUCCESS") && table.contains("1-*") && !table.contains(UP_PASS), "{table}");
     // The sync has the robot's rights: without its write grant, it fails and says why.
     ok(&["repo", "revoke", REPO, "--account", "team+sync", "--data-dir", &dir]);
-    ok(&["mirror", "sync", REPO, "--data-dir", &dir]);
+    sync_via_cli(&dir);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let shown: Value = serde_json::from_str(&ok(&["mirror", "show", REPO, "--data-dir", &dir, "--json"])).unwrap();
@@ -869,6 +755,23 @@ fn the_mirror_command_line() {
     assert!(ok(&["mirror", "show", REPO, "--data-dir", &dir]).contains("CANCEL"));
     ok(&["mirror", "state", REPO, "READ_ONLY", "--data-dir", &dir]);
     assert_eq!(state_of(&n1, &creds), "READ_ONLY");
+}
+
+/// `berth mirror sync`, again while it says a sync is running: the
+/// configuration starts one at once by itself (its start date is now),
+/// and a loaded machine may still be running it (or the one asked for
+/// before) when the test asks.
+fn sync_via_cli(dir: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = berth(&["mirror", "sync", REPO, "--data-dir", dir]);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is running") && Instant::now() < deadline, "berth mirror sync: {err}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// An upstream that speaks the Docker token flow (berth itself: a 401
@@ -964,4 +867,55 @@ fn a_cancelled_sync_stops() {
     eventually("the whole sync", Duration::from_secs(120), || {
         api(&c.http[1], &creds, "GET", &path, None).1["sync_status"] == "SUCCESS" && berth_tags(&c.http[1], &creds) == want
     });
+}
+
+/// Quay's mirror events reach the repository's notifications: a sync
+/// announces its start and its success (with the tags it left), and a
+/// sync against a stopped upstream its failure (with why), each once.
+#[test]
+fn mirror_syncs_notify_started_success_and_failed() {
+    let (inbox, rx) = common::receiver::start_receiver_thread();
+    let c = ProcCluster::start_configured(3, &[], |t| {
+        let n = toml::toml! {
+            allowed_networks = ["127.0.0.0/8"]
+            poll_interval_ms = 200
+        };
+        t.insert("notifications".into(), toml::Value::Table(n));
+    });
+    let creds = format!("admin:{}", c.password);
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let work = work_dir(&c);
+    let up = start_upstream(&work.join("upstream"));
+    image_layout(&work.join("layout"), "1-1", "one-one");
+    seed(&up, &work.join("layout"), "1-1", "1-1");
+    team_with_robot(&n1, &creds);
+    for event in ["repo_mirror_sync_started", "repo_mirror_sync_success", "repo_mirror_sync_failed"] {
+        let body = json!({"event": event, "method": "webhook", "config": {"url": format!("http://{rx}/{event}")}});
+        let (s, v) = api(&n2, &creds, "POST", &format!("/api/v1/repository/{REPO}/notification/"), Some(body));
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = api(&n1, &creds, "POST", &format!("/api/v1/repository/{REPO}/mirror"), Some(mirror_of(&up)));
+    assert_eq!(s, 201, "{v}");
+
+    sync_and_wait(&n2, &n3, &creds, &["1-1"]);
+    let got = |path: &str| inbox.at(path);
+    eventually("started and success delivered", Duration::from_secs(30), || {
+        !got("/repo_mirror_sync_started").is_empty() && !got("/repo_mirror_sync_success").is_empty()
+    });
+    let started = &got("/repo_mirror_sync_started")[0].json;
+    assert_eq!(started["repository"], REPO, "{started}");
+    let success = &got("/repo_mirror_sync_success")[0].json;
+    assert_eq!((success["repository"].as_str(), &success["tags"]), (Some(REPO), &json!(["1-1"])), "{success}");
+    assert!(got("/repo_mirror_sync_failed").is_empty());
+
+    // The upstream stops: the sync fails, and says so (each retry too).
+    drop(up);
+    let (s, v) = api(&n3, &creds, "POST", &format!("/api/v1/repository/{REPO}/mirror/sync-now"), None);
+    assert_eq!(s, 204, "{v}");
+    eventually("failed delivered", Duration::from_secs(60), || !got("/repo_mirror_sync_failed").is_empty());
+    let failed = &got("/repo_mirror_sync_failed")[0].json;
+    assert_eq!(failed["repository"], REPO, "{failed}");
+    assert!(failed["message"].as_str().is_some_and(|m| m.contains("upstream")), "{failed}");
+    assert_eq!(got("/repo_mirror_sync_success").len(), 1, "one success, announced once");
+    assert!(got("/repo_mirror_sync_started").len() >= 2, "the second sync announced its start too");
 }

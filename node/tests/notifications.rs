@@ -15,82 +15,21 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use berth_common::Digest;
 use common::daemons::run;
 use common::eventually;
 use common::procs::*;
+use common::receiver::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
-
-/// What a receiver got.
-#[derive(Debug, Clone)]
-struct Got {
-    at: Instant,
-    path: String,
-    content_type: String,
-    signature: String,
-    event_id: String,
-    body: Vec<u8>,
-    json: Value,
-}
-
-#[derive(Clone, Default)]
-struct Inbox {
-    got: Arc<Mutex<Vec<Got>>>,
-    /// `/flaky` answers 500 until then.
-    flaky_until: Arc<Mutex<Option<Instant>>>,
-    /// `/fail` answers 500 while set.
-    failing: Arc<AtomicBool>,
-}
-
-impl Inbox {
-    fn at(&self, path: &str) -> Vec<Got> {
-        self.got.lock().unwrap().iter().filter(|g| g.path == path).cloned().collect()
-    }
-}
-
-async fn take(State(inbox): State<Inbox>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let path = uri.path().to_string();
-    if path == "/flaky" && inbox.flaky_until.lock().unwrap().is_some_and(|t| Instant::now() < t) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    if path == "/fail" && inbox.failing.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let got = Got {
-        at: Instant::now(),
-        path,
-        content_type: h("content-type"),
-        signature: h("x-berth-signature"),
-        event_id: h("x-berth-event-id"),
-        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        body: body.to_vec(),
-    };
-    inbox.got.lock().unwrap().push(got);
-    StatusCode::OK
-}
-
-async fn start_receiver() -> (Inbox, SocketAddr) {
-    let inbox = Inbox::default();
-    let app = axum::Router::new().fallback(take).with_state(inbox.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (inbox, addr)
-}
 
 /// `python3 -m aiosmtpd`, printing every message it takes; killed when dropped.
 struct Smtp {

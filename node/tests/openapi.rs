@@ -56,6 +56,11 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
         let path = format!("/api/v1/repository/{{namespace}}/{{repository}}/{op}");
         assert!(doc["paths"].get(&path).is_some(), "{path} is documented");
     }
+    // Proxy-cache organizations, on Quay's path.
+    let proxycache = &doc["paths"]["/api/v1/organization/{org}/proxycache"];
+    for method in ["get", "post", "delete"] {
+        assert!(proxycache.get(method).is_some(), "{method} /organization/{{org}}/proxycache is documented");
+    }
     // The cluster and drill API stays out: schemathesis holds the operator
     // token, and a generated isolation would cut the node off for minutes.
     for path in ["/api/v1/drill/isolate", "/api/v1/drill/probe", "/api/v1/cluster/transfer-leader"] {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 // A command carries records; they are named here as well as in `records`.
 pub use crate::mirror::*;
+pub use crate::proxycache::{ProxyCacheCommand, ProxyCacheConfig};
 pub use crate::records::*;
 
 /// The payload of a Raft log entry. The variant is the command format
@@ -181,6 +182,8 @@ pub enum MetaCommand {
         robot: String,
         cmd: Box<MetaCommand>,
     },
+    /// Proxy-cache organizations and their fills (see [`crate::proxycache`]).
+    ProxyCache(ProxyCacheCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +240,7 @@ impl MetaCommand {
             MetaCommand::Quota(c) => c.kind(),
             MetaCommand::Mirror(c) => c.kind(),
             MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
+            MetaCommand::ProxyCache(c) => c.kind(),
         }
     }
 }

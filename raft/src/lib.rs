@@ -26,6 +26,7 @@ pub mod meta;
 pub mod mirror;
 pub mod network;
 pub mod pb;
+pub mod proxycache;
 pub mod records;
 pub mod server;
 pub mod state;

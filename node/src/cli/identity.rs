@@ -18,6 +18,8 @@ use crate::print_json;
 
 #[path = "mirror.rs"]
 pub mod mirror;
+#[path = "proxycache.rs"]
+pub mod proxycache;
 
 const SCOPES: [&str; 8] = ["repo:read", "repo:write", "repo:admin", "repo:create", "user:read", "user:admin", "org:admin", "super:user"];
 

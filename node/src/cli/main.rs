@@ -122,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         command: identity::mirror::MirrorCommand,
     },
+    /// An organization's proxy cache of an upstream registry.
+    Proxycache {
+        #[command(subcommand)]
+        command: identity::proxycache::ProxyCacheCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -571,6 +576,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => tags::run_policy(command).await?,
         Command::Quota { command } => tags::run_quota(command).await?,
         Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
+        Command::Proxycache { command } => identity::proxycache::run_proxycache(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

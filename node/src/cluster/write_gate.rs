@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, ProxyCacheCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -129,6 +129,17 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         },
         // Judged in `judge`: the robot's own, then the command's rule.
         M::AsRobot { cmd, .. } => rule_of(state, cmd)?,
+        M::ProxyCache(c) => match c {
+            // Whether the client administers the organization is the
+            // serving node's decision, as for its other settings.
+            ProxyCacheCommand::Put { .. } | ProxyCacheCommand::Delete { .. } => Rule::Client,
+            // The fill's, for the node fetching.
+            ProxyCacheCommand::AcquireFetch { node, .. } | ProxyCacheCommand::RenewFetch { node, .. } | ProxyCacheCommand::FinishFetch { node, .. } => {
+                Rule::NodeOwn { names: vec![*node] }
+            }
+            // Judged in `judge`: the node's operator's, then the command's rule.
+            ProxyCacheCommand::Fill(cmd) => rule_of(state, cmd)?,
+        },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
             CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
@@ -189,6 +200,13 @@ pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand
     if let MetaCommand::AsRobot { robot, .. } = cmd {
         if *actor != Actor::Client(berth_raft::ClientAccount::Robot(robot.clone())) {
             return Err("a robot's write must come from that robot".into());
+        }
+    }
+    // A proxy cache's fill is the node's own work, made as its operator
+    // (no client may write into a proxy-cache organization).
+    if let MetaCommand::ProxyCache(ProxyCacheCommand::Fill(_)) = cmd {
+        if *actor != Actor::OPERATOR {
+            return Err("a proxy cache's fill is made by a node as its operator".into());
         }
     }
     let rule = rule_of(state, cmd).map_err(|e| format!("the leader could not read its state: {e}"))?;
@@ -358,5 +376,19 @@ mod tests {
         let lease = |node| MetaCommand::Mirror(MirrorCommand::RenewLease { repo: "r".into(), node, now_ms: 1, until_ms: 2 });
         assert_eq!(judge(&state, here, &Actor::Node, &lease(2)), Ok(()));
         assert!(judge(&state, here, &Actor::Node, &lease(3)).is_err());
+        // A proxy cache's fill is a node's, made as its operator; its fetch
+        // leases name the submitting node only.
+        use berth_raft::ProxyCacheCommand;
+        let link = MetaCommand::LinkBlob { repo: "cache/a".into(), digest: berth_common::Digest::sha256_of(b"x"), size: 1, node: 2, now_ms: 1 };
+        let fill = MetaCommand::ProxyCache(ProxyCacheCommand::Fill(Box::new(link)));
+        assert_eq!(judge(&state, here, &Actor::OPERATOR, &fill), Ok(()));
+        for other in [Actor::Node, Actor::Client(ClientAccount::User("admin".into())), Actor::Client(ClientAccount::Robot("cache+r".into()))] {
+            assert!(judge(&state, here, &other, &fill).unwrap_err().contains("operator"), "{other:?}");
+        }
+        let fetch =
+            |node| MetaCommand::ProxyCache(ProxyCacheCommand::AcquireFetch { repo: "cache/a".into(), reference: "1".into(), node, now_ms: 1, until_ms: 2 });
+        assert_eq!(judge(&state, here, &Actor::Node, &fetch(2)), Ok(()));
+        assert!(judge(&state, here, &Actor::Node, &fetch(3)).is_err());
+        assert!(judge(&state, here, &Actor::OPERATOR, &fetch(2)).is_err());
     }
 }

@@ -26,6 +26,7 @@ use crate::util::{now_ms, rfc3339};
 mod mirror;
 mod notifications;
 mod policies;
+mod proxycache;
 mod quotas;
 mod tags;
 
@@ -994,6 +995,23 @@ impl Identity for NodeIdentity {
 
     async fn mirror_sync(&self, who: &Access, repo: &str, now: bool) -> Result<(), ApiError> {
         self.mirror_sync_request(who, repo, now).await
+    }
+
+    async fn get_proxy_cache(&self, who: &Access, org: &str) -> Result<berth_gateway::identity::ProxyCacheView, ApiError> {
+        self.proxy_cache_view(who, org).await
+    }
+
+    async fn put_proxy_cache(
+        &self,
+        who: &Access,
+        org: &str,
+        req: berth_gateway::identity::ProxyCacheRequest,
+    ) -> Result<berth_gateway::identity::ProxyCacheView, ApiError> {
+        self.proxy_cache_put(who, org, req).await
+    }
+
+    async fn delete_proxy_cache(&self, who: &Access, org: &str) -> Result<(), ApiError> {
+        self.proxy_cache_delete(who, org).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

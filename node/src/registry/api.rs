@@ -44,6 +44,17 @@ pub struct NodeRegistry {
     absent: AbsentRepos,
     /// Where this node is, for the notifications a push causes.
     site: Option<crate::notify::Site>,
+    /// Fills a proxy-cache organization's misses before a manifest read
+    /// (set once by the composition root; see [`PullThrough`]).
+    pull_through: std::sync::OnceLock<Arc<dyn PullThrough>>,
+}
+
+/// What a manifest read asks of a proxy cache first: on a miss (or a tag
+/// due a re-check) the reference is fetched from the upstream and stored
+/// through this registry's push path before the read goes on.
+#[async_trait]
+pub trait PullThrough: Send + Sync + 'static {
+    async fn before_manifest_read(&self, repo: &RepoName, reference: &Reference) -> Result<(), ApiError>;
 }
 
 /// How long a repository found missing after catching up with the leader
@@ -92,7 +103,7 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 
 impl NodeRegistry {
     pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>, audit: AuditLog) -> NodeRegistry {
-        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default(), site: None }
+        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default(), site: None, pull_through: std::sync::OnceLock::new() }
     }
 
     /// Pushes name this node, its region and the registry's public name
@@ -100,6 +111,13 @@ impl NodeRegistry {
     pub fn with_site(mut self, site: crate::notify::Site) -> NodeRegistry {
         self.site = Some(site);
         self
+    }
+
+    /// Makes manifest reads fill proxy-cache misses through `p` (once).
+    pub fn set_pull_through(&self, p: Arc<dyn PullThrough>) {
+        if self.pull_through.set(p).is_err() {
+            tracing::warn!("the proxy cache was wired twice; keeping the first");
+        }
     }
 
     /// The actions on `repo` a principal may have, of those asked for.
@@ -244,6 +262,12 @@ impl NodeRegistry {
             berth_gateway::Principal::Robot { name } => Some(name.as_str()),
             _ => None,
         };
+        if access.principal != Principal::Operator {
+            if let Some(c) = berth_raft::state::proxycache::config_of_repo(&state, repo.as_str()).map_err(state_err)? {
+                let org = namespace_of(repo.as_str()).unwrap_or_default();
+                return Err(crate::errors::proxy_cache(berth_raft::state::proxycache::refusal(org, &c.upstream_registry)));
+            }
+        }
         match mirror::repo_state(&state, repo.as_str()).map_err(state_err)? {
             berth_raft::mirror::RepoState::Normal => Ok(()),
             berth_raft::mirror::RepoState::Mirror
@@ -260,6 +284,7 @@ impl NodeRegistry {
     async fn write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
         match self.meta.write(actor_of(&who.principal), crate::errors::as_principal(&who.principal, cmd)).await.map_err(meta_err)? {
             MetaResponse::RepositoryState { state } => Err(crate::errors::repository_state(state)),
+            MetaResponse::Refused(why) if berth_raft::state::proxycache::is_refusal(&why) => Err(crate::errors::proxy_cache(why)),
             other => Ok(other),
         }
     }
@@ -747,6 +772,9 @@ impl Registry for NodeRegistry {
     }
 
     async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest, ApiError> {
+        if let Some(p) = self.pull_through.get() {
+            p.before_manifest_read(repo, reference).await?;
+        }
         let digest = self.resolve(repo, reference).await?;
         let rec: ManifestRecord = match self.read_fresh(&keys::manifest(repo.as_str(), &digest)).await? {
             Some(r) => r,
@@ -863,6 +891,7 @@ impl Registry for NodeRegistry {
     }
 
     async fn manifest_delete(&self, access: &Access, repo: &RepoName, reference: &Reference) -> Result<(), ApiError> {
+        self.refused_by_state(access, repo)?;
         let cmd = match reference {
             Reference::Digest(d) => MetaCommand::DeleteManifestAt { repo: repo.to_string(), digest: d.clone(), now_ms: now_ms() },
             Reference::Tag(t) => MetaCommand::DeleteTagAt { repo: repo.to_string(), tag: t.clone(), if_current: None, now_ms: now_ms() },

@@ -7,6 +7,7 @@
 //!   manifests it names, its subject);
 //! - [`gc`]: online garbage collection of blobs no manifest references;
 //! - [`mirror`]: repository mirroring (configuration rules, sealing, sync);
+//! - [`proxycache`]: proxy-cache organizations' fill from the upstream;
 //! - [`lifecycle`]: the leader's pass that closes expired tag rows.
 
 pub mod api;
@@ -14,4 +15,5 @@ pub mod gc;
 pub mod lifecycle;
 pub mod manifest;
 pub mod mirror;
+pub mod proxycache;
 pub mod uploads;

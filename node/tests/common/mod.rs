@@ -7,6 +7,8 @@
 pub mod daemons;
 pub mod http;
 pub mod procs;
+pub mod receiver;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -118,6 +118,7 @@ pub(crate) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &IdentityComm
             }
             delete_repository(state, ch, name)?;
             super::mirror::forget_repository(ch, name);
+            super::proxycache::forget_repository(state, ch, name)?;
             Ok(MetaResponse::Done)
         }
         I::SetPermission { repo, grantee, role } => set_permission(state, ch, repo, grantee, *role),
@@ -165,6 +166,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     ch.delete(keys::namespace_life(name));
     super::tag_policies::forget_scope(state, ch, name)?;
     super::quotas::forget(state, ch, name)?;
+    ch.delete(super::proxycache::config_key(name));
     Ok(MetaResponse::Done)
 }
 

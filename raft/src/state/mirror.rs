@@ -195,6 +195,13 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &MirrorComman
             if !due(&rec, *now_ms) {
                 return Ok(MetaResponse::Refused("not due, or another node holds the lease".into()));
             }
+            // A takeover of a lapsed lease goes on with the same sync: it
+            // was announced when it started.
+            if rec.status.sync_status != SyncStatus::Syncing {
+                let event =
+                    NotificationEvent::MirrorSyncStarted { repo: repo.to_string(), message: format!("sync of {} started", rec.config.external_reference) };
+                super::notifications::on_event(state, ch, repo, event, *now_ms)?;
+            }
             rec.lease = Some(MirrorLease { node: *node, until_ms: *until_ms });
             rec.status.sync_status = SyncStatus::Syncing;
             rec.status.expiration_ms = Some(now_ms + rec.config.timeout_s * 1000);
@@ -215,6 +222,14 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &MirrorComman
                 SyncOutcome::Fail(m) => (false, m),
             };
             rec.status.last_message = Some(message.clone());
+            // Quay's events: the tags the repository has after a success.
+            let event = if ok {
+                let tags = super::tags::visible_tag_names(state, repo, *now_ms)?;
+                NotificationEvent::MirrorSyncSuccess { repo: repo.to_string(), tags, message: message.clone() }
+            } else {
+                NotificationEvent::MirrorSyncFailed { repo: repo.to_string(), tags: vec![], message: message.clone() }
+            };
+            super::notifications::on_event(state, ch, repo, event, *now_ms)?;
             let retries = if ok { MIRROR_RETRIES } else { rec.status.retries_remaining.saturating_sub(1) };
             rec.status.sync_status = if ok { SyncStatus::Success } else { SyncStatus::Fail };
             if ok || retries == 0 {
@@ -314,6 +329,54 @@ mod tests {
         assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Refused(_)));
         assert_eq!(s.get_raw(&mirror_key("team/app")).unwrap(), None);
         assert_eq!(repo_state(&s, "team/app").unwrap(), RepoState::Normal);
+    }
+
+    /// A sync's start (not a takeover's) and outcome are queued, in the
+    /// same command, for the repository's and namespace's notifications
+    /// of those events.
+    #[test]
+    fn sync_events_are_queued_for_notifications() {
+        let s = setup();
+        let repo = || "team/app".to_string();
+        let put = MirrorCommand::PutMirror { repo: repo(), config: config("team+sync"), create: true, keep_password: false, now_ms: 0 };
+        assert_eq!(s.run(mirror_cmd(put)), MetaResponse::Done);
+        for (uuid, scope, event) in [
+            ("started", NotificationScope::Repository(repo()), "repo_mirror_sync_started"),
+            ("success", NotificationScope::Namespace("team".into()), "repo_mirror_sync_success"),
+            ("failed", NotificationScope::Repository(repo()), "repo_mirror_sync_failed"),
+        ] {
+            let n = NotificationRecord {
+                uuid: uuid.into(),
+                scope,
+                title: String::new(),
+                event: event.into(),
+                method: "webhook".into(),
+                config_json: "{}".into(),
+                event_config_json: "{}".into(),
+                secret: "s".into(),
+                created_at_ms: 0,
+                number_of_failures: 0,
+                next_seq: 0,
+                delivered: 0,
+                failed: 0,
+                dropped: 0,
+            };
+            assert_eq!(s.run(MetaCommand::Notification(NotificationCommand::Create(n))), MetaResponse::Done);
+        }
+        let kinds = |uuid: &str| -> Vec<String> { super::super::notifications::outbox(&s, uuid).unwrap().iter().map(|o| o.event.kind().to_string()).collect() };
+        let acquire = |node, now_ms| s.run(mirror_cmd(MirrorCommand::AcquireLease { repo: repo(), node, now_ms, until_ms: now_ms + 100 }));
+        assert_eq!(acquire(1, 1_000), MetaResponse::Done);
+        assert_eq!(kinds("started"), vec!["repo_mirror_sync_started"]);
+        assert_eq!(acquire(2, 1_200), MetaResponse::Done, "a takeover");
+        assert_eq!(kinds("started").len(), 1, "a takeover goes on with the announced sync");
+        let finish = |outcome| s.run(mirror_cmd(MirrorCommand::FinishSync { repo: repo(), node: 2, outcome, now_ms: 1_250 }));
+        assert_eq!(finish(SyncOutcome::Fail("upstream down".into())), MetaResponse::Done);
+        assert_eq!(kinds("failed"), vec!["repo_mirror_sync_failed"]);
+        assert!(kinds("success").is_empty());
+        assert_eq!(acquire(2, 1_300), MetaResponse::Done, "the retry");
+        assert_eq!(kinds("started").len(), 2);
+        assert_eq!(finish(SyncOutcome::Success("synced".into())), MetaResponse::Done);
+        assert_eq!(kinds("success"), vec!["repo_mirror_sync_success"]);
     }
 
     /// One node holds the lease; another takes it after it lapses; the

@@ -62,6 +62,7 @@ mod cluster;
 pub mod identity;
 pub mod mirror;
 pub mod notifications;
+pub mod proxycache;
 pub mod quotas;
 mod registry;
 pub mod tag_policies;
@@ -372,12 +373,21 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
     use MetaCommand as M;
     // Who makes a content write matters to a mirror repository; the
     // repository's state judges it before its handler does.
+    // A proxy-cache organization's fill is the one writer into it.
+    let (fill, cmd) = match cmd {
+        M::ProxyCache(ProxyCacheCommand::Fill(inner)) if proxycache_fill_ok(inner) => (true, &**inner),
+        M::ProxyCache(ProxyCacheCommand::Fill(_)) => return Ok((MetaResponse::Refused("a fill wraps one plain write".into()), Changes::default())),
+        cmd => (false, cmd),
+    };
     let (robot, cmd) = match cmd {
         M::AsRobot { robot, cmd } if !matches!(**cmd, M::AsRobot { .. }) => (Some(robot.as_str()), &**cmd),
         M::AsRobot { .. } => return Ok((MetaResponse::Refused("a robot's write is wrapped once".into()), Changes::default())),
         cmd => (None, cmd),
     };
     if let Some(refused) = mirror::guard(state, cmd, robot)? {
+        return Ok((refused, Changes::default()));
+    }
+    if let Some(refused) = proxycache::guard(state, cmd, fill)? {
         return Ok((refused, Changes::default()));
     }
     let mut ch = Changes::default();
@@ -417,9 +427,16 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
+        M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
         M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
     Ok((resp, ch))
+}
+
+/// Whether `inner` may be wrapped in a fill: one plain write, not a
+/// wrapper of its own.
+fn proxycache_fill_ok(inner: &MetaCommand) -> bool {
+    !matches!(inner, MetaCommand::AsRobot { .. } | MetaCommand::ProxyCache(_))
 }
 
 /// A state in a map, for testing rules without RocksDB (here and in the

@@ -149,6 +149,16 @@ pub(super) fn on_push(state: &impl StateRead, ch: &mut Changes, rec: &ManifestRe
     Ok(())
 }
 
+/// `event` (of `repo`) for every matching notification, in the command
+/// that caused it (a mirror's sync start and outcome).
+pub(super) fn on_event(state: &impl StateRead, ch: &mut Changes, repo: &str, event: NotificationEvent, now_ms: u64) -> Result<(), StateError> {
+    for mut n in matching(state, repo, event.kind())? {
+        enqueue(state, ch, &mut n, event.clone(), now_ms)?;
+        ch.put(keys::notification(&n.uuid), &n);
+    }
+    Ok(())
+}
+
 /// Whether a push of `digest` as `tag` at `at_ms` moves the tag.
 pub(super) fn push_moves(state: &impl StateRead, repo: &str, tag: &str, digest: &berth_common::Digest, at_ms: u64) -> Result<bool, StateError> {
     Ok(super::tags::visible_tag(state, repo, tag, at_ms)?.is_none_or(|t| t.digest != *digest))

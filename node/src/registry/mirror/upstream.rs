@@ -235,6 +235,14 @@ impl Upstream {
         Ok(FetchedManifest { bytes, media_type, digest })
     }
 
+    /// The digest the upstream serves for `reference` now, from a `HEAD`
+    /// (no body); `None` when it does not say.
+    pub async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>> {
+        let resp = self.send(Method::HEAD, &format!("/v2/{}/manifests/{reference}", self.path), Some(MANIFEST_ACCEPT)).await?;
+        let resp = self.checked(&format!("manifest {reference}"), resp).await?;
+        Ok(resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()))
+    }
+
     /// A blob's bytes, streamed; the caller checks the digest as it stores them.
     pub async fn blob(&self, digest: &Digest) -> Result<impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static> {
         let resp = self.send(Method::GET, &format!("/v2/{}/blobs/{digest}", self.path), None).await?;
