@@ -128,13 +128,28 @@ fn proxy_cache_fills_once_follows_the_upstream_and_refuses_pushes() {
     assert_eq!(s, 200, "{logs}");
     assert!(logs.to_string().contains("create_proxy_cache_config"), "{logs}");
 
-    // Ten pulls at once through three nodes of an image not cached yet:
-    // each upstream blob is fetched once.
+    // A plain member of the organization (a team with no repository
+    // grants) pulls through the cache like its admin; an outsider does not.
+    for (user, pw) in [("reader", "reader-password"), ("outsider", "outsider-password")] {
+        let (s, v) = api(&n1, &creds, "POST", "/api/v1/superuser/users/", Some(json!({"username": user, "password": pw})));
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = api(&n1, &creds, "PUT", &format!("/api/v1/organization/{ORG}/team/readers"), Some(json!({"role": "member"})));
+    assert!(s == 200 || s == 201, "{v}");
+    let (s, v) = api(&n1, &creds, "PUT", &format!("/api/v1/organization/{ORG}/team/readers/members/reader"), None);
+    assert!(s == 200 || s == 201, "{v}");
+    let member = "reader:reader-password".to_string();
+
+    // Ten pulls at once through three nodes of an image not cached yet,
+    // half of them by the member: each upstream blob is fetched once.
     let image = |n: &str, r: &str| format!("{n}/{CACHED}:{r}");
+    let outsider = pull(&image(&n1, "v1"), "outsider:outsider-password", &work.join("outsider"));
+    assert!(!outsider.status.success(), "an outsider does not pull through the cache");
     let pulls: Vec<_> = (0..10)
         .map(|i| {
             let node = [&n1, &n2, &n3][i % 3].to_string();
-            let (creds, into) = (creds.clone(), work.join(format!("pull-{i}")));
+            let creds = if i % 2 == 0 { creds.clone() } else { member.clone() };
+            let into = work.join(format!("pull-{i}"));
             std::thread::spawn(move || (pull(&image(&node, "v1"), &creds, &into), into))
         })
         .collect();

@@ -134,7 +134,15 @@ impl NodeRegistry {
         }
         let rec = self.repo_record(repo).await?;
         let state = self.state();
-        let role = policy::repo_role(&state, p, repo.as_str(), rec.as_ref()).map_err(state_err)?;
+        let mut role = policy::repo_role(&state, p, repo.as_str(), rec.as_ref()).map_err(state_err)?;
+        // A proxy cache serves its organization: every member may pull
+        // through it, what is cached and what is not yet (the fill itself
+        // is the node's write, never the member's).
+        if let (None, Some(org)) = (role, namespace_of(repo.as_str())) {
+            if berth_raft::state::proxycache::config(&state, org).map_err(state_err)?.is_some() && policy::is_org_member(&state, p, org).map_err(state_err)? {
+                role = Some(Role::Read);
+            }
+        }
         let may_create = rec.is_none() && policy::may_create(&state, p, repo.as_str()).map_err(state_err)?;
         Ok((rec, role, may_create))
     }
