@@ -165,6 +165,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     ch.delete(keys::namespace_life(name));
     super::tag_policies::forget_scope(state, ch, name)?;
     super::quotas::forget(state, ch, name)?;
+    super::oauth::forget_org(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 
