@@ -410,6 +410,27 @@ async fn oauth_applications_and_flows() {
     let (s, v) = call(exchange(code2, new_secret, vec![])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
+    // The CLI over the same API.
+    let pw = c.root.path().join("alice.pw");
+    std::fs::write(&pw, alice.1).unwrap();
+    let endpoint = n.base.clone();
+    let target = ["--endpoint", endpoint.as_str(), "--user", "alice", "--password-file", pw.to_str().unwrap()];
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(target);
+        tokio::task::block_in_place(|| berth(&all))
+    };
+    let out = cli(&["app", "create", "acme", "made-by-cli", "--redirect-uri", &redirect, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made["client_secret"].as_str().unwrap().len(), 40);
+    let listed = cli(&["app", "list", "acme"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(made["client_id"].as_str().unwrap()));
+    let bad = cli(&["app", "create", "acme", "x", "--redirect-uri", "ftp://h/cb"]);
+    assert!(!bad.status.success());
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).trim().lines().count(), 1, "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(cli(&["app", "delete", "acme", made["client_id"].as_str().unwrap()]).status.success());
+
     // The usage log.
     let (_, logs) = n.api(alice, Method::GET, "/api/v1/organization/acme/logs", None).await;
     let kinds: Vec<String> = logs["logs"].as_array().unwrap().iter().map(|l| l["kind"].as_str().unwrap().to_string()).collect();

@@ -19,6 +19,9 @@ use crate::print_json;
 #[path = "mirror.rs"]
 pub mod mirror;
 
+#[path = "app.rs"]
+pub mod app;
+
 const SCOPES: [&str; 8] = ["repo:read", "repo:write", "repo:admin", "repo:create", "user:read", "user:admin", "org:admin", "super:user"];
 
 /// Prints rows as aligned columns under an upper-case header.

@@ -121,6 +121,11 @@ enum Command {
         #[command(subcommand)]
         command: identity::mirror::MirrorCommand,
     },
+    /// An organization's OAuth applications and the tokens they hold.
+    App {
+        #[command(subcommand)]
+        command: identity::app::AppCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -539,6 +544,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => tags::run_policy(command).await?,
         Command::Quota { command } => tags::run_quota(command).await?,
         Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
+        Command::App { command } => identity::app::run_app(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {
