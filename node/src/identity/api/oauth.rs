@@ -423,37 +423,39 @@ impl NodeIdentity {
     /// and PKCE. An unknown client or a redirect outside the registered
     /// one gets a page (the browser is never sent where the application
     /// did not register); the rest go back to the application.
-    fn check_request(&self, req: &AuthorizeRequest) -> Result<Checked, OAuthOutcome> {
+    fn check_request(&self, req: &AuthorizeRequest) -> Result<Checked, Box<OAuthOutcome>> {
         let Some(client_id) = req.client_id.as_deref().filter(|c| !c.is_empty()) else {
-            return Err(error_page(400, "invalid_request", "client_id is missing"));
+            return Err(Box::new(error_page(400, "invalid_request", "client_id is missing")));
         };
         let app = match rules::app(&self.state(), client_id) {
             Ok(Some(a)) => a,
-            Ok(None) => return Err(error_page(400, "invalid_client", "no application has this client_id")),
-            Err(e) => return Err(error_page(503, "temporarily_unavailable", format!("{e}"))),
+            Ok(None) => return Err(Box::new(error_page(400, "invalid_client", "no application has this client_id"))),
+            Err(e) => return Err(Box::new(error_page(503, "temporarily_unavailable", format!("{e}")))),
         };
         let redirect_uri = req.redirect_uri.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| app.redirect_uri.clone());
         if !redirect_allowed(&app.redirect_uri, &redirect_uri) {
-            return Err(error_page(400, "invalid_request", "redirect_uri is not under the application's registered redirect URI"));
+            return Err(Box::new(error_page(400, "invalid_request", "redirect_uri is not under the application's registered redirect URI")));
         }
         let implicit = req.response_type.as_deref() == Some("token");
         let mut c = Checked { app, redirect_uri, scopes: BTreeSet::new(), implicit, state: req.state.clone().unwrap_or_default(), challenge: None };
         match req.response_type.as_deref() {
             Some("code") | Some("token") => {}
-            _ => return Err(c.error_redirect("unsupported_response_type", "response_type must be code or token")),
+            _ => return Err(Box::new(c.error_redirect("unsupported_response_type", "response_type must be code or token"))),
         }
         c.scopes = match parse_scopes(req.scope.as_deref().unwrap_or("")) {
             Ok(s) => s,
-            Err(why) => return Err(c.error_redirect("invalid_scope", &why)),
+            Err(why) => return Err(Box::new(c.error_redirect("invalid_scope", &why))),
         };
         if !implicit {
             let challenge = req.code_challenge.clone().filter(|s| !s.is_empty());
             match (req.code_challenge_method.as_deref(), &challenge) {
                 (None | Some("S256"), Some(ch)) if ch.len() == 43 => c.challenge = Some(ch.clone()),
-                (_, Some(_)) => return Err(c.error_redirect("invalid_request", "code_challenge must be S256: 43 base64url characters, method S256")),
-                (Some(_), None) => return Err(c.error_redirect("invalid_request", "code_challenge_method without code_challenge")),
+                (_, Some(_)) => {
+                    return Err(Box::new(c.error_redirect("invalid_request", "code_challenge must be S256: 43 base64url characters, method S256")));
+                }
+                (Some(_), None) => return Err(Box::new(c.error_redirect("invalid_request", "code_challenge_method without code_challenge"))),
                 (None, None) if c.app.public_client => {
-                    return Err(c.error_redirect("invalid_request", "a public client must use PKCE (code_challenge with S256)"));
+                    return Err(Box::new(c.error_redirect("invalid_request", "a public client must use PKCE (code_challenge with S256)")));
                 }
                 (None, None) => {}
             }
@@ -508,7 +510,7 @@ impl NodeIdentity {
     pub(super) async fn authorize_page(&self, caller: &Caller, req: AuthorizeRequest) -> OAuthOutcome {
         let c = match self.check_request(&req) {
             Ok(c) => c,
-            Err(o) => return o,
+            Err(o) => return *o,
         };
         match self.consenting_user(caller, &AuthorizeRequest::default()).await {
             Ok(Some(p)) => self.consent(200, &c, Some(&p.performer()), None),
@@ -520,7 +522,7 @@ impl NodeIdentity {
     pub(super) async fn authorize_decide(&self, caller: &Caller, form: AuthorizeRequest, approve: bool) -> OAuthOutcome {
         let c = match self.check_request(&form) {
             Ok(c) => c,
-            Err(o) => return o,
+            Err(o) => return *o,
         };
         if !self.csrf_valid(&c, form.csrf_token.as_deref()) {
             return error_page(400, "invalid_request", "the form's CSRF token is missing, expired or for another request: open the authorization page again");
