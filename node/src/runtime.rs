@@ -57,6 +57,7 @@ impl NodeAddrs {
             gc: Default::default(),
             tags: Default::default(),
             mirror: Default::default(),
+            oauth: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
@@ -345,7 +346,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let identity = Arc::new(
         NodeIdentity::new(meta.clone(), auth, audit.clone())
             .with_notifications(crate::notify::Policy::new(&config.notifications))
-            .with_tag_expiration_options(config.tags.expiration_options_s()?),
+            .with_tag_expiration_options(config.tags.expiration_options_s()?)
+            .with_oauth({
+                config.oauth.validate()?;
+                config.oauth.clone()
+            }),
     );
     let mirror_worker =
         crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());

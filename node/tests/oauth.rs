@@ -8,7 +8,7 @@
 //! (its `repo:admin` token creates a notification), PKCE for a public
 //! client, an administrator's generated token, listing and revoking an
 //! application's tokens, and each refusal with its OAuth error, issuing
-//! nothing: a wrong secret, a reused code, a redirect outside the
+//! nothing: a wrong secret, a reused code, an expired code, a redirect outside the
 //! registered URI, a scope widened at the exchange, a missing CSRF token,
 //! a PKCE verifier mismatch, a public client without PKCE.
 
@@ -180,6 +180,8 @@ async fn oauth_applications_and_flows() {
     let c = tokio::task::block_in_place(|| {
         ProcCluster::start_configured(1, &[], |t| {
             t.insert("notifications".into(), toml::Value::Table(toml::toml! { allowed_networks = ["127.0.0.0/8"] }));
+            // Codes expire within the test (Quay's 10 minutes otherwise).
+            t.insert("oauth".into(), toml::Value::Table(toml::toml! { code_ttl_secs = 8 }));
         })
     });
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -398,6 +400,14 @@ async fn oauth_applications_and_flows() {
     let (s, _) = n.bearer(&gtoken, Method::GET, "/api/v1/repository/acme/app", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token is refused");
     assert_eq!(n.api(alice, Method::GET, &tokens_path, None).await.1["tokens"].as_array().unwrap().len(), 2);
+
+    // An expired code: invalid_grant, nothing issued.
+    let before = n.api(alice, Method::GET, &tokens_path, None).await.1["tokens"].as_array().unwrap().len();
+    let late = query_of(&n.approve(&q, alice).await)["code"].clone();
+    tokio::time::sleep(std::time::Duration::from_secs(9)).await;
+    let (s, v) = call(exchange(late, secret.clone(), vec![])).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{v}");
+    assert_eq!(n.api(alice, Method::GET, &tokens_path, None).await.1["tokens"].as_array().unwrap().len(), before);
 
     // Reset the secret: the old one stops working.
     let (s, reset) = n.api(alice, Method::POST, &format!("/api/v1/organization/acme/applications/{client_id}/resetclientsecret"), None).await;

@@ -39,6 +39,8 @@ pub struct NodeIdentity {
     /// The time machine windows (s) a namespace may choose (`[tags]
     /// expiration_options`).
     tag_expiration_options: Vec<u64>,
+    /// How long OAuth codes and tokens live (`[oauth]`).
+    oauth: crate::config::OAuthConfig,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -82,7 +84,7 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
         let tag_expiration_options = crate::config::TagsConfig::default().expiration_options_s().expect("the default options parse");
-        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options }
+        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options, oauth: Default::default() }
     }
 
     /// Checks new notifications' targets with `policy` (by default,
@@ -95,6 +97,12 @@ impl NodeIdentity {
     /// The time machine windows a namespace may choose, in seconds.
     pub fn with_tag_expiration_options(mut self, options: Vec<u64>) -> NodeIdentity {
         self.tag_expiration_options = options;
+        self
+    }
+
+    /// How long OAuth codes and tokens live.
+    pub fn with_oauth(mut self, oauth: crate::config::OAuthConfig) -> NodeIdentity {
+        self.oauth = oauth;
         self
     }
 

@@ -12,7 +12,7 @@
 //!   and an expiry. Any node checks it; a form for one request cannot
 //!   approve another, and nothing else is needed (no session).
 //! - Codes are 256 random bits, kept as their SHA-256 for
-//!   [`CODE_TTL_MS`] and consumed in the same Raft step that stores the
+//!   `[oauth] code_ttl_secs` (10 minutes) and consumed in the same Raft step that stores the
 //!   token (`berth_raft::state::oauth`).
 //! - PKCE: `S256` only, required for public clients.
 //! - Redirect URIs as Quay checks them: same scheme, host and port as the
@@ -31,10 +31,6 @@ use ring::hmac;
 
 use super::*;
 
-/// How long an authorization code may be exchanged.
-pub const CODE_TTL_MS: u64 = 10 * 60 * 1000;
-/// How long a token an application gets lives.
-pub const TOKEN_TTL_S: u64 = 365 * 24 * 3600;
 /// How long a consent form may be submitted after it was shown.
 const CSRF_TTL_MS: u64 = 30 * 60 * 1000;
 
@@ -244,7 +240,7 @@ impl NodeIdentity {
     }
 
     /// A new token for `user`, held by `app`: its record and its code.
-    fn new_token(app: &OAuthAppRecord, user: &str, scopes: BTreeSet<TokenScope>) -> (AppTokenRecord, String) {
+    fn new_token(&self, app: &OAuthAppRecord, user: &str, scopes: BTreeSet<TokenScope>) -> (AppTokenRecord, String) {
         let now = now_ms();
         let id = hex::encode(rand::random::<[u8; 8]>());
         let secret = secret(40);
@@ -255,7 +251,7 @@ impl NodeIdentity {
             scopes,
             secret_sha256: sha256_hex(&secret),
             created_at_ms: now,
-            expires_at_ms: Some(now + TOKEN_TTL_S * 1000),
+            expires_at_ms: Some(now + self.oauth.token_ttl_secs * 1000),
         };
         (rec, format!("{APP_TOKEN_PREFIX}{id}_{secret}"))
     }
@@ -363,7 +359,7 @@ impl NodeIdentity {
             return Err(denied(&who.principal, "generate a token for an application (a user must sign in)"));
         };
         let scopes = parse_scopes(&req.scope).map_err(bad)?;
-        let (rec, code) = Self::new_token(&a, name, scopes);
+        let (rec, code) = self.new_token(&a, name, scopes);
         self.oauth_write_for(who, OAuthCommand::IssueToken { client_id: client_id.into(), token: rec.clone() }, || "gone".into()).await?;
         self.log_token_assigned(&who.principal, who.ip, &a, &rec, "generate");
         self.audit.flush().await;
@@ -538,7 +534,7 @@ impl NodeIdentity {
         let Principal::User { name, .. } = &user else { unreachable!("consenting_user gives users") };
         let actor = Actor::Client(ClientAccount::User(name.clone()));
         if c.implicit {
-            let (rec, code) = Self::new_token(&c.app, name, c.scopes.clone());
+            let (rec, code) = self.new_token(&c.app, name, c.scopes.clone());
             match self.oauth_write(actor, OAuthCommand::IssueToken { client_id: c.app.client_id.clone(), token: rec.clone() }).await {
                 Ok(MetaResponse::Done) => {}
                 Ok(other) => return error_page(409, "access_denied", format!("no token was issued: {other:?}")),
@@ -546,7 +542,7 @@ impl NodeIdentity {
             }
             self.log_token_assigned(&user, caller.ip, &c.app, &rec, "implicit");
             self.audit.flush().await;
-            let expires_in = TOKEN_TTL_S.to_string();
+            let expires_in = self.oauth.token_ttl_secs.to_string();
             let scope = scope_string(&c.scopes);
             let params = [("access_token", code.as_str()), ("token_type", "Bearer"), ("expires_in", &expires_in), ("scope", &scope), ("state", &c.state)];
             return OAuthOutcome::Redirect(with_params(&c.redirect_uri, &params, true));
@@ -562,7 +558,7 @@ impl NodeIdentity {
             scopes: c.scopes.clone(),
             redirect_uri: c.redirect_uri.clone(),
             code_challenge: c.challenge.clone(),
-            expires_at_ms: now_ms() + CODE_TTL_MS,
+            expires_at_ms: now_ms() + self.oauth.code_ttl_secs * 1000,
         };
         match self.oauth_write(actor, OAuthCommand::IssueCode(rec)).await {
             Ok(MetaResponse::Done) => {}
@@ -633,7 +629,7 @@ impl NodeIdentity {
                 Err(why) => return Err(e("invalid_scope", why)),
             },
         };
-        let (token, access_token) = Self::new_token(&app, &rec.user, scopes.clone());
+        let (token, access_token) = self.new_token(&app, &rec.user, scopes.clone());
         let cmd = OAuthCommand::ExchangeCode { code_sha256, client_id: app.client_id.clone(), token: token.clone(), now_ms: now_ms() };
         match self.oauth_write(Actor::Client(ClientAccount::User(rec.user.clone())), cmd).await {
             Ok(MetaResponse::Done) => {}
@@ -645,7 +641,13 @@ impl NodeIdentity {
         let user = Principal::User { name: rec.user.clone(), superuser: false };
         self.log_token_assigned(&user, caller.ip, &app, &token, "authorization_code");
         self.audit.flush().await;
-        Ok(OAuthTokenResponse { access_token, token_type: "Bearer".into(), expires_in: TOKEN_TTL_S, refresh_token: None, scope: scope_string(&scopes) })
+        Ok(OAuthTokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.oauth.token_ttl_secs,
+            refresh_token: None,
+            scope: scope_string(&scopes),
+        })
     }
 }
 
