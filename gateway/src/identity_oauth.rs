@@ -175,6 +175,23 @@ impl TokenRequest {
     }
 }
 
+/// The form of `POST /oauth/access_token`, as the OpenAPI document
+/// describes it (parsed as [`TokenRequest`]).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// `authorization_code`.
+    pub grant_type: String,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    /// Or HTTP Basic.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// PKCE.
+    pub code_verifier: Option<String>,
+    /// At most the scopes approved.
+    pub scope: Option<String>,
+}
+
 /// `POST /oauth/access_token`'s answer (RFC 6749 §5.1, as Quay shapes it).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OAuthTokenResponse {
@@ -282,7 +299,16 @@ pub(super) fn routes() -> Router<Shared> {
         app_public,
         oauth_access_token
     ),
-    components(schemas(ErrorBody, ApplicationView, ApplicationRequest, PublicApplicationView, ApplicationTokenView, OAuthTokenResponse, OAuthError))
+    components(schemas(
+        ErrorBody,
+        ApplicationView,
+        ApplicationRequest,
+        PublicApplicationView,
+        ApplicationTokenView,
+        OAuthTokenResponse,
+        OAuthError,
+        TokenForm
+    ))
 )]
 pub(super) struct OAuthDoc;
 
@@ -424,8 +450,7 @@ async fn decide(id: Shared, parts: Parts, b: Bytes, approve: bool) -> Response {
 /// Exchanges an authorization code for a token. Client credentials in
 /// the form (`client_id`, `client_secret`) or as HTTP Basic.
 #[utoipa::path(post, path = "/oauth/access_token", tag = "oauth", security(()),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "grant_type=authorization_code, code, redirect_uri, client_id, client_secret, code_verifier (PKCE), scope"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = OAuthTokenResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError)))]
 async fn oauth_access_token(State(id): State<Shared>, parts: Parts, b: Bytes) -> Response {
     let form = TokenRequest::parse(&b);
