@@ -41,6 +41,13 @@ pub use mirror::{MirrorProxy, MirrorRegistryConfig, MirrorRequest, MirrorRootRul
 mod proxycache;
 pub use proxycache::{ProxyCacheRequest, ProxyCacheView};
 
+#[path = "identity_oauth.rs"]
+mod oauth;
+pub use oauth::{
+    ApplicationList, ApplicationRequest, ApplicationTokenList, ApplicationTokenView, ApplicationView, AuthorizeRequest, GenerateTokenRequest, OAuthError,
+    OAuthOutcome, OAuthTokenResponse, PublicApplicationView, TokenRequest,
+};
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -620,6 +627,61 @@ pub trait Identity: Send + Sync + 'static {
     async fn delete_proxy_cache(&self, _who: &Access, _org: &str) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend has no proxy caches"))
     }
+    /// OAuth applications of organization `org` (its administrators').
+    async fn list_applications(&self, _who: &Access, _org: &str) -> Result<ApplicationList, ApiError> {
+        Err(no_oauth())
+    }
+    async fn create_application(&self, _who: &Access, _org: &str, _req: ApplicationRequest) -> Result<ApplicationView, ApiError> {
+        Err(no_oauth())
+    }
+    async fn get_application(&self, _who: &Access, _org: &str, _client_id: &str) -> Result<ApplicationView, ApiError> {
+        Err(no_oauth())
+    }
+    async fn update_application(&self, _who: &Access, _org: &str, _client_id: &str, _req: ApplicationRequest) -> Result<ApplicationView, ApiError> {
+        Err(no_oauth())
+    }
+    async fn delete_application(&self, _who: &Access, _org: &str, _client_id: &str) -> Result<(), ApiError> {
+        Err(no_oauth())
+    }
+    /// A new client secret, shown in the answer only.
+    async fn reset_application_secret(&self, _who: &Access, _org: &str, _client_id: &str) -> Result<ApplicationView, ApiError> {
+        Err(no_oauth())
+    }
+    async fn application_tokens(&self, _who: &Access, _org: &str, _client_id: &str) -> Result<ApplicationTokenList, ApiError> {
+        Err(no_oauth())
+    }
+    async fn revoke_application_token(&self, _who: &Access, _org: &str, _client_id: &str, _token_id: &str) -> Result<(), ApiError> {
+        Err(no_oauth())
+    }
+    async fn generate_application_token(
+        &self,
+        _who: &Access,
+        _org: &str,
+        _client_id: &str,
+        _req: GenerateTokenRequest,
+    ) -> Result<ApplicationTokenView, ApiError> {
+        Err(no_oauth())
+    }
+    /// Anyone may see an application's name, description and organization.
+    async fn public_application(&self, _client_id: &str) -> Result<PublicApplicationView, ApiError> {
+        Err(no_oauth())
+    }
+    /// `GET /oauth/authorize`: the consent page, or an error page.
+    async fn oauth_authorize(&self, _caller: &Caller, _req: AuthorizeRequest) -> OAuthOutcome {
+        OAuthOutcome::Error { status: 404, page: crate::oauth_page::ErrorPage { error: "unsupported".into(), message: "this backend has no OAuth".into() } }
+    }
+    /// `POST /oauth/authorizeapp` (`approve`) or `/oauth/denyapp`.
+    async fn oauth_decide(&self, _caller: &Caller, _form: AuthorizeRequest, _approve: bool) -> OAuthOutcome {
+        OAuthOutcome::Error { status: 404, page: crate::oauth_page::ErrorPage { error: "unsupported".into(), message: "this backend has no OAuth".into() } }
+    }
+    /// `POST /oauth/access_token`.
+    async fn oauth_access_token(&self, _caller: &Caller, _req: TokenRequest) -> Result<OAuthTokenResponse, OAuthError> {
+        Err(OAuthError::new("unsupported_grant_type", "this backend has no OAuth"))
+    }
+}
+
+fn no_oauth() -> ApiError {
+    ApiError::method_not_allowed("this backend has no OAuth applications")
 }
 
 fn no_notifications() -> ApiError {
@@ -677,6 +739,7 @@ pub fn routes(identity: Shared) -> Router {
         .merge(quotas::routes())
         .merge(mirror::routes())
         .merge(proxycache::routes())
+        .merge(oauth::routes())
         .with_state(identity)
 }
 
@@ -717,6 +780,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(quotas::QuotaDoc::openapi());
     doc.merge(mirror::MirrorDoc::openapi());
     doc.merge(proxycache::ProxyCacheDoc::openapi());
+    doc.merge(oauth::OAuthDoc::openapi());
     doc
 }
 

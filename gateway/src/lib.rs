@@ -38,6 +38,7 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub mod notifications;
+pub mod oauth_page;
 pub mod registry;
 pub mod server;
 #[cfg(any(test, feature = "testing"))]

@@ -59,6 +59,38 @@ pub struct NodeConfig {
     /// The repository-mirror sync worker.
     #[serde(default)]
     pub mirror: MirrorSyncConfig,
+    /// OAuth applications' flows.
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+}
+
+/// `[oauth]`: how long what the OAuth flows hand out lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// How long an authorization code may be exchanged, s (1 to 600;
+    /// Quay's, and the default, is 600).
+    pub code_ttl_secs: u64,
+    /// How long a token an application gets lives, s (at least 60).
+    pub token_ttl_secs: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig { code_ttl_secs: 600, token_ttl_secs: 365 * 24 * 3600 }
+    }
+}
+
+impl OAuthConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=600).contains(&self.code_ttl_secs) {
+            bail!("[oauth] code_ttl_secs must be 1 to 600");
+        }
+        if self.token_ttl_secs < 60 {
+            bail!("[oauth] token_ttl_secs must be at least 60");
+        }
+        Ok(())
+    }
 }
 
 /// `[notifications]` (see `crate::notify`).

@@ -57,6 +57,7 @@ impl NodeAddrs {
             gc: Default::default(),
             tags: Default::default(),
             mirror: Default::default(),
+            oauth: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
@@ -345,7 +346,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let identity = Arc::new(
         NodeIdentity::new(meta.clone(), auth, audit.clone())
             .with_notifications(crate::notify::Policy::new(&config.notifications))
-            .with_tag_expiration_options(config.tags.expiration_options_s()?),
+            .with_tag_expiration_options(config.tags.expiration_options_s()?)
+            .with_oauth({
+                config.oauth.validate()?;
+                config.oauth.clone()
+            }),
     );
     {
         let weak: std::sync::Weak<dyn berth_gateway::Registry> = Arc::downgrade(&(registry.clone() as Arc<dyn berth_gateway::Registry>));

@@ -61,6 +61,19 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
     for method in ["get", "post", "delete"] {
         assert!(proxycache.get(method).is_some(), "{method} /organization/{{org}}/proxycache is documented");
     }
+    // OAuth applications, on Quay's paths, and the token endpoint.
+    for path in [
+        "/api/v1/organization/{org}/applications",
+        "/api/v1/organization/{org}/applications/{client_id}",
+        "/api/v1/organization/{org}/applications/{client_id}/resetclientsecret",
+        "/api/v1/organization/{org}/applications/{client_id}/tokens",
+        "/api/v1/organization/{org}/applications/{client_id}/tokens/{uuid}",
+        "/api/v1/organization/{org}/applications/{client_id}/generatetoken",
+        "/api/v1/app/{client_id}",
+        "/oauth/access_token",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
     // The cluster and drill API stays out: schemathesis holds the operator
     // token, and a generated isolation would cut the node off for minutes.
     for path in ["/api/v1/drill/isolate", "/api/v1/drill/probe", "/api/v1/cluster/transfer-leader"] {

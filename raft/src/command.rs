@@ -184,6 +184,50 @@ pub enum MetaCommand {
     },
     /// Proxy-cache organizations and their fills (see [`crate::proxycache`]).
     ProxyCache(ProxyCacheCommand),
+    /// OAuth applications, their codes and the tokens they hold (see
+    /// [`OAuthCommand`]).
+    OAuth(OAuthCommand),
+}
+
+/// OAuth applications and the flows that give them tokens. The tokens
+/// are application tokens ([`AppTokenRecord`]) of the approving user, so
+/// every rule of those applies; the command also records which
+/// application holds each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OAuthCommand {
+    /// Refused when the organization does not exist or the id is taken.
+    CreateApp(OAuthAppRecord),
+    /// Replaces the application's record (its fields or its secret);
+    /// `NotFound` when it is gone. The organization cannot change.
+    UpdateApp(OAuthAppRecord),
+    /// Deletes the application with its codes and its tokens.
+    DeleteApp { client_id: String },
+    /// Stores an authorization code; refused when the application is gone.
+    IssueCode(OAuthCodeRecord),
+    /// Consumes the code (`NotFound` once used) and stores `token` for
+    /// its user and application, in one step: two exchanges of one code
+    /// cannot both get a token. Refused when it expired by `now_ms`
+    /// (consumed too) or names another application.
+    ExchangeCode { code_sha256: String, client_id: String, token: AppTokenRecord, now_ms: u64 },
+    /// Stores `token`, held by the application (the implicit flow, and an
+    /// administrator's "generate token").
+    IssueToken { client_id: String, token: AppTokenRecord },
+    /// Deletes one token the application holds (`NotFound` otherwise).
+    RevokeToken { client_id: String, token_id: String },
+}
+
+impl OAuthCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OAuthCommand::CreateApp(_) => "create_application",
+            OAuthCommand::UpdateApp(_) => "update_application",
+            OAuthCommand::DeleteApp { .. } => "delete_application",
+            OAuthCommand::IssueCode(_) => "oauth_issue_code",
+            OAuthCommand::ExchangeCode { .. } => "oauth_exchange_code",
+            OAuthCommand::IssueToken { .. } => "oauth_issue_token",
+            OAuthCommand::RevokeToken { .. } => "oauth_revoke_token",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +285,7 @@ impl MetaCommand {
             MetaCommand::Mirror(c) => c.kind(),
             MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
             MetaCommand::ProxyCache(c) => c.kind(),
+            MetaCommand::OAuth(c) => c.kind(),
         }
     }
 }

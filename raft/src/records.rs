@@ -741,6 +741,44 @@ impl QuotaRecord {
     }
 }
 
+/// An OAuth application of an organization (Quay's "applications").
+/// Only the SHA-256 of its client secret is kept: the secret is shown at
+/// creation and at a reset, never again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthAppRecord {
+    /// 20 random characters; the key.
+    pub client_id: String,
+    pub org: String,
+    pub name: String,
+    pub description: String,
+    pub application_uri: String,
+    /// Where the flows may send the browser back: a URI under this one.
+    pub redirect_uri: String,
+    pub avatar_email: Option<String>,
+    /// Hex SHA-256 of the 40-character client secret.
+    pub secret_sha256: String,
+    /// A public client (a pipeline or a native tool that cannot keep a
+    /// secret) exchanges codes without the secret, and only with PKCE.
+    pub public_client: bool,
+    pub created_at_ms: u64,
+}
+
+/// An authorization code, kept under the SHA-256 of the code until it is
+/// exchanged (once) or expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthCodeRecord {
+    pub code_sha256: String,
+    pub client_id: String,
+    /// The user who approved; the token acts for them.
+    pub user: String,
+    pub scopes: BTreeSet<TokenScope>,
+    /// The redirect URI the code was sent to; the exchange must name it.
+    pub redirect_uri: String,
+    /// PKCE `S256` challenge (base64url of the verifier's SHA-256).
+    pub code_challenge: Option<String>,
+    pub expires_at_ms: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

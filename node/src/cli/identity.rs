@@ -21,6 +21,9 @@ pub mod mirror;
 #[path = "proxycache.rs"]
 pub mod proxycache;
 
+#[path = "app.rs"]
+pub mod app;
+
 const SCOPES: [&str; 8] = ["repo:read", "repo:write", "repo:admin", "repo:create", "user:read", "user:admin", "org:admin", "super:user"];
 
 /// Prints rows as aligned columns under an upper-case header.

@@ -127,6 +127,11 @@ enum Command {
         #[command(subcommand)]
         command: identity::proxycache::ProxyCacheCommand,
     },
+    /// An organization's OAuth applications and the tokens they hold.
+    App {
+        #[command(subcommand)]
+        command: identity::app::AppCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -577,6 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quota { command } => tags::run_quota(command).await?,
         Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
         Command::Proxycache { command } => identity::proxycache::run_proxycache(command).await?,
+        Command::App { command } => identity::app::run_app(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

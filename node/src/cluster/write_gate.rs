@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, ProxyCacheCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, OAuthCommand, ProxyCacheCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -127,6 +127,15 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
                 Rule::NodeOwn { names: vec![*node] }
             }
         },
+        // Applications are their organization's administrators' business,
+        // and a token goes to the user who approved it: the serving node
+        // checks both (the write names that user), as for app tokens.
+        M::OAuth(OAuthCommand::IssueToken { token, .. } | OAuthCommand::ExchangeCode { token, .. })
+            if token.scopes.contains(&TokenScope::SuperUser) && is_superuser(state, &token.owner)? =>
+        {
+            Rule::Admin
+        }
+        M::OAuth(_) => Rule::Client,
         // Judged in `judge`: the robot's own, then the command's rule.
         M::AsRobot { cmd, .. } => rule_of(state, cmd)?,
         M::ProxyCache(c) => match c {

@@ -25,6 +25,7 @@ use crate::util::{now_ms, rfc3339};
 
 mod mirror;
 mod notifications;
+mod oauth;
 mod policies;
 mod proxycache;
 mod quotas;
@@ -39,6 +40,8 @@ pub struct NodeIdentity {
     /// The time machine windows (s) a namespace may choose (`[tags]
     /// expiration_options`).
     tag_expiration_options: Vec<u64>,
+    /// How long OAuth codes and tokens live (`[oauth]`).
+    oauth: crate::config::OAuthConfig,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -82,7 +85,7 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
         let tag_expiration_options = crate::config::TagsConfig::default().expiration_options_s().expect("the default options parse");
-        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options }
+        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options, oauth: Default::default() }
     }
 
     /// Checks new notifications' targets with `policy` (by default,
@@ -95,6 +98,12 @@ impl NodeIdentity {
     /// The time machine windows a namespace may choose, in seconds.
     pub fn with_tag_expiration_options(mut self, options: Vec<u64>) -> NodeIdentity {
         self.tag_expiration_options = options;
+        self
+    }
+
+    /// How long OAuth codes and tokens live.
+    pub fn with_oauth(mut self, oauth: crate::config::OAuthConfig) -> NodeIdentity {
+        self.oauth = oauth;
         self
     }
 
@@ -1012,6 +1021,45 @@ impl Identity for NodeIdentity {
 
     async fn delete_proxy_cache(&self, who: &Access, org: &str) -> Result<(), ApiError> {
         self.proxy_cache_delete(who, org).await
+    }
+    async fn list_applications(&self, who: &Access, org: &str) -> Result<ApplicationList, ApiError> {
+        self.app_list(who, org).await
+    }
+    async fn create_application(&self, who: &Access, org: &str, req: ApplicationRequest) -> Result<ApplicationView, ApiError> {
+        self.app_create(who, org, req).await
+    }
+    async fn get_application(&self, who: &Access, org: &str, client_id: &str) -> Result<ApplicationView, ApiError> {
+        self.app_in(who, org, client_id).map(|a| Self::app_view(&a, None))
+    }
+    async fn update_application(&self, who: &Access, org: &str, client_id: &str, req: ApplicationRequest) -> Result<ApplicationView, ApiError> {
+        self.app_update(who, org, client_id, req).await
+    }
+    async fn delete_application(&self, who: &Access, org: &str, client_id: &str) -> Result<(), ApiError> {
+        self.app_delete(who, org, client_id).await
+    }
+    async fn reset_application_secret(&self, who: &Access, org: &str, client_id: &str) -> Result<ApplicationView, ApiError> {
+        self.app_reset_secret(who, org, client_id).await
+    }
+    async fn application_tokens(&self, who: &Access, org: &str, client_id: &str) -> Result<ApplicationTokenList, ApiError> {
+        self.app_tokens(who, org, client_id).await
+    }
+    async fn revoke_application_token(&self, who: &Access, org: &str, client_id: &str, token_id: &str) -> Result<(), ApiError> {
+        self.app_token_revoke(who, org, client_id, token_id).await
+    }
+    async fn generate_application_token(&self, who: &Access, org: &str, client_id: &str, req: GenerateTokenRequest) -> Result<ApplicationTokenView, ApiError> {
+        self.app_generate_token(who, org, client_id, req).await
+    }
+    async fn public_application(&self, client_id: &str) -> Result<PublicApplicationView, ApiError> {
+        self.app_public(client_id).await
+    }
+    async fn oauth_authorize(&self, caller: &Caller, req: AuthorizeRequest) -> OAuthOutcome {
+        self.authorize_page(caller, req).await
+    }
+    async fn oauth_decide(&self, caller: &Caller, form: AuthorizeRequest, approve: bool) -> OAuthOutcome {
+        self.authorize_decide(caller, form, approve).await
+    }
+    async fn oauth_access_token(&self, caller: &Caller, req: TokenRequest) -> Result<OAuthTokenResponse, OAuthError> {
+        self.access_token(caller, req).await
     }
 
     async fn rotate_token_key(&self, who: &Access) -> Result<KeyRotated, ApiError> {

@@ -167,6 +167,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     super::tag_policies::forget_scope(state, ch, name)?;
     super::quotas::forget(state, ch, name)?;
     ch.delete(super::proxycache::config_key(name));
+    super::oauth::forget_org(state, ch, name)?;
     Ok(MetaResponse::Done)
 }
 

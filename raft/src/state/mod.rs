@@ -42,6 +42,9 @@
 //! | `W`, `V`, `w`, `x` | notifications, their scopes, their outbox, events queued once: see [`notifications`] |
 //! | `y` + repo | [`RepoState`](crate::mirror::RepoState), see [`mirror`] |
 //! | `Y` + repo | [`MirrorRecord`](crate::mirror::MirrorRecord) |
+//! | `O` + client id | [`OAuthAppRecord`], see [`oauth`] |
+//! | `C` + SHA-256 of a code | [`OAuthCodeRecord`] |
+//! | `E` + client id + `\0` + token id | `()`: the application holds that application token |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -62,6 +65,7 @@ mod cluster;
 pub mod identity;
 pub mod mirror;
 pub mod notifications;
+pub mod oauth;
 pub mod proxycache;
 pub mod quotas;
 mod registry;
@@ -101,6 +105,9 @@ pub mod keys {
     pub const DEFAULT_QUOTA: &[u8] = b"D";
     pub const QUOTA_USAGE_PREFIX: &[u8] = b"U";
     pub const QUOTA_BLOB_PREFIX: &[u8] = b"q";
+    pub const OAUTH_APP_PREFIX: &[u8] = b"O";
+    pub const OAUTH_CODE_PREFIX: &[u8] = b"C";
+    pub const OAUTH_TOKEN_PREFIX: &[u8] = b"E";
 
     /// Whether the record at `key` describes the cluster itself (its id and
     /// signing keys, its CA, its nodes and their join tokens) rather than
@@ -286,6 +293,21 @@ pub mod keys {
     pub fn credential_generation(account: &str) -> Vec<u8> {
         join(CREDENTIAL_GENERATION_PREFIX, &[account.as_bytes()])
     }
+    pub fn oauth_app(client_id: &str) -> Vec<u8> {
+        join(OAUTH_APP_PREFIX, &[client_id.as_bytes()])
+    }
+    pub fn oauth_code(code_sha256: &str) -> Vec<u8> {
+        join(OAUTH_CODE_PREFIX, &[code_sha256.as_bytes()])
+    }
+    pub fn oauth_token(client_id: &str, token_id: &str) -> Vec<u8> {
+        join(OAUTH_TOKEN_PREFIX, &[client_id.as_bytes(), token_id.as_bytes()])
+    }
+    /// Prefix of the tokens application `client_id` holds.
+    pub fn oauth_tokens_of(client_id: &str) -> Vec<u8> {
+        let mut k = join(OAUTH_TOKEN_PREFIX, &[client_id.as_bytes()]);
+        k.push(0);
+        k
+    }
     pub fn audit(at_ms: u64, id: u64) -> Vec<u8> {
         let mut k = AUDIT_PREFIX.to_vec();
         k.extend_from_slice(&at_ms.to_be_bytes());
@@ -428,6 +450,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
         M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
+        M::OAuth(cmd) => oauth::apply(state, ch_, cmd),
         M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
     Ok((resp, ch))
