@@ -450,10 +450,34 @@ pub struct TagRestore {
     pub manifest_digest: String,
 }
 
+/// `POST /api/v1/session`: the console's sign-in form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// A console session the node issued: the token goes into the HttpOnly
+/// cookie, never into the page.
+#[derive(Debug, Clone)]
+pub struct SessionIssued {
+    pub token: String,
+    pub username: String,
+    pub super_user: bool,
+    pub expires_in: u64,
+}
+
 #[async_trait]
 pub trait Identity: Send + Sync + 'static {
     /// Who the caller is; wrong credentials are a 401, none is anonymous.
     async fn authenticate(&self, caller: &Caller) -> Result<Access, ApiError>;
+    /// Checks a user's password (the same check, throttling and usage
+    /// log as a login) and issues a console session for them; a backend
+    /// without sessions answers 405.
+    async fn sign_in(&self, _ip: Option<std::net::IpAddr>, _req: SessionRequest) -> Result<SessionIssued, ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no console sessions"))
+    }
     async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError>;
     async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError>;
     async fn list_users(&self, who: &Access) -> Result<UserList, ApiError>;

@@ -306,6 +306,14 @@ impl Identity for NodeIdentity {
         Ok(Access { principal: a.principal, ip: caller.ip })
     }
 
+    async fn sign_in(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        req: berth_gateway::identity::SessionRequest,
+    ) -> Result<berth_gateway::identity::SessionIssued, ApiError> {
+        crate::identity::session::sign_in(&self.auth, ip, req).await
+    }
+
     async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError> {
         if who.principal == Principal::Anonymous {
             return Err(denied(&who.principal, "read the current user"));
