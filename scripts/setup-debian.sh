@@ -9,13 +9,14 @@
 # for the unit's check; no init system is started), the CNCF registry
 # (docker-registry) with htpasswd (apache2-utils) and tinyproxy as the
 # mirroring tests' upstream and proxy, openssl for their TLS upstream's CA,
-# and from PyPI oras, openapi-spec-validator
+# chromium and chromium-driver (the console's browser test drives it over
+# WebDriver), and from PyPI oras, openapi-spec-validator
 # and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
-          docker-registry apache2-utils tinyproxy openssl)
+          docker-registry apache2-utils tinyproxy openssl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

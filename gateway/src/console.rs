@@ -59,11 +59,12 @@ struct Assets {
     files: Vec<Asset>,
 }
 
+/// The sources, each after every module it imports.
 const SOURCES: &[(&str, &str, &[u8])] = &[
-    ("app", "js", include_bytes!("../console/app.js")),
     ("ui", "js", include_bytes!("../console/ui.js")),
     ("pages", "js", include_bytes!("../console/pages.js")),
     ("cluster", "js", include_bytes!("../console/cluster.js")),
+    ("app", "js", include_bytes!("../console/app.js")),
     ("app", "css", include_bytes!("../console/app.css")),
 ];
 
@@ -80,10 +81,10 @@ fn assets() -> &'static Assets {
     static ASSETS: OnceLock<Assets> = OnceLock::new();
     ASSETS.get_or_init(|| {
         let named = |stem: &str, ext: &str, bytes: &[u8]| format!("{stem}.{}.{ext}", &hex::encode(sha2::Sha256::digest(bytes))[..16]);
-        // Leaf modules first: a module's name covers the names it imports.
+        // In order, so a module's name covers the names it imports.
         let mut renames: Vec<(String, String)> = Vec::new();
         let mut files = Vec::new();
-        for (stem, ext, raw) in SOURCES.iter().rev() {
+        for (stem, ext, raw) in SOURCES {
             let mut text = String::from_utf8_lossy(raw).into_owned();
             for (plain, hashed) in &renames {
                 text = text.replace(&format!("'./{plain}'"), &format!("'./{hashed}'"));
@@ -204,11 +205,30 @@ async fn handle_sign_out(State(s): State<ConsoleState>, parts: axum::http::reque
     Ok(resp)
 }
 
+/// The header the console sends with each of its API calls.
+pub const CONSOLE_HEADER: &str = "x-berth-console";
+
+/// Drops the `WWW-Authenticate` challenge from 401s answered to the
+/// console's own calls: a browser meeting `Basic` on a fetch opens its
+/// password dialog (and a headless one waits for it forever), while the
+/// console shows its sign-in page instead. Everyone else still gets the
+/// challenge docker and curl rely on.
+pub async fn quiet_challenges(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let console = req.headers().contains_key(CONSOLE_HEADER);
+    let mut resp = next.run(req).await;
+    if console && resp.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+    }
+    resp
+}
+
 /// The console's routes; `tls`: served over HTTPS (the cookie is Secure).
 pub fn routes(identity: Shared, tls: bool) -> Router {
     Router::new()
         .route("/", get(handle_index))
         .route("/console/{file}", get(handle_asset))
+        // No icon: answered empty rather than as a missing endpoint.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/session", get(handle_session).post(handle_sign_in).delete(handle_sign_out))
         .with_state(ConsoleState { identity, tls })
 }
@@ -223,8 +243,13 @@ mod tests {
         assert_eq!(a.files.len(), SOURCES.len());
         let app = a.files.iter().find(|f| f.name.starts_with("app.") && f.name.ends_with(".js")).unwrap();
         assert!(a.index.contains(&format!("/console/{}", app.name)), "the page links the digest name");
-        let text = std::str::from_utf8(app.raw).unwrap();
-        assert!(!text.contains("'./ui.js'"), "imports are rewritten to digest names");
+        for f in &a.files {
+            let text = std::str::from_utf8(f.raw).unwrap();
+            for import in text.split("from './").skip(1) {
+                let target = &import[..import.find('\'').unwrap()];
+                assert!(a.files.iter().any(|g| g.name == target), "{} imports {target}, which is served", f.name);
+            }
+        }
         let digest = &hex::encode(sha2::Sha256::digest(app.raw))[..16];
         assert!(app.name.contains(digest));
         assert!(a.index_gzip.len() < a.index.len());

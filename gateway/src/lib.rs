@@ -118,6 +118,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .merge(v2)
         .merge(console::routes(identity.clone(), tls))
         .merge(identity::routes(identity))
+        .layer(axum::middleware::from_fn(console::quiet_challenges))
         .layer(axum::middleware::from_fn(metrics::track))
 }
 
