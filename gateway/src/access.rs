@@ -303,6 +303,39 @@ fn plain_host(h: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn parts(method: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = axum::http::Request::builder().method(method).uri("/api/v1/organization/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_session_cookie_needs_its_csrf_token_to_change_anything() {
+        let cookie = format!("{SESSION_COOKIE}=tok.en.sig");
+        let csrf = csrf_token("tok.en.sig");
+        // Reading: the cookie is enough.
+        assert!(matches!(admin_credentials(&parts("GET", &[("cookie", &cookie)])), Ok(Credentials::Session(t)) if t == "tok.en.sig"));
+        // Changing: without, or with a wrong or another session's token, refused.
+        for bad in [None, Some("0".repeat(64)), Some(csrf_token("other")), Some(csrf[..63].to_string())] {
+            let mut h = vec![("cookie", cookie.as_str())];
+            if let Some(b) = &bad {
+                h.push((CSRF_HEADER, b.as_str()));
+            }
+            let e = admin_credentials(&parts("POST", &h)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Denied, "{bad:?}");
+        }
+        assert!(matches!(admin_credentials(&parts("DELETE", &[("cookie", &cookie), (CSRF_HEADER, &csrf)])), Ok(Credentials::Session(_))));
+        // Among other cookies, and an Authorization header wins over it.
+        let mixed = format!("theme=dark; {SESSION_COOKIE}=tok.en.sig; x=1");
+        assert!(matches!(admin_credentials(&parts("GET", &[("cookie", &mixed)])), Ok(Credentials::Session(_))));
+        assert!(matches!(admin_credentials(&parts("POST", &[("cookie", &cookie), ("authorization", "Bearer abc")])), Ok(Credentials::Bearer(_))));
+        // No cookie: anonymous, as before; /v2's parser never reads cookies.
+        assert!(matches!(admin_credentials(&parts("POST", &[])), Ok(Credentials::None)));
+        assert!(matches!(parse_credentials(&parts("GET", &[("cookie", &cookie)]).headers), Ok(Credentials::None)));
+    }
+
     #[test]
     fn scopes_with_ports_and_lists() {
         let s = ResourceScope::parse("repository:localhost:5000/team/app:pull,push").unwrap();

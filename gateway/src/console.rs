@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn the_session_cookie_is_http_only_lax_and_secure_under_https() {
+        let plain = session_cookie("t", 60, false);
+        let tls = session_cookie("t", 60, true);
+        for c in [&plain, &tls] {
+            let c = c.to_str().unwrap();
+            assert!(c.contains("; HttpOnly") && c.contains("; SameSite=Lax") && c.contains("; Path=/"), "{c}");
+        }
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+    }
+
+    #[test]
     fn gzip_only_when_accepted() {
         let mut h = HeaderMap::new();
         assert!(!takes_gzip(&h));

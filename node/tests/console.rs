@@ -433,6 +433,30 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.go(&format!("http://{n3}/#/cluster")).await;
     b.wait(".notice.error", "the cluster page refused", |t| t.contains("not a cluster administrator")).await;
     b.shot("12-refused").await;
+    // A new password ends bob's session on every node; robots and wrong
+    // passwords get no session at all.
+    let bobs = b.cookie("berth_session").await["value"].as_str().unwrap().to_string();
+    let who = |node: String, cookie: String| {
+        let http = http.clone();
+        async move { http.get(format!("http://{node}/api/v1/session")).header("Cookie", format!("berth_session={cookie}")).send().await.unwrap().status() }
+    };
+    assert_eq!(who(n1.clone(), bobs.clone()).await, 200, "node 1 honours node 3's session");
+    let changed = http
+        .put(format!("http://{n1}/api/v1/superuser/users/bob"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"password": "bob-password-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(changed.status().is_success());
+    for node in [&n1, &n2, &n3] {
+        common::eventually(T, "the old session refused", || async { (who(node.to_string(), bobs.clone()).await == 401).then_some(()) }).await;
+    }
+    for (user, password) in [("acme+ci", secret.as_str()), ("admin", "wrong password")] {
+        let r = http.post(format!("http://{n2}/api/v1/session")).json(&json!({"username": user, "password": password})).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{user}");
+        assert!(r.headers().get("set-cookie").is_none(), "{user}: no cookie");
+    }
     let repo = http.get(format!("http://{n1}/api/v1/repository/acme/sneaky")).basic_auth("admin", Some(&pw)).send().await.unwrap();
     assert_eq!(repo.status(), 404, "nothing was created for bob");
 
