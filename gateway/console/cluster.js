@@ -27,12 +27,18 @@ function render(view, s, seenAt) {
   const regions = {};
   for (const n of s.nodes) (regions[n.region] = regions[n.region] || []).push(n);
   const map = h('div.map', { 'aria-label': 'Regions and nodes' }, Object.keys(regions).sort().map((r) =>
-    h('section.region', { 'data-region': r }, h('h3', r), regions[r].map((n) =>
-      h(`div.node.${n.leader ? 'leader' : n.role === 'Removed' ? 'down' : 'follower'}`, { 'data-node': n.id, 'data-leader': n.leader ? 'true' : 'false' },
+    h('section.region', { 'data-region': r }, h('h3', r), regions[r].map((n) => {
+      // The leader knows every follower's progress: one it has none for
+      // is not answering it.
+      const health = n.leader ? 'healthy' : s.leader === null || s.leader === undefined ? 'no leader' : n.matched_index === null || n.matched_index === undefined ? 'unreachable' : n.lag > 1000 ? 'lagging' : 'healthy';
+      const kind = n.leader ? 'leader' : health === 'unreachable' ? 'down' : 'follower';
+      return h(`div.node.${kind}`, { 'data-node': n.id, 'data-leader': n.leader ? 'true' : 'false', 'data-health': health },
         h('strong', `node ${n.id}`), h('span.role', n.leader ? 'leader' : n.role),
-        h('dl', h('dt', 'lag'), h('dd', n.lag === null || n.lag === undefined ? 'unknown' : `${n.lag} entries`),
+        h('dl', h('dt', 'health'), h('dd', health),
+          h('dt', 'lag'), h('dd', n.lag === null || n.lag === undefined ? 'unknown' : `${n.lag} entries`),
           h('dt', 'matched'), h('dd', n.matched_index ?? '—'),
-          h('dt', 'http'), h('dd', n.http_addr)))))));
+          h('dt', 'http'), h('dd', n.http_addr)));
+    }))));
   const ids = s.nodes.map((n) => n.id);
   const rtt = {};
   for (const row of s.rtt_ms || []) for (const [to, ms] of row.to) rtt[`${row.from}-${to}`] = ms;

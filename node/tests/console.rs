@@ -483,6 +483,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(10), "the new leader showed after {took:?}");
     b.wait("tr[data-change=leader]", "the change in the list", |_| true).await;
+    b.wait(&format!(".node[data-node='{leader}'][data-health=unreachable]"), "the killed node shown unreachable", |_| true).await;
     b.shot("14-cluster-after-failover").await;
     eprintln!("console: new leader shown {took:?} after SIGKILL; first paint {fcp:.0} ms; whole test {:?}", started.elapsed());
 }
