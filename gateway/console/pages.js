@@ -122,14 +122,13 @@ async function tagsTab(body, ns, name, repo) {
         h('td', { 'data-field': 'expires' }, t.expiration ? when(t.expiration) : 'Never',
           repo.can_write ? h('div', h('button.link', { type: 'button', 'data-action': 'change-expiration', onclick: () => editor.replaceChildren(expiryForm(ns, name, t, load)) }, 'Change expiration'), editor) : null),
         h('td', t.immutable ? 'immutable' : 'mutable',
-          repo.can_write ? h('button.link', { type: 'button', onclick: () => attempt(err, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { immutable: !t.immutable }); load(); }) }, t.immutable ? 'Unlock' : 'Lock') : null),
-        h('td', repo.can_write ? confirmButton('Delete', `Delete tag ${t.name}?`, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { expiration: Math.floor(Date.now() / 1000) }); load(); }, err) : null));
+          repo.can_write ? h('button.link', { type: 'button', onclick: () => attempt(err, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { immutable: !t.immutable }); load(); }) }, t.immutable ? 'Unlock' : 'Lock') : null));
     });
     const history = data.tags.filter(ended).map((t) =>
       h('tr', h('td', t.name), h('td', h('code', t.manifest_digest)), h('td', when(t.start_ts)), h('td', when(t.end_ts)),
         h('td', repo.can_write ? h('button', { type: 'button', onclick: () => attempt(err, async () => { await api('POST', `${repoPath(ns, name)}/tag/${enc(t.name)}/restore`, { manifest_digest: t.manifest_digest }); load(); }) }, 'Restore') : null)));
     list.replaceChildren(
-      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability', ''], rows, 'No tags: push an image to this repository.'),
+      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability'], rows, 'No tags: push an image to this repository.'),
       h('h2', 'History'),
       table(['Tag', 'Digest', 'From', 'Until', ''], history, 'No earlier tags.'));
   };
