@@ -858,6 +858,14 @@ impl Identity for NodeIdentity {
         self.restore_tag_row(who, repo, tag, req).await
     }
 
+    async fn delete_tag(&self, who: &Access, repo: &str, tag: &str) -> Result<(), ApiError> {
+        self.delete_tag_row(who, repo, tag).await
+    }
+
+    async fn manifest_placement(&self, who: &Access, repo: &str, digest: &str) -> Result<ManifestPlacement, ApiError> {
+        self.placement_of(who, repo, digest)
+    }
+
     async fn list_notifications(
         &self,
         who: &Access,
