@@ -85,4 +85,11 @@ async function start() {
   document.body.dataset.ready = 'true';
 }
 
+// The skip link moves focus to the page's content; followed as a link it
+// would change the fragment, which is the router's.
+document.querySelector('a.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
+});
+
 start();

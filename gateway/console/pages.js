@@ -101,6 +101,28 @@ function expiryForm(ns, name, tag, done) {
     err);
 }
 
+// Where each blob of a tag's image is held: the placement records every
+// node has, with the holders' regions (superusers and repository admins).
+async function togglePlacement(button, box, ns, name, tag) {
+  if (box.childElementCount) {
+    box.replaceChildren();
+    button.setAttribute('aria-expanded', 'false');
+    return;
+  }
+  const err = notice();
+  box.replaceChildren(err);
+  button.setAttribute('aria-expanded', 'true');
+  const p = await attempt(err, () => api('GET', `${repoPath(ns, name)}/manifest/${enc(tag.manifest_digest)}/placement`));
+  if (!p) return;
+  box.append(table(['Blob', 'Kind', 'Size', 'Held by'], p.blobs.map((b) =>
+    h('tr', { 'data-blob': b.digest },
+      h('td', h('code', { title: b.digest }, b.digest.slice(7, 19))),
+      h('td', b.kind),
+      h('td', bytes(b.size)),
+      h('td', { 'data-field': 'holders', 'data-count': String(b.holders.length) }, b.holders.length ? b.holders.map((x) => `node ${x.node} (${x.region || 'unknown region'})`).join(', ') : 'no node yet'))),
+  'This manifest references no blobs.'));
+}
+
 async function tagsTab(body, ns, name, repo) {
   const err = notice();
   const list = h('div');
@@ -114,6 +136,7 @@ async function tagsTab(body, ns, name, repo) {
     const live = data.tags.filter((t) => !ended(t));
     const rows = live.map((t) => {
       const editor = h('div.editor');
+      const placement = h('div.placement');
       return h('tr', { 'data-tag': t.name },
         h('th', { scope: 'row' }, t.name),
         h('td', h('code', { 'data-field': 'digest', title: t.manifest_digest }, t.manifest_digest)),
@@ -122,13 +145,22 @@ async function tagsTab(body, ns, name, repo) {
         h('td', { 'data-field': 'expires' }, t.expiration ? when(t.expiration) : 'Never',
           repo.can_write ? h('div', h('button.link', { type: 'button', 'data-action': 'change-expiration', onclick: () => editor.replaceChildren(expiryForm(ns, name, t, load)) }, 'Change expiration'), editor) : null),
         h('td', t.immutable ? 'immutable' : 'mutable',
-          repo.can_write ? h('button.link', { type: 'button', onclick: () => attempt(err, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { immutable: !t.immutable }); load(); }) }, t.immutable ? 'Unlock' : 'Lock') : null));
+          repo.can_write ? h('button.link', { type: 'button', onclick: () => attempt(err, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { immutable: !t.immutable }); load(); }) }, t.immutable ? 'Unlock' : 'Lock') : null),
+        h('td', { 'data-field': 'placement' }, h('button.link', { type: 'button', 'data-action': 'show-placement', 'aria-expanded': 'false', onclick: (e) => togglePlacement(e.currentTarget, placement, ns, name, t) }, 'Where held'), placement),
+        h('td', repo.can_write ? h('button.danger', { type: 'button', 'data-action': 'delete-tag', 'aria-label': `Delete tag ${t.name}`, onclick: () => {
+          if (!confirm(`Delete tag ${t.name}? It stays in the history and can be restored.`)) return;
+          attempt(err, async () => {
+            await api('DELETE', `${repoPath(ns, name)}/tag/${enc(t.name)}`);
+            await load();
+            err.show(`Deleted tag ${t.name}; restore it from the history below.`, 'ok');
+          });
+        } }, 'Delete') : null));
     });
     const history = data.tags.filter(ended).map((t) =>
-      h('tr', h('td', t.name), h('td', h('code', t.manifest_digest)), h('td', when(t.start_ts)), h('td', when(t.end_ts)),
-        h('td', repo.can_write ? h('button', { type: 'button', onclick: () => attempt(err, async () => { await api('POST', `${repoPath(ns, name)}/tag/${enc(t.name)}/restore`, { manifest_digest: t.manifest_digest }); load(); }) }, 'Restore') : null)));
+      h('tr', { 'data-history-tag': t.name }, h('td', t.name), h('td', h('code', t.manifest_digest)), h('td', when(t.start_ts)), h('td', when(t.end_ts)),
+        h('td', repo.can_write ? h('button', { type: 'button', 'data-action': 'restore-tag', onclick: () => attempt(err, async () => { await api('POST', `${repoPath(ns, name)}/tag/${enc(t.name)}/restore`, { manifest_digest: t.manifest_digest }); load(); }) }, 'Restore') : null)));
     list.replaceChildren(
-      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability'], rows, 'No tags: push an image to this repository.'),
+      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability', 'Blobs', ''], rows, 'No tags: push an image to this repository.'),
       h('h2', 'History'),
       table(['Tag', 'Digest', 'From', 'Until', ''], history, 'No earlier tags.'));
   };

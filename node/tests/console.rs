@@ -150,6 +150,54 @@ impl Browser {
         assert_eq!(ok, json!(true), "{css} offers {value}");
     }
 
+    async fn attr(&self, el: &str, name: &str) -> Option<String> {
+        self.call(reqwest::Method::GET, &format!("/element/{el}/attribute/{name}"), None).await.as_str().map(String::from)
+    }
+
+    /// Waits until nothing matches `css`.
+    async fn gone(&self, css: &str, what: &str) {
+        let deadline = Instant::now() + T;
+        while !self.all(css).await.is_empty() {
+            assert!(Instant::now() < deadline, "{what}: {css} still shown");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Accepts the page's `confirm()` question, once it is asked.
+    async fn accept_dialog(&self) {
+        let deadline = Instant::now() + T;
+        loop {
+            let v = self.http.post(format!("{}/alert/accept", self.base)).json(&json!({})).send().await.unwrap();
+            if v.status().is_success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no confirmation was asked");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Presses keys as a person would, on whatever has the focus
+    /// (`\u{E004}` is Tab, `\u{E007}` Enter).
+    async fn keys(&self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.call(reqwest::Method::POST, "/actions", Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}))).await;
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most 40 times).
+    async fn tab_to(&self, css: &str) {
+        for _ in 0..40 {
+            if self.js("return document.activeElement.matches(arguments[0])", json!([css])).await == json!(true) {
+                return;
+            }
+            self.keys("\u{E004}").await;
+        }
+        panic!("Tab never reached {css}");
+    }
+
     async fn shot(&self, name: &str) {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
@@ -327,6 +375,72 @@ async fn a_person_runs_the_registry_from_the_browser() {
     assert_eq!(tags["tags"][0]["expiration"].as_f64(), local[1].as_f64(), "the API has the expiration: {tags}");
     b.shot("05-repository-tag-expiration").await;
 
+    // Where the image's blobs are held: with min_copies 2 the push was
+    // acknowledged only once every blob was on at least 2 nodes.
+    b.click(&format!("{row} [data-action=show-placement]")).await;
+    b.wait(&format!("{row} tr[data-blob] [data-field=holders]"), "the blobs' holders", |_| true).await;
+    let cells = b.all(&format!("{row} tr[data-blob] [data-field=holders]")).await;
+    assert!(cells.len() >= 2, "a config and at least one layer: {} rows", cells.len());
+    for cell in &cells {
+        let count: usize = b.attr(cell, "data-count").await.unwrap().parse().unwrap();
+        let text = b.text_of(cell).await;
+        assert!(count >= 2, "each blob on at least 2 nodes: {text}");
+        assert!(REGIONS.iter().filter(|r| text.contains(*r)).count() >= 2, "holders named with their regions: {text}");
+    }
+    b.shot("05b-repository-tag-placement").await;
+    let placement: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blobs = placement["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), cells.len(), "the page shows every blob: {placement}");
+    assert_eq!(blobs.iter().filter(|x| x["kind"] == json!("config")).count(), 1, "{placement}");
+    assert!(blobs.iter().all(|x| x["size"].as_u64().unwrap() > 0), "{placement}");
+    let robot_asks =
+        http.get(format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement")).basic_auth("acme+ci", Some(&secret)).send().await.unwrap();
+    assert_eq!(robot_asks.status(), 403, "placement is for administrators, not a robot with write");
+    let bad = http.get(format!("http://{n2}/api/v1/repository/acme/app/manifest/sha256:nothex/placement")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(bad.status(), 400, "a malformed digest");
+
+    // Delete the tag from the page: it leaves the tags, shows in the
+    // history, and a restore brings it back.
+    let missing = http.delete(format!("http://{n2}/api/v1/repository/acme/app/tag/nosuch")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(missing.status(), 404, "deleting a tag that does not exist");
+    b.click(&format!("{row} [data-action=delete-tag]")).await;
+    b.accept_dialog().await;
+    b.gone(row, "the deleted tag").await;
+    b.wait(".notice.ok", "the deletion is confirmed", |t| t.contains("Deleted tag v1")).await;
+    b.wait("tr[data-history-tag=v1] [data-action=restore-tag]", "the deleted tag in the history", |_| true).await;
+    let active: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["tags"], json!([]), "no live tag after the delete: {active}");
+    let logged: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/logs?kind=delete_tag"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(logged["logs"].as_array().unwrap().iter().any(|l| l["metadata"]["tag"] == json!("v1") && l["performer"]["name"] == json!("admin")), "{logged}");
+    b.shot("05c-repository-tag-deleted").await;
+    b.click("tr[data-history-tag=v1] [data-action=restore-tag]").await;
+    let back = b.wait(&format!("{row} [data-field=digest]"), "the restored tag", |_| true).await;
+    assert_eq!(b.text_of(&back).await, pushed, "restored to the pushed digest");
+
     // A webhook notification, and its test reaches the receiver.
     b.go(&format!("http://{n3}/#/repository/acme/app/settings")).await;
     let title = format!("hook {HOSTILE}");
@@ -463,7 +577,27 @@ async fn a_person_runs_the_registry_from_the_browser() {
     // The cluster page: 3 nodes in 3 regions, the RTT matrix, a failover live.
     let leader = status(&c.dirs[0]).and_then(|s| s["leader"].as_u64()).expect("a leader");
     let page = if leader == 3 { n1.clone() } else { n3.clone() };
-    b.sign_in(&page, "admin", &pw).await;
+
+    // The keyboard only: skip link, sign in, open acme/app.
+    b.go(&format!("http://{page}/")).await;
+    b.refresh().await;
+    b.wait("form[data-form=sign-in]", "bob's ended session shows the sign-in form", |_| true).await;
+    b.js("document.activeElement.blur(); window.scrollTo(0, 0)", json!([])).await;
+    b.tab_to("a.skip").await;
+    b.keys("\u{E007}").await;
+    assert_eq!(
+        b.js("return [document.activeElement.id, location.hash]", json!([])).await,
+        json!(["main", "#/signin"]),
+        "the skip link moves focus to the content"
+    );
+    b.tab_to("form[data-form=sign-in] input[name=username]").await;
+    b.keys("admin\u{E004}").await;
+    b.keys(&pw).await;
+    b.keys("\u{E007}").await;
+    b.wait("#nav [data-user=admin]", "signed in by keyboard", |_| true).await;
+    b.tab_to("a[href='#/repository/acme/app']").await;
+    b.keys("\u{E007}").await;
+    b.wait("header.pagehead h1", "the repository opened by keyboard", |t| t == "acme/app").await;
     b.go(&format!("http://{page}/#/cluster")).await;
     b.wait(".node[data-leader=true]", "the leader", |_| true).await;
     assert_eq!(b.all(".region").await.len(), 3);
