@@ -3,7 +3,7 @@
 // leadership transfer. It polls `/api/v1/cluster/status` once a second,
 // so a failover shows as it happens, without a reload.
 
-import { h, api, attempt, notice, table, title } from './ui.js';
+import { h, api, attempt, notice, table, title, bytes } from './ui.js';
 
 const changes = [];
 let lastLeader;
@@ -37,6 +37,8 @@ function render(view, s, seenAt) {
         h('dl', h('dt', 'health'), h('dd', health),
           h('dt', 'lag'), h('dd', n.lag === null || n.lag === undefined ? 'unknown' : `${n.lag} entries`),
           h('dt', 'matched'), h('dd', n.matched_index ?? '—'),
+          h('dt', 'blobs held'), h('dd', { 'data-field': 'blobs-held' }, n.storage ? `${n.storage.blobs_held} (${bytes(n.storage.bytes_held)})` : 'n/a'),
+          h('dt', 'backlog'), h('dd', { 'data-field': 'backlog' }, n.storage ? `${n.storage.backlog_blobs} blobs (${bytes(n.storage.backlog_bytes)})` : 'n/a'),
           h('dt', 'http'), h('dd', n.http_addr)));
     }))));
   const ids = s.nodes.map((n) => n.id);

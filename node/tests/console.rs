@@ -607,6 +607,17 @@ async fn a_person_runs_the_registry_from_the_browser() {
     }
     b.wait("td[data-rtt='1-2']", "an RTT", |t| t.ends_with(" ms")).await;
     b.wait("td[data-rtt='3-1']", "an RTT", |t| t.ends_with(" ms")).await;
+    // Per node: the blobs it holds (the pushed image is on at least 2
+    // nodes) and its replication backlog.
+    let mut holding = 0;
+    for n in 1..=3 {
+        let held = b.text(&format!(".node[data-node='{n}'] [data-field=blobs-held]")).await;
+        let count: u64 = held.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("node {n} blobs held: {held}"));
+        holding += usize::from(count >= 2);
+        let backlog = b.text(&format!(".node[data-node='{n}'] [data-field=backlog]")).await;
+        assert!(backlog.ends_with(')') && backlog.contains(" blobs ("), "node {n} backlog: {backlog}");
+    }
+    assert!(holding >= 2, "the image's config and layer on at least 2 nodes");
     b.shot("13-cluster").await;
     let shown_leader = b.text("[data-field=leader]").await;
     assert!(shown_leader.contains(&format!("node {leader}")), "{shown_leader}");
