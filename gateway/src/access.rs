@@ -24,8 +24,71 @@ use crate::error::{ApiError, ErrorCode};
 #[derive(Debug, Clone)]
 pub enum Credentials {
     None,
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     Bearer(String),
+    /// A console session cookie ([`SESSION_COOKIE`]), taken only on the
+    /// admin API and only when no `Authorization` header was sent; for an
+    /// unsafe method the request also carried the session's CSRF token.
+    Session(String),
+}
+
+/// The console's session cookie (HttpOnly, SameSite=Lax, Secure under
+/// HTTPS): a signed session token the node issued at sign-in.
+pub const SESSION_COOKIE: &str = "berth_session";
+/// The header a cookie-authenticated unsafe request must carry, holding
+/// [`csrf_token`] of its session.
+pub const CSRF_HEADER: &str = "x-berth-csrf";
+
+/// The CSRF token of a session: derived from the session token, which a
+/// page on another site can neither read (HttpOnly, and no CORS) nor
+/// guess, so it can never send the matching header. Being derived, it
+/// needs no state on any node and every node checks it alike.
+pub fn csrf_token(session: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("berth-csrf\0{session}").as_bytes()))
+}
+
+/// The value of cookie `name` in `headers`, if sent.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The admin API's credentials: the `Authorization` header, or else the
+/// console's session cookie. A cookie comes with every request the
+/// browser sends, whichever site made it send it, so a request that
+/// changes something must prove it came from the console: it carries
+/// the session's CSRF token in [`CSRF_HEADER`], or it is refused and
+/// nothing happens.
+fn admin_credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+    let creds = parse_credentials(&parts.headers)?;
+    if !matches!(creds, Credentials::None) {
+        return Ok(creds);
+    }
+    let Some(session) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty()) else {
+        return Ok(Credentials::None);
+    };
+    let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    if !safe {
+        let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let want = csrf_token(session);
+        if sent.len() != want.len() || !sent.bytes().zip(want.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                "missing or wrong CSRF token: a request authenticated by the session cookie must come from the console",
+            ));
+        }
+    }
+    Ok(Credentials::Session(session.to_string()))
 }
 
 /// A request's credentials and where it came from.
@@ -38,8 +101,13 @@ pub struct Caller {
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
+    /// The admin API's caller: `Authorization`, or the console's session
+    /// cookie with its CSRF check. `/v2` and the token endpoint use
+    /// [`caller_of`], which never reads cookies.
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, ApiError> {
-        caller_of(&parts.headers, &parts.extensions)
+        let creds = admin_credentials(parts)?;
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(Caller { creds, ip })
     }
 }
 
@@ -234,6 +302,39 @@ fn plain_host(h: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(method: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = axum::http::Request::builder().method(method).uri("/api/v1/organization/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_session_cookie_needs_its_csrf_token_to_change_anything() {
+        let cookie = format!("{SESSION_COOKIE}=tok.en.sig");
+        let csrf = csrf_token("tok.en.sig");
+        // Reading: the cookie is enough.
+        assert!(matches!(admin_credentials(&parts("GET", &[("cookie", &cookie)])), Ok(Credentials::Session(t)) if t == "tok.en.sig"));
+        // Changing: without, or with a wrong or another session's token, refused.
+        for bad in [None, Some("0".repeat(64)), Some(csrf_token("other")), Some(csrf[..63].to_string())] {
+            let mut h = vec![("cookie", cookie.as_str())];
+            if let Some(b) = &bad {
+                h.push((CSRF_HEADER, b.as_str()));
+            }
+            let e = admin_credentials(&parts("POST", &h)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Denied, "{bad:?}");
+        }
+        assert!(matches!(admin_credentials(&parts("DELETE", &[("cookie", &cookie), (CSRF_HEADER, &csrf)])), Ok(Credentials::Session(_))));
+        // Among other cookies, and an Authorization header wins over it.
+        let mixed = format!("theme=dark; {SESSION_COOKIE}=tok.en.sig; x=1");
+        assert!(matches!(admin_credentials(&parts("GET", &[("cookie", &mixed)])), Ok(Credentials::Session(_))));
+        assert!(matches!(admin_credentials(&parts("POST", &[("cookie", &cookie), ("authorization", "Bearer abc")])), Ok(Credentials::Bearer(_))));
+        // No cookie: anonymous, as before; /v2's parser never reads cookies.
+        assert!(matches!(admin_credentials(&parts("POST", &[])), Ok(Credentials::None)));
+        assert!(matches!(parse_credentials(&parts("GET", &[("cookie", &cookie)]).headers), Ok(Credentials::None)));
+    }
 
     #[test]
     fn scopes_with_ports_and_lists() {

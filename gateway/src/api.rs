@@ -139,6 +139,23 @@ pub struct NodeStatus {
     pub matched_index: Option<u64>,
     /// Entries behind the leader's log; None when unknown.
     pub lag: Option<u64>,
+    /// What the node holds and still has to fetch, from the replicated
+    /// blob records of the answering node. None from older nodes.
+    #[serde(default)]
+    pub storage: Option<NodeStorage>,
+}
+
+/// A node's blobs as the metadata records them (every node has the same
+/// records, so any node can answer for all).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStorage {
+    /// Blobs the node has a verified copy of.
+    pub blobs_held: u64,
+    pub bytes_held: u64,
+    /// Referenced blobs placement wants in the node's region that it does
+    /// not hold yet: its replication backlog.
+    pub backlog_blobs: u64,
+    pub backlog_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -460,10 +460,60 @@ pub struct TagRestore {
     pub manifest_digest: String,
 }
 
+/// `GET /repository/{r}/manifest/{digest}/placement`: where each blob of
+/// an image is held, from the blob records every node has.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ManifestPlacement {
+    pub manifest_digest: String,
+    /// Each blob once (an index's children's blobs included).
+    pub blobs: Vec<BlobPlacement>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlobPlacement {
+    pub digest: String,
+    /// `config` or `layer`.
+    pub kind: String,
+    pub size: u64,
+    /// Nodes with a verified copy, by id.
+    pub holders: Vec<BlobHolder>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlobHolder {
+    pub node: u64,
+    /// Empty for a node that has since been removed from the cluster.
+    pub region: String,
+}
+
+/// `POST /api/v1/session`: the console's sign-in form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// A console session the node issued: the token goes into the HttpOnly
+/// cookie, never into the page.
+#[derive(Debug, Clone)]
+pub struct SessionIssued {
+    pub token: String,
+    pub username: String,
+    pub super_user: bool,
+    pub expires_in: u64,
+}
+
 #[async_trait]
 pub trait Identity: Send + Sync + 'static {
     /// Who the caller is; wrong credentials are a 401, none is anonymous.
     async fn authenticate(&self, caller: &Caller) -> Result<Access, ApiError>;
+    /// Checks a user's password (the same check, throttling and usage
+    /// log as a login) and issues a console session for them; a backend
+    /// without sessions answers 405.
+    async fn sign_in(&self, _ip: Option<std::net::IpAddr>, _req: SessionRequest) -> Result<SessionIssued, ApiError> {
+        Err(ApiError::method_not_allowed("this backend has no console sessions"))
+    }
     async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError>;
     async fn change_own_password(&self, who: &Access, req: PasswordChange) -> Result<(), ApiError>;
     async fn list_users(&self, who: &Access) -> Result<UserList, ApiError>;
@@ -510,6 +560,15 @@ pub trait Identity: Send + Sync + 'static {
         Err(ApiError::method_not_allowed("this backend keeps no tag history"))
     }
     async fn restore_tag(&self, _who: &Access, _repo: &str, _tag: &str, _req: TagRestore) -> Result<(), ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no tag history"))
+    }
+    /// Where the blobs of one of `repo`'s manifests are held (superusers
+    /// and the repository's administrators).
+    async fn manifest_placement(&self, _who: &Access, _repo: &str, _digest: &str) -> Result<ManifestPlacement, ApiError> {
+        Err(ApiError::method_not_allowed("this backend keeps no blob placement"))
+    }
+    /// Ends a tag's live row; it stays in the history, restorable.
+    async fn delete_tag(&self, _who: &Access, _repo: &str, _tag: &str) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend keeps no tag history"))
     }
     /// Notifications; a backend without them answers 501.
@@ -720,8 +779,9 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository/{namespace}/{repository}/changevisibility", post(repo_visibility))
         .route("/api/v1/repository/{namespace}/{repository}/logs", get(repo_logs))
         .route("/api/v1/repository/{namespace}/{repository}/tag/", get(tag_list))
-        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}", put(tag_update))
+        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}", put(tag_update).delete(tag_delete))
         .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", post(tag_restore))
+        .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/placement", get(manifest_placement))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/", get(perm_user_list))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
         .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
@@ -762,7 +822,7 @@ impl utoipa::Modify for Security {
         users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
         org_create, org_get, org_update, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
         team_put, team_delete, team_members, team_member_add, team_member_remove,
-        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_restore,
+        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_delete, tag_restore, manifest_placement,
         perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
         repo_notification_list, repo_notification_create, repo_notification_get, repo_notification_delete, repo_notification_reset, repo_notification_test,
         org_notification_list, org_notification_create, org_notification_get, org_notification_delete, org_notification_reset, org_notification_test,
@@ -1316,6 +1376,16 @@ async fn tag_update(
     Ok(StatusCode::CREATED)
 }
 
+/// Quay's tag delete: the tag stops resolving at once, and its row moves
+/// to the history, from where a restore brings it back.
+#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}", tag = "tag",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
+    responses((status = 204, description = "Deleted (kept in the history)"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn tag_delete(State(id): State<Shared>, Path(p): Path<RepoTagPath>, WhoForTags(w): WhoForTags) -> Result<StatusCode, ApiError> {
+    id.delete_tag(&w, &p.name(), p.tag()?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", tag = "tag",
     params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
     request_body = TagRestore,
@@ -1328,6 +1398,20 @@ async fn tag_restore(
 ) -> Result<Json<Success>, ApiError> {
     id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
     Ok(Json(Success { success: true }))
+}
+
+#[derive(Deserialize)]
+struct RepoDigestPath {
+    namespace: String,
+    repository: String,
+    digest: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/placement", tag = "tag",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("digest" = String, Path, description = "Manifest digest")),
+    responses((status = 200, body = ManifestPlacement), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn manifest_placement(State(id): State<Shared>, Path(p): Path<RepoDigestPath>, Who(w): Who) -> Result<Json<ManifestPlacement>, ApiError> {
+    Ok(Json(id.manifest_placement(&w, &repo_name(&p.namespace, &p.repository), &p.digest).await?))
 }
 
 #[derive(Deserialize)]

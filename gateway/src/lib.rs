@@ -23,6 +23,8 @@
 //! - `identity`: the [`identity::Identity`] trait and the Quay-shaped
 //!   admin API (users, organizations, robots, permissions, tokens, logs),
 //!   with its OpenAPI document.
+//! - `console`: the web console's page and assets at `/`, and the
+//!   session calls (`/api/v1/session`) behind its sign-in.
 //! - `metrics`, `server`: request metrics, and serving with connection
 //!   limits, over TCP or TLS.
 //! - `testing` (tests, or the `testing` feature): the in-memory node.
@@ -33,6 +35,7 @@
 
 pub mod access;
 pub mod api;
+pub mod console;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -114,7 +117,9 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .fallback(handle_not_found)
         .with_state(backend)
         .merge(v2)
+        .merge(console::routes(identity.clone(), tls))
         .merge(identity::routes(identity))
+        .layer(axum::middleware::from_fn(console::quiet_challenges))
         .layer(axum::middleware::from_fn(metrics::track))
 }
 

@@ -170,6 +170,7 @@ impl State {
                 Some(u) if u.password == *password => Ok((Principal::User { name: user.clone(), superuser: u.superuser }, None)),
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "wrong user name or password")),
             },
+            Credentials::Session(_) => Err(ApiError::new(ErrorCode::Unauthorized, "the memory node issues no console sessions")),
             Credentials::Bearer(token) => {
                 let t = self.tokens.get(token).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not one this registry issued"))?;
                 let u = self.users.get(&t.user).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token's user no longer exists"))?;

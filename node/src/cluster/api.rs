@@ -34,6 +34,45 @@ pub struct NodeBackend {
 }
 
 impl NodeBackend {
+    /// Each live node's blobs held and backlog, in one pass over the blob
+    /// records (placement read once per namespace). O(blobs), like the
+    /// replicator's own pass; the console polls it once a second.
+    fn storage_by_node(&self, nodes: &[NodeRecord]) -> Result<std::collections::HashMap<u64, NodeStorage>, ApiError> {
+        let state = self.meta.state();
+        let mut out: std::collections::HashMap<u64, NodeStorage> = std::collections::HashMap::new();
+        let mut placements: std::collections::HashMap<String, Placement> = std::collections::HashMap::new();
+        for (_, rec) in berth_raft::state::blobs(&state).map_err(state_err)? {
+            for n in nodes.iter().filter(|n| !n.removed) {
+                let s = out.entry(n.id).or_default();
+                if rec.holders.contains(&n.id) {
+                    s.blobs_held += 1;
+                    s.bytes_held += rec.size;
+                    continue;
+                }
+                if rec.refs == 0 {
+                    continue;
+                }
+                let mut wanted = false;
+                for repo in rec.repos.keys() {
+                    let ns = repo.split('/').next().unwrap_or(repo).to_string();
+                    if !placements.contains_key(&ns) {
+                        let p: Placement = state.get(&keys::placement(&ns)).map_err(state_err)?.unwrap_or_default();
+                        placements.insert(ns.clone(), p);
+                    }
+                    if placements[&ns].wants(&n.region) {
+                        wanted = true;
+                        break;
+                    }
+                }
+                if wanted {
+                    s.backlog_blobs += 1;
+                    s.backlog_bytes += rec.size;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn new(
         meta: MetaNodeHandle,
         config: NodeConfig,
@@ -73,6 +112,7 @@ impl Backend for NodeBackend {
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
+        let mut storage = self.storage_by_node(&nodes)?;
         let group = self.meta.view();
         let view = self.meta.leader_view().await.ok();
         let leader = view.as_ref().map(|v| v.leader).or(group.leader);
@@ -100,6 +140,7 @@ impl Backend for NodeBackend {
                     http_addr: n.http_addr,
                     matched_index: matched,
                     lag,
+                    storage: Some(storage.remove(&n.id).unwrap_or_default()),
                 }
             })
             .collect();

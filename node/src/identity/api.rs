@@ -316,6 +316,14 @@ impl Identity for NodeIdentity {
         Ok(Access { principal: a.principal, ip: caller.ip })
     }
 
+    async fn sign_in(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        req: berth_gateway::identity::SessionRequest,
+    ) -> Result<berth_gateway::identity::SessionIssued, ApiError> {
+        crate::identity::session::sign_in(&self.auth, ip, req).await
+    }
+
     async fn current_user(&self, who: &Access) -> Result<CurrentUser, ApiError> {
         if who.principal == Principal::Anonymous {
             return Err(denied(&who.principal, "read the current user"));
@@ -858,6 +866,14 @@ impl Identity for NodeIdentity {
 
     async fn restore_tag(&self, who: &Access, repo: &str, tag: &str, req: TagRestore) -> Result<(), ApiError> {
         self.restore_tag_row(who, repo, tag, req).await
+    }
+
+    async fn delete_tag(&self, who: &Access, repo: &str, tag: &str) -> Result<(), ApiError> {
+        self.delete_tag_row(who, repo, tag).await
+    }
+
+    async fn manifest_placement(&self, who: &Access, repo: &str, digest: &str) -> Result<ManifestPlacement, ApiError> {
+        self.placement_of(who, repo, digest)
     }
 
     async fn list_notifications(

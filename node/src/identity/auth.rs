@@ -224,6 +224,7 @@ impl Authenticator {
             }
             Credentials::Bearer(t) if t.starts_with(APP_TOKEN_PREFIX) => plain(self.app_token(t, None, caller.ip).await?),
             Credentials::Bearer(t) => self.registry_token(t, &self.service()).await,
+            Credentials::Session(t) => plain(self.session(t).await?),
             Credentials::Basic { user, password } if user == "$app" || password.starts_with(APP_TOKEN_PREFIX) => {
                 plain(self.app_token(password, Some(user), caller.ip).await?)
             }
@@ -437,6 +438,26 @@ impl Authenticator {
             ));
         }
         Ok(())
+    }
+
+    /// A console session cookie: a token for the session audience,
+    /// naming a user whose credential generation has not moved since
+    /// (a new password ends every session at once, on every node). It
+    /// stands for the user on the admin API, without grants.
+    async fn session(&self, token: &str) -> Result<Principal, ApiError> {
+        let a = self.registry_token(token, &jwt::session_audience(&self.service())).await?;
+        match a.principal {
+            p @ Principal::User { .. } => Ok(p),
+            _ => Err(ApiError::new(ErrorCode::Unauthorized, "a console session names a user")),
+        }
+    }
+
+    /// The password check of a login, for the console's sign-in: the
+    /// same throttling and usage-log rows as basic auth.
+    pub async fn check_password(&self, user: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
+        let p = self.user(user, password, ip).await?;
+        self.audit.login(true, user, ip, "console sign-in");
+        Ok(p)
     }
 
     /// A grant another node signed for one upload request it forwarded

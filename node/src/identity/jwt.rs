@@ -28,6 +28,13 @@ pub fn upload_grant_audience(service: &str) -> String {
     format!("{service}/upload-grant")
 }
 
+/// The audience of console sessions ([`crate::identity::session`]): not
+/// the cluster id either, so a session is never taken as a registry token
+/// on `/v2`, nor a registry token as a session.
+pub fn session_audience(service: &str) -> String {
+    format!("{service}/console-session")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     #[error("token is malformed: {0}")]

@@ -6,6 +6,7 @@
 //! - [`jwt`]: the registry tokens of the Docker token flow;
 //! - [`policy`]: what a principal may do to a repository or namespace;
 //! - [`audit`]: the usage log, batched into the metadata;
+//! - [`session`]: the web console's sign-in and its session tokens;
 //! - [`api`]: the identity API (organizations, teams, robots, tokens,
 //!   permissions, users) as the gateway's `Identity`.
 
@@ -14,3 +15,4 @@ pub mod audit;
 pub mod auth;
 pub mod jwt;
 pub mod policy;
+pub mod session;

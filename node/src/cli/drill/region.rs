@@ -606,6 +606,7 @@ mod tests {
             http_addr: format!("http://10.0.0.{id}:5000"),
             matched_index: None,
             lag: None,
+            storage: None,
         }
     }
 

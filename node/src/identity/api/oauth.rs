@@ -585,7 +585,7 @@ impl NodeIdentity {
             }
             (Credentials::None, Some(id)) => (id.clone(), req.client_secret.clone()),
             (Credentials::None, None) => return Err(e("invalid_client", "client authentication is missing".into())),
-            (Credentials::Bearer(_), _) => return Err(e("invalid_client", "authenticate the client with its id and secret".into())),
+            (Credentials::Bearer(_) | Credentials::Session(_), _) => return Err(e("invalid_client", "authenticate the client with its id and secret".into())),
         };
         let state = self.state();
         let app = match rules::app(&state, &client_id) {

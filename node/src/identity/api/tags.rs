@@ -4,7 +4,7 @@
 //! this side checks the caller's rights, shapes the rows and logs.
 
 use berth_common::Digest;
-use berth_raft::command::{BlobRecord, ManifestRecord, TagCommand, TagHistoryRecord, TagLifeRecord, TagRecord};
+use berth_raft::command::{BlobRecord, ManifestRecord, NodeRecord, TagCommand, TagHistoryRecord, TagLifeRecord, TagRecord};
 use berth_raft::state::decode_record;
 
 use super::*;
@@ -188,5 +188,58 @@ impl NodeIdentity {
         outcome(self.tag_write(who, cmd).await?, || format!("tag {tag} never pointed at {d}"), ErrorCode::NotFound)?;
         self.log(who, "revert_tag", namespace_of(repo), Some(repo), vec![("tag", tag.to_string()), ("manifest_digest", d.to_string())]).await;
         Ok(())
+    }
+
+    /// The same command as a `DELETE /v2/{r}/manifests/{tag}`: the live row
+    /// ends now and joins the history (restorable); an immutable tag is
+    /// refused inside the state machine.
+    pub(super) async fn delete_tag_row(&self, who: &Access, repo: &str, tag: &str) -> Result<(), ApiError> {
+        self.repo_with(who, repo, Role::Write)?;
+        let now = now_ms();
+        let live = berth_raft::state::tags::visible_tag(&self.state(), repo, tag, now).map_err(state_err)?;
+        let Some(current) = live else {
+            return Err(not_found(format!("no tag {tag} in repository {repo}")));
+        };
+        let cmd = MetaCommand::DeleteTagAt { repo: repo.into(), tag: tag.into(), if_current: None, now_ms: now };
+        outcome(self.tag_write(who, cmd).await?, || format!("no tag {tag} in repository {repo}"), ErrorCode::Conflict)?;
+        self.log(who, "delete_tag", namespace_of(repo), Some(repo), vec![("tag", tag.to_string()), ("manifest_digest", current.digest.to_string())]).await;
+        Ok(())
+    }
+
+    /// Each blob of the manifest (and of an index's children) with its
+    /// size and the nodes holding a verified copy, as this node's state
+    /// machine has them (every node has the same records).
+    pub(super) fn placement_of(&self, who: &Access, repo: &str, digest: &str) -> Result<ManifestPlacement, ApiError> {
+        let d: Digest = digest.parse().map_err(|_| bad(format!("{digest:?} is not a digest")))?;
+        self.repo_with(who, repo, Role::Admin)?;
+        let state = self.state();
+        let missing = || not_found(format!("no manifest {d} in repository {repo}"));
+        let top = state.get::<ManifestRecord>(&keys::manifest(repo, &d)).map_err(state_err)?.ok_or_else(missing)?;
+        let mut manifests = vec![top.clone()];
+        for child in &top.children {
+            if let Some(m) = state.get::<ManifestRecord>(&keys::manifest(repo, child)).map_err(state_err)? {
+                manifests.push(m);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut blobs = Vec::new();
+        for m in &manifests {
+            // The config is named in the manifest's JSON; the rest are layers.
+            let config = serde_json::from_slice::<serde_json::Value>(&m.bytes).ok().and_then(|v| v["config"]["digest"].as_str().map(String::from));
+            for b in &m.blobs {
+                if !seen.insert(b.clone()) {
+                    continue;
+                }
+                let rec = state.get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?;
+                let mut holders = Vec::new();
+                for node in rec.as_ref().map(|r| r.holders.iter().copied().collect::<Vec<_>>()).unwrap_or_default() {
+                    let n = state.get::<NodeRecord>(&keys::node(node)).map_err(state_err)?.filter(|n| !n.removed);
+                    holders.push(BlobHolder { node, region: n.map(|n| n.region).unwrap_or_default() });
+                }
+                let kind = if config.as_deref() == Some(b.to_string().as_str()) { "config" } else { "layer" };
+                blobs.push(BlobPlacement { digest: b.to_string(), kind: kind.into(), size: rec.map_or(0, |r| r.size), holders });
+            }
+        }
+        Ok(ManifestPlacement { manifest_digest: d.to_string(), blobs })
     }
 }

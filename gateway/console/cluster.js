@@ -1,0 +1,89 @@
+// The cluster page (superusers): regions and their nodes, the RTT matrix
+// as a heat map, leader changes seen while the page is open, and the
+// leadership transfer. It polls `/api/v1/cluster/status` once a second,
+// so a failover shows as it happens, without a reload.
+
+import { h, api, attempt, notice, table, title, bytes } from './ui.js';
+
+const changes = [];
+let lastLeader;
+let lastTerm;
+
+function heat(ms) {
+  if (ms === undefined || ms === null) return 'none';
+  if (ms < 5) return 'h0';
+  if (ms < 30) return 'h1';
+  if (ms < 80) return 'h2';
+  if (ms < 150) return 'h3';
+  return 'h4';
+}
+
+function render(view, s, seenAt) {
+  if (s.leader !== lastLeader || s.term !== lastTerm) {
+    if (lastLeader !== undefined) changes.unshift({ at: seenAt, from: lastLeader, to: s.leader, term: s.term });
+    lastLeader = s.leader;
+    lastTerm = s.term;
+  }
+  const regions = {};
+  for (const n of s.nodes) (regions[n.region] = regions[n.region] || []).push(n);
+  const map = h('div.map', { 'aria-label': 'Regions and nodes' }, Object.keys(regions).sort().map((r) =>
+    h('section.region', { 'data-region': r }, h('h3', r), regions[r].map((n) => {
+      // The leader knows every follower's progress: one it has none for
+      // is not answering it.
+      const health = n.leader ? 'healthy' : s.leader === null || s.leader === undefined ? 'no leader' : n.matched_index === null || n.matched_index === undefined ? 'unreachable' : n.lag > 1000 ? 'lagging' : 'healthy';
+      const kind = n.leader ? 'leader' : health === 'unreachable' ? 'down' : 'follower';
+      return h(`div.node.${kind}`, { 'data-node': n.id, 'data-leader': n.leader ? 'true' : 'false', 'data-health': health },
+        h('strong', `node ${n.id}`), h('span.role', n.leader ? 'leader' : n.role),
+        h('dl', h('dt', 'health'), h('dd', health),
+          h('dt', 'lag'), h('dd', n.lag === null || n.lag === undefined ? 'unknown' : `${n.lag} entries`),
+          h('dt', 'matched'), h('dd', n.matched_index ?? '—'),
+          h('dt', 'blobs held'), h('dd', { 'data-field': 'blobs-held' }, n.storage ? `${n.storage.blobs_held} (${bytes(n.storage.bytes_held)})` : 'n/a'),
+          h('dt', 'backlog'), h('dd', { 'data-field': 'backlog' }, n.storage ? `${n.storage.backlog_blobs} blobs (${bytes(n.storage.backlog_bytes)})` : 'n/a'),
+          h('dt', 'http'), h('dd', n.http_addr)));
+    }))));
+  const ids = s.nodes.map((n) => n.id);
+  const rtt = {};
+  for (const row of s.rtt_ms || []) for (const [to, ms] of row.to) rtt[`${row.from}-${to}`] = ms;
+  const matrix = h('table.heat', { 'aria-label': 'Round-trip times in milliseconds' },
+    h('thead', h('tr', h('th', { scope: 'col' }, 'from \\ to'), ids.map((i) => h('th', { scope: 'col' }, `node ${i}`)))),
+    h('tbody', ids.map((a) => h('tr', h('th', { scope: 'row' }, `node ${a}`), ids.map((b) => {
+      const ms = rtt[`${a}-${b}`];
+      return h(`td.${a === b ? 'self' : heat(ms)}`, { 'data-rtt': `${a}-${b}` }, a === b ? '—' : ms === undefined ? '?' : `${ms.toFixed(1)} ms`);
+    })))));
+  view.replaceChildren(
+    h('p.summary', { 'data-field': 'leader' }, `Leader: ${s.leader === null || s.leader === undefined ? 'none (election under way)' : `node ${s.leader}`} · term ${s.term} · answered by node ${s.answered_by} · ${new Date(seenAt).toLocaleTimeString()}`),
+    map,
+    h('h2', 'Round-trip times'), matrix,
+    h('h2', 'Leader changes seen'),
+    table(['When', 'From', 'To', 'Term'], changes.slice(0, 20).map((c) => h('tr', { 'data-change': 'leader' }, h('td', new Date(c.at).toLocaleTimeString()), h('td', c.from ?? 'none'), h('td', c.to ?? 'none'), h('td', String(c.term)))), 'No leader change since this page opened.'));
+}
+
+export async function clusterPage(main) {
+  const err = notice();
+  const view = h('div', { 'aria-live': 'off' });
+  const transfer = h('select', { 'aria-label': 'Transfer leadership to' });
+  const actions = h('div.toolbar', transfer,
+    h('button', { type: 'button', 'data-action': 'transfer-leader', onclick: () => attempt(err, async () => {
+      if (!confirm('Transfer leadership? Writes pause for an election.')) return;
+      const r = await api('POST', '/api/v1/cluster/transfer-leader', transfer.value ? { to: Number(transfer.value) } : {});
+      err.show(`Leadership moved from node ${r.previous} to node ${r.leader}.`, 'ok');
+    }) }, 'Transfer leadership'));
+  main.append(title('Cluster'), err, actions, view);
+  const tick = async () => {
+    if (!document.body.contains(view)) return; // left the page
+    try {
+      const s = await api('GET', '/api/v1/cluster/status');
+      render(view, s, Date.now());
+      const want = ['', ...s.nodes.filter((n) => !n.leader).map((n) => String(n.id))];
+      if ([...transfer.options].map((o) => o.value).join() !== want.join()) {
+        transfer.replaceChildren(...want.map((v) => h('option', { value: v }, v ? `node ${v}` : 'any node')));
+      }
+      if (err.classList.contains('stale')) err.clear();
+    } catch (e) {
+      err.show(`Status unavailable: ${e.message}`);
+      err.classList.add('stale');
+    }
+    setTimeout(tick, 1000);
+  };
+  await tick();
+}

@@ -1,0 +1,634 @@
+//! The web console in a real browser: Debian's `chromium` driven over
+//! WebDriver (`chromedriver`, spoken to directly with reqwest) against
+//! three real `berth` processes in three regions, a real dockerd for the
+//! robot's push and a webhook receiver started here.
+//!
+//! One browser session walks a person's path (sign in on node 1, make
+//! `acme` and `acme/app`, a robot with write and its `docker login`
+//! line, a push through node 2 outside the browser, the tag on node 3
+//! with its digest and size, its expiration, a webhook and its test, the
+//! robot's push in the usage log with node and region), then the
+//! security checks (cookie flags, CSRF, a refused action shown inline,
+//! hostile strings shown as text), then the cluster page through a
+//! leader SIGKILL. Screenshots at 1280×800 (and one at phone size) go
+//! to `target/console-screenshots/`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use base64::Engine;
+use common::daemons::{digest_in, docker_in, docker_login, run, start_dockerd};
+use common::procs::*;
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const T: Duration = Duration::from_secs(20);
+
+/// `chromedriver` and one headless chromium session, closed when dropped.
+struct Browser {
+    driver: Child,
+    base: String,
+    http: reqwest::Client,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start(shots: PathBuf) -> Browser {
+        let port = free_port("127.0.0.1");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (apt-get install chromium chromium-driver)");
+        let http = reqwest::Client::new();
+        let root = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + T;
+        while http.get(format!("{root}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800", "--no-first-run", "--disable-extensions"],
+            },
+        }}});
+        let v: Value = http.post(format!("{root}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let id = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {v}")).to_string();
+        std::fs::create_dir_all(&shots).unwrap();
+        let b = Browser { driver, base: format!("{root}/session/{id}"), http, shots };
+        b.size(1280, 800).await;
+        b
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+
+    async fn size(&self, width: u32, height: u32) {
+        // The window's outer size; make the viewport exactly width × height.
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+        let inner = self.js("return [window.innerWidth, window.innerHeight]", json!([])).await;
+        let (iw, ih) = (inner[0].as_u64().unwrap() as u32, inner[1].as_u64().unwrap() as u32);
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": 2 * width - iw, "height": 2 * height - ih}))).await;
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+    }
+
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
+    }
+
+    /// The elements matching `css`, now.
+    async fn all(&self, css: &str) -> Vec<String> {
+        let v = self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await;
+        v.as_array().map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(String::from)).collect()).unwrap_or_default()
+    }
+
+    async fn text_of(&self, el: &str) -> String {
+        self.call(reqwest::Method::GET, &format!("/element/{el}/text"), None).await.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits for an element matching `css` whose text satisfies `pred`.
+    async fn wait(&self, css: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            for el in self.all(css).await {
+                if pred(&self.text_of(&el).await) {
+                    return el;
+                }
+            }
+            if Instant::now() > deadline {
+                let body = self.js("return document.body.innerText", json!([])).await;
+                let log = self.call(reqwest::Method::POST, "/se/log", Some(json!({"type": "browser"}))).await;
+                panic!("{what}: no {css} in time; the page shows:\n{}\nconsole: {log}", body.as_str().unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let el = self.wait(css, css, |_| true).await;
+        self.text_of(&el).await
+    }
+
+    async fn click(&self, css: &str) {
+        let el = self.wait(css, css, |_| true).await;
+        self.call(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let el = self.wait(css, css, |_| true).await;
+        self.call(reqwest::Method::POST, &format!("/element/{el}/clear"), Some(json!({}))).await;
+        self.call(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({"text": text}))).await;
+    }
+
+    /// Chooses `value` in a `<select>`, as a person picking from the list.
+    async fn choose(&self, css: &str, value: &str) {
+        self.wait(css, css, |_| true).await;
+        let ok = self
+            .js("const s = document.querySelector(arguments[0]); if (![...s.options].some(o => o.value === arguments[1])) return false; s.value = arguments[1]; s.dispatchEvent(new Event('change')); return true", json!([css, value]))
+            .await;
+        assert_eq!(ok, json!(true), "{css} offers {value}");
+    }
+
+    async fn attr(&self, el: &str, name: &str) -> Option<String> {
+        self.call(reqwest::Method::GET, &format!("/element/{el}/attribute/{name}"), None).await.as_str().map(String::from)
+    }
+
+    /// Waits until nothing matches `css`.
+    async fn gone(&self, css: &str, what: &str) {
+        let deadline = Instant::now() + T;
+        while !self.all(css).await.is_empty() {
+            assert!(Instant::now() < deadline, "{what}: {css} still shown");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Accepts the page's `confirm()` question, once it is asked.
+    async fn accept_dialog(&self) {
+        let deadline = Instant::now() + T;
+        loop {
+            let v = self.http.post(format!("{}/alert/accept", self.base)).json(&json!({})).send().await.unwrap();
+            if v.status().is_success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no confirmation was asked");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Presses keys as a person would, on whatever has the focus
+    /// (`\u{E004}` is Tab, `\u{E007}` Enter).
+    async fn keys(&self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.call(reqwest::Method::POST, "/actions", Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}))).await;
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most 40 times).
+    async fn tab_to(&self, css: &str) {
+        for _ in 0..40 {
+            if self.js("return document.activeElement.matches(arguments[0])", json!([css])).await == json!(true) {
+                return;
+            }
+            self.keys("\u{E004}").await;
+        }
+        panic!("Tab never reached {css}");
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), bytes).unwrap();
+    }
+
+    async fn cookie(&self, name: &str) -> Value {
+        self.call(reqwest::Method::GET, &format!("/cookie/{name}"), None).await
+    }
+
+    async fn refresh(&self) {
+        self.call(reqwest::Method::POST, "/refresh", Some(json!({}))).await;
+    }
+
+    /// Opens the console on `node` afresh, signed in as `user` (signing
+    /// out whoever else the node's cookie names).
+    async fn sign_in(&self, node: &str, user: &str, password: &str) {
+        self.go(&format!("http://{node}/")).await;
+        self.refresh().await;
+        self.wait("body[data-ready=true]", "the console", |_| true).await;
+        if !self.all(&format!("#nav [data-user='{user}']")).await.is_empty() {
+            return;
+        }
+        if !self.all("#nav [data-action=sign-out]").await.is_empty() {
+            self.click("#nav [data-action=sign-out]").await;
+        }
+        self.fill("form[data-form=sign-in] input[name=username]", user).await;
+        self.fill("form[data-form=sign-in] input[name=password]", password).await;
+        self.click("form[data-form=sign-in] button[type=submit]").await;
+        self.wait(&format!("#nav [data-user='{user}']"), "signed in", |_| true).await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn take(State(got): State<Arc<Mutex<Vec<Value>>>>, _uri: Uri, _h: HeaderMap, body: Bytes) -> StatusCode {
+    got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    StatusCode::OK
+}
+
+async fn start_receiver() -> (Arc<Mutex<Vec<Value>>>, SocketAddr) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().fallback(take).with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (got, addr)
+}
+
+fn shots_dir() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    target.join("console-screenshots")
+}
+
+const HOSTILE: &str = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_runs_the_registry_from_the_browser() {
+    berth_node::install_crypto_provider();
+    let started = Instant::now();
+    let (hook, hook_addr) = start_receiver().await;
+    let mut c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("notifications".into(), toml::Value::Table(toml::toml! { allowed_networks = ["127.0.0.0/8"] }));
+        })
+    });
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let pw = c.password.clone();
+    let http = reqwest::Client::new();
+    let b = Browser::start(shots_dir()).await;
+
+    // Sign in through node 1; the page paints fast and the cookie is locked down.
+    b.go(&format!("http://{n1}/")).await;
+    b.wait("form[data-form=sign-in]", "the sign-in form", |_| true).await;
+    let paint = b.js("const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null", json!([])).await;
+    let fcp = paint.as_f64().expect("the browser reports a first contentful paint");
+    assert!(fcp < 1000.0, "first contentful paint took {fcp} ms");
+    b.shot("01-sign-in").await;
+    b.sign_in(&n1, "admin", &pw).await;
+    let cookie = b.cookie("berth_session").await;
+    assert_eq!(cookie["httpOnly"], json!(true), "{cookie}");
+    assert_eq!(cookie["sameSite"], json!("Lax"), "{cookie}");
+    assert_eq!(cookie["secure"], json!(false), "plain HTTP: not Secure ({cookie})");
+    let session = cookie["value"].as_str().unwrap().to_string();
+    assert_eq!(b.js("return document.cookie", json!([])).await, json!(""), "the page's script cannot read the session");
+
+    // Organization acme, repository app (with a hostile description).
+    b.go(&format!("http://{n1}/#/organizations")).await;
+    b.fill("form[data-form=create-org] input[name=name]", "acme").await;
+    b.click("form[data-form=create-org] button[type=submit]").await;
+    b.wait(".tabs a[data-tab=robots]", "the organization page", |_| true).await;
+    b.go(&format!("http://{n1}/#/repositories")).await;
+    b.click("details.panel summary").await;
+    b.choose("form[data-form=create-repo] select[name=namespace]", "acme").await;
+    b.fill("form[data-form=create-repo] input[name=repository]", "app").await;
+    b.fill("form[data-form=create-repo] textarea[name=description]", &format!("The app. {HOSTILE}")).await;
+    b.click("form[data-form=create-repo] button[type=submit]").await;
+    let desc = b.text("[data-field=description]").await;
+    assert!(desc.contains("<script>window.__xss=1</script>"), "the description shows as text: {desc}");
+    b.shot("02-repository-information").await;
+
+    // Robot acme+ci with write on acme/app; its credentials, copied from the page.
+    b.go(&format!("http://{n1}/#/organization/acme/robots")).await;
+    b.fill("form[data-form=create-robot] input[name=short]", "ci").await;
+    b.fill("form[data-form=create-robot] textarea[name=description]", &format!("CI pushes {HOSTILE}")).await;
+    b.choose("form[data-form=create-robot] select[name=repo]", "app").await;
+    b.choose("form[data-form=create-robot] select[name=role]", "write").await;
+    b.click("form[data-form=create-robot] button[type=submit]").await;
+    let login_line = b.text("[data-credentials='acme+ci'] pre[data-copy='docker login']").await;
+    let secret = login_line.split("-p '").nth(1).and_then(|s| s.strip_suffix('\'')).unwrap_or_else(|| panic!("a docker login line: {login_line}")).to_string();
+    assert!(login_line.starts_with(&format!("docker login {n1} -u 'acme+ci'")), "{login_line}");
+    let k8s = b.text("[data-credentials='acme+ci'] pre[data-copy='Kubernetes pull secret']").await;
+    assert!(k8s.contains("kubernetes.io/dockerconfigjson"), "{k8s}");
+    let robot_desc = b.text("tr[data-robot='acme+ci'] td.desc").await;
+    assert!(robot_desc.contains("<script>"), "robot description as text: {robot_desc}");
+    b.shot("03-organization-robot-credentials").await;
+
+    // Outside the browser: docker login with them and push through node 2.
+    let work = c.root.path().join("work");
+    std::fs::create_dir_all(work.join("rootfs")).unwrap();
+    let (_dockerd, docker_host) = tokio::task::block_in_place(|| start_dockerd(c.root.path()));
+    let docker_config = work.join("docker-config");
+    let docker = || docker_in(&docker_host, &docker_config);
+    let pushed = tokio::task::block_in_place(|| {
+        let out = docker_login(docker(), &n2, "acme+ci", &secret);
+        assert!(out.status.success(), "docker login with the copied credentials: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(work.join("rootfs/hello.txt"), "from the console test").unwrap();
+        let tar = work.join("rootfs.tar");
+        run(Command::new("tar").arg("-C").arg(work.join("rootfs")).arg("-cf").arg(&tar).arg("."));
+        let image = format!("{n2}/acme/app:v1");
+        run(docker().arg("import").arg(&tar).arg(&image));
+        digest_in(&run(docker().args(["push", &image])))
+    });
+
+    // Back in the browser, on node 3, with the cookie node 1 issued.
+    b.go(&format!("http://{n3}/console/none")).await;
+    b.call(
+        reqwest::Method::POST,
+        "/cookie",
+        Some(json!({"cookie": {"name": "berth_session", "value": session, "path": "/", "httpOnly": true, "sameSite": "Lax"}})),
+    )
+    .await;
+    b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
+    b.wait("#nav [data-user=admin]", "node 3 honours node 1's session", |_| true).await;
+    let row = "tr[data-tag=v1]";
+    let digest = b.text(&format!("{row} [data-field=digest]")).await;
+    assert_eq!(digest, pushed, "the tag's digest on node 3");
+    let size = b.text(&format!("{row} [data-field=size]")).await;
+    assert!(size.ends_with("B") && size != "—", "a size: {size}");
+    assert!(b.text(&format!("{row} [data-field=expires]")).await.starts_with("Never"));
+    b.shot("04-repository-tags").await;
+
+    // Its expiration, three days from now.
+    b.click(&format!("{row} [data-action=change-expiration]")).await;
+    let local = b
+        .js("const d = new Date(Date.now() + 3*86400e3); d.setSeconds(0, 0); return [new Date(d - d.getTimezoneOffset()*60e3).toISOString().slice(0,16), d.getTime()/1000]", json!([]))
+        .await;
+    b.js("const i = document.querySelector('[data-expiry-input=v1]'); i.value = arguments[0]; i.dispatchEvent(new Event('input'))", json!([local[0]])).await;
+    b.click(&format!("{row} [data-action=set-expiration]")).await;
+    b.wait(&format!("{row} [data-field=expires]"), "the new expiration", |t| !t.starts_with("Never")).await;
+    let tags: Value = http
+        .get(format!("http://{n1}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"][0]["expiration"].as_f64(), local[1].as_f64(), "the API has the expiration: {tags}");
+    b.shot("05-repository-tag-expiration").await;
+
+    // Where the image's blobs are held: with min_copies 2 the push was
+    // acknowledged only once every blob was on at least 2 nodes.
+    b.click(&format!("{row} [data-action=show-placement]")).await;
+    b.wait(&format!("{row} tr[data-blob] [data-field=holders]"), "the blobs' holders", |_| true).await;
+    let cells = b.all(&format!("{row} tr[data-blob] [data-field=holders]")).await;
+    assert!(cells.len() >= 2, "a config and at least one layer: {} rows", cells.len());
+    for cell in &cells {
+        let count: usize = b.attr(cell, "data-count").await.unwrap().parse().unwrap();
+        let text = b.text_of(cell).await;
+        assert!(count >= 2, "each blob on at least 2 nodes: {text}");
+        assert!(REGIONS.iter().filter(|r| text.contains(*r)).count() >= 2, "holders named with their regions: {text}");
+    }
+    b.shot("05b-repository-tag-placement").await;
+    let placement: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blobs = placement["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), cells.len(), "the page shows every blob: {placement}");
+    assert_eq!(blobs.iter().filter(|x| x["kind"] == json!("config")).count(), 1, "{placement}");
+    assert!(blobs.iter().all(|x| x["size"].as_u64().unwrap() > 0), "{placement}");
+    let robot_asks =
+        http.get(format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement")).basic_auth("acme+ci", Some(&secret)).send().await.unwrap();
+    assert_eq!(robot_asks.status(), 403, "placement is for administrators, not a robot with write");
+    let bad = http.get(format!("http://{n2}/api/v1/repository/acme/app/manifest/sha256:nothex/placement")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(bad.status(), 400, "a malformed digest");
+
+    // Delete the tag from the page: it leaves the tags, shows in the
+    // history, and a restore brings it back.
+    let missing = http.delete(format!("http://{n2}/api/v1/repository/acme/app/tag/nosuch")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(missing.status(), 404, "deleting a tag that does not exist");
+    b.click(&format!("{row} [data-action=delete-tag]")).await;
+    b.accept_dialog().await;
+    b.gone(row, "the deleted tag").await;
+    b.wait(".notice.ok", "the deletion is confirmed", |t| t.contains("Deleted tag v1")).await;
+    b.wait("tr[data-history-tag=v1] [data-action=restore-tag]", "the deleted tag in the history", |_| true).await;
+    let active: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["tags"], json!([]), "no live tag after the delete: {active}");
+    let logged: Value = http
+        .get(format!("http://{n2}/api/v1/repository/acme/app/logs?kind=delete_tag"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(logged["logs"].as_array().unwrap().iter().any(|l| l["metadata"]["tag"] == json!("v1") && l["performer"]["name"] == json!("admin")), "{logged}");
+    b.shot("05c-repository-tag-deleted").await;
+    b.click("tr[data-history-tag=v1] [data-action=restore-tag]").await;
+    let back = b.wait(&format!("{row} [data-field=digest]"), "the restored tag", |_| true).await;
+    assert_eq!(b.text_of(&back).await, pushed, "restored to the pushed digest");
+
+    // A webhook notification, and its test reaches the receiver.
+    b.go(&format!("http://{n3}/#/repository/acme/app/settings")).await;
+    let title = format!("hook {HOSTILE}");
+    b.fill("form[data-form=add-notification] input[name=title]", &title).await;
+    b.fill("form[data-form=add-notification] input[name=target]", &format!("http://{hook_addr}/hook")).await;
+    b.click("form[data-form=add-notification] button[type=submit]").await;
+    let shown = b.wait("tr[data-notification] td", "the notification's title", |t| t.starts_with("hook ")).await;
+    assert_eq!(b.text_of(&shown).await, title, "the title shows as text");
+    b.click("tr[data-notification] [data-action=test-notification]").await;
+    b.wait("tr[data-notification] .notice.ok", "the test was sent", |t| t.contains("Test sent")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the receiver never got the test");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = hook.lock().unwrap().clone();
+    assert!(got.iter().any(|g| g["repository"] == json!("acme/app")), "{got:?}");
+    b.shot("06-repository-settings").await;
+
+    // The usage log shows the robot's push with node and region.
+    let deadline = Instant::now() + T;
+    loop {
+        b.go(&format!("http://{n3}/#/repository/acme/app/logs")).await;
+        b.refresh().await;
+        b.wait(".chart", "the usage page", |_| true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut found = false;
+        for el in b.all("tr[data-log=push_repo]").await {
+            let t = b.text_of(&el).await;
+            if t.contains("acme+ci (robot)") && t.contains(REGIONS[1]) {
+                found = true;
+            }
+        }
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no push by acme+ci through node 2 in the usage log");
+    }
+    let node_cell = b.text("tr[data-log=push_repo] [data-field=node]").await;
+    assert_eq!(node_cell, "2", "pushed through node 2");
+    b.shot("07-repository-usage-logs").await;
+    b.go(&format!("http://{n3}/#/organization/acme/teams")).await;
+    b.wait("section.tabbody", "teams", |_| true).await;
+    b.shot("08-organization-teams").await;
+    b.go(&format!("http://{n3}/#/account")).await;
+    b.wait("form[data-form=create-token]", "the account page", |_| true).await;
+    b.shot("09-account").await;
+    b.go(&format!("http://{n3}/#/repositories")).await;
+    b.wait("tr[data-repo='acme/app']", "the repository list", |_| true).await;
+    b.shot("10-repositories").await;
+    b.size(390, 844).await;
+    b.shot("11-repositories-phone").await;
+    b.size(1280, 800).await;
+    assert_eq!(b.js("return window.__xss === undefined", json!([])).await, json!(true), "no hostile string ran");
+
+    // CSRF: the session cookie alone cannot change anything.
+    let cross = http
+        .post(format!("http://{n3}/api/v1/organization/"))
+        .header("Cookie", format!("berth_session={session}"))
+        .header("Origin", "http://evil.example")
+        .json(&json!({"name": "evil"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403, "a cross-site POST without the CSRF token");
+    let wrong = http
+        .post(format!("http://{n3}/api/v1/organization/"))
+        .header("Cookie", format!("berth_session={session}"))
+        .header("X-Berth-CSRF", "0".repeat(64))
+        .json(&json!({"name": "evil"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403, "a wrong CSRF token");
+    let org = http.get(format!("http://{n1}/api/v1/organization/evil")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(org.status(), 404, "nothing was created");
+    // /v2 never takes the cookie.
+    let v2 = http.get(format!("http://{n3}/v2/acme/app/tags/list")).header("Cookie", format!("berth_session={session}")).send().await.unwrap();
+    assert_eq!(v2.status(), 401, "the registry API ignores the console cookie");
+
+    // A user without the right: the API refuses, the page says so inline.
+    let made = http
+        .post(format!("http://{n1}/api/v1/superuser/users/"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"username": "bob", "password": "bob-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    b.click("#nav [data-action=sign-out]").await;
+    b.wait("form[data-form=sign-in]", "signed out", |_| true).await;
+    assert_eq!(b.cookie("berth_session").await.get("value").and_then(Value::as_str).unwrap_or(""), "", "sign-out clears the cookie");
+    b.sign_in(&n3, "bob", "bob-password-1").await;
+    assert!(b.all("#nav a[href='#/cluster']").await.is_empty(), "no cluster link for bob");
+    b.go(&format!("http://{n3}/#/repositories")).await;
+    b.click("details.panel summary").await;
+    // A page tampered with to offer acme: the API still refuses.
+    b.js("document.querySelector('form[data-form=create-repo] select[name=namespace]').append(new Option('acme', 'acme'))", json!([])).await;
+    b.choose("form[data-form=create-repo] select[name=namespace]", "acme").await;
+    b.fill("form[data-form=create-repo] input[name=repository]", "sneaky").await;
+    b.click("form[data-form=create-repo] button[type=submit]").await;
+    let refusal = b.text("form[data-form=create-repo] .notice.error").await;
+    assert!(refusal.contains("bob"), "the refusal is shown: {refusal}");
+    b.go(&format!("http://{n3}/#/cluster")).await;
+    b.wait(".notice.error", "the cluster page refused", |t| t.contains("not a cluster administrator")).await;
+    b.shot("12-refused").await;
+    // A new password ends bob's session on every node; robots and wrong
+    // passwords get no session at all.
+    let bobs = b.cookie("berth_session").await["value"].as_str().unwrap().to_string();
+    let who = |node: String, cookie: String| {
+        let http = http.clone();
+        async move { http.get(format!("http://{node}/api/v1/session")).header("Cookie", format!("berth_session={cookie}")).send().await.unwrap().status() }
+    };
+    assert_eq!(who(n1.clone(), bobs.clone()).await, 200, "node 1 honours node 3's session");
+    let changed = http
+        .put(format!("http://{n1}/api/v1/superuser/users/bob"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"password": "bob-password-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(changed.status().is_success());
+    for node in [&n1, &n2, &n3] {
+        common::eventually(T, "the old session refused", || async { (who(node.to_string(), bobs.clone()).await == 401).then_some(()) }).await;
+    }
+    for (user, password) in [("acme+ci", secret.as_str()), ("admin", "wrong password")] {
+        let r = http.post(format!("http://{n2}/api/v1/session")).json(&json!({"username": user, "password": password})).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{user}");
+        assert!(r.headers().get("set-cookie").is_none(), "{user}: no cookie");
+    }
+    let repo = http.get(format!("http://{n1}/api/v1/repository/acme/sneaky")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(repo.status(), 404, "nothing was created for bob");
+
+    // The cluster page: 3 nodes in 3 regions, the RTT matrix, a failover live.
+    let leader = status(&c.dirs[0]).and_then(|s| s["leader"].as_u64()).expect("a leader");
+    let page = if leader == 3 { n1.clone() } else { n3.clone() };
+
+    // The keyboard only: skip link, sign in, open acme/app.
+    b.go(&format!("http://{page}/")).await;
+    b.refresh().await;
+    b.wait("form[data-form=sign-in]", "bob's ended session shows the sign-in form", |_| true).await;
+    b.js("document.activeElement.blur(); window.scrollTo(0, 0)", json!([])).await;
+    b.tab_to("a.skip").await;
+    b.keys("\u{E007}").await;
+    assert_eq!(
+        b.js("return [document.activeElement.id, location.hash]", json!([])).await,
+        json!(["main", "#/signin"]),
+        "the skip link moves focus to the content"
+    );
+    b.tab_to("form[data-form=sign-in] input[name=username]").await;
+    b.keys("admin\u{E004}").await;
+    b.keys(&pw).await;
+    b.keys("\u{E007}").await;
+    b.wait("#nav [data-user=admin]", "signed in by keyboard", |_| true).await;
+    b.tab_to("a[href='#/repository/acme/app']").await;
+    b.keys("\u{E007}").await;
+    b.wait("header.pagehead h1", "the repository opened by keyboard", |t| t == "acme/app").await;
+    b.go(&format!("http://{page}/#/cluster")).await;
+    b.wait(".node[data-leader=true]", "the leader", |_| true).await;
+    assert_eq!(b.all(".region").await.len(), 3);
+    assert_eq!(b.all(".node").await.len(), 3);
+    for r in REGIONS {
+        b.wait(&format!(".region[data-region='{r}'] .node"), r, |_| true).await;
+    }
+    b.wait("td[data-rtt='1-2']", "an RTT", |t| t.ends_with(" ms")).await;
+    b.wait("td[data-rtt='3-1']", "an RTT", |t| t.ends_with(" ms")).await;
+    // Per node: the blobs it holds (the pushed image is on at least 2
+    // nodes) and its replication backlog.
+    let mut holding = 0;
+    for n in 1..=3 {
+        let held = b.text(&format!(".node[data-node='{n}'] [data-field=blobs-held]")).await;
+        let count: u64 = held.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("node {n} blobs held: {held}"));
+        holding += usize::from(count >= 2);
+        let backlog = b.text(&format!(".node[data-node='{n}'] [data-field=backlog]")).await;
+        assert!(backlog.ends_with(')') && backlog.contains(" blobs ("), "node {n} backlog: {backlog}");
+    }
+    assert!(holding >= 2, "the image's config and layer on at least 2 nodes");
+    b.shot("13-cluster").await;
+    let shown_leader = b.text("[data-field=leader]").await;
+    assert!(shown_leader.contains(&format!("node {leader}")), "{shown_leader}");
+    c.procs[leader as usize - 1].kill9();
+    let killed = Instant::now();
+    b.wait("[data-field=leader]", "a new leader, without a reload", |t| t.starts_with("Leader: node ") && !t.starts_with(&format!("Leader: node {leader} ")))
+        .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "the new leader showed after {took:?}");
+    b.wait("tr[data-change=leader]", "the change in the list", |_| true).await;
+    b.wait(&format!(".node[data-node='{leader}'][data-health=unreachable]"), "the killed node shown unreachable", |_| true).await;
+    b.shot("14-cluster-after-failover").await;
+    eprintln!("console: new leader shown {took:?} after SIGKILL; first paint {fcp:.0} ms; whole test {:?}", started.elapsed());
+}
