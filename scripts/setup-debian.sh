@@ -9,13 +9,15 @@
 # for the unit's check; no init system is started), the CNCF registry
 # (docker-registry) with htpasswd (apache2-utils) and tinyproxy as the
 # mirroring tests' upstream and proxy, openssl for their TLS upstream's CA,
+# slapd and ldap-utils as the LDAP sign-in test's directory (started by the
+# test as an ordinary process; the package's own service is not used),
 # and from PyPI oras, openapi-spec-validator
 # and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
-          docker-registry apache2-utils tinyproxy openssl)
+          docker-registry apache2-utils tinyproxy openssl slapd ldap-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,4 +13,5 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod jwt;
+pub mod ldap;
 pub mod policy;
