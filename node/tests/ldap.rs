@@ -244,6 +244,8 @@ fn ldap_users_sign_in_push_through_synced_teams_and_are_refused_clearly() {
     let out = docker_login(docker(), &n1, "bob", "not-bobs-password");
     assert!(!out.status.success(), "wrong password accepted");
     assert_eq!(v2_login(&n1, "bob", "not-bobs-password").0, 401);
+    let (_, v) = api(&n1, &admin, "GET", "/api/v1/superuser/users/", None);
+    assert!(!v["users"].as_array().unwrap().iter().any(|u| u["username"] == "bob"), "a wrong password created bob: {v}");
 
     // A name with filter metacharacters is refused, and nothing about it
     // reaches the directory (no bind, no search).
@@ -272,6 +274,19 @@ fn ldap_users_sign_in_push_through_synced_teams_and_are_refused_clearly() {
     run(docker().arg("tag").arg(&image).arg(format!("{n1}/acme/app:v2")));
     let out = docker().args(["push", &format!("{n1}/acme/app:v2")]).output().unwrap();
     assert!(!out.status.success(), "a push after leaving the group succeeded: {}", text(&out));
+
+    // The directory hanging (slapd stopped with SIGSTOP: connections are
+    // accepted, nothing answers): alice's login is refused with a 503 once
+    // the 5 s timeout passes, not held open; the admin signs in at once.
+    let pid = nix::unistd::Pid::from_raw(slapd.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (status, took) = v2_login(&n1, "alice", "alice-pw-1");
+    assert_eq!(status, 503, "an LDAP user with the directory hanging");
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(8), "took {took:?}");
+    let (status, took) = v2_login(&n1, "admin", &c.password);
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(3), "the admin waited for the directory: {took:?}");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 
     // The directory down: the local admin signs in; alice gets a clear 503
     // within the timeout, not a hang.
