@@ -616,6 +616,39 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// `[auth.ldap]` as the README shows it, and the refusals of bad ones.
+    #[test]
+    fn ldap_section_parses_and_is_checked() {
+        let good = r#"
+            url = "ldaps://ldap.example.net"
+            bind_dn = "cn=berth,dc=example,dc=net"
+            bind_password_file = "/etc/berth/ldap-bind.pw"
+            base_dn = "ou=people,dc=example,dc=net"
+            group_base_dn = "ou=groups,dc=example,dc=net"
+            [teams]
+            developers = "acme/devs"
+        "#;
+        let cfg: LdapConfig = toml::from_str(good).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.uid_attr.as_str(), cfg.timeout_secs, cfg.group_filter.as_str()), ("uid", 5, "(member={dn})"));
+        let base = |extra: &str| format!("base_dn = \"dc=x\"\n{extra}");
+        let check = |text: String, why: &str| {
+            let err = match toml::from_str::<LdapConfig>(&text) {
+                Ok(c) => c.validate().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(why), "{text}: {err}");
+        };
+        check(base("url = \"http://ldap\""), "ldap:// or ldaps://");
+        check(base("url = \"ldaps://ldap\"\nstarttls = true"), "starttls");
+        check(base("url = \"ldap://ldap\"\nbind_dn = \"cn=x\""), "go together");
+        check(base("url = \"ldap://ldap\"\nuser_filter = \"uid=x\""), "parenthesized");
+        check(base("url = \"ldap://ldap\"\ntimeout_secs = 0"), "timeout_secs");
+        check(base("url = \"ldap://ldap\"\n[teams]\ng = \"acme/devs\""), "group_base_dn");
+        check(base("url = \"ldap://ldap\"\ngroup_base_dn = \"dc=x\"\n[teams]\ng = \"acme\""), "not org/team");
+        check(base("url = \"ldap://ldap\"\nbind_pasword_file = \"/x\""), "unknown field");
+    }
+
     /// The `[notifications]` section as the deployment example writes it,
     /// and the refusals of a bad one.
     #[test]
