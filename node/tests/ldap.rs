@@ -233,6 +233,13 @@ fn ldap_users_sign_in_push_through_synced_teams_and_are_refused_clearly() {
     run(docker().arg("import").arg(&tar).arg(&image));
     let out = docker().args(["push", &image]).output().unwrap();
     assert!(out.status.success(), "alice's push: {}", text(&out));
+    // A directory user cannot give themselves a local password (it would
+    // take over from the directory's), and the refusal changes nothing.
+    let (s, v) = api(&n1, "alice:alice-pw-1", "PUT", "/api/v1/user/", Some(json!({"password": "a-local-password-9"})));
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("directory"), "{v}");
+    assert_eq!(v2_login(&n1, "alice", "a-local-password-9").0, 401);
+
     // The usage log is written in batches.
     eventually("login_success with method ldap for alice in the usage log", Duration::from_secs(15), || {
         let (s, v) = api(&n1, &admin, "GET", "/api/v1/superuser/logs", None);
