@@ -233,6 +233,17 @@ fn ldap_users_sign_in_push_through_synced_teams_and_are_refused_clearly() {
     run(docker().arg("import").arg(&tar).arg(&image));
     let out = docker().args(["push", &image]).output().unwrap();
     assert!(out.status.success(), "alice's push: {}", text(&out));
+    // berth login as alice: the CLI signs in through the same check.
+    let cli_dir = root.path().join("cli");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["login", "--endpoint", &format!("http://{n1}"), "--user", "alice"])
+        .env("BERTH_CONFIG_DIR", &cli_dir)
+        .env("BERTH_PASSWORD", "alice-pw-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "berth login as alice: {}", text(&out));
+    assert!(std::fs::read_to_string(cli_dir.join("login.json")).unwrap().contains("\"alice\""));
+
     // A directory user cannot give themselves a local password (it would
     // take over from the directory's), and the refusal changes nothing.
     let (s, v) = api(&n1, "alice:alice-pw-1", "PUT", "/api/v1/user/", Some(json!({"password": "a-local-password-9"})));
