@@ -12,13 +12,15 @@
 # binutils (objcopy) and docker-compose for the image and compose tests,
 # debootstrap and dpkg-dev for the package's install test on a fresh Debian root,
 # chromium and chromium-driver (the console's browser test drives it over
-# WebDriver), and from PyPI oras, openapi-spec-validator
+# WebDriver), slapd and ldap-utils as the LDAP sign-in test's directory
+# (started by the test as an ordinary process; the package's own service is
+# not used), and from PyPI oras, openapi-spec-validator
 # and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
-          docker-registry apache2-utils tinyproxy openssl
+          docker-registry apache2-utils tinyproxy openssl slapd ldap-utils
           binutils docker-compose debootstrap dpkg-dev chromium chromium-driver)
 # kubectl renders the Kubernetes manifests (its kustomize); Debian's comes
 # with kubernetes-client, unless another kubectl is installed already.

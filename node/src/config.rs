@@ -62,6 +62,131 @@ pub struct NodeConfig {
     /// OAuth applications' flows.
     #[serde(default)]
     pub oauth: OAuthConfig,
+    /// How users sign in besides berth's own passwords (`[auth.ldap]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: sign-in against a directory. Local users (and every robot and
+/// token) keep working whatever is configured here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub ldap: Option<LdapConfig>,
+}
+
+/// `[auth.ldap]`: a login whose name has no local password is checked by
+/// binding as that user in the directory (see `crate::identity::ldap`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA certificates trusted for `ldaps://` and StartTLS (the system's
+    /// roots otherwise).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches for users and groups (anonymous
+    /// search when absent).
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// A file holding the service account's password (one line).
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// Where users are searched (subtree).
+    pub base_dn: String,
+    /// Extra conditions on user entries, e.g. `(objectClass=inetOrgPerson)`;
+    /// ANDed with `(uid_attr=<escaped name>)`.
+    #[serde(default = "default_ldap_user_filter")]
+    pub user_filter: String,
+    /// The attribute holding the login name.
+    #[serde(default = "default_ldap_uid_attr")]
+    pub uid_attr: String,
+    /// The attribute holding the e-mail address.
+    #[serde(default = "default_ldap_mail_attr")]
+    pub mail_attr: String,
+    /// How long one directory operation may take before the login is
+    /// refused as unavailable (503), s.
+    #[serde(default = "default_ldap_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Group-to-team sync; off when `teams` is empty.
+    #[serde(default)]
+    pub group_base_dn: Option<String>,
+    /// Groups a user is in; `{dn}` and `{uid}` are replaced by the user's
+    /// DN and name, escaped.
+    #[serde(default = "default_ldap_group_filter")]
+    pub group_filter: String,
+    /// The attribute naming a group in `teams`.
+    #[serde(default = "default_ldap_group_name_attr")]
+    pub group_name_attr: String,
+    /// LDAP group name → `org/team` whose members follow the group.
+    #[serde(default)]
+    pub teams: std::collections::BTreeMap<String, String>,
+    /// How often the leader re-syncs every federated user's teams, s.
+    #[serde(default = "default_ldap_sync_interval_secs")]
+    pub sync_interval_secs: u64,
+}
+
+fn default_ldap_user_filter() -> String {
+    "(objectClass=*)".into()
+}
+fn default_ldap_uid_attr() -> String {
+    "uid".into()
+}
+fn default_ldap_mail_attr() -> String {
+    "mail".into()
+}
+fn default_ldap_timeout_secs() -> u64 {
+    5
+}
+fn default_ldap_group_filter() -> String {
+    "(member={dn})".into()
+}
+fn default_ldap_group_name_attr() -> String {
+    "cn".into()
+}
+fn default_ldap_sync_interval_secs() -> u64 {
+    300
+}
+
+impl LdapConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.url.starts_with("ldap://") || self.url.starts_with("ldaps://")) {
+            bail!("url must start with ldap:// or ldaps://");
+        }
+        if self.starttls && self.url.starts_with("ldaps://") {
+            bail!("starttls is for ldap:// urls; ldaps:// is TLS already");
+        }
+        if self.bind_dn.is_some() != self.bind_password_file.is_some() {
+            bail!("bind_dn and bind_password_file go together");
+        }
+        if self.base_dn.is_empty() {
+            bail!("base_dn must not be empty");
+        }
+        for (what, f) in [("user_filter", &self.user_filter), ("group_filter", &self.group_filter)] {
+            if !(f.starts_with('(') && f.ends_with(')')) {
+                bail!("{what} must be a parenthesized LDAP filter");
+            }
+        }
+        if !(1..=60).contains(&self.timeout_secs) {
+            bail!("timeout_secs must be 1 to 60");
+        }
+        if self.sync_interval_secs == 0 {
+            bail!("sync_interval_secs must be at least 1");
+        }
+        if !self.teams.is_empty() && self.group_base_dn.is_none() {
+            bail!("teams needs group_base_dn");
+        }
+        for (group, team) in &self.teams {
+            if team.split_once('/').is_none_or(|(o, t)| o.is_empty() || t.is_empty() || t.contains('/')) {
+                bail!("teams: {group} maps to {team:?}, not org/team");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[oauth]`: how long what the OAuth flows hand out lives.
@@ -287,6 +412,9 @@ impl NodeConfig {
         self.raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
         self.limits.validate().context("limits")?;
         self.notifications.validate().context("notifications")?;
+        if let Some(l) = &self.auth.ldap {
+            l.validate().context("auth.ldap")?;
+        }
         if self.tags.expiration_options_s().context("tags")?.is_empty() {
             bail!("tags: expiration_options must name at least one window");
         }
@@ -487,6 +615,39 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[auth.ldap]` as the README shows it, and the refusals of bad ones.
+    #[test]
+    fn ldap_section_parses_and_is_checked() {
+        let good = r#"
+            url = "ldaps://ldap.example.net"
+            bind_dn = "cn=berth,dc=example,dc=net"
+            bind_password_file = "/etc/berth/ldap-bind.pw"
+            base_dn = "ou=people,dc=example,dc=net"
+            group_base_dn = "ou=groups,dc=example,dc=net"
+            [teams]
+            developers = "acme/devs"
+        "#;
+        let cfg: LdapConfig = toml::from_str(good).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.uid_attr.as_str(), cfg.timeout_secs, cfg.group_filter.as_str()), ("uid", 5, "(member={dn})"));
+        let base = |extra: &str| format!("base_dn = \"dc=x\"\n{extra}");
+        let check = |text: String, why: &str| {
+            let err = match toml::from_str::<LdapConfig>(&text) {
+                Ok(c) => c.validate().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(why), "{text}: {err}");
+        };
+        check(base("url = \"http://ldap\""), "ldap:// or ldaps://");
+        check(base("url = \"ldaps://ldap\"\nstarttls = true"), "starttls");
+        check(base("url = \"ldap://ldap\"\nbind_dn = \"cn=x\""), "go together");
+        check(base("url = \"ldap://ldap\"\nuser_filter = \"uid=x\""), "parenthesized");
+        check(base("url = \"ldap://ldap\"\ntimeout_secs = 0"), "timeout_secs");
+        check(base("url = \"ldap://ldap\"\n[teams]\ng = \"acme/devs\""), "group_base_dn");
+        check(base("url = \"ldap://ldap\"\ngroup_base_dn = \"dc=x\"\n[teams]\ng = \"acme\""), "not org/team");
+        check(base("url = \"ldap://ldap\"\nbind_pasword_file = \"/x\""), "unknown field");
+    }
 
     /// The `[notifications]` section as the deployment example writes it,
     /// and the refusals of a bad one.

@@ -111,6 +111,7 @@ fn describe() {
     );
     describe_counter!("berth_http_received_bytes_total", Unit::Bytes, "Request body bytes announced by Content-Length, by endpoint kind");
     describe_counter!("berth_http_sent_bytes_total", Unit::Bytes, "Response body bytes announced by Content-Length, by endpoint kind");
+    describe_counter!("berth_ldap_unavailable_total", "Directory (LDAP) logins refused with a 503 because the directory did not answer");
     describe_counter!("berth_blob_reads_total", "Blob reads served, by source: local disk or streamed from a peer");
     describe_counter!("berth_peer_fetches_total", "Blob fetches from a peer, by peer node id and outcome");
     describe_counter!("berth_peer_fetched_bytes_total", Unit::Bytes, "Blob bytes received from peers, by peer node id");

@@ -58,6 +58,7 @@ impl NodeAddrs {
             tags: Default::default(),
             mirror: Default::default(),
             oauth: Default::default(),
+            auth: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
@@ -336,7 +337,14 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs), caps));
     let (audit, audit_task) = AuditLog::start(meta.clone(), config.region.clone(), config.audit_retention_days, rx.clone());
     tasks.push(audit_task);
-    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()));
+    let directory = match &config.auth.ldap {
+        Some(l) => Some(Arc::new(crate::identity::ldap::Directory::new(l).context("auth.ldap")?)),
+        None => None,
+    };
+    if let Some(dir) = &directory {
+        tasks.push(tokio::spawn(crate::identity::auth::sync_all_teams(meta.clone(), dir.clone(), rx.clone())));
+    }
+    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()).with_directory(directory));
     let gc_stats = Arc::new(GcStats::default());
     crate::metrics::handle();
     let backend =

@@ -19,7 +19,7 @@ use rand::Rng;
 
 use crate::errors::{meta_err, state_err};
 use crate::identity::audit::AuditLog;
-use crate::identity::auth::{actor_of, sha256_hex, Authenticator, APP_TOKEN_PREFIX};
+use crate::identity::auth::{actor_of, is_federated, sha256_hex, Authenticator, APP_TOKEN_PREFIX};
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
@@ -353,6 +353,10 @@ impl Identity for NodeIdentity {
         }
         let name = self.own_name(who, "user:admin")?;
         let mut rec = self.user_record(&name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
+        // A local password would take over from the directory's for good.
+        if req.password.is_some() && is_federated(&rec) {
+            return Err(bad(format!("{name} signs in through the LDAP directory; change the password there")));
+        }
         // Checked before anything is written: a refusal changes nothing.
         let password_hash = req.password.as_deref().map(Self::password_hash).transpose()?;
         if let Some(s) = req.tag_expiration_s {

@@ -196,6 +196,17 @@ impl AuditLog {
         self.record(kind, &who, ip, ns, None, vec![("detail", detail.to_string())]);
     }
 
+    /// A successful login checked somewhere other than berth's own
+    /// passwords (`method`: `ldap`); one row per window like [`Self::login`],
+    /// and written first, so the row of the window says how.
+    pub fn login_via(&self, account: &str, ip: Option<IpAddr>, method: &str) {
+        if !self.logins.lock().expect("recent logins lock").first_in_window(account, ip, Instant::now()) {
+            return;
+        }
+        let who = Principal::User { name: account.to_string(), superuser: false };
+        self.record("login_success", &who, ip, None, None, vec![("method", method.to_string())]);
+    }
+
     /// Waits until everything queued so far is committed (or 5 s passed).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

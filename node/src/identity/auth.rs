@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use berth_gateway::{ApiError, Caller, Credentials, ErrorCode, Principal};
 use berth_raft::command::{AppTokenRecord, RobotRecord, TokenKey, TokenScope, INITIAL_KID};
-use berth_raft::command::{ClusterRecord, UserRecord};
+use berth_raft::command::{ClusterRecord, IdentityCommand, MetaCommand, MetaResponse, TeamRecord, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, ClientAccount, MetaNodeHandle, StateRead};
 use sha2::Digest as _;
@@ -30,6 +30,7 @@ use sha2::Digest as _;
 use crate::errors::state_err;
 use crate::identity::audit::AuditLog;
 use crate::identity::jwt::{self, Claims, SigningKey};
+use crate::identity::ldap::{Directory, Verdict};
 use crate::util::now_ms;
 
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -184,6 +185,18 @@ pub struct Authenticator {
     keys: Mutex<HashMap<String, Arc<SigningKey>>>,
     /// Registry tokens whose signature this node checked already.
     verified_tokens: jwt::VerifiedTokens,
+    /// `[auth.ldap]`: checks the passwords of users without a local one.
+    directory: Option<Arc<Directory>>,
+}
+
+/// The `password_hash` of a user whose password lives in the LDAP
+/// directory. An argon2 PHC string starts with `$`, so no password ever
+/// verifies against it, and records written before LDAP existed decode
+/// unchanged.
+pub const FEDERATED_LDAP: &str = "!federated:ldap";
+
+pub fn is_federated(rec: &UserRecord) -> bool {
+    rec.password_hash == FEDERATED_LDAP
 }
 
 fn denied() -> ApiError {
@@ -200,7 +213,13 @@ impl Authenticator {
             verified: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             verified_tokens: jwt::VerifiedTokens::new(),
+            directory: None,
         }
+    }
+
+    pub fn with_directory(mut self, directory: Option<Arc<Directory>>) -> Authenticator {
+        self.directory = directory;
+        self
     }
 
     /// The service name in challenges and the audience of tokens: the cluster id.
@@ -278,6 +297,12 @@ impl Authenticator {
         // Before the cache: a guess that happens to be right waits like any other.
         self.throttled(user, ip)?;
         let mut rec: Option<UserRecord> = self.lookup(&keys::user(user), |_: &UserRecord| true).await?;
+        if let Some(dir) = &self.directory {
+            // A local password wins: local superusers sign in with the directory down.
+            if rec.as_ref().is_none_or(is_federated) {
+                return self.directory_user(dir, user, password, ip, rec).await;
+            }
+        }
         let key = (user.to_string(), <[u8; 32]>::from(sha2::Sha256::digest(password.as_bytes())));
         let cached = rec.as_ref().is_some_and(|rec| {
             self.verified.lock().expect("auth cache lock").get(&key).is_some_and(|(hash, at)| *hash == rec.password_hash && at.elapsed() < CACHE_TTL)
@@ -300,6 +325,44 @@ impl Authenticator {
         cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
         cache.insert(key, (rec.password_hash.clone(), Instant::now()));
         Ok(Principal::User { name: rec.name, superuser: rec.superuser })
+    }
+
+    /// A login checked by binding as the user in the directory; the first
+    /// one creates the berth user (federated, no local password), and each
+    /// one brings the user's teams in line with their groups.
+    async fn directory_user(&self, dir: &Directory, user: &str, password: &str, ip: Option<IpAddr>, rec: Option<UserRecord>) -> Result<Principal, ApiError> {
+        let found = match dir.login(user, password).await {
+            Ok(Verdict::Valid(found)) => found,
+            Ok(Verdict::Refused(why)) => return Err(self.fail(user, ip, why)),
+            Err(e) => {
+                tracing::warn!(account = user, error = %e, "directory login not checked");
+                metrics::counter!("berth_ldap_unavailable_total").increment(1);
+                return Err(ApiError::new(ErrorCode::Unavailable, "the user directory (LDAP) is unavailable, so this login cannot be checked; retry later"));
+            }
+        };
+        self.throttle.succeeded(user, ip);
+        let superuser = match rec {
+            Some(rec) => rec.superuser,
+            None => {
+                let rec = UserRecord { name: user.to_string(), password_hash: FEDERATED_LDAP.to_string(), superuser: false, created_at_ms: now_ms() };
+                match self.meta.write(Actor::Client(ClientAccount::Operator), MetaCommand::Identity(IdentityCommand::CreateUser(rec))).await {
+                    Ok(MetaResponse::Done) => tracing::info!(account = user, dn = %found.dn, "created federated user on first directory login"),
+                    // Another node created it a moment ago, or the name is an organization's.
+                    Ok(other) => {
+                        let now: Option<UserRecord> = self.lookup(&keys::user(user), |_: &UserRecord| true).await?;
+                        if !now.as_ref().is_some_and(is_federated) {
+                            tracing::warn!(account = user, outcome = ?other, "directory user not created");
+                            return Err(self.fail(user, ip, "name taken by a local account or organization"));
+                        }
+                    }
+                    Err(e) => return Err(ApiError::new(ErrorCode::Unavailable, format!("cannot record the directory user: {e}"))),
+                }
+                false
+            }
+        };
+        sync_teams(&self.meta, dir, user, &found.groups).await;
+        self.audit.login_via(user, ip, "ldap");
+        Ok(Principal::User { name: user.to_string(), superuser })
     }
 
     async fn robot(&self, name: &str, secret: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
@@ -525,6 +588,72 @@ impl Authenticator {
             Principal::Anonymous => Err(ApiError::new(ErrorCode::Unauthorized, "authentication required")),
             p if p.is_superuser() => Ok(p),
             p => Err(ApiError::new(ErrorCode::Denied, format!("{} is not a cluster administrator", p.performer()))),
+        }
+    }
+}
+
+/// Makes `user` a member of exactly the mapped teams whose LDAP group they
+/// are in (`groups`), through Raft with the identity commands; teams that
+/// do not exist are skipped with a warning. Failures are logged, not
+/// returned: a login does not fail because a team could not be changed.
+pub async fn sync_teams(meta: &MetaNodeHandle, dir: &Directory, user: &str, groups: &std::collections::BTreeSet<String>) {
+    for (group, target) in &dir.config().teams {
+        let Some((org, team)) = target.split_once('/') else { continue };
+        let want = groups.contains(group);
+        let rec: Option<TeamRecord> = match meta.state().get(&keys::team(org, team)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, org, team, "team sync: cannot read team");
+                continue;
+            }
+        };
+        let Some(rec) = rec else {
+            tracing::warn!(org, team, group = %group, "team sync: the mapped team does not exist");
+            continue;
+        };
+        if rec.members.contains(user) == want {
+            continue;
+        }
+        let cmd = IdentityCommand::SetTeamMember { org: org.to_string(), team: team.to_string(), member: user.to_string(), present: want };
+        match meta.write(Actor::Client(ClientAccount::Operator), MetaCommand::Identity(cmd)).await {
+            Ok(MetaResponse::Done) => tracing::info!(account = user, org, team, present = want, "team sync from directory group"),
+            other => tracing::warn!(account = user, org, team, outcome = ?other, "team sync failed"),
+        }
+    }
+}
+
+/// The leader's periodic pass: every federated user's teams follow their
+/// groups as the directory has them now (a user gone from the directory
+/// leaves every mapped team).
+pub async fn sync_all_teams(meta: MetaNodeHandle, dir: Arc<Directory>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    if dir.config().teams.is_empty() {
+        return;
+    }
+    let every = Duration::from_secs(dir.config().sync_interval_secs);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !meta.is_leader() {
+            continue;
+        }
+        let users: Vec<UserRecord> = match meta.state().scan(keys::USER_PREFIX) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "team sync: cannot list users");
+                continue;
+            }
+        };
+        for u in users.iter().filter(|u| is_federated(u)) {
+            match dir.lookup(&u.name).await {
+                Ok(found) => sync_teams(&meta, &dir, &u.name, &found.map(|f| f.groups).unwrap_or_default()).await,
+                Err(e) => {
+                    // Nothing is removed while the directory cannot be read.
+                    tracing::warn!(error = %e, "team sync pass skipped");
+                    break;
+                }
+            }
         }
     }
 }

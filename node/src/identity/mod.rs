@@ -14,5 +14,6 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod jwt;
+pub mod ldap;
 pub mod policy;
 pub mod session;
