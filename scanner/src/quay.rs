@@ -1,0 +1,57 @@
+//! Quay's security API body
+//! (`GET /api/v1/repository/{r}/manifest/{digest}/security`).
+
+use crate::matcher::Report;
+use serde_json::{json, Value};
+
+/// `status` is Quay's: `queued`, `scanned`, `failed`, `unsupported`.
+pub fn security_body(manifest: &str, status: &str, report: Option<&Report>, with_vulns: bool) -> Value {
+    let Some(report) = report else {
+        return json!({"status": status, "data": null});
+    };
+    let ns = report.index.distribution.as_ref().map(|d| d.namespace()).unwrap_or_default();
+    let features: Vec<Value> = report
+        .index
+        .packages
+        .iter()
+        .zip(&report.findings)
+        .map(|(p, fs)| {
+            let mut f = json!({
+                "Name": p.package.name,
+                "VersionFormat": p.package.format.quay_name(),
+                "NamespaceName": ns,
+                "AddedBy": p.added_by,
+                "Version": p.package.version,
+                "BaseScores": [],
+                "CVEIds": fs.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
+            });
+            if with_vulns {
+                f["Vulnerabilities"] = fs
+                    .iter()
+                    .map(|v| {
+                        json!({
+                            "Severity": v.severity.as_str(),
+                            "NamespaceName": v.namespace,
+                            "Link": v.link,
+                            "FixedBy": v.fixed_by.clone().unwrap_or_default(),
+                            "Description": v.description,
+                            "Name": v.id,
+                            "Metadata": {"UpdatedBy": "debian-tracker", "RepoName": null, "RepoLink": null, "DistroName": "Debian", "DistroVersion": ns.split(':').nth(1)},
+                        })
+                    })
+                    .collect();
+            }
+            f
+        })
+        .collect();
+    json!({
+        "status": status,
+        "data": {"Layer": {
+            "Name": manifest,
+            "ParentName": "",
+            "NamespaceName": ns,
+            "IndexedByVersion": crate::INDEXER_VERSION,
+            "Features": features,
+        }}
+    })
+}

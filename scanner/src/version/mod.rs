@@ -1,0 +1,27 @@
+//! Version orderings, one module per ecosystem, each implemented from the
+//! ecosystem's own rules (cited in the module).
+
+pub mod deb;
+
+use std::cmp::Ordering;
+
+/// Which ordering a package's versions follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VersionFormat {
+    Dpkg,
+}
+
+impl VersionFormat {
+    pub fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            VersionFormat::Dpkg => deb::compare(a, b),
+        }
+    }
+
+    /// The name Quay's security API shows in `VersionFormat`.
+    pub fn quay_name(self) -> &'static str {
+        match self {
+            VersionFormat::Dpkg => "dpkg",
+        }
+    }
+}
