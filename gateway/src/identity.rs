@@ -38,6 +38,10 @@ pub use quotas::*;
 mod mirror;
 pub use mirror::{MirrorProxy, MirrorRegistryConfig, MirrorRequest, MirrorRootRule, MirrorView, RepoStateChange};
 
+#[path = "identity_scan.rs"]
+mod scan;
+pub use scan::{FeedView, ScanCounts, ScannerStatus};
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -607,6 +611,18 @@ pub trait Identity: Send + Sync + 'static {
     async fn mirror_sync(&self, _who: &Access, _repo: &str, _now: bool) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend does not mirror"))
     }
+    /// Quay's security report of a manifest; a backend without a scanner
+    /// answers 405.
+    async fn manifest_security(&self, _who: &Access, _repo: &str, _digest: &str, _vulnerabilities: bool) -> Result<serde_json::Value, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    /// Imports an advisory feed snapshot (superusers).
+    async fn import_feed(&self, _who: &Access, _name: &str, _bytes: bytes::Bytes) -> Result<FeedView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    async fn scanner_status(&self, _who: &Access) -> Result<ScannerStatus, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
 }
 
 fn no_notifications() -> ApiError {
@@ -663,6 +679,7 @@ pub fn routes(identity: Shared) -> Router {
         .merge(policies::routes())
         .merge(quotas::routes())
         .merge(mirror::routes())
+        .merge(scan::routes())
         .with_state(identity)
 }
 
@@ -702,6 +719,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(policies::PolicyDoc::openapi());
     doc.merge(quotas::QuotaDoc::openapi());
     doc.merge(mirror::MirrorDoc::openapi());
+    doc.merge(scan::ScanDoc::openapi());
     doc
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 // A command carries records; they are named here as well as in `records`.
 pub use crate::mirror::*;
 pub use crate::records::*;
+pub use crate::scan::*;
 
 /// The payload of a Raft log entry. The variant is the command format
 /// version: a new format is a new variant, and old entries stay readable.
@@ -181,6 +182,9 @@ pub enum MetaCommand {
         robot: String,
         cmd: Box<MetaCommand>,
     },
+    /// Vulnerability scanning: leases, results, feed imports (see
+    /// [`crate::scan`]).
+    Scan(ScanCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +241,7 @@ impl MetaCommand {
             MetaCommand::Quota(c) => c.kind(),
             MetaCommand::Mirror(c) => c.kind(),
             MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
+            MetaCommand::Scan(c) => c.kind(),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod mirror;
 pub mod network;
 pub mod pb;
 pub mod records;
+pub mod scan;
 pub mod server;
 pub mod state;
 pub mod store;

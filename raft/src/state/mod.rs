@@ -42,6 +42,7 @@
 //! | `W`, `V`, `w`, `x` | notifications, their scopes, their outbox, events queued once: see [`notifications`] |
 //! | `y` + repo | [`RepoState`](crate::mirror::RepoState), see [`mirror`] |
 //! | `Y` + repo | [`MirrorRecord`](crate::mirror::MirrorRecord) |
+//! | `S`, `k`, `F`, `J` | scans, layer indexes, feeds, feed generation: see [`scan`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -64,6 +65,7 @@ pub mod mirror;
 pub mod notifications;
 pub mod quotas;
 mod registry;
+pub mod scan;
 pub mod tag_policies;
 pub mod tags;
 
@@ -417,8 +419,13 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
+        M::Scan(cmd) => scan::apply(state, ch_, cmd),
         M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
+    // A stored image is queued for scanning in the command that stores it.
+    if let (MetaResponse::Done, M::PutManifest { record, .. } | M::PutManifestFrom { record, .. }) = (&resp, cmd) {
+        scan::on_manifest_stored(state, &mut ch, record)?;
+    }
     Ok((resp, ch))
 }
 
