@@ -13,6 +13,7 @@ use super::*;
 pub const FEED_BODY_MAX: usize = 1 << 30;
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SecurityQuery {
     /// Include each feature's vulnerabilities (Quay's `vulnerabilities=true`).
     #[serde(default)]
@@ -20,6 +21,7 @@ pub struct SecurityQuery {
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
     /// The feed's name (its source); a later import of the same name
     /// replaces it.

@@ -335,7 +335,16 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
 
     // A second snapshot through node 2: re-matched without reading the
     // layer again, and the receiver hears of the medium-or-worse new one.
-    let imported = api.import(&n2, "debian", &feed_v2()).await;
+    // Through the CLI on node 2's host; a missing file is one line and a
+    // non-zero exit.
+    let feed_file = tmp.path().join("debian.json");
+    std::fs::write(&feed_file, serde_json::to_vec(&feed_v2()).unwrap()).unwrap();
+    let n2_dir = c.dirs[1].to_str().unwrap().to_string();
+    let out = berth(&["scanner", "import", "/nonexistent/feed.json", "--data-dir", &n2_dir]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let imported: Value =
+        serde_json::from_str(&ok(&["scanner", "import", feed_file.to_str().unwrap(), "--name", "debian", "--data-dir", &n2_dir, "--json"])).unwrap();
     assert_eq!(imported["generation"], 2);
     let got = eventually(Duration::from_secs(60), "vulnerability_found delivered", || async {
         let all = inbox.0.lock().unwrap().clone();
@@ -361,6 +370,11 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
     .await;
     assert_eq!(st["scans"]["scanned"], 1, "{st}");
     check_report(&api.security(&n3, "team/debian", &digest).await, &layer, true);
+    let pw = c.password_file.to_str().unwrap().to_string();
+    let shown = ok(&["scan", "show", "team/debian:bookworm", "--endpoint", &format!("http://{n3}"), "--password-file", &pw]);
+    assert!(shown.contains("scanned") && shown.contains("CVE-2026-42767") && shown.contains("3.0.22-1~deb12u1"), "{shown}");
+    let status = ok(&["scanner", "status", "--data-dir", c.dirs[2].to_str().unwrap()]);
+    assert!(status.contains("1 scanned") && status.contains("debian-tracker"), "{status}");
 
     // Malformed layers: each ends `failed` with a reason; no node dies.
     let tar_of = |name: &str, size: u64, body: &[u8]| -> Vec<u8> {

@@ -4,6 +4,7 @@ mod client;
 mod drill;
 mod identity;
 mod notify;
+mod scan;
 mod tags;
 
 use std::path::PathBuf;
@@ -120,6 +121,16 @@ enum Command {
     Mirror {
         #[command(subcommand)]
         command: identity::mirror::MirrorCommand,
+    },
+    /// Advisory feeds and the scanner's status.
+    Scanner {
+        #[command(subcommand)]
+        command: scan::ScannerCommand,
+    },
+    /// An image's vulnerability report.
+    Scan {
+        #[command(subcommand)]
+        command: scan::ScanCommand,
     },
 }
 
@@ -539,6 +550,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => tags::run_policy(command).await?,
         Command::Quota { command } => tags::run_quota(command).await?,
         Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
+        Command::Scanner { command } => scan::run_scanner(command).await?,
+        Command::Scan { command } => scan::run_scan(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {
