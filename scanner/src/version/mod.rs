@@ -1,6 +1,7 @@
 //! Version orderings, one module per ecosystem, each implemented from the
 //! ecosystem's own rules (cited in the module).
 
+pub mod apk;
 pub mod deb;
 
 use std::cmp::Ordering;
@@ -9,12 +10,14 @@ use std::cmp::Ordering;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VersionFormat {
     Dpkg,
+    Apk,
 }
 
 impl VersionFormat {
     pub fn compare(self, a: &str, b: &str) -> Ordering {
         match self {
             VersionFormat::Dpkg => deb::compare(a, b),
+            VersionFormat::Apk => apk::compare(a, b),
         }
     }
 
@@ -22,6 +25,7 @@ impl VersionFormat {
     pub fn quay_name(self) -> &'static str {
         match self {
             VersionFormat::Dpkg => "dpkg",
+            VersionFormat::Apk => "apk",
         }
     }
 }
