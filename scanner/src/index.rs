@@ -71,6 +71,9 @@ pub struct LayerIndex {
     pub dpkg_status: Option<Vec<Package>>,
     /// `var/lib/dpkg/status.d/<file>` (distroless images).
     pub dpkg_status_d: BTreeMap<String, Vec<Package>>,
+    /// `lib/apk/db/installed` as this layer wrote it.
+    #[serde(default)]
+    pub apk_installed: Option<Vec<Package>>,
     /// Paths deleted by this layer (`.wh.<name>`), as full paths.
     pub whiteouts: Vec<String>,
     /// Directories made opaque by this layer (`.wh..wh..opq`).
@@ -147,7 +150,7 @@ impl<R: Read> Read for Budget<R> {
 }
 
 fn is_interesting(path: &str) -> bool {
-    matches!(path, "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status") || path.starts_with("var/lib/dpkg/status.d/")
+    matches!(path, "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "lib/apk/db/installed") || path.starts_with("var/lib/dpkg/status.d/")
 }
 
 /// Indexes one layer read from `r` (compressed or not).
@@ -200,6 +203,7 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
             "etc/os-release" => os_etc = Some(parse_os_release(&text)),
             "usr/lib/os-release" => os_lib = Some(parse_os_release(&text)),
             "var/lib/dpkg/status" => out.dpkg_status = Some(parse_dpkg_status(&text)),
+            "lib/apk/db/installed" => out.apk_installed = Some(parse_apk_installed(&text)),
             p => {
                 out.dpkg_status_d.insert(p.to_string(), parse_dpkg_status(&text));
             }
@@ -279,6 +283,26 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
     out
 }
 
+/// Parses apk's installed database: `P:` name, `V:` version, `o:` the
+/// origin (source) package that Alpine's secdb names.
+pub fn parse_apk_installed(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for para in text.split("\n\n") {
+        let (mut name, mut version, mut origin) = (None, None, None);
+        for line in para.lines() {
+            match line.split_once(':') {
+                Some(("P", v)) => name = Some(v.trim().to_string()),
+                Some(("V", v)) => version = Some(v.trim().to_string()),
+                Some(("o", v)) => origin = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        let (Some(name), Some(version)) = (name, version) else { continue };
+        out.push(Package { source_name: origin.unwrap_or_else(|| name.clone()), source_version: version.clone(), name, version, format: VersionFormat::Apk });
+    }
+    out
+}
+
 /// A package of the merged image view with the layer that added it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImagePackage {
@@ -329,6 +353,9 @@ pub fn merge(layers: &[(String, LayerIndex)]) -> ImageIndex {
         };
         if let Some(pkgs) = &layer.dpkg_status {
             replace("var/lib/dpkg/status", pkgs);
+        }
+        if let Some(pkgs) = &layer.apk_installed {
+            replace("lib/apk/db/installed", pkgs);
         }
         for (path, pkgs) in &layer.dpkg_status_d {
             replace(path, pkgs);

@@ -4,6 +4,22 @@
 use crate::matcher::Report;
 use serde_json::{json, Value};
 
+fn updater(ns: &str) -> &'static str {
+    if ns.starts_with("alpine:") {
+        "alpine-secdb"
+    } else {
+        "debian-tracker"
+    }
+}
+
+fn distro_name(ns: &str) -> &'static str {
+    if ns.starts_with("alpine:") {
+        "Alpine Linux"
+    } else {
+        "Debian GNU/Linux"
+    }
+}
+
 /// `status` is Quay's: `queued`, `scanned`, `failed`, `unsupported`.
 pub fn security_body(manifest: &str, status: &str, report: Option<&Report>, with_vulns: bool) -> Value {
     let Some(report) = report else {
@@ -36,7 +52,7 @@ pub fn security_body(manifest: &str, status: &str, report: Option<&Report>, with
                             "FixedBy": v.fixed_by.clone().unwrap_or_default(),
                             "Description": v.description,
                             "Name": v.id,
-                            "Metadata": {"UpdatedBy": "debian-tracker", "RepoName": null, "RepoLink": null, "DistroName": "Debian", "DistroVersion": ns.split(':').nth(1)},
+                            "Metadata": {"UpdatedBy": updater(&v.namespace), "RepoName": null, "RepoLink": null, "DistroName": distro_name(&v.namespace), "DistroVersion": v.namespace.split(':').nth(1)},
                         })
                     })
                     .collect();

@@ -1,6 +1,7 @@
 //! Advisory feeds in their native formats, parsed into [`Advisory`] rows.
 //! A feed snapshot is the raw file; every node parses the same bytes.
 
+pub mod alpine;
 pub mod debian;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,8 @@ impl Severity {
 pub enum Target {
     /// A Debian source package in one release (by codename).
     DebianSource { release: String, package: String },
+    /// An Alpine origin package in one branch (`v3.19`).
+    AlpineOrigin { branch: String, package: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,12 +57,14 @@ pub struct Advisory {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FeedKind {
     DebianTracker,
+    AlpineSecdb,
 }
 
 impl FeedKind {
     pub fn name(self) -> &'static str {
         match self {
             FeedKind::DebianTracker => "debian-tracker",
+            FeedKind::AlpineSecdb => "alpine-secdb",
         }
     }
 }
@@ -67,8 +72,11 @@ impl FeedKind {
 /// Parses a feed file, recognising its format.
 pub fn parse(bytes: &[u8]) -> crate::Result<(FeedKind, Vec<Advisory>)> {
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| crate::Error::Feed(format!("not JSON: {e}")))?;
+    if alpine::looks_like(&v) {
+        return Ok((FeedKind::AlpineSecdb, alpine::parse(&v)?));
+    }
     if debian::looks_like(&v) {
         return Ok((FeedKind::DebianTracker, debian::parse(&v)?));
     }
-    Err(crate::Error::Feed("unrecognised feed format (expected the Debian security tracker's JSON)".into()))
+    Err(crate::Error::Feed("unrecognised feed format (expected the Debian security tracker's JSON or an Alpine secdb file)".into()))
 }

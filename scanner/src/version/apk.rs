@@ -28,7 +28,10 @@ const POST: [&str; 5] = ["cvs", "svn", "git", "hg", "p"];
 enum Value<'a> {
     None,
     /// A number; `fraction` for a later component with a leading zero.
-    Num { digits: &'a str, fraction: bool },
+    Num {
+        digits: &'a str,
+        fraction: bool,
+    },
     Int(i64),
 }
 
