@@ -440,6 +440,70 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
         let r = reqwest::get(format!("http://{node}/health")).await.unwrap();
         assert!(r.status().is_success(), "node {} alive", i + 1);
     }
+    // An Alpine layer (the apk database of `alpine:3.19.1`'s base
+    // packages) against a secdb file of the v3.19 branch.
+    let alpine_root = tmp.path().join("alpine");
+    std::fs::create_dir_all(alpine_root.join("etc")).unwrap();
+    std::fs::create_dir_all(alpine_root.join("lib/apk/db")).unwrap();
+    std::fs::write(alpine_root.join("etc/os-release"), "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\n").unwrap();
+    let apk = [
+        ("musl", "1.2.4_git20230717-r4", "musl"),
+        ("busybox", "1.36.1-r15", "busybox"),
+        ("ssl_client", "1.36.1-r15", "busybox"),
+        ("libcrypto3", "3.1.4-r5", "openssl"),
+        ("libssl3", "3.1.4-r5", "openssl"),
+        ("zlib", "1.3.1-r0", "zlib"),
+    ];
+    let db: String = apk.iter().map(|(p, v, o)| format!("C:Q1\nP:{p}\nV:{v}\nA:x86_64\no:{o}\n\n")).collect();
+    std::fs::write(alpine_root.join("lib/apk/db/installed"), db).unwrap();
+    let alpine_tar = tmp.path().join("alpine.tar");
+    run(Command::new("tar").arg("-C").arg(&alpine_root).arg("-cf").arg(&alpine_tar).args(["etc", "lib"]));
+    run(Command::new("gzip").arg("-n").arg(&alpine_tar));
+    let alpine_layer = std::fs::read(tmp.path().join("alpine.tar.gz")).unwrap();
+    let secdb = json!({
+        "distroversion": "v3.19", "reponame": "main", "urlprefix": "https://dl-cdn.alpinelinux.org/alpine", "apkurl": "{{urlprefix}}/{{distroversion}}/{{reponame}}/{{arch}}/{{pkg.name}}-{{pkg.ver}}.apk", "archs": ["x86_64"],
+        "packages": [
+            {"pkg": {"name": "openssl", "secfixes": {"3.1.4-r1": ["CVE-2023-5678"], "3.1.4-r5": ["CVE-2024-0727"], "3.1.4-r6": ["CVE-2024-2511"], "0": ["CVE-2022-3358"]}}},
+            {"pkg": {"name": "busybox", "secfixes": {"1.36.1-r17": ["CVE-2023-42363"]}}},
+            {"pkg": {"name": "zlib", "secfixes": {"1.2.12-r2": ["CVE-2022-37434"]}}}
+        ]
+    });
+    assert_eq!(api.import(&n2, "alpine-v3.19-main", &secdb).await["kind"], "alpine-secdb");
+    let alpine = api.push_layer(&n1, "team/alpine", "3.19", &alpine_layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/alpine", &alpine, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    assert_eq!(v["data"]["Layer"]["NamespaceName"], "alpine:v3.19");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    assert_eq!(features.len(), apk.len());
+    let mut got: Vec<(String, String, String, String)> = features
+        .iter()
+        .flat_map(|f| {
+            f["Vulnerabilities"].as_array().unwrap().iter().map(move |x| {
+                (
+                    f["Name"].as_str().unwrap().to_string(),
+                    x["Name"].as_str().unwrap().to_string(),
+                    x["FixedBy"].as_str().unwrap().to_string(),
+                    x["Severity"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, String, String, String)> = [
+        ("busybox", "CVE-2023-42363", "1.36.1-r17"),
+        ("libcrypto3", "CVE-2024-2511", "3.1.4-r6"),
+        ("libssl3", "CVE-2024-2511", "3.1.4-r6"),
+        ("ssl_client", "CVE-2023-42363", "1.36.1-r17"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string(), "Unknown".to_string()))
+    .collect();
+    assert_eq!(got, want);
+    for f in features {
+        assert_eq!(f["VersionFormat"], "apk");
+        assert_eq!(f["AddedBy"], Digest::sha256_of(&alpine_layer).to_string());
+    }
+
     // /metrics counts them.
     let m = reqwest::get(format!("http://{n1}/metrics")).await.unwrap().text().await.unwrap();
     assert!(m.contains("berth_scans_total"), "{m}");

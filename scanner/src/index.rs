@@ -47,6 +47,13 @@ pub struct Distribution {
 impl Distribution {
     /// Quay's `NamespaceName` for this distribution, e.g. `debian:12`.
     pub fn namespace(&self) -> String {
+        if self.id == "alpine" {
+            // Alpine's advisories are per branch: 3.19.1 is on v3.19.
+            let mut v = self.version_id.split('.');
+            if let (Some(major), Some(minor)) = (v.next(), v.next()) {
+                return format!("alpine:v{major}.{minor}");
+            }
+        }
         format!("{}:{}", self.id, self.version_id)
     }
 }
