@@ -2,7 +2,7 @@
 //! of the same layer, and the re-match of 1,000 indexed manifests.
 //!
 //! The layer is a real root file system slice of this machine (its
-//! os-release, dpkg database and `usr/bin`, `usr/sbin`),
+//! os-release (`etc/os-release` is a link to `usr/lib/os-release`), dpkg database and `usr/bin`, `usr/sbin`),
 //! tarred and gzipped once with the system's `tar` and cached in
 //! `~/.cache/berth-test/`. Indexing walks every entry of the stream (it
 //! must, to find package databases and whiteouts), so its floor is
@@ -27,7 +27,7 @@ fn layer() -> anyhow::Result<PathBuf> {
         let st = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "tar -C / --ignore-failed-read -cf - etc/os-release var/lib/dpkg/status usr/bin usr/sbin 2>/dev/null | gzip -6 > {}",
+                "tar -C / --ignore-failed-read -cf - etc/os-release usr/lib/os-release var/lib/dpkg/status usr/bin usr/sbin 2>/dev/null | gzip -6 > {}",
                 tmp.display()
             ))
             .status()
