@@ -3,6 +3,7 @@
 
 pub mod apk;
 pub mod deb;
+pub mod pep440;
 
 use std::cmp::Ordering;
 
@@ -11,6 +12,8 @@ use std::cmp::Ordering;
 pub enum VersionFormat {
     Dpkg,
     Apk,
+    /// PEP 440 (Python packages).
+    Pep440,
 }
 
 impl VersionFormat {
@@ -18,6 +21,7 @@ impl VersionFormat {
         match self {
             VersionFormat::Dpkg => deb::compare(a, b),
             VersionFormat::Apk => apk::compare(a, b),
+            VersionFormat::Pep440 => pep440::compare(a, b),
         }
     }
 
@@ -26,6 +30,7 @@ impl VersionFormat {
         match self {
             VersionFormat::Dpkg => "dpkg",
             VersionFormat::Apk => "apk",
+            VersionFormat::Pep440 => "pep440",
         }
     }
 }
