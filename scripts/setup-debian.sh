@@ -15,7 +15,8 @@
 set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
-          docker-registry apache2-utils tinyproxy openssl)
+          docker-registry apache2-utils tinyproxy openssl
+          python3-cryptography python3-urllib3 python3-requests python3-packaging)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -81,6 +81,10 @@ pub struct LayerIndex {
     /// `lib/apk/db/installed` as this layer wrote it.
     #[serde(default)]
     pub apk_installed: Option<Vec<Package>>,
+    /// Python distributions, by the path of their `METADATA` / `PKG-INFO`
+    /// (or of an `.egg-info` file).
+    #[serde(default)]
+    pub python: BTreeMap<String, Package>,
     /// Paths deleted by this layer (`.wh.<name>`), as full paths.
     pub whiteouts: Vec<String>,
     /// Directories made opaque by this layer (`.wh..wh..opq`).
@@ -156,8 +160,16 @@ impl<R: Read> Read for Budget<R> {
     }
 }
 
+/// A Python distribution's metadata file: `*.dist-info/METADATA`,
+/// `*.egg-info/PKG-INFO`, or a single-file `*.egg-info`.
+fn is_python_metadata(path: &str) -> bool {
+    path.ends_with(".dist-info/METADATA") || path.ends_with(".egg-info/PKG-INFO") || path.ends_with(".egg-info")
+}
+
 fn is_interesting(path: &str) -> bool {
-    matches!(path, "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "lib/apk/db/installed") || path.starts_with("var/lib/dpkg/status.d/")
+    is_python_metadata(path)
+        || matches!(path, "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "lib/apk/db/installed")
+        || path.starts_with("var/lib/dpkg/status.d/")
 }
 
 /// Indexes one layer read from `r` (compressed or not).
@@ -211,6 +223,11 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
             "usr/lib/os-release" => os_lib = Some(parse_os_release(&text)),
             "var/lib/dpkg/status" => out.dpkg_status = Some(parse_dpkg_status(&text)),
             "lib/apk/db/installed" => out.apk_installed = Some(parse_apk_installed(&text)),
+            p if is_python_metadata(p) => {
+                if let Some(pkg) = parse_python_metadata(&text) {
+                    out.python.insert(p.to_string(), pkg);
+                }
+            }
             p => {
                 out.dpkg_status_d.insert(p.to_string(), parse_dpkg_status(&text));
             }
@@ -310,6 +327,25 @@ pub fn parse_apk_installed(text: &str) -> Vec<Package> {
     out
 }
 
+/// Parses the core metadata of a Python distribution (`METADATA`,
+/// `PKG-INFO`: RFC 822 headers up to the first blank line; `Name` and
+/// `Version` are required by every metadata version).
+pub fn parse_python_metadata(text: &str) -> Option<Package> {
+    let (mut name, mut version) = (None, None);
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            break;
+        }
+        match line.split_once(':') {
+            Some(("Name", v)) => name = Some(v.trim().to_string()),
+            Some(("Version", v)) => version = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let (name, version) = (name.filter(|n| !n.is_empty())?, version.filter(|v| !v.is_empty())?);
+    Some(Package { source_name: crate::feed::osv::normalize_pypi(&name), source_version: version.clone(), name, version, format: VersionFormat::Pep440 })
+}
+
 /// A package of the merged image view with the layer that added it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImagePackage {
@@ -366,6 +402,9 @@ pub fn merge(layers: &[(String, LayerIndex)]) -> ImageIndex {
         }
         for (path, pkgs) in &layer.dpkg_status_d {
             replace(path, pkgs);
+        }
+        for (path, pkg) in &layer.python {
+            replace(path, std::slice::from_ref(pkg));
         }
         unsupported.extend(layer.unsupported.iter().cloned());
     }

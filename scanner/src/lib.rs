@@ -6,7 +6,7 @@
 //!   folds the layers of an image (whiteouts honoured) into one view in
 //!   which each package names the layer that added it.
 //! - [`feed`] parses advisory feeds in their native formats (the Debian
-//!   security tracker's JSON, Alpine's secdb) into [`feed::Advisory`] rows.
+//!   security tracker's JSON, Alpine's secdb, OSV records) into [`feed::Advisory`] rows.
 //! - [`version`] holds each ecosystem's own version ordering.
 //! - [`matcher`] joins an image's packages with the advisories, and
 //!   [`quay`] renders the result in Quay's security API shape.
@@ -23,7 +23,7 @@ pub mod version;
 
 /// Bumped whenever the index of a layer would come out differently, so a
 /// stored index from an older indexer can be recomputed.
-pub const INDEXER_VERSION: u32 = 2;
+pub const INDEXER_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

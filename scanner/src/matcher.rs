@@ -14,6 +14,8 @@ use std::collections::HashMap;
 pub struct AdvisoryDb {
     debian: HashMap<(String, String), Vec<Advisory>>,
     alpine: HashMap<(String, String), Vec<Advisory>>,
+    /// OSV advisories by (ecosystem, package key).
+    osv: HashMap<(String, String), Vec<Advisory>>,
 }
 
 impl AdvisoryDb {
@@ -28,12 +30,13 @@ impl AdvisoryDb {
             match &a.target {
                 Target::DebianSource { release, package } => self.debian.entry((release.clone(), package.clone())).or_default().push(a),
                 Target::AlpineOrigin { branch, package } => self.alpine.entry((branch.clone(), package.clone())).or_default().push(a),
+                Target::Osv { ecosystem, package } => self.osv.entry((ecosystem.clone(), package.clone())).or_default().push(a),
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.debian.values().chain(self.alpine.values()).map(Vec::len).sum()
+        self.debian.values().chain(self.alpine.values()).chain(self.osv.values()).map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,6 +102,18 @@ fn debian_release(index: &ImageIndex) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Whether `installed` falls in an OSV interval: at or after
+/// `introduced`, and before `fixed` or at most `last_affected`.
+fn in_range(format: VersionFormat, installed: &str, a: &Advisory) -> bool {
+    if a.introduced.as_deref().is_some_and(|i| format.compare(installed, i) == Ordering::Less) {
+        return false;
+    }
+    if let Some(l) = &a.last_affected {
+        return format.compare(installed, l) != Ordering::Greater;
+    }
+    affected(format, installed, &a.fixed)
+}
+
 fn affected(format: VersionFormat, installed: &str, fixed: &Option<String>) -> bool {
     match fixed {
         None => true,
@@ -133,6 +148,14 @@ fn match_package(db: &AdvisoryDb, release: &Option<String>, branch: &Option<Stri
         let key = (branch.clone(), p.package.source_name.clone());
         for a in db.alpine.get(&key).into_iter().flatten() {
             if affected(VersionFormat::Apk, &p.package.version, &a.fixed) {
+                out.push(found(a));
+            }
+        }
+    }
+    if p.package.format == VersionFormat::Pep440 {
+        let key = ("PyPI".to_string(), crate::feed::osv::normalize_pypi(&p.package.name));
+        for a in db.osv.get(&key).into_iter().flatten() {
+            if in_range(VersionFormat::Pep440, &p.package.version, a) {
                 out.push(found(a));
             }
         }
@@ -217,5 +240,164 @@ P:zlib\nV:1.3.1-r0\nA:x86_64\no:zlib\n";
                 ("ssl_client".into(), "CVE-2023-42363".into(), "1.36.1-r17".into()),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod python_tests {
+    use super::*;
+    use crate::index::{index_layer, merge, Limits};
+
+    const DIST: &str = "usr/lib/python3/dist-packages";
+
+    /// This machine's Debian python3 packages, at their own paths: the
+    /// `cryptography` wheel's dist-info, and urllib3's and requests'
+    /// egg-info directories.
+    pub(crate) fn real_python_layer() -> Option<Vec<u8>> {
+        let files = [
+            format!("{DIST}/cryptography-38.0.4.dist-info/METADATA"),
+            format!("{DIST}/urllib3-1.26.12.egg-info/PKG-INFO"),
+            format!("{DIST}/requests-2.28.1.egg-info/PKG-INFO"),
+        ];
+        let mut b = tar::Builder::new(Vec::new());
+        for f in files.iter().map(String::as_str).chain(["etc/os-release"]) {
+            let data = std::fs::read(format!("/{f}")).ok()?;
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, f, &data[..]).unwrap();
+        }
+        Some(b.into_inner().unwrap())
+    }
+
+    /// OSV records as GitHub's advisory database publishes them for PyPI.
+    /// The CVE ids affecting these versions are those Debian's changelogs
+    /// on this machine name (`/usr/share/doc/python3-cryptography/
+    /// changelog.Debian.gz`: CVE-2023-23931, CVE-2023-49083,
+    /// CVE-2024-26130; `python3-urllib3`: CVE-2023-43804, CVE-2023-45803,
+    /// CVE-2024-37891, and CVE-2021-33503 fixed by the new upstream 1.26.5);
+    /// the fixed upstream versions and GHSA ids are the advisories' own.
+    pub(crate) fn osv_records() -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let rec = |ghsa: &str, cve: &str, pkg: &str, summary: &str, sev: serde_json::Value, ranges: serde_json::Value| {
+            let mut r = json!({
+                "schema_version": "1.6.0", "id": ghsa, "modified": "2024-06-17T19:09:13Z", "aliases": [cve], "summary": summary,
+                "affected": [{"package": {"ecosystem": "PyPI", "name": pkg, "purl": format!("pkg:pypi/{pkg}")}, "ranges": [{"type": "ECOSYSTEM", "events": ranges}]}],
+                "references": [{"type": "ADVISORY", "url": format!("https://nvd.nist.gov/vuln/detail/{cve}")}],
+            });
+            match sev {
+                serde_json::Value::String(s) if s.starts_with("CVSS:") => r["severity"] = json!([{"type": "CVSS_V3", "score": s}]),
+                s => r["database_specific"] = json!({"severity": s}),
+            }
+            r
+        };
+        vec![
+            rec("GHSA-w7pp-m8wf-vj6r", "CVE-2023-23931", "cryptography", "Cipher.update_into can corrupt memory if passed an immutable python object", json!("MODERATE"), json!([{"introduced": "1.8"}, {"fixed": "39.0.1"}])),
+            rec("GHSA-jfhm-5ghh-2f97", "CVE-2023-49083", "cryptography", "cryptography vulnerable to NULL-dereference when loading PKCS7 certificates", json!("MODERATE"), json!([{"introduced": "3.1"}, {"fixed": "41.0.6"}])),
+            rec("GHSA-6vqw-3v5j-54x4", "CVE-2024-26130", "cryptography", "cryptography NULL pointer dereference with pkcs12.serialize_key_and_certificates when called with a non-matching certificate and private key and an hmac_hash override", json!("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"), json!([{"introduced": "38.0.0"}, {"fixed": "42.0.4"}])),
+            // Only 42.0.0 and later bundled the affected OpenSSL: must not match 38.0.4.
+            rec("GHSA-79v4-65xg-pq4g", "CVE-2024-12797", "cryptography", "Vulnerable OpenSSL included in cryptography wheels", json!("LOW"), json!([{"introduced": "42.0.0"}, {"fixed": "44.0.1"}])),
+            rec("GHSA-v845-jxx5-vc9f", "CVE-2023-43804", "urllib3", "`Cookie` HTTP header isn't stripped on cross-origin redirects", json!("HIGH"), json!([{"introduced": "0"}, {"fixed": "1.26.17"}, {"introduced": "2.0.0"}, {"fixed": "2.0.6"}])),
+            rec("GHSA-g4mx-q9vg-27p4", "CVE-2023-45803", "urllib3", "urllib3's request body not stripped after redirect from 303 status changes request method to GET", json!("MODERATE"), json!([{"introduced": "0"}, {"fixed": "1.26.18"}, {"introduced": "2.0.0"}, {"fixed": "2.0.7"}])),
+            rec("GHSA-34jh-p97f-mpxf", "CVE-2024-37891", "urllib3", "urllib3's Proxy-Authorization request header isn't stripped during cross-origin redirects", json!("CVSS:3.1/AV:N/AC:H/PR:H/UI:R/S:U/C:H/I:N/A:N"), json!([{"introduced": "0"}, {"fixed": "1.26.19"}, {"introduced": "2.0.0"}, {"fixed": "2.2.2"}])),
+            // Fixed in 1.26.5, before this machine's 1.26.12: must not match.
+            rec("GHSA-q2q7-5pp4-w6pg", "CVE-2021-33503", "urllib3", "Catastrophic backtracking in URL authority parser when passed URL containing many @ characters", json!("HIGH"), json!([{"introduced": "1.25.4"}, {"fixed": "1.26.5"}])),
+        ]
+    }
+
+    fn zip_of(records: &[serde_json::Value]) -> Vec<u8> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("berth-osv-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec!["-m".to_string(), "zipfile".into(), "-c".into(), dir.join("all.zip").display().to_string()];
+        for r in records {
+            let p = dir.join(format!("{}.json", r["id"].as_str().unwrap()));
+            std::fs::write(&p, serde_json::to_vec_pretty(r).unwrap()).unwrap();
+            args.push(p.display().to_string());
+        }
+        let st = std::process::Command::new("python3").args(&args).status().expect("python3 makes the zip archive");
+        assert!(st.success());
+        let z = std::fs::read(dir.join("all.zip")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        z
+    }
+
+    #[test]
+    fn real_python_packages_against_an_osv_zip() {
+        let Some(layer) = real_python_layer() else {
+            eprintln!("skipped: Debian's python3-cryptography, -urllib3 and -requests are not installed");
+            return;
+        };
+        let idx = index_layer(&layer[..], &Limits::default()).unwrap();
+        let img = merge(&[("sha256:py".into(), idx)]);
+        let got: Vec<_> = img.packages.iter().map(|p| (p.package.name.as_str(), p.package.version.as_str(), p.package.format)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("cryptography", "38.0.4", VersionFormat::Pep440),
+                ("requests", "2.28.1", VersionFormat::Pep440),
+                ("urllib3", "1.26.12", VersionFormat::Pep440)
+            ]
+        );
+        let zip = zip_of(&osv_records());
+        let (kind, advisories) = crate::feed::parse(&zip).unwrap();
+        assert_eq!(kind, crate::feed::FeedKind::Osv);
+        assert_eq!(advisories.len(), 11);
+        // The same records as one JSON array give the same advisories.
+        let (_, same) = crate::feed::parse(&serde_json::to_vec(&osv_records()).unwrap()).unwrap();
+        assert_eq!(same.len(), 11);
+        let report = match_image(&AdvisoryDb::new(advisories), &img);
+        let mut rows: Vec<(String, String, String, &str)> = Vec::new();
+        for (p, fs) in report.index.packages.iter().zip(&report.findings) {
+            for f in fs {
+                rows.push((p.package.name.clone(), f.id.clone(), f.fixed_by.clone().unwrap_or_default(), f.severity.as_str()));
+            }
+        }
+        let want = [
+            ("cryptography", "CVE-2023-23931", "39.0.1", "Medium"),
+            ("cryptography", "CVE-2023-49083", "41.0.6", "Medium"),
+            ("cryptography", "CVE-2024-26130", "42.0.4", "High"),
+            ("urllib3", "CVE-2023-43804", "1.26.17", "High"),
+            ("urllib3", "CVE-2023-45803", "1.26.18", "Medium"),
+            ("urllib3", "CVE-2024-37891", "1.26.19", "Medium"),
+        ];
+        let want: Vec<_> = want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d)).collect();
+        assert_eq!(rows, want);
+        let body = crate::quay::security_body("sha256:m", "scanned", Some(&report), true);
+        let feats = body["data"]["Layer"]["Features"].as_array().unwrap();
+        assert_eq!(feats[0]["VersionFormat"], "pep440");
+        assert_eq!(feats[0]["Vulnerabilities"][0]["Metadata"]["UpdatedBy"], "osv");
+        assert_eq!(feats[0]["Vulnerabilities"][0]["Link"], "https://nvd.nist.gov/vuln/detail/CVE-2023-23931");
+    }
+
+    #[test]
+    fn bad_osv_input_is_refused() {
+        let zip = zip_of(&osv_records());
+        // Truncated archive, a flipped byte in a member, an unknown range type.
+        assert!(crate::feed::parse(&zip[..zip.len() / 2]).is_err());
+        let mut bad = zip.clone();
+        bad[60] ^= 0xff;
+        assert!(crate::feed::parse(&bad).is_err());
+        let rec = serde_json::json!({"id": "X-1", "modified": "2024-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": "PyPI", "name": "a"}, "ranges": [{"type": "WHAT", "events": []}]}]});
+        assert!(crate::feed::parse(&serde_json::to_vec(&rec).unwrap()).is_err());
+    }
+
+    #[test]
+    fn last_affected_and_explicit_versions() {
+        let rec = serde_json::json!({"id": "PYSEC-0-1", "modified": "2024-01-01T00:00:00Z", "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "Foo_Bar"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.0"}, {"last_affected": "1.4"}]}]},
+            {"package": {"ecosystem": "PyPI", "name": "baz"}, "versions": ["2.0", "2.1"]}
+        ]});
+        let (_, adv) = crate::feed::parse(&serde_json::to_vec(&rec).unwrap()).unwrap();
+        let db = AdvisoryDb::new(adv);
+        let hits = |name: &str, v: &str| {
+            let pkg = crate::index::parse_python_metadata(&format!("Metadata-Version: 2.1\nName: {name}\nVersion: {v}\n\nbody")).unwrap();
+            let img = ImageIndex { distribution: None, packages: vec![ImagePackage { package: pkg, added_by: "l".into() }], unsupported: vec![] };
+            match_image(&db, &img).findings[0].len()
+        };
+        assert_eq!((hits("foo-bar", "0.9"), hits("foo.bar", "1.0"), hits("FOO_BAR", "1.4"), hits("foo-bar", "1.4.1")), (0, 1, 1, 0));
+        assert_eq!((hits("baz", "2.0"), hits("baz", "2.0.0"), hits("baz", "2.0.1")), (1, 1, 0));
     }
 }

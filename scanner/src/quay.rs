@@ -7,16 +7,22 @@ use serde_json::{json, Value};
 fn updater(ns: &str) -> &'static str {
     if ns.starts_with("alpine:") {
         "alpine-secdb"
-    } else {
+    } else if ns.starts_with("debian:") {
         "debian-tracker"
+    } else {
+        "osv"
     }
 }
 
-fn distro_name(ns: &str) -> &'static str {
+/// The distribution of a vulnerability's namespace; `None` for language
+/// ecosystems (OSV's `PyPI`), which Quay shows with null distro fields.
+fn distro_name(ns: &str) -> Option<&'static str> {
     if ns.starts_with("alpine:") {
-        "Alpine Linux"
+        Some("Alpine Linux")
+    } else if ns.starts_with("debian:") {
+        Some("Debian GNU/Linux")
     } else {
-        "Debian GNU/Linux"
+        None
     }
 }
 

@@ -33,6 +33,8 @@ pub fn parse(v: &Value) -> Result<Vec<Advisory>> {
                     id: id.to_string(),
                     target: Target::AlpineOrigin { branch: branch.clone(), package: name.to_string() },
                     fixed: Some(fixed.clone()),
+                    introduced: None,
+                    last_affected: None,
                     severity: Severity::Unknown,
                     description: String::new(),
                     link: format!("https://security.alpinelinux.org/vuln/{id}"),

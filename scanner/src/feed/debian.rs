@@ -72,6 +72,8 @@ pub fn parse(v: &Value) -> Result<Vec<Advisory>> {
                     id: id.clone(),
                     target: Target::DebianSource { release: release.clone(), package: package.clone() },
                     fixed,
+                    introduced: None,
+                    last_affected: None,
                     severity: severity_of(urgency),
                     description: description.clone(),
                     link: format!("https://security-tracker.debian.org/tracker/{id}"),

@@ -3,6 +3,7 @@
 
 pub mod alpine;
 pub mod debian;
+pub mod osv;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,9 @@ pub enum Target {
     DebianSource { release: String, package: String },
     /// An Alpine origin package in one branch (`v3.19`).
     AlpineOrigin { branch: String, package: String },
+    /// A package of an OSV ecosystem (`PyPI`, `Rocky Linux:9`, ...),
+    /// named as [`osv::package_key`] keys it.
+    Osv { ecosystem: String, package: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +50,14 @@ pub struct Advisory {
     pub target: Target,
     /// The first version that is not affected; `None`: no fix yet.
     pub fixed: Option<String>,
+    /// The first affected version (OSV's `introduced`); `None`: all
+    /// versions before `fixed` are.
+    #[serde(default)]
+    pub introduced: Option<String>,
+    /// The last affected version (OSV's `last_affected`), when the range
+    /// ends there rather than at a fix.
+    #[serde(default)]
+    pub last_affected: Option<String>,
     pub severity: Severity,
     pub description: String,
     pub link: String,
@@ -58,6 +70,8 @@ pub struct Advisory {
 pub enum FeedKind {
     DebianTracker,
     AlpineSecdb,
+    /// OSV records: one, an array, or a zip archive of them.
+    Osv,
 }
 
 impl FeedKind {
@@ -65,18 +79,27 @@ impl FeedKind {
         match self {
             FeedKind::DebianTracker => "debian-tracker",
             FeedKind::AlpineSecdb => "alpine-secdb",
+            FeedKind::Osv => "osv",
         }
     }
 }
 
 /// Parses a feed file, recognising its format.
 pub fn parse(bytes: &[u8]) -> crate::Result<(FeedKind, Vec<Advisory>)> {
+    if osv::is_zip(bytes) {
+        return Ok((FeedKind::Osv, osv::parse_zip(bytes)?));
+    }
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| crate::Error::Feed(format!("not JSON: {e}")))?;
     if alpine::looks_like(&v) {
         return Ok((FeedKind::AlpineSecdb, alpine::parse(&v)?));
     }
+    if osv::looks_like(&v) {
+        return Ok((FeedKind::Osv, osv::parse(&v)?));
+    }
     if debian::looks_like(&v) {
         return Ok((FeedKind::DebianTracker, debian::parse(&v)?));
     }
-    Err(crate::Error::Feed("unrecognised feed format (expected the Debian security tracker's JSON or an Alpine secdb file)".into()))
+    Err(crate::Error::Feed(
+        "unrecognised feed format (expected the Debian security tracker's JSON, an Alpine secdb file, or OSV records as JSON or a zip archive)".into(),
+    ))
 }
