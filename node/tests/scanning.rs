@@ -541,3 +541,88 @@ async fn a_scan_whose_node_is_killed_is_taken_over_and_completes() {
         (0..3).filter(|&i| i != holder).any(|i| std::fs::read_to_string(c.dirs[i].with_extension("log")).unwrap_or_default().contains("scan started"));
     assert!(other_started, "another node took the scan over");
 }
+
+/// A Python image: one gzip layer made with tar from this machine's
+/// Debian python3 packages (the `cryptography` wheel's dist-info, urllib3's
+/// and requests' egg-info) and an OSV zip of PyPI advisories
+/// (`scanner/testdata/osv-pypi/`, sources in its README) imported through
+/// node 2; pushed through node 1, read through node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_image_is_matched_against_an_osv_zip() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = "usr/lib/python3/dist-packages";
+    let metadata = [
+        format!("{dist}/cryptography-38.0.4.dist-info/METADATA"),
+        format!("{dist}/requests-2.28.1.egg-info/PKG-INFO"),
+        format!("{dist}/urllib3-1.26.12.egg-info/PKG-INFO"),
+    ];
+    let gz = tmp.path().join("layer.tar.gz");
+    run(Command::new("tar").args(["-C", "/", "-czf"]).arg(&gz).args(["etc/os-release", "usr/lib/os-release"]).args(&metadata));
+    let layer = std::fs::read(&gz).unwrap();
+    let layer_digest = Digest::sha256_of(&layer).to_string();
+    let osv_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/osv-pypi");
+    let zip = tmp.path().join("pypi.zip");
+    let mut records: Vec<_> = std::fs::read_dir(&osv_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    records.sort();
+    run(Command::new("python3").args(["-m", "zipfile", "-c"]).arg(&zip).args(&records));
+
+    let c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
+        })
+    });
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    let (s, imported) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=pypi", Some(std::fs::read(&zip).unwrap())).await;
+    assert_eq!(s, 201, "{imported}");
+    assert_eq!((imported["kind"].as_str(), imported["advisories"].as_u64()), (Some("osv"), Some(11)), "{imported}");
+    // A cut archive is refused and changes nothing.
+    let bytes = std::fs::read(&zip).unwrap();
+    let (s, _) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=pypi", Some(bytes[..bytes.len() - 40].to_vec())).await;
+    assert_eq!(s, 400);
+
+    let digest = api.push_layer(&n1, "team/python", "3.11", &layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/python", &digest, Duration::from_secs(90)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    let got: Vec<(String, String, String, String)> = features
+        .iter()
+        .map(|f| {
+            (
+                f["Name"].as_str().unwrap().into(),
+                f["Version"].as_str().unwrap().into(),
+                f["VersionFormat"].as_str().unwrap().into(),
+                f["AddedBy"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let row = |n: &str, v: &str| (n.to_string(), v.to_string(), "pep440".to_string(), layer_digest.clone());
+    assert_eq!(got, vec![row("cryptography", "38.0.4"), row("requests", "2.28.1"), row("urllib3", "1.26.12")]);
+    let vulns: Vec<(String, String, String, String)> = features
+        .iter()
+        .flat_map(|f| {
+            f["Vulnerabilities"].as_array().unwrap().iter().map(move |v| {
+                (
+                    f["Name"].as_str().unwrap().into(),
+                    v["Name"].as_str().unwrap().into(),
+                    v["FixedBy"].as_str().unwrap().into(),
+                    v["Severity"].as_str().unwrap().into(),
+                )
+            })
+        })
+        .collect();
+    let want = [
+        ("cryptography", "CVE-2023-23931", "39.0.1", "Medium"),
+        ("cryptography", "CVE-2023-49083", "41.0.6", "Medium"),
+        ("cryptography", "CVE-2024-26130", "42.0.4", "High"),
+        ("urllib3", "CVE-2023-43804", "1.26.17", "High"),
+        ("urllib3", "CVE-2023-45803", "1.26.18", "Medium"),
+        ("urllib3", "CVE-2024-37891", "1.26.19", "Medium"),
+    ];
+    assert_eq!(vulns, want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect::<Vec<_>>());
+    assert_eq!(features[2]["Vulnerabilities"][0]["NamespaceName"], "PyPI");
+    assert_eq!(api.security(&n1, "team/python", &digest).await, v);
+}
