@@ -4,6 +4,7 @@
 pub mod apk;
 pub mod deb;
 pub mod pep440;
+pub mod rpm;
 
 use std::cmp::Ordering;
 
@@ -14,6 +15,8 @@ pub enum VersionFormat {
     Apk,
     /// PEP 440 (Python packages).
     Pep440,
+    /// rpm's `rpmvercmp` on `[epoch:]version-release`.
+    Rpm,
 }
 
 impl VersionFormat {
@@ -22,6 +25,7 @@ impl VersionFormat {
             VersionFormat::Dpkg => deb::compare(a, b),
             VersionFormat::Apk => apk::compare(a, b),
             VersionFormat::Pep440 => pep440::compare(a, b),
+            VersionFormat::Rpm => rpm::compare(a, b),
         }
     }
 
@@ -31,6 +35,7 @@ impl VersionFormat {
             VersionFormat::Dpkg => "dpkg",
             VersionFormat::Apk => "apk",
             VersionFormat::Pep440 => "pep440",
+            VersionFormat::Rpm => "rpm",
         }
     }
 }
