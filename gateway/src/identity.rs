@@ -418,6 +418,20 @@ pub struct TagView {
     /// The row was brought back by a restore.
     pub reversion: bool,
     pub immutable: bool,
+    /// The manifest's vulnerability scan: its status and, once scanned,
+    /// how many vulnerabilities of each severity it has. `null` when this
+    /// node has no scanner or the manifest was never queued.
+    pub security: Option<SecuritySummary>,
+}
+
+/// A manifest's scan in the tag list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecuritySummary {
+    /// `queued`, `scanned`, `failed` or `unsupported`.
+    pub status: String,
+    /// Vulnerabilities found by severity (`Critical`, `High`, `Medium`,
+    /// `Low`, `Negligible`, `Unknown`); only severities present.
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -625,4 +625,8 @@ async fn python_image_is_matched_against_an_osv_zip() {
     assert_eq!(vulns, want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect::<Vec<_>>());
     assert_eq!(features[2]["Vulnerabilities"][0]["NamespaceName"], "PyPI");
     assert_eq!(api.security(&n1, "team/python", &digest).await, v);
+    // The tag list carries the manifest's summary: counts by severity.
+    let tags = api.ok(&n3, Method::GET, "/api/v1/repository/team/python/tag/", None).await;
+    assert_eq!(tags["tags"][0]["name"], "3.11", "{tags}");
+    assert_eq!(tags["tags"][0]["security"], json!({"status": "scanned", "counts": {"High": 2, "Medium": 4}}), "{tags}");
 }
