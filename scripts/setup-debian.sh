@@ -25,6 +25,8 @@ packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
 # kubectl renders the Kubernetes manifests (its kustomize); Debian's comes
 # with kubernetes-client, unless another kubectl is installed already.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
+          docker-registry apache2-utils tinyproxy openssl
+          python3-cryptography python3-urllib3 python3-requests python3-packaging)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

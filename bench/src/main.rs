@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod cluster;
 mod registry;
+mod scan;
 
 #[derive(Parser)]
 #[command(name = "berth-bench")]
@@ -47,6 +48,13 @@ enum Bench {
         /// Verifications measured in each mode.
         #[arg(long, default_value_t = 20000)]
         n: u32,
+    },
+    /// Layer indexing vs one-core gzip decompression, and re-matching 1,000 manifests.
+    Scan {
+        #[arg(long, default_value_t = 1000)]
+        manifests: usize,
+        #[arg(long, default_value = "bench-results/scan.json")]
+        out: std::path::PathBuf,
     },
     /// One node: push and pull against the distribution registry and the machine's limits.
     Single {
@@ -336,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "error".into())).try_init();
     berth_node::install_crypto_provider();
     match Cli::parse().command {
+        Bench::Scan { manifests, out } => tokio::task::block_in_place(|| scan::run(manifests, &out))?,
         Bench::Single { size_mib, layers, layer_kib, out } => single(size_mib, layers, layer_kib, &out).await?,
         Bench::Pulls { clients, size_mib, out } => pulls(clients, size_mib, &out).await?,
         Bench::Metadata { rtt_ms, writes, out } => {

@@ -48,6 +48,10 @@ pub use oauth::{
     OAuthOutcome, OAuthTokenResponse, PublicApplicationView, TokenRequest,
 };
 
+#[path = "identity_scan.rs"]
+mod scan;
+pub use scan::{FeedView, ScanCounts, ScannerStatus};
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
     pub name: String,
@@ -424,6 +428,20 @@ pub struct TagView {
     /// The row was brought back by a restore.
     pub reversion: bool,
     pub immutable: bool,
+    /// The manifest's vulnerability scan: its status and, once scanned,
+    /// how many vulnerabilities of each severity it has. `null` when this
+    /// node has no scanner or the manifest was never queued.
+    pub security: Option<SecuritySummary>,
+}
+
+/// A manifest's scan in the tag list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecuritySummary {
+    /// `queued`, `scanned`, `failed` or `unsupported`.
+    pub status: String,
+    /// Vulnerabilities found by severity (`Critical`, `High`, `Medium`,
+    /// `Low`, `Negligible`, `Unknown`); only severities present.
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -737,6 +755,18 @@ pub trait Identity: Send + Sync + 'static {
     async fn oauth_access_token(&self, _caller: &Caller, _req: TokenRequest) -> Result<OAuthTokenResponse, OAuthError> {
         Err(OAuthError::new("unsupported_grant_type", "this backend has no OAuth"))
     }
+    /// Quay's security report of a manifest; a backend without a scanner
+    /// answers 405.
+    async fn manifest_security(&self, _who: &Access, _repo: &str, _digest: &str, _vulnerabilities: bool) -> Result<serde_json::Value, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    /// Imports an advisory feed snapshot (superusers).
+    async fn import_feed(&self, _who: &Access, _name: &str, _bytes: bytes::Bytes) -> Result<FeedView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    async fn scanner_status(&self, _who: &Access) -> Result<ScannerStatus, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
 }
 
 fn no_oauth() -> ApiError {
@@ -800,6 +830,7 @@ pub fn routes(identity: Shared) -> Router {
         .merge(mirror::routes())
         .merge(proxycache::routes())
         .merge(oauth::routes())
+        .merge(scan::routes())
         .with_state(identity)
 }
 
@@ -841,6 +872,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(mirror::MirrorDoc::openapi());
     doc.merge(proxycache::ProxyCacheDoc::openapi());
     doc.merge(oauth::OAuthDoc::openapi());
+    doc.merge(scan::ScanDoc::openapi());
     doc
 }
 

@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// How users sign in besides berth's own passwords (`[auth.ldap]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Vulnerability scanning of pushed images.
+    #[serde(default)]
+    pub scan: ScanConfig,
 }
 
 /// `[auth]`: sign-in against a directory. Local users (and every robot and
@@ -489,6 +492,40 @@ pub struct MirrorSyncConfig {
 impl Default for MirrorSyncConfig {
     fn default() -> Self {
         MirrorSyncConfig { poll_interval_ms: 2_000, lease_secs: 15, ca_file: None }
+    }
+}
+
+/// `[scan]`: the scan worker every node runs (see `crate::scan`). One
+/// node scans a given manifest, under a lease in the metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// How often the node looks for queued scans and feed changes, ms (0:
+    /// this node never scans; it still answers the security API).
+    pub poll_interval_ms: u64,
+    /// How long a scan's lease lasts unless renewed, s: after a node dies
+    /// mid-scan, another takes the scan over this long after its last
+    /// renewal.
+    pub lease_secs: u64,
+    /// How long a node that lacks some of a manifest's layers leaves its
+    /// scan to a node that holds them all, ms.
+    pub local_preference_ms: u64,
+    /// Bounds on one layer: entries, uncompressed bytes, seconds.
+    pub max_layer_entries: u64,
+    pub max_layer_bytes: u64,
+    pub max_layer_secs: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            poll_interval_ms: 1_000,
+            lease_secs: 30,
+            local_preference_ms: 3_000,
+            max_layer_entries: 500_000,
+            max_layer_bytes: 32 << 30,
+            max_layer_secs: 600,
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod mirror_config;
 pub mod notify;
 pub mod registry;
 pub mod runtime;
+pub mod scan;
 pub mod util;
 
 /// The log filter when `BERTH_LOG` is not set. openraft reports every

@@ -59,6 +59,7 @@ impl NodeAddrs {
             mirror: Default::default(),
             oauth: Default::default(),
             auth: Default::default(),
+            scan: Default::default(),
             tls: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
@@ -351,8 +352,11 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let site = crate::notify::Site::new(config.node_id, &config.region, &config.notifications, &config.http_advertise);
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()).with_site(site.clone()));
+    let scanner = crate::scan::Scanner::new(meta.clone(), replicator.clone(), config.scan.clone());
+    tasks.push(tokio::spawn(scanner.clone().run(rx.clone())));
     let identity = Arc::new(
         NodeIdentity::new(meta.clone(), auth, audit.clone())
+            .with_scanner(scanner)
             .with_notifications(crate::notify::Policy::new(&config.notifications))
             .with_tag_expiration_options(config.tags.expiration_options_s()?)
             .with_oauth({

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::mirror::*;
 pub use crate::proxycache::{ProxyCacheCommand, ProxyCacheConfig};
 pub use crate::records::*;
+pub use crate::scan::*;
 
 /// The payload of a Raft log entry. The variant is the command format
 /// version: a new format is a new variant, and old entries stay readable.
@@ -187,6 +188,9 @@ pub enum MetaCommand {
     /// OAuth applications, their codes and the tokens they hold (see
     /// [`OAuthCommand`]).
     OAuth(OAuthCommand),
+    /// Vulnerability scanning: leases, results, feed imports (see
+    /// [`crate::scan`]).
+    Scan(ScanCommand),
 }
 
 /// OAuth applications and the flows that give them tokens. The tokens
@@ -286,6 +290,7 @@ impl MetaCommand {
             MetaCommand::AsRobot { cmd, .. } => cmd.kind(),
             MetaCommand::ProxyCache(c) => c.kind(),
             MetaCommand::OAuth(c) => c.kind(),
+            MetaCommand::Scan(c) => c.kind(),
         }
     }
 }

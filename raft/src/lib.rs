@@ -28,6 +28,7 @@ pub mod network;
 pub mod pb;
 pub mod proxycache;
 pub mod records;
+pub mod scan;
 pub mod server;
 pub mod state;
 pub mod store;

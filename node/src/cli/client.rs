@@ -324,6 +324,24 @@ impl AdminClient {
         self.send(reqwest::Method::PUT, path, Some(body)).await?.context("empty answer")
     }
 
+    /// POST raw bytes (a file as it is), and the JSON answer.
+    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<T> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .authed(self.http.post(&url))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let answer = resp.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            bail!("{}", refusal(status, &answer));
+        }
+        serde_json::from_slice(&answer).with_context(|| format!("unreadable answer from {url}"))
+    }
+
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(reqwest::Method::POST, path, None::<&()>).await.map(|_| ())
     }

@@ -5,6 +5,7 @@ mod drill;
 mod identity;
 mod node;
 mod notify;
+mod scan;
 mod tags;
 
 use std::path::PathBuf;
@@ -131,6 +132,16 @@ enum Command {
     App {
         #[command(subcommand)]
         command: identity::app::AppCommand,
+    },
+    /// Advisory feeds and the scanner's status.
+    Scanner {
+        #[command(subcommand)]
+        command: scan::ScannerCommand,
+    },
+    /// An image's vulnerability report.
+    Scan {
+        #[command(subcommand)]
+        command: scan::ScanCommand,
     },
 }
 
@@ -583,6 +594,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mirror { command } => identity::mirror::run_mirror(command).await?,
         Command::Proxycache { command } => identity::proxycache::run_proxycache(command).await?,
         Command::App { command } => identity::app::run_app(command).await?,
+        Command::Scanner { command } => scan::run_scanner(command).await?,
+        Command::Scan { command } => scan::run_scan(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
             let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
             if json {

@@ -28,7 +28,7 @@ use berth_common::NodeId;
 use berth_gateway::Principal;
 use berth_raft::command::CaCommand;
 use berth_raft::command::{IdentityCommand, TokenScope};
-use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, OAuthCommand, ProxyCacheCommand, TagCommand, UserRecord};
+use berth_raft::command::{MetaCommand, MirrorCommand, NotificationCommand, OAuthCommand, ProxyCacheCommand, ScanCommand, TagCommand, UserRecord};
 use berth_raft::state::{keys, StateError};
 use berth_raft::{Actor, MetaState, Origin, StateRead, WriteGate};
 
@@ -148,6 +148,18 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             }
             // Judged in `judge`: the node's operator's, then the command's rule.
             ProxyCacheCommand::Fill(cmd) => rule_of(state, cmd)?,
+        },
+        M::Scan(c) => match c {
+            // The scan worker's, for the node holding the scan.
+            ScanCommand::Acquire { node, .. } | ScanCommand::Renew { node, .. } | ScanCommand::Finish { node, .. } => Rule::NodeOwn { names: vec![*node] },
+            // Any node's: a layer's index and a re-match are facts every
+            // node computes the same, re-checked against the generation.
+            ScanCommand::PutLayerIndex { .. } | ScanCommand::Rematched { .. } => Rule::NodeOwn { names: vec![] },
+            // Feeds decide what every image reports: superusers only.
+            ScanCommand::ImportFeed { .. } => Rule::Admin,
+            // Whether the client may rescan the repository's image is the
+            // serving node's decision.
+            ScanCommand::Requeue { .. } => Rule::Client,
         },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },

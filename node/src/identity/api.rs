@@ -29,6 +29,7 @@ mod oauth;
 mod policies;
 mod proxycache;
 mod quotas;
+mod scan;
 mod tags;
 
 pub struct NodeIdentity {
@@ -42,6 +43,8 @@ pub struct NodeIdentity {
     tag_expiration_options: Vec<u64>,
     /// How long OAuth codes and tokens live (`[oauth]`).
     oauth: crate::config::OAuthConfig,
+    /// The scanner, for the security API ([`NodeIdentity::with_scanner`]).
+    scanner: Option<Arc<crate::scan::Scanner>>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -85,13 +88,19 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
 impl NodeIdentity {
     pub fn new(meta: MetaNodeHandle, auth: Arc<Authenticator>, audit: AuditLog) -> NodeIdentity {
         let tag_expiration_options = crate::config::TagsConfig::default().expiration_options_s().expect("the default options parse");
-        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options, oauth: Default::default() }
+        NodeIdentity { meta, auth, audit, notify: crate::notify::Policy::default(), tag_expiration_options, oauth: Default::default(), scanner: None }
     }
 
     /// Checks new notifications' targets with `policy` (by default,
     /// private networks are refused and e-mail has no server).
     pub fn with_notifications(mut self, policy: crate::notify::Policy) -> NodeIdentity {
         self.notify = policy;
+        self
+    }
+
+    /// Answers the security API and feed imports with `scanner`.
+    pub fn with_scanner(mut self, scanner: Arc<crate::scan::Scanner>) -> NodeIdentity {
+        self.scanner = Some(scanner);
         self
     }
 
@@ -1010,6 +1019,15 @@ impl Identity for NodeIdentity {
 
     async fn get_mirror(&self, who: &Access, repo: &str) -> Result<berth_gateway::identity::MirrorView, ApiError> {
         self.mirror_view(who, repo).await
+    }
+    async fn manifest_security(&self, who: &Access, repo: &str, digest: &str, vulnerabilities: bool) -> Result<serde_json::Value, ApiError> {
+        self.security_of(who, repo, digest, vulnerabilities).await
+    }
+    async fn import_feed(&self, who: &Access, name: &str, bytes: bytes::Bytes) -> Result<berth_gateway::identity::FeedView, ApiError> {
+        self.feed_import(who, name, bytes).await
+    }
+    async fn scanner_status(&self, who: &Access) -> Result<berth_gateway::identity::ScannerStatus, ApiError> {
+        self.scan_status(who).await
     }
 
     async fn put_mirror(

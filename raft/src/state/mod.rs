@@ -45,6 +45,7 @@
 //! | `O` + client id | [`OAuthAppRecord`], see [`oauth`] |
 //! | `C` + SHA-256 of a code | [`OAuthCodeRecord`] |
 //! | `E` + client id + `\0` + token id | `()`: the application holds that application token |
+//! | `S`, `k`, `F`, `J` | scans, layer indexes, feeds, feed generation: see [`scan`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -69,6 +70,7 @@ pub mod oauth;
 pub mod proxycache;
 pub mod quotas;
 mod registry;
+pub mod scan;
 pub mod tag_policies;
 pub mod tags;
 
@@ -451,8 +453,13 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
         M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
         M::OAuth(cmd) => oauth::apply(state, ch_, cmd),
+        M::Scan(cmd) => scan::apply(state, ch_, cmd),
         M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
+    // A stored image is queued for scanning in the command that stores it.
+    if let (MetaResponse::Done, M::PutManifest { record, .. } | M::PutManifestFrom { record, .. }) = (&resp, cmd) {
+        scan::on_manifest_stored(state, &mut ch, record)?;
+    }
     Ok((resp, ch))
 }
 

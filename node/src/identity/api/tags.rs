@@ -125,6 +125,7 @@ impl NodeIdentity {
             expiration: row.expiration_ms.map(|e| e / 1000),
             reversion: row.reverted,
             immutable: row.immutable,
+            security: None,
         })
     }
 
@@ -148,7 +149,18 @@ impl NodeIdentity {
             .collect();
         let from = (page as usize - 1) * limit as usize;
         let has_additional = rows.len() > from + limit as usize;
-        let tags = rows.into_iter().skip(from).take(limit as usize).map(|r| self.tag_view(repo, r)).collect::<Result<_, _>>()?;
+        let mut tags: Vec<TagView> = rows.into_iter().skip(from).take(limit as usize).map(|r| self.tag_view(repo, r)).collect::<Result<_, _>>()?;
+        if let Some(scanner) = &self.scanner {
+            // Re-matching needs no layer reads: at most `limit` cheap
+            // matches against this node's advisories.
+            for t in &mut tags {
+                let Ok(digest) = t.manifest_digest.parse::<Digest>() else { continue };
+                if let Ok(Some((rec, report))) = scanner.report(&digest).await {
+                    let counts = report.map(|r| r.counts().into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap_or_default();
+                    t.security = Some(berth_gateway::identity::SecuritySummary { status: rec.status.as_str().to_string(), counts });
+                }
+            }
+        }
         Ok(TagList { tags, page, has_additional })
     }
 

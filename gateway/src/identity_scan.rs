@@ -1,0 +1,106 @@
+//! Vulnerability scanning on Quay's paths: `GET
+//! /repository/{r}/manifest/{digest}/security` (Quay's shape, readable by
+//! whoever can pull), and berth's own feed import and scanner status for
+//! superusers.
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+
+use super::*;
+
+/// The largest feed file taken in one request (the Debian tracker's full
+/// JSON is tens of MB).
+pub const FEED_BODY_MAX: usize = 1 << 30;
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SecurityQuery {
+    /// Include each feature's vulnerabilities (Quay's `vulnerabilities=true`).
+    #[serde(default)]
+    pub vulnerabilities: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// The feed's name (its source); a later import of the same name
+    /// replaces it.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeedView {
+    pub name: String,
+    /// `debian-tracker`, ...
+    pub kind: String,
+    /// The snapshot's blob.
+    pub digest: String,
+    pub size: u64,
+    pub advisories: u64,
+    pub imported_at: String,
+    /// The feeds' generation this import started; every scanned manifest
+    /// is matched again against it.
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScanCounts {
+    pub queued: u64,
+    pub scanned: u64,
+    pub failed: u64,
+    pub unsupported: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScannerStatus {
+    pub feeds: Vec<FeedView>,
+    pub generation: u64,
+    pub scans: ScanCounts,
+    /// Scanned manifests not yet matched against the newest generation.
+    pub rematch_pending: u64,
+}
+
+#[derive(Deserialize)]
+struct ManifestPath {
+    namespace: String,
+    repository: String,
+    digest: String,
+}
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/security", get(manifest_security))
+        .route("/api/v1/superuser/scanner/feeds", post(feed_import).layer(DefaultBodyLimit::max(FEED_BODY_MAX)))
+        .route("/api/v1/superuser/scanner/status", get(scanner_status))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(manifest_security, feed_import, scanner_status), components(schemas(ErrorBody, FeedView, ScanCounts, ScannerStatus)))]
+pub(super) struct ScanDoc;
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/security", tag = "scanning",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("digest" = String, Path, description = "The manifest's digest"), SecurityQuery),
+    responses((status = 200, description = "Quay's security report: `{status, data: {Layer: {Name, ParentName, NamespaceName, IndexedByVersion, Features}}}`", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn manifest_security(
+    State(id): State<Shared>,
+    Path(p): Path<ManifestPath>,
+    Query(q): Query<SecurityQuery>,
+    Who(w): Who,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let repo = repo_name(&p.namespace, &p.repository);
+    Ok(Json(id.manifest_security(&w, &repo, &p.digest, q.vulnerabilities.unwrap_or(false)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/superuser/scanner/feeds", tag = "scanning", params(FeedQuery),
+    request_body(content = String, description = "The feed file as it is published (the Debian security tracker's JSON)", content_type = "application/octet-stream"),
+    responses((status = 201, body = FeedView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn feed_import(State(id): State<Shared>, Query(q): Query<FeedQuery>, Who(w): Who, bytes: Bytes) -> Result<(StatusCode, Json<FeedView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(id.import_feed(&w, &q.name, bytes).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/superuser/scanner/status", tag = "scanning",
+    responses((status = 200, body = ScannerStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn scanner_status(State(id): State<Shared>, Who(w): Who) -> Result<Json<ScannerStatus>, ApiError> {
+    Ok(Json(id.scanner_status(&w).await?))
+}

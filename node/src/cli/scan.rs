@@ -1,0 +1,127 @@
+//! `berth scanner` (advisory feeds, the scanner's status) and `berth scan
+//! show` (an image's security report), over the admin API.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use berth_gateway::identity::{FeedView, ScannerStatus, TagList};
+use clap::Subcommand;
+
+use crate::client::{AdminClient, Target};
+use crate::identity::{enc, print_table, repo_path};
+use crate::print_json;
+
+#[derive(Subcommand)]
+pub enum ScannerCommand {
+    /// Import an advisory feed snapshot from a file or an http(s) URL (the
+    /// Debian security tracker's JSON). Every node gets it; every scanned
+    /// image is matched again.
+    Import {
+        /// A file, or an http:// or https:// URL.
+        source: String,
+        /// The feed's name (default: the file name or URL); an import of
+        /// the same name replaces the previous snapshot.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Feeds, scans by status, and re-matches pending.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ScanCommand {
+    /// An image's packages and vulnerabilities: NAMESPACE/NAME:TAG or
+    /// NAMESPACE/NAME@DIGEST.
+    Show {
+        image: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print Quay's JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn read_source(source: &str) -> anyhow::Result<Vec<u8>> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let resp = reqwest::get(source).await.with_context(|| format!("cannot fetch {source}"))?;
+        if !resp.status().is_success() {
+            bail!("{source} answered {}", resp.status());
+        }
+        return Ok(resp.bytes().await.with_context(|| format!("reading {source}"))?.to_vec());
+    }
+    std::fs::read(Path::new(source)).with_context(|| format!("cannot read {source}"))
+}
+
+pub async fn run_scanner(command: ScannerCommand) -> anyhow::Result<()> {
+    match command {
+        ScannerCommand::Import { source, name, target, json } => {
+            let name = name.unwrap_or_else(|| source.rsplit('/').next().unwrap_or(&source).to_string());
+            let bytes = read_source(&source).await?;
+            let client = AdminClient::new(&target)?;
+            let v: FeedView = client.post_bytes(&format!("/api/v1/superuser/scanner/feeds?name={}", enc(&name)), bytes).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("feed {} imported: {} advisories ({}, {} bytes, {}), generation {}", v.name, v.advisories, v.kind, v.size, v.digest, v.generation);
+        }
+        ScannerCommand::Status { target, json } => {
+            let s: ScannerStatus = AdminClient::new(&target)?.get("/api/v1/superuser/scanner/status").await?;
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "scans: {} queued, {} scanned, {} failed, {} unsupported; {} to re-match; feed generation {}",
+                s.scans.queued, s.scans.scanned, s.scans.failed, s.scans.unsupported, s.rematch_pending, s.generation
+            );
+            let rows = s.feeds.iter().map(|f| [f.name.clone(), f.kind.clone(), f.advisories.to_string(), f.imported_at.clone(), f.digest.clone()]).collect();
+            print_table(["FEED", "KIND", "ADVISORIES", "IMPORTED", "DIGEST"], rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_scan(command: ScanCommand) -> anyhow::Result<()> {
+    let ScanCommand::Show { image, target, json } = command;
+    let client = AdminClient::new(&target)?;
+    let (repo, digest) = match image.split_once('@') {
+        Some((r, d)) => (r.to_string(), d.to_string()),
+        None => {
+            let (r, tag) = image.rsplit_once(':').filter(|(r, _)| r.contains('/')).context("IMAGE is NAMESPACE/NAME:TAG or NAMESPACE/NAME@DIGEST")?;
+            let list: TagList = client.get(&format!("{}/tag/?onlyActiveTags=true&specificTag={}", repo_path(r)?, enc(tag))).await?;
+            let t = list.tags.into_iter().find(|t| t.name == tag).with_context(|| format!("{r} has no tag {tag}"))?;
+            (r.to_string(), t.manifest_digest)
+        }
+    };
+    let v: serde_json::Value = client.get(&format!("{}/manifest/{}/security?vulnerabilities=true", repo_path(&repo)?, enc(&digest))).await?;
+    if json {
+        return print_json(&v);
+    }
+    let status = v["status"].as_str().unwrap_or("unknown");
+    println!("{repo}@{digest}: {status}");
+    if let Some(reason) = v["reason"].as_str() {
+        println!("reason: {reason}");
+    }
+    let Some(features) = v["data"]["Layer"]["Features"].as_array() else { return Ok(()) };
+    let mut rows = Vec::new();
+    for f in features {
+        for x in f["Vulnerabilities"].as_array().into_iter().flatten() {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+            rows.push([s(&x["Name"]), s(&x["Severity"]), s(&f["Name"]), s(&f["Version"]), s(&x["FixedBy"])]);
+        }
+    }
+    println!("{} packages, {} vulnerabilities", features.len(), rows.len());
+    print_table(["VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED BY"], rows);
+    Ok(())
+}

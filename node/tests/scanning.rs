@@ -1,0 +1,632 @@
+//! Vulnerability scanning across three real `berth` processes (issue 17).
+//!
+//! The image is real package data: one layer holding this machine's own
+//! `/etc/os-release` and `/var/lib/dpkg/status` (Debian 12 "bookworm"),
+//! pushed with skopeo through node 1. The feed is in the Debian security
+//! tracker's JSON format and names real CVEs with the versions Debian
+//! fixed them in, taken from the changelogs of the packages on the
+//! bookworm mirror (`openssl 3.0.22-1~deb12u2`'s
+//! `changelog.Debian.gz` lists CVE-2026-7383 fixed in 3.0.20-1~deb12u2,
+//! CVE-2026-84782 in 3.0.22-1~deb12u2, CVE-2026-28387 in
+//! 3.0.19-1~deb12u2, CVE-2025-15467 in 3.0.18-1~deb12u2) and the
+//! tracker's long-open "unimportant" entries (tar CVE-2005-2541, glibc
+//! CVE-2010-4756, util-linux CVE-2022-0563).
+//!
+//! Shown here: the security API through node 3 lists exactly the
+//! installed packages and the expected vulnerabilities (`FixedBy`,
+//! `AddedBy`, severities; fixed-before and other-release entries do not
+//! match); a second feed imported through node 2 re-matches without
+//! reading layers and a webhook gets `vulnerability_found` for the tag;
+//! malformed layers end `failed` with a reason and no node dies; a node
+//! killed mid-scan is replaced and the scan completes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use berth_common::Digest;
+use common::daemons::run;
+use common::eventually;
+use common::procs::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// One cluster at a time: the kill test's nodes take a pause from the
+/// environment, which the other test's nodes must not inherit.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<Value>>>);
+
+async fn take(State(inbox): State<Inbox>, body: Bytes) -> &'static str {
+    inbox.0.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    "ok"
+}
+
+async fn start_receiver() -> (Inbox, SocketAddr) {
+    let inbox = Inbox::default();
+    let app = axum::Router::new().fallback(take).with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (inbox, addr)
+}
+
+struct Api {
+    http: reqwest::Client,
+    password: String,
+}
+
+impl Api {
+    async fn call(&self, node: &str, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut rb = self.http.request(method, format!("http://{node}{path}")).basic_auth("admin", Some(&self.password));
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, node: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(node, method.clone(), path, body.map(|b| serde_json::to_vec(&b).unwrap())).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        v
+    }
+
+    async fn import(&self, node: &str, name: &str, feed: &Value) -> Value {
+        let (s, v) = self.call(node, Method::POST, &format!("/api/v1/superuser/scanner/feeds?name={name}"), Some(serde_json::to_vec(feed).unwrap())).await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
+    async fn security(&self, node: &str, repo: &str, digest: &str) -> Value {
+        let (s, v) = self.call(node, Method::GET, &format!("/api/v1/repository/{repo}/manifest/{digest}/security?vulnerabilities=true"), None).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Waits until the manifest's scan is no longer queued.
+    async fn scanned(&self, node: &str, repo: &str, digest: &str, within: Duration) -> Value {
+        eventually(within, "scan finished", || async {
+            let v = self.security(node, repo, digest).await;
+            (v["status"] != "queued").then_some(v)
+        })
+        .await
+    }
+
+    /// Pushes an image of one layer (`layer`, media type `media`) through
+    /// the registry API; answers the manifest's digest.
+    async fn push_layer(&self, node: &str, repo: &str, tag: &str, layer: &[u8], media: &str) -> String {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        for blob in [&config[..], layer] {
+            let d = Digest::sha256_of(blob);
+            let r = self.http.post(format!("http://{node}/v2/{repo}/blobs/uploads/?digest={d}")).basic_auth("admin", Some(&self.password)).body(blob.to_vec());
+            assert_eq!(r.send().await.unwrap().status(), 201);
+        }
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len()},
+            "layers": [{"mediaType": media, "digest": Digest::sha256_of(layer).to_string(), "size": layer.len()}],
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let resp = self
+            .http
+            .put(format!("http://{node}/v2/{repo}/manifests/{tag}"))
+            .basic_auth("admin", Some(&self.password))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        Digest::sha256_of(&bytes).to_string()
+    }
+}
+
+/// An OCI layout whose one image (tagged `bookworm`) has one gzip layer
+/// made with tar from this machine's os-release and dpkg database.
+/// Answers the layer's digest.
+fn debian_layout(dir: &Path) -> String {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::copy("/etc/os-release", root.join("etc/os-release")).unwrap();
+    std::fs::copy("/var/lib/dpkg/status", root.join("var/lib/dpkg/status")).unwrap();
+    let tar = dir.join("layer.tar");
+    run(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).args(["etc", "var"]));
+    let diff_id = Digest::sha256_of(&std::fs::read(&tar).unwrap()).to_string();
+    run(Command::new("gzip").arg("-n").arg(&tar));
+    let layer = std::fs::read(dir.join("layer.tar.gz")).unwrap();
+    let out = dir.join("oci");
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d.to_string(), bytes.len())
+    };
+    let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    let (ld, ls) = put(&layer);
+    let m = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "bookworm"}}]});
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    ld
+}
+
+fn skopeo_push(dir: &Path, node: &str, password: &str, dest: &str) -> String {
+    let digest_file = dir.join("pushed.digest");
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", &format!("admin:{password}"), "--digestfile"])
+        .arg(&digest_file)
+        .arg(format!("oci:{}:bookworm", dir.join("oci").display()))
+        .arg(format!("docker://{node}/{dest}")));
+    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
+}
+
+fn resolved(fixed: &str, urgency: &str) -> Value {
+    json!({"status": "resolved", "repositories": {"bookworm": fixed}, "fixed_version": fixed, "urgency": urgency})
+}
+
+fn open(urgency: &str) -> Value {
+    json!({"status": "open", "repositories": {}, "urgency": urgency})
+}
+
+/// The first feed, in the Debian security tracker's format.
+fn feed_v1() -> Value {
+    json!({
+        "openssl": {
+            "CVE-2026-7383": {"description": "Possible Heap Buffer Overflow in ASN.1 Multibyte String Conversion", "scope": "remote",
+                "releases": {"bookworm": resolved("3.0.20-1~deb12u2", "medium")}},
+            "CVE-2026-84782": {"description": "DTLS Retransmits Handshake Messages From a Stale Buffer Offset", "scope": "remote",
+                "releases": {"bookworm": resolved("3.0.22-1~deb12u2", "high")}},
+            "CVE-2026-28387": {"description": "Potential use-after-free in DANE client code", "scope": "remote",
+                "releases": {"bookworm": resolved("3.0.19-1~deb12u2", "medium")}},
+            "CVE-2025-15467": {"description": "Stack buffer overflow in CMS AuthEnvelopedData parsing", "scope": "remote",
+                "releases": {"bookworm": resolved("3.0.18-1~deb12u2", "high"), "bullseye": open("high")}}
+        },
+        "tar": {
+            "CVE-2005-2541": {"description": "Tar 1.15.1 does not properly warn the user when extracting setuid or setgid files", "scope": "local",
+                "releases": {"bookworm": open("unimportant"), "bullseye": open("unimportant")}},
+            "CVE-2022-48303": {"description": "GNU Tar through 1.34 has a one-byte out-of-bounds read that results in use of uninitialized memory for a conditional jump", "scope": "local",
+                "releases": {"bookworm": resolved("1.34+dfsg-1.2", "low"), "bullseye": open("low")}}
+        },
+        "glibc": {
+            "CVE-2010-4756": {"description": "The glob implementation in the GNU C Library allows remote authenticated users to cause a denial of service (CPU and memory consumption) via crafted glob expressions", "scope": "remote",
+                "releases": {"bookworm": open("unimportant")}},
+            "CVE-2023-4911": {"description": "A buffer overflow was discovered in the GNU C Library's dynamic loader ld.so while processing the GLIBC_TUNABLES environment variable", "scope": "local",
+                "releases": {"bookworm": resolved("2.36-9+deb12u3", "high"), "bullseye": {"status": "resolved", "repositories": {}, "fixed_version": "0", "urgency": "high"}}}
+        },
+        "util-linux": {
+            "CVE-2022-0563": {"description": "A flaw was found in the util-linux chfn and chsh utilities when compiled with Readline support", "scope": "local",
+                "releases": {"bookworm": open("unimportant")}}
+        },
+        "nginx": {
+            "CVE-2023-44487": {"description": "The HTTP/2 protocol allows a denial of service (server resource consumption) because request cancellation can reset many streams quickly", "scope": "remote",
+                "releases": {"bookworm": resolved("1.22.1-9+deb12u1", "high")}}
+        }
+    })
+}
+
+/// The second: two more advisories, one above the notification's level.
+fn feed_v2() -> Value {
+    let mut f = feed_v1();
+    f["openssl"]["CVE-2026-42767"] = json!({"description": "Fix potential NULL dereference in OSSL_CRMF_ENCRYPTEDVALUE_get1_encCert()", "scope": "remote",
+        "releases": {"bookworm": resolved("3.0.22-1~deb12u1", "medium")}});
+    f["zlib"] = json!({"CVE-2023-45853": {"description": "MiniZip in zlib through 1.3 has an integer overflow and resultant heap-based buffer overflow in zipOpenNewFileInZip4_64", "scope": "remote",
+        "releases": {"bookworm": open("unimportant")}}});
+    f
+}
+
+/// Installed packages of this machine: name → (version, source name).
+fn installed() -> BTreeMap<String, (String, String)> {
+    let out = run(Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${source:Package}\n"]));
+    out.lines()
+        .filter(|l| l.starts_with("ii"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[1].to_string(), (f[2].to_string(), f[3].to_string()))
+        })
+        .collect()
+}
+
+/// `(id, severity, FixedBy)` expected for a package of source `src`.
+fn expected(src: &str, v2: bool) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut e = match src {
+        "openssl" => vec![("CVE-2026-7383", "Medium", "3.0.20-1~deb12u2"), ("CVE-2026-84782", "High", "3.0.22-1~deb12u2")],
+        "tar" => vec![("CVE-2005-2541", "Negligible", "")],
+        "glibc" => vec![("CVE-2010-4756", "Negligible", "")],
+        "util-linux" => vec![("CVE-2022-0563", "Negligible", "")],
+        "zlib" if v2 => vec![("CVE-2023-45853", "Negligible", "")],
+        _ => vec![],
+    };
+    if v2 && src == "openssl" {
+        e.push(("CVE-2026-42767", "Medium", "3.0.22-1~deb12u1"));
+    }
+    e.sort();
+    e
+}
+
+fn check_report(v: &Value, layer: &str, v2: bool) {
+    assert_eq!(v["status"], "scanned", "{v}");
+    let l = &v["data"]["Layer"];
+    assert_eq!(l["NamespaceName"], "debian:12");
+    let features = l["Features"].as_array().unwrap();
+    let mine = installed();
+    let got: BTreeMap<String, &Value> = features.iter().map(|f| (f["Name"].as_str().unwrap().to_string(), f)).collect();
+    assert_eq!(got.keys().collect::<Vec<_>>(), mine.keys().collect::<Vec<_>>(), "exactly the installed packages");
+    for (name, (version, src)) in &mine {
+        let f = got[name];
+        assert_eq!(f["Version"], version.as_str(), "{name}");
+        assert_eq!(f["VersionFormat"], "dpkg");
+        assert_eq!(f["AddedBy"], layer, "{name}");
+        let mut vulns: Vec<(String, String, String)> = f["Vulnerabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["Name"].as_str().unwrap().into(), x["Severity"].as_str().unwrap().into(), x["FixedBy"].as_str().unwrap().into()))
+            .collect();
+        vulns.sort();
+        let want: Vec<(String, String, String)> = expected(src, v2).into_iter().map(|(a, b, c)| (a.into(), b.into(), c.into())).collect();
+        assert_eq!(vulns, want, "{name} (source {src})");
+        for x in f["Vulnerabilities"].as_array().unwrap() {
+            assert_eq!(x["NamespaceName"], "debian:12");
+            assert_eq!(x["Link"], format!("https://security-tracker.debian.org/tracker/{}", x["Name"].as_str().unwrap()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let (inbox, rx) = start_receiver().await;
+    let c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("notifications".into(), toml::Value::Table(toml::toml! { allowed_networks = ["127.0.0.0/8"] poll_interval_ms = 200 }));
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
+        })
+    });
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    api.ok(&n2, Method::POST, "/api/v1/repository", Some(json!({"namespace": "team", "repository": "debian", "visibility": "private"}))).await;
+    api.ok(
+        &n2,
+        Method::POST,
+        "/api/v1/repository/team/debian/notification/",
+        Some(json!({"event": "vulnerability_found", "method": "webhook", "config": {"url": format!("http://{rx}/vuln")}, "eventConfig": {"level": "medium"}})),
+    )
+    .await;
+
+    // A bad feed is refused and changes nothing.
+    let (s, v) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=debian", Some(b"{\"not\": \"a feed\"".to_vec())).await;
+    assert_eq!(s, 400, "{v}");
+    let st = api.ok(&n1, Method::GET, "/api/v1/superuser/scanner/status", None).await;
+    assert_eq!((st["generation"].as_u64(), st["feeds"].as_array().map(Vec::len)), (Some(0), Some(0)), "{st}");
+
+    let imported = api.import(&n2, "debian", &feed_v1()).await;
+    assert_eq!(imported["kind"], "debian-tracker");
+    assert_eq!(imported["generation"], 1);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = debian_layout(tmp.path());
+    let digest = tokio::task::block_in_place(|| skopeo_push(tmp.path(), &n1, &c.password, "team/debian:bookworm"));
+    let v = api.scanned(&n3, "team/debian", &digest, Duration::from_secs(90)).await;
+    check_report(&v, &layer, false);
+    assert_eq!(v["data"]["Layer"]["Name"], digest.as_str());
+    // Every node gives the same report.
+    assert_eq!(api.security(&n1, "team/debian", &digest).await, v);
+
+    // A second snapshot through node 2: re-matched without reading the
+    // layer again, and the receiver hears of the medium-or-worse new one.
+    // Through the CLI on node 2's host; a missing file is one line and a
+    // non-zero exit.
+    let feed_file = tmp.path().join("debian.json");
+    std::fs::write(&feed_file, serde_json::to_vec(&feed_v2()).unwrap()).unwrap();
+    let n2_dir = c.dirs[1].to_str().unwrap().to_string();
+    let out = berth(&["scanner", "import", "/nonexistent/feed.json", "--data-dir", &n2_dir]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let imported: Value =
+        serde_json::from_str(&ok(&["scanner", "import", feed_file.to_str().unwrap(), "--name", "debian", "--data-dir", &n2_dir, "--json"])).unwrap();
+    assert_eq!(imported["generation"], 2);
+    let got = eventually(Duration::from_secs(60), "vulnerability_found delivered", || async {
+        let all = inbox.0.lock().unwrap().clone();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_all = inbox.0.lock().unwrap().clone();
+    let affected = installed().values().filter(|(_, s)| s == "openssl").count();
+    assert!(!got.is_empty());
+    assert_eq!(got_all.len(), affected, "one event per affected package, none for known or below-level ones: {got_all:?}");
+    for e in &got_all {
+        assert_eq!(e["event"], "vulnerability_found");
+        assert_eq!(e["tags"], json!(["bookworm"]));
+        assert_eq!(e["digest"], digest.as_str());
+        assert_eq!(e["vulnerability"]["id"], "CVE-2026-42767");
+        assert_eq!(e["vulnerability"]["priority"], "medium");
+    }
+    let st = eventually(Duration::from_secs(30), "re-matched", || async {
+        let st = api.ok(&n3, Method::GET, "/api/v1/superuser/scanner/status", None).await;
+        (st["rematch_pending"] == 0).then_some(st)
+    })
+    .await;
+    assert_eq!(st["scans"]["scanned"], 1, "{st}");
+    check_report(&api.security(&n3, "team/debian", &digest).await, &layer, true);
+    let pw = c.password_file.to_str().unwrap().to_string();
+    let shown = ok(&["scan", "show", "team/debian:bookworm", "--endpoint", &format!("http://{n3}"), "--password-file", &pw]);
+    assert!(shown.contains("scanned") && shown.contains("CVE-2026-42767") && shown.contains("3.0.22-1~deb12u1"), "{shown}");
+    let status = ok(&["scanner", "status", "--data-dir", c.dirs[2].to_str().unwrap()]);
+    assert!(status.contains("1 scanned") && status.contains("debian-tracker"), "{status}");
+
+    // Malformed layers: each ends `failed` with a reason; no node dies.
+    let tar_of = |name: &str, size: u64, body: &[u8]| -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        let sz = format!("{size:011o}\0");
+        let sz = if sz.len() > 12 { format!("{:011o}\0", 0) } else { sz };
+        h[124..136].copy_from_slice(sz.as_bytes());
+        if size >= 8 << 30 {
+            // GNU base-256 size for sizes octal cannot hold in 11 digits.
+            let mut b = [0u8; 12];
+            b[0] = 0x80;
+            b[4..].copy_from_slice(&size.to_be_bytes());
+            h[124..136].copy_from_slice(&b);
+        }
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    };
+    let gz = |raw: &[u8]| -> Vec<u8> {
+        let p = tmp.path().join("bad.tar");
+        std::fs::write(&p, raw).unwrap();
+        run(Command::new("gzip").args(["-1", "-f", "-n"]).arg(&p));
+        std::fs::read(tmp.path().join("bad.tar.gz")).unwrap()
+    };
+    let good = std::fs::read(tmp.path().join("oci/blobs/sha256").join(layer.trim_start_matches("sha256:"))).unwrap();
+    let mut traversal = tar_of("../../etc/passwd", 4, b"root");
+    traversal.extend_from_slice(&[0u8; 1024]);
+    let sparse = tar_of("disk.img", 10 << 30, b"");
+    let bomb = {
+        // One million empty files in a gzip layer of a few MB.
+        let mut raw = Vec::with_capacity(1_000_001 * 512);
+        for i in 0..1_000_000u32 {
+            raw.extend_from_slice(&tar_of(&format!("f/{i:07}"), 0, b""));
+        }
+        raw.extend_from_slice(&[0u8; 1024]);
+        gz(&raw)
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec(), "not a readable tar stream"),
+        ("traversal", gz(&traversal), "path traversal"),
+        ("sparse", gz(&sparse), "declares"),
+        ("bomb", bomb, "more than 500000 entries"),
+    ];
+    let mut digests = vec![];
+    for (tag, bytes, _) in &cases {
+        digests.push(api.push_layer(&n1, "team/debian", tag, bytes, "application/vnd.oci.image.layer.v1.tar+gzip").await);
+    }
+    for ((tag, _, why), d) in cases.iter().zip(&digests) {
+        let v = api.scanned(&n2, "team/debian", d, Duration::from_secs(120)).await;
+        assert_eq!(v["status"], "failed", "{tag}: {v}");
+        assert!(v["reason"].as_str().unwrap_or_default().contains(why), "{tag}: {v}");
+    }
+    for (i, node) in c.http.iter().enumerate() {
+        let r = reqwest::get(format!("http://{node}/health")).await.unwrap();
+        assert!(r.status().is_success(), "node {} alive", i + 1);
+    }
+    // An Alpine layer (the apk database of `alpine:3.19.1`'s base
+    // packages) against a secdb file of the v3.19 branch.
+    let alpine_root = tmp.path().join("alpine");
+    std::fs::create_dir_all(alpine_root.join("etc")).unwrap();
+    std::fs::create_dir_all(alpine_root.join("lib/apk/db")).unwrap();
+    std::fs::write(alpine_root.join("etc/os-release"), "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\n").unwrap();
+    let apk = [
+        ("musl", "1.2.4_git20230717-r4", "musl"),
+        ("busybox", "1.36.1-r15", "busybox"),
+        ("ssl_client", "1.36.1-r15", "busybox"),
+        ("libcrypto3", "3.1.4-r5", "openssl"),
+        ("libssl3", "3.1.4-r5", "openssl"),
+        ("zlib", "1.3.1-r0", "zlib"),
+    ];
+    let db: String = apk.iter().map(|(p, v, o)| format!("C:Q1\nP:{p}\nV:{v}\nA:x86_64\no:{o}\n\n")).collect();
+    std::fs::write(alpine_root.join("lib/apk/db/installed"), db).unwrap();
+    let alpine_tar = tmp.path().join("alpine.tar");
+    run(Command::new("tar").arg("-C").arg(&alpine_root).arg("-cf").arg(&alpine_tar).args(["etc", "lib"]));
+    run(Command::new("gzip").arg("-n").arg(&alpine_tar));
+    let alpine_layer = std::fs::read(tmp.path().join("alpine.tar.gz")).unwrap();
+    let secdb = json!({
+        "distroversion": "v3.19", "reponame": "main", "urlprefix": "https://dl-cdn.alpinelinux.org/alpine", "apkurl": "{{urlprefix}}/{{distroversion}}/{{reponame}}/{{arch}}/{{pkg.name}}-{{pkg.ver}}.apk", "archs": ["x86_64"],
+        "packages": [
+            {"pkg": {"name": "openssl", "secfixes": {"3.1.4-r1": ["CVE-2023-5678"], "3.1.4-r5": ["CVE-2024-0727"], "3.1.4-r6": ["CVE-2024-2511"], "0": ["CVE-2022-3358"]}}},
+            {"pkg": {"name": "busybox", "secfixes": {"1.36.1-r17": ["CVE-2023-42363"]}}},
+            {"pkg": {"name": "zlib", "secfixes": {"1.2.12-r2": ["CVE-2022-37434"]}}}
+        ]
+    });
+    assert_eq!(api.import(&n2, "alpine-v3.19-main", &secdb).await["kind"], "alpine-secdb");
+    let alpine = api.push_layer(&n1, "team/alpine", "3.19", &alpine_layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/alpine", &alpine, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    assert_eq!(v["data"]["Layer"]["NamespaceName"], "alpine:v3.19");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    assert_eq!(features.len(), apk.len());
+    let mut got: Vec<(String, String, String, String)> = features
+        .iter()
+        .flat_map(|f| {
+            f["Vulnerabilities"].as_array().unwrap().iter().map(move |x| {
+                (
+                    f["Name"].as_str().unwrap().to_string(),
+                    x["Name"].as_str().unwrap().to_string(),
+                    x["FixedBy"].as_str().unwrap().to_string(),
+                    x["Severity"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, String, String, String)> = [
+        ("busybox", "CVE-2023-42363", "1.36.1-r17"),
+        ("libcrypto3", "CVE-2024-2511", "3.1.4-r6"),
+        ("libssl3", "CVE-2024-2511", "3.1.4-r6"),
+        ("ssl_client", "CVE-2023-42363", "1.36.1-r17"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string(), "Unknown".to_string()))
+    .collect();
+    assert_eq!(got, want);
+    for f in features {
+        assert_eq!(f["VersionFormat"], "apk");
+        assert_eq!(f["AddedBy"], Digest::sha256_of(&alpine_layer).to_string());
+    }
+
+    // /metrics counts them.
+    let m = reqwest::get(format!("http://{n1}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(m.contains("berth_scans_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_whose_node_is_killed_is_taken_over_and_completes() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    // Every node holds a scan's lease 6 s before working on it: long
+    // enough to kill the holder mid-scan.
+    unsafe { std::env::set_var("BERTH_SCAN_PAUSE_MS", "6000") };
+    let mut c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 lease_secs = 3 local_preference_ms = 0 }));
+        })
+    });
+    unsafe { std::env::remove_var("BERTH_SCAN_PAUSE_MS") };
+    let (n1, n2) = (c.http[0].clone(), c.http[1].clone());
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.import(&n2, "debian", &feed_v1()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = debian_layout(tmp.path());
+    let digest = tokio::task::block_in_place(|| skopeo_push(tmp.path(), &n1, &c.password, "team/debian:bookworm"));
+    // Find the node holding the lease from its log, and kill it.
+    let holder = eventually(Duration::from_secs(30), "a node started the scan", || async {
+        (0..3).find(|&i| std::fs::read_to_string(c.dirs[i].with_extension("log")).unwrap_or_default().contains("scan started"))
+    })
+    .await;
+    c.procs[holder].kill9();
+    let alive = c.http.iter().enumerate().find(|(i, _)| *i != holder).unwrap().1.clone();
+    let v = api.scanned(&alive, "team/debian", &digest, Duration::from_secs(60)).await;
+    check_report(&v, &layer, false);
+    let other_started =
+        (0..3).filter(|&i| i != holder).any(|i| std::fs::read_to_string(c.dirs[i].with_extension("log")).unwrap_or_default().contains("scan started"));
+    assert!(other_started, "another node took the scan over");
+}
+
+/// A Python image: one gzip layer made with tar from this machine's
+/// Debian python3 packages (the `cryptography` wheel's dist-info, urllib3's
+/// and requests' egg-info) and an OSV zip of PyPI advisories
+/// (`scanner/testdata/osv-pypi/`, sources in its README) imported through
+/// node 2; pushed through node 1, read through node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_image_is_matched_against_an_osv_zip() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = "usr/lib/python3/dist-packages";
+    let metadata = [
+        format!("{dist}/cryptography-38.0.4.dist-info/METADATA"),
+        format!("{dist}/requests-2.28.1.egg-info/PKG-INFO"),
+        format!("{dist}/urllib3-1.26.12.egg-info/PKG-INFO"),
+    ];
+    let gz = tmp.path().join("layer.tar.gz");
+    run(Command::new("tar").args(["-C", "/", "-czf"]).arg(&gz).args(["etc/os-release", "usr/lib/os-release"]).args(&metadata));
+    let layer = std::fs::read(&gz).unwrap();
+    let layer_digest = Digest::sha256_of(&layer).to_string();
+    let osv_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/osv-pypi");
+    let zip = tmp.path().join("pypi.zip");
+    let mut records: Vec<_> = std::fs::read_dir(&osv_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    records.sort();
+    run(Command::new("python3").args(["-m", "zipfile", "-c"]).arg(&zip).args(&records));
+
+    let c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
+        })
+    });
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    let (s, imported) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=pypi", Some(std::fs::read(&zip).unwrap())).await;
+    assert_eq!(s, 201, "{imported}");
+    assert_eq!((imported["kind"].as_str(), imported["advisories"].as_u64()), (Some("osv"), Some(11)), "{imported}");
+    // A cut archive is refused and changes nothing.
+    let bytes = std::fs::read(&zip).unwrap();
+    let (s, _) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=pypi", Some(bytes[..bytes.len() - 40].to_vec())).await;
+    assert_eq!(s, 400);
+
+    let digest = api.push_layer(&n1, "team/python", "3.11", &layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/python", &digest, Duration::from_secs(90)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    let got: Vec<(String, String, String, String)> = features
+        .iter()
+        .map(|f| {
+            (
+                f["Name"].as_str().unwrap().into(),
+                f["Version"].as_str().unwrap().into(),
+                f["VersionFormat"].as_str().unwrap().into(),
+                f["AddedBy"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let row = |n: &str, v: &str| (n.to_string(), v.to_string(), "pep440".to_string(), layer_digest.clone());
+    assert_eq!(got, vec![row("cryptography", "38.0.4"), row("requests", "2.28.1"), row("urllib3", "1.26.12")]);
+    let vulns: Vec<(String, String, String, String)> = features
+        .iter()
+        .flat_map(|f| {
+            f["Vulnerabilities"].as_array().unwrap().iter().map(move |v| {
+                (
+                    f["Name"].as_str().unwrap().into(),
+                    v["Name"].as_str().unwrap().into(),
+                    v["FixedBy"].as_str().unwrap().into(),
+                    v["Severity"].as_str().unwrap().into(),
+                )
+            })
+        })
+        .collect();
+    let want = [
+        ("cryptography", "CVE-2023-23931", "39.0.1", "Medium"),
+        ("cryptography", "CVE-2023-49083", "41.0.6", "Medium"),
+        ("cryptography", "CVE-2024-26130", "42.0.4", "High"),
+        ("urllib3", "CVE-2023-43804", "1.26.17", "High"),
+        ("urllib3", "CVE-2023-45803", "1.26.18", "Medium"),
+        ("urllib3", "CVE-2024-37891", "1.26.19", "Medium"),
+    ];
+    assert_eq!(vulns, want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect::<Vec<_>>());
+    assert_eq!(features[2]["Vulnerabilities"][0]["NamespaceName"], "PyPI");
+    assert_eq!(api.security(&n1, "team/python", &digest).await, v);
+    // The tag list carries the manifest's summary: counts by severity.
+    let tags = api.ok(&n3, Method::GET, "/api/v1/repository/team/python/tag/", None).await;
+    assert_eq!(tags["tags"][0]["name"], "3.11", "{tags}");
+    assert_eq!(tags["tags"][0]["security"], json!({"status": "scanned", "counts": {"High": 2, "Medium": 4}}), "{tags}");
+}

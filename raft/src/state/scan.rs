@@ -1,0 +1,296 @@
+//! The rules of scanning (records and commands in [`crate::scan`]).
+//!
+//! Keys: `S` + digest [`ScanRecord`], `k` + layer digest
+//! [`LayerIndexRecord`], `F` + feed name [`FeedRecord`], `J` the
+//! [`FeedGeneration`].
+//!
+//! A manifest is queued in the same command that stores it
+//! ([`on_manifest_stored`]), so a crash never loses a scan. A scan runs
+//! under a lease; a lapsed lease lets another node take it, and after
+//! [`SCAN_ATTEMPTS_MAX`] leases the manifest is `failed`, never left
+//! `queued`.
+
+use super::{Changes, StateError, StateRead};
+use crate::command::*;
+use berth_common::Digest;
+
+pub const SCAN_PREFIX: &[u8] = b"S";
+pub const LAYER_INDEX_PREFIX: &[u8] = b"k";
+pub const FEED_PREFIX: &[u8] = b"F";
+pub const GENERATION_KEY: &[u8] = b"J";
+
+pub fn scan_key(digest: &Digest) -> Vec<u8> {
+    let mut k = SCAN_PREFIX.to_vec();
+    k.extend_from_slice(digest.to_string().as_bytes());
+    k
+}
+
+pub fn layer_index_key(digest: &Digest) -> Vec<u8> {
+    let mut k = LAYER_INDEX_PREFIX.to_vec();
+    k.extend_from_slice(digest.to_string().as_bytes());
+    k
+}
+
+pub fn feed_key(name: &str) -> Vec<u8> {
+    let mut k = FEED_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn scan(state: &impl StateRead, digest: &Digest) -> Result<Option<ScanRecord>, StateError> {
+    state.get::<ScanRecord>(&scan_key(digest))
+}
+
+pub fn layer_index(state: &impl StateRead, digest: &Digest) -> Result<Option<LayerIndexRecord>, StateError> {
+    state.get::<LayerIndexRecord>(&layer_index_key(digest))
+}
+
+/// Every scan record, with its manifest's digest.
+pub fn scans(state: &impl StateRead) -> Result<Vec<(Digest, ScanRecord)>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(SCAN_PREFIX)? {
+        let Ok(d) = String::from_utf8_lossy(&k[SCAN_PREFIX.len()..]).parse::<Digest>() else { continue };
+        out.push((d, super::decode(&k, &v)?));
+    }
+    Ok(out)
+}
+
+pub fn feeds(state: &impl StateRead) -> Result<Vec<FeedRecord>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(FEED_PREFIX)? {
+        out.push(super::decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+pub fn generation(state: &impl StateRead) -> Result<u64, StateError> {
+    Ok(state.get::<FeedGeneration>(GENERATION_KEY)?.unwrap_or_default().0)
+}
+
+/// Whether a node may take the scan at `now_ms`.
+pub fn takeable(rec: &ScanRecord, now_ms: u64) -> bool {
+    rec.status == ScanStatus::Queued && rec.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms)
+}
+
+/// Queues a stored image manifest (not an index: its children are
+/// queued themselves) unless it is known already.
+pub(super) fn on_manifest_stored(state: &impl StateRead, ch: &mut Changes, record: &ManifestRecord) -> Result<(), StateError> {
+    if !record.children.is_empty() || record.blobs.is_empty() {
+        return Ok(());
+    }
+    let key = scan_key(&record.digest);
+    let rec = match state.get::<ScanRecord>(&key)? {
+        Some(mut rec) => {
+            if rec.repos.contains(&record.repo) {
+                return Ok(());
+            }
+            rec.repos.push(record.repo.clone());
+            rec
+        }
+        None => ScanRecord {
+            repos: vec![record.repo.clone()],
+            status: ScanStatus::Queued,
+            reason: None,
+            queued_at_ms: record.pushed_at_ms,
+            finished_at_ms: None,
+            lease: None,
+            attempts: 0,
+            index_json: Vec::new(),
+            matched_generation: 0,
+            findings: Vec::new(),
+        },
+    };
+    ch.put(key, &rec);
+    Ok(())
+}
+
+pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand) -> Result<MetaResponse, StateError> {
+    match cmd {
+        ScanCommand::Acquire { digest, node, now_ms, until_ms } => {
+            let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
+            if !takeable(&rec, *now_ms) {
+                return Ok(MetaResponse::Refused("not queued, or another node holds the scan".into()));
+            }
+            if rec.attempts >= SCAN_ATTEMPTS_MAX {
+                rec.status = ScanStatus::Failed;
+                rec.reason = Some(format!("gave up after {} attempts: every node that took the scan stopped", rec.attempts));
+                rec.lease = None;
+                rec.finished_at_ms = Some(*now_ms);
+                ch.put(scan_key(digest), &rec);
+                return Ok(MetaResponse::Refused("given up".into()));
+            }
+            rec.attempts += 1;
+            rec.lease = Some(ScanLease { node: *node, until_ms: *until_ms });
+            ch.put(scan_key(digest), &rec);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::Renew { digest, node, until_ms } => {
+            let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
+            match &mut rec.lease {
+                Some(l) if l.node == *node && rec.status == ScanStatus::Queued => l.until_ms = (*until_ms).max(l.until_ms),
+                _ => return Ok(MetaResponse::Refused("the scan is not this node's any more".into())),
+            }
+            ch.put(scan_key(digest), &rec);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::PutLayerIndex { layer, record } => {
+            ch.put(layer_index_key(layer), record);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::Finish { digest, node, status, reason, index_json, findings, generation, now_ms } => {
+            let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
+            if rec.status != ScanStatus::Queued || rec.lease.as_ref().map(|l| l.node) != Some(*node) {
+                return Ok(MetaResponse::Refused("the scan is not this node's any more".into()));
+            }
+            if *status == ScanStatus::Queued {
+                return Ok(MetaResponse::Refused("a scan finishes scanned, failed or unsupported".into()));
+            }
+            rec.status = *status;
+            rec.reason = reason.clone();
+            rec.lease = None;
+            rec.finished_at_ms = Some(*now_ms);
+            rec.index_json = index_json.clone();
+            rec.findings = findings.clone();
+            rec.matched_generation = *generation;
+            ch.put(scan_key(digest), &rec);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::ImportFeed { feed, node } => {
+            let next = generation(state)? + 1;
+            let mut feed = feed.clone();
+            feed.generation = next;
+            // The snapshot's blob: recorded with its holder and one
+            // reference per feed name, so garbage collection keeps it.
+            let bkey = super::keys::blob(&feed.digest);
+            let mut blob = state.get::<BlobRecord>(&bkey)?.unwrap_or_else(|| BlobRecord::new(feed.size));
+            blob.holders.insert(*node);
+            let old = state.get::<FeedRecord>(&feed_key(&feed.name))?;
+            if old.as_ref().map(|o| &o.digest) != Some(&feed.digest) {
+                blob.refs += 1;
+                if let Some(old) = old {
+                    let okey = super::keys::blob(&old.digest);
+                    if let Some(mut ob) = state.get::<BlobRecord>(&okey)? {
+                        ob.refs = ob.refs.saturating_sub(1);
+                        ch.put(okey, &ob);
+                    }
+                }
+            }
+            ch.put(bkey, &blob);
+            ch.put(feed_key(&feed.name), &feed);
+            ch.put(GENERATION_KEY.to_vec(), &FeedGeneration(next));
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::Rematched { digest, generation, findings } => {
+            let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
+            if rec.status != ScanStatus::Scanned || rec.matched_generation >= *generation {
+                return Ok(MetaResponse::Conflict { current: None });
+            }
+            rec.matched_generation = *generation;
+            rec.findings = findings.clone();
+            ch.put(scan_key(digest), &rec);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::Requeue { digest, now_ms } => {
+            let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
+            if rec.status == ScanStatus::Queued {
+                return Ok(MetaResponse::Done);
+            }
+            rec.status = ScanStatus::Queued;
+            rec.reason = None;
+            rec.attempts = 0;
+            rec.lease = None;
+            rec.queued_at_ms = *now_ms;
+            ch.put(scan_key(digest), &rec);
+            Ok(MetaResponse::Done)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemState;
+
+    fn push(s: &MemState, repo: &str, d: &Digest) {
+        let org = OrgRecord { name: repo.split('/').next().unwrap().into(), email: None, created_at_ms: 0 };
+        s.run(MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: Some("admin".into()) }));
+        s.run(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0))));
+        s.run(MetaCommand::LinkBlob { repo: repo.into(), digest: Digest::sha256_of(b"layer"), size: 1, node: 1, now_ms: 1 });
+        let record = ManifestRecord {
+            repo: repo.into(),
+            digest: d.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: b"{}".to_vec(),
+            blobs: vec![Digest::sha256_of(b"layer")],
+            children: vec![],
+            subject: None,
+            pushed_at_ms: 5,
+        };
+        assert_eq!(s.run(MetaCommand::PutManifest { record, tag: Some("t".into()) }), MetaResponse::Done);
+    }
+
+    #[test]
+    fn a_push_queues_its_scan_and_leases_take_over() {
+        let s = MemState::default();
+        let d = Digest::sha256_of(b"m");
+        push(&s, "a/b", &d);
+        let rec = scan(&s, &d).unwrap().unwrap();
+        assert_eq!((rec.status, rec.queued_at_ms), (ScanStatus::Queued, 5));
+        let acq = |node, now_ms| s.run(MetaCommand::Scan(ScanCommand::Acquire { digest: d.clone(), node, now_ms, until_ms: now_ms + 100 }));
+        assert_eq!(acq(1, 10), MetaResponse::Done);
+        assert!(matches!(acq(2, 50), MetaResponse::Refused(_)));
+        assert_eq!(acq(2, 110), MetaResponse::Done, "lapsed: taken over");
+        let finish = |node| {
+            s.run(MetaCommand::Scan(ScanCommand::Finish {
+                digest: d.clone(),
+                node,
+                status: ScanStatus::Scanned,
+                reason: None,
+                index_json: b"{}".to_vec(),
+                findings: vec![("CVE-1".into(), "p".into())],
+                generation: 0,
+                now_ms: 120,
+            }))
+        };
+        assert!(matches!(finish(1), MetaResponse::Refused(_)), "the old holder's result is refused");
+        assert_eq!(finish(2), MetaResponse::Done);
+        assert_eq!(scan(&s, &d).unwrap().unwrap().status, ScanStatus::Scanned);
+    }
+
+    #[test]
+    fn a_scan_is_given_up_after_its_attempts() {
+        let s = MemState::default();
+        let d = Digest::sha256_of(b"m");
+        push(&s, "a/b", &d);
+        for i in 0..SCAN_ATTEMPTS_MAX as u64 {
+            let now_ms = i * 1000;
+            assert_eq!(s.run(MetaCommand::Scan(ScanCommand::Acquire { digest: d.clone(), node: 1, now_ms, until_ms: now_ms + 100 })), MetaResponse::Done);
+        }
+        let r = s.run(MetaCommand::Scan(ScanCommand::Acquire { digest: d.clone(), node: 1, now_ms: 99_000, until_ms: 99_100 }));
+        assert!(matches!(r, MetaResponse::Refused(_)));
+        let rec = scan(&s, &d).unwrap().unwrap();
+        assert_eq!(rec.status, ScanStatus::Failed);
+        assert!(rec.reason.unwrap().contains("gave up"));
+    }
+
+    #[test]
+    fn feed_imports_bump_the_generation_and_hold_the_blob() {
+        let s = MemState::default();
+        let feed = |digest: Digest| FeedRecord {
+            name: "debian".into(),
+            kind: "debian-tracker".into(),
+            digest,
+            size: 3,
+            advisories: 1,
+            imported_at_ms: 1,
+            generation: 0,
+        };
+        let (d1, d2) = (Digest::sha256_of(b"f1"), Digest::sha256_of(b"f2"));
+        assert_eq!(s.run(MetaCommand::Scan(ScanCommand::ImportFeed { feed: feed(d1.clone()), node: 1 })), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::Scan(ScanCommand::ImportFeed { feed: feed(d2.clone()), node: 1 })), MetaResponse::Done);
+        assert_eq!(generation(&s).unwrap(), 2);
+        let refs = |d: &Digest| s.get::<BlobRecord>(&crate::state::keys::blob(d)).unwrap().unwrap().refs;
+        assert_eq!((refs(&d1), refs(&d2)), (0, 1), "the older snapshot may be collected");
+        assert_eq!(feeds(&s).unwrap()[0].generation, 2);
+    }
+}

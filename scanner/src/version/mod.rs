@@ -1,0 +1,41 @@
+//! Version orderings, one module per ecosystem, each implemented from the
+//! ecosystem's own rules (cited in the module).
+
+pub mod apk;
+pub mod deb;
+pub mod pep440;
+pub mod rpm;
+
+use std::cmp::Ordering;
+
+/// Which ordering a package's versions follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VersionFormat {
+    Dpkg,
+    Apk,
+    /// PEP 440 (Python packages).
+    Pep440,
+    /// rpm's `rpmvercmp` on `[epoch:]version-release`.
+    Rpm,
+}
+
+impl VersionFormat {
+    pub fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            VersionFormat::Dpkg => deb::compare(a, b),
+            VersionFormat::Apk => apk::compare(a, b),
+            VersionFormat::Pep440 => pep440::compare(a, b),
+            VersionFormat::Rpm => rpm::compare(a, b),
+        }
+    }
+
+    /// The name Quay's security API shows in `VersionFormat`.
+    pub fn quay_name(self) -> &'static str {
+        match self {
+            VersionFormat::Dpkg => "dpkg",
+            VersionFormat::Apk => "apk",
+            VersionFormat::Pep440 => "pep440",
+            VersionFormat::Rpm => "rpm",
+        }
+    }
+}
