@@ -21,12 +21,11 @@ set -euo pipefail
 packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
           docker-registry apache2-utils tinyproxy openssl slapd ldap-utils
-          binutils docker-compose debootstrap dpkg-dev chromium chromium-driver)
+          binutils docker-compose debootstrap dpkg-dev chromium chromium-driver
+          python3-cryptography python3-urllib3 python3-requests python3-packaging)
 # kubectl renders the Kubernetes manifests (its kustomize); Debian's comes
 # with kubernetes-client, unless another kubectl is installed already.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
-          docker-registry apache2-utils tinyproxy openssl
-          python3-cryptography python3-urllib3 python3-requests python3-packaging)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
