@@ -144,4 +144,9 @@ fn describe() {
     describe_counter!("berth_gc_runs_total", "Garbage collections run");
     describe_counter!("berth_gc_swept_blobs_total", "Blobs the cluster forgot because nothing referenced them (on the leader)");
     describe_counter!("berth_gc_deleted_files_total", "Local copies of forgotten blobs deleted");
+    describe_counter!("berth_scans_total", "Image scans this node finished, by status (scanned, failed, unsupported)");
+    describe_histogram!("berth_scan_seconds", Unit::Seconds, "Time this node took to scan one image");
+    describe_gauge!("berth_scans_queued", "Images waiting for a scan, cluster-wide, as this node sees them");
+    describe_gauge!("berth_scan_feed_age_seconds", Unit::Seconds, "Age of the oldest advisory feed snapshot imported");
+    describe_gauge!("berth_scan_advisories", "Advisories in this node's matcher database");
 }
