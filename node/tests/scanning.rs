@@ -94,11 +94,13 @@ impl Api {
         v
     }
 
-    /// Waits until the manifest's scan is no longer queued.
+    /// Waits until the manifest's scan is no longer queued. A node other
+    /// than the one that took the push may not have applied it yet: its
+    /// 404 is "not yet" here, never a pass.
     async fn scanned(&self, node: &str, repo: &str, digest: &str, within: Duration) -> Value {
         eventually(within, "scan finished", || async {
-            let v = self.security(node, repo, digest).await;
-            (v["status"] != "queued").then_some(v)
+            let (s, v) = self.call(node, Method::GET, &format!("/api/v1/repository/{repo}/manifest/{digest}/security?vulnerabilities=true"), None).await;
+            (s == 200 && v["status"] != "queued").then_some(v)
         })
         .await
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 // A command carries records; they are named here as well as in `records`.
 pub use crate::mirror::*;
-pub use crate::proxycache::{ProxyCacheCommand, ProxyCacheConfig};
+pub use crate::proxycache::ProxyCacheConfig;
 pub use crate::records::*;
 pub use crate::scan::*;
 
@@ -679,6 +679,42 @@ mod tests {
         #[test]
         fn logged_commands_round_trip(c in command()) {
             round_trips(&c)?;
+        }
+    }
+}
+
+/// Proxy-cache organizations and their fills (the records are
+/// [`crate::proxycache`]'s). Here, beside [`MetaCommand`], because a fill
+/// wraps one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProxyCacheCommand {
+    /// Makes `org` a proxy cache (refused when it is one already).
+    Put { org: String, config: ProxyCacheConfig },
+    /// Makes `org` an ordinary organization again; what was cached stays.
+    Delete { org: String },
+    /// Takes the fetch lease of (`repo`, `reference`) for `node`; refused
+    /// while any node (this one too) holds a live one.
+    AcquireFetch { repo: String, reference: String, node: NodeId, now_ms: u64, until_ms: u64 },
+    /// Ends `node`'s fetch: `error` `None` records the upstream's
+    /// confirmation at `now_ms`.
+    FinishFetch { repo: String, reference: String, node: NodeId, now_ms: u64, error: Option<String> },
+    /// A content write of the fill (blob link, manifest, tag, repository
+    /// creation), which a proxy-cache organization takes from nobody else.
+    Fill(Box<MetaCommand>),
+    /// Extends `node`'s fetch lease while its fetch runs; refused when the
+    /// lease is not (any more) that node's.
+    RenewFetch { repo: String, reference: String, node: NodeId, until_ms: u64 },
+}
+
+impl ProxyCacheCommand {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyCacheCommand::Put { .. } => "put_proxy_cache",
+            ProxyCacheCommand::Delete { .. } => "delete_proxy_cache",
+            ProxyCacheCommand::AcquireFetch { .. } => "proxy_cache_acquire_fetch",
+            ProxyCacheCommand::FinishFetch { .. } => "proxy_cache_finish_fetch",
+            ProxyCacheCommand::Fill(cmd) => cmd.kind(),
+            ProxyCacheCommand::RenewFetch { .. } => "proxy_cache_renew_fetch",
         }
     }
 }

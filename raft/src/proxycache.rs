@@ -7,13 +7,12 @@
 //! filled from `upstream/library/alpine:3` by one node, under a fetch
 //! lease per (repository, reference) recorded here, so concurrent misses
 //! on every node make one upstream fetch. The fill's content writes are
-//! wrapped in [`ProxyCacheCommand::Fill`]; every other content write into
+//! wrapped in `ProxyCacheCommand::Fill` (in [`crate::command`], beside
+//! the command it wraps); every other content write into
 //! the organization is refused by the state machine.
 
 use berth_common::NodeId;
 use serde::{Deserialize, Serialize};
-
-use crate::command::MetaCommand;
 
 /// Quay's default `expiration_s`: a day.
 pub const DEFAULT_EXPIRATION_S: u64 = 86_400;
@@ -51,37 +50,4 @@ pub struct FetchRecord {
     pub checked_ms: Option<u64>,
     /// The last failed fetch: when, and why (waiting pulls report it).
     pub failed: Option<(u64, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ProxyCacheCommand {
-    /// Makes `org` a proxy cache (refused when it is one already).
-    Put { org: String, config: ProxyCacheConfig },
-    /// Makes `org` an ordinary organization again; what was cached stays.
-    Delete { org: String },
-    /// Takes the fetch lease of (`repo`, `reference`) for `node`; refused
-    /// while any node (this one too) holds a live one.
-    AcquireFetch { repo: String, reference: String, node: NodeId, now_ms: u64, until_ms: u64 },
-    /// Ends `node`'s fetch: `error` `None` records the upstream's
-    /// confirmation at `now_ms`.
-    FinishFetch { repo: String, reference: String, node: NodeId, now_ms: u64, error: Option<String> },
-    /// A content write of the fill (blob link, manifest, tag, repository
-    /// creation), which a proxy-cache organization takes from nobody else.
-    Fill(Box<MetaCommand>),
-    /// Extends `node`'s fetch lease while its fetch runs; refused when the
-    /// lease is not (any more) that node's.
-    RenewFetch { repo: String, reference: String, node: NodeId, until_ms: u64 },
-}
-
-impl ProxyCacheCommand {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProxyCacheCommand::Put { .. } => "put_proxy_cache",
-            ProxyCacheCommand::Delete { .. } => "delete_proxy_cache",
-            ProxyCacheCommand::AcquireFetch { .. } => "proxy_cache_acquire_fetch",
-            ProxyCacheCommand::FinishFetch { .. } => "proxy_cache_finish_fetch",
-            ProxyCacheCommand::Fill(cmd) => cmd.kind(),
-            ProxyCacheCommand::RenewFetch { .. } => "proxy_cache_renew_fetch",
-        }
-    }
 }
