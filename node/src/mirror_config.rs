@@ -110,6 +110,22 @@ pub fn tag_wanted(globs: &[String], tag: &str) -> bool {
     globs.iter().any(|g| glob_match(g.trim(), tag))
 }
 
+/// Checks a registry's `host[:port]`: a DNS name or IPv4 address and an
+/// optional port; the reason when it is not one.
+pub fn check_host_port(host: &str) -> Result<(), &'static str> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        return Err("bad host");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err("bad port");
+    }
+    Ok(())
+}
+
 /// Checks `host[:port]/path`: an upstream repository, without scheme, tag
 /// or digest.
 pub fn check_reference(r: &str) -> Result<(), String> {
@@ -118,15 +134,8 @@ pub fn check_reference(r: &str) -> Result<(), String> {
         return bad("no scheme");
     }
     let Some((host, path)) = r.split_once('/') else { return bad("no repository path") };
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
-    };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
-        return bad("bad host");
-    }
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return bad("bad port");
+    if let Err(why) = check_host_port(host) {
+        return bad(why);
     }
     if path.contains('@') || path.contains(':') {
         return bad("a repository, without tag or digest");

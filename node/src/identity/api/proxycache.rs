@@ -31,15 +31,8 @@ pub(crate) fn check_upstream(r: &str) -> Result<(), String> {
         Some((h, p)) => (h, Some(p)),
         None => (r, None),
     };
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
-    };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
-        return bad("bad host");
-    }
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return bad("bad port");
+    if let Err(why) = crate::mirror_config::check_host_port(host) {
+        return bad(why);
     }
     if let Some(p) = path {
         if p.contains('@') || p.contains(':') || p.parse::<berth_common::RepoName>().is_err() {
