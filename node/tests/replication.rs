@@ -367,6 +367,7 @@ async fn drain_moves_leadership_and_copies_what_only_the_node_held() {
     // Again: nothing left to copy; an unknown node is refused.
     let dir = c.dirs[&leader].to_str().unwrap().to_string();
     let again = tokio::task::spawn_blocking(move || procs::berth(&["node", "drain", &leader.to_string(), "--json", "--data-dir", &dir])).await.unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(report["blobs_copied"], 0, "{report}");
     let dir = c.dirs[&leader].to_str().unwrap().to_string();

@@ -29,6 +29,10 @@ use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView, PreVoteReply, PreVoteRequest};
 
+/// How long a forwarded write may stay unanswered once another node leads
+/// (see `MetaNodeHandle::superseded`).
+const FORWARD_GRACE: Duration = Duration::from_secs(1);
+
 /// Timing of the metadata group. Defaults suit regions up to ~300 ms apart.
 ///
 /// `heartbeat_ms` must exceed the largest round trip between two nodes:
@@ -330,29 +334,42 @@ impl Inner {
         };
         let ask = PreVoteRequest { candidate: self.id, last_log_id };
         let timeout = Duration::from_millis(self.config.election_min_ms);
-        let answers = futures::future::join_all(voters.iter().map(|(to, addr)| {
-            let ask = &ask;
-            async move {
-                if !self.filter.allows(self.id, *to) {
-                    return Err(CallError::Cut { from: self.id, to: *to });
+        let mut answers: futures::stream::FuturesUnordered<_> = voters
+            .iter()
+            .map(|(to, addr)| {
+                let ask = &ask;
+                async move {
+                    let answer = if self.filter.allows(self.id, *to) {
+                        match self.channels.channel(addr) {
+                            Ok(channel) => call::<_, PreVoteReply>(channel, addr, PeerRpc::PreVote, ask, timeout).await,
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        Err(CallError::Cut { from: self.id, to: *to })
+                    };
+                    (*to, answer)
                 }
-                call::<_, PreVoteReply>(self.channels.channel(addr)?, addr, PeerRpc::PreVote, ask, timeout).await
-            }
-        }))
-        .await;
-        let (mut answered, mut granted) = (1, 1);
-        for (answer, (to, _)) in answers.iter().zip(&voters) {
+            })
+            .collect();
+        // Answers are counted as they come: a majority decides the round
+        // at once, without waiting out a voter that is hung (typically the
+        // old leader, whose silence started the round).
+        let all = voters.len() + 1;
+        let (mut answered, mut granted, mut refused) = (1, 1, 0);
+        while let Some((to, answer)) = futures::StreamExt::next(&mut answers).await {
             match answer {
                 Ok(PreVoteReply::Granted) => (answered, granted) = (answered + 1, granted + 1),
                 Err(CallError::Status { status, .. }) if status.starts_with("Unimplemented") => (answered, granted) = (answered + 1, granted + 1),
                 Ok(PreVoteReply::Refused(why)) => {
-                    answered += 1;
+                    (answered, refused) = (answered + 1, refused + 1);
                     tracing::debug!(node_id = self.id, voter = to, reason = %why, "pre-vote refused");
                 }
                 Err(e) => tracing::debug!(node_id = self.id, voter = to, error = %e, "pre-vote unanswered"),
             }
+            if granted * 2 > all || refused * 2 >= all {
+                break;
+            }
         }
-        let all = voters.len() + 1;
         if granted * 2 > all {
             Canvass::Majority
         } else if answered * 2 > all {
@@ -761,7 +778,15 @@ impl MetaNodeHandle {
                     None => last_problem = format!("leader {leader} has no known address"),
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        match self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &forwarded, left).await {
+                        let reply = tokio::select! {
+                            r = self.call_peer::<_, ForwardReply>(leader, &addr, PeerRpc::Forward, &forwarded, left) => r,
+                            _ = self.superseded(leader) => {
+                                return Err(MetaError::Unknown(format!(
+                                    "{kind} was forwarded to node {leader}, which lost the leadership without answering"
+                                )))
+                            }
+                        };
+                        match reply {
                             Ok(ForwardReply::Applied { log_id, response }) => {
                                 self.wait_applied(log_id.index, deadline).await?;
                                 return Ok(response);
@@ -779,6 +804,19 @@ impl MetaNodeHandle {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Resolves once another node has led for [`FORWARD_GRACE`]: a write
+    /// forwarded to `leader` that is still unanswered then went to a node
+    /// that is hung or cut off, and waiting out the whole write timeout
+    /// would hold the client up long after the cluster moved on. (A leader
+    /// handing over gracefully answers well within the grace.)
+    async fn superseded(&self, leader: NodeId) {
+        let mut m = self.inner.raft.metrics();
+        if m.wait_for(|m| m.current_leader.is_some_and(|l| l != leader)).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(FORWARD_GRACE).await;
     }
 
     /// How many read barriers this node has asked for since it started.

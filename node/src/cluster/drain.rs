@@ -38,6 +38,9 @@ pub async fn drain(meta: &MetaNodeHandle, replicator: &Replicator, node: u64) ->
         None
     };
 
+    // This node may be a follower a few entries behind (the copies a run
+    // just before this one recorded, say): read what the leader committed.
+    meta.read_barrier().await.map_err(meta_err)?;
     let only_here: Vec<(Digest, u64)> = state::blobs(&meta.state())
         .map_err(state_err)?
         .into_iter()
