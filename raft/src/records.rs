@@ -817,12 +817,53 @@ pub(crate) mod tests {
     }
 
     pub(crate) mod properties {
+        //! Every value the state machine stores round-trips through its
+        //! envelope, and a value of another format version is refused, not
+        //! misread (issue 21 item 12).
+        //!
+        //! What is stored, by key (see the table in `crate::state`), each
+        //! generated here with every variant of every enum it holds:
+        //!
+        //! - cluster: `ClusterRecord` (`c`), the next node id `u64` (`i`),
+        //!   `NodeRecord` (`n`), `JoinTokenRecord` (`t`), `CaTrust` (`a`),
+        //!   a node's CA fingerprint `String` (`N`);
+        //! - identity: `UserRecord` (`u`), `RepositoryRecord` (`r`),
+        //!   `OrgRecord` (`o`), `TeamRecord` (`T`), `RobotRecord` (`R`),
+        //!   `AppTokenRecord` (`A`), `Vec<TokenKey>` (`K`), `AuditRecord`
+        //!   (`L`), a credential generation `u64` (`G`), `OAuthAppRecord`
+        //!   (`O`), `OAuthCodeRecord` (`C`), an application's token `()` (`E`);
+        //! - registry: `ManifestRecord` (`m`), `TagRecord` (`g`),
+        //!   `TagLifeRecord` (`e`), `TagHistoryRecord` (`h`), `BlobRecord`
+        //!   (`b`), `BlobLink` (`l`), `Placement` (`p`), a referrer `()` (`s`);
+        //! - lifecycle and quotas: `NamespaceLifeRecord` (`X`),
+        //!   `ImmutabilityPolicyRecord` (`I`), `AutoPrunePolicyRecord` (`P`),
+        //!   `QuotaRecord` (`Q`), the default quota, a namespace's usage and
+        //!   a blob's count, each a `u64` (`D`, `U`, `q`);
+        //! - notifications: `NotificationRecord` (`W`), a scope's entry `()`
+        //!   (`V`), `OutboxRecord` (`w`), an event queued once until `u64` (`x`);
+        //! - mirrors, proxy caches and scans: `RepoState` (`y`),
+        //!   `MirrorRecord` (`Y`), `ProxyCacheConfig` (`B`), `FetchRecord`
+        //!   (`H`), `ScanRecord` (`S`), `LayerIndexRecord` (`k`), `FeedRecord`
+        //!   (`F`), `FeedGeneration` (`J`).
+        //!
+        //! 35 record types, and the plain `u64`, `String` and `()` values.
+        //! A new record needs its strategy here and a line in a test below.
+
         use super::*;
+        use crate::mirror::{MirrorConfig, MirrorLease, MirrorRecord, MirrorStatus, RepoState, SyncStatus};
+        use crate::proxycache::{FetchLease, FetchRecord, ProxyCacheConfig};
+        use crate::scan::{FeedGeneration, FeedRecord, LayerIndexRecord, ScanLease, ScanRecord, ScanStatus};
         use berth_common::{decode_versioned, encode_versioned};
+        use proptest::collection::{btree_map, btree_set, vec};
+        use proptest::option::of;
         use proptest::prelude::*;
 
+        /// A digest of either algorithm a push may name.
         pub(crate) fn digest() -> impl Strategy<Value = Digest> {
-            proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Digest::sha256_of(&b))
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Digest::sha256_of(&b)),
+                "[0-9a-f]{128}".prop_map(|hex| format!("sha512:{hex}").parse().unwrap()),
+            ]
         }
 
         pub(crate) fn role() -> impl Strategy<Value = NodeRole> {
@@ -852,17 +893,6 @@ pub(crate) mod tests {
                 })
         }
 
-        fn node() -> impl Strategy<Value = NodeRecord> {
-            (any::<u64>(), ".{0,20}", ".{0,30}", ".{0,30}", role(), any::<bool>(), any::<u64>()).prop_map(
-                |(id, region, peer_addr, http_addr, role, removed, joined_at_ms)| NodeRecord { id, region, peer_addr, http_addr, role, removed, joined_at_ms },
-            )
-        }
-
-        fn blob() -> impl Strategy<Value = BlobRecord> {
-            (any::<u64>(), proptest::collection::btree_set(any::<u64>(), 0..6), any::<u64>(), proptest::collection::btree_map(".{0,20}", any::<u64>(), 0..4))
-                .prop_map(|(size, holders, refs, repos)| BlobRecord { size, holders, refs, repos })
-        }
-
         pub(crate) fn round_trips<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> Result<(), TestCaseError> {
             let bytes = encode_versioned(RECORD_VERSION, v).unwrap();
             prop_assert_eq!(&decode_versioned::<T>(RECORD_VERSION, &bytes).unwrap(), v);
@@ -871,17 +901,593 @@ pub(crate) mod tests {
             Ok(())
         }
 
+        /// Short names, as most keys and fields hold.
+        fn names(max: usize) -> impl Strategy<Value = Vec<String>> {
+            vec(".{0,20}", 0..max)
+        }
+
+        // The cluster's own records.
+
+        fn cluster() -> impl Strategy<Value = ClusterRecord> {
+            (".{0,36}", ".{0,200}", ".{0,200}", ".{0,200}", any::<u64>()).prop_map(
+                |(cluster_id, ca_cert_pem, ca_key_pem, token_signing_key_pem, created_at_ms)| ClusterRecord {
+                    cluster_id,
+                    ca_cert_pem,
+                    ca_key_pem,
+                    token_signing_key_pem,
+                    created_at_ms,
+                },
+            )
+        }
+
+        fn node() -> impl Strategy<Value = NodeRecord> {
+            (any::<u64>(), ".{0,20}", ".{0,30}", ".{0,30}", role(), any::<bool>(), any::<u64>()).prop_map(
+                |(id, region, peer_addr, http_addr, role, removed, joined_at_ms)| NodeRecord { id, region, peer_addr, http_addr, role, removed, joined_at_ms },
+            )
+        }
+
+        fn join_token() -> impl Strategy<Value = JoinTokenRecord> {
+            (".{0,20}", ".{0,64}", any::<u64>(), any::<u64>(), any::<bool>(), any::<u32>(), of(any::<u32>())).prop_map(
+                |(id, secret_sha256, created_at_ms, expires_at_ms, revoked, uses, max_uses)| JoinTokenRecord {
+                    id,
+                    secret_sha256,
+                    created_at_ms,
+                    expires_at_ms,
+                    revoked,
+                    uses,
+                    max_uses,
+                },
+            )
+        }
+
+        fn ca_cert() -> impl Strategy<Value = CaCert> {
+            (".{0,200}", ".{0,64}").prop_map(|(pem, fingerprint)| CaCert { pem, fingerprint })
+        }
+
+        fn ca_trust() -> impl Strategy<Value = CaTrust> {
+            let rotation =
+                (ca_cert(), ".{0,200}", any::<u64>()).prop_map(|(previous, cross_pem, started_at_ms)| Rotation { previous, cross_pem, started_at_ms });
+            (ca_cert(), of(rotation)).prop_map(|(signing, rotation)| CaTrust { signing, rotation })
+        }
+
+        // Identity, and OAuth applications.
+
+        fn repo_role() -> impl Strategy<Value = Role> {
+            prop_oneof![Just(Role::Read), Just(Role::Write), Just(Role::Admin)]
+        }
+
+        fn team_role() -> impl Strategy<Value = TeamRole> {
+            prop_oneof![Just(TeamRole::Member), Just(TeamRole::Creator), Just(TeamRole::Admin)]
+        }
+
+        fn scopes() -> impl Strategy<Value = BTreeSet<TokenScope>> {
+            let scope = prop_oneof![
+                Just(TokenScope::RepoRead),
+                Just(TokenScope::RepoWrite),
+                Just(TokenScope::RepoAdmin),
+                Just(TokenScope::RepoCreate),
+                Just(TokenScope::UserRead),
+                Just(TokenScope::UserAdmin),
+                Just(TokenScope::OrgAdmin),
+                Just(TokenScope::SuperUser),
+            ];
+            btree_set(scope, 0..9)
+        }
+
+        fn user() -> impl Strategy<Value = UserRecord> {
+            (".{0,20}", ".{0,100}", any::<bool>(), any::<u64>()).prop_map(|(name, password_hash, superuser, created_at_ms)| UserRecord {
+                name,
+                password_hash,
+                superuser,
+                created_at_ms,
+            })
+        }
+
+        fn repository() -> impl Strategy<Value = RepositoryRecord> {
+            (".{0,40}", any::<bool>(), any::<u64>(), ".{0,60}", btree_map(".{0,20}", repo_role(), 0..4), btree_map(".{0,20}", repo_role(), 0..4)).prop_map(
+                |(name, public, created_at_ms, description, users, teams)| RepositoryRecord { name, public, created_at_ms, description, users, teams },
+            )
+        }
+
+        fn org() -> impl Strategy<Value = OrgRecord> {
+            (".{0,20}", of(".{0,30}"), any::<u64>()).prop_map(|(name, email, created_at_ms)| OrgRecord { name, email, created_at_ms })
+        }
+
+        fn team() -> impl Strategy<Value = TeamRecord> {
+            (".{0,20}", ".{0,20}", team_role(), ".{0,40}", btree_set(".{0,20}", 0..5)).prop_map(|(org, name, role, description, members)| TeamRecord {
+                org,
+                name,
+                role,
+                description,
+                members,
+            })
+        }
+
+        fn robot() -> impl Strategy<Value = RobotRecord> {
+            (".{0,20}", ".{0,20}", ".{0,40}", ".{0,64}", any::<u64>()).prop_map(|(namespace, short, description, secret_sha256, created_at_ms)| RobotRecord {
+                namespace,
+                short,
+                description,
+                secret_sha256,
+                created_at_ms,
+            })
+        }
+
+        fn app_token() -> impl Strategy<Value = AppTokenRecord> {
+            (".{0,20}", ".{0,20}", ".{0,40}", scopes(), ".{0,64}", any::<u64>(), of(any::<u64>())).prop_map(
+                |(id, owner, title, scopes, secret_sha256, created_at_ms, expires_at_ms)| AppTokenRecord {
+                    id,
+                    owner,
+                    title,
+                    scopes,
+                    secret_sha256,
+                    created_at_ms,
+                    expires_at_ms,
+                },
+            )
+        }
+
+        fn token_keys() -> impl Strategy<Value = Vec<TokenKey>> {
+            let key = (".{0,20}", ".{0,200}", any::<u64>(), of(any::<u64>())).prop_map(|(kid, pkcs8_pem, created_at_ms, retired_at_ms)| TokenKey {
+                kid,
+                pkcs8_pem,
+                created_at_ms,
+                retired_at_ms,
+            });
+            vec(key, 0..4)
+        }
+
+        prop_compose! {
+            fn audit()(
+                at_ms in any::<u64>(),
+                id in any::<u64>(),
+                kind in ".{0,20}",
+                performer in ".{0,30}",
+                namespace in of(".{0,20}"),
+                repo in of(".{0,40}"),
+                node in any::<u64>(),
+                region in ".{0,20}",
+                ip in of(".{0,40}"),
+                metadata in btree_map(".{0,20}", ".{0,40}", 0..5),
+            ) -> AuditRecord {
+                AuditRecord { at_ms, id, kind, performer, namespace, repo, node, region, ip, metadata }
+            }
+        }
+
+        prop_compose! {
+            fn oauth_app()(
+                client_id in ".{0,20}",
+                org in ".{0,20}",
+                name in ".{0,30}",
+                description in ".{0,60}",
+                application_uri in ".{0,60}",
+                redirect_uri in ".{0,60}",
+                avatar_email in of(".{0,30}"),
+                secret_sha256 in ".{0,64}",
+                public_client in any::<bool>(),
+                created_at_ms in any::<u64>(),
+            ) -> OAuthAppRecord {
+                OAuthAppRecord { client_id, org, name, description, application_uri, redirect_uri, avatar_email, secret_sha256, public_client, created_at_ms }
+            }
+        }
+
+        fn oauth_code() -> impl Strategy<Value = OAuthCodeRecord> {
+            (".{0,64}", ".{0,20}", ".{0,20}", scopes(), ".{0,60}", of(".{0,43}"), any::<u64>()).prop_map(
+                |(code_sha256, client_id, user, scopes, redirect_uri, code_challenge, expires_at_ms)| OAuthCodeRecord {
+                    code_sha256,
+                    client_id,
+                    user,
+                    scopes,
+                    redirect_uri,
+                    code_challenge,
+                    expires_at_ms,
+                },
+            )
+        }
+
+        // What is pushed.
+
+        fn tag() -> impl Strategy<Value = TagRecord> {
+            (digest(), any::<u64>()).prop_map(|(digest, pushed_at_ms)| TagRecord { digest, pushed_at_ms })
+        }
+
+        fn tag_life() -> impl Strategy<Value = TagLifeRecord> {
+            (of(any::<u64>()), any::<bool>(), any::<bool>()).prop_map(|(expiration_ms, immutable, reverted)| TagLifeRecord {
+                expiration_ms,
+                immutable,
+                reverted,
+            })
+        }
+
+        fn tag_history() -> impl Strategy<Value = TagHistoryRecord> {
+            (digest(), any::<u64>(), any::<u64>(), of(any::<u64>()), any::<bool>(), any::<bool>()).prop_map(
+                |(digest, start_ms, end_ms, expiration_ms, immutable, reverted)| TagHistoryRecord {
+                    digest,
+                    start_ms,
+                    end_ms,
+                    expiration_ms,
+                    immutable,
+                    reverted,
+                },
+            )
+        }
+
+        fn blob() -> impl Strategy<Value = BlobRecord> {
+            (any::<u64>(), proptest::collection::btree_set(any::<u64>(), 0..6), any::<u64>(), proptest::collection::btree_map(".{0,20}", any::<u64>(), 0..4))
+                .prop_map(|(size, holders, refs, repos)| BlobRecord { size, holders, refs, repos })
+        }
+
+        fn blob_link() -> impl Strategy<Value = BlobLink> {
+            (any::<u64>(), any::<u64>()).prop_map(|(size, linked_at_ms)| BlobLink { size, linked_at_ms })
+        }
+
+        fn placement() -> impl Strategy<Value = Placement> {
+            prop_oneof![Just(Placement::Everywhere), names(4).prop_map(Placement::Regions), Just(Placement::OnDemand)]
+        }
+
+        // Tag lifecycle policies and quotas.
+
+        fn tag_pattern() -> impl Strategy<Value = TagPattern> {
+            (".{0,40}", any::<bool>()).prop_map(|(pattern, matches)| TagPattern { pattern, matches })
+        }
+
+        fn immutability_policy() -> impl Strategy<Value = ImmutabilityPolicyRecord> {
+            (".{0,36}", tag_pattern()).prop_map(|(uuid, pattern)| ImmutabilityPolicyRecord { uuid, pattern })
+        }
+
+        fn autoprune_policy() -> impl Strategy<Value = AutoPrunePolicyRecord> {
+            let method = prop_oneof![any::<u64>().prop_map(PruneMethod::NumberOfTags), any::<u64>().prop_map(PruneMethod::CreationDate)];
+            (".{0,36}", method, of(tag_pattern())).prop_map(|(uuid, method, pattern)| AutoPrunePolicyRecord { uuid, method, pattern })
+        }
+
+        fn quota() -> impl Strategy<Value = QuotaRecord> {
+            let kind = prop_oneof![Just(QuotaLimitKind::Warning), Just(QuotaLimitKind::Reject)];
+            let limit = (".{0,36}", kind, any::<u8>()).prop_map(|(id, kind, threshold_percent)| QuotaLimit { id, kind, threshold_percent });
+            (".{0,36}", any::<u64>(), vec(limit, 0..4)).prop_map(|(id, limit_bytes, limits)| QuotaRecord { id, limit_bytes, limits })
+        }
+
+        // Notifications and their outbox.
+
+        fn notification_scope() -> impl Strategy<Value = NotificationScope> {
+            prop_oneof![".{0,40}".prop_map(NotificationScope::Repository), ".{0,20}".prop_map(NotificationScope::Namespace)]
+        }
+
+        prop_compose! {
+            fn notification()(
+                uuid in ".{0,36}",
+                scope in notification_scope(),
+                title in ".{0,40}",
+                event in ".{0,30}",
+                method in ".{0,12}",
+                config_json in ".{0,100}",
+                event_config_json in ".{0,60}",
+                secret in ".{0,64}",
+                created_at_ms in any::<u64>(),
+                number_of_failures in any::<u32>(),
+                next_seq in any::<u64>(),
+                delivered in any::<u64>(),
+                failed in any::<u64>(),
+                dropped in any::<u64>(),
+            ) -> NotificationRecord {
+                NotificationRecord {
+                    uuid,
+                    scope,
+                    title,
+                    event,
+                    method,
+                    config_json,
+                    event_config_json,
+                    secret,
+                    created_at_ms,
+                    number_of_failures,
+                    next_seq,
+                    delivered,
+                    failed,
+                    dropped,
+                }
+            }
+        }
+
+        fn notification_event() -> impl Strategy<Value = NotificationEvent> {
+            let origin = (".{0,20}", any::<u64>(), ".{0,20}", ".{0,30}").prop_map(|(pushed_by, node, region, registry)| PushOrigin {
+                pushed_by,
+                node,
+                region,
+                registry,
+            });
+            prop_oneof![
+                (".{0,40}", names(4), digest(), origin, any::<u64>()).prop_map(|(repo, tags, digest, origin, at_ms)| NotificationEvent::RepoPush {
+                    repo,
+                    tags,
+                    digest,
+                    origin,
+                    at_ms
+                }),
+                (".{0,40}", names(4), digest(), any::<u64>(), any::<u64>())
+                    .prop_map(|(repo, tags, digest, expiration_ms, days)| { NotificationEvent::ImageExpiry { repo, tags, digest, expiration_ms, days } }),
+                (".{0,40}", ".{0,60}").prop_map(|(repo, message)| NotificationEvent::MirrorSyncStarted { repo, message }),
+                (".{0,40}", names(4), ".{0,60}").prop_map(|(repo, tags, message)| NotificationEvent::MirrorSyncSuccess { repo, tags, message }),
+                (".{0,40}", names(4), ".{0,60}").prop_map(|(repo, tags, message)| NotificationEvent::MirrorSyncFailed { repo, tags, message }),
+                (".{0,40}", digest(), names(4), ".{0,20}", ".{0,12}", ".{0,60}").prop_map(|(repo, digest, tags, id, level, description)| {
+                    NotificationEvent::VulnerabilityFound { repo, digest, tags, id, level, description }
+                }),
+                (".{0,20}", any::<u64>(), any::<u64>()).prop_map(|(namespace, used_bytes, limit_bytes)| NotificationEvent::QuotaWarning {
+                    namespace,
+                    used_bytes,
+                    limit_bytes
+                }),
+                (".{0,20}", any::<u64>(), any::<u64>()).prop_map(|(namespace, used_bytes, limit_bytes)| NotificationEvent::QuotaError {
+                    namespace,
+                    used_bytes,
+                    limit_bytes
+                }),
+                ".{0,30}".prop_map(|event| NotificationEvent::Test { event }),
+            ]
+        }
+
+        fn outbox() -> impl Strategy<Value = OutboxRecord> {
+            (".{0,36}", any::<u64>(), notification_event(), any::<u64>()).prop_map(|(notification, seq, event, created_at_ms)| OutboxRecord {
+                notification,
+                seq,
+                event,
+                created_at_ms,
+            })
+        }
+
+        // Mirrors, proxy caches and scans.
+
+        fn repo_state() -> impl Strategy<Value = RepoState> {
+            prop_oneof![Just(RepoState::Normal), Just(RepoState::ReadOnly), Just(RepoState::Mirror)]
+        }
+
+        prop_compose! {
+            fn mirror_config()(
+                is_enabled in any::<bool>(),
+                external_reference in ".{0,60}",
+                username in of(".{0,20}"),
+                sealed_password in of(vec(any::<u8>(), 0..64)),
+                sync_start_ms in any::<u64>(),
+                sync_interval_s in any::<u64>(),
+                robot in ".{0,30}",
+                tag_globs in names(4),
+                verify_tls in any::<bool>(),
+                unsigned_images in any::<bool>(),
+                http_proxy in of(".{0,30}"),
+                https_proxy in of(".{0,30}"),
+                no_proxy in of(".{0,30}"),
+                timeout_s in any::<u64>(),
+                architecture_filter in of(names(4)),
+                preferred_region in of(".{0,20}"),
+            ) -> MirrorConfig {
+                MirrorConfig {
+                    is_enabled,
+                    external_reference,
+                    username,
+                    sealed_password,
+                    sync_start_ms,
+                    sync_interval_s,
+                    robot,
+                    tag_globs,
+                    verify_tls,
+                    unsigned_images,
+                    http_proxy,
+                    https_proxy,
+                    no_proxy,
+                    timeout_s,
+                    architecture_filter,
+                    preferred_region,
+                }
+            }
+        }
+
+        prop_compose! {
+            fn mirror()(
+                config in mirror_config(),
+                sync_status in prop_oneof![
+                    Just(SyncStatus::NeverRun),
+                    Just(SyncStatus::SyncNow),
+                    Just(SyncStatus::Syncing),
+                    Just(SyncStatus::Success),
+                    Just(SyncStatus::Fail),
+                    Just(SyncStatus::Cancel),
+                ],
+                next_start_ms in any::<u64>(),
+                expiration_ms in of(any::<u64>()),
+                retries_remaining in any::<u32>(),
+                last_message in of(".{0,60}"),
+                last_end_ms in of(any::<u64>()),
+                lease in of((any::<u64>(), any::<u64>())),
+            ) -> MirrorRecord {
+                MirrorRecord {
+                    config,
+                    status: MirrorStatus { sync_status, next_start_ms, expiration_ms, retries_remaining, last_message, last_end_ms },
+                    lease: lease.map(|(node, until_ms)| MirrorLease { node, until_ms }),
+                }
+            }
+        }
+
+        fn proxy_cache() -> impl Strategy<Value = ProxyCacheConfig> {
+            (".{0,60}", of(".{0,20}"), of(vec(any::<u8>(), 0..64)), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
+                |(upstream_registry, username, sealed_password, expiration_s, insecure, created_at_ms)| ProxyCacheConfig {
+                    upstream_registry,
+                    username,
+                    sealed_password,
+                    expiration_s,
+                    insecure,
+                    created_at_ms,
+                },
+            )
+        }
+
+        fn fetch() -> impl Strategy<Value = FetchRecord> {
+            let lease = (any::<u64>(), any::<u64>()).prop_map(|(node, until_ms)| FetchLease { node, until_ms });
+            (of(lease), of(any::<u64>()), of((any::<u64>(), ".{0,60}"))).prop_map(|(lease, checked_ms, failed)| FetchRecord { lease, checked_ms, failed })
+        }
+
+        prop_compose! {
+            fn scan()(
+                repos in names(4),
+                status in prop_oneof![Just(ScanStatus::Queued), Just(ScanStatus::Scanned), Just(ScanStatus::Failed), Just(ScanStatus::Unsupported)],
+                reason in of(".{0,60}"),
+                queued_at_ms in any::<u64>(),
+                finished_at_ms in of(any::<u64>()),
+                lease in of((any::<u64>(), any::<u64>())),
+                attempts in any::<u32>(),
+                index_json in vec(any::<u8>(), 0..256),
+                matched_generation in any::<u64>(),
+                findings in vec((".{0,20}", ".{0,20}"), 0..5),
+            ) -> ScanRecord {
+                ScanRecord {
+                    repos,
+                    status,
+                    reason,
+                    queued_at_ms,
+                    finished_at_ms,
+                    lease: lease.map(|(node, until_ms)| ScanLease { node, until_ms }),
+                    attempts,
+                    index_json,
+                    matched_generation,
+                    findings,
+                }
+            }
+        }
+
+        fn layer_index() -> impl Strategy<Value = LayerIndexRecord> {
+            (any::<u32>(), vec(any::<u8>(), 0..256)).prop_map(|(indexer_version, json)| LayerIndexRecord { indexer_version, json })
+        }
+
+        fn feed() -> impl Strategy<Value = FeedRecord> {
+            (".{0,40}", ".{0,20}", digest(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(name, kind, digest, size, advisories, imported_at_ms, generation)| FeedRecord {
+                    name,
+                    kind,
+                    digest,
+                    size,
+                    advisories,
+                    imported_at_ms,
+                    generation,
+                },
+            )
+        }
+
         // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
         proptest! {
+            /// The cluster's own records: its identity and CA, its nodes and
+            /// their join tokens, the next node id and each node's CA.
             #[test]
-            fn stored_records_round_trip(m in manifest(), n in node(), b in blob(), t in (digest(), any::<u64>())) {
-                round_trips(&m)?;
+            fn cluster_records_round_trip(
+                c in cluster(),
+                n in node(),
+                t in join_token(),
+                trust in ca_trust(),
+                next_node_id in any::<u64>(),
+                node_ca in ".{0,64}",
+            ) {
+                round_trips(&c)?;
                 round_trips(&n)?;
+                round_trips(&t)?;
+                round_trips(&trust)?;
+                round_trips(&next_node_id)?;
+                round_trips(&node_ca)?;
+            }
+
+            /// Who may do what: users, repositories and their grants,
+            /// organizations, teams, robots, application tokens, the
+            /// token-signing keys, the audit log, credential generations,
+            /// and OAuth applications, their codes and their tokens' index.
+            #[test]
+            fn identity_records_round_trip(
+                people in (user(), org(), team(), robot()),
+                r in repository(),
+                a in app_token(),
+                keys in token_keys(),
+                l in audit(),
+                generation in any::<u64>(),
+                oauth in (oauth_app(), oauth_code()),
+            ) {
+                round_trips(&people.0)?;
+                round_trips(&people.1)?;
+                round_trips(&people.2)?;
+                round_trips(&people.3)?;
+                round_trips(&r)?;
+                round_trips(&a)?;
+                round_trips(&keys)?;
+                round_trips(&l)?;
+                round_trips(&generation)?;
+                round_trips(&oauth.0)?;
+                round_trips(&oauth.1)?;
+                round_trips(&())?;
+            }
+
+            /// What is pushed: manifests, tags with their life and history,
+            /// blobs and their links, placements and the referrer index.
+            #[test]
+            fn registry_records_round_trip(
+                m in manifest(),
+                tags in (tag(), tag_life(), tag_history()),
+                b in blob(),
+                link in blob_link(),
+                p in placement(),
+            ) {
+                round_trips(&m)?;
+                round_trips(&tags.0)?;
+                round_trips(&tags.1)?;
+                round_trips(&tags.2)?;
                 round_trips(&b)?;
-                round_trips(&TagRecord { digest: t.0.clone(), pushed_at_ms: t.1 })?;
-                round_trips(&TagLifeRecord { expiration_ms: Some(t.1), immutable: true, reverted: false })?;
-                round_trips(&TagHistoryRecord { digest: t.0, start_ms: t.1, end_ms: t.1 / 2, expiration_ms: None, immutable: false, reverted: true })?;
-                round_trips(&NamespaceLifeRecord { tag_expiration_s: t.1 })?;
+                round_trips(&link)?;
+                round_trips(&p)?;
+                round_trips(&())?;
+            }
+
+            /// A namespace's time machine window, tag immutability and
+            /// auto-prune policies, quotas, and the default quota, usage and
+            /// blob counts kept while one governs.
+            #[test]
+            fn policy_records_round_trip(
+                life in any::<u64>().prop_map(|tag_expiration_s| NamespaceLifeRecord { tag_expiration_s }),
+                i in immutability_policy(),
+                p in autoprune_policy(),
+                q in quota(),
+                bytes in any::<u64>(),
+            ) {
+                round_trips(&life)?;
+                round_trips(&i)?;
+                round_trips(&p)?;
+                round_trips(&q)?;
+                round_trips(&bytes)?;
+            }
+
+            /// Notifications, their scopes' index, every kind of event in
+            /// their outbox, and the events queued once.
+            #[test]
+            fn notification_records_round_trip(n in notification(), o in outbox(), until_ms in any::<u64>()) {
+                round_trips(&n)?;
+                round_trips(&o)?;
+                round_trips(&until_ms)?;
+                round_trips(&())?;
+            }
+
+            /// Repository states and mirrors, proxy-cache organizations and
+            /// their fetches, and scans: their records, layer indexes, feeds
+            /// and the feeds' generation.
+            #[test]
+            fn feature_records_round_trip(
+                state in repo_state(),
+                mi in mirror(),
+                proxy in (proxy_cache(), fetch()),
+                s in scan(),
+                li in layer_index(),
+                f in feed(),
+                generation in any::<u64>().prop_map(FeedGeneration),
+            ) {
+                round_trips(&state)?;
+                round_trips(&mi)?;
+                round_trips(&proxy.0)?;
+                round_trips(&proxy.1)?;
+                round_trips(&s)?;
+                round_trips(&li)?;
+                round_trips(&f)?;
+                round_trips(&generation)?;
             }
         }
     }
