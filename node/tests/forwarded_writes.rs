@@ -115,3 +115,32 @@ async fn wait_for(cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A learner keeps no CA key, so it administers nothing: through it, its
+/// operator (or anyone it claims to serve) cannot promote it, remove a
+/// voter or make a superuser; its clients' pushes and a probe still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_cannot_make_cluster_commands() {
+    let mut c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let learner = c.join("edge", None, 1, true).await;
+    let node = &c.node(learner).meta;
+    wait_for(|| node.state().get_raw(&keys::node(learner)).unwrap().is_some()).await;
+    let voter = *c.nodes.keys().find(|id| **id != learner).unwrap();
+
+    let promote = MetaCommand::SetNodeRole { node: learner, role: berth_raft::command::NodeRole::Voter };
+    for cmd in [promote, MetaCommand::RemoveNode { node: voter }, superuser("edge-root")] {
+        let why = refused(node.write(Actor::OPERATOR, cmd.clone()).await);
+        assert!(why.contains(&format!("node {learner} is not a voter")), "{}: {why}", cmd.kind());
+        refused(node.write(Actor::Client(ClientAccount::User("admin".into())), cmd).await);
+    }
+    let state = c.node(voter).meta.state();
+    assert!(state.get::<UserRecord>(&keys::user("edge-root")).unwrap().is_none());
+    assert!(!state.get::<NodeRecord>(&keys::node(voter)).unwrap().unwrap().removed);
+    assert!(!c.node(voter).meta.voters().contains(&learner));
+
+    assert_eq!(node.write(Actor::OPERATOR, MetaCommand::Probe { at_ms: 1 }).await.unwrap(), MetaResponse::Done);
+    push(c.node(learner), "edge/app", "v1", 1).await;
+    // Through a voter, the same operator command goes through.
+    assert_eq!(c.node(voter).meta.write(Actor::OPERATOR, superuser("root2")).await.unwrap(), MetaResponse::Done);
+}

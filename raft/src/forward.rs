@@ -89,6 +89,10 @@ pub struct Origin {
     pub node: NodeId,
     /// Whether it came from another node over the peer service.
     pub forwarded: bool,
+    /// Whether the submitting node is a voter in the leader's membership
+    /// as the write is judged (only voters administer the cluster: they
+    /// alone keep the CA key).
+    pub voter: bool,
 }
 
 /// Judges a write on the leader before it is proposed; the node crate

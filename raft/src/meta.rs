@@ -748,7 +748,7 @@ impl MetaNodeHandle {
     /// for its actor ([`MetaError::Refused`]).
     pub async fn write(&self, actor: Actor, cmd: MetaCommand) -> Result<MetaResponse> {
         let kind = cmd.kind();
-        let local = Origin { node: self.inner.id, forwarded: false };
+        let local = Origin { node: self.inner.id, forwarded: false, voter: true };
         let req = MetaRequest::from(cmd);
         let forwarded = ForwardedWrite::V1 { actor: actor.clone(), request: req.clone() };
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);

@@ -178,7 +178,7 @@ impl Peer for PeerService {
             return reply(&ForwardReply::NotLeader { leader: self.leader_hint() });
         }
         let MetaRequest::V1(cmd) = &request;
-        if let Err(why) = self.meta.judge(Origin { node: caller, forwarded: true }, &actor, cmd) {
+        if let Err(why) = self.meta.judge(Origin { node: caller, forwarded: true, voter: self.meta.voters().contains(&caller) }, &actor, cmd) {
             return reply(&ForwardReply::Refused(why));
         }
         reply(&write_reply(self.meta.raft().client_write(request).await))

@@ -18,7 +18,10 @@
 //! - cluster administration: node roles and removal, join tokens, node
 //!   registration without a token, placement, probes, users created or
 //!   deleted, token keys, CA rotation, and whatever grants superuser. These need a
-//!   superuser the leader knows, or the operator of a member.
+//!   superuser the leader knows, or the operator of a member, and come
+//!   through a voter: a learner keeps no CA key, and must not be able to
+//!   promote itself to get one or rotate to a CA of its own. (A probe,
+//!   which changes nothing, comes through any member.)
 //!
 //! What a client may do within its rights (push to this repository, grant
 //! that team) stays the serving node's decision: it authenticated the
@@ -42,6 +45,8 @@ enum Rule {
     Bootstrap,
     /// The submitting node itself; every node named must be it.
     NodeOwn { names: Vec<NodeId> },
+    /// The leader's own work, never forwarded.
+    LeaderOwn,
     /// A client that still exists; the node named holding the blob is the
     /// submitting one, or one the leader already knows holds it (a mount
     /// links the copy another node has).
@@ -52,8 +57,11 @@ enum Rule {
     ClientAt { node: NodeId },
     /// The user itself, or a superuser.
     OwnUser(String),
-    /// A superuser, or a member's operator.
+    /// A superuser, or a member's operator, through a voter.
     Admin,
+    /// A superuser, or a member's operator, through any member: a write
+    /// that changes nothing but proves the path (drills, `cluster probe`).
+    Probe,
 }
 
 /// The one table: the rule for each command, given the leader's state
@@ -66,7 +74,8 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::RegisterNode { token: Some(_), .. } => Rule::NodeOwn { names: vec![] },
         M::RegisterNode { token: None, .. } => Rule::Admin,
         M::SetNodeRole { .. } | M::RemoveNode { .. } | M::CreateJoinToken(_) | M::RevokeJoinToken { .. } => Rule::Admin,
-        M::SetPlacement { .. } | M::Probe { .. } => Rule::Admin,
+        M::SetPlacement { .. } => Rule::Admin,
+        M::Probe { .. } => Rule::Probe,
         M::PutUser(rec) if rec.superuser || is_superuser(state, &rec.name)? => Rule::Admin,
         M::PutUser(rec) => Rule::OwnUser(rec.name.clone()),
         M::AddBlobHolder { node, .. } | M::RemoveBlobHolder { node, .. } => Rule::NodeOwn { names: vec![*node] },
@@ -163,7 +172,9 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },
-            CaCommand::ForgetLegacyKey => Rule::NodeOwn { names: vec![] },
+            // The leader drops the key once it holds it in its keyring;
+            // from anyone else it could lose the only copy.
+            CaCommand::ForgetLegacyKey => Rule::LeaderOwn,
             CaCommand::StartRotation { .. } | CaCommand::FinishRotation => Rule::Admin,
         },
         M::Identity(c) => match c {
@@ -236,6 +247,8 @@ pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand
         Rule::Bootstrap if *actor == Actor::OPERATOR => Ok(()),
         Rule::Bootstrap => Err("only the operator bootstraps a cluster".into()),
         Rule::NodeOwn { names } => node_own(origin, actor, &names),
+        Rule::LeaderOwn if origin.forwarded => Err(format!("node {} may not make a command only the leader makes", origin.node)),
+        Rule::LeaderOwn => node_own(origin, actor, &[]),
         Rule::ClientHolding { node, holders } => {
             client(state, actor)?;
             if node == origin.node || holders.contains(&node) {
@@ -266,7 +279,13 @@ pub fn judge(state: &MetaState, origin: Origin, actor: &Actor, cmd: &MetaCommand
                 Err(format!("a {} may not change another user's record", p.kind()))
             }
         }
-        Rule::Admin => match client(state, actor)? {
+        // A learner (an edge node, or a voter's replacement catching up)
+        // never holds the CA key; were it to make cluster commands, it
+        // could promote itself to get the key or rotate to a CA of its own.
+        Rule::Admin if !origin.voter => {
+            Err(format!("node {} is not a voter: cluster administration goes through a voter (`berth cluster status` lists them)", origin.node))
+        }
+        Rule::Admin | Rule::Probe => match client(state, actor)? {
             p if p.is_superuser() => Ok(()),
             p => Err(format!("a {} that is not a superuser on the leader may not make this command", p.kind())),
         },
@@ -296,7 +315,7 @@ mod tests {
         let store = berth_raft::RocksStore::open(dir.path()).unwrap();
         let state = store.state();
         let d = berth_common::Digest::sha256_of(b"x");
-        let here = Origin { node: 2, forwarded: true };
+        let here = Origin { node: 2, forwarded: true, voter: true };
         let own = MetaCommand::AddBlobHolder { digest: d.clone(), size: 1, node: 2 };
         let other = MetaCommand::RemoveBlobHolder { digest: d.clone(), node: 3 };
         assert_eq!(judge(&state, here, &Actor::Node, &own), Ok(()));
@@ -315,7 +334,36 @@ mod tests {
             created_at_ms: 0,
         });
         assert!(judge(&state, here, &Actor::OPERATOR, &boot).is_err());
-        assert_eq!(judge(&state, Origin { node: 1, forwarded: false }, &Actor::OPERATOR, &boot), Ok(()));
+        assert_eq!(judge(&state, Origin { node: 1, forwarded: false, voter: true }, &Actor::OPERATOR, &boot), Ok(()));
+    }
+
+    /// Cluster administration comes through a voter, whoever asks: a
+    /// learner's operator (or a learner claiming a superuser) cannot
+    /// promote it, remove a voter or rotate the CA. Its clients' work, its
+    /// own work and a probe still pass; the legacy key is the leader's.
+    #[test]
+    fn cluster_administration_comes_through_a_voter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = berth_raft::RocksStore::open(dir.path()).unwrap();
+        let state = store.state();
+        let learner = Origin { node: 4, forwarded: true, voter: false };
+        let voter = Origin { node: 2, forwarded: true, voter: true };
+        let admin = [
+            MetaCommand::SetNodeRole { node: 4, role: berth_raft::command::NodeRole::Voter },
+            MetaCommand::RemoveNode { node: 1 },
+            MetaCommand::Ca(CaCommand::FinishRotation),
+        ];
+        for cmd in &admin {
+            let why = judge(&state, learner, &Actor::OPERATOR, cmd).unwrap_err();
+            assert!(why.contains("node 4 is not a voter"), "{}: {why}", cmd.kind());
+            assert_eq!(judge(&state, voter, &Actor::OPERATOR, cmd), Ok(()), "{}", cmd.kind());
+        }
+        assert_eq!(judge(&state, learner, &Actor::OPERATOR, &MetaCommand::Probe { at_ms: 1 }), Ok(()));
+        let d = berth_common::Digest::sha256_of(b"x");
+        assert_eq!(judge(&state, learner, &Actor::Node, &MetaCommand::AddBlobHolder { digest: d, size: 1, node: 4 }), Ok(()));
+        let forget = MetaCommand::Ca(CaCommand::ForgetLegacyKey);
+        assert!(judge(&state, voter, &Actor::Node, &forget).is_err(), "not from a follower, even a voter");
+        assert_eq!(judge(&state, Origin { node: 1, forwarded: false, voter: true }, &Actor::Node, &forget), Ok(()));
     }
 
     /// The tag lifecycle's commands are a client's: a node cannot make them
@@ -325,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = berth_raft::RocksStore::open(dir.path()).unwrap();
         let state = store.state();
-        let here = Origin { node: 2, forwarded: true };
+        let here = Origin { node: 2, forwarded: true, voter: true };
         let (repo, tag, d) = (String::from("r"), String::from("t"), berth_common::Digest::sha256_of(b"x"));
         let cmds = [
             MetaCommand::DeleteTagAt { repo: repo.clone(), tag: tag.clone(), if_current: None, now_ms: 1 },
