@@ -24,7 +24,8 @@
 //!   admin API (users, organizations, robots, permissions, tokens, logs),
 //!   with its OpenAPI document.
 //! - `console`: the web console's page and assets at `/`, and the
-//!   session calls (`/api/v1/session`) behind its sign-in.
+//!   session calls (`/api/v1/session`) behind its sign-in; `oauth_page`:
+//!   the OAuth consent page; `notifications`: notification documents.
 //! - `metrics`, `server`: request metrics, and serving with connection
 //!   limits, over TCP or TLS.
 //! - `testing` (tests, or the `testing` feature): the in-memory node.

@@ -2,7 +2,7 @@
 //! (`berth-raft`), the blob plane (`berth-replication`) and the HTTP edge
 //! (`berth-gateway`) into one running node, and the node's own services.
 //!
-//! The folders are the map (each imports only the ones above it):
+//! The folders are the map (no module cycle: `tests/structure.rs`):
 //! - [`util`], [`errors`], [`config`]: small shared functions, the one
 //!   mapping of metadata errors to API errors, `berth.toml` and the data
 //!   directory's layout;
@@ -13,6 +13,8 @@
 //! - [`cluster`]: being a member (join tokens and joins, the cluster CA and
 //!   its custody, peer and HTTPS certificates, the leader's rules for
 //!   writes, the admin API);
+//! - [`notify`]: repository notifications, delivered from the replicated
+//!   outbox; [`scan`]: the scan worker over the `berth-scanner` crate;
 //! - [`metrics`], the counters and gauges of `/metrics`;
 //! - [`mirror_config`]: what a repository mirror's configuration may say
 //!   (the sync itself is `registry::mirror`);

@@ -24,8 +24,8 @@
 //! | `P` + scope + `\0` + uuid | [`AutoPrunePolicyRecord`] of a namespace or repository |
 //! | `Q` + namespace | [`QuotaRecord`] |
 //! | `D` | the cluster's default Reject quota (u64 bytes) |
-//! | `W` + namespace | usage of a namespace with a quota (u64 bytes) |
-//! | `V` + namespace + `\0` + digest | how many of the namespace's manifests reference the blob (u64) |
+//! | `U` + namespace | usage of a namespace with a quota (u64 bytes) |
+//! | `q` + namespace + `\0` + digest | how many of the namespace's manifests reference the blob (u64) |
 //! | `b` + digest | [`BlobRecord`] |
 //! | `l` + repo + `\0` + digest | [`BlobLink`] |
 //! | `p` + namespace | [`Placement`] |
