@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::reg;
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -268,6 +269,25 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
     let victim = 3;
     // The victim pushed a blob before: its blob service is known to the others.
     push(c.node(victim), "before/removal", "x", 1).await;
+    // Two blobs only node 1 keeps (on demand): the victim may fetch the
+    // first while a member, and is refused the second once removed.
+    let lazy = berth_raft::command::Placement::OnDemand;
+    c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetPlacement { namespace: "lazy".into(), placement: lazy }).await.unwrap();
+    let blobs: Vec<Vec<u8>> = (0..2u8).map(|i| vec![i; 64 << 10]).collect();
+    let mut digests = vec![];
+    for b in &blobs {
+        digests.push(reg(c.node(1)).blob("lazy/app", b).await);
+    }
+    for d in &digests {
+        eventually(T, "the victim knows node 1 holds the blob", || async {
+            let state = c.node(victim).meta.state();
+            let rec: Option<berth_raft::command::BlobRecord> = berth_raft::StateRead::get(&state, &berth_raft::state::keys::blob(d)).unwrap();
+            rec.is_some_and(|b| b.holders.contains(&1))
+        })
+        .await;
+    }
+    let fetch = |d: &berth_common::Digest| c.node(victim).replicator.fetch(d, 64 << 10, Some(1));
+    fetch(&digests[0]).wait().await.expect("a member fetches from another member");
     c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::RemoveNode { node: victim }).await.unwrap();
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -279,7 +299,11 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Its blob connections are refused too: a fetch from it finds no one.
+    // Its blob connections are refused too: node 1 still holds the second
+    // blob, and will not serve it.
+    let refused = fetch(&digests[1]).wait().await;
+    assert!(refused.is_err(), "a removed node fetched a blob: {refused:?}");
+    assert!(c.node(victim).replicator.store().stat(&digests[1]).await.unwrap().is_none());
     let survivors: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != victim).collect();
     let d = push(c.node(survivors[0]), "after/removal", "y", 2).await;
     for id in &survivors {

@@ -156,10 +156,28 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr
         Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
             return Err(CallError::Unreachable { addr: addr.to_string(), message: status.message().to_string() })
         }
-        Ok(Err(status)) => return Err(CallError::Status { addr: addr.to_string(), status: format!("{:?}: {}", status.code(), status.message()) }),
+        Ok(Err(status)) => {
+            if status.code() == tonic::Code::PermissionDenied && status.message().contains("was removed from the cluster") {
+                warn_removed(addr, status.message());
+            }
+            return Err(CallError::Status { addr: addr.to_string(), status: format!("{:?}: {}", status.code(), status.message()) });
+        }
         Ok(Ok(r)) => r.into_inner(),
     };
     from_payload(&reply.data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })
+}
+
+/// Says on a removed node, at most once a minute, why the cluster no
+/// longer answers it: every call it makes is refused by name, and its
+/// operator would otherwise see only failed writes.
+fn warn_removed(addr: &str, message: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(peer = addr, "{message}: stop this node; to use the host again, empty its data directory and join it as a new node");
+    }
 }
 
 /// openraft's network factory: one [`PeerNetwork`] per target.
