@@ -28,8 +28,10 @@ use crate::{PeerInfo, Replicator};
 const PUBLISH_EVERY: u64 = 1 << 20;
 const READ_CHUNK: usize = 256 << 10;
 /// How often a fetch asks its relay again while the relay does not know
-/// the blob yet, 200 ms apart.
-const RELAY_WAITS: u32 = 5;
+/// the blob yet, 200 ms apart: two seconds for the relay's metadata to
+/// catch up (a heartbeat, or a few on a loaded node) before the asker
+/// gives up on the chain and loads a holder's uplink with another copy.
+const RELAY_WAITS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub enum Progress {
