@@ -1,6 +1,7 @@
 // The console's pages over the admin API: repositories (information,
-// tags, security scans, usage logs, settings), organizations (teams, robots, quotas,
-// policies, logs) and the account (tokens, password). Every call here
+// tags, security scans, usage logs, settings), organizations (teams,
+// robots, OAuth applications, quotas, policies, logs) and the account
+// (tokens, password). Every call here
 // is one the CLI makes too.
 
 import { h, api, attempt, notice, form, table, tabs, bytes, when, copyable, title, confirmButton, session } from './ui.js';
@@ -400,9 +401,12 @@ export async function orgPage(main, org, tab = 'robots') {
   const o = await attempt(err, () => api('GET', `/api/v1/organization/${enc(org)}`));
   if (!o) return;
   const base = `#/organization/${org}`;
-  main.append(title(org), tabs([['robots', 'Robot accounts'], ['teams', 'Teams'], ['quota', 'Quota'], ['policies', 'Policies'], ['logs', 'Usage logs']], tab, base));
+  const items = [['robots', 'Robot accounts'], ['teams', 'Teams'], ['quota', 'Quota'], ['policies', 'Policies'], ['logs', 'Usage logs']];
+  if (o.is_admin) items.splice(2, 0, ['applications', 'OAuth applications']);
+  main.append(title(org), tabs(items, tab, base));
   const body = h('section.tabbody');
   main.append(body);
+  if (tab === 'applications' && o.is_admin) return applicationsTab(body, org);
   if (tab === 'teams') return teamsTab(body, org, o);
   if (tab === 'quota') return quotaTab(body, org);
   if (tab === 'policies') return policiesTab(body, org);
@@ -447,6 +451,58 @@ async function robotsTab(body, org) {
       shown.replaceChildren(robotCredentials(made.name, made.token));
       await load();
     }, { action: 'create-robot' }));
+  await attempt(err, load);
+}
+
+// An application's client secret, shown once: at creation and at a reset
+// (berth keeps only its hash).
+function clientSecret(app) {
+  return h('div.credentials', { 'data-client-secret': app.client_id },
+    h('p', `Application ${app.name}: its client secret is shown once, copy it now. A reset makes a new one.`),
+    h('h3', 'Client ID'), copyable(app.client_id, 'client id'),
+    h('h3', 'Client secret'), copyable(app.client_secret, 'client secret'));
+}
+
+// OAuth applications (organization administrators): Quay's list, create,
+// reset secret and delete on `/api/v1/organization/{org}/applications`.
+async function applicationsTab(body, org) {
+  const base = `/api/v1/organization/${enc(org)}/applications`;
+  const err = notice();
+  const list = h('div');
+  const shown = h('div');
+  const load = async () => {
+    const r = await api('GET', base);
+    list.replaceChildren(table(['Application', 'Client ID', 'Redirect URI', 'Application URI', 'Description', ''], r.applications.map((a) =>
+      h('tr', { 'data-application': a.client_id },
+        h('th', { scope: 'row' }, a.name, a.public_client ? h('span.badge', 'public client') : null),
+        h('td', h('code', { 'data-field': 'client-id' }, a.client_id)),
+        h('td.desc', a.redirect_uri), h('td.desc', a.application_uri), h('td.desc', { 'data-field': 'description' }, a.description),
+        h('td',
+          h('button', { type: 'button', 'data-action': 'reset-secret', 'aria-label': `Reset the client secret of ${a.name}`, onclick: () => {
+            if (!confirm(`Reset the client secret of ${a.name}? Clients using the old one stop working.`)) return;
+            attempt(err, async () => { shown.replaceChildren(clientSecret(await api('POST', `${base}/${enc(a.client_id)}/resetclientsecret`))); });
+          } }, 'Reset secret'),
+          ' ', h('button.danger', { type: 'button', 'data-action': 'delete-application', 'aria-label': `Delete application ${a.name}`, onclick: () => {
+            if (!confirm(`Delete application ${a.name} and every token it was given?`)) return;
+            attempt(err, async () => { await api('DELETE', `${base}/${enc(a.client_id)}`); shown.replaceChildren(); await load(); });
+          } }, 'Delete')))), 'No OAuth applications.'));
+  };
+  const create = form([
+    { name: 'name', label: 'Name', required: true },
+    { name: 'redirect_uri', label: 'Redirect URI', type: 'url', placeholder: 'https://app.example/callback' },
+    { name: 'application_uri', label: 'Application URI', type: 'url', placeholder: 'https://app.example/' },
+    { name: 'description', label: 'Description', type: 'textarea' },
+  ], 'Create application', async (v) => {
+    // Empty URIs are left out: the API checks the ones given.
+    const req = { name: v.name, description: v.description };
+    if (v.redirect_uri) req.redirect_uri = v.redirect_uri;
+    if (v.application_uri) req.application_uri = v.application_uri;
+    const made = await api('POST', base, req);
+    shown.replaceChildren(clientSecret(made));
+    create.reset();
+    await load();
+  }, { action: 'create-application' });
+  body.append(err, list, shown, h('h2', 'New application'), create);
   await attempt(err, load);
 }
 
