@@ -60,7 +60,7 @@ async function route() {
     switch (parts[0]) {
       case 'signin': return session.user ? (location.hash = '#/repositories') : signInPage();
       case 'repositories': return reposPage(main);
-      case 'repository': return repoPage(main, parts[1], parts[2], parts[3]);
+      case 'repository': return repoPage(main, parts[1], parts[2], parts[3], parts[4]);
       case 'organizations': return orgsPage(main);
       case 'organization': return orgPage(main, parts[1], parts[2]);
       case 'account': return accountPage(main);

@@ -1,6 +1,7 @@
 // The console's pages over the admin API: repositories (information,
-// tags, usage logs, settings), organizations (teams, robots, quotas,
-// policies, logs) and the account (tokens, password). Every call here
+// tags, security scans, usage logs, settings), organizations (teams,
+// robots, OAuth applications, quotas, policies, logs) and the account
+// (tokens, password). Every call here
 // is one the CLI makes too.
 
 import { h, api, attempt, notice, form, table, tabs, bytes, when, copyable, title, confirmButton, session } from './ui.js';
@@ -59,18 +60,19 @@ export async function reposPage(main) {
   render();
 }
 
-export async function repoPage(main, ns, name, tab = 'info') {
+export async function repoPage(main, ns, name, tab = 'info', digest) {
   const err = notice();
   main.append(err);
   const repo = await attempt(err, () => api('GET', repoPath(ns, name)));
   if (!repo) return;
   const base = `#/repository/${ns}/${name}`;
-  const items = [['info', 'Information'], ['tags', 'Tags'], ['logs', 'Usage logs']];
+  const items = [['info', 'Information'], ['tags', 'Tags'], ['security', 'Security'], ['logs', 'Usage logs']];
   if (repo.can_admin) items.push(['settings', 'Settings']);
   main.append(title(`${ns}/${name}`, h('span.badge', repo.is_public ? 'public' : 'private'), h('span.badge', repo.state)), tabs(items, tab, base));
   const body = h('section.tabbody');
   main.append(body);
   if (tab === 'tags') return tagsTab(body, ns, name, repo);
+  if (tab === 'security') return securityTab(body, ns, name, digest);
   if (tab === 'logs') return logsTab(body, `${repoPath(ns, name)}/logs`);
   if (tab === 'settings' && repo.can_admin) return settingsTab(body, ns, name, repo);
   body.append(
@@ -146,6 +148,8 @@ async function tagsTab(body, ns, name, repo) {
           repo.can_write ? h('div', h('button.link', { type: 'button', 'data-action': 'change-expiration', onclick: () => editor.replaceChildren(expiryForm(ns, name, t, load)) }, 'Change expiration'), editor) : null),
         h('td', t.immutable ? 'immutable' : 'mutable',
           repo.can_write ? h('button.link', { type: 'button', onclick: () => attempt(err, async () => { await api('PUT', `${repoPath(ns, name)}/tag/${enc(t.name)}`, { immutable: !t.immutable }); load(); }) }, t.immutable ? 'Unlock' : 'Lock') : null),
+        h('td', { 'data-field': 'security', 'data-status': t.security ? t.security.status : 'none' },
+          h('a', { href: `#/repository/${ns}/${name}/security/${t.manifest_digest}`, 'aria-label': `Security scan of ${t.name}: ${securitySummary(t.security)}` }, securitySummary(t.security))),
         h('td', { 'data-field': 'placement' }, h('button.link', { type: 'button', 'data-action': 'show-placement', 'aria-expanded': 'false', onclick: (e) => togglePlacement(e.currentTarget, placement, ns, name, t) }, 'Where held'), placement),
         h('td', repo.can_write ? h('button.danger', { type: 'button', 'data-action': 'delete-tag', 'aria-label': `Delete tag ${t.name}`, onclick: () => {
           if (!confirm(`Delete tag ${t.name}? It stays in the history and can be restored.`)) return;
@@ -160,11 +164,97 @@ async function tagsTab(body, ns, name, repo) {
       h('tr', { 'data-history-tag': t.name }, h('td', t.name), h('td', h('code', t.manifest_digest)), h('td', when(t.start_ts)), h('td', when(t.end_ts)),
         h('td', repo.can_write ? h('button', { type: 'button', 'data-action': 'restore-tag', onclick: () => attempt(err, async () => { await api('POST', `${repoPath(ns, name)}/tag/${enc(t.name)}/restore`, { manifest_digest: t.manifest_digest }); load(); }) }, 'Restore') : null)));
     list.replaceChildren(
-      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability', 'Blobs', ''], rows, 'No tags: push an image to this repository.'),
+      table(['Tag', 'Digest', 'Size', 'Last modified', 'Expires', 'Immutability', 'Security', 'Blobs', ''], rows, 'No tags: push an image to this repository.'),
       h('h2', 'History'),
       table(['Tag', 'Digest', 'From', 'Until', ''], history, 'No earlier tags.'));
   };
   await load();
+}
+
+// Quay's severities, worst first.
+const SEVERITIES = ['Critical', 'High', 'Medium', 'Low', 'Negligible', 'Unknown'];
+
+// A tag's scan in a few words: its status, or its vulnerabilities by severity.
+function securitySummary(s) {
+  if (!s) return 'not scanned';
+  if (s.status !== 'scanned') return s.status;
+  const parts = SEVERITIES.filter((v) => s.counts[v]).map((v) => `${s.counts[v]} ${v}`);
+  return parts.length ? parts.join(', ') : 'no known vulnerabilities';
+}
+
+// Only web links from the advisories become links; anything else stays text.
+function advisoryLink(link, label) {
+  const url = String(link || '').split(/\s+/).find((u) => /^https?:\/\//i.test(u));
+  return url ? h('a', { href: url, rel: 'noopener noreferrer', target: '_blank' }, label) : label;
+}
+
+const shortDigest = (d) => (d ? h('code', { title: d }, String(d).replace(/^sha256:/, '').slice(0, 12)) : '—');
+
+// The scan of one manifest, as Quay's security API reports it: the
+// status, the packages found (and the layer that added each), and the
+// vulnerabilities grouped by severity with the versions that fix them.
+// A queued scan is asked again every 2 s while the tab is open.
+async function securityTab(body, ns, name, digest) {
+  const err = notice();
+  const pick = h('select', { id: 'security-manifest', 'data-field': 'security-manifest' });
+  const report = h('div', { 'aria-live': 'polite' });
+  body.append(err, h('div.toolbar', h('label', { for: 'security-manifest' }, 'Manifest'), pick), report);
+  const tags = await attempt(err, () => api('GET', `${repoPath(ns, name)}/tag/?onlyActiveTags=true&limit=100`));
+  if (!tags) return;
+  const digests = [];
+  for (const t of tags.tags) if (!digests.some(([d]) => d === t.manifest_digest)) digests.push([t.manifest_digest, []]);
+  for (const t of tags.tags) digests.find(([d]) => d === t.manifest_digest)[1].push(t.name);
+  if (digest && !digests.some(([d]) => d === digest)) digests.unshift([digest, []]);
+  if (!digests.length) {
+    report.append(h('p.empty', 'No tags: push an image to this repository, then read its scan here.'));
+    return;
+  }
+  const chosen = digest || digests[0][0];
+  pick.append(...digests.map(([d, names]) => h('option', { value: d, selected: d === chosen }, `${names.length ? names.join(', ') : 'untagged'} — ${d.slice(0, 19)}…`)));
+  pick.addEventListener('change', () => { location.hash = `#/repository/${ns}/${name}/security/${pick.value}`; });
+  const load = async () => {
+    if (!document.body.contains(report)) return; // left the page
+    const s = await attempt(err, () => api('GET', `${repoPath(ns, name)}/manifest/${enc(chosen)}/security?vulnerabilities=true`));
+    if (!s) return;
+    renderSecurity(report, chosen, s, load);
+    if (s.status === 'queued') setTimeout(load, 2000);
+  };
+  await load();
+}
+
+function renderSecurity(view, digest, s, reload) {
+  const features = (s.data && s.data.Layer && s.data.Layer.Features) || [];
+  const vulns = features.flatMap((f) => (f.Vulnerabilities || []).map((v) => ({ ...v, pkg: f.Name, installed: f.Version })));
+  const explain = {
+    queued: 'Waiting for a node to scan this manifest; this page asks again every 2 seconds.',
+    scanned: features.length ? `${features.length} packages, ${vulns.length} vulnerabilities.` : 'No packages found: the image has no package database berth can read.',
+    unsupported: 'This manifest cannot be scanned (an index, or a format the scanner does not read).',
+    failed: 'The scan failed.',
+  }[s.status] || '';
+  const counts = SEVERITIES.map((sev) => [sev, vulns.filter((v) => v.Severity === sev).length]).filter(([, n]) => n);
+  view.replaceChildren(
+    h('div.panel',
+      h('p', 'Manifest ', h('code', { 'data-field': 'scan-digest' }, digest)),
+      h('p', 'Status: ', h('strong', { 'data-field': 'scan-status', 'data-status': s.status }, s.status), ' ', h('button.link', { type: 'button', 'data-action': 'refresh-scan', onclick: reload }, 'Refresh')),
+      h('p', { 'data-field': 'scan-summary' }, explain),
+      s.reason ? h('p', { 'data-field': 'scan-reason' }, `Reason: ${s.reason}`) : null,
+      counts.length ? h('ul.severities', counts.map(([sev, n]) => h('li', h('a', { href: `#sev-${sev}`, class: `sev ${sev.toLowerCase()}`, onclick: (e) => { e.preventDefault(); document.getElementById(`sev-${sev}`).scrollIntoView(); } }, `${n} ${sev}`)))) : null),
+    s.data ? h('div', { 'data-field': 'scan-report' },
+      h('h2', 'Vulnerabilities'),
+      vulns.length ? SEVERITIES.filter((sev) => vulns.some((v) => v.Severity === sev)).map((sev) => {
+        const list = vulns.filter((v) => v.Severity === sev);
+        return h('section.severity', { 'data-severity': sev, id: `sev-${sev}` },
+          h('h3', h('span', { class: `sev ${sev.toLowerCase()}` }, sev), ` (${list.length})`),
+          table(['Advisory', 'Package', 'Installed', 'Fixed in', 'Description'], list.map((v) =>
+            h('tr', { 'data-vulnerability': v.Name },
+              h('td', advisoryLink(v.Link, v.Name)), h('td', v.pkg), h('td', v.installed),
+              h('td', { 'data-field': 'fixed-by' }, v.FixedBy || 'no fix yet'), h('td.desc', v.Description || '')))));
+      }) : h('p.empty', { 'data-field': 'no-vulnerabilities' }, 'No known vulnerabilities.'),
+      h('h2', 'Packages'),
+      table(['Package', 'Version', 'Format', 'Added by layer', 'Vulnerabilities'], features.map((f) =>
+        h('tr', { 'data-package': f.Name },
+          h('td', f.Name), h('td', f.Version), h('td', f.VersionFormat || ''), h('td', shortDigest(f.AddedBy)), h('td', String((f.CVEIds || []).length)))),
+      'No packages found.')) : '');
 }
 
 async function logsTab(body, path) {
@@ -311,9 +401,12 @@ export async function orgPage(main, org, tab = 'robots') {
   const o = await attempt(err, () => api('GET', `/api/v1/organization/${enc(org)}`));
   if (!o) return;
   const base = `#/organization/${org}`;
-  main.append(title(org), tabs([['robots', 'Robot accounts'], ['teams', 'Teams'], ['quota', 'Quota'], ['policies', 'Policies'], ['logs', 'Usage logs']], tab, base));
+  const items = [['robots', 'Robot accounts'], ['teams', 'Teams'], ['quota', 'Quota'], ['policies', 'Policies'], ['logs', 'Usage logs']];
+  if (o.is_admin) items.splice(2, 0, ['applications', 'OAuth applications']);
+  main.append(title(org), tabs(items, tab, base));
   const body = h('section.tabbody');
   main.append(body);
+  if (tab === 'applications' && o.is_admin) return applicationsTab(body, org);
   if (tab === 'teams') return teamsTab(body, org, o);
   if (tab === 'quota') return quotaTab(body, org);
   if (tab === 'policies') return policiesTab(body, org);
@@ -358,6 +451,58 @@ async function robotsTab(body, org) {
       shown.replaceChildren(robotCredentials(made.name, made.token));
       await load();
     }, { action: 'create-robot' }));
+  await attempt(err, load);
+}
+
+// An application's client secret, shown once: at creation and at a reset
+// (berth keeps only its hash).
+function clientSecret(app) {
+  return h('div.credentials', { 'data-client-secret': app.client_id },
+    h('p', `Application ${app.name}: its client secret is shown once, copy it now. A reset makes a new one.`),
+    h('h3', 'Client ID'), copyable(app.client_id, 'client id'),
+    h('h3', 'Client secret'), copyable(app.client_secret, 'client secret'));
+}
+
+// OAuth applications (organization administrators): Quay's list, create,
+// reset secret and delete on `/api/v1/organization/{org}/applications`.
+async function applicationsTab(body, org) {
+  const base = `/api/v1/organization/${enc(org)}/applications`;
+  const err = notice();
+  const list = h('div');
+  const shown = h('div');
+  const load = async () => {
+    const r = await api('GET', base);
+    list.replaceChildren(table(['Application', 'Client ID', 'Redirect URI', 'Application URI', 'Description', ''], r.applications.map((a) =>
+      h('tr', { 'data-application': a.client_id },
+        h('th', { scope: 'row' }, a.name, a.public_client ? h('span.badge', 'public client') : null),
+        h('td', h('code', { 'data-field': 'client-id' }, a.client_id)),
+        h('td.desc', a.redirect_uri), h('td.desc', a.application_uri), h('td.desc', { 'data-field': 'description' }, a.description),
+        h('td',
+          h('button', { type: 'button', 'data-action': 'reset-secret', 'aria-label': `Reset the client secret of ${a.name}`, onclick: () => {
+            if (!confirm(`Reset the client secret of ${a.name}? Clients using the old one stop working.`)) return;
+            attempt(err, async () => { shown.replaceChildren(clientSecret(await api('POST', `${base}/${enc(a.client_id)}/resetclientsecret`))); });
+          } }, 'Reset secret'),
+          ' ', h('button.danger', { type: 'button', 'data-action': 'delete-application', 'aria-label': `Delete application ${a.name}`, onclick: () => {
+            if (!confirm(`Delete application ${a.name} and every token it was given?`)) return;
+            attempt(err, async () => { await api('DELETE', `${base}/${enc(a.client_id)}`); shown.replaceChildren(); await load(); });
+          } }, 'Delete')))), 'No OAuth applications.'));
+  };
+  const create = form([
+    { name: 'name', label: 'Name', required: true },
+    { name: 'redirect_uri', label: 'Redirect URI', type: 'url', placeholder: 'https://app.example/callback' },
+    { name: 'application_uri', label: 'Application URI', type: 'url', placeholder: 'https://app.example/' },
+    { name: 'description', label: 'Description', type: 'textarea' },
+  ], 'Create application', async (v) => {
+    // Empty URIs are left out: the API checks the ones given.
+    const req = { name: v.name, description: v.description };
+    if (v.redirect_uri) req.redirect_uri = v.redirect_uri;
+    if (v.application_uri) req.application_uri = v.application_uri;
+    const made = await api('POST', base, req);
+    shown.replaceChildren(clientSecret(made));
+    create.reset();
+    await load();
+  }, { action: 'create-application' });
+  body.append(err, list, shown, h('h2', 'New application'), create);
   await attempt(err, load);
 }
 

@@ -6,8 +6,10 @@
 //! One browser session walks a person's path (sign in on node 1, make
 //! `acme` and `acme/app`, a robot with write and its `docker login`
 //! line, a push through node 2 outside the browser, the tag on node 3
-//! with its digest and size, its expiration, a webhook and its test, the
-//! robot's push in the usage log with node and region), then the
+//! with its digest and size, its security scan (the page against the
+//! security API's own answer), its expiration, a webhook and its test, the
+//! robot's push in the usage log with node and region, an OAuth
+//! application with its secret shown once, reset and deleted), then the
 //! security checks (cookie flags, CSRF, a refused action shown inline,
 //! hostile strings shown as text), then the cluster page through a
 //! leader SIGKILL. Screenshots at 1280×800 (and one at phone size) go
@@ -360,6 +362,42 @@ async fn a_person_runs_the_registry_from_the_browser() {
     assert!(b.text(&format!("{row} [data-field=expires]")).await.starts_with("Never"));
     b.shot("04-repository-tags").await;
 
+    // Its security tab, from the tag list's security column: the page
+    // shows what the security API says for that manifest, once a node
+    // has scanned it (the nodes run the scan worker; the image is a
+    // plain tar with no package database).
+    let summary = b.wait(&format!("{row} [data-field=security] a"), "the tag's security summary", |_| true).await;
+    assert_eq!(b.attr(&summary, "href").await.unwrap(), format!("#/repository/acme/app/security/{pushed}"), "the summary links to the tag's scan");
+    b.click(&format!("{row} [data-field=security] a")).await;
+    b.wait(".tabs a[data-tab=security][aria-current=page]", "the security tab", |_| true).await;
+    assert_eq!(b.text("[data-field=scan-digest]").await, pushed, "the scan of the tag's manifest");
+    let scan_status = b.wait("[data-field=scan-status]", "the scan leaves the queue without a reload", |t| !t.is_empty() && t != "queued").await;
+    let scan_status = b.text_of(&scan_status).await;
+    let report: Value = http
+        .get(format!("http://{n3}/api/v1/repository/acme/app/manifest/{pushed}/security?vulnerabilities=true"))
+        .basic_auth("admin", Some(&pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json!(scan_status), report["status"], "the page shows the API's status: {report}");
+    let features = report["data"]["Layer"]["Features"].as_array().cloned().unwrap_or_default();
+    assert_eq!(b.all("tr[data-package]").await.len(), features.len(), "every package the API lists: {report}");
+    let vulns: usize = features.iter().map(|f| f["Vulnerabilities"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(b.all("tr[data-vulnerability]").await.len(), vulns, "every vulnerability the API lists: {report}");
+    if scan_status == "scanned" && features.is_empty() {
+        let said = b.text("[data-field=scan-summary]").await;
+        assert!(said.starts_with("No packages found"), "a scan with no package database says so: {said}");
+        assert_eq!(b.text("[data-field=no-vulnerabilities]").await, "No known vulnerabilities.");
+    }
+    b.shot("security").await;
+    // The tag list's summary agrees once the scan is done.
+    b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
+    let cell = b.wait(&format!("{row} [data-field=security]"), "the tag's scan status in the list", |_| true).await;
+    assert_eq!(b.attr(&cell, "data-status").await.unwrap(), scan_status, "the tag list's summary");
+
     // Its expiration, three days from now.
     b.click(&format!("{row} [data-action=change-expiration]")).await;
     let local = b
@@ -490,6 +528,41 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.go(&format!("http://{n3}/#/organization/acme/teams")).await;
     b.wait("section.tabbody", "teams", |_| true).await;
     b.shot("08-organization-teams").await;
+
+    // An OAuth application made from the page: its client secret is shown
+    // once (40 characters), its client id is in the list, a reset shows a
+    // new secret, and its description shows as text.
+    b.click(".tabs a[data-tab=applications]").await;
+    b.fill("form[data-form=create-application] input[name=name]", "deploy dashboard").await;
+    b.fill("form[data-form=create-application] input[name=redirect_uri]", "https://dash.example/callback").await;
+    b.fill("form[data-form=create-application] input[name=application_uri]", "https://dash.example/").await;
+    b.fill("form[data-form=create-application] textarea[name=description]", &format!("Deploys {HOSTILE}")).await;
+    b.click("form[data-form=create-application] button[type=submit]").await;
+    let shown = b.wait("[data-client-secret]", "the new application's secret", |_| true).await;
+    let client_id = b.attr(&shown, "data-client-secret").await.unwrap();
+    let first = b.text("[data-client-secret] pre[data-copy='client secret']").await;
+    assert_eq!(first.len(), 40, "a 40-character client secret: {first}");
+    assert_eq!(b.text("[data-client-secret] pre[data-copy='client id']").await, client_id);
+    let listed = b.text(&format!("tr[data-application='{client_id}'] [data-field=client-id]")).await;
+    assert_eq!(listed, client_id, "the client id in the list");
+    let apps: Value =
+        http.get(format!("http://{n3}/api/v1/organization/acme/applications")).basic_auth("admin", Some(&pw)).send().await.unwrap().json().await.unwrap();
+    let app = apps["applications"].as_array().unwrap().iter().find(|a| a["client_id"] == json!(client_id)).unwrap_or_else(|| panic!("{apps}"));
+    assert_eq!(app["client_secret"], Value::Null, "the list never carries the secret: {apps}");
+    assert_eq!(app["redirect_uri"], json!("https://dash.example/callback"), "{apps}");
+    let desc = b.text(&format!("tr[data-application='{client_id}'] [data-field=description]")).await;
+    assert!(desc.contains("<script>"), "the description as text: {desc}");
+    b.shot("oauth-apps").await;
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=reset-secret]")).await;
+    b.accept_dialog().await;
+    let again = b.wait("[data-client-secret] pre[data-copy='client secret']", "a new secret after the reset", |t| t.len() == 40 && t != first).await;
+    let second = b.text_of(&again).await;
+    assert_ne!(first, second);
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=delete-application]")).await;
+    b.accept_dialog().await;
+    b.gone(&format!("tr[data-application='{client_id}']"), "the deleted application").await;
+    let gone = http.get(format!("http://{n3}/api/v1/organization/acme/applications/{client_id}")).basic_auth("admin", Some(&pw)).send().await.unwrap();
+    assert_eq!(gone.status(), 404, "the application is deleted");
     b.go(&format!("http://{n3}/#/account")).await;
     b.wait("form[data-form=create-token]", "the account page", |_| true).await;
     b.shot("09-account").await;
