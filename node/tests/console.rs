@@ -245,6 +245,11 @@ impl Drop for Browser {
     }
 }
 
+/// A GET of the admin API as the admin, its JSON body.
+async fn admin_get(http: &reqwest::Client, url: String, pw: &str) -> Value {
+    http.get(url).basic_auth("admin", Some(pw)).send().await.unwrap().json().await.unwrap()
+}
+
 async fn take(State(got): State<Arc<Mutex<Vec<Value>>>>, _uri: Uri, _h: HeaderMap, body: Bytes) -> StatusCode {
     got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     StatusCode::OK
@@ -373,15 +378,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
     assert_eq!(b.text("[data-field=scan-digest]").await, pushed, "the scan of the tag's manifest");
     let scan_status = b.wait("[data-field=scan-status]", "the scan leaves the queue without a reload", |t| !t.is_empty() && t != "queued").await;
     let scan_status = b.text_of(&scan_status).await;
-    let report: Value = http
-        .get(format!("http://{n3}/api/v1/repository/acme/app/manifest/{pushed}/security?vulnerabilities=true"))
-        .basic_auth("admin", Some(&pw))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = admin_get(&http, format!("http://{n3}/api/v1/repository/acme/app/manifest/{pushed}/security?vulnerabilities=true"), &pw).await;
     assert_eq!(json!(scan_status), report["status"], "the page shows the API's status: {report}");
     let features = report["data"]["Layer"]["Features"].as_array().cloned().unwrap_or_default();
     assert_eq!(b.all("tr[data-package]").await.len(), features.len(), "every package the API lists: {report}");
@@ -406,15 +403,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.js("const i = document.querySelector('[data-expiry-input=v1]'); i.value = arguments[0]; i.dispatchEvent(new Event('input'))", json!([local[0]])).await;
     b.click(&format!("{row} [data-action=set-expiration]")).await;
     b.wait(&format!("{row} [data-field=expires]"), "the new expiration", |t| !t.starts_with("Never")).await;
-    let tags: Value = http
-        .get(format!("http://{n1}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"))
-        .basic_auth("admin", Some(&pw))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = admin_get(&http, format!("http://{n1}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"), &pw).await;
     assert_eq!(tags["tags"][0]["expiration"].as_f64(), local[1].as_f64(), "the API has the expiration: {tags}");
     b.shot("05-repository-tag-expiration").await;
 
@@ -431,15 +420,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
         assert!(REGIONS.iter().filter(|r| text.contains(*r)).count() >= 2, "holders named with their regions: {text}");
     }
     b.shot("05b-repository-tag-placement").await;
-    let placement: Value = http
-        .get(format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement"))
-        .basic_auth("admin", Some(&pw))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let placement: Value = admin_get(&http, format!("http://{n2}/api/v1/repository/acme/app/manifest/{pushed}/placement"), &pw).await;
     let blobs = placement["blobs"].as_array().unwrap();
     assert_eq!(blobs.len(), cells.len(), "the page shows every blob: {placement}");
     assert_eq!(blobs.iter().filter(|x| x["kind"] == json!("config")).count(), 1, "{placement}");
@@ -459,25 +440,9 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.gone(row, "the deleted tag").await;
     b.wait(".notice.ok", "the deletion is confirmed", |t| t.contains("Deleted tag v1")).await;
     b.wait("tr[data-history-tag=v1] [data-action=restore-tag]", "the deleted tag in the history", |_| true).await;
-    let active: Value = http
-        .get(format!("http://{n2}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"))
-        .basic_auth("admin", Some(&pw))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active: Value = admin_get(&http, format!("http://{n2}/api/v1/repository/acme/app/tag/?onlyActiveTags=true"), &pw).await;
     assert_eq!(active["tags"], json!([]), "no live tag after the delete: {active}");
-    let logged: Value = http
-        .get(format!("http://{n2}/api/v1/repository/acme/app/logs?kind=delete_tag"))
-        .basic_auth("admin", Some(&pw))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logged: Value = admin_get(&http, format!("http://{n2}/api/v1/repository/acme/app/logs?kind=delete_tag"), &pw).await;
     assert!(logged["logs"].as_array().unwrap().iter().any(|l| l["metadata"]["tag"] == json!("v1") && l["performer"]["name"] == json!("admin")), "{logged}");
     b.shot("05c-repository-tag-deleted").await;
     b.click("tr[data-history-tag=v1] [data-action=restore-tag]").await;
