@@ -192,6 +192,20 @@ fn mirror_configuration_and_the_mirror_state() {
     assert_eq!(v["architecture_filter"], json!(["amd64"]));
     let (s, v) = api(&n1, &creds, "PUT", &mirror_path, Some(json!({"sync_start_date": "tomorrow"})));
     assert_eq!(s, 400, "{v}");
+    // The usage log has the creation and the one update that changed something.
+    let kinds = || -> Vec<String> {
+        let (_, logs) = api(&n3, &creds, "GET", &format!("/api/v1/repository/{REPO}/logs"), None);
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["kind"].as_str().filter(|k| ["repo_mirror_enabled", "repo_mirror_config_changed"].contains(k)).map(String::from))
+            .collect()
+    };
+    eventually("the mirror's configuration in the usage log", Duration::from_secs(10), || kinds().contains(&"repo_mirror_config_changed".to_string()));
+    let mut seen = kinds();
+    seen.sort();
+    assert_eq!(seen, ["repo_mirror_config_changed", "repo_mirror_enabled"], "one row each, none for the refused update");
 
     // The admin's docker push is refused, with the reason.
     let (_dockerd, docker_host) = start_dockerd(c.root.path());
