@@ -23,6 +23,13 @@ use crate::registry::uploads::UploadManager;
 /// A follower within this many entries of the leader counts as caught up.
 const READY_LAG: u64 = 64;
 
+/// How long one tally of every node's blobs serves status requests: the
+/// console asks every second from every open tab, and a tally reads every
+/// blob record.
+const STORAGE_TALLY_TTL: Duration = Duration::from_secs(3);
+
+type StorageTally = std::collections::HashMap<u64, NodeStorage>;
+
 pub struct NodeBackend {
     meta: MetaNodeHandle,
     config: NodeConfig,
@@ -31,46 +38,27 @@ pub struct NodeBackend {
     uploads: Arc<UploadManager>,
     gc: Arc<GcStats>,
     authority: Arc<Authority>,
+    /// The last tally and when it was made; the lock makes concurrent
+    /// status requests share one tally.
+    storage: tokio::sync::Mutex<Option<(std::time::Instant, StorageTally)>>,
 }
 
 impl NodeBackend {
-    /// Each live node's blobs held and backlog, in one pass over the blob
-    /// records (placement read once per namespace). O(blobs), like the
-    /// replicator's own pass; the console polls it once a second.
-    fn storage_by_node(&self, nodes: &[NodeRecord]) -> Result<std::collections::HashMap<u64, NodeStorage>, ApiError> {
-        let state = self.meta.state();
-        let mut out: std::collections::HashMap<u64, NodeStorage> = std::collections::HashMap::new();
-        let mut placements: std::collections::HashMap<String, Placement> = std::collections::HashMap::new();
-        for (_, rec) in berth_raft::state::blobs(&state).map_err(state_err)? {
-            for n in nodes.iter().filter(|n| !n.removed) {
-                let s = out.entry(n.id).or_default();
-                if rec.holders.contains(&n.id) {
-                    s.blobs_held += 1;
-                    s.bytes_held += rec.size;
-                    continue;
-                }
-                if rec.refs == 0 {
-                    continue;
-                }
-                let mut wanted = false;
-                for repo in rec.repos.keys() {
-                    let ns = repo.split('/').next().unwrap_or(repo).to_string();
-                    if !placements.contains_key(&ns) {
-                        let p: Placement = state.get(&keys::placement(&ns)).map_err(state_err)?.unwrap_or_default();
-                        placements.insert(ns.clone(), p);
-                    }
-                    if placements[&ns].wants(&n.region) {
-                        wanted = true;
-                        break;
-                    }
-                }
-                if wanted {
-                    s.backlog_blobs += 1;
-                    s.backlog_bytes += rec.size;
-                }
-            }
+    /// Each live node's blobs held and backlog, at most
+    /// [`STORAGE_TALLY_TTL`] old. The tally reads every blob record, off
+    /// the async workers.
+    async fn storage_by_node(&self, nodes: &[NodeRecord]) -> Result<StorageTally, ApiError> {
+        let mut last = self.storage.lock().await;
+        if let Some((at, tally)) = last.as_ref().filter(|(at, _)| at.elapsed() < STORAGE_TALLY_TTL) {
+            tracing::trace!(age_ms = at.elapsed().as_millis() as u64, "storage tally reused");
+            return Ok(tally.clone());
         }
-        Ok(out)
+        let (state, nodes) = (self.meta.state(), nodes.to_vec());
+        let tally = tokio::task::spawn_blocking(move || tally_storage(&state, &nodes))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage tally: {e}")))??;
+        *last = Some((std::time::Instant::now(), tally.clone()));
+        Ok(tally)
     }
 
     pub fn new(
@@ -82,12 +70,49 @@ impl NodeBackend {
         gc: Arc<GcStats>,
         authority: Arc<Authority>,
     ) -> NodeBackend {
-        NodeBackend { meta, config, auth, replicator, uploads, gc, authority }
+        NodeBackend { meta, config, auth, replicator, uploads, gc, authority, storage: tokio::sync::Mutex::new(None) }
     }
 
     fn trust(&self) -> Result<Trust, ApiError> {
         self.authority.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e))
     }
+}
+
+/// Each live node's blobs held and backlog, in one pass over the blob
+/// records (placement read once per namespace).
+fn tally_storage(state: &berth_raft::MetaState, nodes: &[NodeRecord]) -> Result<StorageTally, ApiError> {
+    let mut out: std::collections::HashMap<u64, NodeStorage> = std::collections::HashMap::new();
+    let mut placements: std::collections::HashMap<String, Placement> = std::collections::HashMap::new();
+    for (_, rec) in berth_raft::state::blobs(state).map_err(state_err)? {
+        for n in nodes.iter().filter(|n| !n.removed) {
+            let s = out.entry(n.id).or_default();
+            if rec.holders.contains(&n.id) {
+                s.blobs_held += 1;
+                s.bytes_held += rec.size;
+                continue;
+            }
+            if rec.refs == 0 {
+                continue;
+            }
+            let mut wanted = false;
+            for repo in rec.repos.keys() {
+                let ns = repo.split('/').next().unwrap_or(repo).to_string();
+                if !placements.contains_key(&ns) {
+                    let p: Placement = state.get(&keys::placement(&ns)).map_err(state_err)?.unwrap_or_default();
+                    placements.insert(ns.clone(), p);
+                }
+                if placements[&ns].wants(&n.region) {
+                    wanted = true;
+                    break;
+                }
+            }
+            if wanted {
+                s.backlog_blobs += 1;
+                s.backlog_bytes += rec.size;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -112,7 +137,7 @@ impl Backend for NodeBackend {
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
-        let mut storage = self.storage_by_node(&nodes)?;
+        let mut storage = self.storage_by_node(&nodes).await?;
         let group = self.meta.view();
         let view = self.meta.leader_view().await.ok();
         let leader = view.as_ref().map(|v| v.leader).or(group.leader);
