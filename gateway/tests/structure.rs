@@ -10,7 +10,9 @@ use std::path::Path;
 
 #[test]
 fn gateway_modules_form_no_cycle() {
-    check_imports::assert_no_module_cycle(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    check_imports::assert_no_module_cycle(&src);
+    check_imports::assert_no_folder_cycle(&src);
 }
 
 #[test]
