@@ -164,7 +164,7 @@ fn delete_org(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<Me
     super::notifications::forget_scope(state, ch, &NotificationScope::Namespace(name.to_string()))?;
     ch.delete(keys::org(name));
     ch.delete(keys::namespace_life(name));
-    super::tag_policies::forget_scope(state, ch, name)?;
+    super::policy_rules::forget_scope(state, ch, name)?;
     super::quotas::forget(state, ch, name)?;
     ch.delete(super::proxycache::config_key(name));
     super::oauth::forget_org(state, ch, name)?;
@@ -212,7 +212,7 @@ fn delete_user(state: &impl StateRead, ch: &mut Changes, name: &str) -> Result<M
     }
     ch.delete(keys::user(name));
     ch.delete(keys::namespace_life(name));
-    super::tag_policies::forget_scope(state, ch, name)?;
+    super::policy_rules::forget_scope(state, ch, name)?;
     super::quotas::forget(state, ch, name)?;
     Ok(MetaResponse::Done)
 }

@@ -71,6 +71,7 @@ pub mod proxycache;
 pub mod quotas;
 mod registry;
 pub mod scan;
+pub mod policy_rules;
 pub mod tag_policies;
 pub mod tags;
 
@@ -436,7 +437,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::SetTag { repo, tag, digest, pushed_at_ms, if_current } => tags::set_tag(state, ch_, repo, tag, digest, *pushed_at_ms, if_current.as_ref()),
         M::DeleteTag { repo, tag, if_current } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), None),
         M::DeleteTagAt { repo, tag, if_current, now_ms } => tags::delete_tag(state, ch_, repo, tag, if_current.as_ref(), Some(*now_ms)),
-        M::Tag(cmd) => tags::apply(state, ch_, cmd),
+        M::Tag(cmd) => apply_tag(state, ch_, cmd),
         M::PutManifestFrom { record, tag, origin, expiration_ms, immutable } => {
             // An immutable tag never expires: the lock wins over the label.
             let life = TagLifeRecord { expiration_ms: expiration_ms.filter(|_| !*immutable), immutable: *immutable, reverted: false };
@@ -461,6 +462,25 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         scan::on_manifest_stored(state, &mut ch, record)?;
     }
     Ok((resp, ch))
+}
+
+/// Tag commands: the lifecycle's to [`tags`], the policies' to
+/// [`tag_policies`] (which deletes and locks tags through `tags`).
+fn apply_tag(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) -> Result<MetaResponse, StateError> {
+    match cmd {
+        TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms } => tags::set_expiration(state, ch, repo, tag, *expiration_ms, *now_ms),
+        TagCommand::SetImmutable { repo, tag, immutable, now_ms } => tags::set_immutable(state, ch, repo, tag, *immutable, *now_ms),
+        TagCommand::Restore { repo, tag, digest, now_ms } => tags::restore(state, ch, repo, tag, digest, *now_ms),
+        TagCommand::CloseExpired { repo, tag, now_ms } => tags::close_expired(state, ch, repo, tag, *now_ms),
+        TagCommand::SetTimeMachine { namespace, tag_expiration_s } => tags::set_time_machine(state, ch, namespace, *tag_expiration_s),
+        TagCommand::PruneHistory { repo, now_ms } => tags::prune_history(state, ch, repo, *now_ms),
+        TagCommand::CollectManifests { repo, digests, now_ms, min_age_ms } => tags::collect_manifests(state, ch, repo, digests, *now_ms, *min_age_ms),
+        TagCommand::PutImmutabilityPolicy { scope, policy, now_ms } => tag_policies::put_immutability_policy(state, ch, scope, policy, *now_ms),
+        TagCommand::DeleteImmutabilityPolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::immutability_policy(scope, uuid)),
+        TagCommand::PutAutoPrunePolicy { scope, policy } => tag_policies::put_autoprune_policy(state, ch, scope, policy),
+        TagCommand::DeleteAutoPrunePolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::autoprune_policy(scope, uuid)),
+        TagCommand::AutoPrune { repo, tags, now_ms } => tag_policies::autoprune(state, ch, repo, tags, *now_ms),
+    }
 }
 
 /// Whether `inner` may be wrapped in a fill: one plain write, not a

@@ -11,27 +11,10 @@
 
 use std::collections::BTreeSet;
 
-use regex::Regex;
-
+use super::policy_rules::{covers, scopes_of};
+pub use super::policy_rules::{autoprune_policies, compile, immutability_policies};
 use super::{decode, keys, tags, Changes, StateError, StateRead};
 use crate::command::*;
-
-/// The regular expression of `pattern`, matched against whole names.
-pub fn compile(pattern: &str) -> Result<Regex, String> {
-    if pattern.is_empty() || pattern.len() > MAX_TAG_PATTERN_LEN {
-        return Err(format!("a tag pattern has 1 to {MAX_TAG_PATTERN_LEN} characters"));
-    }
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| format!("tag pattern {pattern:?} is not a regular expression: {}", e.to_string().lines().last().unwrap_or_default().trim()))
-}
-
-/// Whether the policy with `pattern` is about `tag`. A pattern that no
-/// longer compiles (never stored so) covers nothing.
-fn covers(pattern: &TagPattern, tag: &str) -> bool {
-    compile(&pattern.pattern).is_ok_and(|re| re.is_match(tag) == pattern.matches)
-}
 
 /// Whether `scope` names a namespace (a user or an organization) or a
 /// repository that exists.
@@ -40,31 +23,6 @@ fn scope_exists(state: &impl StateRead, scope: &str) -> Result<bool, StateError>
         return Ok(state.get_raw(&keys::repo(scope))?.is_some());
     }
     Ok(state.get_raw(&keys::org(scope))?.is_some() || state.get_raw(&keys::user(scope))?.is_some())
-}
-
-/// The scopes whose policies cover `repo`: its namespace and itself.
-fn scopes_of(repo: &str) -> Vec<&str> {
-    namespace_of(repo).into_iter().chain(std::iter::once(repo)).collect()
-}
-
-/// The immutability policies of `scope`.
-pub fn immutability_policies(state: &impl StateRead, scope: &str) -> Result<Vec<ImmutabilityPolicyRecord>, StateError> {
-    state.scan(&keys::immutability_policies_of(scope))
-}
-
-/// The auto-prune policies of `scope`.
-pub fn autoprune_policies(state: &impl StateRead, scope: &str) -> Result<Vec<AutoPrunePolicyRecord>, StateError> {
-    state.scan(&keys::autoprune_policies_of(scope))
-}
-
-/// Whether a policy covering `repo` locks `tag`.
-pub(super) fn locked_by_policy(state: &impl StateRead, repo: &str, tag: &str) -> Result<bool, StateError> {
-    for scope in scopes_of(repo) {
-        if immutability_policies(state, scope)?.iter().any(|p| covers(&p.pattern, tag)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// The repositories `scope` covers.
@@ -191,16 +149,6 @@ pub(super) fn autoprune(state: &impl StateRead, ch: &mut Changes, repo: &str, as
         }
     }
     Ok(MetaResponse::Removed(removed))
-}
-
-/// A namespace's or repository's policies go with it.
-pub(super) fn forget_scope(state: &impl StateRead, ch: &mut Changes, scope: &str) -> Result<(), StateError> {
-    for prefix in [keys::immutability_policies_of(scope), keys::autoprune_policies_of(scope)] {
-        for (k, _) in state.scan_raw(&prefix)? {
-            ch.delete(k);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

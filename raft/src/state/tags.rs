@@ -12,7 +12,7 @@
 
 use berth_common::Digest;
 
-use super::{decode, keys, tag_policies, Changes, StateError, StateRead};
+use super::{decode, keys, policy_rules, Changes, StateError, StateRead};
 use crate::command::*;
 use crate::records::namespace_of;
 
@@ -123,7 +123,7 @@ pub(super) fn point(
         close(ch, repo, tag, cur, Some(at_ms));
     }
     let mut life = life;
-    if !life.immutable && tag_policies::locked_by_policy(state, repo, tag)? {
+    if !life.immutable && policy_rules::locked_by_policy(state, repo, tag)? {
         // A policy's lock wins over an expiration: a locked tag never expires.
         life.immutable = true;
         life.expiration_ms = None;
@@ -220,23 +220,6 @@ pub(super) fn close_tags_of_manifest(
     Ok(None)
 }
 
-pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &TagCommand) -> Result<MetaResponse, StateError> {
-    match cmd {
-        TagCommand::SetExpiration { repo, tag, expiration_ms, now_ms } => set_expiration(state, ch, repo, tag, *expiration_ms, *now_ms),
-        TagCommand::SetImmutable { repo, tag, immutable, now_ms } => set_immutable(state, ch, repo, tag, *immutable, *now_ms),
-        TagCommand::Restore { repo, tag, digest, now_ms } => restore(state, ch, repo, tag, digest, *now_ms),
-        TagCommand::CloseExpired { repo, tag, now_ms } => close_expired(state, ch, repo, tag, *now_ms),
-        TagCommand::SetTimeMachine { namespace, tag_expiration_s } => set_time_machine(state, ch, namespace, *tag_expiration_s),
-        TagCommand::PruneHistory { repo, now_ms } => prune_history(state, ch, repo, *now_ms),
-        TagCommand::CollectManifests { repo, digests, now_ms, min_age_ms } => collect_manifests(state, ch, repo, digests, *now_ms, *min_age_ms),
-        TagCommand::PutImmutabilityPolicy { scope, policy, now_ms } => tag_policies::put_immutability_policy(state, ch, scope, policy, *now_ms),
-        TagCommand::DeleteImmutabilityPolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::immutability_policy(scope, uuid)),
-        TagCommand::PutAutoPrunePolicy { scope, policy } => tag_policies::put_autoprune_policy(state, ch, scope, policy),
-        TagCommand::DeleteAutoPrunePolicy { scope, uuid } => tag_policies::delete_policy(state, ch, keys::autoprune_policy(scope, uuid)),
-        TagCommand::AutoPrune { repo, tags, now_ms } => tag_policies::autoprune(state, ch, repo, tags, *now_ms),
-    }
-}
-
 /// The time machine window of `repo`'s namespace, in ms (a repository
 /// outside any namespace has the default).
 pub fn time_machine_ms(state: &impl StateRead, repo: &str) -> Result<u64, StateError> {
@@ -252,7 +235,7 @@ pub fn namespace_time_machine_s(state: &impl StateRead, ns: &str) -> Result<u64,
     Ok(state.get::<NamespaceLifeRecord>(&keys::namespace_life(ns))?.unwrap_or_default().tag_expiration_s)
 }
 
-fn set_time_machine(state: &impl StateRead, ch: &mut Changes, namespace: &str, tag_expiration_s: u64) -> Result<MetaResponse, StateError> {
+pub(super) fn set_time_machine(state: &impl StateRead, ch: &mut Changes, namespace: &str, tag_expiration_s: u64) -> Result<MetaResponse, StateError> {
     if state.get_raw(&keys::org(namespace))?.is_none() && state.get_raw(&keys::user(namespace))?.is_none() {
         return Ok(MetaResponse::NotFound);
     }
@@ -299,7 +282,7 @@ pub fn prunable_history(state: &impl StateRead, now_ms: u64) -> Result<Vec<Strin
     Ok(out.into_iter().collect())
 }
 
-fn prune_history(state: &impl StateRead, ch: &mut Changes, repo: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
+pub(super) fn prune_history(state: &impl StateRead, ch: &mut Changes, repo: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
     let cutoff = now_ms.saturating_sub(time_machine_ms(state, repo)?);
     let mut pruned = false;
     for (k, v) in state.scan_raw(&keys::tag_histories_of(repo))? {
@@ -353,7 +336,7 @@ pub fn collectable_manifests(state: &impl StateRead, repo: &str, now_ms: u64, mi
 /// Forgets the manifests of `digests` still collectable when applied
 /// (`NotFound` when none is); their blobs lose a reference each, and go
 /// with the next sweep once no manifest references them.
-fn collect_manifests(
+pub(super) fn collect_manifests(
     state: &impl StateRead,
     ch: &mut Changes,
     repo: &str,
@@ -396,7 +379,7 @@ fn collect_manifests(
     Ok(if collected { MetaResponse::Done } else { MetaResponse::NotFound })
 }
 
-fn close_expired(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
+pub(super) fn close_expired(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, now_ms: u64) -> Result<MetaResponse, StateError> {
     let Some(cur) = live(state, repo, tag)?.filter(|l| l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
     close(ch, repo, tag, &cur, Some(now_ms));
     remove_live(ch, repo, tag);
@@ -419,7 +402,7 @@ pub fn expired_tags(state: &impl StateRead, now_ms: u64) -> Result<Vec<(String, 
     Ok(out)
 }
 
-fn set_expiration(
+pub(super) fn set_expiration(
     state: &impl StateRead,
     ch: &mut Changes,
     repo: &str,
@@ -447,7 +430,7 @@ fn set_expiration(
     Ok(MetaResponse::Done)
 }
 
-fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, immutable: bool, now_ms: u64) -> Result<MetaResponse, StateError> {
+pub(super) fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, immutable: bool, now_ms: u64) -> Result<MetaResponse, StateError> {
     let Some(mut cur) = live(state, repo, tag)?.filter(|l| !l.expired(Some(now_ms))) else { return Ok(MetaResponse::NotFound) };
     if immutable && cur.life.expiration_ms.is_some() {
         return Ok(MetaResponse::Refused(format!("tag {tag} has an expiration; clear it before making the tag immutable")));
@@ -460,7 +443,7 @@ fn set_immutable(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str
 /// The tag must have held `digest` in a closed row, or in its live row
 /// expired by `now_ms` but not closed yet (else `NotFound`), and the
 /// manifest must still exist.
-fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, digest: &Digest, now_ms: u64) -> Result<MetaResponse, StateError> {
+pub(super) fn restore(state: &impl StateRead, ch: &mut Changes, repo: &str, tag: &str, digest: &Digest, now_ms: u64) -> Result<MetaResponse, StateError> {
     // When each row that held `digest` ended: an expired live row at its expiration.
     let mut ends: Vec<u64> =
         live(state, repo, tag)?.filter(|l| l.expired(Some(now_ms)) && l.rec.digest == *digest).and_then(|l| l.life.expiration_ms).into_iter().collect();
@@ -497,7 +480,7 @@ pub(super) fn an_immutable_tag(state: &impl StateRead, repo: &str) -> Result<Opt
 /// Every tag row of `repo`, live or closed, and its tag policies, for a
 /// repository's delete.
 pub(super) fn forget_repository(state: &impl StateRead, ch: &mut Changes, repo: &str) -> Result<(), StateError> {
-    tag_policies::forget_scope(state, ch, repo)?;
+    policy_rules::forget_scope(state, ch, repo)?;
     for prefix in [keys::tags_of(repo), keys::tag_lives_of(repo), keys::tag_histories_of(repo)] {
         for (k, _) in state.scan_raw(&prefix)? {
             ch.delete(k);
