@@ -319,7 +319,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let custody = crate::cluster::ca::Custody::new(authority.clone(), &tls.cert_pem);
     let ca_changes = custody.signing_changes();
     tasks.push(tokio::spawn(custody.run(rx.clone())));
-    let ca_service = crate::cluster::ca::CaService::handler(authority.clone());
+    let ca_service = crate::cluster::join::CaService::handler(authority.clone());
     let peer_stop = stopped(rx.clone());
     let peer_listener = listeners.peer;
     let peer_tls = tls.clone();

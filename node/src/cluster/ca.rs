@@ -42,7 +42,7 @@ use tokio::sync::watch;
 
 use berth_gateway::{ApiError, ErrorCode};
 
-use crate::cluster::join::{JoinReply, JoinRequest};
+use crate::cluster::join_wire::{JoinReply, JoinRequest};
 use crate::cluster::pki::{self, CaKeys};
 use crate::config::{write_private, Layout};
 
@@ -292,8 +292,9 @@ impl Authority {
         }
     }
 
-    /// Answers a member's [`CaRequest`]; `joins` takes relayed joins.
-    pub async fn answer(&self, caller: u64, req: CaRequest, joins: &crate::cluster::join::Joins) -> Result<CaReply, String> {
+    /// Answers a member's [`CaRequest`] (a relayed join is the join
+    /// service's: `cluster::join::CaService`).
+    pub async fn answer(&self, caller: u64, req: CaRequest) -> Result<CaReply, String> {
         let trust = self.trust()?;
         let no_key = || format!("node {} does not hold the key of the signing CA", self.meta.id());
         match req {
@@ -319,10 +320,7 @@ impl Authority {
                 let names = crate::cluster::tls::names_for(&record.http_addr, "");
                 pki::sign_server_cert(&ca, &names, &public_key_der).map(CaReply::Cert).map_err(|e| e.to_string())
             }
-            CaRequest::Join { from, request } => {
-                tracing::info!(via = caller, source = ?from, "taking a join relayed by a node without the CA key");
-                joins.handle_here(request, self).await.map(CaReply::Joined)
-            }
+            CaRequest::Join { .. } => Err("a relayed join is taken by the join service".into()),
         }
     }
 }
@@ -471,30 +469,5 @@ impl Custody {
         let cmd = MetaCommand::Ca(CaCommand::ReportNodeCa { node: a.meta.id(), fingerprint: self.running.clone() });
         a.meta.write(Actor::Node, cmd).await.map_err(|e| e.to_string())?;
         Ok(())
-    }
-}
-
-/// The node's answer to the peer service's CA calls.
-pub struct CaService {
-    authority: Arc<Authority>,
-    joins: crate::cluster::join::Joins,
-}
-
-impl CaService {
-    pub fn handler(authority: Arc<Authority>) -> Arc<dyn berth_raft::CaHandler> {
-        Arc::new(CaService { authority, joins: Default::default() })
-    }
-}
-
-#[async_trait::async_trait]
-impl berth_raft::CaHandler for CaService {
-    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.joins.join(&self.authority, from, request).await
-    }
-
-    async fn member_call(&self, caller: u64, request: Vec<u8>) -> Result<Vec<u8>, String> {
-        let req: CaRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable CA request: {e}"))?;
-        let reply = self.authority.answer(caller, req, &self.joins).await?;
-        berth_raft::wire::to_payload(&reply).map_err(|e| e.to_string())
     }
 }

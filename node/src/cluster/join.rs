@@ -12,7 +12,6 @@ use anyhow::{bail, Context};
 use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::cluster::ca::{Authority, CaReply, CaRequest};
@@ -62,27 +61,7 @@ fn lower_hex(s: &str, n: usize) -> bool {
     s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub token_id: String,
-    pub secret: String,
-    pub region: String,
-    pub peer_addr: String,
-    pub http_addr: String,
-    pub learner: bool,
-    /// The joiner's public key (SubjectPublicKeyInfo DER) to certify.
-    pub public_key_der: Vec<u8>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct JoinReply {
-    pub node_id: u64,
-    pub cluster_id: String,
-    /// The joiner's certificate chain, PEM.
-    pub cert_pem: String,
-    /// The CAs to trust, PEM (two during a CA rotation).
-    pub ca_pem: String,
-}
+pub use super::join_wire::{JoinReply, JoinRequest};
 
 /// The largest public key a joiner may send: an RSA-4096 key is about
 /// 550 bytes of SubjectPublicKeyInfo, berth's own P-256 keys 91.
@@ -282,6 +261,38 @@ pub fn token_record(token: &JoinToken, ttl: Duration, max_uses: Option<u32>) -> 
         uses: 0,
         max_uses,
     })
+}
+
+/// The node's answer to the peer service's CA calls: the CA's own, and
+/// joins relayed by a node without the CA key.
+pub struct CaService {
+    authority: Arc<Authority>,
+    joins: Joins,
+}
+
+impl CaService {
+    pub fn handler(authority: Arc<Authority>) -> Arc<dyn berth_raft::CaHandler> {
+        Arc::new(CaService { authority, joins: Default::default() })
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_raft::CaHandler for CaService {
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.joins.join(&self.authority, from, request).await
+    }
+
+    async fn member_call(&self, caller: u64, request: Vec<u8>) -> Result<Vec<u8>, String> {
+        let req: CaRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable CA request: {e}"))?;
+        let reply = match req {
+            CaRequest::Join { from, request } => {
+                tracing::info!(via = caller, source = ?from, "taking a join relayed by a node without the CA key");
+                CaReply::Joined(self.joins.handle_here(request, &self.authority).await?)
+            }
+            other => self.authority.answer(caller, other).await?,
+        };
+        berth_raft::wire::to_payload(&reply).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Being a member of the cluster.
 //!
-//! - [`join`]: join tokens, and a join from both sides;
+//! - [`join`]: join tokens, and a join from both sides (with the peer
+//!   service's CA calls, which relay joins); [`join_wire`]: its messages;
 //! - [`pki`]: certificates: the CA, node and HTTPS certificates, the pinned
 //!   first contact of a joining node;
 //! - [`ca`]: custody of the CA's key (voters only), signing for nodes that
@@ -20,6 +21,7 @@ pub mod backup;
 pub mod ca;
 pub mod drain;
 pub mod join;
+pub mod join_wire;
 pub mod pki;
 pub mod tls;
 pub mod view;

@@ -67,11 +67,11 @@ pub mod identity;
 pub mod mirror;
 pub mod notifications;
 pub mod oauth;
+pub mod policy_rules;
 pub mod proxycache;
 pub mod quotas;
 mod registry;
 pub mod scan;
-pub mod policy_rules;
 pub mod tag_policies;
 pub mod tags;
 

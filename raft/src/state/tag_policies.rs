@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 
-use super::policy_rules::{covers, scopes_of};
 pub use super::policy_rules::{autoprune_policies, compile, immutability_policies};
+use super::policy_rules::{covers, scopes_of};
 use super::{decode, keys, tags, Changes, StateError, StateRead};
 use crate::command::*;
 
