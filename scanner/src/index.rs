@@ -27,11 +27,21 @@ pub struct Limits {
     /// Total uncompressed bytes read from the layer.
     pub max_total_bytes: u64,
     pub max_time: Duration,
+    /// Largest ELF file streamed for Go build info; larger ones are
+    /// skipped with a reason in [`LayerIndex::unsupported`].
+    pub max_binary_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_entries: 500_000, max_entry_bytes: 8 << 30, max_file_bytes: 64 << 20, max_total_bytes: 32 << 30, max_time: Duration::from_secs(600) }
+        Limits {
+            max_entries: 500_000,
+            max_entry_bytes: 8 << 30,
+            max_file_bytes: 64 << 20,
+            max_total_bytes: 32 << 30,
+            max_time: Duration::from_secs(600),
+            max_binary_bytes: 256 << 20,
+        }
     }
 }
 
@@ -85,6 +95,10 @@ pub struct LayerIndex {
     /// (or of an `.egg-info` file).
     #[serde(default)]
     pub python: BTreeMap<String, Package>,
+    /// Go executables with module build info, by path: the toolchain as
+    /// `stdlib`, the main module (unless `(devel)`) and the deps.
+    #[serde(default)]
+    pub go_binaries: BTreeMap<String, Vec<Package>>,
     /// Paths deleted by this layer (`.wh.<name>`), as full paths.
     pub whiteouts: Vec<String>,
     /// Directories made opaque by this layer (`.wh..wh..opq`).
@@ -209,7 +223,13 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
             out.unsupported.push(format!("unsupported rpmdb: {path}"));
             continue;
         }
-        if !entry.header().entry_type().is_file() || !is_interesting(&path) {
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        if !is_interesting(&path) {
+            if declared >= 64 {
+                index_elf(&mut entry, &path, declared, limits, &mut out)?;
+            }
             continue;
         }
         if declared > limits.max_file_bytes {
@@ -240,6 +260,28 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
     out.bytes = rest.read;
     out.os_release = os_etc.or(os_lib);
     Ok(out)
+}
+
+/// Reads a regular file's first bytes and, for an ELF file, streams the
+/// rest looking for Go build info (see [`crate::gobin`]).
+fn index_elf<R: Read>(entry: &mut R, path: &str, declared: u64, limits: &Limits, out: &mut LayerIndex) -> Result<()> {
+    let mut head = [0u8; 64];
+    entry.read_exact(&mut head).map_err(|e| Error::Corrupt(format!("{path}: {e}")))?;
+    if !crate::gobin::is_elf(&head) {
+        return Ok(());
+    }
+    if declared > limits.max_binary_bytes {
+        out.unsupported.push(format!("ELF file too large to read for Go build info ({declared} bytes, more than {}): {path}", limits.max_binary_bytes));
+        return Ok(());
+    }
+    match crate::gobin::scan(&head, entry).map_err(|e| Error::Corrupt(format!("{path}: {e}")))? {
+        crate::gobin::GoFind::NotGo => {}
+        crate::gobin::GoFind::Found(info) => {
+            out.go_binaries.insert(path.to_string(), info.packages());
+        }
+        crate::gobin::GoFind::Unsupported(why) => out.unsupported.push(format!("unsupported Go build-info format ({why}): {path}")),
+    }
+    Ok(())
 }
 
 /// Parses os-release's `KEY=value` lines (values optionally quoted).
@@ -405,6 +447,9 @@ pub fn merge(layers: &[(String, LayerIndex)]) -> ImageIndex {
         }
         for (path, pkg) in &layer.python {
             replace(path, std::slice::from_ref(pkg));
+        }
+        for (path, pkgs) in &layer.go_binaries {
+            replace(path, pkgs);
         }
         unsupported.extend(layer.unsupported.iter().cloned());
     }

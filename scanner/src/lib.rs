@@ -2,7 +2,8 @@
 //!
 //! - [`index`] reads one layer's tar stream (plain, gzip or zstd) under
 //!   [`index::Limits`] and finds the distribution and the installed
-//!   packages (dpkg, apk, Python dist-info/egg-info); [`index::merge`]
+//!   packages (dpkg, apk, Python dist-info/egg-info, Go binaries'
+//!   module build info, read by [`gobin`]); [`index::merge`]
 //!   folds the layers of an image (whiteouts honoured) into one view in
 //!   which each package names the layer that added it.
 //! - [`feed`] parses advisory feeds in their native formats (the Debian
@@ -16,6 +17,7 @@
 //! bad layer is an [`Error`], never a panic.
 
 pub mod feed;
+pub mod gobin;
 pub mod index;
 pub mod matcher;
 pub mod quay;
@@ -23,7 +25,7 @@ pub mod version;
 
 /// Bumped whenever the index of a layer would come out differently, so a
 /// stored index from an older indexer can be recomputed.
-pub const INDEXER_VERSION: u32 = 3;
+pub const INDEXER_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

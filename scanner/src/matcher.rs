@@ -160,6 +160,16 @@ fn match_package(db: &AdvisoryDb, release: &Option<String>, branch: &Option<Stri
             }
         }
     }
+    if p.package.format == VersionFormat::Go {
+        // OSV's Go ecosystem names modules by path and the toolchain
+        // `stdlib`; its versions lack Go's `v`, which the ordering ignores.
+        let key = ("Go".to_string(), p.package.name.clone());
+        for a in db.osv.get(&key).into_iter().flatten() {
+            if in_range(VersionFormat::Go, &p.package.version, a) {
+                out.push(found(a));
+            }
+        }
+    }
     if p.package.format == VersionFormat::Dpkg {
         let Some(release) = release else {
             return out;

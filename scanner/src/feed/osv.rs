@@ -7,7 +7,9 @@
 //! `ranges` of type `ECOSYSTEM` (events `introduced`, `fixed`,
 //! `last_affected`, evaluated in the ecosystem's own ordering) or an
 //! explicit `versions` list. `GIT` ranges are skipped (they name commits,
-//! not versions); `SEMVER` ranges are read like `ECOSYSTEM` ones. The
+//! not versions); `SEMVER` ranges are read like `ECOSYSTEM` ones (the Go
+//! ecosystem's, whose versions come without Go's `v`, are compared by
+//! [`crate::version::go`], which reads both spellings). The
 //! severity is the record's (or the entry's) `database_specific.severity`
 //! (GitHub's LOW / MODERATE / HIGH / CRITICAL) or else the CVSS v3 base
 //! score of `severity[]`, bucketed as Quay does (≥ 9 Critical, ≥ 7 High,

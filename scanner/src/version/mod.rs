@@ -3,6 +3,7 @@
 
 pub mod apk;
 pub mod deb;
+pub mod go;
 pub mod pep440;
 pub mod rpm;
 
@@ -17,6 +18,8 @@ pub enum VersionFormat {
     Pep440,
     /// rpm's `rpmvercmp` on `[epoch:]version-release`.
     Rpm,
+    /// Go modules and the Go toolchain (`stdlib`): semver, `v` optional.
+    Go,
 }
 
 impl VersionFormat {
@@ -26,6 +29,7 @@ impl VersionFormat {
             VersionFormat::Apk => apk::compare(a, b),
             VersionFormat::Pep440 => pep440::compare(a, b),
             VersionFormat::Rpm => rpm::compare(a, b),
+            VersionFormat::Go => go::compare(a, b),
         }
     }
 
@@ -36,6 +40,8 @@ impl VersionFormat {
             VersionFormat::Apk => "apk",
             VersionFormat::Pep440 => "pep440",
             VersionFormat::Rpm => "rpm",
+            // Clair reports Go modules with the semver format.
+            VersionFormat::Go => "semver",
         }
     }
 }
