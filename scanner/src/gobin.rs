@@ -29,8 +29,6 @@
 //! section headers (stripped, or `.shstrtab` elsewhere) the first
 //! candidate that parses as a well-formed header is.
 
-use crate::index::Package;
-use crate::version::VersionFormat;
 use std::io::Read;
 
 const MAGIC: &[u8; 14] = b"\xff Go buildinf:";
@@ -114,33 +112,23 @@ pub fn stdlib_version(go_version: &str) -> Option<String> {
 }
 
 impl BuildInfo {
-    /// The packages this binary contributes: the toolchain as `stdlib`,
-    /// the main module unless it is `(devel)`, and every dependency (its
-    /// replacement when replaced; local-directory replacements, which
-    /// have no version, are left out).
-    pub fn packages(&self) -> Vec<Package> {
+    /// The modules this binary was built from, as (name, version): the
+    /// toolchain as `stdlib`, the main module unless it is `(devel)`, and
+    /// every dependency (its replacement when replaced; local-directory
+    /// replacements, which have no version, are left out).
+    pub fn modules(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Some(v) = stdlib_version(&self.go_version) {
-            out.push(go_package("stdlib", &v));
+            out.push(("stdlib".to_string(), v));
         }
         for m in self.main.iter().chain(&self.deps) {
             let b = m.built();
             if b.version.is_empty() || b.version == "(devel)" {
                 continue;
             }
-            out.push(go_package(&b.path, &b.version));
+            out.push((b.path.clone(), b.version.clone()));
         }
         out
-    }
-}
-
-fn go_package(name: &str, version: &str) -> Package {
-    Package {
-        name: name.to_string(),
-        version: version.to_string(),
-        source_name: name.to_string(),
-        source_version: version.to_string(),
-        format: VersionFormat::Go,
     }
 }
 
@@ -409,6 +397,7 @@ mod tests {
     use super::*;
     use crate::index::{index_layer, merge, Limits};
     use crate::matcher::{match_image, AdvisoryDb};
+    use crate::version::VersionFormat;
 
     const REGISTRY: &str = "/usr/bin/docker-registry";
 

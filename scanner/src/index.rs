@@ -79,6 +79,12 @@ pub struct Package {
     pub format: VersionFormat,
 }
 
+/// A Go module a binary was built from, as a package matched in the Go
+/// ecosystem.
+fn go_package(name: String, version: String) -> Package {
+    Package { source_name: name.clone(), source_version: version.clone(), name, version, format: VersionFormat::Go }
+}
+
 /// What one layer contributes. Fields are `None` when the layer does not
 /// touch the file, so merging can tell "unchanged" from "emptied".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -277,7 +283,7 @@ fn index_elf<R: Read>(entry: &mut R, path: &str, declared: u64, limits: &Limits,
     match crate::gobin::scan(&head, entry).map_err(|e| Error::Corrupt(format!("{path}: {e}")))? {
         crate::gobin::GoFind::NotGo => {}
         crate::gobin::GoFind::Found(info) => {
-            out.go_binaries.insert(path.to_string(), info.packages());
+            out.go_binaries.insert(path.to_string(), info.modules().into_iter().map(|(name, version)| go_package(name, version)).collect());
         }
         crate::gobin::GoFind::Unsupported(why) => out.unsupported.push(format!("unsupported Go build-info format ({why}): {path}")),
     }
