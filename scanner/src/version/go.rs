@@ -122,12 +122,7 @@ impl PartialOrd for Version<'_> {
 /// Compares two Go module (or Go toolchain, in OSV's `stdlib` form)
 /// versions.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    match (Version::parse(a), Version::parse(b)) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => Ordering::Greater,
-        (None, Some(_)) => Ordering::Less,
-        (None, None) => a.cmp(b),
-    }
+    super::compare_parsed(a, b, Version::parse)
 }
 
 #[cfg(test)]

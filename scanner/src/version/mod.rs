@@ -45,3 +45,16 @@ impl VersionFormat {
         }
     }
 }
+
+/// Compares `a` and `b` by the ordering `parse` gives them. A string that
+/// does not parse sorts before every one that does (and among such
+/// strings, bytewise), so a malformed installed version is never taken for
+/// a fixed one.
+pub(crate) fn compare_parsed<'a, V: Ord>(a: &'a str, b: &'a str, parse: impl Fn(&'a str) -> Option<V>) -> Ordering {
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (None, None) => a.cmp(b),
+    }
+}

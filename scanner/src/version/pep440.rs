@@ -212,12 +212,7 @@ impl PartialOrd for Version {
 /// sorts before every valid one (and among such strings, bytewise), so a
 /// malformed installed version is never taken for a fixed one.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    match (Version::parse(a), Version::parse(b)) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => Ordering::Greater,
-        (None, Some(_)) => Ordering::Less,
-        (None, None) => a.cmp(b),
-    }
+    super::compare_parsed(a, b, Version::parse)
 }
 
 #[cfg(test)]
