@@ -366,7 +366,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     );
     {
         let weak: std::sync::Weak<dyn berth_gateway::Registry> = Arc::downgrade(&(registry.clone() as Arc<dyn berth_gateway::Registry>));
-        registry.set_pull_through(crate::registry::proxycache::ProxyCache::new(meta.clone(), weak));
+        registry.set_pull_through(crate::registry::proxycache::ProxyCache::new(meta.clone(), weak, config.mirror.ca_file.clone()));
     }
     let mirror_worker =
         crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());

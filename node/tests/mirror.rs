@@ -694,6 +694,20 @@ fn mirror_through_a_proxy_and_from_a_tls_upstream() {
     });
     let upstream = raw_digest(&format!("docker://{}/{UP_REPO}:1-2", tls_up.addr), &tls_up.creds);
     assert_eq!(raw_digest(&format!("docker://{n1}/{REPO}:1-2"), &creds), upstream);
+
+    // The same CA bundle serves a proxy cache of that upstream, verified.
+    let (s, v) = api(&n1, &creds, "POST", "/api/v1/organization/", Some(json!({"name": "edge"})));
+    assert_eq!(s, 201, "{v}");
+    let cache = json!({
+        "upstream_registry": tls_up.addr,
+        "upstream_registry_username": UP_USER,
+        "upstream_registry_password": UP_PASS,
+        "expiration_s": 3600,
+        "insecure": false,
+    });
+    let (s, v) = api(&n1, &creds, "POST", "/api/v1/organization/edge/proxycache", Some(cache));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(raw_digest(&format!("docker://{n1}/edge/{UP_REPO}:1-2"), &creds), upstream, "pulled through the cache, over verified TLS");
 }
 
 /// `berth mirror set|show|sync|cancel|state` drive the same API: a mirror

@@ -57,11 +57,14 @@ pub struct ProxyCache {
     /// the registry holds this fill, and must not be kept alive by it
     /// after the node stops).
     registry: Weak<dyn Registry>,
+    /// `[mirror] ca_file`: CAs the operator trusts for upstream registries,
+    /// beside the system's.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyCache {
-    pub fn new(meta: MetaNodeHandle, registry: Weak<dyn Registry>) -> Arc<ProxyCache> {
-        Arc::new(ProxyCache { meta, registry })
+    pub fn new(meta: MetaNodeHandle, registry: Weak<dyn Registry>, ca_file: Option<std::path::PathBuf>) -> Arc<ProxyCache> {
+        Arc::new(ProxyCache { meta, registry, ca_file })
     }
 
     fn registry(&self) -> Result<Arc<dyn Registry>, ApiError> {
@@ -176,6 +179,10 @@ impl ProxyCache {
             ),
             None => None,
         };
+        let ca_pem = match &self.ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("upstream CA bundle {}: {e}", p.display())))?),
+            None => None,
+        };
         Upstream::new(UpstreamSpec {
             reference: format!("{}/{rest}", cfg.upstream_registry.trim_end_matches('/')),
             username: cfg.username.clone(),
@@ -184,7 +191,7 @@ impl ProxyCache {
             http_proxy: None,
             https_proxy: None,
             no_proxy: None,
-            ca_pem: None,
+            ca_pem,
             timeout: Duration::from_secs(600),
         })
         .map_err(upstream_err)
