@@ -632,3 +632,62 @@ async fn python_image_is_matched_against_an_osv_zip() {
     assert_eq!(tags["tags"][0]["name"], "3.11", "{tags}");
     assert_eq!(tags["tags"][0]["security"], json!({"status": "scanned", "counts": {"High": 2, "Medium": 4}}), "{tags}");
 }
+
+/// A Go binary through three real nodes: Debian's `docker-registry` (a
+/// real Go program) in an image's layer is indexed as the Go toolchain it
+/// was built with, and an OSV Go advisory for that toolchain, imported
+/// through another node, is in the security report on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn go_binary_is_matched_against_an_osv_go_advisory() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let binary = "usr/bin/docker-registry";
+    assert!(Path::new("/").join(binary).exists(), "/{binary} is missing (apt-get install docker-registry)");
+    let tmp = tempfile::tempdir().unwrap();
+    let gz = tmp.path().join("layer.tar.gz");
+    run(Command::new("tar").args(["-C", "/", "-czf"]).arg(&gz).args(["etc/os-release", "usr/lib/os-release", binary]));
+    let layer = std::fs::read(&gz).unwrap();
+    let layer_digest = Digest::sha256_of(&layer).to_string();
+    // Debian bookworm's docker-registry is built with go1.19.8, before
+    // the fix of this advisory (shaped as the Go vulnerability database
+    // writes them; the ranges are this test's).
+    let feed = json!([
+        {"id": "GO-2023-2185", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2023-45283"], "summary": "Insecure parsing of Windows paths with a \\??\\ prefix in path/filepath",
+         "affected": [{"package": {"ecosystem": "Go", "name": "stdlib"},
+                       "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.20.11"}, {"introduced": "1.21.0-0"}, {"fixed": "1.21.4"}]}]}]},
+        {"id": "GO-2099-0001", "modified": "2024-01-01T00:00:00Z",
+         "affected": [{"package": {"ecosystem": "Go", "name": "stdlib"},
+                       "ranges": [{"type": "SEMVER", "events": [{"introduced": "1.21.0"}, {"fixed": "1.21.1"}]}]}]}
+    ]);
+
+    let c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
+        })
+    });
+    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    let (s, imported) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=go", Some(serde_json::to_vec(&feed).unwrap())).await;
+    assert_eq!(s, 201, "{imported}");
+    // One advisory per affected range: the first record has two.
+    assert_eq!((imported["kind"].as_str(), imported["advisories"].as_u64()), (Some("osv"), Some(3)), "{imported}");
+
+    let digest = api.push_layer(&n1, "team/registry", "2.8", &layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/registry", &digest, Duration::from_secs(90)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    assert_eq!(features.len(), 1, "the toolchain only: Debian builds it without Go modules: {v}");
+    let f = &features[0];
+    assert_eq!((f["Name"].as_str(), f["VersionFormat"].as_str(), f["AddedBy"].as_str()), (Some("stdlib"), Some("semver"), Some(layer_digest.as_str())), "{v}");
+    let version = f["Version"].as_str().unwrap();
+    assert!(version.starts_with("1.19."), "go1.19.x as OSV writes it: {version}");
+    let vulns = f["Vulnerabilities"].as_array().unwrap();
+    assert_eq!(vulns.len(), 1, "only the advisory whose range holds 1.19: {v}");
+    assert_eq!(
+        (vulns[0]["Name"].as_str(), vulns[0]["FixedBy"].as_str(), vulns[0]["NamespaceName"].as_str()),
+        (Some("CVE-2023-45283"), Some("1.20.11"), Some("Go")),
+        "{v}"
+    );
+    assert_eq!(api.security(&n1, "team/registry", &digest).await, v, "the same report through another node");
+}
