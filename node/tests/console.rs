@@ -17,19 +17,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
 use base64::Engine;
 use common::daemons::{digest_in, docker_in, docker_login, run, start_dockerd};
 use common::procs::*;
+use common::receiver::start_receiver;
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -250,20 +246,6 @@ async fn admin_get(http: &reqwest::Client, url: String, pw: &str) -> Value {
     http.get(url).basic_auth("admin", Some(pw)).send().await.unwrap().json().await.unwrap()
 }
 
-async fn take(State(got): State<Arc<Mutex<Vec<Value>>>>, _uri: Uri, _h: HeaderMap, body: Bytes) -> StatusCode {
-    got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-    StatusCode::OK
-}
-
-async fn start_receiver() -> (Arc<Mutex<Vec<Value>>>, SocketAddr) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new().fallback(take).with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (got, addr)
-}
-
 fn shots_dir() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     target.join("console-screenshots")
@@ -460,11 +442,11 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.click("tr[data-notification] [data-action=test-notification]").await;
     b.wait("tr[data-notification] .notice.ok", "the test was sent", |t| t.contains("Test sent")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while hook.lock().unwrap().is_empty() {
+    while hook.jsons().is_empty() {
         assert!(Instant::now() < deadline, "the receiver never got the test");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let got = hook.lock().unwrap().clone();
+    let got = hook.jsons();
     assert!(got.iter().any(|g| g["repository"] == json!("acme/app")), "{got:?}");
     b.shot("06-repository-settings").await;
 

@@ -16,39 +16,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemons::*;
 use common::procs::*;
-use serde_json::{json, Value};
+use common::upstream::{api, eventually, text};
+use serde_json::json;
 
 const BASE: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
 const ROOT_PW: &str = "directory-root-pw";
-
-fn api(http: &str, creds: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-u", creds]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
-    }
-    let out = run(cmd.arg(format!("http://{http}{path}")));
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// slapd in the foreground (`-d stats`), its log in a file; killed when dropped.
 struct Slapd {

@@ -23,18 +23,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use berth_common::Digest;
 use common::daemons::run;
 use common::eventually;
 use common::procs::*;
+use common::receiver::start_receiver;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -42,21 +40,28 @@ use serde_json::{json, Value};
 /// environment, which the other test's nodes must not inherit.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<Value>>>);
-
-async fn take(State(inbox): State<Inbox>, body: Bytes) -> &'static str {
-    inbox.0.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-    "ok"
+/// Three nodes whose scan workers look every 300 ms, and organization
+/// `team` made through node 2.
+async fn scanning_cluster() -> (ProcCluster, Api, [String; 3]) {
+    let c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
+        })
+    });
+    let nodes = [c.http[0].clone(), c.http[1].clone(), c.http[2].clone()];
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    api.ok(&nodes[1], Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    (c, api, nodes)
 }
 
-async fn start_receiver() -> (Inbox, SocketAddr) {
-    let inbox = Inbox::default();
-    let app = axum::Router::new().fallback(take).with_state(inbox.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (inbox, addr)
+/// Each vulnerability of a security report's features, as (package,
+/// advisory, fixed by, severity), in the report's order.
+fn vulnerability_rows(features: &[Value]) -> Vec<(String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    features
+        .iter()
+        .flat_map(|f| f["Vulnerabilities"].as_array().unwrap().iter().map(move |v| (s(&f["Name"]), s(&v["Name"]), s(&v["FixedBy"]), s(&v["Severity"]))))
+        .collect()
 }
 
 struct Api {
@@ -349,12 +354,12 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
         serde_json::from_str(&ok(&["scanner", "import", feed_file.to_str().unwrap(), "--name", "debian", "--data-dir", &n2_dir, "--json"])).unwrap();
     assert_eq!(imported["generation"], 2);
     let got = eventually(Duration::from_secs(60), "vulnerability_found delivered", || async {
-        let all = inbox.0.lock().unwrap().clone();
+        let all = inbox.jsons();
         (!all.is_empty()).then_some(all)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let got_all = inbox.0.lock().unwrap().clone();
+    let got_all = inbox.jsons();
     let affected = installed().values().filter(|(_, s)| s == "openssl").count();
     assert!(!got.is_empty());
     assert_eq!(got_all.len(), affected, "one event per affected package, none for known or below-level ones: {got_all:?}");
@@ -477,19 +482,7 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
     assert_eq!(v["data"]["Layer"]["NamespaceName"], "alpine:v3.19");
     let features = v["data"]["Layer"]["Features"].as_array().unwrap();
     assert_eq!(features.len(), apk.len());
-    let mut got: Vec<(String, String, String, String)> = features
-        .iter()
-        .flat_map(|f| {
-            f["Vulnerabilities"].as_array().unwrap().iter().map(move |x| {
-                (
-                    f["Name"].as_str().unwrap().to_string(),
-                    x["Name"].as_str().unwrap().to_string(),
-                    x["FixedBy"].as_str().unwrap().to_string(),
-                    x["Severity"].as_str().unwrap().to_string(),
-                )
-            })
-        })
-        .collect();
+    let mut got = vulnerability_rows(features);
     got.sort();
     let want: Vec<(String, String, String, String)> = [
         ("busybox", "CVE-2023-42363", "1.36.1-r17"),
@@ -570,14 +563,7 @@ async fn python_image_is_matched_against_an_osv_zip() {
     records.sort();
     run(Command::new("python3").args(["-m", "zipfile", "-c"]).arg(&zip).args(&records));
 
-    let c = tokio::task::block_in_place(|| {
-        ProcCluster::start_configured(3, &[], |t| {
-            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
-        })
-    });
-    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
-    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
-    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    let (_c, api, [n1, n2, n3]) = scanning_cluster().await;
     let (s, imported) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=pypi", Some(std::fs::read(&zip).unwrap())).await;
     assert_eq!(s, 201, "{imported}");
     assert_eq!((imported["kind"].as_str(), imported["advisories"].as_u64()), (Some("osv"), Some(11)), "{imported}");
@@ -603,19 +589,7 @@ async fn python_image_is_matched_against_an_osv_zip() {
         .collect();
     let row = |n: &str, v: &str| (n.to_string(), v.to_string(), "pep440".to_string(), layer_digest.clone());
     assert_eq!(got, vec![row("cryptography", "38.0.4"), row("requests", "2.28.1"), row("urllib3", "1.26.12")]);
-    let vulns: Vec<(String, String, String, String)> = features
-        .iter()
-        .flat_map(|f| {
-            f["Vulnerabilities"].as_array().unwrap().iter().map(move |v| {
-                (
-                    f["Name"].as_str().unwrap().into(),
-                    v["Name"].as_str().unwrap().into(),
-                    v["FixedBy"].as_str().unwrap().into(),
-                    v["Severity"].as_str().unwrap().into(),
-                )
-            })
-        })
-        .collect();
+    let vulns = vulnerability_rows(features);
     let want = [
         ("cryptography", "CVE-2023-23931", "39.0.1", "Medium"),
         ("cryptography", "CVE-2023-49083", "41.0.6", "Medium"),
@@ -660,14 +634,7 @@ async fn go_binary_is_matched_against_an_osv_go_advisory() {
                        "ranges": [{"type": "SEMVER", "events": [{"introduced": "1.21.0"}, {"fixed": "1.21.1"}]}]}]}
     ]);
 
-    let c = tokio::task::block_in_place(|| {
-        ProcCluster::start_configured(3, &[], |t| {
-            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
-        })
-    });
-    let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
-    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
-    api.ok(&n2, Method::POST, "/api/v1/organization/", Some(json!({"name": "team"}))).await;
+    let (_c, api, [n1, n2, n3]) = scanning_cluster().await;
     let (s, imported) = api.call(&n2, Method::POST, "/api/v1/superuser/scanner/feeds?name=go", Some(serde_json::to_vec(&feed).unwrap())).await;
     assert_eq!(s, 201, "{imported}");
     // One advisory per affected range: the first record has two.

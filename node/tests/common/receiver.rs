@@ -34,6 +34,11 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// Every body taken so far, as JSON (`null` when not JSON).
+    pub fn jsons(&self) -> Vec<Value> {
+        self.got.lock().unwrap().iter().map(|g| g.json.clone()).collect()
+    }
+
     pub fn at(&self, path: &str) -> Vec<Got> {
         self.got.lock().unwrap().iter().filter(|g| g.path == path).cloned().collect()
     }
