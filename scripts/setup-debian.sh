@@ -15,7 +15,9 @@
 # WebDriver), slapd and ldap-utils as the LDAP sign-in test's directory
 # (started by the test as an ordinary process; the package's own service is
 # not used), golang-go (the scanner's Go build-info test builds a small
-# program with it, offline, from a file-system module proxy), and from
+# program with it, offline, from a file-system module proxy), rpm (the
+# scanner's rpm test writes a real rpmdb.sqlite with rpmbuild and rpm),
+# libsqlite3-dev (the scanner reads rpm's sqlite database), and from
 # PyPI oras, openapi-spec-validator and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
@@ -24,7 +26,7 @@ packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
           docker-registry apache2-utils tinyproxy openssl slapd ldap-utils
           binutils docker-compose debootstrap dpkg-dev chromium chromium-driver
           python3-cryptography python3-urllib3 python3-requests python3-packaging
-          golang-go)
+          golang-go rpm libsqlite3-dev)
 # kubectl renders the Kubernetes manifests (its kustomize); Debian's comes
 # with kubernetes-client, unless another kubectl is installed already.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

@@ -658,3 +658,58 @@ async fn go_binary_is_matched_against_an_osv_go_advisory() {
     );
     assert_eq!(api.security(&n1, "team/registry", &digest).await, v, "the same report through another node");
 }
+
+/// An rpm image through three real nodes: a Rocky Linux 9.3 layer whose
+/// `rpmdb.sqlite` rpm itself wrote (`scanner/testdata/rocky9/`, sources in
+/// its README), pushed through node 1; Rocky's OSV records imported
+/// through node 2; node 3's report has the rpm packages, the errata
+/// that affect them with their fixed versions, and not the one fixed
+/// before the installed glibc or the one for Rocky Linux 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpm_image_is_matched_against_rocky_osv_records() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/rocky9");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    run(Command::new(data.join("make-rpmdb.sh")).arg(&root));
+    let gz = tmp.path().join("layer.tar.gz");
+    run(Command::new("tar").arg("-C").arg(&root).arg("-czf").arg(&gz).args(["etc", "usr", "var"]));
+    let layer = std::fs::read(&gz).unwrap();
+    let layer_digest = Digest::sha256_of(&layer).to_string();
+    let mut records = Vec::new();
+    for f in ["RLSA-2024-0310.json", "RLSA-2024-2447.json", "RLSA-2023-5455.json", "RLSA-TEST-0001.json"] {
+        records.push(serde_json::from_slice::<Value>(&std::fs::read(data.join(f)).unwrap()).unwrap());
+    }
+
+    let (_c, api, [n1, n2, n3]) = scanning_cluster().await;
+    let imported = api.import(&n2, "rocky", &Value::Array(records)).await;
+    assert_eq!(imported["kind"], "osv", "{imported}");
+    let digest = api.push_layer(&n1, "team/rocky", "9.3", &layer, "application/vnd.oci.image.layer.v1.tar+gzip").await;
+    let v = api.scanned(&n3, "team/rocky", &digest, Duration::from_secs(90)).await;
+    assert_eq!(v["status"], "scanned", "{v}");
+    let features = v["data"]["Layer"]["Features"].as_array().unwrap();
+    let got: Vec<(&str, &str, &str, &str, &str)> = features
+        .iter()
+        .map(|f| {
+            (
+                f["Name"].as_str().unwrap(),
+                f["Version"].as_str().unwrap(),
+                f["VersionFormat"].as_str().unwrap(),
+                f["NamespaceName"].as_str().unwrap(),
+                f["AddedBy"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let row = |n, v| (n, v, "rpm", "rocky:9.3", layer_digest.as_str());
+    assert_eq!(
+        got,
+        vec![row("alternatives", "1.24-1.el9"), row("bash", "5.1.8-6.el9_1"), row("glibc", "2.34-83.el9.7"), row("openssl-libs", "1:3.0.7-24.el9")],
+        "{v}"
+    );
+    let want = [("openssl-libs", "CVE-2023-3446", "1:3.0.7-27.el9", "Low"), ("openssl-libs", "CVE-2023-5363", "1:3.0.7-25.el9_3", "High")];
+    assert_eq!(vulnerability_rows(features), want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect::<Vec<_>>());
+    assert_eq!(features[3]["Vulnerabilities"][0]["NamespaceName"], "Rocky Linux:9");
+    assert_eq!(features[3]["Vulnerabilities"][1]["Link"], "https://errata.rockylinux.org/RLSA-2024:0310");
+    assert_eq!(api.security(&n1, "team/rocky", &digest).await, v, "the same report through another node");
+}

@@ -30,6 +30,9 @@ pub struct Limits {
     /// Largest ELF file streamed for Go build info; larger ones are
     /// skipped with a reason in [`LayerIndex::unsupported`].
     pub max_binary_bytes: u64,
+    /// Largest rpmdb.sqlite copied out to be read (a Fedora workstation's
+    /// is ~100 MiB; a container's, a few MiB).
+    pub max_rpmdb_bytes: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_total_bytes: 32 << 30,
             max_time: Duration::from_secs(600),
             max_binary_bytes: 256 << 20,
+            max_rpmdb_bytes: 512 << 20,
         }
     }
 }
@@ -105,12 +109,17 @@ pub struct LayerIndex {
     /// `stdlib`, the main module (unless `(devel)`) and the deps.
     #[serde(default)]
     pub go_binaries: BTreeMap<String, Vec<Package>>,
+    /// rpm's sqlite databases (`var/lib/rpm/rpmdb.sqlite`, or
+    /// `usr/lib/sysimage/rpm/rpmdb.sqlite` on newer Fedora and openSUSE),
+    /// by path, as this layer wrote them.
+    #[serde(default)]
+    pub rpm_dbs: BTreeMap<String, Vec<Package>>,
     /// Paths deleted by this layer (`.wh.<name>`), as full paths.
     pub whiteouts: Vec<String>,
     /// Directories made opaque by this layer (`.wh..wh..opq`).
     pub opaque_dirs: Vec<String>,
     /// Package databases found but not read, said aloud rather than
-    /// silently skipped (e.g. a BerkeleyDB rpmdb).
+    /// silently skipped (a BerkeleyDB or ndb rpmdb, a Go binary too large).
     pub unsupported: Vec<String>,
     pub entries: u64,
     pub bytes: u64,
@@ -225,11 +234,16 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
             out.whiteouts.push(if dir.is_empty() { gone.to_string() } else { format!("{dir}/{gone}") });
             continue;
         }
-        if path == "var/lib/rpm/Packages" || path == "var/lib/rpm/rpmdb.sqlite" {
-            out.unsupported.push(format!("unsupported rpmdb: {path}"));
+        if !entry.header().entry_type().is_file() {
             continue;
         }
-        if !entry.header().entry_type().is_file() {
+        if is_rpm_sqlite(&path) {
+            let packages = index_rpm_sqlite(&mut entry, &path, declared, limits, started)?;
+            out.rpm_dbs.insert(path, packages);
+            continue;
+        }
+        if is_rpm_other_db(&path) {
+            out.unsupported.push(format!("unsupported rpmdb (only the sqlite backend is read): {path}"));
             continue;
         }
         if !is_interesting(&path) {
@@ -266,6 +280,44 @@ pub fn index_layer<R: Read>(r: R, limits: &Limits) -> Result<LayerIndex> {
     out.bytes = rest.read;
     out.os_release = os_etc.or(os_lib);
     Ok(out)
+}
+
+const RPM_DIRS: [&str; 2] = ["var/lib/rpm/", "usr/lib/sysimage/rpm/"];
+
+fn is_rpm_sqlite(path: &str) -> bool {
+    RPM_DIRS.iter().any(|d| path.strip_prefix(d) == Some("rpmdb.sqlite"))
+}
+
+/// BerkeleyDB (`Packages`, RHEL 8 and older) and ndb (`Packages.db`,
+/// SUSE) rpm databases.
+fn is_rpm_other_db(path: &str) -> bool {
+    RPM_DIRS.iter().any(|d| matches!(path.strip_prefix(d), Some("Packages" | "Packages.db")))
+}
+
+/// Copies an rpmdb.sqlite entry to a private temporary file (sqlite reads
+/// files, not streams) and reads its packages within the layer's limits.
+fn index_rpm_sqlite<R: Read>(entry: &mut R, path: &str, declared: u64, limits: &Limits, started: Instant) -> Result<Vec<Package>> {
+    if declared > limits.max_rpmdb_bytes {
+        return Err(Error::Refused(format!("{path} is {declared} bytes, more than the {} an rpm database may have", limits.max_rpmdb_bytes)));
+    }
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| Error::Corrupt(format!("{path}: a temporary file: {e}")))?;
+    std::io::copy(&mut entry.take(limits.max_rpmdb_bytes), file.as_file_mut()).map_err(|e| Error::Corrupt(format!("{path}: {e}")))?;
+    let headers = crate::rpmdb::read_sqlite(file.path(), started + limits.max_time, limits.max_entries)?;
+    let mut packages: Vec<Package> = headers.iter().map(rpm_package).collect();
+    packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    Ok(packages)
+}
+
+/// An installed rpm as a package matched by `[epoch:]version-release`.
+fn rpm_package(h: &crate::rpmdb::Header) -> Package {
+    let version = h.evr();
+    Package {
+        source_name: h.source_name().unwrap_or_else(|| h.name.clone()),
+        source_version: version.clone(),
+        name: h.name.clone(),
+        version,
+        format: VersionFormat::Rpm,
+    }
 }
 
 /// Reads a regular file's first bytes and, for an ELF file, streams the
@@ -455,6 +507,9 @@ pub fn merge(layers: &[(String, LayerIndex)]) -> ImageIndex {
             replace(path, std::slice::from_ref(pkg));
         }
         for (path, pkgs) in &layer.go_binaries {
+            replace(path, pkgs);
+        }
+        for (path, pkgs) in &layer.rpm_dbs {
             replace(path, pkgs);
         }
         unsupported.extend(layer.unsupported.iter().cloned());

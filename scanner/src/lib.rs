@@ -21,11 +21,12 @@ pub mod gobin;
 pub mod index;
 pub mod matcher;
 pub mod quay;
+pub mod rpmdb;
 pub mod version;
 
 /// Bumped whenever the index of a layer would come out differently, so a
 /// stored index from an older indexer can be recomputed.
-pub const INDEXER_VERSION: u32 = 4;
+pub const INDEXER_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

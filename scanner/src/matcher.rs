@@ -30,7 +30,7 @@ impl AdvisoryDb {
             match &a.target {
                 Target::DebianSource { release, package } => self.debian.entry((release.clone(), package.clone())).or_default().push(a),
                 Target::AlpineOrigin { branch, package } => self.alpine.entry((branch.clone(), package.clone())).or_default().push(a),
-                Target::Osv { ecosystem, package } => self.osv.entry((ecosystem.clone(), package.clone())).or_default().push(a),
+                Target::Osv { ecosystem, package } => self.osv.entry((osv_key(ecosystem), package.clone())).or_default().push(a),
             }
         }
     }
@@ -41,6 +41,17 @@ impl AdvisoryDb {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The ecosystem as the database keys it: Red Hat's per-stream
+/// ecosystems (`Red Hat:enterprise_linux:9::appstream`) under their
+/// release (`Red Hat:enterprise_linux:9`), which is all an image's
+/// os-release can tell; every other ecosystem as it is.
+fn osv_key(ecosystem: &str) -> String {
+    match ecosystem.strip_prefix("Red Hat:enterprise_linux:") {
+        Some(rest) => format!("Red Hat:enterprise_linux:{}", rest.split(':').next().unwrap_or_default()),
+        None => ecosystem.to_string(),
     }
 }
 
@@ -131,6 +142,25 @@ fn alpine_branch(index: &ImageIndex) -> Option<String> {
     Some(format!("v{}.{}", parts.next()?, parts.next()?))
 }
 
+/// The OSV ecosystems that publish advisories for an rpm-based
+/// distribution, from os-release's `ID` and major `VERSION_ID`: Rocky
+/// Linux and AlmaLinux (per major release), Mageia, openSUSE Leap, and
+/// Red Hat (see [`osv_key`]).
+fn rpm_ecosystems(index: &ImageIndex) -> Vec<String> {
+    let Some(d) = index.distribution.as_ref() else {
+        return Vec::new();
+    };
+    let major = d.version_id.split('.').next().unwrap_or_default();
+    match d.id.as_str() {
+        "rocky" => vec![format!("Rocky Linux:{major}")],
+        "almalinux" => vec![format!("AlmaLinux:{major}")],
+        "mageia" => vec![format!("Mageia:{major}")],
+        "opensuse-leap" => vec![format!("openSUSE:Leap {}", d.version_id)],
+        "rhel" => vec![format!("Red Hat:enterprise_linux:{major}")],
+        _ => Vec::new(),
+    }
+}
+
 fn found(a: &Advisory) -> Finding {
     Finding {
         id: a.id.clone(),
@@ -142,8 +172,34 @@ fn found(a: &Advisory) -> Finding {
     }
 }
 
-fn match_package(db: &AdvisoryDb, release: &Option<String>, branch: &Option<String>, p: &ImagePackage) -> Vec<Finding> {
+/// What an image's distribution selects in the advisory database.
+struct Scope {
+    debian_release: Option<String>,
+    alpine_branch: Option<String>,
+    rpm_ecosystems: Vec<String>,
+}
+
+fn match_rpm(db: &AdvisoryDb, ecosystems: &[String], p: &ImagePackage, out: &mut Vec<Finding>) {
+    // OSV's rpm ecosystems name binary packages; some records name the
+    // source package instead, so both are looked up.
+    let mut names = vec![p.package.name.clone()];
+    if p.package.source_name != p.package.name {
+        names.push(p.package.source_name.clone());
+    }
+    for eco in ecosystems {
+        for name in &names {
+            let hits = db.osv.get(&(eco.clone(), name.clone())).into_iter().flatten();
+            out.extend(hits.filter(|a| in_range(VersionFormat::Rpm, &p.package.version, a)).map(found));
+        }
+    }
+}
+
+fn match_package(db: &AdvisoryDb, scope: &Scope, p: &ImagePackage) -> Vec<Finding> {
+    let (release, branch) = (&scope.debian_release, &scope.alpine_branch);
     let mut out = Vec::new();
+    if p.package.format == VersionFormat::Rpm {
+        match_rpm(db, &scope.rpm_ecosystems, p, &mut out);
+    }
     if let (VersionFormat::Apk, Some(branch)) = (p.package.format, branch) {
         let key = (branch.clone(), p.package.source_name.clone());
         for a in db.alpine.get(&key).into_iter().flatten() {
@@ -187,9 +243,8 @@ fn match_package(db: &AdvisoryDb, release: &Option<String>, branch: &Option<Stri
 }
 
 pub fn match_image(db: &AdvisoryDb, index: &ImageIndex) -> Report {
-    let release = debian_release(index);
-    let branch = alpine_branch(index);
-    let findings = index.packages.iter().map(|p| match_package(db, &release, &branch, p)).collect();
+    let scope = Scope { debian_release: debian_release(index), alpine_branch: alpine_branch(index), rpm_ecosystems: rpm_ecosystems(index) };
+    let findings = index.packages.iter().map(|p| match_package(db, &scope, p)).collect();
     Report { index: index.clone(), findings }
 }
 
@@ -384,5 +439,104 @@ mod python_tests {
         };
         assert_eq!((hits("foo-bar", "0.9"), hits("foo.bar", "1.0"), hits("FOO_BAR", "1.4"), hits("foo-bar", "1.4.1")), (0, 1, 1, 0));
         assert_eq!((hits("baz", "2.0"), hits("baz", "2.0.0"), hits("baz", "2.0.1")), (1, 1, 0));
+    }
+}
+
+#[cfg(test)]
+mod rpm_tests {
+    use super::*;
+    use crate::index::{index_layer, merge, Limits};
+
+    /// A real rpm sqlite database (written by rpm; see
+    /// `testdata/rocky9/README.md`) in a Rocky Linux 9.3 layer, against
+    /// Rocky's OSV records.
+    #[test]
+    fn rocky_rpmdb_against_osv() {
+        assert!(std::process::Command::new("rpmbuild").arg("--version").output().is_ok(), "rpmbuild is missing (apt-get install rpm)");
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rocky9");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let ok = std::process::Command::new(data.join("make-rpmdb.sh")).arg(&root).status().unwrap();
+        assert!(ok.success());
+        let tar = std::process::Command::new("tar").arg("-C").arg(&root).args(["-czf", "-", "etc", "usr", "var"]).output().unwrap();
+        assert!(tar.status.success());
+        let layer = index_layer(&tar.stdout[..], &Limits::default()).unwrap();
+        assert_eq!(layer.rpm_dbs.len(), 1, "{layer:?}");
+        let img = merge(&[("sha256:l1".into(), layer)]);
+        assert_eq!(img.distribution.as_ref().unwrap().id, "rocky");
+        let pkgs: Vec<(&str, &str, &str)> =
+            img.packages.iter().map(|p| (p.package.name.as_str(), p.package.version.as_str(), p.package.source_name.as_str())).collect();
+        assert_eq!(
+            pkgs,
+            vec![
+                ("alternatives", "1.24-1.el9", "chkconfig"),
+                ("bash", "5.1.8-6.el9_1", "bash"),
+                ("glibc", "2.34-83.el9.7", "glibc"),
+                ("openssl-libs", "1:3.0.7-24.el9", "openssl")
+            ]
+        );
+        let mut advisories = Vec::new();
+        for f in ["RLSA-2024-0310.json", "RLSA-2024-2447.json", "RLSA-2023-5455.json", "RLSA-TEST-0001.json"] {
+            advisories.extend(crate::feed::parse(&std::fs::read(data.join(f)).unwrap()).unwrap().1);
+        }
+        let report = match_image(&AdvisoryDb::new(advisories), &img);
+        let got: Vec<(&str, &str, Option<&str>, &str, &str)> = report
+            .index
+            .packages
+            .iter()
+            .zip(&report.findings)
+            .flat_map(|(p, fs)| {
+                fs.iter().map(move |f| (p.package.name.as_str(), f.id.as_str(), f.fixed_by.as_deref(), f.severity.as_str(), f.namespace.as_str()))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("openssl-libs", "CVE-2023-3446", Some("1:3.0.7-27.el9"), "Low", "Rocky Linux:9"),
+                ("openssl-libs", "CVE-2023-5363", Some("1:3.0.7-25.el9_3"), "High", "Rocky Linux:9"),
+            ]
+        );
+        let body = crate::quay::security_body("sha256:m", "scanned", Some(&report), true);
+        assert_eq!(body["data"]["Layer"]["Features"][3]["VersionFormat"], "rpm");
+    }
+
+    /// A BerkeleyDB rpm database is said to be unsupported, not taken for
+    /// an image without packages.
+    #[test]
+    fn berkeley_rpmdb_is_reported_unsupported() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "var/lib/rpm/Packages", &b"\0\0\0\0"[..]).unwrap();
+        let layer = index_layer(&b.into_inner().unwrap()[..], &Limits::default()).unwrap();
+        assert_eq!(layer.unsupported, vec!["unsupported rpmdb (only the sqlite backend is read): var/lib/rpm/Packages".to_string()]);
+        assert!(layer.rpm_dbs.is_empty());
+    }
+
+    /// A file named rpmdb.sqlite that is not a database, and a database
+    /// whose header blob lies, fail the layer with a reason.
+    #[test]
+    fn hostile_rpmdb_fails_the_layer() {
+        let layer_of = |db: &[u8]| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(db.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, "var/lib/rpm/rpmdb.sqlite", db).unwrap();
+            b.into_inner().unwrap()
+        };
+        let err = index_layer(&layer_of(&[0x5a; 8192])[..], &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("rpmdb.sqlite"), "{err}");
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rpmdb.sqlite");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)").unwrap();
+        db.execute("INSERT INTO Packages(blob) VALUES (?1)", [&[0xffu8, 0xff, 0xff, 0xff, 0, 0, 0, 8][..]]).unwrap();
+        drop(db);
+        let err = index_layer(&layer_of(&std::fs::read(&path).unwrap())[..], &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("rpm header"), "{err}");
     }
 }

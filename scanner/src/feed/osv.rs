@@ -158,7 +158,11 @@ fn severity_of(record: &Value, affected: &Value) -> Severity {
             }
         }
     }
-    Severity::Unknown
+    // Red Hat and its rebuilds (Rocky, AlmaLinux) carry the errata's
+    // severity only as the summary's first word: "Important: openssl
+    // security update".
+    let summary = record["summary"].as_str().unwrap_or_default();
+    summary.split_once(':').and_then(|(word, _)| severity_word(word.trim())).unwrap_or(Severity::Unknown)
 }
 
 /// The id Quay shows: a CVE alias when the record has one (as Clair
