@@ -43,7 +43,8 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
 # oras for the artifact tests; openapi-spec-validator and schemathesis check the admin API's OpenAPI document;
 # aiosmtpd is the SMTP server the e-mail notification test sends to;
-# kubernetes-validate checks the rendered manifests against Kubernetes' schemas.
-if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis, aiosmtpd, kubernetes_validate' 2>/dev/null || ! command -v schemathesis >/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis aiosmtpd kubernetes-validate
+# kubernetes-validate checks the rendered manifests against Kubernetes' schemas;
+# cyclonedx-python-lib's JSON validator checks the scanner's SBOM against CycloneDX's schema.
+if ! python3 -c 'import oras, requests, openapi_spec_validator, schemathesis, aiosmtpd, kubernetes_validate, cyclonedx.validation.json, jsonschema' 2>/dev/null || ! command -v schemathesis >/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages oras requests openapi-spec-validator schemathesis aiosmtpd kubernetes-validate 'cyclonedx-python-lib[json-validation]'
 fi

@@ -760,6 +760,11 @@ pub trait Identity: Send + Sync + 'static {
     async fn manifest_security(&self, _who: &Access, _repo: &str, _digest: &str, _vulnerabilities: bool) -> Result<serde_json::Value, ApiError> {
         Err(ApiError::method_not_allowed("this backend does not scan"))
     }
+    /// The image's SBOM (CycloneDX 1.5 JSON) once it is scanned; a
+    /// backend without a scanner answers 405.
+    async fn manifest_sbom(&self, _who: &Access, _repo: &str, _digest: &str) -> Result<serde_json::Value, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
     /// Imports an advisory feed snapshot (superusers).
     async fn import_feed(&self, _who: &Access, _name: &str, _bytes: bytes::Bytes) -> Result<FeedView, ApiError> {
         Err(ApiError::method_not_allowed("this backend does not scan"))

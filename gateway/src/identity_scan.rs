@@ -70,12 +70,13 @@ struct ManifestPath {
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/security", get(manifest_security))
+        .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/sbom", get(manifest_sbom))
         .route("/api/v1/superuser/scanner/feeds", post(feed_import).layer(DefaultBodyLimit::max(FEED_BODY_MAX)))
         .route("/api/v1/superuser/scanner/status", get(scanner_status))
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(manifest_security, feed_import, scanner_status), components(schemas(ErrorBody, FeedView, ScanCounts, ScannerStatus)))]
+#[openapi(paths(manifest_security, manifest_sbom, feed_import, scanner_status), components(schemas(ErrorBody, FeedView, ScanCounts, ScannerStatus)))]
 pub(super) struct ScanDoc;
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/security", tag = "scanning",
@@ -90,6 +91,17 @@ async fn manifest_security(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let repo = repo_name(&p.namespace, &p.repository);
     Ok(Json(id.manifest_security(&w, &repo, &p.digest, q.vulnerabilities.unwrap_or(false)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/sbom", tag = "scanning",
+    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("digest" = String, Path, description = "The manifest's digest")),
+    responses((status = 200, description = "The image's packages as a CycloneDX 1.5 JSON document (`application/vnd.cyclonedx+json`), also attached to the image as an OCI referrer", body = Object, content_type = "application/vnd.cyclonedx+json"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Not scanned (yet): queued, failed or unsupported", body = ErrorBody)))]
+async fn manifest_sbom(State(id): State<Shared>, Path(p): Path<ManifestPath>, Who(w): Who) -> Result<Response, ApiError> {
+    let repo = repo_name(&p.namespace, &p.repository);
+    let doc = id.manifest_sbom(&w, &repo, &p.digest).await?;
+    let body = serde_json::to_vec(&doc).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/vnd.cyclonedx+json")], body).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/superuser/scanner/feeds", tag = "scanning", params(FeedQuery),

@@ -352,7 +352,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         Arc::new(NodeBackend::new(meta.clone(), config.clone(), auth.clone(), replicator.clone(), uploads.clone(), gc_stats.clone(), authority.clone()));
     let site = crate::notify::Site::new(config.node_id, &config.region, &config.notifications, &config.http_advertise);
     let registry = Arc::new(NodeRegistry::new(meta.clone(), uploads.clone(), replicator.clone(), auth.clone(), audit.clone()).with_site(site.clone()));
-    let scanner = crate::scan::Scanner::new(meta.clone(), replicator.clone(), config.scan.clone());
+    let scanner = crate::scan::Scanner::new(meta.clone(), replicator.clone(), registry.clone(), config.scan.clone());
     tasks.push(tokio::spawn(scanner.clone().run(rx.clone())));
     let identity = Arc::new(
         NodeIdentity::new(meta.clone(), auth, audit.clone())

@@ -380,6 +380,16 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
     let pw = c.password_file.to_str().unwrap().to_string();
     let shown = ok(&["scan", "show", "team/debian:bookworm", "--endpoint", &format!("http://{n3}"), "--password-file", &pw]);
     assert!(shown.contains("scanned") && shown.contains("CVE-2026-42767") && shown.contains("3.0.22-1~deb12u1"), "{shown}");
+    // The SBOM through the CLI: one library component per package of the
+    // report, each with its Debian package URL.
+    let sbom: Value =
+        serde_json::from_str(&ok(&["scan", "sbom", "team/debian:bookworm", "--endpoint", &format!("http://{n3}"), "--password-file", &pw])).unwrap();
+    let features = api.security(&n3, "team/debian", &digest).await["data"]["Layer"]["Features"].as_array().unwrap().len();
+    let libraries: Vec<&Value> = sbom["components"].as_array().unwrap().iter().filter(|c| c["type"] == "library").collect();
+    assert_eq!(libraries.len(), features);
+    let libc = libraries.iter().find(|c| c["name"] == "libc6").unwrap();
+    let purl = libc["purl"].as_str().unwrap();
+    assert!(purl.starts_with("pkg:deb/debian/libc6@2.36-9") && purl.ends_with("?distro=debian-12"), "{purl}");
     let status = ok(&["scanner", "status", "--data-dir", c.dirs[2].to_str().unwrap()]);
     assert!(status.contains("1 scanned") && status.contains("debian-tracker"), "{status}");
 
@@ -535,6 +545,11 @@ async fn a_scan_whose_node_is_killed_is_taken_over_and_completes() {
     let other_started =
         (0..3).filter(|&i| i != holder).any(|i| std::fs::read_to_string(c.dirs[i].with_extension("log")).unwrap_or_default().contains("scan started"));
     assert!(other_started, "another node took the scan over");
+    // The node that finished the scan attached one SBOM, with one node down.
+    let (s, referrers) = api.call(&alive, Method::GET, &format!("/v2/team/debian/referrers/{digest}"), None).await;
+    assert_eq!(s, 200, "{referrers}");
+    let sboms: Vec<&Value> = referrers["manifests"].as_array().unwrap().iter().filter(|m| m["artifactType"] == "application/vnd.cyclonedx+json").collect();
+    assert_eq!(sboms.len(), 1, "{referrers}");
 }
 
 /// A Python image: one gzip layer made with tar from this machine's
@@ -712,4 +727,65 @@ async fn rpm_image_is_matched_against_rocky_osv_records() {
     assert_eq!(features[3]["Vulnerabilities"][0]["NamespaceName"], "Rocky Linux:9");
     assert_eq!(features[3]["Vulnerabilities"][1]["Link"], "https://errata.rockylinux.org/RLSA-2024:0310");
     assert_eq!(api.security(&n1, "team/rocky", &digest).await, v, "the same report through another node");
+
+    // Its SBOM: CycloneDX 1.5, valid by the CycloneDX project's own
+    // schema validator, one component per package with its package URL.
+    let sbom_path = format!("/api/v1/repository/team/rocky/manifest/{digest}/sbom");
+    let resp = api.http.get(format!("http://{n3}{sbom_path}")).basic_auth("admin", Some(&api.password)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/vnd.cyclonedx+json");
+    let sbom_bytes = resp.bytes().await.unwrap().to_vec();
+    let sbom: Value = serde_json::from_slice(&sbom_bytes).unwrap();
+    let file = tmp.path().join("sbom.json");
+    std::fs::write(&file, &sbom_bytes).unwrap();
+    let check = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\n\
+                 e = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\nsys.exit(str(e) if e else 0)";
+    run(Command::new("python3").args(["-c", check]).arg(&file));
+    let purls: Vec<&str> = sbom["components"].as_array().unwrap().iter().filter_map(|c| c["purl"].as_str()).collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:rpm/rocky/alternatives@1.24-1.el9?distro=rocky-9.3",
+            "pkg:rpm/rocky/bash@5.1.8-6.el9_1?distro=rocky-9.3",
+            "pkg:rpm/rocky/glibc@2.34-83.el9.7?distro=rocky-9.3",
+            "pkg:rpm/rocky/openssl-libs@3.0.7-24.el9?distro=rocky-9.3&epoch=1",
+        ]
+    );
+    assert_eq!(sbom["components"][0]["type"], "operating-system");
+    // The same document through another node, and attached to the image
+    // as an OCI referrer (what `oras discover` lists), by the node that
+    // scanned it, before the scan was recorded.
+    let (s, again) = api.call(&n1, Method::GET, &sbom_path, None).await;
+    assert_eq!((s, &again), (200, &sbom));
+    let referrers: Value = api
+        .http
+        .get(format!("http://{n2}/v2/team/rocky/referrers/{digest}"))
+        .basic_auth("admin", Some(&api.password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found = referrers["manifests"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{referrers}");
+    assert_eq!(found[0]["artifactType"], "application/vnd.cyclonedx+json", "{referrers}");
+    let artifact: Value = api
+        .http
+        .get(format!("http://{n2}/v2/team/rocky/manifests/{}", found[0]["digest"].as_str().unwrap()))
+        .basic_auth("admin", Some(&api.password))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(artifact["subject"]["digest"], digest.as_str(), "{artifact}");
+    let layer = artifact["layers"][0]["digest"].as_str().unwrap();
+    let blob = api.http.get(format!("http://{n2}/v2/team/rocky/blobs/{layer}")).basic_auth("admin", Some(&api.password)).send().await.unwrap();
+    assert_eq!(blob.bytes().await.unwrap().to_vec(), sbom_bytes, "the referrer holds the API's document, byte for byte");
+    // An artifact has no SBOM of its own: it is not an image.
+    let (s, err) = api.call(&n3, Method::GET, &format!("/api/v1/repository/team/rocky/manifest/{}/sbom", found[0]["digest"].as_str().unwrap()), None).await;
+    assert_eq!(s, 409, "{err}");
 }

@@ -1,5 +1,6 @@
-//! `berth scanner` (advisory feeds, the scanner's status) and `berth scan
-//! show` (an image's security report), over the admin API.
+//! `berth scanner` (advisory feeds, the scanner's status), `berth scan
+//! show` (an image's security report) and `berth scan sbom` (its
+//! CycloneDX SBOM), over the admin API.
 
 use std::path::Path;
 
@@ -51,6 +52,25 @@ pub enum ScanCommand {
         #[arg(long)]
         json: bool,
     },
+    /// An image's software bill of materials (CycloneDX 1.5 JSON), once
+    /// it is scanned: NAMESPACE/NAME:TAG or NAMESPACE/NAME@DIGEST.
+    Sbom {
+        image: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// The repository and manifest digest `image` names, a tag resolved
+/// through the tag list.
+async fn resolve(client: &AdminClient, image: &str) -> anyhow::Result<(String, String)> {
+    if let Some((r, d)) = image.split_once('@') {
+        return Ok((r.to_string(), d.to_string()));
+    }
+    let (r, tag) = image.rsplit_once(':').filter(|(r, _)| r.contains('/')).context("IMAGE is NAMESPACE/NAME:TAG or NAMESPACE/NAME@DIGEST")?;
+    let list: TagList = client.get(&format!("{}/tag/?onlyActiveTags=true&specificTag={}", repo_path(r)?, enc(tag))).await?;
+    let t = list.tags.into_iter().find(|t| t.name == tag).with_context(|| format!("{r} has no tag {tag}"))?;
+    Ok((r.to_string(), t.manifest_digest))
 }
 
 async fn read_source(source: &str) -> anyhow::Result<Vec<u8>> {
@@ -93,17 +113,17 @@ pub async fn run_scanner(command: ScannerCommand) -> anyhow::Result<()> {
 }
 
 pub async fn run_scan(command: ScanCommand) -> anyhow::Result<()> {
-    let ScanCommand::Show { image, target, json } = command;
-    let client = AdminClient::new(&target)?;
-    let (repo, digest) = match image.split_once('@') {
-        Some((r, d)) => (r.to_string(), d.to_string()),
-        None => {
-            let (r, tag) = image.rsplit_once(':').filter(|(r, _)| r.contains('/')).context("IMAGE is NAMESPACE/NAME:TAG or NAMESPACE/NAME@DIGEST")?;
-            let list: TagList = client.get(&format!("{}/tag/?onlyActiveTags=true&specificTag={}", repo_path(r)?, enc(tag))).await?;
-            let t = list.tags.into_iter().find(|t| t.name == tag).with_context(|| format!("{r} has no tag {tag}"))?;
-            (r.to_string(), t.manifest_digest)
+    let (image, target, json) = match command {
+        ScanCommand::Show { image, target, json } => (image, target, json),
+        ScanCommand::Sbom { image, target } => {
+            let client = AdminClient::new(&target)?;
+            let (repo, digest) = resolve(&client, &image).await?;
+            let v: serde_json::Value = client.get(&format!("{}/manifest/{}/sbom", repo_path(&repo)?, enc(&digest))).await?;
+            return print_json(&v);
         }
     };
+    let client = AdminClient::new(&target)?;
+    let (repo, digest) = resolve(&client, &image).await?;
     let v: serde_json::Value = client.get(&format!("{}/manifest/{}/security?vulnerabilities=true", repo_path(&repo)?, enc(&digest))).await?;
     if json {
         return print_json(&v);

@@ -1023,6 +1023,9 @@ impl Identity for NodeIdentity {
     async fn manifest_security(&self, who: &Access, repo: &str, digest: &str, vulnerabilities: bool) -> Result<serde_json::Value, ApiError> {
         self.security_of(who, repo, digest, vulnerabilities).await
     }
+    async fn manifest_sbom(&self, who: &Access, repo: &str, digest: &str) -> Result<serde_json::Value, ApiError> {
+        self.sbom_of(who, repo, digest).await
+    }
     async fn import_feed(&self, who: &Access, name: &str, bytes: bytes::Bytes) -> Result<berth_gateway::identity::FeedView, ApiError> {
         self.feed_import(who, name, bytes).await
     }

@@ -20,7 +20,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_common::Digest;
+use berth_common::{Digest, RepoName};
+use berth_gateway::Registry;
+use berth_gateway::{Access, Principal, Reference};
 use berth_raft::command::{
     LayerIndexRecord, ManifestRecord, MetaCommand, MetaResponse, NotificationCommand, NotificationEvent, NotificationScope, ScanCommand, ScanRecord, ScanStatus,
 };
@@ -53,6 +55,9 @@ pub enum ScanError {
 pub struct Scanner {
     meta: MetaNodeHandle,
     replicator: Replicator,
+    /// Where the SBOM referrer is stored, through the registry's own push
+    /// path (copies, holders and the referrers index as for any push).
+    registry: Arc<dyn Registry>,
     cfg: ScanConfig,
     /// The advisory database and the feed generation it was built from.
     db: Mutex<(u64, Arc<AdvisoryDb>)>,
@@ -74,8 +79,8 @@ fn severity_of_level(level: &str) -> Severity {
 }
 
 impl Scanner {
-    pub fn new(meta: MetaNodeHandle, replicator: Replicator, cfg: ScanConfig) -> Arc<Scanner> {
-        Arc::new(Scanner { meta, replicator, cfg, db: Mutex::new((0, Arc::new(AdvisoryDb::default()))) })
+    pub fn new(meta: MetaNodeHandle, replicator: Replicator, registry: Arc<dyn Registry>, cfg: ScanConfig) -> Arc<Scanner> {
+        Arc::new(Scanner { meta, replicator, registry, cfg, db: Mutex::new((0, Arc::new(AdvisoryDb::default()))) })
     }
 
     fn limits(&self) -> Limits {
@@ -259,6 +264,16 @@ impl Scanner {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let outcome = self.index_manifest(manifest).await;
+        if let Ok(Some(index)) = &outcome {
+            // Under the lease, before the scan is recorded: a node killed
+            // here leaves the scan to another, which attaches the same bytes.
+            let repos = rules::scan(&self.meta.state(), digest).ok().flatten().map(|r| r.repos).unwrap_or_default();
+            for repo in repos {
+                if let Err(e) = self.attach_sbom(&repo, digest, index).await {
+                    tracing::warn!(repo = %repo, digest = %digest, error = %e, "SBOM not attached as a referrer");
+                }
+            }
+        }
         let (status, reason, index_json, findings, generation) = match outcome {
             Ok(Some(index)) => {
                 let json = serde_json::to_vec(&index).unwrap_or_default();
@@ -276,6 +291,36 @@ impl Scanner {
         metrics::counter!("berth_scans_total", "status" => status.as_str()).increment(1);
         metrics::histogram!("berth_scan_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(digest = %digest, status = status.as_str(), reason = reason.as_deref().unwrap_or(""), written = ?written.as_ref().ok(), "scan finished");
+    }
+
+    /// Stores the image's SBOM in `repo` as an OCI artifact whose
+    /// `subject` is the image, so the referrers API (`oras discover`)
+    /// lists it. The same index gives the same bytes, so a second attach
+    /// (a scan taken over, a rescan) finds the manifest there and stops.
+    async fn attach_sbom(&self, repo: &str, subject: &Digest, index: &ImageIndex) -> Result<(), String> {
+        let state = self.meta.state();
+        let Some(image) = state.get::<ManifestRecord>(&keys::manifest(repo, subject)).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let doc = serde_json::to_vec(&sbom_document(repo, subject, index)).map_err(|e| e.to_string())?;
+        let (artifact, doc_digest) = sbom_artifact(&image, &doc);
+        let artifact_digest = Digest::sha256_of(&artifact);
+        if state.get_raw(&keys::manifest(repo, &artifact_digest)).map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+        let name: RepoName = repo.parse().map_err(|e| format!("repository name: {e}"))?;
+        // The node acts as the operator: no user pushed this, and a
+        // repository that is read-only or a mirror refuses it like any push.
+        let access = Access { principal: Principal::Operator, ip: None };
+        for (digest, bytes) in [(&doc_digest, doc), (&Digest::sha256_of(EMPTY_CONFIG), EMPTY_CONFIG.to_vec())] {
+            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)) });
+            self.registry.blob_put(&access, &name, digest, Box::pin(body)).await.map_err(|e| format!("blob {digest}: {}", e.message))?;
+        }
+        self.registry
+            .manifest_put(&access, &name, &Reference::Digest(artifact_digest), Some(OCI_MANIFEST), bytes::Bytes::from(artifact))
+            .await
+            .map_err(|e| format!("manifest: {}", e.message))?;
+        Ok(())
     }
 
     /// The merged index of an image, `None` for an artifact, `Err` with
@@ -383,6 +428,31 @@ impl Scanner {
             }
         }
     }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI empty descriptor's content: an artifact's config.
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// The CycloneDX document of an image in `repo` from its merged index.
+pub fn sbom_document(repo: &str, digest: &Digest, index: &ImageIndex) -> serde_json::Value {
+    berth_scanner::sbom::cyclonedx(index, repo, &digest.to_string(), env!("CARGO_PKG_VERSION"))
+}
+
+/// The artifact manifest carrying `doc` with `image` as its subject (OCI
+/// image spec 1.1, "artifact usage"), and the document's digest.
+fn sbom_artifact(image: &ManifestRecord, doc: &[u8]) -> (Vec<u8>, Digest) {
+    let doc_digest = Digest::sha256_of(doc);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": berth_scanner::sbom::MEDIA_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::sha256_of(EMPTY_CONFIG).to_string(), "size": EMPTY_CONFIG.len(), "data": "e30="},
+        "layers": [{"mediaType": berth_scanner::sbom::MEDIA_TYPE, "digest": doc_digest.to_string(), "size": doc.len()}],
+        "subject": {"mediaType": image.media_type, "digest": image.digest.to_string(), "size": image.bytes.len()},
+        "annotations": {"org.opencontainers.image.description": "CycloneDX 1.5 SBOM made by berth's scanner"},
+    });
+    (serde_json::to_vec(&manifest).unwrap_or_default(), doc_digest)
 }
 
 fn manifest_of(state: &impl StateRead, digest: &Digest, rec: &ScanRecord) -> Option<ManifestRecord> {

@@ -47,6 +47,25 @@ impl NodeIdentity {
         Ok(body)
     }
 
+    /// The image's CycloneDX SBOM, from the index its scan stored; 409
+    /// until the manifest is scanned.
+    pub(super) async fn sbom_of(&self, who: &Access, repo: &str, digest: &str) -> Result<serde_json::Value, ApiError> {
+        self.scanner()?;
+        self.repo_with(who, repo, Role::Read)?;
+        let digest: berth_common::Digest = digest.parse().map_err(|e| bad(format!("digest {digest:?}: {e}")))?;
+        if self.state().get_raw(&keys::manifest(repo, &digest)).map_err(state_err)?.is_none() {
+            return Err(not_found(format!("manifest {digest} is not in repository {repo}")));
+        }
+        let rec = rules::scan(&self.state(), &digest).map_err(state_err)?;
+        let status = rec.as_ref().map(|r| r.status.as_str()).unwrap_or("unsupported");
+        let Some(rec) = rec.filter(|r| r.status == ScanStatus::Scanned) else {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("manifest {digest} has no SBOM: its scan is {status}")));
+        };
+        let index: berth_scanner::index::ImageIndex =
+            serde_json::from_slice(&rec.index_json).map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored index unreadable: {e}")))?;
+        Ok(crate::scan::sbom_document(repo, &digest, &index))
+    }
+
     pub(super) async fn feed_import(&self, who: &Access, name: &str, bytes: bytes::Bytes) -> Result<FeedView, ApiError> {
         self.require_superuser(who, "import advisory feeds")?;
         let scanner = self.scanner()?;
