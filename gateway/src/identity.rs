@@ -50,7 +50,7 @@ pub use oauth::{
 
 #[path = "identity_scan.rs"]
 mod scan;
-pub use scan::{FeedView, ScanCounts, ScannerStatus};
+pub use scan::{FeedSourceRequest, FeedSourceView, FeedView, ScanCounts, ScannerStatus};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OrgCreate {
@@ -770,6 +770,13 @@ pub trait Identity: Send + Sync + 'static {
         Err(ApiError::method_not_allowed("this backend does not scan"))
     }
     async fn scanner_status(&self, _who: &Access) -> Result<ScannerStatus, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    /// Adds or changes a feed fetched on a schedule (superusers).
+    async fn put_feed_source(&self, _who: &Access, _name: &str, _req: FeedSourceRequest) -> Result<FeedSourceView, ApiError> {
+        Err(ApiError::method_not_allowed("this backend does not scan"))
+    }
+    async fn delete_feed_source(&self, _who: &Access, _name: &str) -> Result<(), ApiError> {
         Err(ApiError::method_not_allowed("this backend does not scan"))
     }
 }

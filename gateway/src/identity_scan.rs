@@ -58,6 +58,38 @@ pub struct ScannerStatus {
     pub scans: ScanCounts,
     /// Scanned manifests not yet matched against the newest generation.
     pub rematch_pending: u64,
+    /// Feeds fetched from URLs on a schedule.
+    #[serde(default)]
+    pub sources: Vec<FeedSourceView>,
+}
+
+/// `PUT /api/v1/superuser/scanner/sources/{name}`: fetch `url` every
+/// `interval_secs` (conditionally, with the last answer's `ETag` and
+/// `Last-Modified`) and import it as feed `name` when it changed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeedSourceRequest {
+    /// An http:// or https:// URL of a feed file in a format `import` takes.
+    pub url: String,
+    /// Seconds between fetches (default 21600, six hours).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeedSourceView {
+    pub name: String,
+    pub url: String,
+    pub interval_secs: u64,
+    /// When the next fetch is due.
+    pub next_fetch_at: String,
+    /// The node fetching it now, if any.
+    pub fetching_node: Option<u64>,
+    pub last_checked_at: Option<String>,
+    pub last_checked_by: Option<u64>,
+    /// "imported sha256:…", "not modified", "unchanged", or "error: …".
+    pub last_outcome: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,10 +105,14 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/sbom", get(manifest_sbom))
         .route("/api/v1/superuser/scanner/feeds", post(feed_import).layer(DefaultBodyLimit::max(FEED_BODY_MAX)))
         .route("/api/v1/superuser/scanner/status", get(scanner_status))
+        .route("/api/v1/superuser/scanner/sources/{name}", put(feed_source_put).delete(feed_source_delete))
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(manifest_security, manifest_sbom, feed_import, scanner_status), components(schemas(ErrorBody, FeedView, ScanCounts, ScannerStatus)))]
+#[openapi(
+    paths(manifest_security, manifest_sbom, feed_import, scanner_status, feed_source_put, feed_source_delete),
+    components(schemas(ErrorBody, FeedView, ScanCounts, ScannerStatus, FeedSourceRequest, FeedSourceView))
+)]
 pub(super) struct ScanDoc;
 
 #[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/security", tag = "scanning",
@@ -115,4 +151,26 @@ async fn feed_import(State(id): State<Shared>, Query(q): Query<FeedQuery>, Who(w
     responses((status = 200, body = ScannerStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn scanner_status(State(id): State<Shared>, Who(w): Who) -> Result<Json<ScannerStatus>, ApiError> {
     Ok(Json(id.scanner_status(&w).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/superuser/scanner/sources/{name}", tag = "scanning",
+    params(("name" = String, Path, description = "The feed's name: the source's imports replace the feed of that name")),
+    request_body = FeedSourceRequest,
+    responses((status = 200, body = FeedSourceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn feed_source_put(
+    State(id): State<Shared>,
+    Path(name): Path<String>,
+    Who(w): Who,
+    body: Result<Json<FeedSourceRequest>, JsonRejection>,
+) -> Result<Json<FeedSourceView>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    Ok(Json(id.put_feed_source(&w, &name, req).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/superuser/scanner/sources/{name}", tag = "scanning",
+    params(("name" = String, Path, description = "The feed source's name")),
+    responses((status = 204, description = "Removed; the feed it imported stays"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn feed_source_delete(State(id): State<Shared>, Path(name): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
+    id.delete_feed_source(&w, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

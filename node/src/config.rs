@@ -514,6 +514,8 @@ pub struct ScanConfig {
     pub max_layer_entries: u64,
     pub max_layer_bytes: u64,
     pub max_layer_secs: u64,
+    /// How long one scheduled fetch of a feed source may take, s.
+    pub feed_fetch_timeout_secs: u64,
 }
 
 impl Default for ScanConfig {
@@ -525,6 +527,7 @@ impl Default for ScanConfig {
             max_layer_entries: 500_000,
             max_layer_bytes: 32 << 30,
             max_layer_secs: 600,
+            feed_fetch_timeout_secs: 600,
         }
     }
 }

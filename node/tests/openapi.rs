@@ -96,6 +96,9 @@ async fn openapi_document_validates_and_schemathesis_finds_no_server_errors() {
         Command::new("schemathesis")
             .args(["run", &format!("{base_for_st}/api/v1/openapi.json"), "--checks", "not_a_server_error", "--max-examples", &examples, "--seed", &seed])
             .args(["-H", &format!("Authorization: Bearer {token}")])
+            // A feed source makes the nodes fetch its URL at once: a generated
+            // URL must not send this machine's traffic anywhere.
+            .args(["--exclude-path-regex", "/scanner/sources/"])
             .env("NO_COLOR", "1")
             .current_dir(&root)
             .output()

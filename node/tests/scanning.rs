@@ -25,7 +25,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Mutex as StdMutex};
 use std::time::Duration;
 
 use berth_common::Digest;
@@ -788,4 +788,141 @@ async fn rpm_image_is_matched_against_rocky_osv_records() {
     // An artifact has no SBOM of its own: it is not an image.
     let (s, err) = api.call(&n3, Method::GET, &format!("/api/v1/repository/team/rocky/manifest/{}/sbom", found[0]["digest"].as_str().unwrap()), None).await;
     assert_eq!(s, 409, "{err}");
+}
+
+/// A feed URL the test controls: it answers `ETag` and `Last-Modified`,
+/// 304 to a matching `If-None-Match`, keeps every request's validators,
+/// and holds its first answer for a while (so the fetching node can be
+/// killed mid-fetch).
+#[derive(Clone, Default)]
+struct FeedUrl {
+    body: Arc<StdMutex<(Vec<u8>, String)>>,
+    asked: Arc<StdMutex<Vec<Option<String>>>>,
+}
+
+impl FeedUrl {
+    async fn start(body: Vec<u8>, etag: &str) -> (FeedUrl, String) {
+        let url = FeedUrl::default();
+        *url.body.lock().unwrap() = (body, etag.to_string());
+        let serve = url.clone();
+        let app = axum::Router::new().route(
+            "/rocky.json",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let serve = serve.clone();
+                async move {
+                    let asked = headers.get("if-none-match").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let first = {
+                        let mut log = serve.asked.lock().unwrap();
+                        log.push(asked.clone());
+                        log.len() == 1
+                    };
+                    if first {
+                        tokio::time::sleep(Duration::from_secs(8)).await;
+                    }
+                    let (body, etag) = serve.body.lock().unwrap().clone();
+                    let lm = "Sat, 01 Jun 2024 00:00:00 GMT";
+                    if asked.as_deref() == Some(etag.as_str()) {
+                        return (axum::http::StatusCode::NOT_MODIFIED, [("etag", etag), ("last-modified", lm.to_string())], Vec::new());
+                    }
+                    (axum::http::StatusCode::OK, [("etag", etag), ("last-modified", lm.to_string())], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, format!("http://{addr}/rocky.json"))
+    }
+
+    fn asked(&self) -> Vec<Option<String>> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+fn rocky_records(files: &[&str]) -> Vec<u8> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/rocky9");
+    let records: Vec<Value> = files.iter().map(|f| serde_json::from_slice(&std::fs::read(data.join(f)).unwrap()).unwrap()).collect();
+    serde_json::to_vec(&records).unwrap()
+}
+
+/// A feed fetched on a schedule: set through node 2, fetched by one node
+/// under a lease; that node killed mid-fetch, another takes the fetch
+/// over and imports it; the next fetches send the `ETag` back and a 304
+/// changes nothing; a new snapshot at the URL is imported; bad input is
+/// refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_feed_url_is_fetched_on_schedule_conditionally_and_taken_over() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    berth_node::install_crypto_provider();
+    let all = ["RLSA-2024-0310.json", "RLSA-2024-2447.json", "RLSA-2023-5455.json", "RLSA-TEST-0001.json"];
+    let (feed, url) = FeedUrl::start(rocky_records(&all), "\"v1\"").await;
+    let mut c = tokio::task::block_in_place(|| {
+        ProcCluster::start_configured(3, &[], |t| {
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 lease_secs = 3 }));
+        })
+    });
+    let api = Api { http: reqwest::Client::new(), password: c.password.clone() };
+    let n2 = c.http[1].clone();
+    let pw = c.password_file.to_str().unwrap().to_string();
+    let set = ok(&["scanner", "source", "set", "rocky", &url, "--every", "2", "--endpoint", &format!("http://{n2}"), "--password-file", &pw]);
+    assert!(set.contains("feed source rocky set"), "{set}");
+
+    // The first fetch hangs at the URL: kill the node making it.
+    eventually(Duration::from_secs(30), "the URL was asked", || async { (!feed.asked().is_empty()).then_some(()) }).await;
+    let holder = eventually(Duration::from_secs(10), "a node started the fetch", || async {
+        (0..3).find(|&i| std::fs::read_to_string(c.dirs[i].with_extension("log")).unwrap_or_default().contains("feed fetch started"))
+    })
+    .await;
+    c.procs[holder].kill9();
+    let alive = c.http.iter().enumerate().find(|(i, _)| *i != holder).unwrap().1.clone();
+    let status_path = "/api/v1/superuser/scanner/status";
+    let st = eventually(Duration::from_secs(60), "the feed imported by another node", || async {
+        let st = api.ok(&alive, Method::GET, status_path, None).await;
+        (st["feeds"].as_array().unwrap().len() == 1).then_some(st)
+    })
+    .await;
+    assert_eq!((st["feeds"][0]["name"].as_str(), st["feeds"][0]["advisories"].as_u64()), (Some("rocky"), Some(13)), "{st}");
+    let src = &st["sources"][0];
+    assert_ne!(src["last_checked_by"].as_u64(), Some(holder as u64 + 1), "{st}");
+    assert!(src["last_outcome"].as_str().unwrap().starts_with("imported sha256:"), "{st}");
+    assert_eq!(src["etag"], "\"v1\"", "{st}");
+    let generation = st["generation"].as_u64().unwrap();
+    assert_eq!(feed.asked()[..2], [None, None], "no validators before a first answer");
+
+    // Later fetches send the ETag back; the 304 changes nothing.
+    let st = eventually(Duration::from_secs(30), "a conditional fetch answered 304", || async {
+        let st = api.ok(&alive, Method::GET, status_path, None).await;
+        (st["sources"][0]["last_outcome"] == "not modified").then_some(st)
+    })
+    .await;
+    assert!(feed.asked().iter().skip(2).all(|a| a.as_deref() == Some("\"v1\"")), "{:?}", feed.asked());
+    assert_eq!(st["generation"].as_u64(), Some(generation), "{st}");
+
+    // A new snapshot at the URL is imported on the next fetch.
+    *feed.body.lock().unwrap() = (rocky_records(&all[..3]), "\"v2\"".to_string());
+    let st = eventually(Duration::from_secs(30), "the new snapshot imported", || async {
+        let st = api.ok(&alive, Method::GET, status_path, None).await;
+        (st["feeds"][0]["advisories"].as_u64() == Some(11)).then_some(st)
+    })
+    .await;
+    assert_eq!(st["generation"].as_u64(), Some(generation + 1), "{st}");
+    assert_eq!(st["sources"][0]["etag"], "\"v2\"", "{st}");
+    let shown = ok(&["scanner", "status", "--endpoint", &format!("http://{alive}"), "--password-file", &pw]);
+    assert!(shown.contains("SOURCE") && shown.contains(&url), "{shown}");
+
+    // Bad input: refused, with nothing changed.
+    let (s, _) =
+        api.call(&alive, Method::PUT, "/api/v1/superuser/scanner/sources/x", Some(br#"{"url": "ftp://example/feed", "interval_secs": 60}"#.to_vec())).await;
+    assert_eq!(s, 400);
+    let (s, _) =
+        api.call(&alive, Method::PUT, "/api/v1/superuser/scanner/sources/x", Some(format!(r#"{{"url": "{url}", "interval_secs": 0}}"#).into_bytes())).await;
+    assert_eq!(s, 400);
+    let out = berth(&["scanner", "source", "rm", "nope", "--endpoint", &format!("http://{alive}"), "--password-file", &pw]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(api.ok(&alive, Method::GET, status_path, None).await["sources"].as_array().unwrap().len(), 1);
+    let removed = ok(&["scanner", "source", "rm", "rocky", "--endpoint", &format!("http://{alive}"), "--password-file", &pw]);
+    assert!(removed.contains("removed"), "{removed}");
+    let st = api.ok(&alive, Method::GET, status_path, None).await;
+    assert!(st["sources"].as_array().unwrap().is_empty() && st["feeds"].as_array().unwrap().len() == 1, "{st}");
 }

@@ -9,7 +9,8 @@
 //! index ([`LayerIndexRecord`], computed once by any node); `F` + feed
 //! name: the newest [`FeedRecord`] of that feed; `J`: the feeds'
 //! generation ([`FeedGeneration`]), bumped by every import so every
-//! scanned manifest is matched again.
+//! scanned manifest is matched again; `f` + feed name: a
+//! [`FeedSourceRecord`], a URL fetched on a schedule under a lease.
 
 use berth_common::{Digest, NodeId};
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,28 @@ pub struct FeedRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct FeedGeneration(pub u64);
 
+/// A feed fetched from a URL on a schedule: one node at a time (under
+/// `lease`) asks the URL with the validators of its last answer
+/// (`If-None-Match`, `If-Modified-Since`) and imports what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedSourceRecord {
+    /// The feed's name: its imports replace the feed of that name.
+    pub name: String,
+    pub url: String,
+    pub interval_secs: u64,
+    /// When the next fetch is due (0: at once).
+    pub due_at_ms: u64,
+    pub lease: Option<ScanLease>,
+    /// The last 200 answer's `ETag` and `Last-Modified`.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The last fetch: when, by which node, and what came of it
+    /// ("imported sha256:…", "not modified", or the error).
+    pub checked_at_ms: u64,
+    pub checked_by: Option<NodeId>,
+    pub outcome: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ScanCommand {
     /// A node takes the scan of `digest` until `until_ms`: refused unless
@@ -119,6 +142,27 @@ pub enum ScanCommand {
     Rematched { digest: Digest, generation: u64, findings: Vec<(String, String)> },
     /// Queues a manifest again (an operator's rescan).
     Requeue { digest: Digest, now_ms: u64 },
+    /// Adds or changes a scheduled feed source (superusers); due at once.
+    /// A changed URL forgets the old validators.
+    PutSource { name: String, url: String, interval_secs: u64, now_ms: u64 },
+    /// Removes a feed source; the feed it imported stays.
+    RemoveSource { name: String },
+    /// A node takes (or, holding it, extends) the fetch of a due source.
+    AcquireSource { name: String, node: NodeId, now_ms: u64, until_ms: u64 },
+    /// The lease holder's result: the new validators and when the next
+    /// fetch is due, and the snapshot when the URL answered a new one
+    /// (recorded as [`ScanCommand::ImportFeed`] would). Refused when the
+    /// lease is not the node's.
+    SourceFetched {
+        name: String,
+        node: NodeId,
+        now_ms: u64,
+        due_at_ms: u64,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        outcome: String,
+        feed: Option<FeedRecord>,
+    },
 }
 
 impl ScanCommand {
@@ -131,6 +175,10 @@ impl ScanCommand {
             ScanCommand::ImportFeed { .. } => "scan_import_feed",
             ScanCommand::Rematched { .. } => "scan_rematched",
             ScanCommand::Requeue { .. } => "scan_requeue",
+            ScanCommand::PutSource { .. } => "scan_put_source",
+            ScanCommand::RemoveSource { .. } => "scan_remove_source",
+            ScanCommand::AcquireSource { .. } => "scan_acquire_source",
+            ScanCommand::SourceFetched { .. } => "scan_source_fetched",
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use berth_gateway::identity::{FeedView, ScannerStatus, TagList};
+use berth_gateway::identity::{FeedSourceRequest, FeedSourceView, FeedView, ScannerStatus, TagList};
 use clap::Subcommand;
 
 use crate::client::{AdminClient, Target};
@@ -30,13 +30,41 @@ pub enum ScannerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Feeds, scans by status, and re-matches pending.
+    /// Feeds fetched from a URL on a schedule, by one node at a time.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+    /// Feeds, feed sources, scans by status, and re-matches pending.
     Status {
         #[command(flatten)]
         target: Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// Fetch URL every interval (with If-None-Match / If-Modified-Since)
+    /// and import it as feed NAME when it changed; the first fetch is at
+    /// once. Setting NAME again changes its URL or interval.
+    Set {
+        name: String,
+        /// An http:// or https:// URL of a feed file.
+        url: String,
+        /// Seconds between fetches (default 21600, six hours).
+        #[arg(long)]
+        every: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop fetching NAME (the feed it imported stays).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -96,6 +124,16 @@ pub async fn run_scanner(command: ScannerCommand) -> anyhow::Result<()> {
             }
             println!("feed {} imported: {} advisories ({}, {} bytes, {}), generation {}", v.name, v.advisories, v.kind, v.size, v.digest, v.generation);
         }
+        ScannerCommand::Source { command: SourceCommand::Set { name, url, every, target } } => {
+            let client = AdminClient::new(&target)?;
+            let v: FeedSourceView =
+                client.put_json(&format!("/api/v1/superuser/scanner/sources/{}", enc(&name)), &FeedSourceRequest { url, interval_secs: every }).await?;
+            println!("feed source {} set: {} every {} s, next fetch {}", v.name, v.url, v.interval_secs, v.next_fetch_at);
+        }
+        ScannerCommand::Source { command: SourceCommand::Rm { name, target } } => {
+            AdminClient::new(&target)?.delete(&format!("/api/v1/superuser/scanner/sources/{}", enc(&name))).await?;
+            println!("feed source {name} removed (its feed stays)");
+        }
         ScannerCommand::Status { target, json } => {
             let s: ScannerStatus = AdminClient::new(&target)?.get("/api/v1/superuser/scanner/status").await?;
             if json {
@@ -107,6 +145,23 @@ pub async fn run_scanner(command: ScannerCommand) -> anyhow::Result<()> {
             );
             let rows = s.feeds.iter().map(|f| [f.name.clone(), f.kind.clone(), f.advisories.to_string(), f.imported_at.clone(), f.digest.clone()]).collect();
             print_table(["FEED", "KIND", "ADVISORIES", "IMPORTED", "DIGEST"], rows);
+            if !s.sources.is_empty() {
+                let rows = s
+                    .sources
+                    .iter()
+                    .map(|x| {
+                        [
+                            x.name.clone(),
+                            x.url.clone(),
+                            x.interval_secs.to_string(),
+                            x.last_checked_at.clone().unwrap_or_else(|| "never".into()),
+                            x.last_outcome.clone(),
+                            x.next_fetch_at.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(["SOURCE", "URL", "EVERY (S)", "CHECKED", "OUTCOME", "NEXT"], rows);
+            }
         }
     }
     Ok(())

@@ -169,6 +169,11 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
             // Whether the client may rescan the repository's image is the
             // serving node's decision.
             ScanCommand::Requeue { .. } => Rule::Client,
+            // Which URLs feed every image's report: superusers only.
+            ScanCommand::PutSource { .. } | ScanCommand::RemoveSource { .. } => Rule::Admin,
+            // The scheduled fetch's, for the node holding the source's lease
+            // (the state machine checks the lease).
+            ScanCommand::AcquireSource { node, .. } | ScanCommand::SourceFetched { node, .. } => Rule::NodeOwn { names: vec![*node] },
         },
         M::Ca(c) => match c {
             CaCommand::ReportNodeCa { node, .. } => Rule::NodeOwn { names: vec![*node] },

@@ -1032,6 +1032,17 @@ impl Identity for NodeIdentity {
     async fn scanner_status(&self, who: &Access) -> Result<berth_gateway::identity::ScannerStatus, ApiError> {
         self.scan_status(who).await
     }
+    async fn put_feed_source(
+        &self,
+        who: &Access,
+        name: &str,
+        req: berth_gateway::identity::FeedSourceRequest,
+    ) -> Result<berth_gateway::identity::FeedSourceView, ApiError> {
+        self.source_put(who, name, req).await
+    }
+    async fn delete_feed_source(&self, who: &Access, name: &str) -> Result<(), ApiError> {
+        self.source_delete(who, name).await
+    }
 
     async fn put_mirror(
         &self,

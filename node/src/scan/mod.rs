@@ -24,7 +24,8 @@ use berth_common::{Digest, RepoName};
 use berth_gateway::Registry;
 use berth_gateway::{Access, Principal, Reference};
 use berth_raft::command::{
-    LayerIndexRecord, ManifestRecord, MetaCommand, MetaResponse, NotificationCommand, NotificationEvent, NotificationScope, ScanCommand, ScanRecord, ScanStatus,
+    FeedSourceRecord, LayerIndexRecord, ManifestRecord, MetaCommand, MetaResponse, NotificationCommand, NotificationEvent, NotificationScope, ScanCommand,
+    ScanRecord, ScanStatus,
 };
 use berth_raft::state::{keys, notifications, scan as rules, tags, StateRead};
 use berth_raft::{Actor, MetaNodeHandle, MetaState};
@@ -52,6 +53,12 @@ pub enum ScanError {
     Blob(String),
 }
 
+/// What a feed source's URL answered.
+enum Fetched {
+    NotModified,
+    Body { bytes: Vec<u8>, etag: Option<String>, last_modified: Option<String> },
+}
+
 pub struct Scanner {
     meta: MetaNodeHandle,
     replicator: Replicator,
@@ -61,6 +68,8 @@ pub struct Scanner {
     cfg: ScanConfig,
     /// The advisory database and the feed generation it was built from.
     db: Mutex<(u64, Arc<AdvisoryDb>)>,
+    /// Feed sources this node is fetching now.
+    fetching: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Media types of image configurations: anything else is an artifact,
@@ -80,7 +89,7 @@ fn severity_of_level(level: &str) -> Severity {
 
 impl Scanner {
     pub fn new(meta: MetaNodeHandle, replicator: Replicator, registry: Arc<dyn Registry>, cfg: ScanConfig) -> Arc<Scanner> {
-        Arc::new(Scanner { meta, replicator, registry, cfg, db: Mutex::new((0, Arc::new(AdvisoryDb::default()))) })
+        Arc::new(Scanner { meta, replicator, registry, cfg, db: Mutex::new((0, Arc::new(AdvisoryDb::default()))), fetching: Default::default() })
     }
 
     fn limits(&self) -> Limits {
@@ -134,6 +143,19 @@ impl Scanner {
     /// stored as a blob on this node, then recorded through Raft by
     /// `actor` (a superuser).
     pub async fn import_feed(&self, actor: Actor, name: &str, bytes: Vec<u8>) -> Result<berth_raft::command::FeedRecord, ScanError> {
+        let feed = self.store_feed(name, bytes).await?;
+        match self.meta.write(actor, MetaCommand::Scan(ScanCommand::ImportFeed { feed: feed.clone(), node: self.meta.id() })).await {
+            Ok(MetaResponse::Done) => {}
+            Ok(other) => return Err(ScanError::Meta(format!("import refused: {other:?}"))),
+            Err(e) => return Err(ScanError::Meta(e.to_string())),
+        }
+        let state = self.meta.state();
+        Ok(rules::feeds(&state).ok().and_then(|f| f.into_iter().find(|f| f.name == name)).unwrap_or(feed))
+    }
+
+    /// Parses a feed snapshot (a bad file is an error and stores nothing)
+    /// and stores it as a blob on this node; answers the record to write.
+    async fn store_feed(&self, name: &str, bytes: Vec<u8>) -> Result<berth_raft::command::FeedRecord, ScanError> {
         if name.is_empty() || name.len() > 256 {
             return Err(ScanError::Feed("a feed's name is 1 to 256 characters".into()));
         }
@@ -151,7 +173,7 @@ impl Scanner {
         let mut staging = store.create_staging().await.map_err(|e| ScanError::Blob(e.to_string()))?;
         staging.write(&bytes).await.map_err(|e| ScanError::Blob(e.to_string()))?;
         staging.commit(store, &digest).await.map_err(|e| ScanError::Blob(e.to_string()))?;
-        let feed = berth_raft::command::FeedRecord {
+        Ok(berth_raft::command::FeedRecord {
             name: name.to_string(),
             kind: kind.name().to_string(),
             digest,
@@ -159,14 +181,7 @@ impl Scanner {
             advisories: advisories.len() as u64,
             imported_at_ms: now_ms(),
             generation: 0,
-        };
-        match self.meta.write(actor, MetaCommand::Scan(ScanCommand::ImportFeed { feed: feed.clone(), node: self.meta.id() })).await {
-            Ok(MetaResponse::Done) => {}
-            Ok(other) => return Err(ScanError::Meta(format!("import refused: {other:?}"))),
-            Err(e) => return Err(ScanError::Meta(e.to_string())),
-        }
-        let state = self.meta.state();
-        Ok(rules::feeds(&state).ok().and_then(|f| f.into_iter().find(|f| f.name == name)).unwrap_or(feed))
+        })
     }
 
     /// A manifest's scan status and, once scanned, its report against
@@ -208,7 +223,7 @@ impl Scanner {
     }
 
     /// One look at the queue (and, on the leader, at re-matches due).
-    pub async fn pass(&self) -> Result<(), ScanError> {
+    pub async fn pass(self: &Arc<Self>) -> Result<(), ScanError> {
         let state = self.meta.state();
         let scans = rules::scans(&state).map_err(|e| ScanError::Meta(e.to_string()))?;
         let now = now_ms();
@@ -229,10 +244,113 @@ impl Scanner {
             }
             self.scan_one(&digest, &manifest).await;
         }
+        self.source_pass(&state);
         if self.meta.is_leader() {
             self.rematch_pass().await?;
         }
         Ok(())
+    }
+
+    /// Starts the fetch of every feed source that is due and not being
+    /// fetched by another node (each in its own task, so a slow URL does
+    /// not hold up scans).
+    fn source_pass(self: &Arc<Self>, state: &MetaState) {
+        let Ok(sources) = rules::sources(state) else { return };
+        let now = now_ms();
+        let me = self.meta.id();
+        for src in sources {
+            if !rules::source_takeable(&src, me, now) || !self.fetching.lock().unwrap_or_else(|e| e.into_inner()).insert(src.name.clone()) {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let name = src.name.clone();
+                this.fetch_source(src).await;
+                this.fetching.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            });
+        }
+    }
+
+    /// One scheduled fetch under the source's lease: a conditional GET,
+    /// and on a new snapshot its import, recorded with the validators in
+    /// one command. A failure is retried after at most a minute.
+    async fn fetch_source(&self, src: FeedSourceRecord) {
+        let node = self.meta.id();
+        let lease_ms = self.cfg.lease_secs * 1000;
+        let name = src.name.clone();
+        let acquire = move |now: u64| ScanCommand::AcquireSource { name: name.clone(), node, now_ms: now, until_ms: now + lease_ms };
+        if !matches!(self.meta.write(Actor::Node, MetaCommand::Scan(acquire(now_ms()))).await, Ok(MetaResponse::Done)) {
+            return;
+        }
+        tracing::info!(source = %src.name, url = %src.url, node, "feed fetch started");
+        let renew = {
+            let (meta, cmd) = (self.meta.clone(), acquire.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(100))).await;
+                    if !matches!(meta.write(Actor::Node, MetaCommand::Scan(cmd(now_ms()))).await, Ok(MetaResponse::Done)) {
+                        return;
+                    }
+                }
+            })
+        };
+        let fetched = self.conditional_get(&src).await;
+        let interval_ms = src.interval_secs.saturating_mul(1000);
+        let (outcome, etag, last_modified, feed, due_at_ms) = match fetched {
+            Ok(Fetched::NotModified) => ("not modified".to_string(), src.etag.clone(), src.last_modified.clone(), None, now_ms() + interval_ms),
+            Ok(Fetched::Body { bytes, etag, last_modified }) => {
+                let current = rules::feeds(&self.meta.state()).ok().and_then(|f| f.into_iter().find(|f| f.name == src.name)).map(|f| f.digest);
+                if current.as_ref() == Some(&Digest::sha256_of(&bytes)) {
+                    ("unchanged".to_string(), etag, last_modified, None, now_ms() + interval_ms)
+                } else {
+                    match self.store_feed(&src.name, bytes).await {
+                        Ok(feed) => (format!("imported {}", feed.digest), etag, last_modified, Some(feed), now_ms() + interval_ms),
+                        Err(e) => (format!("error: {e}"), src.etag.clone(), src.last_modified.clone(), None, now_ms() + interval_ms.min(60_000)),
+                    }
+                }
+            }
+            Err(e) => (format!("error: {e}"), src.etag.clone(), src.last_modified.clone(), None, now_ms() + interval_ms.min(60_000)),
+        };
+        renew.abort();
+        let label = outcome.split_whitespace().next().unwrap_or("").trim_end_matches(':').to_string();
+        metrics::counter!("berth_scan_feed_fetches_total", "outcome" => label).increment(1);
+        let cmd = ScanCommand::SourceFetched { name: src.name.clone(), node, now_ms: now_ms(), due_at_ms, etag, last_modified, outcome: outcome.clone(), feed };
+        let written = self.meta.write(Actor::Node, MetaCommand::Scan(cmd)).await;
+        tracing::info!(source = %src.name, outcome = %outcome, written = ?written.as_ref().ok(), "feed fetch finished");
+    }
+
+    /// `GET url` with `If-None-Match` / `If-Modified-Since` from the last
+    /// answer; the body bounded by [`FEED_MAX_BYTES`].
+    async fn conditional_get(&self, src: &FeedSourceRecord) -> Result<Fetched, String> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(self.cfg.feed_fetch_timeout_secs)).build().map_err(|e| e.to_string())?;
+        let mut req = client.get(&src.url);
+        if let Some(e) = &src.etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, e);
+        }
+        if let Some(m) = &src.last_modified {
+            req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
+        }
+        let resp = req.send().await.map_err(|e| format!("{}: {e}", src.url))?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        if !resp.status().is_success() {
+            return Err(format!("{} answered {}", src.url, resp.status()));
+        }
+        let header = |n: reqwest::header::HeaderName| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (etag, last_modified) = (header(reqwest::header::ETAG), header(reqwest::header::LAST_MODIFIED));
+        if resp.content_length().is_some_and(|n| n > FEED_MAX_BYTES) {
+            return Err(format!("{} is larger than {FEED_MAX_BYTES} bytes", src.url));
+        }
+        let mut bytes = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| format!("{}: {e}", src.url))?);
+            if bytes.len() as u64 > FEED_MAX_BYTES {
+                return Err(format!("{} is larger than {FEED_MAX_BYTES} bytes", src.url));
+            }
+        }
+        Ok(Fetched::Body { bytes, etag, last_modified })
     }
 
     async fn scan_one(&self, digest: &Digest, manifest: &ManifestRecord) {

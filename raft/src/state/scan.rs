@@ -12,12 +12,13 @@
 
 use super::{Changes, StateError, StateRead};
 use crate::command::*;
-use berth_common::Digest;
+use berth_common::{Digest, NodeId};
 
 pub const SCAN_PREFIX: &[u8] = b"S";
 pub const LAYER_INDEX_PREFIX: &[u8] = b"k";
 pub const FEED_PREFIX: &[u8] = b"F";
 pub const GENERATION_KEY: &[u8] = b"J";
+pub const SOURCE_PREFIX: &[u8] = b"f";
 
 pub fn scan_key(digest: &Digest) -> Vec<u8> {
     let mut k = SCAN_PREFIX.to_vec();
@@ -35,6 +36,27 @@ pub fn feed_key(name: &str) -> Vec<u8> {
     let mut k = FEED_PREFIX.to_vec();
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+pub fn source_key(name: &str) -> Vec<u8> {
+    let mut k = SOURCE_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The scheduled feed sources, by name.
+pub fn sources(state: &impl StateRead) -> Result<Vec<FeedSourceRecord>, StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(SOURCE_PREFIX)? {
+        out.push(super::decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// Whether `node` may fetch the source at `now_ms`: due, and no other
+/// node holds a live lease.
+pub fn source_takeable(src: &FeedSourceRecord, node: NodeId, now_ms: u64) -> bool {
+    src.due_at_ms <= now_ms && src.lease.as_ref().is_none_or(|l| l.node == node || l.until_ms <= now_ms)
 }
 
 pub fn scan(state: &impl StateRead, digest: &Digest) -> Result<Option<ScanRecord>, StateError> {
@@ -155,31 +177,7 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand)
             ch.put(scan_key(digest), &rec);
             Ok(MetaResponse::Done)
         }
-        ScanCommand::ImportFeed { feed, node } => {
-            let next = generation(state)? + 1;
-            let mut feed = feed.clone();
-            feed.generation = next;
-            // The snapshot's blob: recorded with its holder and one
-            // reference per feed name, so garbage collection keeps it.
-            let bkey = super::keys::blob(&feed.digest);
-            let mut blob = state.get::<BlobRecord>(&bkey)?.unwrap_or_else(|| BlobRecord::new(feed.size));
-            blob.holders.insert(*node);
-            let old = state.get::<FeedRecord>(&feed_key(&feed.name))?;
-            if old.as_ref().map(|o| &o.digest) != Some(&feed.digest) {
-                blob.refs += 1;
-                if let Some(old) = old {
-                    let okey = super::keys::blob(&old.digest);
-                    if let Some(mut ob) = state.get::<BlobRecord>(&okey)? {
-                        ob.refs = ob.refs.saturating_sub(1);
-                        ch.put(okey, &ob);
-                    }
-                }
-            }
-            ch.put(bkey, &blob);
-            ch.put(feed_key(&feed.name), &feed);
-            ch.put(GENERATION_KEY.to_vec(), &FeedGeneration(next));
-            Ok(MetaResponse::Done)
-        }
+        ScanCommand::ImportFeed { feed, node } => import_feed(state, ch, feed, *node),
         ScanCommand::Rematched { digest, generation, findings } => {
             let Some(mut rec) = scan(state, digest)? else { return Ok(MetaResponse::NotFound) };
             if rec.status != ScanStatus::Scanned || rec.matched_generation >= *generation {
@@ -203,7 +201,93 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand)
             ch.put(scan_key(digest), &rec);
             Ok(MetaResponse::Done)
         }
+        ScanCommand::PutSource { name, url, interval_secs, now_ms } => {
+            if name.is_empty() || url.is_empty() || *interval_secs == 0 {
+                return Ok(MetaResponse::Refused("a feed source has a name, a URL and an interval".into()));
+            }
+            let old = state.get::<FeedSourceRecord>(&source_key(name))?;
+            let keep = old.filter(|o| o.url == *url);
+            let src = FeedSourceRecord {
+                name: name.clone(),
+                url: url.clone(),
+                interval_secs: *interval_secs,
+                due_at_ms: *now_ms,
+                lease: keep.as_ref().and_then(|o| o.lease.clone()),
+                etag: keep.as_ref().and_then(|o| o.etag.clone()),
+                last_modified: keep.as_ref().and_then(|o| o.last_modified.clone()),
+                checked_at_ms: keep.as_ref().map_or(0, |o| o.checked_at_ms),
+                checked_by: keep.as_ref().and_then(|o| o.checked_by),
+                outcome: keep.map(|o| o.outcome).unwrap_or_default(),
+            };
+            ch.put(source_key(name), &src);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::RemoveSource { name } => {
+            if state.get::<FeedSourceRecord>(&source_key(name))?.is_none() {
+                return Ok(MetaResponse::NotFound);
+            }
+            ch.delete(source_key(name));
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::AcquireSource { name, node, now_ms, until_ms } => {
+            let Some(mut src) = state.get::<FeedSourceRecord>(&source_key(name))? else { return Ok(MetaResponse::NotFound) };
+            if !source_takeable(&src, *node, *now_ms) {
+                return Ok(MetaResponse::Refused("not due, or another node is fetching it".into()));
+            }
+            src.lease = Some(ScanLease { node: *node, until_ms: *until_ms });
+            ch.put(source_key(name), &src);
+            Ok(MetaResponse::Done)
+        }
+        ScanCommand::SourceFetched { name, node, now_ms, due_at_ms, etag, last_modified, outcome, feed } => {
+            let Some(mut src) = state.get::<FeedSourceRecord>(&source_key(name))? else { return Ok(MetaResponse::NotFound) };
+            if src.lease.as_ref().map(|l| l.node) != Some(*node) {
+                return Ok(MetaResponse::Refused("the fetch is not this node's any more".into()));
+            }
+            if let Some(feed) = feed {
+                if feed.name != *name {
+                    return Ok(MetaResponse::Refused("a source imports the feed of its own name".into()));
+                }
+                import_feed(state, ch, feed, *node)?;
+            }
+            src.lease = None;
+            src.due_at_ms = *due_at_ms;
+            src.etag = etag.clone();
+            src.last_modified = last_modified.clone();
+            src.checked_at_ms = *now_ms;
+            src.checked_by = Some(*node);
+            src.outcome = outcome.clone();
+            ch.put(source_key(name), &src);
+            Ok(MetaResponse::Done)
+        }
     }
+}
+
+/// Records a feed snapshot (its blob stored on `node`): bumps the
+/// generation and keeps the blob from garbage collection.
+fn import_feed(state: &impl StateRead, ch: &mut Changes, feed: &FeedRecord, node: NodeId) -> Result<MetaResponse, StateError> {
+    let next = generation(state)? + 1;
+    let mut feed = feed.clone();
+    feed.generation = next;
+    // The snapshot's blob: recorded with its holder and one reference per
+    // feed name, so garbage collection keeps it.
+    let bkey = super::keys::blob(&feed.digest);
+    let mut blob = state.get::<BlobRecord>(&bkey)?.unwrap_or_else(|| BlobRecord::new(feed.size));
+    blob.holders.insert(node);
+    let old = state.get::<FeedRecord>(&feed_key(&feed.name))?;
+    if old.as_ref().map(|o| &o.digest) != Some(&feed.digest) {
+        blob.refs += 1;
+        if let Some(old) = old {
+            let okey = super::keys::blob(&old.digest);
+            if let Some(mut ob) = state.get::<BlobRecord>(&okey)? {
+                ob.refs = ob.refs.saturating_sub(1);
+                ch.put(okey, &ob);
+            }
+        }
+    }
+    ch.put(bkey, &blob);
+    ch.put(feed_key(&feed.name), &feed);
+    ch.put(GENERATION_KEY.to_vec(), &FeedGeneration(next));
+    Ok(MetaResponse::Done)
 }
 
 #[cfg(test)]
@@ -292,5 +376,52 @@ mod tests {
         let refs = |d: &Digest| s.get::<BlobRecord>(&crate::state::keys::blob(d)).unwrap().unwrap().refs;
         assert_eq!((refs(&d1), refs(&d2)), (0, 1), "the older snapshot may be collected");
         assert_eq!(feeds(&s).unwrap()[0].generation, 2);
+    }
+
+    #[test]
+    fn a_source_is_fetched_by_one_node_at_a_time_and_imports_under_its_lease() {
+        let s = MemState::default();
+        let put = |url: &str, now_ms| s.run(MetaCommand::Scan(ScanCommand::PutSource { name: "deb".into(), url: url.into(), interval_secs: 60, now_ms }));
+        assert_eq!(put("http://a/feed.json", 1_000), MetaResponse::Done);
+        assert!(matches!(
+            s.run(MetaCommand::Scan(ScanCommand::PutSource { name: "x".into(), url: "".into(), interval_secs: 60, now_ms: 0 })),
+            MetaResponse::Refused(_)
+        ));
+        let acq = |node, now_ms| s.run(MetaCommand::Scan(ScanCommand::AcquireSource { name: "deb".into(), node, now_ms, until_ms: now_ms + 100 }));
+        assert_eq!(acq(1, 999), MetaResponse::Refused("not due, or another node is fetching it".into()));
+        assert_eq!(acq(1, 1_000), MetaResponse::Done);
+        assert!(matches!(acq(2, 1_050), MetaResponse::Refused(_)), "node 1 holds it");
+        assert_eq!(acq(1, 1_050), MetaResponse::Done, "the holder extends its lease");
+        assert_eq!(acq(2, 1_151), MetaResponse::Done, "lapsed: taken over");
+        let d = Digest::sha256_of(b"feed");
+        let feed = FeedRecord { name: "deb".into(), kind: "osv".into(), digest: d.clone(), size: 4, advisories: 1, imported_at_ms: 1_200, generation: 0 };
+        let fetched = |node, feed: Option<FeedRecord>| {
+            s.run(MetaCommand::Scan(ScanCommand::SourceFetched {
+                name: "deb".into(),
+                node,
+                now_ms: 1_200,
+                due_at_ms: 61_200,
+                etag: Some("\"v1\"".into()),
+                last_modified: None,
+                outcome: "imported".into(),
+                feed,
+            }))
+        };
+        assert!(matches!(fetched(1, Some(feed.clone())), MetaResponse::Refused(_)), "node 1's lease lapsed: its result is not recorded");
+        assert_eq!(generation(&s).unwrap(), 0);
+        assert_eq!(fetched(2, Some(feed)), MetaResponse::Done);
+        assert_eq!(generation(&s).unwrap(), 1);
+        assert_eq!(feeds(&s).unwrap()[0].digest, d);
+        let src = sources(&s).unwrap().remove(0);
+        assert_eq!((src.lease, src.due_at_ms, src.etag.as_deref(), src.checked_by), (None, 61_200, Some("\"v1\""), Some(2)));
+        assert!(matches!(acq(1, 2_000), MetaResponse::Refused(_)), "not due until the interval passed");
+        // The same URL keeps its validators; another forgets them.
+        put("http://a/feed.json", 3_000);
+        assert_eq!(sources(&s).unwrap()[0].etag.as_deref(), Some("\"v1\""));
+        put("http://b/feed.json", 3_000);
+        assert_eq!(sources(&s).unwrap()[0].etag, None);
+        assert_eq!(s.run(MetaCommand::Scan(ScanCommand::RemoveSource { name: "deb".into() })), MetaResponse::Done);
+        assert!(sources(&s).unwrap().is_empty());
+        assert_eq!(feeds(&s).unwrap().len(), 1, "the imported feed stays");
     }
 }

@@ -2,8 +2,8 @@
 //! The report is readable by whoever may pull the repository; feeds and
 //! the scanner's status are superusers'.
 
-use berth_gateway::identity::{FeedView, ScanCounts, ScannerStatus};
-use berth_raft::command::{FeedRecord, ScanStatus};
+use berth_gateway::identity::{FeedSourceRequest, FeedSourceView, FeedView, ScanCounts, ScannerStatus};
+use berth_raft::command::{FeedRecord, FeedSourceRecord, MetaCommand, MetaResponse, ScanCommand, ScanStatus};
 use berth_raft::state::scan as rules;
 
 use super::*;
@@ -19,6 +19,24 @@ fn feed_view(f: &FeedRecord) -> FeedView {
         generation: f.generation,
     }
 }
+
+fn source_view(s: &FeedSourceRecord) -> FeedSourceView {
+    FeedSourceView {
+        name: s.name.clone(),
+        url: s.url.clone(),
+        interval_secs: s.interval_secs,
+        next_fetch_at: rfc3339(s.due_at_ms),
+        fetching_node: s.lease.as_ref().map(|l| l.node),
+        last_checked_at: (s.checked_at_ms > 0).then(|| rfc3339(s.checked_at_ms)),
+        last_checked_by: s.checked_by,
+        last_outcome: s.outcome.clone(),
+        etag: s.etag.clone(),
+        last_modified: s.last_modified.clone(),
+    }
+}
+
+/// Six hours: the Debian tracker and osv.dev change every few hours.
+const DEFAULT_SOURCE_INTERVAL_SECS: u64 = 6 * 3600;
 
 impl NodeIdentity {
     fn scanner(&self) -> Result<&Arc<crate::scan::Scanner>, ApiError> {
@@ -97,6 +115,44 @@ impl NodeIdentity {
             }
         }
         let feeds = rules::feeds(&state).map_err(state_err)?.iter().map(feed_view).collect();
-        Ok(ScannerStatus { feeds, generation, scans: counts, rematch_pending })
+        let sources = rules::sources(&state).map_err(state_err)?.iter().map(source_view).collect();
+        Ok(ScannerStatus { feeds, generation, scans: counts, rematch_pending, sources })
+    }
+
+    pub(super) async fn source_put(&self, who: &Access, name: &str, req: FeedSourceRequest) -> Result<FeedSourceView, ApiError> {
+        self.require_superuser(who, "schedule advisory feeds")?;
+        self.scanner()?;
+        if name.is_empty() || name.len() > 256 {
+            return Err(bad("a feed's name is 1 to 256 characters"));
+        }
+        let url = reqwest::Url::parse(&req.url).map_err(|e| bad(format!("url {:?}: {e}", req.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!("url {:?}: only http:// and https:// feeds are fetched", req.url)));
+        }
+        let interval_secs = req.interval_secs.unwrap_or(DEFAULT_SOURCE_INTERVAL_SECS);
+        if interval_secs == 0 {
+            return Err(bad("interval_secs is at least 1"));
+        }
+        let cmd = ScanCommand::PutSource { name: name.to_string(), url: url.to_string(), interval_secs, now_ms: crate::util::now_ms() };
+        match self.meta.write(actor_of(&who.principal), MetaCommand::Scan(cmd)).await.map_err(meta_err)? {
+            MetaResponse::Done => {}
+            MetaResponse::Refused(why) => return Err(bad(why)),
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+        self.log(who, "scanner_source_put", None, None, vec![("feed", name.to_string()), ("url", url.to_string())]).await;
+        let src = rules::sources(&self.state()).map_err(state_err)?.into_iter().find(|s| s.name == name);
+        src.map(|s| source_view(&s)).ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the source is recorded but not applied here yet"))
+    }
+
+    pub(super) async fn source_delete(&self, who: &Access, name: &str) -> Result<(), ApiError> {
+        self.require_superuser(who, "schedule advisory feeds")?;
+        self.scanner()?;
+        match self.meta.write(actor_of(&who.principal), MetaCommand::Scan(ScanCommand::RemoveSource { name: name.to_string() })).await.map_err(meta_err)? {
+            MetaResponse::Done => {}
+            MetaResponse::NotFound => return Err(not_found(format!("no feed source {name}"))),
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
+        }
+        self.log(who, "scanner_source_delete", None, None, vec![("feed", name.to_string())]).await;
+        Ok(())
     }
 }
