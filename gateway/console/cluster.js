@@ -1,6 +1,7 @@
-// The cluster page (superusers): regions and their nodes, the RTT matrix
-// as a heat map, leader changes seen while the page is open, and the
-// leadership transfer. It polls `/api/v1/cluster/status` once a second,
+// The cluster page (superusers): regions and their nodes (with each
+// node's disk, as the node reports it), the RTT matrix as a heat map,
+// leader changes seen while the page is open, and the leadership
+// transfer. It polls `/api/v1/cluster/status` once a second,
 // so a failover shows as it happens, without a reload.
 
 import { h, api, attempt, notice, table, title, bytes } from './ui.js';
@@ -16,6 +17,16 @@ function heat(ms) {
   if (ms < 80) return 'h2';
   if (ms < 150) return 'h3';
   return 'h4';
+}
+
+// A node's filesystem as it reported it: used of total, and a meter.
+// A node that did not answer (down, cut off) has none.
+function disk(d) {
+  if (!d) return h('dd', { 'data-field': 'disk-use', 'data-total': '' }, 'not reported');
+  const pct = d.total_bytes ? (d.used_bytes / d.total_bytes) * 100 : 0;
+  return h('dd', { 'data-field': 'disk-use', 'data-total': String(d.total_bytes), 'data-used': String(d.used_bytes) },
+    `${bytes(d.used_bytes)} used of ${bytes(d.total_bytes)}`,
+    h('div.meter', { role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct), 'aria-label': 'Disk used', title: `${bytes(d.available_bytes)} free` }, h('div', { style: `width:${pct}%` })));
 }
 
 function render(view, s, seenAt) {
@@ -39,6 +50,7 @@ function render(view, s, seenAt) {
           h('dt', 'matched'), h('dd', n.matched_index ?? '—'),
           h('dt', 'blobs held'), h('dd', { 'data-field': 'blobs-held' }, n.storage ? `${n.storage.blobs_held} (${bytes(n.storage.bytes_held)})` : 'n/a'),
           h('dt', 'backlog'), h('dd', { 'data-field': 'backlog' }, n.storage ? `${n.storage.backlog_blobs} blobs (${bytes(n.storage.backlog_bytes)})` : 'n/a'),
+          h('dt', 'disk'), disk(n.disk),
           h('dt', 'http'), h('dd', n.http_addr)));
     }))));
   const ids = s.nodes.map((n) => n.id);

@@ -634,8 +634,18 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.wait("td[data-rtt='3-1']", "an RTT", |t| t.ends_with(" ms")).await;
     // Per node: the blobs it holds (the pushed image is on at least 2
     // nodes) and its replication backlog.
+    let cluster: Value = admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw).await;
+    let node_of =
+        |id: u64| cluster["nodes"].as_array().unwrap().iter().find(|x| x["id"] == json!(id)).cloned().unwrap_or_else(|| panic!("node {id}: {cluster}"));
     let mut holding = 0;
     for n in 1..=3 {
+        // Its disk, as the node reports it: the page's numbers are the API's.
+        let disk = b.wait(&format!(".node[data-node='{n}'] [data-field=disk-use]"), "a node's disk", |t| t.contains(" used of ")).await;
+        let total = node_of(n)["disk"]["total_bytes"].as_u64().unwrap_or_else(|| panic!("node {n} reports its disk: {cluster}"));
+        assert!(total > 0);
+        assert_eq!(b.attr(&disk, "data-total").await, Some(total.to_string()), "node {n}'s disk size");
+        let used: u64 = b.attr(&disk, "data-used").await.unwrap().parse().unwrap();
+        assert!(used > 0 && used <= total, "node {n}: {used} of {total}");
         let held = b.text(&format!(".node[data-node='{n}'] [data-field=blobs-held]")).await;
         let count: u64 = held.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("node {n} blobs held: {held}"));
         holding += usize::from(count >= 2);

@@ -607,6 +607,7 @@ mod tests {
             matched_index: None,
             lag: None,
             storage: None,
+            disk: None,
         }
     }
 
