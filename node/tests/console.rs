@@ -505,6 +505,68 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let again = b.wait("[data-client-secret] pre[data-copy='client secret']", "a new secret after the reset", |t| t.len() == 40 && t != first).await;
     let second = b.text_of(&again).await;
     assert_ne!(first, second);
+    // Edited from the page: the new name in the list, the API has the new
+    // fields, and a hostile name shows as text.
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=edit-application]")).await;
+    let form = "form[data-form=edit-application]";
+    assert_eq!(
+        b.js(&format!("return document.querySelector('{form} input[name=name]').value"), json!([])).await,
+        json!("deploy dashboard"),
+        "the form starts from the application"
+    );
+    let renamed = format!("release board {HOSTILE}");
+    b.fill(&format!("{form} input[name=name]"), &renamed).await;
+    b.fill(&format!("{form} input[name=redirect_uri]"), "https://board.example/callback").await;
+    b.fill(&format!("{form} textarea[name=description]"), "Releases, now").await;
+    b.shot("oauth-app-edit").await;
+    b.click(&format!("{form} button[type=submit]")).await;
+    b.wait(".notice.ok", "the edit is saved", |t| t.starts_with("Saved application release board")).await;
+    let name = b.wait(&format!("tr[data-application='{client_id}'] th"), "the new name in the list", |t| t.starts_with("release board")).await;
+    assert_eq!(b.text_of(&name).await, renamed, "the new name, as text");
+    b.gone(form, "the edit form after saving").await;
+    let edited: Value = admin_get(&http, format!("http://{n1}/api/v1/organization/acme/applications/{client_id}"), &pw).await;
+    assert_eq!(
+        (&edited["name"], &edited["redirect_uri"], &edited["description"]),
+        (&json!(renamed), &json!("https://board.example/callback"), &json!("Releases, now")),
+        "{edited}"
+    );
+    assert_eq!(edited["client_id"], json!(client_id), "the same application");
+    // A token the application holds (generated for the admin, as Quay's
+    // Generate Token tab does), listed on the page and revoked from it:
+    // gone from the list, and refused from then on.
+    let tokens_api = format!("http://{n2}/api/v1/organization/acme/applications/{client_id}");
+    let g: Value = http
+        .post(format!("{tokens_api}/generatetoken"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"scope": "repo:read"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (uuid, access) = (g["uuid"].as_str().unwrap_or_else(|| panic!("{g}")).to_string(), g["access_token"].as_str().unwrap().to_string());
+    let with_token = || http.get(format!("http://{n3}/api/v1/repository/acme/app")).bearer_auth(&access).send();
+    assert_eq!(with_token().await.unwrap().status(), 200, "the application's token reads acme/app");
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=show-tokens]")).await;
+    let token_row = format!("[data-tokens-of='{client_id}'] tr[data-token='{uuid}']");
+    assert_eq!(b.text(&format!("{token_row} [data-field=user]")).await, "admin");
+    assert_eq!(b.text(&format!("{token_row} [data-field=scopes]")).await, "repo:read");
+    b.shot("oauth-app-tokens").await;
+    b.click(&format!("{token_row} [data-action=revoke-token]")).await;
+    b.accept_dialog().await;
+    b.gone(&token_row, "the revoked token").await;
+    b.wait(".notice.ok", "the revocation is confirmed", |t| t == "Revoked the token of admin.").await;
+    b.wait(&format!("[data-tokens-of='{client_id}'] p.empty"), "no token left", |t| t == "This application holds no tokens.").await;
+    let left: Value = admin_get(&http, format!("{tokens_api}/tokens"), &pw).await;
+    assert_eq!(left["tokens"], json!([]), "{left}");
+    for node in [&n1, &n2, &n3] {
+        let node = node.to_string();
+        common::eventually(T, "the revoked token refused", || async {
+            (http.get(format!("http://{node}/api/v1/repository/acme/app")).bearer_auth(&access).send().await.unwrap().status() == 401).then_some(())
+        })
+        .await;
+    }
     b.click(&format!("tr[data-application='{client_id}'] [data-action=delete-application]")).await;
     b.accept_dialog().await;
     b.gone(&format!("tr[data-application='{client_id}']"), "the deleted application").await;
