@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemons::{digest_in, docker_in, docker_login, run, start_dockerd};
+use common::debian::{check_report, debian_layout, feed_v1, skopeo_push, vulnerability_rows};
 use common::procs::*;
 use common::receiver::start_receiver;
 use serde_json::{json, Value};
@@ -261,6 +262,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let mut c = tokio::task::block_in_place(|| {
         ProcCluster::start_configured(3, &[], |t| {
             t.insert("notifications".into(), toml::Value::Table(toml::toml! { allowed_networks = ["127.0.0.0/8"] }));
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
         })
     });
     let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
@@ -376,6 +378,71 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
     let cell = b.wait(&format!("{row} [data-field=security]"), "the tag's scan status in the list", |_| true).await;
     assert_eq!(b.attr(&cell, "data-status").await.unwrap(), scan_status, "the tag list's summary");
+
+    // A scanned image with real findings: this machine's Debian packages
+    // (common::debian) pushed with skopeo into acme/debian through node 2,
+    // matched against a Debian tracker feed imported through node 1. Its
+    // Security tab groups the findings by severity, worst first, each with
+    // the version that fixes it, exactly as the security API lists them.
+    let made = http
+        .post(format!("http://{n2}/api/v1/repository"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"namespace": "acme", "repository": "debian", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    let fed =
+        http.post(format!("http://{n1}/api/v1/superuser/scanner/feeds?name=debian")).basic_auth("admin", Some(&pw)).json(&feed_v1()).send().await.unwrap();
+    assert_eq!(fed.status(), 201, "{}", fed.text().await.unwrap());
+    let deb = c.root.path().join("debian");
+    let layer = debian_layout(&deb);
+    let deb_digest = tokio::task::block_in_place(|| skopeo_push(&deb, &n2, &pw, "acme/debian:bookworm"));
+    b.go(&format!("http://{n3}/#/repository/acme/debian/tags")).await;
+    b.click("tr[data-tag=bookworm] [data-field=security] a").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = b.text("[data-field=scan-status]").await;
+        if st == "scanned" {
+            break;
+        }
+        assert!(st == "queued" && Instant::now() < deadline, "the Debian image's scan: {st}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report: Value = admin_get(&http, format!("http://{n3}/api/v1/repository/acme/debian/manifest/{deb_digest}/security?vulnerabilities=true"), &pw).await;
+    check_report(&report, &layer, false);
+    let rows = vulnerability_rows(report["data"]["Layer"]["Features"].as_array().unwrap());
+    assert!(rows.iter().any(|r| !r.2.is_empty()), "a finding with a fixed-in version: {rows:?}");
+    const ORDER: [&str; 6] = ["Critical", "High", "Medium", "Low", "Negligible", "Unknown"];
+    let mut want_sections: Vec<&str> = ORDER.iter().copied().filter(|sev| rows.iter().any(|r| r.3 == *sev)).collect();
+    assert!(want_sections.len() >= 2, "findings of more than one severity: {rows:?}");
+    let sections = b.js("return [...document.querySelectorAll('section.severity')].map(s => s.dataset.severity)", json!([])).await;
+    assert_eq!(sections, json!(want_sections), "one section per severity, worst first");
+    let mut want: Vec<Value> =
+        rows.iter().map(|(pkg, cve, fixed, sev)| json!([sev, cve, pkg, if fixed.is_empty() { "no fix yet" } else { fixed.as_str() }])).collect();
+    let mut shown = b
+        .js(
+            "return [...document.querySelectorAll('section.severity tr[data-vulnerability]')].map(tr => [tr.closest('section').dataset.severity, tr.dataset.vulnerability, tr.cells[1].textContent, tr.querySelector('[data-field=fixed-by]').textContent])",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap();
+    want.sort_by_key(|v| v.to_string());
+    shown.sort_by_key(|v| v.to_string());
+    assert_eq!(shown, want, "every finding in its severity's section with its fixed-in version");
+    for sev in want_sections.drain(..) {
+        let n = rows.iter().filter(|r| r.3 == sev).count();
+        let head = b.text(&format!("section[data-severity='{sev}'] h3")).await;
+        assert_eq!(head, format!("{sev} ({n})"), "the section's count");
+    }
+    let (_, cve, _, _) = rows.iter().find(|r| !r.2.is_empty()).unwrap();
+    let link = b.wait(&format!("tr[data-vulnerability='{cve}'] a"), "the advisory's link", |t| t == cve).await;
+    assert_eq!(b.attr(&link, "href").await.unwrap(), format!("https://security-tracker.debian.org/tracker/{cve}"));
+    b.shot("security-findings").await;
+    b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
+    b.wait(&format!("{row} [data-field=digest]"), "back to acme/app's tags", |_| true).await;
 
     // Its expiration, three days from now.
     b.click(&format!("{row} [data-action=change-expiration]")).await;
