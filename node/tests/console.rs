@@ -398,6 +398,12 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let deb = c.root.path().join("debian");
     let layer = debian_layout(&deb);
     let deb_digest = tokio::task::block_in_place(|| skopeo_push(&deb, &n2, &pw, "acme/debian:bookworm"));
+    // Pushed through node 2: node 3 shows it once it has applied the tag.
+    common::eventually(T, "acme/debian:bookworm on node 3", || async {
+        let tags = admin_get(&http, format!("http://{n3}/api/v1/repository/acme/debian/tag/?onlyActiveTags=true"), &pw).await;
+        tags["tags"].as_array().is_some_and(|t| t.iter().any(|x| x["name"] == json!("bookworm") && x["manifest_digest"] == json!(deb_digest))).then_some(())
+    })
+    .await;
     b.go(&format!("http://{n3}/#/repository/acme/debian/tags")).await;
     b.click("tr[data-tag=bookworm] [data-field=security] a").await;
     let deadline = Instant::now() + Duration::from_secs(90);
