@@ -118,7 +118,9 @@ export async function clusterPage(main) {
       render(view, s, Date.now());
       const want = ['', ...s.nodes.filter((n) => !n.leader).map((n) => String(n.id))];
       if ([...transfer.options].map((o) => o.value).join() !== want.join()) {
-        transfer.replaceChildren(...want.map((v) => h('option', { value: v }, v ? `node ${v}` : 'any node')));
+        // A new leader changes the choices; a choice still offered stays.
+        const was = transfer.value;
+        transfer.replaceChildren(...want.map((v) => h('option', { value: v, selected: v === was }, v ? `node ${v}` : 'any node')));
       }
       const regions = [...new Set(s.nodes.filter((n) => n.role === 'voter' || n.role === 'learner').map((n) => n.region))].sort();
       // Rebuilt only when the cluster's regions change, not at every tick:

@@ -829,7 +829,16 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.wait(&format!(".node[data-node='{target}'] [data-field=disk-use]"), "the healed node's disk", |t| t.contains(" used of ")).await;
     // Leadership to the drilled node with the page's transfer, so the
     // failover below kills neither this page's node nor a stale leader.
-    let now: Value = admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw).await;
+    // First the election its return may cause (it comes back with a
+    // higher term) is over: it and the page's node agree on leader and term.
+    let now = common::eventually(T, "the healed node agrees on the leader", || async {
+        let (here, there) = tokio::join!(
+            admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw),
+            admin_get(&http, format!("http://{target_addr}/api/v1/cluster/status"), &pw)
+        );
+        (here["leader"].is_u64() && here["leader"] == there["leader"] && here["term"] == there["term"]).then_some(here)
+    })
+    .await;
     if now["leader"] != json!(target) {
         b.choose("[data-field=transfer-to]", &target.to_string()).await;
         b.click("[data-action=transfer-leader]").await;
