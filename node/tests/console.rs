@@ -830,13 +830,16 @@ async fn a_person_runs_the_registry_from_the_browser() {
     // Leadership to the drilled node with the page's transfer, so the
     // failover below kills neither this page's node nor a stale leader.
     // First the election its return may cause (it comes back with a
-    // higher term) is over: it and the page's node agree on leader and term.
+    // higher term) is over: it and the page's node agree on leader and
+    // term, and the leader has replicated everything to it (a transfer
+    // stops heartbeats, so a target behind the leader's log cannot win).
     let now = common::eventually(T, "the healed node agrees on the leader", || async {
         let (here, there) = tokio::join!(
             admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw),
             admin_get(&http, format!("http://{target_addr}/api/v1/cluster/status"), &pw)
         );
-        (here["leader"].is_u64() && here["leader"] == there["leader"] && here["term"] == there["term"]).then_some(here)
+        let caught_up = here["nodes"].as_array().is_some_and(|n| n.iter().any(|x| x["id"] == json!(target) && x["lag"] == json!(0)));
+        (here["leader"].is_u64() && here["leader"] == there["leader"] && here["term"] == there["term"] && caught_up).then_some(here)
     })
     .await;
     if now["leader"] != json!(target) {
