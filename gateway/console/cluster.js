@@ -1,7 +1,10 @@
-// The cluster page (superusers): regions and their nodes, the RTT matrix
-// as a heat map, leader changes seen while the page is open, and the
-// leadership transfer. It polls `/api/v1/cluster/status` once a second,
-// so a failover shows as it happens, without a reload.
+// The cluster page (superusers): regions and their nodes (with each
+// node's disk, as the node reports it), the RTT matrix as a heat map,
+// leader changes seen while the page is open, the leadership transfer and
+// the region drill (`POST /api/v1/drill/region`: the node refuses what
+// `berth drill region` refuses; `DELETE` heals). It polls
+// `/api/v1/cluster/status` once a second, so a failover or a drill shows
+// as it happens, without a reload.
 
 import { h, api, attempt, notice, table, title, bytes } from './ui.js';
 
@@ -16,6 +19,16 @@ function heat(ms) {
   if (ms < 80) return 'h2';
   if (ms < 150) return 'h3';
   return 'h4';
+}
+
+// A node's filesystem as it reported it: used of total, and a meter.
+// A node that did not answer (down, cut off) has none.
+function disk(d) {
+  if (!d) return h('dd', { 'data-field': 'disk-use', 'data-total': '' }, 'not reported');
+  const pct = d.total_bytes ? (d.used_bytes / d.total_bytes) * 100 : 0;
+  return h('dd', { 'data-field': 'disk-use', 'data-total': String(d.total_bytes), 'data-used': String(d.used_bytes) },
+    `${bytes(d.used_bytes)} used of ${bytes(d.total_bytes)}`,
+    h('div.meter', { role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct), 'aria-label': 'Disk used', title: `${bytes(d.available_bytes)} free` }, h('div', { style: `width:${pct}%` })));
 }
 
 function render(view, s, seenAt) {
@@ -39,6 +52,7 @@ function render(view, s, seenAt) {
           h('dt', 'matched'), h('dd', n.matched_index ?? '—'),
           h('dt', 'blobs held'), h('dd', { 'data-field': 'blobs-held' }, n.storage ? `${n.storage.blobs_held} (${bytes(n.storage.bytes_held)})` : 'n/a'),
           h('dt', 'backlog'), h('dd', { 'data-field': 'backlog' }, n.storage ? `${n.storage.backlog_blobs} blobs (${bytes(n.storage.backlog_bytes)})` : 'n/a'),
+          h('dt', 'disk'), disk(n.disk),
           h('dt', 'http'), h('dd', n.http_addr)));
     }))));
   const ids = s.nodes.map((n) => n.id);
@@ -61,14 +75,42 @@ function render(view, s, seenAt) {
 export async function clusterPage(main) {
   const err = notice();
   const view = h('div', { 'aria-live': 'off' });
-  const transfer = h('select', { 'aria-label': 'Transfer leadership to' });
+  const transfer = h('select', { 'aria-label': 'Transfer leadership to', 'data-field': 'transfer-to' });
   const actions = h('div.toolbar', transfer,
     h('button', { type: 'button', 'data-action': 'transfer-leader', onclick: () => attempt(err, async () => {
       if (!confirm('Transfer leadership? Writes pause for an election.')) return;
       const r = await api('POST', '/api/v1/cluster/transfer-leader', transfer.value ? { to: Number(transfer.value) } : {});
       err.show(`Leadership moved from node ${r.previous} to node ${r.leader}.`, 'ok');
     }) }, 'Transfer leadership'));
-  main.append(title('Cluster'), err, actions, view);
+  // The region drill: the region, how long, and whether to drill when
+  // the rest would hold no majority (the node refuses that otherwise).
+  const region = h('select', { id: 'drill-region', 'data-field': 'drill-region' });
+  const seconds = h('input', { id: 'drill-seconds', type: 'number', min: 1, max: 600, value: 30, 'data-field': 'drill-seconds' });
+  const force = h('input', { id: 'drill-force', type: 'checkbox', 'data-field': 'drill-force' });
+  const drilled = h('div', { 'data-field': 'drill' });
+  let shownRegions = null;
+  const drillErr = notice();
+  const heal = (r) => h('button', { type: 'button', 'data-action': 'heal-region', onclick: () => attempt(drillErr, async () => {
+    const done = await api('DELETE', `/api/v1/drill/region/${encodeURIComponent(r)}`);
+    drilled.replaceChildren();
+    drillErr.show(`Region ${done.region} healed: node ${done.healed.join(', node ')} talk to every peer again.`, 'ok');
+  }) }, `Heal ${r} now`);
+  const drill = h('details.panel', { 'data-panel': 'drill' }, h('summary', 'Region drill'),
+    h('p', 'Cuts every node of a region off from the rest of the cluster (both ways) for a while, as ', h('code', 'berth drill region'), ' does; the nodes heal by themselves at the end. Watch the map meanwhile; the command line reports writes and reads measured through the drill.'),
+    h('div.toolbar', h('label', { for: 'drill-region' }, 'Region'), region, h('label', { for: 'drill-seconds' }, 'Seconds'), seconds,
+      h('label', force, ' Drill even without a majority outside'),
+      h('button.danger', { type: 'button', 'data-action': 'drill-region', onclick: () => attempt(drillErr, async () => {
+        const r = region.value;
+        if (!confirm(`Cut region ${r} off for ${seconds.value} s? Writes through its nodes stop meanwhile.`)) return;
+        const d = await api('POST', '/api/v1/drill/region', { region: r, duration_ms: Math.round(Number(seconds.value) * 1000), force: force.checked });
+        const until = new Date(Date.now() + Math.max(...d.isolated.map((i) => i.heals_in_ms)));
+        drilled.replaceChildren(h('p', { 'data-drilled': d.region },
+          `Region ${d.region} is cut off: `, d.isolated.map((i) => h('span', { 'data-isolated': String(i.node) }, `node ${i.node} `)),
+          `until ${until.toLocaleTimeString()} (the rest holds ${d.voters_outside} of ${d.voters} voters${d.forced ? ', forced' : ''}). `), heal(d.region));
+        drillErr.show(`Region ${d.region} cut off.`, 'ok');
+      }) }, 'Cut region off')),
+    drillErr, drilled);
+  main.append(title('Cluster'), err, actions, drill, view);
   const tick = async () => {
     if (!document.body.contains(view)) return; // left the page
     try {
@@ -76,7 +118,17 @@ export async function clusterPage(main) {
       render(view, s, Date.now());
       const want = ['', ...s.nodes.filter((n) => !n.leader).map((n) => String(n.id))];
       if ([...transfer.options].map((o) => o.value).join() !== want.join()) {
-        transfer.replaceChildren(...want.map((v) => h('option', { value: v }, v ? `node ${v}` : 'any node')));
+        // A new leader changes the choices; a choice still offered stays.
+        const was = transfer.value;
+        transfer.replaceChildren(...want.map((v) => h('option', { value: v, selected: v === was }, v ? `node ${v}` : 'any node')));
+      }
+      const regions = [...new Set(s.nodes.filter((n) => n.role === 'voter' || n.role === 'learner').map((n) => n.region))].sort();
+      // Rebuilt only when the cluster's regions change, not at every tick:
+      // the choice stays while a person makes it.
+      if (shownRegions !== regions.join()) {
+        shownRegions = regions.join();
+        const was = region.value;
+        region.replaceChildren(...regions.map((r) => h('option', { value: r, selected: r === was }, r)));
       }
       if (err.classList.contains('stale')) err.clear();
     } catch (e) {

@@ -1,8 +1,8 @@
 // The console's pages over the admin API: repositories (information,
 // tags, security scans, usage logs, settings), organizations (teams,
-// robots, OAuth applications, quotas, policies, logs) and the account
-// (tokens, password). Every call here
-// is one the CLI makes too.
+// robots, OAuth applications and their tokens, quotas, policies, logs)
+// and the account (tokens, password). Every call here is one the CLI
+// makes too.
 
 import { h, api, attempt, notice, form, table, tabs, bytes, when, copyable, title, confirmButton, session } from './ui.js';
 
@@ -463,13 +463,53 @@ function clientSecret(app) {
     h('h3', 'Client secret'), copyable(app.client_secret, 'client secret'));
 }
 
+// An application's fields, changed with Quay's PUT; the client id and
+// secret stay (a reset makes a new secret), and so does public_client.
+function editApplication(base, a, done) {
+  const f = form([
+    { name: 'name', label: 'Name', required: true, value: a.name },
+    { name: 'redirect_uri', label: 'Redirect URI', type: 'url', required: true, value: a.redirect_uri },
+    { name: 'application_uri', label: 'Application URI', type: 'url', value: a.application_uri },
+    { name: 'avatar_email', label: 'Avatar e-mail', type: 'email', value: a.avatar_email || '' },
+    { name: 'description', label: 'Description', type: 'textarea', value: a.description },
+  ], 'Save application', async (v) => {
+    // Every field is sent: an emptied one is cleared, and the API checks each.
+    const saved = await api('PUT', `${base}/${enc(a.client_id)}`, v);
+    await done(saved);
+  }, { action: 'edit-application' });
+  return h('div.panel', { 'data-editing': a.client_id }, h('h2', `Edit ${a.name}`), f);
+}
+
+// The tokens an application holds (one per user who authorized it, or
+// generated for themselves), each revocable: the token stops working at once.
+async function applicationTokens(view, base, a, err) {
+  const path = `${base}/${enc(a.client_id)}/tokens`;
+  const t = await api('GET', path);
+  view.replaceChildren(h('div.panel', { 'data-tokens-of': a.client_id },
+    h('h2', `Tokens held by ${a.name}`),
+    table(['Token', 'User', 'Scopes', 'Created', 'Expires', ''], t.tokens.map((x) =>
+      h('tr', { 'data-token': x.uuid },
+        h('td', h('code', x.uuid)), h('td', { 'data-field': 'user' }, x.user), h('td', { 'data-field': 'scopes' }, x.scopes.join(' ')),
+        h('td', when(x.created)), h('td', x.expiration ? when(x.expiration) : 'never'),
+        h('td', h('button.danger', { type: 'button', 'data-action': 'revoke-token', 'aria-label': `Revoke the token of ${x.user}`, onclick: () => {
+          if (!confirm(`Revoke the token ${a.name} holds for ${x.user}? It stops working at once.`)) return;
+          attempt(err, async () => {
+            await api('DELETE', `${path}/${enc(x.uuid)}`);
+            await applicationTokens(view, base, a, err);
+            err.show(`Revoked the token of ${x.user}.`, 'ok');
+          });
+        } }, 'Revoke')))), 'This application holds no tokens.')));
+}
+
 // OAuth applications (organization administrators): Quay's list, create,
-// reset secret and delete on `/api/v1/organization/{org}/applications`.
+// edit, reset secret, delete and the tokens held, on
+// `/api/v1/organization/{org}/applications`.
 async function applicationsTab(body, org) {
   const base = `/api/v1/organization/${enc(org)}/applications`;
   const err = notice();
   const list = h('div');
   const shown = h('div');
+  const detail = h('div');
   const load = async () => {
     const r = await api('GET', base);
     list.replaceChildren(table(['Application', 'Client ID', 'Redirect URI', 'Application URI', 'Description', ''], r.applications.map((a) =>
@@ -482,9 +522,19 @@ async function applicationsTab(body, org) {
             if (!confirm(`Reset the client secret of ${a.name}? Clients using the old one stop working.`)) return;
             attempt(err, async () => { shown.replaceChildren(clientSecret(await api('POST', `${base}/${enc(a.client_id)}/resetclientsecret`))); });
           } }, 'Reset secret'),
+          ' ', h('button', { type: 'button', 'data-action': 'edit-application', 'aria-label': `Edit application ${a.name}`, onclick: () => {
+            err.clear();
+            detail.replaceChildren(editApplication(base, a, async (saved) => {
+              detail.replaceChildren();
+              await load();
+              err.show(`Saved application ${saved.name}.`, 'ok');
+            }));
+            detail.querySelector('input').focus();
+          } }, 'Edit'),
+          ' ', h('button', { type: 'button', 'data-action': 'show-tokens', 'aria-label': `Tokens held by ${a.name}`, onclick: () => attempt(err, () => applicationTokens(detail, base, a, err)) }, 'Tokens'),
           ' ', h('button.danger', { type: 'button', 'data-action': 'delete-application', 'aria-label': `Delete application ${a.name}`, onclick: () => {
             if (!confirm(`Delete application ${a.name} and every token it was given?`)) return;
-            attempt(err, async () => { await api('DELETE', `${base}/${enc(a.client_id)}`); shown.replaceChildren(); await load(); });
+            attempt(err, async () => { await api('DELETE', `${base}/${enc(a.client_id)}`); shown.replaceChildren(); detail.replaceChildren(); await load(); });
           } }, 'Delete')))), 'No OAuth applications.'));
   };
   const create = form([
@@ -502,7 +552,7 @@ async function applicationsTab(body, org) {
     create.reset();
     await load();
   }, { action: 'create-application' });
-  body.append(err, list, shown, h('h2', 'New application'), create);
+  body.append(err, list, shown, detail, h('h2', 'New application'), create);
   await attempt(err, load);
 }
 

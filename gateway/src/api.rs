@@ -143,6 +143,22 @@ pub struct NodeStatus {
     /// blob records of the answering node. None from older nodes.
     #[serde(default)]
     pub storage: Option<NodeStorage>,
+    /// The filesystem of the node's blob store, as the node itself reports
+    /// it over the blob transport. None when the node did not answer (down,
+    /// cut off, or older).
+    #[serde(default)]
+    pub disk: Option<NodeDisk>,
+}
+
+/// A node's disk: the filesystem its blob store is on (which may hold
+/// other things too: `used_bytes` is the filesystem's, not berth's; what
+/// berth's blobs take is [`NodeStorage::bytes_held`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDisk {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    /// What an unprivileged writer may still use.
+    pub available_bytes: u64,
 }
 
 /// A node's blobs as the metadata records them (every node has the same

@@ -23,6 +23,8 @@
 //! - `identity`: the [`identity::Identity`] trait and the Quay-shaped
 //!   admin API (users, organizations, robots, permissions, tokens, logs),
 //!   with its OpenAPI document.
+//! - `drill`: the region drill's plan (shared with the CLI) and the
+//!   region drill the console starts, which calls the region's nodes.
 //! - `console`: the web console's page and assets at `/`, and the
 //!   session calls (`/api/v1/session`) behind its sign-in; `oauth_page`:
 //!   the OAuth consent page; `notifications`: notification documents.
@@ -37,6 +39,7 @@
 pub mod access;
 pub mod api;
 pub mod console;
+pub mod drill;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -51,6 +54,7 @@ pub mod token;
 
 pub use access::{parse_credentials, Access, Caller, Credentials, IssuedToken, Principal, ResourceScope};
 pub use api::*;
+pub use drill::{RegionDrill, RegionDrillRequest, RegionHealed, RegionPlan};
 pub use endpoint::{Endpoint, Reference};
 pub use error::{ApiError, ErrorCode};
 pub use registry::*;
@@ -89,6 +93,7 @@ pub struct Services {
 /// `own_addr`: the listener's address.
 pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAddr>) -> Router {
     let Services { backend, registry, identity, http, public_url } = services;
+    let drills = drill::routes(drill::DrillState { backend: backend.clone(), http: http.clone() });
     let v2 = Router::new()
         .route("/v2", any(handle_v2))
         .route("/v2/", any(handle_v2))
@@ -118,6 +123,7 @@ pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAd
         .fallback(handle_not_found)
         .with_state(backend)
         .merge(v2)
+        .merge(drills)
         .merge(console::routes(identity.clone(), tls))
         .merge(identity::routes(identity))
         .layer(axum::middleware::from_fn(console::quiet_challenges))

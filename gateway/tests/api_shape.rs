@@ -140,4 +140,14 @@ async fn the_cluster_api_is_for_administrators() {
     let bad = a.send(a.admin(Method::POST, "/api/v1/drill/isolate").json(&json!({"duration_ms": 5}))).await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     assert_error(&a.send(a.admin(Method::DELETE, "/api/v1/cluster/nodes/x")).await, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    // The region drill: administrators only, and its duration bounded
+    // before anything else is asked of the cluster.
+    let drill = json!({"region": "eu", "duration_ms": 5_000});
+    assert_error(&a.send(a.req(Method::POST, "/api/v1/drill/region").json(&drill)).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let ann = a.send(a.req(Method::POST, "/api/v1/drill/region").basic_auth("ann", Some("ann-password")).json(&drill)).await;
+    assert_error(&ann, StatusCode::FORBIDDEN, "DENIED");
+    let ann = a.send(a.req(Method::DELETE, "/api/v1/drill/region/eu").basic_auth("ann", Some("ann-password"))).await;
+    assert_error(&ann, StatusCode::FORBIDDEN, "DENIED");
+    let short = a.send(a.admin(Method::POST, "/api/v1/drill/region").json(&json!({"region": "eu", "duration_ms": 5}))).await;
+    assert_error(&short, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }

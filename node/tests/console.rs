@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemons::{digest_in, docker_in, docker_login, run, start_dockerd};
+use common::debian::{check_report, debian_layout, feed_v1, skopeo_push, vulnerability_rows};
 use common::procs::*;
 use common::receiver::start_receiver;
 use serde_json::{json, Value};
@@ -261,6 +262,7 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let mut c = tokio::task::block_in_place(|| {
         ProcCluster::start_configured(3, &[], |t| {
             t.insert("notifications".into(), toml::Value::Table(toml::toml! { allowed_networks = ["127.0.0.0/8"] }));
+            t.insert("scan".into(), toml::Value::Table(toml::toml! { poll_interval_ms = 300 }));
         })
     });
     let (n1, n2, n3) = (c.http[0].clone(), c.http[1].clone(), c.http[2].clone());
@@ -376,6 +378,77 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
     let cell = b.wait(&format!("{row} [data-field=security]"), "the tag's scan status in the list", |_| true).await;
     assert_eq!(b.attr(&cell, "data-status").await.unwrap(), scan_status, "the tag list's summary");
+
+    // A scanned image with real findings: this machine's Debian packages
+    // (common::debian) pushed with skopeo into acme/debian through node 2,
+    // matched against a Debian tracker feed imported through node 1. Its
+    // Security tab groups the findings by severity, worst first, each with
+    // the version that fixes it, exactly as the security API lists them.
+    let made = http
+        .post(format!("http://{n2}/api/v1/repository"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"namespace": "acme", "repository": "debian", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    let fed =
+        http.post(format!("http://{n1}/api/v1/superuser/scanner/feeds?name=debian")).basic_auth("admin", Some(&pw)).json(&feed_v1()).send().await.unwrap();
+    assert_eq!(fed.status(), 201, "{}", fed.text().await.unwrap());
+    let deb = c.root.path().join("debian");
+    let layer = debian_layout(&deb);
+    let deb_digest = tokio::task::block_in_place(|| skopeo_push(&deb, &n2, &pw, "acme/debian:bookworm"));
+    // Pushed through node 2: node 3 shows it once it has applied the tag.
+    common::eventually(T, "acme/debian:bookworm on node 3", || async {
+        let tags = admin_get(&http, format!("http://{n3}/api/v1/repository/acme/debian/tag/?onlyActiveTags=true"), &pw).await;
+        tags["tags"].as_array().is_some_and(|t| t.iter().any(|x| x["name"] == json!("bookworm") && x["manifest_digest"] == json!(deb_digest))).then_some(())
+    })
+    .await;
+    b.go(&format!("http://{n3}/#/repository/acme/debian/tags")).await;
+    b.click("tr[data-tag=bookworm] [data-field=security] a").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = b.text("[data-field=scan-status]").await;
+        if st == "scanned" {
+            break;
+        }
+        assert!(st == "queued" && Instant::now() < deadline, "the Debian image's scan: {st}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report: Value = admin_get(&http, format!("http://{n3}/api/v1/repository/acme/debian/manifest/{deb_digest}/security?vulnerabilities=true"), &pw).await;
+    check_report(&report, &layer, false);
+    let rows = vulnerability_rows(report["data"]["Layer"]["Features"].as_array().unwrap());
+    assert!(rows.iter().any(|r| !r.2.is_empty()), "a finding with a fixed-in version: {rows:?}");
+    const ORDER: [&str; 6] = ["Critical", "High", "Medium", "Low", "Negligible", "Unknown"];
+    let mut want_sections: Vec<&str> = ORDER.iter().copied().filter(|sev| rows.iter().any(|r| r.3 == *sev)).collect();
+    assert!(want_sections.len() >= 2, "findings of more than one severity: {rows:?}");
+    let sections = b.js("return [...document.querySelectorAll('section.severity')].map(s => s.dataset.severity)", json!([])).await;
+    assert_eq!(sections, json!(want_sections), "one section per severity, worst first");
+    let mut want: Vec<Value> =
+        rows.iter().map(|(pkg, cve, fixed, sev)| json!([sev, cve, pkg, if fixed.is_empty() { "no fix yet" } else { fixed.as_str() }])).collect();
+    let mut shown = b
+        .js(
+            "return [...document.querySelectorAll('section.severity tr[data-vulnerability]')].map(tr => [tr.closest('section').dataset.severity, tr.dataset.vulnerability, tr.cells[1].textContent, tr.querySelector('[data-field=fixed-by]').textContent])",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap();
+    want.sort_by_key(|v| v.to_string());
+    shown.sort_by_key(|v| v.to_string());
+    assert_eq!(shown, want, "every finding in its severity's section with its fixed-in version");
+    for sev in want_sections.drain(..) {
+        let n = rows.iter().filter(|r| r.3 == sev).count();
+        let head = b.text(&format!("section[data-severity='{sev}'] h3")).await;
+        assert_eq!(head, format!("{sev} ({n})"), "the section's count");
+    }
+    let (_, cve, _, _) = rows.iter().find(|r| !r.2.is_empty()).unwrap();
+    let link = b.wait(&format!("tr[data-vulnerability='{cve}'] a"), "the advisory's link", |t| t == cve).await;
+    assert_eq!(b.attr(&link, "href").await.unwrap(), format!("https://security-tracker.debian.org/tracker/{cve}"));
+    b.shot("security-findings").await;
+    b.go(&format!("http://{n3}/#/repository/acme/app/tags")).await;
+    b.wait(&format!("{row} [data-field=digest]"), "back to acme/app's tags", |_| true).await;
 
     // Its expiration, three days from now.
     b.click(&format!("{row} [data-action=change-expiration]")).await;
@@ -505,6 +578,68 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let again = b.wait("[data-client-secret] pre[data-copy='client secret']", "a new secret after the reset", |t| t.len() == 40 && t != first).await;
     let second = b.text_of(&again).await;
     assert_ne!(first, second);
+    // Edited from the page: the new name in the list, the API has the new
+    // fields, and a hostile name shows as text.
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=edit-application]")).await;
+    let form = "form[data-form=edit-application]";
+    assert_eq!(
+        b.js(&format!("return document.querySelector('{form} input[name=name]').value"), json!([])).await,
+        json!("deploy dashboard"),
+        "the form starts from the application"
+    );
+    let renamed = format!("release board {HOSTILE}");
+    b.fill(&format!("{form} input[name=name]"), &renamed).await;
+    b.fill(&format!("{form} input[name=redirect_uri]"), "https://board.example/callback").await;
+    b.fill(&format!("{form} textarea[name=description]"), "Releases, now").await;
+    b.shot("oauth-app-edit").await;
+    b.click(&format!("{form} button[type=submit]")).await;
+    b.wait(".notice.ok", "the edit is saved", |t| t.starts_with("Saved application release board")).await;
+    let name = b.wait(&format!("tr[data-application='{client_id}'] th"), "the new name in the list", |t| t.starts_with("release board")).await;
+    assert_eq!(b.text_of(&name).await, renamed, "the new name, as text");
+    b.gone(form, "the edit form after saving").await;
+    let edited: Value = admin_get(&http, format!("http://{n1}/api/v1/organization/acme/applications/{client_id}"), &pw).await;
+    assert_eq!(
+        (&edited["name"], &edited["redirect_uri"], &edited["description"]),
+        (&json!(renamed), &json!("https://board.example/callback"), &json!("Releases, now")),
+        "{edited}"
+    );
+    assert_eq!(edited["client_id"], json!(client_id), "the same application");
+    // A token the application holds (generated for the admin, as Quay's
+    // Generate Token tab does), listed on the page and revoked from it:
+    // gone from the list, and refused from then on.
+    let tokens_api = format!("http://{n2}/api/v1/organization/acme/applications/{client_id}");
+    let g: Value = http
+        .post(format!("{tokens_api}/generatetoken"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"scope": "repo:read"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (uuid, access) = (g["uuid"].as_str().unwrap_or_else(|| panic!("{g}")).to_string(), g["access_token"].as_str().unwrap().to_string());
+    let with_token = || http.get(format!("http://{n3}/api/v1/repository/acme/app")).bearer_auth(&access).send();
+    assert_eq!(with_token().await.unwrap().status(), 200, "the application's token reads acme/app");
+    b.click(&format!("tr[data-application='{client_id}'] [data-action=show-tokens]")).await;
+    let token_row = format!("[data-tokens-of='{client_id}'] tr[data-token='{uuid}']");
+    assert_eq!(b.text(&format!("{token_row} [data-field=user]")).await, "admin");
+    assert_eq!(b.text(&format!("{token_row} [data-field=scopes]")).await, "repo:read");
+    b.shot("oauth-app-tokens").await;
+    b.click(&format!("{token_row} [data-action=revoke-token]")).await;
+    b.accept_dialog().await;
+    b.gone(&token_row, "the revoked token").await;
+    b.wait(".notice.ok", "the revocation is confirmed", |t| t == "Revoked the token of admin.").await;
+    b.wait(&format!("[data-tokens-of='{client_id}'] p.empty"), "no token left", |t| t == "This application holds no tokens.").await;
+    let left: Value = admin_get(&http, format!("{tokens_api}/tokens"), &pw).await;
+    assert_eq!(left["tokens"], json!([]), "{left}");
+    for node in [&n1, &n2, &n3] {
+        let node = node.to_string();
+        common::eventually(T, "the revoked token refused", || async {
+            (http.get(format!("http://{node}/api/v1/repository/acme/app")).bearer_auth(&access).send().await.unwrap().status() == 401).then_some(())
+        })
+        .await;
+    }
     b.click(&format!("tr[data-application='{client_id}'] [data-action=delete-application]")).await;
     b.accept_dialog().await;
     b.gone(&format!("tr[data-application='{client_id}']"), "the deleted application").await;
@@ -634,8 +769,18 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.wait("td[data-rtt='3-1']", "an RTT", |t| t.ends_with(" ms")).await;
     // Per node: the blobs it holds (the pushed image is on at least 2
     // nodes) and its replication backlog.
+    let cluster: Value = admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw).await;
+    let node_of =
+        |id: u64| cluster["nodes"].as_array().unwrap().iter().find(|x| x["id"] == json!(id)).cloned().unwrap_or_else(|| panic!("node {id}: {cluster}"));
     let mut holding = 0;
     for n in 1..=3 {
+        // Its disk, as the node reports it: the page's numbers are the API's.
+        let disk = b.wait(&format!(".node[data-node='{n}'] [data-field=disk-use]"), "a node's disk", |t| t.contains(" used of ")).await;
+        let total = node_of(n)["disk"]["total_bytes"].as_u64().unwrap_or_else(|| panic!("node {n} reports its disk: {cluster}"));
+        assert!(total > 0);
+        assert_eq!(b.attr(&disk, "data-total").await, Some(total.to_string()), "node {n}'s disk size");
+        let used: u64 = b.attr(&disk, "data-used").await.unwrap().parse().unwrap();
+        assert!(used > 0 && used <= total, "node {n}: {used} of {total}");
         let held = b.text(&format!(".node[data-node='{n}'] [data-field=blobs-held]")).await;
         let count: u64 = held.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("node {n} blobs held: {held}"));
         holding += usize::from(count >= 2);
@@ -644,8 +789,67 @@ async fn a_person_runs_the_registry_from_the_browser() {
     }
     assert!(holding >= 2, "the image's config and layer on at least 2 nodes");
     b.shot("13-cluster").await;
-    let shown_leader = b.text("[data-field=leader]").await;
-    assert!(shown_leader.contains(&format!("node {leader}")), "{shown_leader}");
+
+    // The region drill from the page. A region the cluster does not have
+    // (a tampered page): the node refuses it as `berth drill region` does.
+    let page_id: u64 = if leader == 3 { 1 } else { 3 };
+    let target = 6 - leader - page_id;
+    let (target_addr, target_region) = (c.http[target as usize - 1].clone(), node_of(target)["region"].as_str().unwrap().to_string());
+    b.click("details[data-panel=drill] summary").await;
+    b.js("document.querySelector('[data-field=drill-region]').append(new Option('mars', 'mars'))", json!([])).await;
+    b.choose("[data-field=drill-region]", "mars").await;
+    b.click("[data-action=drill-region]").await;
+    b.accept_dialog().await;
+    b.wait("details[data-panel=drill] .notice.error", "the refused drill", |t| t.contains("region \"mars\" has no nodes")).await;
+    // The region of the node that is neither the leader nor this page's,
+    // for a minute (healed sooner from the page): the node is cut off, so
+    // it reports no disk and writes through it are refused, while writes
+    // through the rest go on.
+    let probe = |node: String| {
+        let (http, pw) = (http.clone(), pw.clone());
+        async move {
+            let r = http.post(format!("http://{node}/api/v1/drill/probe")).basic_auth("admin", Some(&pw)).timeout(Duration::from_secs(30)).send().await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    b.choose("[data-field=drill-region]", &target_region).await;
+    b.fill("[data-field=drill-seconds]", "60").await;
+    b.click("[data-action=drill-region]").await;
+    b.accept_dialog().await;
+    b.wait(&format!("[data-drilled='{target_region}'] [data-isolated='{target}']"), "the cut-off node", |_| true).await;
+    assert_eq!(b.all("[data-isolated]").await.len(), 1, "only the region's node is cut off");
+    b.wait(&format!(".node[data-node='{target}'] [data-field=disk-use]"), "the cut-off node's disk", |t| t == "not reported").await;
+    let refused = probe(target_addr.clone()).await;
+    assert!(refused == 0 || refused >= 500, "a write through the cut-off node is refused: {refused}");
+    assert_eq!(probe(page.clone()).await, 204, "writes through the rest go on");
+    b.shot("15-cluster-region-drill").await;
+    b.click("[data-action=heal-region]").await;
+    b.wait("details[data-panel=drill] .notice.ok", "the heal", |t| t.starts_with(&format!("Region {target_region} healed"))).await;
+    common::eventually(Duration::from_secs(30), "writes through the healed node", || async { (probe(target_addr.clone()).await == 204).then_some(()) }).await;
+    b.wait(&format!(".node[data-node='{target}'] [data-field=disk-use]"), "the healed node's disk", |t| t.contains(" used of ")).await;
+    // Leadership to the drilled node with the page's transfer, so the
+    // failover below kills neither this page's node nor a stale leader.
+    // First the election its return may cause (it comes back with a
+    // higher term) is over: it and the page's node agree on leader and
+    // term, and the leader has replicated everything to it (a transfer
+    // stops heartbeats, so a target behind the leader's log cannot win).
+    let now = common::eventually(T, "the healed node agrees on the leader", || async {
+        let (here, there) = tokio::join!(
+            admin_get(&http, format!("http://{page}/api/v1/cluster/status"), &pw),
+            admin_get(&http, format!("http://{target_addr}/api/v1/cluster/status"), &pw)
+        );
+        let caught_up = here["nodes"].as_array().is_some_and(|n| n.iter().any(|x| x["id"] == json!(target) && x["lag"] == json!(0)));
+        (here["leader"].is_u64() && here["leader"] == there["leader"] && here["term"] == there["term"] && caught_up).then_some(here)
+    })
+    .await;
+    if now["leader"] != json!(target) {
+        b.choose("[data-field=transfer-to]", &target.to_string()).await;
+        b.click("[data-action=transfer-leader]").await;
+        b.accept_dialog().await;
+        b.wait(".notice.ok", "the transfer", |t| t.ends_with(&format!("to node {target}."))).await;
+    }
+    let leader = target;
+    b.wait("[data-field=leader]", "the leader shown", |t| t.starts_with(&format!("Leader: node {leader} "))).await;
     c.procs[leader as usize - 1].kill9();
     let killed = Instant::now();
     b.wait("[data-field=leader]", "a new leader, without a reload", |t| t.starts_with("Leader: node ") && !t.starts_with(&format!("Leader: node {leader} ")))

@@ -348,6 +348,42 @@ impl Replicator {
         }
     }
 
+    /// The filesystem of this node's blob store; None when it cannot be read.
+    pub async fn local_disk(&self) -> Option<protocol::DiskUse> {
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.disk_use()).await {
+            Ok(Ok(d)) => Some(d),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the blob store's filesystem size");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Every node's disk, as each reports it: `cluster status` shows it per
+    /// node. Nodes that do not answer within half a second are left out.
+    pub async fn disk_by_node(&self) -> Vec<(NodeId, protocol::DiskUse)> {
+        let me = self.inner.view.self_id();
+        let asks = self.inner.view.peers().into_iter().map(|peer| async move {
+            let ask = async {
+                let conn = self.inner.transport.connect(peer.id, &peer.addr).await.ok()?;
+                let (mut send, mut recv) = conn.open_bi().await.ok()?;
+                write_frame(&mut send, &Request::Disk).await.ok()?;
+                send.finish().ok()?;
+                match read_frame::<Reply>(&mut recv).await {
+                    Ok(Reply::Disk(Some(d))) => Some((peer.id, d)),
+                    _ => None,
+                }
+            };
+            tokio::time::timeout(Duration::from_millis(500), ask).await.ok().flatten()
+        });
+        let (mine, theirs) = futures::future::join(self.local_disk(), futures::future::join_all(asks)).await;
+        let mut rows: Vec<(NodeId, protocol::DiskUse)> = mine.map(|d| (me, d)).into_iter().chain(theirs.into_iter().flatten()).collect();
+        rows.sort_by_key(|(id, _)| *id);
+        rows
+    }
+
     /// Every node's RTT to every other, as each measures it: the matrix
     /// `berth cluster status` shows. Nodes that do not answer are left out.
     pub async fn rtt_matrix(&self) -> Vec<(NodeId, Vec<(NodeId, Duration)>)> {

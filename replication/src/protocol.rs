@@ -27,6 +27,8 @@ pub enum Request {
     Announce { digest: Digest, size: u64 },
     /// The receiver's measured RTT to each of its peers.
     Rtts,
+    /// The filesystem the receiver's blob store is on.
+    Disk,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +51,17 @@ pub enum Reply {
     Ack,
     /// (peer, smoothed RTT in µs)
     Rtts(Vec<(NodeId, u64)>),
+    /// None when the node could not read it.
+    Disk(Option<DiskUse>),
+}
+
+/// A filesystem's size and use, in bytes (`statvfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUse {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    /// What an unprivileged writer may still use.
+    pub available_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

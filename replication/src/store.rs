@@ -154,6 +154,19 @@ impl BlobStore {
         self.root.join("staging")
     }
 
+    /// The filesystem the store is on. Blocking (a `statvfs`): call it off
+    /// the async workers.
+    pub fn disk_use(&self) -> std::io::Result<crate::protocol::DiskUse> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(std::io::Error::from)?;
+        let unit = st.fragment_size() as u64;
+        let total = st.blocks() as u64 * unit;
+        Ok(crate::protocol::DiskUse {
+            total_bytes: total,
+            used_bytes: total.saturating_sub(st.blocks_free() as u64 * unit),
+            available_bytes: st.blocks_available() as u64 * unit,
+        })
+    }
+
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root.join(digest.algorithm().name()).join(&hex[..2]).join(hex)

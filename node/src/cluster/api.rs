@@ -138,6 +138,13 @@ impl Backend for NodeBackend {
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let nodes: Vec<NodeRecord> = self.meta.state().scan(keys::NODE_PREFIX).map_err(state_err)?;
         let mut storage = self.storage_by_node(&nodes).await?;
+        // Each node's disk and RTTs, asked of the nodes themselves at once
+        // (a dead node costs half a second, not two).
+        let (disks, rtts) = tokio::join!(self.replicator.disk_by_node(), self.replicator.rtt_matrix());
+        let disks: std::collections::HashMap<u64, NodeDisk> = disks
+            .into_iter()
+            .map(|(id, d)| (id, NodeDisk { total_bytes: d.total_bytes, used_bytes: d.used_bytes, available_bytes: d.available_bytes }))
+            .collect();
         let group = self.meta.view();
         let view = self.meta.leader_view().await.ok();
         let leader = view.as_ref().map(|v| v.leader).or(group.leader);
@@ -166,16 +173,11 @@ impl Backend for NodeBackend {
                     matched_index: matched,
                     lag,
                     storage: Some(storage.remove(&n.id).unwrap_or_default()),
+                    disk: disks.get(&n.id).copied(),
                 }
             })
             .collect();
-        let rtt_ms = self
-            .replicator
-            .rtt_matrix()
-            .await
-            .into_iter()
-            .map(|(from, row)| RttRow { from, to: row.into_iter().map(|(to, d)| (to, d.as_secs_f64() * 1000.0)).collect() })
-            .collect();
+        let rtt_ms = rtts.into_iter().map(|(from, row)| RttRow { from, to: row.into_iter().map(|(to, d)| (to, d.as_secs_f64() * 1000.0)).collect() }).collect();
         Ok(ClusterStatus {
             cluster_id: self.config.cluster_id.clone(),
             answered_by: self.meta.id(),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemons;
+pub mod debian;
 pub mod http;
 pub mod procs;
 pub mod receiver;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_gateway::{ClusterStatus, IsolateRequest, Isolation, NodeStatus, ISOLATION_MAX_MS, ISOLATION_MIN_MS};
+use berth_gateway::{ClusterStatus, IsolateRequest, Isolation, ISOLATION_MAX_MS, ISOLATION_MIN_MS};
 use reqwest::Method;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -55,53 +55,9 @@ pub struct RegionOptions {
     pub force: bool,
 }
 
-/// Who a region drill cuts off, and where it writes from outside.
-#[derive(Debug, Clone)]
-pub struct RegionPlan {
-    pub region: String,
-    /// The region's nodes (voters and learners): cut off during the drill.
-    pub inside: Vec<NodeStatus>,
-    /// Every other member: they keep the cluster going.
-    pub outside: Vec<NodeStatus>,
-    /// The node the writes outside go through: the leader when it is
-    /// outside, else an outside voter (which may have to elect one).
-    pub writer: NodeStatus,
-    pub voters: usize,
-    pub voters_outside: usize,
-}
-
-impl RegionPlan {
-    /// Splits the cluster at `region`; refuses a region without nodes, the
-    /// whole cluster, and (unless `force`) a drill after which the nodes
-    /// outside would hold no majority of the voters: no write could commit.
-    pub fn new(status: &ClusterStatus, region: &str, force: bool) -> anyhow::Result<RegionPlan> {
-        let members: Vec<&NodeStatus> = status.nodes.iter().filter(|n| n.role == "voter" || n.role == "learner").collect();
-        let (inside, outside): (Vec<NodeStatus>, Vec<NodeStatus>) = members.into_iter().cloned().partition(|n| n.region == region);
-        if inside.is_empty() {
-            let regions: BTreeSet<&str> = outside.iter().map(|n| n.region.as_str()).collect();
-            anyhow::bail!("region {region:?} has no nodes (the cluster's regions: {})", regions.into_iter().collect::<Vec<_>>().join(", "));
-        }
-        anyhow::ensure!(!outside.is_empty(), "region {region} holds every node of the cluster: nothing would be left to keep it going");
-        let voters = inside.iter().chain(&outside).filter(|n| n.role == "voter").count();
-        let voters_outside = outside.iter().filter(|n| n.role == "voter").count();
-        if voters_outside * 2 <= voters && !force {
-            anyhow::bail!(
-                "the nodes outside {region} hold {voters_outside} of the {voters} voters, no majority: the drill would stop every write \
-                 for its duration (pass --force to drill anyway)"
-            );
-        }
-        let writer = outside.iter().find(|n| Some(n.id) == status.leader).or_else(|| outside.iter().find(|n| n.role == "voter")).unwrap_or(&outside[0]).clone();
-        Ok(RegionPlan { region: region.to_string(), inside, outside, writer, voters, voters_outside })
-    }
-
-    fn inside_ids(&self) -> Vec<u64> {
-        self.inside.iter().map(|n| n.id).collect()
-    }
-
-    fn members(&self) -> impl Iterator<Item = &NodeStatus> {
-        self.inside.iter().chain(&self.outside)
-    }
-}
+/// Who a region drill cuts off and where it writes from outside, with
+/// the refusals the console's drill shares.
+pub use berth_gateway::RegionPlan;
 
 /// Writes through a node outside the region.
 #[derive(Debug, Clone, Serialize)]
@@ -329,7 +285,7 @@ pub async fn region(client: &AdminClient, opts: &RegionOptions) -> anyhow::Resul
     let ms = opts.duration.as_millis() as u64;
     anyhow::ensure!((ISOLATION_MIN_MS..=ISOLATION_MAX_MS).contains(&ms), "--duration must be between 1s and 10m");
     let status: ClusterStatus = client.get(STATUS).await?;
-    let plan = RegionPlan::new(&status, &opts.region, opts.force)?;
+    let plan = RegionPlan::new(&status, &opts.region, opts.force).map_err(anyhow::Error::msg)?;
     let clients = node_clients(client, &plan)?;
     let read_path = pick_read_path(&clients[&plan.writer.id]).await;
     warm_up(&plan, &clients, &read_path).await?;
@@ -367,7 +323,7 @@ pub async fn region(client: &AdminClient, opts: &RegionOptions) -> anyhow::Resul
         nodes: plan.inside_ids(),
         duration_ms: ms,
         isolated_ms: healed_at.duration_since(isolated_at).as_millis() as u64,
-        forced: plan.voters_outside * 2 <= plan.voters,
+        forced: plan.forced(),
         interrupted: interrupt.happened(),
         leader_before: status.leader,
         leader_after,
@@ -588,56 +544,5 @@ impl RegionReport {
         for w in &self.warnings {
             println!("warning: {w}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: u64, region: &str, role: &str) -> NodeStatus {
-        NodeStatus {
-            id,
-            region: region.into(),
-            role: role.into(),
-            desired_role: "auto".into(),
-            leader: false,
-            peer_addr: format!("10.0.0.{id}:7000"),
-            http_addr: format!("http://10.0.0.{id}:5000"),
-            matched_index: None,
-            lag: None,
-            storage: None,
-        }
-    }
-
-    fn cluster(leader: u64, nodes: Vec<NodeStatus>) -> ClusterStatus {
-        ClusterStatus { cluster_id: "c".into(), answered_by: 1, leader: Some(leader), term: 1, nodes, rtt_ms: vec![], applied_index: None }
-    }
-
-    #[test]
-    fn a_region_plan_splits_members_and_writes_through_the_leader_when_it_is_outside() {
-        let s = cluster(1, vec![node(1, "eu", "voter"), node(2, "us", "voter"), node(3, "ap", "voter"), node(4, "us", "learner"), node(5, "us", "removed")]);
-        let p = RegionPlan::new(&s, "us", false).unwrap();
-        assert_eq!(p.inside_ids(), vec![2, 4], "removed nodes are not drilled");
-        assert_eq!(p.writer.id, 1);
-        assert_eq!((p.voters, p.voters_outside), (3, 2));
-        // The leader inside: writes go through an outside voter.
-        let p = RegionPlan::new(&cluster(2, s.nodes.clone()), "us", false).unwrap();
-        assert!(p.writer.id == 1 || p.writer.id == 3);
-    }
-
-    #[test]
-    fn a_region_plan_refuses_what_is_not_safe_or_makes_no_sense() {
-        let s = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "voter"), node(3, "us", "voter"), node(4, "ap", "learner")]);
-        let e = RegionPlan::new(&s, "mars", false).unwrap_err().to_string();
-        assert!(e.contains("\"mars\" has no nodes") && e.contains("ap, eu, us"), "{e}");
-        let e = RegionPlan::new(&s, "eu", false).unwrap_err().to_string();
-        assert!(e.contains("hold 1 of the 3 voters") && e.contains("--force"), "{e}");
-        assert!(RegionPlan::new(&s, "eu", true).is_ok(), "--force drills anyway");
-        assert!(RegionPlan::new(&s, "us", false).is_ok());
-        let one = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "learner")]);
-        let e = RegionPlan::new(&one, "eu", true).unwrap_err().to_string();
-        assert!(e.contains("holds every node"), "{e}");
-        assert!(!e.contains('\n') && !RegionPlan::new(&s, "eu", false).unwrap_err().to_string().contains('\n'), "one line");
     }
 }

@@ -1,0 +1,333 @@
+//! The region drill's plan, shared with `berth drill region`, and the
+//! region drill the console starts: `POST /api/v1/drill/region` and
+//! `DELETE /api/v1/drill/region/{region}`.
+//!
+//! The console speaks only to the node that served it, and isolation is
+//! per node (`POST /api/v1/drill/isolate` cuts off the node that answers),
+//! so the answering node does what the CLI does from outside: it reads the
+//! cluster status, refuses what [`RegionPlan::new`] refuses, checks that
+//! every node of the region and one outside take a write, then isolates
+//! each node of the region through that node's own isolate call, with the
+//! caller's credentials (its `Authorization`, or its session cookie and
+//! CSRF token: every node honours them). Unlike the CLI it neither probes
+//! nor waits: the nodes heal by themselves at their deadline, the `DELETE`
+//! heals them sooner, and the console's cluster page shows the cluster
+//! meanwhile. Neither call is in the OpenAPI document (see
+//! `handle_isolate`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{Caller, CSRF_HEADER};
+use crate::api::{Backend, ClusterStatus, IsolateRequest, Isolation, NodeStatus};
+use crate::error::{ApiError, ErrorCode};
+
+/// Who a region drill cuts off, and where it writes from outside.
+#[derive(Debug, Clone)]
+pub struct RegionPlan {
+    pub region: String,
+    /// The region's nodes (voters and learners): cut off during the drill.
+    pub inside: Vec<NodeStatus>,
+    /// Every other member: they keep the cluster going.
+    pub outside: Vec<NodeStatus>,
+    /// The node the writes outside go through: the leader when it is
+    /// outside, else an outside voter (which may have to elect one).
+    pub writer: NodeStatus,
+    pub voters: usize,
+    pub voters_outside: usize,
+}
+
+impl RegionPlan {
+    /// Splits the cluster at `region`; refuses a region without nodes, the
+    /// whole cluster, and (unless `force`) a drill after which the nodes
+    /// outside would hold no majority of the voters: no write could commit.
+    /// The refusal is one line, for the CLI and the console alike.
+    pub fn new(status: &ClusterStatus, region: &str, force: bool) -> Result<RegionPlan, String> {
+        let members: Vec<&NodeStatus> = status.nodes.iter().filter(|n| n.role == "voter" || n.role == "learner").collect();
+        let (inside, outside): (Vec<NodeStatus>, Vec<NodeStatus>) = members.into_iter().cloned().partition(|n| n.region == region);
+        if inside.is_empty() {
+            let regions: BTreeSet<&str> = outside.iter().map(|n| n.region.as_str()).collect();
+            return Err(format!("region {region:?} has no nodes (the cluster's regions: {})", regions.into_iter().collect::<Vec<_>>().join(", ")));
+        }
+        if outside.is_empty() {
+            return Err(format!("region {region} holds every node of the cluster: nothing would be left to keep it going"));
+        }
+        let voters = inside.iter().chain(&outside).filter(|n| n.role == "voter").count();
+        let voters_outside = outside.iter().filter(|n| n.role == "voter").count();
+        if voters_outside * 2 <= voters && !force {
+            return Err(format!(
+                "the nodes outside {region} hold {voters_outside} of the {voters} voters, no majority: the drill would stop every write \
+                 for its duration (force it to drill anyway: --force)"
+            ));
+        }
+        let writer = outside.iter().find(|n| Some(n.id) == status.leader).or_else(|| outside.iter().find(|n| n.role == "voter")).unwrap_or(&outside[0]).clone();
+        Ok(RegionPlan { region: region.to_string(), inside, outside, writer, voters, voters_outside })
+    }
+
+    pub fn inside_ids(&self) -> Vec<u64> {
+        self.inside.iter().map(|n| n.id).collect()
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &NodeStatus> {
+        self.inside.iter().chain(&self.outside)
+    }
+
+    /// Drilled although the rest holds no majority of the voters.
+    pub fn forced(&self) -> bool {
+        self.voters_outside * 2 <= self.voters
+    }
+}
+
+/// `POST /api/v1/drill/region`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDrillRequest {
+    pub region: String,
+    /// How long the region stays cut off unless healed sooner, ms (1 s to
+    /// 10 min, as an isolation).
+    pub duration_ms: u64,
+    /// Drill even when the rest of the cluster holds no majority of voters.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer: the region's nodes, each cut off until its deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegionDrill {
+    pub region: String,
+    pub isolated: Vec<Isolation>,
+    pub voters: usize,
+    pub voters_outside: usize,
+    pub forced: bool,
+}
+
+/// The answer to a heal: the nodes told to talk to everyone again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegionHealed {
+    pub region: String,
+    pub healed: Vec<u64>,
+}
+
+/// Longer than a node's default write timeout (10 s), so a slow refusal
+/// comes back as the node's answer and not as a timeout here.
+const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+
+const ISOLATE: &str = "/api/v1/drill/isolate";
+const PROBE: &str = "/api/v1/drill/probe";
+
+#[derive(Clone)]
+pub(crate) struct DrillState {
+    pub backend: std::sync::Arc<dyn Backend>,
+    /// Calls the other nodes (it trusts their certificates).
+    pub http: reqwest::Client,
+}
+
+pub(crate) fn routes(state: DrillState) -> Router {
+    Router::new().route("/api/v1/drill/region", post(handle_region_drill)).route("/api/v1/drill/region/{region}", delete(handle_region_heal)).with_state(state)
+}
+
+/// A call on one node: the answering node itself through the backend,
+/// another over HTTP with the caller's credentials.
+struct Peers<'a> {
+    state: &'a DrillState,
+    me: u64,
+    /// The caller's credential headers, sent on to the other nodes.
+    creds: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+}
+
+impl Peers<'_> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &NodeStatus,
+        method: Method,
+        path: &str,
+        body: Option<&IsolateRequest>,
+    ) -> Result<Option<T>, String> {
+        let url = format!("{}{path}", node.http_addr.trim_end_matches('/'));
+        let mut req = self.state.http.request(method, &url).timeout(PEER_TIMEOUT);
+        for (k, v) in &self.creds {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let msg = v["errors"][0]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(format!("{status}: {msg}"));
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{url}: unreadable answer: {e}"))
+    }
+
+    async fn probe(&self, node: &NodeStatus, who: &crate::access::Principal) -> Result<(), String> {
+        if node.id == self.me {
+            return self.state.backend.probe_write(who).await.map_err(|e| e.message);
+        }
+        self.call::<serde_json::Value>(node, Method::POST, PROBE, None).await.map(|_| ())
+    }
+
+    async fn isolate(&self, node: &NodeStatus, req: IsolateRequest) -> Result<Isolation, String> {
+        if node.id == self.me {
+            return self.state.backend.isolate(req).await.map_err(|e| e.message);
+        }
+        self.call(node, Method::POST, ISOLATE, Some(&req)).await?.ok_or_else(|| "an empty answer".to_string())
+    }
+
+    async fn heal(&self, node: &NodeStatus) -> Result<(), String> {
+        if node.id == self.me {
+            return self.state.backend.end_isolation().await.map_err(|e| e.message);
+        }
+        self.call::<serde_json::Value>(node, Method::DELETE, ISOLATE, None).await.map(|_| ())
+    }
+
+    /// Heals `nodes`; the failures, one line each.
+    async fn heal_all(&self, nodes: &[&NodeStatus]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for n in nodes {
+            if let Err(e) = self.heal(n).await {
+                failed.push(format!("node {} was not healed ({e}); it heals at its own deadline", n.id));
+            }
+        }
+        failed
+    }
+}
+
+fn credentials(headers: &HeaderMap) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
+    [axum::http::header::AUTHORIZATION, axum::http::header::COOKIE, axum::http::HeaderName::from_static(CSRF_HEADER)]
+        .into_iter()
+        .filter_map(|k| headers.get(&k).map(|v| (k, v.clone())))
+        .collect()
+}
+
+/// Cuts a region off, after the CLI's checks.
+async fn handle_region_drill(
+    State(state): State<DrillState>,
+    headers: HeaderMap,
+    caller: Caller,
+    body: Result<Json<RegionDrillRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RegionDrill>, ApiError> {
+    let who = state.backend.authorize_admin(&caller).await?;
+    let Json(req) = body?;
+    IsolateRequest { duration_ms: req.duration_ms, keep: vec![] }.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    let status = state.backend.cluster_status().await?;
+    let plan = RegionPlan::new(&status, &req.region, req.force).map_err(|m| ApiError::new(ErrorCode::Conflict, m))?;
+    let peers = Peers { state: &state, me: status.answered_by, creds: credentials(&headers) };
+    // A cluster that does not take writes now is not drilled: what the
+    // drill shows would be the fault already there.
+    for n in plan.inside.iter().chain([&plan.writer]) {
+        if let Err(e) = peers.probe(n, &who).await {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("node {} does not take writes before the drill ({e}); fix that first", n.id)));
+        }
+    }
+    // The answering node last: it may be in the region, and its HTTP
+    // calls to the others go on while it is cut off from their peers.
+    let ids = plan.inside_ids();
+    let mut order: Vec<&NodeStatus> = plan.inside.iter().filter(|n| n.id != status.answered_by).collect();
+    order.extend(plan.inside.iter().filter(|n| n.id == status.answered_by));
+    let mut isolated = Vec::new();
+    let mut done: Vec<&NodeStatus> = Vec::new();
+    for n in order {
+        let one = IsolateRequest { duration_ms: req.duration_ms, keep: ids.iter().copied().filter(|k| *k != n.id).collect() };
+        match peers.isolate(n, one).await {
+            Ok(i) => {
+                isolated.push(i);
+                done.push(n);
+            }
+            Err(e) => {
+                let unhealed = peers.heal_all(&done).await;
+                let healed = if unhealed.is_empty() { format!("region {} is healed", plan.region) } else { unhealed.join("; ") };
+                return Err(ApiError::new(ErrorCode::Unavailable, format!("the drill did not start: node {} was not isolated ({e}); {healed}", n.id)));
+            }
+        }
+    }
+    isolated.sort_by_key(|i| i.node);
+    tracing::warn!(region = %plan.region, nodes = ?ids, duration_ms = req.duration_ms, forced = plan.forced(), "drill: region cut off from the console");
+    Ok(Json(RegionDrill { region: plan.region.clone(), isolated, voters: plan.voters, voters_outside: plan.voters_outside, forced: plan.forced() }))
+}
+
+/// Heals every node of a region now.
+async fn handle_region_heal(
+    State(state): State<DrillState>,
+    headers: HeaderMap,
+    caller: Caller,
+    Path(region): Path<String>,
+) -> Result<Json<RegionHealed>, ApiError> {
+    state.backend.authorize_admin(&caller).await?;
+    let status = state.backend.cluster_status().await?;
+    let inside: Vec<&NodeStatus> = status.nodes.iter().filter(|n| n.region == region && (n.role == "voter" || n.role == "learner")).collect();
+    if inside.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("region {region:?} has no nodes")));
+    }
+    let peers = Peers { state: &state, me: status.answered_by, creds: credentials(&headers) };
+    let failed = peers.heal_all(&inside).await;
+    if !failed.is_empty() {
+        return Err(ApiError::new(ErrorCode::Unavailable, failed.join("; ")));
+    }
+    tracing::warn!(region = %region, "drill: region healed from the console");
+    Ok(Json(RegionHealed { region, healed: inside.iter().map(|n| n.id).collect() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, region: &str, role: &str) -> NodeStatus {
+        NodeStatus {
+            id,
+            region: region.into(),
+            role: role.into(),
+            desired_role: "auto".into(),
+            leader: false,
+            peer_addr: format!("10.0.0.{id}:7000"),
+            http_addr: format!("http://10.0.0.{id}:5000"),
+            matched_index: None,
+            lag: None,
+            storage: None,
+            disk: None,
+        }
+    }
+
+    fn cluster(leader: u64, nodes: Vec<NodeStatus>) -> ClusterStatus {
+        ClusterStatus { cluster_id: "c".into(), answered_by: 1, leader: Some(leader), term: 1, nodes, rtt_ms: vec![], applied_index: None }
+    }
+
+    #[test]
+    fn a_region_plan_splits_members_and_writes_through_the_leader_when_it_is_outside() {
+        let s = cluster(1, vec![node(1, "eu", "voter"), node(2, "us", "voter"), node(3, "ap", "voter"), node(4, "us", "learner"), node(5, "us", "removed")]);
+        let p = RegionPlan::new(&s, "us", false).unwrap();
+        assert_eq!(p.inside_ids(), vec![2, 4], "removed nodes are not drilled");
+        assert_eq!(p.writer.id, 1);
+        assert_eq!((p.voters, p.voters_outside), (3, 2));
+        assert!(!p.forced());
+        // The leader inside: writes go through an outside voter.
+        let p = RegionPlan::new(&cluster(2, s.nodes.clone()), "us", false).unwrap();
+        assert!(p.writer.id == 1 || p.writer.id == 3);
+    }
+
+    #[test]
+    fn a_region_plan_refuses_what_is_not_safe_or_makes_no_sense() {
+        let s = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "voter"), node(3, "us", "voter"), node(4, "ap", "learner")]);
+        let e = RegionPlan::new(&s, "mars", false).unwrap_err();
+        assert!(e.contains("\"mars\" has no nodes") && e.contains("ap, eu, us"), "{e}");
+        let e = RegionPlan::new(&s, "eu", false).unwrap_err();
+        assert!(e.contains("hold 1 of the 3 voters") && e.contains("--force"), "{e}");
+        assert!(RegionPlan::new(&s, "eu", true).unwrap().forced(), "--force drills anyway");
+        assert!(RegionPlan::new(&s, "us", false).is_ok());
+        let one = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "learner")]);
+        let e = RegionPlan::new(&one, "eu", true).unwrap_err();
+        assert!(e.contains("holds every node"), "{e}");
+        assert!(!e.contains('\n') && !RegionPlan::new(&s, "eu", false).unwrap_err().contains('\n'), "one line");
+    }
+}
