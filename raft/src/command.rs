@@ -191,6 +191,10 @@ pub enum MetaCommand {
     /// Vulnerability scanning: leases, results, feed imports (see
     /// [`crate::scan`]).
     Scan(ScanCommand),
+    /// Keeps a drill's report; the oldest beyond [`DRILL_REPORTS_KEPT`]
+    /// is dropped in the same step. Refused when out of bounds
+    /// ([`DrillReportRecord::check_bounds`]).
+    RecordDrill(DrillReportRecord),
 }
 
 /// OAuth applications and the flows that give them tokens. The tokens
@@ -291,6 +295,7 @@ impl MetaCommand {
             MetaCommand::ProxyCache(c) => c.kind(),
             MetaCommand::OAuth(c) => c.kind(),
             MetaCommand::Scan(c) => c.kind(),
+            MetaCommand::RecordDrill(_) => "record_drill",
         }
     }
 }

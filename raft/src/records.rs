@@ -779,6 +779,76 @@ pub struct OAuthCodeRecord {
     pub expires_at_ms: u64,
 }
 
+/// What a drill rehearsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrillKind {
+    /// Leadership moved away from the leader (`berth drill failover`).
+    Failover,
+    /// A region cut off from the rest, then healed (`berth drill region`,
+    /// or the console's region drill).
+    Region,
+}
+
+impl DrillKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DrillKind::Failover => "failover",
+            DrillKind::Region => "region",
+        }
+    }
+}
+
+/// The most drill reports the state keeps: recording one more drops the oldest.
+pub const DRILL_REPORTS_KEPT: usize = 50;
+/// The longest a report's target and author may be, bytes.
+pub const DRILL_TARGET_MAX: usize = 128;
+/// The largest a report's figures may be, bytes of JSON: a drill of a
+/// big cluster lists every node's reads, and no more.
+pub const DRILL_FIGURES_MAX: usize = 16 * 1024;
+/// The most nodes a report names.
+pub const DRILL_NODES_MAX: usize = 64;
+
+/// One drill's report, kept so that every node's console shows the same
+/// recent drills. The figures are what the drill measured, as the CLI
+/// printed them; the state stores them without reading them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReportRecord {
+    pub kind: DrillKind,
+    /// Who ran it: the user, or `operator`.
+    pub by: String,
+    /// Wall-clock start and end, ms since the epoch (the runner's clock).
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// What was drilled: the region, or the leader change (`1 -> 2`).
+    pub target: String,
+    /// The nodes the drill acted on (the region's, or the old and new leader).
+    pub nodes: Vec<NodeId>,
+    /// The measurements, a JSON object (at most [`DRILL_FIGURES_MAX`] bytes).
+    pub figures_json: String,
+}
+
+impl DrillReportRecord {
+    /// The bounds every node holds a report to; the message is the whole error.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if self.target.is_empty() || self.target.len() > DRILL_TARGET_MAX || self.target.chars().any(char::is_control) {
+            return Err(format!("target must be 1 to {DRILL_TARGET_MAX} bytes without control characters"));
+        }
+        if self.by.len() > DRILL_TARGET_MAX {
+            return Err(format!("by must be at most {DRILL_TARGET_MAX} bytes"));
+        }
+        if self.nodes.len() > DRILL_NODES_MAX {
+            return Err(format!("a report names at most {DRILL_NODES_MAX} nodes"));
+        }
+        if self.figures_json.len() > DRILL_FIGURES_MAX {
+            return Err(format!("figures must be at most {DRILL_FIGURES_MAX} bytes of JSON"));
+        }
+        if self.ended_ms < self.started_ms {
+            return Err("a drill cannot end before it starts".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -844,9 +914,10 @@ pub(crate) mod tests {
         //! - mirrors, proxy caches and scans: `RepoState` (`y`),
         //!   `MirrorRecord` (`Y`), `ProxyCacheConfig` (`B`), `FetchRecord`
         //!   (`H`), `ScanRecord` (`S`), `LayerIndexRecord` (`k`), `FeedRecord`
-        //!   (`F`), `FeedGeneration` (`J`).
+        //!   (`F`), `FeedGeneration` (`J`);
+        //! - drills: `DrillReportRecord` (`Z`).
         //!
-        //! 35 record types, and the plain `u64`, `String` and `()` values.
+        //! 36 record types, and the plain `u64`, `String` and `()` values.
         //! A new record needs its strategy here and a line in a test below.
 
         use super::*;
@@ -1370,6 +1441,27 @@ pub(crate) mod tests {
             )
         }
 
+        fn drill_report() -> impl Strategy<Value = DrillReportRecord> {
+            (
+                prop_oneof![Just(DrillKind::Failover), Just(DrillKind::Region)],
+                ".{0,20}",
+                any::<u64>(),
+                any::<u64>(),
+                ".{0,40}",
+                vec(any::<u64>(), 0..5),
+                ".{0,200}",
+            )
+                .prop_map(|(kind, by, started_ms, ended_ms, target, nodes, figures_json)| DrillReportRecord {
+                    kind,
+                    by,
+                    started_ms,
+                    ended_ms,
+                    target,
+                    nodes,
+                    figures_json,
+                })
+        }
+
         // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
         proptest! {
             /// The cluster's own records: its identity and CA, its nodes and
@@ -1488,6 +1580,12 @@ pub(crate) mod tests {
                 round_trips(&li)?;
                 round_trips(&f)?;
                 round_trips(&generation)?;
+            }
+
+            /// The recent drills' reports.
+            #[test]
+            fn drill_records_round_trip(d in drill_report()) {
+                round_trips(&d)?;
             }
         }
     }

@@ -17,11 +17,12 @@
 //!   itself, or by a superuser;
 //! - cluster administration: node roles and removal, join tokens, node
 //!   registration without a token, placement, probes, users created or
-//!   deleted, token keys, CA rotation, and whatever grants superuser. These need a
+//!   deleted, token keys, CA rotation, drill reports, and whatever grants superuser. These need a
 //!   superuser the leader knows, or the operator of a member, and come
 //!   through a voter: a learner keeps no CA key, and must not be able to
 //!   promote itself to get one or rotate to a CA of its own. (A probe,
-//!   which changes nothing, comes through any member.)
+//!   which changes nothing, and a drill's report, which grants nothing,
+//!   come through any member.)
 //!
 //! What a client may do within its rights (push to this repository, grant
 //! that team) stays the serving node's decision: it authenticated the
@@ -60,7 +61,9 @@ enum Rule {
     /// A superuser, or a member's operator, through a voter.
     Admin,
     /// A superuser, or a member's operator, through any member: a write
-    /// that changes nothing but proves the path (drills, `cluster probe`).
+    /// that changes nothing but proves the path (drills, `cluster probe`),
+    /// or a drill's report, which changes no one's rights (an edge node
+    /// serving the console records the region drill it ran).
     Probe,
 }
 
@@ -76,6 +79,7 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::SetNodeRole { .. } | M::RemoveNode { .. } | M::CreateJoinToken(_) | M::RevokeJoinToken { .. } => Rule::Admin,
         M::SetPlacement { .. } => Rule::Admin,
         M::Probe { .. } => Rule::Probe,
+        M::RecordDrill(_) => Rule::Probe,
         M::PutUser(rec) if rec.superuser || is_superuser(state, &rec.name)? => Rule::Admin,
         M::PutUser(rec) => Rule::OwnUser(rec.name.clone()),
         M::AddBlobHolder { node, .. } | M::RemoveBlobHolder { node, .. } => Rule::NodeOwn { names: vec![*node] },
@@ -364,6 +368,17 @@ mod tests {
             assert_eq!(judge(&state, voter, &Actor::OPERATOR, cmd), Ok(()), "{}", cmd.kind());
         }
         assert_eq!(judge(&state, learner, &Actor::OPERATOR, &MetaCommand::Probe { at_ms: 1 }), Ok(()));
+        let report = MetaCommand::RecordDrill(berth_raft::command::DrillReportRecord {
+            kind: berth_raft::command::DrillKind::Region,
+            by: "operator".into(),
+            started_ms: 1,
+            ended_ms: 2,
+            target: "edge".into(),
+            nodes: vec![4],
+            figures_json: "{}".into(),
+        });
+        assert_eq!(judge(&state, learner, &Actor::OPERATOR, &report), Ok(()), "a drill's report comes through any member");
+        assert!(judge(&state, learner, &Actor::Node, &report).is_err(), "an administrator's, not a node's own");
         let d = berth_common::Digest::sha256_of(b"x");
         assert_eq!(judge(&state, learner, &Actor::Node, &MetaCommand::AddBlobHolder { digest: d, size: 1, node: 4 }), Ok(()));
         let forget = MetaCommand::Ca(CaCommand::ForgetLegacyKey);

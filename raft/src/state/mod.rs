@@ -46,6 +46,7 @@
 //! | `C` + SHA-256 of a code | [`OAuthCodeRecord`] |
 //! | `E` + client id + `\0` + token id | `()`: the application holds that application token |
 //! | `S`, `k`, `F`, `J` | scans, layer indexes, feeds, feed generation: see [`scan`] |
+//! | `Z` + sequence (u64 BE) | [`DrillReportRecord`]: the recent drills, see [`drills`] |
 //!
 //! Values are `berth_common::codec` envelopes of format version
 //! [`RECORD_VERSION`].
@@ -63,6 +64,7 @@ pub use crate::records::RECORD_VERSION;
 
 pub mod ca;
 mod cluster;
+pub mod drills;
 pub mod identity;
 pub mod mirror;
 pub mod notifications;
@@ -455,6 +457,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
         M::OAuth(cmd) => oauth::apply(state, ch_, cmd),
         M::Scan(cmd) => scan::apply(state, ch_, cmd),
+        M::RecordDrill(rec) => drills::record(state, ch_, rec),
         M::AsRobot { .. } => unreachable!("unwrapped above"),
     }?;
     // A stored image is queued for scanning in the command that stores it.
