@@ -49,6 +49,83 @@ pub trait Backend: Send + Sync + 'static {
     async fn isolate(&self, req: IsolateRequest) -> Result<Isolation, ApiError>;
     /// Ends this node's isolation now; nothing to do when there is none.
     async fn end_isolation(&self) -> Result<(), ApiError>;
+    /// Keeps a drill's report, made by `who`, for every node to list.
+    /// `report` is validated ([`DrillReportRequest::validate`]).
+    async fn record_drill(&self, who: &Principal, report: DrillReportRequest) -> Result<(), ApiError>;
+    /// The recent drills' reports, newest first.
+    async fn drill_reports(&self) -> Result<Vec<DrillReport>, ApiError>;
+}
+
+/// The drills a report may be of.
+pub const DRILL_KINDS: [&str; 2] = ["failover", "region"];
+/// The longest target a report may name, bytes (the state holds it to the same).
+pub const DRILL_REPORT_TARGET_MAX: usize = 128;
+/// The most nodes a report may name.
+pub const DRILL_REPORT_NODES_MAX: usize = 64;
+/// The largest a report's figures may be, bytes of JSON.
+pub const DRILL_REPORT_FIGURES_MAX: usize = 16 * 1024;
+
+/// `POST /api/v1/drill/reports`: what a drill measured, as its runner
+/// (the CLI, or the node that ran the console's drill) saw it. Who ran it
+/// is the caller, never the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillReportRequest {
+    /// `failover` or `region`.
+    pub kind: String,
+    /// Wall-clock start and end, ms since the epoch.
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// What was drilled: the region, or the leader change (`1 -> 2`).
+    pub target: String,
+    /// The nodes the drill acted on.
+    #[serde(default)]
+    pub nodes: Vec<u64>,
+    /// The measurements, a JSON object: the CLI's report as it printed it.
+    #[serde(default = "empty_object")]
+    pub figures: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl DrillReportRequest {
+    /// Checks the kind and every bound; the message is the whole error.
+    pub fn validate(&self) -> Result<(), String> {
+        if !DRILL_KINDS.contains(&self.kind.as_str()) {
+            return Err(format!("kind must be one of {}, not {:?}", DRILL_KINDS.join(", "), self.kind));
+        }
+        if self.target.is_empty() || self.target.len() > DRILL_REPORT_TARGET_MAX || self.target.chars().any(char::is_control) {
+            return Err(format!("target must be 1 to {DRILL_REPORT_TARGET_MAX} bytes without control characters"));
+        }
+        if self.nodes.len() > DRILL_REPORT_NODES_MAX {
+            return Err(format!("a report names at most {DRILL_REPORT_NODES_MAX} nodes"));
+        }
+        if self.ended_ms < self.started_ms {
+            return Err("ended_ms is before started_ms".into());
+        }
+        if !self.figures.is_object() {
+            return Err("figures must be a JSON object".into());
+        }
+        if self.figures.to_string().len() > DRILL_REPORT_FIGURES_MAX {
+            return Err(format!("figures must be at most {DRILL_REPORT_FIGURES_MAX} bytes of JSON"));
+        }
+        Ok(())
+    }
+}
+
+/// One report as `GET /api/v1/drill/reports` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub kind: String,
+    /// Who ran the drill.
+    pub by: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    pub target: String,
+    pub nodes: Vec<u64>,
+    pub figures: serde_json::Value,
 }
 
 /// The shortest and longest isolation a drill may ask for. The upper bound

@@ -14,6 +14,13 @@
 //! heals them sooner, and the console's cluster page shows the cluster
 //! meanwhile. Neither call is in the OpenAPI document (see
 //! `handle_isolate`).
+//!
+//! Drill reports: `POST /api/v1/drill/reports` keeps one (the CLI posts
+//! what it measured at the end of a drill), `GET` lists the recent ones,
+//! newest first, the same on every node (they are kept in the metadata).
+//! The node that ran a console drill records its report when the drill is
+//! healed from that node, or at its deadline; a heal through another node
+//! leaves the report to the deadline.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,8 +31,8 @@ use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{Caller, CSRF_HEADER};
-use crate::api::{Backend, ClusterStatus, IsolateRequest, Isolation, NodeStatus};
+use crate::access::{Caller, Principal, CSRF_HEADER};
+use crate::api::{Backend, ClusterStatus, DrillReport, DrillReportRequest, IsolateRequest, Isolation, NodeStatus};
 use crate::error::{ApiError, ErrorCode};
 
 /// Who a region drill cuts off, and where it writes from outside.
@@ -126,10 +133,92 @@ pub(crate) struct DrillState {
     pub backend: std::sync::Arc<dyn Backend>,
     /// Calls the other nodes (it trusts their certificates).
     pub http: reqwest::Client,
+    /// The console drills this node started and has not reported yet, by
+    /// region: whichever of the heal and the deadline comes first reports.
+    pub running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RunningDrill>>>,
+}
+
+impl DrillState {
+    pub(crate) fn new(backend: std::sync::Arc<dyn Backend>, http: reqwest::Client) -> DrillState {
+        DrillState { backend, http, running: Default::default() }
+    }
+}
+
+/// A console drill under way, as its report will need it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningDrill {
+    /// Who started it: the report is theirs, and recorded for them.
+    who: Principal,
+    started_ms: u64,
+    nodes: Vec<u64>,
+    duration_ms: u64,
+    voters: usize,
+    voters_outside: usize,
+    forced: bool,
 }
 
 pub(crate) fn routes(state: DrillState) -> Router {
-    Router::new().route("/api/v1/drill/region", post(handle_region_drill)).route("/api/v1/drill/region/{region}", delete(handle_region_heal)).with_state(state)
+    Router::new()
+        .route("/api/v1/drill/region", post(handle_region_drill))
+        .route("/api/v1/drill/region/{region}", delete(handle_region_heal))
+        .route("/api/v1/drill/reports", post(handle_report_record).get(handle_report_list))
+        .with_state(state)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Keeps a drill's report, validated first: a bad one is a 400 and
+/// nothing is kept.
+async fn handle_report_record(
+    State(state): State<DrillState>,
+    caller: Caller,
+    body: Result<Json<DrillReportRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let who = state.backend.authorize_admin(&caller).await?;
+    let Json(req) = body?;
+    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    state.backend.record_drill(&who, req).await?;
+    Ok(axum::http::StatusCode::CREATED)
+}
+
+/// The recent drills' reports, newest first.
+async fn handle_report_list(State(state): State<DrillState>, caller: Caller) -> Result<Json<Vec<DrillReport>>, ApiError> {
+    state.backend.authorize_admin(&caller).await?;
+    Ok(Json(state.backend.drill_reports().await?))
+}
+
+/// Records the report of the console drill of `region`, if this node runs
+/// one: ended at `ended_ms`, `how` (`healed` or `deadline`). A write that
+/// fails (the cluster electing after the heal) is tried again for a while.
+async fn report_console_drill(state: DrillState, region: String, ended_ms: u64, how: &'static str) {
+    let Some(d) = state.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&region) else { return };
+    let req = DrillReportRequest {
+        kind: "region".into(),
+        started_ms: d.started_ms,
+        ended_ms: ended_ms.max(d.started_ms),
+        target: region.clone(),
+        nodes: d.nodes.clone(),
+        figures: serde_json::json!({
+            "source": "console",
+            "duration_ms": d.duration_ms,
+            "isolated_ms": ended_ms.saturating_sub(d.started_ms),
+            "ended_by": how,
+            "voters": d.voters,
+            "voters_outside": d.voters_outside,
+            "forced": d.forced,
+        }),
+    };
+    let mut last = String::new();
+    for _ in 0..6 {
+        match state.backend.record_drill(&d.who, req.clone()).await {
+            Ok(()) => return,
+            Err(e) => last = e.message,
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    tracing::warn!(region = %region, error = %last, "drill: the console drill's report was not recorded");
 }
 
 /// A call on one node: the answering node itself through the backend,
@@ -254,6 +343,27 @@ async fn handle_region_drill(
     }
     isolated.sort_by_key(|i| i.node);
     tracing::warn!(region = %plan.region, nodes = ?ids, duration_ms = req.duration_ms, forced = plan.forced(), "drill: region cut off from the console");
+    // Reported at the heal, or at the deadline if nobody heals it here.
+    let started_ms = now_ms();
+    let running = RunningDrill {
+        who,
+        started_ms,
+        nodes: ids,
+        duration_ms: req.duration_ms,
+        voters: plan.voters,
+        voters_outside: plan.voters_outside,
+        forced: plan.forced(),
+    };
+    state.running.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.region.clone(), running);
+    let (later, region) = (state.clone(), plan.region.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(req.duration_ms)).await;
+        // Only the drill started above: a heal and a new drill replace it.
+        let ours = later.running.lock().unwrap_or_else(|e| e.into_inner()).get(&region).is_some_and(|d| d.started_ms == started_ms);
+        if ours {
+            report_console_drill(later, region, started_ms + req.duration_ms, "deadline").await;
+        }
+    });
     Ok(Json(RegionDrill { region: plan.region.clone(), isolated, voters: plan.voters, voters_outside: plan.voters_outside, forced: plan.forced() }))
 }
 
@@ -276,6 +386,7 @@ async fn handle_region_heal(
         return Err(ApiError::new(ErrorCode::Unavailable, failed.join("; ")));
     }
     tracing::warn!(region = %region, "drill: region healed from the console");
+    tokio::spawn(report_console_drill(state.clone(), region.clone(), now_ms(), "healed"));
     Ok(Json(RegionHealed { region, healed: inside.iter().map(|n| n.id).collect() }))
 }
 

@@ -93,7 +93,7 @@ pub struct Services {
 /// `own_addr`: the listener's address.
 pub fn router(services: Services, tls: bool, own_addr: Option<std::net::SocketAddr>) -> Router {
     let Services { backend, registry, identity, http, public_url } = services;
-    let drills = drill::routes(drill::DrillState { backend: backend.clone(), http: http.clone() });
+    let drills = drill::routes(drill::DrillState::new(backend.clone(), http.clone()));
     let v2 = Router::new()
         .route("/v2", any(handle_v2))
         .route("/v2/", any(handle_v2))

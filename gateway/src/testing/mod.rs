@@ -298,6 +298,14 @@ impl Backend for MemoryNode {
         Ok(())
     }
 
+    async fn record_drill(&self, _who: &Principal, _report: DrillReportRequest) -> Result<(), ApiError> {
+        Err(unmodelled("drill reports"))
+    }
+
+    async fn drill_reports(&self) -> Result<Vec<DrillReport>, ApiError> {
+        Err(unmodelled("drill reports"))
+    }
+
     async fn ca_pem(&self) -> Result<String, ApiError> {
         Err(unmodelled("certificate authority"))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_gateway::*;
-use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
+use berth_raft::command::{DrillKind, DrillReportRecord, JoinTokenRecord, MetaCommand, MetaResponse, NodeRecord, NodeRole, Placement};
 use berth_raft::state::keys;
 use berth_raft::{MetaNodeHandle, StateRead};
 use berth_replication::Replicator;
@@ -335,6 +335,45 @@ impl Backend for NodeBackend {
             tracing::warn!(node_id = me, "drill: isolation ended early; talking to every peer again");
         }
         Ok(())
+    }
+
+    async fn record_drill(&self, who: &Principal, report: DrillReportRequest) -> Result<(), ApiError> {
+        let kind = match report.kind.as_str() {
+            "failover" => DrillKind::Failover,
+            "region" => DrillKind::Region,
+            other => return Err(ApiError::new(ErrorCode::BadRequest, format!("no drill of kind {other:?}"))),
+        };
+        let rec = DrillReportRecord {
+            kind,
+            by: who.performer(),
+            started_ms: report.started_ms,
+            ended_ms: report.ended_ms,
+            target: report.target,
+            nodes: report.nodes,
+            figures_json: report.figures.to_string(),
+        };
+        match self.meta.write(actor_of(who), MetaCommand::RecordDrill(rec)).await.map_err(meta_err)? {
+            MetaResponse::Done => Ok(()),
+            MetaResponse::Refused(why) => Err(ApiError::new(ErrorCode::BadRequest, why)),
+            other => Err(ApiError::new(ErrorCode::Internal, format!("drill report not kept: {other:?}"))),
+        }
+    }
+
+    async fn drill_reports(&self) -> Result<Vec<DrillReport>, ApiError> {
+        let kept = berth_raft::state::drills::reports(&self.meta.state()).map_err(state_err)?;
+        Ok(kept
+            .into_iter()
+            .map(|r| DrillReport {
+                kind: r.kind.as_str().to_string(),
+                by: r.by,
+                started_ms: r.started_ms,
+                ended_ms: r.ended_ms,
+                target: r.target,
+                nodes: r.nodes,
+                // Validated as JSON when posted; an unreadable one shows empty.
+                figures: serde_json::from_str(&r.figures_json).unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn backup(&self, _who: &Principal) -> Result<Vec<u8>, ApiError> {
