@@ -342,6 +342,11 @@ impl AdminClient {
         serde_json::from_slice(&answer).with_context(|| format!("unreadable answer from {url}"))
     }
 
+    /// POST `body`, expecting no answer worth reading.
+    pub async fn post_only(&self, path: &str, body: &impl Serialize) -> anyhow::Result<()> {
+        self.send::<serde_json::Value>(reqwest::Method::POST, path, Some(body)).await.map(|_| ())
+    }
+
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(reqwest::Method::POST, path, None::<&()>).await.map(|_| ())
     }

@@ -16,10 +16,14 @@
 //! that would stop every write (the nodes outside the region hold no
 //! majority of the voters) unless forced, and each node heals by itself
 //! shortly after the drill's end even if this command dies.
+//!
+//! Both post their report at the end (`POST /api/v1/drill/reports`), so
+//! the console's cluster page lists it on every node; a report that cannot
+//! be posted is a warning, never the drill's failure.
 
 use std::time::{Duration, Instant};
 
-use berth_gateway::{ClusterStatus, TransferLeaderReply, TransferLeaderRequest};
+use berth_gateway::{ClusterStatus, DrillReportRequest, TransferLeaderReply, TransferLeaderRequest};
 use serde::Serialize;
 
 use crate::client::AdminClient;
@@ -55,6 +59,31 @@ pub struct FailoverReport {
     pub reads: Vec<NodeReads>,
     /// True when some node answered no read for longer than a second.
     pub reads_stopped: bool,
+}
+
+/// Wall-clock time, ms since the epoch: when a drill started and ended.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Posts a drill's report through `client`, its figures the report as
+/// `--json` prints it. A failure is one warning line on stderr: the drill
+/// ran, and its outcome does not depend on the record of it.
+pub async fn post_report(client: &AdminClient, kind: &str, started_ms: u64, target: String, nodes: Vec<u64>, figures: &impl Serialize) {
+    let posted = async {
+        let report = DrillReportRequest { kind: kind.into(), started_ms, ended_ms: wall_ms(), target, nodes, figures: serde_json::to_value(figures)? };
+        client.post_only("/api/v1/drill/reports", &report).await
+    };
+    if let Err(e) = posted.await {
+        eprintln!("warning: the drill's report was not recorded in the cluster: {e:#}");
+    }
+}
+
+impl FailoverReport {
+    /// What the report is of: the leader change.
+    pub fn target(&self) -> String {
+        format!("leader {} -> {}", self.previous_leader, self.new_leader)
+    }
 }
 
 /// Longest gap between successes, from the probe's start to its end.

@@ -597,21 +597,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scanner { command } => scan::run_scanner(command).await?,
         Command::Scan { command } => scan::run_scan(command).await?,
         Command::Drill { command: DrillCommand::Failover { to, target, json } } => {
-            let report = crate::drill::failover(&AdminClient::new(&target)?, to).await?;
+            let client = AdminClient::new(&target)?;
+            let started_ms = crate::drill::wall_ms();
+            let report = crate::drill::failover(&client, to).await?;
             if json {
                 print_json(&report)?;
             } else {
                 report.print();
             }
+            let nodes = vec![report.previous_leader, report.new_leader];
+            crate::drill::post_report(&client, "failover", started_ms, report.target(), nodes, &report).await;
         }
         Command::Drill { command: DrillCommand::Region { region, duration, force, target, json } } => {
             let opts = crate::drill::RegionOptions { region, duration, force };
-            let report = crate::drill::region(&AdminClient::new(&target)?, &opts).await?;
+            let client = AdminClient::new(&target)?;
+            let started_ms = crate::drill::wall_ms();
+            let report = crate::drill::region(&client, &opts).await?;
             if json {
                 print_json(&report)?;
             } else {
                 report.print();
             }
+            crate::drill::post_report(&client, "region", started_ms, report.region.clone(), report.nodes.clone(), &report).await;
         }
         Command::Placement { command: PlacementCommand::Get { namespace, target, json } } => {
             let doc: PlacementDoc = AdminClient::new(&target)?.get(&format!("/api/v1/placement/{namespace}")).await?;
