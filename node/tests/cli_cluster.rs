@@ -100,6 +100,31 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
     assert!(drill["write_unavailable_ms"].as_u64().unwrap() < 10_000, "{drill:#}");
     eprintln!("drill: {drill}");
     let s = wait_status(&dirs[0], "leader after the drill", Duration::from_secs(20), |s| s["leader"].is_u64());
+    // The drill posted its report: every node lists it, with the figures
+    // the CLI printed, as it printed them.
+    let elsewhere = s["nodes"].as_array().unwrap().iter().map(|n| n["http_addr"].as_str().unwrap().to_string()).find(|a| *a != endpoint).unwrap();
+    berth_node::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reports: serde_json::Value = rt.block_on(async {
+        let url = format!("{}/api/v1/drill/reports", elsewhere.trim_end_matches('/'));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = reqwest::Client::new().get(&url).basic_auth("admin", Some("correct horse battery")).send().await.unwrap();
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            let v: serde_json::Value = r.json().await.unwrap();
+            if !v.as_array().unwrap().is_empty() || Instant::now() > deadline {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let listed = reports.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "one drill, one report: {reports:#}");
+    assert_eq!(listed[0]["kind"], "failover");
+    assert_eq!(listed[0]["by"], "admin");
+    assert_eq!(listed[0]["target"], format!("leader {} -> {}", drill["previous_leader"], drill["new_leader"]));
+    assert_eq!(listed[0]["figures"], drill, "the report keeps the CLI's figures");
+    assert!(listed[0]["started_ms"].as_u64().unwrap() < listed[0]["ended_ms"].as_u64().unwrap(), "{reports:#}");
 
     // SIGKILL the leader: a survivor reports a new leader and takes writes.
     let leader = s["leader"].as_u64().unwrap();

@@ -171,6 +171,34 @@ fn a_follower_region_is_cut_off_and_rejoins_and_unsafe_drills_are_refused() {
     assert!(r["rejoined"] == true && r["rejoin_ms"].is_u64(), "{r:#}");
     assert!(r["isolated_ms"].as_u64().unwrap() >= 4_000, "{r:#}");
     assert!(r.get("warnings").is_none(), "{r:#}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("report was not recorded"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The drill posted its report (the refused one none): the cut-off
+    // node lists it, as every node does, with the CLI's figures as they are.
+    rt.block_on(async {
+        let listed: Value = client.req(target_url, Method::GET, "/api/v1/drill/reports").send().await.unwrap().json().await.unwrap();
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{listed:#?}");
+        assert_eq!((&listed[0]["kind"], &listed[0]["target"], &listed[0]["by"]), (&Value::from("region"), &Value::from(region), &Value::from("admin")));
+        assert_eq!(listed[0]["nodes"], serde_json::json!([target_id]));
+        assert_eq!(listed[0]["figures"], r, "the report keeps the CLI's figures");
+        let took = listed[0]["ended_ms"].as_u64().unwrap() - listed[0]["started_ms"].as_u64().unwrap();
+        assert!(took >= 4_000, "from the drill's start to its end: {took} ms");
+        // A report of no known drill, or out of bounds, is refused and not kept.
+        for bad in [
+            serde_json::json!({"kind": "meteor", "started_ms": 1, "ended_ms": 2, "target": "eu"}),
+            serde_json::json!({"kind": "region", "started_ms": 1, "ended_ms": 2, "target": "x".repeat(500)}),
+            serde_json::json!({"kind": "region", "started_ms": 1, "ended_ms": 2, "target": "eu", "figures": {"x": "y".repeat(20_000)}}),
+            serde_json::json!({"kind": "region", "started_ms": 1, "ended_ms": 2, "target": "eu", "by": "mallory"}),
+        ] {
+            let resp = client.req(leader_url, Method::POST, "/api/v1/drill/reports").json(&bad).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["errors"][0]["message"].is_string(), "{body}");
+        }
+        let after: Value = client.req(leader_url, Method::GET, "/api/v1/drill/reports").send().await.unwrap().json().await.unwrap();
+        assert_eq!(after.as_array().unwrap().len(), 1, "nothing kept: {after:#}");
+    });
 
     rt.block_on(async {
         // What the majority took during the drill reached the node once it rejoined.

@@ -37,8 +37,8 @@ use futures::StreamExt;
 
 use crate::access::{Access, Caller, Credentials, Principal, ResourceScope};
 use crate::api::{
-    Backend, CaStatus, CaStep, ClusterStatus, CreatedToken, DrainReport, IsolateRequest, Isolation, NodeChange, PlacementDoc, TokenCreateRequest, TokenInfo,
-    TransferLeaderReply,
+    Backend, CaStatus, CaStep, ClusterStatus, CreatedToken, DrainReport, DrillReport, DrillReportRequest, IsolateRequest, Isolation, NodeChange, PlacementDoc,
+    TokenCreateRequest, TokenInfo, TransferLeaderReply,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::{ByteStream, StoredManifest};
