@@ -4,7 +4,9 @@
 // the region drill (`POST /api/v1/drill/region`: the node refuses what
 // `berth drill region` refuses; `DELETE` heals). It polls
 // `/api/v1/cluster/status` once a second, so a failover or a drill shows
-// as it happens, without a reload.
+// as it happens, without a reload. The same poll reads the recent drill
+// reports (`/api/v1/drill/reports`, kept in the metadata, so every node
+// lists the same: the CLI's drills and the console's).
 
 import { h, api, attempt, notice, table, title, bytes } from './ui.js';
 
@@ -29,6 +31,37 @@ function disk(d) {
   return h('dd', { 'data-field': 'disk-use', 'data-total': String(d.total_bytes), 'data-used': String(d.used_bytes) },
     `${bytes(d.used_bytes)} used of ${bytes(d.total_bytes)}`,
     h('div.meter', { role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct), 'aria-label': 'Disk used', title: `${bytes(d.available_bytes)} free` }, h('div', { style: `width:${pct}%` })));
+}
+
+// A report's key figures, from whatever the drill measured: the CLI's
+// failover and region reports, or a console drill's few figures. Any
+// field may be missing (a report is whatever an administrator posted).
+function figures(r) {
+  const f = r.figures || {};
+  const n = (v) => (typeof v === 'number' ? String(v) : '?');
+  if (r.kind === 'failover') {
+    return `writes ${n(f.writes_ok)} ok, ${n(f.writes_failed)} failed, longest without a write ${n(f.write_unavailable_ms)} ms; reads ${f.reads_stopped ? 'STOPPED on some node' : 'never stopped'}`;
+  }
+  if (f.writes_outside) {
+    const wo = f.writes_outside;
+    const wi = f.writes_inside || {};
+    const gaps = (f.reads || []).map((x) => x.longest_gap_ms).filter((x) => typeof x === 'number');
+    const rejoin = f.rejoined ? `rejoined ${n(f.rejoin_ms)} ms after the heal` : 'NOT rejoined';
+    return `cut off ${n(f.isolated_ms)} ms; writes outside ${n(wo.ok)} ok, longest without a write ${n(wo.longest_unavailable_ms)} ms; inside ${n(wi.refused)} refused; longest read gap ${gaps.length ? Math.max(...gaps) : '?'} ms; ${rejoin}`;
+  }
+  return `cut off ${n(f.isolated_ms)} ms (of ${n(f.duration_ms)} asked), ended by ${f.ended_by === 'healed' ? 'a heal' : f.ended_by === 'deadline' ? 'its deadline' : '?'}${f.source === 'console' ? ', from the console' : ''}`;
+}
+
+function duration(ms) {
+  if (typeof ms !== 'number' || ms < 0) return '?';
+  return ms < 10000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
+}
+
+function reportsTable(reports) {
+  return table(['When', 'Kind', 'Target', 'Nodes', 'By', 'Duration', 'Figures'], reports.map((r) => h('tr', { 'data-drill-report': r.kind, 'data-target': r.target },
+    h('td', new Date(r.started_ms).toLocaleString()), h('td', { 'data-field': 'kind' }, r.kind), h('td', { 'data-field': 'target' }, r.target),
+    h('td', (r.nodes || []).map((x) => `node ${x}`).join(', ') || '—'), h('td', { 'data-field': 'by' }, r.by),
+    h('td', duration(r.ended_ms - r.started_ms)), h('td', { 'data-field': 'figures' }, figures(r)))), 'No drill recorded yet.');
 }
 
 function render(view, s, seenAt) {
@@ -96,7 +129,7 @@ export async function clusterPage(main) {
     drillErr.show(`Region ${done.region} healed: node ${done.healed.join(', node ')} talk to every peer again.`, 'ok');
   }) }, `Heal ${r} now`);
   const drill = h('details.panel', { 'data-panel': 'drill' }, h('summary', 'Region drill'),
-    h('p', 'Cuts every node of a region off from the rest of the cluster (both ways) for a while, as ', h('code', 'berth drill region'), ' does; the nodes heal by themselves at the end. Watch the map meanwhile; the command line reports writes and reads measured through the drill.'),
+    h('p', 'Cuts every node of a region off from the rest of the cluster (both ways) for a while, as ', h('code', 'berth drill region'), ' does; the nodes heal by themselves at the end. Watch the map meanwhile; the command line reports writes and reads measured through the drill. Either drill, once over, is listed under Recent drills.'),
     h('div.toolbar', h('label', { for: 'drill-region' }, 'Region'), region, h('label', { for: 'drill-seconds' }, 'Seconds'), seconds,
       h('label', force, ' Drill even without a majority outside'),
       h('button.danger', { type: 'button', 'data-action': 'drill-region', onclick: () => attempt(drillErr, async () => {
@@ -110,7 +143,10 @@ export async function clusterPage(main) {
         drillErr.show(`Region ${d.region} cut off.`, 'ok');
       }) }, 'Cut region off')),
     drillErr, drilled);
-  main.append(title('Cluster'), err, actions, drill, view);
+  // Recent drills, newest first, refreshed by the poll below.
+  const reports = h('section', { 'data-panel': 'drill-reports', 'aria-label': 'Recent drills' }, h('h2', 'Recent drills'), h('p.empty', 'Loading…'));
+  let shownReports = null;
+  main.append(title('Cluster'), err, actions, drill, view, reports);
   const tick = async () => {
     if (!document.body.contains(view)) return; // left the page
     try {
@@ -129,6 +165,12 @@ export async function clusterPage(main) {
         shownRegions = regions.join();
         const was = region.value;
         region.replaceChildren(...regions.map((r) => h('option', { value: r, selected: r === was }, r)));
+      }
+      const recent = await api('GET', '/api/v1/drill/reports');
+      // Redrawn only when the list changes: a person may be reading it.
+      if (JSON.stringify(recent) !== shownReports) {
+        shownReports = JSON.stringify(recent);
+        reports.replaceChildren(h('h2', 'Recent drills'), reportsTable(recent));
       }
       if (err.classList.contains('stale')) err.clear();
     } catch (e) {

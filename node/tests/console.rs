@@ -827,6 +827,45 @@ async fn a_person_runs_the_registry_from_the_browser() {
     b.wait("details[data-panel=drill] .notice.ok", "the heal", |t| t.starts_with(&format!("Region {target_region} healed"))).await;
     common::eventually(Duration::from_secs(30), "writes through the healed node", || async { (probe(target_addr.clone()).await == 204).then_some(()) }).await;
     b.wait(&format!(".node[data-node='{target}'] [data-field=disk-use]"), "the healed node's disk", |t| t.contains(" used of ")).await;
+    // The healed drill is reported: the page lists it with the poll, and
+    // another node's API lists the same report (it is kept in the metadata).
+    let row = format!("[data-panel=drill-reports] tr[data-drill-report=region][data-target='{target_region}']");
+    b.wait(&format!("{row} [data-field=target]"), "the drill in the reports", |t| t == target_region).await;
+    assert_eq!(b.text(&format!("{row} [data-field=kind]")).await, "region");
+    assert_eq!(b.text(&format!("{row} [data-field=by]")).await, "admin");
+    let figures = b.text(&format!("{row} [data-field=figures]")).await;
+    assert!(figures.contains("ended by a heal") && figures.contains("from the console"), "{figures}");
+    let reports = common::eventually(T, "the report on the drilled node", || async {
+        let r = admin_get(&http, format!("http://{target_addr}/api/v1/drill/reports"), &pw).await;
+        r.as_array().is_some_and(|a| !a.is_empty()).then_some(r)
+    })
+    .await;
+    let listed = reports.as_array().unwrap_or_else(|| panic!("{reports}"));
+    assert_eq!(listed.len(), 1, "the refused drill is not reported: {reports:#}");
+    assert_eq!((&listed[0]["kind"], &listed[0]["target"], &listed[0]["by"]), (&json!("region"), &json!(target_region), &json!("admin")));
+    assert_eq!(listed[0]["nodes"], json!([target]), "the nodes cut off");
+    assert_eq!(listed[0]["figures"]["ended_by"], "healed");
+    assert!(listed[0]["started_ms"].as_u64().unwrap() <= listed[0]["ended_ms"].as_u64().unwrap(), "{reports:#}");
+    // A bad report is refused whole: 400 with the error JSON, nothing kept.
+    let bad = http
+        .post(format!("http://{page}/api/v1/drill/reports"))
+        .basic_auth("admin", Some(&pw))
+        .json(&json!({"kind": "tornado", "started_ms": 1, "ended_ms": 2, "target": HOSTILE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("kind")), "{body}");
+    // A report whose fields are markup is shown as text, like everything else.
+    let hostile = json!({"kind": "region", "started_ms": 1, "ended_ms": 2, "target": HOSTILE, "figures": {"source": HOSTILE, "ended_by": HOSTILE}});
+    let posted = http.post(format!("http://{page}/api/v1/drill/reports")).basic_auth("admin", Some(&pw)).json(&hostile).send().await.unwrap();
+    assert_eq!(posted.status(), reqwest::StatusCode::CREATED);
+    b.wait("[data-panel=drill-reports] tr[data-drill-report] [data-field=target]", "the hostile report, first", |t| t == HOSTILE).await;
+    assert_eq!(b.all("[data-panel=drill-reports] tr[data-drill-report]").await.len(), 2, "the bad report was not kept");
+    assert_eq!(b.js("return window.__xss === undefined", json!([])).await, json!(true), "no markup ran");
+    b.js("document.querySelector('[data-panel=drill-reports]').scrollIntoView()", json!([])).await;
+    b.shot("16-cluster-drill-reports").await;
     // Leadership to the drilled node with the page's transfer, so the
     // failover below kills neither this page's node nor a stale leader.
     // First the election its return may cause (it comes back with a
