@@ -176,7 +176,15 @@ fn a_follower_region_is_cut_off_and_rejoins_and_unsafe_drills_are_refused() {
     // The drill posted its report (the refused one none): the cut-off
     // node lists it, as every node does, with the CLI's figures as they are.
     rt.block_on(async {
-        let listed: Value = client.req(target_url, Method::GET, "/api/v1/drill/reports").send().await.unwrap().json().await.unwrap();
+        // The node just rejoined: it lists the report once it has caught up.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let listed = loop {
+            let listed: Value = client.req(target_url, Method::GET, "/api/v1/drill/reports").send().await.unwrap().json().await.unwrap();
+            if listed.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+                break listed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let listed = listed.as_array().unwrap();
         assert_eq!(listed.len(), 1, "{listed:#?}");
         assert_eq!((&listed[0]["kind"], &listed[0]["target"], &listed[0]["by"]), (&Value::from("region"), &Value::from(region), &Value::from("admin")));

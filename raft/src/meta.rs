@@ -907,8 +907,27 @@ impl MetaNodeHandle {
         Ok(m.current_leader.expect("waited for another leader"))
     }
 
-    /// Transfers leadership from whichever node leads now.
+    /// Transfers leadership from whichever node leads now. A hand-over to
+    /// a named node can be won by another voter (whose election timer ran
+    /// out before the target was asked, on a busy host); the new leader is
+    /// then asked again, up to three times in all.
     pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId> {
+        let mut attempt = 1;
+        loop {
+            let moved = self.transfer_once(to).await?;
+            if to.is_none_or(|t| t == moved) || attempt == 3 {
+                return Ok(moved);
+            }
+            tracing::info!(wanted = ?to, moved, attempt, "leadership went to another voter; asking again");
+            // The next hand-over is asked of the new leader: this node
+            // must know it first.
+            let lease = Duration::from_millis(self.inner.config.election_max_ms);
+            let _ = self.inner.raft.wait(Some(lease * 3)).metrics(|m| m.current_leader == Some(moved), "the new leader known here").await;
+            attempt += 1;
+        }
+    }
+
+    async fn transfer_once(&self, to: Option<NodeId>) -> Result<NodeId> {
         let leader = self.wait_for_leader(Duration::from_millis(self.inner.config.write_timeout_ms)).await?;
         if leader == self.inner.id {
             return self.hand_over_leadership(to).await;
