@@ -70,7 +70,14 @@ pub struct Scanner {
     db: Mutex<(u64, Arc<AdvisoryDb>)>,
     /// Feed sources this node is fetching now.
     fetching: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When this node last read every scan record for queued ones.
+    last_sweep: std::sync::Mutex<Option<Instant>>,
+    /// The generation of this node's last complete re-match pass, and when.
+    rematched: std::sync::Mutex<Option<(u64, Instant)>>,
 }
+
+/// How often a node reads every scan record (see [`Scanner::pass`]).
+const FULL_SWEEP: Duration = Duration::from_secs(60);
 
 /// Media types of image configurations: anything else is an artifact,
 /// reported `unsupported`.
@@ -89,7 +96,16 @@ fn severity_of_level(level: &str) -> Severity {
 
 impl Scanner {
     pub fn new(meta: MetaNodeHandle, replicator: Replicator, registry: Arc<dyn Registry>, cfg: ScanConfig) -> Arc<Scanner> {
-        Arc::new(Scanner { meta, replicator, registry, cfg, db: Mutex::new((0, Arc::new(AdvisoryDb::default()))), fetching: Default::default() })
+        Arc::new(Scanner {
+            meta,
+            replicator,
+            registry,
+            cfg,
+            db: Mutex::new((0, Arc::new(AdvisoryDb::default()))),
+            fetching: Default::default(),
+            last_sweep: Default::default(),
+            rematched: Default::default(),
+        })
     }
 
     fn limits(&self) -> Limits {
@@ -222,13 +238,43 @@ impl Scanner {
         true
     }
 
+    /// The queued scans: from the queue index, and every
+    /// [`FULL_SWEEP`] (and on a node's first pass) from every scan record,
+    /// which also finds scans queued before the index existed. The sweep
+    /// decodes every record, so it runs on a blocking thread.
+    async fn queued_scans(&self, state: &MetaState) -> Result<Vec<(Digest, ScanRecord)>, ScanError> {
+        let sweep = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= FULL_SWEEP);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, ScanRecord)>, berth_raft::state::StateError> {
+            if sweep {
+                return Ok(rules::scans(&state)?.into_iter().filter(|(_, r)| r.status == ScanStatus::Queued).collect());
+            }
+            let mut out = Vec::new();
+            for d in rules::queued(&state)? {
+                if let Some(r) = rules::scan(&state, &d)?.filter(|r| r.status == ScanStatus::Queued) {
+                    out.push((d, r));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ScanError::Meta(e.to_string()))?
+        .map_err(|e| ScanError::Meta(e.to_string()))
+    }
+
     /// One look at the queue (and, on the leader, at re-matches due).
     pub async fn pass(self: &Arc<Self>) -> Result<(), ScanError> {
         let state = self.meta.state();
-        let scans = rules::scans(&state).map_err(|e| ScanError::Meta(e.to_string()))?;
+        let scans = self.queued_scans(&state).await?;
         let now = now_ms();
-        let queued = scans.iter().filter(|(_, r)| r.status == ScanStatus::Queued).count();
-        metrics::gauge!("berth_scans_queued").set(queued as f64);
+        metrics::gauge!("berth_scans_queued").set(scans.len() as f64);
         if let Some(oldest) = rules::feeds(&state).ok().and_then(|f| f.iter().map(|f| f.imported_at_ms).min()) {
             metrics::gauge!("berth_scan_feed_age_seconds").set(now.saturating_sub(oldest) as f64 / 1000.0);
         }
@@ -478,13 +524,31 @@ impl Scanner {
 
     /// The leader's: matches every scanned manifest of an older generation
     /// again, and emits `vulnerability_found` for new findings.
+    ///
+    /// It reads every scan record, so it runs when the generation changed
+    /// since the last complete pass, and every [`FULL_SWEEP`] for scans
+    /// that finished against an older generation (a feed imported while
+    /// they ran), on a blocking thread.
     async fn rematch_pass(&self) -> Result<(), ScanError> {
         let (generation, db) = self.advisories().await?;
-        let state = self.meta.state();
         if generation == 0 {
             return Ok(());
         }
-        for (digest, rec) in rules::scans(&state).map_err(|e| ScanError::Meta(e.to_string()))? {
+        {
+            let done = self.rematched.lock().unwrap_or_else(|e| e.into_inner());
+            if done.is_some_and(|(g, at)| g == generation && at.elapsed() < FULL_SWEEP) {
+                return Ok(());
+            }
+        }
+        let state = self.meta.state();
+        let records = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || rules::scans(&state))
+                .await
+                .map_err(|e| ScanError::Meta(e.to_string()))?
+                .map_err(|e| ScanError::Meta(e.to_string()))?
+        };
+        for (digest, rec) in records {
             if rec.status != ScanStatus::Scanned || rec.matched_generation >= generation {
                 continue;
             }
@@ -500,6 +564,7 @@ impl Scanner {
                 return Err(ScanError::Meta(e.to_string()));
             }
         }
+        *self.rematched.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, Instant::now()));
         Ok(())
     }
 

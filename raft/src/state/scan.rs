@@ -19,6 +19,23 @@ pub const LAYER_INDEX_PREFIX: &[u8] = b"k";
 pub const FEED_PREFIX: &[u8] = b"F";
 pub const GENERATION_KEY: &[u8] = b"J";
 pub const SOURCE_PREFIX: &[u8] = b"f";
+/// An index of the queued scans (`j` + digest, the time queued), kept
+/// beside the records so a scan worker's pass reads the queue, not every
+/// scan record with its image index.
+pub const QUEUED_PREFIX: &[u8] = b"j";
+
+pub fn queued_key(digest: &Digest) -> Vec<u8> {
+    let mut k = QUEUED_PREFIX.to_vec();
+    k.extend_from_slice(digest.to_string().as_bytes());
+    k
+}
+
+/// The digests of the queued scans, from the index. A state written
+/// before the index existed may hold queued records it lacks: workers
+/// also sweep every record now and then ([`scans`]).
+pub fn queued(state: &impl StateRead) -> Result<Vec<Digest>, StateError> {
+    Ok(state.scan_raw(QUEUED_PREFIX)?.into_iter().filter_map(|(k, _)| String::from_utf8_lossy(&k[QUEUED_PREFIX.len()..]).parse::<Digest>().ok()).collect())
+}
 
 pub fn scan_key(digest: &Digest) -> Vec<u8> {
     let mut k = SCAN_PREFIX.to_vec();
@@ -101,7 +118,11 @@ pub(super) fn on_manifest_stored(state: &impl StateRead, ch: &mut Changes, recor
         return Ok(());
     }
     let key = scan_key(&record.digest);
-    let rec = match state.get::<ScanRecord>(&key)? {
+    let known = state.get::<ScanRecord>(&key)?;
+    if known.is_none() {
+        ch.put(queued_key(&record.digest), &record.pushed_at_ms);
+    }
+    let rec = match known {
         Some(mut rec) => {
             if rec.repos.contains(&record.repo) {
                 return Ok(());
@@ -139,6 +160,7 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand)
                 rec.lease = None;
                 rec.finished_at_ms = Some(*now_ms);
                 ch.put(scan_key(digest), &rec);
+                ch.delete(queued_key(digest));
                 return Ok(MetaResponse::Refused("given up".into()));
             }
             rec.attempts += 1;
@@ -175,6 +197,7 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand)
             rec.findings = findings.clone();
             rec.matched_generation = *generation;
             ch.put(scan_key(digest), &rec);
+            ch.delete(queued_key(digest));
             Ok(MetaResponse::Done)
         }
         ScanCommand::ImportFeed { feed, node } => import_feed(state, ch, feed, *node),
@@ -199,6 +222,7 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &ScanCommand)
             rec.lease = None;
             rec.queued_at_ms = *now_ms;
             ch.put(scan_key(digest), &rec);
+            ch.put(queued_key(digest), now_ms);
             Ok(MetaResponse::Done)
         }
         ScanCommand::PutSource { name, url, interval_secs, now_ms } => {
@@ -320,6 +344,7 @@ mod tests {
         push(&s, "a/b", &d);
         let rec = scan(&s, &d).unwrap().unwrap();
         assert_eq!((rec.status, rec.queued_at_ms), (ScanStatus::Queued, 5));
+        assert_eq!(queued(&s).unwrap(), vec![d.clone()], "the queue index has it");
         let acq = |node, now_ms| s.run(MetaCommand::Scan(ScanCommand::Acquire { digest: d.clone(), node, now_ms, until_ms: now_ms + 100 }));
         assert_eq!(acq(1, 10), MetaResponse::Done);
         assert!(matches!(acq(2, 50), MetaResponse::Refused(_)));
@@ -339,6 +364,11 @@ mod tests {
         assert!(matches!(finish(1), MetaResponse::Refused(_)), "the old holder's result is refused");
         assert_eq!(finish(2), MetaResponse::Done);
         assert_eq!(scan(&s, &d).unwrap().unwrap().status, ScanStatus::Scanned);
+        assert!(queued(&s).unwrap().is_empty(), "finished: out of the queue");
+        assert_eq!(s.run(MetaCommand::Scan(ScanCommand::Requeue { digest: d.clone(), now_ms: 200 })), MetaResponse::Done);
+        assert_eq!(queued(&s).unwrap(), vec![d.clone()], "a rescan queues it again");
+        push(&s, "a/c", &d);
+        assert_eq!(queued(&s).unwrap(), vec![d], "one entry whatever the repositories");
     }
 
     #[test]
@@ -355,6 +385,7 @@ mod tests {
         let rec = scan(&s, &d).unwrap().unwrap();
         assert_eq!(rec.status, ScanStatus::Failed);
         assert!(rec.reason.unwrap().contains("gave up"));
+        assert!(queued(&s).unwrap().is_empty(), "given up: out of the queue");
     }
 
     #[test]
