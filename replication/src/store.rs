@@ -110,6 +110,49 @@ pub struct BlobPin {
     _guard: DigestGuard,
 }
 
+/// How much of a blob one mapping holds while it is sent: the bytes go
+/// from the page cache to the socket with one copy (the kernel's), and a
+/// node serving a large blob keeps at most a few windows mapped.
+pub const MAP_WINDOW: u64 = 4 << 20;
+
+/// One mapped window of a blob file, handed to the HTTP stack as the
+/// owner of a `Bytes` (no copy into a user-space buffer). Blob files are
+/// never written in place once committed (a commit is a rename, GC an
+/// unlink), so a mapping never sees its file shrink.
+struct Window(memmap2::Mmap);
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The bytes `[start, start + len)` of an open blob file, one mapped
+/// window at a time.
+pub fn mapped_stream(file: std::fs::File, start: u64, len: u64) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let file = std::sync::Arc::new(file);
+    let end = start + len;
+    futures::stream::unfold(start, move |at| {
+        let file = file.clone();
+        async move {
+            if at >= end {
+                return None;
+            }
+            let n = (end - at).min(MAP_WINDOW);
+            // Mapping is a page-table change, not a read: cheap enough for
+            // the async thread; the page faults happen as the socket sends.
+            // SAFETY: see `Window`: a committed blob file is never truncated
+            // or rewritten while it exists.
+            let map = unsafe { memmap2::MmapOptions::new().offset(at).len(n as usize).map(&*file) };
+            let item = map.map(|m| {
+                let _ = m.advise(memmap2::Advice::Sequential);
+                bytes::Bytes::from_owner(Window(m))
+            });
+            Some((item, at + n))
+        }
+    })
+}
+
 /// An open blob, positioned at the start of the requested range.
 pub struct BlobReader {
     pub file: tokio::io::Take<File>,
