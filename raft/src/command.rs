@@ -324,6 +324,16 @@ pub enum MetaResponse {
     RepositoryState {
         state: RepoState,
     },
+    /// The repository is in a proxy-cache organization of `upstream`: only
+    /// its fill writes there, and this write changed nothing
+    /// ([`crate::state::proxycache::refusal`] words it for people).
+    ProxyCache {
+        org: String,
+        upstream: String,
+    },
+    /// What the command would create exists already (another create won
+    /// the race), and nothing changed; the reason is for people.
+    Exists(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

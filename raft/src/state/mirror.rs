@@ -140,7 +140,7 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &MirrorComman
             return Ok(MetaResponse::Refused(format!("robot {} is not a robot of the repository's namespace", config.robot)));
         }
         let rec = match (current, create) {
-            (Some(_), true) => return Ok(MetaResponse::Refused(format!("repository {repo} already has a mirror configuration"))),
+            (Some(_), true) => return Ok(MetaResponse::Exists(format!("repository {repo} already has a mirror configuration"))),
             (None, false) => return Ok(MetaResponse::NotFound),
             (None, true) => {
                 ch.put(repo_state_key(repo), &RepoState::Mirror);
@@ -306,7 +306,7 @@ mod tests {
         let put = MirrorCommand::PutMirror { repo: "team/app".into(), config: config("team+sync"), create: true, keep_password: false, now_ms: 0 };
         assert_eq!(s.run(mirror_cmd(put.clone())), MetaResponse::Done);
         assert_eq!(repo_state(&s, "team/app").unwrap(), RepoState::Mirror, "creating a mirror makes the repository one");
-        assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Refused(_)), "created once");
+        assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Exists(_)), "created once");
         assert_eq!(s.run(link("team/app")), MetaResponse::RepositoryState { state: RepoState::Mirror });
         assert_eq!(
             s.run(MetaCommand::AsRobot { robot: "team+other".into(), cmd: Box::new(link("team/app")) }),

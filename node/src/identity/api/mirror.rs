@@ -237,10 +237,8 @@ impl NodeIdentity {
             self.write(who, grant, || format!("no robot {robot}")).await?;
         }
         let resp = self.mirror_write(who, MirrorCommand::PutMirror { repo: repo.to_string(), config, create, keep_password, now_ms: now_ms() }).await?;
-        if let MetaResponse::Refused(why) = &resp {
-            if why.contains("already has") {
-                return Err(ApiError::new(ErrorCode::Conflict, why.clone()));
-            }
+        if let MetaResponse::Exists(why) = resp {
+            return Err(ApiError::new(ErrorCode::Conflict, why));
         }
         Self::mirror_outcome(resp, repo)?;
         let kind = if create { "repo_mirror_enabled" } else { "repo_mirror_config_changed" };
