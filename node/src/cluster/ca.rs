@@ -213,7 +213,7 @@ impl Authority {
         order.retain(|n| *n != me);
         let mut last = "no voter is reachable".to_string();
         for node in order {
-            match self.meta.call_member::<_, Result<Vec<u8>, String>>(node, PeerRpc::Ca, req, Duration::from_secs(30)).await {
+            match self.meta.call_member::<_, berth_raft::wire::PeerResult<Vec<u8>>>(node, PeerRpc::Ca, req, Duration::from_secs(30)).await {
                 Ok(Ok(bytes)) => return berth_raft::wire::from_payload(&bytes).map_err(|e| format!("unreadable answer from node {node}: {e}")),
                 Ok(Err(why)) => last = format!("node {node}: {why}"),
                 Err(e) => last = e.to_string(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
 use berth_raft::state::keys;
+use berth_raft::wire::PeerResult;
 use berth_raft::{MetaNodeHandle, StateRead};
 use sha2::Digest as _;
 
@@ -144,7 +145,7 @@ async fn check_request(meta: &MetaNodeHandle, req: &JoinRequest) -> Result<Token
     if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {
         return Err(format!("public key is larger than {MAX_PUBLIC_KEY_DER} bytes"));
     }
-    registration_of(req).validate()?;
+    registration_of(req).validate().map_err(|e| e.to_string())?;
     let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id.clone(), secret: req.secret.clone() };
     let proof = TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() };
     check_token(meta, &proof).await?;
@@ -278,11 +279,11 @@ impl CaService {
 
 #[async_trait::async_trait]
 impl berth_raft::CaHandler for CaService {
-    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> PeerResult<Vec<u8>> {
         self.joins.join(&self.authority, from, request).await
     }
 
-    async fn member_call(&self, caller: u64, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn member_call(&self, caller: u64, request: Vec<u8>) -> PeerResult<Vec<u8>> {
         let req: CaRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable CA request: {e}"))?;
         let reply = match req {
             CaRequest::Join { from, request } => {
