@@ -200,8 +200,9 @@ pub enum OfflineError {
     Rocks(#[from] rocksdb::Error),
     #[error(transparent)]
     Codec(#[from] berth_common::CodecError),
+    /// Boxed: openraft's error is large, and this one is returned by value.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(Box<StorageError>),
     /// Reading or writing failed while doing `what`.
     #[error("{what}: {why}")]
     While { what: &'static str, why: String },
@@ -211,6 +212,12 @@ pub enum OfflineError {
     NotAMember(NodeId),
     #[error("this node has applied nothing: run `cluster init` first")]
     NothingApplied,
+}
+
+impl From<StorageError> for OfflineError {
+    fn from(e: StorageError) -> Self {
+        OfflineError::Storage(Box::new(e))
+    }
 }
 
 /// A consistent copy of the applied metadata: every record, as of one
