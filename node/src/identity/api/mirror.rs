@@ -93,9 +93,9 @@ impl NodeIdentity {
             (None, Some(o)) => o.external_reference.clone(),
             (None, None) => return Err(required("external_reference")),
         };
-        m::check_reference(&external_reference).map_err(bad)?;
+        m::check_reference(&external_reference).map_err(|e| bad(e.to_string()))?;
         let sync_start_ms = match (req.sync_start_date, old) {
-            (Some(d), _) => m::parse_start_date(&d).map_err(bad)?,
+            (Some(d), _) => m::parse_start_date(&d).map_err(|e| bad(e.to_string()))?,
             (None, Some(o)) => o.sync_start_ms,
             (None, None) => return Err(required("sync_start_date")),
         };
@@ -142,7 +142,7 @@ impl NodeIdentity {
         // The password: a new one is sealed; an update without one keeps
         // the stored one; `null` clears it.
         let (sealed_password, keep_password) = match req.external_registry_password {
-            Some(Some(p)) if !p.is_empty() => (Some(m::seal(&state, repo, &p).map_err(|e| ApiError::new(ErrorCode::Internal, e))?), false),
+            Some(Some(p)) if !p.is_empty() => (Some(m::seal(&state, repo, &p).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?), false),
             Some(_) => (None, false),
             None => (None, old.is_some()),
         };

@@ -71,7 +71,7 @@ impl NodeIdentity {
         let sealed_password = match password {
             Some(p) => Some(
                 crate::mirror_config::seal(&self.state(), &crate::mirror_config::proxy_cache_seal_scope(org), &p)
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
             ),
             None => None,
         };
