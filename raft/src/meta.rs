@@ -402,6 +402,12 @@ pub struct GroupView {
     pub members: std::collections::BTreeSet<NodeId>,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The log up to here was dropped behind a snapshot.
+    pub purged_index: Option<u64>,
+    /// The last index of the snapshot this node holds.
+    pub snapshot_index: Option<u64>,
+    /// A membership change is under way (a joint configuration).
+    pub changing_membership: bool,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -519,7 +525,7 @@ impl MetaNodeHandle {
         self.inner.id
     }
 
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
     }
 
@@ -547,7 +553,7 @@ impl MetaNodeHandle {
         self.inner.store.state()
     }
 
-    pub fn metrics(&self) -> RaftMetrics {
+    pub(crate) fn metrics(&self) -> RaftMetrics {
         self.inner.raft.metrics().borrow().clone()
     }
 
@@ -600,6 +606,9 @@ impl MetaNodeHandle {
             members: membership.nodes().map(|(id, _)| *id).collect(),
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            changing_membership: membership.get_joint_config().len() > 1,
         }
     }
 
