@@ -88,9 +88,12 @@ fn password(state: &MetaState, repo: &str, given: Option<Option<String>>, old: O
     })
 }
 
+/// `http_proxy`, `https_proxy` and `no_proxy`.
+type Proxies = (Option<String>, Option<String>, Option<String>);
+
 /// A request that names the proxy block sets all three; one that does
 /// not keeps them.
-fn proxies(proxy: Option<MirrorProxy>, old: Option<&MirrorConfig>) -> Result<(Option<String>, Option<String>, Option<String>), ApiError> {
+fn proxies(proxy: Option<MirrorProxy>, old: Option<&MirrorConfig>) -> Result<Proxies, ApiError> {
     Ok(match (proxy, old) {
         (Some(p), _) => {
             for (what, u) in [("http_proxy", &p.http_proxy), ("https_proxy", &p.https_proxy)] {
