@@ -43,6 +43,9 @@ pub enum ConfigError {
     StartDateForm(String),
     #[error("sync_start_date {0:?} is not a valid date")]
     StartDate(String),
+    /// A proxy cache's upstream (`identity::api::proxycache`).
+    #[error("upstream_registry {upstream:?} is not host[:port][/path]: {why}")]
+    Upstream { upstream: String, why: &'static str },
 }
 
 /// The key upstream passwords are sealed with: derived from the cluster's
