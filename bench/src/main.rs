@@ -208,8 +208,8 @@ async fn metadata_figures(link: Option<LinkSpec>, writes: usize) -> anyhow::Resu
         others.push(node(&dir.path().join(format!("n{i}")), region, link, Some((&seed, &token))).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while n1.running.meta.metrics().membership_config.membership().voter_ids().count() < 3 {
-        anyhow::ensure!(Instant::now() < deadline, "the three nodes never became voters: {:?}", n1.running.meta.metrics().membership_config);
+    while n1.running.meta.view().voters.len() < 3 {
+        anyhow::ensure!(Instant::now() < deadline, "the three nodes never became voters: {:?}", n1.running.meta.view());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let meta = n1.running.meta.clone();
@@ -274,7 +274,7 @@ async fn berth_copy(blocks: u64, digest: &Digest, link: Option<LinkSpec>) -> any
     let seed = n1.running.peer_addr.to_string();
     let n2 = node(&dir.path().join("n2"), "bench-b", link, Some((&seed, &token))).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while n1.running.meta.metrics().membership_config.membership().get_node(&n2.running.config.node_id).is_none() {
+    while !n1.running.meta.view().members.contains(&n2.running.config.node_id) {
         anyhow::ensure!(Instant::now() < deadline, "node 2 never joined");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -57,8 +57,8 @@ async fn three_regions_150ms_apart_with_default_timing_elect_replicate_and_commi
     let (n2, _p2, _) = node(&dir.path().join("n2"), "us", Some((&seed, &token))).await;
     let (n3, _p3, _) = node(&dir.path().join("n3"), "ap", Some((&seed, &token))).await;
     let started = Instant::now();
-    while n1.meta.metrics().membership_config.membership().voter_ids().count() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters across 150 ms links: {:?}", n1.meta.metrics().membership_config);
+    while n1.meta.view().voters.len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters across 150 ms links: {:?}", n1.meta.view());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut worst = Duration::ZERO;
@@ -93,11 +93,11 @@ fn big_manifest(i: u64) -> MetaCommand {
 
 /// Waits until every node has applied what the first one has.
 async fn all_caught_up(nodes: &[&RunningNode], within: Duration) {
-    let target = nodes[0].meta.metrics().last_applied.map(|l| l.index);
+    let target = nodes[0].meta.view().applied_index;
     let started = Instant::now();
     for n in nodes {
-        while n.meta.metrics().last_applied.map(|l| l.index) < target {
-            assert!(started.elapsed() < within, "node {} stuck at {:?}, want {target:?}", n.meta.id(), n.meta.metrics().last_applied);
+        while n.meta.view().applied_index < target {
+            assert!(started.elapsed() < within, "node {} stuck at {:?}, want {target:?}", n.meta.id(), n.meta.view().applied_index);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -121,8 +121,8 @@ async fn four_mib_entries_across_150ms_50mbs_links_keep_committing_and_survive_a
     let (n2, _p2, _) = node_on(&dir.path().join("n2"), "us", Some((&seed, &token)), link).await;
     let (n3, _p3, _) = node_on(&dir.path().join("n3"), "ap", Some((&seed, &token)), link).await;
     let started = Instant::now();
-    while n1.meta.metrics().membership_config.membership().voter_ids().count() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters: {:?}", n1.meta.metrics().membership_config);
+    while n1.meta.view().voters.len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters: {:?}", n1.meta.view());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A namespace and a repository first: manifests are only stored there.

@@ -9,6 +9,13 @@
 //!
 //! Repository names with more than two components (`org/team/app`) go in
 //! the `{repository}` segment with `/` encoded as `%2F`.
+//!
+//! This file holds the shapes the topics share, the [`Identity`] trait, the
+//! extractors, and the routes of users, organizations, robots, teams and
+//! repositories. Each other topic is a module with its shapes, handlers,
+//! routes and OpenAPI paths: `tokens`, `logs`, `permissions`, `tags`,
+//! `notifications`, `policies`, `quotas` (under `identity/`), and
+//! `mirror`, `proxycache`, `oauth`, `scan` (`identity_*.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,10 +36,19 @@ use crate::access::{Access, Caller};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::notifications::*;
 
+mod logs;
+mod notifications;
+mod permissions;
 mod policies;
 mod quotas;
+mod tags;
+mod tokens;
+pub use logs::*;
+pub use permissions::*;
 pub use policies::*;
 pub use quotas::*;
+pub use tags::*;
+pub use tokens::*;
 
 #[path = "identity_mirror.rs"]
 mod mirror;
@@ -208,32 +224,6 @@ pub struct Success {
     pub success: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GranteeKind {
-    User,
-    Team,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RoleRequest {
-    /// `read`, `write` or `admin`.
-    pub role: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PermissionView {
-    pub name: String,
-    pub role: String,
-    /// For user permissions: the grantee is a robot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub is_robot: Option<bool>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PermissionList {
-    pub permissions: BTreeMap<String, PermissionView>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CurrentUser {
     pub username: String,
@@ -299,209 +289,9 @@ pub struct UserUpdate {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AppTokenCreate {
-    pub title: String,
-    /// Quay scopes (`repo:read`, `repo:write`, `repo:admin`, `repo:create`,
-    /// `user:read`, `user:admin`, `org:admin`, `super:user`); default: all
-    /// but `super:user`.
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    /// Lifetime in seconds; none: until deleted.
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AppTokenView {
-    pub uuid: String,
-    pub title: String,
-    pub scopes: Vec<String>,
-    /// RFC 3339.
-    pub created: String,
-    /// RFC 3339; absent: never.
-    pub expiration: Option<String>,
-    /// The secret, only in the answer to its creation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_code: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AppTokenCreated {
-    pub token: AppTokenView,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AppTokenList {
-    pub tokens: Vec<AppTokenView>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogQuery {
-    /// Start of the window: RFC 3339, `MM/DD/YYYY` (Quay) or ms since the epoch. Default: 7 days ago.
-    pub starttime: Option<String>,
-    /// End of the window (exclusive), same forms. Default: now.
-    pub endtime: Option<String>,
-    /// Only records of this kind (`push_repo`, …).
-    pub kind: Option<String>,
-    /// The `next_page` of the previous answer (pages go back in time).
-    pub next_page: Option<String>,
-}
-
-/// Which records a log query covers, resolved from the path.
-#[derive(Debug, Clone, Default)]
-pub struct LogFilter {
-    pub namespace: Option<String>,
-    pub repo: Option<String>,
-    /// The caller's own actions (`/user/logs`).
-    pub performer_is_caller: bool,
-    pub query: LogQuery,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Performer {
-    pub name: String,
-    pub kind: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LogView {
-    pub kind: String,
-    /// RFC 3339.
-    pub datetime: String,
-    pub performer: Performer,
-    pub namespace: Option<String>,
-    pub repository: Option<String>,
-    pub ip: Option<String>,
-    pub node: u64,
-    pub region: String,
-    pub metadata: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LogPage {
-    pub start_time: String,
-    pub end_time: String,
-    pub logs: Vec<LogView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_page: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct KeyRotated {
     /// The new signing key's id (`kid` in token headers).
     pub kid: String,
-}
-
-/// What the identity API needs from a node.
-/// `GET /repository/{r}/tag/`: Quay's tag history query.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TagListQuery {
-    /// Only the live rows (default: history too).
-    #[serde(rename = "onlyActiveTags", default)]
-    pub only_active_tags: bool,
-    /// Only the rows of this tag.
-    #[serde(rename = "specificTag")]
-    pub specific_tag: Option<String>,
-    /// `like:TEXT` (the name contains it) or `eq:NAME`.
-    pub filter_tag_name: Option<String>,
-    /// Rows per page, 1 to 100 (default 50).
-    pub limit: Option<u32>,
-    /// From 1 (default).
-    pub page: Option<u32>,
-}
-
-/// One row of a tag's history (times in seconds since the epoch).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TagView {
-    pub name: String,
-    pub manifest_digest: String,
-    pub is_manifest_list: bool,
-    /// The image's bytes (config and layers), when the manifest is still stored.
-    pub size: Option<u64>,
-    pub start_ts: u64,
-    /// When the row ended, or will end by its expiration; none while live without one.
-    pub end_ts: Option<u64>,
-    pub last_modified: u64,
-    pub expiration: Option<u64>,
-    /// The row was brought back by a restore.
-    pub reversion: bool,
-    pub immutable: bool,
-    /// The manifest's vulnerability scan: its status and, once scanned,
-    /// how many vulnerabilities of each severity it has. `null` when this
-    /// node has no scanner or the manifest was never queued.
-    pub security: Option<SecuritySummary>,
-}
-
-/// A manifest's scan in the tag list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SecuritySummary {
-    /// `queued`, `scanned`, `failed` or `unsupported`.
-    pub status: String,
-    /// Vulnerabilities found by severity (`Critical`, `High`, `Medium`,
-    /// `Low`, `Negligible`, `Unknown`); only severities present.
-    pub counts: std::collections::BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TagList {
-    pub tags: Vec<TagView>,
-    pub page: u32,
-    pub has_additional: bool,
-}
-
-/// `PUT /repository/{r}/tag/{tag}`: exactly one of the fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TagUpdate {
-    /// Seconds since the epoch, or `null` to clear.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<u64>)]
-    pub expiration: Option<Option<u64>>,
-    /// Lock (needs write) or unlock (needs admin) the tag.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub immutable: Option<bool>,
-    /// Create the tag, or move it, to this manifest of the repository.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub manifest_digest: Option<String>,
-}
-
-/// A field that is present, even as `null`, is `Some`.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-/// `POST /repository/{r}/tag/{tag}/restore`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TagRestore {
-    pub manifest_digest: String,
-}
-
-/// `GET /repository/{r}/manifest/{digest}/placement`: where each blob of
-/// an image is held, from the blob records every node has.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ManifestPlacement {
-    pub manifest_digest: String,
-    /// Each blob once (an index's children's blobs included).
-    pub blobs: Vec<BlobPlacement>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct BlobPlacement {
-    pub digest: String,
-    /// `config` or `layer`.
-    pub kind: String,
-    pub size: u64,
-    /// Nodes with a verified copy, by id.
-    pub holders: Vec<BlobHolder>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct BlobHolder {
-    pub node: u64,
-    /// Empty for a node that has since been removed from the cluster.
-    pub region: String,
 }
 
 /// `POST /api/v1/session`: the console's sign-in form.
@@ -522,6 +312,7 @@ pub struct SessionIssued {
     pub expires_in: u64,
 }
 
+/// What the identity API needs from a node.
 #[async_trait]
 pub trait Identity: Send + Sync + 'static {
     /// Who the caller is; wrong credentials are a 401, none is anonymous.
@@ -799,17 +590,12 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/user/robots", get(user_robot_list))
         .route("/api/v1/user/robots/{short}", put(user_robot_put).get(user_robot_get).delete(user_robot_delete))
         .route("/api/v1/user/robots/{short}/regenerate", post(user_robot_regenerate))
-        .route("/api/v1/user/apptoken", get(token_list).post(token_create))
-        .route("/api/v1/user/apptoken/{uuid}", get(token_get).delete(token_delete))
-        .route("/api/v1/user/logs", get(user_logs))
         .route("/api/v1/superuser/users/", get(users_list).post(user_create))
         .route("/api/v1/superuser/users/{username}", put(user_update).delete(user_delete))
         .route("/api/v1/superuser/organizations/", get(orgs_list))
-        .route("/api/v1/superuser/logs", get(all_logs))
         .route("/api/v1/superuser/keys/rotate", post(rotate_key))
         .route("/api/v1/organization/", post(org_create))
         .route("/api/v1/organization/{org}", get(org_get).put(org_update).delete(org_delete))
-        .route("/api/v1/organization/{org}/logs", get(org_logs))
         .route("/api/v1/organization/{org}/robots", get(robot_list))
         .route("/api/v1/organization/{org}/robots/{short}", put(robot_put).get(robot_get).delete(robot_delete))
         .route("/api/v1/organization/{org}/robots/{short}/regenerate", post(robot_regenerate))
@@ -819,24 +605,11 @@ pub fn routes(identity: Shared) -> Router {
         .route("/api/v1/repository", get(repo_list).post(repo_create))
         .route("/api/v1/repository/{namespace}/{repository}", get(repo_get).put(repo_update).delete(repo_delete))
         .route("/api/v1/repository/{namespace}/{repository}/changevisibility", post(repo_visibility))
-        .route("/api/v1/repository/{namespace}/{repository}/logs", get(repo_logs))
-        .route("/api/v1/repository/{namespace}/{repository}/tag/", get(tag_list))
-        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}", put(tag_update).delete(tag_delete))
-        .route("/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", post(tag_restore))
-        .route("/api/v1/repository/{namespace}/{repository}/manifest/{digest}/placement", get(manifest_placement))
-        .route("/api/v1/repository/{namespace}/{repository}/permissions/user/", get(perm_user_list))
-        .route("/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", get(perm_user_get).put(perm_user_put).delete(perm_user_delete))
-        .route("/api/v1/repository/{namespace}/{repository}/permissions/team/", get(perm_team_list))
-        .route("/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", get(perm_team_get).put(perm_team_put).delete(perm_team_delete))
-        .route("/api/v1/repository/{namespace}/{repository}/notification/", get(repo_notification_list).post(repo_notification_create))
-        .route(
-            "/api/v1/repository/{namespace}/{repository}/notification/{uuid}",
-            get(repo_notification_get).delete(repo_notification_delete).post(repo_notification_reset),
-        )
-        .route("/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test", post(repo_notification_test))
-        .route("/api/v1/organization/{org}/notifications", get(org_notification_list).post(org_notification_create))
-        .route("/api/v1/organization/{org}/notifications/{uuid}", get(org_notification_get).delete(org_notification_delete).post(org_notification_reset))
-        .route("/api/v1/organization/{org}/notifications/{uuid}/test", post(org_notification_test))
+        .merge(tokens::routes())
+        .merge(logs::routes())
+        .merge(permissions::routes())
+        .merge(tags::routes())
+        .merge(notifications::routes())
         .merge(policies::routes())
         .merge(quotas::routes())
         .merge(mirror::routes())
@@ -861,14 +634,10 @@ impl utoipa::Modify for Security {
     info(title = "berth admin API", description = "Organizations, teams, robots, repositories, permissions, users, tokens and usage logs, on Quay's paths."),
     paths(
         user_get, user_password, user_robot_list, user_robot_put, user_robot_get, user_robot_delete, user_robot_regenerate,
-        token_list, token_create, token_get, token_delete, user_logs,
-        users_list, user_create, user_update, user_delete, orgs_list, all_logs, rotate_key,
-        org_create, org_get, org_update, org_delete, org_logs, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
+        users_list, user_create, user_update, user_delete, orgs_list, rotate_key,
+        org_create, org_get, org_update, org_delete, robot_list, robot_put, robot_get, robot_delete, robot_regenerate,
         team_put, team_delete, team_members, team_member_add, team_member_remove,
-        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility, repo_logs, tag_list, tag_update, tag_delete, tag_restore, manifest_placement,
-        perm_user_list, perm_user_get, perm_user_put, perm_user_delete, perm_team_list, perm_team_get, perm_team_put, perm_team_delete,
-        repo_notification_list, repo_notification_create, repo_notification_get, repo_notification_delete, repo_notification_reset, repo_notification_test,
-        org_notification_list, org_notification_create, org_notification_get, org_notification_delete, org_notification_reset, org_notification_test,
+        repo_list, repo_create, repo_get, repo_update, repo_delete, repo_visibility,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -879,6 +648,11 @@ pub struct ApiDoc;
 /// The OpenAPI document, as JSON.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(tokens::TokenDoc::openapi());
+    doc.merge(logs::LogDoc::openapi());
+    doc.merge(permissions::PermissionDoc::openapi());
+    doc.merge(tags::TagDoc::openapi());
+    doc.merge(notifications::NotificationDoc::openapi());
     doc.merge(policies::PolicyDoc::openapi());
     doc.merge(quotas::QuotaDoc::openapi());
     doc.merge(mirror::MirrorDoc::openapi());
@@ -935,6 +709,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
     }
 }
 
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 fn repo_name(ns: &str, repo: &str) -> String {
     format!("{ns}/{repo}")
 }
@@ -950,35 +729,6 @@ impl RepoPath {
     fn name(&self) -> String {
         repo_name(&self.namespace, &self.repository)
     }
-}
-
-#[derive(Deserialize)]
-struct RepoTagPath {
-    namespace: String,
-    repository: String,
-    tag: String,
-}
-
-impl RepoTagPath {
-    fn name(&self) -> String {
-        repo_name(&self.namespace, &self.repository)
-    }
-
-    /// The tag, if it is a well-formed one.
-    fn tag(&self) -> Result<&str, ApiError> {
-        if crate::endpoint::valid_tag(&self.tag) {
-            Ok(&self.tag)
-        } else {
-            Err(ApiError::new(ErrorCode::BadRequest, format!("tag {:?} is invalid", self.tag)))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct RepoGranteePath {
-    namespace: String,
-    repository: String,
-    name: String,
 }
 
 const NS: &str = "Namespace (user or organization)";
@@ -1029,64 +779,6 @@ async fn user_robot_delete(State(id): State<Shared>, Path(short): Path<String>, 
     responses((status = 200, body = RobotView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn user_robot_regenerate(State(id): State<Shared>, Path(short): Path<String>, Who(w): Who) -> Result<Json<RobotView>, ApiError> {
     Ok(Json(id.regenerate_robot(&w, None, &short).await?))
-}
-
-#[utoipa::path(get, path = "/api/v1/user/apptoken", tag = "token", responses((status = 200, body = AppTokenList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn token_list(State(id): State<Shared>, Who(w): Who) -> Result<Json<AppTokenList>, ApiError> {
-    Ok(Json(id.list_tokens(&w).await?))
-}
-
-#[utoipa::path(post, path = "/api/v1/user/apptoken", tag = "token", request_body = AppTokenCreate,
-    responses((status = 201, body = AppTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn token_create(
-    State(id): State<Shared>,
-    Who(w): Who,
-    b: Result<Json<AppTokenCreate>, JsonRejection>,
-) -> Result<(StatusCode, Json<AppTokenCreated>), ApiError> {
-    Ok((StatusCode::CREATED, Json(id.create_token(&w, body(b)?).await?)))
-}
-
-#[utoipa::path(get, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
-    responses((status = 200, body = AppTokenView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn token_get(State(id): State<Shared>, Path(uuid): Path<String>, Who(w): Who) -> Result<Json<AppTokenView>, ApiError> {
-    let list = id.list_tokens(&w).await?;
-    list.tokens.into_iter().find(|t| t.uuid == uuid).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no token {uuid}")))
-}
-
-#[utoipa::path(delete, path = "/api/v1/user/apptoken/{uuid}", tag = "token", params(("uuid" = String, Path, description = "Token id")),
-    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn token_delete(State(id): State<Shared>, Path(uuid): Path<String>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    id.delete_token(&w, &uuid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn logs(id: &Shared, w: &Access, filter: LogFilter) -> Result<Json<LogPage>, ApiError> {
-    Ok(Json(id.logs(w, filter).await?))
-}
-
-#[utoipa::path(get, path = "/api/v1/user/logs", tag = "logs", params(LogQuery),
-    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn user_logs(State(id): State<Shared>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &w, LogFilter { performer_is_caller: true, query: q, ..Default::default() }).await
-}
-
-#[utoipa::path(get, path = "/api/v1/superuser/logs", tag = "logs", params(LogQuery),
-    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn all_logs(State(id): State<Shared>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &w, LogFilter { query: q, ..Default::default() }).await
-}
-
-#[utoipa::path(get, path = "/api/v1/organization/{org}/logs", tag = "logs", params(("org" = String, Path, description = NS), LogQuery),
-    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn org_logs(State(id): State<Shared>, Path(org): Path<String>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &w, LogFilter { namespace: Some(org), query: q, ..Default::default() }).await
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/logs", tag = "logs",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), LogQuery),
-    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn repo_logs(State(id): State<Shared>, Path(p): Path<RepoPath>, Query(q): Query<LogQuery>, Who(w): Who) -> Result<Json<LogPage>, ApiError> {
-    logs(&id, &w, LogFilter { namespace: Some(p.namespace.clone()), repo: Some(p.name()), query: q, ..Default::default() }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/superuser/users/", tag = "user", responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -1298,278 +990,4 @@ async fn repo_visibility(
 ) -> Result<Json<Success>, ApiError> {
     id.update_repo(&w, &p.name(), None, Some(body(b)?.visibility)).await?;
     Ok(Json(Success { success: true }))
-}
-
-async fn perm_list(id: &Shared, w: &Access, p: &RepoPath, kind: GranteeKind) -> Result<Json<PermissionList>, ApiError> {
-    Ok(Json(id.list_permissions(w, &p.name(), kind).await?))
-}
-
-async fn perm_get(id: &Shared, w: &Access, p: RepoGranteePath, kind: GranteeKind) -> Result<Json<PermissionView>, ApiError> {
-    let mut list = id.list_permissions(w, &repo_name(&p.namespace, &p.repository), kind).await?;
-    list.permissions.remove(&p.name).map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("{} has no permission here", p.name)))
-}
-
-async fn perm_put(
-    id: &Shared,
-    w: &Access,
-    p: RepoGranteePath,
-    kind: GranteeKind,
-    b: Result<Json<RoleRequest>, JsonRejection>,
-) -> Result<Json<PermissionView>, ApiError> {
-    let role = body(b)?.role;
-    let view = id.set_permission(w, &repo_name(&p.namespace, &p.repository), kind, &p.name, Some(&role)).await?;
-    view.map(Json).ok_or_else(|| ApiError::new(ErrorCode::Internal, "the permission was set but not returned"))
-}
-
-async fn perm_delete(id: &Shared, w: &Access, p: RepoGranteePath, kind: GranteeKind) -> Result<StatusCode, ApiError> {
-    id.set_permission(w, &repo_name(&p.namespace, &p.repository), kind, &p.name, None).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
-    responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<PermissionList>, ApiError> {
-    perm_list(&id, &w, &p, GranteeKind::User).await
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
-    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_get(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<Json<PermissionView>, ApiError> {
-    perm_get(&id, &w, p, GranteeKind::User).await
-}
-
-#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
-    request_body = RoleRequest,
-    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_put(
-    State(id): State<Shared>,
-    Path(p): Path<RepoGranteePath>,
-    Who(w): Who,
-    b: Result<Json<RoleRequest>, JsonRejection>,
-) -> Result<Json<PermissionView>, ApiError> {
-    perm_put(&id, &w, p, GranteeKind::User, b).await
-}
-
-#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/user/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "User or robot")),
-    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_user_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    perm_delete(&id, &w, p, GranteeKind::User).await
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
-    responses((status = 200, body = PermissionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<PermissionList>, ApiError> {
-    perm_list(&id, &w, &p, GranteeKind::Team).await
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
-    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_get(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<Json<PermissionView>, ApiError> {
-    perm_get(&id, &w, p, GranteeKind::Team).await
-}
-
-#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
-    request_body = RoleRequest,
-    responses((status = 200, body = PermissionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_put(
-    State(id): State<Shared>,
-    Path(p): Path<RepoGranteePath>,
-    Who(w): Who,
-    b: Result<Json<RoleRequest>, JsonRejection>,
-) -> Result<Json<PermissionView>, ApiError> {
-    perm_put(&id, &w, p, GranteeKind::Team, b).await
-}
-
-#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/permissions/team/{name}", tag = "permission",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("name" = String, Path, description = "Team")),
-    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn perm_team_delete(State(id): State<Shared>, Path(p): Path<RepoGranteePath>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    perm_delete(&id, &w, p, GranteeKind::Team).await
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/tag/", tag = "tag",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), TagListQuery),
-    responses((status = 200, body = TagList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn tag_list(
-    State(id): State<Shared>,
-    Path(p): Path<RepoPath>,
-    ApiQuery(q): ApiQuery<TagListQuery>,
-    WhoForTags(w): WhoForTags,
-) -> Result<Json<TagList>, ApiError> {
-    Ok(Json(id.list_tags(&w, &p.name(), q).await?))
-}
-
-#[utoipa::path(put, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}", tag = "tag",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
-    request_body = TagUpdate,
-    responses((status = 201, description = "Changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn tag_update(
-    State(id): State<Shared>,
-    Path(p): Path<RepoTagPath>,
-    WhoForTags(w): WhoForTags,
-    b: Result<Json<TagUpdate>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
-    id.update_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
-    Ok(StatusCode::CREATED)
-}
-
-/// Quay's tag delete: the tag stops resolving at once, and its row moves
-/// to the history, from where a restore brings it back.
-#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}", tag = "tag",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
-    responses((status = 204, description = "Deleted (kept in the history)"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn tag_delete(State(id): State<Shared>, Path(p): Path<RepoTagPath>, WhoForTags(w): WhoForTags) -> Result<StatusCode, ApiError> {
-    id.delete_tag(&w, &p.name(), p.tag()?).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/tag/{tag}/restore", tag = "tag",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("tag" = String, Path, description = "Tag")),
-    request_body = TagRestore,
-    responses((status = 200, body = Success), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn tag_restore(
-    State(id): State<Shared>,
-    Path(p): Path<RepoTagPath>,
-    WhoForTags(w): WhoForTags,
-    b: Result<Json<TagRestore>, JsonRejection>,
-) -> Result<Json<Success>, ApiError> {
-    id.restore_tag(&w, &p.name(), p.tag()?, body(b)?).await?;
-    Ok(Json(Success { success: true }))
-}
-
-#[derive(Deserialize)]
-struct RepoDigestPath {
-    namespace: String,
-    repository: String,
-    digest: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/manifest/{digest}/placement", tag = "tag",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("digest" = String, Path, description = "Manifest digest")),
-    responses((status = 200, body = ManifestPlacement), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn manifest_placement(State(id): State<Shared>, Path(p): Path<RepoDigestPath>, Who(w): Who) -> Result<Json<ManifestPlacement>, ApiError> {
-    Ok(Json(id.manifest_placement(&w, &repo_name(&p.namespace, &p.repository), &p.digest).await?))
-}
-
-#[derive(Deserialize)]
-struct RepoUuidPath {
-    namespace: String,
-    repository: String,
-    uuid: String,
-}
-
-impl RepoUuidPath {
-    fn target(&self) -> NotificationTarget {
-        NotificationTarget::Repository(repo_name(&self.namespace, &self.repository))
-    }
-}
-
-fn repo_target(p: &RepoPath) -> NotificationTarget {
-    NotificationTarget::Repository(p.name())
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/notification/", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)),
-    responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_notification_list(State(id): State<Shared>, Path(p): Path<RepoPath>, Who(w): Who) -> Result<Json<NotificationList>, ApiError> {
-    Ok(Json(id.list_notifications(&w, &repo_target(&p)).await?))
-}
-
-#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO)), request_body = NotificationCreate,
-    responses((status = 201, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_notification_create(
-    State(id): State<Shared>,
-    Path(p): Path<RepoPath>,
-    Who(w): Who,
-    b: Result<Json<NotificationCreate>, JsonRejection>,
-) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(id.create_notification(&w, &repo_target(&p), body(b)?).await?)))
-}
-
-#[utoipa::path(get, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 200, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_notification_get(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<Json<NotificationView>, ApiError> {
-    Ok(Json(id.get_notification(&w, &p.target(), &p.uuid).await?))
-}
-
-#[utoipa::path(delete, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 204, description = "Deleted with its waiting events"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_notification_delete(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    id.delete_notification(&w, &p.target(), &p.uuid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 204, description = "Failure count reset"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn repo_notification_reset(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    id.reset_notification(&w, &p.target(), &p.uuid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/repository/{namespace}/{repository}/notification/{uuid}/test", tag = "notification",
-    params(("namespace" = String, Path, description = NS), ("repository" = String, Path, description = REPO), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 200, body = Object, description = "The sample event is queued"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn repo_notification_test(State(id): State<Shared>, Path(p): Path<RepoUuidPath>, Who(w): Who) -> Result<Json<serde_json::Value>, ApiError> {
-    id.test_notification(&w, &p.target(), &p.uuid).await?;
-    Ok(Json(serde_json::json!({})))
-}
-
-#[utoipa::path(get, path = "/api/v1/organization/{org}/notifications", tag = "notification", params(("org" = String, Path, description = NS)),
-    responses((status = 200, body = NotificationList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_notification_list(State(id): State<Shared>, Path(org): Path<String>, Who(w): Who) -> Result<Json<NotificationList>, ApiError> {
-    Ok(Json(id.list_notifications(&w, &NotificationTarget::Namespace(org)).await?))
-}
-
-#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications", tag = "notification", params(("org" = String, Path, description = NS)),
-    request_body = NotificationCreate,
-    responses((status = 201, body = NotificationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_notification_create(
-    State(id): State<Shared>,
-    Path(org): Path<String>,
-    Who(w): Who,
-    b: Result<Json<NotificationCreate>, JsonRejection>,
-) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(id.create_notification(&w, &NotificationTarget::Namespace(org), body(b)?).await?)))
-}
-
-#[utoipa::path(get, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
-    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 200, body = NotificationView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_notification_get(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<Json<NotificationView>, ApiError> {
-    Ok(Json(id.get_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?))
-}
-
-#[utoipa::path(delete, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
-    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 204, description = "Deleted with its waiting events"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_notification_delete(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    id.delete_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications/{uuid}", tag = "notification",
-    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 204, description = "Failure count reset"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn org_notification_reset(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<StatusCode, ApiError> {
-    id.reset_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/organization/{org}/notifications/{uuid}/test", tag = "notification",
-    params(("org" = String, Path, description = NS), ("uuid" = String, Path, description = "Notification id")),
-    responses((status = 200, body = Object, description = "The sample event is queued"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn org_notification_test(State(id): State<Shared>, Path((org, uuid)): Path<(String, String)>, Who(w): Who) -> Result<Json<serde_json::Value>, ApiError> {
-    id.test_notification(&w, &NotificationTarget::Namespace(org), &uuid).await?;
-    Ok(Json(serde_json::json!({})))
 }

@@ -54,6 +54,6 @@ pub fn as_principal(principal: &berth_gateway::Principal, cmd: berth_raft::MetaC
 
 /// A write refused because the repository is in a proxy-cache
 /// organization: `405 UNSUPPORTED`, on `/v2` and the API alike.
-pub fn proxy_cache(why: String) -> ApiError {
-    ApiError::method_not_allowed(why)
+pub fn proxy_cache(org: &str, upstream: &str) -> ApiError {
+    ApiError::method_not_allowed(berth_raft::state::proxycache::refusal(org, upstream))
 }

@@ -5,33 +5,70 @@
 //! `berth_raft::mirror` and `berth_raft::state::mirror`.
 
 use berth_raft::command::ClusterRecord;
-use berth_raft::state::keys;
+use berth_raft::state::{keys, StateError};
 use berth_raft::{MetaState, StateRead};
 use ring::aead;
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest as _, Sha256};
 
+/// Why an upstream password cannot be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("cluster record unreadable: {0}")]
+    Unreadable(#[from] StateError),
+    #[error("cluster record missing")]
+    NoCluster,
+    #[error("mirror key unusable")]
+    KeyUnusable,
+    #[error("no randomness")]
+    NoRandomness,
+    #[error("sealing failed")]
+    Sealing,
+    #[error("sealed password is truncated")]
+    Truncated,
+    #[error("bad nonce")]
+    BadNonce,
+    #[error("sealed password does not open with this cluster's key")]
+    WrongKey,
+    #[error("sealed password is not text")]
+    NotText,
+}
+
+/// Why a mirror's configuration is refused; the words are the API's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("external_reference {reference:?} is not host[:port]/path: {why}")]
+    Reference { reference: String, why: &'static str },
+    #[error("sync_start_date {0:?} is not in the form %Y-%m-%dT%H:%M:%SZ")]
+    StartDateForm(String),
+    #[error("sync_start_date {0:?} is not a valid date")]
+    StartDate(String),
+    /// A proxy cache's upstream (`identity::api::proxycache`).
+    #[error("upstream_registry {upstream:?} is not host[:port][/path]: {why}")]
+    Upstream { upstream: String, why: &'static str },
+}
+
 /// The key upstream passwords are sealed with: derived from the cluster's
 /// token-signing key, which every member holds and no API shows, so any
 /// node running a sync can open what any node sealed.
-fn mirror_key(state: &MetaState) -> Result<aead::LessSafeKey, String> {
-    let cluster: ClusterRecord = state.get(keys::CLUSTER).map_err(|e| format!("cluster record unreadable: {e}"))?.ok_or("cluster record missing")?;
+fn mirror_key(state: &MetaState) -> Result<aead::LessSafeKey, SealError> {
+    let cluster: ClusterRecord = state.get(keys::CLUSTER)?.ok_or(SealError::NoCluster)?;
     let mut h = Sha256::new();
     h.update(b"berth mirror credentials v1\0");
     h.update(cluster.token_signing_key_pem.as_bytes());
-    let key = aead::UnboundKey::new(&aead::AES_256_GCM, &h.finalize()).map_err(|_| "mirror key unusable")?;
+    let key = aead::UnboundKey::new(&aead::AES_256_GCM, &h.finalize()).map_err(|_| SealError::KeyUnusable)?;
     Ok(aead::LessSafeKey::new(key))
 }
 
 /// Seals `secret` (nonce, then ciphertext with its tag).
-pub fn seal(state: &MetaState, repo: &str, secret: &str) -> Result<Vec<u8>, String> {
+pub fn seal(state: &MetaState, repo: &str, secret: &str) -> Result<Vec<u8>, SealError> {
     let key = mirror_key(state)?;
     let mut nonce = [0u8; aead::NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| "no randomness")?;
+    SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::NoRandomness)?;
     let mut buf = secret.as_bytes().to_vec();
     // The repository is bound in: a sealed password moved to another
     // repository's record does not open.
-    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(repo.as_bytes()), &mut buf).map_err(|_| "sealing failed")?;
+    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(repo.as_bytes()), &mut buf).map_err(|_| SealError::Sealing)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)
@@ -43,16 +80,16 @@ pub fn proxy_cache_seal_scope(org: &str) -> String {
     format!("proxycache:{org}")
 }
 
-pub fn open(state: &MetaState, repo: &str, sealed: &[u8]) -> Result<String, String> {
+pub fn open(state: &MetaState, repo: &str, sealed: &[u8]) -> Result<String, SealError> {
     if sealed.len() < aead::NONCE_LEN {
-        return Err("sealed password is truncated".into());
+        return Err(SealError::Truncated);
     }
     let key = mirror_key(state)?;
     let (nonce, ct) = sealed.split_at(aead::NONCE_LEN);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::BadNonce)?;
     let mut buf = ct.to_vec();
-    let plain = key.open_in_place(nonce, aead::Aad::from(repo.as_bytes()), &mut buf).map_err(|_| "sealed password does not open with this cluster's key")?;
-    String::from_utf8(plain.to_vec()).map_err(|_| "sealed password is not text".into())
+    let plain = key.open_in_place(nonce, aead::Aad::from(repo.as_bytes()), &mut buf).map_err(|_| SealError::WrongKey)?;
+    String::from_utf8(plain.to_vec()).map_err(|_| SealError::NotText)
 }
 
 /// Whether `name` matches the shell-style glob `pattern` (`*`, `?`,
@@ -128,8 +165,8 @@ pub fn check_host_port(host: &str) -> Result<(), &'static str> {
 
 /// Checks `host[:port]/path`: an upstream repository, without scheme, tag
 /// or digest.
-pub fn check_reference(r: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("external_reference {r:?} is not host[:port]/path: {why}"));
+pub fn check_reference(r: &str) -> Result<(), ConfigError> {
+    let bad = |why: &'static str| Err(ConfigError::Reference { reference: r.to_string(), why });
     if r.contains("://") {
         return bad("no scheme");
     }
@@ -147,7 +184,7 @@ pub fn check_reference(r: &str) -> Result<(), String> {
 }
 
 /// Parses Quay's `%Y-%m-%dT%H:%M:%SZ` into ms since the epoch.
-pub fn parse_start_date(s: &str) -> Result<u64, String> {
+pub fn parse_start_date(s: &str) -> Result<u64, ConfigError> {
     let shape_ok = s.len() == 20
         && s.bytes().enumerate().all(|(i, b)| match i {
             4 | 7 => b == b'-',
@@ -157,10 +194,10 @@ pub fn parse_start_date(s: &str) -> Result<u64, String> {
             _ => b.is_ascii_digit(),
         });
     if !shape_ok {
-        return Err(format!("sync_start_date {s:?} is not in the form %Y-%m-%dT%H:%M:%SZ"));
+        return Err(ConfigError::StartDateForm(s.to_string()));
     }
     humantime::parse_rfc3339(s)
-        .map_err(|_| format!("sync_start_date {s:?} is not a valid date"))
+        .map_err(|_| ConfigError::StartDate(s.to_string()))
         .map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
 }
 

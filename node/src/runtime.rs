@@ -285,11 +285,7 @@ pub async fn start_node(dir: &Path, listeners: Option<Listeners>, filter: LinkFi
 /// (the `node start --tls-*` flags).
 pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: LinkFilter, tls_override: Option<TlsConfig>) -> anyhow::Result<RunningNode> {
     let layout = Layout::new(dir);
-    let mut config = layout.load()?;
-    if let Some(t) = tls_override {
-        config.tls = t;
-        config.validate()?;
-    }
+    let config = load_config(&layout, tls_override)?;
     // The operator's certificate is checked before anything starts.
     let operator_cert = match (&config.tls.mode, &config.tls.cert_file, &config.tls.key_file) {
         (TlsMode::Files, Some(c), Some(k)) => Some(crate::cluster::tls::load_files(c, k)?),
@@ -297,37 +293,16 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     };
     let tls = layout.read_tls()?;
     let operator_token = layout.read_operator_token()?;
-    let listeners = match listeners {
-        Some(l) => l,
-        None => Listeners {
-            http: TcpListener::bind(&config.http_listen).await.with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?,
-            peer: TcpListener::bind(&config.peer_listen).await.with_context(|| format!("cannot listen on {} (peer_listen)", config.peer_listen))?,
-        },
-    };
+    let listeners = bind(listeners, &config).await?;
     let http_addr = listeners.http.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let store = RocksStore::open(&layout.meta()).with_context(|| format!("cannot open metadata store {}", layout.meta().display()))?;
     let meta = MetaNodeHandle::start(config.node_id, store, &tls, filter.clone(), config.raft.clone(), Some(peer_addr.ip()), Arc::new(WriteRules)).await?;
     let (shutdown, rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut tasks = Vec::new();
 
-    let peer_meta = meta.clone();
     let authority = crate::cluster::ca::Authority::new(meta.clone(), &layout);
-    let custody = crate::cluster::ca::Custody::new(authority.clone(), &tls.cert_pem);
-    let ca_changes = custody.signing_changes();
-    tasks.push(tokio::spawn(custody.run(rx.clone())));
-    let ca_service = crate::cluster::join::CaService::handler(authority.clone());
-    let peer_stop = stopped(rx.clone());
-    let peer_listener = listeners.peer;
-    let peer_tls = tls.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = berth_raft::server::serve(peer_meta, ca_service, &peer_tls, peer_listener, peer_stop).await {
-            tracing::error!(error = %e, "peer service stopped");
-        }
-    }));
+    let ca_changes = start_peer_service(&meta, &authority, &tls, listeners.peer, &rx, &mut tasks);
 
     let blobs = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open blob store {}", layout.blobs().display()))?;
     let view = Arc::new(NodeView { meta: meta.clone(), region: config.region.clone() });
@@ -338,14 +313,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs), caps));
     let (audit, audit_task) = AuditLog::start(meta.clone(), config.region.clone(), config.audit_retention_days, rx.clone());
     tasks.push(audit_task);
-    let directory = match &config.auth.ldap {
-        Some(l) => Some(Arc::new(crate::identity::ldap::Directory::new(l).context("auth.ldap")?)),
-        None => None,
-    };
-    if let Some(dir) = &directory {
-        tasks.push(tokio::spawn(crate::identity::auth::sync_all_teams(meta.clone(), dir.clone(), rx.clone())));
-    }
-    let auth = Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()).with_directory(directory));
+    let auth = authenticator(&meta, &config, operator_token, &audit, &rx, &mut tasks)?;
     let gc_stats = Arc::new(GcStats::default());
     crate::metrics::handle();
     let backend =
@@ -370,44 +338,16 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     }
     let mirror_worker =
         crate::registry::mirror::sync::MirrorWorker::new(meta.clone(), registry.clone(), audit.clone(), config.mirror.clone(), config.region.clone());
-    let deliverer = {
-        let audit = audit.clone();
-        let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
-        crate::notify::deliver::Deliverer::new(meta.clone(), usage_log, config.notifications.clone(), site)?
-    };
-    tasks.push(tokio::spawn(deliverer.run(rx.clone())));
-    tasks.push(tokio::spawn(emit_expiry_notifications(meta.clone(), config.notifications.expiry_interval_secs, rx.clone())));
-    let http_stop = stopped(rx.clone());
-    let http_listener = listeners.http;
-    let forwarder = reqwest::Client::builder()
-        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(tls.ca_pem.as_bytes()).context("cluster CA")?)
-        // Other nodes close a connection idle for http_idle_timeout_secs;
-        // reusing one just as it closes fails the forwarded request, so
-        // the pool lets it go first.
-        .pool_idle_timeout(Duration::from_secs(config.limits.http_idle_timeout_secs).mul_f64(0.5))
-        .build()
-        .context("http client")?;
-    let tls = match config.tls.mode {
-        TlsMode::Off => {
-            tasks.push(tokio::spawn(crate::cluster::tls::ignore_reloads(rx.clone())));
-            None
-        }
-        TlsMode::Files => {
-            let resolver = ReloadingCert::new(operator_cert.expect("loaded above"));
-            let (c, k) = (config.tls.cert_file.clone().expect("validated"), config.tls.key_file.clone().expect("validated"));
-            tasks.push(tokio::spawn(crate::cluster::tls::watch_files(resolver.clone(), c, k, rx.clone())));
-            Some(crate::cluster::tls::server_config(resolver)?)
-        }
-        TlsMode::Cluster => {
-            let resolver = ReloadingCert::new(cluster_certificate(&authority, &config).await?);
-            tasks.push(tokio::spawn(renew_cluster_certificate(authority.clone(), config.clone(), resolver.clone(), ca_changes, rx.clone())));
-            Some(crate::cluster::tls::server_config(resolver)?)
-        }
-    };
+    start_notifications(&meta, &audit, &config, site, &rx, &mut tasks)?;
+
+    let forwarder = forwarder(&tls, &config)?;
+    let https = https_config(&config, operator_cert, &authority, ca_changes, &rx, &mut tasks).await?;
     let services = berth_gateway::Services { backend, registry, identity, http: forwarder, public_url: Some(config.http_advertise.clone()) };
     let http_limits = config.limits.http();
+    let http_stop = stopped(rx.clone());
+    let http_listener = listeners.http;
     tasks.push(tokio::spawn(async move {
-        let served = match tls {
+        let served = match https {
             None => berth_gateway::serve(http_listener, services, http_limits, http_stop).await,
             Some(tls) => berth_gateway::serve_tls(http_listener, services, tls, http_limits, http_stop).await,
         };
@@ -423,6 +363,135 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     tasks.push(tokio::spawn(berth_raft::membership::run(meta.clone(), rx)));
     tracing::info!(node_id = config.node_id, region = %config.region, http = %http_addr, peer = %peer_addr, "node started");
     Ok(RunningNode { config, meta, uploads, replicator, gc_stats, audit, http_addr, peer_addr, shutdown, tasks })
+}
+
+/// The node's configuration, with `[tls]` replaced when `tls_override`
+/// says (and then checked again).
+fn load_config(layout: &Layout, tls_override: Option<TlsConfig>) -> anyhow::Result<NodeConfig> {
+    let mut config = layout.load()?;
+    if let Some(t) = tls_override {
+        config.tls = t;
+        config.validate()?;
+    }
+    Ok(config)
+}
+
+/// `listeners` when given, else the configured addresses, bound.
+async fn bind(listeners: Option<Listeners>, config: &NodeConfig) -> anyhow::Result<Listeners> {
+    Ok(match listeners {
+        Some(l) => l,
+        None => Listeners {
+            http: TcpListener::bind(&config.http_listen).await.with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?,
+            peer: TcpListener::bind(&config.peer_listen).await.with_context(|| format!("cannot listen on {} (peer_listen)", config.peer_listen))?,
+        },
+    })
+}
+
+/// Resolves once `rx` says stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The CA's upkeep and the peer service (Raft, forwarded writes, joins,
+/// CA calls); returns the signing CA's changes, which renew the cluster
+/// HTTPS certificate.
+fn start_peer_service(
+    meta: &MetaNodeHandle,
+    authority: &Arc<crate::cluster::ca::Authority>,
+    tls: &PeerTls,
+    listener: TcpListener,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> watch::Receiver<String> {
+    let custody = crate::cluster::ca::Custody::new(authority.clone(), &tls.cert_pem);
+    let ca_changes = custody.signing_changes();
+    tasks.push(tokio::spawn(custody.run(rx.clone())));
+    let ca_service = crate::cluster::join::CaService::handler(authority.clone());
+    let (peer_meta, peer_tls, peer_stop) = (meta.clone(), tls.clone(), stopped(rx.clone()));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = berth_raft::server::serve(peer_meta, ca_service, &peer_tls, listener, peer_stop).await {
+            tracing::error!(error = %e, "peer service stopped");
+        }
+    }));
+    ca_changes
+}
+
+/// Who is asking: the operator's token, local users and, with `[auth.ldap]`,
+/// the directory (whose teams the leader syncs).
+fn authenticator(
+    meta: &MetaNodeHandle,
+    config: &NodeConfig,
+    operator_token: String,
+    audit: &AuditLog,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Arc<Authenticator>> {
+    let directory = match &config.auth.ldap {
+        Some(l) => Some(Arc::new(crate::identity::ldap::Directory::new(l).context("auth.ldap")?)),
+        None => None,
+    };
+    if let Some(dir) = &directory {
+        tasks.push(tokio::spawn(crate::identity::auth::sync_all_teams(meta.clone(), dir.clone(), rx.clone())));
+    }
+    Ok(Arc::new(Authenticator::new(meta.clone(), operator_token, audit.clone()).with_directory(directory)))
+}
+
+/// The notification outbox's delivery and the tag-expiry events.
+fn start_notifications(
+    meta: &MetaNodeHandle,
+    audit: &AuditLog,
+    config: &NodeConfig,
+    site: crate::notify::Site,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let audit = audit.clone();
+    let usage_log: crate::notify::deliver::UsageLog = Arc::new(move |kind, ns, repo, meta| audit.record_node(kind, ns, repo, meta));
+    let deliverer = crate::notify::deliver::Deliverer::new(meta.clone(), usage_log, config.notifications.clone(), site)?;
+    tasks.push(tokio::spawn(deliverer.run(rx.clone())));
+    tasks.push(tokio::spawn(emit_expiry_notifications(meta.clone(), config.notifications.expiry_interval_secs, rx.clone())));
+    Ok(())
+}
+
+/// The client that forwards requests to other nodes, trusting the cluster CA.
+fn forwarder(tls: &PeerTls, config: &NodeConfig) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(tls.ca_pem.as_bytes()).context("cluster CA")?)
+        // Other nodes close a connection idle for http_idle_timeout_secs;
+        // reusing one just as it closes fails the forwarded request, so
+        // the pool lets it go first.
+        .pool_idle_timeout(Duration::from_secs(config.limits.http_idle_timeout_secs).mul_f64(0.5))
+        .build()
+        .context("http client")
+}
+
+/// The HTTP listener's TLS, as `[tls] mode` says, with the task that keeps
+/// its certificate current; `None` for plain HTTP.
+async fn https_config(
+    config: &NodeConfig,
+    operator_cert: Option<rustls::sign::CertifiedKey>,
+    authority: &Arc<crate::cluster::ca::Authority>,
+    ca_changes: watch::Receiver<String>,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match config.tls.mode {
+        TlsMode::Off => {
+            tasks.push(tokio::spawn(crate::cluster::tls::ignore_reloads(rx.clone())));
+            None
+        }
+        TlsMode::Files => {
+            let resolver = ReloadingCert::new(operator_cert.expect("loaded above"));
+            let (c, k) = (config.tls.cert_file.clone().expect("validated"), config.tls.key_file.clone().expect("validated"));
+            tasks.push(tokio::spawn(crate::cluster::tls::watch_files(resolver.clone(), c, k, rx.clone())));
+            Some(crate::cluster::tls::server_config(resolver)?)
+        }
+        TlsMode::Cluster => {
+            let resolver = ReloadingCert::new(cluster_certificate(authority, config).await?);
+            tasks.push(tokio::spawn(renew_cluster_certificate(authority.clone(), config.clone(), resolver.clone(), ca_changes, rx.clone())));
+            Some(crate::cluster::tls::server_config(resolver)?)
+        }
+    })
 }
 
 async fn collect_garbage(meta: MetaNodeHandle, store: BlobStore, cfg: GcConfig, stats: Arc<GcStats>, mut shutdown: watch::Receiver<bool>) {

@@ -132,17 +132,7 @@ async fn a_cut_off_leader_stops_claiming_to_lead() {
             break l;
         }
         if std::time::Instant::now() > deadline {
-            let views: Vec<String> = c
-                .nodes
-                .iter()
-                .map(|(id, n)| {
-                    let m = n.meta.metrics();
-                    format!(
-                        "node {id}: {:?} term {} vote {} leader {:?} last log {:?} quorum ack {:?} ms ago",
-                        m.state, m.current_term, m.vote, m.current_leader, m.last_log_index, m.millis_since_quorum_ack
-                    )
-                })
-                .collect();
+            let views: Vec<String> = c.nodes.iter().map(|(id, n)| format!("node {id}: leading {} {:?}", n.meta.is_leader(), n.meta.view())).collect();
             panic!("the majority elected no new leader within {T:?}:\n{}", views.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -169,15 +159,14 @@ async fn a_late_node_catches_up_through_a_snapshot() {
     // Let the leader build a snapshot and purge the log behind it.
     let leader = c.wait_leader(T).await;
     let deadline = tokio::time::Instant::now() + T;
-    while c.node(leader).meta.metrics().purged.is_none() {
+    while c.node(leader).meta.view().purged_index.is_none() {
         assert!(tokio::time::Instant::now() < deadline, "leader never purged its log");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let late = c.add_node("region-2").await;
     wait_tag(c.node(late), "snap/repo", "t4", &last, T).await;
-    let m = c.node(late).meta.metrics();
-    assert!(m.snapshot.is_some(), "the late node was brought up by a snapshot, not by the (purged) log");
+    assert!(c.node(late).meta.view().snapshot_index.is_some(), "the late node was brought up by a snapshot, not by the (purged) log");
     for i in 0..5 {
         let tag = format!("t{i}");
         assert_eq!(tag_on(c.node(late), "snap/repo", &tag), tag_on(c.node(leader), "snap/repo", &tag));
@@ -196,12 +185,11 @@ async fn remove_and_re_add_under_a_new_id() {
     let deadline = tokio::time::Instant::now() + T;
     loop {
         let l = c.wait_leader(T).await;
-        let m = c.node(l).meta.metrics();
-        let mem = m.membership_config.membership();
-        if mem.get_node(&victim).is_none() && mem.voter_ids().count() == 1 {
+        let v = c.node(l).meta.view();
+        if !v.members.contains(&victim) && v.voters.len() == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "node {victim} never left: {mem:?}");
+        assert!(tokio::time::Instant::now() < deadline, "node {victim} never left: {v:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.stop(victim).await;

@@ -189,7 +189,14 @@ async fn debian_image_is_scanned_matched_and_rematched_on_a_new_feed() {
         (!all.is_empty()).then_some(all)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // All of it is in once nothing is left to re-match (the events are
+    // queued before the re-match is recorded) nor to deliver.
+    eventually(Duration::from_secs(30), "every event delivered", || async {
+        let st = api.ok(&n3, Method::GET, "/api/v1/superuser/scanner/status", None).await;
+        let ns = api.ok(&n3, Method::GET, "/api/v1/repository/team/debian/notification/", None).await;
+        st["rematch_pending"] == 0 && ns["notifications"].as_array().is_some_and(|ns| ns.iter().all(|n| n["pending"] == 0))
+    })
+    .await;
     let got_all = inbox.jsons();
     let affected = installed().values().filter(|(_, s)| s == "openssl").count();
     assert!(!got.is_empty());

@@ -329,6 +329,16 @@ pub enum MetaResponse {
     RepositoryState {
         state: RepoState,
     },
+    /// The repository is in a proxy-cache organization of `upstream`: only
+    /// its fill writes there, and this write changed nothing
+    /// ([`crate::state::proxycache::refusal`] words it for people).
+    ProxyCache {
+        org: String,
+        upstream: String,
+    },
+    /// What the command would create exists already (another create won
+    /// the race), and nothing changed; the reason is for people.
+    Exists(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,17 +353,28 @@ pub struct NodeRegistration {
 /// or a URL around one, with room to spare.
 pub const MAX_NODE_ADDR_LEN: usize = 512;
 
+/// Why a [`NodeRegistration`] is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("region must be 1 to 63 lowercase letters, digits and dashes, starting with a letter")]
+    Region,
+    /// The named address (`peer address`, `http address`) is empty, too
+    /// long or not printable.
+    #[error("{0} must be 1 to {MAX_NODE_ADDR_LEN} printable ASCII characters without spaces")]
+    Address(&'static str),
+}
+
 impl NodeRegistration {
     /// Checks the shape of every field. A registration is stored by every
     /// node and shown by every status call for the cluster's lifetime, so
     /// it must be small and printable whoever sent it.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RegistrationError> {
         if self.region.parse::<berth_common::Region>().is_err() {
-            return Err("region must be 1 to 63 lowercase letters, digits and dashes, starting with a letter".into());
+            return Err(RegistrationError::Region);
         }
         for (what, addr) in [("peer address", &self.peer_addr), ("http address", &self.http_addr)] {
             if addr.is_empty() || addr.len() > MAX_NODE_ADDR_LEN || !addr.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!("{what} must be 1 to {MAX_NODE_ADDR_LEN} printable ASCII characters without spaces"));
+                return Err(RegistrationError::Address(what));
             }
         }
         Ok(())

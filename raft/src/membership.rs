@@ -30,7 +30,7 @@ use openraft::ChangeMembers;
 
 use crate::command::{NodeRecord, NodeRole};
 use crate::meta::MetaNodeHandle;
-use crate::state::{keys, StateRead};
+use crate::state::{keys, StateError, StateRead};
 use crate::types::MetaNode;
 
 /// More voters make every commit wait for more acknowledgements; five
@@ -70,19 +70,28 @@ pub fn choose_voters(nodes: &[NodeRecord], current_voters: &BTreeSet<NodeId>, ca
     chosen.into_iter().map(|n| n.id).collect()
 }
 
+/// Why a reconciliation step failed; the next step tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// openraft refused or failed the membership change.
+    #[error(transparent)]
+    Raft(#[from] openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, MetaNode>>),
+}
+
 /// One reconciliation step, on the leader. Returns whether it changed
 /// anything.
-pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
+pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, ReconcileError> {
     if !meta.is_leader() || meta.handing_over() {
         return Ok(false);
     }
-    let nodes: Vec<NodeRecord> = meta.state().scan(keys::NODE_PREFIX).map_err(|e| e.to_string())?;
+    let nodes: Vec<NodeRecord> = meta.state().scan(keys::NODE_PREFIX)?;
     let m = meta.metrics();
     let membership = m.membership_config.membership().clone();
     let members: BTreeMap<NodeId, MetaNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let raft = meta.raft();
-    let to_err = |e: &dyn std::fmt::Display| e.to_string();
 
     // A membership change is in flight (joint config): let it finish first.
     if membership.get_joint_config().len() > 1 {
@@ -92,7 +101,7 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     // New nodes join as learners, one per step.
     if let Some(n) = nodes.iter().find(|n| !n.removed && !members.contains_key(&n.id)) {
         tracing::info!(node_id = n.id, region = %n.region, addr = %n.peer_addr, "adding learner");
-        raft.add_learner(n.id, MetaNode { peer_addr: n.peer_addr.clone(), region: n.region.clone() }, false).await.map_err(|e| to_err(&e))?;
+        raft.add_learner(n.id, MetaNode { peer_addr: n.peer_addr.clone(), region: n.region.clone() }, false).await?;
         return Ok(true);
     }
 
@@ -113,7 +122,7 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     }
     if want != voters {
         tracing::info!(from = ?voters, to = ?want, "changing voters");
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(want), true).await.map_err(|e| to_err(&e))?;
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(want), true).await?;
         return Ok(true);
     }
 
@@ -121,7 +130,7 @@ pub async fn reconcile_once(meta: &MetaNodeHandle) -> Result<bool, String> {
     let gone: BTreeSet<NodeId> = nodes.iter().filter(|n| n.removed && members.contains_key(&n.id) && !voters.contains(&n.id)).map(|n| n.id).collect();
     if !gone.is_empty() {
         tracing::info!(nodes = ?gone, "removing nodes from the membership");
-        raft.change_membership(ChangeMembers::RemoveNodes(gone), true).await.map_err(|e| to_err(&e))?;
+        raft.change_membership(ChangeMembers::RemoveNodes(gone), true).await?;
         return Ok(true);
     }
     Ok(false)

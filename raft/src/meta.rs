@@ -27,7 +27,7 @@ use berth_common::PeerTls;
 use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
-use crate::wire::{ForwardReply, LeaderView, PreVoteReply, PreVoteRequest};
+use crate::wire::{ForwardReply, LeaderView, PeerResult, PreVoteReply, PreVoteRequest};
 
 /// How long a forwarded write may stay unanswered once another node leads
 /// (see `MetaNodeHandle::superseded`).
@@ -79,15 +79,15 @@ impl Default for MetaConfig {
 }
 
 impl MetaConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_min_ms {
-            return Err(format!("heartbeat_ms ({}) must be non-zero and at most half of election_min_ms ({})", self.heartbeat_ms, self.election_min_ms));
+            return Err(ConfigError::Heartbeat { heartbeat_ms: self.heartbeat_ms, election_min_ms: self.election_min_ms });
         }
         if self.election_min_ms >= self.election_max_ms {
-            return Err(format!("election_min_ms ({}) must be below election_max_ms ({})", self.election_min_ms, self.election_max_ms));
+            return Err(ConfigError::ElectionWindow { min: self.election_min_ms, max: self.election_max_ms });
         }
         if self.snapshot_after_entries == 0 {
-            return Err("snapshot_after_entries must be at least 1".into());
+            return Err(ConfigError::NoSnapshots);
         }
         Ok(())
     }
@@ -107,6 +107,17 @@ impl MetaConfig {
         };
         cfg.validate().map_err(|e| MetaError::Config(e.to_string()))
     }
+}
+
+/// Why a [`MetaConfig`] is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    #[error("heartbeat_ms ({heartbeat_ms}) must be non-zero and at most half of election_min_ms ({election_min_ms})")]
+    Heartbeat { heartbeat_ms: u64, election_min_ms: u64 },
+    #[error("election_min_ms ({min}) must be below election_max_ms ({max})")]
+    ElectionWindow { min: u64, max: u64 },
+    #[error("snapshot_after_entries must be at least 1")]
+    NoSnapshots,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -391,6 +402,12 @@ pub struct GroupView {
     pub members: std::collections::BTreeSet<NodeId>,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The log up to here was dropped behind a snapshot.
+    pub purged_index: Option<u64>,
+    /// The last index of the snapshot this node holds.
+    pub snapshot_index: Option<u64>,
+    /// A membership change is under way (a joint configuration).
+    pub changing_membership: bool,
 }
 
 /// A running member (or not-yet-member) of the metadata group.
@@ -414,7 +431,7 @@ impl MetaNodeHandle {
         local_ip: Option<std::net::IpAddr>,
         gate: Arc<dyn WriteGate>,
     ) -> Result<MetaNodeHandle> {
-        config.validate().map_err(MetaError::Config)?;
+        config.validate().map_err(|e| MetaError::Config(e.to_string()))?;
         let channels = PeerChannels::new(tls, local_ip);
         let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone() };
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
@@ -508,7 +525,7 @@ impl MetaNodeHandle {
         self.inner.id
     }
 
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
     }
 
@@ -525,7 +542,10 @@ impl MetaNodeHandle {
     /// no older than the last acknowledged write).
     pub async fn export_state(&self) -> Result<crate::store::StateExport> {
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.export_state()).await.map_err(|e| MetaError::Fatal(e.to_string()))?.map_err(MetaError::Fatal)
+        tokio::task::spawn_blocking(move || store.export_state())
+            .await
+            .map_err(|e| MetaError::Fatal(e.to_string()))?
+            .map_err(|e| MetaError::Fatal(e.to_string()))
     }
 
     /// The local applied state.
@@ -533,7 +553,7 @@ impl MetaNodeHandle {
         self.inner.store.state()
     }
 
-    pub fn metrics(&self) -> RaftMetrics {
+    pub(crate) fn metrics(&self) -> RaftMetrics {
         self.inner.raft.metrics().borrow().clone()
     }
 
@@ -586,6 +606,9 @@ impl MetaNodeHandle {
             members: membership.nodes().map(|(id, _)| *id).collect(),
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            changing_membership: membership.get_joint_config().len() > 1,
         }
     }
 
@@ -864,7 +887,7 @@ impl MetaNodeHandle {
     /// transfer, after its followers' leases ran out.
     async fn ask_to_elect(&self, to: NodeId) -> Result<()> {
         let addr = self.member_addr(to).ok_or_else(|| MetaError::Unavailable(format!("node {to} is not a member")))?;
-        let r: Result<(), String> =
+        let r: PeerResult<()> =
             self.call_peer(to, &addr, PeerRpc::Elect, &(), Duration::from_secs(5)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }
@@ -934,7 +957,7 @@ impl MetaNodeHandle {
         }
         let addr = self.member_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
         let timeout = Duration::from_millis(self.inner.config.election_max_ms * 6 + 5_000);
-        let r: Result<NodeId, String> =
+        let r: PeerResult<NodeId> =
             self.call_peer(leader, &addr, PeerRpc::TransferLeader, &to, timeout).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }
@@ -957,7 +980,7 @@ impl MetaNodeHandle {
         }
         let leader = m.current_leader.ok_or_else(|| MetaError::Unavailable("no leader is known".into()))?;
         let addr = self.member_addr(leader).ok_or_else(|| MetaError::Unavailable(format!("leader {leader} has no known address")))?;
-        let r: Result<LeaderView, String> =
+        let r: PeerResult<LeaderView> =
             self.call_peer(leader, &addr, PeerRpc::Status, &(), Duration::from_secs(3)).await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         r.map_err(MetaError::Unavailable)
     }

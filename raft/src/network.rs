@@ -116,7 +116,7 @@ pub enum PeerRpc {
 /// certificate, the seed's certificate checked against `ca_pem` (which the
 /// joiner has pinned by fingerprint). The answer is the seed's reply bytes
 /// or its one-line refusal.
-pub async fn call_join(seed: &str, ca_pem: &str, request: &impl Serialize) -> Result<Result<Vec<u8>, String>, CallError> {
+pub async fn call_join(seed: &str, ca_pem: &str, request: &impl Serialize) -> Result<crate::wire::PeerResult<Vec<u8>>, CallError> {
     let unreachable = |message: String| CallError::Unreachable { addr: seed.to_string(), message };
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(PEER_TLS_NAME);
     let channel = Endpoint::from_shared(format!("https://{seed}"))

@@ -35,7 +35,7 @@ use crate::meta::MetaNodeHandle;
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Payload;
 use crate::types::*;
-use crate::wire::{from_payload, to_payload, ForwardReply, CONNECTION_WINDOW, MAX_MEMBER_MESSAGE, MAX_UNAUTHENTICATED_BODY, STREAM_WINDOW};
+use crate::wire::{from_payload, to_payload, ForwardReply, PeerResult, CONNECTION_WINDOW, MAX_MEMBER_MESSAGE, MAX_UNAUTHENTICATED_BODY, STREAM_WINDOW};
 use berth_common::{node_id_of_cert, NodeId, PeerTls};
 
 /// Handles the calls about the cluster's certificates, `Join` and `Ca`:
@@ -45,11 +45,11 @@ use berth_common::{node_id_of_cert, NodeId, PeerTls};
 pub trait CaHandler: Send + Sync + 'static {
     /// Takes the joiner's request bytes and its address (what rate limits
     /// see), returns the reply bytes or a one-line refusal.
-    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String>;
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> PeerResult<Vec<u8>>;
 
     /// A `Ca` call from member `caller` (its certificate checked against
     /// the CA and its id against the removed nodes).
-    async fn member_call(&self, caller: NodeId, request: Vec<u8>) -> Result<Vec<u8>, String>;
+    async fn member_call(&self, caller: NodeId, request: Vec<u8>) -> PeerResult<Vec<u8>>;
 }
 
 pub struct PeerService {
@@ -204,20 +204,20 @@ impl Peer for PeerService {
 
     async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
-        let out: Result<(), String> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());
+        let out: PeerResult<()> = self.meta.raft().trigger().elect().await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn transfer_leader(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
         let to: Option<u64> = decode(req)?;
-        let out: Result<u64, String> = self.meta.hand_over_leadership(to).await.map_err(|e| e.to_string());
+        let out: PeerResult<u64> = self.meta.hand_over_leadership(to).await.map_err(|e| e.to_string());
         reply(&out)
     }
 
     async fn status(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
-        let out: Result<crate::wire::LeaderView, String> =
+        let out: PeerResult<crate::wire::LeaderView> =
             if self.meta.is_leader() { self.meta.leader_view().await.map_err(|e| e.to_string()) } else { Err("not the leader".into()) };
         reply(&out)
     }

@@ -123,10 +123,10 @@ impl RocksStore {
     /// as the leader of a one-voter group, which commits and applies every
     /// entry of the log, these included; new nodes then join as usual.
     /// With `dry_run` nothing is written.
-    pub fn force_new_cluster(&self, me: NodeId, dry_run: bool) -> Result<Recovery, String> {
+    pub fn force_new_cluster(&self, me: NodeId, dry_run: bool) -> Result<Recovery, OfflineError> {
         use crate::records::NodeRecord;
         let db = &self.db;
-        let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+        let fail = |what: &'static str, e: &dyn std::fmt::Display| OfflineError::While { what, why: e.to_string() };
         let vote: Option<Vote> = get_value(db, CF_RAFT, KEY_VOTE).map_err(|e| fail("reading the vote", &e))?;
         let purged: Option<LogId> = get_value(db, CF_RAFT, KEY_PURGED).map_err(|e| fail("reading the log", &e))?;
         let committed: Option<LogId> = get_value::<Option<LogId>>(db, CF_RAFT, KEY_COMMITTED).map_err(|e| fail("reading the log", &e))?.flatten();
@@ -149,10 +149,10 @@ impl RocksStore {
             None => get_value::<StoredMembership>(db, CF_SM_META, KEY_MEMBERSHIP)
                 .map_err(|e| fail("reading the state", &e))?
                 .map(|m| m.membership().clone())
-                .ok_or("this data directory holds no membership: it never belonged to a cluster")?,
+                .ok_or(OfflineError::NoMembership)?,
         };
         let Some(node) = membership.get_node(&me).cloned() else {
-            return Err(format!("node {me} is not a member of the group this data directory knows; recover on a node that was"));
+            return Err(OfflineError::NotAMember(me));
         };
         let nodes: Vec<NodeRecord> = self.state().scan(crate::state::keys::NODE_PREFIX).map_err(|e| fail("reading the node records", &e))?;
         let mut others: std::collections::BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
@@ -192,6 +192,34 @@ impl RocksStore {
     }
 }
 
+/// Why an operation on a stopped node's store (recovery, backup, restore)
+/// failed; the operator reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Rocks(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Codec(#[from] berth_common::CodecError),
+    /// Boxed: openraft's error is large, and this one is returned by value.
+    #[error(transparent)]
+    Storage(Box<StorageError>),
+    /// Reading or writing failed while doing `what`.
+    #[error("{what}: {why}")]
+    While { what: &'static str, why: String },
+    #[error("this data directory holds no membership: it never belonged to a cluster")]
+    NoMembership,
+    #[error("node {0} is not a member of the group this data directory knows; recover on a node that was")]
+    NotAMember(NodeId),
+    #[error("this node has applied nothing: run `cluster init` first")]
+    NothingApplied,
+}
+
+impl From<StorageError> for OfflineError {
+    fn from(e: StorageError) -> Self {
+        OfflineError::Storage(Box::new(e))
+    }
+}
+
 /// A consistent copy of the applied metadata: every record, as of one
 /// applied log index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,16 +231,16 @@ pub struct StateExport {
 impl RocksStore {
     /// Every record of the applied state, read from one RocksDB snapshot so
     /// that they agree with each other and with `applied_index`.
-    pub fn export_state(&self) -> Result<StateExport, String> {
+    pub fn export_state(&self) -> Result<StateExport, OfflineError> {
         let db = &self.db;
         let snap = db.snapshot();
-        let applied: Option<LogId> = match snap.get_cf(cf(db, CF_SM_META), KEY_APPLIED).map_err(|e| e.to_string())? {
-            Some(v) => decode_versioned(LOG_VERSION, &v).map_err(|e| e.to_string())?,
+        let applied: Option<LogId> = match snap.get_cf(cf(db, CF_SM_META), KEY_APPLIED)? {
+            Some(v) => decode_versioned(LOG_VERSION, &v)?,
             None => None,
         };
         let mut records = Vec::new();
         for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| e.to_string())?;
+            let (k, v) = item?;
             records.push((k.to_vec(), v.to_vec()));
         }
         Ok(StateExport { applied_index: applied.map(|l| l.index), records })
@@ -226,17 +254,14 @@ impl RocksStore {
     /// behind it, so that nodes joining later receive these records in
     /// that snapshot (they were never entries of the log). Returns how many
     /// records it wrote.
-    pub fn import_records(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<usize, String> {
+    pub fn import_records(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<usize, OfflineError> {
         use crate::state::keys::belongs_to_cluster;
         let db = &self.db;
-        let applied: LogId = get_value::<Option<LogId>>(db, CF_SM_META, KEY_APPLIED)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .ok_or("this node has applied nothing: run `cluster init` first")?;
+        let applied: LogId = get_value::<Option<LogId>>(db, CF_SM_META, KEY_APPLIED)?.flatten().ok_or(OfflineError::NothingApplied)?;
         let state_cf = cf(db, CF_STATE);
         let mut batch = WriteBatch::default();
         for item in db.iterator_cf(state_cf, IteratorMode::Start) {
-            let (k, _) = item.map_err(|e| e.to_string())?;
+            let (k, _) = item?;
             if !belongs_to_cluster(&k) {
                 batch.delete_cf(state_cf, k);
             }
@@ -248,12 +273,12 @@ impl RocksStore {
                 written += 1;
             }
         }
-        db.write_opt(batch, &sync_write()).map_err(|e| e.to_string())?;
-        self.state_machine().build().map_err(|e| e.to_string())?;
+        db.write_opt(batch, &sync_write())?;
+        self.state_machine().build()?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf(db, CF_RAFT), KEY_PURGED, encode(&applied).map_err(|e| e.to_string())?);
+        batch.put_cf(cf(db, CF_RAFT), KEY_PURGED, encode(&applied)?);
         batch.delete_range_cf(cf(db, CF_LOG), 0u64.to_be_bytes(), (applied.index + 1).to_be_bytes());
-        db.write_opt(batch, &sync_write()).map_err(|e| e.to_string())?;
+        db.write_opt(batch, &sync_write())?;
         Ok(written)
     }
 }

@@ -44,4 +44,4 @@ pub type StoredMembership = openraft::StoredMembership<u64, MetaNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<u64, MetaNode>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type Vote = openraft::Vote<u64>;
-pub type RaftMetrics = openraft::RaftMetrics<u64, MetaNode>;
+pub(crate) type RaftMetrics = openraft::RaftMetrics<u64, MetaNode>;

@@ -18,6 +18,11 @@ pub fn from_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
     decode_versioned(WIRE_VERSION, bytes)
 }
 
+/// The answer of a peer call that may fail on the callee. The failure
+/// travels as its words: the caller shows or wraps them, and cannot hold
+/// the callee's error types (nor those of an older or newer release).
+pub type PeerResult<T> = Result<T, String>;
+
 /// The leader's answer to a forwarded write or read barrier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {

@@ -97,8 +97,13 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-pub(crate) fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e} (e.g. 2025-06-01T12:00:00Z)"))
+/// A time the command line does not read, with an example of one it does.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (e.g. 2025-06-01T12:00:00Z)")]
+pub(crate) struct BadTime(humantime::TimestampError);
+
+pub(crate) fn parse_rfc3339(s: &str) -> Result<SystemTime, BadTime> {
+    humantime::parse_rfc3339_weak(s).map_err(BadTime)
 }
 
 fn read_file_trimmed(f: &Path) -> anyhow::Result<String> {

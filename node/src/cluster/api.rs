@@ -74,7 +74,7 @@ impl NodeBackend {
     }
 
     fn trust(&self) -> Result<Trust, ApiError> {
-        self.authority.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e))
+        self.authority.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
     }
 }
 

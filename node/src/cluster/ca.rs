@@ -32,19 +32,64 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use berth_common::NodeId;
 use berth_raft::command::{CaCert, CaCommand, CaTrust};
 use berth_raft::command::{ClusterRecord, MetaCommand, MetaResponse, NodeRecord};
 use berth_raft::network::PeerRpc;
 use berth_raft::state::keys;
-use berth_raft::{Actor, MetaNodeHandle, StateRead};
+use berth_raft::state::StateError;
+use berth_raft::{Actor, MetaError, MetaNodeHandle, StateRead};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use berth_gateway::{ApiError, ErrorCode};
 
 use crate::cluster::join_wire::{JoinReply, JoinRequest};
-use crate::cluster::pki::{self, CaKeys};
+use crate::cluster::pki::{self, CaKeys, PkiError};
 use crate::config::{write_private, Layout};
+
+/// Why a CA step failed: its words go to the operator's log or, over the
+/// peer service, to the node that asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("this node has not caught up with the cluster yet; try again")]
+    NotCaughtUp,
+    #[error("node {0} does not hold the key of the signing CA")]
+    NoKey(NodeId),
+    #[error("node {0} is not a voter; only voters keep the CA key")]
+    NotAVoter(NodeId),
+    #[error("CA sha256:{0} is not trusted by the cluster")]
+    Untrusted(String),
+    #[error("public key is unusable: {0}")]
+    UnusableKey(PkiError),
+    /// This node's own key file does not parse.
+    #[error(transparent)]
+    Key(rcgen::Error),
+    #[error("no such node")]
+    NoSuchNode,
+    #[error("a relayed join is taken by the join service")]
+    RelayedJoin,
+    /// What the last holder asked answered, or why none could be asked.
+    #[error("{0}")]
+    Holders(String),
+    #[error("unreadable answer from node {node}: {source}")]
+    UnreadableAnswer { node: NodeId, source: berth_common::CodecError },
+    /// A holder's or the state machine's answer that fits no question;
+    /// `what` says which.
+    #[error("{what}: {answer}")]
+    Unexpected { what: &'static str, answer: String },
+    /// Reading or writing a key or certificate file; the words say which.
+    #[error("{0}")]
+    Files(String),
+}
+
+pub type Result<T, E = CaError> = std::result::Result<T, E>;
 
 /// The cluster's CAs as this node's state knows them.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,13 +107,13 @@ pub struct Trust {
 
 impl Trust {
     /// `None` until the cluster record has reached this node.
-    pub fn read(state: &impl StateRead) -> Result<Option<Trust>, String> {
-        let Some(cluster) = state.get::<ClusterRecord>(keys::CLUSTER).map_err(|e| e.to_string())? else {
+    pub fn read(state: &impl StateRead) -> Result<Option<Trust>> {
+        let Some(cluster) = state.get::<ClusterRecord>(keys::CLUSTER)? else {
             return Ok(None);
         };
-        let first = CaCert { fingerprint: pki::fingerprint(&cluster.ca_cert_pem).map_err(|e| e.to_string())?, pem: cluster.ca_cert_pem };
+        let first = CaCert { fingerprint: pki::fingerprint(&cluster.ca_cert_pem)?, pem: cluster.ca_cert_pem };
         let legacy_key = Some(cluster.ca_key_pem).filter(|k| !k.is_empty()).map(|k| (first.fingerprint.clone(), k));
-        let (signing, previous) = match berth_raft::state::ca::trust(state).map_err(|e| e.to_string())? {
+        let (signing, previous) = match berth_raft::state::ca::trust(state)? {
             Some(CaTrust { signing, rotation }) => (signing, rotation.map(|r| (r.previous, r.cross_pem))),
             None => (first, None),
         };
@@ -194,8 +239,8 @@ impl Authority {
         Arc::new(Authority { meta, keys: Keyring::new(layout), layout: layout.clone() })
     }
 
-    pub fn trust(&self) -> Result<Trust, String> {
-        Trust::read(&self.meta.state())?.ok_or_else(|| "this node has not caught up with the cluster yet; try again".to_string())
+    pub fn trust(&self) -> Result<Trust> {
+        Trust::read(&self.meta.state())?.ok_or(CaError::NotCaughtUp)
     }
 
     /// The signing CA with its key, when this node holds it.
@@ -206,29 +251,29 @@ impl Authority {
 
     /// Asks the nodes that may hold the key, the leader first, until one
     /// answers; the last refusal otherwise.
-    pub async fn ask_holders(&self, req: &CaRequest) -> Result<CaReply, String> {
+    pub async fn ask_holders(&self, req: &CaRequest) -> Result<CaReply> {
         let me = self.meta.id();
         let mut order: Vec<u64> = self.meta.leader().into_iter().collect();
         order.extend(self.meta.voters().into_iter().filter(|v| Some(*v) != self.meta.leader()));
         order.retain(|n| *n != me);
         let mut last = "no voter is reachable".to_string();
         for node in order {
-            match self.meta.call_member::<_, Result<Vec<u8>, String>>(node, PeerRpc::Ca, req, Duration::from_secs(30)).await {
-                Ok(Ok(bytes)) => return berth_raft::wire::from_payload(&bytes).map_err(|e| format!("unreadable answer from node {node}: {e}")),
+            match self.meta.call_member::<_, berth_raft::wire::PeerResult<Vec<u8>>>(node, PeerRpc::Ca, req, Duration::from_secs(30)).await {
+                Ok(Ok(bytes)) => return berth_raft::wire::from_payload(&bytes).map_err(|source| CaError::UnreadableAnswer { node, source }),
                 Ok(Err(why)) => last = format!("node {node}: {why}"),
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(last)
+        Err(CaError::Holders(last))
     }
 
     /// This node's own certificate from the signing CA, for its key.
-    async fn own_cert(&self, trust: &Trust, public_key_der: Vec<u8>) -> Result<String, String> {
+    async fn own_cert(&self, trust: &Trust, public_key_der: Vec<u8>) -> Result<String> {
         match self.signer(trust) {
-            Some(ca) => pki::sign_node_cert(&ca, self.meta.id(), &public_key_der).map_err(|e| e.to_string()),
+            Some(ca) => Ok(pki::sign_node_cert(&ca, self.meta.id(), &public_key_der)?),
             None => match self.ask_holders(&CaRequest::SignNode { public_key_der }).await? {
                 CaReply::Cert(pem) => Ok(pem),
-                other => Err(format!("unexpected answer: {other:?}")),
+                other => Err(unexpected("unexpected answer", other)),
             },
         }
     }
@@ -236,14 +281,14 @@ impl Authority {
     /// An HTTPS certificate (the chain, PEM) for `key` and `names`; from a
     /// holder when this node is not one, which certifies the names this
     /// node registered instead.
-    pub async fn server_cert(&self, key: &rcgen::KeyPair, names: &[String]) -> Result<String, String> {
+    pub async fn server_cert(&self, key: &rcgen::KeyPair, names: &[String]) -> Result<String> {
         let trust = self.trust()?;
         let spki = rcgen::PublicKeyData::subject_public_key_info(key);
         let leaf = match self.signer(&trust) {
-            Some(ca) => pki::sign_server_cert(&ca, names, &spki).map_err(|e| e.to_string())?,
+            Some(ca) => pki::sign_server_cert(&ca, names, &spki)?,
             None => match self.ask_holders(&CaRequest::SignServer { public_key_der: spki }).await? {
                 CaReply::Cert(pem) => pem,
-                other => return Err(format!("unexpected answer: {other:?}")),
+                other => return Err(unexpected("unexpected answer", other)),
             },
         };
         Ok(trust.chain(&leaf))
@@ -254,7 +299,7 @@ impl Authority {
     /// this node's disk before the rotation is committed, so the cluster
     /// never trusts a CA whose key nobody has.
     pub async fn start_rotation(&self, actor: Actor) -> Result<(), ApiError> {
-        let trust = self.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
+        let trust = self.trust().map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
         if let Some((previous, _)) = &trust.previous {
             let why = format!("a rotation from CA sha256:{} is under way; finish it first (`berth cluster ca rotate --finish`)", previous.fingerprint);
             return Err(ApiError::new(ErrorCode::Conflict, why));
@@ -294,33 +339,33 @@ impl Authority {
 
     /// Answers a member's [`CaRequest`] (a relayed join is the join
     /// service's: `cluster::join::CaService`).
-    pub async fn answer(&self, caller: u64, req: CaRequest) -> Result<CaReply, String> {
+    pub async fn answer(&self, caller: u64, req: CaRequest) -> Result<CaReply> {
         let trust = self.trust()?;
-        let no_key = || format!("node {} does not hold the key of the signing CA", self.meta.id());
+        let no_key = || CaError::NoKey(self.meta.id());
         match req {
             CaRequest::FetchKey { fingerprint } => {
                 if !self.meta.voters().contains(&caller) {
                     tracing::warn!(node_id = caller, "refused the CA key to a node that is not a voter");
-                    return Err(format!("node {caller} is not a voter; only voters keep the CA key"));
+                    return Err(CaError::NotAVoter(caller));
                 }
                 if !trust.trusted().iter().any(|c| c.fingerprint == fingerprint) {
-                    return Err(format!("CA sha256:{fingerprint} is not trusted by the cluster"));
+                    return Err(CaError::Untrusted(fingerprint));
                 }
                 self.keys.get(&fingerprint).map(CaReply::Key).ok_or_else(no_key)
             }
             CaRequest::SignNode { public_key_der } => {
                 let ca = self.signer(&trust).ok_or_else(no_key)?;
-                pki::check_node_key(&public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
+                pki::check_node_key(&public_key_der).map_err(CaError::UnusableKey)?;
                 tracing::info!(node_id = caller, ca = %trust.signing.fingerprint, "re-issued a node certificate");
-                pki::sign_node_cert(&ca, caller, &public_key_der).map(CaReply::Cert).map_err(|e| e.to_string())
+                Ok(pki::sign_node_cert(&ca, caller, &public_key_der).map(CaReply::Cert)?)
             }
             CaRequest::SignServer { public_key_der } => {
                 let ca = self.signer(&trust).ok_or_else(no_key)?;
-                let record: NodeRecord = self.meta.state().get(&keys::node(caller)).map_err(|e| e.to_string())?.ok_or("no such node")?;
+                let record: NodeRecord = self.meta.state().get(&keys::node(caller))?.ok_or(CaError::NoSuchNode)?;
                 let names = crate::cluster::tls::names_for(&record.http_addr, "");
-                pki::sign_server_cert(&ca, &names, &public_key_der).map(CaReply::Cert).map_err(|e| e.to_string())
+                Ok(pki::sign_server_cert(&ca, &names, &public_key_der).map(CaReply::Cert)?)
             }
-            CaRequest::Join { .. } => Err("a relayed join is taken by the join service".into()),
+            CaRequest::Join { .. } => Err(CaError::RelayedJoin),
         }
     }
 }
@@ -388,7 +433,7 @@ impl Custody {
         }
     }
 
-    async fn keep_keys(&self, trust: &Trust, voter: bool) -> Result<(), String> {
+    async fn keep_keys(&self, trust: &Trust, voter: bool) -> Result<()> {
         let a = &self.authority;
         if !voter {
             for (fp, _) in a.keys.held() {
@@ -397,17 +442,17 @@ impl Custody {
             return Ok(());
         }
         if let Some((fp, key)) = trust.legacy_key.as_ref().filter(|(fp, _)| !a.keys.has(fp)) {
-            a.keys.put(fp, key).map_err(|e| e.to_string())?;
+            a.keys.put(fp, key).map_err(|e| CaError::Files(e.to_string()))?;
             tracing::info!(ca = %fp, "kept the CA key from the cluster record on this voter");
         }
         for ca in trust.trusted() {
             if !a.keys.has(&ca.fingerprint) {
                 match a.ask_holders(&CaRequest::FetchKey { fingerprint: ca.fingerprint.clone() }).await? {
                     CaReply::Key(pem) => {
-                        a.keys.put(&ca.fingerprint, &pem).map_err(|e| e.to_string())?;
+                        a.keys.put(&ca.fingerprint, &pem).map_err(|e| CaError::Files(e.to_string()))?;
                         tracing::info!(ca = %ca.fingerprint, "fetched the CA key from a voter");
                     }
-                    other => return Err(format!("unexpected answer: {other:?}")),
+                    other => return Err(unexpected("unexpected answer", other)),
                 }
             }
         }
@@ -418,9 +463,9 @@ impl Custody {
             }
         }
         if trust.legacy_key.as_ref().is_some_and(|(fp, _)| a.keys.has(fp)) && a.meta.is_leader() {
-            match a.meta.write(Actor::Node, MetaCommand::Ca(CaCommand::ForgetLegacyKey)).await.map_err(|e| e.to_string())? {
+            match a.meta.write(Actor::Node, MetaCommand::Ca(CaCommand::ForgetLegacyKey)).await? {
                 MetaResponse::Done => tracing::info!("the CA key is off the replicated cluster record; voters keep it"),
-                other => return Err(format!("forgetting the legacy CA key: {other:?}")),
+                other => return Err(unexpected("forgetting the legacy CA key", other)),
             }
         }
         Ok(())
@@ -429,17 +474,17 @@ impl Custody {
     /// Writes this node's certificate from the signing CA and the trust
     /// bundle to disk when they differ from what is there; they take
     /// effect when the node restarts.
-    async fn renew_own_certificate(&self, trust: &Trust) -> Result<(), String> {
+    async fn renew_own_certificate(&self, trust: &Trust) -> Result<()> {
         if self.settled.lock().expect("settled lock").as_ref() == Some(trust) {
             return Ok(());
         }
         let a = &self.authority;
-        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| CaError::Files(format!("cannot read {}: {e}", p.display())));
         let chain = read(a.layout.node_cert())?;
         let leaf = match pki::fingerprint_of_issuer_in(&chain) {
-            Some(fp) if fp == trust.signing.fingerprint => pki::first_cert_pem(&chain).map_err(|e| e.to_string())?,
+            Some(fp) if fp == trust.signing.fingerprint => pki::first_cert_pem(&chain)?,
             _ => {
-                let key = rcgen::KeyPair::from_pem(&read(a.layout.node_key())?).map_err(|e| e.to_string())?;
+                let key = rcgen::KeyPair::from_pem(&read(a.layout.node_key())?).map_err(CaError::Key)?;
                 a.own_cert(trust, rcgen::PublicKeyData::subject_public_key_info(&key)).await?
             }
         };
@@ -449,7 +494,7 @@ impl Custody {
         // before it presents a certificate from it.
         for (path, want, have) in [(a.layout.ca_cert(), &bundle_now, read(a.layout.ca_cert())?), (a.layout.node_cert(), &chain_now, chain)] {
             if *want != have {
-                write_private(&path, want).map_err(|e| format!("{e:#}"))?;
+                write_private(&path, want).map_err(|e| CaError::Files(format!("{e:#}")))?;
                 changed = true;
             }
         }
@@ -460,14 +505,19 @@ impl Custody {
         Ok(())
     }
 
-    async fn report_running(&self, trust: &Trust) -> Result<(), String> {
+    async fn report_running(&self, trust: &Trust) -> Result<()> {
         let a = &self.authority;
-        let reported = berth_raft::state::ca::node_ca(&a.meta.state(), a.meta.id()).map_err(|e| e.to_string())?;
+        let reported = berth_raft::state::ca::node_ca(&a.meta.state(), a.meta.id())?;
         if self.running.is_empty() || reported.as_deref() == Some(self.running.as_str()) || !trust.trusted().iter().any(|c| c.fingerprint == self.running) {
             return Ok(());
         }
         let cmd = MetaCommand::Ca(CaCommand::ReportNodeCa { node: a.meta.id(), fingerprint: self.running.clone() });
-        a.meta.write(Actor::Node, cmd).await.map_err(|e| e.to_string())?;
+        a.meta.write(Actor::Node, cmd).await?;
         Ok(())
     }
+}
+
+/// An answer that fits no question, for the log.
+pub(crate) fn unexpected(what: &'static str, answer: impl std::fmt::Debug) -> CaError {
+    CaError::Unexpected { what, answer: format!("{answer:?}") }
 }

@@ -11,11 +11,17 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use berth_raft::command::{JoinTokenRecord, MetaCommand, MetaResponse, NodeRegistration, NodeRole, TokenProof};
 use berth_raft::state::keys;
+use berth_raft::wire::PeerResult;
 use berth_raft::{MetaNodeHandle, StateRead};
 use sha2::Digest as _;
 
-use crate::cluster::ca::{Authority, CaReply, CaRequest};
-use crate::cluster::pki;
+use berth_common::CodecError;
+use berth_raft::command::RegistrationError;
+use berth_raft::state::StateError;
+use berth_raft::MetaError;
+
+use crate::cluster::ca::{unexpected, Authority, CaError, CaReply, CaRequest};
+use crate::cluster::pki::{self, PkiError};
 use crate::util::{now_ms, random_hex};
 
 const TOKEN_PREFIX: &str = "berth1";
@@ -67,6 +73,38 @@ pub use super::join_wire::{JoinReply, JoinRequest};
 /// 550 bytes of SubjectPublicKeyInfo, berth's own P-256 keys 91.
 const MAX_PUBLIC_KEY_DER: usize = 2048;
 
+/// Why a join is refused: one line, shown to the joining operator.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    #[error("too many join attempts from {ip}; try again in {} s", JoinLimits::REFILL.as_secs())]
+    TooManyAttempts { ip: std::net::IpAddr },
+    #[error("this node is busy with other joins; try again")]
+    Busy,
+    #[error("unreadable join request: {0}")]
+    UnreadableRequest(CodecError),
+    #[error("join token is malformed")]
+    MalformedToken,
+    #[error("public key is larger than {MAX_PUBLIC_KEY_DER} bytes")]
+    KeyTooLarge,
+    #[error("public key is unusable: {0}")]
+    UnusableKey(PkiError),
+    #[error("join token is not known to this cluster")]
+    UnknownToken,
+    /// The token record's refusal, or the state machine's.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The seed side of a join.
 ///
 /// `Join` is the one peer call an outsider can make (a joining node has no
@@ -85,42 +123,46 @@ pub struct Joins {
 
 impl Joins {
     /// Handles a `Join` call's bytes from `from`.
-    pub async fn join(&self, authority: &Authority, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
-        let _slot = self.limits.admit(from)?;
-        let req: JoinRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable join request: {e}"))?;
-        let reply = self.handle(authority, from, req).await;
+    pub async fn join(&self, authority: &Authority, from: Option<std::net::IpAddr>, request: Vec<u8>) -> PeerResult<Vec<u8>> {
+        let reply = self.admit_and_handle(authority, from, &request).await;
         if let Err(why) = &reply {
             tracing::warn!(source = ?from, %why, "join refused");
         }
-        berth_raft::wire::to_payload(&reply?).map_err(|e| e.to_string())
+        berth_raft::wire::to_payload(&reply.map_err(|e| e.to_string())?).map_err(|e| e.to_string())
     }
 
-    async fn handle(&self, authority: &Authority, from: Option<std::net::IpAddr>, req: JoinRequest) -> Result<JoinReply, String> {
+    async fn admit_and_handle(&self, authority: &Authority, from: Option<std::net::IpAddr>, request: &[u8]) -> Result<JoinReply, JoinError> {
+        let _slot = self.limits.admit(from)?;
+        let req: JoinRequest = berth_raft::wire::from_payload(request).map_err(JoinError::UnreadableRequest)?;
+        self.handle(authority, from, req).await
+    }
+
+    async fn handle(&self, authority: &Authority, from: Option<std::net::IpAddr>, req: JoinRequest) -> Result<JoinReply, JoinError> {
         check_request(&authority.meta, &req).await?;
         if authority.signer(&authority.trust()?).is_some() {
             return self.handle_here(req, authority).await;
         }
         match authority.ask_holders(&CaRequest::Join { from, request: req }).await? {
             CaReply::Joined(reply) => Ok(reply),
-            other => Err(format!("unexpected answer to a relayed join: {other:?}")),
+            other => Err(unexpected("unexpected answer to a relayed join", other).into()),
         }
     }
 
     /// Registers the joiner and signs its certificate; this node must hold
     /// the signing CA's key.
-    pub async fn handle_here(&self, req: JoinRequest, authority: &Authority) -> Result<JoinReply, String> {
+    pub async fn handle_here(&self, req: JoinRequest, authority: &Authority) -> Result<JoinReply, JoinError> {
         let proof = check_request(&authority.meta, &req).await?;
         let trust = authority.trust()?;
-        let ca = authority.signer(&trust).ok_or_else(|| format!("node {} does not hold the key of the signing CA", authority.meta.id()))?;
+        let ca = authority.signer(&trust).ok_or(CaError::NoKey(authority.meta.id()))?;
         let registration = registration_of(&req);
         let (region, peer_addr) = (registration.region.clone(), registration.peer_addr.clone());
         let cmd = MetaCommand::RegisterNode { registration, token: Some(proof.clone()), now_ms: now_ms() };
-        let node_id = match authority.meta.write(berth_raft::Actor::Node, cmd).await.map_err(|e| e.to_string())? {
+        let node_id = match authority.meta.write(berth_raft::Actor::Node, cmd).await? {
             MetaResponse::NodeId(id) => id,
-            MetaResponse::Refused(why) => return Err(why),
-            other => return Err(format!("unexpected registration outcome: {other:?}")),
+            MetaResponse::Refused(why) => return Err(JoinError::Refused(why)),
+            other => return Err(unexpected("unexpected registration outcome", other).into()),
         };
-        let leaf = pki::sign_node_cert(&ca, node_id, &req.public_key_der).map_err(|e| e.to_string())?;
+        let leaf = pki::sign_node_cert(&ca, node_id, &req.public_key_der)?;
         tracing::info!(node_id, region = %region, peer_addr = %peer_addr, token_id = %proof.id, "node joined");
         Ok(JoinReply { node_id, cluster_id: trust.cluster_id.clone(), cert_pem: trust.chain(&leaf), ca_pem: trust.bundle() })
     }
@@ -137,19 +179,19 @@ fn registration_of(req: &JoinRequest) -> NodeRegistration {
 
 /// Everything about a join request that can be checked without writing:
 /// its shape, its key, and its token against this node's state.
-async fn check_request(meta: &MetaNodeHandle, req: &JoinRequest) -> Result<TokenProof, String> {
+async fn check_request(meta: &MetaNodeHandle, req: &JoinRequest) -> Result<TokenProof, JoinError> {
     if !lower_hex(&req.token_id, 12) || !lower_hex(&req.secret, 48) {
-        return Err("join token is malformed".into());
+        return Err(JoinError::MalformedToken);
     }
     if req.public_key_der.len() > MAX_PUBLIC_KEY_DER {
-        return Err(format!("public key is larger than {MAX_PUBLIC_KEY_DER} bytes"));
+        return Err(JoinError::KeyTooLarge);
     }
     registration_of(req).validate()?;
     let token = JoinToken { ca_fingerprint: String::new(), id: req.token_id.clone(), secret: req.secret.clone() };
     let proof = TokenProof { id: token.id.clone(), secret_sha256: token.secret_sha256() };
     check_token(meta, &proof).await?;
     // The key must be one the CA can certify before the node is registered.
-    pki::check_node_key(&req.public_key_der).map_err(|e| format!("public key is unusable: {e}"))?;
+    pki::check_node_key(&req.public_key_der).map_err(JoinError::UnusableKey)?;
     Ok(proof)
 }
 
@@ -157,17 +199,17 @@ async fn check_request(meta: &MetaNodeHandle, req: &JoinRequest) -> Result<Token
 /// know yet (made a moment ago through another node) is looked up again
 /// after catching up with the leader, which costs a round trip but no log
 /// entry.
-async fn check_token(meta: &MetaNodeHandle, proof: &TokenProof) -> Result<(), String> {
-    let lookup = || meta.state().get::<JoinTokenRecord>(&keys::token(&proof.id)).map_err(|e| e.to_string());
+async fn check_token(meta: &MetaNodeHandle, proof: &TokenProof) -> Result<(), JoinError> {
+    let lookup = || meta.state().get::<JoinTokenRecord>(&keys::token(&proof.id));
     let record = match lookup()? {
         Some(r) => r,
         None => {
-            meta.read_barrier().await.map_err(|e| e.to_string())?;
-            lookup()?.ok_or("join token is not known to this cluster")?
+            meta.read_barrier().await?;
+            lookup()?.ok_or(JoinError::UnknownToken)?
         }
     };
     match record.refusal(proof, now_ms()) {
-        Some(why) => Err(why.into()),
+        Some(why) => Err(JoinError::Refused(why.into())),
         None => Ok(()),
     }
 }
@@ -199,7 +241,7 @@ impl JoinLimits {
 
     /// Takes one attempt from `from`'s bucket and a handling slot, or says
     /// why not.
-    fn admit(&self, from: Option<std::net::IpAddr>) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+    fn admit(&self, from: Option<std::net::IpAddr>) -> Result<tokio::sync::OwnedSemaphorePermit, JoinError> {
         if let Some(ip) = from {
             let now = std::time::Instant::now();
             let mut buckets = self.buckets.lock().expect("join limits lock");
@@ -211,11 +253,11 @@ impl JoinLimits {
             let bucket = buckets.entry(ip).or_insert((Self::BURST, now));
             let tokens = refill(*bucket);
             if tokens < 1.0 {
-                return Err(format!("too many join attempts from {ip}; try again in {} s", Self::REFILL.as_secs()));
+                return Err(JoinError::TooManyAttempts { ip });
             }
             *bucket = (tokens - 1.0, now);
         }
-        self.slots.clone().try_acquire_owned().map_err(|_| "this node is busy with other joins; try again".to_string())
+        self.slots.clone().try_acquire_owned().map_err(|_| JoinError::Busy)
     }
 }
 
@@ -278,18 +320,18 @@ impl CaService {
 
 #[async_trait::async_trait]
 impl berth_raft::CaHandler for CaService {
-    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn join(&self, from: Option<std::net::IpAddr>, request: Vec<u8>) -> PeerResult<Vec<u8>> {
         self.joins.join(&self.authority, from, request).await
     }
 
-    async fn member_call(&self, caller: u64, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn member_call(&self, caller: u64, request: Vec<u8>) -> PeerResult<Vec<u8>> {
         let req: CaRequest = berth_raft::wire::from_payload(&request).map_err(|e| format!("unreadable CA request: {e}"))?;
         let reply = match req {
             CaRequest::Join { from, request } => {
                 tracing::info!(via = caller, source = ?from, "taking a join relayed by a node without the CA key");
-                CaReply::Joined(self.joins.handle_here(request, &self.authority).await?)
+                CaReply::Joined(self.joins.handle_here(request, &self.authority).await.map_err(|e| e.to_string())?)
             }
-            other => self.authority.answer(caller, other).await?,
+            other => self.authority.answer(caller, other).await.map_err(|e| e.to_string())?,
         };
         berth_raft::wire::to_payload(&reply).map_err(|e| e.to_string())
     }
@@ -315,12 +357,12 @@ mod tests {
         for _ in 0..JoinLimits::BURST as usize {
             drop(limits.admit(Some(a)).expect("within the burst"));
         }
-        let refused = limits.admit(Some(a)).unwrap_err();
+        let refused = limits.admit(Some(a)).unwrap_err().to_string();
         assert!(refused.contains("too many join attempts"), "{refused}");
         // Another source is not held back by the first one.
         let held: Vec<_> = (0..JoinLimits::CONCURRENT).map(|_| limits.admit(Some(b)).expect("b has its own bucket")).collect();
         // ...but only CONCURRENT joins are handled at once.
-        assert!(limits.admit(Some(b)).unwrap_err().contains("busy"));
+        assert!(limits.admit(Some(b)).unwrap_err().to_string().contains("busy"));
         drop(held);
         assert!(limits.admit(Some(b)).is_ok());
     }

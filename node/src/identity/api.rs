@@ -23,14 +23,19 @@ use crate::identity::auth::{actor_of, is_federated, sha256_hex, Authenticator, A
 use crate::identity::policy;
 use crate::util::{now_ms, rfc3339};
 
+mod logs;
 mod mirror;
 mod notifications;
 mod oauth;
+mod permissions;
 mod policies;
 mod proxycache;
 mod quotas;
 mod scan;
 mod tags;
+mod tokens;
+
+pub use logs::parse_time;
 
 pub struct NodeIdentity {
     meta: MetaNodeHandle,
@@ -275,17 +280,6 @@ impl NodeIdentity {
         })
     }
 
-    fn token_view(t: &AppTokenRecord, code: Option<String>) -> AppTokenView {
-        AppTokenView {
-            uuid: t.id.clone(),
-            title: t.title.clone(),
-            scopes: t.scopes.iter().map(|s| s.as_str().to_string()).collect(),
-            created: rfc3339(t.created_at_ms),
-            expiration: t.expires_at_ms.map(rfc3339),
-            token_code: code,
-        }
-    }
-
     fn password_hash(password: &str) -> Result<String, ApiError> {
         if password.len() < 8 {
             return Err(bad("passwords have at least 8 characters"));
@@ -293,26 +287,6 @@ impl NodeIdentity {
         crate::identity::auth::hash_password(password).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 }
-
-/// Parses the time forms the logs API takes: RFC 3339, Quay's
-/// `MM/DD/YYYY`, or milliseconds since the epoch.
-pub fn parse_time(s: &str) -> Result<u64, ApiError> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
-    }
-    let parts: Vec<&str> = s.split('/').collect();
-    if let [m, d, y] = parts[..] {
-        if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{y:0>4}-{m:0>2}-{d:0>2} 00:00:00")) {
-            return Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
-        }
-    }
-    Err(bad(format!("time {s:?} is not RFC 3339, MM/DD/YYYY or milliseconds since the epoch")))
-}
-
-const LOG_PAGE: usize = 500;
 
 #[async_trait]
 impl Identity for NodeIdentity {
@@ -670,203 +644,27 @@ impl Identity for NodeIdentity {
     }
 
     async fn list_permissions(&self, who: &Access, repo: &str, kind: GranteeKind) -> Result<PermissionList, ApiError> {
-        let (rec, _) = self.repo_with(who, repo, Role::Admin)?;
-        let map = match kind {
-            GranteeKind::User => &rec.users,
-            GranteeKind::Team => &rec.teams,
-        };
-        let permissions = map
-            .iter()
-            .map(|(n, r)| {
-                let is_robot = (kind == GranteeKind::User).then(|| n.contains('+'));
-                (n.clone(), PermissionView { name: n.clone(), role: r.as_str().into(), is_robot })
-            })
-            .collect();
-        Ok(PermissionList { permissions })
+        self.list_repo_permissions(who, repo, kind).await
     }
 
     async fn set_permission(&self, who: &Access, repo: &str, kind: GranteeKind, name: &str, role: Option<&str>) -> Result<Option<PermissionView>, ApiError> {
-        self.repo_with(who, repo, Role::Admin)?;
-        let parsed = match role {
-            None => None,
-            Some(r) => Some(Role::parse(r).ok_or_else(|| bad(format!("role {r:?} is not read, write or admin")))?),
-        };
-        let grantee = match kind {
-            GranteeKind::User => Grantee::User(name.to_string()),
-            GranteeKind::Team => Grantee::Team(name.to_string()),
-        };
-        let missing = || match (kind, parsed) {
-            (_, None) => format!("{name} has no permission on {repo}"),
-            (GranteeKind::User, _) => format!("no user or robot {name}"),
-            (GranteeKind::Team, _) => format!("no team {name} in the repository's organization"),
-        };
-        self.write(who, IdentityCommand::SetPermission { repo: repo.to_string(), grantee, role: parsed }, missing).await?;
-        let (log_kind, what) = match (kind, parsed) {
-            (GranteeKind::User, Some(_)) => ("change_repo_permission", "user"),
-            (GranteeKind::Team, Some(_)) => ("change_repo_permission", "team"),
-            (GranteeKind::User, None) => ("delete_repo_permission", "user"),
-            (GranteeKind::Team, None) => ("delete_repo_permission", "team"),
-        };
-        let mut meta = vec![(what, name.to_string())];
-        if let Some(r) = parsed {
-            meta.push(("role", r.as_str().to_string()));
-        }
-        self.log(who, log_kind, namespace_of(repo), Some(repo), meta).await;
-        Ok(parsed.map(|r| PermissionView {
-            name: name.to_string(),
-            role: r.as_str().into(),
-            is_robot: (kind == GranteeKind::User).then(|| name.contains('+')),
-        }))
+        self.set_repo_permission(who, repo, kind, name, role).await
     }
 
     async fn list_tokens(&self, who: &Access) -> Result<AppTokenList, ApiError> {
-        let owner = self.own_name(who, "user:read")?;
-        let tokens: Vec<AppTokenRecord> = self.state().scan(keys::APP_TOKEN_PREFIX).map_err(state_err)?;
-        Ok(AppTokenList { tokens: tokens.iter().filter(|t| t.owner == owner).map(|t| Self::token_view(t, None)).collect() })
+        self.list_app_tokens(who).await
     }
 
     async fn create_token(&self, who: &Access, req: AppTokenCreate) -> Result<AppTokenCreated, ApiError> {
-        let owner = self.own_name(who, "user:admin")?;
-        if req.title.trim().is_empty() || req.title.len() > 255 {
-            return Err(bad("a token needs a title of 1-255 characters"));
-        }
-        let scopes: BTreeSet<TokenScope> = match &req.scopes {
-            None => TokenScope::ALL.into_iter().filter(|s| *s != TokenScope::SuperUser).collect(),
-            Some(list) => list.iter().map(|s| TokenScope::parse(s).ok_or_else(|| bad(format!("unknown scope {s:?}")))).collect::<Result<_, _>>()?,
-        };
-        // A token never carries more than the one creating it.
-        if let Principal::App { .. } = &who.principal {
-            if let Some(s) = scopes.iter().find(|s| !who.principal.has_scope(s.as_str())) {
-                return Err(denied(&who.principal, &format!("create a token with {} it does not have", s.as_str())));
-            }
-        }
-        let now = now_ms();
-        let expires_at_ms = match req.expires_in {
-            None => None,
-            Some(0) => return Err(bad("expires_in must be positive")),
-            Some(s) => Some(now.saturating_add(s.saturating_mul(1000))),
-        };
-        let id = hex::encode(rand::random::<[u8; 8]>());
-        let secret = secret(40);
-        let rec = AppTokenRecord { id: id.clone(), owner, title: req.title, scopes, secret_sha256: sha256_hex(&secret), created_at_ms: now, expires_at_ms };
-        self.write(who, IdentityCommand::CreateAppToken(rec.clone()), || "the owner no longer exists".into()).await?;
-        self.log(who, "create_app_specific_token", Some(&rec.owner), None, vec![("app_specific_token", id.clone()), ("title", rec.title.clone())]).await;
-        Ok(AppTokenCreated { token: Self::token_view(&rec, Some(format!("{APP_TOKEN_PREFIX}{id}_{secret}"))) })
+        self.create_app_token(who, req).await
     }
 
     async fn delete_token(&self, who: &Access, id: &str) -> Result<(), ApiError> {
-        let caller = self.own_name(who, "user:admin")?;
-        let rec: Option<AppTokenRecord> = self.state().get(&keys::app_token(id)).map_err(state_err)?;
-        let owner = match rec {
-            Some(r) if r.owner == caller || who.principal.is_superuser() => r.owner,
-            _ => return Err(not_found(format!("no token {id}"))),
-        };
-        self.write(who, IdentityCommand::DeleteAppToken { id: id.to_string() }, || format!("no token {id}")).await?;
-        self.log(who, "revoke_app_specific_token", Some(&owner), None, vec![("app_specific_token", id.to_string())]).await;
-        Ok(())
+        self.delete_app_token(who, id).await
     }
 
     async fn logs(&self, who: &Access, filter: LogFilter) -> Result<LogPage, ApiError> {
-        let state = self.state();
-        let caller = who.principal.performer();
-        // Who may read what: superusers everything; org admins their
-        // organization; repository admins their repository; anyone their own.
-        // Application tokens also need the scope Quay asks for on each path
-        // (`org:admin` on a namespace's logs, `user:read` on the user's), so
-        // a `repo:read` token made for pulls reads no history.
-        match (&filter.repo, &filter.namespace) {
-            (Some(repo), _) => {
-                self.repo_with(who, repo, Role::Admin)?;
-            }
-            (None, Some(ns)) => {
-                if state.get_raw(&keys::org(ns)).map_err(state_err)?.is_some() {
-                    self.require_org_admin(who, ns)?;
-                } else if !who.principal.is_superuser() && *ns != caller {
-                    return Err(denied(&who.principal, &format!("read the logs of {ns}")));
-                }
-                if !who.principal.is_superuser() {
-                    require_scope(who, "org:admin", &format!("read the logs of {ns}"))?;
-                }
-            }
-            (None, None) if filter.performer_is_caller => {
-                if who.principal == Principal::Anonymous {
-                    return Err(denied(&who.principal, "read logs"));
-                }
-                require_scope(who, "user:read", "read the user's logs")?;
-            }
-            (None, None) => self.require_superuser(who, "read every log")?,
-        }
-        // A namespace is its name and its creation time: records from
-        // before the current holder of the name belong to an earlier one.
-        let since = match (&filter.namespace, filter.performer_is_caller) {
-            (Some(ns), _) => self.created_at(ns)?,
-            (None, true) => self.created_at(&caller)?,
-            (None, false) => 0,
-        };
-        let now = now_ms();
-        let end = filter.query.endtime.as_deref().map(parse_time).transpose()?.unwrap_or(now + 1);
-        let start = filter.query.starttime.as_deref().map(parse_time).transpose()?.unwrap_or(end.saturating_sub(7 * 86_400_000));
-        if start > end {
-            return Err(bad("starttime is after endtime"));
-        }
-        let start = start.max(since).min(end);
-        // Pages go backwards in time, newest first as Quay shows them; a
-        // page ends after a record, named `<ms>-<id>`, and the next one
-        // starts just before it.
-        let mut upper = keys::audit(end, 0);
-        if let Some(p) = &filter.query.next_page {
-            let (ms, id) = p
-                .split_once('-')
-                .and_then(|(m, i)| Some((m.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
-                .ok_or_else(|| bad("next_page is not one this API gave"))?;
-            upper = upper.min(keys::audit(ms, id));
-        }
-        let lower = keys::audit(start, 0);
-        let mut logs = Vec::new();
-        let mut next_page = None;
-        // Hour-long windows, widening while they come back empty.
-        let mut span = 3_600_000u64;
-        'scan: while upper > lower {
-            let upper_ms = u64::from_be_bytes(upper[1..9].try_into().expect("audit keys hold a time"));
-            let from = keys::audit(upper_ms.saturating_sub(span).max(start), 0).max(lower.clone());
-            let chunk = state.range_raw(&from, &upper, usize::MAX).map_err(state_err)?;
-            if chunk.is_empty() {
-                span = span.saturating_mul(2);
-            }
-            for (_, v) in chunk.into_iter().rev() {
-                let rec: AuditRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).map_err(state_err)?;
-                let keep = filter.repo.as_ref().is_none_or(|r| rec.repo.as_ref() == Some(r))
-                    && filter.namespace.as_ref().is_none_or(|n| rec.namespace.as_ref() == Some(n))
-                    && (!filter.performer_is_caller || rec.performer == caller)
-                    && filter.query.kind.as_ref().is_none_or(|k| *k == rec.kind);
-                if !keep {
-                    continue;
-                }
-                if logs.len() == LOG_PAGE {
-                    break 'scan;
-                }
-                next_page = Some(format!("{}-{}", rec.at_ms, rec.id));
-                let mut metadata = rec.metadata;
-                let performer_kind = metadata.remove("performer_kind").unwrap_or_default();
-                logs.push(LogView {
-                    kind: rec.kind,
-                    datetime: rfc3339(rec.at_ms),
-                    performer: Performer { name: rec.performer, kind: performer_kind },
-                    namespace: rec.namespace,
-                    repository: rec.repo,
-                    ip: rec.ip,
-                    node: rec.node,
-                    region: rec.region,
-                    metadata,
-                });
-            }
-            upper = from;
-        }
-        // A page that is not full is the last one.
-        if logs.len() < LOG_PAGE {
-            next_page = None;
-        }
-        Ok(LogPage { start_time: rfc3339(start), end_time: rfc3339(end), logs, next_page })
+        self.log_page(who, filter).await
     }
 
     async fn list_tags(&self, who: &Access, repo: &str, q: TagListQuery) -> Result<TagList, ApiError> {

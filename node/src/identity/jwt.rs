@@ -98,6 +98,15 @@ pub struct Claims {
     pub berth_gen: u64,
 }
 
+/// Why a token-signing key does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a PEM private key")]
+    NotPem,
+    #[error("not a P-256 PKCS#8 key: {0}")]
+    NotP256(ring::error::KeyRejected),
+}
+
 /// A P-256 signing key from its PKCS#8 PEM.
 pub struct SigningKey {
     pub kid: String,
@@ -105,10 +114,9 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    pub fn from_pem(kid: &str, pem: &str) -> Result<SigningKey, String> {
-        let der = pem_body(pem).ok_or("not a PEM private key")?;
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new()).map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
+    pub fn from_pem(kid: &str, pem: &str) -> Result<SigningKey, KeyError> {
+        let der = pem_body(pem).ok_or(KeyError::NotPem)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new()).map_err(KeyError::NotP256)?;
         Ok(SigningKey { kid: kid.to_string(), pair })
     }
 

@@ -216,7 +216,7 @@ impl Deliverer {
         };
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let url = config.get("url").and_then(Value::as_str).ok_or("no url")?;
-        let (url, addrs) = self.policy.check_url(url).await?;
+        let (url, addrs) = self.policy.check_url(url).await.map_err(|e| e.to_string())?;
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
         // The request goes only to the addresses just checked, and a
         // redirect is an answer, not a new target.

@@ -97,35 +97,89 @@ impl Policy {
 
     /// Checks an http(s) target: its scheme, and every address its host
     /// resolves to now. The addresses are what a request may go to.
-    pub async fn check_url(&self, raw: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), String> {
-        let url = reqwest::Url::parse(raw).map_err(|e| format!("url {raw:?} is not a URL: {e}"))?;
+    pub async fn check_url(&self, raw: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), ConfigError> {
+        let url = reqwest::Url::parse(raw).map_err(|source| ConfigError::NotAUrl { raw: raw.to_string(), source })?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(format!("url scheme {:?} is not http or https", url.scheme()));
+            return Err(ConfigError::Scheme(url.scheme().to_string()));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("url may not carry credentials: use headers".into());
+            return Err(ConfigError::Credentials);
         }
-        let host = url.host_str().ok_or_else(|| format!("url {raw:?} has no host"))?.to_string();
+        let host = url.host_str().ok_or_else(|| ConfigError::NoHost(raw.to_string()))?.to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((bare, port))).await {
                 Ok(Ok(a)) => a.collect(),
-                Ok(Err(e)) => return Err(format!("host {host} does not resolve: {e}")),
-                Err(_) => return Err(format!("host {host} did not resolve within 5 s")),
+                Ok(Err(source)) => return Err(ConfigError::Unresolved { host: host.clone(), source }),
+                Err(_) => return Err(ConfigError::ResolveTimeout(host.clone())),
             },
         };
         if addrs.is_empty() {
-            return Err(format!("host {host} resolves to no address"));
+            return Err(ConfigError::NoAddress(host));
         }
         for a in &addrs {
             if let Some(why) = self.refusal(a.ip()) {
-                return Err(format!("url {raw:?} reaches {} ({why}), which the operator has not allowed ([notifications] allowed_networks)", a.ip()));
+                return Err(ConfigError::NotAllowed { raw: raw.to_string(), ip: a.ip(), why });
             }
         }
         Ok((url, addrs))
     }
+}
+
+/// Why a notification's request is refused (a 400's message), or its
+/// target no longer allowed when an event is delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("url {raw:?} is not a URL: {source}")]
+    NotAUrl { raw: String, source: url::ParseError },
+    #[error("url scheme {0:?} is not http or https")]
+    Scheme(String),
+    #[error("url may not carry credentials: use headers")]
+    Credentials,
+    #[error("url {0:?} has no host")]
+    NoHost(String),
+    #[error("host {host} does not resolve: {source}")]
+    Unresolved { host: String, source: std::io::Error },
+    #[error("host {0} did not resolve within 5 s")]
+    ResolveTimeout(String),
+    #[error("host {0} resolves to no address")]
+    NoAddress(String),
+    #[error("url {raw:?} reaches {ip} ({why}), which the operator has not allowed ([notifications] allowed_networks)")]
+    NotAllowed { raw: String, ip: IpAddr, why: &'static str },
+    #[error("unknown event {0:?}: one of {events}", events = berth_raft::command::NOTIFICATION_EVENTS.join(", "))]
+    UnknownEvent(String),
+    #[error("unknown method {0:?}: one of {methods}", methods = METHODS.join(", "))]
+    UnknownMethod(String),
+    /// `config` or `eventConfig` is not a JSON object.
+    #[error("{0} must be an object")]
+    NotAnObject(&'static str),
+    #[error("config field {field:?} is not one of {method}'s: {allowed}", allowed = allowed.join(", "))]
+    UnknownField { field: String, method: String, allowed: &'static [&'static str] },
+    /// A field the method or event needs, described.
+    #[error("{0} is required")]
+    Required(&'static str),
+    #[error("{what} is required for {event}")]
+    RequiredFor { what: &'static str, event: &'static str },
+    #[error("config.email {to:?} is not an e-mail address: {source}")]
+    NotAnAddress { to: String, source: lettre::address::AddressError },
+    #[error("e-mail notifications need an SMTP server in berth.toml ([notifications.smtp])")]
+    NoSmtp,
+    #[error("config.headers must be an object of header names to values")]
+    HeadersNotAnObject,
+    #[error("header {0:?} must have a string value")]
+    HeaderNotText(String),
+    #[error("header name {0:?} is invalid")]
+    HeaderName(String),
+    #[error("header {0:?} is set by berth")]
+    HeaderReserved(String),
+    #[error("header {0:?} has an invalid value")]
+    HeaderValue(String),
+    #[error("config.template is not a JSON document: {0}")]
+    TemplateNotJson(serde_json::Error),
+    #[error("config.template must be a JSON document (object, array, or a string holding one)")]
+    TemplateShape,
 }
 
 /// A notification's request, checked: what is stored.
@@ -136,58 +190,58 @@ pub struct Checked {
 
 /// Checks a request to create a notification; every refusal is a message
 /// for a 400.
-pub async fn check(policy: &Policy, event: &str, method: &str, config: &Value, event_config: &Value) -> Result<Checked, String> {
+pub async fn check(policy: &Policy, event: &str, method: &str, config: &Value, event_config: &Value) -> Result<Checked, ConfigError> {
     if !berth_raft::command::NOTIFICATION_EVENTS.contains(&event) {
-        return Err(format!("unknown event {event:?}: one of {}", berth_raft::command::NOTIFICATION_EVENTS.join(", ")));
+        return Err(ConfigError::UnknownEvent(event.to_string()));
     }
     if !METHODS.contains(&method) {
-        return Err(format!("unknown method {method:?}: one of {}", METHODS.join(", ")));
+        return Err(ConfigError::UnknownMethod(method.to_string()));
     }
     let config = match config {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
-        _ => return Err("config must be an object".into()),
+        _ => return Err(ConfigError::NotAnObject("config")),
     };
     let event_config = match event_config {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
-        _ => return Err("eventConfig must be an object".into()),
+        _ => return Err(ConfigError::NotAnObject("eventConfig")),
     };
-    let allowed: &[&str] = match method {
+    let allowed: &'static [&'static str] = match method {
         "webhook" => &["url", "template", "headers"],
         "slack" | "cloudevents" => &["url", "headers"],
         _ => &["email"],
     };
     if let Some(k) = config.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!("config field {k:?} is not one of {method}'s: {}", allowed.join(", ")));
+        return Err(ConfigError::UnknownField { field: k.clone(), method: method.to_string(), allowed });
     }
     let mut out = config.clone();
     if method == "email" {
-        let Some(Value::String(to)) = config.get("email") else { return Err("config.email (the address to send to) is required".into()) };
-        to.parse::<lettre::message::Mailbox>().map_err(|e| format!("config.email {to:?} is not an e-mail address: {e}"))?;
+        let Some(Value::String(to)) = config.get("email") else { return Err(ConfigError::Required("config.email (the address to send to)")) };
+        to.parse::<lettre::message::Mailbox>().map_err(|source| ConfigError::NotAnAddress { to: to.clone(), source })?;
         if !policy.smtp {
-            return Err("e-mail notifications need an SMTP server in berth.toml ([notifications.smtp])".into());
+            return Err(ConfigError::NoSmtp);
         }
     } else {
-        let Some(Value::String(url)) = config.get("url") else { return Err("config.url (the receiver's http or https URL) is required".into()) };
+        let Some(Value::String(url)) = config.get("url") else { return Err(ConfigError::Required("config.url (the receiver's http or https URL)")) };
         policy.check_url(url).await?;
         if let Some(h) = config.get("headers") {
-            let Value::Object(h) = h else { return Err("config.headers must be an object of header names to values".into()) };
+            let Value::Object(h) = h else { return Err(ConfigError::HeadersNotAnObject) };
             for (name, v) in h {
-                let Value::String(v) = v else { return Err(format!("header {name:?} must have a string value")) };
-                let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is invalid"))?;
+                let Value::String(v) = v else { return Err(ConfigError::HeaderNotText(name.clone())) };
+                let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::HeaderName(name.clone()))?;
                 if RESERVED_HEADERS.contains(&parsed.as_str()) {
-                    return Err(format!("header {name:?} is set by berth"));
+                    return Err(ConfigError::HeaderReserved(name.clone()));
                 }
-                reqwest::header::HeaderValue::from_str(v).map_err(|_| format!("header {name:?} has an invalid value"))?;
+                reqwest::header::HeaderValue::from_str(v).map_err(|_| ConfigError::HeaderValue(name.clone()))?;
             }
         }
         if let Some(t) = config.get("template") {
             let t = match t {
                 Value::String(s) if s.trim().is_empty() => None,
-                Value::String(s) => Some(serde_json::from_str::<Value>(s).map_err(|e| format!("config.template is not a JSON document: {e}"))?),
+                Value::String(s) => Some(serde_json::from_str::<Value>(s).map_err(ConfigError::TemplateNotJson)?),
                 Value::Object(_) | Value::Array(_) => Some(t.clone()),
-                _ => return Err("config.template must be a JSON document (object, array, or a string holding one)".into()),
+                _ => return Err(ConfigError::TemplateShape),
             };
             match t {
                 Some(t) => out.insert("template".into(), t),
@@ -198,11 +252,16 @@ pub async fn check(policy: &Policy, event: &str, method: &str, config: &Value, e
     match event {
         "repo_image_expiry" => match event_config.get("days").and_then(Value::as_u64) {
             Some(d) if (1..=730).contains(&d) => {}
-            _ => return Err("eventConfig.days (1 to 730: tags expiring within that many days) is required for repo_image_expiry".into()),
+            _ => return Err(ConfigError::RequiredFor { what: "eventConfig.days (1 to 730: tags expiring within that many days)", event: "repo_image_expiry" }),
         },
         "vulnerability_found" => match event_config.get("level").and_then(Value::as_str) {
             Some(l) if ["critical", "high", "medium", "low", "negligible", "unknown"].contains(&l) => {}
-            _ => return Err("eventConfig.level (critical, high, medium, low, negligible or unknown) is required for vulnerability_found".into()),
+            _ => {
+                return Err(ConfigError::RequiredFor {
+                    what: "eventConfig.level (critical, high, medium, low, negligible or unknown)",
+                    event: "vulnerability_found",
+                })
+            }
         },
         _ => {}
     }

@@ -273,7 +273,7 @@ impl NodeRegistry {
         if access.principal != Principal::Operator {
             if let Some(c) = berth_raft::state::proxycache::config_of_repo(&state, repo.as_str()).map_err(state_err)? {
                 let org = namespace_of(repo.as_str()).unwrap_or_default();
-                return Err(crate::errors::proxy_cache(berth_raft::state::proxycache::refusal(org, &c.upstream_registry)));
+                return Err(crate::errors::proxy_cache(org, &c.upstream_registry));
             }
         }
         match mirror::repo_state(&state, repo.as_str()).map_err(state_err)? {
@@ -292,7 +292,7 @@ impl NodeRegistry {
     async fn write(&self, who: &Access, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
         match self.meta.write(actor_of(&who.principal), crate::errors::as_principal(&who.principal, cmd)).await.map_err(meta_err)? {
             MetaResponse::RepositoryState { state } => Err(crate::errors::repository_state(state)),
-            MetaResponse::Refused(why) if berth_raft::state::proxycache::is_refusal(&why) => Err(crate::errors::proxy_cache(why)),
+            MetaResponse::ProxyCache { org, upstream } => Err(crate::errors::proxy_cache(&org, &upstream)),
             other => Ok(other),
         }
     }

@@ -175,7 +175,7 @@ impl ProxyCache {
         let password = match &cfg.sealed_password {
             Some(sealed) => Some(
                 crate::mirror_config::open(&self.meta.state(), &crate::mirror_config::proxy_cache_seal_scope(org), sealed)
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
             ),
             None => None,
         };

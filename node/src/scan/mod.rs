@@ -59,6 +59,22 @@ enum Fetched {
     Body { bytes: Vec<u8>, etag: Option<String>, last_modified: Option<String> },
 }
 
+/// Why an image's layers could not be indexed; the words are the scan's
+/// recorded reason.
+#[derive(Debug, thiserror::Error)]
+enum IndexError {
+    #[error(transparent)]
+    Blob(#[from] berth_replication::BlobError),
+    #[error("no node holds the layer")]
+    NotHeld,
+    #[error("indexer stopped: {0}")]
+    Stopped(tokio::task::JoinError),
+    #[error(transparent)]
+    Index(#[from] berth_scanner::Error),
+    #[error("layer {layer}: {source}")]
+    Layer { layer: Digest, source: Box<IndexError> },
+}
+
 pub struct Scanner {
     meta: MetaNodeHandle,
     replicator: Replicator,
@@ -447,7 +463,7 @@ impl Scanner {
                 }
             }
             Ok(None) => (ScanStatus::Unsupported, Some("not a container image".to_string()), vec![], vec![], 0),
-            Err(why) => (ScanStatus::Failed, Some(why), vec![], vec![], 0),
+            Err(why) => (ScanStatus::Failed, Some(why.to_string()), vec![], vec![], 0),
         };
         renew.abort();
         let cmd = ScanCommand::Finish { digest: digest.clone(), node, status, reason: reason.clone(), index_json, findings, generation, now_ms: now_ms() };
@@ -489,7 +505,7 @@ impl Scanner {
 
     /// The merged index of an image, `None` for an artifact, `Err` with
     /// the reason when a layer cannot be indexed.
-    async fn index_manifest(&self, manifest: &ManifestRecord) -> Result<Option<ImageIndex>, String> {
+    async fn index_manifest(&self, manifest: &ManifestRecord) -> Result<Option<ImageIndex>, IndexError> {
         let Some(layers) = layers_of(manifest) else { return Ok(None) };
         let mut indexed = Vec::new();
         for (layer, media_type) in layers {
@@ -501,7 +517,7 @@ impl Scanner {
             let index = match cached.and_then(|r| serde_json::from_slice::<LayerIndex>(&r.json).ok()) {
                 Some(i) => i,
                 None => {
-                    let i = self.index_layer(&layer).await.map_err(|e| format!("layer {layer}: {e}"))?;
+                    let i = self.index_layer(&layer).await.map_err(|e| IndexError::Layer { layer: layer.clone(), source: Box::new(e) })?;
                     let record = LayerIndexRecord { indexer_version: berth_scanner::INDEXER_VERSION, json: serde_json::to_vec(&i).unwrap_or_default() };
                     let _ = self.meta.write(Actor::Node, MetaCommand::Scan(ScanCommand::PutLayerIndex { layer: layer.clone(), record })).await;
                     i
@@ -512,14 +528,11 @@ impl Scanner {
         Ok(Some(berth_scanner::index::merge(&indexed)))
     }
 
-    async fn index_layer(&self, layer: &Digest) -> Result<LayerIndex, String> {
-        let body = self.replicator.open(layer, None).await.map_err(|e| e.to_string())?.ok_or_else(|| "no node holds the layer".to_string())?;
+    async fn index_layer(&self, layer: &Digest) -> Result<LayerIndex, IndexError> {
+        let body = self.replicator.open(layer, None).await?.ok_or(IndexError::NotHeld)?;
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body.stream));
         let limits = self.limits();
-        tokio::task::spawn_blocking(move || berth_scanner::index::index_layer(reader, &limits))
-            .await
-            .map_err(|e| format!("indexer stopped: {e}"))?
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || berth_scanner::index::index_layer(reader, &limits)).await.map_err(IndexError::Stopped)?.map_err(IndexError::from)
     }
 
     /// The leader's: matches every scanned manifest of an older generation

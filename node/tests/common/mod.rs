@@ -230,7 +230,7 @@ impl Cluster {
     /// The leader as every running node sees it, once they agree.
     pub async fn wait_leader(&self, timeout: Duration) -> u64 {
         eventually(timeout, "every running node agrees on one leader", || async {
-            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.meta.metrics().current_leader).collect();
+            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.meta.leader()).collect();
             let l = (*leaders.first()?)?;
             (self.nodes.contains_key(&l) && leaders.iter().all(|x| x == &Some(l)) && self.nodes[&l].meta.is_leader()).then_some(l)
         })
@@ -241,9 +241,8 @@ impl Cluster {
     pub async fn wait_voters(&self, ids: &[u64], timeout: Duration) {
         eventually(timeout, &format!("the voters are {ids:?}"), || async {
             let l = self.wait_leader(timeout).await;
-            let m = self.nodes[&l].meta.metrics();
-            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            voters == ids && m.membership_config.membership().get_joint_config().len() == 1
+            let v = self.nodes[&l].meta.view();
+            v.voters.iter().copied().eq(ids.iter().copied()) && !v.changing_membership
         })
         .await
     }

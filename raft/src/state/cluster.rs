@@ -22,7 +22,7 @@ pub(super) fn register_node(
     now_ms: u64,
 ) -> Result<MetaResponse, StateError> {
     if let Err(why) = reg.validate() {
-        return Ok(MetaResponse::Refused(why));
+        return Ok(MetaResponse::Refused(why.to_string()));
     }
     if let Some(proof) = token {
         let Some(mut rec) = state.get::<JoinTokenRecord>(&keys::token(&proof.id))? else {

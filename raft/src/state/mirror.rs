@@ -8,6 +8,8 @@
 //! `state::apply`): it is the one place a repository's state refuses a
 //! push, a tag change, a delete or a blob link.
 
+use berth_common::NodeId;
+
 use super::{Changes, StateError, StateRead};
 use crate::command::*;
 
@@ -124,126 +126,185 @@ pub(super) fn apply(state: &impl StateRead, ch: &mut Changes, cmd: &MirrorComman
         return Ok(MetaResponse::NotFound);
     }
     let current = mirror(state, repo)?;
-    if let MirrorCommand::SetRepoState { state: new, .. } = cmd {
-        if *new == RepoState::Mirror && current.is_none() {
-            return Ok(MetaResponse::Refused(format!("repository {repo} has no mirror configuration: configure one first")));
-        }
-        if *new == RepoState::Normal {
-            ch.delete(repo_state_key(repo));
-        } else {
-            ch.put(repo_state_key(repo), new);
-        }
-        return Ok(MetaResponse::Done);
-    }
-    if let MirrorCommand::PutMirror { config, create, keep_password, .. } = cmd {
-        if !robot_of_namespace(state, repo, &config.robot)? {
-            return Ok(MetaResponse::Refused(format!("robot {} is not a robot of the repository's namespace", config.robot)));
-        }
-        let rec = match (current, create) {
-            (Some(_), true) => return Ok(MetaResponse::Refused(format!("repository {repo} already has a mirror configuration"))),
-            (None, false) => return Ok(MetaResponse::NotFound),
-            (None, true) => {
-                ch.put(repo_state_key(repo), &RepoState::Mirror);
-                MirrorRecord {
-                    config: config.clone(),
-                    status: MirrorStatus {
-                        sync_status: SyncStatus::NeverRun,
-                        next_start_ms: config.sync_start_ms,
-                        expiration_ms: None,
-                        retries_remaining: MIRROR_RETRIES,
-                        last_message: None,
-                        last_end_ms: None,
-                    },
-                    lease: None,
-                }
-            }
-            (Some(mut old), false) => {
-                let mut config = config.clone();
-                if *keep_password {
-                    config.sealed_password = old.config.sealed_password.clone();
-                }
-                if config.sync_start_ms != old.config.sync_start_ms {
-                    old.status.next_start_ms = config.sync_start_ms;
-                }
-                old.config = config;
-                old
-            }
-        };
-        ch.put(mirror_key(repo), &rec);
-        return Ok(MetaResponse::Done);
+    match cmd {
+        MirrorCommand::SetRepoState { state: new, .. } => return Ok(set_repo_state(ch, repo, *new, current.is_some())),
+        MirrorCommand::PutMirror { config, create, keep_password, .. } => return put_mirror(state, ch, repo, current, config, *create, *keep_password),
+        _ => {}
     }
     let Some(mut rec) = current else { return Ok(MetaResponse::NotFound) };
-    match cmd {
+    let refused = match cmd {
         MirrorCommand::SetRepoState { .. } | MirrorCommand::PutMirror { .. } => unreachable!("handled above"),
-        MirrorCommand::SyncNow { now_ms, .. } => {
-            if lease_live(&rec, *now_ms) {
-                return Ok(MetaResponse::Refused("a sync of this mirror is running".into()));
-            }
-            rec.status.sync_status = SyncStatus::SyncNow;
-            rec.status.next_start_ms = *now_ms;
-        }
+        MirrorCommand::SyncNow { now_ms, .. } => sync_now(&mut rec, *now_ms),
         MirrorCommand::SyncCancel { now_ms, .. } => {
-            rec.status.sync_status = SyncStatus::Cancel;
-            rec.status.expiration_ms = None;
-            rec.status.next_start_ms = next_aligned_start(rec.config.sync_start_ms, rec.config.sync_interval_s, *now_ms);
-            rec.lease = None;
+            sync_cancel(&mut rec, *now_ms);
+            None
         }
-        MirrorCommand::AcquireLease { node, now_ms, until_ms, .. } => {
-            if repo_state(state, repo)? != RepoState::Mirror {
-                return Ok(MetaResponse::Refused(format!("repository {repo} is not in MIRROR state")));
-            }
-            if !due(&rec, *now_ms) {
-                return Ok(MetaResponse::Refused("not due, or another node holds the lease".into()));
-            }
-            // A takeover of a lapsed lease goes on with the same sync: it
-            // was announced when it started.
-            if rec.status.sync_status != SyncStatus::Syncing {
-                let event =
-                    NotificationEvent::MirrorSyncStarted { repo: repo.to_string(), message: format!("sync of {} started", rec.config.external_reference) };
-                super::notifications::on_event(state, ch, repo, event, *now_ms)?;
-            }
-            rec.lease = Some(MirrorLease { node: *node, until_ms: *until_ms });
-            rec.status.sync_status = SyncStatus::Syncing;
-            rec.status.expiration_ms = Some(now_ms + rec.config.timeout_s * 1000);
-        }
-        MirrorCommand::RenewLease { node, until_ms, .. } => match &mut rec.lease {
-            Some(l) if l.node == *node => l.until_ms = (*until_ms).max(l.until_ms),
-            _ => return Ok(MetaResponse::Refused("the lease is not this node's any more".into())),
-        },
-        MirrorCommand::FinishSync { node, outcome, now_ms, .. } => {
-            if rec.lease.as_ref().map(|l| l.node) != Some(*node) {
-                return Ok(MetaResponse::Refused("the lease is not this node's any more".into()));
-            }
-            rec.lease = None;
-            rec.status.expiration_ms = None;
-            rec.status.last_end_ms = Some(*now_ms);
-            let (ok, message) = match outcome {
-                SyncOutcome::Success(m) => (true, m),
-                SyncOutcome::Fail(m) => (false, m),
-            };
-            rec.status.last_message = Some(message.clone());
-            // Quay's events: the tags the repository has after a success.
-            let event = if ok {
-                let tags = super::tags::visible_tag_names(state, repo, *now_ms)?;
-                NotificationEvent::MirrorSyncSuccess { repo: repo.to_string(), tags, message: message.clone() }
-            } else {
-                NotificationEvent::MirrorSyncFailed { repo: repo.to_string(), tags: vec![], message: message.clone() }
-            };
-            super::notifications::on_event(state, ch, repo, event, *now_ms)?;
-            let retries = if ok { MIRROR_RETRIES } else { rec.status.retries_remaining.saturating_sub(1) };
-            rec.status.sync_status = if ok { SyncStatus::Success } else { SyncStatus::Fail };
-            if ok || retries == 0 {
-                rec.status.next_start_ms = next_aligned_start(rec.config.sync_start_ms, rec.config.sync_interval_s, *now_ms);
-                rec.status.retries_remaining = MIRROR_RETRIES;
-            } else {
-                // A retry is due at once.
-                rec.status.next_start_ms = *now_ms;
-                rec.status.retries_remaining = retries;
-            }
-        }
+        MirrorCommand::AcquireLease { node, now_ms, until_ms, .. } => acquire_lease(state, ch, repo, &mut rec, *node, *now_ms, *until_ms)?,
+        MirrorCommand::RenewLease { node, until_ms, .. } => renew_lease(&mut rec, *node, *until_ms),
+        MirrorCommand::FinishSync { node, outcome, now_ms, .. } => finish_sync(state, ch, repo, &mut rec, *node, outcome, *now_ms)?,
+    };
+    if let Some(refused) = refused {
+        return Ok(refused);
     }
     ch.put(mirror_key(repo), &rec);
     Ok(MetaResponse::Done)
+}
+
+// The handlers below change `rec` and return the refusal, if any; `apply`
+// stores `rec` only when there is none.
+
+fn set_repo_state(ch: &mut Changes, repo: &str, new: RepoState, configured: bool) -> MetaResponse {
+    if new == RepoState::Mirror && !configured {
+        return MetaResponse::Refused(format!("repository {repo} has no mirror configuration: configure one first"));
+    }
+    if new == RepoState::Normal {
+        ch.delete(repo_state_key(repo));
+    } else {
+        ch.put(repo_state_key(repo), &new);
+    }
+    MetaResponse::Done
+}
+
+fn put_mirror(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    current: Option<MirrorRecord>,
+    config: &MirrorConfig,
+    create: bool,
+    keep_password: bool,
+) -> Result<MetaResponse, StateError> {
+    if !robot_of_namespace(state, repo, &config.robot)? {
+        return Ok(MetaResponse::Refused(format!("robot {} is not a robot of the repository's namespace", config.robot)));
+    }
+    let rec = match (current, create) {
+        (Some(_), true) => return Ok(MetaResponse::Exists(format!("repository {repo} already has a mirror configuration"))),
+        (None, false) => return Ok(MetaResponse::NotFound),
+        (None, true) => {
+            ch.put(repo_state_key(repo), &RepoState::Mirror);
+            MirrorRecord {
+                config: config.clone(),
+                status: MirrorStatus {
+                    sync_status: SyncStatus::NeverRun,
+                    next_start_ms: config.sync_start_ms,
+                    expiration_ms: None,
+                    retries_remaining: MIRROR_RETRIES,
+                    last_message: None,
+                    last_end_ms: None,
+                },
+                lease: None,
+            }
+        }
+        (Some(mut old), false) => {
+            let mut config = config.clone();
+            if keep_password {
+                config.sealed_password = old.config.sealed_password.clone();
+            }
+            if config.sync_start_ms != old.config.sync_start_ms {
+                old.status.next_start_ms = config.sync_start_ms;
+            }
+            old.config = config;
+            old
+        }
+    };
+    ch.put(mirror_key(repo), &rec);
+    Ok(MetaResponse::Done)
+}
+
+fn sync_now(rec: &mut MirrorRecord, now_ms: u64) -> Option<MetaResponse> {
+    if lease_live(rec, now_ms) {
+        return Some(MetaResponse::Refused("a sync of this mirror is running".into()));
+    }
+    rec.status.sync_status = SyncStatus::SyncNow;
+    rec.status.next_start_ms = now_ms;
+    None
+}
+
+fn sync_cancel(rec: &mut MirrorRecord, now_ms: u64) {
+    rec.status.sync_status = SyncStatus::Cancel;
+    rec.status.expiration_ms = None;
+    rec.status.next_start_ms = next_aligned_start(rec.config.sync_start_ms, rec.config.sync_interval_s, now_ms);
+    rec.lease = None;
+}
+
+fn acquire_lease(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    rec: &mut MirrorRecord,
+    node: NodeId,
+    now_ms: u64,
+    until_ms: u64,
+) -> Result<Option<MetaResponse>, StateError> {
+    if repo_state(state, repo)? != RepoState::Mirror {
+        return Ok(Some(MetaResponse::Refused(format!("repository {repo} is not in MIRROR state"))));
+    }
+    if !due(rec, now_ms) {
+        return Ok(Some(MetaResponse::Refused("not due, or another node holds the lease".into())));
+    }
+    // A takeover of a lapsed lease goes on with the same sync: it
+    // was announced when it started.
+    if rec.status.sync_status != SyncStatus::Syncing {
+        let event = NotificationEvent::MirrorSyncStarted { repo: repo.to_string(), message: format!("sync of {} started", rec.config.external_reference) };
+        super::notifications::on_event(state, ch, repo, event, now_ms)?;
+    }
+    rec.lease = Some(MirrorLease { node, until_ms });
+    rec.status.sync_status = SyncStatus::Syncing;
+    rec.status.expiration_ms = Some(now_ms + rec.config.timeout_s * 1000);
+    Ok(None)
+}
+
+fn renew_lease(rec: &mut MirrorRecord, node: NodeId, until_ms: u64) -> Option<MetaResponse> {
+    match &mut rec.lease {
+        Some(l) if l.node == node => {
+            l.until_ms = until_ms.max(l.until_ms);
+            None
+        }
+        _ => Some(MetaResponse::Refused("the lease is not this node's any more".into())),
+    }
+}
+
+/// Records the outcome and schedules the next sync: at the next aligned
+/// start after a success or the last retry, at once for a retry.
+fn finish_sync(
+    state: &impl StateRead,
+    ch: &mut Changes,
+    repo: &str,
+    rec: &mut MirrorRecord,
+    node: NodeId,
+    outcome: &SyncOutcome,
+    now_ms: u64,
+) -> Result<Option<MetaResponse>, StateError> {
+    if rec.lease.as_ref().map(|l| l.node) != Some(node) {
+        return Ok(Some(MetaResponse::Refused("the lease is not this node's any more".into())));
+    }
+    rec.lease = None;
+    rec.status.expiration_ms = None;
+    rec.status.last_end_ms = Some(now_ms);
+    let (ok, message) = match outcome {
+        SyncOutcome::Success(m) => (true, m),
+        SyncOutcome::Fail(m) => (false, m),
+    };
+    rec.status.last_message = Some(message.clone());
+    // Quay's events: the tags the repository has after a success.
+    let event = if ok {
+        let tags = super::tags::visible_tag_names(state, repo, now_ms)?;
+        NotificationEvent::MirrorSyncSuccess { repo: repo.to_string(), tags, message: message.clone() }
+    } else {
+        NotificationEvent::MirrorSyncFailed { repo: repo.to_string(), tags: vec![], message: message.clone() }
+    };
+    super::notifications::on_event(state, ch, repo, event, now_ms)?;
+    let retries = if ok { MIRROR_RETRIES } else { rec.status.retries_remaining.saturating_sub(1) };
+    rec.status.sync_status = if ok { SyncStatus::Success } else { SyncStatus::Fail };
+    if ok || retries == 0 {
+        rec.status.next_start_ms = next_aligned_start(rec.config.sync_start_ms, rec.config.sync_interval_s, now_ms);
+        rec.status.retries_remaining = MIRROR_RETRIES;
+    } else {
+        // A retry is due at once.
+        rec.status.next_start_ms = now_ms;
+        rec.status.retries_remaining = retries;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -306,7 +367,7 @@ mod tests {
         let put = MirrorCommand::PutMirror { repo: "team/app".into(), config: config("team+sync"), create: true, keep_password: false, now_ms: 0 };
         assert_eq!(s.run(mirror_cmd(put.clone())), MetaResponse::Done);
         assert_eq!(repo_state(&s, "team/app").unwrap(), RepoState::Mirror, "creating a mirror makes the repository one");
-        assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Refused(_)), "created once");
+        assert!(matches!(s.run(mirror_cmd(put)), MetaResponse::Exists(_)), "created once");
         assert_eq!(s.run(link("team/app")), MetaResponse::RepositoryState { state: RepoState::Mirror });
         assert_eq!(
             s.run(MetaCommand::AsRobot { robot: "team+other".into(), cmd: Box::new(link("team/app")) }),

@@ -8,15 +8,25 @@ use regex::Regex;
 use super::{keys, Changes, StateError, StateRead};
 use crate::command::*;
 
+/// Why a tag pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("a tag pattern has 1 to {MAX_TAG_PATTERN_LEN} characters")]
+    Length,
+    /// `why` is the last line of the regex crate's explanation.
+    #[error("tag pattern {pattern:?} is not a regular expression: {why}")]
+    NotARegex { pattern: String, why: String },
+}
+
 /// The regular expression of `pattern`, matched against whole names.
-pub fn compile(pattern: &str) -> Result<Regex, String> {
+pub fn compile(pattern: &str) -> Result<Regex, PatternError> {
     if pattern.is_empty() || pattern.len() > MAX_TAG_PATTERN_LEN {
-        return Err(format!("a tag pattern has 1 to {MAX_TAG_PATTERN_LEN} characters"));
+        return Err(PatternError::Length);
     }
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("tag pattern {pattern:?} is not a regular expression: {}", e.to_string().lines().last().unwrap_or_default().trim()))
+        .map_err(|e| PatternError::NotARegex { pattern: pattern.to_string(), why: e.to_string().lines().last().unwrap_or_default().trim().to_string() })
 }
 
 /// Whether the policy with `pattern` is about `tag`. A pattern that no

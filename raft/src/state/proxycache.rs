@@ -59,11 +59,6 @@ pub fn refusal(org: &str, upstream: &str) -> String {
     format!("organization {org} is a proxy cache of {upstream}: pushes, tag changes and deletes are refused")
 }
 
-/// Whether a refusal's words are [`refusal`]'s.
-pub fn is_refusal(why: &str) -> bool {
-    why.starts_with("organization ") && why.contains(" is a proxy cache of ")
-}
-
 /// The refusal of `cmd` by its organization's proxy cache, unless the
 /// fill makes it (`fill`); `None` when allowed.
 pub(super) fn guard(state: &impl StateRead, cmd: &MetaCommand, fill: bool) -> Result<Option<MetaResponse>, StateError> {
@@ -72,7 +67,7 @@ pub(super) fn guard(state: &impl StateRead, cmd: &MetaCommand, fill: bool) -> Re
     }
     let Some(repo) = super::mirror::content_repo(cmd) else { return Ok(None) };
     let Some(org) = namespace_of(repo) else { return Ok(None) };
-    Ok(config(state, org)?.map(|c| MetaResponse::Refused(refusal(org, &c.upstream_registry))))
+    Ok(config(state, org)?.map(|c| MetaResponse::ProxyCache { org: org.to_string(), upstream: c.upstream_registry }))
 }
 
 /// Drops a deleted repository's fetch records.
@@ -183,9 +178,10 @@ mod tests {
         assert_eq!(s.run(pc(ProxyCacheCommand::Put { org: "nope".into(), config: cfg() })), MetaResponse::NotFound);
         assert_eq!(s.run(pc(ProxyCacheCommand::Put { org: "cache".into(), config: cfg() })), MetaResponse::Done);
         assert!(matches!(s.run(pc(ProxyCacheCommand::Put { org: "cache".into(), config: cfg() })), MetaResponse::Refused(_)));
-        assert!(matches!(s.run(link("cache/library/alpine")), MetaResponse::Refused(_)));
+        let refused = MetaResponse::ProxyCache { org: "cache".into(), upstream: cfg().upstream_registry };
+        assert_eq!(s.run(link("cache/library/alpine")), refused);
         let as_robot = MetaCommand::AsRobot { robot: "cache+r".into(), cmd: Box::new(link("cache/library/alpine")) };
-        assert!(matches!(s.run(as_robot), MetaResponse::Refused(_)), "a robot neither");
+        assert_eq!(s.run(as_robot), refused, "a robot neither");
         assert_eq!(s.run(pc(ProxyCacheCommand::Fill(Box::new(link("cache/library/alpine"))))), MetaResponse::Done);
         assert_eq!(s.run(pc(ProxyCacheCommand::Delete { org: "cache".into() })), MetaResponse::Done);
         assert_eq!(s.run(link("cache/library/alpine")), MetaResponse::Done, "an ordinary organization again");

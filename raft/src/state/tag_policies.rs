@@ -42,7 +42,7 @@ pub(super) fn put_immutability_policy(
     now_ms: u64,
 ) -> Result<MetaResponse, StateError> {
     if let Err(why) = compile(&policy.pattern.pattern) {
-        return Ok(MetaResponse::Refused(why));
+        return Ok(MetaResponse::Refused(why.to_string()));
     }
     if !scope_exists(state, scope)? {
         return Ok(MetaResponse::NotFound);
@@ -61,7 +61,7 @@ pub(super) fn put_immutability_policy(
 pub(super) fn put_autoprune_policy(state: &impl StateRead, ch: &mut Changes, scope: &str, policy: &AutoPrunePolicyRecord) -> Result<MetaResponse, StateError> {
     if let Some(p) = &policy.pattern {
         if let Err(why) = compile(&p.pattern) {
-            return Ok(MetaResponse::Refused(why));
+            return Ok(MetaResponse::Refused(why.to_string()));
         }
     }
     if matches!(policy.method, PruneMethod::NumberOfTags(0) | PruneMethod::CreationDate(0)) {

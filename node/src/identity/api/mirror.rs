@@ -44,6 +44,112 @@ fn view(rec: &MirrorRecord) -> MirrorView {
     }
 }
 
+/// The robot must be one of the repository's namespace.
+fn check_robot(state: &MetaState, repo: &str, robot: &str) -> Result<(), ApiError> {
+    let robot_known = match robot.split_once('+') {
+        Some((ns, short)) => Some(ns) == namespace_of(repo) && state.get_raw(&keys::robot(ns, short)).map_err(state_err)?.is_some(),
+        None => false,
+    };
+    if !robot_known {
+        return Err(bad(format!("robot_username {robot:?} is not a robot of the repository's namespace")));
+    }
+    Ok(())
+}
+
+// Each field below: what the request says, else what `old` has, else the
+// default (or a refusal when the field is required).
+
+fn tag_globs(rule: Option<MirrorRootRule>, old: Option<&MirrorConfig>) -> Result<Vec<String>, ApiError> {
+    let rule = match (rule, old) {
+        (Some(rule), _) => rule,
+        (None, Some(o)) => return Ok(o.tag_globs.clone()),
+        (None, None) => return Err(bad("root_rule with at least one tag glob is required")),
+    };
+    if rule.rule_kind != "tag_glob_csv" {
+        return Err(bad(format!("root_rule.rule_kind {:?} is not tag_glob_csv", rule.rule_kind)));
+    }
+    let globs: Vec<String> = rule.rule_value.iter().flat_map(|v| v.split(',')).map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+    if globs.is_empty() {
+        return Err(bad("root_rule.rule_value needs at least one tag glob"));
+    }
+    if let Some(g) = globs.iter().find(|g| g.len() > 255 || g.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        return Err(bad(format!("tag glob {g:?} is not valid")));
+    }
+    Ok(globs)
+}
+
+/// The sealed password and whether to keep the stored one: a new one is
+/// sealed; an update without one keeps the stored one; `null` clears it.
+fn password(state: &MetaState, repo: &str, given: Option<Option<String>>, old: Option<&MirrorConfig>) -> Result<(Option<Vec<u8>>, bool), ApiError> {
+    Ok(match given {
+        Some(Some(p)) if !p.is_empty() => (Some(m::seal(state, repo, &p).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?), false),
+        Some(_) => (None, false),
+        None => (None, old.is_some()),
+    })
+}
+
+/// `http_proxy`, `https_proxy` and `no_proxy`.
+type Proxies = (Option<String>, Option<String>, Option<String>);
+
+/// A request that names the proxy block sets all three; one that does
+/// not keeps them.
+fn proxies(proxy: Option<MirrorProxy>, old: Option<&MirrorConfig>) -> Result<Proxies, ApiError> {
+    Ok(match (proxy, old) {
+        (Some(p), _) => {
+            for (what, u) in [("http_proxy", &p.http_proxy), ("https_proxy", &p.https_proxy)] {
+                if let Some(u) = non_empty(u.clone()) {
+                    if reqwest::Url::parse(&u).is_err() {
+                        return Err(bad(format!("{what} {u:?} is not a URL")));
+                    }
+                }
+            }
+            (non_empty(p.http_proxy), non_empty(p.https_proxy), non_empty(p.no_proxy))
+        }
+        (None, Some(o)) => (o.http_proxy.clone(), o.https_proxy.clone(), o.no_proxy.clone()),
+        (None, None) => (None, None, None),
+    })
+}
+
+fn timeout_s(given: Option<u64>, old: Option<&MirrorConfig>) -> Result<u64, ApiError> {
+    Ok(match (given, old) {
+        (Some(t), _) if !(MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&t) => {
+            return Err(bad(format!("skopeo_timeout_interval must be {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S} seconds")))
+        }
+        (Some(t), _) => t,
+        (None, Some(o)) => o.timeout_s,
+        (None, None) => DEFAULT_TIMEOUT_S,
+    })
+}
+
+fn architecture_filter(given: Option<Option<Vec<String>>>, old: Option<&MirrorConfig>) -> Result<Option<Vec<String>>, ApiError> {
+    Ok(match (given, old) {
+        (Some(Some(a)), _) if a.is_empty() => None,
+        (Some(Some(a)), _) => {
+            if let Some(bad_arch) = a.iter().find(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
+                return Err(bad(format!("architecture {bad_arch:?} is not valid")));
+            }
+            Some(a)
+        }
+        (Some(None), _) => None,
+        (None, Some(o)) => o.architecture_filter.clone(),
+        (None, None) => None,
+    })
+}
+
+fn preferred_region(given: Option<Option<String>>, old: Option<&MirrorConfig>) -> Result<Option<String>, ApiError> {
+    Ok(match (given, old) {
+        (Some(Some(r)), _) => {
+            if r.parse::<berth_common::Region>().is_err() {
+                return Err(bad(format!("preferred_region {r:?} is not a region name")));
+            }
+            Some(r)
+        }
+        (Some(None), _) => None,
+        (None, Some(o)) => o.preferred_region.clone(),
+        (None, None) => None,
+    })
+}
+
 /// `""` and `null` alike are no value.
 fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
@@ -93,9 +199,9 @@ impl NodeIdentity {
             (None, Some(o)) => o.external_reference.clone(),
             (None, None) => return Err(required("external_reference")),
         };
-        m::check_reference(&external_reference).map_err(bad)?;
+        m::check_reference(&external_reference).map_err(|e| bad(e.to_string()))?;
         let sync_start_ms = match (req.sync_start_date, old) {
-            (Some(d), _) => m::parse_start_date(&d).map_err(bad)?,
+            (Some(d), _) => m::parse_start_date(&d).map_err(|e| bad(e.to_string()))?,
             (None, Some(o)) => o.sync_start_ms,
             (None, None) => return Err(required("sync_start_date")),
         };
@@ -110,94 +216,23 @@ impl NodeIdentity {
             (None, Some(o)) => o.robot.clone(),
             (None, None) => return Err(required("robot_username")),
         };
-        let robot_known = match robot.split_once('+') {
-            Some((ns, short)) => Some(ns) == namespace_of(repo) && state.get_raw(&keys::robot(ns, short)).map_err(state_err)?.is_some(),
-            None => false,
-        };
-        if !robot_known {
-            return Err(bad(format!("robot_username {robot:?} is not a robot of the repository's namespace")));
-        }
-        let tag_globs = match (req.root_rule, old) {
-            (Some(rule), _) => {
-                if rule.rule_kind != "tag_glob_csv" {
-                    return Err(bad(format!("root_rule.rule_kind {:?} is not tag_glob_csv", rule.rule_kind)));
-                }
-                let globs: Vec<String> = rule.rule_value.iter().flat_map(|v| v.split(',')).map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
-                if globs.is_empty() {
-                    return Err(bad("root_rule.rule_value needs at least one tag glob"));
-                }
-                if let Some(g) = globs.iter().find(|g| g.len() > 255 || g.chars().any(|c| c.is_whitespace() || c.is_control())) {
-                    return Err(bad(format!("tag glob {g:?} is not valid")));
-                }
-                globs
-            }
-            (None, Some(o)) => o.tag_globs.clone(),
-            (None, None) => return Err(bad("root_rule with at least one tag glob is required")),
-        };
+        check_robot(&state, repo, &robot)?;
+        let tag_globs = tag_globs(req.root_rule, old)?;
         let username = match (req.external_registry_username, old) {
             (Some(u), _) => non_empty(u),
             (None, Some(o)) => o.username.clone(),
             (None, None) => None,
         };
-        // The password: a new one is sealed; an update without one keeps
-        // the stored one; `null` clears it.
-        let (sealed_password, keep_password) = match req.external_registry_password {
-            Some(Some(p)) if !p.is_empty() => (Some(m::seal(&state, repo, &p).map_err(|e| ApiError::new(ErrorCode::Internal, e))?), false),
-            Some(_) => (None, false),
-            None => (None, old.is_some()),
-        };
+        let (sealed_password, keep_password) = password(&state, repo, req.external_registry_password, old)?;
         let has_password = sealed_password.is_some() || (keep_password && old.is_some_and(|o| o.sealed_password.is_some()));
         if has_password && username.is_none() {
             return Err(bad("external_registry_password needs external_registry_username"));
         }
         let reg = req.external_registry_config.unwrap_or_default();
-        // A request that names the proxy block sets all three; one that
-        // does not keeps them.
-        let (http_proxy, https_proxy, no_proxy) = match (reg.proxy, old) {
-            (Some(p), _) => {
-                for (what, u) in [("http_proxy", &p.http_proxy), ("https_proxy", &p.https_proxy)] {
-                    if let Some(u) = non_empty(u.clone()) {
-                        if reqwest::Url::parse(&u).is_err() {
-                            return Err(bad(format!("{what} {u:?} is not a URL")));
-                        }
-                    }
-                }
-                (non_empty(p.http_proxy), non_empty(p.https_proxy), non_empty(p.no_proxy))
-            }
-            (None, Some(o)) => (o.http_proxy.clone(), o.https_proxy.clone(), o.no_proxy.clone()),
-            (None, None) => (None, None, None),
-        };
-        let timeout_s = match (req.skopeo_timeout_interval, old) {
-            (Some(t), _) if !(MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&t) => {
-                return Err(bad(format!("skopeo_timeout_interval must be {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S} seconds")))
-            }
-            (Some(t), _) => t,
-            (None, Some(o)) => o.timeout_s,
-            (None, None) => DEFAULT_TIMEOUT_S,
-        };
-        let architecture_filter = match (req.architecture_filter, old) {
-            (Some(Some(a)), _) if a.is_empty() => None,
-            (Some(Some(a)), _) => {
-                if let Some(bad_arch) = a.iter().find(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
-                    return Err(bad(format!("architecture {bad_arch:?} is not valid")));
-                }
-                Some(a)
-            }
-            (Some(None), _) => None,
-            (None, Some(o)) => o.architecture_filter.clone(),
-            (None, None) => None,
-        };
-        let preferred_region = match (req.preferred_region, old) {
-            (Some(Some(r)), _) => {
-                if r.parse::<berth_common::Region>().is_err() {
-                    return Err(bad(format!("preferred_region {r:?} is not a region name")));
-                }
-                Some(r)
-            }
-            (Some(None), _) => None,
-            (None, Some(o)) => o.preferred_region.clone(),
-            (None, None) => None,
-        };
+        let (http_proxy, https_proxy, no_proxy) = proxies(reg.proxy, old)?;
+        let timeout_s = timeout_s(req.skopeo_timeout_interval, old)?;
+        let architecture_filter = architecture_filter(req.architecture_filter, old)?;
+        let preferred_region = preferred_region(req.preferred_region, old)?;
         let config = MirrorConfig {
             is_enabled: req.is_enabled.or(old.map(|o| o.is_enabled)).unwrap_or(true),
             external_reference,
@@ -237,10 +272,8 @@ impl NodeIdentity {
             self.write(who, grant, || format!("no robot {robot}")).await?;
         }
         let resp = self.mirror_write(who, MirrorCommand::PutMirror { repo: repo.to_string(), config, create, keep_password, now_ms: now_ms() }).await?;
-        if let MetaResponse::Refused(why) = &resp {
-            if why.contains("already has") {
-                return Err(ApiError::new(ErrorCode::Conflict, why.clone()));
-            }
+        if let MetaResponse::Exists(why) = resp {
+            return Err(ApiError::new(ErrorCode::Conflict, why));
         }
         Self::mirror_outcome(resp, repo)?;
         let kind = if create { "repo_mirror_enabled" } else { "repo_mirror_config_changed" };

@@ -87,7 +87,7 @@ impl NodeIdentity {
         if title.chars().count() > 255 || title.chars().any(char::is_control) {
             return Err(bad("title must be at most 255 printable characters"));
         }
-        let checked = crate::notify::check(&self.notify, &req.event, &req.method, &req.config, &req.event_config).await.map_err(bad)?;
+        let checked = crate::notify::check(&self.notify, &req.event, &req.method, &req.config, &req.event_config).await.map_err(|e| bad(e.to_string()))?;
         let secret = hex::encode(rand::random::<[u8; 32]>());
         let rec = NotificationRecord {
             uuid: uuid_v4(),

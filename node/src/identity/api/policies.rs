@@ -23,7 +23,7 @@ fn new_uuid() -> String {
 }
 
 fn pattern(p: &str, matches: bool) -> Result<TagPattern, ApiError> {
-    compile(p).map_err(bad)?;
+    compile(p).map_err(|e| bad(e.to_string()))?;
     Ok(TagPattern { pattern: p.to_string(), matches })
 }
 

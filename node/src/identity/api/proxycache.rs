@@ -22,8 +22,8 @@ fn view(c: &ProxyCacheConfig) -> ProxyCacheView {
 
 /// `host[:port]`, optionally followed by `/path` (a prefix of the
 /// upstream's repositories).
-pub(crate) fn check_upstream(r: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("upstream_registry {r:?} is not host[:port][/path]: {why}"));
+pub(crate) fn check_upstream(r: &str) -> Result<(), crate::mirror_config::ConfigError> {
+    let bad = |why: &'static str| Err(crate::mirror_config::ConfigError::Upstream { upstream: r.to_string(), why });
     if r.contains("://") {
         return bad("no scheme");
     }
@@ -57,7 +57,7 @@ impl NodeIdentity {
     fn proxy_cache_config(&self, org: &str, req: ProxyCacheRequest) -> Result<ProxyCacheConfig, ApiError> {
         let upstream_registry =
             req.upstream_registry.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).ok_or_else(|| bad("upstream_registry is required"))?;
-        check_upstream(&upstream_registry).map_err(bad)?;
+        check_upstream(&upstream_registry).map_err(|e| bad(e.to_string()))?;
         let username = req.upstream_registry_username.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let password = req.upstream_registry_password.filter(|p| !p.is_empty());
         if password.is_some() && username.is_none() {
@@ -71,7 +71,7 @@ impl NodeIdentity {
         let sealed_password = match password {
             Some(p) => Some(
                 crate::mirror_config::seal(&self.state(), &crate::mirror_config::proxy_cache_seal_scope(org), &p)
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
             ),
             None => None,
         };

@@ -43,6 +43,7 @@ fn outcome(resp: MetaResponse, missing: impl FnOnce() -> String, refused: ErrorC
         MetaResponse::NotFound => Err(not_found(missing())),
         MetaResponse::TagImmutable { tag } => Err(crate::errors::tag_immutable(&tag)),
         MetaResponse::Refused(why) => Err(ApiError::new(refused, why)),
+        MetaResponse::ProxyCache { org, upstream } => Err(ApiError::new(refused, berth_raft::state::proxycache::refusal(&org, &upstream))),
         other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}"))),
     }
 }

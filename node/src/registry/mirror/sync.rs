@@ -16,6 +16,7 @@
 //! matched upstream are deleted (into tag history).
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,20 +25,59 @@ use berth_common::{Digest, RepoName};
 use berth_gateway::{Access, Principal, Reference, Registry};
 use berth_raft::command::BlobRecord;
 use berth_raft::mirror::{MirrorCommand, MirrorRecord, RepoState, SyncOutcome, SyncStatus};
-use berth_raft::state::{keys, mirror as rules, tags};
+use berth_raft::state::{keys, mirror as rules, tags, StateError};
 use berth_raft::{Actor, MetaCommand, MetaNodeHandle, MetaResponse, StateRead};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::upstream::{Upstream, UpstreamSpec};
+use super::upstream::{Upstream, UpstreamError, UpstreamSpec};
 use crate::config::MirrorSyncConfig;
 use crate::identity::audit::AuditLog;
+use crate::mirror_config::{open, SealError};
 use crate::registry::manifest::{self, Kind};
 use crate::util::now_ms;
 
 /// A manifest copied (its digest, bytes and media type), boxed: an index
 /// copies its children by recursion.
-type CopyFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Digest, Bytes, String), String>> + Send + 'a>>;
+type CopyFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Digest, Bytes, String), SyncError>> + Send + 'a>>;
+
+/// Why a sync, or one tag of it, failed. Its words are the mirror's status
+/// message and the usage log's.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("mirror CA bundle {}: {source}", path.display())]
+    CaBundle { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("repository name: {0}")]
+    Name(#[from] berth_common::NameError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("robot {robot} may not write to {repo}: grant it write")]
+    NoWriteGrant { robot: String, repo: String },
+    /// Each failed tag as `tag: why`, of the `wanted` ones.
+    #[error("{} of {wanted} tags failed: {}", failed.len(), failed.join("; "))]
+    Tags { failed: Vec<String>, wanted: usize },
+    #[error("the sync was cancelled or its lease taken over")]
+    Stopped,
+    #[error("the mirror configuration was removed")]
+    Removed,
+    #[error("the repository is no longer in MIRROR state")]
+    NotMirror,
+    /// The registry refused to point the tag; its message.
+    #[error("{0}")]
+    Tag(String),
+    /// The registry refused to store `what` (a manifest or blob digest).
+    #[error("storing {what}: {message}")]
+    Storing { what: String, message: String },
+    /// The upstream manifest at `reference` cannot be copied.
+    #[error("{reference}: {why}")]
+    Manifest { reference: String, why: String },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// How deep an index may nest indexes.
 const MAX_DEPTH: usize = 4;
@@ -154,7 +194,7 @@ impl MirrorWorker {
         let timeout = Duration::from_secs(rec.config.timeout_s.max(1));
         let outcome = match tokio::time::timeout(timeout, self.sync_inner(repo, rec, stop.clone())).await {
             Ok(Ok(summary)) => SyncOutcome::Success(summary),
-            Ok(Err(why)) => SyncOutcome::Fail(why),
+            Ok(Err(why)) => SyncOutcome::Fail(why.to_string()),
             Err(_) => SyncOutcome::Fail(format!("sync timed out after {} s", timeout.as_secs())),
         };
         renewer.abort();
@@ -202,14 +242,14 @@ impl MirrorWorker {
         }
     }
 
-    async fn sync_inner(&self, repo: &str, rec: MirrorRecord, stop: Arc<AtomicBool>) -> Result<String, String> {
+    async fn sync_inner(&self, repo: &str, rec: MirrorRecord, stop: Arc<AtomicBool>) -> Result<String, SyncError> {
         let c = &rec.config;
         let password = match &c.sealed_password {
-            Some(sealed) => Some(crate::mirror_config::open(&self.meta.state(), repo, sealed)?),
+            Some(sealed) => Some(open(&self.meta.state(), repo, sealed)?),
             None => None,
         };
         let ca_pem = match &self.cfg.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| format!("mirror CA bundle {}: {e}", p.display()))?),
+            Some(p) => Some(std::fs::read(p).map_err(|source| SyncError::CaBundle { path: p.clone(), source })?),
             None => None,
         };
         let upstream = Upstream::new(UpstreamSpec {
@@ -222,21 +262,20 @@ impl MirrorWorker {
             no_proxy: c.no_proxy.clone(),
             ca_pem,
             timeout: Duration::from_secs(c.timeout_s.max(1)),
-        })
-        .map_err(|e| e.to_string())?;
-        let name: RepoName = repo.parse().map_err(|e| format!("repository name: {e}"))?;
+        })?;
+        let name: RepoName = repo.parse()?;
         let access = Access { principal: Principal::Robot { name: c.robot.clone() }, ip: None };
         // The sync writes as the robot, with the robot's rights: one whose
         // write grant was taken away syncs nothing.
         let state = self.meta.state();
-        let repo_rec = state.get::<berth_raft::command::RepositoryRecord>(&keys::repo(repo)).map_err(|e| e.to_string())?;
-        let role = crate::identity::policy::repo_role(&state, &access.principal, repo, repo_rec.as_ref()).map_err(|e| e.to_string())?;
+        let repo_rec = state.get::<berth_raft::command::RepositoryRecord>(&keys::repo(repo))?;
+        let role = crate::identity::policy::repo_role(&state, &access.principal, repo, repo_rec.as_ref())?;
         if role < Some(berth_raft::command::Role::Write) {
-            return Err(format!("robot {} may not write to {repo}: grant it write", c.robot));
+            return Err(SyncError::NoWriteGrant { robot: c.robot.clone(), repo: repo.to_string() });
         }
         let mut run = Run { repo: repo.to_string(), name, rec: rec.clone(), access, upstream, stop, copied_blobs: 0, copied_manifests: 0 };
 
-        let upstream_tags = run.upstream.tags().await.map_err(|e| e.to_string())?;
+        let upstream_tags = run.upstream.tags().await?;
         let wanted: BTreeSet<String> = upstream_tags.into_iter().filter(|t| crate::mirror_config::tag_wanted(&c.tag_globs, t)).collect();
         let mut failed = Vec::new();
         for tag in &wanted {
@@ -245,14 +284,14 @@ impl MirrorWorker {
                 Ok(digest) => self.log("repo_mirror_sync_tag_success", &c.robot, repo, vec![("tag", tag.clone()), ("digest", digest.to_string())]),
                 Err(why) => {
                     tracing::warn!(repo = %repo, tag = %tag, error = %why, "mirror tag not synced");
-                    self.log("repo_mirror_sync_tag_failed", &c.robot, repo, vec![("tag", tag.clone()), ("message", why.clone())]);
+                    self.log("repo_mirror_sync_tag_failed", &c.robot, repo, vec![("tag", tag.clone()), ("message", why.to_string())]);
                     failed.push(format!("{tag}: {why}"));
                 }
             }
         }
         // Tags no longer matched upstream go, into history.
         self.check(&run)?;
-        let local = tags::visible_tag_names(&self.meta.state(), repo, now_ms()).map_err(|e| e.to_string())?;
+        let local = tags::visible_tag_names(&self.meta.state(), repo, now_ms())?;
         let mut deleted = 0;
         for tag in local.into_iter().filter(|t| !wanted.contains(t)) {
             self.check(&run)?;
@@ -263,7 +302,7 @@ impl MirrorWorker {
             }
         }
         if !failed.is_empty() {
-            return Err(format!("{} of {} tags failed: {}", failed.len(), wanted.len(), failed.join("; ")));
+            return Err(SyncError::Tags { failed, wanted: wanted.len() });
         }
         Ok(format!(
             "synced {} tags ({} manifests and {} blobs copied), deleted {deleted} tags no longer upstream",
@@ -275,32 +314,35 @@ impl MirrorWorker {
 
     /// Whether the sync may go on: the lease is still this node's, the
     /// repository still a mirror.
-    fn check(&self, run: &Run) -> Result<(), String> {
+    fn check(&self, run: &Run) -> Result<(), SyncError> {
         if run.stop.load(Ordering::SeqCst) {
-            return Err("the sync was cancelled or its lease taken over".into());
+            return Err(SyncError::Stopped);
         }
         let state = self.meta.state();
-        let rec = rules::mirror(&state, &run.repo).map_err(|e| e.to_string())?.ok_or("the mirror configuration was removed")?;
+        let rec = rules::mirror(&state, &run.repo)?.ok_or(SyncError::Removed)?;
         if rec.status.sync_status == SyncStatus::Cancel || rec.lease.as_ref().map(|l| l.node) != Some(self.meta.id()) {
             run.stop.store(true, Ordering::SeqCst);
-            return Err("the sync was cancelled or its lease taken over".into());
+            return Err(SyncError::Stopped);
         }
         // The lease is still ours: this sync's failure is ours to record.
-        if rules::repo_state(&state, &run.repo).map_err(|e| e.to_string())? != RepoState::Mirror {
-            return Err("the repository is no longer in MIRROR state".into());
+        if rules::repo_state(&state, &run.repo)? != RepoState::Mirror {
+            return Err(SyncError::NotMirror);
         }
         Ok(())
     }
 
     /// Copies `tag`'s manifest with everything it references, then points
     /// the tag at it.
-    async fn sync_tag(&self, run: &mut Run, tag: &str) -> Result<Digest, String> {
+    async fn sync_tag(&self, run: &mut Run, tag: &str) -> Result<Digest, SyncError> {
         let (digest, bytes, media_type) = self.copy_manifest(run, tag, 0).await?;
-        let current = tags::visible_tag(&self.meta.state(), &run.repo, tag, now_ms()).map_err(|e| e.to_string())?;
+        let current = tags::visible_tag(&self.meta.state(), &run.repo, tag, now_ms())?;
         if current.is_some_and(|t| t.digest == digest) {
             return Ok(digest);
         }
-        self.registry.manifest_put(&run.access, &run.name, &Reference::Tag(tag.to_string()), Some(&media_type), bytes).await.map_err(|e| e.message)?;
+        self.registry
+            .manifest_put(&run.access, &run.name, &Reference::Tag(tag.to_string()), Some(&media_type), bytes)
+            .await
+            .map_err(|e| SyncError::Tag(e.message))?;
         Ok(digest)
     }
 
@@ -309,13 +351,13 @@ impl MirrorWorker {
     fn copy_manifest<'a>(&'a self, run: &'a mut Run, reference: &'a str, depth: usize) -> CopyFuture<'a> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
-                return Err(format!("{reference}: indexes nested deeper than {MAX_DEPTH}"));
+                return Err(manifest_error(reference, format!("indexes nested deeper than {MAX_DEPTH}")));
             }
-            let fetched = run.upstream.manifest(reference).await.map_err(|e| e.to_string())?;
-            let parsed = manifest::parse(&fetched.bytes, fetched.media_type.as_deref()).map_err(|e| format!("{reference}: {}", e.message))?;
+            let fetched = run.upstream.manifest(reference).await?;
+            let parsed = manifest::parse(&fetched.bytes, fetched.media_type.as_deref()).map_err(|e| manifest_error(reference, e.message))?;
             let mut bytes = fetched.bytes.clone();
             if parsed.kind == Kind::Index {
-                let mut doc: serde_json::Value = serde_json::from_slice(&fetched.bytes).map_err(|e| e.to_string())?;
+                let mut doc: serde_json::Value = serde_json::from_slice(&fetched.bytes)?;
                 let children = doc.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
                 let filter = run.rec.config.architecture_filter.clone();
                 let keep = |d: &serde_json::Value| match &filter {
@@ -324,17 +366,17 @@ impl MirrorWorker {
                 };
                 let kept: Vec<serde_json::Value> = children.iter().filter(|d| keep(d)).cloned().collect();
                 if kept.is_empty() {
-                    return Err(format!("{reference}: no child matches the architecture filter"));
+                    return Err(manifest_error(reference, "no child matches the architecture filter"));
                 }
                 for child in &kept {
-                    let d = child.get("digest").and_then(|d| d.as_str()).ok_or_else(|| format!("{reference}: a child without digest"))?;
+                    let d = child.get("digest").and_then(|d| d.as_str()).ok_or_else(|| manifest_error(reference, "a child without digest"))?;
                     self.copy_manifest(run, d, depth + 1).await?;
                 }
                 // A filtered index names only the children kept: berth never
                 // stores an index whose children it does not hold.
                 if kept.len() != children.len() {
                     doc["manifests"] = serde_json::Value::Array(kept);
-                    bytes = Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?);
+                    bytes = Bytes::from(serde_json::to_vec(&doc)?);
                 }
             }
             for blob in &parsed.blobs {
@@ -342,12 +384,12 @@ impl MirrorWorker {
             }
             let digest = Digest::sha256_of(&bytes);
             let media_type = parsed.media_type.clone();
-            let held = self.meta.state().get_raw(&keys::manifest(&run.repo, &digest)).map_err(|e| e.to_string())?.is_some();
+            let held = self.meta.state().get_raw(&keys::manifest(&run.repo, &digest))?.is_some();
             if !held {
                 self.registry
                     .manifest_put(&run.access, &run.name, &Reference::Digest(digest.clone()), Some(&media_type), bytes.clone())
                     .await
-                    .map_err(|e| format!("storing manifest {digest}: {}", e.message))?;
+                    .map_err(|e| SyncError::Storing { what: format!("manifest {digest}"), message: e.message })?;
                 run.copied_manifests += 1;
             }
             Ok((digest, bytes, media_type))
@@ -358,16 +400,23 @@ impl MirrorWorker {
     /// node. A copy only elsewhere is fetched again from the upstream: its
     /// holder may be the node that died mid-sync, and the manifest's
     /// `min_copies` wait needs a copy that can be replicated.
-    async fn copy_blob(&self, run: &mut Run, digest: &Digest) -> Result<(), String> {
+    async fn copy_blob(&self, run: &mut Run, digest: &Digest) -> Result<(), SyncError> {
         let state = self.meta.state();
-        let linked = state.get_raw(&keys::link(&run.repo, digest)).map_err(|e| e.to_string())?.is_some();
-        let here = state.get::<BlobRecord>(&keys::blob(digest)).map_err(|e| e.to_string())?.is_some_and(|b| b.holders.contains(&self.meta.id()));
+        let linked = state.get_raw(&keys::link(&run.repo, digest))?.is_some();
+        let here = state.get::<BlobRecord>(&keys::blob(digest))?.is_some_and(|b| b.holders.contains(&self.meta.id()));
         if linked && here {
             return Ok(());
         }
-        let stream = run.upstream.blob(digest).await.map_err(|e| e.to_string())?;
-        self.registry.blob_put(&run.access, &run.name, digest, Box::pin(stream)).await.map_err(|e| format!("storing blob {digest}: {}", e.message))?;
+        let stream = run.upstream.blob(digest).await?;
+        self.registry
+            .blob_put(&run.access, &run.name, digest, Box::pin(stream))
+            .await
+            .map_err(|e| SyncError::Storing { what: format!("blob {digest}"), message: e.message })?;
         run.copied_blobs += 1;
         Ok(())
     }
+}
+
+fn manifest_error(reference: &str, why: impl Into<String>) -> SyncError {
+    SyncError::Manifest { reference: reference.to_string(), why: why.into() }
 }
