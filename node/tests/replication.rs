@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use berth_common::Digest;
+use berth_raft::state::StateRead;
 use berth_replication::ReplicationConfig;
 use common::http::*;
 use common::*;
@@ -373,4 +374,34 @@ async fn drain_moves_leadership_and_copies_what_only_the_node_held() {
     let dir = c.dirs[&leader].to_str().unwrap().to_string();
     let unknown = tokio::task::spawn_blocking(move || procs::berth(&["node", "drain", "42", "--data-dir", &dir])).await.unwrap();
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no active node 42"));
+}
+
+/// A node whose disk cannot keep a copy (here: `min_free_bytes` above
+/// what any disk has) serves a pull of a blob it lacks by relaying the
+/// holder's bytes, whole and in ranges, and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_room_relays_a_pull_and_keeps_nothing() {
+    let full = ReplicationConfig { min_free_bytes: u64::MAX / 2, ..repl(Some(1)) };
+    let c = Cluster::with_replication(3, fast_config(), Some(full)).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let on_demand = berth_raft::MetaCommand::SetPlacement { namespace: "lazy".into(), placement: berth_raft::command::Placement::OnDemand };
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, on_demand).await.unwrap();
+    let blob = data(5 << 20, 11);
+    let d = reg(c.node(1)).blob("lazy/app", &blob).await;
+    c.sync_all().await;
+    assert!(!holds(&c, 3, &d).await);
+    let r3 = reg(c.node(3));
+    let (s, body) = get(&r3, &format!("/v2/lazy/app/blobs/{d}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == blob, "the relayed bytes are the blob's");
+    let (s, h, part) = r3.send(r3.req(Method::GET, &format!("/v2/lazy/app/blobs/{d}")).header("range", "bytes=1000-1999")).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT, "{h:?}");
+    assert!(part == blob[1000..2000]);
+    // Nothing was kept: the relay starts no fetch (nothing runs on after
+    // the answers), writes no blob file and records no copy.
+    assert!(!holds(&c, 3, &d).await, "a full disk keeps no copy");
+    assert_eq!(fetched_bytes(&c, 3), 0, "relayed, not fetched");
+    let rec = c.node(3).meta.state().get::<berth_raft::command::BlobRecord>(&berth_raft::state::keys::blob(&d)).unwrap().unwrap();
+    assert!(!rec.holders.contains(&3), "{rec:?}");
 }

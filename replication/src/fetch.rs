@@ -399,6 +399,51 @@ impl Replicator {
         Ok(())
     }
 
+    /// `[start, start + len)` of a blob streamed from a holder straight to
+    /// the caller, stored nowhere: for a node whose disk cannot take the
+    /// blob. Holders are tried in [`Self::sources`] order until one
+    /// answers; a whole blob is hashed on the way and a wrong digest ends
+    /// the stream with an error (the client sees a failed download, never
+    /// a wrong one accepted as complete).
+    pub async fn relay(&self, digest: &Digest, size: u64, start: u64, len: u64) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+        let mut last = None;
+        for peer in self.sources(digest, None, &HashSet::new()) {
+            match self.open_relay(&peer, digest, size, start, len).await {
+                Ok(recv) => {
+                    metrics::counter!("berth_blob_relays_total").increment(1);
+                    let whole = start == 0 && len == size;
+                    return Ok(relay_stream(recv, digest.clone(), len, whole, self.fetch_stall()));
+                }
+                Err(e) => {
+                    tracing::info!(digest = %digest, node_id = peer.id, error = %e, "relay: holder did not answer; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(ReplicationError::NoHolder))
+    }
+
+    async fn open_relay(&self, peer: &PeerInfo, digest: &Digest, size: u64, start: u64, len: u64) -> Result<quinn::RecvStream> {
+        let node = peer.id;
+        let conn = self.inner.transport.connect(node, &peer.addr).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node))?;
+        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(len) }).await.map_err(ReplicationError::peer(node))?;
+        send.finish().map_err(ReplicationError::peer(node))?;
+        let stall = self.fetch_stall();
+        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv))
+            .await
+            .map_err(|_| ReplicationError::Stalled { node, after: stall })?
+            .map_err(ReplicationError::peer(node))?
+        {
+            GetReply::Ok { size: theirs, .. } if theirs != size => {
+                Err(ReplicationError::Protocol { node, what: format!("holder has {theirs} bytes, metadata says {size}") })
+            }
+            GetReply::Ok { .. } => Ok(recv),
+            GetReply::NotFound => Err(ReplicationError::NotHeld { node }),
+            GetReply::RangeInvalid => Err(ReplicationError::Protocol { node, what: format!("holder refused range {start}+{len}") }),
+        }
+    }
+
     /// A stream of `range` of a blob being fetched, following the fetch.
     pub fn follow(
         &self,
@@ -406,21 +451,73 @@ impl Replicator {
         range: Option<BlobRange>,
     ) -> Result<(u64, u64, impl Stream<Item = std::io::Result<Bytes>> + Send + 'static), BlobError> {
         let size = fetch.size;
-        let (start, len) = match range {
-            None => (0, size),
-            Some(r) => {
-                if r.start >= size || r.end.is_some_and(|e| e < r.start) {
-                    return Err(BlobError::RangeInvalid { start: r.start, end: r.end, size });
-                }
-                let end = r.end.unwrap_or(size - 1).min(size - 1);
-                (r.start, end - r.start + 1)
-            }
-        };
+        let (start, len) = span(range, size)?;
         let store = self.inner.store.clone();
         let digest = fetch.digest.clone();
         let stream = async_stream_follow(store, digest, fetch, start, start + len);
         Ok((start, len, stream))
     }
+}
+
+/// The first byte and length `range` asks of a blob of `size` bytes.
+pub(crate) fn span(range: Option<BlobRange>, size: u64) -> std::result::Result<(u64, u64), BlobError> {
+    match range {
+        None => Ok((0, size)),
+        Some(r) => {
+            if r.start >= size || r.end.is_some_and(|e| e < r.start) {
+                return Err(BlobError::RangeInvalid { start: r.start, end: r.end, size });
+            }
+            let end = r.end.unwrap_or(size - 1).min(size - 1);
+            Ok((r.start, end - r.start + 1))
+        }
+    }
+}
+
+/// The bytes of a relayed blob as they come from the holder, checked
+/// against the length asked for and, for a whole blob, its digest.
+fn relay_stream(
+    recv: quinn::RecvStream,
+    digest: Digest,
+    len: u64,
+    whole: bool,
+    stall: Duration,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use sha2::Digest as _;
+    struct Relay {
+        recv: quinn::RecvStream,
+        got: u64,
+        hash: Option<sha2::Sha256>,
+    }
+    let fail = |m: String| Some((Err(std::io::Error::other(m)), None));
+    // sha512 blobs are rare; their relay is checked by the client only.
+    let sha256 = digest.algorithm() == berth_common::DigestAlgorithm::Sha256;
+    let init = Relay { recv, got: 0, hash: (whole && sha256).then(sha2::Sha256::new) };
+    futures::stream::unfold(Some(init), move |st| {
+        let digest = digest.clone();
+        async move {
+            let mut r = st?;
+            if r.got == len {
+                return None;
+            }
+            let chunk = match tokio::time::timeout(stall, r.recv.read_chunk(READ_CHUNK, true)).await {
+                Err(_) => return fail(format!("relay of {digest}: the holder stalled")),
+                Ok(Err(e)) => return fail(format!("relay of {digest}: {e}")),
+                Ok(Ok(None)) => return fail(format!("relay of {digest}: the holder ended at byte {} of {len}", r.got)),
+                Ok(Ok(Some(c))) => c.bytes,
+            };
+            r.got += chunk.len() as u64;
+            if r.got > len {
+                return fail(format!("relay of {digest}: the holder sent more than asked"));
+            }
+            if let Some(h) = &mut r.hash {
+                h.update(&chunk);
+                if r.got == len && hex::encode(h.clone().finalize()) != digest.hex() {
+                    return fail(format!("relay of {digest}: the holder's bytes do not have that digest"));
+                }
+            }
+            Some((Ok(chunk), Some(r)))
+        }
+    })
 }
 
 /// Appends a part file to the staging blob (hashing it on the way).

@@ -124,6 +124,10 @@ pub struct ReplicationConfig {
     pub scrub_interval_secs: u64,
     /// Scrub: bytes re-hashed per second at most, so it never starves pulls.
     pub scrub_bytes_per_sec: u64,
+    /// A pull of a blob this node lacks keeps a copy only if the disk
+    /// would still have this much free after it; otherwise the bytes are
+    /// relayed from a holder to the client and stored nowhere.
+    pub min_free_bytes: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -138,6 +142,7 @@ impl Default for ReplicationConfig {
             fetch_stall_secs: 20,
             scrub_interval_secs: 24 * 3600,
             scrub_bytes_per_sec: 64 << 20,
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -448,9 +453,31 @@ impl Replicator {
         }
         let Some(info) = self.inner.view.blob(digest).filter(|b| !b.holders.is_empty()) else { return Ok(None) };
         metrics::counter!("berth_blob_reads_total", "source" => "peer").increment(1);
+        if !self.room_for(info.size).await {
+            // A full disk cannot keep a copy: the bytes go from a holder to
+            // the client, stored nowhere, rather than failing mid-stream.
+            let (start, len) = fetch::span(range, info.size)?;
+            let relayed = self.relay(digest, info.size, start, len).await;
+            let stream = relayed.map_err(|e| BlobError::Io { path: self.inner.store.path_of(digest), source: std::io::Error::other(format!("relay: {e}")) })?;
+            return Ok(Some(BlobBody { size: info.size, start, len, local: false, stream: Box::pin(stream) }));
+        }
         let fetch = self.fetch(digest, info.size, None);
         let (start, len, stream) = self.follow(fetch, range)?;
         Ok(Some(BlobBody { size: info.size, start, len, local: false, stream: Box::pin(stream) }))
+    }
+}
+
+impl Replicator {
+    /// Whether this node's disk can take a blob of `size` bytes and still
+    /// keep `[replication] min_free_bytes` free. Unknown (the statvfs
+    /// failed) counts as room: the fetch then fails as it would have.
+    async fn room_for(&self, size: u64) -> bool {
+        let store = self.inner.store.clone();
+        let reserve = self.inner.config.min_free_bytes;
+        match tokio::task::spawn_blocking(move || store.disk_use()).await {
+            Ok(Ok(d)) => d.available_bytes >= size.saturating_add(reserve),
+            _ => true,
+        }
     }
 }
 
