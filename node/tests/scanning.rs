@@ -601,30 +601,13 @@ async fn rpm_image_is_matched_against_rocky_osv_records() {
     // scanned it, before the scan was recorded.
     let (s, again) = api.call(&n1, Method::GET, &sbom_path, None).await;
     assert_eq!((s, &again), (200, &sbom));
-    let referrers: Value = api
-        .http
-        .get(format!("http://{n2}/v2/team/rocky/referrers/{digest}"))
-        .basic_auth("admin", Some(&api.password))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, referrers) = api.call(&n2, Method::GET, &format!("/v2/team/rocky/referrers/{digest}"), None).await;
+    assert_eq!(s, 200, "{referrers}");
     let found = referrers["manifests"].as_array().unwrap();
     assert_eq!(found.len(), 1, "{referrers}");
     assert_eq!(found[0]["artifactType"], "application/vnd.cyclonedx+json", "{referrers}");
-    let artifact: Value = api
-        .http
-        .get(format!("http://{n2}/v2/team/rocky/manifests/{}", found[0]["digest"].as_str().unwrap()))
-        .basic_auth("admin", Some(&api.password))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, artifact) = api.call(&n2, Method::GET, &format!("/v2/team/rocky/manifests/{}", found[0]["digest"].as_str().unwrap()), None).await;
+    assert_eq!(s, 200, "{artifact}");
     assert_eq!(artifact["subject"]["digest"], digest.as_str(), "{artifact}");
     let layer = artifact["layers"][0]["digest"].as_str().unwrap();
     let blob = api.http.get(format!("http://{n2}/v2/team/rocky/blobs/{layer}")).basic_auth("admin", Some(&api.password)).send().await.unwrap();
