@@ -14,10 +14,40 @@ pub enum NodeChange {
     Remove,
 }
 
+/// Why a node does not take traffic yet (`/ready`'s 503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("this node is not (yet) a member of the metadata group")]
+    NotAMember,
+    #[error("{0}")]
+    NoLeader(String),
+    #[error("applied index {applied} is behind the leader's {committed}")]
+    Behind { applied: u64, committed: u64 },
+}
+
+/// A request that breaks a documented bound: the words are the 400's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundError {
+    #[error("kind must be one of {kinds}, not {0:?}", kinds = DRILL_KINDS.join(", "))]
+    Kind(String),
+    #[error("target must be 1 to {DRILL_REPORT_TARGET_MAX} bytes without control characters")]
+    Target,
+    #[error("a report names at most {DRILL_REPORT_NODES_MAX} nodes")]
+    Nodes,
+    #[error("ended_ms is before started_ms")]
+    EndsBeforeStart,
+    #[error("figures must be a JSON object")]
+    FiguresNotAnObject,
+    #[error("figures must be at most {DRILL_REPORT_FIGURES_MAX} bytes of JSON")]
+    FiguresTooLarge,
+    #[error("duration_ms must be between {ISOLATION_MIN_MS} (1 s) and {ISOLATION_MAX_MS} (10 min), not {0}")]
+    Duration(u64),
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Ok when the node has joined and caught up with the leader.
-    async fn ready(&self) -> Result<(), String>;
+    async fn ready(&self) -> Result<(), NotReady>;
     /// The caller, when it is a cluster administrator. The writes below
     /// are made for it: the leader checks it again before committing.
     async fn authorize_admin(&self, caller: &Caller) -> Result<Principal, ApiError>;
@@ -92,24 +122,24 @@ fn empty_object() -> serde_json::Value {
 
 impl DrillReportRequest {
     /// Checks the kind and every bound; the message is the whole error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BoundError> {
         if !DRILL_KINDS.contains(&self.kind.as_str()) {
-            return Err(format!("kind must be one of {}, not {:?}", DRILL_KINDS.join(", "), self.kind));
+            return Err(BoundError::Kind(self.kind.clone()));
         }
         if self.target.is_empty() || self.target.len() > DRILL_REPORT_TARGET_MAX || self.target.chars().any(char::is_control) {
-            return Err(format!("target must be 1 to {DRILL_REPORT_TARGET_MAX} bytes without control characters"));
+            return Err(BoundError::Target);
         }
         if self.nodes.len() > DRILL_REPORT_NODES_MAX {
-            return Err(format!("a report names at most {DRILL_REPORT_NODES_MAX} nodes"));
+            return Err(BoundError::Nodes);
         }
         if self.ended_ms < self.started_ms {
-            return Err("ended_ms is before started_ms".into());
+            return Err(BoundError::EndsBeforeStart);
         }
         if !self.figures.is_object() {
-            return Err("figures must be a JSON object".into());
+            return Err(BoundError::FiguresNotAnObject);
         }
         if self.figures.to_string().len() > DRILL_REPORT_FIGURES_MAX {
-            return Err(format!("figures must be at most {DRILL_REPORT_FIGURES_MAX} bytes of JSON"));
+            return Err(BoundError::FiguresTooLarge);
         }
         Ok(())
     }
@@ -148,9 +178,9 @@ pub struct IsolateRequest {
 
 impl IsolateRequest {
     /// Checks the bounds; the message is the whole error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BoundError> {
         if !(ISOLATION_MIN_MS..=ISOLATION_MAX_MS).contains(&self.duration_ms) {
-            return Err(format!("duration_ms must be between {ISOLATION_MIN_MS} (1 s) and {ISOLATION_MAX_MS} (10 min), not {}", self.duration_ms));
+            return Err(BoundError::Duration(self.duration_ms));
         }
         Ok(())
     }

@@ -50,28 +50,55 @@ pub struct RegionPlan {
     pub voters_outside: usize,
 }
 
+/// Why a region drill is refused: one line, for the CLI and the console
+/// alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    #[error("region {region:?} has no nodes (the cluster's regions: {})", .regions.join(", "))]
+    NoSuchRegion { region: String, regions: Vec<String> },
+    #[error("region {region} holds every node of the cluster: nothing would be left to keep it going")]
+    WholeCluster { region: String },
+    #[error(
+        "the nodes outside {region} hold {voters_outside} of the {voters} voters, no majority: the drill would stop every write for its duration (force it to drill anyway: --force)"
+    )]
+    NoMajority { region: String, voters_outside: usize, voters: usize },
+}
+
+/// Why a call to another node during a drill failed.
+#[derive(Debug, thiserror::Error)]
+enum PeerCallError {
+    #[error("{url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("{status}: {message}")]
+    Refused { status: reqwest::StatusCode, message: String },
+    #[error("{url}: unreadable answer: {source}")]
+    Unreadable { url: String, source: serde_json::Error },
+    #[error("an empty answer")]
+    Empty,
+    /// This node's own backend refused (its API error's words).
+    #[error("{0}")]
+    Local(String),
+}
+
 impl RegionPlan {
     /// Splits the cluster at `region`; refuses a region without nodes, the
     /// whole cluster, and (unless `force`) a drill after which the nodes
     /// outside would hold no majority of the voters: no write could commit.
     /// The refusal is one line, for the CLI and the console alike.
-    pub fn new(status: &ClusterStatus, region: &str, force: bool) -> Result<RegionPlan, String> {
+    pub fn new(status: &ClusterStatus, region: &str, force: bool) -> Result<RegionPlan, PlanRefusal> {
         let members: Vec<&NodeStatus> = status.nodes.iter().filter(|n| n.role == "voter" || n.role == "learner").collect();
         let (inside, outside): (Vec<NodeStatus>, Vec<NodeStatus>) = members.into_iter().cloned().partition(|n| n.region == region);
         if inside.is_empty() {
-            let regions: BTreeSet<&str> = outside.iter().map(|n| n.region.as_str()).collect();
-            return Err(format!("region {region:?} has no nodes (the cluster's regions: {})", regions.into_iter().collect::<Vec<_>>().join(", ")));
+            let regions: BTreeSet<String> = outside.iter().map(|n| n.region.clone()).collect();
+            return Err(PlanRefusal::NoSuchRegion { region: region.to_string(), regions: regions.into_iter().collect() });
         }
         if outside.is_empty() {
-            return Err(format!("region {region} holds every node of the cluster: nothing would be left to keep it going"));
+            return Err(PlanRefusal::WholeCluster { region: region.to_string() });
         }
         let voters = inside.iter().chain(&outside).filter(|n| n.role == "voter").count();
         let voters_outside = outside.iter().filter(|n| n.role == "voter").count();
         if voters_outside * 2 <= voters && !force {
-            return Err(format!(
-                "the nodes outside {region} hold {voters_outside} of the {voters} voters, no majority: the drill would stop every write \
-                 for its duration (force it to drill anyway: --force)"
-            ));
+            return Err(PlanRefusal::NoMajority { region: region.to_string(), voters_outside, voters });
         }
         let writer = outside.iter().find(|n| Some(n.id) == status.leader).or_else(|| outside.iter().find(|n| n.role == "voter")).unwrap_or(&outside[0]).clone();
         Ok(RegionPlan { region: region.to_string(), inside, outside, writer, voters, voters_outside })
@@ -178,7 +205,7 @@ async fn handle_report_record(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let who = state.backend.authorize_admin(&caller).await?;
     let Json(req) = body?;
-    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m.to_string()))?;
     state.backend.record_drill(&who, req).await?;
     Ok(axum::http::StatusCode::CREATED)
 }
@@ -237,7 +264,7 @@ impl Peers<'_> {
         method: Method,
         path: &str,
         body: Option<&IsolateRequest>,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, PeerCallError> {
         let url = format!("{}{path}", node.http_addr.trim_end_matches('/'));
         let mut req = self.state.http.request(method, &url).timeout(PEER_TIMEOUT);
         for (k, v) in &self.creds {
@@ -246,37 +273,37 @@ impl Peers<'_> {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let resp = req.send().await.map_err(|source| PeerCallError::Http { url: url.clone(), source })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let bytes = resp.bytes().await.map_err(|source| PeerCallError::Http { url: url.clone(), source })?;
         if !status.is_success() {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let msg = v["errors"][0]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(format!("{status}: {msg}"));
+            let message = v["errors"][0]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(PeerCallError::Refused { status, message });
         }
         if bytes.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{url}: unreadable answer: {e}"))
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| PeerCallError::Unreadable { url, source })
     }
 
-    async fn probe(&self, node: &NodeStatus, who: &crate::access::Principal) -> Result<(), String> {
+    async fn probe(&self, node: &NodeStatus, who: &crate::access::Principal) -> Result<(), PeerCallError> {
         if node.id == self.me {
-            return self.state.backend.probe_write(who).await.map_err(|e| e.message);
+            return self.state.backend.probe_write(who).await.map_err(|e| PeerCallError::Local(e.message));
         }
         self.call::<serde_json::Value>(node, Method::POST, PROBE, None).await.map(|_| ())
     }
 
-    async fn isolate(&self, node: &NodeStatus, req: IsolateRequest) -> Result<Isolation, String> {
+    async fn isolate(&self, node: &NodeStatus, req: IsolateRequest) -> Result<Isolation, PeerCallError> {
         if node.id == self.me {
-            return self.state.backend.isolate(req).await.map_err(|e| e.message);
+            return self.state.backend.isolate(req).await.map_err(|e| PeerCallError::Local(e.message));
         }
-        self.call(node, Method::POST, ISOLATE, Some(&req)).await?.ok_or_else(|| "an empty answer".to_string())
+        self.call(node, Method::POST, ISOLATE, Some(&req)).await?.ok_or(PeerCallError::Empty)
     }
 
-    async fn heal(&self, node: &NodeStatus) -> Result<(), String> {
+    async fn heal(&self, node: &NodeStatus) -> Result<(), PeerCallError> {
         if node.id == self.me {
-            return self.state.backend.end_isolation().await.map_err(|e| e.message);
+            return self.state.backend.end_isolation().await.map_err(|e| PeerCallError::Local(e.message));
         }
         self.call::<serde_json::Value>(node, Method::DELETE, ISOLATE, None).await.map(|_| ())
     }
@@ -309,9 +336,9 @@ async fn handle_region_drill(
 ) -> Result<Json<RegionDrill>, ApiError> {
     let who = state.backend.authorize_admin(&caller).await?;
     let Json(req) = body?;
-    IsolateRequest { duration_ms: req.duration_ms, keep: vec![] }.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    IsolateRequest { duration_ms: req.duration_ms, keep: vec![] }.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m.to_string()))?;
     let status = state.backend.cluster_status().await?;
-    let plan = RegionPlan::new(&status, &req.region, req.force).map_err(|m| ApiError::new(ErrorCode::Conflict, m))?;
+    let plan = RegionPlan::new(&status, &req.region, req.force).map_err(|m| ApiError::new(ErrorCode::Conflict, m.to_string()))?;
     let peers = Peers { state: &state, me: status.answered_by, creds: credentials(&headers) };
     // A cluster that does not take writes now is not drilled: what the
     // drill shows would be the fault already there.
@@ -430,15 +457,15 @@ mod tests {
     #[test]
     fn a_region_plan_refuses_what_is_not_safe_or_makes_no_sense() {
         let s = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "voter"), node(3, "us", "voter"), node(4, "ap", "learner")]);
-        let e = RegionPlan::new(&s, "mars", false).unwrap_err();
+        let e = RegionPlan::new(&s, "mars", false).unwrap_err().to_string();
         assert!(e.contains("\"mars\" has no nodes") && e.contains("ap, eu, us"), "{e}");
-        let e = RegionPlan::new(&s, "eu", false).unwrap_err();
+        let e = RegionPlan::new(&s, "eu", false).unwrap_err().to_string();
         assert!(e.contains("hold 1 of the 3 voters") && e.contains("--force"), "{e}");
         assert!(RegionPlan::new(&s, "eu", true).unwrap().forced(), "--force drills anyway");
         assert!(RegionPlan::new(&s, "us", false).is_ok());
         let one = cluster(1, vec![node(1, "eu", "voter"), node(2, "eu", "learner")]);
-        let e = RegionPlan::new(&one, "eu", true).unwrap_err();
+        let e = RegionPlan::new(&one, "eu", true).unwrap_err().to_string();
         assert!(e.contains("holds every node"), "{e}");
-        assert!(!e.contains('\n') && !RegionPlan::new(&s, "eu", false).unwrap_err().contains('\n'), "one line");
+        assert!(!e.contains('\n') && !RegionPlan::new(&s, "eu", false).unwrap_err().to_string().contains('\n'), "one line");
     }
 }

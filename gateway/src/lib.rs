@@ -144,7 +144,7 @@ async fn handle_isolate(
     body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Isolation>, ApiError> {
     let Json(req) = body?;
-    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    req.validate().map_err(|m| ApiError::new(ErrorCode::BadRequest, m.to_string()))?;
     Ok(Json(b.isolate(req).await?))
 }
 

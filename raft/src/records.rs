@@ -827,23 +827,38 @@ pub struct DrillReportRecord {
     pub figures_json: String,
 }
 
+/// A drill report outside the bounds every node holds it to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrillBounds {
+    #[error("target must be 1 to {DRILL_TARGET_MAX} bytes without control characters")]
+    Target,
+    #[error("by must be at most {DRILL_TARGET_MAX} bytes")]
+    By,
+    #[error("a report names at most {DRILL_NODES_MAX} nodes")]
+    Nodes,
+    #[error("figures must be at most {DRILL_FIGURES_MAX} bytes of JSON")]
+    Figures,
+    #[error("a drill cannot end before it starts")]
+    EndsBeforeStart,
+}
+
 impl DrillReportRecord {
-    /// The bounds every node holds a report to; the message is the whole error.
-    pub fn check_bounds(&self) -> Result<(), String> {
+    /// The bounds every node holds a report to.
+    pub fn check_bounds(&self) -> Result<(), DrillBounds> {
         if self.target.is_empty() || self.target.len() > DRILL_TARGET_MAX || self.target.chars().any(char::is_control) {
-            return Err(format!("target must be 1 to {DRILL_TARGET_MAX} bytes without control characters"));
+            return Err(DrillBounds::Target);
         }
         if self.by.len() > DRILL_TARGET_MAX {
-            return Err(format!("by must be at most {DRILL_TARGET_MAX} bytes"));
+            return Err(DrillBounds::By);
         }
         if self.nodes.len() > DRILL_NODES_MAX {
-            return Err(format!("a report names at most {DRILL_NODES_MAX} nodes"));
+            return Err(DrillBounds::Nodes);
         }
         if self.figures_json.len() > DRILL_FIGURES_MAX {
-            return Err(format!("figures must be at most {DRILL_FIGURES_MAX} bytes of JSON"));
+            return Err(DrillBounds::Figures);
         }
         if self.ended_ms < self.started_ms {
-            return Err("a drill cannot end before it starts".into());
+            return Err(DrillBounds::EndsBeforeStart);
         }
         Ok(())
     }

@@ -245,7 +245,7 @@ fn now_secs() -> u64 {
 
 #[async_trait]
 impl Backend for MemoryNode {
-    async fn ready(&self) -> Result<(), String> {
+    async fn ready(&self) -> Result<(), crate::api::NotReady> {
         Ok(())
     }
 

@@ -117,16 +117,17 @@ fn tally_storage(state: &berth_raft::MetaState, nodes: &[NodeRecord]) -> Result<
 
 #[async_trait]
 impl Backend for NodeBackend {
-    async fn ready(&self) -> Result<(), String> {
+    async fn ready(&self) -> Result<(), berth_gateway::api::NotReady> {
+        use berth_gateway::api::NotReady;
         let group = self.meta.view();
         if !group.members.contains(&self.meta.id()) {
-            return Err("this node is not (yet) a member of the metadata group".into());
+            return Err(NotReady::NotAMember);
         }
-        let view = self.meta.leader_view().await.map_err(|e| e.to_string())?;
+        let view = self.meta.leader_view().await.map_err(|e| NotReady::NoLeader(e.to_string()))?;
         let applied = group.applied_index.unwrap_or(0);
         let committed = view.committed.unwrap_or(0);
         if applied + READY_LAG < committed {
-            return Err(format!("applied index {applied} is behind the leader's {committed}"));
+            return Err(NotReady::Behind { applied, committed });
         }
         Ok(())
     }

@@ -202,9 +202,9 @@ impl Deliverer {
         base.mul_f64(rand::rng().random_range(0.75..1.25))
     }
 
-    async fn send(&self, n: &NotificationRecord, ev: &OutboxRecord) -> Result<(), String> {
+    async fn send(&self, n: &NotificationRecord, ev: &OutboxRecord) -> Result<(), SendError> {
         let r = render(ev, n, &self.site);
-        let config: Value = serde_json::from_str(&n.config_json).map_err(|e| format!("stored config unreadable: {e}"))?;
+        let config: Value = serde_json::from_str(&n.config_json).map_err(SendError::StoredConfig)?;
         let (body, content_type) = match n.method.as_str() {
             "email" => return self.send_email(&config, &r).await,
             "slack" => (slack(n, &r), "application/json"),
@@ -214,9 +214,9 @@ impl Deliverer {
                 None => (r.payload.clone(), "application/json"),
             },
         };
-        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-        let url = config.get("url").and_then(Value::as_str).ok_or("no url")?;
-        let (url, addrs) = self.policy.check_url(url).await.map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&body).map_err(SendError::Encode)?;
+        let url = config.get("url").and_then(Value::as_str).ok_or(SendError::NoUrl)?;
+        let (url, addrs) = self.policy.check_url(url).await?;
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
         // The request goes only to the addresses just checked, and a
         // redirect is an answer, not a new target.
@@ -227,7 +227,7 @@ impl Deliverer {
             .timeout(Duration::from_secs(self.cfg.attempt_timeout_secs))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(SendError::Client)?;
         let mut req = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -240,21 +240,21 @@ impl Deliverer {
                 }
             }
         }
-        let resp = req.body(body).send().await.map_err(|e| format!("request failed: {}", without_url(&e)))?;
+        let resp = req.body(body).send().await.map_err(|e| SendError::Request(without_url(&e)))?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("receiver answered {}", resp.status()))
+            Err(SendError::Answered(resp.status()))
         }
     }
 
-    async fn send_email(&self, config: &Value, r: &Rendered) -> Result<(), String> {
+    async fn send_email(&self, config: &Value, r: &Rendered) -> Result<(), SendError> {
         use lettre::message::{Mailbox, MultiPart};
         use lettre::transport::smtp::authentication::Credentials;
         use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-        let smtp = self.cfg.smtp.as_ref().ok_or("no SMTP server is configured")?;
-        let to: Mailbox = config.get("email").and_then(Value::as_str).unwrap_or_default().parse().map_err(|e| format!("address: {e}"))?;
-        let from: Mailbox = smtp.from.parse().map_err(|e| format!("from address: {e}"))?;
+        let smtp = self.cfg.smtp.as_ref().ok_or(SendError::NoSmtp)?;
+        let to: Mailbox = config.get("email").and_then(Value::as_str).unwrap_or_default().parse().map_err(SendError::To)?;
+        let from: Mailbox = smtp.from.parse().map_err(SendError::From)?;
         let details = serde_json::to_string_pretty(&r.payload).unwrap_or_default();
         let text = format!("{}\n\n{}\n\n{details}\n", r.summary, r.homepage);
         let html = format!(
@@ -269,18 +269,50 @@ impl Deliverer {
             .to(to)
             .subject(format!("[berth] {}: {}", r.kind, r.summary))
             .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(|e| format!("message: {e}"))?;
+            .map_err(SendError::Message)?;
         let builder = match smtp.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).port(smtp.port.unwrap_or(25)),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host).map_err(|e| e.to_string())?.port(smtp.port.unwrap_or(587)),
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(|e| e.to_string())?.port(smtp.port.unwrap_or(465)),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host).map_err(SendError::Relay)?.port(smtp.port.unwrap_or(587)),
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(SendError::Relay)?.port(smtp.port.unwrap_or(465)),
         };
         let mut builder = builder.timeout(Some(Duration::from_secs(self.cfg.attempt_timeout_secs)));
         if let Some(user) = &smtp.user {
             builder = builder.credentials(Credentials::new(user.clone(), self.smtp_password.clone().unwrap_or_default()));
         }
-        builder.build().send(msg).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
+        builder.build().send(msg).await.map(|_| ()).map_err(SendError::Smtp)
     }
+}
+
+/// Why one delivery attempt failed (logged, and the event retried).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("stored config unreadable: {0}")]
+    StoredConfig(serde_json::Error),
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    #[error("no url")]
+    NoUrl,
+    #[error(transparent)]
+    Target(#[from] super::ConfigError),
+    #[error("http client: {0}")]
+    Client(reqwest::Error),
+    /// The request's error, without its URL (see [`without_url`]).
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("receiver answered {0}")]
+    Answered(reqwest::StatusCode),
+    #[error("no SMTP server is configured")]
+    NoSmtp,
+    #[error("address: {0}")]
+    To(lettre::address::AddressError),
+    #[error("from address: {0}")]
+    From(lettre::address::AddressError),
+    #[error("message: {0}")]
+    Message(lettre::error::Error),
+    #[error("{0}")]
+    Relay(lettre::transport::smtp::Error),
+    #[error("smtp: {0}")]
+    Smtp(lettre::transport::smtp::Error),
 }
 
 /// A request error without its URL, which may carry a token in its query.

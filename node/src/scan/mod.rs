@@ -53,6 +53,33 @@ pub enum ScanError {
     Blob(String),
 }
 
+/// Why a scheduled fetch got no feed; the words are the source's
+/// recorded outcome.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("{url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: reqwest::StatusCode },
+    #[error("{url} is larger than {FEED_MAX_BYTES} bytes")]
+    TooLarge { url: String },
+}
+
+/// Why an image's SBOM was not attached as a referrer (logged; the scan
+/// goes on).
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("metadata: {0}")]
+    State(#[from] berth_raft::state::StateError),
+    #[error("the document: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("repository name: {0}")]
+    Name(#[from] berth_common::NameError),
+    /// The registry refused a write (its API error's words).
+    #[error("{what}: {message}")]
+    Registry { what: String, message: String },
+}
+
 /// What a feed source's URL answered.
 enum Fetched {
     NotModified,
@@ -383,8 +410,12 @@ impl Scanner {
 
     /// `GET url` with `If-None-Match` / `If-Modified-Since` from the last
     /// answer; the body bounded by [`FEED_MAX_BYTES`].
-    async fn conditional_get(&self, src: &FeedSourceRecord) -> Result<Fetched, String> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(self.cfg.feed_fetch_timeout_secs)).build().map_err(|e| e.to_string())?;
+    async fn conditional_get(&self, src: &FeedSourceRecord) -> Result<Fetched, FetchError> {
+        let url = || src.url.clone();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.cfg.feed_fetch_timeout_secs))
+            .build()
+            .map_err(|source| FetchError::Http { url: url(), source })?;
         let mut req = client.get(&src.url);
         if let Some(e) = &src.etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, e);
@@ -392,24 +423,24 @@ impl Scanner {
         if let Some(m) = &src.last_modified {
             req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
         }
-        let resp = req.send().await.map_err(|e| format!("{}: {e}", src.url))?;
+        let resp = req.send().await.map_err(|source| FetchError::Http { url: url(), source })?;
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }
         if !resp.status().is_success() {
-            return Err(format!("{} answered {}", src.url, resp.status()));
+            return Err(FetchError::Status { url: url(), status: resp.status() });
         }
         let header = |n: reqwest::header::HeaderName| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (etag, last_modified) = (header(reqwest::header::ETAG), header(reqwest::header::LAST_MODIFIED));
         if resp.content_length().is_some_and(|n| n > FEED_MAX_BYTES) {
-            return Err(format!("{} is larger than {FEED_MAX_BYTES} bytes", src.url));
+            return Err(FetchError::TooLarge { url: url() });
         }
         let mut bytes = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk.map_err(|e| format!("{}: {e}", src.url))?);
+            bytes.extend_from_slice(&chunk.map_err(|source| FetchError::Http { url: url(), source })?);
             if bytes.len() as u64 > FEED_MAX_BYTES {
-                return Err(format!("{} is larger than {FEED_MAX_BYTES} bytes", src.url));
+                return Err(FetchError::TooLarge { url: url() });
             }
         }
         Ok(Fetched::Body { bytes, etag, last_modified })
@@ -477,29 +508,30 @@ impl Scanner {
     /// `subject` is the image, so the referrers API (`oras discover`)
     /// lists it. The same index gives the same bytes, so a second attach
     /// (a scan taken over, a rescan) finds the manifest there and stops.
-    async fn attach_sbom(&self, repo: &str, subject: &Digest, index: &ImageIndex) -> Result<(), String> {
+    async fn attach_sbom(&self, repo: &str, subject: &Digest, index: &ImageIndex) -> Result<(), AttachError> {
         let state = self.meta.state();
-        let Some(image) = state.get::<ManifestRecord>(&keys::manifest(repo, subject)).map_err(|e| e.to_string())? else {
+        let Some(image) = state.get::<ManifestRecord>(&keys::manifest(repo, subject))? else {
             return Ok(());
         };
-        let doc = serde_json::to_vec(&sbom_document(repo, subject, index)).map_err(|e| e.to_string())?;
+        let doc = serde_json::to_vec(&sbom_document(repo, subject, index))?;
         let (artifact, doc_digest) = sbom_artifact(&image, &doc);
         let artifact_digest = Digest::sha256_of(&artifact);
-        if state.get_raw(&keys::manifest(repo, &artifact_digest)).map_err(|e| e.to_string())?.is_some() {
+        if state.get_raw(&keys::manifest(repo, &artifact_digest))?.is_some() {
             return Ok(());
         }
-        let name: RepoName = repo.parse().map_err(|e| format!("repository name: {e}"))?;
+        let name: RepoName = repo.parse()?;
         // The node acts as the operator: no user pushed this, and a
         // repository that is read-only or a mirror refuses it like any push.
         let access = Access { principal: Principal::Operator, ip: None };
         for (digest, bytes) in [(&doc_digest, doc), (&Digest::sha256_of(EMPTY_CONFIG), EMPTY_CONFIG.to_vec())] {
             let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)) });
-            self.registry.blob_put(&access, &name, digest, Box::pin(body)).await.map_err(|e| format!("blob {digest}: {}", e.message))?;
+            let stored = self.registry.blob_put(&access, &name, digest, Box::pin(body)).await;
+            stored.map_err(|e| AttachError::Registry { what: format!("blob {digest}"), message: e.message })?;
         }
         self.registry
             .manifest_put(&access, &name, &Reference::Digest(artifact_digest), Some(OCI_MANIFEST), bytes::Bytes::from(artifact))
             .await
-            .map_err(|e| format!("manifest: {}", e.message))?;
+            .map_err(|e| AttachError::Registry { what: "manifest".into(), message: e.message })?;
         Ok(())
     }
 

@@ -22,7 +22,7 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 
 pub(crate) fn record(state: &impl StateRead, ch: &mut Changes, rec: &DrillReportRecord) -> Result<MetaResponse, StateError> {
     if let Err(why) = rec.check_bounds() {
-        return Ok(MetaResponse::Refused(why));
+        return Ok(MetaResponse::Refused(why.to_string()));
     }
     let kept = state.scan_raw(DRILL_PREFIX)?;
     let next = kept.last().and_then(|(k, _)| seq_of(k)).map_or(0, |s| s + 1);

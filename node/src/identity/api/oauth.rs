@@ -48,16 +48,39 @@ fn scope_words(s: TokenScope) -> &'static str {
     }
 }
 
+/// A scope list that names no known scope, or none at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("unknown scope {0:?}")]
+    Unknown(String),
+    #[error("no scope was asked for")]
+    Empty,
+}
+
 /// Parses a scope list (space or comma separated, as Quay takes it).
-pub fn parse_scopes(s: &str) -> Result<BTreeSet<TokenScope>, String> {
+pub fn parse_scopes(s: &str) -> Result<BTreeSet<TokenScope>, ScopeError> {
     let mut out = BTreeSet::new();
     for part in s.split([' ', ',', '+']).filter(|p| !p.is_empty()) {
-        out.insert(TokenScope::parse(part).ok_or_else(|| format!("unknown scope {part:?}"))?);
+        out.insert(TokenScope::parse(part).ok_or_else(|| ScopeError::Unknown(part.to_string()))?);
     }
     if out.is_empty() {
-        return Err("no scope was asked for".into());
+        return Err(ScopeError::Empty);
     }
     Ok(out)
+}
+
+/// Why a request cannot approve an application; the words are shown on
+/// the consent page.
+#[derive(Debug, Clone, thiserror::Error)]
+enum ConsentError {
+    #[error("sign in as a user: robots and tokens cannot approve applications")]
+    NotAUser,
+    #[error("sign in as a user: registry tokens cannot approve applications")]
+    RegistryToken,
+    #[error("sign-in is unavailable: {0}")]
+    Unavailable(String),
+    #[error("wrong user name or password")]
+    WrongCredentials,
 }
 
 fn scope_string(scopes: &BTreeSet<TokenScope>) -> String {
@@ -358,7 +381,7 @@ impl NodeIdentity {
         let Principal::User { name, .. } = &who.principal else {
             return Err(denied(&who.principal, "generate a token for an application (a user must sign in)"));
         };
-        let scopes = parse_scopes(&req.scope).map_err(bad)?;
+        let scopes = parse_scopes(&req.scope).map_err(|e| bad(e.to_string()))?;
         let (rec, code) = self.new_token(&a, name, scopes);
         self.oauth_write_for(who, OAuthCommand::IssueToken { client_id: client_id.into(), token: rec.clone() }, || "gone".into()).await?;
         self.log_token_assigned(&who.principal, who.ip, &a, &rec, "generate");
@@ -440,7 +463,7 @@ impl NodeIdentity {
         }
         c.scopes = match parse_scopes(req.scope.as_deref().unwrap_or("")) {
             Ok(s) => s,
-            Err(why) => return Err(Box::new(c.error_redirect("invalid_scope", &why))),
+            Err(why) => return Err(Box::new(c.error_redirect("invalid_scope", &why.to_string()))),
         };
         if !implicit {
             let challenge = req.code_challenge.clone().filter(|s| !s.is_empty());
@@ -462,7 +485,7 @@ impl NodeIdentity {
     /// The user a request carries (header credentials, or the form's user
     /// name and password); `Ok(None)` when it carries none. Only users
     /// approve: a robot or a token cannot.
-    async fn consenting_user(&self, caller: &Caller, form: &AuthorizeRequest) -> Result<Option<Principal>, String> {
+    async fn consenting_user(&self, caller: &Caller, form: &AuthorizeRequest) -> Result<Option<Principal>, ConsentError> {
         let caller = match (&caller.creds, &form.username) {
             (Credentials::None, Some(user)) if !user.is_empty() => {
                 Caller { creds: Credentials::Basic { user: user.clone(), password: form.password.clone().unwrap_or_default() }, ip: caller.ip }
@@ -473,11 +496,11 @@ impl NodeIdentity {
         match self.auth.authenticate(&caller).await {
             Ok(a) if a.grants.is_none() => match a.principal {
                 p @ Principal::User { .. } => Ok(Some(p)),
-                _ => Err("sign in as a user: robots and tokens cannot approve applications".into()),
+                _ => Err(ConsentError::NotAUser),
             },
-            Ok(_) => Err("sign in as a user: registry tokens cannot approve applications".into()),
-            Err(e) if e.code == ErrorCode::Unavailable => Err(format!("sign-in is unavailable: {}", e.message)),
-            Err(_) => Err("wrong user name or password".into()),
+            Ok(_) => Err(ConsentError::RegistryToken),
+            Err(e) if e.code == ErrorCode::Unavailable => Err(ConsentError::Unavailable(e.message)),
+            Err(_) => Err(ConsentError::WrongCredentials),
         }
     }
 
@@ -511,7 +534,7 @@ impl NodeIdentity {
         match self.consenting_user(caller, &AuthorizeRequest::default()).await {
             Ok(Some(p)) => self.consent(200, &c, Some(&p.performer()), None),
             Ok(None) => self.consent(200, &c, None, None),
-            Err(why) => self.consent(401, &c, None, Some(why)),
+            Err(why) => self.consent(401, &c, None, Some(why.to_string())),
         }
     }
 
@@ -529,7 +552,7 @@ impl NodeIdentity {
         let user = match self.consenting_user(caller, &form).await {
             Ok(Some(p)) => p,
             Ok(None) => return self.consent(401, &c, None, Some("sign in to approve".into())),
-            Err(why) => return self.consent(401, &c, None, Some(why)),
+            Err(why) => return self.consent(401, &c, None, Some(why.to_string())),
         };
         let Principal::User { name, .. } = &user else { unreachable!("consenting_user gives users") };
         let actor = Actor::Client(ClientAccount::User(name.clone()));
@@ -626,7 +649,7 @@ impl NodeIdentity {
             Some(s) => match parse_scopes(s) {
                 Ok(asked) if asked.is_subset(&rec.scopes) => asked,
                 Ok(_) => return Err(e("invalid_scope", "the scope asked for is wider than the user approved".into())),
-                Err(why) => return Err(e("invalid_scope", why)),
+                Err(why) => return Err(e("invalid_scope", why.to_string())),
             },
         };
         let (token, access_token) = self.new_token(&app, &rec.user, scopes.clone());
