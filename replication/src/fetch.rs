@@ -356,22 +356,10 @@ impl Replicator {
     ) -> Result<()> {
         let path = staging.path().to_path_buf();
         let node = peer.id;
-        let conn = self.inner.transport.connect(node, &peer.addr).await?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node))?;
-        self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = staging.len();
-        write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(end - start) }).await.map_err(ReplicationError::peer(node))?;
-        send.finish().map_err(ReplicationError::peer(node))?;
+        let mut recv = self.open_get(peer, digest, size, start, end - start).await?;
         let stall = self.fetch_stall();
         let stalled = || ReplicationError::Stalled { node, after: stall };
-        match tokio::time::timeout(stall, read_frame::<GetReply>(&mut recv)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
-            GetReply::Ok { size: theirs, .. } if theirs != size => {
-                return Err(ReplicationError::Protocol { node, what: format!("holder has {theirs} bytes, metadata says {size}") })
-            }
-            GetReply::Ok { .. } => {}
-            GetReply::NotFound => return Err(ReplicationError::NotHeld { node }),
-            GetReply::RangeInvalid => return Err(ReplicationError::Protocol { node, what: format!("holder refused range {start}-") }),
-        }
         let mut published = staging.len();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -408,7 +396,7 @@ impl Replicator {
     pub async fn relay(&self, digest: &Digest, size: u64, start: u64, len: u64) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
         let mut last = None;
         for peer in self.sources(digest, None, &HashSet::new()) {
-            match self.open_relay(&peer, digest, size, start, len).await {
+            match self.open_get(&peer, digest, size, start, len).await {
                 Ok(recv) => {
                     metrics::counter!("berth_blob_relays_total").increment(1);
                     let whole = start == 0 && len == size;
@@ -423,10 +411,13 @@ impl Replicator {
         Err(last.unwrap_or(ReplicationError::NoHolder))
     }
 
-    async fn open_relay(&self, peer: &PeerInfo, digest: &Digest, size: u64, start: u64, len: u64) -> Result<quinn::RecvStream> {
+    /// Asks `peer` for `[start, start + len)` of a blob of `size` bytes;
+    /// answers the stream the bytes come on, once the holder said yes.
+    async fn open_get(&self, peer: &PeerInfo, digest: &Digest, size: u64, start: u64, len: u64) -> Result<quinn::RecvStream> {
         let node = peer.id;
         let conn = self.inner.transport.connect(node, &peer.addr).await?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(ReplicationError::peer(node))?;
+        self.inner.stats.requests_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         write_frame(&mut send, &Request::Get { digest: digest.clone(), start, len: Some(len) }).await.map_err(ReplicationError::peer(node))?;
         send.finish().map_err(ReplicationError::peer(node))?;
         let stall = self.fetch_stall();
@@ -440,7 +431,7 @@ impl Replicator {
             }
             GetReply::Ok { .. } => Ok(recv),
             GetReply::NotFound => Err(ReplicationError::NotHeld { node }),
-            GetReply::RangeInvalid => Err(ReplicationError::Protocol { node, what: format!("holder refused range {start}+{len}") }),
+            GetReply::RangeInvalid => Err(ReplicationError::Protocol { node, what: format!("holder refused range {start}-") }),
         }
     }
 
