@@ -310,7 +310,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
         .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
     tasks.extend(blob_tasks);
     let caps = UploadCaps { per_account: config.limits.uploads_per_account, per_node: config.limits.uploads_per_node };
-    let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs), caps));
+    let uploads = Arc::new(UploadManager::new(config.node_id, blobs, Duration::from_secs(config.upload_timeout_secs), caps).pipelined(replicator.clone()));
     let (audit, audit_task) = AuditLog::start(meta.clone(), config.region.clone(), config.audit_retention_days, rx.clone());
     tasks.push(audit_task);
     let auth = authenticator(&meta, &config, operator_token, &audit, &rx, &mut tasks)?;

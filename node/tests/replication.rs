@@ -99,9 +99,10 @@ async fn a_pull_right_after_the_push_streams_through_and_twenty_pulls_make_one_f
 async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
     let mut c = Cluster::with_replication(3, fast_config(), Some(repl(Some(2)))).await;
     c.wait_voters(&[1, 2, 3], T).await;
-    // Node 3 cannot fetch for now (its own blob requests are cut).
-    c.filter.cut_one_way(3, 1);
-    c.filter.cut_one_way(3, 2);
+    // Node 3 is cut off for now: it gets no pipelined copy and cannot fetch.
+    for (a, b) in [(3, 1), (3, 2), (1, 3), (2, 3)] {
+        c.filter.cut_one_way(a, b);
+    }
     let blob = data(12 << 20, 3);
     let d = reg(c.node(1)).blob("kill/app", &blob).await;
     wait_held(&c, &[1, 2], &d).await;
@@ -404,4 +405,134 @@ async fn a_node_without_room_relays_a_pull_and_keeps_nothing() {
     assert_eq!(fetched_bytes(&c, 3), 0, "relayed, not fetched");
     let rec = c.node(3).meta.state().get::<berth_raft::command::BlobRecord>(&berth_raft::state::keys::blob(&d)).unwrap().unwrap();
     assert!(!rec.holders.contains(&3), "{rec:?}");
+}
+
+/// Sizes of the staging files on node `id` (uploads and copies in progress).
+fn staged(c: &Cluster, id: u64) -> Vec<u64> {
+    let dir = c.node(id).replicator.store().staging_dir();
+    let mut sizes: Vec<u64> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).collect();
+    sizes.sort();
+    sizes
+}
+
+/// A 3-node cluster whose namespace `pipe` keeps copies only where pushed
+/// and where `min_copies` asks: any copy found was made for the push.
+async fn on_demand_cluster() -> Cluster {
+    let c = Cluster::with_replication(3, fast_config(), Some(ReplicationConfig { pipeline_stall_ms: 2_000, ..repl(None) })).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let placement = berth_raft::MetaCommand::SetPlacement { namespace: "pipe".into(), placement: berth_raft::command::Placement::OnDemand };
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, placement).await.unwrap();
+    c.sync_all().await;
+    c
+}
+
+/// Opens an upload on `r`; returns its location.
+async fn open_upload(r: &Reg, repo: &str) -> String {
+    let (s, h, _) = r.send(r.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    h["location"].to_str().unwrap().to_string()
+}
+
+/// The upload's location with `digest=` added, for the closing PUT.
+fn digest_url(loc: &str, digest: &Digest) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={digest}")
+}
+
+async fn patch(r: &Reg, loc: &str, bytes: &[u8]) {
+    let (s, _, body) = r.send(r.req(Method::PATCH, loc).body(bytes.to_vec())).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+}
+
+/// The peer (of 2 and 3) holding `len` bytes of a pipelined copy in staging.
+async fn streaming_peer(c: &Cluster, len: u64) -> u64 {
+    eventually(T, &format!("a peer has the first {len} bytes of the upload in staging"), || async { [2, 3].into_iter().find(|id| staged(c, *id) == vec![len]) })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_streams_its_second_copy_to_a_peer_while_it_arrives() {
+    let c = on_demand_cluster().await;
+    let r1 = reg(c.node(1));
+    let blob = data(6 << 20, 3);
+    let digest = Digest::sha256_of(&blob);
+    let loc = open_upload(&r1, "pipe/app").await;
+    patch(&r1, &loc, &blob[..4 << 20]).await;
+    // The client is still uploading, and one peer already has what it sent.
+    let peer = streaming_peer(&c, 4 << 20).await;
+    let other = 5 - peer;
+    assert!(staged(&c, other).is_empty(), "one copy streams, to one peer");
+    patch(&r1, &loc, &blob[4 << 20..]).await;
+    let (s, _, body) = r1.send(r1.req(Method::PUT, &digest_url(&loc, &digest))).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    // At the acknowledgement two disks hold verified copies, and the peer
+    // has recorded its own.
+    for id in [1, peer] {
+        assert!(c.node(id).replicator.store().verify(&digest).await.unwrap(), "node {id} holds a verified copy at the ack");
+        assert!(staged(&c, id).is_empty());
+    }
+    assert!(!holds(&c, other, &digest).await);
+    assert_eq!(c.node(peer).replicator.stats().mirrored.load(Ordering::Relaxed), 1);
+    let leader = c.wait_leader(T).await;
+    let rec: berth_raft::command::BlobRecord = c.node(leader).meta.state().get(&berth_raft::state::keys::blob(&digest)).unwrap().unwrap();
+    assert_eq!(rec.holders, [1, peer].into_iter().collect(), "both copies recorded by the time the PUT is answered");
+
+    // The manifest is acknowledged on those two copies: nothing is
+    // fetched after the upload, and no third copy is made.
+    let config = r1.blob("pipe/app", b"{}").await;
+    let man = manifest_json(&config, 2, &[(digest.clone(), blob.len() as u64)], None, None);
+    let (s, _, body) = r1.put_manifest("pipe/app", "v1", OCI_MANIFEST, &man).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    for id in 1..=3 {
+        assert_eq!(served(&c, id), 0, "node {id} served no blob to a peer: every copy was pipelined");
+    }
+    assert!(!holds(&c, other, &digest).await);
+
+    // A digest that does not match at the end: every copy is discarded.
+    let loc = open_upload(&r1, "pipe/app").await;
+    let wrong = data(3 << 20, 4);
+    patch(&r1, &loc, &wrong).await;
+    streaming_peer(&c, 3 << 20).await;
+    let (s, _, body) = r1.send(r1.req(Method::PUT, &digest_url(&loc, &digest))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("DIGEST_INVALID"));
+    eventually(T, "no staging file left on any node", || async { (1..=3).all(|id| staged(&c, id).is_empty()) }).await;
+    let bad = Digest::sha256_of(&wrong);
+    for id in 1..=3 {
+        assert!(!holds(&c, id, &bad).await, "node {id} keeps nothing of the mismatched upload");
+    }
+
+    // Cancelled half-way: nothing is left on any node.
+    let loc = open_upload(&r1, "pipe/app").await;
+    patch(&r1, &loc, &blob[..2 << 20]).await;
+    streaming_peer(&c, 2 << 20).await;
+    assert_eq!(r1.status_of(Method::DELETE, &loc).await, StatusCode::NO_CONTENT);
+    eventually(T, "no staging file left after the cancel", || async { (1..=3).all(|id| staged(&c, id).is_empty()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipelined_copy_that_does_not_check_out_is_discarded_and_made_on_another_node() {
+    let c = on_demand_cluster().await;
+    for id in [2, 3] {
+        c.node(id).replicator.faults().corrupt_mirrored.store(true, Ordering::Relaxed);
+    }
+    let r1 = reg(c.node(1));
+    let blob = data(3 << 20, 5);
+    let digest = r1.blob("pipe/app", &blob).await;
+    let config = r1.blob("pipe/app", b"{\"corrupt\":1}").await;
+    let man = manifest_json(&config, 13, &[(digest.clone(), blob.len() as u64)], None, None);
+    let (s, _, body) = r1.put_manifest("pipe/app", "v1", OCI_MANIFEST, &man).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    // The peer that received the stream found the digest wrong and kept
+    // nothing; the copy was then fetched, verified, by the other one.
+    let lost: Vec<u64> = c.node(1).replicator.lost_on(&digest).into_iter().collect();
+    assert_eq!(lost.len(), 1, "one pipelined copy of the layer was lost: {lost:?}");
+    let (bad, good) = (lost[0], 5 - lost[0]);
+    assert!(c.node(bad).replicator.stats().corrupt.load(Ordering::Relaxed) >= 1, "node {bad} caught the corruption");
+    assert!(!holds(&c, bad, &digest).await, "the corrupted copy is discarded");
+    for id in [1, good] {
+        assert!(c.node(id).replicator.store().verify(&digest).await.unwrap(), "node {id} holds a verified copy");
+    }
+    assert!(staged(&c, bad).is_empty());
 }

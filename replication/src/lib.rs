@@ -6,6 +6,7 @@
 //! - [`protocol`]: the versioned peer protocol (HAVE, GET, REPLICATE, ANNOUNCE);
 //! - [`service`]: answering peers;
 //! - [`fetch`]: fetching from the nearest holders, shared by every reader;
+//! - [`pipeline`]: an upload's other copies, streamed to peers as it arrives;
 //! - [`reconcile`]: the pull-based background replication;
 //! - [`scrub`]: re-hashing stored blobs and repairing bad copies;
 //! - [`error`]: the crate's one error type, [`ReplicationError`].
@@ -22,6 +23,7 @@
 
 pub mod error;
 pub mod fetch;
+pub mod pipeline;
 pub mod protocol;
 pub mod reconcile;
 pub mod scrub;
@@ -84,6 +86,8 @@ pub trait ClusterView: Send + Sync + 'static {
     fn blob(&self, digest: &Digest) -> Option<BlobInfo>;
     /// Whether placement asks nodes of `region` to keep `digest`.
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool;
+    /// Whether placement asks nodes of `region` to keep what `repo` holds.
+    fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool;
     /// Every blob with its placement.
     fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
     /// Records (through the metadata) that this node holds `digest`:
@@ -128,6 +132,10 @@ pub struct ReplicationConfig {
     /// would still have this much free after it; otherwise the bytes are
     /// relayed from a holder to the client and stored nowhere.
     pub min_free_bytes: u64,
+    /// A peer receiving a pipelined copy of an upload that reports no
+    /// progress for this long is dropped (the copy is then made after the
+    /// upload, on another node), ms.
+    pub pipeline_stall_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -143,6 +151,7 @@ impl Default for ReplicationConfig {
             scrub_interval_secs: 24 * 3600,
             scrub_bytes_per_sec: 64 << 20,
             min_free_bytes: 64 << 20,
+            pipeline_stall_ms: 5_000,
         }
     }
 }
@@ -163,6 +172,10 @@ pub struct Stats {
     /// Blobs re-hashed by scrub, and how many of them were bad.
     pub scrub_checked: AtomicU64,
     pub scrub_corrupt: AtomicU64,
+    /// Pipelined copies this node stored and recorded for uploads other
+    /// nodes took, and the bytes it received for them.
+    pub mirrored: AtomicU64,
+    pub mirrored_bytes: AtomicU64,
 }
 
 /// Faults a test can switch on in a node's blob service.
@@ -175,6 +188,8 @@ pub struct Faults {
     /// Refuse every peer connection and request (the blob service is
     /// unreachable while Raft still works).
     pub refuse_peers: AtomicBool,
+    /// Flip one byte of every pipelined copy this node receives.
+    pub corrupt_mirrored: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -186,6 +201,8 @@ pub(crate) struct Inner {
     stats: Stats,
     faults: Faults,
     wake: tokio::sync::Notify,
+    /// Blobs whose pipelined copy failed on some nodes, lately.
+    lost_copies: Mutex<HashMap<Digest, (std::time::Instant, BTreeSet<NodeId>)>>,
 }
 
 /// The data plane of one node.
@@ -216,6 +233,7 @@ impl Replicator {
             stats: Stats::default(),
             faults: Faults::default(),
             wake: tokio::sync::Notify::new(),
+            lost_copies: Mutex::new(HashMap::new()),
         };
         let r = Replicator { inner: Arc::new(inner) };
         let tasks = vec![
@@ -295,10 +313,7 @@ impl Replicator {
         if have >= need {
             return Ok(());
         }
-        let my_region = self.inner.view.self_region();
-        let rtts = self.inner.transport.rtts();
-        let mut candidates: Vec<PeerInfo> = self.inner.view.peers().into_iter().filter(|p| !holders.contains(&p.id)).collect();
-        candidates.sort_by_key(|p| (p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
+        let candidates = self.copy_candidates(&holders, &self.lost_on(digest), |region| self.inner.view.wanted_in_region(digest, region));
         let source = if holders.contains(&me) { me } else { holders.iter().next().copied().unwrap_or(me) };
         let mut last_error = ReplicationError::NoPeer;
         // Ask as many nodes as are missing at once. A peer that died or was
@@ -338,6 +353,19 @@ impl Replicator {
             }
         }
         Err(ReplicationError::TooFewCopies { digest: digest.clone(), have, need, last: Box::new(last_error) })
+    }
+
+    /// Peers to ask for a copy, best first: in a region placement wants
+    /// (`wanted`), in another region than this node's, then by measured
+    /// RTT; `skip` left out, `last` (where a copy failed lately) at the end.
+    pub(crate) fn copy_candidates(&self, skip: &BTreeSet<NodeId>, last: &BTreeSet<NodeId>, wanted: impl Fn(&str) -> bool) -> Vec<PeerInfo> {
+        let my_region = self.inner.view.self_region();
+        let rtts = self.inner.transport.rtts();
+        let mut candidates: Vec<PeerInfo> = self.inner.view.peers().into_iter().filter(|p| !skip.contains(&p.id)).collect();
+        candidates.sort_by_cached_key(|p| {
+            (last.contains(&p.id), !wanted(&p.region), p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id)
+        });
+        candidates
     }
 
     async fn ask_replicate(&self, peer: &PeerInfo, digest: &Digest, size: u64, from: NodeId) -> Result<()> {

@@ -3,6 +3,9 @@
 //! A frame is a big-endian u32 length and a versioned bincode body. The
 //! requester writes one request frame and finishes its side; the server
 //! answers with one reply frame, and for `Get` the raw bytes after it.
+//! `Mirror` is the one long exchange: the requester streams an upload as
+//! [`MirrorFrame`]s while its client sends it, and the server answers with
+//! [`MirrorReply`]s (see [`crate::pipeline`]).
 
 use berth_common::{decode_versioned, encode_versioned, Digest, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -29,6 +32,36 @@ pub enum Request {
     Rtts,
     /// The filesystem the receiver's blob store is on.
     Disk,
+    /// Keep a copy of the upload `from` is receiving now: [`MirrorFrame`]s
+    /// follow on this stream, as the bytes reach `from`.
+    Mirror { from: NodeId },
+}
+
+/// What the node taking an upload sends a node keeping a copy of it, after
+/// [`Request::Mirror`]. The stream ending before `Seal` abandons the copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MirrorFrame {
+    /// `len` raw bytes of the blob follow.
+    Data { len: u32 },
+    /// That was every byte: verify it is `digest`, `size` bytes long, make
+    /// it durable, answer [`MirrorReply::Stored`].
+    Seal { digest: Digest, size: u64 },
+    /// The blob is recorded in the metadata now: record this copy too, and
+    /// answer [`MirrorReply::Recorded`].
+    Record,
+}
+
+/// What a node keeping a copy answers, on the same stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MirrorReply {
+    /// This many bytes are written here (and hashed): the sender's window.
+    Received(u64),
+    /// The digest checked out and the copy is durable.
+    Stored,
+    /// The copy is recorded in the metadata.
+    Recorded,
+    /// No copy here, and why; nothing of it is kept.
+    Failed(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +158,8 @@ mod tests {
             let _ = read::<Request>(&framed);
             let _ = read::<Reply>(&framed);
             let _ = read::<GetReply>(&framed);
+            let _ = read::<MirrorFrame>(&framed);
+            let _ = read::<MirrorReply>(&framed);
             let req = Request::Have { digests: (0..n).map(|i| Digest::sha256_of(&[i as u8])).collect() };
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let mut good = Vec::new();

@@ -198,6 +198,7 @@ impl Replicator {
                 let rtts = self.rtts().into_iter().map(|(id, d)| (id, d.as_micros() as u64)).collect();
                 write_frame(&mut send, &Reply::Rtts(rtts)).await.map_err(ReplicationError::answer)?;
             }
+            Request::Mirror { from } => return self.receive_mirror(send, recv, from).await,
             Request::Disk => {
                 write_frame(&mut send, &Reply::Disk(self.local_disk().await)).await.map_err(ReplicationError::answer)?;
             }

@@ -18,12 +18,7 @@ impl NodeView {
     /// Whether placement asks nodes of `region` to keep `rec`: some
     /// namespace it is linked into wants that region.
     fn wanted_in(&self, rec: &BlobRecord, region: &str) -> bool {
-        let state = self.meta.state();
-        rec.repos.keys().any(|repo| {
-            let ns = repo.split('/').next().unwrap_or(repo);
-            let placement: Placement = state.get(&keys::placement(ns)).ok().flatten().unwrap_or_default();
-            placement.wants(region)
-        })
+        rec.repos.keys().any(|repo| self.repo_wanted_in_region(repo, region))
     }
 
     fn wanted_here(&self, rec: &BlobRecord) -> bool {
@@ -65,6 +60,12 @@ impl ClusterView for NodeView {
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
         let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
         rec.is_some_and(|rec| self.wanted_in(&rec, region))
+    }
+
+    fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool {
+        let ns = repo.split('/').next().unwrap_or(repo);
+        let placement: Placement = self.meta.state().get(&keys::placement(ns)).ok().flatten().unwrap_or_default();
+        placement.wants(region)
     }
 
     fn blobs(&self) -> Vec<(Digest, BlobInfo)> {

@@ -30,7 +30,7 @@ use crate::identity::jwt;
 use crate::identity::policy;
 use crate::registry::lifecycle::{self, LabelLife};
 use crate::registry::manifest;
-use crate::registry::uploads::{blob_err, owner_of, write_body, UploadManager};
+use crate::registry::uploads::{self, blob_err, owner_of, write_body, UploadManager};
 use crate::util::now_ms;
 
 pub struct NodeRegistry {
@@ -314,6 +314,21 @@ impl NodeRegistry {
             }
             other => Err(unexpected("link blob", other)),
         }
+    }
+
+    /// Records a blob just stored here, then its pipelined copies. The pin
+    /// keeps the sweeper off the copy until it is recorded. Refused over
+    /// the quota: the copies stay unrecorded, and gc deletes them.
+    async fn record_committed(&self, access: &Access, repo: &RepoName, digest: &Digest, committed: uploads::Committed) -> Result<(), ApiError> {
+        let uploads::Committed { size, pin: _pin, pipeline } = committed;
+        self.check_quota(repo, Some((digest, size)))?;
+        self.ensure_repository(access, repo).await?;
+        self.record_blob(access, repo, digest, size).await?;
+        if let Some(p) = pipeline {
+            let outcome = p.record(digest).await;
+            tracing::debug!(%digest, copies = ?outcome.nodes, lost = ?outcome.lost, "pipelined copies");
+        }
+        Ok(())
     }
 
     /// Creates `repo`, private, administered by its creator, when a push
@@ -732,15 +747,10 @@ impl Registry for NodeRegistry {
         self.refused_by_state(access, repo)?;
         let store = self.uploads.store();
         let mut staging = store.create_staging().await.map_err(blob_err)?;
-        write_body(&mut staging, body).await?;
-        // The sweeper must not delete the copy between the rename and its
-        // record; pinned after the body is in, so a slow client holds up nothing.
-        let _pin = store.pin(digest).await;
-        let size = staging.commit(store, digest).await.map_err(blob_err)?;
-        // Refused over the quota: the copy stays unrecorded, and gc deletes it.
-        self.check_quota(repo, Some((digest, size)))?;
-        self.ensure_repository(access, repo).await?;
-        self.record_blob(access, repo, digest, size).await
+        let mut pipeline = self.uploads.pipeline(repo.as_str());
+        write_body(&mut staging, pipeline.as_mut(), body).await?;
+        let committed = uploads::commit(store, staging, pipeline, digest).await?;
+        self.record_committed(access, repo, digest, committed).await
     }
 
     fn upload_owner(&self, id: &str) -> Result<UploadOwner, ApiError> {
@@ -768,11 +778,8 @@ impl Registry for NodeRegistry {
     }
 
     async fn upload_finish(&self, access: &Access, repo: &RepoName, id: &str, digest: &Digest, body: ByteStream) -> Result<(), ApiError> {
-        // The pin keeps the sweeper off the copy until it is recorded.
-        let (size, _pin) = self.uploads.finish(repo.as_str(), id, digest, body).await?;
-        self.check_quota(repo, Some((digest, size)))?;
-        self.ensure_repository(access, repo).await?;
-        self.record_blob(access, repo, digest, size).await
+        let committed = self.uploads.finish(repo.as_str(), id, digest, body).await?;
+        self.record_committed(access, repo, digest, committed).await
     }
 
     async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), ApiError> {
@@ -827,9 +834,19 @@ impl Registry for NodeRegistry {
         }
         // Durability: every blob on min_copies nodes before the push is acknowledged.
         let mut sized = Vec::with_capacity(parsed.blobs.len());
+        let mut short = false;
         for b in &parsed.blobs {
-            let size = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?.map(|r| r.size).unwrap_or(0);
-            sized.push((b.clone(), size));
+            let rec = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?;
+            short |= rec.as_ref().is_none_or(|r| r.holders.len() < self.replicator.min_copies());
+            sized.push((b.clone(), rec.map(|r| r.size).unwrap_or(0)));
+        }
+        if short {
+            // The other copies were recorded by the nodes that made them
+            // (pipelined while the blobs were uploaded), through the
+            // leader: catch up with its commits before asking for more.
+            if let Err(e) = self.meta.read_barrier().await {
+                tracing::debug!(error = %e, "read barrier failed; counting copies from local state");
+            }
         }
         // A node cut off from the majority cannot commit the manifest, and
         // its peers may be out of reach for the copies too: it answers 503

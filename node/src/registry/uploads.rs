@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use berth_common::{Digest, NodeId};
 use berth_gateway::{ApiError, ByteStream, ErrorCode, UploadState};
-use berth_replication::{BlobError, BlobPin, BlobStore, StagingBlob};
+use berth_replication::pipeline::Pipeline;
+use berth_replication::{BlobError, BlobPin, BlobStore, Replicator, StagingBlob};
 use futures::StreamExt;
 
 struct Session {
     repo: String,
     staging: StagingBlob,
+    /// The upload's other copies, streamed to peers as it arrives.
+    pipeline: Option<Pipeline>,
     last_used: Instant,
 }
 
@@ -46,6 +49,8 @@ struct Sessions {
 pub struct UploadManager {
     node_id: NodeId,
     store: BlobStore,
+    /// Streams each upload's other copies; none in unit tests.
+    replicator: Option<Replicator>,
     ttl: Duration,
     caps: UploadCaps,
     sessions: Mutex<Sessions>,
@@ -75,16 +80,52 @@ pub fn blob_err(e: BlobError) -> ApiError {
     }
 }
 
-/// Streams `body` into `staging`. A broken client stream is the client's
-/// problem (BLOB_UPLOAD_INVALID); what arrived before the break stays.
-pub async fn write_body(staging: &mut StagingBlob, mut body: ByteStream) -> Result<u64, ApiError> {
+/// Streams `body` into `staging`, and to the peers of `pipeline` at the
+/// same time (the slower sets the pace). A broken client stream is the
+/// client's problem (BLOB_UPLOAD_INVALID); what arrived before the break stays.
+pub async fn write_body(staging: &mut StagingBlob, mut pipeline: Option<&mut Pipeline>, mut body: ByteStream) -> Result<u64, ApiError> {
     let mut written = 0;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")))?;
-        staging.write(&chunk).await.map_err(blob_err)?;
-        written += chunk.len() as u64;
+    let outcome = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")))?;
+            let stored = match pipeline.as_deref_mut() {
+                Some(p) => tokio::join!(staging.write(&chunk), p.push(chunk.clone())).0,
+                None => staging.write(&chunk).await,
+            };
+            stored.map_err(blob_err)?;
+            written += chunk.len() as u64;
+        }
+        Ok(())
     }
-    Ok(written)
+    .await;
+    if let Some(p) = pipeline {
+        p.flush().await;
+    }
+    outcome.map(|()| written)
+}
+
+/// A blob stored on this node, with its pipelined copies sealed.
+pub struct Committed {
+    pub size: u64,
+    /// Held until the copy is recorded (the sweeper must not delete it in between).
+    pub pin: BlobPin,
+    /// Record these copies once the blob is recorded.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// Verifies and stores `staging` as `digest`, while the pipeline's peers
+/// verify and store theirs.
+pub async fn commit(store: &BlobStore, staging: StagingBlob, mut pipeline: Option<Pipeline>, digest: &Digest) -> Result<Committed, ApiError> {
+    // Pinned after the body is in, so a slow client holds up nothing.
+    let pin = store.pin(digest).await;
+    let size = staging.len();
+    let local = staging.commit(store, digest);
+    let size = match pipeline.as_mut() {
+        Some(p) => tokio::join!(local, p.seal(digest, size)).0,
+        None => local.await,
+    }
+    .map_err(blob_err)?;
+    Ok(Committed { size, pin, pipeline })
 }
 
 /// The node that owns upload `id`, if the id is well formed.
@@ -96,7 +137,17 @@ pub fn owner_of(id: &str) -> Option<NodeId> {
 
 impl UploadManager {
     pub fn new(node_id: NodeId, store: BlobStore, ttl: Duration, caps: UploadCaps) -> UploadManager {
-        UploadManager { node_id, store, ttl, caps, sessions: Mutex::new(Sessions::default()) }
+        UploadManager { node_id, store, replicator: None, ttl, caps, sessions: Mutex::new(Sessions::default()) }
+    }
+
+    /// Streams every upload's other copies to peers as it arrives.
+    pub fn pipelined(self, replicator: Replicator) -> UploadManager {
+        UploadManager { replicator: Some(replicator), ..self }
+    }
+
+    /// A pipeline for a new upload into `repo` (none without a replicator).
+    pub fn pipeline(&self, repo: &str) -> Option<Pipeline> {
+        self.replicator.as_ref().map(|r| r.pipeline(repo))
     }
 
     pub fn ttl(&self) -> Duration {
@@ -142,7 +193,7 @@ impl UploadManager {
         let mut guard = slot.lock().await;
         match self.store.create_staging().await {
             Ok(staging) => {
-                *guard = Some(Session { repo: repo.to_string(), staging, last_used: Instant::now() });
+                *guard = Some(Session { repo: repo.to_string(), staging, pipeline: self.pipeline(repo), last_used: Instant::now() });
                 Ok(UploadState { id, offset: 0 })
             }
             Err(e) => {
@@ -190,7 +241,7 @@ impl UploadManager {
                     .ok_or_else(|| ApiError::new(ErrorCode::RangeInvalid, format!("Content-Range {start}-{end} is not a length a chunk can have")))?,
             ),
         };
-        let written = write_body(&mut s.staging, body).await;
+        let written = write_body(&mut s.staging, s.pipeline.as_mut(), body).await;
         // Idle until the next request: no descriptor, no buffer.
         let parked = s.staging.park().await.map_err(blob_err);
         s.last_used = Instant::now();
@@ -222,11 +273,9 @@ impl UploadManager {
         Ok(UploadState { id: id.to_string(), offset: s.staging.len() })
     }
 
-    /// Takes the last bytes, verifies the digest, stores the blob; returns
-    /// its size, and a pin the caller holds until the copy is recorded
-    /// (the sweeper must not delete it in between). The session ends
-    /// either way.
-    pub async fn finish(&self, repo: &str, id: &str, digest: &Digest, body: ByteStream) -> Result<(u64, BlobPin), ApiError> {
+    /// Takes the last bytes, verifies the digest, stores the blob here and
+    /// on the pipeline's peers. The session ends either way.
+    pub async fn finish(&self, repo: &str, id: &str, digest: &Digest, body: ByteStream) -> Result<Committed, ApiError> {
         let slot = self.slot(id)?;
         let mut guard = slot.lock().await;
         if guard.as_ref().is_none_or(|s| s.repo != repo) {
@@ -234,11 +283,8 @@ impl UploadManager {
         }
         let mut s = guard.take().expect("checked above");
         self.forget(id);
-        write_body(&mut s.staging, body).await?;
-        // Pinned after the body is in, so a slow client holds up nothing.
-        let pin = self.store.pin(digest).await;
-        let size = s.staging.commit(&self.store, digest).await.map_err(blob_err)?;
-        Ok((size, pin))
+        write_body(&mut s.staging, s.pipeline.as_mut(), body).await?;
+        commit(&self.store, s.staging, s.pipeline, digest).await
     }
 
     pub async fn cancel(&self, repo: &str, id: &str) -> Result<(), ApiError> {
