@@ -14,6 +14,11 @@
 //! the same path, on loopback and across an emulated WAN link (optionally
 //! rate-limited, then also as a fraction of the link rate).
 //!
+//! `berth-bench push-durable`: the time a push takes to be acknowledged
+//! durably (every blob on `min_copies` nodes) on 3 nodes, against 1 node,
+//! the distribution registry and one TCP copy over an emulated WAN link;
+//! see [`durable`].
+//!
 //! `berth-bench failover` and `berth-bench fanout`: on real processes, see
 //! [`cluster`].
 
@@ -31,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod cluster;
+mod durable;
 mod registry;
 mod scan;
 
@@ -103,6 +109,23 @@ enum Bench {
         rate_mb: u64,
         /// Where the JSON results go.
         #[arg(long, default_value = "bench-results/replication.json")]
+        out: std::path::PathBuf,
+    },
+    /// Durable push (min_copies) on 3 nodes against 1 node, distribution and one copy over a WAN link.
+    PushDurable {
+        /// Size of the incompressible layer, MiB.
+        #[arg(long, default_value_t = 1024)]
+        random_mib: u64,
+        /// Pushes per layer and registry; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Round trip of the emulated WAN link, ms.
+        #[arg(long, default_value_t = 100)]
+        rtt_ms: u64,
+        /// Bandwidth of the emulated WAN link, MB/s.
+        #[arg(long, default_value_t = 50)]
+        rate_mb: u64,
+        #[arg(long, default_value = "bench-results/push-durable.json")]
         out: std::path::PathBuf,
     },
     /// Write unavailability after the leader is SIGKILLed (real processes).
@@ -341,7 +364,11 @@ async fn tcp_copy(blocks: u64, link: Option<LinkSpec>) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "error".into())).try_init();
+    // Logs go to stderr with the progress lines, so stdout is the result tables alone.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "error".into()))
+        .try_init();
     berth_node::install_crypto_provider();
     match Cli::parse().command {
         Bench::Scan { manifests, out } => tokio::task::block_in_place(|| scan::run(manifests, &out))?,
@@ -363,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
             println!("target: commit latency <= 1.5 x quorum RTT + 5 ms");
             write_json(&out, &serde_json::json!({"bench": "metadata", "writes": writes, "rows": rows}))?;
         }
+        Bench::PushDurable { random_mib, rounds, rtt_ms, rate_mb, out } => durable::run(random_mib, rounds, rtt_ms, rate_mb, &out).await?,
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
         Bench::Tokens { n } => tokens(n)?,
