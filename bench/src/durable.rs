@@ -311,8 +311,9 @@ impl Pusher {
         Ok(())
     }
 
-    /// Seconds from the layer's POST to the manifest PUT's 201.
-    async fn push(&self, repo: &str, layer: &Layer, salt: u64, digest: &str) -> anyhow::Result<f64> {
+    /// Seconds from the layer's POST to the manifest PUT's 201, and the
+    /// seconds of its three steps (layer, config, manifest).
+    async fn push(&self, repo: &str, layer: &Layer, salt: u64, digest: &str) -> anyhow::Result<(f64, [f64; 3])> {
         // A config of its own per round, so it too is new and has to be copied.
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64", "os": "linux",
@@ -328,7 +329,9 @@ impl Pusher {
         }))?;
         let started = Instant::now();
         self.upload(repo, reqwest::Body::wrap_stream(layer.stream(salt)), digest).await.context("layer")?;
+        let layer_done = started.elapsed().as_secs_f64();
         self.upload(repo, reqwest::Body::from(config), &config_digest).await.context("config")?;
+        let config_done = started.elapsed().as_secs_f64();
         let r = self
             .req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/round-{salt}"))
             .header("content-type", "application/vnd.oci.image.manifest.v1+json")
@@ -336,7 +339,8 @@ impl Pusher {
             .send()
             .await?;
         anyhow::ensure!(r.status().as_u16() == 201, "PUT manifest answered {}: {}", r.status(), r.text().await.unwrap_or_default());
-        Ok(started.elapsed().as_secs_f64())
+        let total = started.elapsed().as_secs_f64();
+        Ok((total, [layer_done, config_done - layer_done, total - config_done]))
     }
 }
 
@@ -379,11 +383,11 @@ async fn rounds_of(running: &Running, layer: &Layer, digests: &[String]) -> Resu
     let mut times = Vec::with_capacity(digests.len());
     for (i, digest) in digests.iter().enumerate() {
         let salt = i as u64 + 1;
-        let secs = pusher.push(&repo, layer, salt, digest).await.map_err(|e| format!("round {salt}: {e:#}"))?;
+        let (secs, [l, c, m]) = pusher.push(&repo, layer, salt, digest).await.map_err(|e| format!("round {salt}: {e:#}"))?;
         let parsed: Digest = digest.parse().map_err(|e| format!("{e:?}"))?;
         // What the acknowledgement promised, read right after it: min_copies or more.
         let at_ack = running.holders(&parsed).map_err(|e| format!("{e:#}"))?;
-        eprintln!("  {}: round {salt} {secs:.2} s, layer on {at_ack} node(s) at the ack", layer.name);
+        eprintln!("  {}: round {salt} {secs:.2} s (layer {l:.2}, config {c:.2}, manifest {m:.2}), layer on {at_ack} node(s) at the ack", layer.name);
         times.push(secs);
         running.settle(&[parsed]).await.map_err(|e| format!("{e:#}"))?;
     }
@@ -436,6 +440,13 @@ pub async fn run(random_mib: u64, rounds: usize, rtt_ms: u64, rate_mb: u64, out:
     // results[layer][target]: each round's seconds, or why the pushes stopped.
     let mut results: Vec<Vec<Result<Vec<f64>, String>>> = layers.iter().map(|_| Vec::new()).collect();
     for target in Target::ALL {
+        if std::env::var("BERTH_BENCH_ONLY").is_ok_and(|only| only != target.key()) {
+            // For profiling one target: the others are reported as skipped.
+            for r in results.iter_mut() {
+                r.push(Err("skipped (BERTH_BENCH_ONLY)".into()));
+            }
+            continue;
+        }
         eprintln!("{}…", target.label());
         let running = match target {
             Target::One => one_node().await?,

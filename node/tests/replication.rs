@@ -466,24 +466,23 @@ async fn an_upload_streams_its_second_copy_to_a_peer_while_it_arrives() {
     patch(&r1, &loc, &blob[4 << 20..]).await;
     let (s, _, body) = r1.send(r1.req(Method::PUT, &digest_url(&loc, &digest))).await;
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
-    // At the acknowledgement two disks hold verified copies, and the peer
-    // has recorded its own.
+    // At the acknowledgement two disks hold verified copies.
     for id in [1, peer] {
         assert!(c.node(id).replicator.store().verify(&digest).await.unwrap(), "node {id} holds a verified copy at the ack");
         assert!(staged(&c, id).is_empty());
     }
     assert!(!holds(&c, other, &digest).await);
-    assert_eq!(c.node(peer).replicator.stats().mirrored.load(Ordering::Relaxed), 1);
-    let leader = c.wait_leader(T).await;
-    let rec: berth_raft::command::BlobRecord = c.node(leader).meta.state().get(&berth_raft::state::keys::blob(&digest)).unwrap().unwrap();
-    assert_eq!(rec.holders, [1, peer].into_iter().collect(), "both copies recorded by the time the PUT is answered");
 
-    // The manifest is acknowledged on those two copies: nothing is
-    // fetched after the upload, and no third copy is made.
+    // The manifest is acknowledged on those two copies, both recorded by
+    // then: nothing is fetched after the upload, and no third copy is made.
     let config = r1.blob("pipe/app", b"{}").await;
     let man = manifest_json(&config, 2, &[(digest.clone(), blob.len() as u64)], None, None);
     let (s, _, body) = r1.put_manifest("pipe/app", "v1", OCI_MANIFEST, &man).await;
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(c.node(peer).replicator.stats().mirrored.load(Ordering::Relaxed), 2, "the layer's and the config's copies");
+    let leader = c.wait_leader(T).await;
+    let rec: berth_raft::command::BlobRecord = c.node(leader).meta.state().get(&berth_raft::state::keys::blob(&digest)).unwrap().unwrap();
+    assert_eq!(rec.holders, [1, peer].into_iter().collect(), "both copies recorded by the time the manifest is acknowledged");
     for id in 1..=3 {
         assert_eq!(served(&c, id), 0, "node {id} served no blob to a peer: every copy was pipelined");
     }

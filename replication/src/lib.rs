@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     wake: tokio::sync::Notify,
     /// Blobs whose pipelined copy failed on some nodes, lately.
     lost_copies: Mutex<HashMap<Digest, (std::time::Instant, BTreeSet<NodeId>)>>,
+    /// Records of pipelined copies, under way or lately done.
+    recording: Mutex<HashMap<Digest, (std::time::Instant, pipeline::Recording)>>,
 }
 
 /// The data plane of one node.
@@ -234,6 +236,7 @@ impl Replicator {
             faults: Faults::default(),
             wake: tokio::sync::Notify::new(),
             lost_copies: Mutex::new(HashMap::new()),
+            recording: Mutex::new(HashMap::new()),
         };
         let r = Replicator { inner: Arc::new(inner) };
         let tasks = vec![
@@ -308,7 +311,10 @@ impl Replicator {
 
     async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<()> {
         let me = self.inner.view.self_id();
-        let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        let mut holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        // Pipelined copies recorded through the leader, which this node's
+        // metadata may not have applied yet.
+        holders.extend(self.pipelined_holders(digest).await);
         let mut have = holders.len();
         if have >= need {
             return Ok(());

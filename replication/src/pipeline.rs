@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use berth_common::{Digest, NodeId};
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::error::{ReplicationError, Result};
@@ -44,6 +45,9 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 const ABANDONED: u32 = 3;
 /// How long a node remembers that a copy of a blob failed on a peer.
 const LOST_MEMORY: Duration = Duration::from_secs(600);
+/// How long a node counts pipelined copies it saw recorded as holders, in
+/// case its own metadata has not applied those records yet.
+const RECORDED_MEMORY: Duration = Duration::from_secs(60);
 
 /// A receiver's state, as its replies tell it.
 #[derive(Debug, Clone, Default)]
@@ -88,14 +92,9 @@ pub struct Pipeline {
     lost: Vec<(NodeId, String)>,
 }
 
-/// What became of an upload's pipelined copies.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// Nodes that stored (and, after [`Pipeline::record`], recorded) a copy.
-    pub nodes: BTreeSet<NodeId>,
-    /// Copies given up, and why.
-    pub lost: Vec<(NodeId, String)>,
-}
+/// The records of an upload's pipelined copies, under way or done: the
+/// nodes whose record went through.
+pub(crate) type Recording = futures::future::Shared<futures::future::BoxFuture<'static, BTreeSet<NodeId>>>;
 
 impl Replicator {
     /// A pipeline for a new upload into `repo` on this node: it opens its
@@ -125,6 +124,19 @@ impl Replicator {
     pub fn lost_on(&self, digest: &Digest) -> BTreeSet<NodeId> {
         let lost = self.inner.lost_copies.lock().expect("lost copies lock");
         lost.get(digest).filter(|(at, _)| at.elapsed() < LOST_MEMORY).map(|(_, n)| n.clone()).unwrap_or_default()
+    }
+
+    /// Nodes whose pipelined copy of `digest` was recorded lately, once the
+    /// records under way are done.
+    pub(crate) async fn pipelined_holders(&self, digest: &Digest) -> BTreeSet<NodeId> {
+        let records = {
+            let recording = self.inner.recording.lock().expect("recording lock");
+            recording.get(digest).filter(|(at, _)| at.elapsed() < RECORDED_MEMORY).map(|(_, r)| r.clone())
+        };
+        match records {
+            Some(r) => r.await,
+            None => BTreeSet::new(),
+        }
     }
 
     /// Opens a copy on `peer`: the stream, and a task that listens to its replies.
@@ -180,15 +192,15 @@ impl Pipeline {
         if self.pending.is_empty() {
             return;
         }
-        let mut chunks = std::mem::take(&mut self.pending);
+        let chunks = std::mem::take(&mut self.pending);
         let len = std::mem::take(&mut self.pending_len);
         let stall = self.replicator.pipeline_stall();
         let sends = self.copies.iter_mut().map(|c| {
+            // Each copy sends its own handles on the same buffers.
             let mut chunks = chunks.clone();
             async move { c.send_frame(&mut chunks, len, stall).await }
         });
         let results = futures::future::join_all(sends).await;
-        chunks.clear();
         self.keep_live(results);
     }
 
@@ -196,7 +208,10 @@ impl Pipeline {
     /// local copy. Copies that fail are dropped.
     pub async fn seal(&mut self, digest: &Digest, size: u64) {
         self.flush().await;
-        let stall = self.replicator.pipeline_stall();
+        // A receiver says nothing while it syncs the copy: what is still in
+        // flight and the sync may take that long at 50 MB/s.
+        let in_flight = self.copies.iter().map(|c| c.sent.saturating_sub(c.heard.borrow().received)).max().unwrap_or(0);
+        let stall = self.replicator.pipeline_stall() + Duration::from_secs_f64((in_flight + size) as f64 / 50e6);
         let seals = self.copies.iter_mut().map(|c| async move {
             write_frame(&mut c.send, &MirrorFrame::Seal { digest: digest.clone(), size }).await.map_err(|e| format!("sending the seal: {e}"))?;
             c.until(stall, |h| h.stored).await
@@ -209,27 +224,39 @@ impl Pipeline {
         }
     }
 
-    /// Once the blob is recorded: has every stored copy recorded too, and
-    /// says which nodes hold one.
-    pub async fn record(mut self, digest: &Digest) -> Outcome {
-        let stall = self.replicator.pipeline_stall();
-        let records = self.copies.iter_mut().map(|c| async move {
-            write_frame(&mut c.send, &MirrorFrame::Record).await.map_err(|e| format!("sending the record: {e}"))?;
-            c.send.finish().map_err(|e| format!("finishing the stream: {e}"))?;
-            c.until(stall, |h| h.recorded).await
-        });
-        let results = futures::future::join_all(records).await;
-        self.keep_live(results);
-        if !self.lost.is_empty() {
-            self.replicator.remember_lost(digest, self.lost.iter().map(|(n, _)| *n));
+    /// Once the blob is recorded: asks every stored copy to record itself
+    /// too, and returns without waiting. The push's manifest waits for
+    /// those records ([`Replicator::pipelined_holders`]), so the client's
+    /// next uploads overlap them.
+    pub fn record(mut self, digest: &Digest) {
+        let r = self.replicator.clone();
+        let d = digest.clone();
+        let records = async move {
+            let stall = self.replicator.pipeline_stall();
+            let records = self.copies.iter_mut().map(|c| async move {
+                write_frame(&mut c.send, &MirrorFrame::Record).await.map_err(|e| format!("sending the record: {e}"))?;
+                c.send.finish().map_err(|e| format!("finishing the stream: {e}"))?;
+                c.until(stall, |h| h.recorded).await
+            });
+            let results = futures::future::join_all(records).await;
+            self.keep_live(results);
+            if !self.lost.is_empty() {
+                self.replicator.remember_lost(&d, self.lost.iter().map(|(n, _)| *n));
+            }
+            let mut copies = std::mem::take(&mut self.copies);
+            for c in &mut copies {
+                c.done = true;
+                metrics::counter!("berth_pipelined_copies_total", "outcome" => "recorded").increment(1);
+                tracing::debug!(digest = %d, node = c.node, "pipelined copy recorded");
+            }
+            copies.iter().map(|c| c.node).collect::<BTreeSet<NodeId>>()
         }
-        let mut copies = std::mem::take(&mut self.copies);
-        for c in &mut copies {
-            c.done = true;
-            metrics::counter!("berth_pipelined_copies_total", "outcome" => "recorded").increment(1);
-            tracing::debug!(%digest, node = c.node, "pipelined copy recorded");
-        }
-        Outcome { nodes: copies.iter().map(|c| c.node).collect(), lost: std::mem::take(&mut self.lost) }
+        .boxed()
+        .shared();
+        let mut recording = r.inner.recording.lock().expect("recording lock");
+        recording.retain(|_, (at, _)| at.elapsed() < RECORDED_MEMORY);
+        recording.insert(digest.clone(), (Instant::now(), records.clone()));
+        tokio::spawn(records);
     }
 
     /// Opens the copies: `min_copies - 1` peers in the order copies are

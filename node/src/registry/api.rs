@@ -316,7 +316,8 @@ impl NodeRegistry {
         }
     }
 
-    /// Records a blob just stored here, then its pipelined copies. The pin
+    /// Records a blob just stored here, then has its pipelined copies
+    /// record themselves (the manifest waits for those records). The pin
     /// keeps the sweeper off the copy until it is recorded. Refused over
     /// the quota: the copies stay unrecorded, and gc deletes them.
     async fn record_committed(&self, access: &Access, repo: &RepoName, digest: &Digest, committed: uploads::Committed) -> Result<(), ApiError> {
@@ -325,8 +326,7 @@ impl NodeRegistry {
         self.ensure_repository(access, repo).await?;
         self.record_blob(access, repo, digest, size).await?;
         if let Some(p) = pipeline {
-            let outcome = p.record(digest).await;
-            tracing::debug!(%digest, copies = ?outcome.nodes, lost = ?outcome.lost, "pipelined copies");
+            p.record(digest);
         }
         Ok(())
     }

@@ -109,7 +109,7 @@ pub struct Committed {
     pub size: u64,
     /// Held until the copy is recorded (the sweeper must not delete it in between).
     pub pin: BlobPin,
-    /// Record these copies once the blob is recorded.
+    /// Have these copies recorded once the blob is recorded.
     pub pipeline: Option<Pipeline>,
 }
 
