@@ -92,6 +92,25 @@ pub struct Pipeline {
     lost: Vec<(NodeId, String)>,
 }
 
+/// The seal of an upload's copies, under way ([`Pipeline::seal`]).
+/// Dropping it abandons them.
+pub struct Sealing(Option<tokio::task::JoinHandle<Pipeline>>);
+
+impl Sealing {
+    /// The pipeline once sealed, with the copies that are stored.
+    pub async fn done(mut self) -> Option<Pipeline> {
+        self.0.take()?.await.ok()
+    }
+}
+
+impl Drop for Sealing {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
 /// The records of an upload's pipelined copies, under way or done: the
 /// nodes whose record went through.
 pub(crate) type Recording = futures::future::Shared<futures::future::BoxFuture<'static, BTreeSet<NodeId>>>;
@@ -204,9 +223,17 @@ impl Pipeline {
         self.keep_live(results);
     }
 
-    /// Verifies and makes every copy durable; call while committing the
-    /// local copy. Copies that fail are dropped.
-    pub async fn seal(&mut self, digest: &Digest, size: u64) {
+    /// Starts verifying and making every copy durable, now, while the
+    /// local copy is committed; copies that fail are dropped.
+    pub fn seal(mut self, digest: &Digest, size: u64) -> Sealing {
+        let d = digest.clone();
+        Sealing(Some(tokio::spawn(async move {
+            self.seal_copies(&d, size).await;
+            self
+        })))
+    }
+
+    async fn seal_copies(&mut self, digest: &Digest, size: u64) {
         self.flush().await;
         // A receiver says nothing while it syncs the copy: what is still in
         // flight and the sync may take that long at 50 MB/s.

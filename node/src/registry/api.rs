@@ -316,16 +316,27 @@ impl NodeRegistry {
         }
     }
 
-    /// Records a blob just stored here, then has its pipelined copies
-    /// record themselves (the manifest waits for those records). The pin
-    /// keeps the sweeper off the copy until it is recorded. Refused over
-    /// the quota: the copies stay unrecorded, and gc deletes them.
+    /// Records a blob just stored here while its pipelined copies are
+    /// sealed, then has those copies record themselves (the manifest
+    /// waits for those records). The pin keeps the sweeper off the copy
+    /// until it is recorded. Refused over the quota: the copies stay
+    /// unrecorded, and gc deletes them.
     async fn record_committed(&self, access: &Access, repo: &RepoName, digest: &Digest, committed: uploads::Committed) -> Result<(), ApiError> {
-        let uploads::Committed { size, pin: _pin, pipeline } = committed;
-        self.check_quota(repo, Some((digest, size)))?;
-        self.ensure_repository(access, repo).await?;
-        self.record_blob(access, repo, digest, size).await?;
-        if let Some(p) = pipeline {
+        let uploads::Committed { size, pin: _pin, sealing } = committed;
+        let record = async {
+            self.check_quota(repo, Some((digest, size)))?;
+            self.ensure_repository(access, repo).await?;
+            self.record_blob(access, repo, digest, size).await
+        };
+        let sealed = async {
+            match sealing {
+                Some(s) => s.done().await,
+                None => None,
+            }
+        };
+        let (recorded, sealed) = tokio::join!(record, sealed);
+        recorded?;
+        if let Some(p) = sealed {
             p.record(digest);
         }
         Ok(())
@@ -834,19 +845,9 @@ impl Registry for NodeRegistry {
         }
         // Durability: every blob on min_copies nodes before the push is acknowledged.
         let mut sized = Vec::with_capacity(parsed.blobs.len());
-        let mut short = false;
         for b in &parsed.blobs {
-            let rec = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?;
-            short |= rec.as_ref().is_none_or(|r| r.holders.len() < self.replicator.min_copies());
-            sized.push((b.clone(), rec.map(|r| r.size).unwrap_or(0)));
-        }
-        if short {
-            // The other copies were recorded by the nodes that made them
-            // (pipelined while the blobs were uploaded), through the
-            // leader: catch up with its commits before asking for more.
-            if let Err(e) = self.meta.read_barrier().await {
-                tracing::debug!(error = %e, "read barrier failed; counting copies from local state");
-            }
+            let size = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?.map(|r| r.size).unwrap_or(0);
+            sized.push((b.clone(), size));
         }
         // A node cut off from the majority cannot commit the manifest, and
         // its peers may be out of reach for the copies too: it answers 503

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth_common::{Digest, NodeId};
 use berth_gateway::{ApiError, ByteStream, ErrorCode, UploadState};
-use berth_replication::pipeline::Pipeline;
+use berth_replication::pipeline::{Pipeline, Sealing};
 use berth_replication::{BlobError, BlobPin, BlobStore, Replicator, StagingBlob};
 use futures::StreamExt;
 
@@ -104,28 +104,25 @@ pub async fn write_body(staging: &mut StagingBlob, mut pipeline: Option<&mut Pip
     outcome.map(|()| written)
 }
 
-/// A blob stored on this node, with its pipelined copies sealed.
+/// A blob stored on this node, its pipelined copies being sealed.
 pub struct Committed {
     pub size: u64,
     /// Held until the copy is recorded (the sweeper must not delete it in between).
     pub pin: BlobPin,
-    /// Have these copies recorded once the blob is recorded.
-    pub pipeline: Option<Pipeline>,
+    /// Wait for it before answering; have its copies recorded once the
+    /// blob is recorded.
+    pub sealing: Option<Sealing>,
 }
 
 /// Verifies and stores `staging` as `digest`, while the pipeline's peers
 /// verify and store theirs.
-pub async fn commit(store: &BlobStore, staging: StagingBlob, mut pipeline: Option<Pipeline>, digest: &Digest) -> Result<Committed, ApiError> {
+pub async fn commit(store: &BlobStore, staging: StagingBlob, pipeline: Option<Pipeline>, digest: &Digest) -> Result<Committed, ApiError> {
     // Pinned after the body is in, so a slow client holds up nothing.
     let pin = store.pin(digest).await;
-    let size = staging.len();
-    let local = staging.commit(store, digest);
-    let size = match pipeline.as_mut() {
-        Some(p) => tokio::join!(local, p.seal(digest, size)).0,
-        None => local.await,
-    }
-    .map_err(blob_err)?;
-    Ok(Committed { size, pin, pipeline })
+    // A failed local commit drops the sealing, which abandons the copies.
+    let sealing = pipeline.map(|p| p.seal(digest, staging.len()));
+    let size = staging.commit(store, digest).await.map_err(blob_err)?;
+    Ok(Committed { size, pin, sealing })
 }
 
 /// The node that owns upload `id`, if the id is well formed.
