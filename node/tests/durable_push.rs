@@ -28,7 +28,7 @@ fn verified_on(dirs: &[PathBuf], digest: &Digest) -> Vec<usize> {
     let hex = digest.hex();
     (0..dirs.len())
         .filter(|i| {
-            let path = dirs[*i].join("blobs/sha256").join(&hex[..2]).join(hex.as_str());
+            let path = dirs[*i].join("blobs/sha256").join(&hex[..2]).join(hex);
             std::fs::read(path).is_ok_and(|bytes| hex::encode(sha2::Sha256::digest(&bytes)) == hex)
         })
         .map(|i| i + 1)
