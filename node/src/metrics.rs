@@ -115,6 +115,10 @@ fn describe() {
     describe_counter!("berth_blob_reads_total", "Blob reads served, by source: local disk or streamed from a peer");
     describe_counter!("berth_peer_fetches_total", "Blob fetches from a peer, by peer node id and outcome");
     describe_counter!("berth_peer_fetched_bytes_total", Unit::Bytes, "Blob bytes received from peers, by peer node id");
+    describe_counter!(
+        "berth_pipelined_copies_total",
+        "Copies of uploads this node took, streamed to peers while uploaded: recorded, or lost (then made after the upload)"
+    );
     describe_counter!("berth_peer_requests_served_total", "Blob GET requests this node answered for peers");
     describe_counter!("berth_peer_served_bytes_total", Unit::Bytes, "Blob bytes this node sent to peers");
     describe_counter!("berth_replication_fetched_blobs_total", "Blobs fetched from peers and committed");
