@@ -92,24 +92,10 @@ pub struct Pipeline {
     lost: Vec<(NodeId, String)>,
 }
 
-/// The seal of an upload's copies, under way ([`Pipeline::seal`]).
-/// Dropping it abandons them.
-pub struct Sealing(Option<tokio::task::JoinHandle<Pipeline>>);
-
-impl Sealing {
-    /// The pipeline once sealed, with the copies that are stored.
-    pub async fn done(mut self) -> Option<Pipeline> {
-        self.0.take()?.await.ok()
-    }
-}
-
-impl Drop for Sealing {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
-}
+/// The seal of an upload's copies, under way ([`Pipeline::seal`]); it
+/// ends in the pipeline with the copies that are stored. Dropping it
+/// abandons them.
+pub type Sealing = tokio_util::task::AbortOnDropHandle<Pipeline>;
 
 /// The records of an upload's pipelined copies, under way or done: the
 /// nodes whose record went through.
@@ -227,10 +213,10 @@ impl Pipeline {
     /// local copy is committed; copies that fail are dropped.
     pub fn seal(mut self, digest: &Digest, size: u64) -> Sealing {
         let d = digest.clone();
-        Sealing(Some(tokio::spawn(async move {
+        Sealing::new(tokio::spawn(async move {
             self.seal_copies(&d, size).await;
             self
-        })))
+        }))
     }
 
     async fn seal_copies(&mut self, digest: &Digest, size: u64) {
@@ -370,16 +356,25 @@ impl Copy {
     }
 }
 
+/// Sends a receiver's reply.
+async fn reply(send: &mut quinn::SendStream, r: &MirrorReply) -> Result<()> {
+    write_frame(send, r).await.map_err(ReplicationError::answer)
+}
+
+/// Answers that no copy is kept here, and why, and ends the exchange.
+async fn refuse(send: &mut quinn::SendStream, why: String) -> Result<()> {
+    reply(send, &MirrorReply::Failed(why)).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
 impl Replicator {
     /// Keeps a copy of an upload another node is taking: answers
     /// [`Request::Mirror`]. Any error, and the stream ending before the
     /// seal, drops the staging file.
     pub(crate) async fn receive_mirror(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream, from: NodeId) -> Result<()> {
-        let answer = |e: crate::protocol::FrameError| ReplicationError::answer(e);
         if !self.room_for(0).await {
-            write_frame(&mut send, &MirrorReply::Failed("this node's disk is at its reserve".into())).await.map_err(answer)?;
-            let _ = send.finish();
-            return Ok(());
+            return refuse(&mut send, "this node's disk is at its reserve".into()).await;
         }
         let store = self.inner.store.clone();
         let mut staging = store.create_staging().await?;
@@ -392,7 +387,7 @@ impl Replicator {
                     staging.park().await?;
                     if staging.len() > reported {
                         reported = staging.len();
-                        write_frame(&mut send, &MirrorReply::Received(reported)).await.map_err(answer)?;
+                        reply(&mut send, &MirrorReply::Received(reported)).await?;
                     }
                     read_frame::<MirrorFrame>(&mut recv).await
                 }
@@ -414,23 +409,18 @@ impl Replicator {
                         };
                         if let Err(e) = written {
                             let _ = recv.stop(ABANDONED.into());
-                            write_frame(&mut send, &MirrorReply::Failed(e.to_string())).await.map_err(answer)?;
-                            let _ = send.finish();
+                            refuse(&mut send, e.to_string()).await?;
                             return Err(e.into());
                         }
                     }
                     bump(&self.inner.stats.mirrored_bytes, u64::from(len));
                     if staging.len() - reported >= REPORT_EVERY {
                         reported = staging.len();
-                        write_frame(&mut send, &MirrorReply::Received(reported)).await.map_err(answer)?;
+                        reply(&mut send, &MirrorReply::Received(reported)).await?;
                     }
                 }
                 MirrorFrame::Seal { digest, size } => return self.seal_mirror(send, recv, staging, &digest, size, from).await,
-                MirrorFrame::Record => {
-                    write_frame(&mut send, &MirrorReply::Failed("record before seal".into())).await.map_err(answer)?;
-                    let _ = send.finish();
-                    return Ok(());
-                }
+                MirrorFrame::Record => return refuse(&mut send, "record before seal".into()).await,
             }
         }
     }
@@ -445,38 +435,32 @@ impl Replicator {
         size: u64,
         from: NodeId,
     ) -> Result<()> {
-        let answer = |e: crate::protocol::FrameError| ReplicationError::answer(e);
         if staging.len() != size {
-            let why = format!("received {} bytes, the upload has {size}", staging.len());
-            write_frame(&mut send, &MirrorReply::Failed(why)).await.map_err(answer)?;
-            let _ = send.finish();
-            return Ok(());
+            return refuse(&mut send, format!("received {} bytes, the upload has {size}", staging.len())).await;
         }
         // Kept from the sweeper between the rename and the record.
         let _pin = self.inner.store.pin(digest).await;
         match staging.commit(&self.inner.store, digest).await {
-            Ok(_) => write_frame(&mut send, &MirrorReply::Stored).await.map_err(answer)?,
+            Ok(_) => reply(&mut send, &MirrorReply::Stored).await?,
             Err(e) => {
                 if matches!(e, BlobError::DigestMismatch { .. }) {
                     bump(&self.inner.stats.corrupt, 1);
                     tracing::warn!(%digest, from, error = %e, "a pipelined copy did not match its digest; discarded");
                 }
-                write_frame(&mut send, &MirrorReply::Failed(e.to_string())).await.map_err(answer)?;
-                let _ = send.finish();
-                return Ok(());
+                return refuse(&mut send, e.to_string()).await;
             }
         }
         // A sender that does not ask for the record (its own commit or
         // record failed) leaves an unrecorded copy, which gc removes.
         let Ok(MirrorFrame::Record) = read_frame::<MirrorFrame>(&mut recv).await else { return Ok(()) };
-        let reply = match self.inner.view.record_holder(digest, size).await {
+        let outcome = match self.inner.view.record_holder(digest, size).await {
             Ok(()) => {
                 bump(&self.inner.stats.mirrored, 1);
                 MirrorReply::Recorded
             }
             Err(e) => MirrorReply::Failed(e.to_string()),
         };
-        write_frame(&mut send, &reply).await.map_err(answer)?;
+        reply(&mut send, &outcome).await?;
         send.finish().map_err(ReplicationError::answer)?;
         let _ = send.stopped().await;
         Ok(())

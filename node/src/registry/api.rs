@@ -330,7 +330,7 @@ impl NodeRegistry {
         };
         let sealed = async {
             match sealing {
-                Some(s) => s.done().await,
+                Some(s) => s.await.ok(),
                 None => None,
             }
         };
