@@ -134,7 +134,10 @@ pub struct ReplicationConfig {
     pub min_free_bytes: u64,
     /// A peer receiving a pipelined copy of an upload that reports no
     /// progress for this long is dropped (the copy is then made after the
-    /// upload, on another node), ms.
+    /// upload, on another node), ms. As long as a copy asked after the
+    /// upload waits before asking another node (see `hedge_after`): a
+    /// peer restarting or dying must not hold a push longer than it did
+    /// before copies were pipelined.
     pub pipeline_stall_ms: u64,
 }
 
@@ -151,7 +154,7 @@ impl Default for ReplicationConfig {
             scrub_interval_secs: 24 * 3600,
             scrub_bytes_per_sec: 64 << 20,
             min_free_bytes: 64 << 20,
-            pipeline_stall_ms: 5_000,
+            pipeline_stall_ms: 2_000,
         }
     }
 }
