@@ -60,9 +60,9 @@ pub fn render(src: &Sources<'_>) -> String {
     metrics::gauge!("berth_raft_applied_index").set(applied as f64);
     metrics::gauge!("berth_raft_apply_lag_entries").set(last_log.saturating_sub(applied) as f64);
     metrics::gauge!("berth_uploads_in_progress").set(src.uploads.in_progress() as f64);
-    let missing = src.replicator.missing();
-    metrics::gauge!("berth_replication_backlog_blobs").set(missing.len() as f64);
-    metrics::gauge!("berth_replication_backlog_bytes").set(missing.iter().map(|(_, b)| b.size).sum::<u64>() as f64);
+    let (missing, missing_bytes) = src.replicator.backlog();
+    metrics::gauge!("berth_replication_backlog_blobs").set(missing as f64);
+    metrics::gauge!("berth_replication_backlog_bytes").set(missing_bytes as f64);
     let st = src.replicator.stats();
     let c = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
     c("berth_peer_requests_served_total", st.requests_served.load(Ordering::Relaxed));
@@ -125,6 +125,11 @@ fn describe() {
     describe_counter!("berth_replication_corrupt_copies_total", "Fetched copies discarded because their digest did not match");
     describe_gauge!("berth_replication_backlog_blobs", "Blobs placement wants here that this node does not hold yet");
     describe_gauge!("berth_replication_backlog_bytes", Unit::Bytes, "Bytes of the blobs placement wants here that this node does not hold yet");
+    describe_gauge!(
+        "berth_reconcile_pass_seconds",
+        Unit::Seconds,
+        "Time the last reconciler pass took to find what this node misses (reads only the blob records changed since the pass before)"
+    );
     describe_gauge!("berth_raft_term", "Current Raft term");
     describe_gauge!("berth_raft_leader_id", "Node id of the current Raft leader (-1: none known)");
     describe_gauge!("berth_raft_is_leader", "1 when this node leads the metadata group");

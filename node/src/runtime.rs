@@ -305,7 +305,7 @@ pub async fn start_node_with(dir: &Path, listeners: Option<Listeners>, filter: L
     let ca_changes = start_peer_service(&meta, &authority, &tls, listeners.peer, &rx, &mut tasks);
 
     let blobs = BlobStore::open(&layout.blobs()).await.with_context(|| format!("cannot open blob store {}", layout.blobs().display()))?;
-    let view = Arc::new(NodeView { meta: meta.clone(), region: config.region.clone() });
+    let view = Arc::new(NodeView::new(meta.clone(), config.region.clone()));
     let (replicator, blob_tasks) = Replicator::start(blobs.clone(), view, peer_addr, &tls, filter.clone(), config.replication.clone(), rx.clone())
         .with_context(|| format!("cannot start the blob transport on {peer_addr} (udp)"))?;
     tasks.extend(blob_tasks);

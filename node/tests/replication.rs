@@ -260,6 +260,32 @@ async fn placement_keeps_copies_only_where_asked_and_any_node_still_serves() {
         assert_eq!(s, StatusCode::OK);
         assert!(body == data(100_000, seed));
     }
+
+    // A pass reads only the records changed since the one before; a new
+    // placement changes what is wanted of blobs whose records did not
+    // change, and the passes after it see that too. Node 2 holds no lazy
+    // blob (node 3 holds the one it served above, as a cache); its holders
+    // refuse to serve until the list is checked, so no pass copies it first.
+    c.node(2).replicator.reconcile_once().await;
+    assert_eq!(c.node(2).replicator.backlog(), (0, 0), "an idle pass finds nothing missing");
+    for id in [1, 3] {
+        c.node(id).replicator.faults().refuse_peers.store(true, Ordering::Relaxed);
+    }
+    c.node(leader).meta.write(berth_raft::Actor::OPERATOR, set("lazy", berth_raft::command::Placement::Everywhere)).await.unwrap();
+    c.sync_all().await;
+    c.node(2).replicator.refresh_missing().await;
+    let missing: Vec<Digest> = c.node(2).replicator.missing().into_iter().map(|(d, _)| d).collect();
+    assert_eq!(missing, vec![lazy.clone()], "the widened placement makes the lazy blob missing on node 2");
+    assert_eq!(c.node(2).replicator.backlog(), (1, 100_000));
+    for id in [1, 3] {
+        c.node(id).replicator.faults().refuse_peers.store(false, Ordering::Relaxed);
+    }
+    wait_held(&c, &[2], &lazy).await;
+    eventually(T, "node 2's holder record takes the lazy blob off its list", || async {
+        c.node(2).replicator.refresh_missing().await;
+        c.node(2).replicator.backlog() == (0, 0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

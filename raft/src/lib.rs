@@ -33,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod types;
+pub mod watch;
 pub mod wire;
 
 pub use berth_common::LinkFilter;
@@ -44,3 +45,4 @@ pub use server::CaHandler;
 pub use state::StateRead;
 pub use store::{MetaState, RocksStore};
 pub use types::*;
+pub use watch::{Changed, KeyWatch};

@@ -553,6 +553,13 @@ impl MetaNodeHandle {
         self.inner.store.state()
     }
 
+    /// Follows the keys under `prefixes` that this node applies from now
+    /// on: what changed since the last look, for jobs that would otherwise
+    /// re-read a whole part of the state on every pass.
+    pub fn watch(&self, prefixes: &[&[u8]]) -> Arc<crate::KeyWatch> {
+        self.inner.store.watch(prefixes)
+    }
+
     pub(crate) fn metrics(&self) -> RaftMetrics {
         self.inner.raft.metrics().borrow().clone()
     }

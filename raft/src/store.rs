@@ -37,6 +37,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::command::{MetaRequest, MetaResponse};
 use crate::state::{self, StateError, StateRead};
 use crate::types::*;
+use crate::watch::{KeyWatch, Watches};
 
 const CF_LOG: &str = "log";
 const CF_RAFT: &str = "raft";
@@ -59,6 +60,8 @@ const SNAPSHOT_VERSION: u8 = 1;
 #[derive(Clone)]
 pub struct RocksStore {
     db: Arc<DB>,
+    /// Who follows which keys of the applied state (see [`crate::watch`]).
+    watches: Watches,
 }
 
 impl RocksStore {
@@ -69,7 +72,7 @@ impl RocksStore {
         opts.set_keep_log_file_num(4);
         let cfs = [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(RocksStore { db: Arc::new(db) })
+        Ok(RocksStore { db: Arc::new(db), watches: Watches::default() })
     }
 
     pub fn log_store(&self) -> RocksLogStore {
@@ -77,7 +80,13 @@ impl RocksStore {
     }
 
     pub fn state_machine(&self) -> RocksStateMachine {
-        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)) }
+        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)), watches: self.watches.clone() }
+    }
+
+    /// Follows the keys under `prefixes` that the state machine changes
+    /// from now on (see [`crate::watch`]).
+    pub fn watch(&self, prefixes: &[&[u8]]) -> Arc<KeyWatch> {
+        self.watches.watch(prefixes)
     }
 
     /// A read-only view of the applied state, for local reads.
@@ -274,6 +283,7 @@ impl RocksStore {
             }
         }
         db.write_opt(batch, &sync_write())?;
+        self.watches.replaced();
         self.state_machine().build()?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(db, CF_RAFT), KEY_PURGED, encode(&applied)?);
@@ -490,6 +500,8 @@ pub struct RocksStateMachine {
     db: Arc<DB>,
     /// Makes snapshot ids unique when two are built at the same log id.
     snapshot_seq: Arc<AtomicU64>,
+    /// Told of every key an applied entry or snapshot changes.
+    watches: Watches,
 }
 
 struct DbState<'a>(&'a DB);
@@ -554,22 +566,24 @@ impl RocksStateMachine {
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 
-    fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
+    fn apply_blocking(db: &DB, watches: &Watches, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
             let mut batch = WriteBatch::default();
+            let mut changed = state::Changes::default();
             let resp = match &entry.payload {
                 EntryPayload::Blank => MetaResponse::Done,
                 EntryPayload::Normal(MetaRequest::V1(cmd)) => {
                     let (resp, changes) = state::apply(&DbState(db), cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
                     let state_cf = cf(db, CF_STATE);
-                    for k in changes.deletes {
+                    for k in &changes.deletes {
                         batch.delete_cf(state_cf, k);
                     }
-                    for (k, v) in changes.puts {
+                    for (k, v) in &changes.puts {
                         batch.put_cf(state_cf, k, v);
                     }
+                    changed = changes;
                     resp
                 }
                 EntryPayload::Membership(m) => {
@@ -580,6 +594,7 @@ impl RocksStateMachine {
             };
             batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&Some(log_id))?);
             db.write(batch).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+            watches.changed(changed.deletes.iter().map(Vec::as_slice).chain(changed.puts.iter().map(|(k, _)| k.as_slice())));
             out.push(resp);
         }
         Ok(out)
@@ -612,8 +627,8 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let db = self.db.clone();
-        blocking(move || Self::apply_blocking(&db, entries)).await
+        let (db, watches) = (self.db.clone(), self.watches.clone());
+        blocking(move || Self::apply_blocking(&db, &watches, entries)).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -625,7 +640,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
-        let db = self.db.clone();
+        let (db, watches) = (self.db.clone(), self.watches.clone());
         let meta = meta.clone();
         let data = snapshot.into_inner();
         blocking(move || {
@@ -647,6 +662,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             let snapshot_id = meta.snapshot_id.clone();
             batch.put_cf(cf(&db, CF_SM_META), KEY_SNAPSHOT, encode(&StoredSnapshot { meta, data })?);
             db.write_opt(batch, &sync_write()).map_err(|e| snap_err(&e))?;
+            watches.replaced();
             tracing::info!(%snapshot_id, "installed metadata snapshot");
             Ok(())
         })

@@ -90,6 +90,15 @@ pub trait ClusterView: Send + Sync + 'static {
     fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool;
     /// Every blob with its placement.
     fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
+    /// The blobs whose records or placement changed since the last call,
+    /// or `None` when that is not known and every blob must be read again
+    /// (the first call, a new snapshot, or a change of placement). The
+    /// reconciler reads only these on a pass, so an idle pass costs the
+    /// same with ten blobs or a million. A view that tracks nothing
+    /// answers `None`, always.
+    fn changed_blobs(&self) -> Option<Vec<Digest>> {
+        None
+    }
     /// Records (through the metadata) that this node holds `digest`:
     /// [`ReplicationError::Forgotten`] when the cluster no longer knows the
     /// blob, [`ReplicationError::Metadata`] when the record failed.
@@ -208,6 +217,11 @@ pub(crate) struct Inner {
     lost_copies: Mutex<HashMap<Digest, (std::time::Instant, BTreeSet<NodeId>)>>,
     /// Records of pipelined copies, under way or lately done.
     recording: Mutex<HashMap<Digest, (std::time::Instant, pipeline::Recording)>>,
+    /// Blobs placement wants here that this node lacks, kept up to date
+    /// from the changed records (see [`reconcile`]).
+    missing: Mutex<reconcile::Missing>,
+    /// Held while `missing` is brought up to date, one refresh at a time.
+    refreshing: Mutex<()>,
 }
 
 /// The data plane of one node.
@@ -240,6 +254,8 @@ impl Replicator {
             wake: tokio::sync::Notify::new(),
             lost_copies: Mutex::new(HashMap::new()),
             recording: Mutex::new(HashMap::new()),
+            missing: Mutex::new(reconcile::Missing::default()),
+            refreshing: Mutex::new(()),
         };
         let r = Replicator { inner: Arc::new(inner) };
         let tasks = vec![

@@ -8,9 +8,16 @@
 //! ([`relay_parent`]): each node copies from the node before it while that
 //! node is itself still receiving the blob, so every node's uplink carries
 //! one copy, however many nodes want it, and a region pays for one WAN copy.
+//!
+//! What a node misses is kept between passes ([`Missing`]): a pass reads
+//! only the blob records the metadata changed since the last one
+//! ([`crate::ClusterView::changed_blobs`]), so with nothing new it reads
+//! nothing, however many blobs the cluster holds. Every blob is read again
+//! when the view cannot name the changes, and every ten minutes as a
+//! backstop.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use berth_common::{Digest, NodeId};
 use futures::StreamExt;
@@ -55,6 +62,18 @@ pub fn relay_parent(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<N
     chain.get(at.checked_sub(1)?).copied()
 }
 
+/// How often a pass reads every blob record even though the changes are
+/// named: a backstop that bounds how long a missed change could go unseen.
+const FULL_READ_EVERY: Duration = Duration::from_secs(600);
+
+/// The blobs this node misses, as of the last refresh.
+#[derive(Default)]
+pub(crate) struct Missing {
+    blobs: HashMap<Digest, BlobInfo>,
+    /// When every blob record was last read.
+    read_all_at: Option<Instant>,
+}
+
 impl Replicator {
     pub(crate) async fn reconcile_loop(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let period = Duration::from_millis(self.inner.config.reconcile_interval_ms.max(50));
@@ -72,11 +91,54 @@ impl Replicator {
         }
     }
 
-    /// Blobs this node should fetch now.
+    /// Blobs this node should fetch, as of the last pass.
     pub fn missing(&self) -> Vec<(Digest, BlobInfo)> {
+        let m = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner());
+        m.blobs.iter().map(|(d, b)| (d.clone(), b.clone())).collect()
+    }
+
+    /// How many blobs this node misses and their bytes, as of the last pass.
+    pub fn backlog(&self) -> (usize, u64) {
+        let m = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner());
+        (m.blobs.len(), m.blobs.values().map(|b| b.size).sum())
+    }
+
+    /// Brings [`Self::missing`] up to date from the metadata, on a blocking
+    /// thread (it reads RocksDB).
+    pub async fn refresh_missing(&self) {
+        let me = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || me.refresh_missing_blocking()).await {
+            tracing::error!(error = %e, "reading what this node misses failed");
+        }
+    }
+
+    fn refresh_missing_blocking(&self) {
+        let _one = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         let view = &self.inner.view;
         let me = view.self_id();
-        view.blobs().into_iter().filter(|(_, b)| b.wanted_here && !b.holders.contains(&me) && !b.holders.is_empty()).collect()
+        let misses = |b: &BlobInfo| b.wanted_here && !b.holders.contains(&me) && !b.holders.is_empty();
+        // Taken before reading: a change applied while we read is named
+        // again on the next pass.
+        let changed = view.changed_blobs();
+        let due = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner()).read_all_at.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
+        match changed {
+            Some(digests) if !due => {
+                let now: Vec<(Digest, Option<BlobInfo>)> = digests.into_iter().map(|d| (d.clone(), view.blob(&d).filter(misses))).collect();
+                let mut m = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner());
+                for (d, info) in now {
+                    match info {
+                        Some(info) => m.blobs.insert(d, info),
+                        None => m.blobs.remove(&d),
+                    };
+                }
+            }
+            _ => {
+                let blobs: HashMap<Digest, BlobInfo> = view.blobs().into_iter().filter(|(_, b)| misses(b)).collect();
+                let mut m = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner());
+                m.blobs = blobs;
+                m.read_all_at = Some(Instant::now());
+            }
+        }
     }
 
     /// This node's parent in `digest`'s relay chains (see [`relay_parent`]).
@@ -95,7 +157,10 @@ impl Replicator {
 
     /// One pass; returns how many blobs were fetched.
     pub async fn reconcile_once(&self) -> usize {
+        let started = Instant::now();
+        self.refresh_missing().await;
         let missing = self.missing();
+        metrics::gauge!("berth_reconcile_pass_seconds").set(started.elapsed().as_secs_f64());
         let concurrency = self.inner.config.fetch_concurrency.max(1);
         let results = futures::stream::iter(missing)
             .map(|(digest, info)| async move {

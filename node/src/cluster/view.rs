@@ -12,9 +12,16 @@ use berth_replication::{BlobInfo, ClusterView, PeerInfo, ReplicationError};
 pub struct NodeView {
     pub meta: MetaNodeHandle,
     pub region: String,
+    /// Blob records and placements changed since the reconciler's last pass.
+    changes: std::sync::Arc<berth_raft::KeyWatch>,
 }
 
 impl NodeView {
+    pub fn new(meta: MetaNodeHandle, region: String) -> NodeView {
+        let changes = meta.watch(&[keys::BLOB_PREFIX, keys::PLACEMENT_PREFIX]);
+        NodeView { meta, region, changes }
+    }
+
     /// Whether placement asks nodes of `region` to keep `rec`: some
     /// namespace it is linked into wants that region.
     fn wanted_in(&self, rec: &BlobRecord, region: &str) -> bool {
@@ -83,6 +90,15 @@ impl ClusterView for NodeView {
                 Some((digest, BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders }))
             })
             .collect()
+    }
+
+    fn changed_blobs(&self) -> Option<Vec<Digest>> {
+        match self.changes.take() {
+            berth_raft::Changed::All => None,
+            // Placement decides what is wanted of every blob in a namespace.
+            berth_raft::Changed::Keys(k) if k.iter().any(|k| k.starts_with(keys::PLACEMENT_PREFIX)) => None,
+            berth_raft::Changed::Keys(k) => Some(k.iter().filter_map(|k| keys::blob_digest(k)).collect()),
+        }
     }
 
     async fn drop_holder(&self, digest: &Digest) -> Result<(), ReplicationError> {
