@@ -638,4 +638,46 @@ async fn only_a_write_that_succeeds_creates_a_repository() {
     assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
     let (s, v, _) = e.api(&cara, Method::GET, "/api/v1/repository/acme/mounted", None).await;
     assert_eq!((s, v["can_admin"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+
+    // Catalog pages are read from where they start, in batches, skipping
+    // what the reader may not see: pages of any size add up to the list.
+    for (name, who) in [("olga", &olga), ("cara", &cara)] {
+        for i in 0..12 {
+            let d = berth_common::Digest::sha256_of(format!("{name}-{i}").as_bytes());
+            let r = e
+                .v2(
+                    who,
+                    Method::POST,
+                    &format!("/v2/acme/{name}-{i:02}/blobs/uploads/?digest={d}"),
+                    Some((format!("{name}-{i}").into_bytes(), "application/octet-stream")),
+                )
+                .await;
+            assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        }
+    }
+    for who in [&admin, &olga, &cara] {
+        let whole = catalog(&e.v2(who, Method::GET, "/v2/_catalog", None).await);
+        for n in [1, 5, 17] {
+            let (mut paged, mut path) = (Vec::new(), format!("/v2/_catalog?n={n}"));
+            loop {
+                let r = e.v2(who, Method::GET, &path, None).await;
+                assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+                let page = catalog(&r);
+                assert!(page.len() <= n);
+                paged.extend(page.iter().cloned());
+                match r.2.get("link") {
+                    Some(_) => path = format!("/v2/_catalog?n={n}&last={}", page.last().unwrap()),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, whole, "pages of {n} add up to the catalog");
+        }
+    }
+    let seen_by_cara = catalog(&e.v2(&cara, Method::GET, "/v2/_catalog", None).await);
+    assert!(seen_by_cara.iter().all(|n| !n.starts_with("acme/olga-")), "cara's pages skipped olga's private repositories: {seen_by_cara:?}");
+    assert_eq!(seen_by_cara.iter().filter(|n| n.starts_with("acme/cara-")).count(), 12);
+    assert_eq!(
+        catalog(&e.v2(&admin, Method::GET, "/v2/_catalog", None).await).iter().filter(|n| n.starts_with("acme/olga-") || n.starts_with("acme/cara-")).count(),
+        24
+    );
 }

@@ -546,19 +546,6 @@ impl NodeRegistry {
             self.audit.record("tag_expiration_label_ignored", &access.principal, access.ip, ns, r, meta);
         }
     }
-
-    fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
-        if let Some(l) = last {
-            items.retain(|i| i.as_str() > l);
-        }
-        match n {
-            Some(n) if items.len() > n => {
-                items.truncate(n);
-                Page { items, more: true }
-            }
-            _ => Page { items, more: false },
-        }
-    }
 }
 
 /// Serves `bytes` (or a range of them) as a blob body.
@@ -936,19 +923,35 @@ impl Registry for NodeRegistry {
 
     async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
         self.repo_exists(repo).await?;
-        let names = tags::visible_tag_names(&self.state(), repo.as_str(), now_ms()).map_err(state_err)?;
-        Ok(Self::page(names, n, last))
+        let (items, more) = tags::visible_tag_page(&self.state(), repo.as_str(), now_ms(), last, n.unwrap_or(usize::MAX - 1)).map_err(state_err)?;
+        Ok(Page { items, more })
     }
 
     async fn catalog(&self, access: &Access, n: Option<usize>, last: Option<&str>) -> Result<Page, ApiError> {
+        // Read from `last` on, a batch at a time, until the page is full:
+        // a page costs the repositories it passes, not the whole catalog.
         let state = self.state();
-        let mut names = Vec::new();
-        for r in state.scan::<RepositoryRecord>(keys::REPO_PREFIX).map_err(state_err)? {
-            if policy::repo_role(&state, &access.principal, &r.name, Some(&r)).map_err(state_err)?.is_some() {
-                names.push(r.name);
+        let n = n.unwrap_or(usize::MAX - 1);
+        let mut items = Vec::new();
+        let mut after = last.map(|l| l.as_bytes().to_vec());
+        loop {
+            let want = (n + 1 - items.len()).clamp(16, 4096);
+            let batch = berth_raft::state::page_after(&state, keys::REPO_PREFIX, after.as_deref(), want).map_err(state_err)?;
+            for (k, v) in &batch {
+                let r: RepositoryRecord = berth_raft::state::decode_record(k, v).map_err(state_err)?;
+                if policy::repo_role(&state, &access.principal, &r.name, Some(&r)).map_err(state_err)?.is_none() {
+                    continue;
+                }
+                if items.len() == n {
+                    return Ok(Page { items, more: true });
+                }
+                items.push(r.name);
+            }
+            match batch.last() {
+                Some((k, _)) if batch.len() == want => after = Some(k[keys::REPO_PREFIX.len()..].to_vec()),
+                _ => return Ok(Page { items, more: false }),
             }
         }
-        Ok(Self::page(names, n, last))
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError> {

@@ -384,6 +384,32 @@ pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateE
     Ok(state.get::<NodeRecord>(&keys::node(node))?.is_some_and(|n| n.removed))
 }
 
+/// The smallest key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// A page of records under `prefix` in key order: the first `limit` whose
+/// key suffix (what follows `prefix`) sorts after `after`, or from the
+/// first when `after` is `None`. A page is read from where it starts, so
+/// its cost does not grow with the records before it.
+pub fn page_after(state: &impl StateRead, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    let mut from = prefix.to_vec();
+    if let Some(a) = after {
+        // The smallest suffix that sorts after `a`.
+        from.extend_from_slice(a);
+        from.push(0);
+    }
+    state.range_raw(&from, &prefix_end(prefix), limit)
+}
+
 /// Every blob record, with its digest.
 pub fn blobs(state: &impl StateRead) -> Result<Vec<(Digest, BlobRecord)>, StateError> {
     let mut out = Vec::new();

@@ -61,6 +61,53 @@ pub fn visible_tag_names(state: &impl StateRead, repo: &str, now_ms: u64) -> Res
         .collect())
 }
 
+/// Up to `n` of `repo`'s live tags after `last`, in name order (the
+/// order of [`visible_tag_names`]), and whether more follow. It reads the
+/// tags from `last` on, in batches, so a page of a repository with a
+/// million tags costs about what a page of a small one does.
+pub fn visible_tag_page(state: &impl StateRead, repo: &str, now_ms: u64, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool), StateError> {
+    let prefix = keys::tags_of(repo);
+    let lives = keys::tag_lives_of(repo);
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = last.map(|l| l.as_bytes().to_vec());
+    loop {
+        let want = (n + 1 - out.len()).clamp(16, 4096);
+        let batch = super::page_after(state, &prefix, after.as_deref(), want)?;
+        let Some((last_key, _)) = batch.last() else { return Ok((out, false)) };
+        // The expirations of this batch's names only: the same range of
+        // names, under the live-row prefix.
+        let mut to = lives.clone();
+        to.extend_from_slice(&last_key[prefix.len()..]);
+        to.push(0);
+        let mut from = lives.clone();
+        if let Some(a) = &after {
+            from.extend_from_slice(a);
+            from.push(0);
+        }
+        let mut expired = std::collections::BTreeSet::new();
+        for (k, v) in state.range_raw(&from, &to, usize::MAX)? {
+            if decode::<TagLifeRecord>(&k, &v)?.expired_at(now_ms) {
+                expired.insert(k[lives.len()..].to_vec());
+            }
+        }
+        let full = batch.len() == want;
+        for (k, _) in &batch {
+            let name = &k[prefix.len()..];
+            if expired.contains(name) {
+                continue;
+            }
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+        if !full {
+            return Ok((out, false));
+        }
+        after = Some(last_key[prefix.len()..].to_vec());
+    }
+}
+
 /// Keeps `live` as a closed row of `tag`'s history, ended at `at_ms` (or
 /// at its expiration, if that came first). The caller replaces or removes
 /// the live row.
@@ -546,6 +593,43 @@ mod tests {
 
     fn live_row(s: &MemState) -> Option<(Digest, u64, TagLifeRecord)> {
         live(s, "r", "t").unwrap().map(|l| (l.rec.digest, l.rec.pushed_at_ms, l.life))
+    }
+
+    #[test]
+    fn tag_pages_skip_expired_tags_and_end_where_the_full_list_does() {
+        let s = state();
+        let name = |i: usize| format!("t{i:03}");
+        for i in 0..300 {
+            s.run(MetaCommand::SetTag { repo: "r".into(), tag: name(i), digest: d(1), pushed_at_ms: 0, if_current: None });
+            // Every third tag expires in an hour, a run of 40 in a row too.
+            if i % 3 == 0 || (100..140).contains(&i) {
+                let c = TagCommand::SetExpiration { repo: "r".into(), tag: name(i), expiration_ms: Some(HOUR), now_ms: 0 };
+                assert_eq!(s.run(MetaCommand::Tag(c)), MetaResponse::Done);
+            }
+        }
+        // A tag in another repository whose name sorts right after `r`'s.
+        s.run(MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new("r2", 0))));
+        let now = 2 * HOUR;
+        let all = visible_tag_names(&s, "r", now).unwrap();
+        assert_eq!(all.len(), 300 - 100 - 40 + 13, "every third expired, and the run of 40 (13 of them every third)");
+        for n in [1, 7, 50, 1000] {
+            let (mut got, mut last) = (Vec::new(), None::<String>);
+            loop {
+                let (page, more) = visible_tag_page(&s, "r", now, last.as_deref(), n).unwrap();
+                assert!(page.len() <= n);
+                got.extend(page.iter().cloned());
+                last = page.last().cloned();
+                if !more {
+                    break;
+                }
+                assert_eq!(page.len(), n, "a page with more after it is full");
+            }
+            assert_eq!(got, all, "pages of {n} add up to the whole list");
+        }
+        // `last` may name an expired tag or none at all.
+        assert_eq!(visible_tag_page(&s, "r", now, Some("t099"), 2).unwrap(), (vec!["t140".to_string(), "t142".to_string()], true));
+        assert_eq!(visible_tag_page(&s, "r", now, Some("t2995"), 5).unwrap(), (vec![], false));
+        assert_eq!(visible_tag_page(&s, "r", now, Some("t298"), 5).unwrap(), (vec!["t299".to_string()], false));
     }
 
     #[test]
