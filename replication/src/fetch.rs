@@ -361,17 +361,18 @@ impl Replicator {
         let stall = self.fetch_stall();
         let stalled = || ReplicationError::Stalled { node, after: stall };
         let mut published = staging.len();
-        let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            let n = match tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
-                None | Some(0) => break,
-                Some(n) => n,
+            // quinn's own buffers, not a copy of them.
+            let chunk = match tokio::time::timeout(stall, recv.read_chunk(READ_CHUNK, true)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
+                None => break,
+                Some(c) => c.bytes,
             };
+            let n = chunk.len();
             let room = (end - staging.len()) as usize;
             if n > room {
                 return Err(ReplicationError::Protocol { node, what: "holder sent more bytes than asked for".into() });
             }
-            staging.write(&buf[..n]).await?;
+            staging.write(&chunk).await?;
             self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(n as u64);
             if staging.len() - published >= PUBLISH_EVERY || staging.len() == end {

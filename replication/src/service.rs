@@ -6,6 +6,8 @@
 //! connection closed with [`CUT`], at the handshake or at its next request:
 //! a partitioned node neither fetches from nor serves the other side.
 
+use bytes::Bytes;
+use futures::StreamExt;
 use crate::error::{ReplicationError, Result};
 use crate::protocol::{read_frame, write_frame, GetReply, Reply, Request};
 use crate::{bump, BlobError, BlobRange, Replicator};
@@ -112,8 +114,9 @@ impl Replicator {
                     return Err(ReplicationError::RelayStalled(RELAY_STALL));
                 }
             };
-            send.write_all(&chunk).await.map_err(ReplicationError::answer)?;
-            bump(&self.inner.stats.bytes_served, chunk.len() as u64);
+            let n = chunk.len() as u64;
+            send.write_chunk(chunk).await.map_err(ReplicationError::answer)?;
+            bump(&self.inner.stats.bytes_served, n);
         }
         send.finish().map_err(ReplicationError::answer)?;
         let _ = send.stopped().await;
@@ -157,24 +160,31 @@ impl Replicator {
                     },
                     Err(BlobError::RangeInvalid { .. }) => write_frame(&mut send, &GetReply::RangeInvalid).await.map_err(ReplicationError::answer)?,
                     Err(e) => return Err(e.into()),
-                    Ok(Some(mut r)) => {
+                    Ok(Some(r)) => {
                         write_frame(&mut send, &GetReply::Ok { size: r.size, start: r.start, len: r.len }).await.map_err(ReplicationError::answer)?;
-                        let mut buf = vec![0u8; SERVE_CHUNK];
+                        // Mapped windows of the page cache, handed to quinn
+                        // as they are: no read into a buffer, no copy into
+                        // the stream (quinn keeps the `Bytes` until acked).
+                        let file = r.file.into_inner().into_std().await;
+                        let mut windows = std::pin::pin!(crate::store::mapped_stream(file, r.start, r.len));
                         let mut first = true;
-                        loop {
-                            let n = tokio::io::AsyncReadExt::read(&mut r.file, &mut buf).await.map_err(ReplicationError::answer)?;
-                            if n == 0 {
-                                break;
-                            }
-                            if first && self.inner.faults.corrupt_served.load(std::sync::atomic::Ordering::Relaxed) {
-                                buf[0] ^= 0xff;
-                            }
-                            first = false;
-                            send.write_all(&buf[..n]).await.map_err(ReplicationError::answer)?;
-                            bump(&self.inner.stats.bytes_served, n as u64);
-                            let delay = self.inner.faults.serve_delay_us.load(std::sync::atomic::Ordering::Relaxed);
-                            if delay > 0 {
-                                tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+                        while let Some(window) = windows.next().await {
+                            let window = window.map_err(ReplicationError::answer)?;
+                            for at in (0..window.len()).step_by(SERVE_CHUNK) {
+                                let mut chunk = window.slice(at..(at + SERVE_CHUNK).min(window.len()));
+                                if first && self.inner.faults.corrupt_served.load(std::sync::atomic::Ordering::Relaxed) {
+                                    let mut bad = chunk.to_vec();
+                                    bad[0] ^= 0xff;
+                                    chunk = Bytes::from(bad);
+                                }
+                                first = false;
+                                let n = chunk.len() as u64;
+                                send.write_chunk(chunk).await.map_err(ReplicationError::answer)?;
+                                bump(&self.inner.stats.bytes_served, n);
+                                let delay = self.inner.faults.serve_delay_us.load(std::sync::atomic::Ordering::Relaxed);
+                                if delay > 0 {
+                                    tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+                                }
                             }
                         }
                     }
