@@ -30,6 +30,7 @@ pub mod proxycache;
 pub mod records;
 pub mod scan;
 pub mod server;
+mod snapshot_file;
 pub mod state;
 pub mod store;
 pub mod types;

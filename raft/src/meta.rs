@@ -556,7 +556,7 @@ impl MetaNodeHandle {
     /// Follows the keys under `prefixes` that this node applies from now
     /// on: what changed since the last look, for jobs that would otherwise
     /// re-read a whole part of the state on every pass.
-    pub fn watch(&self, prefixes: &[&[u8]]) -> Arc<crate::KeyWatch> {
+    pub fn watch(&self, prefixes: &[&[u8]]) -> Arc<crate::watch::KeyWatch> {
         self.inner.store.watch(prefixes)
     }
 

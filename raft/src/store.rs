@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `log` | log index (u64 BE) | versioned [`Entry`] |
 //! | `raft` | `vote`, `committed`, `purged` | versioned openraft ids |
-//! | `sm_meta` | `applied`, `membership`, `snapshot` | versioned ids, snapshot meta + bytes |
+//! | `sm_meta` | `applied`, `membership`, `snapshot_file` | versioned ids, the current snapshot's meta |
 //! | `state` | see [`crate::state`] | versioned records |
 //!
 //! Invariants:
@@ -19,12 +19,15 @@
 //!   the WAL is shared, so the next synced log write persists them, and the
 //!   log is never purged past what was applied.
 //! - Installing a snapshot replaces the whole `state` family in one batch.
+//! - A snapshot's bytes live in a file, `snapshots/<id>.snap` inside the
+//!   database directory, written and read one record at a time
+//!   ([`crate::snapshot_file`]); `snapshot_file` names the current one.
 //! - Every RocksDB call runs on a blocking thread, never on the async ones.
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -35,6 +38,7 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::command::{MetaRequest, MetaResponse};
+use crate::snapshot_file;
 use crate::state::{self, StateError, StateRead};
 use crate::types::*;
 use crate::watch::{KeyWatch, Watches};
@@ -49,7 +53,11 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Where releases before streamed snapshots kept the current snapshot,
+/// meta and bytes in one value; read once after an upgrade, then deleted.
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// The current snapshot's meta; its bytes are in [`snapshot_path`].
+const KEY_SNAPSHOT_FILE: &[u8] = b"snapshot_file";
 
 /// Format version of log entries and Raft bookkeeping values.
 const LOG_VERSION: u8 = 1;
@@ -62,6 +70,8 @@ pub struct RocksStore {
     db: Arc<DB>,
     /// Who follows which keys of the applied state (see [`crate::watch`]).
     watches: Watches,
+    /// Where snapshot files are kept.
+    snapshots: PathBuf,
 }
 
 impl RocksStore {
@@ -72,7 +82,7 @@ impl RocksStore {
         opts.set_keep_log_file_num(4);
         let cfs = [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(RocksStore { db: Arc::new(db), watches: Watches::default() })
+        Ok(RocksStore { db: Arc::new(db), watches: Watches::default(), snapshots: path.join("snapshots") })
     }
 
     pub fn log_store(&self) -> RocksLogStore {
@@ -80,7 +90,7 @@ impl RocksStore {
     }
 
     pub fn state_machine(&self) -> RocksStateMachine {
-        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)), watches: self.watches.clone() }
+        RocksStateMachine { db: self.db.clone(), snapshot_seq: Arc::new(AtomicU64::new(0)), watches: self.watches.clone(), snapshots: self.snapshots.clone() }
     }
 
     /// Follows the keys under `prefixes` that the state machine changes
@@ -293,6 +303,12 @@ impl RocksStore {
     }
 }
 
+/// Where the bytes of the snapshot `meta` are kept in `dir`.
+fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
+    let name: String = meta.snapshot_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    dir.join(format!("{name}.snap"))
+}
+
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column family created at open")
 }
@@ -481,13 +497,8 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 }
 
-/// A snapshot as stored and sent: the state family, key by key.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// The stored current snapshot: its meta and its bytes.
+/// The current snapshot as releases before streamed snapshots stored it
+/// (under [`KEY_SNAPSHOT`]): its meta and its bytes.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
@@ -502,6 +513,8 @@ pub struct RocksStateMachine {
     snapshot_seq: Arc<AtomicU64>,
     /// Told of every key an applied entry or snapshot changes.
     watches: Watches,
+    /// Where snapshot files are kept.
+    snapshots: PathBuf,
 }
 
 struct DbState<'a>(&'a DB);
@@ -548,22 +561,81 @@ impl RocksStateMachine {
             Some(v) => decode_versioned(LOG_VERSION, &v).map_err(read_err)?,
             None => StoredMembership::default(),
         };
-        let mut records = Vec::new();
-        for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start) {
-            let (k, v) = item.map_err(read_err)?;
-            records.push((k.to_vec(), v.to_vec()));
-        }
-        let data = encode_versioned(SNAPSHOT_VERSION, &SnapshotBody { records }).map_err(write_err)?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
             None => format!("none-{seq}"),
         };
         let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
-        let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
-        db.put_cf_opt(cf(db, CF_SM_META), KEY_SNAPSHOT, stored, &sync_write()).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built metadata snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let snap_err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        // Two passes over the same RocksDB snapshot: the count comes first
+        // in the layout, and counting keeps nothing in memory.
+        let mut count = 0u64;
+        for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start) {
+            item.map_err(read_err)?;
+            count += 1;
+        }
+        let path = snapshot_path(&self.snapshots, &meta);
+        let part = path.with_extension("part");
+        std::fs::create_dir_all(&self.snapshots).map_err(snap_err)?;
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&part).map_err(snap_err)?);
+        snapshot_file::write_header(&mut w, SNAPSHOT_VERSION, count).map_err(snap_err)?;
+        let mut written = 0u64;
+        for item in snap.iterator_cf(cf(db, CF_STATE), IteratorMode::Start).take(count as usize) {
+            let (k, v) = item.map_err(read_err)?;
+            snapshot_file::write_record(&mut w, &k, &v).map_err(snap_err)?;
+            written += 1;
+        }
+        if written != count {
+            return Err(snap_err(std::io::Error::other(format!("snapshot counted {count} records and then read {written}"))));
+        }
+        let file = w.into_inner().map_err(|e| snap_err(e.into_error()))?;
+        file.sync_all().map_err(snap_err)?;
+        let bytes = file.metadata().map_err(snap_err)?.len();
+        std::fs::rename(&part, &path).map_err(snap_err)?;
+        self.make_current(&meta, &path, WriteBatch::default())?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, records = count, bytes, "built metadata snapshot");
+        let file = std::fs::File::open(&path).map_err(snap_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+
+    /// Records `meta` (its bytes at `path`) as the current snapshot, with
+    /// the rest of `batch`, and removes every other snapshot file. A file
+    /// still being sent or received stays readable through its open handle.
+    fn make_current(&self, meta: &SnapshotMeta, path: &Path, mut batch: WriteBatch) -> Result<(), StorageError> {
+        let db = &self.db;
+        batch.put_cf(cf(db, CF_SM_META), KEY_SNAPSHOT_FILE, encode(meta)?);
+        batch.delete_cf(cf(db, CF_SM_META), KEY_SNAPSHOT);
+        db.write_opt(batch, &sync_write()).map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        if let Ok(dir) = std::fs::read_dir(&self.snapshots) {
+            for f in dir.flatten().filter(|f| f.path() != path) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The current snapshot, reading one a previous release stored whole
+    /// into a file first.
+    fn current(&self) -> Result<Option<Snapshot>, StorageError> {
+        let db = &self.db;
+        let snap_err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        if let Some(meta) = get_value::<SnapshotMeta>(db, CF_SM_META, KEY_SNAPSHOT_FILE)? {
+            return match std::fs::File::open(snapshot_path(&self.snapshots, &meta)) {
+                Ok(f) => Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) })),
+                // Gone (a data directory copied without it): openraft builds another.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(snap_err(e)),
+            };
+        }
+        let Some(old) = get_value::<StoredSnapshot>(db, CF_SM_META, KEY_SNAPSHOT)? else { return Ok(None) };
+        let path = snapshot_path(&self.snapshots, &old.meta);
+        std::fs::create_dir_all(&self.snapshots).map_err(snap_err)?;
+        std::fs::write(path.with_extension("part"), &old.data).map_err(snap_err)?;
+        std::fs::rename(path.with_extension("part"), &path).map_err(snap_err)?;
+        self.make_current(&old.meta, &path, WriteBatch::default())?;
+        let f = std::fs::File::open(&path).map_err(snap_err)?;
+        Ok(Some(Snapshot { meta: old.meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
     }
 
     fn apply_blocking(db: &DB, watches: &Watches, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
@@ -635,46 +707,60 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let me = self.clone();
+        blocking(move || {
+            let snap_err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+            std::fs::create_dir_all(&me.snapshots).map_err(snap_err)?;
+            let path = me.snapshots.join(format!("receiving-{}.part", me.snapshot_seq.fetch_add(1, Ordering::Relaxed)));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(snap_err)?;
+            // Nameless from here on: it lives as long as the handle, and a
+            // crash leaves nothing behind.
+            let _ = std::fs::remove_file(&path);
+            Ok(Box::new(tokio::fs::File::from_std(f)))
+        })
+        .await
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
-        let (db, watches) = (self.db.clone(), self.watches.clone());
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let me = self.clone();
         let meta = meta.clone();
-        let data = snapshot.into_inner();
+        // Waits for writes still in flight on the handle.
+        let mut file = snapshot.into_std().await;
         blocking(move || {
+            let db = &me.db;
             let signature = meta.signature();
-            let snap_err =
-                |e: &dyn std::fmt::Display| io_err(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, std::io::Error::other(e.to_string()));
-            let body: SnapshotBody = decode_versioned(SNAPSHOT_VERSION, &data).map_err(|e| snap_err(&e))?;
+            let snap_err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, e);
             let mut batch = WriteBatch::default();
-            let state_cf = cf(&db, CF_STATE);
+            let state_cf = cf(db, CF_STATE);
             for item in db.iterator_cf(state_cf, IteratorMode::Start) {
                 let (k, _) = item.map_err(read_err)?;
                 batch.delete_cf(state_cf, k);
             }
-            for (k, v) in body.records {
-                batch.put_cf(state_cf, k, v);
-            }
-            batch.put_cf(cf(&db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
-            batch.put_cf(cf(&db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-            let snapshot_id = meta.snapshot_id.clone();
-            batch.put_cf(cf(&db, CF_SM_META), KEY_SNAPSHOT, encode(&StoredSnapshot { meta, data })?);
-            db.write_opt(batch, &sync_write()).map_err(|e| snap_err(&e))?;
-            watches.replaced();
-            tracing::info!(%snapshot_id, "installed metadata snapshot");
+            file.seek(SeekFrom::Start(0)).map_err(snap_err)?;
+            let count = snapshot_file::read_records(&mut BufReader::with_capacity(1 << 20, &file), SNAPSHOT_VERSION, |k, v| batch.put_cf(state_cf, k, v))
+                .map_err(snap_err)?;
+            // Kept as this node's current snapshot, for nodes it may serve.
+            let path = snapshot_path(&me.snapshots, &meta);
+            let part = path.with_extension("part");
+            file.seek(SeekFrom::Start(0)).map_err(snap_err)?;
+            let mut copy = std::fs::File::create(&part).map_err(snap_err)?;
+            std::io::copy(&mut file, &mut copy).map_err(snap_err)?;
+            copy.sync_all().map_err(snap_err)?;
+            std::fs::rename(&part, &path).map_err(snap_err)?;
+            batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
+            batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+            me.make_current(&meta, &path, batch)?;
+            me.watches.replaced();
+            tracing::info!(snapshot_id = %meta.snapshot_id, records = count, "installed metadata snapshot");
             Ok(())
         })
         .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || {
-            Ok(get_value::<StoredSnapshot>(&db, CF_SM_META, KEY_SNAPSHOT)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
-        })
-        .await
+        let me = self.clone();
+        blocking(move || me.current()).await
     }
 }
 

@@ -1,7 +1,6 @@
 //! The openraft type configuration of the metadata plane.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +14,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = MetaNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -363,10 +363,11 @@ impl Replicator {
         let mut published = staging.len();
         loop {
             // quinn's own buffers, not a copy of them.
-            let chunk = match tokio::time::timeout(stall, recv.read_chunk(READ_CHUNK, true)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
-                None => break,
-                Some(c) => c.bytes,
-            };
+            let chunk =
+                match tokio::time::timeout(stall, recv.read_chunk(READ_CHUNK, true)).await.map_err(|_| stalled())?.map_err(ReplicationError::peer(node))? {
+                    None => break,
+                    Some(c) => c.bytes,
+                };
             let n = chunk.len();
             let room = (end - staging.len()) as usize;
             if n > room {

@@ -6,11 +6,11 @@
 //! connection closed with [`CUT`], at the handshake or at its next request:
 //! a partitioned node neither fetches from nor serves the other side.
 
-use bytes::Bytes;
-use futures::StreamExt;
 use crate::error::{ReplicationError, Result};
 use crate::protocol::{read_frame, write_frame, GetReply, Reply, Request};
 use crate::{bump, BlobError, BlobRange, Replicator};
+use bytes::Bytes;
+use futures::StreamExt;
 
 const SERVE_CHUNK: usize = 256 << 10;
 
