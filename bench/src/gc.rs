@@ -177,7 +177,7 @@ async fn puller(http: Http, layers: Vec<Digest>, phase: Arc<AtomicU8>, first: us
         if p == DONE {
             return Ok(samples);
         }
-        let manifest = i % 2 == 0;
+        let manifest = i.is_multiple_of(2);
         let path = if manifest { format!("/v2/{REPO}/manifests/v1") } else { format!("/v2/{REPO}/blobs/{}", layers[(i / 2) % layers.len()]) };
         let t = Instant::now();
         http.get(&path).await?;
