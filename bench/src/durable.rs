@@ -184,7 +184,7 @@ struct Registry {
 }
 
 /// A registry under test, kept alive while it is measured.
-enum Running {
+pub(crate) enum Running {
     /// In-process berth nodes; node 1 (index 0) takes the pushes.
     Berth {
         nodes: Vec<Node>,
@@ -205,7 +205,7 @@ impl Running {
 
     /// Stops every node at once: one at a time, the survivors spend the
     /// wait calling the stopped ones (and logging each failure).
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         if let Running::Berth { nodes, .. } = self {
             // The proxies outlive the shutdown, or the nodes would lose each other mid-way.
             let (running, proxies): (Vec<_>, Vec<_>) = nodes.into_iter().map(|n| (n.running, n._proxy)).unzip();
@@ -248,7 +248,7 @@ impl Running {
 /// holder's advertised address (the blob transport reuses only the
 /// connections it dialled itself), so with node 1 on plain loopback the
 /// second copy would never cross the WAN, only the request for it would.
-async fn three_nodes(link: Option<LinkSpec>) -> anyhow::Result<Running> {
+pub(crate) async fn three_nodes(link: Option<LinkSpec>) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let n1 = node(&dir.path().join("n1"), "bench-a", link, None).await?;
     let token = join_token(&n1).await?;

@@ -19,6 +19,10 @@
 //! the distribution registry and one TCP copy over an emulated WAN link;
 //! see [`durable`].
 //!
+//! `berth-bench gc-pulls`: pull latency on 3 nodes while garbage
+//! collection sweeps many unreferenced blobs, against the same pulls with
+//! no collection running; see [`gc`].
+//!
 //! `berth-bench failover` and `berth-bench fanout`: on real processes, see
 //! [`cluster`].
 
@@ -37,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod cluster;
 mod durable;
+mod gc;
 mod registry;
 mod scan;
 
@@ -126,6 +131,20 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         rate_mb: u64,
         #[arg(long, default_value = "bench-results/push-durable.json")]
+        out: std::path::PathBuf,
+    },
+    /// Pull p50/p99 on 3 nodes while GC sweeps unreferenced blobs, against the same pulls without GC.
+    GcPulls {
+        /// Unreferenced blobs (1 KiB each) the collection sweeps.
+        #[arg(long, default_value_t = 10000)]
+        blobs: usize,
+        /// Concurrent pulling clients, spread over the nodes.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds of pulls without GC before the collection, and again after it.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value = "bench-results/gc-pulls.json")]
         out: std::path::PathBuf,
     },
     /// Write unavailability after the leader is SIGKILLed (real processes).
@@ -391,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
             write_json(&out, &serde_json::json!({"bench": "metadata", "writes": writes, "rows": rows}))?;
         }
         Bench::PushDurable { random_mib, rounds, rtt_ms, rate_mb, out } => durable::run(random_mib, rounds, rtt_ms, rate_mb, &out).await?,
+        Bench::GcPulls { blobs, clients, secs, out } => gc::run(blobs, clients, secs, &out).await?,
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
         Bench::Tokens { n } => tokens(n)?,

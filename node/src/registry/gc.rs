@@ -7,10 +7,15 @@
 //!    `CollectManifests` command, which re-checks all of it when applied;
 //!    its blobs lose a reference, and step 1 takes those left with none.
 //! 1. On the leader: a blob that no manifest references and that no
-//!    repository linked within the grace period is forgotten with one
-//!    `SweepBlob` command. The state machine re-checks both conditions when
-//!    it applies the command, so a push that raced the sweep wins (its
-//!    manifest is refused and re-pushed, or the sweep is refused).
+//!    repository linked within the grace period is forgotten by a
+//!    `SweepBlobs` command, which names up to [`SWEEP_BATCH`] of them (one
+//!    commit for many: one per blob would hold the log and every voter's
+//!    disk for the whole sweep). The state machine re-checks both
+//!    conditions for each blob when it applies the command, so a push that
+//!    raced the sweep wins (its manifest is refused and re-pushed, or that
+//!    blob is left out of the sweep while the rest of the batch goes).
+//!    The scan that picks them is RocksDB work and runs off the async
+//!    threads, like step 2's look-ups.
 //! 2. On every node: a local file older than the grace period whose blob
 //!    the metadata no longer knows is deleted. Uploads in progress live in
 //!    the staging area and fresh copies are younger than the grace period,
@@ -29,6 +34,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use berth_common::Digest;
 use berth_raft::command::{BlobRecord, MetaCommand, MetaResponse, RepositoryRecord, TagCommand};
 use berth_raft::state::keys;
 use berth_raft::state::tags::collectable_manifests;
@@ -53,35 +59,40 @@ pub struct GcStats {
     pub deleted: AtomicU64,
 }
 
+/// How many blobs one `SweepBlobs` command names at most: a log entry of
+/// about 20 KB, one commit instead of 256, and still a short apply.
+const SWEEP_BATCH: usize = 256;
+
 /// How many manifests one `CollectManifests` command names at most.
 const MANIFEST_BATCH: usize = 100;
 
 /// Step 0: the manifests of every repository that nothing keeps.
 async fn collect_manifests(meta: &MetaNodeHandle, now_ms: u64, min_age_ms: u64) -> u64 {
-    let repos: Vec<RepositoryRecord> = match meta.state().scan(keys::REPO_PREFIX) {
-        Ok(r) => r,
-        Err(e) => {
+    let state = meta.state();
+    // Every repository's manifests, tags and history are read: off the
+    // async threads, like the blob scan of step 1.
+    let found = tokio::task::spawn_blocking(move || collectable(&state, now_ms, min_age_ms)).await;
+    let found = match found {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "gc: state unreadable");
+            return 0;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gc: the scan of manifests failed");
             return 0;
         }
     };
     let mut collected = 0;
-    for repo in repos {
-        let digests = match collectable_manifests(&meta.state(), &repo.name, now_ms, min_age_ms) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(repo = %repo.name, error = %e, "gc: state unreadable");
-                continue;
-            }
-        };
+    for (repo, digests) in found {
         for batch in digests.chunks(MANIFEST_BATCH) {
-            let cmd = MetaCommand::Tag(TagCommand::CollectManifests { repo: repo.name.clone(), digests: batch.to_vec(), now_ms, min_age_ms });
+            let cmd = MetaCommand::Tag(TagCommand::CollectManifests { repo: repo.clone(), digests: batch.to_vec(), now_ms, min_age_ms });
             match meta.write(berth_raft::Actor::Node, cmd).await {
                 Ok(MetaResponse::Done) => {
                     // Applied here (the leader) before the answer: what is gone now went with it.
-                    let gone = batch.iter().filter(|d| meta.state().get_raw(&keys::manifest(&repo.name, d)).is_ok_and(|v| v.is_none())).count();
+                    let gone = batch.iter().filter(|d| meta.state().get_raw(&keys::manifest(&repo, d)).is_ok_and(|v| v.is_none())).count();
                     collected += gone as u64;
-                    tracing::info!(repo = %repo.name, manifests = gone, "manifests outside the time machine collected");
+                    tracing::info!(repo = %repo, manifests = gone, "manifests outside the time machine collected");
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -92,6 +103,104 @@ async fn collect_manifests(meta: &MetaNodeHandle, now_ms: u64, min_age_ms: u64) 
         }
     }
     collected
+}
+
+/// Each repository with the manifests that nothing keeps in it (step 0's
+/// candidates; `CollectManifests` checks them again when applied). A
+/// repository whose state cannot be read is skipped.
+fn collectable(state: &berth_raft::MetaState, now_ms: u64, min_age_ms: u64) -> Result<Vec<(String, Vec<Digest>)>, berth_raft::state::StateError> {
+    let repos: Vec<RepositoryRecord> = state.scan(keys::REPO_PREFIX)?;
+    let mut out = Vec::new();
+    for repo in repos {
+        match collectable_manifests(state, &repo.name, now_ms, min_age_ms) {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) => out.push((repo.name, d)),
+            Err(e) => tracing::warn!(repo = %repo.name, error = %e, "gc: state unreadable"),
+        }
+    }
+    Ok(out)
+}
+
+/// Step 1: forgets every blob no manifest references and no repository
+/// linked after `cutoff_ms`, `SWEEP_BATCH` to a command; how many went.
+async fn sweep_blobs(meta: &MetaNodeHandle, cutoff_ms: u64) -> u64 {
+    let state = meta.state();
+    // Reading and decoding every blob record is RocksDB work, as long as
+    // the registry is large: off the async threads, which serve pulls.
+    let candidates = tokio::task::spawn_blocking(move || sweep_candidates(&state, cutoff_ms)).await;
+    let candidates = match candidates {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "gc: state unreadable");
+            return 0;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gc: the scan of blob records failed");
+            return 0;
+        }
+    };
+    let mut swept = 0;
+    for batch in candidates.chunks(SWEEP_BATCH) {
+        match meta.write(berth_raft::Actor::Node, MetaCommand::SweepBlobs { digests: batch.to_vec(), cutoff_ms }).await {
+            Ok(MetaResponse::Removed(gone)) => {
+                for digest in &gone {
+                    tracing::debug!(%digest, "blob swept: no manifest references it");
+                }
+                tracing::info!(blobs = gone.len(), of = batch.len(), "blobs swept: no manifest references them");
+                swept += gone.len() as u64;
+            }
+            Ok(other) => tracing::warn!(response = ?other, "gc: unexpected answer to a sweep"),
+            Err(e) => {
+                tracing::warn!(error = %e, "gc stopped: metadata unavailable");
+                break;
+            }
+        }
+    }
+    swept
+}
+
+/// The blobs step 1 may sweep, as the leader's state has them now (the
+/// command checks each again when applied).
+fn sweep_candidates(state: &impl StateRead, cutoff_ms: u64) -> Result<Vec<Digest>, berth_raft::state::StateError> {
+    let mut out = Vec::new();
+    for (k, v) in state.scan_raw(keys::BLOB_PREFIX)? {
+        let Some(digest) = keys::blob_digest(&k) else { continue };
+        let Ok(rec) = berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v) else { continue };
+        if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
+            continue;
+        }
+        out.push(digest);
+    }
+    Ok(out)
+}
+
+/// Step 2: deletes the local files older than `cutoff` whose blob the
+/// metadata no longer knows; how many went.
+async fn delete_local_copies(meta: &MetaNodeHandle, store: &BlobStore, cutoff: SystemTime) -> u64 {
+    let old: Vec<Digest> = store.list().await.unwrap_or_default().into_iter().filter(|(_, _, modified)| *modified <= cutoff).map(|(d, _, _)| d).collect();
+    // One RocksDB read per file, as many as there are files: off the
+    // async threads too. A state read error counts as "known": keep the file.
+    let state = meta.state();
+    let unknown = |state: &berth_raft::MetaState, digest: &Digest| state.get_raw(&keys::blob(digest)).is_ok_and(|v| v.is_none());
+    let stale = tokio::task::spawn_blocking(move || old.into_iter().filter(|d| unknown(&state, d)).collect::<Vec<_>>()).await.unwrap_or_default();
+    let mut deleted = 0;
+    for digest in stale {
+        // Asked again under the digest's lock: a copy may have been
+        // pushed and recorded since the look above.
+        let state = meta.state();
+        match store.delete_stale(&digest, cutoff, || unknown(&state, &digest)).await {
+            Ok(true) => {
+                deleted += 1;
+                tracing::debug!(%digest, "local copy of a swept blob deleted");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%digest, error = %e, "local copy of a swept blob not deleted"),
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(files = deleted, "local copies of swept blobs deleted");
+    }
+    deleted
 }
 
 /// One collection on this node, now.
@@ -111,46 +220,11 @@ pub async fn collect_at(meta: &MetaNodeHandle, store: &BlobStore, now: SystemTim
         report.manifests = collect_manifests(meta, now_ms, grace.as_millis() as u64).await;
     }
     if meta.is_leader() {
-        let records = meta.state().scan_raw(keys::BLOB_PREFIX).unwrap_or_default();
-        for (k, v) in records {
-            let Some(digest) = keys::blob_digest(&k) else { continue };
-            let Ok(rec) = berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v) else { continue };
-            if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
-                continue;
-            }
-            match meta.write(berth_raft::Actor::Node, MetaCommand::SweepBlob { digest: digest.clone(), cutoff_ms }).await {
-                Ok(MetaResponse::Done) => {
-                    report.swept += 1;
-                    tracing::info!(%digest, "blob swept: no manifest references it");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "gc stopped: metadata unavailable");
-                    break;
-                }
-            }
-        }
+        report.swept = sweep_blobs(meta, cutoff_ms).await;
     }
     // Local copies of forgotten blobs. Look at the freshest metadata first.
     if meta.read_barrier().await.is_ok() {
-        for (digest, _, modified) in store.list().await.unwrap_or_default() {
-            if modified > cutoff {
-                continue;
-            }
-            // A state read error counts as "known": keep the file.
-            let unknown = || meta.state().get_raw(&keys::blob(&digest)).is_ok_and(|v| v.is_none());
-            if !unknown() {
-                continue;
-            }
-            match store.delete_stale(&digest, cutoff, unknown).await {
-                Ok(true) => {
-                    report.deleted += 1;
-                    tracing::info!(%digest, "local copy of a swept blob deleted");
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(%digest, error = %e, "local copy of a swept blob not deleted"),
-            }
-        }
+        report.deleted = delete_local_copies(meta, store, cutoff).await;
     }
     stats.runs.fetch_add(1, Ordering::Relaxed);
     stats.swept.fetch_add(report.swept, Ordering::Relaxed);
