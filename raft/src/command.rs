@@ -195,17 +195,6 @@ pub enum MetaCommand {
     /// is dropped in the same step. Refused when out of bounds
     /// ([`DrillReportRecord::check_bounds`]).
     RecordDrill(DrillReportRecord),
-    /// [`MetaCommand::SweepBlob`] for many blobs in one entry: each is
-    /// re-checked on its own when applied and forgotten only if no manifest
-    /// references it and no repository linked it after `cutoff_ms`; the
-    /// others are left as they are. Answers [`MetaResponse::Removed`] with
-    /// the digests forgotten. One log entry (one commit, one fsync on each
-    /// voter) instead of one per blob, so a large sweep does not hold the
-    /// log and the disks for the pushes and pulls beside it.
-    SweepBlobs {
-        digests: Vec<Digest>,
-        cutoff_ms: u64,
-    },
 }
 
 /// OAuth applications and the flows that give them tokens. The tokens
@@ -307,7 +296,6 @@ impl MetaCommand {
             MetaCommand::OAuth(c) => c.kind(),
             MetaCommand::Scan(c) => c.kind(),
             MetaCommand::RecordDrill(_) => "record_drill",
-            MetaCommand::SweepBlobs { .. } => "sweep_blobs",
         }
     }
 }
@@ -329,8 +317,7 @@ pub enum MetaResponse {
     TagImmutable {
         tag: String,
     },
-    /// What a command removed (the tags an auto-prune deleted, the blobs
-    /// a batched sweep forgot).
+    /// What a command removed (the tags an auto-prune deleted).
     Removed(Vec<String>),
     /// The write would take the namespace over a Reject limit of its
     /// quota, and changed nothing.
@@ -686,7 +673,6 @@ mod tests {
             (manifest(), proptest::option::of(".{0,20}")).prop_map(|(record, tag)| MetaCommand::PutManifest { record, tag }),
             (any::<u64>(), role()).prop_map(|(node, role)| MetaCommand::SetNodeRole { node, role }),
             (digest(), any::<u64>()).prop_map(|(digest, cutoff_ms)| MetaCommand::SweepBlob { digest, cutoff_ms }),
-            (proptest::collection::vec(digest(), 0..4), any::<u64>()).prop_map(|(digests, cutoff_ms)| MetaCommand::SweepBlobs { digests, cutoff_ms }),
             (".{0,20}", ".{0,20}", digest(), any::<u64>(), proptest::option::of(proptest::option::of(digest())))
                 .prop_map(|(repo, tag, digest, pushed_at_ms, if_current)| MetaCommand::SetTag { repo, tag, digest, pushed_at_ms, if_current }),
             (".{0,20}", ".{0,20}", proptest::option::of(any::<u64>()), any::<u64>())

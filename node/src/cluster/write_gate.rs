@@ -83,7 +83,7 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::PutUser(rec) if rec.superuser || is_superuser(state, &rec.name)? => Rule::Admin,
         M::PutUser(rec) => Rule::OwnUser(rec.name.clone()),
         M::AddBlobHolder { node, .. } | M::RemoveBlobHolder { node, .. } => Rule::NodeOwn { names: vec![*node] },
-        M::SweepBlob { .. } | M::SweepBlobs { .. } => Rule::NodeOwn { names: vec![] },
+        M::SweepBlob { .. } => Rule::NodeOwn { names: vec![] },
         M::LinkBlob { digest, node, .. } => {
             let holders = state.get::<berth_raft::command::BlobRecord>(&keys::blob(digest))?.map(|b| b.holders.into_iter().collect()).unwrap_or_default();
             Rule::ClientHolding { node: *node, holders }

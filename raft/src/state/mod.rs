@@ -479,7 +479,6 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::LinkBlob { repo, digest, size, node, now_ms } => registry::link_blob(state, ch_, repo, digest, *size, *node, *now_ms),
         M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
-        M::SweepBlobs { digests, cutoff_ms } => registry::sweep_blobs(state, ch_, digests, *cutoff_ms),
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
         M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
         M::OAuth(cmd) => oauth::apply(state, ch_, cmd),
@@ -752,35 +751,5 @@ mod tests {
         // A push that raced the sweep loses cleanly; a late copy is not recorded.
         assert!(matches!(s.run(MetaCommand::PutManifest { record: manifest("x", vec![b.clone()]), tag: None }), MetaResponse::Refused(_)));
         assert_eq!(s.run(MetaCommand::AddBlobHolder { digest: b.clone(), size: 1, node: 2 }), MetaResponse::NotFound);
-    }
-
-    /// The collector picks a batch from what it read; by the time the
-    /// batch is applied one blob was pushed into a repository again and
-    /// another was named by a new manifest. Those two stay, with their
-    /// links; the rest of the batch goes.
-    #[test]
-    fn a_batched_sweep_rechecks_each_blob_when_applied() {
-        let s = MapState::default();
-        let [garbage, relinked, referenced, unknown] = [b"garbage".as_slice(), b"relinked", b"referenced", b"unknown"].map(Digest::sha256_of);
-        let link = |d: &Digest, t| MetaCommand::LinkBlob { repo: "x".into(), digest: d.clone(), size: 1, node: 1, now_ms: t };
-        s.run(create_repo("x"));
-        for d in [&garbage, &relinked, &referenced] {
-            s.run(link(d, 10));
-        }
-        // The leader's decision, at cutoff 100: all three qualify now.
-        let batch = vec![garbage.clone(), relinked.clone(), referenced.clone(), unknown.clone(), garbage.clone()];
-        // Before the batch is applied: a re-push and a new manifest.
-        s.run(link(&relinked, 150));
-        let m = manifest_record("x", Digest::sha256_of(b"m"), vec![referenced.clone()]);
-        assert_eq!(s.run(MetaCommand::PutManifest { record: m, tag: None }), MetaResponse::Done);
-
-        let resp = s.run(MetaCommand::SweepBlobs { digests: batch, cutoff_ms: 100 });
-        assert_eq!(resp, MetaResponse::Removed(vec![garbage.to_string()]), "only the blob still unreferenced and unlinked goes, once");
-        assert_eq!(s.get_raw(&keys::blob(&garbage)).unwrap(), None);
-        assert_eq!(s.get_raw(&keys::link("x", &garbage)).unwrap(), None, "its links went with it");
-        for kept in [&relinked, &referenced] {
-            assert!(s.get_raw(&keys::blob(kept)).unwrap().is_some(), "{kept} was swept though it changed after the decision");
-            assert!(s.get_raw(&keys::link("x", kept)).unwrap().is_some(), "{kept} lost its link");
-        }
     }
 }

@@ -179,20 +179,3 @@ pub(super) fn sweep_blob(state: &impl StateRead, ch: &mut Changes, digest: &Dige
     ch.delete(keys::blob(digest));
     Ok(MetaResponse::Done)
 }
-
-/// [`sweep_blob`] for each of `digests` (once each, however often named),
-/// in one step: each is judged on its own, a refusal leaves that blob
-/// alone and the others go. Answers the digests forgotten.
-pub(super) fn sweep_blobs(state: &impl StateRead, ch: &mut Changes, digests: &[Digest], cutoff_ms: u64) -> Result<MetaResponse, StateError> {
-    let unique: BTreeSet<&Digest> = digests.iter().collect();
-    let mut swept = Vec::new();
-    for digest in unique {
-        // Blobs are independent: sweeping one changes no other's record or
-        // links, so judging each against the state before the batch is
-        // judging it as if it were swept alone.
-        if sweep_blob(state, ch, digest, cutoff_ms)? == MetaResponse::Done {
-            swept.push(digest.to_string());
-        }
-    }
-    Ok(MetaResponse::Removed(swept))
-}
