@@ -62,19 +62,6 @@ fn transport_config(cfg: &TransportConfig) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(256u32.into());
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
-    if let Some(mtu) = std::env::var("XQ_MTU").ok().and_then(|v| v.parse::<u16>().ok()) {
-        let mut d = quinn::MtuDiscoveryConfig::default();
-        d.upper_bound(mtu);
-        t.mtu_discovery_config(Some(d));
-        if std::env::var("XQ_INIT").is_ok() {
-            t.initial_mtu(mtu);
-        }
-    }
-    if let Some(n) = std::env::var("XQ_ACK").ok().and_then(|v| v.parse::<u32>().ok()) {
-        let mut a = quinn::AckFrequencyConfig::default();
-        a.ack_eliciting_threshold(n.into());
-        t.ack_frequency_config(Some(a));
-    }
     Arc::new(t)
 }
 
@@ -130,9 +117,6 @@ fn endpoint_config(tls: &PeerTls) -> quinn::EndpointConfig {
     use sha2::Digest as _;
     let secret = sha2::Sha256::new().chain_update(b"berth quic stateless reset v1\0").chain_update(tls.key_pem.as_bytes()).finalize();
     let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_slice())));
-    if let Some(mtu) = std::env::var("XQ_MTU").ok().and_then(|v| v.parse::<u16>().ok()) {
-        let _ = config.max_udp_payload_size(mtu);
-    }
     let mut cid_key = [0u8; 8];
     cid_key.copy_from_slice(&secret[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
