@@ -799,6 +799,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_snapshot_goes_through_a_file_and_one_a_previous_release_stored_is_still_served() {
+        use tokio::io::AsyncReadExt;
+        let read_all = |mut f: Box<tokio::fs::File>| async move {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).await.unwrap();
+            v
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let db = store.db.clone();
+        for i in 0..1000u32 {
+            db.put_cf(cf(&db, CF_STATE), format!("k{i:04}"), vec![i as u8; (i % 300) as usize]).unwrap();
+        }
+        let mut sm = store.state_machine();
+        let built = sm.build_snapshot().await.unwrap();
+        let meta = built.meta.clone();
+        let bytes = read_all(built.snapshot).await;
+        assert_eq!(std::fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 1, "one file, the current snapshot");
+
+        // Installed into another node: the same records, and its current snapshot.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = RocksStore::open(other_dir.path()).unwrap();
+        let mut other_sm = other.state_machine();
+        let watch = other.watch(&[b"k"]);
+        watch.take();
+        let mut incoming = other_sm.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes).await.unwrap();
+        other_sm.install_snapshot(&meta, incoming).await.unwrap();
+        assert_eq!(other.state().scan_raw(b"k").unwrap(), store.state().scan_raw(b"k").unwrap());
+        assert_eq!(watch.take(), crate::watch::Changed::All, "a watch hears that the whole state was replaced");
+        let current = other_sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert!(read_all(current.snapshot).await == bytes);
+
+        // A node upgraded from a release that stored the snapshot whole.
+        let old_dir = tempfile::tempdir().unwrap();
+        let old = RocksStore::open(old_dir.path()).unwrap();
+        let stored = encode(&StoredSnapshot { meta: meta.clone(), data: bytes.clone() }).unwrap();
+        old.db.put_cf(cf(&old.db, CF_SM_META), KEY_SNAPSHOT, stored).unwrap();
+        let current = old.state_machine().get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert!(read_all(current.snapshot).await == bytes);
+        assert!(old.db.get_cf(cf(&old.db, CF_SM_META), KEY_SNAPSHOT).unwrap().is_none(), "moved into a file");
+        let again = old.state_machine().get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(again.meta, meta);
+    }
+
+    #[tokio::test]
     async fn replication_batches_stop_at_the_byte_budget_but_never_come_back_empty() {
         let dir = tempfile::tempdir().unwrap();
         let store = RocksStore::open(dir.path()).unwrap();
