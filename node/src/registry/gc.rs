@@ -67,23 +67,28 @@ const SWEEPS_IN_FLIGHT: usize = 64;
 /// How many manifests one `CollectManifests` command names at most.
 const MANIFEST_BATCH: usize = 100;
 
+/// Runs a scan of the state on a blocking thread; `None` (logged) when the
+/// state could not be read or the scan failed.
+async fn scan_off_thread<T: Send + 'static>(what: &str, scan: impl FnOnce() -> Result<T, berth_raft::state::StateError> + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(scan).await {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "gc: state unreadable");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, scan = what, "gc: a scan failed");
+            None
+        }
+    }
+}
+
 /// Step 0: the manifests of every repository that nothing keeps.
 async fn collect_manifests(meta: &MetaNodeHandle, now_ms: u64, min_age_ms: u64) -> u64 {
     let state = meta.state();
     // Every repository's manifests, tags and history are read: off the
     // async threads, like the blob scan of step 1.
-    let found = tokio::task::spawn_blocking(move || collectable(&state, now_ms, min_age_ms)).await;
-    let found = match found {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "gc: state unreadable");
-            return 0;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "gc: the scan of manifests failed");
-            return 0;
-        }
-    };
+    let Some(found) = scan_off_thread("manifests", move || collectable(&state, now_ms, min_age_ms)).await else { return 0 };
     let mut collected = 0;
     for (repo, digests) in found {
         for batch in digests.chunks(MANIFEST_BATCH) {
@@ -129,18 +134,7 @@ async fn sweep_blobs(meta: &MetaNodeHandle, cutoff_ms: u64) -> u64 {
     let state = meta.state();
     // Reading and decoding every blob record is RocksDB work, as long as
     // the registry is large: off the async threads, which serve pulls.
-    let candidates = tokio::task::spawn_blocking(move || sweep_candidates(&state, cutoff_ms)).await;
-    let candidates = match candidates {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "gc: state unreadable");
-            return 0;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "gc: the scan of blob records failed");
-            return 0;
-        }
-    };
+    let Some(candidates) = scan_off_thread("blob records", move || sweep_candidates(&state, cutoff_ms)).await else { return 0 };
     use futures::StreamExt;
     let mut swept = 0;
     let mut sweeps = futures::stream::iter(candidates)
