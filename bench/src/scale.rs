@@ -448,10 +448,14 @@ fn pcts(v: &mut [f64]) -> serde_json::Value {
     serde_json::json!({"p50_ms": percentile(v, 50.0), "p99_ms": percentile(v, 99.0), "max_ms": percentile(v, 100.0), "samples": v.len()})
 }
 
-/// Waits until every node has applied the same index and none misses a blob.
+/// Waits until every node has applied every write made before the previous
+/// look (the highest index any node had applied then) and none misses a
+/// blob. Not "the same index everywhere": the scanner keeps writing in the
+/// background (a lease and a result per new manifest), so the indexes move.
 async fn settle(http: &reqwest::Client, nodes: &[Proc], within: Duration) -> anyhow::Result<f64> {
     let started = Instant::now();
     let deadline = started + within;
+    let mut before: Option<u64> = None;
     loop {
         let mut applied = Vec::new();
         let mut backlog = 0.0;
@@ -460,11 +464,12 @@ async fn settle(http: &reqwest::Client, nodes: &[Proc], within: Duration) -> any
             applied.push(metric(&text, "berth_raft_applied_index").unwrap_or(0.0) as u64);
             backlog += metric(&text, "berth_replication_backlog_blobs").unwrap_or(0.0);
         }
-        if backlog == 0.0 && applied.iter().all(|a| *a == applied[0]) {
+        if backlog == 0.0 && before.is_some_and(|b| applied.iter().all(|a| *a >= b)) {
             return Ok(started.elapsed().as_secs_f64());
         }
         anyhow::ensure!(Instant::now() < deadline, "not settled within {within:?}: applied {applied:?}, {backlog} blobs missing");
         eprintln!("  settling: applied {applied:?}, {backlog} blobs missing");
+        before = applied.iter().max().copied();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
