@@ -25,6 +25,10 @@
 //!
 //! `berth-bench failover` and `berth-bench fanout`: on real processes, see
 //! [`cluster`].
+//!
+//! `berth-bench scale`: 3 real nodes filled with many repositories, tags
+//! and blob records through the API; write rate, read latencies, RSS, data
+//! size, a 4th node's catch-up; see [`scale`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -43,6 +47,7 @@ mod cluster;
 mod durable;
 mod gc;
 mod registry;
+mod scale;
 mod scan;
 
 #[derive(Parser)]
@@ -167,6 +172,32 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         rate_mb: u64,
         #[arg(long, default_value = "bench-results/fanout.json")]
+        out: std::path::PathBuf,
+    },
+    /// 3 real nodes filled with repositories, tags and blob records by many clients: write rate, read p99, RSS, catch-up.
+    Scale {
+        /// Repositories (each gets its own blobs and a first tag).
+        #[arg(long, default_value_t = 2000)]
+        repos: u64,
+        /// Tags in all, the repositories' first tags included.
+        #[arg(long, default_value_t = 50000)]
+        tags: u64,
+        /// Blobs of each repository (a config and layers): blob records = repos x this.
+        #[arg(long, default_value_t = 2)]
+        blobs_per_repo: u64,
+        /// Concurrent HTTP clients, spread over the 3 nodes.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Share of the tags that go to repository 0, whose tag list is paged.
+        #[arg(long, default_value_t = 0.1)]
+        big_repo_share: f64,
+        /// Samples of each read figure (each also stops after 90 s).
+        #[arg(long, default_value_t = 2000)]
+        samples: usize,
+        /// Where the nodes' data goes, kept (default: a temporary directory, removed).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench-results/scale.json")]
         out: std::path::PathBuf,
     },
 }
@@ -414,6 +445,9 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
         Bench::Tokens { n } => tokens(n)?,
+        Bench::Scale { repos, tags, blobs_per_repo, clients, big_repo_share, samples, dir, out } => {
+            scale::run(scale::Opts { repos, tags, blobs_per_repo, clients, big_repo_share, samples, dir, out }).await?
+        }
         Bench::Replication { size_mib, rtt_ms, rate_mb, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");
             let digest = blob_digest(size_mib);
