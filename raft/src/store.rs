@@ -525,19 +525,16 @@ impl StateRead for DbState<'_> {
     }
 
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let mut out = Vec::new();
-        for item in self.0.iterator_cf(cf(self.0, CF_STATE), IteratorMode::From(prefix, Direction::Forward)) {
-            let (k, v) = item.map_err(|e| StateError::Read(e.to_string()))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        self.range_raw(prefix, &state::prefix_end(prefix), usize::MAX)
     }
     fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        // The bound goes to RocksDB too: a seek that finds nothing in the
+        // range stops at its end rather than stepping over whatever
+        // deleted keys follow it.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
         let mut out = Vec::new();
-        for item in self.0.iterator_cf(cf(self.0, CF_STATE), IteratorMode::From(from, Direction::Forward)) {
+        for item in self.0.iterator_cf_opt(cf(self.0, CF_STATE), opts, IteratorMode::From(from, Direction::Forward)) {
             let (k, v) = item.map_err(|e| StateError::Read(e.to_string()))?;
             if k.as_ref() >= to || out.len() >= limit {
                 break;
@@ -650,7 +647,13 @@ impl RocksStateMachine {
                     let (resp, changes) = state::apply(&DbState(db), cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
                     let state_cf = cf(db, CF_STATE);
                     for k in &changes.deletes {
-                        batch.delete_cf(state_cf, k);
+                        // A delete of a key that is not there would still
+                        // leave a tombstone that every later read of that
+                        // range steps over until a compaction (a tag write
+                        // deletes its absent expiration row, for one).
+                        if db.get_pinned_cf(state_cf, k).map_err(read_err)?.is_some() {
+                            batch.delete_cf(state_cf, k);
+                        }
                     }
                     for (k, v) in &changes.puts {
                         batch.put_cf(state_cf, k, v);

@@ -385,7 +385,7 @@ pub fn node_removed(state: &impl StateRead, node: NodeId) -> Result<bool, StateE
 }
 
 /// The smallest key after every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
