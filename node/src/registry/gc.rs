@@ -11,13 +11,12 @@
 //!    `SweepBlob` command. The state machine re-checks both conditions when
 //!    it applies the command, so a push that raced the sweep wins (its
 //!    manifest is refused and re-pushed, or the sweep is refused). Up to
-//!    [`SWEEPS_IN_FLIGHT`] commands are in flight at once, so Raft commits
-//!    them in shared log writes (one fsync for several on every voter)
-//!    rather than one after the other, without a burst that the pulls
-//!    beside it feel (64 in flight swept 10,000 blobs in 8 s and raised
-//!    pull p99 1.7×; 4 took 34 s and 1.2×). A batch command would do it in
-//!    fewer entries, but a follower of the previous release could not read
-//!    it.
+//!    [`SWEEPS_IN_FLIGHT`] commands are in flight at once. More would share
+//!    log writes and sweep faster, but the pulls beside the sweep feel the
+//!    burst (`berth-bench gc-pulls`, 10,000 blobs on an idle machine: 64 in
+//!    flight took 8 s and raised pull p99 1.70×, 4 took 34 s and 1.21×, one
+//!    at a time 70 s and 1.07×). A batch command would do it in fewer
+//!    entries, but a follower of the previous release could not read it.
 //!    The scan that picks them is RocksDB work and runs off the async
 //!    threads, like step 2's look-ups.
 //! 2. On every node: a local file older than the grace period whose blob
@@ -66,7 +65,7 @@ pub struct GcStats {
 /// How many `SweepBlob` commands the leader has in flight at once: Raft
 /// writes the entries that wait together in one log append; more makes the
 /// sweep faster and the pulls beside it slower (`berth-bench gc-pulls`).
-const SWEEPS_IN_FLIGHT: usize = 4;
+const SWEEPS_IN_FLIGHT: usize = 1;
 
 /// How many manifests one `CollectManifests` command names at most.
 const MANIFEST_BATCH: usize = 100;
