@@ -73,6 +73,9 @@ pub fn render(src: &Sources<'_>) -> String {
     c("berth_scrub_checked_blobs_total", st.scrub_checked.load(Ordering::Relaxed));
     c("berth_scrub_repaired_blobs_total", st.scrub_corrupt.load(Ordering::Relaxed));
     c("berth_raft_read_barriers_total", src.meta.read_barriers());
+    let (groups, grouped) = src.meta.grouped_writes();
+    c("berth_raft_write_groups_total", groups);
+    c("berth_raft_grouped_writes_total", grouped);
     c("berth_gc_runs_total", src.gc.runs.load(Ordering::Relaxed));
     c("berth_gc_swept_blobs_total", src.gc.swept.load(Ordering::Relaxed));
     c("berth_gc_deleted_files_total", src.gc.deleted.load(Ordering::Relaxed));

@@ -61,6 +61,8 @@ async fn metrics_are_valid_and_move_with_push_peer_pull_and_gc() {
         "berth_raft_applied_index",
         "berth_raft_apply_lag_entries",
         "berth_raft_read_barriers_total",
+        "berth_raft_write_groups_total",
+        "berth_raft_grouped_writes_total",
         "berth_uploads_in_progress",
         "berth_replication_backlog_blobs",
         "berth_gc_runs_total",

@@ -22,6 +22,12 @@ pub use crate::scan::*;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetaRequest {
     V1(MetaCommand),
+    /// Concurrent client writes the leader grouped into one entry (group
+    /// commit): applied in order, each with its own checks and response,
+    /// as one atomic change (see [`crate::state::overlay`]). Releases
+    /// before this one cannot read it, so the leader proposes one only when
+    /// every member has said it can ([`crate::network::PeerFeatures`]).
+    Batch(Vec<MetaCommand>),
 }
 
 impl From<MetaCommand> for MetaRequest {
@@ -34,6 +40,7 @@ impl std::fmt::Display for MetaRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MetaRequest::V1(c) => write!(f, "v1:{}", c.kind()),
+            MetaRequest::Batch(cs) => write!(f, "batch:{}", cs.len()),
         }
     }
 }
@@ -339,6 +346,10 @@ pub enum MetaResponse {
     /// What the command would create exists already (another create won
     /// the race), and nothing changed; the reason is for people.
     Exists(String),
+    /// The responses to a [`MetaRequest::Batch`], one per command in
+    /// order; the leader hands each to its writer and never sends this
+    /// one on.
+    Batch(Vec<MetaResponse>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -700,10 +711,24 @@ mod tests {
         .prop_map(MetaRequest::from)
     }
 
+    fn request() -> impl Strategy<Value = MetaRequest> {
+        prop_oneof![
+            command(),
+            proptest::collection::vec(command(), 0..4).prop_map(|rs| MetaRequest::Batch(
+                rs.into_iter()
+                    .map(|r| match r {
+                        MetaRequest::V1(c) => c,
+                        MetaRequest::Batch(_) => unreachable!("command() makes V1 requests"),
+                    })
+                    .collect()
+            )),
+        ]
+    }
+
     // Case count: proptest's default (256), or `PROPTEST_CASES=N` for a long run.
     proptest! {
         #[test]
-        fn logged_commands_round_trip(c in command()) {
+        fn logged_commands_round_trip(c in request()) {
             round_trips(&c)?;
         }
     }

@@ -21,6 +21,7 @@
 
 pub mod command;
 pub mod forward;
+pub mod group;
 pub mod membership;
 pub mod meta;
 pub mod mirror;

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_common::NodeId;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +23,8 @@ use berth_common::LinkFilter;
 
 use berth_common::PeerTls;
 
-use crate::network::{call, CallError, PeerChannels, PeerNetworkFactory, PeerRpc};
+use crate::group::Proposer;
+use crate::network::{call, CallError, PeerChannels, PeerFeatures, PeerNetworkFactory, PeerRpc};
 use crate::store::{MetaState, RocksStore};
 use crate::types::*;
 use crate::wire::{ForwardReply, LeaderView, PeerResult, PreVoteReply, PreVoteRequest};
@@ -279,6 +279,8 @@ async fn run_elections(inner: std::sync::Weak<Inner>) {
 struct Inner {
     id: NodeId,
     raft: Raft,
+    /// Proposes this node's writes while it leads, grouped under load.
+    proposer: Proposer,
     store: RocksStore,
     channels: PeerChannels,
     filter: LinkFilter,
@@ -433,15 +435,18 @@ impl MetaNodeHandle {
     ) -> Result<MetaNodeHandle> {
         config.validate().map_err(|e| MetaError::Config(e.to_string()))?;
         let channels = PeerChannels::new(tls, local_ip);
-        let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone() };
+        let features = PeerFeatures::default();
+        let network = PeerNetworkFactory { self_id: id, channels: channels.clone(), filter: filter.clone(), features: features.clone() };
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
+        let proposer = Proposer::start(id, raft.clone(), features);
         let leaderless_since = Arc::new(Mutex::new(Some(Instant::now())));
         tokio::spawn(track_leaderless(raft.metrics(), leaderless_since.clone()));
         let inner = Arc::new(Inner {
             id,
             raft,
+            proposer,
             store,
             channels,
             filter,
@@ -779,8 +784,7 @@ impl MetaNodeHandle {
     pub async fn write(&self, actor: Actor, cmd: MetaCommand) -> Result<MetaResponse> {
         let kind = cmd.kind();
         let local = Origin { node: self.inner.id, forwarded: false, voter: true };
-        let req = MetaRequest::from(cmd);
-        let forwarded = ForwardedWrite::V1 { actor: actor.clone(), request: req.clone() };
+        let forwarded = ForwardedWrite::V1 { actor: actor.clone(), request: MetaRequest::V1(cmd.clone()) };
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
         let mut last_problem = String::from("no leader is known");
         loop {
@@ -794,14 +798,13 @@ impl MetaNodeHandle {
             if leader == Some(self.inner.id) && self.handing_over() {
                 last_problem = "leadership is being handed over".into();
             } else if leader == Some(self.inner.id) {
-                let MetaRequest::V1(cmd) = &req;
-                self.judge(local, &actor, cmd).map_err(MetaError::Refused)?;
+                self.judge(local, &actor, &cmd).map_err(MetaError::Refused)?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, self.inner.raft.client_write(req.clone())).await {
+                match tokio::time::timeout(left, self.propose(cmd.clone())).await {
                     Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
-                    Ok(Ok(r)) => return Ok(r.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => last_problem = "leadership changed".into(),
-                    Ok(Err(e)) => return Err(MetaError::Fatal(e.to_string())),
+                    Ok(ForwardReply::Applied { response, .. }) => return Ok(response),
+                    Ok(ForwardReply::NotLeader { .. }) => last_problem = "leadership changed".into(),
+                    Ok(other) => return Err(MetaError::Fatal(format!("{kind}: {other:?}"))),
                 }
             } else if let Some(leader) = leader {
                 match self.member_addr(leader) {
@@ -834,6 +837,18 @@ impl MetaNodeHandle {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// (grouped entries proposed, writes in them) since this node started
+    /// (see [`crate::group`]).
+    pub fn grouped_writes(&self) -> (u64, u64) {
+        self.inner.proposer.stats()
+    }
+
+    /// Proposes `cmd`, already judged by this node as the leader, grouped
+    /// with the writes proposed at the same time (see [`crate::group`]).
+    pub async fn propose(&self, cmd: MetaCommand) -> ForwardReply {
+        self.inner.proposer.propose(cmd).await
     }
 
     /// Resolves once another node has led for [`FORWARD_GRACE`]: a write

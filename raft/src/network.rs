@@ -96,6 +96,40 @@ impl PeerChannels {
     }
 }
 
+/// The gRPC header in which a node names the optional formats it reads
+/// (comma-separated); the peer service sets it on every AppendEntries
+/// reply. Releases before grouped entries send none.
+pub const FEATURES_HEADER: &str = "berth-features";
+/// The feature a node names when it reads grouped entries
+/// ([`crate::command::MetaRequest::Batch`]).
+pub const FEATURE_GROUPED: &str = "grouped-entries";
+/// What this release names in [`FEATURES_HEADER`].
+pub const FEATURES: &str = FEATURE_GROUPED;
+
+/// What each peer said it reads, as its last AppendEntries reply to this
+/// node said (a restarted peer of another release says so in its first).
+/// The leader groups writes into one entry only while every member reads
+/// grouped entries.
+#[derive(Clone, Default)]
+pub struct PeerFeatures(Arc<Mutex<HashMap<NodeId, bool>>>);
+
+impl PeerFeatures {
+    fn note(&self, node: NodeId, grouped: bool) {
+        self.0.lock().expect("peer features lock").insert(node, grouped);
+    }
+
+    /// Whether `node` said, last time it answered, that it reads grouped
+    /// entries; false for a node that has not answered yet.
+    pub fn reads_grouped(&self, node: NodeId) -> bool {
+        self.0.lock().expect("peer features lock").get(&node).copied().unwrap_or(false)
+    }
+}
+
+/// Whether a reply's [`FEATURES_HEADER`] names grouped entries.
+fn names_grouped(meta: &tonic::metadata::MetadataMap) -> bool {
+    meta.get(FEATURES_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|f| f.trim() == FEATURE_GROUPED))
+}
+
 /// Which peer-service method a call goes to.
 #[derive(Debug, Clone, Copy)]
 pub enum PeerRpc {
@@ -132,6 +166,18 @@ pub async fn call_join(seed: &str, ca_pem: &str, request: &impl Serialize) -> Re
 
 /// Calls `rpc` on the peer at `addr` with a versioned payload.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr: &str, rpc: PeerRpc, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
+    Ok(call_noting_features(channel, addr, rpc, req, timeout).await?.0)
+}
+
+/// [`call`], also telling whether the reply said the peer reads grouped
+/// entries.
+async fn call_noting_features<Req: Serialize, Resp: DeserializeOwned>(
+    channel: Channel,
+    addr: &str,
+    rpc: PeerRpc,
+    req: &Req,
+    timeout: Duration,
+) -> Result<(Resp, bool), CallError> {
     let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
     let mut client =
         PeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::wire::MAX_MEMBER_MESSAGE);
@@ -162,9 +208,11 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr
             }
             return Err(CallError::Status { addr: addr.to_string(), status: format!("{:?}: {}", status.code(), status.message()) });
         }
-        Ok(Ok(r)) => r.into_inner(),
+        Ok(Ok(r)) => r,
     };
-    from_payload(&reply.data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })
+    let grouped = names_grouped(reply.metadata());
+    let resp = from_payload(&reply.into_inner().data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
+    Ok((resp, grouped))
 }
 
 /// Says on a removed node, at most once a minute, why the cluster no
@@ -186,6 +234,7 @@ pub struct PeerNetworkFactory {
     pub self_id: NodeId,
     pub channels: PeerChannels,
     pub filter: LinkFilter,
+    pub features: PeerFeatures,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -258,8 +307,14 @@ impl PeerNetwork {
             return Err(CallError::Cut { from, to: self.target }.into_rpc());
         }
         let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;
-        let answer = call(channel, &self.addr, rpc, req, option.hard_ttl()).await;
+        let answer = call_noting_features(channel, &self.addr, rpc, req, option.hard_ttl()).await;
         self.note_reachability(answer.as_ref().err());
+        let answer = answer.map(|(resp, grouped)| {
+            if matches!(rpc, PeerRpc::AppendEntries) {
+                self.factory.features.note(self.target, grouped);
+            }
+            resp
+        });
         let reply: Result<Resp, RaftError<NodeId, E>> = answer.map_err(CallError::into_rpc)?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

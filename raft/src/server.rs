@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -76,14 +76,6 @@ fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
     to_payload(value).map(|data| Response::new(Payload { data })).map_err(|e| Status::internal(format!("encode reply: {e}")))
-}
-
-fn write_reply(res: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, MetaNode>>>) -> ForwardReply {
-    match res {
-        Ok(r) => ForwardReply::Applied { log_id: r.log_id, response: r.data },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) },
-        Err(e) => ForwardReply::Failed(e.to_string()),
-    }
 }
 
 impl PeerService {
@@ -147,7 +139,9 @@ impl Peer for PeerService {
         if matches!(res, Ok(ref r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
             self.meta.heard_leader();
         }
-        reply(&res)
+        let mut out = reply(&res)?;
+        out.metadata_mut().insert(crate::network::FEATURES_HEADER, tonic::metadata::MetadataValue::from_static(crate::network::FEATURES));
+        Ok(out)
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -177,11 +171,14 @@ impl Peer for PeerService {
             // Judged by the leader's state only: a follower's may lag.
             return reply(&ForwardReply::NotLeader { leader: self.leader_hint() });
         }
-        let MetaRequest::V1(cmd) = &request;
-        if let Err(why) = self.meta.judge(Origin { node: caller, forwarded: true, voter: self.meta.voters().contains(&caller) }, &actor, cmd) {
+        let MetaRequest::V1(cmd) = request else {
+            // Only the leader groups writes; a member forwards them one by one.
+            return reply(&ForwardReply::Refused("a group of writes is not forwarded; send each write on its own".into()));
+        };
+        if let Err(why) = self.meta.judge(Origin { node: caller, forwarded: true, voter: self.meta.voters().contains(&caller) }, &actor, &cmd) {
             return reply(&ForwardReply::Refused(why));
         }
-        reply(&write_reply(self.meta.raft().client_write(request).await))
+        reply(&self.meta.propose(cmd).await)
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -635,6 +635,25 @@ impl RocksStateMachine {
         Ok(Some(Snapshot { meta: old.meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
     }
 
+    /// Adds one entry's state changes to its write batch: deletes first,
+    /// then puts.
+    fn write_changes(db: &DB, batch: &mut WriteBatch, changes: &state::Changes) -> Result<(), StorageError> {
+        let state_cf = cf(db, CF_STATE);
+        for k in &changes.deletes {
+            // A delete of a key that is not there would still leave a
+            // tombstone that every later read of that range steps over
+            // until a compaction (a tag write deletes its absent
+            // expiration row, for one).
+            if db.get_pinned_cf(state_cf, k).map_err(read_err)?.is_some() {
+                batch.delete_cf(state_cf, k);
+            }
+        }
+        for (k, v) in &changes.puts {
+            batch.put_cf(state_cf, k, v);
+        }
+        Ok(())
+    }
+
     fn apply_blocking(db: &DB, watches: &Watches, entries: Vec<Entry>) -> Result<Vec<MetaResponse>, StorageError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -645,21 +664,21 @@ impl RocksStateMachine {
                 EntryPayload::Blank => MetaResponse::Done,
                 EntryPayload::Normal(MetaRequest::V1(cmd)) => {
                     let (resp, changes) = state::apply(&DbState(db), cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
-                    let state_cf = cf(db, CF_STATE);
-                    for k in &changes.deletes {
-                        // A delete of a key that is not there would still
-                        // leave a tombstone that every later read of that
-                        // range steps over until a compaction (a tag write
-                        // deletes its absent expiration row, for one).
-                        if db.get_pinned_cf(state_cf, k).map_err(read_err)?.is_some() {
-                            batch.delete_cf(state_cf, k);
-                        }
-                    }
-                    for (k, v) in &changes.puts {
-                        batch.put_cf(state_cf, k, v);
-                    }
+                    Self::write_changes(db, &mut batch, &changes)?;
                     changed = changes;
                     resp
+                }
+                EntryPayload::Normal(MetaRequest::Batch(cmds)) => {
+                    let base = DbState(db);
+                    let mut overlay = state::overlay::Overlay::new(&base);
+                    let mut resps = Vec::with_capacity(cmds.len());
+                    for cmd in cmds {
+                        resps.push(overlay.apply(cmd).map_err(|e| io_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?);
+                    }
+                    let changes = overlay.into_changes();
+                    Self::write_changes(db, &mut batch, &changes)?;
+                    changed = changes;
+                    MetaResponse::Batch(resps)
                 }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(log_id), m.clone());
@@ -799,6 +818,62 @@ mod tests {
         let registration = NodeRegistration { region: "eu".into(), peer_addr: "p:1".into(), http_addr: "h".repeat(bytes), role: NodeRole::Auto };
         let cmd = MetaCommand::RegisterNode { registration, token: None, now_ms: 0 };
         Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(MetaRequest::V1(cmd)) }
+    }
+
+    /// A grouped entry leaves the state and answers that the same commands
+    /// leave and answer as entries of their own, one after another: each
+    /// command sees what the ones before it wrote, a key written, deleted
+    /// and written again within the group ends as the last one left it, and
+    /// a delete of a key the group created and removed leaves no tombstone
+    /// behind.
+    #[tokio::test]
+    async fn a_grouped_entry_applies_as_its_commands_would_one_by_one() {
+        use crate::command::{IdentityCommand, UserRecord};
+        let user = |name: &str, superuser: bool| UserRecord { name: name.into(), password_hash: "h".into(), superuser, created_at_ms: 1 };
+        let cmds = vec![
+            MetaCommand::Identity(IdentityCommand::CreateUser(user("ann", false))),
+            MetaCommand::Identity(IdentityCommand::CreateUser(user("ann", true))),
+            MetaCommand::Identity(IdentityCommand::DeleteUser { name: "ann".into() }),
+            MetaCommand::Identity(IdentityCommand::DeleteUser { name: "ann".into() }),
+            MetaCommand::Identity(IdentityCommand::CreateUser(user("ann", true))),
+            MetaCommand::Identity(IdentityCommand::CreateUser(user("bob", false))),
+            MetaCommand::Identity(IdentityCommand::DeleteUser { name: "bob".into() }),
+            MetaCommand::Identity(IdentityCommand::CreateUser(user("cy", false))),
+        ];
+        let leader = openraft::CommittedLeaderId::new(1, 1);
+
+        let one_dir = tempfile::tempdir().unwrap();
+        let one = RocksStore::open(one_dir.path()).unwrap();
+        let entries: Vec<Entry> = cmds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Entry { log_id: LogId::new(leader, i as u64 + 1), payload: EntryPayload::Normal(MetaRequest::V1(c.clone())) })
+            .collect();
+        let singly = one.state_machine().apply(entries).await.unwrap();
+
+        let grouped_dir = tempfile::tempdir().unwrap();
+        let grouped = RocksStore::open(grouped_dir.path()).unwrap();
+        let watch = grouped.watch(&[b"u"]);
+        watch.take();
+        let entry = Entry { log_id: LogId::new(leader, 1), payload: EntryPayload::Normal(MetaRequest::Batch(cmds.clone())) };
+        let answer = grouped.state_machine().apply([entry]).await.unwrap();
+
+        assert_eq!(answer, vec![MetaResponse::Batch(singly.clone())]);
+        assert!(matches!(singly[1], MetaResponse::Refused(_)), "the second create sees the first: {:?}", singly[1]);
+        assert_eq!(singly[3], MetaResponse::NotFound, "the second delete sees the first");
+        let dump = |s: &RocksStore| s.state().scan_raw(b"").unwrap();
+        assert_eq!(dump(&grouped), dump(&one));
+        assert_eq!(grouped.state().get::<UserRecord>(&crate::state::keys::user("ann")).unwrap(), Some(user("ann", true)));
+        assert!(grouped.state().get_raw(&crate::state::keys::user("bob")).unwrap().is_none());
+        let deletes = |s: &RocksStore| s.db.property_int_value_cf(cf(&s.db, CF_STATE), "rocksdb.num-deletes-active-mem-table").unwrap();
+        assert_eq!(deletes(&grouped), Some(0), "nothing the group left was there before it");
+        assert_eq!(deletes(&one), Some(2), "one by one, ann and bob were each deleted once they existed");
+        let (applied, _) = grouped.state_machine().applied_state().await.unwrap();
+        assert_eq!(applied, Some(LogId::new(leader, 1)), "one entry, applied with its log id");
+        match watch.take() {
+            crate::watch::Changed::Keys(keys) => assert!(keys.contains(&crate::state::keys::user("ann")) && keys.contains(&crate::state::keys::user("cy"))),
+            other => panic!("the watch hears the group's keys, got {other:?}"),
+        }
     }
 
     #[tokio::test]

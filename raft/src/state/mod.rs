@@ -69,6 +69,7 @@ pub mod identity;
 pub mod mirror;
 pub mod notifications;
 pub mod oauth;
+pub mod overlay;
 pub mod policy_rules;
 pub mod proxycache;
 pub mod quotas;
