@@ -140,6 +140,8 @@ fn describe() {
     describe_gauge!("berth_raft_applied_index", "Index of the last entry this node applied");
     describe_gauge!("berth_raft_apply_lag_entries", "Entries in this node's log not yet applied");
     describe_counter!("berth_raft_read_barriers_total", "Read barriers this node asked the leader for (reads that had to catch up first)");
+    describe_counter!("berth_raft_write_groups_total", "Raft entries this node proposed as the leader holding several client writes (group commit)");
+    describe_counter!("berth_raft_grouped_writes_total", "Client writes that went into those grouped entries");
     describe_gauge!("berth_uploads_in_progress", "Upload sessions open on this node");
     describe_gauge!("berth_notifications_pending", "Notification events waiting for delivery, by method");
     describe_gauge!("berth_notifications_skipped", "Notifications skipped after 3 events given up on in a row, until reset, by method");

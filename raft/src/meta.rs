@@ -804,7 +804,8 @@ impl MetaNodeHandle {
                     Err(_) => return Err(MetaError::Unknown(format!("{kind} was proposed but not committed within the timeout (no quorum?)"))),
                     Ok(ForwardReply::Applied { response, .. }) => return Ok(response),
                     Ok(ForwardReply::NotLeader { .. }) => last_problem = "leadership changed".into(),
-                    Ok(other) => return Err(MetaError::Fatal(format!("{kind}: {other:?}"))),
+                    Ok(ForwardReply::Failed(why)) => return Err(MetaError::Fatal(format!("{kind}: {why}"))),
+                    Ok(other) => return Err(MetaError::Fatal(format!("{kind}: the proposer answered {other:?}"))),
                 }
             } else if let Some(leader) = leader {
                 match self.member_addr(leader) {
