@@ -931,27 +931,18 @@ impl Registry for NodeRegistry {
         // Read from `last` on, a batch at a time, until the page is full:
         // a page costs the repositories it passes, not the whole catalog.
         let state = self.state();
-        let n = n.unwrap_or(usize::MAX - 1);
-        let mut items = Vec::new();
-        let mut after = last.map(|l| l.as_bytes().to_vec());
-        loop {
-            let want = (n + 1 - items.len()).clamp(16, 4096);
-            let batch = berth_raft::state::page_after(&state, keys::REPO_PREFIX, after.as_deref(), want).map_err(state_err)?;
-            for (k, v) in &batch {
-                let r: RepositoryRecord = berth_raft::state::decode_record(k, v).map_err(state_err)?;
-                if policy::repo_role(&state, &access.principal, &r.name, Some(&r)).map_err(state_err)?.is_none() {
-                    continue;
+        let (items, more) = berth_raft::state::page_filtered(&state, keys::REPO_PREFIX, last.map(str::as_bytes), n.unwrap_or(usize::MAX - 1), |batch, _| {
+            let mut names = Vec::with_capacity(batch.len());
+            for (k, v) in batch {
+                let r: RepositoryRecord = berth_raft::state::decode_record(k, v)?;
+                if policy::repo_role(&state, &access.principal, &r.name, Some(&r))?.is_some() {
+                    names.push(r.name);
                 }
-                if items.len() == n {
-                    return Ok(Page { items, more: true });
-                }
-                items.push(r.name);
             }
-            match batch.last() {
-                Some((k, _)) if batch.len() == want => after = Some(k[keys::REPO_PREFIX.len()..].to_vec()),
-                _ => return Ok(Page { items, more: false }),
-            }
-        }
+            Ok(names)
+        })
+        .map_err(state_err)?;
+        Ok(Page { items, more })
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, ApiError> {

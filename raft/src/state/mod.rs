@@ -411,6 +411,37 @@ pub fn page_after(state: &impl StateRead, prefix: &[u8], after: Option<&[u8]>, l
     state.range_raw(&from, &prefix_end(prefix), limit)
 }
 
+/// A page of at most `n` items from the records under `prefix` whose key
+/// suffix sorts after `last`: reads batches from `last` on until the page
+/// is full, so a page costs the records it passes, not the whole range.
+/// `pick` turns each batch (and the suffix it starts after) into the items
+/// it keeps, in order. Returns the items and whether more follow.
+#[allow(clippy::type_complexity)]
+pub fn page_filtered<T>(
+    state: &impl StateRead,
+    prefix: &[u8],
+    last: Option<&[u8]>,
+    n: usize,
+    mut pick: impl FnMut(&[(Vec<u8>, Vec<u8>)], Option<&[u8]>) -> Result<Vec<T>, StateError>,
+) -> Result<(Vec<T>, bool), StateError> {
+    let mut out = Vec::new();
+    let mut after = last.map(<[u8]>::to_vec);
+    loop {
+        let want = (n.saturating_add(1) - out.len()).clamp(16, 4096);
+        let batch = page_after(state, prefix, after.as_deref(), want)?;
+        for item in pick(&batch, after.as_deref())? {
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(item);
+        }
+        match batch.last() {
+            Some((k, _)) if batch.len() == want => after = Some(k[prefix.len()..].to_vec()),
+            _ => return Ok((out, false)),
+        }
+    }
+}
+
 /// Every blob record, with its digest.
 pub fn blobs(state: &impl StateRead) -> Result<Vec<(Digest, BlobRecord)>, StateError> {
     let mut out = Vec::new();

@@ -68,19 +68,15 @@ pub fn visible_tag_names(state: &impl StateRead, repo: &str, now_ms: u64) -> Res
 pub fn visible_tag_page(state: &impl StateRead, repo: &str, now_ms: u64, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool), StateError> {
     let prefix = keys::tags_of(repo);
     let lives = keys::tag_lives_of(repo);
-    let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = last.map(|l| l.as_bytes().to_vec());
-    loop {
-        let want = (n + 1 - out.len()).clamp(16, 4096);
-        let batch = super::page_after(state, &prefix, after.as_deref(), want)?;
-        let Some((last_key, _)) = batch.last() else { return Ok((out, false)) };
+    super::page_filtered(state, &prefix, last.map(str::as_bytes), n, |batch, after| {
+        let Some((last_key, _)) = batch.last() else { return Ok(Vec::new()) };
         // The expirations of this batch's names only: the same range of
         // names, under the live-row prefix.
         let mut to = lives.clone();
         to.extend_from_slice(&last_key[prefix.len()..]);
         to.push(0);
         let mut from = lives.clone();
-        if let Some(a) = &after {
+        if let Some(a) = after {
             from.extend_from_slice(a);
             from.push(0);
         }
@@ -90,22 +86,13 @@ pub fn visible_tag_page(state: &impl StateRead, repo: &str, now_ms: u64, last: O
                 expired.insert(k[lives.len()..].to_vec());
             }
         }
-        let full = batch.len() == want;
-        for (k, _) in &batch {
-            let name = &k[prefix.len()..];
-            if expired.contains(name) {
-                continue;
-            }
-            if out.len() == n {
-                return Ok((out, true));
-            }
-            out.push(String::from_utf8_lossy(name).into_owned());
-        }
-        if !full {
-            return Ok((out, false));
-        }
-        after = Some(last_key[prefix.len()..].to_vec());
-    }
+        Ok(batch
+            .iter()
+            .map(|(k, _)| &k[prefix.len()..])
+            .filter(|name| !expired.contains(*name))
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect())
+    })
 }
 
 /// Keeps `live` as a closed row of `tag`'s history, ended at `at_ms` (or
