@@ -303,7 +303,10 @@ fn the_debian_package_installs_on_a_fresh_debian_and_runs_a_node() {
 
     // A node made and run as the berth user, as the postinst says.
     let ip = "127.0.0.58";
-    let (http, peer) = (format!("{ip}:{}", free_port(ip)), format!("{ip}:{}", free_port(ip)));
+    let (http, peer) = {
+        let (h, p) = free_port_pair(ip);
+        (format!("{ip}:{h}"), format!("{ip}:{p}"))
+    };
     std::fs::write(root.join("tmp/pw"), "package-admin-pw").unwrap();
     run(&mut chroot(&["chmod", "0644", "/tmp/pw"]));
     let as_berth = |args: &[&str]| {
