@@ -939,6 +939,20 @@ fn runs_a_node(command: &Command) -> bool {
     matches!(command, Command::Dev { .. } | Command::Node { command: NodeCommand::Start { .. } | NodeCommand::Up(_) })
 }
 
+/// Caps glibc's malloc at two arenas in a node. By default it keeps up to
+/// eight per core, one per thread that allocates at once, and a node's
+/// threads (the async workers, RocksDB's blocking calls) spread its heap
+/// over all of them, each holding freed memory of its own. With 2,
+/// `berth-bench scale` at 200,000 tags measured 183–190 MiB RSS per node
+/// after the writes against 230–238 MiB with glibc's default.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called once, before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if !runs_a_node(&cli.command) {
@@ -950,6 +964,8 @@ fn main() {
         unsafe {
             let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
         }
+    } else {
+        few_malloc_arenas();
     }
     init_tracing();
     berth_node::install_crypto_provider();
