@@ -15,8 +15,9 @@
 //!    log writes and sweep faster, but the pulls beside the sweep feel the
 //!    burst (`berth-bench gc-pulls`, 10,000 blobs on an idle machine: 64 in
 //!    flight took 8 s and raised pull p99 1.70×, 4 took 34 s and 1.21×, one
-//!    at a time 70 s and 1.07×). A batch command would do it in fewer
-//!    entries, but a follower of the previous release could not read it.
+//!    at a time 70 s and 1.07×). Sweeps go through the leader's group
+//!    commit like every write (`berth_raft::group`), so other writes that
+//!    arrive meanwhile share their entries.
 //!    The scan that picks them is RocksDB work and runs off the async
 //!    threads, like step 2's look-ups.
 //! 2. On every node: a local file older than the grace period whose blob
@@ -62,9 +63,9 @@ pub struct GcStats {
     pub deleted: AtomicU64,
 }
 
-/// How many `SweepBlob` commands the leader has in flight at once: Raft
-/// writes the entries that wait together in one log append; more makes the
-/// sweep faster and the pulls beside it slower (`berth-bench gc-pulls`).
+/// How many `SweepBlob` commands the leader has in flight at once; more
+/// makes the sweep faster and the pulls beside it slower (`berth-bench
+/// gc-pulls`).
 const SWEEPS_IN_FLIGHT: usize = 1;
 
 /// How many manifests one `CollectManifests` command names at most.
