@@ -247,6 +247,44 @@ async fn leadership_transfer_moves_the_leader_where_asked() {
     push(c.any(), "after/transfer", "x", 1).await;
 }
 
+/// A leader that steps down is in touch as of its last acknowledgement,
+/// not as of the last heartbeat it heard before it led. Otherwise a node
+/// that led for a while after following would, from the moment it stepped
+/// down until it heard the new leader, count itself cut off since before
+/// it led, and refuse the tokens and console sessions issued meanwhile (a
+/// person's page was signed out by a leadership transfer after a drill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_steps_down_counts_from_its_last_acknowledgement() {
+    let c = Cluster::new(3, fast_config()).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let first = c.wait_leader(T).await;
+    // A node that followed, then leads for three election timeouts.
+    let led = *c.nodes.keys().find(|id| **id != first).unwrap();
+    let next = *c.nodes.keys().find(|id| **id != first && **id != led).unwrap();
+    assert_eq!(c.node(first).meta.transfer_leader(Some(led)).await.unwrap(), led);
+    assert_eq!(c.wait_leader(T).await, led);
+    tokio::time::sleep(Duration::from_millis(3 * c.config.election_max_ms)).await;
+    assert!(c.node(led).meta.out_of_touch_since().is_none(), "a leader with a majority is in touch");
+
+    // It hands over to a node whose calls it cannot hear: it steps down
+    // (its own calls learn the new term) and then hears no leader at all.
+    c.filter.cut_one_way(next, led);
+    c.filter.cut_one_way(first, led);
+    let handed = std::time::SystemTime::now();
+    let handle = c.node(led).meta.clone();
+    tokio::spawn(async move { handle.transfer_leader(Some(next)).await });
+    eventually(T, "the new leader", || async { c.node(next).meta.is_leader() }).await;
+    eventually(T, "the old leader steps down", || async { !c.node(led).meta.is_leader() }).await;
+    // Past two election timeouts since its last acknowledgement, it is out
+    // of touch since then, which is after the hand-over began.
+    tokio::time::sleep(Duration::from_millis(3 * c.config.election_max_ms)).await;
+    let since = c.node(led).meta.out_of_touch_since().expect("hearing nobody, it is out of touch");
+    let slack = Duration::from_millis(c.config.heartbeat_ms * 4);
+    assert!(since + slack > handed, "out of touch since {:?} before the hand-over began", handed.duration_since(since).unwrap_or_default());
+    c.filter.heal();
+    eventually(T, "back in touch once it hears the leader", || async { c.node(led).meta.out_of_touch_since().is_none() }).await;
+}
+
 /// A removed node keeps a certificate the cluster CA signed; the CA alone
 /// must not make it a member. Its calls are refused by name, and the
 /// cluster goes on without it.

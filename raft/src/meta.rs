@@ -223,6 +223,7 @@ async fn run_elections(inner: std::sync::Weak<Inner>) {
             (voter, voters, m.current_leader, m.state)
         };
         if !voter || state == ServerState::Leader {
+            inner.note_leader_acked();
             (deadline, following, last_try) = (None, None, None);
             inner.set_cut_off(false);
             continue;
@@ -246,8 +247,8 @@ async fn run_elections(inner: std::sync::Weak<Inner>) {
         } else {
             following = None;
         }
-        if let Some(heard) = *inner.leader_heard.lock().expect("leader_heard lock") {
-            quiet_since = quiet_since.max(heard);
+        if let Some(contact) = inner.last_contact() {
+            quiet_since = quiet_since.max(contact);
         }
         if let Some(t) = last_try {
             quiet_since = quiet_since.max(t);
@@ -295,6 +296,10 @@ struct Inner {
     /// When this node last accepted an AppendEntries or a snapshot from
     /// its leader.
     leader_heard: Mutex<Option<Instant>>,
+    /// When a majority last acknowledged this node as the leader, noted
+    /// while it leads: once it steps down this, not the heartbeat it last
+    /// heard before it led, is its last contact.
+    led_acked: Mutex<Option<Instant>>,
     /// When this process started the node: its state is at least as fresh
     /// as its last contact before that.
     started: Instant,
@@ -311,6 +316,29 @@ impl Inner {
     async fn last_log_id(&self) -> Result<Option<LogId>, openraft::StorageError<NodeId>> {
         use openraft::storage::RaftLogStorage;
         Ok(self.store.log_store().get_log_state().await?.last_log_id)
+    }
+
+    /// When this node last heard a leader or, as the leader, was last
+    /// acknowledged by a majority; None if neither since it started.
+    fn last_contact(&self) -> Option<Instant> {
+        let heard = *self.leader_heard.lock().expect("leader_heard lock");
+        let led = *self.led_acked.lock().expect("led_acked lock");
+        heard.max(led)
+    }
+
+    /// While this node leads, when a majority last acknowledged it; the
+    /// moment is kept for after it steps down.
+    fn note_leader_acked(&self) -> Option<Instant> {
+        let ms = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader == Some(self.id)).then_some(m.millis_since_quorum_ack).flatten()?
+        };
+        let now = Instant::now();
+        let acked = now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        let mut led = self.led_acked.lock().expect("led_acked lock");
+        *led = (*led).max(Some(acked));
+        Some(acked)
     }
 
     /// Notes whether this node knows it is cut off from a majority.
@@ -455,6 +483,7 @@ impl MetaNodeHandle {
             handing_over: Default::default(),
             leaderless_since,
             leader_heard: Mutex::new(None),
+            led_acked: Mutex::new(None),
             read_barriers: Default::default(),
             started: Instant::now(),
             cut_off_since: Mutex::new(None),
@@ -464,19 +493,19 @@ impl MetaNodeHandle {
     }
 
     /// When this node last knew its state was current: as the leader, when
-    /// a majority last acknowledged it; otherwise when it last accepted a
-    /// call from its leader; failing both, when it started.
+    /// a majority last acknowledged it; otherwise the later of when it last
+    /// accepted a call from its leader and when a majority last
+    /// acknowledged it as the leader; failing both, when it started.
+    ///
+    /// A leader that steps down (a transfer, a newer term) is in touch as
+    /// of its last acknowledgement, not as of the last heartbeat it heard
+    /// before it led: that one may be long past, and a node that takes it
+    /// for its last contact refuses tokens issued while it led.
     pub fn last_in_touch(&self) -> Instant {
-        let now = Instant::now();
-        let m = self.inner.raft.metrics();
-        let acked = {
-            let m = m.borrow();
-            (m.current_leader == Some(self.inner.id)).then_some(m.millis_since_quorum_ack).flatten()
-        };
-        if let Some(ms) = acked {
-            return now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        if let Some(acked) = self.inner.note_leader_acked() {
+            return acked;
         }
-        self.inner.leader_heard.lock().expect("leader_heard lock").unwrap_or(self.inner.started)
+        self.inner.last_contact().unwrap_or(self.inner.started)
     }
 
     /// The wall-clock time of this node's last contact with a majority, if
@@ -718,7 +747,7 @@ impl MetaNodeHandle {
                 .map(|ms| format!("no metadata quorum: leader node {} has not been acknowledged by a majority of the voters for {ms} ms", self.inner.id));
         }
         (*self.inner.cut_off_since.lock().expect("cut_off_since lock"))?;
-        let quiet = self.inner.leader_heard.lock().expect("leader_heard lock").unwrap_or(self.inner.started).elapsed();
+        let quiet = self.inner.last_contact().unwrap_or(self.inner.started).elapsed();
         (quiet > patience).then(|| {
             format!("no metadata quorum: node {} has heard no leader for {} ms and reaches no majority of the voters", self.inner.id, quiet.as_millis())
         })
