@@ -112,14 +112,18 @@ impl Upstream {
         let mut answered = false;
         loop {
             let base = self.base.read().await.clone();
-            let mut rb = self.http.request(method.clone(), format!("{base}{path}"));
-            if let Some(a) = accept {
-                rb = rb.header(header::ACCEPT, a);
-            }
-            if let Some(t) = self.token.read().await.as_ref() {
-                rb = rb.header(header::AUTHORIZATION, t);
-            }
-            let resp = match rb.send().await {
+            let token = self.token.read().await.clone();
+            let request = || {
+                let mut rb = self.http.request(method.clone(), format!("{base}{path}"));
+                if let Some(a) = accept {
+                    rb = rb.header(header::ACCEPT, a);
+                }
+                if let Some(t) = &token {
+                    rb = rb.header(header::AUTHORIZATION, t);
+                }
+                rb
+            };
+            let resp = match self.idempotent(request).await {
                 Ok(r) => r,
                 // An upstream without TLS, reached with verification off
                 // (as skopeo's --tls-verify=false does): plain HTTP from now on.
@@ -137,6 +141,25 @@ impl Upstream {
             let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let auth = self.answer(&challenge).await?;
             *self.token.write().await = Some(auth);
+        }
+    }
+
+    /// Sends a GET or HEAD (every request this client makes), and again,
+    /// up to twice, when the connection it went out on was closed under
+    /// it. A proxy or upstream that closes a kept-alive connection after
+    /// its answer without saying so (tinyproxy does) races the next
+    /// request on that connection, which then fails with no answer;
+    /// these requests change nothing upstream, so a resend is safe.
+    async fn idempotent(&self, request: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+        let mut resent = 0;
+        loop {
+            match request().send().await {
+                Err(e) if resent < 2 && closed_under_it(&e) => {
+                    resent += 1;
+                    tracing::debug!(host = %self.host, error = %chain(&e), "the connection closed under a request; sending it again");
+                }
+                done => return done,
+            }
         }
     }
 
@@ -163,11 +186,14 @@ impl Upstream {
             let scope = params.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.clone()).unwrap_or_else(|| format!("repository:{}:pull", self.path));
             q.append_pair("scope", &scope);
         }
-        let mut rb = self.http.get(url);
-        if let Some((u, p)) = &self.creds {
-            rb = rb.basic_auth(u, Some(p));
-        }
-        let resp = rb.send().await.map_err(|e| UpstreamError::Http(format!("token request: {}", chain(&e))))?;
+        let request = || {
+            let rb = self.http.get(url.clone());
+            match &self.creds {
+                Some((u, p)) => rb.basic_auth(u, Some(p)),
+                None => rb,
+            }
+        };
+        let resp = self.idempotent(request).await.map_err(|e| UpstreamError::Http(format!("token request: {}", chain(&e))))?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status { what: "the token request".into(), status: resp.status(), detail: String::new() });
         }
@@ -267,6 +293,28 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether a request failed on a connection that closed (or was reset)
+/// before its answer came: not a refused or timed-out connection, which a
+/// resend would not mend.
+fn closed_under_it(e: &reqwest::Error) -> bool {
+    if e.is_timeout() || e.is_connect() {
+        return false;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message() || h.is_canceled()) {
+            return true;
+        }
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::BrokenPipe))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// `k="v",k2=v2` of a challenge (quoted values may hold commas).
 fn challenge_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -294,6 +342,74 @@ fn challenge_params(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request's head, lowercased; None at the end of the connection or
+    /// when it is not HTTP (the TLS hello of the first try).
+    async fn head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte).await.ok()? == 0 || (buf.is_empty() && !byte[0].is_ascii_uppercase()) {
+                return None;
+            }
+            buf.push(byte[0]);
+        }
+        Some(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+    }
+
+    /// An upstream behind a proxy like tinyproxy: one answer per
+    /// connection, which it keeps open without saying it will close it,
+    /// then drops when the next request arrives. Answers 401 (basic)
+    /// without credentials and a tag list with them. Counts the requests
+    /// it dropped.
+    async fn one_answer_per_connection() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = dropped.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let dropped = counted.clone();
+                tokio::spawn(async move {
+                    let Some(request) = head(&mut conn).await else { return };
+                    let answer = if request.contains("authorization: basic") {
+                        let body = r#"{"name":"lib/app","tags":["a","b"]}"#;
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                    } else {
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"up\"\r\nContent-Length: 0\r\n\r\n".to_string()
+                    };
+                    conn.write_all(answer.as_bytes()).await.unwrap();
+                    if head(&mut conn).await.is_some() {
+                        dropped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        (addr, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_connection_closes_under_it_is_sent_again() {
+        crate::install_crypto_provider();
+        let (addr, dropped) = one_answer_per_connection().await;
+        let up = Upstream::new(UpstreamSpec {
+            reference: format!("{addr}/lib/app"),
+            username: Some("puller".into()),
+            password: Some("secret".into()),
+            verify_tls: false,
+            http_proxy: None,
+            https_proxy: None,
+            no_proxy: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+        assert_eq!(up.tags().await.unwrap(), ["a", "b"]);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the answered challenge went out on the connection the upstream then dropped");
+    }
 
     #[test]
     fn challenges_parse() {
