@@ -848,6 +848,11 @@ impl MetaNodeHandle {
                                     "{kind} was forwarded to node {leader}, which lost the leadership without answering"
                                 )))
                             }
+                            why = self.refusing() => {
+                                return Err(MetaError::Unknown(format!(
+                                    "{kind} was forwarded to node {leader} without an answer, and this node now refuses writes: {why}"
+                                )))
+                            }
                         };
                         match reply {
                             Ok(ForwardReply::Applied { log_id, response }) => {
@@ -866,6 +871,21 @@ impl MetaNodeHandle {
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resolves, with the reason, once this node refuses writes (see
+    /// [`MetaNodeHandle::refuses_writes`]). A call to the leader that was
+    /// under way when a partition began gets no answer until the heal (a
+    /// dropped path, not a refused connection); raced against this, the
+    /// client hears that this node is cut off when the node knows it,
+    /// about two leases after the cut, not when the partition heals.
+    async fn refusing(&self) -> String {
+        loop {
+            if let Some(why) = self.refuses_writes() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -921,7 +941,11 @@ impl MetaNodeHandle {
                 Some(l) => {
                     if let Some(addr) = self.member_addr(l) {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        if let Ok(ForwardReply::ReadIndex { read_log_id }) = self.call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left).await {
+                        let asked = tokio::select! {
+                            r = self.call_peer::<_, ForwardReply>(l, &addr, PeerRpc::ReadIndex, &(), left) => r,
+                            why = self.refusing() => return Err(MetaError::Unavailable(why)),
+                        };
+                        if let Ok(ForwardReply::ReadIndex { read_log_id }) = asked {
                             if let Some(id) = read_log_id {
                                 self.wait_applied(id.index, deadline).await?;
                             }
