@@ -569,3 +569,86 @@ async fn a_pipelined_copy_that_does_not_check_out_is_discarded_and_made_on_anoth
     }
     assert!(staged(&c, bad).is_empty());
 }
+
+/// A UDP relay that forwards between one client and `to`, and can drop
+/// everything both ways: a path that goes dark, as in a partition, where
+/// nothing is refused and nothing arrives.
+struct DarkableRelay {
+    addr: std::net::SocketAddr,
+    dark: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DarkableRelay {
+    async fn start(to: std::net::SocketAddr) -> DarkableRelay {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let dark = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dropping = dark.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut client = None;
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+                if dropping.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let dest = if from == to {
+                    client
+                } else {
+                    client = Some(from);
+                    Some(to)
+                };
+                if let Some(dest) = dest {
+                    let _ = sock.send_to(&buf[..n], dest).await;
+                }
+            }
+        });
+        DarkableRelay { addr, dark }
+    }
+}
+
+/// A peer whose path drops everything (no refused connection, no error:
+/// QUIC alone would notice at its 30 s idle timeout) is known silent
+/// within a few keep-alives, so copies and fetches ask it last and its
+/// stale RTT is not offered; once packets flow again it is not silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_path_goes_dark_is_known_silent() {
+    use berth_node::cluster::pki;
+    use berth_replication::transport::{Transport, SILENT_AFTER};
+    berth_node::install_crypto_provider();
+    let ca = pki::new_ca("silence").unwrap();
+    let tls = |id: u64| {
+        let key = pki::new_node_key().unwrap();
+        let leaf = pki::sign_node_cert(&ca, id, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
+        berth_common::PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: key.serialize_pem() }
+    };
+    let bind = |id: u64| Transport::bind(id, "127.0.0.1:0".parse().unwrap(), &tls(id), &Default::default(), Default::default()).unwrap();
+    let (a, b) = (bind(1), bind(2));
+    // B answers connections, as a node's blob service does.
+    let server = b.endpoint().clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                if let Ok(c) = incoming.await {
+                    c.closed().await;
+                }
+            });
+        }
+    });
+    let relay = DarkableRelay::start(b.local_addr().unwrap()).await;
+    a.connect(2, &relay.addr.to_string()).await.unwrap();
+
+    // Idle but alive: keep-alives are answered.
+    tokio::time::sleep(SILENT_AFTER * 2).await;
+    assert!(a.silent().is_empty(), "an idle live peer is not silent");
+    assert!(a.rtts().contains_key(&2));
+
+    relay.dark.store(true, Ordering::Relaxed);
+    let dark = Instant::now();
+    eventually(SILENT_AFTER * 4, "the dark peer known silent", || async { a.silent().contains(&2) }).await;
+    assert!(dark.elapsed() < SILENT_AFTER + Duration::from_secs(2), "silent only after {:?}", dark.elapsed());
+    assert!(!a.rtts().contains_key(&2), "no RTT offered for a silent peer");
+
+    relay.dark.store(false, Ordering::Relaxed);
+    eventually(SILENT_AFTER * 4, "the peer heard again", || async { a.silent().is_empty() }).await;
+}

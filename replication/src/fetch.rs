@@ -101,14 +101,18 @@ impl Replicator {
     }
 
     /// Holders to fetch from, best first: `prefer`, then this region, then
-    /// by measured RTT. Holders that served bad bytes for this blob are out.
+    /// by measured RTT, silent holders last. Holders that served bad bytes
+    /// for this blob are out.
     fn sources(&self, digest: &Digest, prefer: Option<NodeId>, exclude: &HashSet<NodeId>) -> Vec<PeerInfo> {
         let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
         let rtts = self.inner.transport.rtts();
         let my_region = self.inner.view.self_region();
         let mut peers: Vec<PeerInfo> =
             self.inner.view.peers().into_iter().filter(|p| (holders.contains(&p.id) || Some(p.id) == prefer) && !exclude.contains(&p.id)).collect();
-        peers.sort_by_key(|p| (Some(p.id) != prefer, p.region != my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id));
+        let silent = self.inner.transport.silent();
+        peers.sort_by_key(|p| {
+            (silent.contains(&p.id), Some(p.id) != prefer, p.region != my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id)
+        });
         peers
     }
 

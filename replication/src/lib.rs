@@ -382,13 +382,22 @@ impl Replicator {
 
     /// Peers to ask for a copy, best first: in a region placement wants
     /// (`wanted`), in another region than this node's, then by measured
-    /// RTT; `skip` left out, `last` (where a copy failed lately) at the end.
+    /// RTT; `skip` left out, `last` (where a copy failed lately) near the
+    /// end, and silent peers (see [`transport::Transport::silent`]) last.
     pub(crate) fn copy_candidates(&self, skip: &BTreeSet<NodeId>, last: &BTreeSet<NodeId>, wanted: impl Fn(&str) -> bool) -> Vec<PeerInfo> {
         let my_region = self.inner.view.self_region();
         let rtts = self.inner.transport.rtts();
+        let silent = self.inner.transport.silent();
         let mut candidates: Vec<PeerInfo> = self.inner.view.peers().into_iter().filter(|p| !skip.contains(&p.id)).collect();
         candidates.sort_by_cached_key(|p| {
-            (last.contains(&p.id), !wanted(&p.region), p.region == my_region, rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)), p.id)
+            (
+                silent.contains(&p.id),
+                last.contains(&p.id),
+                !wanted(&p.region),
+                p.region == my_region,
+                rtts.get(&p.id).copied().unwrap_or(Duration::from_secs(3600)),
+                p.id,
+            )
         });
         candidates
     }

@@ -7,10 +7,10 @@
 //! stream near 6 MB/s at 200 ms; 64 MiB per stream allows about 330 MB/s at
 //! 200 ms. The UDP socket buffers are raised for the same reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use berth_common::{LinkFilter, NodeId, PeerTls, PEER_TLS_NAME};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -50,6 +50,16 @@ pub enum TransportError {
     Connect { node: NodeId, addr: String, message: String },
 }
 
+/// How long a connection may go without sending anything before QUIC
+/// pings the peer. Each ping costs a packet and its acknowledgement: next
+/// to nothing, and it keeps every live connection answering.
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// A peer whose connection has received nothing for this long, three
+/// keep-alives, is silent: its path drops what is sent (a partition, a
+/// hung host), which QUIC would otherwise notice only at its idle timeout.
+pub const SILENT_AFTER: Duration = Duration::from_millis(1500);
+
 fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
 }
@@ -60,7 +70,7 @@ fn transport_config(cfg: &TransportConfig) -> Arc<quinn::TransportConfig> {
     let conn = quinn::VarInt::from_u64(cfg.connection_window_bytes).unwrap_or(quinn::VarInt::MAX);
     t.stream_receive_window(stream).receive_window(conn).send_window(cfg.connection_window_bytes);
     t.max_concurrent_bidi_streams(256u32.into());
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
     Arc::new(t)
 }
@@ -124,12 +134,47 @@ fn endpoint_config(tls: &PeerTls) -> quinn::EndpointConfig {
     config
 }
 
+type Conns = Mutex<HashMap<NodeId, quinn::Connection>>;
+
+/// When a connection last received something: its datagram count then.
+#[derive(Clone, Copy)]
+struct Heard {
+    datagrams: u64,
+    at: Instant,
+}
+
 /// This node's QUIC endpoint and its connections to peers.
 pub struct Transport {
     self_id: NodeId,
     endpoint: quinn::Endpoint,
     filter: LinkFilter,
-    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    conns: Arc<Conns>,
+    heard: Arc<Mutex<HashMap<NodeId, Heard>>>,
+}
+
+/// Notes, four times per keep-alive, which connections received anything
+/// since the last look. Ends with the transport.
+async fn watch_for_silence(conns: Weak<Conns>, heard: Arc<Mutex<HashMap<NodeId, Heard>>>) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE / 4).await;
+        let Some(conns) = conns.upgrade() else { return };
+        let counts: Vec<(NodeId, u64)> = conns
+            .lock()
+            .expect("connection pool lock")
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(id, c)| (*id, c.stats().udp_rx.datagrams))
+            .collect();
+        let now = Instant::now();
+        let mut heard = heard.lock().expect("heard lock");
+        heard.retain(|id, _| counts.iter().any(|(open, _)| open == id));
+        for (id, datagrams) in counts {
+            let h = heard.entry(id).or_insert(Heard { datagrams, at: now });
+            if h.datagrams != datagrams {
+                *h = Heard { datagrams, at: now };
+            }
+        }
+    }
 }
 
 impl Transport {
@@ -155,7 +200,10 @@ impl Transport {
         let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind { addr, source: std::io::Error::other("no async runtime") })?;
         let mut endpoint = quinn::Endpoint::new(endpoint_config(tls), Some(server), socket, runtime).map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
-        Ok(Transport { self_id, endpoint, filter, conns: Mutex::new(HashMap::new()) })
+        let conns = Arc::new(Mutex::new(HashMap::new()));
+        let heard = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(watch_for_silence(Arc::downgrade(&conns), heard.clone()));
+        Ok(Transport { self_id, endpoint, filter, conns, heard })
     }
 
     pub fn endpoint(&self) -> &quinn::Endpoint {
@@ -197,10 +245,21 @@ impl Transport {
     }
 
     /// Smoothed RTT to each connected peer, as QUIC measures it (not to a
-    /// peer whose link is cut: its idle connection says nothing).
+    /// peer whose link is cut or who is silent: its last RTT says nothing
+    /// about now).
     pub fn rtts(&self) -> HashMap<NodeId, Duration> {
+        let silent = self.silent();
         let conns = self.conns.lock().expect("connection pool lock");
-        conns.iter().filter(|(id, c)| c.close_reason().is_none() && self.allows(**id)).map(|(id, c)| (*id, c.rtt())).collect()
+        conns.iter().filter(|(id, c)| c.close_reason().is_none() && self.allows(**id) && !silent.contains(id)).map(|(id, c)| (*id, c.rtt())).collect()
+    }
+
+    /// Peers whose open connection has received nothing, not even the
+    /// answer to a keep-alive, for [`SILENT_AFTER`]. Work that can go to
+    /// another peer asks these last: a request to one would wait for the
+    /// heal or QUIC's idle timeout.
+    pub fn silent(&self) -> BTreeSet<NodeId> {
+        let heard = self.heard.lock().expect("heard lock");
+        heard.iter().filter(|(_, h)| h.at.elapsed() > SILENT_AFTER).map(|(id, _)| *id).collect()
     }
 
     pub fn close(&self) {
