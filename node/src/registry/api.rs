@@ -329,13 +329,14 @@ impl NodeRegistry {
             self.record_blob(access, repo, digest, size).await
         };
         let sealed = async {
-            match sealing {
+            Ok(match sealing {
                 Some(s) => s.await.ok(),
                 None => None,
-            }
+            })
         };
-        let (recorded, sealed) = tokio::join!(record, sealed);
-        recorded?;
+        // A refused record (a node cut off from the majority refuses at
+        // once) answers at once too, not after the copies' sealing.
+        let ((), sealed) = tokio::try_join!(record, sealed)?;
         if let Some(p) = sealed {
             p.record(digest);
         }
