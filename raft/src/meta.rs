@@ -879,8 +879,9 @@ impl MetaNodeHandle {
     /// under way when a partition began gets no answer until the heal (a
     /// dropped path, not a refused connection); raced against this, the
     /// client hears that this node is cut off when the node knows it,
-    /// about two leases after the cut, not when the partition heals.
-    async fn refusing(&self) -> String {
+    /// about two leases after the cut, not when the partition heals. Work
+    /// that only leads up to a write (a push's blob copies) races it too.
+    pub async fn refusing(&self) -> String {
         loop {
             if let Some(why) = self.refuses_writes() {
                 return why;

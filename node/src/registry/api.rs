@@ -842,17 +842,9 @@ impl Registry for NodeRegistry {
         // as soon as it knows, instead of holding the client until the copy
         // timeout or the heal.
         let copies = self.replicator.ensure_copies(&sized);
-        let cut_off = async {
-            loop {
-                if let Some(why) = self.meta.refuses_writes() {
-                    return why;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
         tokio::select! {
             copied = copies => copied.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {e}")))?,
-            why = cut_off => return Err(ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {why}"))),
+            why = self.meta.refusing() => return Err(ApiError::new(ErrorCode::Unavailable, format!("push not acknowledged: {why}"))),
         }
         let tag = match reference {
             Reference::Tag(t) => Some(t.clone()),
