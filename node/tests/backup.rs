@@ -87,10 +87,7 @@ fn a_backup_taken_during_pushes_restores_into_a_new_cluster_with_every_blob() {
     // A new cluster from the backup, on new addresses, three nodes.
     let fresh = c.root.path().join("restored");
     let ip = "127.0.0.6";
-    let (http, peer) = {
-        let (h, p) = free_port_pair(ip);
-        (format!("{ip}:{h}"), format!("{ip}:{p}"))
-    };
+    let (http, peer) = free_addr_pair(ip);
     let f1 = fresh.join("n1");
     let restored = ok(&[
         "cluster",
@@ -113,10 +110,7 @@ fn a_backup_taken_during_pushes_restores_into_a_new_cluster_with_every_blob() {
     let mut https = vec![http];
     for (i, region) in [(7, "us-east"), (8, "ap-south")] {
         let ip = format!("127.0.0.{i}");
-        let (h, p) = {
-            let (h, p) = free_port_pair(&ip);
-            (format!("{ip}:{h}"), format!("{ip}:{p}"))
-        };
+        let (h, p) = free_addr_pair(&ip);
         let dir = fresh.join(format!("n{i}"));
         ok(&["cluster", "join", "--data-dir", dir.to_str().unwrap(), "--region", region, "--http", &h, "--peer", &p, "--seed", &peer, "--token", &token]);
         procs.push(Proc::start(&dir));

@@ -14,10 +14,7 @@ fn three_regions_through_the_cli_survive_a_killed_leader() {
     let dirs: Vec<PathBuf> = (1..=3).map(|i| root.path().join(format!("n{i}"))).collect();
     let regions = ["eu-west", "us-east", "ap-south"];
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let addr = |i: usize| {
-        let (h, p) = free_port_pair(ips[i]);
-        (format!("{}:{h}", ips[i]), format!("{}:{p}", ips[i]))
-    };
+    let addr = |i: usize| free_addr_pair(ips[i]);
 
     let pw = root.path().join("admin.pw");
     std::fs::write(&pw, "correct horse battery\n").unwrap();

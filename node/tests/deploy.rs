@@ -303,10 +303,7 @@ fn the_debian_package_installs_on_a_fresh_debian_and_runs_a_node() {
 
     // A node made and run as the berth user, as the postinst says.
     let ip = "127.0.0.58";
-    let (http, peer) = {
-        let (h, p) = free_port_pair(ip);
-        (format!("{ip}:{h}"), format!("{ip}:{p}"))
-    };
+    let (http, peer) = free_addr_pair(ip);
     std::fs::write(root.join("tmp/pw"), "package-admin-pw").unwrap();
     run(&mut chroot(&["chmod", "0644", "/tmp/pw"]));
     let as_berth = |args: &[&str]| {

@@ -96,10 +96,7 @@ fn a_survivor_of_a_lost_majority_recovers_every_committed_tag_and_new_nodes_join
     let mut fresh = Vec::new();
     for i in 4..=5 {
         let ip = format!("127.0.0.{i}");
-        let (http, peer) = {
-            let (h, p) = free_port_pair(&ip);
-            (format!("{ip}:{h}"), format!("{ip}:{p}"))
-        };
+        let (http, peer) = free_addr_pair(&ip);
         let dir = c.root.path().join(format!("n{i}"));
         let region = REGIONS[i % REGIONS.len()];
         ok(&[

@@ -326,19 +326,22 @@ impl Inner {
         heard.max(led)
     }
 
-    /// While this node leads, when a majority last acknowledged it; the
-    /// moment is kept for after it steps down.
-    fn note_leader_acked(&self) -> Option<Instant> {
-        let ms = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            (m.current_leader == Some(self.id)).then_some(m.millis_since_quorum_ack).flatten()?
-        };
+    /// While this node leads, when a majority last acknowledged it.
+    fn leader_acked(&self) -> Option<Instant> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let ms = (m.current_leader == Some(self.id)).then_some(m.millis_since_quorum_ack).flatten()?;
         let now = Instant::now();
-        let acked = now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
-        let mut led = self.led_acked.lock().expect("led_acked lock");
-        *led = (*led).max(Some(acked));
-        Some(acked)
+        Some(now.checked_sub(Duration::from_millis(ms)).unwrap_or(now))
+    }
+
+    /// Keeps [`Inner::leader_acked`] for after this node steps down (the
+    /// election loop calls it while the node leads).
+    fn note_leader_acked(&self) {
+        if let Some(acked) = self.leader_acked() {
+            let mut led = self.led_acked.lock().expect("led_acked lock");
+            *led = (*led).max(Some(acked));
+        }
     }
 
     /// Notes whether this node knows it is cut off from a majority.
@@ -502,7 +505,7 @@ impl MetaNodeHandle {
     /// before it led: that one may be long past, and a node that takes it
     /// for its last contact refuses tokens issued while it led.
     pub fn last_in_touch(&self) -> Instant {
-        if let Some(acked) = self.inner.note_leader_acked() {
+        if let Some(acked) = self.inner.leader_acked() {
             return acked;
         }
         self.inner.last_contact().unwrap_or(self.inner.started)

@@ -25,13 +25,13 @@ pub fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// Two different free ports on `ip` (a node's HTTP and peer ports): both
-/// are held until both are picked, since two calls of [`free_port`] in a
-/// row may be given the same port.
-pub fn free_port_pair(ip: &str) -> (u16, u16) {
+/// A node's HTTP and peer addresses on `ip`, on two different free ports:
+/// both are held until both are picked, since two calls of [`free_port`]
+/// in a row may be given the same port.
+pub fn free_addr_pair(ip: &str) -> (String, String) {
     let a = std::net::TcpListener::bind((ip, 0)).unwrap();
     let b = std::net::TcpListener::bind((ip, 0)).unwrap();
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+    (format!("{ip}:{}", a.local_addr().unwrap().port()), format!("{ip}:{}", b.local_addr().unwrap().port()))
 }
 
 /// A `berth node start` process, SIGKILLed when dropped.
@@ -158,8 +158,7 @@ impl ProcCluster {
         let mut c = ProcCluster { root, dirs: vec![], procs: vec![], http: vec![], peer: vec![], token: String::new(), password_file, password };
         for i in 0..n {
             let ip = format!("127.0.0.{}", i + 1);
-            let (http_port, peer_port) = free_port_pair(&ip);
-            let (http, peer) = (format!("{ip}:{http_port}"), format!("{ip}:{peer_port}"));
+            let (http, peer) = free_addr_pair(&ip);
             let dir = c.root.path().join(format!("n{}", i + 1));
             let d = dir.to_str().unwrap().to_string();
             let region = REGIONS[i % REGIONS.len()];
