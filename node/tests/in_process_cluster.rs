@@ -295,10 +295,12 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
     let victim = 3;
     // The victim pushed a blob before: its blob service is known to the others.
     push(c.node(victim), "before/removal", "x", 1).await;
-    // Two blobs only node 1 keeps (on demand): the victim may fetch the
-    // first while a member, and is refused the second once removed.
-    let lazy = berth_raft::command::Placement::OnDemand;
-    c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetPlacement { namespace: "lazy".into(), placement: lazy }).await.unwrap();
+    // Two blobs kept in nodes 1 and 2's regions only, so the victim (in the
+    // third) never holds them unless it fetches them: it may fetch the first
+    // while a member, and is refused the second once removed. (Placed on
+    // demand, a push's second copy may land on the victim.)
+    let elsewhere = berth_raft::command::Placement::Regions(vec!["region-1".into(), "region-2".into()]);
+    c.node(1).meta.write(berth_raft::Actor::OPERATOR, berth_raft::MetaCommand::SetPlacement { namespace: "lazy".into(), placement: elsewhere }).await.unwrap();
     let blobs: Vec<Vec<u8>> = (0..2u8).map(|i| vec![i; 64 << 10]).collect();
     let mut digests = vec![];
     for b in &blobs {
@@ -311,6 +313,9 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
             rec.is_some_and(|b| b.holders.contains(&1))
         })
         .await;
+    }
+    for d in &digests {
+        assert!(c.node(victim).replicator.store().stat(d).await.unwrap().is_none(), "the victim holds {d} before fetching it");
     }
     let fetch = |d: &berth_common::Digest| c.node(victim).replicator.fetch(d, 64 << 10, Some(1));
     fetch(&digests[0]).wait().await.expect("a member fetches from another member");
@@ -325,8 +330,12 @@ async fn a_removed_node_is_refused_although_its_certificate_checks_out() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Its blob connections are refused too: node 1 still holds the second
-    // blob, and will not serve it.
+    // Its blob connections are refused too, once every other holder has
+    // applied the removal: nodes 1 and 2 still hold the second blob, and
+    // will not serve it.
+    for id in [1, 2] {
+        eventually(T, "the holders have applied the removal", || async { berth_raft::state::node_removed(&c.node(id).meta.state(), victim).unwrap() }).await;
+    }
     let refused = fetch(&digests[1]).wait().await;
     assert!(refused.is_err(), "a removed node fetched a blob: {refused:?}");
     assert!(c.node(victim).replicator.store().stat(&digests[1]).await.unwrap().is_none());
