@@ -70,9 +70,10 @@ pub(crate) fn write_record(w: &mut impl Write, key: &[u8], value: &[u8]) -> io::
 }
 
 /// Reads a whole snapshot of format `version`, handing each record to
-/// `each` in order; refuses another version, a field over the size bound,
+/// `each` in order (an error from `each` stops the read and is returned);
+/// refuses another version, a field over the size bound,
 /// a short file and bytes after the last record.
-pub(crate) fn read_records(r: &mut impl Read, version: u8, mut each: impl FnMut(Vec<u8>, Vec<u8>)) -> io::Result<u64> {
+pub(crate) fn read_records(r: &mut impl Read, version: u8, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>) -> io::Result<u64> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut v = [0u8; 1];
     r.read_exact(&mut v)?;
@@ -95,7 +96,7 @@ pub(crate) fn read_records(r: &mut impl Read, version: u8, mut each: impl FnMut(
     for _ in 0..count {
         let key = field(r)?;
         let value = field(r)?;
-        each(key, value);
+        each(key, value)?;
     }
     let mut rest = [0u8; 1];
     if r.read(&mut rest)? != 0 {
@@ -134,7 +135,14 @@ mod tests {
         let whole = berth_common::encode_versioned(1, &SnapshotBody { records: records.clone() }).unwrap();
         assert!(streamed == whole, "byte for byte what the previous release sends");
         let mut back = Vec::new();
-        assert_eq!(read_records(&mut streamed.as_slice(), 1, |k, v| back.push((k, v))).unwrap(), records.len() as u64);
+        assert_eq!(
+            read_records(&mut streamed.as_slice(), 1, |k, v| {
+                back.push((k, v));
+                Ok(())
+            })
+            .unwrap(),
+            records.len() as u64
+        );
         assert_eq!(back, records);
         // A count past 250 uses the wide form too.
         let many: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32).map(|i| (i.to_be_bytes().to_vec(), vec![1])).collect();
@@ -153,7 +161,7 @@ mod tests {
         write_header(&mut good, 1, 2).unwrap();
         write_record(&mut good, b"a", b"1").unwrap();
         write_record(&mut good, b"b", b"2").unwrap();
-        let read = |bytes: &[u8]| read_records(&mut &bytes[..], 1, |_, _| {});
+        let read = |bytes: &[u8]| read_records(&mut &bytes[..], 1, |_, _| Ok(()));
         assert!(read(&good).is_ok());
         assert!(read(&good[..good.len() - 1]).is_err(), "cut short");
         let mut longer = good.clone();

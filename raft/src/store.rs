@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `log` | log index (u64 BE) | versioned [`Entry`] |
 //! | `raft` | `vote`, `committed`, `purged` | versioned openraft ids |
-//! | `sm_meta` | `applied`, `membership`, `snapshot_file` | versioned ids, the current snapshot's meta |
+//! | `sm_meta` | `applied`, `membership`, `snapshot_file`, `installing` | versioned ids, the current snapshot's meta, the one being installed |
 //! | `state` | see [`crate::state`] | versioned records |
 //!
 //! Invariants:
@@ -18,7 +18,13 @@
 //!   id and re-applies from there. Those batches are not synced on their own;
 //!   the WAL is shared, so the next synced log write persists them, and the
 //!   log is never purged past what was applied.
-//! - Installing a snapshot replaces the whole `state` family in one batch.
+//! - Installing a snapshot replaces the whole `state` family at once: its
+//!   records, merged with the keys present (a delete for each one the
+//!   snapshot lacks), are written to an SST file that RocksDB ingests
+//!   whole, so no reader sees half of it and no write batch or memtable
+//!   ever holds the whole state. `installing` names the snapshot from
+//!   before the ingest until its applied id is written; a start that finds
+//!   it finishes the install from the kept file first.
 //! - A snapshot's bytes live in a file, `snapshots/<id>.snap` inside the
 //!   database directory, written and read one record at a time
 //!   ([`crate::snapshot_file`]); `snapshot_file` names the current one.
@@ -34,7 +40,7 @@ use std::sync::Arc;
 use berth_common::{decode_versioned, encode_versioned, NodeId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::command::{MetaRequest, MetaResponse};
@@ -58,6 +64,9 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 /// The current snapshot's meta; its bytes are in [`snapshot_path`].
 const KEY_SNAPSHOT_FILE: &[u8] = b"snapshot_file";
+/// The meta of a snapshot whose install began and has not ended; its
+/// bytes are in [`snapshot_path`].
+const KEY_INSTALLING: &[u8] = b"installing";
 
 /// The most WAL bytes kept before the oldest file's families are flushed.
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
@@ -96,7 +105,9 @@ pub struct RocksStore {
 }
 
 impl RocksStore {
-    pub fn open(path: &Path) -> Result<RocksStore, rocksdb::Error> {
+    /// Opens the database at `path`, first finishing a snapshot install
+    /// that a stop interrupted.
+    pub fn open(path: &Path) -> std::io::Result<RocksStore> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -113,8 +124,13 @@ impl RocksStore {
         opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
         let cfs =
             [CF_LOG, CF_RAFT, CF_SM_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, if n == CF_STATE { state_options() } else { Options::default() }));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(RocksStore { db: Arc::new(db), watches: Watches::default(), snapshots: path.join("snapshots") })
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(std::io::Error::other)?;
+        let store = RocksStore { db: Arc::new(db), watches: Watches::default(), snapshots: path.join("snapshots") };
+        if let Some(meta) = get_value::<SnapshotMeta>(&store.db, CF_SM_META, KEY_INSTALLING).map_err(std::io::Error::other)? {
+            tracing::warn!(snapshot_id = %meta.snapshot_id, "finishing the install of a snapshot that a stop interrupted");
+            store.state_machine().finish_install(&meta).map_err(std::io::Error::other)?;
+        }
+        Ok(store)
     }
 
     pub fn log_store(&self) -> RocksLogStore {
@@ -628,6 +644,82 @@ impl RocksStateMachine {
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 
+    /// Makes the snapshot `meta`, whose bytes are in its file, the applied
+    /// state and the current snapshot. Run again after a stop part way, it
+    /// ends in the same place.
+    fn finish_install(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let db = &self.db;
+        let path = snapshot_path(&self.snapshots, meta);
+        let records = self.replace_state(&path).map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
+        batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+        batch.delete_cf(cf(db, CF_SM_META), KEY_INSTALLING);
+        self.make_current(meta, &path, batch)?;
+        self.watches.replaced();
+        tracing::info!(snapshot_id = %meta.snapshot_id, records, "installed metadata snapshot");
+        Ok(())
+    }
+
+    /// Replaces the `state` family with the records of the snapshot file at
+    /// `path` in one step: the records, merged in key order with the keys
+    /// present, become one SST of puts (every record) and deletes (every
+    /// present key the snapshot lacks) that RocksDB ingests whole. Memory
+    /// stays at a block or so whatever the size of the state. Returns the
+    /// number of records.
+    fn replace_state(&self, path: &Path) -> std::io::Result<u64> {
+        let db = &self.db;
+        let state_cf = cf(db, CF_STATE);
+        let rocks = std::io::Error::other;
+        let sst_path = self.snapshots.join(format!("ingest-{}.sst", self.snapshot_seq.fetch_add(1, Ordering::Relaxed)));
+        let opts = state_options();
+        let mut sst = SstFileWriter::create(&opts);
+        sst.open(&sst_path).map_err(rocks)?;
+        let mut entries = 0u64;
+        let records = {
+            let mut present = db.iterator_cf(state_cf, IteratorMode::Start);
+            let mut next_present = || present.next().transpose().map(|kv| kv.map(|(k, _)| k)).map_err(rocks);
+            let mut cursor = next_present()?;
+            let mut last: Option<Vec<u8>> = None;
+            let file = std::fs::File::open(path)?;
+            let records = snapshot_file::read_records(&mut BufReader::with_capacity(1 << 20, file), SNAPSHOT_VERSION, |k, v| {
+                if last.as_ref().is_some_and(|l| *l >= k) {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "snapshot records are not in strictly increasing key order"));
+                }
+                while cursor.as_deref().is_some_and(|p| p < k.as_slice()) {
+                    sst.delete(cursor.take().expect("checked above")).map_err(rocks)?;
+                    entries += 1;
+                    cursor = next_present()?;
+                }
+                if cursor.as_deref() == Some(k.as_slice()) {
+                    cursor = next_present()?;
+                }
+                sst.put(&k, &v).map_err(rocks)?;
+                entries += 1;
+                last = Some(k);
+                Ok(())
+            })?;
+            while let Some(p) = cursor.take() {
+                sst.delete(p).map_err(rocks)?;
+                entries += 1;
+                cursor = next_present()?;
+            }
+            records
+        };
+        if entries == 0 {
+            // Nothing present and nothing to put: RocksDB writes no empty SST.
+            drop(sst);
+            let _ = std::fs::remove_file(&sst_path);
+            return Ok(records);
+        }
+        sst.finish().map_err(rocks)?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_cf_opts(state_cf, &ingest, vec![&sst_path]).map_err(rocks)?;
+        let _ = std::fs::remove_file(&sst_path);
+        Ok(records)
+    }
+
     /// Records `meta` (its bytes at `path`) as the current snapshot, with
     /// the rest of `batch`, and removes every other snapshot file. A file
     /// still being sent or received stays readable through its open handle.
@@ -782,19 +874,10 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         // Waits for writes still in flight on the handle.
         let mut file = snapshot.into_std().await;
         blocking(move || {
-            let db = &me.db;
             let signature = meta.signature();
             let snap_err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, e);
-            let mut batch = WriteBatch::default();
-            let state_cf = cf(db, CF_STATE);
-            for item in db.iterator_cf(state_cf, IteratorMode::Start) {
-                let (k, _) = item.map_err(read_err)?;
-                batch.delete_cf(state_cf, k);
-            }
-            file.seek(SeekFrom::Start(0)).map_err(snap_err)?;
-            let count = snapshot_file::read_records(&mut BufReader::with_capacity(1 << 20, &file), SNAPSHOT_VERSION, |k, v| batch.put_cf(state_cf, k, v))
-                .map_err(snap_err)?;
-            // Kept as this node's current snapshot, for nodes it may serve.
+            // Kept as this node's current snapshot, for nodes it may serve,
+            // and for a restart to finish the install from.
             let path = snapshot_path(&me.snapshots, &meta);
             let part = path.with_extension("part");
             file.seek(SeekFrom::Start(0)).map_err(snap_err)?;
@@ -802,12 +885,8 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             std::io::copy(&mut file, &mut copy).map_err(snap_err)?;
             copy.sync_all().map_err(snap_err)?;
             std::fs::rename(&part, &path).map_err(snap_err)?;
-            batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
-            batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-            me.make_current(&meta, &path, batch)?;
-            me.watches.replaced();
-            tracing::info!(snapshot_id = %meta.snapshot_id, records = count, "installed metadata snapshot");
-            Ok(())
+            me.db.put_cf_opt(cf(&me.db, CF_SM_META), KEY_INSTALLING, encode(&meta)?, &sync_write()).map_err(write_err)?;
+            me.finish_install(&meta)
         })
         .await
     }
@@ -954,6 +1033,79 @@ mod tests {
         assert!(old.db.get_cf(cf(&old.db, CF_SM_META), KEY_SNAPSHOT).unwrap().is_none(), "moved into a file");
         let again = old.state_machine().get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(again.meta, meta);
+    }
+
+    /// An install leaves exactly the snapshot's records, whatever the node
+    /// held before (keys the snapshot lacks, older values, in memtables and
+    /// in SSTs), and a stop part way through, before or after the ingest,
+    /// is finished at the next start: the same records, the snapshot's
+    /// applied id, nothing left marked as installing.
+    #[tokio::test]
+    async fn an_install_replaces_the_whole_state_and_a_stop_part_way_is_finished_at_the_next_start() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let applied = LogId::new(openraft::CommittedLeaderId::new(3, 1), 42);
+        store.db.put_cf(cf(&store.db, CF_SM_META), KEY_APPLIED, encode(&Some(applied)).unwrap()).unwrap();
+        for i in 0..2000u32 {
+            store.db.put_cf(cf(&store.db, CF_STATE), format!("k{i:05}"), vec![i as u8; (i % 200) as usize]).unwrap();
+        }
+        let built = store.state_machine().build_snapshot().await.unwrap();
+        let meta = built.meta.clone();
+        let mut bytes = Vec::new();
+        { built.snapshot }.read_to_end(&mut bytes).await.unwrap();
+        let want = store.state().scan_raw(b"").unwrap();
+        assert_eq!(want.len(), 2000);
+
+        // What a node held before: keys before, between and after the
+        // snapshot's, and older values of its own; half flushed to an SST.
+        let held = |s: &RocksStore| {
+            let state = cf(&s.db, CF_STATE);
+            for (k, v) in [("a-gone", "x"), ("k00005", "old"), ("k00999x", "between")] {
+                s.db.put_cf(state, k, v).unwrap();
+            }
+            s.db.flush_cf(state).unwrap();
+            for (k, v) in [("k01500", "old"), ("z-gone", "y")] {
+                s.db.put_cf(state, k, v).unwrap();
+            }
+        };
+        let applied_of = |s: &RocksStore| get_value::<Option<LogId>>(&s.db, CF_SM_META, KEY_APPLIED).unwrap().flatten();
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = RocksStore::open(other_dir.path()).unwrap();
+        held(&other);
+        let mut sm = other.state_machine();
+        let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes).await.unwrap();
+        sm.install_snapshot(&meta, incoming).await.unwrap();
+        assert!(other.state().scan_raw(b"").unwrap() == want, "exactly the snapshot's records");
+        assert_eq!(applied_of(&other), Some(applied));
+        assert!(get_value::<SnapshotMeta>(&other.db, CF_SM_META, KEY_INSTALLING).unwrap().is_none());
+        let files: Vec<_> = std::fs::read_dir(other_dir.path().join("snapshots")).unwrap().map(|f| f.unwrap().file_name()).collect();
+        assert_eq!(files.len(), 1, "only the current snapshot is left: {files:?}");
+
+        // Stopped after keeping the file and marking the install, before
+        // the ingest; and stopped after the ingest, before the applied id.
+        for ingested in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let node = RocksStore::open(dir.path()).unwrap();
+                held(&node);
+                std::fs::create_dir_all(&node.snapshots).unwrap();
+                std::fs::write(snapshot_path(&node.snapshots, &meta), &bytes).unwrap();
+                node.db.put_cf_opt(cf(&node.db, CF_SM_META), KEY_INSTALLING, encode(&meta).unwrap(), &sync_write()).unwrap();
+                if ingested {
+                    node.state_machine().replace_state(&snapshot_path(&node.snapshots, &meta)).unwrap();
+                    assert!(node.state().scan_raw(b"").unwrap() == want);
+                }
+                assert_eq!(applied_of(&node), None, "stopped before the applied id was written");
+            }
+            let node = RocksStore::open(dir.path()).unwrap();
+            assert!(node.state().scan_raw(b"").unwrap() == want, "ingested before the stop: {ingested}");
+            assert_eq!(applied_of(&node), Some(applied));
+            assert!(get_value::<SnapshotMeta>(&node.db, CF_SM_META, KEY_INSTALLING).unwrap().is_none());
+            assert_eq!(node.state_machine().get_current_snapshot().await.unwrap().unwrap().meta, meta);
+        }
     }
 
     #[tokio::test]
