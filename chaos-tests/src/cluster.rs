@@ -45,8 +45,18 @@ pub fn berth_of(bin: &Path, args: &[&str]) -> std::process::Output {
     Command::new(bin).args(args).env("BERTH_LOG", "warn").output().expect("run berth")
 }
 
-fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).expect("bind a free port").local_addr().expect("local addr").port()
+/// A node's HTTP and peer ports on `ip`, held until the caller lets them go
+/// (after binding its own WAN proxy there, which must take neither): both
+/// free on TCP, and the peer port on UDP too, for QUIC.
+fn hold_ports(ip: IpAddr) -> (std::net::TcpListener, std::net::TcpListener, std::net::UdpSocket) {
+    loop {
+        let http = std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
+        let peer = std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
+        let port = peer.local_addr().expect("local addr").port();
+        if let Ok(quic) = std::net::UdpSocket::bind((ip, port)) {
+            return (http, peer, quic);
+        }
+    }
 }
 
 /// Round-trip times between regions; a region to itself is `local`.
@@ -244,9 +254,11 @@ impl Cluster {
         let index = self.nodes.len();
         assert!(index < 250, "at most 250 nodes");
         let ip: IpAddr = format!("127.0.1.{}", index + 1).parse().expect("loopback address");
-        let http = SocketAddr::new(ip, free_port(ip));
-        let peer = SocketAddr::new(ip, free_port(ip));
+        let held = hold_ports(ip);
+        let http = held.0.local_addr().expect("local addr");
+        let peer = held.1.local_addr().expect("local addr");
         let proxy = self.wan.proxy(SocketAddr::new(ip, 0), peer, index).await.expect("start the node's WAN proxy");
+        drop(held);
         self.wan.add_host(index, ip);
         if let Some(e) = self.topology.egress {
             self.wan.set_egress(index, e);

@@ -316,10 +316,11 @@ async fn inject(s: Scenario, c: &mut Cluster, wl: &Workload, rng: &mut rand::rng
             c.restart(leader);
         }
         Scenario::RegionCut => {
-            // A region without the leader, so the cut is the minority's view.
+            // A region without the leader, so the cut is the minority's
+            // view: the leader as of the cut, not as of the start.
+            until(t0 + len / 4).await;
             let leader = c.leader().expect("a leader before the fault");
             let region = c.nodes.iter().find(|n| n.index != leader).expect("a follower").region.clone();
-            until(t0 + len / 4).await;
             c.cut_off(&region);
             let from = Instant::now();
             f.affected = c.in_region(&region);

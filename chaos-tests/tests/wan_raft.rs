@@ -61,14 +61,17 @@ async fn three_regions_150ms_apart_with_default_timing_elect_replicate_and_commi
         assert!(started.elapsed() < Duration::from_secs(30), "no 3 voters across 150 ms links: {:?}", n1.meta.view());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut worst = Duration::ZERO;
+    let mut took = Vec::new();
     for i in 0..10 {
         let t = Instant::now();
         n1.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Probe { at_ms: i }).await.unwrap();
-        worst = worst.max(t.elapsed());
+        took.push(t.elapsed());
     }
-    // A commit needs one round trip to a follower; it should not need many.
-    assert!(worst >= RTT && worst < RTT * 4, "worst commit {worst:?} at {RTT:?} RTT");
+    took.sort();
+    // A commit needs one round trip to a follower; it should not need two.
+    // The median says so; one slow fsync on a busy machine may not.
+    let (fastest, median) = (took[0], took[took.len() / 2]);
+    assert!(fastest >= RTT && median < RTT * 2, "commits took {took:?} at {RTT:?} RTT");
     for n in [n3, n2, n1] {
         n.shutdown().await;
     }

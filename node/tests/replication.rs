@@ -153,16 +153,21 @@ async fn a_holder_killed_mid_transfer_and_the_fetch_goes_on_from_another() {
 async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
     let c = Cluster::with_replication(3, fast_config(), Some(repl(Some(2)))).await;
     c.wait_voters(&[1, 2, 3], T).await;
-    // Node 3 is cut off: it gets no pipelined copy and cannot fetch.
-    c.filter.isolate(3, [1, 2]);
+    // The liar leads, so the node it alone reaches can still apply the
+    // blob's record and pass a read barrier.
+    let liar = c.wait_leader(T).await;
+    let mut others = c.nodes.keys().copied().filter(|id| *id != liar);
+    let (honest, pulling) = (others.next().unwrap(), others.next().unwrap());
+    // The pulling node is cut off: it gets no pipelined copy and cannot fetch.
+    c.filter.isolate(pulling, [liar, honest]);
     let blob = data(2 << 20, 4);
-    let d = reg(c.node(1)).blob("bad/app", &blob).await;
-    wait_held(&c, &[1, 2], &d).await;
-    c.node(1).replicator.faults().corrupt_served.store(true, Ordering::Relaxed);
+    let d = reg(c.node(liar)).blob("bad/app", &blob).await;
+    wait_held(&c, &[liar, honest], &d).await;
+    c.node(liar).replicator.faults().corrupt_served.store(true, Ordering::Relaxed);
     // Only the liar is reachable at first.
-    c.filter.restore(3, 1);
-    c.filter.restore(1, 3);
-    let r3 = reg(c.node(3));
+    c.filter.restore(pulling, liar);
+    c.filter.restore(liar, pulling);
+    let r3 = reg(c.node(pulling));
     let path = format!("/v2/bad/app/blobs/{d}");
     // The first pull follows the liar's bytes: it must not end as a complete body.
     let first = tokio::spawn({
@@ -174,15 +179,15 @@ async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
             resp.bytes().await.map(|b| (status, b.to_vec())).map_err(|e| e.to_string())
         }
     });
-    eventually(T, "the bad copy is detected", || async { c.node(3).replicator.stats().corrupt.load(Ordering::Relaxed) > 0 }).await;
-    assert!(!holds(&c, 3, &d).await, "the bad copy was not stored");
+    eventually(T, "the bad copy is detected", || async { c.node(pulling).replicator.stats().corrupt.load(Ordering::Relaxed) > 0 }).await;
+    assert!(!holds(&c, pulling, &d).await, "the bad copy was not stored");
     c.filter.heal();
     match first.await.unwrap() {
         Ok((s, body)) if s == StatusCode::OK && body.len() == blob.len() => assert!(body == blob, "a complete body is always the right one"),
         Ok((s, body)) => assert!(s != StatusCode::OK || body.len() < blob.len()),
         Err(e) => eprintln!("first pull cut short, as it must be: {e}"),
     }
-    wait_held(&c, &[3], &d).await;
+    wait_held(&c, &[pulling], &d).await;
     let (s, body) = get(&r3, &format!("/v2/bad/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob, "fetched again from the honest holder");
@@ -396,7 +401,9 @@ async fn drain_moves_leadership_and_copies_what_only_the_node_held() {
     for id in &others {
         copies += holds(&c, *id, &d).await as usize;
     }
-    assert_eq!(copies, 1, "one other node holds the blob when drain returns");
+    // One, or two if the copy was slow enough for drain to ask another
+    // node as well (a hedge after 2 s).
+    assert!(copies >= 1, "another node holds the blob when drain returns");
     assert_ne!(c.wait_leader(T).await, leader);
 
     // Again: nothing left to copy; an unknown node is refused.
@@ -563,7 +570,9 @@ async fn a_pipelined_copy_that_does_not_check_out_is_discarded_and_made_on_anoth
     assert_eq!(lost.len(), 1, "one pipelined copy of the layer was lost: {lost:?}");
     let (bad, good) = (lost[0], 5 - lost[0]);
     assert!(c.node(bad).replicator.stats().corrupt.load(Ordering::Relaxed) >= 1, "node {bad} caught the corruption");
-    assert!(!holds(&c, bad, &digest).await, "the corrupted copy is discarded");
+    // Discarded; a copy there now is one fetched afterwards, by a hedged
+    // request, and must check out.
+    assert!(!holds(&c, bad, &digest).await || c.node(bad).replicator.store().verify(&digest).await.unwrap(), "the corrupted copy is discarded");
     for id in [1, good] {
         assert!(c.node(id).replicator.store().verify(&digest).await.unwrap(), "node {id} holds a verified copy");
     }

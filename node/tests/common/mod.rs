@@ -248,6 +248,24 @@ impl Cluster {
     }
 }
 
+/// Writes `cmd` through `node`, sending it again while the outcome is not
+/// known or no leader answers: an election on a busy machine must not fail
+/// a test about something else. Only for writes that end the same when
+/// applied twice.
+pub async fn write_settled(node: &RunningNode, cmd: MetaCommand) -> MetaResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match node.meta.write(berth_raft::Actor::OPERATOR, cmd.clone()).await {
+            Ok(answer) => return answer,
+            Err(e @ (berth_raft::MetaError::Unknown(_) | berth_raft::MetaError::Unavailable(_))) => {
+                assert!(tokio::time::Instant::now() < deadline, "{cmd:?} through node {}: {e}", node.config.node_id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{cmd:?} through node {}: {e}", node.config.node_id),
+        }
+    }
+}
+
 /// A manifest and a tag pointing at it: what a push leaves in the metadata
 /// (with the namespace and repository a push makes first, if missing).
 pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
@@ -256,9 +274,10 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
     if let Some((ns, _)) = repo.split_once('/') {
         let org = OrgRecord { name: ns.into(), email: None, created_at_ms: 0 };
         // Refused when it exists: fine either way.
-        node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await.unwrap();
+        write_settled(node, MetaCommand::Identity(IdentityCommand::CreateOrg { org, owner: None })).await;
     }
-    node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0)))).await.unwrap();
+    // Refused when it exists: fine either way.
+    write_settled(node, MetaCommand::Identity(IdentityCommand::CreateRepository(RepositoryRecord::new(repo, 0)))).await;
     let bytes = format!("{{\"schemaVersion\":2,\"n\":{n}}}").into_bytes();
     let digest = Digest::sha256_of(&bytes);
     let manifest = ManifestRecord {
@@ -271,9 +290,9 @@ pub async fn push(node: &RunningNode, repo: &str, tag: &str, n: u64) -> Digest {
         subject: None,
         pushed_at_ms: n,
     };
-    assert_eq!(node.meta.write(berth_raft::Actor::OPERATOR, MetaCommand::PutManifest { record: manifest, tag: None }).await.unwrap(), MetaResponse::Done);
+    assert_eq!(write_settled(node, MetaCommand::PutManifest { record: manifest, tag: None }).await, MetaResponse::Done);
     let tag_cmd = MetaCommand::SetTag { repo: repo.into(), tag: tag.into(), digest: digest.clone(), pushed_at_ms: n, if_current: None };
-    assert_eq!(node.meta.write(berth_raft::Actor::OPERATOR, tag_cmd).await.unwrap(), MetaResponse::Done);
+    assert_eq!(write_settled(node, tag_cmd).await, MetaResponse::Done);
     digest
 }
 
