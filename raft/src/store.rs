@@ -648,9 +648,16 @@ impl RocksStateMachine {
     /// state and the current snapshot. Run again after a stop part way, it
     /// ends in the same place.
     fn finish_install(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        let db = &self.db;
         let path = snapshot_path(&self.snapshots, meta);
         let records = self.replace_state(&path).map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        self.complete_install(meta, records)
+    }
+
+    /// The last step of an install, once the state is the snapshot's: its
+    /// applied id and membership, and it becomes the current snapshot.
+    fn complete_install(&self, meta: &SnapshotMeta, records: u64) -> Result<(), StorageError> {
+        let db = &self.db;
+        let path = snapshot_path(&self.snapshots, meta);
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
         batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
@@ -886,7 +893,17 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             copy.sync_all().map_err(snap_err)?;
             std::fs::rename(&part, &path).map_err(snap_err)?;
             me.db.put_cf_opt(cf(&me.db, CF_SM_META), KEY_INSTALLING, encode(&meta)?, &sync_write()).map_err(write_err)?;
-            me.finish_install(&meta)
+            let records = match me.replace_state(&path) {
+                Ok(records) => records,
+                Err(e) => {
+                    // Nothing was ingested (the ingest is the last step,
+                    // and all or nothing): the state is as it was, so the
+                    // mark goes and no start tries this snapshot again.
+                    me.db.delete_cf_opt(cf(&me.db, CF_SM_META), KEY_INSTALLING, &sync_write()).map_err(write_err)?;
+                    return Err(snap_err(e));
+                }
+            };
+            me.complete_install(&meta, records)
         })
         .await
     }
@@ -1039,7 +1056,8 @@ mod tests {
     /// held before (keys the snapshot lacks, older values, in memtables and
     /// in SSTs), and a stop part way through, before or after the ingest,
     /// is finished at the next start: the same records, the snapshot's
-    /// applied id, nothing left marked as installing.
+    /// applied id, nothing left marked as installing. A snapshot that does
+    /// not read whole changes nothing.
     #[tokio::test]
     async fn an_install_replaces_the_whole_state_and_a_stop_part_way_is_finished_at_the_next_start() {
         use tokio::io::AsyncReadExt;
@@ -1106,6 +1124,25 @@ mod tests {
             assert!(get_value::<SnapshotMeta>(&node.db, CF_SM_META, KEY_INSTALLING).unwrap().is_none());
             assert_eq!(node.state_machine().get_current_snapshot().await.unwrap().unwrap().meta, meta);
         }
+
+        // A snapshot that does not read to its end changes nothing and
+        // leaves no mark for the next start to trip on.
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let node = RocksStore::open(dir.path()).unwrap();
+            held(&node);
+            let before = node.state().scan_raw(b"").unwrap();
+            let mut sm = node.state_machine();
+            let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes[..bytes.len() / 2]).await.unwrap();
+            assert!(sm.install_snapshot(&meta, incoming).await.is_err(), "half a snapshot is refused");
+            assert!(node.state().scan_raw(b"").unwrap() == before);
+            assert!(get_value::<SnapshotMeta>(&node.db, CF_SM_META, KEY_INSTALLING).unwrap().is_none());
+            before
+        };
+        let node = RocksStore::open(dir.path()).unwrap();
+        assert!(node.state().scan_raw(b"").unwrap() == before, "what it held before");
+        assert_eq!(applied_of(&node), None);
     }
 
     #[tokio::test]
