@@ -167,14 +167,14 @@ async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
     // Only the liar is reachable at first.
     c.filter.restore(pulling, liar);
     c.filter.restore(liar, pulling);
-    let r3 = reg(c.node(pulling));
+    let puller = reg(c.node(pulling));
     let path = format!("/v2/bad/app/blobs/{d}");
     // The first pull follows the liar's bytes: it must not end as a complete body.
     let first = tokio::spawn({
-        let r3 = r3.clone();
+        let puller = puller.clone();
         let path = path.clone();
         async move {
-            let resp = r3.req(Method::GET, &path).send().await.map_err(|e| e.to_string())?;
+            let resp = puller.req(Method::GET, &path).send().await.map_err(|e| e.to_string())?;
             let status = resp.status();
             resp.bytes().await.map(|b| (status, b.to_vec())).map_err(|e| e.to_string())
         }
@@ -188,7 +188,7 @@ async fn a_peer_serving_corrupted_bytes_is_never_trusted() {
         Err(e) => eprintln!("first pull cut short, as it must be: {e}"),
     }
     wait_held(&c, &[pulling], &d).await;
-    let (s, body) = get(&r3, &format!("/v2/bad/app/blobs/{d}")).await;
+    let (s, body) = get(&puller, &format!("/v2/bad/app/blobs/{d}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body == blob, "fetched again from the honest holder");
 }
