@@ -650,19 +650,19 @@ impl RocksStateMachine {
     fn finish_install(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         let path = snapshot_path(&self.snapshots, meta);
         let records = self.replace_state(&path).map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
-        self.complete_install(meta, records)
+        self.complete_install(meta, &path, records)
     }
 
     /// The last step of an install, once the state is the snapshot's: its
-    /// applied id and membership, and it becomes the current snapshot.
-    fn complete_install(&self, meta: &SnapshotMeta, records: u64) -> Result<(), StorageError> {
+    /// applied id and membership, and it (its bytes at `path`) becomes the
+    /// current snapshot.
+    fn complete_install(&self, meta: &SnapshotMeta, path: &Path, records: u64) -> Result<(), StorageError> {
         let db = &self.db;
-        let path = snapshot_path(&self.snapshots, meta);
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, encode(&meta.last_log_id)?);
         batch.put_cf(cf(db, CF_SM_META), KEY_MEMBERSHIP, encode(&meta.last_membership)?);
         batch.delete_cf(cf(db, CF_SM_META), KEY_INSTALLING);
-        self.make_current(meta, &path, batch)?;
+        self.make_current(meta, path, batch)?;
         self.watches.replaced();
         tracing::info!(snapshot_id = %meta.snapshot_id, records, "installed metadata snapshot");
         Ok(())
@@ -903,7 +903,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
                     return Err(snap_err(e));
                 }
             };
-            me.complete_install(&meta, records)
+            me.complete_install(&meta, &path, records)
         })
         .await
     }
