@@ -265,9 +265,18 @@ async fn run_elections(inner: std::sync::Weak<Inner>) {
         if Instant::now() < at {
             continue;
         }
-        last_try = Some(Instant::now());
+        let began = Instant::now();
+        last_try = Some(began);
         let canvass = inner.canvass().await;
         inner.set_cut_off(canvass == Canvass::Unreachable);
+        *inner.last_round.lock().expect("last_round lock") = Some((began, canvass));
+        // A leader heard while the round was out (a peer that won the
+        // election this node's round was part of) is followed, not
+        // challenged: campaigning now would only depose it.
+        if inner.last_contact().is_some_and(|heard| heard > began) {
+            tracing::debug!(node_id = inner.id, "a leader was heard during the pre-vote round; not campaigning");
+            continue;
+        }
         if canvass == Canvass::Majority {
             tracing::info!(node_id = inner.id, quiet_ms = quiet_since.elapsed().as_millis() as u64, "no leader heard and a majority would vote; campaigning");
             let _ = inner.raft.trigger().elect().await;
@@ -306,6 +315,8 @@ struct Inner {
     /// Since when this node's pre-vote rounds have reached no majority of
     /// the voters, with no leader heard since (None otherwise).
     cut_off_since: Mutex<Option<Instant>>,
+    /// When this node's last pre-vote round began, and what it found.
+    last_round: Mutex<Option<(Instant, Canvass)>>,
     /// Read barriers asked for: each costs the leader a round of
     /// heartbeats, so the node exports the count.
     read_barriers: std::sync::atomic::AtomicU64,
@@ -490,6 +501,7 @@ impl MetaNodeHandle {
             read_barriers: Default::default(),
             started: Instant::now(),
             cut_off_since: Mutex::new(None),
+            last_round: Mutex::new(None),
         });
         tokio::spawn(run_elections(Arc::downgrade(&inner)));
         Ok(MetaNodeHandle { inner })
@@ -513,12 +525,31 @@ impl MetaNodeHandle {
 
     /// The wall-clock time of this node's last contact with a majority, if
     /// that was longer ago than two election timeouts (the same patience as
-    /// for writes): an election would have finished by then, so the node is
-    /// cut off and its state may miss changes made since. `None` while it
-    /// is in touch.
+    /// for writes) and the node cannot tell that it holds every committed
+    /// change, so that its state may miss changes made since. `None` while
+    /// it is in touch.
+    ///
+    /// A follower can tell from its pre-vote round begun since that
+    /// contact: a majority that would vote for it holds no log ahead of
+    /// its own, and every committed entry is on a majority, so its log has
+    /// them all (Raft's election argument); the leader it is about to elect
+    /// applies them at once. That is an ordinary election, however long it
+    /// runs on a loaded machine, and it must not turn every session and
+    /// token on the node away. A round that reached no majority (a cut), or
+    /// was refused (a leader is heard elsewhere, or a voter's log is ahead),
+    /// leaves the node out of touch; so does a drill's island. A leader
+    /// goes by the majority's acknowledgements, a learner by time alone.
     pub fn out_of_touch_since(&self) -> Option<std::time::SystemTime> {
-        let elapsed = self.last_in_touch().elapsed();
-        (elapsed > Duration::from_millis(2 * self.inner.config.election_max_ms)).then(|| std::time::SystemTime::now() - elapsed)
+        let last = self.last_in_touch();
+        let elapsed = last.elapsed();
+        if elapsed <= Duration::from_millis(2 * self.inner.config.election_max_ms) {
+            return None;
+        }
+        let voter = self.metrics().membership_config.membership().voter_ids().any(|v| v == self.inner.id);
+        let electing_follower = voter && !self.is_leader() && self.cut_off_from_quorum().is_none();
+        let round = *self.inner.last_round.lock().expect("last_round lock");
+        let round_since = round.filter(|(began, _)| *began >= last).map(|(_, found)| found);
+        (!electing_follower || round_since != Some(Canvass::Majority)).then(|| std::time::SystemTime::now() - elapsed)
     }
 
     /// Notes that this node just accepted a call from its leader (the peer
