@@ -301,6 +301,27 @@ async fn send(progress: &Progress, mut make: impl FnMut() -> reqwest::RequestBui
     false
 }
 
+/// The most entries each of `bases` has held in its log but not applied,
+/// sampled every half second until the task is aborted. A follower whose
+/// state machine falls behind its log holds the entries in between in
+/// memory, queued for applying.
+fn lag_watch(http: reqwest::Client, bases: Vec<String>) -> (tokio::task::JoinHandle<()>, Arc<std::sync::Mutex<Vec<f64>>>) {
+    let most = Arc::new(std::sync::Mutex::new(vec![0.0_f64; bases.len()]));
+    let out = most.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            for (i, base) in bases.iter().enumerate() {
+                if let Some(lag) = scrape(&http, base).await.ok().and_then(|t| metric(&t, "berth_raft_apply_lag_entries")) {
+                    let mut most = most.lock().expect("lag");
+                    most[i] = most[i].max(lag);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    (task, out)
+}
+
 /// Writes done per second over each `window` of a phase, from a sampler task.
 fn sampler(progress: Arc<Progress>, what: &'static str, total: u64) -> (tokio::task::JoinHandle<()>, Arc<std::sync::Mutex<Vec<f64>>>) {
     let rates = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -537,6 +558,7 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
 
     // Phase 1: repositories.
     eprintln!("{} repositories, {} blobs each, {} clients…", o.repos, o.blobs_per_repo, o.clients);
+    let (lags, write_lag) = lag_watch(http.clone(), bases.clone());
     let repo_progress = Arc::new(Progress::default());
     let repo_secs = write_repos(&http, &bases, &o, repo_progress.clone()).await?;
     let repos_done = repo_progress.done.load(Ordering::Relaxed);
@@ -570,6 +592,8 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     eprintln!("waiting for every node to apply every write and hold every blob…");
     let settle_s = settle(&http, &nodes, Duration::from_secs(1800)).await?;
     let rss_after_writes: Vec<(f64, f64)> = nodes.iter().map(|n| n.rss_mib()).collect();
+    lags.abort();
+    let write_lag = write_lag.lock().expect("lag").clone();
     // The scanner still works through the new manifests' queue in the background while the reads run.
     let scans_queued = metric(&scrape(&http, &bases[0]).await?, "berth_scans_queued").unwrap_or(0.0);
 
@@ -656,6 +680,7 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     let (mut n4, _) = register(&bin, &root, 4, Some((&seed, &token)))?;
     let joined_s = started.elapsed().as_secs_f64();
     n4.start(&bin)?;
+    let (n4_lags, n4_lag) = lag_watch(http.clone(), vec![n4.base()]);
     let deadline = started + Duration::from_secs(900);
     let mut seen = 0;
     // Polled every 250 ms: a scrape reads the node's whole blob table (the backlog gauge).
@@ -670,6 +695,8 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let catch_up_s = started.elapsed().as_secs_f64();
+    n4_lags.abort();
+    let n4_lag = n4_lag.lock().expect("lag")[0];
     let via_snapshot = n4.log().contains("installed metadata snapshot");
     // The leader logs the size of each snapshot it builds.
     let snapshot_bytes = nodes
@@ -703,13 +730,13 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     for (name, v) in [("tag-list page (n=1000)", &tl), ("catalog page (n=1000)", &cat), ("manifest GET by tag", &mg), ("/metrics scrape", &sc)] {
         println!("{name:<36} {:>10.2} {:>10.2} {:>10.2} {:>9}", f(v, "p50_ms"), f(v, "p99_ms"), f(v, "max_ms"), v["samples"]);
     }
-    println!("{:<10} {:>14} {:>14} {:>14} {:>14}", "node", "RSS MiB", "peak RSS MiB", "RSS at writes", "data MiB");
+    println!("{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}", "node", "RSS MiB", "peak RSS MiB", "RSS at writes", "data MiB", "most unapplied");
     for (i, n) in nodes.iter().enumerate() {
         let (rss, _, data) = per_node[i];
-        println!("{:<10} {rss:>14.0} {:>14.0} {:>14.0} {data:>14.0}", n.name, peaks[i], rss_after_writes[i].0);
+        println!("{:<10} {rss:>14.0} {:>14.0} {:>14.0} {data:>14.0} {:>14.0}", n.name, peaks[i], rss_after_writes[i].0, write_lag[i]);
     }
     let n4_data = n4.data_mib();
-    println!("{:<10} {:>14.0} {:>14.0} {:>14} {n4_data:>14.0}", "node4", n4_rss.0, n4_rss.1, "-");
+    println!("{:<10} {:>14.0} {:>14.0} {:>14} {n4_data:>14.0} {n4_lag:>14.0}", "node4", n4_rss.0, n4_rss.1, "-");
     println!(
         "4th node: caught up {catch_up_s:.1} s after `cluster join` (join itself {joined_s:.1} s) to applied index {target}; through a snapshot: {via_snapshot}{}",
         snapshot_bytes.map(|b| format!(" (largest snapshot built: {:.1} MiB)", b as f64 / 1048576.0)).unwrap_or_default()
@@ -736,8 +763,10 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     let node_rows: Vec<serde_json::Value> = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| serde_json::json!({"node": n.name, "rss_mib": per_node[i].0, "peak_rss_mib": peaks[i], "rss_after_writes_mib": rss_after_writes[i].0, "data_mib": per_node[i].2}))
-        .chain(std::iter::once(serde_json::json!({"node": "node4", "rss_mib": n4_rss.0, "peak_rss_mib": n4_rss.1, "data_mib": n4_data})))
+        .map(|(i, n)| {
+            serde_json::json!({"node": n.name, "rss_mib": per_node[i].0, "peak_rss_mib": peaks[i], "rss_after_writes_mib": rss_after_writes[i].0, "data_mib": per_node[i].2, "most_unapplied_entries": write_lag[i]})
+        })
+        .chain(std::iter::once(serde_json::json!({"node": "node4", "rss_mib": n4_rss.0, "peak_rss_mib": n4_rss.1, "data_mib": n4_data, "most_unapplied_entries": n4_lag})))
         .collect();
     let doc = serde_json::json!({
         "bench": "scale", "repos": o.repos, "tags": o.repos + tags_done, "big_repo_tags": plan.big + 1, "blob_records": o.repos * o.blobs_per_repo,

@@ -62,6 +62,42 @@ async fn three_nodes_commit_fail_over_and_rejoin() {
     c.wait_voters(&[1, 2, 3], T).await;
 }
 
+/// A follower that fell behind takes the leader's entries no faster than
+/// it applies them: openraft queues every committed entry it has not
+/// applied in memory, so it never holds more than `unapplied_entries` in
+/// its log beyond what it has applied (the leader sends up to 300 at once
+/// otherwise), and it still catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_follower_takes_entries_no_faster_than_it_applies_them() {
+    let c = Cluster::new(3, berth_raft::MetaConfig { unapplied_entries: 8, ..fast_config() }).await;
+    c.wait_voters(&[1, 2, 3], T).await;
+    let leader = c.wait_leader(T).await;
+    let cut = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    c.filter.isolate(cut, c.nodes.keys().copied().filter(|id| *id != cut));
+    let mut last = None;
+    for i in 0..60 {
+        last = Some(push(c.node(leader), "lag/app", &format!("t{i}"), i).await);
+    }
+    let target = c.node(leader).meta.view().last_log_index.unwrap();
+    let behind = target - c.node(cut).meta.view().applied_index.unwrap_or(0);
+    assert!(behind > 100, "the cut follower is only {behind} entries behind");
+    c.filter.heal();
+    let (meta, started) = (c.node(cut).meta.clone(), std::time::Instant::now());
+    let mut most = 0;
+    loop {
+        let v = meta.view();
+        let (log, applied) = (v.last_log_index.unwrap_or(0), v.applied_index.unwrap_or(0));
+        most = most.max(log.saturating_sub(applied));
+        if applied >= target {
+            break;
+        }
+        assert!(started.elapsed() < T, "the follower applied {applied} of {target}");
+        tokio::task::yield_now().await;
+    }
+    assert!(most <= 8, "the follower held {most} entries it had not applied");
+    assert_eq!(tag_on(c.node(cut), "lag/app", "t59"), last);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_nodes_partitioned_follower_catches_up_when_healed() {
     let c = Cluster::new(5, fast_config()).await;

@@ -134,8 +134,18 @@ impl PeerService {
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.check_member(&req)?;
-        let rpc = decode(req)?;
-        let res = self.meta.raft().append_entries(rpc).await;
+        let bytes = req.get_ref().data.len();
+        let mut rpc: openraft::raft::AppendEntriesRequest<crate::types::TypeConfig> = decode(req)?;
+        let sent = rpc.entries.len();
+        let room = self.meta.room_to_apply(&rpc, bytes).await;
+        rpc.entries.truncate(room);
+        let kept = (room < sent).then(|| rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
+        let mut res = self.meta.raft().append_entries(rpc).await;
+        if let (Some(matching), Ok(openraft::raft::AppendEntriesResponse::Success)) = (kept, &res) {
+            // Only a prefix was taken: the leader sends the rest when asked
+            // again, by when this node has applied more.
+            res = Ok(openraft::raft::AppendEntriesResponse::PartialSuccess(matching));
+        }
         if matches!(res, Ok(ref r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
             self.meta.heard_leader();
         }
