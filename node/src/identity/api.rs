@@ -280,11 +280,11 @@ impl NodeIdentity {
         })
     }
 
-    fn password_hash(password: &str) -> Result<String, ApiError> {
+    async fn password_hash(password: &str) -> Result<String, ApiError> {
         if password.len() < 8 {
             return Err(bad("passwords have at least 8 characters"));
         }
-        crate::identity::auth::hash_password(password).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        crate::identity::auth::hash_password_in_turn(password).await.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 }
 
@@ -341,7 +341,10 @@ impl Identity for NodeIdentity {
             return Err(bad(format!("{name} signs in through the LDAP directory; change the password there")));
         }
         // Checked before anything is written: a refusal changes nothing.
-        let password_hash = req.password.as_deref().map(Self::password_hash).transpose()?;
+        let password_hash = match req.password.as_deref() {
+            Some(p) => Some(Self::password_hash(p).await?),
+            None => None,
+        };
         if let Some(s) = req.tag_expiration_s {
             self.check_time_machine(s)?;
         }
@@ -369,7 +372,8 @@ impl Identity for NodeIdentity {
             Some(p) => (p, false),
             None => (secret(24).to_lowercase(), true),
         };
-        let rec = UserRecord { name: req.username.clone(), password_hash: Self::password_hash(&password)?, superuser: req.superuser, created_at_ms: now_ms() };
+        let password_hash = Self::password_hash(&password).await?;
+        let rec = UserRecord { name: req.username.clone(), password_hash, superuser: req.superuser, created_at_ms: now_ms() };
         self.write(who, IdentityCommand::CreateUser(rec), || String::new()).await?;
         self.log(who, "user_create", Some(&req.username), None, vec![("superuser", req.superuser.to_string())]).await;
         Ok(UserCreated { username: req.username, password: generated.then_some(password) })
@@ -379,7 +383,7 @@ impl Identity for NodeIdentity {
         self.require_superuser(who, "change users")?;
         let mut rec = self.user_record(name)?.ok_or_else(|| not_found(format!("no user {name}")))?;
         if let Some(p) = &req.password {
-            rec.password_hash = Self::password_hash(p)?;
+            rec.password_hash = Self::password_hash(p).await?;
         }
         if let Some(s) = req.superuser {
             rec.superuser = s;

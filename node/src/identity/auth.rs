@@ -687,6 +687,15 @@ async fn verify_password(password: &str, hash: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// [`hash_password`] in a turn (see [`password_turn`]), off the async
+/// threads: a request that sets a password does not stall the requests
+/// sharing its worker, nor take 19 MiB beside every other check.
+pub async fn hash_password_in_turn(password: &str) -> anyhow::Result<String> {
+    let _turn = password_turn().await;
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || hash_password(&password)).await?
+}
+
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
