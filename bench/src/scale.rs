@@ -680,14 +680,14 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     let (mut n4, _) = register(&bin, &root, 4, Some((&seed, &token)))?;
     let joined_s = started.elapsed().as_secs_f64();
     n4.start(&bin)?;
-    let (n4_lags, n4_lag) = lag_watch(http.clone(), vec![n4.base()]);
     let deadline = started + Duration::from_secs(900);
-    let mut seen = 0;
+    let (mut seen, mut n4_lag) = (0, 0.0_f64);
     // Polled every 250 ms: a scrape reads the node's whole blob table (the backlog gauge).
     loop {
-        if let Ok(i) = applied_index(&http, &n4.base()).await {
-            seen = i;
-            if i >= target {
+        if let Ok(text) = scrape(&http, &n4.base()).await {
+            n4_lag = n4_lag.max(metric(&text, "berth_raft_apply_lag_entries").unwrap_or(0.0));
+            seen = metric(&text, "berth_raft_applied_index").map_or(seen, |v| v as u64);
+            if seen >= target {
                 break;
             }
         }
@@ -695,8 +695,6 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let catch_up_s = started.elapsed().as_secs_f64();
-    n4_lags.abort();
-    let n4_lag = n4_lag.lock().expect("lag")[0];
     let via_snapshot = n4.log().contains("installed metadata snapshot");
     // The leader logs the size of each snapshot it builds.
     let snapshot_bytes = nodes

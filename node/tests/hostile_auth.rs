@@ -173,15 +173,9 @@ async fn a_removed_nodes_operator_token_is_refused() {
     assert_eq!(e.api(&Auth::Bearer(&e.operator_token(1)), Method::GET, "/api/v1/cluster/status", None).await.0, StatusCode::OK);
 }
 
-/// The peak resident memory of this process, in MiB, and a reset of it to
-/// the present (`/proc/self/clear_refs`).
-fn peak_rss_mib(reset: bool) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    if reset {
-        std::fs::write("/proc/self/clear_refs", "5").unwrap();
-    }
-    kib / 1024
+/// The peak resident memory of this process, in MiB.
+fn peak_rss_mib() -> u64 {
+    common::procs::status_kib("self", "VmHWM").unwrap() / 1024
 }
 
 /// A burst of password guesses at once: each argon2 check holds 19 MiB, so
@@ -193,14 +187,15 @@ async fn a_burst_of_password_guesses_takes_turns_not_memory() {
     let e = Env::new(1).await;
     e.user("ann").await;
     let guesser = Env::client_from("127.0.0.4");
-    peak_rss_mib(true);
-    let before = peak_rss_mib(false);
+    // Start the peak over from the present (`/proc/self/clear_refs`).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = peak_rss_mib();
     let guesses = (0..48).map(|i| {
         let (e, guesser) = (&e, &guesser);
         async move { e.token_with(guesser, "ann", &format!("guess-{i}"), None).await.unwrap_err().0 }
     });
     let statuses = futures::future::join_all(guesses).await;
-    let grown = peak_rss_mib(false).saturating_sub(before);
+    let grown = peak_rss_mib().saturating_sub(before);
     assert!(statuses.iter().all(|s| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)), "{statuses:?}");
     assert!(grown < 250, "48 guesses at once raised the peak memory by {grown} MiB");
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "the throttle refused none of 48 guesses: {statuses:?}");

@@ -65,9 +65,7 @@ impl Proc {
 
     /// Resident memory in bytes (from `/proc`), while it runs.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-        Some(kib * 1024)
+        Some(status_kib(&self.pid()?.to_string(), "VmRSS")? * 1024)
     }
 
     /// Whether the process is still running (not exited or killed).
@@ -220,4 +218,11 @@ impl ProcCluster {
         wait_status(&c.dirs[0], "voters", Duration::from_secs(30), |s| voters(s).len() == want && s["leader"].is_u64());
         c
     }
+}
+
+/// A memory figure in KiB from `/proc/<pid>/status` (`pid` may be "self"),
+/// such as `VmRSS` or `VmHWM` (the peak).
+pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
