@@ -161,7 +161,7 @@ async fn gc_never_deletes_a_copy_that_a_concurrent_push_of_the_swept_digest_reco
         }
         if store.stat(&digest).await.unwrap().is_none() {
             let mut s = store.create_staging().await.unwrap();
-            s.write(&bytes).await.unwrap();
+            s.write(bytes::Bytes::copy_from_slice(&bytes)).await.unwrap();
             s.commit(&store, &digest).await.unwrap();
         }
         // A client pushes the same bytes again while the sweeper runs; the

@@ -327,6 +327,7 @@ impl Replicator {
         }
         let mut n = 0u64;
         let mut buf = vec![0u8; READ_CHUNK];
+        let fetched_total = metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string());
         while n < end - start {
             let read = tokio::time::timeout(stall, recv.read(&mut buf)).await.map_err(|_| stalled()).map_err(at(n))?;
             let got = match read.map_err(ReplicationError::peer(node)).map_err(at(n))? {
@@ -339,7 +340,7 @@ impl Replicator {
                 .map_err(at(n))?;
             n += got as u64;
             self.inner.stats.bytes_fetched.fetch_add(got as u64, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(got as u64);
+            fetched_total.increment(got as u64);
         }
         if n < end - start {
             return Err((n, ReplicationError::Protocol { node, what: format!("stream ended at byte {} of {end}", start + n) }));
@@ -365,6 +366,7 @@ impl Replicator {
         let stall = self.fetch_stall();
         let stalled = || ReplicationError::Stalled { node, after: stall };
         let mut published = staging.len();
+        let fetched_total = metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string());
         loop {
             // quinn's own buffers, not a copy of them.
             let chunk =
@@ -377,9 +379,9 @@ impl Replicator {
             if n > room {
                 return Err(ReplicationError::Protocol { node, what: "holder sent more bytes than asked for".into() });
             }
-            staging.write(&chunk).await?;
+            staging.write(chunk).await?;
             self.inner.stats.bytes_fetched.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("berth_peer_fetched_bytes_total", "peer" => peer.id.to_string()).increment(n as u64);
+            fetched_total.increment(n as u64);
             if staging.len() - published >= PUBLISH_EVERY || staging.len() == end {
                 published = staging.flush().await?;
                 let _ = tx.send(Progress::Running { attempt, path: path.clone(), written: published });
@@ -521,13 +523,13 @@ fn relay_stream(
 async fn append_file(staging: &mut StagingBlob, file: &std::path::Path) -> Result<(), BlobError> {
     let io = |source| BlobError::Io { path: file.to_path_buf(), source };
     let mut f = tokio::fs::File::open(file).await.map_err(io)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = bytes::BytesMut::new();
     loop {
-        let n = f.read(&mut buf).await.map_err(io)?;
-        if n == 0 {
+        buf.reserve(1 << 20);
+        if f.read_buf(&mut buf).await.map_err(io)? == 0 {
             return Ok(());
         }
-        staging.write(&buf[..n]).await?;
+        staging.write(buf.split().freeze()).await?;
     }
 }
 

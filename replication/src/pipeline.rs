@@ -403,9 +403,9 @@ impl Replicator {
                         let written = if staging.is_empty() && self.inner.faults.corrupt_mirrored.load(std::sync::atomic::Ordering::Relaxed) {
                             let mut bad = chunk.bytes.to_vec();
                             bad[0] ^= 0xff;
-                            staging.write(&bad).await
+                            staging.write(Bytes::from(bad)).await
                         } else {
-                            staging.write(&chunk.bytes).await
+                            staging.write(chunk.bytes).await
                         };
                         if let Err(e) = written {
                             let _ = recv.stop(ABANDONED.into());

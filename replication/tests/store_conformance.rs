@@ -2,13 +2,14 @@
 
 use berth_common::Digest;
 use berth_replication::{BlobError, BlobRange, BlobStore};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 async fn put(store: &BlobStore, bytes: &[u8]) -> Digest {
     let d = Digest::sha256_of(bytes);
     let mut s = store.create_staging().await.unwrap();
     for chunk in bytes.chunks(7) {
-        s.write(chunk).await.unwrap();
+        s.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     assert_eq!(s.commit(store, &d).await.unwrap(), bytes.len() as u64);
     d
@@ -47,7 +48,7 @@ async fn a_wrong_digest_stores_nothing_and_leaves_no_staging_file() {
     let store = BlobStore::open(dir.path()).await.unwrap();
     let claimed = Digest::sha256_of(b"what the client said");
     let mut s = store.create_staging().await.unwrap();
-    s.write(b"what the client sent").await.unwrap();
+    s.write(Bytes::from_static(b"what the client sent")).await.unwrap();
     match s.commit(&store, &claimed).await {
         Err(BlobError::DigestMismatch { expected, computed }) => {
             assert_eq!(expected, claimed);
@@ -59,7 +60,7 @@ async fn a_wrong_digest_stores_nothing_and_leaves_no_staging_file() {
     assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
     // An abandoned upload is cleaned up when dropped.
     let mut s = store.create_staging().await.unwrap();
-    s.write(b"half").await.unwrap();
+    s.write(Bytes::from_static(b"half")).await.unwrap();
     drop(s);
     assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
 }
@@ -72,7 +73,7 @@ async fn sha512_digests_are_verified() {
     use sha2::Digest as _;
     let d: Digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes))).parse().unwrap();
     let mut s = store.create_staging().await.unwrap();
-    s.write(bytes).await.unwrap();
+    s.write(Bytes::from_static(bytes)).await.unwrap();
     s.commit(&store, &d).await.unwrap();
     assert_eq!(read(&store, &d, None).await, bytes);
     assert!(store.path_of(&d).to_string_lossy().contains("/sha512/"));
@@ -90,7 +91,7 @@ async fn leftover_staging_files_are_removed_at_open() {
 }
 
 /// An upload session parks its staging blob between requests: the file is
-/// closed (no descriptor, no write buffer) and reopened for the next
+/// closed (no descriptor, no chunks held) and reopened for the next
 /// chunk, and the hash carries on as if it had never been closed.
 #[tokio::test]
 async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
@@ -100,7 +101,7 @@ async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
     let mut s = store.create_staging().await.unwrap();
     assert!(!s.is_open(), "a new staging blob holds no descriptor");
     for chunk in data.chunks(70_001) {
-        s.write(chunk).await.unwrap();
+        s.write(Bytes::copy_from_slice(chunk)).await.unwrap();
         assert!(s.is_open());
         assert_eq!(s.park().await.unwrap(), s.len());
         assert!(!s.is_open(), "a parked staging blob holds no descriptor");

@@ -139,13 +139,13 @@ pub fn read(from: &Path) -> anyhow::Result<Backup> {
 async fn copy_verified(store: &BlobStore, mut file: tokio::fs::File, digest: &Digest) -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;
     let mut staging = store.create_staging().await?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = bytes::BytesMut::new();
     loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
+        buf.reserve(1 << 20);
+        if file.read_buf(&mut buf).await? == 0 {
             break;
         }
-        staging.write(&buf[..n]).await?;
+        staging.write(buf.split().freeze()).await?;
     }
     staging.commit(store, digest).await?;
     Ok(())

@@ -88,12 +88,13 @@ pub async fn write_body(staging: &mut StagingBlob, mut pipeline: Option<&mut Pip
     let outcome = async {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")))?;
+            let n = chunk.len() as u64;
             let stored = match pipeline.as_deref_mut() {
-                Some(p) => tokio::join!(staging.write(&chunk), p.push(chunk.clone())).0,
-                None => staging.write(&chunk).await,
+                Some(p) => tokio::join!(staging.write(chunk.clone()), p.push(chunk)).0,
+                None => staging.write(chunk).await,
             };
             stored.map_err(blob_err)?;
-            written += chunk.len() as u64;
+            written += n;
         }
         Ok(())
     }

@@ -230,7 +230,7 @@ impl Scanner {
         let store = self.replicator.store();
         let _pin = store.pin(&digest).await;
         let mut staging = store.create_staging().await.map_err(|e| ScanError::Blob(e.to_string()))?;
-        staging.write(&bytes).await.map_err(|e| ScanError::Blob(e.to_string()))?;
+        staging.write(bytes.into()).await.map_err(|e| ScanError::Blob(e.to_string()))?;
         staging.commit(store, &digest).await.map_err(|e| ScanError::Blob(e.to_string()))?;
         Ok(berth_raft::command::FeedRecord {
             name: name.to_string(),
