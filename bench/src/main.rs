@@ -377,6 +377,51 @@ async fn berth_copy(blocks: u64, digest: &Digest, link: Option<LinkSpec>) -> any
     Ok(size as f64 / secs / 1e6)
 }
 
+/// MB/s of the same bytes on one QUIC stream between two of berth's
+/// transports (the nodes' TLS, windows and datagram ceiling), memory to
+/// memory over the same path: what the QUIC engine carries here by itself,
+/// with no blob store (no disk, no SHA-256) on either end.
+async fn quic_copy(blocks: u64, link: Option<LinkSpec>) -> anyhow::Result<f64> {
+    use berth_node::cluster::pki;
+    use berth_replication::transport::Transport;
+    let ca = pki::new_ca("bench-quic")?;
+    let bind = |id: u64| -> anyhow::Result<Transport> {
+        let key = pki::new_node_key()?;
+        let leaf = pki::sign_node_cert(&ca, id, &rcgen::PublicKeyData::subject_public_key_info(&key))?;
+        let tls = berth_common::PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: key.serialize_pem() };
+        Ok(Transport::bind(id, "127.0.0.1:0".parse()?, &tls, &Default::default(), Default::default())?)
+    };
+    let (sender, receiver) = (bind(1)?, bind(2)?);
+    let proxy = match link {
+        Some(spec) => Some(WanProxy::start("127.0.0.1:0".parse()?, receiver.local_addr()?, spec).await?),
+        None => None,
+    };
+    let target = proxy.as_ref().map(|p| p.addr).unwrap_or(receiver.local_addr()?);
+    let endpoint = receiver.endpoint().clone();
+    let reading = tokio::spawn(async move {
+        let conn = endpoint.accept().await.context("no connection arrived")?.await?;
+        let mut recv = conn.accept_uni().await?;
+        let mut total = 0u64;
+        while let Some(chunk) = recv.read_chunk(256 << 10, true).await? {
+            total += chunk.bytes.len() as u64;
+        }
+        anyhow::Ok(total)
+    });
+    let started = Instant::now();
+    let conn = sender.connect(2, &target.to_string()).await?;
+    let mut send = conn.open_uni().await?;
+    for i in 0..blocks {
+        send.write_chunk(bytes::Bytes::from(block(i))).await?;
+    }
+    send.finish()?;
+    let total = reading.await??;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(total == blocks * BLOCK as u64, "QUIC reference moved {total} bytes");
+    sender.close();
+    receiver.close();
+    Ok(total as f64 / secs / 1e6)
+}
+
 /// MB/s of one plain TCP stream of the same bytes over the same path.
 async fn tcp_copy(blocks: u64, link: Option<LinkSpec>) -> anyhow::Result<f64> {
     let server = TcpListener::bind("127.0.0.1:0").await?;
@@ -460,18 +505,34 @@ async fn main() -> anyhow::Result<()> {
                 });
                 eprintln!("rtt {rtt} ms: berth…");
                 let berth = berth_copy(size_mib, &digest, link).await?;
+                eprintln!("rtt {rtt} ms: quic alone…");
+                let quic = quic_copy(size_mib, link).await?;
                 eprintln!("rtt {rtt} ms: tcp…");
                 let tcp = tcp_copy(size_mib, link).await?;
                 let of_link = rate.map(|r| berth * 1e6 / r as f64);
-                rows.push(serde_json::json!({"rtt_ms": rtt, "link_mb_s": rate.map(|r| r / 1_000_000), "berth_mb_s": berth, "tcp_mb_s": tcp, "ratio": berth / tcp, "of_link_rate": of_link}));
+                rows.push(serde_json::json!({
+                    "rtt_ms": rtt, "link_mb_s": rate.map(|r| r / 1_000_000), "berth_mb_s": berth, "quic_mb_s": quic, "tcp_mb_s": tcp,
+                    "ratio": berth / tcp, "quic_ratio": quic / tcp, "of_link_rate": of_link,
+                }));
             }
             println!("replication of a {size_mib} MiB blob between two nodes (loopback; WAN emulated in userspace)");
-            println!("{:>8} {:>10} {:>14} {:>14} {:>12} {:>14}", "RTT ms", "link MB/s", "berth MB/s", "TCP MB/s", "berth/TCP", "berth/link");
+            println!(
+                "{:>8} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11}",
+                "RTT ms", "link MB/s", "berth MB/s", "QUIC MB/s", "TCP MB/s", "berth/TCP", "QUIC/TCP", "berth/link"
+            );
             for r in &rows {
                 let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
                 let link = r["link_mb_s"].as_u64().map(|l| l.to_string()).unwrap_or_else(|| "-".into());
                 let of_link = r["of_link_rate"].as_f64().map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-                println!("{:>8} {link:>10} {:>14.1} {:>14.1} {:>12.2} {of_link:>14}", r["rtt_ms"], f("berth_mb_s"), f("tcp_mb_s"), f("ratio"));
+                println!(
+                    "{:>8} {link:>10} {:>12.1} {:>12.1} {:>10.1} {:>10.2} {:>10.2} {of_link:>11}",
+                    r["rtt_ms"],
+                    f("berth_mb_s"),
+                    f("quic_mb_s"),
+                    f("tcp_mb_s"),
+                    f("ratio"),
+                    f("quic_ratio")
+                );
             }
             if let Some(v) = rows.last().and_then(|r| r["of_link_rate"].as_f64()) {
                 println!("{:<52} {:>8} {:>10} {:>6}", "RATIO", "value", "target", "");
