@@ -343,6 +343,7 @@ impl BlobStore {
             file: None,
             pending: Vec::new(),
             pending_bytes: 0,
+            writing: None,
             sha256: sha2::Sha256::new(),
             len: 0,
             broken: false,
@@ -389,7 +390,8 @@ impl Drop for StagingGuard {
 /// buffers that received them) until about [`WRITE_BUFFER`] of them are
 /// waiting, then handed to the kernel in one vectored write on the
 /// blocking pool: no copy into a buffer of ours, no async worker waiting
-/// on the disk.
+/// on the disk. One such write runs while the next chunks gather (at most
+/// two write buffers held); a flush waits for both.
 ///
 /// The file is open only between the first write and
 /// [`StagingBlob::park`]: an upload session waiting for its client's next
@@ -401,6 +403,11 @@ pub struct StagingBlob {
     /// Chunks hashed and counted in `len` but not yet in the file.
     pending: Vec<Bytes>,
     pending_bytes: usize,
+    /// The write on the blocking pool, while it runs; it hands the
+    /// descriptor back. Kept here, not in the flush that started it, so a
+    /// flush dropped half way (a client gone mid-request) leaves the next
+    /// one to wait for it: bytes land in order and none is claimed early.
+    writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
     sha256: sha2::Sha256,
     len: u64,
     /// A write or flush failed: the hash may cover bytes the file lacks, so
@@ -450,39 +457,54 @@ impl StagingBlob {
 
     /// Pushes waiting chunks to the file; returns how many bytes the file holds.
     pub async fn flush(&mut self) -> Result<u64, BlobError> {
+        self.start_write().await?;
+        self.settle().await?;
+        Ok(self.len)
+    }
+
+    /// Waits for the running write, if any, and takes its descriptor back.
+    async fn settle(&mut self) -> Result<(), BlobError> {
         if self.broken {
             return Err(self.broken_error());
         }
-        if self.pending.is_empty() {
-            return Ok(self.len);
+        let Some(writing) = self.writing.as_mut() else { return Ok(()) };
+        let written = writing.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.writing = None;
+        match written {
+            Ok(file) => {
+                self.file = Some(file);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(io(self.path())(e))
+            }
         }
-        let path = self.path().to_path_buf();
+    }
+
+    /// Starts writing the waiting chunks, once the write before has ended,
+    /// and returns without waiting for this one: the caller receives the
+    /// next chunks while the disk takes these.
+    async fn start_write(&mut self) -> Result<(), BlobError> {
+        self.settle().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let file = self.file.take();
         let chunks = std::mem::take(&mut self.pending);
         let (start, len) = (self.len - self.pending_bytes as u64, self.pending_bytes as u64);
         self.pending_bytes = 0;
-        let p = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        let path = self.path().to_path_buf();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(f) => f,
-                None => std::fs::File::options().append(true).open(&p)?,
+                None => std::fs::File::options().append(true).open(&path)?,
             };
             write_all_chunks(&mut file, &chunks)?;
             start_writeback(&file, start, len);
-            Ok::<_, std::io::Error>(file)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match written {
-            Ok(file) => {
-                self.file = Some(file);
-                Ok(self.len)
-            }
-            Err(e) => {
-                self.broken = true;
-                Err(io(&path)(e))
-            }
-        }
+            Ok(file)
+        }));
+        Ok(())
     }
 
     /// Flushes and closes the file, keeping the hash state and the length:
@@ -496,7 +518,7 @@ impl StagingBlob {
     /// The blob holds a descriptor or chunks not yet written: between a
     /// write and [`StagingBlob::park`].
     pub fn is_open(&self) -> bool {
-        self.file.is_some() || !self.pending.is_empty()
+        self.file.is_some() || !self.pending.is_empty() || self.writing.is_some()
     }
 
     /// A write failed earlier: the blob can only be thrown away.
@@ -526,7 +548,7 @@ impl StagingBlob {
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
         if self.pending_bytes >= WRITE_BUFFER || self.pending.len() >= MAX_PENDING_CHUNKS {
-            self.flush().await?;
+            self.start_write().await?;
         }
         Ok(())
     }

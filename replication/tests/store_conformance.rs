@@ -112,6 +112,30 @@ async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
     assert_eq!(read(&store, &d, None).await, data);
 }
 
+/// A flush dropped half way (a client gone mid-request) leaves the write
+/// it waited for to the next flush: parking waits for it, and the blob goes
+/// on in order.
+#[tokio::test]
+async fn a_flush_dropped_half_way_leaves_its_write_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    // More than the write buffer: this write starts writing to the file.
+    let first: Vec<u8> = (0..3u32 << 19).map(|i| (i % 251) as u8).collect();
+    let mut s = store.create_staging().await.unwrap();
+    s.write(Bytes::from(first.clone())).await.unwrap();
+    let dropped = futures::FutureExt::now_or_never(s.flush());
+    assert!(dropped.is_none(), "the flush waits for the blocking pool");
+    assert_eq!(s.len(), first.len() as u64);
+    assert_eq!(s.park().await.unwrap(), s.len());
+    assert_eq!(std::fs::metadata(s.path()).unwrap().len(), s.len(), "parking waited for the dropped flush's write");
+    s.write(Bytes::from_static(b"and the rest")).await.unwrap();
+    let mut all = first;
+    all.extend_from_slice(b"and the rest");
+    let d = Digest::sha256_of(&all);
+    assert_eq!(s.commit(&store, &d).await.unwrap(), all.len() as u64);
+    assert_eq!(read(&store, &d, None).await, all);
+}
+
 #[tokio::test]
 async fn delete_stale_waits_for_pins_and_looks_again_under_the_lock() {
     let dir = tempfile::tempdir().unwrap();
