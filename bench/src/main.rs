@@ -386,10 +386,7 @@ async fn quic_copy(blocks: u64, link: Option<LinkSpec>) -> anyhow::Result<f64> {
     use berth_replication::transport::Transport;
     let ca = pki::new_ca("bench-quic")?;
     let bind = |id: u64| -> anyhow::Result<Transport> {
-        let key = pki::new_node_key()?;
-        let leaf = pki::sign_node_cert(&ca, id, &rcgen::PublicKeyData::subject_public_key_info(&key))?;
-        let tls = berth_common::PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: key.serialize_pem() };
-        Ok(Transport::bind(id, "127.0.0.1:0".parse()?, &tls, &Default::default(), Default::default())?)
+        Ok(Transport::bind(id, "127.0.0.1:0".parse()?, &pki::new_node_tls(&ca, id)?, &Default::default(), Default::default())?)
     };
     let (sender, receiver) = (bind(1)?, bind(2)?);
     let proxy = match link {

@@ -114,10 +114,8 @@ pub async fn init_cluster(dir: &Path, addrs: &NodeAddrs, admin_password: Option<
     raft.validate().map_err(|e| anyhow::anyhow!("raft: {e}"))?;
     let cluster_id = random_hex(8);
     let ca = pki::new_ca(&cluster_id)?;
-    let node_key = pki::new_node_key()?;
     let node_id = 1;
-    let leaf = pki::sign_node_cert(&ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&node_key))?;
-    let tls = PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: node_key.serialize_pem() };
+    let tls = pki::new_node_tls(&ca, node_id)?;
     let config = addrs.config(node_id, &cluster_id, http_advertise, peer_advertise, raft)?;
     let (password, generated_password) = match admin_password {
         Some(p) if p.len() < 8 => bail!("the admin password must be at least 8 characters"),

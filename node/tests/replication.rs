@@ -626,12 +626,8 @@ async fn a_peer_whose_path_goes_dark_is_known_silent() {
     use berth_replication::transport::{Transport, SILENT_AFTER};
     berth_node::install_crypto_provider();
     let ca = pki::new_ca("silence").unwrap();
-    let tls = |id: u64| {
-        let key = pki::new_node_key().unwrap();
-        let leaf = pki::sign_node_cert(&ca, id, &rcgen::PublicKeyData::subject_public_key_info(&key)).unwrap();
-        berth_common::PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: key.serialize_pem() }
-    };
-    let bind = |id: u64| Transport::bind(id, "127.0.0.1:0".parse().unwrap(), &tls(id), &Default::default(), Default::default()).unwrap();
+    let bind =
+        |id: u64| Transport::bind(id, "127.0.0.1:0".parse().unwrap(), &pki::new_node_tls(&ca, id).unwrap(), &Default::default(), Default::default()).unwrap();
     let (a, b) = (bind(1), bind(2));
     // B answers connections, as a node's blob service does.
     let server = b.endpoint().clone();

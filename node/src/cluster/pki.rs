@@ -95,6 +95,14 @@ pub fn sign_node_cert(ca: &CaKeys, node_id: u64, spki_der: &[u8]) -> Result<Stri
     Ok(params.signed_by(&public, &issuer)?.pem())
 }
 
+/// A new key and certificate for node `node_id`, signed by `ca`: the TLS
+/// material its peer links present (leaf, then the CA).
+pub fn new_node_tls(ca: &CaKeys, node_id: u64) -> Result<berth_raft::PeerTls, PkiError> {
+    let key = new_node_key()?;
+    let leaf = sign_node_cert(ca, node_id, &rcgen::PublicKeyData::subject_public_key_info(&key))?;
+    Ok(berth_raft::PeerTls { ca_pem: ca.cert_pem.clone(), cert_pem: format!("{leaf}{}", ca.cert_pem), key_pem: key.serialize_pem() })
+}
+
 /// An HTTPS server certificate for `names` (DNS names or IPs) and the
 /// public key `spki_der`, from the CA; the certificate alone, PEM.
 pub fn sign_server_cert(ca: &CaKeys, names: &[String], spki_der: &[u8]) -> Result<String, PkiError> {
