@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_chaos::cluster::{Cluster, Topology, PASSWORD};
+use berth_chaos::cluster::{Cluster, Node, Topology, PASSWORD};
 use berth_common::Digest;
 use berth_raft::MetaConfig;
 
@@ -115,8 +115,11 @@ pub async fn failover(runs: usize, rtt_ms: u64, out: &std::path::Path) -> anyhow
 }
 
 /// Seconds from the start of a streamed push of `blocks` MiB to `nodes[0]`
-/// until the push was acknowledged, and until every node in the cluster has
-/// fetched its own copy.
+/// until the push was acknowledged, and until every node in the cluster
+/// holds a copy. A node holds it once the committed file is in its blob
+/// directory (a copy is renamed there only after it was hashed and
+/// synced), however it got there: the push's own pipelined second copy,
+/// which the acknowledgement already waits for, or a fetch along a chain.
 async fn spread(c: &Cluster, blocks: u64, digest: &Digest) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let body = futures::stream::iter((0..blocks).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(block(i)))));
@@ -129,24 +132,26 @@ async fn spread(c: &Cluster, blocks: u64, digest: &Digest) -> anyhow::Result<(f6
     anyhow::ensure!(r.status().as_u16() == 201, "upload answered {}", r.status());
     let pushed = started.elapsed().as_secs_f64();
     eprintln!("  pushed to node 0 in {pushed:.1} s");
-    let http = reqwest::Client::new();
-    let mut pending: Vec<usize> = (1..c.nodes.len()).collect();
+    let hex = digest.hex();
+    let size = blocks * BLOCK as u64;
+    let holds = |n: &Node| {
+        let path = n.dir.join("blobs").join(digest.algorithm().name()).join(&hex[..2]).join(&hex);
+        std::fs::metadata(path).is_ok_and(|m| m.len() == size)
+    };
+    let mut pending: Vec<usize> = (0..c.nodes.len()).collect();
     let deadline = started + Duration::from_secs(1800);
     while !pending.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "nodes {pending:?} never got the blob");
-        let mut still = Vec::new();
-        for i in pending {
-            let text = http.get(format!("{}/metrics", c.nodes[i].base())).send().await?.text().await?;
-            let fetched = text.lines().find(|l| l.starts_with("berth_replication_fetched_blobs_total")).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-            if fetched.unwrap_or(0.0) < 1.0 {
-                still.push(i);
-            } else {
+        pending.retain(|&i| {
+            let held = holds(&c.nodes[i]);
+            if held {
                 eprintln!("  node {i} ({}) has it at {:.1} s", c.nodes[i].region, started.elapsed().as_secs_f64());
             }
-        }
-        pending = still;
+            !held
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let http = reqwest::Client::new();
     let done = started.elapsed().as_secs_f64();
     // Who copied from whom: the relay chains as they ran.
     for (i, n) in c.nodes.iter().enumerate().skip(1) {
@@ -187,16 +192,21 @@ pub async fn fanout(size_mib: u64, rtt_ms: u64, rate_mb: u64, out: &std::path::P
         spread(&c, size_mib, &digest).await?
     };
     let size = size_mib as f64 * BLOCK as f64;
-    // Copy times count from the acknowledged push: the local upload is the same in both.
-    let (one_copy, six_copies) = (one.1 - one.0, six.1 - six.0);
+    // Pushes are durable: the push to the 2-node cluster makes the one copy
+    // while the client sends (its acknowledgement waits for that copy), so
+    // one copy's time is that push's. The fan-out to the other nodes starts
+    // at its push's acknowledgement, when the blob's record commits and the
+    // other nodes learn of it; end to end it adds to that push.
+    let one_copy = one.1;
+    let after_ack = six.1 - six.0;
     println!("a {size_mib} MiB blob pushed to one node until every node holds it; {rtt_ms} ms RTT between regions, every node's uplink and every link {rate_mb} MB/s");
-    println!("{:<28} {:>10} {:>14} {:>12}", "", "push s", "all copies s", "copy MB/s");
-    println!("{:<28} {:>10.1} {:>14.1} {:>12.1}", "one copy (2 nodes)", one.0, one.1, size / one_copy / 1e6);
-    println!("{:<28} {:>10.1} {:>14.1} {:>12.1}", "fan-out (6 nodes, 3 regions)", six.0, six.1, size / six_copies / 1e6);
+    println!("{:<28} {:>10} {:>14} {:>14} {:>12}", "", "push s", "after ack s", "all copies s", "copy MB/s");
+    println!("{:<28} {:>10.1} {:>14.1} {:>14.1} {:>12.1}", "one copy (2 nodes)", one.0, one.1 - one.0, one.1, size / one_copy / 1e6);
+    println!("{:<28} {:>10.1} {:>14.1} {:>14.1} {:>12.1}", "fan-out (6 nodes, 3 regions)", six.0, after_ack, six.1, size / after_ack / 1e6);
     println!("{:<52} {:>8} {:>10} {:>6}", "RATIO", "value", "target", "");
     let v = vec![
-        verdict("fan-out time / one copy time (from the push's ack)", six_copies / one_copy, 2.0, false),
-        verdict("fan-out time / one copy time (from the push's start)", six.1 / one.1, 2.0, false),
+        verdict("fan-out after the ack / one copy", after_ack / one_copy, 2.0, false),
+        verdict("whole fan-out push / one-copy push (end to end)", six.1 / one.1, 2.0, false),
         verdict("one copy / link rate", size / one_copy / rate as f64, 0.8, true),
     ];
     write_json(
