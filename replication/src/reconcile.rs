@@ -45,21 +45,40 @@ pub fn relay_parent(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<N
     if holders.contains(&me) {
         return None;
     }
-    let first_holder = nodes.iter().filter(|(id, _)| holders.contains(id)).min_by_key(|(id, _)| *id)?;
+    let chain = relay_chain(nodes, holders);
+    // The chain starts with a holder, and `me` is none.
+    let at = chain.iter().position(|id| *id == me)?;
+    chain.get(at.checked_sub(1)?).copied()
+}
+
+/// The holders whose uplinks the chain gives to a node other than `me`:
+/// each is the parent of a node that lacks the blob. Ranges fetched from
+/// them would take from that node's copy (see [`relay_parent`]).
+pub fn feeding_others(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    relay_chain(nodes, holders)
+        .windows(2)
+        .filter(|w| holders.contains(&w[0]) && !holders.contains(&w[1]) && w[1] != me)
+        .map(|w| w[0])
+        .collect()
+}
+
+/// Every node of `nodes` in chain order (see [`relay_parent`]); empty when
+/// nobody holds the blob.
+fn relay_chain(nodes: &[(NodeId, String)], holders: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    let Some(first_holder) = nodes.iter().filter(|(id, _)| holders.contains(id)).min_by_key(|(id, _)| *id) else {
+        return Vec::new();
+    };
     let mut regions: Vec<&str> = nodes.iter().map(|(_, r)| r.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let start = regions.iter().position(|r| *r == first_holder.1).expect("the holder's region is listed");
     regions.rotate_left(start);
-    let chain: Vec<NodeId> = regions
+    regions
         .iter()
         .flat_map(|region| {
             let mut ids: Vec<NodeId> = nodes.iter().filter(|(_, r)| r == region).map(|(id, _)| *id).collect();
             ids.sort_by_key(|id| (!holders.contains(id), *id));
             ids
         })
-        .collect();
-    // The chain starts with a holder, and `me` is none.
-    let at = chain.iter().position(|id| *id == me)?;
-    chain.get(at.checked_sub(1)?).copied()
+        .collect()
 }
 
 /// How often a pass reads every blob record even though the changes are
@@ -143,6 +162,17 @@ impl Replicator {
 
     /// This node's parent in `digest`'s relay chains (see [`relay_parent`]).
     pub fn upstream(&self, digest: &Digest, info: &BlobInfo) -> Option<NodeId> {
+        relay_parent(self.inner.view.self_id(), &self.chain_members(digest, info), &info.holders)
+    }
+
+    /// The holders of `digest` that head another node's relay chain (see
+    /// [`feeding_others`]).
+    pub(crate) fn holders_feeding_others(&self, digest: &Digest, info: &BlobInfo) -> BTreeSet<NodeId> {
+        feeding_others(self.inner.view.self_id(), &self.chain_members(digest, info), &info.holders)
+    }
+
+    /// This node and every peer that wants `digest` or holds it, with their regions.
+    fn chain_members(&self, digest: &Digest, info: &BlobInfo) -> Vec<(NodeId, String)> {
         let view = &self.inner.view;
         let mut nodes: Vec<(NodeId, String)> = vec![(view.self_id(), view.self_region())];
         let mut wanted: std::collections::HashMap<String, bool> = Default::default();
@@ -152,7 +182,7 @@ impl Replicator {
                 nodes.push((p.id, p.region));
             }
         }
-        relay_parent(view.self_id(), &nodes, &info.holders)
+        nodes
     }
 
     /// One pass; returns how many blobs were fetched.
@@ -222,5 +252,26 @@ mod tests {
         assert_eq!(relay_parent(7, &n, &h), Some(3));
         // Nobody holds it: no chain.
         assert_eq!(relay_parent(1, &n, &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_holder_heading_another_chain_is_not_asked_for_ranges() {
+        // The fan-out after a durable push: 1 (eu) took the push, 3 (us)
+        // its pipelined copy. 2 copies from 1; 3 heads 4 -> 5 -> 6.
+        let n = nodes(&[(1, "eu"), (2, "eu"), (3, "us"), (4, "us"), (5, "ap"), (6, "ap")]);
+        let h: BTreeSet<NodeId> = [1, 3].into();
+        assert_eq!(relay_parent(2, &n, &h), Some(1));
+        assert_eq!(relay_parent(4, &n, &h), Some(3));
+        // 2 may not take ranges from 3: 4's copy goes over 3's uplink.
+        assert_eq!(feeding_others(2, &n, &h), BTreeSet::from([3]));
+        // 4 sees 1 feeding 2, and its own parent is not counted against it.
+        assert_eq!(feeding_others(4, &n, &h), BTreeSet::from([1]));
+        // Once 2 and 4 hold it, 1 and 3 feed nobody; 5 still has 4 before it.
+        let h: BTreeSet<NodeId> = [1, 2, 3, 4].into();
+        assert_eq!(feeding_others(6, &n, &h), BTreeSet::from([4]));
+        assert_eq!(feeding_others(5, &n, &h), BTreeSet::new());
+        // A node alone in lacking it may use every holder.
+        let h: BTreeSet<NodeId> = [1, 2, 3, 4, 5].into();
+        assert_eq!(feeding_others(6, &n, &h), BTreeSet::new());
     }
 }
