@@ -655,6 +655,20 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         scrape(&http, &bases[i % bases.len()]).await?;
         scrapes.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    // `cluster status` counts every node's blobs held and its backlog. A
+    // node reuses its count for a few seconds (the console polls every
+    // second), so each sample waits that out first: these are fresh counts.
+    eprintln!("cluster status with a fresh storage count…");
+    let mut statuses = Vec::new();
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        for base in &bases {
+            let t = Instant::now();
+            let s = status(&http, base).await?;
+            statuses.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(s["nodes"].as_array().is_some_and(|a| !a.is_empty()), "round {round}: a status without nodes from {base}");
+        }
+    }
     eprintln!("reconciler pass…");
     let reconcile = reconcile_pass_ms(&http, &bases[0], Duration::from_secs(10)).await?;
     let backlog: f64 = {
@@ -712,7 +726,7 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     let peaks: Vec<f64> = nodes.iter().map(|n| n.rss_mib().1).collect();
 
     // The report.
-    let (tl, cat, mg, sc) = (pcts(&mut tag_list), pcts(&mut catalog), pcts(&mut manifest_get), pcts(&mut scrapes));
+    let (tl, cat, mg, sc, st) = (pcts(&mut tag_list), pcts(&mut catalog), pcts(&mut manifest_get), pcts(&mut scrapes), pcts(&mut statuses));
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     println!(
         "berth scale: 3 nodes on this machine; {} repositories, {} tags ({} in {big}), {} blob records ({} per repository), {} clients",
@@ -725,7 +739,7 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     );
     println!("writes: {repos_per_s:.0} new repositories/s ({blob_pushes_per_s:.0} blob pushes/s) for {repo_secs:.0} s; {tags_per_s:.0} tags/s for {tag_secs:.0} s (5 s windows: {windows_text}); {retries} retries, {failed} failed; settled {settle_s:.1} s later, {scans_queued} scans still queued");
     println!("{:<36} {:>10} {:>10} {:>10} {:>9}", "read (one client, ms)", "p50", "p99", "max", "samples");
-    for (name, v) in [("tag-list page (n=1000)", &tl), ("catalog page (n=1000)", &cat), ("manifest GET by tag", &mg), ("/metrics scrape", &sc)] {
+    for (name, v) in [("tag-list page (n=1000)", &tl), ("catalog page (n=1000)", &cat), ("manifest GET by tag", &mg), ("/metrics scrape", &sc), ("cluster status, fresh count", &st)] {
         println!("{name:<36} {:>10.2} {:>10.2} {:>10.2} {:>9}", f(v, "p50_ms"), f(v, "p99_ms"), f(v, "max_ms"), v["samples"]);
     }
     println!("{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}", "node", "RSS MiB", "peak RSS MiB", "RSS at writes", "data MiB", "most unapplied");
@@ -771,7 +785,7 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         "blobs_per_repo": o.blobs_per_repo, "clients": o.clients,
         "writes": {"repos_per_s": repos_per_s, "blob_pushes_per_s": blob_pushes_per_s, "repo_phase_s": repo_secs, "tags_per_s": tags_per_s, "tag_phase_s": tag_secs,
                    "tag_windows_per_s": window_rates, "retries": retries, "failed": failed, "settle_s": settle_s, "scans_queued_at_reads": scans_queued},
-        "reads": {"tag_list": tl, "catalog": cat, "manifest_get": mg, "metrics_scrape": sc},
+        "reads": {"tag_list": tl, "catalog": cat, "manifest_get": mg, "metrics_scrape": sc, "cluster_status_fresh": st},
         "reconcile_pass_ms": reconcile, "backlog_blobs": backlog,
         "catch_up": {"seconds": catch_up_s, "join_s": joined_s, "target_index": target, "via_snapshot": via_snapshot, "snapshot_bytes": snapshot_bytes},
         "nodes": node_rows, "verdicts": verdicts,
