@@ -214,9 +214,9 @@ pub(crate) struct Inner {
     faults: Faults,
     wake: tokio::sync::Notify,
     /// Blobs whose pipelined copy failed on some nodes, lately.
-    lost_copies: Mutex<HashMap<Digest, (std::time::Instant, BTreeSet<NodeId>)>>,
+    lost_copies: Mutex<pipeline::Recent<Digest, BTreeSet<NodeId>>>,
     /// Records of pipelined copies, under way or lately done.
-    recording: Mutex<HashMap<Digest, (std::time::Instant, pipeline::Recording)>>,
+    recording: Mutex<pipeline::Recent<Digest, pipeline::Recording>>,
     /// Blobs placement wants here that this node lacks, kept up to date
     /// from the changed records (see [`reconcile`]).
     missing: Mutex<reconcile::Missing>,
@@ -252,8 +252,8 @@ impl Replicator {
             stats: Stats::default(),
             faults: Faults::default(),
             wake: tokio::sync::Notify::new(),
-            lost_copies: Mutex::new(HashMap::new()),
-            recording: Mutex::new(HashMap::new()),
+            lost_copies: Mutex::new(pipeline::Recent::new(pipeline::LOST_MEMORY)),
+            recording: Mutex::new(pipeline::Recent::new(pipeline::RECORDED_MEMORY)),
             missing: Mutex::new(reconcile::Missing::default()),
             refreshing: Mutex::new(()),
         };
