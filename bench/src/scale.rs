@@ -739,7 +739,13 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     );
     println!("writes: {repos_per_s:.0} new repositories/s ({blob_pushes_per_s:.0} blob pushes/s) for {repo_secs:.0} s; {tags_per_s:.0} tags/s for {tag_secs:.0} s (5 s windows: {windows_text}); {retries} retries, {failed} failed; settled {settle_s:.1} s later, {scans_queued} scans still queued");
     println!("{:<36} {:>10} {:>10} {:>10} {:>9}", "read (one client, ms)", "p50", "p99", "max", "samples");
-    for (name, v) in [("tag-list page (n=1000)", &tl), ("catalog page (n=1000)", &cat), ("manifest GET by tag", &mg), ("/metrics scrape", &sc), ("cluster status, fresh count", &st)] {
+    for (name, v) in [
+        ("tag-list page (n=1000)", &tl),
+        ("catalog page (n=1000)", &cat),
+        ("manifest GET by tag", &mg),
+        ("/metrics scrape", &sc),
+        ("cluster status, fresh count", &st),
+    ] {
         println!("{name:<36} {:>10.2} {:>10.2} {:>10.2} {:>9}", f(v, "p50_ms"), f(v, "p99_ms"), f(v, "max_ms"), v["samples"]);
     }
     println!("{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}", "node", "RSS MiB", "peak RSS MiB", "RSS at writes", "data MiB", "most unapplied");

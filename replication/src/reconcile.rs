@@ -55,11 +55,7 @@ pub fn relay_parent(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<N
 /// each is the parent of a node that lacks the blob. Ranges fetched from
 /// them would take from that node's copy (see [`relay_parent`]).
 pub fn feeding_others(me: NodeId, nodes: &[(NodeId, String)], holders: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
-    relay_chain(nodes, holders)
-        .windows(2)
-        .filter(|w| holders.contains(&w[0]) && !holders.contains(&w[1]) && w[1] != me)
-        .map(|w| w[0])
-        .collect()
+    relay_chain(nodes, holders).windows(2).filter(|w| holders.contains(&w[0]) && !holders.contains(&w[1]) && w[1] != me).map(|w| w[0]).collect()
 }
 
 /// Every node of `nodes` in chain order (see [`relay_parent`]); empty when
