@@ -100,32 +100,6 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recent_map_forgets_each_entry_its_memory_after_it_was_last_set() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let mut r: Recent<u32, &str> = Recent::new(ms(100));
-        r.set_at(1, "a", t0);
-        r.set_at(2, "b", t0 + ms(60));
-        // Set again: its first set expires from the queue but not the entry.
-        r.set_at(1, "a2", t0 + ms(60));
-        r.set_at(3, "c", t0 + ms(120));
-        assert_eq!(r.len(), 3);
-        assert_eq!(r.get_at(&1, t0 + ms(120)), Some(&"a2"));
-        assert_eq!(r.get_at(&2, t0 + ms(159)), Some(&"b"));
-        // Expired entries are not answered even before a set drops them.
-        assert_eq!(r.get_at(&2, t0 + ms(160)), None);
-        r.set_at(4, "d", t0 + ms(230));
-        assert_eq!(r.len(), 1, "everything set 100 ms before the last set is gone");
-        assert_eq!(r.get_at(&4, t0 + ms(230)), Some(&"d"));
-        assert_eq!(r.get_at(&1, t0 + ms(230)), None);
-    }
-}
-
 /// A receiver's state, as its replies tell it.
 #[derive(Debug, Clone, Default)]
 struct Heard {
@@ -535,5 +509,31 @@ impl Replicator {
         send.finish().map_err(ReplicationError::answer)?;
         let _ = send.stopped().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recent_map_forgets_each_entry_its_memory_after_it_was_last_set() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut r: Recent<u32, &str> = Recent::new(ms(100));
+        r.set_at(1, "a", t0);
+        r.set_at(2, "b", t0 + ms(60));
+        // Set again: its first set expires from the queue but not the entry.
+        r.set_at(1, "a2", t0 + ms(60));
+        r.set_at(3, "c", t0 + ms(120));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.get_at(&1, t0 + ms(120)), Some(&"a2"));
+        assert_eq!(r.get_at(&2, t0 + ms(159)), Some(&"b"));
+        // Expired entries are not answered even before a set drops them.
+        assert_eq!(r.get_at(&2, t0 + ms(160)), None);
+        r.set_at(4, "d", t0 + ms(230));
+        assert_eq!(r.len(), 1, "everything set 100 ms before the last set is gone");
+        assert_eq!(r.get_at(&4, t0 + ms(230)), Some(&"d"));
+        assert_eq!(r.get_at(&1, t0 + ms(230)), None);
     }
 }
