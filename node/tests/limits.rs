@@ -142,11 +142,14 @@ async fn upload_sessions_are_capped_per_account_and_per_node() {
     let n = node_with(|l, ttl| {
         l.uploads_per_account = 3;
         l.uploads_per_node = 5;
-        *ttl = 1;
+        *ttl = 3;
     })
     .await;
     for u in ["bob", "carol"] {
         n.add_user(u).await;
+        // Each account's first password check (argon2, slow in a debug
+        // build) happens here, not while bob's sessions must stay open.
+        assert_eq!(n.send(u, Method::GET, "/v2/", vec![]).await.0, StatusCode::OK);
     }
 
     let mut bobs = Vec::new();
@@ -175,8 +178,8 @@ async fn upload_sessions_are_capped_per_account_and_per_node() {
     let (s, v, _) = n.open_upload("admin", "library/app").await;
     assert_eq!((s, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"), "the node's 6th session: {v}");
 
-    // Expired sessions free theirs (the upload timeout is 1 s here).
-    eventually(Duration::from_secs(10), "idle sessions expire", || async { n.node.uploads.in_progress() == 0 }).await;
+    // Expired sessions free theirs (the upload timeout is 3 s here).
+    eventually(Duration::from_secs(20), "idle sessions expire", || async { n.node.uploads.in_progress() == 0 }).await;
     assert_eq!(n.chunked_upload("admin", "library/app", b"after the others expired").await, StatusCode::CREATED);
     n.node.shutdown().await;
 }
