@@ -132,12 +132,8 @@ async fn spread(c: &Cluster, blocks: u64, digest: &Digest) -> anyhow::Result<(f6
     anyhow::ensure!(r.status().as_u16() == 201, "upload answered {}", r.status());
     let pushed = started.elapsed().as_secs_f64();
     eprintln!("  pushed to node 0 in {pushed:.1} s");
-    let hex = digest.hex();
     let size = blocks * BLOCK as u64;
-    let holds = |n: &Node| {
-        let path = n.dir.join("blobs").join(digest.algorithm().name()).join(&hex[..2]).join(&hex);
-        std::fs::metadata(path).is_ok_and(|m| m.len() == size)
-    };
+    let holds = |n: &Node| std::fs::metadata(berth_replication::store::blob_path(&n.dir.join("blobs"), digest)).is_ok_and(|m| m.len() == size);
     let mut pending: Vec<usize> = (0..c.nodes.len()).collect();
     let deadline = started + Duration::from_secs(1800);
     while !pending.is_empty() {

@@ -139,12 +139,18 @@ impl Replicator {
             let info = self.inner.view.blob(digest);
             let holders = info.as_ref().map(|b| b.holders.clone()).unwrap_or_default();
             let relay = prefer.filter(|p| !holders.contains(p) && !bad.contains(p));
-            // Nor from a holder that heads another node's chain: that
-            // node's copy goes over its uplink.
-            let busy = info.map(|b| self.holders_feeding_others(digest, &b)).unwrap_or_default();
-            let spare: Vec<PeerInfo> = sources.into_iter().filter(|p| !busy.contains(&p.id)).collect();
             let mut relay_waits = 0;
-            if relay.is_none() && size >= self.inner.config.parallel_fetch_min_bytes && spare.len() >= 2 {
+            // Nor from a holder that heads another node's chain: that
+            // node's copy goes over its uplink. (Worked out only for a
+            // blob large enough to be fetched in ranges.)
+            let spare: Vec<PeerInfo> = match info {
+                Some(b) if relay.is_none() && size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2 => {
+                    let busy = self.holders_feeding_others(digest, &b);
+                    sources.into_iter().filter(|p| !busy.contains(&p.id)).collect()
+                }
+                _ => Vec::new(),
+            };
+            if spare.len() >= 2 {
                 contributors.extend(spare.iter().map(|p| p.id));
                 if let Err(e) = self.fetch_parallel(digest, size, &spare, &mut staging, tx, attempt).await {
                     tracing::info!(digest = %digest, error = %e, at = staging.len(), "parallel fetch stopped; going on one holder at a time");

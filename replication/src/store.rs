@@ -163,6 +163,13 @@ pub struct BlobReader {
     pub len: u64,
 }
 
+/// Where a blob store rooted at `root` keeps a committed blob:
+/// `<algorithm>/<first two hex digits>/<hex>`.
+pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    root.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+}
+
 impl BlobStore {
     /// Opens (creating) the store and removes staging files left by a
     /// previous run: their upload sessions died with it.
@@ -211,8 +218,7 @@ impl BlobStore {
     }
 
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+        blob_path(&self.root, digest)
     }
 
     /// The blob's size, if this node holds it.

@@ -89,8 +89,7 @@ impl Backup {
 /// Where a backup directory keeps blob `digest`: `blobs/sha256/ab/<hex>`.
 pub fn blob_path(dir: &Path, digest: &str) -> anyhow::Result<PathBuf> {
     let d: Digest = digest.parse().map_err(|e| anyhow::anyhow!("{digest}: {e}"))?;
-    let (algorithm, hex) = (d.algorithm().name(), d.hex());
-    Ok(dir.join("blobs").join(algorithm).join(&hex[..2]).join(hex))
+    Ok(berth_replication::store::blob_path(&dir.join("blobs"), &d))
 }
 
 /// Puts the backup's blobs found in `from` into `store`, each verified by
