@@ -103,7 +103,17 @@ fn unexpected(what: &str, r: MetaResponse) -> ApiError {
 
 impl NodeRegistry {
     pub fn new(meta: MetaNodeHandle, uploads: Arc<UploadManager>, replicator: Replicator, auth: Arc<Authenticator>, audit: AuditLog) -> NodeRegistry {
-        NodeRegistry { meta, uploads, replicator, auth, audit, absent: AbsentRepos::default(), site: None, pull_through: std::sync::OnceLock::new() }
+        NodeRegistry {
+            meta,
+            uploads,
+            replicator,
+            auth,
+            audit,
+            absent: AbsentRepos::default(),
+            site: None,
+            config_labels: Default::default(),
+            pull_through: std::sync::OnceLock::new(),
+        }
     }
 
     /// Pushes name this node, its region and the registry's public name
@@ -819,11 +829,16 @@ impl Registry for NodeRegistry {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
+        // Each blob's link into the repository, which also says its size:
+        // the links of one repository sit side by side, where the blob
+        // records are spread over the whole key space.
+        let mut sized = Vec::with_capacity(parsed.blobs.len());
         for b in &parsed.blobs {
-            if self.read_fresh::<BlobLink>(&keys::link(repo.as_str(), b)).await?.is_none() {
+            let Some(link) = self.read_fresh::<BlobLink>(&keys::link(repo.as_str(), b)).await? else {
                 return Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("blob {b} is not in repository {repo}: push it first"))
                     .with_detail(serde_json::json!({ "digest": b.to_string() })));
-            }
+            };
+            sized.push((b.clone(), link.size));
         }
         for c in &parsed.children {
             if self.read_fresh::<ManifestRecord>(&keys::manifest(repo.as_str(), c)).await?.is_none() {
@@ -832,11 +847,6 @@ impl Registry for NodeRegistry {
             }
         }
         // Durability: every blob on min_copies nodes before the push is acknowledged.
-        let mut sized = Vec::with_capacity(parsed.blobs.len());
-        for b in &parsed.blobs {
-            let size = self.state().get::<BlobRecord>(&keys::blob(b)).map_err(state_err)?.map(|r| r.size).unwrap_or(0);
-            sized.push((b.clone(), size));
-        }
         // A node cut off from the majority cannot commit the manifest, and
         // its peers may be out of reach for the copies too: it answers 503
         // as soon as it knows, instead of holding the client until the copy

@@ -771,8 +771,15 @@ mod tests {
         let my = manifest("y", vec![shared.clone()]);
         assert_eq!(s.run(MetaCommand::PutManifest { record: mx.clone(), tag: None }), MetaResponse::Done);
         assert_eq!(s.run(MetaCommand::PutManifest { record: mx.clone(), tag: None }), MetaResponse::Done, "pushing it again counts nothing twice");
-        assert_eq!(s.run(MetaCommand::PutManifest { record: my, tag: None }), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::PutManifest { record: my.clone(), tag: None }), MetaResponse::Done);
         assert_eq!((refs(&b), refs(&shared)), (Some(1), Some(2)));
+        // A manifest pushed again needs its blobs still linked, like a new one.
+        assert_eq!(s.run(MetaCommand::UnlinkBlob { repo: "y".into(), digest: shared.clone() }), MetaResponse::Done);
+        assert!(matches!(s.run(MetaCommand::PutManifest { record: my.clone(), tag: Some("again".into()) }), MetaResponse::Refused(_)));
+        assert_eq!(s.get_raw(&keys::tag("y", "again")).unwrap(), None, "the refusal wrote no tag");
+        assert_eq!(s.run(link("y", &shared, 10)), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::PutManifest { record: my, tag: Some("again".into()) }), MetaResponse::Done);
+        assert_eq!((refs(&b), refs(&shared)), (Some(1), Some(2)), "an old manifest under a new tag counts nothing");
         assert!(matches!(s.run(sweep(&b, 100)), MetaResponse::Refused(_)), "referenced");
         s.run(MetaCommand::DeleteManifest { repo: "x".into(), digest: mx.digest.clone() });
         assert_eq!((refs(&b), refs(&shared)), (Some(0), Some(1)));

@@ -32,15 +32,25 @@ pub(super) fn put_manifest(
             return Ok(refused);
         }
     }
-    let is_new = state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none();
-    let mut blobs = Vec::with_capacity(rec.blobs.len());
+    // Whether each blob is still linked into the repository: its link
+    // says so (written and removed with the blob record's entry for the
+    // repository), and a repository's links sit side by side where the
+    // blob records are spread over the key space.
     for b in &rec.blobs {
-        match state.get::<BlobRecord>(&keys::blob(b))? {
-            Some(blob) if blob.repos.contains_key(&rec.repo) => blobs.push((b, blob)),
-            _ => return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo))),
+        if state.get_raw(&keys::link(&rec.repo, b))?.is_none() {
+            return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo)));
         }
     }
-    if is_new {
+    // A manifest pushed again (under another tag, say) changes no blob
+    // record; only a new one reads them, to count its references.
+    if state.get_raw(&keys::manifest(&rec.repo, &rec.digest))?.is_none() {
+        let mut blobs = Vec::with_capacity(rec.blobs.len());
+        for b in &rec.blobs {
+            let Some(blob) = state.get::<BlobRecord>(&keys::blob(b))? else {
+                return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo)));
+            };
+            blobs.push((b, blob));
+        }
         // The namespace's quota, checked before anything is written.
         let mut usage = quotas::Usage::of(state, &rec.repo)?;
         usage.add(state, &rec.blobs)?;
