@@ -44,6 +44,8 @@ pub struct NodeRegistry {
     absent: AbsentRepos,
     /// Where this node is, for the notifications a push causes.
     site: Option<crate::notify::Site>,
+    /// The labels of image configs pushed lately (see [`Self::label_life`]).
+    config_labels: lifecycle::ConfigLabels,
     /// Fills a proxy-cache organization's misses before a manifest read
     /// (set once by the composition root; see [`PullThrough`]).
     pull_through: std::sync::OnceLock<Arc<dyn PullThrough>>,
@@ -528,8 +530,8 @@ impl NodeRegistry {
         };
         let mut sets = Vec::with_capacity(configs.len());
         for c in &configs {
-            match lifecycle::read_config(&self.replicator, c).await {
-                Some(bytes) => sets.push(lifecycle::config_labels(&bytes)),
+            match self.config_labels.of(c, || lifecycle::read_config(&self.replicator, c)).await {
+                Some(labels) => sets.push((*labels).clone()),
                 None => return Ok(LabelLife::default()),
             }
         }

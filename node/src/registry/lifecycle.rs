@@ -224,9 +224,90 @@ pub async fn read_config(replicator: &berth_replication::Replicator, digest: &Di
     Some(out)
 }
 
+/// Image configs whose labels are kept at most.
+const CONFIG_LABELS_KEPT: usize = 4096;
+/// A config's labels larger than this (keys and values) are not kept.
+const CONFIG_LABELS_MAX_BYTES: usize = 4096;
+
+/// The labels of image configs read lately, by digest. Every tag pushed
+/// for an image reads its config's labels, and the node may hold no copy
+/// of the config: then each read streamed it from a peer. A digest names
+/// one content for good, so what was read once is the answer.
+#[derive(Default)]
+pub struct ConfigLabels {
+    kept: std::sync::Mutex<KeptLabels>,
+}
+
+#[derive(Default)]
+struct KeptLabels {
+    labels: std::collections::HashMap<Digest, std::sync::Arc<BTreeMap<String, String>>>,
+    /// Digests in the order they were kept, the oldest dropped first.
+    order: std::collections::VecDeque<Digest>,
+}
+
+impl ConfigLabels {
+    /// The labels of config `digest`, from `load` (its bytes) unless kept;
+    /// none when it cannot be read, which is not kept.
+    pub async fn of<F>(&self, digest: &Digest, load: impl FnOnce() -> F) -> Option<std::sync::Arc<BTreeMap<String, String>>>
+    where
+        F: std::future::Future<Output = Option<Vec<u8>>>,
+    {
+        if let Some(l) = self.kept.lock().expect("config labels lock").labels.get(digest) {
+            return Some(l.clone());
+        }
+        let labels = std::sync::Arc::new(config_labels(&load().await?));
+        if labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= CONFIG_LABELS_MAX_BYTES {
+            let mut kept = self.kept.lock().expect("config labels lock");
+            if kept.labels.insert(digest.clone(), labels.clone()).is_none() {
+                kept.order.push_back(digest.clone());
+            }
+            while kept.order.len() > CONFIG_LABELS_KEPT {
+                if let Some(old) = kept.order.pop_front() {
+                    kept.labels.remove(&old);
+                }
+            }
+        }
+        Some(labels)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_config_is_read_once_and_the_kept_labels_stay_bounded() {
+        let cache = ConfigLabels::default();
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let config = |n: usize| format!(r#"{{"config":{{"Labels":{{"n":"{n}"}}}}}}"#).into_bytes();
+        let read = |n: usize| {
+            loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::future::ready(Some(config(n)))
+        };
+        let d0 = Digest::sha256_of(&config(0));
+        for _ in 0..3 {
+            let labels = cache.of(&d0, || read(0)).await.expect("labels");
+            assert_eq!(labels.get("n").map(String::as_str), Some("0"));
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1, "read once, then kept");
+        // Unreadable: no answer, and nothing kept that would hide a later read.
+        let d1 = Digest::sha256_of(&config(1));
+        assert!(cache.of(&d1, || std::future::ready(None)).await.is_none());
+        assert!(cache.of(&d1, || read(1)).await.is_some());
+        // Past the bound the oldest go first.
+        for n in 2..CONFIG_LABELS_KEPT + 2 {
+            cache.of(&Digest::sha256_of(&config(n)), || read(n)).await;
+        }
+        let kept = cache.kept.lock().unwrap();
+        assert_eq!((kept.labels.len(), kept.order.len()), (CONFIG_LABELS_KEPT, CONFIG_LABELS_KEPT));
+        assert!(!kept.labels.contains_key(&d0) && !kept.labels.contains_key(&d1), "the two oldest went first");
+        drop(kept);
+        // Labels too large to keep are answered, not kept.
+        let big = format!(r#"{{"config":{{"Labels":{{"big":"{}"}}}}}}"#, "x".repeat(CONFIG_LABELS_MAX_BYTES));
+        let db = Digest::sha256_of(big.as_bytes());
+        assert!(cache.of(&db, || std::future::ready(Some(big.clone().into_bytes()))).await.is_some());
+        assert!(!cache.kept.lock().unwrap().labels.contains_key(&db));
+    }
 
     #[test]
     fn labels_give_a_lifetime_or_a_lock() {
