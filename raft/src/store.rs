@@ -572,6 +572,14 @@ impl StateRead for DbState<'_> {
         self.0.get_cf(cf(self.0, CF_STATE), key).map_err(|e| StateError::Read(e.to_string()))
     }
 
+    fn get_many_raw(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        self.0
+            .batched_multi_get_cf(cf(self.0, CF_STATE), keys, false)
+            .into_iter()
+            .map(|v| v.map(|v| v.map(|v| v.to_vec())).map_err(|e| StateError::Read(e.to_string())))
+            .collect()
+    }
+
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         self.range_raw(prefix, &state::prefix_end(prefix), usize::MAX)
     }
@@ -927,6 +935,10 @@ impl StateRead for MetaState {
         DbState(&self.db).get_raw(key)
     }
 
+    fn get_many_raw(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        DbState(&self.db).get_many_raw(keys)
+    }
+
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         DbState(&self.db).scan_raw(prefix)
     }
@@ -1058,6 +1070,25 @@ mod tests {
     /// is finished at the next start: the same records, the snapshot's
     /// applied id, nothing left marked as installing. A snapshot that does
     /// not read whole changes nothing.
+    /// A batch read answers what one read of each key answers, in the
+    /// order asked, whether the key is in a memtable, in an SST or nowhere.
+    #[test]
+    fn a_batch_read_answers_as_reads_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let state = cf(&store.db, CF_STATE);
+        for i in (0..400u32).step_by(2) {
+            store.db.put_cf(state, format!("k{i:04}"), i.to_be_bytes()).unwrap();
+        }
+        store.db.flush_cf(state).unwrap();
+        store.db.put_cf(state, "k0001", b"in the memtable").unwrap();
+        store.db.delete_cf(state, "k0002").unwrap();
+        let keys: Vec<Vec<u8>> = ["k0398", "k0001", "k0002", "k0003", "k0000", "k0398", "none"].iter().map(|k| k.as_bytes().to_vec()).collect();
+        let one_by_one: Vec<_> = keys.iter().map(|k| store.state().get_raw(k).unwrap()).collect();
+        assert_eq!(store.state().get_many_raw(&keys).unwrap(), one_by_one);
+        assert_eq!(one_by_one.iter().filter(|v| v.is_some()).count(), 4);
+    }
+
     #[tokio::test]
     async fn an_install_replaces_the_whole_state_and_a_stop_part_way_is_finished_at_the_next_start() {
         use tokio::io::AsyncReadExt;

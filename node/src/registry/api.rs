@@ -834,9 +834,16 @@ impl Registry for NodeRegistry {
         // Each blob's link into the repository, which also says its size:
         // the links of one repository sit side by side, where the blob
         // records are spread over the whole key space.
+        let links: Vec<Vec<u8>> = parsed.blobs.iter().map(|b| keys::link(repo.as_str(), b)).collect();
+        let held = self.state().get_many_raw(&links).map_err(state_err)?;
         let mut sized = Vec::with_capacity(parsed.blobs.len());
-        for b in &parsed.blobs {
-            let Some(link) = self.read_fresh::<BlobLink>(&keys::link(repo.as_str(), b)).await? else {
+        for ((b, key), held) in parsed.blobs.iter().zip(&links).zip(held) {
+            let link = match held {
+                Some(v) => Some(berth_raft::state::decode_record::<BlobLink>(key, &v).map_err(state_err)?),
+                // Not applied here yet, perhaps: asked again after catching up.
+                None => self.read_fresh::<BlobLink>(key).await?,
+            };
+            let Some(link) = link else {
                 return Err(ApiError::new(ErrorCode::ManifestBlobUnknown, format!("blob {b} is not in repository {repo}: push it first"))
                     .with_detail(serde_json::json!({ "digest": b.to_string() })));
             };

@@ -337,6 +337,12 @@ pub trait StateRead {
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
     /// Up to `limit` (key, value) pairs with `from <= key < to`, in key order.
     fn range_raw(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// The values of `keys`, in their order: [`StateRead::get_raw`] of
+    /// each, which a store may answer in one batch (RocksDB reads a data
+    /// block once for all the keys in it).
+    fn get_many_raw(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        keys.iter().map(|k| self.get_raw(k)).collect()
+    }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.get_raw(key)? {

@@ -92,6 +92,12 @@ impl<S: StateRead> StateRead for Overlay<'_, S> {
         }
     }
 
+    fn get_many_raw(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let stored: Vec<Vec<u8>> = keys.iter().filter(|k| !self.pending.contains_key(*k)).cloned().collect();
+        let mut stored = self.base.get_many_raw(&stored)?.into_iter();
+        Ok(keys.iter().map(|k| self.pending.get(k).cloned().unwrap_or_else(|| stored.next().flatten())).collect())
+    }
+
     fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let base = self.base.scan_raw(prefix)?;
         Ok(self.merged(base, prefix, &prefix_end(prefix), usize::MAX))
@@ -132,7 +138,7 @@ mod tests {
         fn reads_through_the_overlay_equal_reads_of_the_written_state(
             stored in btree_map(key(), vec(any::<u8>(), 0..3), 0..24),
             writes in vec((key(), proptest::option::of(vec(any::<u8>(), 0..3))), 0..24),
-            from in key(), to in key(), limit in 0usize..30, prefix in key(),
+            from in key(), to in key(), limit in 0usize..30, prefix in key(), many in vec(key(), 0..8),
         ) {
             let base = mem(&stored);
             let mut overlay = Overlay::new(&base);
@@ -148,6 +154,7 @@ mod tests {
             prop_assert_eq!(overlay.range_raw(&from, &to, limit)?, if from < to { written.range_raw(&from, &to, limit)? } else { Vec::new() });
             prop_assert_eq!(overlay.scan_raw(&prefix)?, written.scan_raw(&prefix)?);
             prop_assert_eq!(overlay.get_raw(&from)?, written.get_raw(&from)?);
+            prop_assert_eq!(overlay.get_many_raw(&many)?, written.get_many_raw(&many)?);
         }
     }
 }

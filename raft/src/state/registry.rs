@@ -35,11 +35,10 @@ pub(super) fn put_manifest(
     // Whether each blob is still linked into the repository: its link
     // says so (written and removed with the blob record's entry for the
     // repository), and a repository's links sit side by side where the
-    // blob records are spread over the key space.
-    for b in &rec.blobs {
-        if state.get_raw(&keys::link(&rec.repo, b))?.is_none() {
-            return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo)));
-        }
+    // blob records are spread over the key space (read in one batch).
+    let links: Vec<Vec<u8>> = rec.blobs.iter().map(|b| keys::link(&rec.repo, b)).collect();
+    if let Some((b, _)) = rec.blobs.iter().zip(state.get_many_raw(&links)?).find(|(_, link)| link.is_none()) {
+        return Ok(MetaResponse::Refused(format!("blob {b} is not in repository {}", rec.repo)));
     }
     // A manifest pushed again (under another tag, say) changes no blob
     // record; only a new one reads them, to count its references.
