@@ -224,15 +224,18 @@ pub async fn read_config(replicator: &berth_replication::Replicator, digest: &Di
     Some(out)
 }
 
-/// Image configs whose labels are kept at most.
-const CONFIG_LABELS_KEPT: usize = 4096;
-/// A config's labels larger than this (keys and values) are not kept.
-const CONFIG_LABELS_MAX_BYTES: usize = 4096;
+/// Image configs whose lifecycle labels are kept at most (a few hundred
+/// bytes each, mostly the digest: few configs carry these labels).
+const CONFIG_LABELS_KEPT: usize = 16_384;
+/// A config's lifecycle labels larger than this (keys and values) are not kept.
+const CONFIG_LABELS_MAX_BYTES: usize = 1024;
+/// The labels a push reads ([`LabelLife::from_labels`]).
+const LIFECYCLE_LABELS: [&str; 2] = [EXPIRES_AFTER_LABEL, IMMUTABLE_LABEL];
 
-/// The labels of image configs read lately, by digest. Every tag pushed
-/// for an image reads its config's labels, and the node may hold no copy
-/// of the config: then each read streamed it from a peer. A digest names
-/// one content for good, so what was read once is the answer.
+/// The lifecycle labels of image configs read lately, by digest. Every tag
+/// pushed for an image reads its config's labels, and the node may hold no
+/// copy of the config: then each read streamed it from a peer. A digest
+/// names one content for good, so what was read once is the answer.
 #[derive(Default)]
 pub struct ConfigLabels {
     kept: std::sync::Mutex<KeptLabels>,
@@ -246,8 +249,8 @@ struct KeptLabels {
 }
 
 impl ConfigLabels {
-    /// The labels of config `digest`, from `load` (its bytes) unless kept;
-    /// none when it cannot be read, which is not kept.
+    /// The lifecycle labels of config `digest`, from `load` (its bytes)
+    /// unless kept; none when it cannot be read, which is not kept.
     pub async fn of<F>(&self, digest: &Digest, load: impl FnOnce() -> F) -> Option<std::sync::Arc<BTreeMap<String, String>>>
     where
         F: std::future::Future<Output = Option<Vec<u8>>>,
@@ -255,7 +258,9 @@ impl ConfigLabels {
         if let Some(l) = self.kept.lock().expect("config labels lock").labels.get(digest) {
             return Some(l.clone());
         }
-        let labels = std::sync::Arc::new(config_labels(&load().await?));
+        let mut labels = config_labels(&load().await?);
+        labels.retain(|k, _| LIFECYCLE_LABELS.contains(&k.as_str()));
+        let labels = std::sync::Arc::new(labels);
         if labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= CONFIG_LABELS_MAX_BYTES {
             let mut kept = self.kept.lock().expect("config labels lock");
             if kept.labels.insert(digest.clone(), labels.clone()).is_none() {
@@ -279,7 +284,7 @@ mod tests {
     async fn a_config_is_read_once_and_the_kept_labels_stay_bounded() {
         let cache = ConfigLabels::default();
         let loads = std::sync::atomic::AtomicUsize::new(0);
-        let config = |n: usize| format!(r#"{{"config":{{"Labels":{{"n":"{n}"}}}}}}"#).into_bytes();
+        let config = |n: usize| format!(r#"{{"config":{{"Labels":{{"{EXPIRES_AFTER_LABEL}":"{n}h","other":"x"}}}}}}"#).into_bytes();
         let read = |n: usize| {
             loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::future::ready(Some(config(n)))
@@ -287,7 +292,7 @@ mod tests {
         let d0 = Digest::sha256_of(&config(0));
         for _ in 0..3 {
             let labels = cache.of(&d0, || read(0)).await.expect("labels");
-            assert_eq!(labels.get("n").map(String::as_str), Some("0"));
+            assert_eq!(*labels, BTreeMap::from([(EXPIRES_AFTER_LABEL.to_string(), "0h".to_string())]), "the lifecycle labels only");
         }
         assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1, "read once, then kept");
         // Unreadable: no answer, and nothing kept that would hide a later read.
@@ -303,7 +308,7 @@ mod tests {
         assert!(!kept.labels.contains_key(&d0) && !kept.labels.contains_key(&d1), "the two oldest went first");
         drop(kept);
         // Labels too large to keep are answered, not kept.
-        let big = format!(r#"{{"config":{{"Labels":{{"big":"{}"}}}}}}"#, "x".repeat(CONFIG_LABELS_MAX_BYTES));
+        let big = format!(r#"{{"config":{{"Labels":{{"{IMMUTABLE_LABEL}":"{}"}}}}}}"#, "x".repeat(CONFIG_LABELS_MAX_BYTES));
         let db = Digest::sha256_of(big.as_bytes());
         assert!(cache.of(&db, || std::future::ready(Some(big.clone().into_bytes()))).await.is_some());
         assert!(!cache.kept.lock().unwrap().labels.contains_key(&db));
