@@ -1064,12 +1064,6 @@ mod tests {
         assert_eq!(again.meta, meta);
     }
 
-    /// An install leaves exactly the snapshot's records, whatever the node
-    /// held before (keys the snapshot lacks, older values, in memtables and
-    /// in SSTs), and a stop part way through, before or after the ingest,
-    /// is finished at the next start: the same records, the snapshot's
-    /// applied id, nothing left marked as installing. A snapshot that does
-    /// not read whole changes nothing.
     /// A batch read answers what one read of each key answers, in the
     /// order asked, whether the key is in a memtable, in an SST or nowhere.
     #[test]
@@ -1089,6 +1083,12 @@ mod tests {
         assert_eq!(one_by_one.iter().filter(|v| v.is_some()).count(), 4);
     }
 
+    /// An install leaves exactly the snapshot's records, whatever the node
+    /// held before (keys the snapshot lacks, older values, in memtables and
+    /// in SSTs), and a stop part way through, before or after the ingest,
+    /// is finished at the next start: the same records, the snapshot's
+    /// applied id, nothing left marked as installing. A snapshot that does
+    /// not read whole changes nothing.
     #[tokio::test]
     async fn an_install_replaces_the_whole_state_and_a_stop_part_way_is_finished_at_the_next_start() {
         use tokio::io::AsyncReadExt;

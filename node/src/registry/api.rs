@@ -44,7 +44,7 @@ pub struct NodeRegistry {
     absent: AbsentRepos,
     /// Where this node is, for the notifications a push causes.
     site: Option<crate::notify::Site>,
-    /// The labels of image configs pushed lately (see [`Self::label_life`]).
+    /// The lifecycle labels of image configs pushed lately (see [`Self::label_life`]).
     config_labels: lifecycle::ConfigLabels,
     /// Fills a proxy-cache organization's misses before a manifest read
     /// (set once by the composition root; see [`PullThrough`]).
