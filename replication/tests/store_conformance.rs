@@ -115,25 +115,42 @@ async fn a_parked_staging_blob_holds_no_file_and_resumes_where_it_stopped() {
 /// A flush dropped half way (a client gone mid-request) leaves the write
 /// it waited for to the next flush: parking waits for it, and the blob goes
 /// on in order.
-#[tokio::test]
-async fn a_flush_dropped_half_way_leaves_its_write_to_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).await.unwrap();
-    // More than the write buffer: this write starts writing to the file.
-    let first: Vec<u8> = (0..3u32 << 19).map(|i| (i % 251) as u8).collect();
-    let mut s = store.create_staging().await.unwrap();
-    s.write(Bytes::from(first.clone())).await.unwrap();
-    let dropped = futures::FutureExt::now_or_never(s.flush());
-    assert!(dropped.is_none(), "the flush waits for the blocking pool");
-    assert_eq!(s.len(), first.len() as u64);
-    assert_eq!(s.park().await.unwrap(), s.len());
-    assert_eq!(std::fs::metadata(s.path()).unwrap().len(), s.len(), "parking waited for the dropped flush's write");
-    s.write(Bytes::from_static(b"and the rest")).await.unwrap();
-    let mut all = first;
-    all.extend_from_slice(b"and the rest");
-    let d = Digest::sha256_of(&all);
-    assert_eq!(s.commit(&store, &d).await.unwrap(), all.len() as u64);
-    assert_eq!(read(&store, &d, None).await, all);
+///
+/// The runtime has one blocking thread, held by the test while the flush is
+/// polled, so the write is still queued when the flush is dropped: with a
+/// free pool the write may end before the first poll, and the flush would
+/// not be dropped half way at all.
+#[test]
+fn a_flush_dropped_half_way_leaves_its_write_to_the_next() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let mut s = store.create_staging().await.unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let holder = tokio::task::spawn_blocking(move || {
+            started.send(()).unwrap();
+            held.recv().unwrap();
+        });
+        running.await.unwrap();
+        // More than the write buffer: this write starts writing to the file.
+        let first: Vec<u8> = (0..3u32 << 19).map(|i| (i % 251) as u8).collect();
+        s.write(Bytes::from(first.clone())).await.unwrap();
+        let dropped = futures::FutureExt::now_or_never(s.flush());
+        assert!(dropped.is_none(), "the flush waits for the blocking pool");
+        assert_eq!(s.len(), first.len() as u64);
+        release.send(()).unwrap();
+        holder.await.unwrap();
+        assert_eq!(s.park().await.unwrap(), s.len());
+        assert_eq!(std::fs::metadata(s.path()).unwrap().len(), s.len(), "parking waited for the dropped flush's write");
+        s.write(Bytes::from_static(b"and the rest")).await.unwrap();
+        let mut all = first;
+        all.extend_from_slice(b"and the rest");
+        let d = Digest::sha256_of(&all);
+        assert_eq!(s.commit(&store, &d).await.unwrap(), all.len() as u64);
+        assert_eq!(read(&store, &d, None).await, all);
+    });
 }
 
 #[tokio::test]
