@@ -185,6 +185,9 @@ enum Bench {
         /// Blobs of each repository (a config and layers): blob records = repos x this.
         #[arg(long, default_value_t = 2)]
         blobs_per_repo: u64,
+        /// Of those, layers that every repository shares (base image layers).
+        #[arg(long, default_value_t = 0)]
+        shared_layers: u64,
         /// Concurrent HTTP clients, spread over the 3 nodes.
         #[arg(long, default_value_t = 64)]
         clients: usize,
@@ -487,8 +490,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
         Bench::Tokens { n } => tokens(n)?,
-        Bench::Scale { repos, tags, blobs_per_repo, clients, big_repo_share, samples, dir, out } => {
-            scale::run(scale::Opts { repos, tags, blobs_per_repo, clients, big_repo_share, samples, dir, out }).await?
+        Bench::Scale { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, dir, out } => {
+            scale::run(scale::Opts { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, dir, out }).await?
         }
         Bench::Replication { size_mib, rtt_ms, rate_mb, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");

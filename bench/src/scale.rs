@@ -7,7 +7,11 @@
 //!
 //! 1. repositories: each gets `--blobs-per-repo` small blobs of its own
 //!    (a config and layers, unique bytes, so blob records grow with the
-//!    repositories) and one manifest referencing them, tagged `t0000000`;
+//!    repositories) and one manifest referencing them, tagged `t0000000`.
+//!    With `--shared-layers S`, layers 1..=S are the same bytes in every
+//!    repository, as base image layers are: each repository links them,
+//!    and the new-repository rate of the last 5 s window against the first
+//!    shows whether a link's cost grows with the repositories sharing it;
 //! 2. tags: the rest of `--tags`, each one manifest PUT of the repository's
 //!    manifest bytes under a new tag name. Repository 0 takes
 //!    `--big-repo-share` of them (the repository whose tag list is paged),
@@ -54,6 +58,8 @@ pub struct Opts {
     pub repos: u64,
     pub tags: u64,
     pub blobs_per_repo: u64,
+    /// Layers (after the config) every repository shares.
+    pub shared_layers: u64,
     pub clients: usize,
     pub big_repo_share: f64,
     pub samples: usize,
@@ -202,18 +208,21 @@ async fn applied_index(http: &reqwest::Client, base: &str) -> anyhow::Result<u64
 }
 
 /// The content of blob `k` of repository `r`: small and unique.
-fn blob_bytes(r: u64, k: u64) -> Vec<u8> {
+fn blob_bytes(r: u64, k: u64, shared: u64) -> Vec<u8> {
     if k == 0 {
         format!("{{\"bench\":\"scale\",\"repo\":{r}}}").into_bytes()
+    } else if k <= shared {
+        format!("berth-bench scale shared layer {k}\n").into_bytes()
     } else {
         format!("berth-bench scale layer {k} of repository {r}\n").into_bytes()
     }
 }
 
-/// Repository `r`'s manifest: its config (blob 0) and layers (the rest).
-fn manifest_bytes(r: u64, blobs: u64) -> Vec<u8> {
+/// Repository `r`'s manifest: its config (blob 0) and layers (the rest,
+/// the first `shared` of them the same in every repository).
+fn manifest_bytes(r: u64, blobs: u64, shared: u64) -> Vec<u8> {
     let desc = |k: u64, media: &str| {
-        let b = blob_bytes(r, k);
+        let b = blob_bytes(r, k, shared);
         serde_json::json!({"mediaType": media, "digest": Digest::sha256_of(&b).to_string(), "size": b.len()})
     };
     serde_json::to_vec(&serde_json::json!({
@@ -345,15 +354,16 @@ fn sampler(progress: Arc<Progress>, what: &'static str, total: u64) -> (tokio::t
     (task, out)
 }
 
-/// Phase 1: every repository's blobs and first tag. Seconds taken.
-async fn write_repos(http: &reqwest::Client, bases: &[String], o: &Opts, progress: Arc<Progress>) -> anyhow::Result<f64> {
+/// Phase 1: every repository's blobs and first tag. Seconds taken and the
+/// 5 s window rates.
+async fn write_repos(http: &reqwest::Client, bases: &[String], o: &Opts, progress: Arc<Progress>) -> anyhow::Result<(f64, Vec<f64>)> {
     let next = Arc::new(AtomicU64::new(0));
-    let (sampler, _) = sampler(progress.clone(), "repositories", o.repos);
+    let (sampler, rates) = sampler(progress.clone(), "repositories", o.repos);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..o.clients {
         let (http, base, next, progress) = (http.clone(), bases[c % bases.len()].clone(), next.clone(), progress.clone());
-        let (repos, blobs) = (o.repos, o.blobs_per_repo);
+        let (repos, blobs, shared) = (o.repos, o.blobs_per_repo, o.shared_layers);
         tasks.push(tokio::spawn(async move {
             loop {
                 let r = next.fetch_add(1, Ordering::Relaxed);
@@ -363,12 +373,12 @@ async fn write_repos(http: &reqwest::Client, bases: &[String], o: &Opts, progres
                 let repo = repo_name(r);
                 let mut ok = true;
                 for k in 0..blobs {
-                    let bytes = bytes::Bytes::from(blob_bytes(r, k));
+                    let bytes = bytes::Bytes::from(blob_bytes(r, k, shared));
                     let url = format!("{base}/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(&bytes));
                     ok &= send(&progress, || http.post(&url).basic_auth("admin", Some(PASSWORD)).body(bytes.clone()), 201).await;
                 }
                 if ok {
-                    let manifest = bytes::Bytes::from(manifest_bytes(r, blobs));
+                    let manifest = bytes::Bytes::from(manifest_bytes(r, blobs, shared));
                     let url = format!("{base}/v2/{repo}/manifests/{}", tag_name(0));
                     let put = || http.put(&url).basic_auth("admin", Some(PASSWORD)).header("content-type", MANIFEST_TYPE).body(manifest.clone());
                     if send(&progress, put, 201).await {
@@ -382,7 +392,8 @@ async fn write_repos(http: &reqwest::Client, bases: &[String], o: &Opts, progres
         t.await?;
     }
     sampler.abort();
-    Ok(started.elapsed().as_secs_f64())
+    let rates = rates.lock().expect("rates").clone();
+    Ok((started.elapsed().as_secs_f64(), rates))
 }
 
 /// Phase 2: the other tags. Seconds taken and the 5 s window rates.
@@ -393,7 +404,7 @@ async fn write_tags(http: &reqwest::Client, bases: &[String], o: &Opts, plan: Ar
     let mut tasks = Vec::new();
     for c in 0..o.clients {
         let (http, base, next, progress, plan) = (http.clone(), bases[c % bases.len()].clone(), next.clone(), progress.clone(), plan.clone());
-        let blobs = o.blobs_per_repo;
+        let (blobs, shared) = (o.blobs_per_repo, o.shared_layers);
         tasks.push(tokio::spawn(async move {
             // The last repository's manifest, kept: the big repository comes up often.
             let mut cached: Option<(u64, bytes::Bytes)> = None;
@@ -406,7 +417,7 @@ async fn write_tags(http: &reqwest::Client, bases: &[String], o: &Opts, plan: Ar
                 let manifest = match &cached {
                     Some((cr, m)) if *cr == r => m.clone(),
                     _ => {
-                        let m = bytes::Bytes::from(manifest_bytes(r, blobs));
+                        let m = bytes::Bytes::from(manifest_bytes(r, blobs, shared));
                         cached = Some((r, m.clone()));
                         m
                     }
@@ -514,9 +525,26 @@ async fn reconcile_pass_ms(http: &reqwest::Client, base: &str, window: Duration)
     }
 }
 
+/// Blob records the bench writes: each repository's own, and the shared layers once.
+fn blob_records(o: &Opts) -> u64 {
+    o.repos * (o.blobs_per_repo - o.shared_layers) + o.shared_layers
+}
+
+/// The median 5 s window rate of the first quarter of `windows` and of the
+/// last (a quarter is at least one window); none with fewer than two.
+fn quarter_medians(windows: &[f64]) -> Option<(f64, f64)> {
+    if windows.len() < 2 {
+        return None;
+    }
+    let q = (windows.len() / 4).max(1);
+    let (mut first, mut last) = (windows[..q].to_vec(), windows[windows.len() - q..].to_vec());
+    Some((percentile(&mut first, 50.0), percentile(&mut last, 50.0)))
+}
+
 pub async fn run(o: Opts) -> anyhow::Result<()> {
     anyhow::ensure!(o.repos >= 2 && o.tags >= o.repos, "need at least 2 repositories and a tag for each");
     anyhow::ensure!(o.blobs_per_repo >= 1 && o.clients >= 1, "need a blob per repository and a client");
+    anyhow::ensure!(o.shared_layers < o.blobs_per_repo, "the shared layers are among a repository's blobs, after its config");
     let bin = berth_chaos::cluster::berth_bin();
     let tmp;
     let root = match &o.dir {
@@ -560,12 +588,13 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     eprintln!("{} repositories, {} blobs each, {} clients…", o.repos, o.blobs_per_repo, o.clients);
     let (lags, write_lag) = lag_watch(http.clone(), bases.clone());
     let repo_progress = Arc::new(Progress::default());
-    let repo_secs = write_repos(&http, &bases, &o, repo_progress.clone()).await?;
+    let (repo_secs, repo_windows) = write_repos(&http, &bases, &o, repo_progress.clone()).await?;
     let repos_done = repo_progress.done.load(Ordering::Relaxed);
     anyhow::ensure!(repos_done == o.repos, "{} of {} repositories were written", repos_done, o.repos);
     let repos_per_s = o.repos as f64 / repo_secs;
     let blob_pushes_per_s = (o.repos * o.blobs_per_repo) as f64 / repo_secs;
     eprintln!("  {repos_per_s:.0} repositories/s ({blob_pushes_per_s:.0} blob pushes/s) in {repo_secs:.1} s");
+    let repo_trend = quarter_medians(&repo_windows);
 
     // Phase 2: tags.
     let plan = Arc::new(TagPlan::new(o.repos, o.tags, o.big_repo_share));
@@ -733,10 +762,17 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         o.repos,
         o.repos + tags_done,
         plan.big + 1,
-        o.repos * o.blobs_per_repo,
+        blob_records(&o),
         o.blobs_per_repo,
         o.clients
     );
+    if let Some((first, last)) = repo_trend {
+        println!(
+            "new repositories/s, median 5 s window of the first and last quarter: {first:.0} and {last:.0}, last/first {:.2} ({} layers shared by every repository)",
+            last / first,
+            o.shared_layers
+        );
+    }
     println!("writes: {repos_per_s:.0} new repositories/s ({blob_pushes_per_s:.0} blob pushes/s) for {repo_secs:.0} s; {tags_per_s:.0} tags/s for {tag_secs:.0} s (5 s windows: {windows_text}); {retries} retries, {failed} failed; settled {settle_s:.1} s later, {scans_queued} scans still queued");
     println!("{:<36} {:>10} {:>10} {:>10} {:>9}", "read (one client, ms)", "p50", "p99", "max", "samples");
     for (name, v) in [
@@ -787,9 +823,9 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         .chain(std::iter::once(serde_json::json!({"node": "node4", "rss_mib": n4_rss.0, "peak_rss_mib": n4_rss.1, "data_mib": n4_data, "most_unapplied_entries": n4_lag})))
         .collect();
     let doc = serde_json::json!({
-        "bench": "scale", "repos": o.repos, "tags": o.repos + tags_done, "big_repo_tags": plan.big + 1, "blob_records": o.repos * o.blobs_per_repo,
+        "bench": "scale", "repos": o.repos, "tags": o.repos + tags_done, "big_repo_tags": plan.big + 1, "blob_records": blob_records(&o), "shared_layers": o.shared_layers,
         "blobs_per_repo": o.blobs_per_repo, "clients": o.clients,
-        "writes": {"repos_per_s": repos_per_s, "blob_pushes_per_s": blob_pushes_per_s, "repo_phase_s": repo_secs, "tags_per_s": tags_per_s, "tag_phase_s": tag_secs,
+        "writes": {"repos_per_s": repos_per_s, "repo_quarter_medians_per_s": repo_trend, "blob_pushes_per_s": blob_pushes_per_s, "repo_phase_s": repo_secs, "tags_per_s": tags_per_s, "tag_phase_s": tag_secs,
                    "tag_windows_per_s": window_rates, "retries": retries, "failed": failed, "settle_s": settle_s, "scans_queued_at_reads": scans_queued},
         "reads": {"tag_list": tl, "catalog": cat, "manifest_get": mg, "metrics_scrape": sc, "cluster_status_fresh": st},
         "reconcile_pass_ms": reconcile, "backlog_blobs": backlog,
