@@ -134,7 +134,7 @@ impl Node {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.with_extension("log")).expect("open node log");
         let child = Command::new(&self.bin)
             .args(["node", "start", "--data-dir", self.dir.to_str().expect("utf-8 path")])
-            .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn,berth_raft::store=info".into()))
+            .env("BERTH_LOG", std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn,berth_raft::store=info,berth_raft::format=info".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

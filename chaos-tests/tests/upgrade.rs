@@ -4,7 +4,8 @@
 //! time, a leader handing over first, while four clients push, move tags
 //! and pull through every node. Nothing acknowledged is lost, the clients'
 //! history holds (the chaos checker's rules), and the nodes converge.
-//! Then a fourth node of the new release joins the upgraded cluster.
+//! The leader then turns on the state format the old release could not
+//! read. Then a fourth node of the new release joins the upgraded cluster.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -71,6 +72,21 @@ async fn a_rolling_upgrade_from_the_previous_release_loses_nothing() {
         }
     }
     assert!(verdict.passed(), "the upgrade broke the history: {:?}", verdict.violations);
+
+    // With every node upgraded, the leader turns on the state format the
+    // old release could not read (blob records' repositories in an index);
+    // the pushes above went on across the switch.
+    let switched = |c: &Cluster| (0..c.nodes.len()).filter(|i| c.node_log(*i).contains("every member reads the blob repository index")).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while switched(&c) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if switched(&c) == 0 {
+        for i in 0..c.nodes.len() {
+            eprintln!("-- log of node {i} --\n{}", c.node_log(i));
+        }
+    }
+    assert!(switched(&c) >= 1, "no leader turned the blob repository index on");
 
     // The upgraded cluster takes a new node of the new release.
     c.set_binary(&new);

@@ -202,6 +202,11 @@ pub enum MetaCommand {
     /// is dropped in the same step. Refused when out of bounds
     /// ([`DrillReportRecord::check_bounds`]).
     RecordDrill(DrillReportRecord),
+    /// From here on, blob records leave the repositories they are linked
+    /// into to an index of keys (see `state::registry::repos_indexed`).
+    /// The leader proposes it once, when every member reads the index
+    /// ([`crate::network::FEATURE_BLOB_REPO_INDEX`]).
+    IndexBlobRepos,
 }
 
 /// OAuth applications and the flows that give them tokens. The tokens
@@ -303,6 +308,7 @@ impl MetaCommand {
             MetaCommand::OAuth(c) => c.kind(),
             MetaCommand::Scan(c) => c.kind(),
             MetaCommand::RecordDrill(_) => "record_drill",
+            MetaCommand::IndexBlobRepos => "index_blob_repos",
         }
     }
 }

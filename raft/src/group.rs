@@ -146,9 +146,15 @@ async fn run(me: NodeId, raft: Raft, features: PeerFeatures, stats: Arc<GroupSta
 /// Whether every other member of the current membership said it reads
 /// grouped entries.
 fn every_member_reads_groups(me: NodeId, raft: &Raft, features: &PeerFeatures) -> bool {
+    every_member_reads(me, raft, features, crate::network::FEATURE_GROUPED)
+}
+
+/// Whether every other member of the current membership (learners too)
+/// said it reads `feature`.
+pub(crate) fn every_member_reads(me: NodeId, raft: &Raft, features: &PeerFeatures, feature: &str) -> bool {
     let metrics = raft.metrics();
     let m = metrics.borrow();
-    let all = m.membership_config.membership().nodes().all(|(id, _)| *id == me || features.reads_grouped(*id));
+    let all = m.membership_config.membership().nodes().all(|(id, _)| *id == me || features.reads(*id, feature));
     all
 }
 

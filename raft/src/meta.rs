@@ -198,6 +198,47 @@ enum Canvass {
     Unreachable,
 }
 
+/// How often the leader looks whether a format change is due.
+const FORMAT_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// On the leader: turns on a format of the state that this release reads
+/// and releases before it do not, once every member has said it reads it.
+/// A cluster made by this release has it from its bootstrap; an upgraded
+/// one gets it after its last node is upgraded (a rolling upgrade changes
+/// nothing until then). Today: blob records whose repositories are kept
+/// in an index ([`MetaCommand::IndexBlobRepos`]).
+async fn adopt_formats(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(FORMAT_CHECK_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.raft.metrics().borrow().state == ServerState::Shutdown {
+            return;
+        }
+        let node = MetaNodeHandle { inner };
+        // Looked at again even once on: a restored backup from before it
+        // replaces the state without it.
+        match crate::state::StateRead::get_raw(&node.state(), crate::state::keys::BLOB_REPO_INDEX) {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the state's format");
+                continue;
+            }
+        }
+        let inner = &node.inner;
+        if !node.is_leader() || !crate::group::every_member_reads(inner.id, &inner.raft, &inner.features, crate::network::FEATURE_BLOB_REPO_INDEX) {
+            continue;
+        }
+        match node.write(Actor::Node, MetaCommand::IndexBlobRepos).await {
+            Ok(MetaResponse::Done) => {
+                tracing::info!(target: "berth_raft::format", "every member reads the blob repository index: blob records keep their repositories there from now on")
+            }
+            Ok(other) => tracing::warn!(response = ?other, "the blob repository index was not turned on"),
+            Err(e) => tracing::warn!(error = %e, "the blob repository index was not turned on"),
+        }
+    }
+}
+
 /// Elections, run by this crate instead of openraft's timer (which is off,
 /// see `MetaConfig::openraft`): a voter that has heard no leader for
 /// [`campaign_after`] first asks the other voters whether they would vote
@@ -336,6 +377,8 @@ struct Inner {
     /// Read barriers asked for: each costs the leader a round of
     /// heartbeats, so the node exports the count.
     read_barriers: std::sync::atomic::AtomicU64,
+    /// What each peer said it reads.
+    features: PeerFeatures,
 }
 
 impl Inner {
@@ -498,7 +541,7 @@ impl MetaNodeHandle {
         let raft = Raft::new(id, Arc::new(config.openraft()?), network, store.log_store(), store.state_machine())
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        let proposer = Proposer::start(id, raft.clone(), features);
+        let proposer = Proposer::start(id, raft.clone(), features.clone());
         let leaderless_since = Arc::new(Mutex::new(Some(Instant::now())));
         tokio::spawn(track_leaderless(raft.metrics(), leaderless_since.clone()));
         let inner = Arc::new(Inner {
@@ -518,8 +561,10 @@ impl MetaNodeHandle {
             started: Instant::now(),
             cut_off_since: Mutex::new(None),
             last_round: Mutex::new(None),
+            features,
         });
         tokio::spawn(run_elections(Arc::downgrade(&inner)));
+        tokio::spawn(adopt_formats(Arc::downgrade(&inner)));
         Ok(MetaNodeHandle { inner })
     }
 

@@ -103,31 +103,35 @@ pub const FEATURES_HEADER: &str = "berth-features";
 /// The feature a node names when it reads grouped entries
 /// ([`crate::command::MetaRequest::Batch`]).
 pub const FEATURE_GROUPED: &str = "grouped-entries";
+/// The feature a node names when it reads blob records whose repositories
+/// are in an index of their own ([`crate::command::MetaCommand::IndexBlobRepos`]).
+pub const FEATURE_BLOB_REPO_INDEX: &str = "blob-repo-index";
 /// What this release names in [`FEATURES_HEADER`].
-pub const FEATURES: &str = FEATURE_GROUPED;
+pub const FEATURES: &str = "grouped-entries,blob-repo-index";
 
 /// What each peer said it reads, as its last AppendEntries reply to this
 /// node said (a restarted peer of another release says so in its first).
 /// The leader groups writes into one entry only while every member reads
-/// grouped entries.
+/// grouped entries, and changes a format only once every member reads it.
 #[derive(Clone, Default)]
-pub struct PeerFeatures(Arc<Mutex<HashMap<NodeId, bool>>>);
+pub struct PeerFeatures(Arc<Mutex<HashMap<NodeId, Vec<String>>>>);
 
 impl PeerFeatures {
-    fn note(&self, node: NodeId, grouped: bool) {
-        self.0.lock().expect("peer features lock").insert(node, grouped);
+    fn note(&self, node: NodeId, features: Vec<String>) {
+        self.0.lock().expect("peer features lock").insert(node, features);
     }
 
-    /// Whether `node` said, last time it answered, that it reads grouped
-    /// entries; false for a node that has not answered yet.
-    pub fn reads_grouped(&self, node: NodeId) -> bool {
-        self.0.lock().expect("peer features lock").get(&node).copied().unwrap_or(false)
+    /// Whether `node` said, last time it answered, that it reads
+    /// `feature`; false for a node that has not answered yet.
+    pub fn reads(&self, node: NodeId, feature: &str) -> bool {
+        self.0.lock().expect("peer features lock").get(&node).is_some_and(|f| f.iter().any(|n| n == feature))
     }
 }
 
-/// Whether a reply's [`FEATURES_HEADER`] names grouped entries.
-fn names_grouped(meta: &tonic::metadata::MetadataMap) -> bool {
-    meta.get(FEATURES_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|f| f.trim() == FEATURE_GROUPED))
+/// The features a reply's [`FEATURES_HEADER`] names.
+fn named_features(meta: &tonic::metadata::MetadataMap) -> Vec<String> {
+    let named = meta.get(FEATURES_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    named.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect()
 }
 
 /// Which peer-service method a call goes to.
@@ -169,15 +173,14 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(channel: Channel, addr
     Ok(call_noting_features(channel, addr, rpc, req, timeout).await?.0)
 }
 
-/// [`call`], also telling whether the reply said the peer reads grouped
-/// entries.
+/// [`call`], also telling which features the reply said the peer reads.
 async fn call_noting_features<Req: Serialize, Resp: DeserializeOwned>(
     channel: Channel,
     addr: &str,
     rpc: PeerRpc,
     req: &Req,
     timeout: Duration,
-) -> Result<(Resp, bool), CallError> {
+) -> Result<(Resp, Vec<String>), CallError> {
     let data = to_payload(req).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
     let mut client =
         PeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MEMBER_MESSAGE).max_encoding_message_size(crate::wire::MAX_MEMBER_MESSAGE);
@@ -210,9 +213,9 @@ async fn call_noting_features<Req: Serialize, Resp: DeserializeOwned>(
         }
         Ok(Ok(r)) => r,
     };
-    let grouped = names_grouped(reply.metadata());
+    let features = named_features(reply.metadata());
     let resp = from_payload(&reply.into_inner().data).map_err(|e| CallError::Codec { addr: addr.to_string(), message: e.to_string() })?;
-    Ok((resp, grouped))
+    Ok((resp, features))
 }
 
 /// Says on a removed node, at most once a minute, why the cluster no
@@ -309,9 +312,9 @@ impl PeerNetwork {
         let channel = self.factory.channels.channel(&self.addr).map_err(CallError::into_rpc)?;
         let answer = call_noting_features(channel, &self.addr, rpc, req, option.hard_ttl()).await;
         self.note_reachability(answer.as_ref().err());
-        let answer = answer.map(|(resp, grouped)| {
+        let answer = answer.map(|(resp, features)| {
             if matches!(rpc, PeerRpc::AppendEntries) {
-                self.factory.features.note(self.target, grouped);
+                self.factory.features.note(self.target, features);
             }
             resp
         });
@@ -416,5 +419,29 @@ mod tests {
         assert!(!is_commit_notice(Some(&c4), &append(Some(4), 0)));
         assert!(!is_commit_notice(Some(&c4), &append(Some(5), 1)));
         assert!(!is_commit_notice(Some(&None), &append(None, 0)));
+    }
+
+    /// A peer reads what its last reply named, and nothing before it
+    /// replied; a release before the header names nothing.
+    #[test]
+    fn a_peer_reads_the_features_its_last_reply_named() {
+        let named = |v: Option<&'static str>| {
+            let mut meta = tonic::metadata::MetadataMap::new();
+            if let Some(v) = v {
+                meta.insert(FEATURES_HEADER, tonic::metadata::MetadataValue::from_static(v));
+            }
+            named_features(&meta)
+        };
+        assert_eq!(named(Some(FEATURES)), [FEATURE_GROUPED, FEATURE_BLOB_REPO_INDEX]);
+        assert_eq!(named(Some(" grouped-entries , ")), [FEATURE_GROUPED]);
+        assert!(named(None).is_empty());
+        let f = PeerFeatures::default();
+        assert!(!f.reads(2, FEATURE_GROUPED), "not replied yet");
+        f.note(2, named(Some(FEATURE_GROUPED)));
+        assert!(f.reads(2, FEATURE_GROUPED) && !f.reads(2, FEATURE_BLOB_REPO_INDEX), "a release with grouped entries only");
+        f.note(2, named(Some(FEATURES)));
+        assert!(f.reads(2, FEATURE_BLOB_REPO_INDEX), "upgraded");
+        f.note(2, named(None));
+        assert!(!f.reads(2, FEATURE_GROUPED), "rolled back");
     }
 }

@@ -83,7 +83,7 @@ impl NodeBackend {
 fn tally_storage(state: &berth_raft::MetaState, nodes: &[NodeRecord]) -> Result<StorageTally, ApiError> {
     let mut out: std::collections::HashMap<u64, NodeStorage> = std::collections::HashMap::new();
     let mut placements: std::collections::HashMap<String, Placement> = std::collections::HashMap::new();
-    for (_, rec) in berth_raft::state::blobs(state).map_err(state_err)? {
+    for (digest, rec) in berth_raft::state::blobs(state).map_err(state_err)? {
         for n in nodes.iter().filter(|n| !n.removed) {
             let s = out.entry(n.id).or_default();
             if rec.holders.contains(&n.id) {
@@ -94,17 +94,25 @@ fn tally_storage(state: &berth_raft::MetaState, nodes: &[NodeRecord]) -> Result<
             if rec.refs == 0 {
                 continue;
             }
-            let mut wanted = false;
-            for repo in rec.repos.keys() {
-                let ns = repo.split('/').next().unwrap_or(repo).to_string();
-                if !placements.contains_key(&ns) {
-                    let p: Placement = state.get(&keys::placement(&ns)).map_err(state_err)?.unwrap_or_default();
-                    placements.insert(ns.clone(), p);
+            let mut unreadable = None;
+            let wanted = berth_raft::state::any_blob_repo(state, &digest, &rec, |repo| {
+                let ns = repo.split('/').next().unwrap_or(repo);
+                if !placements.contains_key(ns) {
+                    match state.get::<Placement>(&keys::placement(ns)) {
+                        Ok(p) => {
+                            placements.insert(ns.to_string(), p.unwrap_or_default());
+                        }
+                        Err(e) => {
+                            unreadable = Some(e);
+                            return true;
+                        }
+                    }
                 }
-                if placements[&ns].wants(&n.region) {
-                    wanted = true;
-                    break;
-                }
+                placements[ns].wants(&n.region)
+            })
+            .map_err(state_err)?;
+            if let Some(e) = unreadable {
+                return Err(state_err(e));
             }
             if wanted {
                 s.backlog_blobs += 1;

@@ -82,7 +82,22 @@ impl Backup {
 
     /// The blobs the backed-up metadata knows.
     pub fn inventory(&self) -> anyhow::Result<Vec<BlobEntry>> {
-        self.blobs().map(|b| b.map(|(d, rec)| BlobEntry { digest: d.to_string(), size: rec.size, repo: rec.repos.keys().next().cloned() })).collect()
+        // The first repository of each blob in the index (the records are
+        // in key order), for the records that no longer list theirs.
+        let mut indexed: std::collections::HashMap<&[u8], String> = std::collections::HashMap::new();
+        for (k, _) in self.records.iter().filter(|(k, _)| k.starts_with(keys::BLOB_REPO_PREFIX)) {
+            if let Some(sep) = k.iter().position(|b| *b == 0) {
+                indexed.entry(&k[keys::BLOB_REPO_PREFIX.len()..sep]).or_insert_with(|| String::from_utf8_lossy(&k[sep + 1..]).into_owned());
+            }
+        }
+        self.blobs()
+            .map(|b| {
+                b.map(|(d, rec)| {
+                    let repo = rec.repos.keys().next().cloned().or_else(|| indexed.get(d.to_string().as_bytes()).cloned());
+                    BlobEntry { digest: d.to_string(), size: rec.size, repo }
+                })
+            })
+            .collect()
     }
 }
 

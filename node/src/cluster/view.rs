@@ -28,14 +28,18 @@ impl NodeView {
         NodeView { meta, region, changes, nodes: std::sync::Mutex::new(None), node_changes }
     }
 
-    /// Whether placement asks nodes of `region` to keep `rec`: some
-    /// namespace it is linked into wants that region.
-    fn wanted_in(&self, rec: &BlobRecord, region: &str) -> bool {
-        rec.repos.keys().any(|repo| self.repo_wanted_in_region(repo, region))
+    /// Whether placement asks nodes of `region` to keep blob `digest`
+    /// (whose record is `rec`): some namespace it is linked into wants
+    /// that region.
+    fn wanted_in(&self, digest: &Digest, rec: &BlobRecord, region: &str) -> bool {
+        berth_raft::state::any_blob_repo(&self.meta.state(), digest, rec, |repo| self.repo_wanted_in_region(repo, region)).unwrap_or_else(|e| {
+            tracing::error!(digest = %digest, error = %e, "cannot read where a blob is linked");
+            false
+        })
     }
 
-    fn wanted_here(&self, rec: &BlobRecord) -> bool {
-        self.wanted_in(rec, &self.region)
+    fn wanted_here(&self, digest: &Digest, rec: &BlobRecord) -> bool {
+        self.wanted_in(digest, rec, &self.region)
     }
 
     /// The node records: read again only when one was written since the
@@ -78,12 +82,12 @@ impl ClusterView for NodeView {
 
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
         let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
-        Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders })
+        Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(digest, &rec), holders: rec.holders })
     }
 
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
         let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
-        rec.is_some_and(|rec| self.wanted_in(&rec, region))
+        rec.is_some_and(|rec| self.wanted_in(digest, &rec, region))
     }
 
     fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool {
@@ -104,7 +108,8 @@ impl ClusterView for NodeView {
             .filter_map(|(k, v)| {
                 let digest = keys::blob_digest(&k)?;
                 let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
-                Some((digest, BlobInfo { size: rec.size, wanted_here: self.wanted_here(&rec), holders: rec.holders }))
+                let wanted_here = self.wanted_here(&digest, &rec);
+                Some((digest, BlobInfo { size: rec.size, wanted_here, holders: rec.holders }))
             })
             .collect()
     }

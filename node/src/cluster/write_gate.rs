@@ -80,6 +80,8 @@ fn rule_of(state: &MetaState, cmd: &MetaCommand) -> Result<Rule, StateError> {
         M::SetPlacement { .. } => Rule::Admin,
         M::Probe { .. } => Rule::Probe,
         M::RecordDrill(_) => Rule::Probe,
+        // A change of the state's format, once every member reads it.
+        M::IndexBlobRepos => Rule::LeaderOwn,
         M::PutUser(rec) if rec.superuser || is_superuser(state, &rec.name)? => Rule::Admin,
         M::PutUser(rec) => Rule::OwnUser(rec.name.clone()),
         M::AddBlobHolder { node, .. } | M::RemoveBlobHolder { node, .. } => Rule::NodeOwn { names: vec![*node] },

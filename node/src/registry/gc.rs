@@ -170,7 +170,7 @@ fn sweep_candidates(state: &impl StateRead, cutoff_ms: u64) -> Result<Vec<Digest
     for (k, v) in state.scan_raw(keys::BLOB_PREFIX)? {
         let Some(digest) = keys::blob_digest(&k) else { continue };
         let Ok(rec) = berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v) else { continue };
-        if rec.refs > 0 || rec.repos.values().any(|t| *t >= cutoff_ms) {
+        if rec.refs > 0 || berth_raft::state::blob_repos(state, &digest, &rec)?.iter().any(|(_, t)| *t >= cutoff_ms) {
             continue;
         }
         out.push(digest);

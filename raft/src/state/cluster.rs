@@ -11,6 +11,8 @@ pub(super) fn bootstrap(state: &impl StateRead, ch: &mut Changes, rec: &ClusterR
         return Ok(MetaResponse::Refused("the cluster is already initialized".into()));
     }
     ch.put(keys::CLUSTER.to_vec(), rec);
+    // Every member of a new cluster runs this release or a later one.
+    super::registry::index_blob_repos(ch)?;
     Ok(MetaResponse::Done)
 }
 

@@ -404,8 +404,9 @@ fn delete_repository(state: &impl StateRead, ch: &mut Changes, name: &str) -> Re
             }
         }
     }
+    let indexed = super::registry::repos_indexed(state)?;
     for (d, mut rec) in blobs {
-        rec.repos.remove(name);
+        super::registry::unlist_repo(ch, indexed, &d, &mut rec, name);
         ch.put(keys::blob(&d), &rec);
     }
     usage.write(ch);

@@ -61,6 +61,7 @@ use berth_common::{Digest, NodeId};
 use crate::command::*;
 
 pub use crate::records::RECORD_VERSION;
+pub use registry::{any_blob_repo, blob_repos};
 
 pub mod ca;
 mod cluster;
@@ -114,6 +115,12 @@ pub mod keys {
     pub const OAUTH_APP_PREFIX: &[u8] = b"O";
     pub const OAUTH_CODE_PREFIX: &[u8] = b"C";
     pub const OAUTH_TOKEN_PREFIX: &[u8] = b"E";
+    pub const BLOB_REPO_PREFIX: &[u8] = b"d";
+    /// Present once blob records leave the repositories they are linked
+    /// into to [`blob_repo`] keys (see `state::registry`): set by the
+    /// bootstrap of a new cluster, and in an upgraded one by
+    /// [`crate::command::MetaCommand::IndexBlobRepos`].
+    pub const BLOB_REPO_INDEX: &[u8] = b"vblob-repo-index";
 
     /// Whether the record at `key` describes the cluster itself (its id and
     /// signing keys, its CA, its nodes and their join tokens) rather than
@@ -253,6 +260,18 @@ pub mod keys {
     /// The digest a blob record's key names (the inverse of [`blob`]).
     pub fn blob_digest(key: &[u8]) -> Option<Digest> {
         std::str::from_utf8(key.strip_prefix(BLOB_PREFIX)?).ok()?.parse().ok()
+    }
+    /// That `repo` links blob `digest` (the value: when it last did), by
+    /// blob: [`link`] the other way round, so a blob shared by many
+    /// repositories costs a key each, not a longer record.
+    pub fn blob_repo(digest: &Digest, repo: &str) -> Vec<u8> {
+        join(BLOB_REPO_PREFIX, &[digest.to_string().as_bytes(), repo.as_bytes()])
+    }
+    /// Prefix of the [`blob_repo`] keys of `digest`.
+    pub fn blob_repos_of(digest: &Digest) -> Vec<u8> {
+        let mut k = join(BLOB_REPO_PREFIX, &[digest.to_string().as_bytes()]);
+        k.push(0);
+        k
     }
     /// Prefix of the blob links of `repo`.
     pub fn links_of(repo: &str) -> Vec<u8> {
@@ -517,6 +536,7 @@ pub fn apply(state: &impl StateRead, cmd: &MetaCommand) -> Result<(MetaResponse,
         M::LinkBlob { repo, digest, size, node, now_ms } => registry::link_blob(state, ch_, repo, digest, *size, *node, *now_ms),
         M::UnlinkBlob { repo, digest } => registry::unlink_blob(state, ch_, repo, digest),
         M::SweepBlob { digest, cutoff_ms } => registry::sweep_blob(state, ch_, digest, *cutoff_ms),
+        M::IndexBlobRepos => registry::index_blob_repos(ch_),
         M::Mirror(cmd) => mirror::apply(state, ch_, cmd),
         M::ProxyCache(cmd) => proxycache::apply(state, ch_, cmd),
         M::OAuth(cmd) => oauth::apply(state, ch_, cmd),
@@ -762,7 +782,15 @@ mod tests {
 
     #[test]
     fn reference_counts_and_sweeps() {
-        let s = MapState::default();
+        reference_counts_and_sweeps_in(MapState::default());
+        let indexed = MapState::default();
+        assert_eq!(indexed.run(MetaCommand::IndexBlobRepos), MetaResponse::Done);
+        reference_counts_and_sweeps_in(indexed);
+    }
+
+    /// [`reference_counts_and_sweeps`] in a state with or without the blob
+    /// repository index.
+    fn reference_counts_and_sweeps_in(s: MapState) {
         let (b, shared) = (Digest::sha256_of(b"b"), Digest::sha256_of(b"shared"));
         let link = |repo: &str, d: &Digest, t| MetaCommand::LinkBlob { repo: repo.into(), digest: d.clone(), size: 1, node: 1, now_ms: t };
         let manifest = |repo: &str, blobs: Vec<Digest>| manifest_record(repo, Digest::sha256_of(format!("{repo}{blobs:?}").as_bytes()), blobs);
@@ -793,8 +821,92 @@ mod tests {
         assert!(matches!(s.run(sweep(&shared, 100)), MetaResponse::Refused(_)), "still referenced by y");
         assert_eq!(s.run(sweep(&b, 100)), MetaResponse::Done);
         assert_eq!(s.get_raw(&keys::link("x", &b)).unwrap(), None, "its links went with it");
+        assert_eq!(s.scan_raw(&keys::blob_repos_of(&b)).unwrap(), vec![], "and its index keys");
         // A push that raced the sweep loses cleanly; a late copy is not recorded.
         assert!(matches!(s.run(MetaCommand::PutManifest { record: manifest("x", vec![b.clone()]), tag: None }), MetaResponse::Refused(_)));
         assert_eq!(s.run(MetaCommand::AddBlobHolder { digest: b.clone(), size: 1, node: 2 }), MetaResponse::NotFound);
+    }
+
+    /// With the index, a blob linked into many repositories (a base layer)
+    /// keeps a record of one size, and each link and unlink writes a key of
+    /// its own: the record no longer lists every repository.
+    #[test]
+    fn a_shared_blob_costs_a_key_per_repository_not_a_longer_record() {
+        let s = MapState::default();
+        assert_eq!(s.run(MetaCommand::IndexBlobRepos), MetaResponse::Done);
+        let base = Digest::sha256_of(b"base layer");
+        let record_size = || s.get_raw(&keys::blob(&base)).unwrap().unwrap().len();
+        let mut sizes = Vec::new();
+        for i in 0..300u64 {
+            let repo = format!("r{i:03}");
+            assert_eq!(s.run(create_repo(&repo)), MetaResponse::Done);
+            assert_eq!(s.run(MetaCommand::LinkBlob { repo, digest: base.clone(), size: 7, node: 1, now_ms: i }), MetaResponse::Done);
+            sizes.push(record_size());
+        }
+        assert!(sizes.iter().all(|n| *n == sizes[0]), "the record does not grow: {:?}", &sizes[..5]);
+        let rec: BlobRecord = s.get(&keys::blob(&base)).unwrap().unwrap();
+        let repos = blob_repos(&s, &base, &rec).unwrap();
+        assert_eq!(repos.len(), 300);
+        assert_eq!(repos[7], ("r007".to_string(), 7), "each with when it was linked");
+        assert!(any_blob_repo(&s, &base, &rec, |r| r == "r299").unwrap(), "found past the first page");
+        assert!(!any_blob_repo(&s, &base, &rec, |r| r == "elsewhere").unwrap());
+        assert_eq!(s.run(MetaCommand::UnlinkBlob { repo: "r007".into(), digest: base.clone() }), MetaResponse::Done);
+        assert_eq!(s.get_raw(&keys::blob_repo(&base, "r007")).unwrap(), None);
+        assert_eq!(blob_repos(&s, &base, &rec).unwrap().len(), 299);
+        // A repository deleted leaves the index too.
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "r008".into() })), MetaResponse::Done);
+        assert_eq!(s.get_raw(&keys::blob_repo(&base, "r008")).unwrap(), None);
+        assert_eq!(blob_repos(&s, &base, &rec).unwrap().len(), 298);
+        // The sweep reads the times from the index.
+        assert!(matches!(s.run(MetaCommand::SweepBlob { digest: base.clone(), cutoff_ms: 299 }), MetaResponse::Refused(why) if why.contains("recently")));
+        assert_eq!(s.run(MetaCommand::SweepBlob { digest: base.clone(), cutoff_ms: 300 }), MetaResponse::Done);
+        assert_eq!(s.scan_raw(&keys::blob_repos_of(&base)).unwrap(), vec![]);
+        assert_eq!(s.scan_raw(&keys::links_of("r000")).unwrap(), vec![]);
+    }
+
+    /// A cluster made before the index lists repositories in the blob
+    /// record; once the index is on, the next link or unlink of a blob
+    /// moves its list to the index with the times it had, and a repository
+    /// deleted is found in either place.
+    #[test]
+    fn a_listed_record_moves_to_the_index_when_next_linked() {
+        let s = MapState::default();
+        let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        let link = |repo: &str, d: &Digest, t| MetaCommand::LinkBlob { repo: repo.into(), digest: d.clone(), size: 1, node: 1, now_ms: t };
+        for (i, repo) in ["x", "y", "z"].iter().enumerate() {
+            s.run(create_repo(repo));
+            assert_eq!(s.run(link(repo, &a, i as u64)), MetaResponse::Done);
+            assert_eq!(s.run(link(repo, &b, i as u64)), MetaResponse::Done);
+        }
+        let rec = |d: &Digest| s.get::<BlobRecord>(&keys::blob(d)).unwrap().unwrap();
+        assert_eq!(rec(&a).repos.len(), 3, "before the index, the record lists them");
+        assert_eq!(s.scan_raw(keys::BLOB_REPO_PREFIX).unwrap(), vec![]);
+        let before = blob_repos(&s, &a, &rec(&a)).unwrap();
+        assert_eq!(s.run(MetaCommand::IndexBlobRepos), MetaResponse::Done);
+        assert_eq!(s.run(MetaCommand::IndexBlobRepos), MetaResponse::Done, "idempotent");
+        assert_eq!(blob_repos(&s, &a, &rec(&a)).unwrap(), before, "read alike before anything moved");
+        s.run(create_repo("w"));
+        assert_eq!(s.run(link("w", &a, 9)), MetaResponse::Done);
+        assert!(rec(&a).repos.is_empty(), "moved on the next link");
+        let mut after = before.clone();
+        after.insert(0, ("w".to_string(), 9));
+        assert_eq!(blob_repos(&s, &a, &rec(&a)).unwrap(), after);
+        assert_eq!(s.run(MetaCommand::UnlinkBlob { repo: "y".into(), digest: b.clone() }), MetaResponse::Done);
+        assert!(rec(&b).repos.is_empty(), "moved on an unlink, less the repository unlinked");
+        assert_eq!(blob_repos(&s, &b, &rec(&b)).unwrap(), vec![("x".to_string(), 0), ("z".to_string(), 2)]);
+        assert_eq!(s.run(MetaCommand::Identity(IdentityCommand::DeleteRepository { name: "z".into() })), MetaResponse::Done);
+        assert_eq!(blob_repos(&s, &b, &rec(&b)).unwrap(), vec![("x".to_string(), 0)]);
+        assert_eq!(blob_repos(&s, &a, &rec(&a)).unwrap().iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["w", "x", "y"]);
+        // A new cluster starts with the index.
+        let fresh = MapState::default();
+        let cluster = ClusterRecord {
+            cluster_id: "c".into(),
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            token_signing_key_pem: String::new(),
+            created_at_ms: 0,
+        };
+        assert_eq!(fresh.run(MetaCommand::Bootstrap(cluster)), MetaResponse::Done);
+        assert!(fresh.get_raw(keys::BLOB_REPO_INDEX).unwrap().is_some());
     }
 }

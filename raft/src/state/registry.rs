@@ -155,7 +155,12 @@ pub(super) fn link_blob(
     let key = keys::blob(digest);
     let mut rec = state.get::<BlobRecord>(&key)?.unwrap_or_else(|| BlobRecord::new(size));
     rec.holders.insert(node);
-    rec.repos.insert(repo.to_string(), now_ms);
+    if repos_indexed(state)? {
+        index_listed_repos(ch, digest, &mut rec, None);
+        ch.put(keys::blob_repo(digest, repo), &now_ms);
+    } else {
+        rec.repos.insert(repo.to_string(), now_ms);
+    }
     ch.put(key, &rec);
     Ok(MetaResponse::Done)
 }
@@ -165,11 +170,94 @@ pub(super) fn unlink_blob(state: &impl StateRead, ch: &mut Changes, repo: &str, 
         return Ok(MetaResponse::NotFound);
     }
     ch.delete(keys::link(repo, digest));
-    if let Some(mut rec) = state.get::<BlobRecord>(&keys::blob(digest))? {
-        rec.repos.remove(repo);
-        ch.put(keys::blob(digest), &rec);
+    let indexed = repos_indexed(state)?;
+    match state.get::<BlobRecord>(&keys::blob(digest))? {
+        Some(mut rec) => {
+            if unlist_repo(ch, indexed, digest, &mut rec, repo) {
+                ch.put(keys::blob(digest), &rec);
+            }
+        }
+        None if indexed => ch.delete(keys::blob_repo(digest, repo)),
+        None => {}
     }
     Ok(MetaResponse::Done)
+}
+
+/// Whether blob records leave their repositories to [`keys::blob_repo`]
+/// keys ([`keys::BLOB_REPO_INDEX`]). Before, every link rewrote a record
+/// listing every repository that links the blob: a base layer in 100,000
+/// repositories made each new link a megabyte write. A release that reads
+/// only the list must not read this state, so an upgraded cluster turns it
+/// on once every member reads the keys (`crate::meta`); a record written
+/// before keeps its list until a link or unlink of the blob moves it.
+pub(super) fn repos_indexed(state: &impl StateRead) -> Result<bool, StateError> {
+    Ok(state.get_raw(keys::BLOB_REPO_INDEX)?.is_some())
+}
+
+/// Turns the index on (idempotent).
+pub(super) fn index_blob_repos(ch: &mut Changes) -> Result<MetaResponse, StateError> {
+    ch.put(keys::BLOB_REPO_INDEX.to_vec(), &());
+    Ok(MetaResponse::Done)
+}
+
+/// Moves the repositories `rec` still lists to index keys, all but `except`.
+fn index_listed_repos(ch: &mut Changes, digest: &Digest, rec: &mut BlobRecord, except: Option<&str>) {
+    for (repo, at) in std::mem::take(&mut rec.repos) {
+        if Some(repo.as_str()) != except {
+            ch.put(keys::blob_repo(digest, &repo), &at);
+        }
+    }
+}
+
+/// Removes `repo` from blob `digest`'s repositories: from its index key,
+/// or from `rec`'s list before the index. Whether `rec` changed (the
+/// caller writes it back).
+pub(super) fn unlist_repo(ch: &mut Changes, indexed: bool, digest: &Digest, rec: &mut BlobRecord, repo: &str) -> bool {
+    if !indexed {
+        return rec.repos.remove(repo).is_some();
+    }
+    ch.delete(keys::blob_repo(digest, repo));
+    let listed = !rec.repos.is_empty();
+    index_listed_repos(ch, digest, rec, Some(repo));
+    listed
+}
+
+/// The repositories blob `digest` (whose record is `rec`) is linked into,
+/// with when each last linked it: those its record lists and those of the
+/// index, in name order.
+pub fn blob_repos(state: &impl StateRead, digest: &Digest, rec: &BlobRecord) -> Result<Vec<(String, u64)>, StateError> {
+    let mut out: BTreeMap<String, u64> = rec.repos.clone();
+    let prefix = keys::blob_repos_of(digest);
+    for (k, v) in state.scan_raw(&prefix)? {
+        let repo = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        out.insert(repo, super::decode(&k, &v)?);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Whether `wanted` holds for some repository blob `digest` is linked
+/// into; stops at the first, reading the index a page at a time.
+pub fn any_blob_repo(state: &impl StateRead, digest: &Digest, rec: &BlobRecord, mut wanted: impl FnMut(&str) -> bool) -> Result<bool, StateError> {
+    if rec.repos.keys().any(|r| wanted(r)) {
+        return Ok(true);
+    }
+    const PAGE: usize = 256;
+    let prefix = keys::blob_repos_of(digest);
+    let end = super::prefix_end(&prefix);
+    let mut from = prefix.clone();
+    loop {
+        let page = state.range_raw(&from, &end, PAGE)?;
+        if page.iter().any(|(k, _)| wanted(&String::from_utf8_lossy(&k[prefix.len()..]))) {
+            return Ok(true);
+        }
+        match page.last() {
+            Some((k, _)) if page.len() == PAGE => {
+                from = k.clone();
+                from.push(0);
+            }
+            _ => return Ok(false),
+        }
+    }
 }
 
 /// Garbage collection: forgets a blob no manifest references and no
@@ -179,11 +267,13 @@ pub(super) fn sweep_blob(state: &impl StateRead, ch: &mut Changes, digest: &Dige
     if rec.refs > 0 {
         return Ok(MetaResponse::Refused(format!("{} manifests reference it", rec.refs)));
     }
-    if rec.repos.values().any(|t| *t >= cutoff_ms) {
+    let repos = blob_repos(state, digest, &rec)?;
+    if repos.iter().any(|(_, t)| *t >= cutoff_ms) {
         return Ok(MetaResponse::Refused("linked too recently".into()));
     }
-    for repo in rec.repos.keys() {
+    for (repo, _) in &repos {
         ch.delete(keys::link(repo, digest));
+        ch.delete(keys::blob_repo(digest, repo));
     }
     ch.delete(keys::blob(digest));
     Ok(MetaResponse::Done)
