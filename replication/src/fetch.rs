@@ -104,7 +104,7 @@ impl Replicator {
     /// by measured RTT, silent holders last. Holders that served bad bytes
     /// for this blob are out.
     fn sources(&self, digest: &Digest, prefer: Option<NodeId>, exclude: &HashSet<NodeId>) -> Vec<PeerInfo> {
-        let holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        let holders = self.inner.view.holders(digest);
         let rtts = self.inner.transport.rtts();
         let my_region = self.inner.view.self_region();
         let mut peers: Vec<PeerInfo> =

@@ -84,6 +84,12 @@ pub trait ClusterView: Send + Sync + 'static {
     /// The other active nodes.
     fn peers(&self) -> Vec<PeerInfo>;
     fn blob(&self, digest: &Digest) -> Option<BlobInfo>;
+    /// The nodes holding `digest`: [`ClusterView::blob`]'s holders, which a
+    /// view may read without working out the placement (a push asks this
+    /// for every blob of a manifest).
+    fn holders(&self, digest: &Digest) -> BTreeSet<NodeId> {
+        self.blob(digest).map(|b| b.holders).unwrap_or_default()
+    }
     /// Whether placement asks nodes of `region` to keep `digest`.
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool;
     /// Whether placement asks nodes of `region` to keep what `repo` holds.
@@ -330,7 +336,7 @@ impl Replicator {
 
     async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<()> {
         let me = self.inner.view.self_id();
-        let mut holders = self.inner.view.blob(digest).map(|b| b.holders).unwrap_or_default();
+        let mut holders = self.inner.view.holders(digest);
         // Pipelined copies recorded through the leader, which this node's
         // metadata may not have applied yet.
         holders.extend(self.pipelined_holders(digest).await);

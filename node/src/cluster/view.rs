@@ -85,6 +85,10 @@ impl ClusterView for NodeView {
         Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(digest, &rec), holders: rec.holders })
     }
 
+    fn holders(&self, digest: &Digest) -> std::collections::BTreeSet<NodeId> {
+        self.meta.state().get::<BlobRecord>(&keys::blob(digest)).ok().flatten().map(|rec| rec.holders).unwrap_or_default()
+    }
+
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
         let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
         rec.is_some_and(|rec| self.wanted_in(digest, &rec, region))
