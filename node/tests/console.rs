@@ -107,16 +107,28 @@ impl Browser {
     }
 
     async fn text_of(&self, el: &str) -> String {
-        self.call(reqwest::Method::GET, &format!("/element/{el}/text"), None).await.as_str().unwrap_or_default().to_string()
+        self.read_text(el).await.unwrap_or_default()
+    }
+
+    /// An element's text, or `None` once the page has replaced it (the
+    /// cluster page renders anew every second).
+    async fn read_text(&self, el: &str) -> Option<String> {
+        self.call(reqwest::Method::GET, &format!("/element/{el}/text"), None).await.as_str().map(String::from)
     }
 
     /// Waits for an element matching `css` whose text satisfies `pred`.
     async fn wait(&self, css: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_text(css, what, pred).await.0
+    }
+
+    /// Waits as `wait` does, and returns the text it matched with the
+    /// element: reading it again could find the element replaced.
+    async fn wait_text(&self, css: &str, what: &str, pred: impl Fn(&str) -> bool) -> (String, String) {
         let deadline = Instant::now() + T;
         loop {
             for el in self.all(css).await {
-                if pred(&self.text_of(&el).await) {
-                    return el;
+                if let Some(text) = self.read_text(&el).await.filter(|t| pred(t)) {
+                    return (el, text);
                 }
             }
             if Instant::now() > deadline {
@@ -129,8 +141,7 @@ impl Browser {
     }
 
     async fn text(&self, css: &str) -> String {
-        let el = self.wait(css, css, |_| true).await;
-        self.text_of(&el).await
+        self.wait_text(css, css, |_| true).await.1
     }
 
     async fn click(&self, css: &str) {
@@ -775,16 +786,26 @@ async fn a_person_runs_the_registry_from_the_browser() {
     let mut holding = 0;
     for n in 1..=3 {
         // Its disk, as the node reports it: the page's numbers are the API's.
-        let disk = b.wait(&format!(".node[data-node='{n}'] [data-field=disk-use]"), "a node's disk", |t| t.contains(" used of ")).await;
+        // The cells are read in one script, from one rendering of the page.
+        b.wait(&format!(".node[data-node='{n}'] [data-field=disk-use]"), "a node's disk", |t| t.contains(" used of ")).await;
+        let cells = b
+            .js(
+                "const n = document.querySelector(`.node[data-node='${arguments[0]}']`);
+                 const f = (x) => n.querySelector(`[data-field=${x}]`);
+                 return [f('disk-use').dataset.total, f('disk-use').dataset.used, f('blobs-held').textContent, f('backlog').textContent]",
+                json!([n]),
+            )
+            .await;
+        let cell = |i: usize| cells[i].as_str().unwrap_or_else(|| panic!("node {n}'s cells: {cells}"));
         let total = node_of(n)["disk"]["total_bytes"].as_u64().unwrap_or_else(|| panic!("node {n} reports its disk: {cluster}"));
         assert!(total > 0);
-        assert_eq!(b.attr(&disk, "data-total").await, Some(total.to_string()), "node {n}'s disk size");
-        let used: u64 = b.attr(&disk, "data-used").await.unwrap().parse().unwrap();
+        assert_eq!(cell(0), total.to_string(), "node {n}'s disk size");
+        let used: u64 = cell(1).parse().unwrap_or_else(|_| panic!("node {n}'s cells: {cells}"));
         assert!(used > 0 && used <= total, "node {n}: {used} of {total}");
-        let held = b.text(&format!(".node[data-node='{n}'] [data-field=blobs-held]")).await;
+        let held = cell(2);
         let count: u64 = held.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("node {n} blobs held: {held}"));
         holding += usize::from(count >= 2);
-        let backlog = b.text(&format!(".node[data-node='{n}'] [data-field=backlog]")).await;
+        let backlog = cell(3);
         assert!(backlog.ends_with(')') && backlog.contains(" blobs ("), "node {n} backlog: {backlog}");
     }
     assert!(holding >= 2, "the image's config and layer on at least 2 nodes");
