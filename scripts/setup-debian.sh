@@ -2,7 +2,8 @@
 # Installs what building and testing berth needs on Debian 12, once.
 # Safe to run again: it installs only what is missing.
 #
-# Build: clang/libclang (bindgen) and Debian's RocksDB.
+# Build: clang/libclang (bindgen), Debian's RocksDB, and make (jemalloc,
+# the berth binary's allocator, is built from its source with it).
 # Tests: the real registry clients the tests drive (docker's daemon,
 # podman, skopeo, buildah, containerd's ctr, curl), promtool (package
 # prometheus; its daemon is not started), systemd-analyze (package systemd,
@@ -21,7 +22,7 @@
 # PyPI oras, openapi-spec-validator and schemathesis (Debian 12 marks its Python externally managed, hence
 # --break-system-packages).
 set -euo pipefail
-packages=(clang libclang-dev librocksdb-dev pkg-config ca-certificates curl tar
+packages=(clang libclang-dev librocksdb-dev make pkg-config ca-certificates curl tar
           docker.io podman skopeo buildah containerd python3-pip prometheus systemd
           docker-registry apache2-utils tinyproxy openssl slapd ldap-utils
           binutils docker-compose debootstrap dpkg-dev chromium chromium-driver

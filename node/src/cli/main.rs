@@ -19,6 +19,16 @@ use berth_raft::{LinkFilter, MetaConfig};
 use clap::{Parser, Subcommand};
 use identity::{LoginArgs, LogsArgs, OrgCommand, RepoCommand, RobotCommand, TeamCommand, UserCommand};
 
+/// The node's many small, short-lived allocations (a request's headers, a
+/// record's encoding, a Raft entry's frames), made on one thread and freed
+/// on another: glibc's malloc took 28% of the nodes' CPU samples under a
+/// stream of tag writes, consolidating its arenas' free lists. jemalloc
+/// keeps a small cache per thread over a few shared arenas (mimalloc, tried
+/// first, kept pages per thread and a node grew past 500 MiB). The figures
+/// are `berth-bench scale`'s, in README.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "berth", version, about = "berth: a container registry cluster")]
 struct Cli {
