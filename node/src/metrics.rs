@@ -133,6 +133,11 @@ fn describe() {
         Unit::Seconds,
         "Time the last reconciler pass took to find what this node misses (reads only the blob records changed since the pass before)"
     );
+    describe_gauge!(
+        "berth_reconcile_full_read_seconds",
+        Unit::Seconds,
+        "Time the reconciler's last full read of every blob record took (at start, after a snapshot or a placement change, and every 10 minutes)"
+    );
     describe_gauge!("berth_raft_term", "Current Raft term");
     describe_gauge!("berth_raft_leader_id", "Node id of the current Raft leader (-1: none known)");
     describe_gauge!("berth_raft_is_leader", "1 when this node leads the metadata group");

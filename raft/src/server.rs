@@ -114,7 +114,7 @@ impl PeerService {
     fn check_member<T>(&self, req: &Request<T>) -> Result<NodeId, Status> {
         require_cluster_cert(req)?;
         let caller = caller_id(req).ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
-        if crate::state::node_removed(&self.meta.state(), caller).unwrap_or(false) {
+        if self.meta.node_removed(caller) {
             tracing::warn!(node_id = caller, "refused a call from a removed node");
             return Err(Status::permission_denied(format!("node {caller} was removed from the cluster and may not take part in it")));
         }

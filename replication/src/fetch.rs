@@ -136,19 +136,19 @@ impl Replicator {
             // Copying from a relay (a node still receiving the blob itself)
             // keeps to the relay: ranges from the holders would load the
             // uplinks the relay chains spare.
-            let info = self.inner.view.blob(digest);
-            let holders = info.as_ref().map(|b| b.holders.clone()).unwrap_or_default();
+            let holders = self.inner.view.holders(digest);
             let relay = prefer.filter(|p| !holders.contains(p) && !bad.contains(p));
             let mut relay_waits = 0;
             // Nor from a holder that heads another node's chain: that
-            // node's copy goes over its uplink. (Worked out only for a
-            // blob large enough to be fetched in ranges.)
-            let spare: Vec<PeerInfo> = match info {
-                Some(b) if relay.is_none() && size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2 => {
+            // node's copy goes over its uplink. (Worked out, with the
+            // placement, only for a blob large enough to be fetched in ranges.)
+            let ranged = relay.is_none() && size >= self.inner.config.parallel_fetch_min_bytes && sources.len() >= 2;
+            let spare: Vec<PeerInfo> = match ranged.then(|| self.inner.view.blob(digest)).flatten() {
+                Some(b) => {
                     let busy = self.holders_feeding_others(digest, &b);
                     sources.into_iter().filter(|p| !busy.contains(&p.id)).collect()
                 }
-                _ => Vec::new(),
+                None => Vec::new(),
             };
             if spare.len() >= 2 {
                 contributors.extend(spare.iter().map(|p| p.id));

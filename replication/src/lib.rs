@@ -90,12 +90,21 @@ pub trait ClusterView: Send + Sync + 'static {
     fn holders(&self, digest: &Digest) -> BTreeSet<NodeId> {
         self.blob(digest).map(|b| b.holders).unwrap_or_default()
     }
+    /// [`ClusterView::holders`] of each of `digests`, in their order, which
+    /// a view may read in one batch (a push asks for every blob of a
+    /// manifest at once).
+    fn holders_of(&self, digests: &[&Digest]) -> Vec<BTreeSet<NodeId>> {
+        digests.iter().map(|d| self.holders(d)).collect()
+    }
     /// Whether placement asks nodes of `region` to keep `digest`.
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool;
     /// Whether placement asks nodes of `region` to keep what `repo` holds.
     fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool;
-    /// Every blob with its placement.
-    fn blobs(&self) -> Vec<(Digest, BlobInfo)>;
+    /// Every blob placement wants on this node that this node does not
+    /// hold and some node does, read from every blob record: the
+    /// reconciler's full pass. A million records should be read a page at
+    /// a time, and placement worked out only for those not held here.
+    fn missing_blobs(&self) -> Vec<(Digest, BlobInfo)>;
     /// The blobs whose records or placement changed since the last call,
     /// or `None` when that is not known and every blob must be read again
     /// (the first call, a new snapshot, or a change of placement). The
@@ -123,7 +132,8 @@ pub struct ReplicationConfig {
     pub transport: TransportConfig,
     /// How often the background reconciler looks for missing blobs, ms.
     pub reconcile_interval_ms: u64,
-    /// Blobs fetched at once by the reconciler.
+    /// Blobs over 1 MiB fetched at once by the reconciler; of smaller ones
+    /// it fetches eight times as many.
     pub fetch_concurrency: usize,
     /// Copies (on distinct nodes, other regions first) every blob of a
     /// manifest must have before the manifest PUT is acknowledged. Unset:
@@ -327,16 +337,17 @@ impl Replicator {
     pub async fn ensure_at_least(&self, blobs: &[(Digest, u64)], need: usize) -> Result<()> {
         let need = need.clamp(1, self.inner.view.peers().len() + 1);
         let timeout = Duration::from_millis(self.inner.config.min_copies_timeout_ms);
-        let work = blobs.iter().map(|(d, size)| self.ensure_one(d, *size, need));
+        let holders = self.inner.view.holders_of(&blobs.iter().map(|(d, _)| d).collect::<Vec<_>>());
+        let work = blobs.iter().zip(holders).map(|((d, size), holders)| self.ensure_one(d, *size, need, holders));
         match tokio::time::timeout(timeout, futures::future::try_join_all(work)).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(ReplicationError::CopiesTimedOut { need, timeout }),
         }
     }
 
-    async fn ensure_one(&self, digest: &Digest, size: u64, need: usize) -> Result<()> {
+    /// Makes `need` copies of `digest`, which the metadata says `holders` hold.
+    async fn ensure_one(&self, digest: &Digest, size: u64, need: usize, mut holders: BTreeSet<NodeId>) -> Result<()> {
         let me = self.inner.view.self_id();
-        let mut holders = self.inner.view.holders(digest);
         // Pipelined copies recorded through the leader, which this node's
         // metadata may not have applied yet.
         holders.extend(self.pipelined_holders(digest).await);

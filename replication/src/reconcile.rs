@@ -81,6 +81,14 @@ fn relay_chain(nodes: &[(NodeId, String)], holders: &BTreeSet<NodeId>) -> Vec<No
 /// named: a backstop that bounds how long a missed change could go unseen.
 const FULL_READ_EVERY: Duration = Duration::from_secs(600);
 
+/// Blobs up to this size are small: their fetch waits on round trips, a
+/// sync and the record of the copy, not on bandwidth, so the reconciler
+/// runs [`SMALL_FETCHES_PER_FETCH`] of them for each large one it may run.
+const SMALL_BLOB_BYTES: u64 = 1 << 20;
+/// With four at once, 30,000 blobs of a few hundred bytes took 62 s to
+/// reach a third node, with a fifth of the machine's CPU idle.
+const SMALL_FETCHES_PER_FETCH: usize = 8;
+
 /// The blobs this node misses, as of the last refresh.
 #[derive(Default)]
 pub(crate) struct Missing {
@@ -148,7 +156,9 @@ impl Replicator {
                 }
             }
             _ => {
-                let blobs: HashMap<Digest, BlobInfo> = view.blobs().into_iter().filter(|(_, b)| misses(b)).collect();
+                let started = Instant::now();
+                let blobs: HashMap<Digest, BlobInfo> = view.missing_blobs().into_iter().filter(|(_, b)| misses(b)).collect();
+                metrics::gauge!("berth_reconcile_full_read_seconds").set(started.elapsed().as_secs_f64());
                 let mut m = self.inner.missing.lock().unwrap_or_else(|e| e.into_inner());
                 m.blobs = blobs;
                 m.read_all_at = Some(Instant::now());
@@ -171,7 +181,8 @@ impl Replicator {
     fn chain_members(&self, digest: &Digest, info: &BlobInfo) -> Vec<(NodeId, String)> {
         let view = &self.inner.view;
         let mut nodes: Vec<(NodeId, String)> = vec![(view.self_id(), view.self_region())];
-        let mut wanted: std::collections::HashMap<String, bool> = Default::default();
+        // This node's region wants it as much as `info` says this node does.
+        let mut wanted: std::collections::HashMap<String, bool> = [(view.self_region(), info.wanted_here)].into();
         for p in view.peers() {
             let wants = *wanted.entry(p.region.clone()).or_insert_with(|| view.wanted_in_region(digest, &p.region));
             if wants || info.holders.contains(&p.id) {
@@ -188,18 +199,21 @@ impl Replicator {
         let missing = self.missing();
         metrics::gauge!("berth_reconcile_pass_seconds").set(started.elapsed().as_secs_f64());
         let concurrency = self.inner.config.fetch_concurrency.max(1);
-        let results = futures::stream::iter(missing)
-            .map(|(digest, info)| async move {
-                // Already on disk but not recorded (e.g. a crash between the two).
-                if let Ok(Some(_)) = self.inner.store.stat(&digest).await {
-                    return self.inner.view.record_holder(&digest, info.size).await.is_ok();
-                }
-                self.fetch(&digest, info.size, self.upstream(&digest, &info)).wait().await.is_ok()
-            })
-            .buffer_unordered(concurrency)
-            .collect::<Vec<bool>>()
-            .await;
-        results.into_iter().filter(|ok| *ok).count()
+        let (small, large): (Vec<_>, Vec<_>) = missing.into_iter().partition(|(_, info)| info.size <= SMALL_BLOB_BYTES);
+        let fetch_all = |blobs: Vec<(Digest, BlobInfo)>, at_once: usize| {
+            futures::stream::iter(blobs)
+                .map(|(digest, info)| async move {
+                    // Already on disk but not recorded (e.g. a crash between the two).
+                    if let Ok(Some(_)) = self.inner.store.stat(&digest).await {
+                        return self.inner.view.record_holder(&digest, info.size).await.is_ok();
+                    }
+                    self.fetch(&digest, info.size, self.upstream(&digest, &info)).wait().await.is_ok()
+                })
+                .buffer_unordered(at_once)
+                .collect::<Vec<bool>>()
+        };
+        let (small, large) = futures::join!(fetch_all(small, concurrency * SMALL_FETCHES_PER_FETCH), fetch_all(large, concurrency));
+        small.into_iter().chain(large).filter(|ok| *ok).count()
     }
 }
 

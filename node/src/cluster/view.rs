@@ -42,6 +42,14 @@ impl NodeView {
         self.wanted_in(digest, rec, &self.region)
     }
 
+    /// Blob `digest`'s record, if the cluster knows the blob.
+    fn record(&self, digest: &Digest) -> Option<BlobRecord> {
+        self.meta.state().get(&keys::blob(digest)).unwrap_or_else(|e| {
+            tracing::error!(digest = %digest, error = %e, "cannot read a blob record");
+            None
+        })
+    }
+
     /// The node records: read again only when one was written since the
     /// last read (a write that lands during the read is noted for the next).
     fn nodes(&self) -> Vec<NodeRecord> {
@@ -77,21 +85,36 @@ impl ClusterView for NodeView {
     }
 
     fn removed(&self, node: NodeId) -> bool {
-        berth_raft::state::node_removed(&self.meta.state(), node).unwrap_or(false)
+        self.meta.node_removed(node)
     }
 
     fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
-        let rec: BlobRecord = self.meta.state().get(&keys::blob(digest)).ok()??;
+        let rec = self.record(digest)?;
         Some(BlobInfo { size: rec.size, wanted_here: self.wanted_here(digest, &rec), holders: rec.holders })
     }
 
     fn holders(&self, digest: &Digest) -> std::collections::BTreeSet<NodeId> {
-        self.meta.state().get::<BlobRecord>(&keys::blob(digest)).ok().flatten().map(|rec| rec.holders).unwrap_or_default()
+        self.record(digest).map(|rec| rec.holders).unwrap_or_default()
+    }
+
+    fn holders_of(&self, digests: &[&Digest]) -> Vec<std::collections::BTreeSet<NodeId>> {
+        let keys: Vec<Vec<u8>> = digests.iter().map(|d| keys::blob(d)).collect();
+        let values = self.meta.state().get_many_raw(&keys).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read blob records");
+            vec![None; keys.len()]
+        });
+        values
+            .into_iter()
+            .map(|v| {
+                v.and_then(|v| berth_common::decode_versioned::<BlobRecord>(berth_raft::state::RECORD_VERSION, &v).ok())
+                    .map(|rec| rec.holders)
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     fn wanted_in_region(&self, digest: &Digest, region: &str) -> bool {
-        let rec: Option<BlobRecord> = self.meta.state().get(&keys::blob(digest)).ok().flatten();
-        rec.is_some_and(|rec| self.wanted_in(digest, &rec, region))
+        self.record(digest).is_some_and(|rec| self.wanted_in(digest, &rec, region))
     }
 
     fn repo_wanted_in_region(&self, repo: &str, region: &str) -> bool {
@@ -100,22 +123,21 @@ impl ClusterView for NodeView {
         placement.wants(region)
     }
 
-    fn blobs(&self) -> Vec<(Digest, BlobInfo)> {
-        let raw = match self.meta.state().scan_raw(keys::BLOB_PREFIX) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read blob records");
-                return Vec::new();
+    fn missing_blobs(&self) -> Vec<(Digest, BlobInfo)> {
+        let me = self.meta.id();
+        let mut out = Vec::new();
+        // Placement is worked out only for the blobs not held here: on a
+        // node that holds everything, the pass is one read of the records.
+        let read = berth_raft::state::for_each_blob(&self.meta.state(), |digest, rec| {
+            if !rec.holders.contains(&me) && !rec.holders.is_empty() && self.wanted_here(&digest, &rec) {
+                out.push((digest, BlobInfo { size: rec.size, wanted_here: true, holders: rec.holders }));
             }
-        };
-        raw.into_iter()
-            .filter_map(|(k, v)| {
-                let digest = keys::blob_digest(&k)?;
-                let rec: BlobRecord = berth_common::decode_versioned(berth_raft::state::RECORD_VERSION, &v).ok()?;
-                let wanted_here = self.wanted_here(&digest, &rec);
-                Some((digest, BlobInfo { size: rec.size, wanted_here, holders: rec.holders }))
-            })
-            .collect()
+            Ok(())
+        });
+        if let Err(e) = read {
+            tracing::error!(error = %e, "cannot read blob records");
+        }
+        out
     }
 
     fn changed_blobs(&self) -> Option<Vec<Digest>> {
