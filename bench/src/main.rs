@@ -197,6 +197,10 @@ enum Bench {
         /// Samples of each read figure (each also stops after 90 s).
         #[arg(long, default_value_t = 2000)]
         samples: usize,
+        /// Wait until every node holds every blob before the tags, so the
+        /// tag rate is measured without the third copies streaming beside it.
+        #[arg(long)]
+        settle_before_tags: bool,
         /// Where the nodes' data goes, kept (default: a temporary directory, removed).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
@@ -490,8 +494,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { runs, rtt_ms, out } => cluster::failover(runs, rtt_ms, &out).await?,
         Bench::Fanout { size_mib, rtt_ms, rate_mb, out } => cluster::fanout(size_mib, rtt_ms, rate_mb, &out).await?,
         Bench::Tokens { n } => tokens(n)?,
-        Bench::Scale { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, dir, out } => {
-            scale::run(scale::Opts { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, dir, out }).await?
+        Bench::Scale { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, settle_before_tags, dir, out } => {
+            scale::run(scale::Opts { repos, tags, blobs_per_repo, shared_layers, clients, big_repo_share, samples, settle_before_tags, dir, out }).await?
         }
         Bench::Replication { size_mib, rtt_ms, rate_mb, out } => {
             eprintln!("hashing a {size_mib} MiB blob…");

@@ -63,6 +63,8 @@ pub struct Opts {
     pub clients: usize,
     pub big_repo_share: f64,
     pub samples: usize,
+    /// Settle between the repositories and the tags.
+    pub settle_before_tags: bool,
     pub dir: Option<PathBuf>,
     pub out: PathBuf,
 }
@@ -595,6 +597,15 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     let blob_pushes_per_s = (o.repos * o.blobs_per_repo) as f64 / repo_secs;
     eprintln!("  {repos_per_s:.0} repositories/s ({blob_pushes_per_s:.0} blob pushes/s) in {repo_secs:.1} s");
     let repo_trend = quarter_medians(&repo_windows);
+    let settle_before_tags_s = match o.settle_before_tags {
+        true => {
+            eprintln!("waiting for every node to hold every blob before the tags…");
+            let s = settle(&http, &nodes, Duration::from_secs(1800)).await?;
+            eprintln!("  settled in {s:.1} s");
+            Some(s)
+        }
+        false => None,
+    };
 
     // Phase 2: tags.
     let plan = Arc::new(TagPlan::new(o.repos, o.tags, o.big_repo_share));
@@ -752,6 +763,21 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         .max();
     let n4_rss = n4.rss_mib();
     eprintln!("  node 4 caught up in {catch_up_s:.1} s (join {joined_s:.1} s), via a snapshot: {via_snapshot}");
+    // The snapshot makes node 4's reconciler read every blob record, all
+    // of them missing there: the full pass at its most expensive.
+    let full_read = {
+        let (mut found, deadline) = (None, Instant::now() + Duration::from_secs(30));
+        while found.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(text) = scrape(&http, &n4.base()).await {
+                if metric(&text, "berth_replication_backlog_blobs").unwrap_or(0.0) > 0.0 {
+                    found = metric(&text, "berth_reconcile_full_read_seconds")
+                        .map(|s| (s * 1000.0, metric(&text, "berth_replication_backlog_blobs").unwrap_or(0.0)));
+                }
+            }
+        }
+        found
+    };
     let peaks: Vec<f64> = nodes.iter().map(|n| n.rss_mib().1).collect();
 
     // The report.
@@ -774,6 +800,9 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         );
     }
     println!("writes: {repos_per_s:.0} new repositories/s ({blob_pushes_per_s:.0} blob pushes/s) for {repo_secs:.0} s; {tags_per_s:.0} tags/s for {tag_secs:.0} s (5 s windows: {windows_text}); {retries} retries, {failed} failed; settled {settle_s:.1} s later, {scans_queued} scans still queued");
+    if let Some(s) = settle_before_tags_s {
+        println!("the repositories' blobs settled on every node in {s:.1} s before the tags began");
+    }
     println!("{:<36} {:>10} {:>10} {:>10} {:>9}", "read (one client, ms)", "p50", "p99", "max", "samples");
     for (name, v) in [
         ("tag-list page (n=1000)", &tl),
@@ -798,6 +827,10 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
     match reconcile {
         Some(ms) => println!("reconciler pass with nothing missing ({backlog} blobs in the backlog): {ms:.2} ms"),
         None => println!("reconciler pass: not measurable from outside (no berth_reconcile_pass_seconds in /metrics); backlog {backlog} blobs"),
+    }
+    match full_read {
+        Some((ms, missing)) => println!("node 4's full read of every blob record after the snapshot ({missing} missing there): {ms:.0} ms"),
+        None => println!("node 4's full read: not seen within 30 s of its catch-up"),
     }
     println!();
     println!("{:<52} {:>8} {:>10} {:>6}", "FIGURE", "value", "target", "");
@@ -826,9 +859,9 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         "bench": "scale", "repos": o.repos, "tags": o.repos + tags_done, "big_repo_tags": plan.big + 1, "blob_records": blob_records(&o), "shared_layers": o.shared_layers,
         "blobs_per_repo": o.blobs_per_repo, "clients": o.clients,
         "writes": {"repos_per_s": repos_per_s, "repo_quarter_medians_per_s": repo_trend, "blob_pushes_per_s": blob_pushes_per_s, "repo_phase_s": repo_secs, "tags_per_s": tags_per_s, "tag_phase_s": tag_secs,
-                   "tag_windows_per_s": window_rates, "retries": retries, "failed": failed, "settle_s": settle_s, "scans_queued_at_reads": scans_queued},
+                   "tag_windows_per_s": window_rates, "retries": retries, "failed": failed, "settle_s": settle_s, "settle_before_tags_s": settle_before_tags_s, "scans_queued_at_reads": scans_queued},
         "reads": {"tag_list": tl, "catalog": cat, "manifest_get": mg, "metrics_scrape": sc, "cluster_status_fresh": st},
-        "reconcile_pass_ms": reconcile, "backlog_blobs": backlog,
+        "reconcile_pass_ms": reconcile, "backlog_blobs": backlog, "node4_full_read": full_read.map(|(ms, missing)| serde_json::json!({"ms": ms, "missing": missing})),
         "catch_up": {"seconds": catch_up_s, "join_s": joined_s, "target_index": target, "via_snapshot": via_snapshot, "snapshot_bytes": snapshot_bytes},
         "nodes": node_rows, "verdicts": verdicts,
     });
